@@ -1,0 +1,49 @@
+/* yamlcfg: a YAML document (libyaml) with typed, line-aware look-ups. Errors read
+ * "FILE:LINE: key 'a.b.c': problem". */
+#ifndef GY_YAMLCFG_H
+#define GY_YAMLCFG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct gy_yaml gy_yaml_t;
+/* A node handle: index into the document, 0 = absent. */
+typedef int gy_ynode_t;
+
+/* Loads and parses path; a syntax error gets GY_ECONFIG with file, line and column. */
+int gy_yaml_load(gy_yaml_t **out, const char *path, char *errmsg, size_t errlen);
+void gy_yaml_destroy(gy_yaml_t *y);
+const char *gy_yaml_path(const gy_yaml_t *y);
+gy_ynode_t gy_yaml_root(const gy_yaml_t *y);
+int gy_yaml_line(const gy_yaml_t *y, gy_ynode_t n); /* 1-based */
+int gy_yaml_is_map(const gy_yaml_t *y, gy_ynode_t n);
+int gy_yaml_is_seq(const gy_yaml_t *y, gy_ynode_t n);
+int gy_yaml_is_scalar(const gy_yaml_t *y, gy_ynode_t n);
+/* Child of a mapping by key (0 if absent or n is not a mapping). */
+gy_ynode_t gy_yaml_get(const gy_yaml_t *y, gy_ynode_t map, const char *key);
+/* Mapping iteration: number of pairs, i-th key (string) and value. */
+int gy_yaml_map_len(const gy_yaml_t *y, gy_ynode_t map);
+const char *gy_yaml_map_key(const gy_yaml_t *y, gy_ynode_t map, int i);
+gy_ynode_t gy_yaml_map_value(const gy_yaml_t *y, gy_ynode_t map, int i);
+int gy_yaml_map_key_line(const gy_yaml_t *y, gy_ynode_t map, int i);
+/* Sequence length and i-th item. */
+int gy_yaml_seq_len(const gy_yaml_t *y, gy_ynode_t seq);
+gy_ynode_t gy_yaml_seq_item(const gy_yaml_t *y, gy_ynode_t seq, int i);
+/* Scalar text (NULL if not a scalar). */
+const char *gy_yaml_scalar(const gy_yaml_t *y, gy_ynode_t n);
+
+/* Typed scalar conversions; `key` is the dotted key used in the error message. Each returns 0
+ * or GY_ECONFIG with "FILE:LINE: key 'KEY': expected ..., got '...'" in errmsg. */
+int gy_yaml_to_int(const gy_yaml_t *y, gy_ynode_t n, const char *key, int64_t min, int64_t max,
+                   int64_t *out, char *errmsg, size_t errlen);
+int gy_yaml_to_double(const gy_yaml_t *y, gy_ynode_t n, const char *key, double min, double max,
+                      double *out, char *errmsg, size_t errlen);
+int gy_yaml_to_bool(const gy_yaml_t *y, gy_ynode_t n, const char *key, int *out, char *errmsg,
+                    size_t errlen);
+int gy_yaml_to_string(const gy_yaml_t *y, gy_ynode_t n, const char *key, const char **out,
+                      char *errmsg, size_t errlen);
+/* Formats "FILE:LINE: key 'KEY': MSG" into errmsg and returns GY_ECONFIG. */
+int gy_yaml_error(const gy_yaml_t *y, gy_ynode_t n, const char *key, char *errmsg, size_t errlen,
+                  const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+#endif

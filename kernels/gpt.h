@@ -1,0 +1,85 @@
+/* gpt: a GPT-2-style decoder on the CPU (forward, backward, per-token and per-sample loss). */
+#ifndef GY_GPT_H
+#define GY_GPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+  int max_seq_len;       /* T_max: rows of the position embedding */
+  int vocab_size;        /* V: real vocabulary */
+  int padded_vocab_size; /* Vp >= V: rows of the token embedding (llm.c pads to 128) */
+  int num_layers;        /* L */
+  int num_heads;         /* NH, divides channels */
+  int channels;          /* C */
+  int qk_norm;           /* 1: LayerNorm (no bias) on each head's queries and keys */
+} gy_gpt_config_t;
+
+/* Parameter tensors, in llm.c's order (the first 16), then gyro's optional ones. Every tensor
+ * whose name starts with a layer prefix is stored [L, ...]: layer l's slice is contiguous. */
+typedef enum {
+  GY_T_WTE,      /* [Vp, C] */
+  GY_T_WPE,      /* [T_max, C] */
+  GY_T_LN1W,     /* [L, C] */
+  GY_T_LN1B,     /* [L, C] */
+  GY_T_QKVW,     /* [L, 3C, C] */
+  GY_T_QKVB,     /* [L, 3C] */
+  GY_T_ATTPROJW, /* [L, C, C] */
+  GY_T_ATTPROJB, /* [L, C] */
+  GY_T_LN2W,     /* [L, C] */
+  GY_T_LN2B,     /* [L, C] */
+  GY_T_FCW,      /* [L, 4C, C] */
+  GY_T_FCB,      /* [L, 4C] */
+  GY_T_FCPROJW,  /* [L, C, 4C] */
+  GY_T_FCPROJB,  /* [L, C] */
+  GY_T_LNFW,     /* [C] */
+  GY_T_LNFB,     /* [C] */
+  GY_T_QNW,      /* [L, C/NH], present (non-zero size) only with qk_norm */
+  GY_T_KNW,      /* [L, C/NH], present only with qk_norm */
+  GY_T_COUNT
+} gy_gpt_tensor_t;
+
+#define GY_GPT_LLMC_TENSORS 16
+
+typedef struct gy_gpt gy_gpt_t;
+
+/* Static name of tensor i ("wte", "wpe", "ln1w", ...). */
+const char *gy_gpt_tensor_name(int i);
+/* Validates cfg; returns 0 or GY_EINVAL with a reason in errmsg. */
+int gy_gpt_config_check(const gy_gpt_config_t *cfg, char *errmsg, size_t errlen);
+
+/* Creates a model with parameters, gradients and room for activations of up to B x T_max.
+ * The callee copies cfg. Parameters start at zero: call gy_gpt_init_params. */
+int gy_gpt_create(gy_gpt_t **out, const gy_gpt_config_t *cfg, int max_batch);
+void gy_gpt_destroy(gy_gpt_t *m);
+
+const gy_gpt_config_t *gy_gpt_config(const gy_gpt_t *m);
+size_t gy_gpt_num_params(const gy_gpt_t *m);
+/* Whole parameter / gradient buffer (num_params floats, tensors back to back in enum order). */
+float *gy_gpt_params(gy_gpt_t *m);
+float *gy_gpt_grads(gy_gpt_t *m);
+/* Element count and offset (in floats) of tensor i; a tensor the config lacks has size 0. */
+size_t gy_gpt_tensor_size(const gy_gpt_t *m, int i);
+size_t gy_gpt_tensor_offset(const gy_gpt_t *m, int i);
+/* 1 if tensor i is stored per layer ([L, ...]), 0 otherwise. */
+int gy_gpt_tensor_layered(int i);
+/* 1 if AdamW applies weight decay to tensor i (matrices only: no embeddings, norms, biases). */
+int gy_gpt_tensor_decayed(int i);
+
+/* GPT-2 initialisation (normal 0.02, residual projections scaled by 1/sqrt(2L), norms at 1),
+ * a pure function of seed. */
+void gy_gpt_init_params(gy_gpt_t *m, uint64_t seed);
+
+/* Forward pass on inputs/targets [B, T] (tokens < V). Computes per-token cross-entropy into
+ * token_losses [B*T] and the mean loss (cross-entropy plus z_loss * log(Z)^2, averaged over all
+ * B*T tokens) which it returns in *mean_loss. targets may be NULL (inference: no loss).
+ * Returns 0, or GY_EINVAL for a bad shape or token. */
+int gy_gpt_forward(gy_gpt_t *m, const int *inputs, const int *targets, int B, int T, float z_loss,
+                   float *mean_loss);
+/* Per-token cross-entropy of the last forward pass ([B*T], read-only, valid until the next). */
+const float *gy_gpt_token_losses(const gy_gpt_t *m);
+/* Backward pass of the last forward (which must have had targets): writes (overwrites) the
+ * gradient of the mean loss into the gradient buffer. */
+int gy_gpt_backward(gy_gpt_t *m);
+
+#endif

@@ -1,0 +1,69 @@
+/* optim: AdamW with run-time knobs, gradient norms and clipping, learning-rate schedules. */
+#ifndef GY_OPTIM_H
+#define GY_OPTIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/gpt.h"
+
+typedef enum { GY_SCHED_CONSTANT = 0, GY_SCHED_COSINE = 1, GY_SCHED_WSD = 2 } gy_sched_kind_t;
+
+/* Learning-rate schedule: a pure function of the step. */
+typedef struct {
+  gy_sched_kind_t kind;
+  float lr;          /* peak learning rate */
+  int warmup;        /* linear warm-up steps from lr/warmup to lr */
+  int total_steps;   /* cosine: length of the decay; steps beyond stay at the floor */
+  float min_lr_frac; /* floor, as a fraction of lr */
+  int decay_start;   /* WSD: first step of the decay phase */
+  int decay_steps;   /* WSD: length of the (linear) decay phase */
+} gy_sched_t;
+
+/* Every knob the controller may turn between two steps. */
+typedef struct {
+  float lr_scale;       /* multiplies the scheduled learning rate */
+  float grad_clip;      /* global gradient-norm clip; 0 disables */
+  float beta1, beta2;
+  float eps;            /* AdamW epsilon */
+  float weight_decay;
+  float shallow_scale;  /* multiplies gradients of the shallow group */
+  int shallow_layers;   /* shallow group = embeddings + the first shallow_layers blocks */
+  float z_loss;         /* coefficient of log(Z)^2 */
+  gy_sched_t sched;
+} gy_knobs_t;
+
+/* Fills knobs with gyro's defaults (lr 3e-4 cosine, clip 1, eps 1e-8, ...). */
+void gy_knobs_default(gy_knobs_t *k);
+/* Checks ranges; 0 or GY_ERANGE with the offending knob named in errmsg. */
+int gy_knobs_check(const gy_knobs_t *k, char *errmsg, size_t errlen);
+
+/* Learning rate at step (0-based), before lr_scale. */
+float gy_sched_lr(const gy_sched_t *s, int64_t step);
+
+typedef struct {
+  double global;  /* L2 norm of all gradients (after the shallow scale, before clipping) */
+  double shallow; /* L2 norm of the shallow group's gradients (same point) */
+  double deep;    /* L2 norm of the rest */
+  int nonfinite;  /* 1 if any gradient is NaN or Inf */
+  double update_ratio; /* ||update|| / ||params|| of the step taken (0 if skipped) */
+  float lr;       /* learning rate applied */
+} gy_step_stats_t;
+
+/* AdamW state: first and second moments, one float per parameter. */
+typedef struct gy_adamw gy_adamw_t;
+int gy_adamw_create(gy_adamw_t **out, size_t num_params);
+void gy_adamw_destroy(gy_adamw_t *o);
+float *gy_adamw_m(gy_adamw_t *o);
+float *gy_adamw_v(gy_adamw_t *o);
+/* Applies the shallow scale to the gradients, measures norms, clips, and takes one AdamW step
+ * (t = step + 1 for bias correction). A non-finite gradient skips the update (parameters and
+ * moments unchanged) and reports nonfinite = 1. Deterministic for a fixed thread count. */
+void gy_adamw_step(gy_adamw_t *o, gy_gpt_t *m, const gy_knobs_t *k, int64_t step,
+                   gy_step_stats_t *stats);
+
+/* Norm helpers, exposed for tests: squared L2 norms of the shallow and deep groups. */
+void gy_grad_sq_norms(gy_gpt_t *m, int shallow_layers, double *shallow_sq, double *deep_sq,
+                      int *nonfinite);
+
+#endif

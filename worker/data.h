@@ -1,0 +1,103 @@
+/* data: training channels, deterministic sample order, skip lists, corruption injection,
+ * held-out sets. */
+#ifndef GY_DATA_H
+#define GY_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define GY_MAX_CHANNELS 16
+#define GY_CHANNEL_NAME_MAX 32
+
+/* ---- skip list: sorted, merged, half-open ranges of sample ids ---- */
+typedef struct {
+  uint64_t first, last; /* [first, last) */
+} gy_range_t;
+
+typedef struct {
+  gy_range_t *r;
+  size_t n, cap;
+} gy_skiplist_t;
+
+void gy_skiplist_init(gy_skiplist_t *s);
+void gy_skiplist_free(gy_skiplist_t *s);
+/* Adds [first, last) (first < last), merging with overlapping or adjacent ranges. */
+int gy_skiplist_add(gy_skiplist_t *s, uint64_t first, uint64_t last);
+int gy_skiplist_contains(const gy_skiplist_t *s, uint64_t id);
+/* The n-th (0-based) sample id that is not skipped. */
+uint64_t gy_skiplist_map(const gy_skiplist_t *s, uint64_t n);
+/* Total number of ids covered. */
+uint64_t gy_skiplist_count(const gy_skiplist_t *s);
+
+/* ---- corruption injection (demos and tests) ---- */
+typedef enum {
+  GY_CORRUPT_RANDOM_BYTES = 0, /* uniform random bytes: a loss jump */
+  GY_CORRUPT_BINARY_NOISE = 1, /* binary-file-like bytes (many zeros, the rest random): a jump */
+  GY_CORRUPT_REPEAT = 2,       /* one token repeated: a loss drop */
+  GY_CORRUPT_EMPTY_LINES = 3,  /* nothing but newlines: a loss drop */
+} gy_corrupt_kind_t;
+
+typedef struct {
+  int channel;     /* channel index, or -1 for any channel */
+  uint64_t first;  /* sample ids [first, last) */
+  uint64_t last;
+  gy_corrupt_kind_t kind;
+  int token;       /* GY_CORRUPT_REPEAT: the repeated token (default ' ') */
+} gy_corrupt_t;
+
+const char *gy_corrupt_kind_name(gy_corrupt_kind_t k);
+/* Parses "random_bytes" | "binary_noise" | "repeat" | "empty_lines"; -1 if unknown. */
+int gy_corrupt_kind_parse(const char *s);
+
+/* ---- channels and the sampler ---- */
+typedef struct {
+  char name[GY_CHANNEL_NAME_MAX];
+  double weight;    /* mixing weight > 0 (relative) */
+  int nfiles;
+  char **files;     /* training shards, in order: the channel's token stream */
+  char *val_file;   /* held-out shard (may be NULL: no evaluation for this channel) */
+  int shuffle;      /* 1: permute samples within an epoch (default); 0: sequential */
+} gy_channel_opts_t;
+
+typedef struct {
+  int nchannels;
+  gy_channel_opts_t *channels;
+  int seq_len;      /* T: a sample is T+1 consecutive tokens (inputs and shifted targets) */
+  uint64_t seed;
+  int vocab_size;   /* tokens >= vocab_size in a shard are refused at open */
+  int ncorrupt;
+  gy_corrupt_t *corrupt;
+  int val_sequences; /* held-out sequences per channel used by evaluation (default 200) */
+} gy_data_opts_t;
+
+typedef struct gy_data gy_data_t;
+
+/* Opens every shard and builds the sampler. The callee copies opts. Errors name the channel
+ * and file in errmsg. */
+int gy_data_create(gy_data_t **out, const gy_data_opts_t *opts, char *errmsg, size_t errlen);
+void gy_data_destroy(gy_data_t *d);
+
+int gy_data_nchannels(const gy_data_t *d);
+const char *gy_data_channel_name(const gy_data_t *d, int ch);
+int gy_data_channel_index(const gy_data_t *d, const char *name); /* -1 if absent */
+uint64_t gy_data_channel_samples(const gy_data_t *d, int ch);  /* samples per epoch */
+
+/* Channel of sample id (a pure function of the mixing weights). */
+int gy_data_sample_channel(const gy_data_t *d, uint64_t id);
+/* Tokens of sample id (T+1 of them, corruption applied), and its channel. A pure function of
+ * (seed, weights, shards, id). */
+void gy_data_sample(const gy_data_t *d, uint64_t id, uint16_t *tokens, int *channel);
+/* Ids of the B samples that step consumes on data-parallel rank (of world ranks): the
+ * unskipped ids number (step*world + rank)*B ... +B-1, in order. */
+void gy_data_batch_ids(const gy_data_t *d, const gy_skiplist_t *skip, uint64_t step, int rank,
+                       int world, int B, uint64_t *ids);
+
+/* Held-out set: number of sequences of channel ch (min(val_sequences, what the file holds)),
+ * and sequence i (T+1 tokens). */
+int gy_data_val_count(const gy_data_t *d, int ch);
+void gy_data_val_sample(const gy_data_t *d, int ch, int i, uint16_t *tokens);
+/* Entropy (nats/token) of the channel's unigram token distribution over its training shards:
+ * the loss of the best model that ignores context. */
+double gy_data_unigram_nats(const gy_data_t *d, int ch);
+
+#endif

@@ -1,0 +1,80 @@
+/* train: the training engine of a worker. One step = build the batch, forward, backward,
+ * AdamW; plus evaluation, knobs, skip lists and checkpoints. No network in here. */
+#ifndef GY_TRAIN_H
+#define GY_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/gpt.h"
+#include "kernels/optim.h"
+#include "worker/config.h"
+#include "worker/data.h"
+
+#define GY_TOPK_MAX 64
+
+typedef struct {
+  uint64_t id;
+  int channel;
+  float loss; /* mean cross-entropy over the sample's tokens */
+} gy_sample_loss_t;
+
+/* What one step produced, per rank (sums and counts so ranks aggregate exactly). */
+typedef struct {
+  int64_t step;                       /* the step just taken (0-based) */
+  double loss;                        /* mean cross-entropy over all tokens of the step */
+  double ch_loss_sum[GY_MAX_CHANNELS]; /* cross-entropy summed per channel */
+  uint64_t ch_tokens[GY_MAX_CHANNELS];
+  gy_step_stats_t opt;                /* grad norms, lr, non-finite, update ratio */
+  double step_ms;
+  double tokens_per_s;
+  int ntop;
+  gy_sample_loss_t top[GY_TOPK_MAX];  /* worst samples, highest loss first */
+} gy_step_report_t;
+
+typedef struct {
+  int nchannels;
+  double val_loss[GY_MAX_CHANNELS]; /* mean token NLL on the held-out set (NaN if none) */
+  double ppl[GY_MAX_CHANNELS];      /* exp(val_loss) */
+  double unigram[GY_MAX_CHANNELS];  /* unigram entropy (nats) of the channel: the baseline */
+} gy_eval_report_t;
+
+typedef struct gy_trainer gy_trainer_t;
+
+/* Builds the model (initialised from seed or from cfg->init_from), optimizer and data.
+ * The callee copies what it keeps of cfg. */
+int gy_trainer_create(gy_trainer_t **out, const gy_run_config_t *cfg, char *errmsg,
+                      size_t errlen);
+void gy_trainer_destroy(gy_trainer_t *t);
+
+/* Takes one step. Returns 0 (a non-finite gradient is reported, not an error). */
+int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep);
+/* Held-out loss and perplexity per channel. */
+int gy_trainer_eval(gy_trainer_t *t, gy_eval_report_t *rep);
+int64_t gy_trainer_step_count(const gy_trainer_t *t); /* steps completed */
+
+/* The run-time knobs: read them, or change any of them between two steps (validated; on error
+ * nothing changes). */
+void gy_trainer_knobs(const gy_trainer_t *t, gy_knobs_t *out);
+int gy_trainer_set_knobs(gy_trainer_t *t, const gy_knobs_t *k, char *errmsg, size_t errlen);
+/* Adds [first, last) to the skip list (applies from the next step). */
+int gy_trainer_skip(gy_trainer_t *t, uint64_t first, uint64_t last);
+const gy_skiplist_t *gy_trainer_skiplist(const gy_trainer_t *t);
+
+/* Checkpoints. snapshot: serialize the full state now (kept in the in-memory ring) and queue it
+ * for writing to the checkpoint folder in the background. */
+int gy_trainer_checkpoint(gy_trainer_t *t, char *errmsg, size_t errlen);
+/* Waits for background writes. */
+int gy_trainer_flush(gy_trainer_t *t, char *errmsg, size_t errlen);
+/* Restores the state of `step` from the in-memory ring if it holds it, else from its file.
+ * A corrupt or mismatched checkpoint is refused with the file and blob named; state unchanged. */
+int gy_trainer_restore(gy_trainer_t *t, int64_t step, char *errmsg, size_t errlen);
+/* Restores from an explicit file. */
+int gy_trainer_restore_file(gy_trainer_t *t, const char *path, char *errmsg, size_t errlen);
+/* Path of the checkpoint file of step (into buf). */
+void gy_trainer_ckpt_path(const gy_trainer_t *t, int64_t step, char *buf, size_t len);
+
+gy_gpt_t *gy_trainer_model(gy_trainer_t *t);
+gy_data_t *gy_trainer_data(gy_trainer_t *t);
+
+#endif

@@ -298,7 +298,8 @@ void gy_attention_backward(float *dqkv, float *dqnw, float *dknw, const float *d
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* GELU, tanh approximation (GPT-2) */
+/* GELU, tanh approximation (GPT-2), written as x * sigmoid(2u) (the same function:
+ * 0.5 * (1 + tanh(u)) = sigmoid(2u)), because expf is several times cheaper than tanhf. */
 
 #define GY_GELU_S 0.7978845608028654f /* sqrt(2/pi) */
 
@@ -307,7 +308,7 @@ void gy_gelu_forward(float *out, const float *inp, size_t n) {
   for (size_t i = 0; i < n; i++) {
     float x = inp[i];
     float u = GY_GELU_S * (x + 0.044715f * x * x * x);
-    out[i] = 0.5f * x * (1.0f + tanhf(u));
+    out[i] = x / (1.0f + expf(-2.0f * u));
   }
 }
 
@@ -316,9 +317,9 @@ void gy_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n
   for (size_t i = 0; i < n; i++) {
     float x = inp[i];
     float u = GY_GELU_S * (x + 0.044715f * x * x * x);
-    float th = tanhf(u);
-    float sech2 = 1.0f - th * th;
-    float g = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GY_GELU_S * (1.0f + 3.0f * 0.044715f * x * x);
+    float s = 1.0f / (1.0f + expf(-2.0f * u));
+    float du = GY_GELU_S * (1.0f + 3.0f * 0.044715f * x * x);
+    float g = s + x * s * (1.0f - s) * 2.0f * du;
     dinp[i] = g * dout[i];
   }
 }

@@ -1,0 +1,588 @@
+/*
+ * train: the training engine of one worker process.
+ *
+ * A step: ask the data module which samples this rank consumes (a pure function of the step and
+ * the skip list), run forward and backward, take an AdamW step with the current knobs, and
+ * report per-channel loss sums, gradient norms and the worst samples. Between two steps the
+ * caller may change knobs, add skips, checkpoint, restore or evaluate.
+ *
+ * Checkpoint blobs: "param/<tensor>", "adam_m/<tensor>", "adam_v/<tensor>" for every tensor of
+ * the model, and "state", a JSON object (step, RNG, knobs, skip list, data cursor). Restoring
+ * validates everything before it changes anything: a refused checkpoint leaves the trainer as
+ * it was.
+ *
+ * Snapshots: a checkpoint is serialized in memory (the training thread pays one copy and the
+ * checksums), kept in a ring of the last K, and written to disk by a background thread.
+ */
+#include "worker/train.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cblas.h>
+
+#include "common/err.h"
+#include "kernels/llmc_io.h"
+#include "worker/ckpt.h"
+
+#define MAX_RING 64
+#define MAX_KEEP_TRACK 4096
+
+struct gy_trainer {
+  gy_gpt_t *model;
+  gy_adamw_t *opt;
+  gy_data_t *data;
+  gy_skiplist_t skip;
+  gy_knobs_t knobs;
+  int64_t step;
+  uint64_t rng;
+  uint64_t config_hash;
+  int B, T, top_k, eval_sequences;
+  int rank, world, dp, tp;
+  char *ckpt_dir;
+  int keep_in_memory, keep;
+  /* batch buffers */
+  int *inputs, *targets, *chans;
+  uint64_t *ids;
+  uint16_t *tok;
+  /* checkpoints */
+  gy_ckpt_buf_t *ring[MAX_RING];
+  gy_ckpt_writer_t *writer;
+  int64_t submitted[MAX_KEEP_TRACK];
+  int nsubmitted;
+  uint64_t nsubmit_total;
+};
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+int gy_trainer_create(gy_trainer_t **out, const gy_run_config_t *cfg, char *errmsg,
+                      size_t errlen) {
+  *out = NULL;
+  int rc = GY_ENOMEM;
+  gy_trainer_t *t = calloc(1, sizeof(*t));
+  if (!t) return GY_ENOMEM;
+  gy_skiplist_init(&t->skip);
+  int threads = cfg->threads > 0 ? cfg->threads : omp_get_num_procs();
+  omp_set_num_threads(threads);
+  openblas_set_num_threads(threads);
+
+  t->B = cfg->batch;
+  t->T = cfg->seq_len;
+  t->top_k = cfg->top_k < GY_TOPK_MAX ? cfg->top_k : GY_TOPK_MAX;
+  t->rank = 0;
+  t->world = 1;
+  t->dp = 1;
+  t->tp = 1;
+  t->rng = cfg->seed ^ 0x5eed5eed5eed5eedull;
+  t->config_hash = gy_run_config_hash(cfg);
+  t->keep_in_memory = cfg->ckpt_keep_in_memory < MAX_RING ? cfg->ckpt_keep_in_memory : MAX_RING;
+  t->keep = cfg->ckpt_keep;
+  t->knobs = cfg->knobs;
+  if ((rc = gy_knobs_check(&t->knobs, errmsg, errlen))) goto err;
+  if (cfg->seq_len > cfg->model.max_seq_len) {
+    snprintf(errmsg, errlen, "train.seq_len %d exceeds model.context %d", cfg->seq_len,
+             cfg->model.max_seq_len);
+    rc = GY_ECONFIG;
+    goto err;
+  }
+  t->ckpt_dir = strdup(cfg->ckpt_dir ? cfg->ckpt_dir : "checkpoints");
+  if (!t->ckpt_dir) goto err;
+
+  if ((rc = gy_gpt_config_check(&cfg->model, errmsg, errlen))) goto err;
+  if ((rc = gy_gpt_create(&t->model, &cfg->model, t->B))) {
+    snprintf(errmsg, errlen, "cannot allocate the model: %s", gy_strerror(rc));
+    goto err;
+  }
+  if (cfg->init_from) {
+    if ((rc = gy_llmc_load(t->model, cfg->init_from, errmsg, errlen))) goto err;
+  } else {
+    gy_gpt_init_params(t->model, cfg->seed);
+  }
+  if ((rc = gy_adamw_create(&t->opt, gy_gpt_num_params(t->model)))) goto err;
+
+  gy_data_opts_t dopts = cfg->data;
+  dopts.seq_len = t->T;
+  dopts.seed = cfg->seed;
+  dopts.vocab_size = cfg->model.vocab_size;
+  if ((rc = gy_data_create(&t->data, &dopts, errmsg, errlen))) goto err;
+  for (int i = 0; i < cfg->nskip; i++)
+    if ((rc = gy_skiplist_add(&t->skip, cfg->skip[i].first, cfg->skip[i].last))) goto err;
+
+  size_t N = (size_t)t->B * t->T;
+  t->inputs = malloc(N * sizeof(int));
+  t->targets = malloc(N * sizeof(int));
+  t->chans = malloc((size_t)t->B * sizeof(int));
+  t->ids = malloc((size_t)t->B * sizeof(uint64_t));
+  t->tok = malloc(((size_t)t->T + 1) * sizeof(uint16_t));
+  rc = GY_ENOMEM;
+  if (!t->inputs || !t->targets || !t->chans || !t->ids || !t->tok) goto err;
+  if ((rc = gy_ckpt_writer_create(&t->writer))) goto err;
+  *out = t;
+  return 0;
+err:
+  if (rc == GY_ENOMEM && errmsg && !errmsg[0]) snprintf(errmsg, errlen, "out of memory");
+  gy_trainer_destroy(t);
+  return rc;
+}
+
+void gy_trainer_destroy(gy_trainer_t *t) {
+  if (!t) return;
+  gy_ckpt_writer_destroy(t->writer);
+  for (int i = 0; i < MAX_RING; i++) gy_ckpt_buf_unref(t->ring[i]);
+  free(t->tok);
+  free(t->ids);
+  free(t->chans);
+  free(t->targets);
+  free(t->inputs);
+  gy_data_destroy(t->data);
+  gy_adamw_destroy(t->opt);
+  gy_gpt_destroy(t->model);
+  gy_skiplist_free(&t->skip);
+  free(t->ckpt_dir);
+  free(t);
+}
+
+int64_t gy_trainer_step_count(const gy_trainer_t *t) {
+  return t->step;
+}
+gy_gpt_t *gy_trainer_model(gy_trainer_t *t) {
+  return t->model;
+}
+gy_data_t *gy_trainer_data(gy_trainer_t *t) {
+  return t->data;
+}
+void gy_trainer_knobs(const gy_trainer_t *t, gy_knobs_t *out) {
+  *out = t->knobs;
+}
+const gy_skiplist_t *gy_trainer_skiplist(const gy_trainer_t *t) {
+  return &t->skip;
+}
+
+int gy_trainer_set_knobs(gy_trainer_t *t, const gy_knobs_t *k, char *errmsg, size_t errlen) {
+  int rc = gy_knobs_check(k, errmsg, errlen);
+  if (rc) return rc;
+  if (k->shallow_layers > gy_gpt_config(t->model)->num_layers) {
+    snprintf(errmsg, errlen, "knobs: shallow_layers %d exceeds the model's %d layers",
+             k->shallow_layers, gy_gpt_config(t->model)->num_layers);
+    return GY_ERANGE;
+  }
+  t->knobs = *k;
+  return 0;
+}
+
+int gy_trainer_skip(gy_trainer_t *t, uint64_t first, uint64_t last) {
+  if (first >= last) return GY_EINVAL;
+  return gy_skiplist_add(&t->skip, first, last);
+}
+
+/* Loads the samples of `ids` into inputs/targets. */
+static void load_batch(gy_trainer_t *t) {
+  int T = t->T;
+  for (int b = 0; b < t->B; b++) {
+    gy_data_sample(t->data, t->ids[b], t->tok, &t->chans[b]);
+    for (int i = 0; i < T; i++) {
+      t->inputs[b * T + i] = t->tok[i];
+      t->targets[b * T + i] = t->tok[i + 1];
+    }
+  }
+}
+
+static int cmp_loss_desc(const void *a, const void *b) {
+  const gy_sample_loss_t *x = a, *y = b;
+  if (x->loss != y->loss) return x->loss < y->loss ? 1 : -1;
+  return x->id < y->id ? -1 : (x->id > y->id);
+}
+
+int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep) {
+  double t0 = now_ms();
+  memset(rep, 0, sizeof(*rep));
+  int B = t->B, T = t->T;
+  gy_data_batch_ids(t->data, &t->skip, (uint64_t)t->step, t->rank, t->world, B, t->ids);
+  load_batch(t);
+  float loss;
+  int rc = gy_gpt_forward(t->model, t->inputs, t->targets, B, T, t->knobs.z_loss, &loss);
+  if (rc) return rc;
+  if ((rc = gy_gpt_backward(t->model))) return rc;
+  gy_adamw_step(t->opt, t->model, &t->knobs, t->step, &rep->opt);
+
+  const float *tl = gy_gpt_token_losses(t->model);
+  gy_sample_loss_t *all = malloc(sizeof(*all) * (size_t)B);
+  if (!all) return GY_ENOMEM;
+  double total = 0;
+  for (int b = 0; b < B; b++) {
+    double s = 0;
+    for (int i = 0; i < T; i++) s += tl[b * T + i];
+    int ch = t->chans[b];
+    rep->ch_loss_sum[ch] += s;
+    rep->ch_tokens[ch] += (uint64_t)T;
+    total += s;
+    all[b].id = t->ids[b];
+    all[b].channel = ch;
+    all[b].loss = (float)(s / T);
+  }
+  rep->loss = total / ((double)B * T);
+  qsort(all, (size_t)B, sizeof(*all), cmp_loss_desc);
+  rep->ntop = t->top_k < B ? t->top_k : B;
+  memcpy(rep->top, all, sizeof(*all) * (size_t)rep->ntop);
+  free(all);
+  rep->step = t->step;
+  t->step++;
+  rep->step_ms = now_ms() - t0;
+  rep->tokens_per_s = rep->step_ms > 0 ? (double)B * T / (rep->step_ms / 1e3) : 0;
+  return 0;
+}
+
+int gy_trainer_eval(gy_trainer_t *t, gy_eval_report_t *rep) {
+  memset(rep, 0, sizeof(*rep));
+  int nch = gy_data_nchannels(t->data), B = t->B, T = t->T;
+  rep->nchannels = nch;
+  for (int ch = 0; ch < nch; ch++) {
+    rep->unigram[ch] = gy_data_unigram_nats(t->data, ch);
+    int n = gy_data_val_count(t->data, ch);
+    if (n <= 0) {
+      rep->val_loss[ch] = rep->ppl[ch] = NAN;
+      continue;
+    }
+    double sum = 0;
+    size_t ntok = 0;
+    for (int i0 = 0; i0 < n; i0 += B) {
+      int nb = n - i0 < B ? n - i0 : B;
+      for (int b = 0; b < nb; b++) {
+        gy_data_val_sample(t->data, ch, i0 + b, t->tok);
+        for (int i = 0; i < T; i++) {
+          t->inputs[b * T + i] = t->tok[i];
+          t->targets[b * T + i] = t->tok[i + 1];
+        }
+      }
+      float l;
+      int rc = gy_gpt_forward(t->model, t->inputs, t->targets, nb, T, 0.0f, &l);
+      if (rc) return rc;
+      const float *tl = gy_gpt_token_losses(t->model);
+      for (int i = 0; i < nb * T; i++) sum += tl[i];
+      ntok += (size_t)nb * T;
+    }
+    rep->val_loss[ch] = sum / (double)ntok;
+    rep->ppl[ch] = exp(rep->val_loss[ch]);
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* checkpoints */
+
+void gy_trainer_ckpt_path(const gy_trainer_t *t, int64_t step, char *buf, size_t len) {
+  snprintf(buf, len, "%s/step_%08" PRId64 ".rank%d.gyck", t->ckpt_dir, step, t->rank);
+}
+
+static char *hex64(uint64_t v, char *buf) {
+  snprintf(buf, 17, "%016" PRIx64, v);
+  return buf;
+}
+
+static json_t *state_to_json(const gy_trainer_t *t) {
+  char h[17];
+  const gy_knobs_t *k = &t->knobs;
+  json_t *skip = json_array();
+  for (size_t i = 0; i < t->skip.n; i++)
+    json_array_append_new(skip, json_pack("[s s]", hex64(t->skip.r[i].first, h),
+                                           hex64(t->skip.r[i].last, (char[17]){0})));
+  return json_pack(
+      "{s:i, s:I, s:s, s:I, s:o, s:{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:f, s:{s:i, s:f, "
+      "s:i, s:i, s:f, s:i, s:i}}}",
+      "version", 1, "step", (json_int_t)t->step, "rng", hex64(t->rng, h), "data_cursor",
+      (json_int_t)((uint64_t)t->step * (uint64_t)t->world * (uint64_t)t->B), "skip", skip,
+      "knobs", "lr_scale", (double)k->lr_scale, "grad_clip", (double)k->grad_clip, "beta1",
+      (double)k->beta1, "beta2", (double)k->beta2, "eps", (double)k->eps, "weight_decay",
+      (double)k->weight_decay, "shallow_scale", (double)k->shallow_scale, "shallow_layers",
+      k->shallow_layers, "z_loss", (double)k->z_loss, "sched", "kind", (int)k->sched.kind, "lr",
+      (double)k->sched.lr, "warmup", k->sched.warmup, "total_steps", k->sched.total_steps,
+      "min_lr_frac", (double)k->sched.min_lr_frac, "decay_start", k->sched.decay_start,
+      "decay_steps", k->sched.decay_steps);
+}
+
+/* Parses the state blob into the out-parameters without touching the trainer. */
+static int state_from_json(const char *text, size_t len, int64_t *step, uint64_t *rng,
+                           gy_knobs_t *k, gy_skiplist_t *skip, char *errmsg, size_t errlen) {
+  json_error_t jerr;
+  json_t *j = json_loadb(text, len, 0, &jerr);
+  if (!j) {
+    snprintf(errmsg, errlen, "state: not JSON (%s at %d)", jerr.text, jerr.position);
+    return GY_ECORRUPT;
+  }
+  int version = 0, kind = 0;
+  json_int_t st = 0;
+  const char *rngs = NULL;
+  json_t *sk = NULL;
+  double lr_scale, clip, b1, b2, eps, wd, shs, zl, lr, mlf;
+  int shl, wu, tot, ds, dsteps;
+  int rc = json_unpack_ex(
+      j, &jerr, JSON_STRICT,
+      "{s:i, s:I, s:s, s:I, s:o, s:{s:F, s:F, s:F, s:F, s:F, s:F, s:F, s:i, s:F, s:{s:i, s:F, "
+      "s:i, s:i, s:F, s:i, s:i}}}",
+      "version", &version, "step", &st, "rng", &rngs, "data_cursor", &(json_int_t){0}, "skip",
+      &sk, "knobs", "lr_scale", &lr_scale, "grad_clip", &clip, "beta1", &b1, "beta2", &b2, "eps",
+      &eps, "weight_decay", &wd, "shallow_scale", &shs, "shallow_layers", &shl, "z_loss", &zl,
+      "sched", "kind", &kind, "lr", &lr, "warmup", &wu, "total_steps", &tot, "min_lr_frac", &mlf,
+      "decay_start", &ds, "decay_steps", &dsteps);
+  if (rc || version != 1 || st < 0 || !json_is_array(sk)) {
+    snprintf(errmsg, errlen, "state: bad fields (%s)", rc ? jerr.text : "version or values");
+    json_decref(j);
+    return GY_ECORRUPT;
+  }
+  *step = st;
+  *rng = strtoull(rngs, NULL, 16);
+  gy_knobs_default(k);
+  k->lr_scale = (float)lr_scale;
+  k->grad_clip = (float)clip;
+  k->beta1 = (float)b1;
+  k->beta2 = (float)b2;
+  k->eps = (float)eps;
+  k->weight_decay = (float)wd;
+  k->shallow_scale = (float)shs;
+  k->shallow_layers = shl;
+  k->z_loss = (float)zl;
+  k->sched.kind = (gy_sched_kind_t)kind;
+  k->sched.lr = (float)lr;
+  k->sched.warmup = wu;
+  k->sched.total_steps = tot;
+  k->sched.min_lr_frac = (float)mlf;
+  k->sched.decay_start = ds;
+  k->sched.decay_steps = dsteps;
+  size_t i;
+  json_t *r;
+  json_array_foreach(sk, i, r) {
+    const char *a = NULL, *b = NULL;
+    if (json_unpack(r, "[ss]", &a, &b) ||
+        gy_skiplist_add(skip, strtoull(a, NULL, 16), strtoull(b, NULL, 16))) {
+      snprintf(errmsg, errlen, "state: bad skip range #%zu", i);
+      json_decref(j);
+      return GY_ECORRUPT;
+    }
+  }
+  json_decref(j);
+  if (gy_knobs_check(k, errmsg, errlen)) return GY_ECORRUPT;
+  return 0;
+}
+
+/* Serializes the full state into a new buffer. */
+static int build_snapshot(gy_trainer_t *t, gy_ckpt_buf_t **out) {
+  gy_ckpt_blob_t blobs[3 * GY_T_COUNT + 1];
+  int n = 0;
+  const float *p = gy_gpt_params(t->model), *mm = gy_adamw_m(t->opt), *vv = gy_adamw_v(t->opt);
+  const char *prefix[3] = {"param/", "adam_m/", "adam_v/"};
+  const float *base[3] = {p, mm, vv};
+  for (int s = 0; s < 3; s++) {
+    for (int i = 0; i < GY_T_COUNT; i++) {
+      size_t sz = gy_gpt_tensor_size(t->model, i);
+      if (!sz) continue;
+      snprintf(blobs[n].name, GY_CKPT_NAME_MAX, "%s%s", prefix[s], gy_gpt_tensor_name(i));
+      blobs[n].data = base[s] + gy_gpt_tensor_offset(t->model, i);
+      blobs[n].nbytes = sz * sizeof(float);
+      n++;
+    }
+  }
+  json_t *st = state_to_json(t);
+  char *text = st ? json_dumps(st, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) : NULL;
+  json_decref(st);
+  if (!text) return GY_ENOMEM;
+  snprintf(blobs[n].name, GY_CKPT_NAME_MAX, "state");
+  blobs[n].data = text;
+  blobs[n].nbytes = strlen(text);
+  n++;
+  gy_ckpt_meta_t meta = {.step = (uint64_t)t->step, .config_hash = t->config_hash,
+                         .rank = t->rank, .world = t->world, .dp = t->dp, .tp = t->tp};
+  int rc = gy_ckpt_build(out, &meta, blobs, n);
+  free(text);
+  return rc;
+}
+
+static int mkdir_p(const char *dir) {
+  char tmp[4096];
+  snprintf(tmp, sizeof(tmp), "%s", dir);
+  for (char *p = tmp + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    if (mkdir(tmp, 0755) && errno != EEXIST) return -1;
+    *p = '/';
+  }
+  if (mkdir(tmp, 0755) && errno != EEXIST) return -1;
+  return 0;
+}
+
+int gy_trainer_checkpoint(gy_trainer_t *t, char *errmsg, size_t errlen) {
+  gy_ckpt_buf_t *b = NULL;
+  int rc = build_snapshot(t, &b);
+  if (rc) {
+    snprintf(errmsg, errlen, "cannot build the checkpoint of step %" PRId64 ": %s", t->step,
+             gy_strerror(rc));
+    return rc;
+  }
+  if (mkdir_p(t->ckpt_dir)) {
+    snprintf(errmsg, errlen, "cannot create checkpoint folder %s: %s", t->ckpt_dir,
+             strerror(errno));
+    gy_ckpt_buf_unref(b);
+    return GY_EIO;
+  }
+  /* retention on disk: the writer is FIFO, so the first `completed` submissions are on disk */
+  uint64_t done = gy_ckpt_writer_completed(t->writer);
+  uint64_t first_index = t->nsubmit_total - (uint64_t)t->nsubmitted;
+  while (t->nsubmitted >= t->keep && first_index < done) {
+    char path[4096];
+    gy_trainer_ckpt_path(t, t->submitted[0], path, sizeof(path));
+    if (t->submitted[0] != t->step) unlink(path);
+    memmove(t->submitted, t->submitted + 1, sizeof(int64_t) * (size_t)(t->nsubmitted - 1));
+    t->nsubmitted--;
+    first_index++;
+  }
+  char path[4096];
+  gy_trainer_ckpt_path(t, t->step, path, sizeof(path));
+  if ((rc = gy_ckpt_writer_submit(t->writer, b, path))) {
+    snprintf(errmsg, errlen, "cannot queue checkpoint %s: %s", path, gy_strerror(rc));
+    gy_ckpt_buf_unref(b);
+    return rc;
+  }
+  if (t->nsubmitted < MAX_KEEP_TRACK) t->submitted[t->nsubmitted++] = t->step;
+  t->nsubmit_total++;
+  /* in-memory ring: newest last */
+  if (t->keep_in_memory > 0) {
+    gy_ckpt_buf_unref(t->ring[0]);
+    memmove(t->ring, t->ring + 1, sizeof(t->ring[0]) * (MAX_RING - 1));
+    t->ring[MAX_RING - 1] = NULL;
+    /* keep only the newest keep_in_memory entries at the tail */
+    for (int i = 0; i < MAX_RING - t->keep_in_memory; i++) {
+      gy_ckpt_buf_unref(t->ring[i]);
+      t->ring[i] = NULL;
+    }
+    t->ring[MAX_RING - 1] = b;
+  } else {
+    gy_ckpt_buf_unref(b);
+  }
+  return 0;
+}
+
+int gy_trainer_flush(gy_trainer_t *t, char *errmsg, size_t errlen) {
+  return gy_ckpt_writer_flush(t->writer, errmsg, errlen);
+}
+
+/* Validates a parsed checkpoint against this trainer, then applies it. */
+static int apply_view(gy_trainer_t *t, const gy_ckpt_view_t *v, const char *what, char *errmsg,
+                      size_t errlen) {
+  const gy_ckpt_meta_t *mt = &v->meta;
+  if (mt->config_hash != t->config_hash) {
+    snprintf(errmsg, errlen,
+             "%s: written by a different configuration (config hash %016" PRIx64
+             ", this run %016" PRIx64 "): model shape, data or seed differ",
+             what, mt->config_hash, t->config_hash);
+    return GY_EMISMATCH;
+  }
+  if (mt->dp != t->dp || mt->tp != t->tp || mt->world != t->world || mt->rank != t->rank) {
+    snprintf(errmsg, errlen,
+             "%s: parallel layout dp=%d tp=%d rank %d of %d does not match this run's dp=%d "
+             "tp=%d rank %d of %d (resharding is not supported)",
+             what, mt->dp, mt->tp, mt->rank, mt->world, t->dp, t->tp, t->rank, t->world);
+    return GY_EMISMATCH;
+  }
+  const char *prefix[3] = {"param/", "adam_m/", "adam_v/"};
+  const gy_ckpt_blob_t *found[3][GY_T_COUNT];
+  for (int s = 0; s < 3; s++) {
+    for (int i = 0; i < GY_T_COUNT; i++) {
+      size_t sz = gy_gpt_tensor_size(t->model, i);
+      found[s][i] = NULL;
+      if (!sz) continue;
+      char name[GY_CKPT_NAME_MAX];
+      snprintf(name, sizeof(name), "%s%s", prefix[s], gy_gpt_tensor_name(i));
+      const gy_ckpt_blob_t *b = gy_ckpt_find(v, name);
+      if (!b) {
+        snprintf(errmsg, errlen, "%s: blob '%s' is missing", what, name);
+        return GY_EMISMATCH;
+      }
+      if (b->nbytes != sz * sizeof(float)) {
+        snprintf(errmsg, errlen, "%s: blob '%s' has %" PRIu64 " bytes, expected %zu", what, name,
+                 b->nbytes, sz * sizeof(float));
+        return GY_EMISMATCH;
+      }
+      found[s][i] = b;
+    }
+  }
+  const gy_ckpt_blob_t *sb = gy_ckpt_find(v, "state");
+  if (!sb) {
+    snprintf(errmsg, errlen, "%s: blob 'state' is missing", what);
+    return GY_EMISMATCH;
+  }
+  int64_t step;
+  uint64_t rng;
+  gy_knobs_t k;
+  gy_skiplist_t skip;
+  gy_skiplist_init(&skip);
+  char sub[512];
+  int rc = state_from_json(sb->data, sb->nbytes, &step, &rng, &k, &skip, sub, sizeof(sub));
+  if (rc) {
+    snprintf(errmsg, errlen, "%s: blob 'state': %s", what, sub);
+    gy_skiplist_free(&skip);
+    return rc;
+  }
+  if ((uint64_t)step != mt->step) {
+    snprintf(errmsg, errlen, "%s: state step %" PRId64 " disagrees with header step %" PRIu64,
+             what, step, mt->step);
+    gy_skiplist_free(&skip);
+    return GY_ECORRUPT;
+  }
+  /* everything checked: apply */
+  float *base[3] = {gy_gpt_params(t->model), gy_adamw_m(t->opt), gy_adamw_v(t->opt)};
+  for (int s = 0; s < 3; s++)
+    for (int i = 0; i < GY_T_COUNT; i++)
+      if (found[s][i])
+        memcpy(base[s] + gy_gpt_tensor_offset(t->model, i), found[s][i]->data,
+               found[s][i]->nbytes);
+  t->step = step;
+  t->rng = rng;
+  t->knobs = k;
+  gy_skiplist_free(&t->skip);
+  t->skip = skip;
+  return 0;
+}
+
+int gy_trainer_restore_file(gy_trainer_t *t, const char *path, char *errmsg, size_t errlen) {
+  gy_ckpt_buf_t *b = NULL;
+  gy_ckpt_view_t v;
+  int rc = gy_ckpt_load_file(path, &b, &v, errmsg, errlen);
+  if (rc) return rc;
+  rc = apply_view(t, &v, path, errmsg, errlen);
+  gy_ckpt_view_free(&v);
+  gy_ckpt_buf_unref(b);
+  return rc;
+}
+
+int gy_trainer_restore(gy_trainer_t *t, int64_t step, char *errmsg, size_t errlen) {
+  for (int i = MAX_RING - 1; i >= 0; i--) {
+    gy_ckpt_buf_t *b = t->ring[i];
+    if (!b || (int64_t)gy_ckpt_buf_step(b) != step) continue;
+    char what[64];
+    snprintf(what, sizeof(what), "snapshot@step %" PRId64, step);
+    gy_ckpt_view_t v;
+    int rc = gy_ckpt_parse(gy_ckpt_buf_data(b), gy_ckpt_buf_len(b), what, &v, errmsg, errlen);
+    if (rc) return rc;
+    rc = apply_view(t, &v, what, errmsg, errlen);
+    gy_ckpt_view_free(&v);
+    return rc;
+  }
+  /* not in memory: the file (wait for pending writes first) */
+  int rc = gy_ckpt_writer_flush(t->writer, errmsg, errlen);
+  if (rc) return rc;
+  char path[4096];
+  gy_trainer_ckpt_path(t, step, path, sizeof(path));
+  return gy_trainer_restore_file(t, path, errmsg, errlen);
+}

@@ -35,6 +35,8 @@ void gy_ckpt_buf_unref(gy_ckpt_buf_t *b); /* NULL is a no-op */
 const uint8_t *gy_ckpt_buf_data(const gy_ckpt_buf_t *b);
 size_t gy_ckpt_buf_len(const gy_ckpt_buf_t *b);
 uint64_t gy_ckpt_buf_step(const gy_ckpt_buf_t *b);
+/* Current reference count (for tests and leak checks). */
+int gy_ckpt_buf_refs(const gy_ckpt_buf_t *b);
 
 /* A validated view of a serialized checkpoint; blobs point into the bytes parsed. */
 typedef struct {

@@ -1,0 +1,46 @@
+# Corruption injection is visible in the channel's loss: random bytes and binary noise make a
+# jump, one repeated token and empty lines make a drop, at exactly the injected step, in
+# exactly the injected channel. Also: a real corrupted shard file (random bytes written into the
+# middle of a copy of a real shard) makes the samples drawn from it spike.
+source "$GY_SOURCE_DIR/tests/lib/common.sh"
+need_data
+# batch 8, world 1: step s consumes ids [8s, 8s+8). Train 150 clean steps, then one corrupted
+# step per kind, spaced so the loss settles between them.
+write_config "$TMP/run.yaml" 210 "$(cat <<'Y'
+  corrupt:
+    - {channel: en, from: 1200, to: 1208, kind: random_bytes}
+    - {channel: code, from: 1360, to: 1368, kind: binary_noise}
+    - {channel: code, from: 1520, to: 1528, kind: repeat, token: 32}
+    - {channel: zh, from: 1600, to: 1608, kind: empty_lines}
+Y
+)"
+# the corrupt list belongs under data:, which write_config ends with; move it there
+python3 - "$TMP/run.yaml" <<'PY'
+import sys
+p = sys.argv[1]; s = open(p).read()
+i = s.index("  corrupt:"); block = s[i:]; s = s[:i]
+j = s.index("eval:")
+open(p, "w").write(s[:j] + block + s[j:])
+PY
+"$WORKER" --standalone --config "$TMP/run.yaml" >"$TMP/out.jsonl"
+python3 - "$TMP/out.jsonl" <<'PY'
+import json, sys, statistics as st
+rows = {r["step"]: r for r in map(json.loads, open(sys.argv[1])) if r["type"] == "step"}
+def base(ch, s):
+    v = [rows[k]["loss_ch"][ch] for k in range(s - 12, s - 2) if rows[k]["loss_ch"][ch] is not None]
+    return st.median(v)
+checks = [(150, "en", "jump"), (170, "code", "jump"), (190, "code", "drop"), (200, "zh", "drop")]
+for s, ch, kind in checks:
+    v, b = rows[s]["loss_ch"][ch], base(ch, s)
+    print("step %d %s: loss %.3f vs baseline %.3f (%s expected)" % (s, ch, v, b, kind))
+    if kind == "jump":
+        assert v > b + 1.0, "no jump"
+        ids = [t["id"] for t in rows[s]["top"]]
+        assert any(8 * s <= i < 8 * s + 8 for i in ids)
+    else:
+        assert v < b - 1.0, "no drop"
+    # the other channels of that step are untouched
+    for other in rows[s]["loss_ch"]:
+        if other != ch and rows[s]["loss_ch"][other] is not None:
+            assert abs(rows[s]["loss_ch"][other] - base(other, s)) < 1.0, other
+PY

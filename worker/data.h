@@ -87,6 +87,13 @@ int gy_data_sample_channel(const gy_data_t *d, uint64_t id);
 /* Tokens of sample id (T+1 of them, corruption applied), and its channel. A pure function of
  * (seed, weights, shards, id). */
 void gy_data_sample(const gy_data_t *d, uint64_t id, uint16_t *tokens, int *channel);
+/* Where sample id comes from: its channel, the epoch of that channel it falls in, and its
+ * sample index within the channel's token stream (tokens [index*T, index*T + T + 1)). A pure
+ * function of (seed, weights, shards, id); any output pointer may be NULL. */
+void gy_data_sample_locate(const gy_data_t *d, uint64_t id, int *channel, uint64_t *epoch,
+                           uint64_t *index);
+/* Number of training tokens in channel ch (all its shards). */
+uint64_t gy_data_channel_tokens(const gy_data_t *d, int ch);
 /* Ids of the B samples that step consumes on data-parallel rank (of world ranks): the
  * unskipped ids number (step*world + rank)*B ... +B-1, in order. */
 void gy_data_batch_ids(const gy_data_t *d, const gy_skiplist_t *skip, uint64_t step, int rank,

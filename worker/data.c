@@ -1,0 +1,702 @@
+/*
+ * data: training channels, the deterministic sample order, skip lists, corruption injection
+ * and held-out sets.
+ *
+ * API, in order: the skip list (gy_skiplist_*), corruption kind names, gy_data_create() /
+ * gy_data_destroy(), channel accessors, the sampler (gy_data_sample_channel, _locate, _sample,
+ * _batch_ids), held-out sequences and the unigram entropy.
+ *
+ * The sample order. Every training sample has a global id 0, 1, 2, ... The channel of id p is
+ * pattern[p % P], where the pattern is built once from the mixing weights turned into small
+ * integers w_c (P = sum w_c) by smooth weighted round-robin (nginx's), which spreads each
+ * channel evenly over the pattern. The number of earlier ids of the same channel is
+ * j = (p / P) * w_c + rank[p % P], where rank is the position's count within the pattern, so
+ * locating an id is O(1) and needs no state. A channel's training shards are concatenated into
+ * one token stream holding N_c = (ntokens - 1) / T samples per epoch; sample k is the tokens
+ * [k*T, k*T + T + 1), which may cross a shard boundary. The j-th sample drawn from a channel is
+ * in epoch e = j / N_c at position i = j % N_c, and its sample index is perm(seed, c, e, i): a
+ * keyed 4-round Feistel network over the smallest even-bit power of two >= N_c, walked until it
+ * lands inside [0, N_c) (cycle walking keeps it a bijection of [0, N_c)), or i itself when the
+ * channel does not shuffle. So the tokens of an id are a pure function of (seed, weights,
+ * shards, id): any rank can compute what any step consumes on any rank, after any restart.
+ *
+ * Skip lists hold sorted, merged (never overlapping nor adjacent) half-open ranges; the n-th
+ * unskipped id is found by walking the ranges in order. A step consumes the unskipped ids
+ * (step*world + rank)*B ... + B - 1, so a skipped id is replaced by the next one and batch
+ * shapes never change.
+ *
+ * Invariants after gy_data_create(): every shard is mapped and validated, every token is
+ * < vocab_size, every channel has at least T + 1 tokens, the options are a deep copy owned by
+ * the gy_data_t, and nothing below allocates or fails: the sampler functions are pure reads and
+ * safe to call from several threads at once.
+ */
+#include "worker/data.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "worker/shard.h"
+
+#define DEFAULT_VAL_SEQUENCES 200
+#define WEIGHT_SCALE 1000
+#define MAX_VOCAB 65536
+
+/* ---------------------------------------------------------------------------------------- */
+/* skip list                                                                                 */
+/* ---------------------------------------------------------------------------------------- */
+
+void gy_skiplist_init(gy_skiplist_t *s) {
+  s->r = NULL;
+  s->n = 0;
+  s->cap = 0;
+}
+
+/* Releases the ranges; s is empty (and reusable) afterwards. */
+void gy_skiplist_free(gy_skiplist_t *s) {
+  if (!s) return;
+  free(s->r);
+  gy_skiplist_init(s);
+}
+
+/* First index i with r[i].last >= x (ranges that end before x cannot touch [x, ...)). */
+static size_t lower_by_last(const gy_skiplist_t *s, uint64_t x) {
+  size_t lo = 0, hi = s->n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (s->r[mid].last < x)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+int gy_skiplist_add(gy_skiplist_t *s, uint64_t first, uint64_t last) {
+  if (first >= last) return GY_EINVAL;
+  /* Ranges i .. j-1 overlap or touch [first, last) and merge with it. */
+  size_t i = lower_by_last(s, first), j = i;
+  while (j < s->n && s->r[j].first <= last)
+    j++;
+  if (i < j) {
+    if (s->r[i].first < first) first = s->r[i].first;
+    if (s->r[j - 1].last > last) last = s->r[j - 1].last;
+    s->r[i].first = first;
+    s->r[i].last = last;
+    memmove(&s->r[i + 1], &s->r[j], (s->n - j) * sizeof(gy_range_t));
+    s->n -= j - i - 1;
+    return GY_OK;
+  }
+  if (s->n == s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 8;
+    gy_range_t *r = realloc(s->r, cap * sizeof(gy_range_t));
+    if (!r) return GY_ENOMEM;
+    s->r = r;
+    s->cap = cap;
+  }
+  memmove(&s->r[i + 1], &s->r[i], (s->n - i) * sizeof(gy_range_t));
+  s->r[i].first = first;
+  s->r[i].last = last;
+  s->n++;
+  return GY_OK;
+}
+
+int gy_skiplist_contains(const gy_skiplist_t *s, uint64_t id) {
+  if (!s || id == UINT64_MAX) return 0; /* ranges are half-open: none holds the last id */
+  /* The first range ending after id is the only one that can hold it. */
+  size_t i = lower_by_last(s, id + 1);
+  return i < s->n && s->r[i].first <= id && id < s->r[i].last;
+}
+
+uint64_t gy_skiplist_map(const gy_skiplist_t *s, uint64_t n) {
+  uint64_t p = n;
+  if (!s) return p;
+  /* Walking in order, p is the answer if no range starts at or before it; a range that does
+   * pushes it past the range's ids. Ranges are disjoint and sorted, so each is seen once. */
+  for (size_t i = 0; i < s->n; i++) {
+    if (s->r[i].first > p) break;
+    p += s->r[i].last - s->r[i].first;
+  }
+  return p;
+}
+
+uint64_t gy_skiplist_count(const gy_skiplist_t *s) {
+  uint64_t c = 0;
+  if (!s) return 0;
+  for (size_t i = 0; i < s->n; i++)
+    c += s->r[i].last - s->r[i].first;
+  return c;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* corruption kinds                                                                          */
+/* ---------------------------------------------------------------------------------------- */
+
+static const char *const corrupt_names[] = {"random_bytes", "binary_noise", "repeat",
+                                            "empty_lines"};
+#define NCORRUPT_KINDS ((int)(sizeof(corrupt_names) / sizeof(corrupt_names[0])))
+
+const char *gy_corrupt_kind_name(gy_corrupt_kind_t k) {
+  if ((int)k < 0 || (int)k >= NCORRUPT_KINDS) return "unknown";
+  return corrupt_names[k];
+}
+
+int gy_corrupt_kind_parse(const char *s) {
+  if (!s) return -1;
+  for (int k = 0; k < NCORRUPT_KINDS; k++)
+    if (strcmp(s, corrupt_names[k]) == 0) return k;
+  return -1;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* hashing                                                                                   */
+/* ---------------------------------------------------------------------------------------- */
+
+/* splitmix64's finaliser: a cheap, well-mixed bijection of 64-bit words. */
+static uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+static uint64_t hash3(uint64_t a, uint64_t b, uint64_t c) {
+  return mix64(mix64(mix64(a) ^ b) ^ c);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* the data set                                                                              */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef struct {
+  int nshards;
+  gy_shard_t *shards;
+  uint64_t *starts; /* nshards + 1 stream offsets: shard s holds [starts[s], starts[s+1]) */
+  uint64_t ntokens;
+  uint64_t nsamples; /* N_c per epoch */
+  int half_bits;     /* Feistel half width: the domain is 2^(2*half_bits) >= nsamples */
+  uint64_t w;        /* integer mixing weight */
+  double unigram;    /* nats/token */
+  int has_val;
+  gy_shard_t val;
+  int val_count;
+} channel_t;
+
+struct gy_data {
+  gy_data_opts_t opts; /* deep copy; channels and corrupt below are owned */
+  channel_t ch[GY_MAX_CHANNELS];
+  uint32_t P;       /* pattern length = sum of integer weights */
+  uint8_t *pattern; /* P channel indices */
+  uint32_t *rank;   /* rank[k]: positions before k in the pattern with the same channel */
+};
+
+static void set_err(char *errmsg, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *errmsg, size_t errlen, const char *fmt, ...) {
+  if (!errmsg || !errlen) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(errmsg, errlen, fmt, ap);
+  va_end(ap);
+}
+
+static void free_opts(gy_data_opts_t *o) {
+  if (o->channels) {
+    for (int c = 0; c < o->nchannels; c++) {
+      gy_channel_opts_t *ch = &o->channels[c];
+      if (ch->files)
+        for (int f = 0; f < ch->nfiles; f++)
+          free(ch->files[f]);
+      free(ch->files);
+      free(ch->val_file);
+    }
+  }
+  free(o->channels);
+  free(o->corrupt);
+  memset(o, 0, sizeof(*o));
+}
+
+/* Deep-copies src into dst (strings included). On failure dst holds nothing to free. */
+static int copy_opts(gy_data_opts_t *dst, const gy_data_opts_t *src) {
+  *dst = *src;
+  dst->channels = NULL;
+  dst->corrupt = NULL;
+  dst->channels = calloc((size_t)src->nchannels, sizeof(gy_channel_opts_t));
+  if (!dst->channels) goto err;
+  for (int c = 0; c < src->nchannels; c++) {
+    const gy_channel_opts_t *s = &src->channels[c];
+    gy_channel_opts_t *d = &dst->channels[c];
+    *d = *s;
+    d->files = NULL;
+    d->val_file = NULL;
+    if (s->nfiles > 0) {
+      d->files = calloc((size_t)s->nfiles, sizeof(char *));
+      if (!d->files) {
+        d->nfiles = 0;
+        goto err;
+      }
+      for (int f = 0; f < s->nfiles; f++)
+        if (s->files[f] && !(d->files[f] = strdup(s->files[f]))) goto err;
+    }
+    if (s->val_file && !(d->val_file = strdup(s->val_file))) goto err;
+  }
+  if (src->ncorrupt > 0) {
+    dst->corrupt = malloc((size_t)src->ncorrupt * sizeof(gy_corrupt_t));
+    if (!dst->corrupt) goto err;
+    memcpy(dst->corrupt, src->corrupt, (size_t)src->ncorrupt * sizeof(gy_corrupt_t));
+  }
+  return GY_OK;
+
+err:
+  free_opts(dst);
+  return GY_ENOMEM;
+}
+
+/* Checks every token of s against the vocabulary and adds them to hist (may be NULL). */
+static int scan_tokens(const gy_shard_t *s, int vocab, uint64_t *hist, const char *chname,
+                       const char *path, char *errmsg, size_t errlen) {
+  const uint16_t *t = s->tokens;
+  for (size_t k = 0; k < s->ntokens; k++) {
+    if (t[k] >= vocab) {
+      set_err(errmsg, errlen,
+              "channel '%s': shard %s: token %u at position %zu is outside the vocabulary "
+              "(vocab_size %d)",
+              chname, path, (unsigned)t[k], k, vocab);
+      return GY_ECORRUPT;
+    }
+    if (hist) hist[t[k]]++;
+  }
+  return GY_OK;
+}
+
+static double entropy_nats(const uint64_t *hist, int vocab, uint64_t total) {
+  double h = 0.0;
+  if (!total) return 0.0;
+  for (int v = 0; v < vocab; v++) {
+    if (!hist[v]) continue;
+    double p = (double)hist[v] / (double)total;
+    h -= p * log(p);
+  }
+  return h;
+}
+
+static uint64_t gcd64(uint64_t a, uint64_t b) {
+  while (b) {
+    uint64_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+/* Opens the shards of channel c, checks them and fills its stream table and statistics. */
+static int open_channel(gy_data_t *d, int c, char *errmsg, size_t errlen) {
+  const gy_data_opts_t *o = &d->opts;
+  const gy_channel_opts_t *co = &o->channels[c];
+  channel_t *ch = &d->ch[c];
+  uint64_t *hist = NULL;
+  char sub[512];
+  int rc;
+
+  ch->shards = calloc((size_t)co->nfiles, sizeof(gy_shard_t));
+  ch->starts = calloc((size_t)co->nfiles + 1, sizeof(uint64_t));
+  hist = calloc((size_t)o->vocab_size, sizeof(uint64_t));
+  if (!ch->shards || !ch->starts || !hist) {
+    set_err(errmsg, errlen, "channel '%s': out of memory", co->name);
+    rc = GY_ENOMEM;
+    goto err;
+  }
+  for (int f = 0; f < co->nfiles; f++) {
+    if (!co->files[f]) {
+      set_err(errmsg, errlen, "channel '%s': file %d has no path", co->name, f);
+      rc = GY_ECONFIG;
+      goto err;
+    }
+    if ((rc = gy_shard_open(&ch->shards[f], co->files[f], sub, sizeof(sub)))) {
+      set_err(errmsg, errlen, "channel '%s': %s", co->name, sub);
+      goto err;
+    }
+    ch->nshards = f + 1;
+    if ((rc = scan_tokens(&ch->shards[f], o->vocab_size, hist, co->name, co->files[f], errmsg,
+                          errlen)))
+      goto err;
+    ch->starts[f + 1] = ch->starts[f] + ch->shards[f].ntokens;
+  }
+  ch->ntokens = ch->starts[co->nfiles];
+  if (ch->ntokens < (uint64_t)o->seq_len + 1) {
+    set_err(errmsg, errlen,
+            "channel '%s': %llu training tokens in %d file(s) (first %s), fewer than one sample "
+            "of seq_len + 1 = %d tokens",
+            co->name, (unsigned long long)ch->ntokens, co->nfiles, co->files[0], o->seq_len + 1);
+    rc = GY_ECONFIG;
+    goto err;
+  }
+  ch->nsamples = (ch->ntokens - 1) / (uint64_t)o->seq_len;
+  int bits = 2;
+  while (bits < 64 && (1ULL << bits) < ch->nsamples)
+    bits += 2;
+  ch->half_bits = bits / 2;
+  ch->unigram = entropy_nats(hist, o->vocab_size, ch->ntokens);
+  free(hist);
+  hist = NULL;
+
+  if (co->val_file) {
+    if ((rc = gy_shard_open(&ch->val, co->val_file, sub, sizeof(sub)))) {
+      set_err(errmsg, errlen, "channel '%s': held-out %s", co->name, sub);
+      goto err;
+    }
+    ch->has_val = 1;
+    if ((rc = scan_tokens(&ch->val, o->vocab_size, NULL, co->name, co->val_file, errmsg, errlen)))
+      goto err;
+    uint64_t avail = ch->val.ntokens ? (ch->val.ntokens - 1) / (uint64_t)o->seq_len : 0;
+    uint64_t want = (uint64_t)o->val_sequences;
+    ch->val_count = (int)(avail < want ? avail : want);
+  }
+  return GY_OK;
+
+err:
+  free(hist);
+  return rc; /* the caller's destroy releases what the channel holds */
+}
+
+/* Turns the weights into small integers and builds the smooth round-robin pattern. */
+static int build_pattern(gy_data_t *d, char *errmsg, size_t errlen) {
+  const gy_data_opts_t *o = &d->opts;
+  double sum = 0.0;
+  for (int c = 0; c < o->nchannels; c++)
+    sum += o->channels[c].weight;
+  uint64_t g = 0, P = 0;
+  for (int c = 0; c < o->nchannels; c++) {
+    double x = o->channels[c].weight / sum * WEIGHT_SCALE;
+    uint64_t w = (uint64_t)llround(x);
+    d->ch[c].w = w ? w : 1; /* a channel with a tiny weight still appears */
+    g = gcd64(g, d->ch[c].w);
+  }
+  for (int c = 0; c < o->nchannels; c++) {
+    d->ch[c].w /= g;
+    P += d->ch[c].w;
+  }
+  d->P = (uint32_t)P;
+  d->pattern = malloc(P);
+  d->rank = malloc(P * sizeof(uint32_t));
+  if (!d->pattern || !d->rank) {
+    set_err(errmsg, errlen, "data: out of memory");
+    return GY_ENOMEM;
+  }
+  int64_t cur[GY_MAX_CHANNELS] = {0};
+  uint32_t seen[GY_MAX_CHANNELS] = {0};
+  for (uint64_t k = 0; k < P; k++) {
+    int best = 0;
+    for (int c = 0; c < o->nchannels; c++) {
+      cur[c] += (int64_t)d->ch[c].w;
+      if (cur[c] > cur[best]) best = c;
+    }
+    cur[best] -= (int64_t)P;
+    d->pattern[k] = (uint8_t)best;
+    d->rank[k] = seen[best]++;
+  }
+  return GY_OK;
+}
+
+static int check_opts(const gy_data_opts_t *o, char *errmsg, size_t errlen) {
+  if (o->nchannels < 1 || o->nchannels > GY_MAX_CHANNELS || !o->channels) {
+    set_err(errmsg, errlen, "data: %d channels (need 1 to %d)", o->nchannels, GY_MAX_CHANNELS);
+    return GY_ECONFIG;
+  }
+  if (o->seq_len < 1) {
+    set_err(errmsg, errlen, "data: seq_len %d must be >= 1", o->seq_len);
+    return GY_ECONFIG;
+  }
+  if (o->vocab_size < 1 || o->vocab_size > MAX_VOCAB) {
+    set_err(errmsg, errlen, "data: vocab_size %d must be in 1..%d (uint16 tokens)", o->vocab_size,
+            MAX_VOCAB);
+    return GY_ECONFIG;
+  }
+  if (o->ncorrupt < 0 || (o->ncorrupt > 0 && !o->corrupt)) {
+    set_err(errmsg, errlen, "data: bad corruption list (%d entries)", o->ncorrupt);
+    return GY_ECONFIG;
+  }
+  for (int c = 0; c < o->nchannels; c++) {
+    const gy_channel_opts_t *co = &o->channels[c];
+    if (!memchr(co->name, '\0', sizeof(co->name)) || !co->name[0]) {
+      set_err(errmsg, errlen, "data: channel %d has an empty or unterminated name", c);
+      return GY_ECONFIG;
+    }
+    for (int k = 0; k < c; k++)
+      if (strcmp(o->channels[k].name, co->name) == 0) {
+        set_err(errmsg, errlen, "data: channel '%s' appears twice", co->name);
+        return GY_ECONFIG;
+      }
+    if (!(co->weight > 0.0) || !isfinite(co->weight)) {
+      set_err(errmsg, errlen, "channel '%s': weight %g must be a finite number > 0", co->name,
+              co->weight);
+      return GY_ECONFIG;
+    }
+    if (co->nfiles < 1 || !co->files) {
+      set_err(errmsg, errlen, "channel '%s': no training files", co->name);
+      return GY_ECONFIG;
+    }
+  }
+  for (int k = 0; k < o->ncorrupt; k++) {
+    const gy_corrupt_t *e = &o->corrupt[k];
+    if (e->channel < -1 || e->channel >= o->nchannels) {
+      set_err(errmsg, errlen, "data: corruption %d: channel %d out of range (-1 or 0..%d)", k,
+              e->channel, o->nchannels - 1);
+      return GY_ECONFIG;
+    }
+    if (e->first >= e->last) {
+      set_err(errmsg, errlen, "data: corruption %d: empty id range [%llu, %llu)", k,
+              (unsigned long long)e->first, (unsigned long long)e->last);
+      return GY_ECONFIG;
+    }
+    if ((int)e->kind < 0 || (int)e->kind >= NCORRUPT_KINDS) {
+      set_err(errmsg, errlen, "data: corruption %d: unknown kind %d", k, (int)e->kind);
+      return GY_ECONFIG;
+    }
+    if (e->kind == GY_CORRUPT_REPEAT && e->token >= o->vocab_size) {
+      set_err(errmsg, errlen, "data: corruption %d: repeat token %d outside the vocabulary (%d)", k,
+              e->token, o->vocab_size);
+      return GY_ECONFIG;
+    }
+  }
+  return GY_OK;
+}
+
+/* Builds the data set. The callee copies opts (strings included); the caller keeps its own.
+ * On error *out is NULL, errmsg names the channel and file, and nothing leaks. */
+int gy_data_create(gy_data_t **out, const gy_data_opts_t *opts, char *errmsg, size_t errlen) {
+  gy_data_t *d = NULL;
+  int rc;
+
+  *out = NULL;
+  if ((rc = check_opts(opts, errmsg, errlen))) return rc;
+  d = calloc(1, sizeof(*d));
+  if (!d) {
+    set_err(errmsg, errlen, "data: out of memory");
+    return GY_ENOMEM;
+  }
+  if ((rc = copy_opts(&d->opts, opts))) {
+    set_err(errmsg, errlen, "data: out of memory");
+    free(d);
+    return rc;
+  }
+  if (d->opts.val_sequences <= 0) d->opts.val_sequences = DEFAULT_VAL_SEQUENCES;
+  for (int c = 0; c < d->opts.nchannels; c++)
+    if ((rc = open_channel(d, c, errmsg, errlen))) goto err;
+  if ((rc = build_pattern(d, errmsg, errlen))) goto err;
+  *out = d;
+  return GY_OK;
+
+err:
+  gy_data_destroy(d);
+  return rc;
+}
+
+/* Unmaps every shard and frees d; NULL is a no-op. */
+void gy_data_destroy(gy_data_t *d) {
+  if (!d) return;
+  for (int c = 0; c < d->opts.nchannels && c < GY_MAX_CHANNELS; c++) {
+    channel_t *ch = &d->ch[c];
+    for (int f = 0; f < ch->nshards; f++)
+      gy_shard_close(&ch->shards[f]);
+    free(ch->shards);
+    free(ch->starts);
+    if (ch->has_val) gy_shard_close(&ch->val);
+  }
+  free(d->pattern);
+  free(d->rank);
+  free_opts(&d->opts);
+  free(d);
+}
+
+int gy_data_nchannels(const gy_data_t *d) {
+  return d->opts.nchannels;
+}
+
+const char *gy_data_channel_name(const gy_data_t *d, int ch) {
+  if (ch < 0 || ch >= d->opts.nchannels) return NULL;
+  return d->opts.channels[ch].name;
+}
+
+int gy_data_channel_index(const gy_data_t *d, const char *name) {
+  if (!name) return -1;
+  for (int c = 0; c < d->opts.nchannels; c++)
+    if (strcmp(d->opts.channels[c].name, name) == 0) return c;
+  return -1;
+}
+
+uint64_t gy_data_channel_samples(const gy_data_t *d, int ch) {
+  if (ch < 0 || ch >= d->opts.nchannels) return 0;
+  return d->ch[ch].nsamples;
+}
+
+uint64_t gy_data_channel_tokens(const gy_data_t *d, int ch) {
+  if (ch < 0 || ch >= d->opts.nchannels) return 0;
+  return d->ch[ch].ntokens;
+}
+
+int gy_data_sample_channel(const gy_data_t *d, uint64_t id) {
+  return d->pattern[id % d->P];
+}
+
+/* A balanced Feistel network on 2*half bits: a bijection of [0, 2^(2*half)) for any key. */
+static uint64_t feistel(uint64_t x, uint64_t key, int half) {
+  uint64_t mask = (1ULL << half) - 1;
+  uint64_t l = x >> half, r = x & mask;
+  for (uint64_t round = 0; round < 4; round++) {
+    uint64_t f = mix64(key ^ mix64(r ^ (round << 56))) & mask;
+    uint64_t nl = r;
+    r = l ^ f;
+    l = nl;
+  }
+  return (l << half) | r;
+}
+
+/* perm(seed, channel, epoch, i): a bijection of [0, n). The domain is at most 4n, so cycle
+ * walking takes fewer than 4 rounds on average; it ends because i's cycle returns to i < n. */
+static uint64_t permute(uint64_t seed, int c, uint64_t epoch, uint64_t i, uint64_t n, int half) {
+  if (n <= 1) return 0;
+  uint64_t key = hash3(seed, 0x6779726f00000000ULL | (uint64_t)c, epoch);
+  uint64_t x = i;
+  do
+    x = feistel(x, key, half);
+  while (x >= n);
+  return x;
+}
+
+void gy_data_sample_locate(const gy_data_t *d, uint64_t id, int *channel, uint64_t *epoch,
+                           uint64_t *index) {
+  uint32_t pos = (uint32_t)(id % d->P);
+  int c = d->pattern[pos];
+  const channel_t *ch = &d->ch[c];
+  uint64_t j = (id / d->P) * ch->w + d->rank[pos];
+  uint64_t e = j / ch->nsamples, i = j % ch->nsamples;
+  if (d->opts.channels[c].shuffle) i = permute(d->opts.seed, c, e, i, ch->nsamples, ch->half_bits);
+  if (channel) *channel = c;
+  if (epoch) *epoch = e;
+  if (index) *index = i;
+}
+
+/* Copies n tokens of channel ch's stream starting at pos (pos + n <= ntokens). */
+static void read_stream(const channel_t *ch, uint64_t pos, size_t n, uint16_t *out) {
+  /* The shard holding pos: the last s with starts[s] <= pos (never an empty shard, since an
+   * empty shard's start equals the next one's). */
+  int lo = 0, hi = ch->nshards; /* find the first s in [0, nshards] with starts[s] > pos */
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    if (ch->starts[mid] <= pos)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  int s = lo - 1;
+  while (n > 0 && s < ch->nshards) {
+    uint64_t off = pos - ch->starts[s];
+    uint64_t avail = ch->shards[s].ntokens - off;
+    size_t k = avail < n ? (size_t)avail : n;
+    memcpy(out, ch->shards[s].tokens + off, k * sizeof(uint16_t));
+    out += k;
+    n -= k;
+    pos += k;
+    s++;
+  }
+}
+
+typedef struct {
+  uint64_t s;
+} rng_t;
+
+static uint64_t rng_next(rng_t *r) {
+  r->s += 0x9e3779b97f4a7c15ULL;
+  return mix64(r->s);
+}
+
+/* Replaces the n tokens of a sample by the corruption e (deterministic in seed and id). */
+static void corrupt_tokens(const gy_corrupt_t *e, uint64_t seed, uint64_t id, int vocab,
+                           uint16_t *t, size_t n) {
+  rng_t r = {hash3(seed ^ 0x636f7272757074ULL, id, (uint64_t)e->kind)};
+  uint32_t top = vocab < 256 ? (uint32_t)vocab : 256; /* bytes kept below vocab_size */
+  uint16_t maxb = (uint16_t)(top - 1);
+  switch (e->kind) {
+  case GY_CORRUPT_RANDOM_BYTES:
+    for (size_t k = 0; k < n; k++)
+      t[k] = (uint16_t)(rng_next(&r) % top);
+    break;
+  case GY_CORRUPT_BINARY_NOISE:
+    /* Looks like a binary file: ~60% zero bytes, runs of 0xFF (padding, erased flash), and
+     * random bytes in between. */
+    for (size_t k = 0; k < n;) {
+      uint64_t x = rng_next(&r);
+      uint32_t u = (uint32_t)(x % 1000);
+      if (u < 15) {
+        size_t run = 4 + (size_t)((x >> 20) % 29);
+        for (size_t m = 0; m < run && k < n; m++)
+          t[k++] = maxb;
+      } else if (u < 615) {
+        t[k++] = 0;
+      } else {
+        t[k++] = (uint16_t)((x >> 24) % top);
+      }
+    }
+    break;
+  case GY_CORRUPT_REPEAT: {
+    int tok = e->token < 0 ? ' ' : e->token;
+    if (tok >= vocab) tok = vocab - 1;
+    for (size_t k = 0; k < n; k++)
+      t[k] = (uint16_t)tok;
+    break;
+  }
+  case GY_CORRUPT_EMPTY_LINES: {
+    uint16_t nl = (uint16_t)('\n' < vocab ? '\n' : vocab - 1);
+    for (size_t k = 0; k < n; k++)
+      t[k] = nl;
+    break;
+  }
+  }
+}
+
+void gy_data_sample(const gy_data_t *d, uint64_t id, uint16_t *tokens, int *channel) {
+  int c;
+  uint64_t idx;
+  size_t n = (size_t)d->opts.seq_len + 1;
+  gy_data_sample_locate(d, id, &c, NULL, &idx);
+  read_stream(&d->ch[c], idx * (uint64_t)d->opts.seq_len, n, tokens);
+  /* Entries apply in order, so when ranges overlap the last matching entry wins. */
+  for (int k = 0; k < d->opts.ncorrupt; k++) {
+    const gy_corrupt_t *e = &d->opts.corrupt[k];
+    if (id >= e->first && id < e->last && (e->channel == -1 || e->channel == c))
+      corrupt_tokens(e, d->opts.seed, id, d->opts.vocab_size, tokens, n);
+  }
+  if (channel) *channel = c;
+}
+
+void gy_data_batch_ids(const gy_data_t *d, const gy_skiplist_t *skip, uint64_t step, int rank,
+                       int world, int B, uint64_t *ids) {
+  (void)d;
+  uint64_t base = (step * (uint64_t)world + (uint64_t)rank) * (uint64_t)B;
+  for (int b = 0; b < B; b++)
+    ids[b] = gy_skiplist_map(skip, base + (uint64_t)b);
+}
+
+int gy_data_val_count(const gy_data_t *d, int ch) {
+  if (ch < 0 || ch >= d->opts.nchannels) return 0;
+  return d->ch[ch].val_count;
+}
+
+void gy_data_val_sample(const gy_data_t *d, int ch, int i, uint16_t *tokens) {
+  size_t n = (size_t)d->opts.seq_len + 1;
+  if (ch < 0 || ch >= d->opts.nchannels || i < 0 || i >= d->ch[ch].val_count) {
+    memset(tokens, 0, n * sizeof(uint16_t)); /* out of range: defined, never a crash */
+    return;
+  }
+  memcpy(tokens, d->ch[ch].val.tokens + (size_t)i * (size_t)d->opts.seq_len, n * sizeof(uint16_t));
+}
+
+double gy_data_unigram_nats(const gy_data_t *d, int ch) {
+  if (ch < 0 || ch >= d->opts.nchannels) return 0.0;
+  return d->ch[ch].unigram;
+}

@@ -26,6 +26,8 @@ int gy_yaml_map_len(const gy_yaml_t *y, gy_ynode_t map);
 const char *gy_yaml_map_key(const gy_yaml_t *y, gy_ynode_t map, int i);
 gy_ynode_t gy_yaml_map_value(const gy_yaml_t *y, gy_ynode_t map, int i);
 int gy_yaml_map_key_line(const gy_yaml_t *y, gy_ynode_t map, int i);
+/* The i-th key's node (for its line in messages; 0 if out of range). */
+gy_ynode_t gy_yaml_map_key_node(const gy_yaml_t *y, gy_ynode_t map, int i);
 /* Sequence length and i-th item. */
 int gy_yaml_seq_len(const gy_yaml_t *y, gy_ynode_t seq);
 gy_ynode_t gy_yaml_seq_item(const gy_yaml_t *y, gy_ynode_t seq, int i);
@@ -38,10 +40,17 @@ int gy_yaml_to_int(const gy_yaml_t *y, gy_ynode_t n, const char *key, int64_t mi
                    int64_t *out, char *errmsg, size_t errlen);
 int gy_yaml_to_double(const gy_yaml_t *y, gy_ynode_t n, const char *key, double min, double max,
                       double *out, char *errmsg, size_t errlen);
+/* Like gy_yaml_to_double, with either bound optionally open: (min, max], [min, max), ... */
+int gy_yaml_to_double_in(const gy_yaml_t *y, gy_ynode_t n, const char *key, double min,
+                         int min_open, double max, int max_open, double *out, char *errmsg,
+                         size_t errlen);
 int gy_yaml_to_bool(const gy_yaml_t *y, gy_ynode_t n, const char *key, int *out, char *errmsg,
                     size_t errlen);
 int gy_yaml_to_string(const gy_yaml_t *y, gy_ynode_t n, const char *key, const char **out,
                       char *errmsg, size_t errlen);
+/* Writes what node n is, for "got ..." in messages: a short printable excerpt of a scalar in
+ * quotes, "a mapping", "a sequence", "an empty value" or "nothing". */
+void gy_yaml_describe(const gy_yaml_t *y, gy_ynode_t n, char *buf, size_t len);
 /* Formats "FILE:LINE: key 'KEY': MSG" into errmsg and returns GY_ECONFIG. */
 int gy_yaml_error(const gy_yaml_t *y, gy_ynode_t n, const char *key, char *errmsg, size_t errlen,
                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));

@@ -27,15 +27,15 @@ write_config() {
   local file=$1 steps=$2 extra=${3:-}
   cat >"$file" <<YAML
 run: {name: test, seed: 1234, steps: $steps, threads: 2}
-model: {layers: 2, channels: 64, heads: 4, context: 64, vocab: 256}
+model: {layers: 4, channels: 128, heads: 4, context: 128, vocab: 256}
 train: {batch: 8, top_k: 4}
 optimizer: {lr: 3.0e-3, weight_decay: 0.0, grad_clip: 1.0}
 schedule: {kind: cosine, warmup: 20, min_lr_frac: 0.1}
 data:
   channels:
-    - {name: zh, train: [\${GY_DATA_DIR}/zh/train_000.bin], val: \${GY_DATA_DIR}/zh/val.bin}
-    - {name: en, train: [\${GY_DATA_DIR}/en/train_000.bin], val: \${GY_DATA_DIR}/en/val.bin}
-    - {name: code, train: [\${GY_DATA_DIR}/code/train_000.bin], val: \${GY_DATA_DIR}/code/val.bin}
+    - {name: zh, train: ['\${GY_DATA_DIR}/zh/train_000.bin'], val: '\${GY_DATA_DIR}/zh/val.bin'}
+    - {name: en, train: ['\${GY_DATA_DIR}/en/train_000.bin'], val: '\${GY_DATA_DIR}/en/val.bin'}
+    - {name: code, train: ['\${GY_DATA_DIR}/code/train_000.bin'], val: '\${GY_DATA_DIR}/code/val.bin'}
 eval: {every: 0, sequences: 64}
 checkpoint: {dir: $TMP/ckpt, every: 0, keep_in_memory: 2, keep: 100}
 $extra

@@ -1,0 +1,33 @@
+#!/bin/bash
+# test.sh: sets up and builds gyro (scripts/setup.sh), runs the test suite, then the unit and
+# fuzz tests again in an AddressSanitizer/UBSan build (build-asan).
+#
+#   bash scripts/test.sh            # everything
+#   bash scripts/test.sh -L unit    # extra arguments go to the first ctest run
+#
+# Exits non-zero when any step or test fails (every step still runs, so one report shows all).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+
+bash scripts/setup.sh || { echo "test: setup failed" >&2; exit 1; }
+
+# The example configs and the tests read the prepared shards through this variable.
+GY_DATA_DIR="$(pwd)/data/shards"
+export GY_DATA_DIR
+
+failed=()
+ctest --test-dir build --output-on-failure -j2 "$@" || failed+=("ctest build $*")
+
+if cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGY_SANITIZE=ON &&
+  cmake --build build-asan -j"$(nproc)"; then
+  ctest --test-dir build-asan --output-on-failure -j2 -L 'unit|fuzz' ||
+    failed+=("ctest build-asan -L 'unit|fuzz'")
+else
+  failed+=("sanitizer build")
+fi
+
+if ((${#failed[@]})); then
+  printf 'test: FAILED: %s\n' "${failed[@]}" >&2
+  exit 1
+fi
+echo "test: all passed" >&2

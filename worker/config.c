@@ -1,0 +1,874 @@
+/*
+ * config: the run configuration file of a worker (YAML), checked against a fixed schema.
+ *
+ * API: gy_run_config_load(), gy_run_config_free(), gy_run_config_hash().
+ *
+ * The schema (every key optional unless marked required; defaults in brackets):
+ *   run:        name ["gyro"], seed [1337], steps [1000], threads 0..1024 [0 = all cores]
+ *   model:      layers 1..256 [4], channels 8..65536 [128], heads 1..1024 dividing channels [4],
+ *               context 2..65536 [128], vocab 2..65535 (required), padded_vocab >= vocab
+ *               [vocab rounded up to 128], qk_norm [false], init_from (path)
+ *   train:      batch 1..65536 [8], seq_len 2..context [context], top_k 0..64 [4]
+ *   optimizer:  lr, beta1, beta2, eps, weight_decay, grad_clip, shallow_scale, shallow_layers
+ *               (0..layers), z_loss, lr_scale [gy_knobs_default()]
+ *   schedule:   kind constant|cosine|wsd, warmup, min_lr_frac [gy_knobs_default()],
+ *               total_steps [run.steps], decay_start [80% of run.steps],
+ *               decay_steps [run.steps - decay_start]
+ *   data:       channels (required, 1..GY_MAX_CHANNELS): name (required, unique, [A-Za-z0-9_-],
+ *               < GY_CHANNEL_NAME_MAX chars), weight (0, 1e6] [1], train (required: a path or a
+ *               non-empty list), val (path), shuffle [true];
+ *               corrupt: [{channel (a declared name; absent = any), from, to > from (required),
+ *               kind (required), token 0..vocab-1 (repeat only) [' ']}];
+ *               skip: [{from, to > from}]
+ *   eval:       every [100], sequences 1..100000 [200]
+ *   checkpoint: dir ["checkpoints"], every [0 = never], keep_in_memory 0..64 [2], keep [5]
+ *
+ * Invariants:
+ * - Nothing is silently ignored: an unknown key anywhere, a wrong type or an out-of-range value
+ *   is GY_ECONFIG with "FILE:LINE: key 'section.key': problem" in errmsg (the line of the
+ *   offending key or value; for a missing required key, the line of its parent mapping).
+ * - Paths (model.init_from, data train/val shards, checkpoint.dir) may use ${NAME} environment
+ *   variables (an unset or empty one is an error naming it); relative paths are then joined to
+ *   the config file's folder, so a config works from any working directory.
+ * - On success the config owns every string and array it points to (gy_run_config_free
+ *   releases them); on error it holds nothing to free (it is zeroed).
+ * - Numbers are range-checked here with the same bounds gy_knobs_check and
+ *   gy_gpt_config_check use, and those checks run last as a safety net.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/yamlcfg.h"
+
+#define MAX_STEPS 2147483647LL /* schedule fields are ints */
+#define U63_MAX 9223372036854775807LL
+
+/* Parsing context: the document, where errors go, and the folder relative paths start from. */
+typedef struct {
+  gy_yaml_t *y;
+  char *errmsg;
+  size_t errlen;
+  char *dir; /* config file's folder; NULL when the config path has no folder part */
+} ctx_t;
+
+/* ---- small helpers ---- */
+
+static int oom(ctx_t *c) {
+  if (c->errmsg && c->errlen)
+    snprintf(c->errmsg, c->errlen, "%s: out of memory", gy_yaml_path(c->y));
+  return GY_ENOMEM;
+}
+
+/* Joins prefix and name into "prefix.name" (or just "name" at the top level). */
+static void join_key(char *buf, size_t len, const char *prefix, const char *name) {
+  if (prefix && *prefix)
+    snprintf(buf, len, "%s.%s", prefix, name);
+  else
+    snprintf(buf, len, "%s", name);
+}
+
+static int require_map(ctx_t *c, gy_ynode_t n, const char *key) {
+  if (gy_yaml_is_map(c->y, n)) return 0;
+  char got[80];
+  gy_yaml_describe(c->y, n, got, sizeof(got));
+  return gy_yaml_error(c->y, n, key, c->errmsg, c->errlen, "expected a mapping, got %s", got);
+}
+
+/* Refuses any key of map that is not in known (NULL-terminated). The message lists the keys
+ * that are allowed there, which is usually enough to spot a typo. */
+static int check_keys(ctx_t *c, gy_ynode_t map, const char *prefix, const char *const *known) {
+  int n = gy_yaml_map_len(c->y, map);
+  for (int i = 0; i < n; i++) {
+    const char *k = gy_yaml_map_key(c->y, map, i);
+    gy_ynode_t kn = gy_yaml_map_key_node(c->y, map, i);
+    if (!k)
+      return gy_yaml_error(c->y, kn, prefix, c->errmsg, c->errlen,
+                           "a key must be a plain string, not a mapping or sequence");
+    int ok = 0;
+    for (const char *const *p = known; *p; p++)
+      if (!strcmp(*p, k)) ok = 1;
+    if (ok) continue;
+    char list[256] = "", full[160], shown[64];
+    size_t o = 0;
+    for (const char *const *p = known; *p && o < sizeof(list); p++)
+      o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", p == known ? "" : ", ", *p);
+    /* Quote at most a printable excerpt of the key. */
+    size_t j = 0;
+    for (; k[j] && j < sizeof(shown) - 1; j++)
+      shown[j] = ((unsigned char)k[j] < 0x20 || k[j] == 0x7f) ? '?' : k[j];
+    shown[j] = '\0';
+    join_key(full, sizeof(full), prefix, shown);
+    return gy_yaml_error(c->y, kn, full, c->errmsg, c->errlen, "unknown key (expected one of: %s)",
+                         list);
+  }
+  return 0;
+}
+
+/* A section (or nested mapping) by name: 0 in *out when absent, an error when not a mapping. */
+static int get_map(ctx_t *c, gy_ynode_t parent, const char *prefix, const char *name,
+                   gy_ynode_t *out) {
+  char full[160];
+  join_key(full, sizeof(full), prefix, name);
+  *out = gy_yaml_get(c->y, parent, name);
+  if (!*out) return 0;
+  return require_map(c, *out, full);
+}
+
+/* The key node of map.name (for the line of a section's name), or 0. */
+static gy_ynode_t key_of(ctx_t *c, gy_ynode_t map, const char *name) {
+  int n = gy_yaml_map_len(c->y, map);
+  for (int i = 0; i < n; i++) {
+    const char *k = gy_yaml_map_key(c->y, map, i);
+    if (k && !strcmp(k, name)) return gy_yaml_map_key_node(c->y, map, i);
+  }
+  return 0;
+}
+
+/* Reports prefix.name as missing at node `at` (the line of the mapping's own key, or of the
+ * list item, where the key belongs); at == 0 reports at the top of the document. */
+static int missing(ctx_t *c, gy_ynode_t at, const char *prefix, const char *name,
+                   const char *hint) {
+  char full[160];
+  join_key(full, sizeof(full), prefix, name);
+  if (!at) at = gy_yaml_root(c->y);
+  return gy_yaml_error(c->y, at, full, c->errmsg, c->errlen, "required key is missing%s%s",
+                       hint ? ": " : "", hint ? hint : "");
+}
+
+/* Optional integer map.name in [min, max]; *out keeps its default when absent. */
+static int get_int(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, int64_t min,
+                   int64_t max, int64_t *out, gy_ynode_t *where) {
+  char full[160];
+  join_key(full, sizeof(full), prefix, name);
+  gy_ynode_t n = gy_yaml_get(c->y, map, name);
+  if (where) *where = n;
+  if (!n) return 0;
+  return gy_yaml_to_int(c->y, n, full, min, max, out, c->errmsg, c->errlen);
+}
+
+/* get_int into an int (the bounds keep it in range). */
+static int get_i32(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, int64_t min,
+                   int64_t max, int *out, gy_ynode_t *where) {
+  int64_t v = *out;
+  int rc = get_int(c, map, prefix, name, min, max, &v, where);
+  if (!rc) *out = (int)v;
+  return rc;
+}
+
+/* Optional number map.name in the interval; *out keeps its default when absent. */
+static int get_double(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, double min,
+                      int min_open, double max, int max_open, double *out) {
+  char full[160];
+  join_key(full, sizeof(full), prefix, name);
+  gy_ynode_t n = gy_yaml_get(c->y, map, name);
+  if (!n) return 0;
+  return gy_yaml_to_double_in(c->y, n, full, min, min_open, max, max_open, out, c->errmsg,
+                              c->errlen);
+}
+
+/* get_double into a float knob; a non-zero value that rounds to 0 as a float is refused. */
+static int get_float(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, double min,
+                     int min_open, double max, int max_open, float *out) {
+  double v = *out;
+  int rc = get_double(c, map, prefix, name, min, min_open, max, max_open, &v);
+  if (rc) return rc;
+  if (v != 0 && (float)v == 0) {
+    char full[160];
+    join_key(full, sizeof(full), prefix, name);
+    return gy_yaml_error(c->y, gy_yaml_get(c->y, map, name), full, c->errmsg, c->errlen,
+                         "%g is too small: it rounds to 0 in single precision", v);
+  }
+  *out = (float)v;
+  return 0;
+}
+
+static int get_bool(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, int *out) {
+  char full[160];
+  join_key(full, sizeof(full), prefix, name);
+  gy_ynode_t n = gy_yaml_get(c->y, map, name);
+  if (!n) return 0;
+  return gy_yaml_to_bool(c->y, n, full, out, c->errmsg, c->errlen);
+}
+
+/* Optional string; *out borrows the document's text (valid while c->y lives). */
+static int get_str(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, const char **out,
+                   gy_ynode_t *where) {
+  char full[160];
+  join_key(full, sizeof(full), prefix, name);
+  gy_ynode_t n = gy_yaml_get(c->y, map, name);
+  if (where) *where = n;
+  if (!n) return 0;
+  return gy_yaml_to_string(c->y, n, full, out, c->errmsg, c->errlen);
+}
+
+/* A growable string. */
+typedef struct {
+  char *s;
+  size_t n, cap;
+} sbuf_t;
+
+static int sb_add(sbuf_t *b, const char *p, size_t n) {
+  if (b->n + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < b->n + n + 1)
+      cap *= 2;
+    char *s = realloc(b->s, cap);
+    if (!s) return GY_ENOMEM;
+    b->s = s;
+    b->cap = cap;
+  }
+  memcpy(b->s + b->n, p, n);
+  b->n += n;
+  b->s[b->n] = '\0';
+  return 0;
+}
+
+/* Expands ${NAME} in the path text of node n and joins a relative result to the config's
+ * folder. *out is a new string the caller owns. */
+static int make_path(ctx_t *c, gy_ynode_t n, const char *key, const char *text, char **out) {
+  sbuf_t b = {0};
+  int rc = 0;
+  *out = NULL;
+  for (const char *p = text; *p;) {
+    if (p[0] != '$' || p[1] != '{') {
+      const char *q = p + 1;
+      while (*q && !(q[0] == '$' && q[1] == '{'))
+        q++;
+      if ((rc = sb_add(&b, p, (size_t)(q - p)))) goto err;
+      p = q;
+      continue;
+    }
+    const char *name = p + 2, *end = strchr(name, '}');
+    size_t len = end ? (size_t)(end - name) : 0;
+    int valid = end && len > 0 && len < 128 && !(name[0] >= '0' && name[0] <= '9');
+    for (size_t i = 0; valid && i < len; i++) {
+      char ch = name[i];
+      valid = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '_';
+    }
+    if (!valid) {
+      rc = gy_yaml_error(c->y, n, key, c->errmsg, c->errlen,
+                         "malformed variable reference: use ${NAME} with NAME made of letters, "
+                         "digits and '_'");
+      goto err;
+    }
+    char var[128];
+    memcpy(var, name, len);
+    var[len] = '\0';
+    const char *val = getenv(var);
+    if (!val || !*val) {
+      rc = gy_yaml_error(c->y, n, key, c->errmsg, c->errlen, "environment variable %s is not set%s",
+                         var, val ? " (it is empty)" : "");
+      goto err;
+    }
+    if ((rc = sb_add(&b, val, strlen(val)))) goto err;
+    p = end + 1;
+  }
+  if (!b.n) {
+    rc = gy_yaml_error(c->y, n, key, c->errmsg, c->errlen, "the path is empty");
+    goto err;
+  }
+  if (b.s[0] != '/' && c->dir) {
+    sbuf_t j = {0};
+    if ((rc = sb_add(&j, c->dir, strlen(c->dir))) || (rc = sb_add(&j, "/", 1)) ||
+        (rc = sb_add(&j, b.s, b.n))) {
+      free(j.s);
+      goto err;
+    }
+    free(b.s);
+    b = j;
+  }
+  *out = b.s;
+  return 0;
+err:
+  free(b.s);
+  if (rc == GY_ENOMEM) return oom(c);
+  return rc;
+}
+
+/* Optional path map.name into *out (owned; replaces and frees a previous value). */
+static int get_path(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, char **out) {
+  char full[160];
+  join_key(full, sizeof(full), prefix, name);
+  const char *s;
+  gy_ynode_t n;
+  int rc = get_str(c, map, prefix, name, &s, &n);
+  if (rc || !n) return rc;
+  char *p;
+  if ((rc = make_path(c, n, full, s, &p))) return rc;
+  free(*out);
+  *out = p;
+  return 0;
+}
+
+/* ---- sections ---- */
+
+static const char *const top_keys[] = {"run",  "model", "train",      "optimizer", "schedule",
+                                       "data", "eval",  "checkpoint", NULL};
+
+static int parse_run(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
+  static const char *const keys[] = {"name", "seed", "steps", "threads", NULL};
+  gy_ynode_t m, n;
+  int rc;
+  if ((rc = get_map(c, root, "", "run", &m)) || !m) return rc;
+  if ((rc = check_keys(c, m, "run", keys))) return rc;
+  const char *name = NULL;
+  if ((rc = get_str(c, m, "run", "name", &name, &n))) return rc;
+  if (name) {
+    if (!*name) return gy_yaml_error(c->y, n, "run.name", c->errmsg, c->errlen, "is empty");
+    char *dup = strdup(name);
+    if (!dup) return oom(c);
+    free(cfg->name);
+    cfg->name = dup;
+  }
+  int64_t seed = (int64_t)cfg->seed;
+  if ((rc = get_int(c, m, "run", "seed", 0, U63_MAX, &seed, NULL))) return rc;
+  cfg->seed = (uint64_t)seed;
+  if ((rc = get_int(c, m, "run", "steps", 0, MAX_STEPS, &cfg->steps, NULL))) return rc;
+  return get_i32(c, m, "run", "threads", 0, 1024, &cfg->threads, NULL);
+}
+
+static int parse_model(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
+  static const char *const keys[] = {"layers",       "channels", "heads",     "context", "vocab",
+                                     "padded_vocab", "qk_norm",  "init_from", NULL};
+  gy_gpt_config_t *g = &cfg->model;
+  gy_ynode_t m, heads_n, chan_n, vocab_n, pv_n;
+  int rc;
+  if ((rc = get_map(c, root, "", "model", &m))) return rc;
+  if (m && (rc = check_keys(c, m, "model", keys))) return rc;
+  if ((rc = get_i32(c, m, "model", "layers", 1, 256, &g->num_layers, NULL)) ||
+      (rc = get_i32(c, m, "model", "channels", 8, 65536, &g->channels, &chan_n)) ||
+      (rc = get_i32(c, m, "model", "heads", 1, 1024, &g->num_heads, &heads_n)) ||
+      (rc = get_i32(c, m, "model", "context", 2, 65536, &g->max_seq_len, NULL)) ||
+      (rc = get_i32(c, m, "model", "vocab", 2, 65535, &g->vocab_size, &vocab_n)))
+    return rc;
+  if (!vocab_n)
+    return missing(c, key_of(c, gy_yaml_root(c->y), "model"), "model", "vocab",
+                   "the tokenizer's vocabulary size (256 for the byte-level tokenizer)");
+  if (g->channels % g->num_heads) {
+    if (heads_n)
+      return gy_yaml_error(c->y, heads_n, "model.heads", c->errmsg, c->errlen,
+                           "%d does not divide model.channels %d", g->num_heads, g->channels);
+    return gy_yaml_error(c->y, chan_n, "model.channels", c->errmsg, c->errlen,
+                         "%d is not a multiple of model.heads %d (its default)", g->channels,
+                         g->num_heads);
+  }
+  g->padded_vocab_size = (g->vocab_size + 127) / 128 * 128;
+  if ((rc = get_i32(c, m, "model", "padded_vocab", g->vocab_size, 1 << 20, &g->padded_vocab_size,
+                    &pv_n)))
+    return rc;
+  if ((rc = get_bool(c, m, "model", "qk_norm", &g->qk_norm))) return rc;
+  return get_path(c, m, "model", "init_from", &cfg->init_from);
+}
+
+static int parse_train(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
+  static const char *const keys[] = {"batch", "seq_len", "top_k", NULL};
+  gy_ynode_t m;
+  int rc;
+  cfg->seq_len = cfg->model.max_seq_len;
+  if ((rc = get_map(c, root, "", "train", &m)) || !m) return rc;
+  if ((rc = check_keys(c, m, "train", keys))) return rc;
+  if ((rc = get_i32(c, m, "train", "batch", 1, 65536, &cfg->batch, NULL))) return rc;
+  /* The upper bound names model.context in the message ("expected an integer in [2, 128]"). */
+  if ((rc = get_i32(c, m, "train", "seq_len", 2, cfg->model.max_seq_len, &cfg->seq_len, NULL)))
+    return rc;
+  return get_i32(c, m, "train", "top_k", 0, 64, &cfg->top_k, NULL);
+}
+
+static int parse_optimizer(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
+  static const char *const keys[] = {
+      "lr",        "beta1",         "beta2",          "eps",    "weight_decay",
+      "grad_clip", "shallow_scale", "shallow_layers", "z_loss", "lr_scale",
+      NULL};
+  gy_knobs_t *k = &cfg->knobs;
+  gy_ynode_t m;
+  int rc;
+  if (k->shallow_layers > cfg->model.num_layers) k->shallow_layers = cfg->model.num_layers;
+  if ((rc = get_map(c, root, "", "optimizer", &m)) || !m) return rc;
+  if ((rc = check_keys(c, m, "optimizer", keys))) return rc;
+  const char *o = "optimizer";
+  if ((rc = get_float(c, m, o, "lr", 0, 1, 10, 0, &k->sched.lr)) ||
+      (rc = get_float(c, m, o, "beta1", 0, 0, 1, 1, &k->beta1)) ||
+      (rc = get_float(c, m, o, "beta2", 0, 0, 1, 1, &k->beta2)) ||
+      (rc = get_float(c, m, o, "eps", 0, 1, 1, 0, &k->eps)) ||
+      (rc = get_float(c, m, o, "weight_decay", 0, 0, 10, 0, &k->weight_decay)) ||
+      (rc = get_float(c, m, o, "grad_clip", 0, 0, 1e6, 0, &k->grad_clip)) ||
+      (rc = get_float(c, m, o, "shallow_scale", 0, 0, 1e3, 0, &k->shallow_scale)) ||
+      (rc = get_i32(c, m, o, "shallow_layers", 0, cfg->model.num_layers, &k->shallow_layers,
+                    NULL)) ||
+      (rc = get_float(c, m, o, "z_loss", 0, 0, 1, 0, &k->z_loss)) ||
+      (rc = get_float(c, m, o, "lr_scale", 0, 1, 1e3, 0, &k->lr_scale)))
+    return rc;
+  /* beta < 1 in double may round up to 1.0f; keep the float strictly below 1. */
+  if (k->beta1 >= 1.0f || k->beta2 >= 1.0f)
+    return gy_yaml_error(c->y, gy_yaml_get(c->y, m, k->beta1 >= 1.0f ? "beta1" : "beta2"),
+                         k->beta1 >= 1.0f ? "optimizer.beta1" : "optimizer.beta2", c->errmsg,
+                         c->errlen, "rounds to 1 in single precision: use a smaller value");
+  return 0;
+}
+
+static int parse_schedule(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
+  static const char *const keys[] = {"kind",        "warmup",      "min_lr_frac", "total_steps",
+                                     "decay_start", "decay_steps", NULL};
+  gy_sched_t *s = &cfg->knobs.sched;
+  gy_ynode_t m, n, ds_n;
+  int rc;
+  s->total_steps = (int)cfg->steps;
+  s->decay_start = (int)(cfg->steps * 4 / 5);
+  s->decay_steps = (int)(cfg->steps - s->decay_start);
+  if ((rc = get_map(c, root, "", "schedule", &m)) || !m) return rc;
+  if ((rc = check_keys(c, m, "schedule", keys))) return rc;
+  const char *kind = NULL;
+  if ((rc = get_str(c, m, "schedule", "kind", &kind, &n))) return rc;
+  if (kind) {
+    if (!strcmp(kind, "constant"))
+      s->kind = GY_SCHED_CONSTANT;
+    else if (!strcmp(kind, "cosine"))
+      s->kind = GY_SCHED_COSINE;
+    else if (!strcmp(kind, "wsd"))
+      s->kind = GY_SCHED_WSD;
+    else {
+      char got[80];
+      gy_yaml_describe(c->y, n, got, sizeof(got));
+      return gy_yaml_error(c->y, n, "schedule.kind", c->errmsg, c->errlen,
+                           "expected constant, cosine or wsd, got %s", got);
+    }
+  }
+  if ((rc = get_i32(c, m, "schedule", "warmup", 0, MAX_STEPS, &s->warmup, NULL)) ||
+      (rc = get_float(c, m, "schedule", "min_lr_frac", 0, 0, 1, 0, &s->min_lr_frac)) ||
+      (rc = get_i32(c, m, "schedule", "total_steps", 0, MAX_STEPS, &s->total_steps, NULL)) ||
+      (rc = get_i32(c, m, "schedule", "decay_start", 0, MAX_STEPS, &s->decay_start, &ds_n)))
+    return rc;
+  if (ds_n) s->decay_steps = cfg->steps > s->decay_start ? (int)(cfg->steps - s->decay_start) : 0;
+  return get_i32(c, m, "schedule", "decay_steps", 0, MAX_STEPS, &s->decay_steps, NULL);
+}
+
+static int valid_channel_name(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n >= GY_CHANNEL_NAME_MAX) return 0;
+  for (size_t i = 0; i < n; i++) {
+    char ch = s[i];
+    if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+          ch == '_' || ch == '-'))
+      return 0;
+  }
+  return 1;
+}
+
+/* Parses channel idx of the sequence chs (earlier entries are already parsed). */
+static int parse_channel(ctx_t *c, gy_ynode_t chs, int idx, gy_run_config_t *cfg) {
+  static const char *const keys[] = {"name", "train", "val", "weight", "shuffle", NULL};
+  gy_channel_opts_t *ch = &cfg->data.channels[idx];
+  char pre[64], full[96];
+  gy_ynode_t n, item = gy_yaml_seq_item(c->y, chs, idx);
+  int rc;
+  snprintf(pre, sizeof(pre), "data.channels[%d]", idx);
+  ch->weight = 1.0;
+  ch->shuffle = 1;
+  if ((rc = require_map(c, item, pre)) || (rc = check_keys(c, item, pre, keys))) return rc;
+
+  const char *name = NULL;
+  if ((rc = get_str(c, item, pre, "name", &name, &n))) return rc;
+  snprintf(full, sizeof(full), "%s.name", pre);
+  if (!name) return missing(c, item, pre, "name", NULL);
+  if (!valid_channel_name(name))
+    return gy_yaml_error(c->y, n, full, c->errmsg, c->errlen,
+                         "a channel name has 1 to %d characters from [A-Za-z0-9_-]",
+                         GY_CHANNEL_NAME_MAX - 1);
+  for (int i = 0; i < idx; i++) {
+    if (!strcmp(cfg->data.channels[i].name, name)) {
+      gy_ynode_t other = gy_yaml_get(c->y, gy_yaml_seq_item(c->y, chs, i), "name");
+      return gy_yaml_error(c->y, n, full, c->errmsg, c->errlen,
+                           "duplicate channel name '%s' (first declared at line %d)", name,
+                           gy_yaml_line(c->y, other));
+    }
+  }
+  snprintf(ch->name, sizeof(ch->name), "%s", name);
+
+  if ((rc = get_double(c, item, pre, "weight", 0, 1, 1e6, 0, &ch->weight)) ||
+      (rc = get_bool(c, item, pre, "shuffle", &ch->shuffle)) ||
+      (rc = get_path(c, item, pre, "val", &ch->val_file)))
+    return rc;
+
+  snprintf(full, sizeof(full), "%s.train", pre);
+  gy_ynode_t tr = gy_yaml_get(c->y, item, "train");
+  if (!tr) return missing(c, item, pre, "train", "a shard path or a list of them");
+  if (gy_yaml_is_seq(c->y, tr)) {
+    int nf = gy_yaml_seq_len(c->y, tr);
+    if (nf == 0)
+      return gy_yaml_error(c->y, tr, full, c->errmsg, c->errlen,
+                           "the list of training shards is empty");
+    if (!(ch->files = calloc((size_t)nf, sizeof(char *)))) return oom(c);
+    ch->nfiles = nf;
+    for (int i = 0; i < nf; i++) {
+      char fk[112];
+      const char *s;
+      gy_ynode_t it = gy_yaml_seq_item(c->y, tr, i);
+      snprintf(fk, sizeof(fk), "%s[%d]", full, i);
+      if ((rc = gy_yaml_to_string(c->y, it, fk, &s, c->errmsg, c->errlen)) ||
+          (rc = make_path(c, it, fk, s, &ch->files[i])))
+        return rc;
+    }
+  } else {
+    const char *s;
+    if (!(ch->files = calloc(1, sizeof(char *)))) return oom(c);
+    ch->nfiles = 1;
+    if ((rc = gy_yaml_to_string(c->y, tr, full, &s, c->errmsg, c->errlen)) ||
+        (rc = make_path(c, tr, full, s, &ch->files[0])))
+      return rc;
+  }
+  return 0;
+}
+
+/* Parses "from" and "to" (both required, to > from) of a range mapping. */
+static int parse_range(ctx_t *c, gy_ynode_t item, const char *pre, uint64_t *first,
+                       uint64_t *last) {
+  int64_t from = 0, to = 0;
+  gy_ynode_t fn, tn;
+  int rc;
+  if ((rc = get_int(c, item, pre, "from", 0, U63_MAX, &from, &fn)) ||
+      (rc = get_int(c, item, pre, "to", 0, U63_MAX, &to, &tn)))
+    return rc;
+  if (!fn) return missing(c, item, pre, "from", "the first sample id of the range");
+  if (!tn) return missing(c, item, pre, "to", "the end (exclusive) of the range");
+  if (to <= from) {
+    char full[112];
+    snprintf(full, sizeof(full), "%s.to", pre);
+    return gy_yaml_error(c->y, tn, full, c->errmsg, c->errlen,
+                         "%lld must be greater than from (%lld): ranges are [from, to)",
+                         (long long)to, (long long)from);
+  }
+  *first = (uint64_t)from;
+  *last = (uint64_t)to;
+  return 0;
+}
+
+static int parse_corrupt(ctx_t *c, gy_ynode_t item, int idx, gy_run_config_t *cfg) {
+  static const char *const keys[] = {"channel", "from", "to", "kind", "token", NULL};
+  static const char *const kinds[] = {"random_bytes", "binary_noise", "repeat", "empty_lines"};
+  static const gy_corrupt_kind_t kind_ids[] = {GY_CORRUPT_RANDOM_BYTES, GY_CORRUPT_BINARY_NOISE,
+                                               GY_CORRUPT_REPEAT, GY_CORRUPT_EMPTY_LINES};
+  gy_corrupt_t *k = &cfg->data.corrupt[idx];
+  char pre[64], full[96];
+  gy_ynode_t n;
+  int rc;
+  snprintf(pre, sizeof(pre), "data.corrupt[%d]", idx);
+  if ((rc = require_map(c, item, pre)) || (rc = check_keys(c, item, pre, keys))) return rc;
+
+  k->channel = -1;
+  const char *chname = NULL;
+  if ((rc = get_str(c, item, pre, "channel", &chname, &n))) return rc;
+  if (chname) {
+    for (int i = 0; i < cfg->data.nchannels; i++)
+      if (!strcmp(cfg->data.channels[i].name, chname)) k->channel = i;
+    if (k->channel < 0) {
+      char list[GY_MAX_CHANNELS * (GY_CHANNEL_NAME_MAX + 2)] = "";
+      size_t o = 0;
+      for (int i = 0; i < cfg->data.nchannels; i++)
+        o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "",
+                              cfg->data.channels[i].name);
+      char got[80];
+      gy_yaml_describe(c->y, n, got, sizeof(got));
+      snprintf(full, sizeof(full), "%s.channel", pre);
+      return gy_yaml_error(c->y, n, full, c->errmsg, c->errlen,
+                           "%s is not a declared channel (declared: %s)", got, list);
+    }
+  }
+  if ((rc = parse_range(c, item, pre, &k->first, &k->last))) return rc;
+
+  const char *kind = NULL;
+  if ((rc = get_str(c, item, pre, "kind", &kind, &n))) return rc;
+  if (!kind)
+    return missing(c, item, pre, "kind", "random_bytes, binary_noise, repeat or empty_lines");
+  int found = -1;
+  for (int i = 0; i < 4; i++)
+    if (!strcmp(kind, kinds[i])) found = i;
+  snprintf(full, sizeof(full), "%s.kind", pre);
+  if (found < 0) {
+    char got[80];
+    gy_yaml_describe(c->y, n, got, sizeof(got));
+    return gy_yaml_error(c->y, n, full, c->errmsg, c->errlen,
+                         "expected random_bytes, binary_noise, repeat or empty_lines, got %s", got);
+  }
+  k->kind = kind_ids[found];
+
+  k->token = cfg->model.vocab_size > ' ' ? ' ' : 0;
+  gy_ynode_t tn;
+  if ((rc = get_i32(c, item, pre, "token", 0, cfg->model.vocab_size - 1, &k->token, &tn)))
+    return rc;
+  if (tn && k->kind != GY_CORRUPT_REPEAT) {
+    snprintf(full, sizeof(full), "%s.token", pre);
+    return gy_yaml_error(c->y, tn, full, c->errmsg, c->errlen,
+                         "applies only to kind repeat (this entry is %s)", kind);
+  }
+  return 0;
+}
+
+static int parse_data(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
+  static const char *const keys[] = {"channels", "corrupt", "skip", NULL};
+  gy_data_opts_t *d = &cfg->data;
+  gy_ynode_t m, chs, cor, skip;
+  int rc;
+  if ((rc = get_map(c, root, "", "data", &m))) return rc;
+  if (m && (rc = check_keys(c, m, "data", keys))) return rc;
+
+  chs = gy_yaml_get(c->y, m, "channels");
+  if (!chs)
+    return missing(c, key_of(c, root, "data"), "data", "channels", "a list of {name, train, ...}");
+  if (!gy_yaml_is_seq(c->y, chs)) {
+    char got[80];
+    gy_yaml_describe(c->y, chs, got, sizeof(got));
+    return gy_yaml_error(c->y, chs, "data.channels", c->errmsg, c->errlen,
+                         "expected a sequence of channels, got %s", got);
+  }
+  int nch = gy_yaml_seq_len(c->y, chs);
+  if (nch < 1 || nch > GY_MAX_CHANNELS)
+    return gy_yaml_error(c->y, chs, "data.channels", c->errmsg, c->errlen,
+                         "expected 1 to %d channels, got %d", GY_MAX_CHANNELS, nch);
+  if (!(d->channels = calloc((size_t)nch, sizeof(*d->channels)))) return oom(c);
+  for (int i = 0; i < nch; i++) {
+    d->nchannels = i + 1; /* so that free() sees what this entry allocated, even on error */
+    if ((rc = parse_channel(c, chs, i, cfg))) return rc;
+  }
+
+  cor = gy_yaml_get(c->y, m, "corrupt");
+  if (cor) {
+    if (!gy_yaml_is_seq(c->y, cor)) {
+      char got[80];
+      gy_yaml_describe(c->y, cor, got, sizeof(got));
+      return gy_yaml_error(c->y, cor, "data.corrupt", c->errmsg, c->errlen,
+                           "expected a sequence of {channel, from, to, kind}, got %s", got);
+    }
+    int nc = gy_yaml_seq_len(c->y, cor);
+    if (nc > 0 && !(d->corrupt = calloc((size_t)nc, sizeof(*d->corrupt)))) return oom(c);
+    d->ncorrupt = nc;
+    for (int i = 0; i < nc; i++)
+      if ((rc = parse_corrupt(c, gy_yaml_seq_item(c->y, cor, i), i, cfg))) return rc;
+  }
+
+  skip = gy_yaml_get(c->y, m, "skip");
+  if (skip) {
+    if (!gy_yaml_is_seq(c->y, skip)) {
+      char got[80];
+      gy_yaml_describe(c->y, skip, got, sizeof(got));
+      return gy_yaml_error(c->y, skip, "data.skip", c->errmsg, c->errlen,
+                           "expected a sequence of {from, to}, got %s", got);
+    }
+    static const char *const skeys[] = {"from", "to", NULL};
+    int ns = gy_yaml_seq_len(c->y, skip);
+    if (ns > 0 && !(cfg->skip = calloc((size_t)ns, sizeof(*cfg->skip)))) return oom(c);
+    cfg->nskip = ns;
+    for (int i = 0; i < ns; i++) {
+      char pre[48];
+      gy_ynode_t it = gy_yaml_seq_item(c->y, skip, i);
+      snprintf(pre, sizeof(pre), "data.skip[%d]", i);
+      if ((rc = require_map(c, it, pre)) || (rc = check_keys(c, it, pre, skeys)) ||
+          (rc = parse_range(c, it, pre, &cfg->skip[i].first, &cfg->skip[i].last)))
+        return rc;
+    }
+  }
+  return 0;
+}
+
+static int parse_eval(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
+  static const char *const keys[] = {"every", "sequences", NULL};
+  gy_ynode_t m;
+  int rc;
+  if ((rc = get_map(c, root, "", "eval", &m)) || !m) return rc;
+  if ((rc = check_keys(c, m, "eval", keys))) return rc;
+  if ((rc = get_i32(c, m, "eval", "every", 0, MAX_STEPS, &cfg->eval_every, NULL))) return rc;
+  return get_i32(c, m, "eval", "sequences", 1, 100000, &cfg->data.val_sequences, NULL);
+}
+
+static int parse_checkpoint(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
+  static const char *const keys[] = {"dir", "every", "keep_in_memory", "keep", NULL};
+  gy_ynode_t m;
+  int rc;
+  if ((rc = get_map(c, root, "", "checkpoint", &m))) return rc;
+  if (m && (rc = check_keys(c, m, "checkpoint", keys))) return rc;
+  if ((rc = get_path(c, m, "checkpoint", "dir", &cfg->ckpt_dir))) return rc;
+  if (!cfg->ckpt_dir) {
+    /* Default: "checkpoints" beside the config file. */
+    if (c->dir) {
+      size_t n = strlen(c->dir) + sizeof("/checkpoints");
+      if (!(cfg->ckpt_dir = malloc(n))) return oom(c);
+      snprintf(cfg->ckpt_dir, n, "%s/checkpoints", c->dir);
+    } else if (!(cfg->ckpt_dir = strdup("checkpoints"))) {
+      return oom(c);
+    }
+  }
+  if (!m) return 0;
+  if ((rc = get_i32(c, m, "checkpoint", "every", 0, MAX_STEPS, &cfg->ckpt_every, NULL)) ||
+      (rc = get_i32(c, m, "checkpoint", "keep_in_memory", 0, 64, &cfg->ckpt_keep_in_memory, NULL)))
+    return rc;
+  return get_i32(c, m, "checkpoint", "keep", 1, 100000, &cfg->ckpt_keep, NULL);
+}
+
+/* ---- public ---- */
+
+static void set_defaults(gy_run_config_t *cfg) {
+  memset(cfg, 0, sizeof(*cfg));
+  cfg->seed = 1337;
+  cfg->steps = 1000;
+  cfg->threads = 0;
+  cfg->model.num_layers = 4;
+  cfg->model.channels = 128;
+  cfg->model.num_heads = 4;
+  cfg->model.max_seq_len = 128;
+  cfg->batch = 8;
+  cfg->top_k = 4;
+  gy_knobs_default(&cfg->knobs);
+  cfg->data.val_sequences = 200;
+  cfg->eval_every = 100;
+  cfg->ckpt_every = 0;
+  cfg->ckpt_keep_in_memory = 2;
+  cfg->ckpt_keep = 5;
+}
+
+int gy_run_config_load(gy_run_config_t *cfg, const char *path, char *errmsg, size_t errlen) {
+  ctx_t c = {.errmsg = errmsg, .errlen = errlen};
+  int rc;
+  if (!cfg || !path) {
+    if (errmsg && errlen) snprintf(errmsg, errlen, "gy_run_config_load: no config or path");
+    return GY_EINVAL;
+  }
+  set_defaults(cfg);
+  if ((rc = gy_yaml_load(&c.y, path, errmsg, errlen))) goto err;
+
+  const char *slash = strrchr(path, '/');
+  if (slash) {
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    if (!(c.dir = strndup(path, n))) {
+      rc = oom(&c);
+      goto err;
+    }
+  }
+  if (!(cfg->name = strdup("gyro"))) {
+    rc = oom(&c);
+    goto err;
+  }
+
+  gy_ynode_t root = gy_yaml_root(c.y);
+  if (!gy_yaml_is_map(c.y, root)) {
+    char got[80];
+    gy_yaml_describe(c.y, root, got, sizeof(got));
+    rc = gy_yaml_error(c.y, root, NULL, errmsg, errlen,
+                       "the top level of a run config must be a mapping (run:, model:, data:, "
+                       "...), got %s",
+                       got);
+    goto err;
+  }
+  /* Model and run come first: later sections' ranges and defaults depend on them. */
+  if ((rc = check_keys(&c, root, "", top_keys)) || (rc = parse_model(&c, root, cfg)) ||
+      (rc = parse_run(&c, root, cfg)) || (rc = parse_train(&c, root, cfg)) ||
+      (rc = parse_optimizer(&c, root, cfg)) || (rc = parse_schedule(&c, root, cfg)) ||
+      (rc = parse_data(&c, root, cfg)) || (rc = parse_eval(&c, root, cfg)) ||
+      (rc = parse_checkpoint(&c, root, cfg)))
+    goto err;
+
+  cfg->data.seq_len = cfg->seq_len;
+  cfg->data.seed = cfg->seed;
+  cfg->data.vocab_size = cfg->model.vocab_size;
+
+  /* Safety net: the kernels' own checks must agree with what was accepted above. */
+  char why[200];
+  if (gy_gpt_config_check(&cfg->model, why, sizeof(why)) ||
+      gy_knobs_check(&cfg->knobs, why, sizeof(why))) {
+    if (errmsg && errlen) snprintf(errmsg, errlen, "%s: %s", path, why);
+    rc = GY_ECONFIG;
+    goto err;
+  }
+  gy_yaml_destroy(c.y);
+  free(c.dir);
+  return 0;
+
+err:
+  gy_run_config_free(cfg);
+  gy_yaml_destroy(c.y);
+  free(c.dir);
+  return rc;
+}
+
+void gy_run_config_free(gy_run_config_t *cfg) {
+  if (!cfg) return;
+  free(cfg->name);
+  free(cfg->init_from);
+  free(cfg->ckpt_dir);
+  for (int i = 0; cfg->data.channels && i < cfg->data.nchannels; i++) {
+    gy_channel_opts_t *ch = &cfg->data.channels[i];
+    for (int j = 0; ch->files && j < ch->nfiles; j++)
+      free(ch->files[j]);
+    free(ch->files);
+    free(ch->val_file);
+  }
+  free(cfg->data.channels);
+  free(cfg->data.corrupt);
+  free(cfg->skip);
+  memset(cfg, 0, sizeof(*cfg));
+}
+
+/* ---- hash ---- */
+
+#define FNV_OFFSET 0xcbf29ce484222325ull
+#define FNV_PRIME 0x100000001b3ull
+
+static uint64_t fnv_bytes(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i++) {
+    h ^= b[i];
+    h *= FNV_PRIME;
+  }
+  return h;
+}
+
+/* Integers are hashed as 8 little-endian bytes, so the hash is the same on every machine. */
+static uint64_t fnv_u64(uint64_t h, uint64_t v) {
+  unsigned char b[8];
+  for (int i = 0; i < 8; i++)
+    b[i] = (unsigned char)(v >> (8 * i));
+  return fnv_bytes(h, b, 8);
+}
+
+/* Strings are hashed with their terminating NUL, so ("ab", "c") and ("a", "bc") differ. */
+static uint64_t fnv_str(uint64_t h, const char *s) {
+  return fnv_bytes(h, s ? s : "", s ? strlen(s) + 1 : 1);
+}
+
+/* FNV-1a 64 over what a checkpoint must agree with: the model shape, seq_len, batch, each
+ * channel's name, weight (its IEEE-754 bits) and training files (basenames only, so moving the
+ * data folder keeps the hash), and the seed. The knobs (optimizer and schedule) are NOT hashed:
+ * the controller changes them at run time, and a checkpoint stays valid across such changes. */
+uint64_t gy_run_config_hash(const gy_run_config_t *cfg) {
+  uint64_t h = FNV_OFFSET;
+  const gy_gpt_config_t *g = &cfg->model;
+  h = fnv_u64(h, (uint64_t)g->num_layers);
+  h = fnv_u64(h, (uint64_t)g->channels);
+  h = fnv_u64(h, (uint64_t)g->num_heads);
+  h = fnv_u64(h, (uint64_t)g->max_seq_len);
+  h = fnv_u64(h, (uint64_t)g->vocab_size);
+  h = fnv_u64(h, (uint64_t)g->padded_vocab_size);
+  h = fnv_u64(h, (uint64_t)g->qk_norm);
+  h = fnv_u64(h, (uint64_t)cfg->seq_len);
+  h = fnv_u64(h, (uint64_t)cfg->batch);
+  h = fnv_u64(h, (uint64_t)cfg->data.nchannels);
+  for (int i = 0; i < cfg->data.nchannels; i++) {
+    const gy_channel_opts_t *ch = &cfg->data.channels[i];
+    uint64_t wbits;
+    memcpy(&wbits, &ch->weight, sizeof(wbits));
+    h = fnv_str(h, ch->name);
+    h = fnv_u64(h, wbits);
+    h = fnv_u64(h, (uint64_t)ch->nfiles);
+    for (int j = 0; j < ch->nfiles; j++) {
+      const char *f = ch->files[j], *base = f ? strrchr(f, '/') : NULL;
+      h = fnv_str(h, base ? base + 1 : f);
+    }
+  }
+  h = fnv_u64(h, cfg->seed);
+  return h;
+}

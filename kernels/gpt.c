@@ -58,6 +58,12 @@ struct gy_gpt {
   /* backward scratch */
   float *dres, *dbig, *dqkv, *dsmall, *chunks, *attn_scratch;
 
+  int P, Cl, NHl;                   /* tensor-parallel size; local channels and heads */
+  gy_gpt_allreduce_fn tp_sum;
+  void *tp_ctx;
+  gy_gpt_grads_ready_fn grads_ready;
+  void *grads_ready_ctx;
+
   int B, T;                         /* shape of the last forward, 0 if none */
   int have_targets;
   float z_loss;
@@ -83,6 +89,9 @@ int gy_gpt_config_check(const gy_gpt_config_t *c, char *errmsg, size_t errlen) {
   else if (c->max_seq_len < 1) why = "max_seq_len must be >= 1";
   else if (c->vocab_size < 2 || c->vocab_size > 65536) why = "vocab_size must be in [2, 65536]";
   else if (c->padded_vocab_size < c->vocab_size) why = "padded_vocab_size must be >= vocab_size";
+  else if (c->tp_size > 1 && c->num_heads % c->tp_size) why = "tp_size must divide num_heads";
+  else if (c->tp_size > 1 && (c->tp_rank < 0 || c->tp_rank >= c->tp_size))
+    why = "tp_rank must be in [0, tp_size)";
   if (why) {
     if (errmsg) snprintf(errmsg, errlen, "model config: %s", why);
     return GY_EINVAL;
@@ -90,24 +99,27 @@ int gy_gpt_config_check(const gy_gpt_config_t *c, char *errmsg, size_t errlen) {
   return 0;
 }
 
-static void compute_sizes(gy_gpt_t *m) {
-  const gy_gpt_config_t *c = &m->cfg;
+static int tp_of(const gy_gpt_config_t *c) {
+  return c->tp_size > 1 ? c->tp_size : 1;
+}
+
+/* Sizes and offsets of every tensor of config c (a shard's when c->tp_size > 1). */
+static size_t layout(const gy_gpt_config_t *c, size_t *s, size_t *offsets) {
   size_t L = c->num_layers, C = c->channels, Vp = c->padded_vocab_size, T = c->max_seq_len;
-  size_t hs = C / c->num_heads;
-  size_t *s = m->sizes;
+  size_t hs = C / c->num_heads, Cl = C / (size_t)tp_of(c);
   s[GY_T_WTE] = Vp * C;
   s[GY_T_WPE] = T * C;
   s[GY_T_LN1W] = L * C;
   s[GY_T_LN1B] = L * C;
-  s[GY_T_QKVW] = L * 3 * C * C;
-  s[GY_T_QKVB] = L * 3 * C;
-  s[GY_T_ATTPROJW] = L * C * C;
+  s[GY_T_QKVW] = L * 3 * Cl * C;
+  s[GY_T_QKVB] = L * 3 * Cl;
+  s[GY_T_ATTPROJW] = L * C * Cl;
   s[GY_T_ATTPROJB] = L * C;
   s[GY_T_LN2W] = L * C;
   s[GY_T_LN2B] = L * C;
-  s[GY_T_FCW] = L * 4 * C * C;
-  s[GY_T_FCB] = L * 4 * C;
-  s[GY_T_FCPROJW] = L * C * 4 * C;
+  s[GY_T_FCW] = L * 4 * Cl * C;
+  s[GY_T_FCB] = L * 4 * Cl;
+  s[GY_T_FCPROJW] = L * C * 4 * Cl;
   s[GY_T_FCPROJB] = L * C;
   s[GY_T_LNFW] = C;
   s[GY_T_LNFB] = C;
@@ -115,17 +127,22 @@ static void compute_sizes(gy_gpt_t *m) {
   s[GY_T_KNW] = c->qk_norm ? L * hs : 0;
   size_t off = 0;
   for (int i = 0; i < GY_T_COUNT; i++) {
-    m->offsets[i] = off;
+    offsets[i] = off;
     off += s[i];
   }
-  m->num_params = off;
+  return off;
+}
+
+static void compute_sizes(gy_gpt_t *m) {
+  m->num_params = layout(&m->cfg, m->sizes, m->offsets);
 }
 
 /* Carves activation buffers out of one allocation; with base == NULL it only counts. */
 static size_t carve(gy_gpt_t *m, float *base) {
   const gy_gpt_config_t *c = &m->cfg;
   size_t N = (size_t)m->max_batch * c->max_seq_len, C = c->channels, L = c->num_layers;
-  size_t NH = c->num_heads, T = c->max_seq_len, hs = C / NH, Vp = c->padded_vocab_size;
+  size_t T = c->max_seq_len, Vp = c->padded_vocab_size;
+  size_t NH = (size_t)m->NHl, Cl = (size_t)m->Cl, hs = C / c->num_heads;
   size_t bnt = (size_t)m->max_batch * NH * T * hs;
   size_t off = 0;
 #define TAKE(ptr, n)                                                                               \
@@ -140,7 +157,7 @@ static size_t carve(gy_gpt_t *m, float *base) {
     TAKE(a->ln1, N * C);
     TAKE(a->ln1_mean, N);
     TAKE(a->ln1_rstd, N);
-    TAKE(a->qkv, N * 3 * C);
+    TAKE(a->qkv, N * 3 * Cl);
     TAKE(a->att.q, bnt);
     TAKE(a->att.k, bnt);
     TAKE(a->att.v, bnt);
@@ -155,13 +172,13 @@ static size_t carve(gy_gpt_t *m, float *base) {
       a->att.qraw = a->att.kraw = a->att.qmean = a->att.qrstd = a->att.kmean = a->att.krstd = NULL;
     }
     TAKE(a->att.att, (size_t)m->max_batch * NH * T * T);
-    TAKE(a->atty, N * C);
+    TAKE(a->atty, N * Cl);
     TAKE(a->res2, N * C);
     TAKE(a->ln2, N * C);
     TAKE(a->ln2_mean, N);
     TAKE(a->ln2_rstd, N);
-    TAKE(a->fch, N * 4 * C);
-    TAKE(a->fchg, N * 4 * C);
+    TAKE(a->fch, N * 4 * Cl);
+    TAKE(a->fchg, N * 4 * Cl);
     TAKE(a->res3, N * C);
   }
   TAKE(m->encoded, N * C);
@@ -171,12 +188,12 @@ static size_t carve(gy_gpt_t *m, float *base) {
   TAKE(m->logits, N * Vp);
   TAKE(m->token_losses, N);
   TAKE(m->dres, N * C);
-  TAKE(m->dbig, N * 4 * C);
-  TAKE(m->dqkv, N * 3 * C);
+  TAKE(m->dbig, N * 4 * Cl);
+  TAKE(m->dqkv, N * 3 * Cl);
   TAKE(m->dsmall, N * C);
   size_t maxoc = 4 * C > Vp ? 4 * C : Vp;
   TAKE(m->chunks, 2 * (size_t)GY_OPS_CHUNKS * maxoc);
-  TAKE(m->attn_scratch, gy_attention_scratch_floats(m->max_batch, (int)T, (int)C, (int)NH));
+  TAKE(m->attn_scratch, gy_attention_scratch_floats(m->max_batch, (int)T, (int)Cl, (int)NH));
 #undef TAKE
   return off;
 }
@@ -188,6 +205,11 @@ int gy_gpt_create(gy_gpt_t **out, const gy_gpt_config_t *cfg, int max_batch) {
   if (!m) return GY_ENOMEM;
   m->cfg = *cfg;
   m->max_batch = max_batch;
+  m->P = tp_of(cfg);
+  m->cfg.tp_size = m->P;
+  if (m->P == 1) m->cfg.tp_rank = 0;
+  m->Cl = cfg->channels / m->P;
+  m->NHl = cfg->num_heads / m->P;
   compute_sizes(m);
   size_t nact = carve(m, NULL);
   size_t N = (size_t)max_batch * cfg->max_seq_len;
@@ -235,6 +257,71 @@ size_t gy_gpt_tensor_size(const gy_gpt_t *m, int i) {
 size_t gy_gpt_tensor_offset(const gy_gpt_t *m, int i) {
   return (i >= 0 && i < GY_T_COUNT) ? m->offsets[i] : 0;
 }
+int gy_gpt_tensor_sharded(const gy_gpt_t *m, int i) {
+  if (m->P <= 1) return 0;
+  return i == GY_T_QKVW || i == GY_T_QKVB || i == GY_T_ATTPROJW || i == GY_T_FCW ||
+         i == GY_T_FCB || i == GY_T_FCPROJW;
+}
+
+void gy_gpt_set_tp_allreduce(gy_gpt_t *m, gy_gpt_allreduce_fn fn, void *ctx) {
+  m->tp_sum = fn;
+  m->tp_ctx = ctx;
+}
+
+void gy_gpt_set_grads_ready(gy_gpt_t *m, gy_gpt_grads_ready_fn fn, void *ctx) {
+  m->grads_ready = fn;
+  m->grads_ready_ctx = ctx;
+}
+
+/* Copies columns [c0, c0+ncols) of a [rows, src_cols] row-major matrix into a dense
+ * [rows, ncols] one. */
+static void take_cols(float *dst, const float *src, size_t rows, size_t src_cols, size_t c0,
+                      size_t ncols) {
+  for (size_t r = 0; r < rows; r++) memcpy(dst + r * ncols, src + r * src_cols + c0, ncols * 4);
+}
+
+void gy_gpt_shard_from_full(gy_gpt_t *m, const float *full) {
+  gy_gpt_config_t fc = m->cfg;
+  fc.tp_size = 1;
+  fc.tp_rank = 0;
+  size_t fsz[GY_T_COUNT], foff[GY_T_COUNT];
+  layout(&fc, fsz, foff);
+  size_t L = fc.num_layers, C = fc.channels, Cl = (size_t)m->Cl, r = (size_t)m->cfg.tp_rank;
+  for (int i = 0; i < GY_T_COUNT; i++) {
+    float *d = m->params + m->offsets[i];
+    const float *s = full + foff[i];
+    if (!gy_gpt_tensor_sharded(m, i)) {
+      memcpy(d, s, fsz[i] * sizeof(float));
+      continue;
+    }
+    for (size_t l = 0; l < L; l++) {
+      switch (i) {
+      case GY_T_QKVW: /* rows: q, k, v parts, each [C, C]; take rows r*Cl.. of each part */
+        for (size_t part = 0; part < 3; part++)
+          memcpy(d + (l * 3 + part) * Cl * C, s + (l * 3 * C + part * C + r * Cl) * C,
+                 Cl * C * sizeof(float));
+        break;
+      case GY_T_QKVB:
+        for (size_t part = 0; part < 3; part++)
+          memcpy(d + (l * 3 + part) * Cl, s + l * 3 * C + part * C + r * Cl, Cl * sizeof(float));
+        break;
+      case GY_T_ATTPROJW: /* [C, C] -> columns r*Cl.. */
+        take_cols(d + l * C * Cl, s + l * C * C, C, C, r * Cl, Cl);
+        break;
+      case GY_T_FCW: /* [4C, C] -> rows r*4Cl.. */
+        memcpy(d + l * 4 * Cl * C, s + (l * 4 * C + r * 4 * Cl) * C, 4 * Cl * C * sizeof(float));
+        break;
+      case GY_T_FCB:
+        memcpy(d + l * 4 * Cl, s + l * 4 * C + r * 4 * Cl, 4 * Cl * sizeof(float));
+        break;
+      case GY_T_FCPROJW: /* [C, 4C] -> columns r*4Cl.. */
+        take_cols(d + l * C * 4 * Cl, s + l * C * 4 * C, C, 4 * C, r * 4 * Cl, 4 * Cl);
+        break;
+      }
+    }
+  }
+}
+
 const float *gy_gpt_token_losses(const gy_gpt_t *m) {
   return m->token_losses;
 }
@@ -257,14 +344,16 @@ static void fill_normal(float *x, size_t n, float std, uint64_t *s) {
   }
 }
 
-void gy_gpt_init_params(gy_gpt_t *m, uint64_t seed) {
-  const gy_gpt_config_t *c = &m->cfg;
+/* Initialises the full (unsharded) parameters of c into params. */
+static void init_full(const gy_gpt_config_t *c, float *params, uint64_t seed) {
+  size_t sizes[GY_T_COUNT], offsets[GY_T_COUNT];
+  size_t total = layout(c, sizes, offsets);
   uint64_t s = seed ^ 0x6779726full; /* "gyro" */
   float resid_std = 0.02f / sqrtf(2.0f * c->num_layers);
-  memset(m->params, 0, m->num_params * sizeof(float));
+  memset(params, 0, total * sizeof(float));
   for (int i = 0; i < GY_T_COUNT; i++) {
-    float *p = m->params + m->offsets[i];
-    size_t n = m->sizes[i];
+    float *p = params + offsets[i];
+    size_t n = sizes[i];
     switch (i) {
     case GY_T_WTE:
       /* padded rows stay zero, as in llm.c */
@@ -294,25 +383,75 @@ void gy_gpt_init_params(gy_gpt_t *m, uint64_t seed) {
   }
 }
 
+void gy_gpt_init_params(gy_gpt_t *m, uint64_t seed) {
+  if (m->P == 1) {
+    init_full(&m->cfg, m->params, seed);
+    return;
+  }
+  gy_gpt_config_t fc = m->cfg;
+  fc.tp_size = 1;
+  fc.tp_rank = 0;
+  size_t sz[GY_T_COUNT], off[GY_T_COUNT];
+  size_t total = layout(&fc, sz, off);
+  float *full = malloc(total * sizeof(float));
+  if (!full) { /* cannot happen for any model that fits; keep the shard zeroed and loud */
+    memset(m->params, 0, m->num_params * sizeof(float));
+    return;
+  }
+  init_full(&fc, full, seed);
+  gy_gpt_shard_from_full(m, full);
+  free(full);
+}
+
 #define P(i) (m->params + m->offsets[i])
 #define G(i) (m->grads + m->offsets[i])
+
+/* Sums buf over the tensor-parallel group (a no-op without tensor parallelism). */
+static int tp_allreduce(gy_gpt_t *m, float *buf, size_t n) {
+  if (m->P == 1) return 0;
+  if (!m->tp_sum) return GY_EINVAL;
+  return m->tp_sum(m->tp_ctx, buf, n) ? GY_ECOMM : 0;
+}
+
+static void add_bias(float *out, const float *bias, int N, int OC) {
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; n++) {
+    float *o = out + (size_t)n * OC;
+    for (int j = 0; j < OC; j++) o[j] += bias[j];
+  }
+}
+
+/* out = inp @ W^T (+ bias): with tensor parallelism the local product is a partial sum over
+ * the group, summed before the (replicated) bias is added. */
+static int row_parallel(gy_gpt_t *m, float *out, const float *inp, const float *w,
+                        const float *bias, int N, int Cin, int OC) {
+  if (m->P == 1) {
+    gy_matmul_forward(out, inp, w, bias, N, Cin, OC);
+    return 0;
+  }
+  gy_matmul_forward(out, inp, w, NULL, N, Cin, OC);
+  int rc = tp_allreduce(m, out, (size_t)N * OC);
+  if (rc) return rc;
+  add_bias(out, bias, N, OC);
+  return 0;
+}
 
 int gy_gpt_forward(gy_gpt_t *m, const int *inputs, const int *targets, int B, int T, float z_loss,
                    float *mean_loss) {
   const gy_gpt_config_t *c = &m->cfg;
   if (B < 1 || B > m->max_batch || T < 1 || T > c->max_seq_len) return GY_EINVAL;
-  int N = B * T, C = c->channels, L = c->num_layers, NH = c->num_heads, V = c->vocab_size;
-  int Vp = c->padded_vocab_size, hs = C / NH;
+  int N = B * T, C = c->channels, L = c->num_layers, V = c->vocab_size;
+  int Vp = c->padded_vocab_size, hs = C / c->num_heads, Cl = m->Cl, NHl = m->NHl;
   for (int i = 0; i < N; i++) {
     if (inputs[i] < 0 || inputs[i] >= V) return GY_EINVAL;
     if (targets && (targets[i] < 0 || targets[i] >= V)) return GY_EINVAL;
   }
   memcpy(m->inputs, inputs, sizeof(int) * N);
   if (targets) memcpy(m->targets, targets, sizeof(int) * N);
-  m->B = B;
-  m->T = T;
-  m->have_targets = targets != NULL;
+  m->B = 0; /* valid again only when the pass completes */
+  m->have_targets = 0;
   m->z_loss = z_loss;
+  int rc;
 
   gy_encoder_forward(m->encoded, inputs, P(GY_T_WTE), P(GY_T_WPE), B, T, C);
   const float *residual = m->encoded;
@@ -320,20 +459,22 @@ int gy_gpt_forward(gy_gpt_t *m, const int *inputs, const int *targets, int B, in
     layer_acts_t *a = &m->layers[l];
     gy_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, residual, P(GY_T_LN1W) + l * C,
                          P(GY_T_LN1B) + l * C, N, C);
-    gy_matmul_forward(a->qkv, a->ln1, P(GY_T_QKVW) + (size_t)l * 3 * C * C,
-                      P(GY_T_QKVB) + (size_t)l * 3 * C, N, C, 3 * C);
+    gy_matmul_forward(a->qkv, a->ln1, P(GY_T_QKVW) + (size_t)l * 3 * Cl * C,
+                      P(GY_T_QKVB) + (size_t)l * 3 * Cl, N, C, 3 * Cl);
     gy_attention_forward(a->atty, &a->att, a->qkv, c->qk_norm ? P(GY_T_QNW) + l * hs : NULL,
-                         c->qk_norm ? P(GY_T_KNW) + l * hs : NULL, B, T, C, NH);
-    gy_matmul_forward(m->dsmall, a->atty, P(GY_T_ATTPROJW) + (size_t)l * C * C,
-                      P(GY_T_ATTPROJB) + (size_t)l * C, N, C, C);
+                         c->qk_norm ? P(GY_T_KNW) + l * hs : NULL, B, T, Cl, NHl);
+    if ((rc = row_parallel(m, m->dsmall, a->atty, P(GY_T_ATTPROJW) + (size_t)l * C * Cl,
+                           P(GY_T_ATTPROJB) + (size_t)l * C, N, Cl, C)))
+      return rc;
     gy_residual_forward(a->res2, residual, m->dsmall, (size_t)N * C);
     gy_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, P(GY_T_LN2W) + l * C,
                          P(GY_T_LN2B) + l * C, N, C);
-    gy_matmul_forward(a->fch, a->ln2, P(GY_T_FCW) + (size_t)l * 4 * C * C,
-                      P(GY_T_FCB) + (size_t)l * 4 * C, N, C, 4 * C);
-    gy_gelu_forward(a->fchg, a->fch, (size_t)N * 4 * C);
-    gy_matmul_forward(m->dsmall, a->fchg, P(GY_T_FCPROJW) + (size_t)l * 4 * C * C,
-                      P(GY_T_FCPROJB) + (size_t)l * C, N, 4 * C, C);
+    gy_matmul_forward(a->fch, a->ln2, P(GY_T_FCW) + (size_t)l * 4 * Cl * C,
+                      P(GY_T_FCB) + (size_t)l * 4 * Cl, N, C, 4 * Cl);
+    gy_gelu_forward(a->fchg, a->fch, (size_t)N * 4 * Cl);
+    if ((rc = row_parallel(m, m->dsmall, a->fchg, P(GY_T_FCPROJW) + (size_t)l * 4 * Cl * C,
+                           P(GY_T_FCPROJB) + (size_t)l * C, N, 4 * Cl, C)))
+      return rc;
     gy_residual_forward(a->res3, a->res2, m->dsmall, (size_t)N * C);
     residual = a->res3;
   }
@@ -347,15 +488,20 @@ int gy_gpt_forward(gy_gpt_t *m, const int *inputs, const int *targets, int B, in
   } else if (mean_loss) {
     *mean_loss = NAN;
   }
+  m->B = B;
+  m->T = T;
+  m->have_targets = targets != NULL;
   return 0;
 }
 
 int gy_gpt_backward(gy_gpt_t *m) {
   if (!m->B || !m->have_targets) return GY_EINVAL;
   const gy_gpt_config_t *c = &m->cfg;
-  int B = m->B, T = m->T, N = B * T, C = c->channels, L = c->num_layers, NH = c->num_heads;
-  int V = c->vocab_size, Vp = c->padded_vocab_size, hs = C / NH;
+  int B = m->B, T = m->T, N = B * T, C = c->channels, L = c->num_layers;
+  int V = c->vocab_size, Vp = c->padded_vocab_size, hs = C / c->num_heads;
+  int Cl = m->Cl, NHl = m->NHl, rc;
   memset(m->grads, 0, m->num_params * sizeof(float));
+  m->have_targets = 0; /* the logits are about to hold their gradient: one backward per forward */
 
   /* classifier: logits are overwritten by their gradient */
   gy_crossentropy_forward(m->token_losses, m->logits, m->logits, m->targets, N, V, Vp, m->z_loss,
@@ -371,35 +517,44 @@ int gy_gpt_backward(gy_gpt_t *m) {
   for (int l = L - 1; l >= 0; l--) {
     layer_acts_t *a = &m->layers[l];
     const float *res_in = l == 0 ? m->encoded : m->layers[l - 1].res3;
-    /* MLP */
-    memset(m->dbig, 0, sizeof(float) * N * 4 * C);
-    gy_matmul_backward(m->dbig, G(GY_T_FCPROJW) + (size_t)l * 4 * C * C,
+    /* MLP: fcproj is row-parallel (its input gradient is local), fc column-parallel (its input
+     * gradient is a partial sum over the group) */
+    memset(m->dbig, 0, sizeof(float) * N * 4 * Cl);
+    gy_matmul_backward(m->dbig, G(GY_T_FCPROJW) + (size_t)l * 4 * Cl * C,
                        G(GY_T_FCPROJB) + (size_t)l * C, m->dres, a->fchg,
-                       P(GY_T_FCPROJW) + (size_t)l * 4 * C * C, N, 4 * C, C, m->chunks);
-    gy_gelu_backward(m->dbig, a->fch, m->dbig, (size_t)N * 4 * C);
+                       P(GY_T_FCPROJW) + (size_t)l * 4 * Cl * C, N, 4 * Cl, C, m->chunks);
+    gy_gelu_backward(m->dbig, a->fch, m->dbig, (size_t)N * 4 * Cl);
     memset(m->dsmall, 0, sizeof(float) * N * C);
-    gy_matmul_backward(m->dsmall, G(GY_T_FCW) + (size_t)l * 4 * C * C,
-                       G(GY_T_FCB) + (size_t)l * 4 * C, m->dbig, a->ln2,
-                       P(GY_T_FCW) + (size_t)l * 4 * C * C, N, C, 4 * C, m->chunks);
+    gy_matmul_backward(m->dsmall, G(GY_T_FCW) + (size_t)l * 4 * Cl * C,
+                       G(GY_T_FCB) + (size_t)l * 4 * Cl, m->dbig, a->ln2,
+                       P(GY_T_FCW) + (size_t)l * 4 * Cl * C, N, C, 4 * Cl, m->chunks);
+    if ((rc = tp_allreduce(m, m->dsmall, (size_t)N * C))) return rc;
     gy_layernorm_backward(m->dres, G(GY_T_LN2W) + l * C, G(GY_T_LN2B) + l * C, m->dsmall, a->res2,
                           P(GY_T_LN2W) + l * C, a->ln2_mean, a->ln2_rstd, N, C, m->chunks);
-    /* attention */
-    memset(m->dsmall, 0, sizeof(float) * N * C);
-    gy_matmul_backward(m->dsmall, G(GY_T_ATTPROJW) + (size_t)l * C * C,
+    /* attention: attproj row-parallel, qkv column-parallel */
+    memset(m->dsmall, 0, sizeof(float) * N * Cl);
+    gy_matmul_backward(m->dsmall, G(GY_T_ATTPROJW) + (size_t)l * C * Cl,
                        G(GY_T_ATTPROJB) + (size_t)l * C, m->dres, a->atty,
-                       P(GY_T_ATTPROJW) + (size_t)l * C * C, N, C, C, m->chunks);
+                       P(GY_T_ATTPROJW) + (size_t)l * C * Cl, N, Cl, C, m->chunks);
     gy_attention_backward(m->dqkv, c->qk_norm ? G(GY_T_QNW) + l * hs : NULL,
                           c->qk_norm ? G(GY_T_KNW) + l * hs : NULL, m->dsmall, &a->att,
                           c->qk_norm ? P(GY_T_QNW) + l * hs : NULL,
-                          c->qk_norm ? P(GY_T_KNW) + l * hs : NULL, B, T, C, NH, m->attn_scratch);
+                          c->qk_norm ? P(GY_T_KNW) + l * hs : NULL, B, T, Cl, NHl, m->attn_scratch);
+    if (c->qk_norm && m->P > 1) {
+      /* the QK-norm weights are shared by all heads: sum the local heads' contributions */
+      if ((rc = tp_allreduce(m, G(GY_T_QNW) + l * hs, (size_t)hs))) return rc;
+      if ((rc = tp_allreduce(m, G(GY_T_KNW) + l * hs, (size_t)hs))) return rc;
+    }
     memset(m->dsmall, 0, sizeof(float) * N * C);
-    gy_matmul_backward(m->dsmall, G(GY_T_QKVW) + (size_t)l * 3 * C * C,
-                       G(GY_T_QKVB) + (size_t)l * 3 * C, m->dqkv, a->ln1,
-                       P(GY_T_QKVW) + (size_t)l * 3 * C * C, N, C, 3 * C, m->chunks);
+    gy_matmul_backward(m->dsmall, G(GY_T_QKVW) + (size_t)l * 3 * Cl * C,
+                       G(GY_T_QKVB) + (size_t)l * 3 * Cl, m->dqkv, a->ln1,
+                       P(GY_T_QKVW) + (size_t)l * 3 * Cl * C, N, C, 3 * Cl, m->chunks);
+    if ((rc = tp_allreduce(m, m->dsmall, (size_t)N * C))) return rc;
     gy_layernorm_backward(m->dres, G(GY_T_LN1W) + l * C, G(GY_T_LN1B) + l * C, m->dsmall, res_in,
                           P(GY_T_LN1W) + l * C, a->ln1_mean, a->ln1_rstd, N, C, m->chunks);
+    if (m->grads_ready) m->grads_ready(m->grads_ready_ctx, l);
   }
   gy_encoder_backward(G(GY_T_WTE), G(GY_T_WPE), m->dres, m->inputs, B, T, C);
-  m->have_targets = 0; /* the logits now hold their gradient: one backward per forward */
+  if (m->grads_ready) m->grads_ready(m->grads_ready_ctx, -1);
   return 0;
 }

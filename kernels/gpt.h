@@ -13,7 +13,17 @@ typedef struct {
   int num_heads;         /* NH, divides channels */
   int channels;          /* C */
   int qk_norm;           /* 1: LayerNorm (no bias) on each head's queries and keys */
+  int tp_size;           /* tensor-parallel group size (0 or 1: no tensor parallelism) */
+  int tp_rank;           /* this model's rank in the tensor-parallel group */
 } gy_gpt_config_t;
+
+/* Tensor parallelism (Megatron-style). With tp_size P > 1 a model holds one shard: the heads
+ * NH/P of its rank (rows of qkvw/qkvb, columns of attprojw) and a 1/P slice of the MLP width
+ * (rows of fcw/fcb, columns of fcprojw); every other tensor is replicated. The partial sums of
+ * the attention output and MLP output projections (forward) and of the inputs' gradients of
+ * qkv and fc (backward) are summed over the group through a caller-supplied function, so the
+ * model itself knows nothing of the network. */
+typedef int (*gy_gpt_allreduce_fn)(void *ctx, float *buf, size_t count);
 
 /* Parameter tensors, in llm.c's order (the first 16), then gyro's optional ones. Every tensor
  * whose name starts with a layer prefix is stored [L, ...]: layer l's slice is contiguous. */
@@ -63,11 +73,25 @@ size_t gy_gpt_tensor_size(const gy_gpt_t *m, int i);
 size_t gy_gpt_tensor_offset(const gy_gpt_t *m, int i);
 /* 1 if tensor i is stored per layer ([L, ...]), 0 otherwise. */
 int gy_gpt_tensor_layered(int i);
+/* 1 if tensor i is split across the tensor-parallel group (0 when tp_size <= 1). */
+int gy_gpt_tensor_sharded(const gy_gpt_t *m, int i);
+/* Sets the tensor-parallel sum (required when tp_size > 1; forward/backward return GY_ECOMM
+ * when it fails). */
+void gy_gpt_set_tp_allreduce(gy_gpt_t *m, gy_gpt_allreduce_fn fn, void *ctx);
+/* Copies this rank's shard out of full-model parameters `full` (laid out for the same config
+ * with tp_size 1). */
+void gy_gpt_shard_from_full(gy_gpt_t *m, const float *full);
+/* Called after the backward pass finished the gradients of block `layer` (L-1 down to 0), and
+ * with layer = -1 once the embeddings' gradients are done: lets data-parallel gradient
+ * reduction of finished layers overlap the rest of the backward pass. */
+typedef void (*gy_gpt_grads_ready_fn)(void *ctx, int layer);
+void gy_gpt_set_grads_ready(gy_gpt_t *m, gy_gpt_grads_ready_fn fn, void *ctx);
+
 /* 1 if AdamW applies weight decay to tensor i (matrices only: no embeddings, norms, biases). */
 int gy_gpt_tensor_decayed(int i);
 
 /* GPT-2 initialisation (normal 0.02, residual projections scaled by 1/sqrt(2L), norms at 1),
- * a pure function of seed. */
+ * a pure function of seed; a tensor-parallel shard gets its slice of the same full model. */
 void gy_gpt_init_params(gy_gpt_t *m, uint64_t seed);
 
 /* Forward pass on inputs/targets [B, T] (tokens < V). Computes per-token cross-entropy into

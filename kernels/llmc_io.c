@@ -212,6 +212,12 @@ int gy_llmc_load(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
   int fd, rc = open_model(path, &fc, &fd, errmsg, errlen);
   if (rc != 0) return rc;
   const gy_gpt_config_t *mc = gy_gpt_config(m);
+  if (mc->tp_size > 1) {
+    close(fd);
+    seterr(errmsg, errlen,
+           "%s: cannot load an llm.c file into a tensor-parallel shard (load it at tp 1)", path);
+    return GY_ENOTSUP;
+  }
   if (mc->qk_norm || mc->max_seq_len != fc.max_seq_len || mc->vocab_size != fc.vocab_size ||
       mc->padded_vocab_size != fc.padded_vocab_size || mc->num_layers != fc.num_layers ||
       mc->num_heads != fc.num_heads || mc->channels != fc.channels) {
@@ -269,6 +275,10 @@ static int write_all(int fd, const void *buf, size_t n) {
 int gy_llmc_save(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
   if (!m || !path || !*path) return GY_EINVAL;
   const gy_gpt_config_t *c = gy_gpt_config(m);
+  if (c->tp_size > 1) {
+    seterr(errmsg, errlen, "%s: cannot save a tensor-parallel shard as an llm.c file", path);
+    return GY_ENOTSUP;
+  }
   if (c->qk_norm) {
     seterr(errmsg, errlen,
            "%s: cannot save a qk_norm model as an llm.c file (llm.c has no "

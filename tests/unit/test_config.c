@@ -62,7 +62,7 @@ static void test_examples(void) {
   CHECK_MSG(rc == 0, "%s: %s", path, err);
   if (rc == 0) {
     CHECK(!strcmp(a.name, "standalone"));
-    CHECK_EQ_INT(a.steps, 600);
+    CHECK_EQ_INT(a.steps, 800);
     CHECK_EQ_INT(a.model.num_layers, 4);
     CHECK_EQ_INT(a.model.channels, 128);
     CHECK_EQ_INT(a.model.num_heads, 4);
@@ -74,7 +74,7 @@ static void test_examples(void) {
     CHECK_NEAR(a.knobs.sched.lr, 1e-3, 1e-9);
     CHECK_EQ_INT(a.knobs.sched.kind, GY_SCHED_COSINE);
     CHECK_EQ_INT(a.knobs.sched.warmup, 50);
-    CHECK_EQ_INT(a.knobs.sched.total_steps, 600);
+    CHECK_EQ_INT(a.knobs.sched.total_steps, 800);
     CHECK_EQ_INT(a.eval_every, 100);
     CHECK_EQ_INT(a.ckpt_every, 200);
     CHECK_EQ_INT(a.data.nchannels, 3);

@@ -17,6 +17,10 @@
   XX(ETIMEDOUT, -12, "timed out")                                                                  \
   XX(ENOTSUP, -13, "not supported")
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
   GY_OK = 0,
 #define GY_ERR_ENUM(name, val, msg) GY_##name = (val),
@@ -28,5 +32,9 @@ typedef enum {
 const char *gy_strerror(int err);
 /* Returns the static symbolic name of err, e.g. "GY_EIO". */
 const char *gy_err_name(int err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -179,10 +179,9 @@ void gy_grad_sq_norms(gy_gpt_t *m, int shallow_layers, double *shallow_sq, doubl
   *nonfinite = nf;
 }
 
-void gy_adamw_step(gy_adamw_t *o, gy_gpt_t *m, const gy_knobs_t *k, int64_t step,
-                   gy_step_stats_t *st) {
-  float *p = gy_gpt_params(m), *g = gy_gpt_grads(m);
-  memset(st, 0, sizeof(*st));
+void gy_adamw_measure(gy_gpt_t *m, const gy_knobs_t *k, gy_grad_sq_t *sq) {
+  float *g = gy_gpt_grads(m);
+  memset(sq, 0, sizeof(*sq));
   if (k->shallow_scale != 1.0f) {
     float sc = k->shallow_scale;
     for (int i = 0; i < GY_T_COUNT; i++) {
@@ -192,16 +191,41 @@ void gy_adamw_step(gy_adamw_t *o, gy_gpt_t *m, const gy_knobs_t *k, int64_t step
       for (size_t j = 0; j < s; j++) gi[j] *= sc;
     }
   }
-  double sh, dp;
-  int nf;
-  gy_grad_sq_norms(m, k->shallow_layers, &sh, &dp, &nf);
-  st->shallow = sqrt(sh);
-  st->deep = sqrt(dp);
-  st->global = sqrt(sh + dp);
-  st->nonfinite = nf;
+  int nf = 0;
+  for (int i = 0; i < GY_T_COUNT; i++) {
+    size_t off = gy_gpt_tensor_offset(m, i), n = gy_gpt_tensor_size(m, i);
+    size_t s = shallow_len(m, i, k->shallow_layers);
+    double sh = sumsq(g + off, s, &nf), dp = sumsq(g + off + s, n - s, &nf);
+    if (gy_gpt_tensor_sharded(m, i)) {
+      sq->shallow_shard += sh;
+      sq->deep_shard += dp;
+    } else {
+      sq->shallow_repl += sh;
+      sq->deep_repl += dp;
+    }
+  }
+  sq->nonfinite = nf;
+}
+
+void gy_adamw_step(gy_adamw_t *o, gy_gpt_t *m, const gy_knobs_t *k, int64_t step,
+                   gy_step_stats_t *st) {
+  gy_grad_sq_t sq;
+  gy_adamw_measure(m, k, &sq);
+  gy_adamw_update(o, m, k, step, sqrt(sq.shallow_repl + sq.shallow_shard),
+                  sqrt(sq.deep_repl + sq.deep_shard), sq.nonfinite, st);
+}
+
+void gy_adamw_update(gy_adamw_t *o, gy_gpt_t *m, const gy_knobs_t *k, int64_t step,
+                     double shallow_norm, double deep_norm, int nonfinite, gy_step_stats_t *st) {
+  float *p = gy_gpt_params(m), *g = gy_gpt_grads(m);
+  memset(st, 0, sizeof(*st));
+  st->shallow = shallow_norm;
+  st->deep = deep_norm;
+  st->global = sqrt(shallow_norm * shallow_norm + deep_norm * deep_norm);
+  st->nonfinite = nonfinite || !isfinite(st->global);
   float lr = gy_sched_lr(&k->sched, step) * k->lr_scale;
   st->lr = lr;
-  if (nf) return; /* a non-finite gradient never reaches the weights */
+  if (st->nonfinite) return; /* a non-finite gradient never reaches the weights */
 
   float clip = 1.0f;
   if (k->grad_clip > 0 && st->global > k->grad_clip) clip = (float)(k->grad_clip / st->global);

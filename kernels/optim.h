@@ -62,6 +62,20 @@ float *gy_adamw_v(gy_adamw_t *o);
 void gy_adamw_step(gy_adamw_t *o, gy_gpt_t *m, const gy_knobs_t *k, int64_t step,
                    gy_step_stats_t *stats);
 
+/* The two halves of gy_adamw_step, for tensor- and data-parallel training, where the norms
+ * need a reduction over the group between them:
+ * measure: applies the shallow scale to the gradients and returns squared norms split by group
+ * (shallow/deep) and by placement (replicated tensors, identical on every tensor-parallel rank,
+ * vs sharded ones, whose squares must be summed over the group), and the non-finite flag;
+ * update: clips with the given global norm and takes the AdamW step (skipped when nonfinite). */
+typedef struct {
+  double shallow_repl, shallow_shard, deep_repl, deep_shard;
+  int nonfinite;
+} gy_grad_sq_t;
+void gy_adamw_measure(gy_gpt_t *m, const gy_knobs_t *k, gy_grad_sq_t *sq);
+void gy_adamw_update(gy_adamw_t *o, gy_gpt_t *m, const gy_knobs_t *k, int64_t step,
+                     double shallow_norm, double deep_norm, int nonfinite, gy_step_stats_t *st);
+
 /* Norm helpers, exposed for tests: squared L2 norms of the shallow and deep groups. */
 void gy_grad_sq_norms(gy_gpt_t *m, int shallow_layers, double *shallow_sq, double *deep_sq,
                       int *nonfinite);

@@ -35,6 +35,13 @@ static void usage(FILE *f) {
           "  --export-llmc FILE   at the end, write the model as an llm.c model file\n"
           "  --eval-only          evaluate held-out perplexity once and exit\n"
           "  --quiet-steps        print eval and checkpoint records only\n"
+          "parallel training (one process per rank; every rank prints the same records):\n"
+          "  --rank R --world W   this process's rank of W (default 0 of 1)\n"
+          "  --tp T               tensor-parallel group size (divides W; data-parallel = W/T)\n"
+          "  --rdzv file:DIR      rendezvous store: a fresh folder all ranks can reach\n"
+          "  --backend gloo|nccl  collectives (default gloo)\n"
+          "  --comm-timeout MS    a dead or hung peer fails a collective after MS (30000)\n"
+          "  --no-overlap         reduce gradients after the backward pass, not during it\n"
           "  -h, --help\n");
 }
 
@@ -95,6 +102,7 @@ int main(int argc, char **argv) {
   int standalone = 0, eval_only = 0, quiet = 0;
   int64_t steps = -1;
   int threads = -1;
+  gy_parallel_t par = {.rank = 0, .world = 1, .tp = 1, .backend = "gloo", .timeout_ms = 30000};
   static const struct option opts[] = {{"standalone", no_argument, 0, 'S'},
                                        {"config", required_argument, 0, 'c'},
                                        {"steps", required_argument, 0, 'n'},
@@ -104,6 +112,13 @@ int main(int argc, char **argv) {
                                        {"eval-only", no_argument, 0, 'e'},
                                        {"quiet-steps", no_argument, 0, 'q'},
                                        {"help", no_argument, 0, 'h'},
+                                       {"rank", required_argument, 0, 'R'},
+                                       {"world", required_argument, 0, 'W'},
+                                       {"tp", required_argument, 0, 'P'},
+                                       {"rdzv", required_argument, 0, 'Z'},
+                                       {"backend", required_argument, 0, 'B'},
+                                       {"comm-timeout", required_argument, 0, 'O'},
+                                       {"no-overlap", no_argument, 0, 'N'},
                                        {0, 0, 0, 0}};
   int c;
   char *end;
@@ -130,6 +145,32 @@ int main(int argc, char **argv) {
     case 'e': eval_only = 1; break;
     case 'q': quiet = 1; break;
     case 'h': usage(stdout); return 0;
+    case 'R':
+    case 'W':
+    case 'P':
+    case 'O': {
+      long v = strtol(optarg, &end, 10);
+      if (*end || v < (c == 'R' ? 0 : 1) || v > 1000000) {
+        fprintf(stderr, "gyro-worker: --%s wants a %s integer, got '%s'\n",
+                c == 'R' ? "rank" : c == 'W' ? "world" : c == 'P' ? "tp" : "comm-timeout",
+                c == 'R' ? "non-negative" : "positive", optarg);
+        return 2;
+      }
+      if (c == 'R') par.rank = (int)v;
+      else if (c == 'W') par.world = (int)v;
+      else if (c == 'P') par.tp = (int)v;
+      else par.timeout_ms = (int)v;
+      break;
+    }
+    case 'Z': par.rdzv = optarg; break;
+    case 'B':
+      if (strcmp(optarg, "gloo") && strcmp(optarg, "nccl")) {
+        fprintf(stderr, "gyro-worker: --backend wants gloo or nccl, got '%s'\n", optarg);
+        return 2;
+      }
+      par.backend = optarg;
+      break;
+    case 'N': par.no_overlap = 1; break;
     default: usage(stderr); return 2;
     }
   }
@@ -148,7 +189,18 @@ int main(int argc, char **argv) {
   if (threads >= 0) cfg.threads = threads;
   if (steps < 0) steps = cfg.steps;
   gy_trainer_t *tr = NULL;
-  rc = gy_trainer_create(&tr, &cfg, err, sizeof(err));
+  if (par.rank >= par.world || par.world % par.tp) {
+    fprintf(stderr, "gyro-worker: --rank %d --world %d --tp %d: rank must be < world and tp must "
+            "divide world\n", par.rank, par.world, par.tp);
+    gy_run_config_free(&cfg);
+    return 2;
+  }
+  if (par.world > 1 && !par.rdzv) {
+    fprintf(stderr, "gyro-worker: --world %d needs --rdzv file:DIR\n", par.world);
+    gy_run_config_free(&cfg);
+    return 2;
+  }
+  rc = gy_trainer_create_parallel(&tr, &cfg, &par, err, sizeof(err));
   if (rc) {
     fprintf(stderr, "gyro-worker: %s\n", err);
     gy_run_config_free(&cfg);
@@ -173,8 +225,9 @@ int main(int argc, char **argv) {
   while (gy_trainer_step_count(tr) < steps && !stop_requested) {
     gy_step_report_t r;
     if ((rc = gy_trainer_step(tr, &r))) {
-      fprintf(stderr, "gyro-worker: step %" PRId64 " failed: %s\n", gy_trainer_step_count(tr),
-              gy_strerror(rc));
+      fprintf(stderr, "gyro-worker: rank %d: step %" PRId64 " failed: %s\n", par.rank,
+              gy_trainer_step_count(tr),
+              gy_trainer_last_error(tr)[0] ? gy_trainer_last_error(tr) : gy_strerror(rc));
       exit_code = 1;
       goto out;
     }

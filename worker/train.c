@@ -13,6 +13,15 @@
  *
  * Snapshots: a checkpoint is serialized in memory (the training thread pays one copy and the
  * checksums), kept in a ring of the last K, and written to disk by a background thread.
+ *
+ * Parallel training: the model is this rank's tensor-parallel shard and sums its partial
+ * products over the TP group through tp_sum(). Data-parallel gradients are averaged over the DP
+ * group per layer bucket, by a reducer thread that takes each block's gradients as soon as the
+ * backward pass has finished them (so reduction overlaps the backward of the layers below);
+ * the DP communicator is used by that thread only, the TP one by the training thread only.
+ * Then norms (sharded parts summed over TP), the clip and AdamW run identically on every rank,
+ * and the step's loss sums, token counts and worst samples are reduced over DP so every rank
+ * reports, and would decide, the same.
  */
 #include "worker/train.h"
 
@@ -33,6 +42,9 @@
 #include "common/err.h"
 #include "kernels/llmc_io.h"
 #include "worker/ckpt.h"
+#include "worker/comm.h"
+
+#include <pthread.h>
 
 #define MAX_RING 64
 #define MAX_KEEP_TRACK 4096
@@ -60,7 +72,98 @@ struct gy_trainer {
   int64_t submitted[MAX_KEEP_TRACK];
   int nsubmitted;
   uint64_t nsubmit_total;
+  /* parallel */
+  gy_store_t *store;
+  gy_comm_groups_t groups;
+  int have_groups;
+  int dp_rank, dp_size, tp_rank, tp_size;
+  int overlap;
+  pthread_t reducer;
+  int reducer_started;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int queue[1100];
+  int qhead, qtail;
+  int final_done, stop, dp_err;
+  char last_error[1024];
 };
+
+const char *gy_trainer_last_error(const gy_trainer_t *t) {
+  return t->last_error;
+}
+
+static int tp_sum(void *ctx, float *buf, size_t n) {
+  gy_trainer_t *t = ctx;
+  gy_comm_t *c = t->groups.tp;
+  int rc = c->ops->allreduce(c, buf, n, GY_DT_F32, GY_OP_SUM);
+  if (rc) snprintf(t->last_error, sizeof(t->last_error), "tensor-parallel all-reduce: %s", c->errmsg);
+  return rc;
+}
+
+/* Averages the gradients of block `layer` (or, for -1, of the tensors outside the blocks) over
+ * the data-parallel group. */
+static int dp_reduce_bucket(gy_trainer_t *t, int layer) {
+  gy_comm_t *c = t->groups.dp;
+  float *g = gy_gpt_grads(t->model);
+  int L = gy_gpt_config(t->model)->num_layers;
+  for (int i = 0; i < GY_T_COUNT; i++) {
+    size_t n = gy_gpt_tensor_size(t->model, i), off = gy_gpt_tensor_offset(t->model, i);
+    if (!n || gy_gpt_tensor_layered(i) != (layer >= 0)) continue;
+    if (layer >= 0) {
+      n /= (size_t)L;
+      off += n * (size_t)layer;
+    }
+    int rc = c->ops->allreduce(c, g + off, n, GY_DT_F32, GY_OP_AVG);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+static void *reducer_main(void *arg) {
+  gy_trainer_t *t = arg;
+  pthread_mutex_lock(&t->mu);
+  for (;;) {
+    while (t->qhead == t->qtail && !t->stop) pthread_cond_wait(&t->cv, &t->mu);
+    if (t->qhead == t->qtail && t->stop) break;
+    int layer = t->queue[t->qhead % 1100];
+    t->qhead++;
+    int failed = t->dp_err;
+    pthread_mutex_unlock(&t->mu);
+    int rc = failed ? 0 : dp_reduce_bucket(t, layer);
+    pthread_mutex_lock(&t->mu);
+    if (rc && !t->dp_err) {
+      t->dp_err = rc;
+      snprintf(t->last_error, sizeof(t->last_error), "data-parallel all-reduce: %s",
+               t->groups.dp->errmsg);
+    }
+    if (layer == -1) {
+      t->final_done = 1;
+      pthread_cond_broadcast(&t->cv);
+    }
+  }
+  pthread_mutex_unlock(&t->mu);
+  return NULL;
+}
+
+/* Backward hook: hands a finished bucket to the reducer thread. */
+static void grads_ready(void *ctx, int layer) {
+  gy_trainer_t *t = ctx;
+  pthread_mutex_lock(&t->mu);
+  t->queue[t->qtail % 1100] = layer;
+  t->qtail++;
+  pthread_cond_broadcast(&t->cv);
+  pthread_mutex_unlock(&t->mu);
+}
+
+/* Waits until the reducer has finished the step's last bucket; returns its error. */
+static int wait_reducer(gy_trainer_t *t) {
+  pthread_mutex_lock(&t->mu);
+  while (!t->final_done) pthread_cond_wait(&t->cv, &t->mu);
+  t->final_done = 0;
+  int rc = t->dp_err;
+  pthread_mutex_unlock(&t->mu);
+  return rc;
+}
 
 static double now_ms(void) {
   struct timespec ts;
@@ -70,11 +173,19 @@ static double now_ms(void) {
 
 int gy_trainer_create(gy_trainer_t **out, const gy_run_config_t *cfg, char *errmsg,
                       size_t errlen) {
+  gy_parallel_t single = {.rank = 0, .world = 1, .tp = 1};
+  return gy_trainer_create_parallel(out, cfg, &single, errmsg, errlen);
+}
+
+int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
+                               const gy_parallel_t *par, char *errmsg, size_t errlen) {
   *out = NULL;
   int rc = GY_ENOMEM;
   gy_trainer_t *t = calloc(1, sizeof(*t));
   if (!t) return GY_ENOMEM;
   gy_skiplist_init(&t->skip);
+  pthread_mutex_init(&t->mu, NULL);
+  pthread_cond_init(&t->cv, NULL);
   int threads = cfg->threads > 0 ? cfg->threads : omp_get_num_procs();
   omp_set_num_threads(threads);
   openblas_set_num_threads(threads);
@@ -82,10 +193,35 @@ int gy_trainer_create(gy_trainer_t **out, const gy_run_config_t *cfg, char *errm
   t->B = cfg->batch;
   t->T = cfg->seq_len;
   t->top_k = cfg->top_k < GY_TOPK_MAX ? cfg->top_k : GY_TOPK_MAX;
-  t->rank = 0;
-  t->world = 1;
-  t->dp = 1;
-  t->tp = 1;
+  int tp = par->tp > 0 ? par->tp : 1;
+  if (par->world < 1 || par->rank < 0 || par->rank >= par->world || par->world % tp) {
+    snprintf(errmsg, errlen, "parallel layout: rank %d of world %d with tp %d is invalid (world "
+             "must be a multiple of tp)", par->rank, par->world, tp);
+    rc = GY_EINVAL;
+    goto err;
+  }
+  t->rank = par->rank;
+  t->world = par->world;
+  t->tp = tp;
+  t->dp = par->world / tp;
+  t->tp_size = tp;
+  t->tp_rank = par->rank % tp;
+  t->dp_size = t->dp;
+  t->dp_rank = par->rank / tp;
+  if (par->world > 1) {
+    if (!par->rdzv) {
+      snprintf(errmsg, errlen, "a parallel run needs a rendezvous store (--rdzv file:DIR)");
+      rc = GY_EINVAL;
+      goto err;
+    }
+    if ((rc = gy_store_open(&t->store, par->rdzv, errmsg, errlen))) goto err;
+    gy_comm_opts_t co = {.backend = par->backend ? par->backend : "gloo", .rank = par->rank,
+                         .world = par->world, .tp = tp, .store = t->store, .prefix = "gyro",
+                         .timeout_ms = par->timeout_ms > 0 ? par->timeout_ms : 30000};
+    if ((rc = gy_comm_groups_create(&t->groups, &co, errmsg, errlen))) goto err;
+    t->have_groups = 1;
+    t->overlap = !par->no_overlap && t->dp_size > 1;
+  }
   t->rng = cfg->seed ^ 0x5eed5eed5eed5eedull;
   t->config_hash = gy_run_config_hash(cfg);
   t->keep_in_memory = cfg->ckpt_keep_in_memory < MAX_RING ? cfg->ckpt_keep_in_memory : MAX_RING;
@@ -101,8 +237,11 @@ int gy_trainer_create(gy_trainer_t **out, const gy_run_config_t *cfg, char *errm
   t->ckpt_dir = strdup(cfg->ckpt_dir ? cfg->ckpt_dir : "checkpoints");
   if (!t->ckpt_dir) goto err;
 
-  if ((rc = gy_gpt_config_check(&cfg->model, errmsg, errlen))) goto err;
-  if ((rc = gy_gpt_create(&t->model, &cfg->model, t->B))) {
+  gy_gpt_config_t mcfg = cfg->model;
+  mcfg.tp_size = t->tp_size;
+  mcfg.tp_rank = t->tp_rank;
+  if ((rc = gy_gpt_config_check(&mcfg, errmsg, errlen))) goto err;
+  if ((rc = gy_gpt_create(&t->model, &mcfg, t->B))) {
     snprintf(errmsg, errlen, "cannot allocate the model: %s", gy_strerror(rc));
     goto err;
   }
@@ -112,6 +251,16 @@ int gy_trainer_create(gy_trainer_t **out, const gy_run_config_t *cfg, char *errm
     gy_gpt_init_params(t->model, cfg->seed);
   }
   if ((rc = gy_adamw_create(&t->opt, gy_gpt_num_params(t->model)))) goto err;
+  if (t->tp_size > 1) gy_gpt_set_tp_allreduce(t->model, tp_sum, t);
+  if (t->overlap) {
+    gy_gpt_set_grads_ready(t->model, grads_ready, t);
+    if (pthread_create(&t->reducer, NULL, reducer_main, t)) {
+      snprintf(errmsg, errlen, "cannot start the gradient reducer thread");
+      rc = GY_ENOMEM;
+      goto err;
+    }
+    t->reducer_started = 1;
+  }
 
   gy_data_opts_t dopts = cfg->data;
   dopts.seq_len = t->T;
@@ -140,6 +289,17 @@ err:
 
 void gy_trainer_destroy(gy_trainer_t *t) {
   if (!t) return;
+  if (t->reducer_started) {
+    pthread_mutex_lock(&t->mu);
+    t->stop = 1;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    pthread_join(t->reducer, NULL);
+  }
+  if (t->have_groups) gy_comm_groups_destroy(&t->groups);
+  gy_store_destroy(t->store);
+  pthread_mutex_destroy(&t->mu);
+  pthread_cond_destroy(&t->cv);
   gy_ckpt_writer_destroy(t->writer);
   for (int i = 0; i < MAX_RING; i++) gy_ckpt_buf_unref(t->ring[i]);
   free(t->tok);
@@ -206,17 +366,116 @@ static int cmp_loss_desc(const void *a, const void *b) {
   return x->id < y->id ? -1 : (x->id > y->id);
 }
 
+/* Ends a step that failed in a collective: the reducer is drained (its calls fail fast once
+ * the communicator is aborted) and the error is kept for the caller. */
+static int comm_failure(gy_trainer_t *t, int rc) {
+  if (t->have_groups) {
+    if (t->groups.dp) t->groups.dp->ops->abort(t->groups.dp);
+    if (t->groups.tp) t->groups.tp->ops->abort(t->groups.tp);
+  }
+  if (t->overlap) {
+    grads_ready(t, -1);
+    wait_reducer(t);
+  }
+  if (!t->last_error[0]) snprintf(t->last_error, sizeof(t->last_error), "%s", gy_strerror(rc));
+  return rc;
+}
+
+/* Reduces the step's figures over the data-parallel group: loss sums and token counts per
+ * channel, and the worst samples (gathered, then the top k of all). */
+static int reduce_report(gy_trainer_t *t, gy_step_report_t *rep, double *total) {
+  gy_comm_t *c = t->groups.dp;
+  double v[2 * GY_MAX_CHANNELS + 1];
+  for (int i = 0; i < GY_MAX_CHANNELS; i++) {
+    v[i] = rep->ch_loss_sum[i];
+    v[GY_MAX_CHANNELS + i] = (double)rep->ch_tokens[i];
+  }
+  v[2 * GY_MAX_CHANNELS] = *total;
+  int rc = c->ops->allreduce(c, v, 2 * GY_MAX_CHANNELS + 1, GY_DT_F64, GY_OP_SUM);
+  if (rc) goto fail;
+  for (int i = 0; i < GY_MAX_CHANNELS; i++) {
+    rep->ch_loss_sum[i] = v[i];
+    rep->ch_tokens[i] = (uint64_t)v[GY_MAX_CHANNELS + i];
+  }
+  *total = v[2 * GY_MAX_CHANNELS];
+  int k = rep->ntop;
+  if (k > 0) {
+    double *mine = calloc((size_t)k * 3, sizeof(double));
+    double *all = calloc((size_t)k * 3 * (size_t)c->size, sizeof(double));
+    gy_sample_loss_t *merged = calloc((size_t)k * (size_t)c->size, sizeof(*merged));
+    if (!mine || !all || !merged) {
+      free(mine);
+      free(all);
+      free(merged);
+      return GY_ENOMEM;
+    }
+    for (int i = 0; i < k; i++) {
+      mine[3 * i] = (double)rep->top[i].id; /* ids stay below 2^53 */
+      mine[3 * i + 1] = rep->top[i].channel;
+      mine[3 * i + 2] = rep->top[i].loss;
+    }
+    rc = c->ops->allgather(c, mine, all, (size_t)k * 3, GY_DT_F64);
+    if (!rc) {
+      for (int i = 0; i < k * c->size; i++) {
+        merged[i].id = (uint64_t)all[3 * i];
+        merged[i].channel = (int)all[3 * i + 1];
+        merged[i].loss = (float)all[3 * i + 2];
+      }
+      qsort(merged, (size_t)k * (size_t)c->size, sizeof(*merged), cmp_loss_desc);
+      memcpy(rep->top, merged, sizeof(*merged) * (size_t)k);
+    }
+    free(mine);
+    free(all);
+    free(merged);
+    if (rc) goto fail;
+  }
+  return 0;
+fail:
+  snprintf(t->last_error, sizeof(t->last_error), "data-parallel reduction of the step report: %s",
+           c->errmsg);
+  return rc;
+}
+
 int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep) {
   double t0 = now_ms();
   memset(rep, 0, sizeof(*rep));
+  t->last_error[0] = 0;
   int B = t->B, T = t->T;
-  gy_data_batch_ids(t->data, &t->skip, (uint64_t)t->step, t->rank, t->world, B, t->ids);
+  gy_data_batch_ids(t->data, &t->skip, (uint64_t)t->step, t->dp_rank, t->dp_size, B, t->ids);
   load_batch(t);
   float loss;
   int rc = gy_gpt_forward(t->model, t->inputs, t->targets, B, T, t->knobs.z_loss, &loss);
-  if (rc) return rc;
-  if ((rc = gy_gpt_backward(t->model))) return rc;
-  gy_adamw_step(t->opt, t->model, &t->knobs, t->step, &rep->opt);
+  if (rc) return rc == GY_ECOMM ? comm_failure(t, rc) : rc;
+  if ((rc = gy_gpt_backward(t->model))) return rc == GY_ECOMM ? comm_failure(t, rc) : rc;
+  if (t->dp_size > 1) {
+    if (t->overlap) {
+      rc = wait_reducer(t);
+    } else {
+      int L = gy_gpt_config(t->model)->num_layers;
+      for (int l = L - 1; l >= -1 && !rc; l--) rc = dp_reduce_bucket(t, l);
+      if (rc)
+        snprintf(t->last_error, sizeof(t->last_error), "data-parallel all-reduce: %s",
+                 t->groups.dp->errmsg);
+    }
+    if (rc) return comm_failure(t, rc);
+  }
+  gy_grad_sq_t sq;
+  gy_adamw_measure(t->model, &t->knobs, &sq);
+  if (t->tp_size > 1) {
+    /* sharded squares summed over the group; the non-finite flag too (a NaN in one shard) */
+    double v[3] = {sq.shallow_shard, sq.deep_shard, (double)sq.nonfinite};
+    gy_comm_t *c = t->groups.tp;
+    if ((rc = c->ops->allreduce(c, v, 3, GY_DT_F64, GY_OP_SUM))) {
+      snprintf(t->last_error, sizeof(t->last_error), "tensor-parallel norm reduction: %s",
+               c->errmsg);
+      return comm_failure(t, rc);
+    }
+    sq.shallow_shard = v[0];
+    sq.deep_shard = v[1];
+    sq.nonfinite = v[2] != 0.0;
+  }
+  gy_adamw_update(t->opt, t->model, &t->knobs, t->step, sqrt(sq.shallow_repl + sq.shallow_shard),
+                  sqrt(sq.deep_repl + sq.deep_shard), sq.nonfinite, &rep->opt);
 
   const float *tl = gy_gpt_token_losses(t->model);
   gy_sample_loss_t *all = malloc(sizeof(*all) * (size_t)B);
@@ -233,15 +492,17 @@ int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep) {
     all[b].channel = ch;
     all[b].loss = (float)(s / T);
   }
-  rep->loss = total / ((double)B * T);
   qsort(all, (size_t)B, sizeof(*all), cmp_loss_desc);
   rep->ntop = t->top_k < B ? t->top_k : B;
   memcpy(rep->top, all, sizeof(*all) * (size_t)rep->ntop);
   free(all);
+  if (t->dp_size > 1 && (rc = reduce_report(t, rep, &total))) return comm_failure(t, rc);
+  rep->loss = total / ((double)B * T * t->dp_size);
   rep->step = t->step;
   t->step++;
   rep->step_ms = now_ms() - t0;
-  rep->tokens_per_s = rep->step_ms > 0 ? (double)B * T / (rep->step_ms / 1e3) : 0;
+  rep->tokens_per_s =
+      rep->step_ms > 0 ? (double)B * T * t->dp_size / (rep->step_ms / 1e3) : 0;
   return 0;
 }
 
@@ -269,7 +530,7 @@ int gy_trainer_eval(gy_trainer_t *t, gy_eval_report_t *rep) {
       }
       float l;
       int rc = gy_gpt_forward(t->model, t->inputs, t->targets, nb, T, 0.0f, &l);
-      if (rc) return rc;
+      if (rc) return rc == GY_ECOMM ? comm_failure(t, rc) : rc;
       const float *tl = gy_gpt_token_losses(t->model);
       for (int i = 0; i < nb * T; i++) sum += tl[i];
       ntok += (size_t)nb * T;
@@ -303,7 +564,7 @@ static json_t *state_to_json(const gy_trainer_t *t) {
       "{s:i, s:I, s:s, s:I, s:o, s:{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:f, s:{s:i, s:f, "
       "s:i, s:i, s:f, s:i, s:i}}}",
       "version", 1, "step", (json_int_t)t->step, "rng", hex64(t->rng, h), "data_cursor",
-      (json_int_t)((uint64_t)t->step * (uint64_t)t->world * (uint64_t)t->B), "skip", skip,
+      (json_int_t)((uint64_t)t->step * (uint64_t)t->dp_size * (uint64_t)t->B), "skip", skip,
       "knobs", "lr_scale", (double)k->lr_scale, "grad_clip", (double)k->grad_clip, "beta1",
       (double)k->beta1, "beta2", (double)k->beta2, "eps", (double)k->eps, "weight_decay",
       (double)k->weight_decay, "shallow_scale", (double)k->shallow_scale, "shallow_layers",

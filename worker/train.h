@@ -19,7 +19,8 @@ typedef struct {
   float loss; /* mean cross-entropy over the sample's tokens */
 } gy_sample_loss_t;
 
-/* What one step produced, per rank (sums and counts so ranks aggregate exactly). */
+/* What one step produced: sums and counts per channel so ranks aggregate exactly; in a
+ * data-parallel gang they are already summed over the gang, and `top` is the gang's worst. */
 typedef struct {
   int64_t step;                       /* the step just taken (0-based) */
   double loss;                        /* mean cross-entropy over all tokens of the step */
@@ -41,10 +42,29 @@ typedef struct {
 
 typedef struct gy_trainer gy_trainer_t;
 
+/* Parallel layout of one worker process. Ranks are tp-major (worker/comm.h): ranks
+ * {k*tp, ..., k*tp + tp - 1} form tensor-parallel group k; ranks with the same rank % tp form
+ * a data-parallel group. train.batch is per data-parallel rank. */
+typedef struct {
+  int rank, world, tp;  /* world = dp * tp; world 1 = a single process */
+  const char *rdzv;     /* rendezvous store, "file:DIR" (a fresh folder per launch) */
+  const char *backend;  /* "gloo" (default) or "nccl" */
+  int timeout_ms;       /* a dead or hung peer fails a collective after this (default 30000) */
+  int no_overlap;       /* 1: reduce data-parallel gradients after the backward pass */
+} gy_parallel_t;
+
 /* Builds the model (initialised from seed or from cfg->init_from), optimizer and data.
  * The callee copies what it keeps of cfg. */
 int gy_trainer_create(gy_trainer_t **out, const gy_run_config_t *cfg, char *errmsg,
                       size_t errlen);
+/* The same for one rank of a data- and tensor-parallel gang: connects the collectives through
+ * the rendezvous store (every rank must call it). Step reports then carry figures for the whole
+ * global batch (identical on every rank). A failed collective makes a step return GY_ECOMM with
+ * the reason in errmsg of gy_trainer_last_error; the gang must then be rebuilt. */
+int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
+                               const gy_parallel_t *par, char *errmsg, size_t errlen);
+/* Description of the last step or eval error ("" if none). */
+const char *gy_trainer_last_error(const gy_trainer_t *t);
 void gy_trainer_destroy(gy_trainer_t *t);
 
 /* Takes one step. Returns 0 (a non-finite gradient is reported, not an error). */

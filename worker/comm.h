@@ -1,0 +1,100 @@
+/* comm: collectives for data- and tensor-parallel training behind one small interface, with
+ * two implementations: Gloo (TCP, CPUs) and NCCL (GPUs); and the rendezvous store they use. */
+#ifndef GY_COMM_H
+#define GY_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- rendezvous store: a key-value store every rank of a gang can reach ----
+ * Keys are short strings; values are byte strings. get() waits until the key exists or the
+ * timeout passes (GY_ETIMEDOUT). Implementations: a folder on a shared file system (here), the
+ * controller (later). */
+typedef struct gy_store gy_store_t;
+typedef struct {
+  int (*set)(gy_store_t *s, const char *key, const void *val, size_t len);
+  /* On success *val is malloc'ed (caller frees) and *len its size. */
+  int (*get)(gy_store_t *s, const char *key, void **val, size_t *len, int timeout_ms);
+  /* 1 if every key exists now, 0 if not, or a negative error. */
+  int (*check)(gy_store_t *s, const char *const *keys, int nkeys);
+  void (*destroy)(gy_store_t *s);
+} gy_store_ops_t;
+struct gy_store {
+  const gy_store_ops_t *ops;
+  void *impl;
+};
+
+/* A store in folder dir (created if missing); values are written atomically (temp + rename). */
+int gy_store_file_create(gy_store_t **out, const char *dir, char *errmsg, size_t errlen);
+/* Parses "file:DIR" and creates the matching store. */
+int gy_store_open(gy_store_t **out, const char *spec, char *errmsg, size_t errlen);
+void gy_store_destroy(gy_store_t *s); /* NULL is a no-op */
+
+/* ---- communicators ---- */
+typedef enum { GY_DT_F32 = 0, GY_DT_F64 = 1, GY_DT_I32 = 2 } gy_dtype_t;
+typedef enum { GY_OP_SUM = 0, GY_OP_AVG = 1, GY_OP_MAX = 2 } gy_redop_t;
+
+typedef struct gy_comm gy_comm_t;
+/* One table per implementation. Every call is collective over the group: all members make the
+ * same calls in the same order. Errors (a dead or hung peer) return GY_ECOMM with a message in
+ * comm->errmsg; after an error the communicator is dead: destroy it and build a new gang. */
+typedef struct {
+  const char *name; /* "gloo" | "nccl" */
+  int (*allreduce)(gy_comm_t *c, void *buf, size_t count, gy_dtype_t dt, gy_redop_t op);
+  /* out holds size * count elements: rank i's `in` lands at out + i * count. */
+  int (*allgather)(gy_comm_t *c, const void *in, void *out, size_t count, gy_dtype_t dt);
+  /* in holds size * count elements; rank i receives the reduced block i in out (count). */
+  int (*reduce_scatter)(gy_comm_t *c, const void *in, void *out, size_t count, gy_dtype_t dt,
+                        gy_redop_t op);
+  int (*broadcast)(gy_comm_t *c, void *buf, size_t count, gy_dtype_t dt, int root);
+  int (*barrier)(gy_comm_t *c);
+  /* Makes pending and future calls fail fast; safe from another thread. */
+  void (*abort)(gy_comm_t *c);
+  void (*destroy)(gy_comm_t *c);
+} gy_comm_ops_t;
+
+struct gy_comm {
+  const gy_comm_ops_t *ops;
+  int rank, size;
+  char errmsg[512];
+  void *impl;
+};
+
+/* The groups of one rank. Ranks are laid out tp-major: the tensor-parallel group of rank r is
+ * the tp consecutive ranks {r - r%tp, ...}; its data-parallel group is the ranks with the same
+ * r % tp. */
+typedef struct {
+  gy_comm_t *world, *dp, *tp;
+  int rank, world_size;
+  int dp_rank, dp_size;
+  int tp_rank, tp_size;
+} gy_comm_groups_t;
+
+typedef struct {
+  const char *backend;  /* "gloo" (default) or "nccl" */
+  int rank, world, tp;  /* world % tp == 0 */
+  gy_store_t *store;    /* borrowed; must outlive the groups */
+  const char *prefix;   /* key prefix, unique per gang generation (e.g. "g3") */
+  int timeout_ms;       /* collective and rendezvous timeout (default 30000) */
+  int device;           /* CUDA device for NCCL (ignored by Gloo) */
+} gy_comm_opts_t;
+
+/* Connects the three groups of this rank (collective over the whole gang). */
+int gy_comm_groups_create(gy_comm_groups_t *g, const gy_comm_opts_t *opts, char *errmsg,
+                          size_t errlen);
+void gy_comm_groups_destroy(gy_comm_groups_t *g);
+
+/* Element size of dt. */
+size_t gy_dtype_size(gy_dtype_t dt);
+/* 1 if the backend was compiled in. */
+int gy_comm_backend_available(const char *backend);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

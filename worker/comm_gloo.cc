@@ -1,0 +1,327 @@
+/*
+ * comm_gloo: the Gloo shim, the only C++ in gyro. It gives comm.c a C API (comm_internal.h) over
+ * Gloo's C++ one (Debian libgloo-dev): TCP transport, full-mesh rendezvous through gyro's store,
+ * ring all-reduce, all-gather, broadcast, barrier.
+ *
+ * API, in order: gy__gloo_create() connects one group; gy__gloo_allreduce(), _allgather(),
+ * _broadcast(), _barrier() run one collective each; gy__gloo_abort() kills the context from any
+ * thread; gy__gloo_destroy() releases it.
+ *
+ * Invariants and the traps they answer (shared notes on Gloo from C):
+ *  - No exception crosses the C boundary: every entry point catches std::exception (Gloo's
+ *    IoException, Exception and EnforceNotMet, which derives only from std::exception) and
+ *    anything else, and returns GY_ECOMM with the message in errmsg.
+ *  - After the first error the context is dead: later calls fail at once with the first error's
+ *    message, and its connections are closed at once (with RST), so the peers blocked on this
+ *    rank see the failure in milliseconds instead of at their timeout, and pass it on the same
+ *    way: one dead rank brings down the whole ring quickly. A dead context is never reused (trap
+ *    4): the caller builds a new gang with a new prefix.
+ *  - The rendezvous goes through StoreAdapter, a gloo::rendezvous::Store on top of gy_store_t
+ *    whose get() and wait() honour the configured timeout; Gloo's own stores wait a fixed 30 s
+ *    (trap 2). Keys are "<prefix>/<gloo key>", the prefix unique per group and gang generation,
+ *    so a new gang never reads an old gang's addresses (trap 3).
+ *  - The context's timeout is set before connectFullMesh(), so it bounds the connection and
+ *    every collective; Gloo reports a hung (stopped) peer at that timeout.
+ *  - Each collective gets the next tag of a per-context counter; since every member issues the
+ *    same calls in the same order (comm.h's contract), the tags agree (trap 5).
+ *  - SIGPIPE (trap 1: Gloo writes without MSG_NOSIGNAL) is ignored by comm.c before any context
+ *    is built.
+ *  - MAX propagates NaN (a NaN on one rank is seen by all), unlike std::max.
+ */
+#include "worker/comm_internal.h"
+
+#include <gloo/allgather.h>
+#include <gloo/allreduce.h>
+#include <gloo/barrier.h>
+#include <gloo/broadcast.h>
+#include <gloo/rendezvous/context.h>
+#include <gloo/rendezvous/store.h>
+#include <gloo/transport/tcp/device.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/err.h"
+
+struct gy_gloo {
+  std::string prefix;
+  int rank = 0, size = 0;
+  std::chrono::milliseconds timeout{0};
+  // Declared before ctx so that it is destroyed after it: pairs unregister from the device loop.
+  std::shared_ptr<gloo::transport::Device> dev;
+  std::shared_ptr<gloo::rendezvous::Context> ctx;
+  uint32_t tag = 0;            // next collective's tag; only the calling thread touches it
+  std::atomic<bool> dead{false};
+  std::mutex mu;               // guards why
+  std::string why;             // the first error
+};
+
+namespace {
+
+void set_err(char *errmsg, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+void set_err(char *errmsg, size_t errlen, const char *fmt, ...) {
+  if (!errmsg || !errlen) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(errmsg, errlen, fmt, ap);
+  va_end(ap);
+}
+
+void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, nullptr);
+}
+
+// A failure of the rendezvous store, thrown through Gloo's connectFullMesh() and caught below.
+struct StoreError : std::runtime_error {
+  explicit StoreError(const std::string &m) : std::runtime_error(m) {}
+};
+
+// gloo::rendezvous::Store on top of gy_store_t; every wait is bounded by the configured timeout.
+class StoreAdapter : public gloo::rendezvous::Store {
+ public:
+  StoreAdapter(gy_store_t *s, const std::string &prefix, std::chrono::milliseconds timeout)
+      : s_(s), prefix_(prefix), timeout_(timeout) {}
+
+  void set(const std::string &key, const std::vector<char> &data) override {
+    std::string k = prefix_ + "/" + key;
+    int rc = s_->ops->set(s_, k.c_str(), data.data(), data.size());
+    if (rc != 0) throw StoreError("rendezvous store: set '" + k + "': " + gy_strerror(rc));
+  }
+
+  std::vector<char> get(const std::string &key) override {
+    std::string k = prefix_ + "/" + key;
+    void *v = nullptr;
+    size_t n = 0;
+    int rc = s_->ops->get(s_, k.c_str(), &v, &n, (int)timeout_.count());
+    if (rc != 0) throw StoreError(fail_msg("get", k, rc));
+    std::vector<char> out(static_cast<char *>(v), static_cast<char *>(v) + n);
+    free(v);
+    return out;
+  }
+
+  void wait(const std::vector<std::string> &keys) override {
+    wait(keys, timeout_);
+  }
+
+  void wait(const std::vector<std::string> &keys,
+            const std::chrono::milliseconds &timeout) override {
+    auto limit = (timeout.count() > 0 && timeout < timeout_) ? timeout : timeout_;
+    std::vector<std::string> full;
+    std::vector<const char *> ptrs;
+    for (const auto &k : keys) full.push_back(prefix_ + "/" + k);
+    for (const auto &k : full) ptrs.push_back(k.c_str());
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    long pause = 1;
+    for (;;) {
+      int rc = s_->ops->check(s_, ptrs.data(), (int)ptrs.size());
+      if (rc == 1) return;
+      if (rc < 0) throw StoreError(fail_msg("wait", full.empty() ? prefix_ : full[0], rc));
+      if (std::chrono::steady_clock::now() >= deadline) {
+        throw StoreError(fail_msg("wait", full.empty() ? prefix_ : full[0], GY_ETIMEDOUT));
+      }
+      sleep_ms(pause);
+      pause = pause * 2 > 50 ? 50 : pause * 2;
+    }
+  }
+
+ private:
+  std::string fail_msg(const char *what, const std::string &key, int rc) {
+    if (rc == GY_ETIMEDOUT) {
+      return "rendezvous store: " + std::string(what) + " '" + key + "': no answer within " +
+             std::to_string(timeout_.count()) + " ms (a rank did not join)";
+    }
+    return "rendezvous store: " + std::string(what) + " '" + key + "': " + gy_strerror(rc);
+  }
+
+  gy_store_t *s_;
+  std::string prefix_;
+  std::chrono::milliseconds timeout_;
+};
+
+// Reduction functions in Gloo's untyped shape: c = a (op) b over n elements.
+template <typename T>
+void red_sum(void *c_, const void *a_, const void *b_, size_t n) {
+  T *c = static_cast<T *>(c_);
+  const T *a = static_cast<const T *>(a_);
+  const T *b = static_cast<const T *>(b_);
+  for (size_t i = 0; i < n; i++) c[i] = a[i] + b[i];
+}
+
+template <typename T>
+void red_max(void *c_, const void *a_, const void *b_, size_t n) {
+  T *c = static_cast<T *>(c_);
+  const T *a = static_cast<const T *>(a_);
+  const T *b = static_cast<const T *>(b_);
+  // x != x is true only for NaN: a NaN wins, so every rank sees it.
+  for (size_t i = 0; i < n; i++) c[i] = (a[i] != a[i] || a[i] > b[i]) ? a[i] : b[i];
+}
+
+template <typename T>
+void run_allreduce(gy_gloo *g, void *buf, size_t count, gy_redop_t op) {
+  gloo::AllreduceOptions o(g->ctx);
+  o.setOutput<T>(static_cast<T *>(buf), count);
+  o.setReduceFunction(op == GY_OP_MAX ? &red_max<T> : &red_sum<T>);
+  o.setAlgorithm(gloo::AllreduceOptions::Algorithm::RING);
+  o.setTag(g->tag++);
+  gloo::allreduce(o);
+}
+
+// Records the first error, kills the context and writes the message for the caller.
+void fail(gy_gloo *g, const char *what, const char *msg, char *errmsg, size_t errlen) {
+  {
+    std::lock_guard<std::mutex> lock(g->mu);
+    if (g->why.empty()) g->why = std::string(what) + ": " + msg;
+  }
+  g->dead.store(true);
+  try {
+    if (g->ctx) g->ctx->closeConnections();
+  } catch (...) {
+    // The context is dead either way; a failed close changes nothing for the caller.
+  }
+  set_err(errmsg, errlen, "gloo %s (rank %d of %d, group %s): %s", what, g->rank, g->size,
+          g->prefix.c_str(), msg);
+}
+
+// Runs fn (one collective) and turns any exception into GY_ECOMM.
+template <typename F>
+int guarded(gy_gloo *g, const char *what, char *errmsg, size_t errlen, F &&fn) {
+  if (!g) {
+    set_err(errmsg, errlen, "gloo %s: no communicator", what);
+    return GY_EINVAL;
+  }
+  if (g->dead.load()) {
+    std::lock_guard<std::mutex> lock(g->mu);
+    set_err(errmsg, errlen, "gloo %s (rank %d of %d, group %s): communicator is dead after an "
+            "earlier error (%s)", what, g->rank, g->size, g->prefix.c_str(), g->why.c_str());
+    return GY_ECOMM;
+  }
+  try {
+    fn();
+    return 0;
+  } catch (const std::exception &e) {
+    fail(g, what, e.what(), errmsg, errlen);
+  } catch (...) {
+    fail(g, what, "unknown C++ exception", errmsg, errlen);
+  }
+  return GY_ECOMM;
+}
+
+}  // namespace
+
+extern "C" int gy__gloo_create(gy_gloo_t **out, gy_store_t *store, const char *prefix,
+                               const char *host, int rank, int size, int timeout_ms,
+                               char *errmsg, size_t errlen) {
+  if (!out) return GY_EINVAL;
+  *out = nullptr;
+  if (!store || !prefix || !prefix[0] || !host || size < 2 || rank < 0 || rank >= size ||
+      timeout_ms <= 0) {
+    set_err(errmsg, errlen, "gloo: bad arguments (rank %d of %d, timeout %d ms)", rank, size,
+            timeout_ms);
+    return GY_EINVAL;
+  }
+  gy_gloo *g = new (std::nothrow) gy_gloo;
+  if (!g) {
+    set_err(errmsg, errlen, "gloo: out of memory");
+    return GY_ENOMEM;
+  }
+  try {
+    g->prefix = prefix;
+    g->rank = rank;
+    g->size = size;
+    g->timeout = std::chrono::milliseconds(timeout_ms);
+    gloo::transport::tcp::attr attr;
+    attr.hostname = host;
+    g->dev = gloo::transport::tcp::CreateDevice(attr);
+    g->ctx = std::make_shared<gloo::rendezvous::Context>(rank, size);
+    g->ctx->setTimeout(g->timeout);  // before connecting: it bounds the connection too
+    StoreAdapter st(store, g->prefix, g->timeout);
+    g->ctx->connectFullMesh(st, g->dev);
+  } catch (const std::exception &e) {
+    set_err(errmsg, errlen, "gloo: connecting rank %d of %d (group %s, host %s): %s", rank, size,
+            prefix, host, e.what());
+    delete g;
+    return GY_ECOMM;
+  } catch (...) {
+    set_err(errmsg, errlen, "gloo: connecting rank %d of %d (group %s): unknown C++ exception",
+            rank, size, prefix);
+    delete g;
+    return GY_ECOMM;
+  }
+  *out = g;
+  return 0;
+}
+
+extern "C" int gy__gloo_allreduce(gy_gloo_t *g, void *buf, size_t count, gy_dtype_t dt,
+                                  gy_redop_t op, char *errmsg, size_t errlen) {
+  return guarded(g, "allreduce", errmsg, errlen, [&] {
+    switch (dt) {
+      case GY_DT_F32: run_allreduce<float>(g, buf, count, op); break;
+      case GY_DT_F64: run_allreduce<double>(g, buf, count, op); break;
+      case GY_DT_I32: run_allreduce<int32_t>(g, buf, count, op); break;
+      default: throw std::invalid_argument("unknown dtype " + std::to_string((int)dt));
+    }
+  });
+}
+
+extern "C" int gy__gloo_allgather(gy_gloo_t *g, const void *in, void *out, size_t count,
+                                  gy_dtype_t dt, char *errmsg, size_t errlen) {
+  return guarded(g, "allgather", errmsg, errlen, [&] {
+    size_t bytes = count * gy_dtype_size(dt);
+    uint8_t *o = static_cast<uint8_t *>(out);
+    gloo::AllgatherOptions opt(g->ctx);
+    // Without an input Gloo works in place on the rank's block of out.
+    if (in != o + (size_t)g->rank * bytes) {
+      opt.setInput<uint8_t>(static_cast<uint8_t *>(const_cast<void *>(in)), bytes);
+    }
+    opt.setOutput<uint8_t>(o, bytes * (size_t)g->size);
+    opt.setTag(g->tag++);
+    gloo::allgather(opt);
+  });
+}
+
+extern "C" int gy__gloo_broadcast(gy_gloo_t *g, void *buf, size_t count, gy_dtype_t dt, int root,
+                                  char *errmsg, size_t errlen) {
+  return guarded(g, "broadcast", errmsg, errlen, [&] {
+    gloo::BroadcastOptions opt(g->ctx);
+    opt.setOutput<uint8_t>(static_cast<uint8_t *>(buf), count * gy_dtype_size(dt));
+    opt.setRoot(root);
+    opt.setTag(g->tag++);
+    gloo::broadcast(opt);
+  });
+}
+
+extern "C" int gy__gloo_barrier(gy_gloo_t *g, char *errmsg, size_t errlen) {
+  return guarded(g, "barrier", errmsg, errlen, [&] {
+    gloo::BarrierOptions opt(g->ctx);
+    opt.setTag(g->tag++);
+    gloo::barrier(opt);
+  });
+}
+
+extern "C" void gy__gloo_abort(gy_gloo_t *g) {
+  if (!g) return;
+  char buf[8];
+  fail(g, "abort", "aborted by the caller", buf, 0);
+}
+
+extern "C" void gy__gloo_destroy(gy_gloo_t *g) {
+  try {
+    delete g;
+  } catch (...) {
+    // Destructors do not throw in practice; never let anything cross into C.
+  }
+}

@@ -95,3 +95,13 @@ done
 wait
 grep -q '"step":6,' "$TMP/resume.0.jsonl" || fail "resume from the surviving checkpoint failed"
 echo "the step-5 checkpoints resumed a new gang: ok ($ck)"
+
+# Restoring into another layout is refused with a clear error (resharding is not supported).
+set +e
+"$WORKER" --standalone --config "$TMP/kill_resume.yaml" --threads 1 --resume "$ck" >/dev/null 2>"$TMP/layout.err"
+rc=$?
+set -e
+[ $rc -eq 1 ] || fail "layout mismatch: exit $rc"
+grep -q "parallel layout dp=2 tp=1 rank 0 of 2 does not match this run's dp=1 tp=1 rank 0 of 1" "$TMP/layout.err" ||
+  fail "layout message: $(cat "$TMP/layout.err")"
+echo "layout mismatch refused: $(cat "$TMP/layout.err")"

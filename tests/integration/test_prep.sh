@@ -106,7 +106,10 @@ summary=$("$prep" --out "$tmp/out4" --name en --val-tokens 500 --shard-tokens 10
 echo "$summary"
 val=$(($(stat -c %s "$tmp/out4/en/val.bin") - 1024))
 check "held-out set filled up to --val-tokens" test $((val / 2)) -gt 400 -a $((val / 2)) -le 500
-check "training text capped by --max-bytes" has '"train_tokens":3000,' "$summary"
+# The cap is an upper bound: a document separator ("\n\n") that would cross it ends the text
+# one or two bytes short, depending on where documents end (the held-out split hashes paths).
+train_tokens=$(echo "$summary" | sed -n 's/.*"train_tokens":\([0-9]*\).*/\1/p')
+check "training text capped by --max-bytes" test "$train_tokens" -ge 2998 -a "$train_tokens" -le 3000
 check "three training shards" \
   test -f "$tmp/out4/en/train_002.bin" -a ! -f "$tmp/out4/en/train_003.bin"
 vtxt=$(text_of "$tmp/out4/en/val.bin")

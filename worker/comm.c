@@ -17,10 +17,12 @@
  *  - Every collective checks its arguments before any communication, so a bad call fails with
  *    GY_EINVAL and a message on the caller's rank; the peers then see a timeout, as with any rank
  *    that does not make its call.
- *  - Gloo has no reduce-scatter in the options API this library version offers for any group
- *    size, so reduce_scatter is an all-reduce of a scratch copy of `in` followed by a copy of the
- *    rank's block: correct, and twice the traffic of a true reduce-scatter. AVG is SUM followed by
- *    a division by the group size (integer division for int32).
+ *  - Gloo's options API (tags, per-call timeouts: what the shim uses) has no reduce-scatter; its
+ *    only one is the old-style ReduceScatterHalvingDoubling class, with buffers bound when it is
+ *    built and its own slot scheme. So reduce_scatter here is an all-reduce of a scratch copy of
+ *    `in` followed by a copy of the rank's block: correct, and about twice the traffic of a true
+ *    reduce-scatter. AVG is SUM followed by a division by the group size (integer division,
+ *    truncating, for int32).
  *  - SIGPIPE is ignored in the process (when its handler is still the default) before the first
  *    Gloo connection: Gloo writes to sockets without MSG_NOSIGNAL, and a peer that dies would
  *    otherwise kill this process silently.
@@ -52,9 +54,12 @@ static void set_err(char *errmsg, size_t errlen, const char *fmt, ...) {
 
 size_t gy_dtype_size(gy_dtype_t dt) {
   switch (dt) {
-  case GY_DT_F32: return 4;
-  case GY_DT_F64: return 8;
-  case GY_DT_I32: return 4;
+  case GY_DT_F32:
+    return 4;
+  case GY_DT_F64:
+    return 8;
+  case GY_DT_I32:
+    return 4;
   }
   return 0;
 }
@@ -70,8 +75,8 @@ int gy_comm_backend_available(const char *backend) {
 
 /* ---- argument checks shared by the host implementations ---- */
 
-int gy__comm_check_args(gy_comm_t *c, const char *what, const void *a, const void *b,
-                        size_t count, gy_dtype_t dt, int op, size_t nelem) {
+int gy__comm_check_args(gy_comm_t *c, const char *what, const void *a, const void *b, size_t count,
+                        gy_dtype_t dt, int op, size_t nelem) {
   size_t es = gy_dtype_size(dt);
   if (es == 0) {
     set_err(c->errmsg, sizeof(c->errmsg), "%s: unknown dtype %d", what, (int)dt);
@@ -99,17 +104,20 @@ static void divide(void *buf, size_t count, gy_dtype_t dt, int n) {
   switch (dt) {
   case GY_DT_F32: {
     float *p = buf;
-    for (size_t i = 0; i < count; i++) p[i] /= (float)n;
+    for (size_t i = 0; i < count; i++)
+      p[i] /= (float)n;
     break;
   }
   case GY_DT_F64: {
     double *p = buf;
-    for (size_t i = 0; i < count; i++) p[i] /= (double)n;
+    for (size_t i = 0; i < count; i++)
+      p[i] /= (double)n;
     break;
   }
   case GY_DT_I32: {
     int32_t *p = buf;
-    for (size_t i = 0; i < count; i++) p[i] /= n;
+    for (size_t i = 0; i < count; i++)
+      p[i] /= n;
     break;
   }
   }
@@ -142,8 +150,8 @@ static int self_allgather(gy_comm_t *c, const void *in, void *out, size_t count,
   return rc;
 }
 
-static int self_reduce_scatter(gy_comm_t *c, const void *in, void *out, size_t count,
-                               gy_dtype_t dt, gy_redop_t op) {
+static int self_reduce_scatter(gy_comm_t *c, const void *in, void *out, size_t count, gy_dtype_t dt,
+                               gy_redop_t op) {
   int rc = gy__comm_check_args(c, "reduce_scatter", in, out, count, dt, (int)op, 1);
   if (!rc) rc = self_check(c, "reduce_scatter");
   if (!rc && count && in != out) memmove(out, in, count * gy_dtype_size(dt));
@@ -174,8 +182,14 @@ static void self_destroy(gy_comm_t *c) {
 }
 
 static const gy_comm_ops_t self_ops = {
-    "gloo",         self_allreduce, self_allgather, self_reduce_scatter, self_broadcast,
-    self_barrier,   self_abort,     self_destroy,
+    .name = "gloo",
+    .allreduce = self_allreduce,
+    .allgather = self_allgather,
+    .reduce_scatter = self_reduce_scatter,
+    .broadcast = self_broadcast,
+    .barrier = self_barrier,
+    .abort = self_abort,
+    .destroy = self_destroy,
 };
 
 static int self_create(gy_comm_t **out) {
@@ -220,8 +234,8 @@ static int gloo_allgather(gy_comm_t *c, const void *in, void *out, size_t count,
   return gy__gloo_allgather(gl->g, in, out, count, dt, c->errmsg, sizeof(c->errmsg));
 }
 
-static int gloo_reduce_scatter(gy_comm_t *c, const void *in, void *out, size_t count,
-                               gy_dtype_t dt, gy_redop_t op) {
+static int gloo_reduce_scatter(gy_comm_t *c, const void *in, void *out, size_t count, gy_dtype_t dt,
+                               gy_redop_t op) {
   gloo_t *gl = c->impl;
   int rc = gy__comm_check_args(c, "reduce_scatter", in, out, count, dt, (int)op, (size_t)c->size);
   if (rc || count == 0) return rc;
@@ -276,12 +290,18 @@ static void gloo_destroy(gy_comm_t *c) {
 }
 
 static const gy_comm_ops_t gloo_ops = {
-    "gloo",       gloo_allreduce, gloo_allgather, gloo_reduce_scatter, gloo_broadcast,
-    gloo_barrier, gloo_abort,     gloo_destroy,
+    .name = "gloo",
+    .allreduce = gloo_allreduce,
+    .allgather = gloo_allgather,
+    .reduce_scatter = gloo_reduce_scatter,
+    .broadcast = gloo_broadcast,
+    .barrier = gloo_barrier,
+    .abort = gloo_abort,
+    .destroy = gloo_destroy,
 };
 
-static int gloo_create(gy_comm_t **out, gy_store_t *store, const char *prefix, int rank,
-                       int size, int timeout_ms, char *errmsg, size_t errlen) {
+static int gloo_create(gy_comm_t **out, gy_store_t *store, const char *prefix, int rank, int size,
+                       int timeout_ms, char *errmsg, size_t errlen) {
   const char *host = getenv("GY_COMM_HOST");
   if (!host || !host[0]) host = "127.0.0.1";
   gy_comm_t *c = calloc(1, sizeof(*c));
@@ -368,13 +388,17 @@ int gy_comm_groups_create(gy_comm_groups_t *g, const gy_comm_opts_t *opts, char 
     return GY_EINVAL;
   }
   if (!gy_comm_backend_available(o.backend)) {
-    set_err(errmsg, errlen, "comm: backend '%s' was not compiled in (no NCCL found at build "
-            "time)", o.backend);
+    set_err(errmsg, errlen,
+            "comm: backend '%s' was not compiled in (no NCCL found at build "
+            "time)",
+            o.backend);
     return GY_ENOTSUP;
   }
   if (o.world < 1 || o.tp < 1 || o.world % o.tp != 0) {
-    set_err(errmsg, errlen, "comm: world %d and tp %d: need world >= 1, tp >= 1, world %% tp == "
-            "0", o.world, o.tp);
+    set_err(errmsg, errlen,
+            "comm: world %d and tp %d: need world >= 1, tp >= 1, world %% tp == "
+            "0",
+            o.world, o.tp);
     return GY_EINVAL;
   }
   if (o.rank < 0 || o.rank >= o.world) {

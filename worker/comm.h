@@ -12,8 +12,11 @@ extern "C" {
 
 /* ---- rendezvous store: a key-value store every rank of a gang can reach ----
  * Keys are short strings; values are byte strings. get() waits until the key exists or the
- * timeout passes (GY_ETIMEDOUT). Implementations: a folder on a shared file system (here), the
- * controller (later). */
+ * timeout passes (GY_ETIMEDOUT); timeout_ms 0 looks once, a negative one waits without end.
+ * Keys every implementation must take: 1..200 bytes of [A-Za-z0-9._-] and '/', where '/'
+ * separates namespaces ("<gang prefix>/<group>/<key>"); no empty, "." or ".." segment, no
+ * leading '.'. Anything else is GY_EINVAL. Implementations: a folder on a shared file system
+ * (here), the controller (later). */
 typedef struct gy_store gy_store_t;
 typedef struct {
   int (*set)(gy_store_t *s, const char *key, const void *val, size_t len);
@@ -28,7 +31,8 @@ struct gy_store {
   void *impl;
 };
 
-/* A store in folder dir (created if missing); values are written atomically (temp + rename). */
+/* A store in folder dir (created with its parents if missing; the store copies the name); one
+ * file per key ('/' encoded as "%2F"), written atomically (temp + rename). */
 int gy_store_file_create(gy_store_t **out, const char *dir, char *errmsg, size_t errlen);
 /* Parses "file:DIR" and creates the matching store. */
 int gy_store_open(gy_store_t **out, const char *spec, char *errmsg, size_t errlen);
@@ -41,7 +45,13 @@ typedef enum { GY_OP_SUM = 0, GY_OP_AVG = 1, GY_OP_MAX = 2 } gy_redop_t;
 typedef struct gy_comm gy_comm_t;
 /* One table per implementation. Every call is collective over the group: all members make the
  * same calls in the same order. Errors (a dead or hung peer) return GY_ECOMM with a message in
- * comm->errmsg; after an error the communicator is dead: destroy it and build a new gang. */
+ * comm->errmsg; after an error the communicator is dead: destroy it and build a new gang.
+ * Calls are synchronous: the result is in the buffer when the call returns. A dead peer is
+ * reported in milliseconds; a hung one (stopped, or not making its call) at opts.timeout_ms.
+ * Bad arguments return GY_EINVAL before any traffic. count 0 is a no-op.
+ * Memory: "gloo" takes host pointers; "nccl" takes DEVICE pointers on opts.device (ready, i.e.
+ * the producing stream synchronised, before the call). One thread at a time per communicator;
+ * different communicators (world, dp, tp) may be used from different threads. */
 typedef struct {
   const char *name; /* "gloo" | "nccl" */
   int (*allreduce)(gy_comm_t *c, void *buf, size_t count, gy_dtype_t dt, gy_redop_t op);
@@ -52,7 +62,9 @@ typedef struct {
                         gy_redop_t op);
   int (*broadcast)(gy_comm_t *c, void *buf, size_t count, gy_dtype_t dt, int root);
   int (*barrier)(gy_comm_t *c);
-  /* Makes pending and future calls fail fast; safe from another thread. */
+  /* Makes pending and future calls fail fast; safe from another thread. Gloo: the call in flight
+   * fails at once and the peers see the connections close. NCCL: the call in flight notices
+   * within its polling interval and aborts the NCCL communicator (ncclCommAbort). */
   void (*abort)(gy_comm_t *c);
   void (*destroy)(gy_comm_t *c);
 } gy_comm_ops_t;
@@ -75,15 +87,21 @@ typedef struct {
 } gy_comm_groups_t;
 
 typedef struct {
-  const char *backend;  /* "gloo" (default) or "nccl" */
-  int rank, world, tp;  /* world % tp == 0 */
-  gy_store_t *store;    /* borrowed; must outlive the groups */
-  const char *prefix;   /* key prefix, unique per gang generation (e.g. "g3") */
-  int timeout_ms;       /* collective and rendezvous timeout (default 30000) */
-  int device;           /* CUDA device for NCCL (ignored by Gloo) */
+  const char *backend; /* "gloo" (default) or "nccl" */
+  int rank, world, tp; /* world % tp == 0 */
+  gy_store_t *store;   /* borrowed; must outlive the groups */
+  const char *prefix;  /* key prefix, unique per gang generation (e.g. "g3"); reusing one makes
+                          ranks read a dead gang's addresses */
+  int timeout_ms;      /* collective and rendezvous timeout (<= 0: 30000) */
+  int device;          /* CUDA device for NCCL (ignored by Gloo) */
 } gy_comm_opts_t;
 
-/* Connects the three groups of this rank (collective over the whole gang). */
+/* Connects the three groups of this rank (collective over the whole gang): world, then tp, then
+ * dp, under store keys "<prefix>/world", "<prefix>/tp<r/tp>", "<prefix>/dp<r%tp>". A group of
+ * one is a local communicator (no network). Gloo listens on 127.0.0.1 unless the environment
+ * variable GY_COMM_HOST names another local address. Ignores SIGPIPE in the process when its
+ * handler is the default (Gloo writes to sockets without MSG_NOSIGNAL). On error g is left
+ * empty and errmsg names the group and the cause. */
 int gy_comm_groups_create(gy_comm_groups_t *g, const gy_comm_opts_t *opts, char *errmsg,
                           size_t errlen);
 void gy_comm_groups_destroy(gy_comm_groups_t *g);

@@ -13,8 +13,8 @@ extern "C" {
  * for collectives without one: pass GY_OP_SUM), count * nelem elements addressable, buffers not
  * NULL when count > 0. nelem is the largest buffer's size in units of count (1 or the group
  * size). Returns 0 or GY_EINVAL with c->errmsg set. */
-int gy__comm_check_args(gy_comm_t *c, const char *what, const void *a, const void *b,
-                        size_t count, gy_dtype_t dt, int op, size_t nelem);
+int gy__comm_check_args(gy_comm_t *c, const char *what, const void *a, const void *b, size_t count,
+                        gy_dtype_t dt, int op, size_t nelem);
 
 /* ---- Gloo shim (comm_gloo.cc): a C API over Gloo's C++ one ----
  * Every function catches every exception and returns GY_ECOMM (or GY_ETIMEDOUT, GY_EINVAL) with
@@ -32,8 +32,8 @@ int gy__gloo_allreduce(gy_gloo_t *g, void *buf, size_t count, gy_dtype_t dt, gy_
 /* out holds size * count elements; in may be out + rank * count (in place). */
 int gy__gloo_allgather(gy_gloo_t *g, const void *in, void *out, size_t count, gy_dtype_t dt,
                        char *errmsg, size_t errlen);
-int gy__gloo_broadcast(gy_gloo_t *g, void *buf, size_t count, gy_dtype_t dt, int root,
-                       char *errmsg, size_t errlen);
+int gy__gloo_broadcast(gy_gloo_t *g, void *buf, size_t count, gy_dtype_t dt, int root, char *errmsg,
+                       size_t errlen);
 int gy__gloo_barrier(gy_gloo_t *g, char *errmsg, size_t errlen);
 /* Marks the context dead and closes its connections (peers fail fast); safe from any thread. */
 void gy__gloo_abort(gy_gloo_t *g);
@@ -42,8 +42,8 @@ void gy__gloo_destroy(gy_gloo_t *g); /* NULL is a no-op */
 /* ---- NCCL (comm_nccl.c, built only with GY_HAVE_NCCL) ----
  * Buffers are device pointers on `device`. Rank 0 of the group makes the unique id and shares it
  * through store under "<prefix>/nccl-id". */
-int gy__comm_nccl_create(gy_comm_t **out, gy_store_t *store, const char *prefix, int rank,
-                         int size, int timeout_ms, int device, char *errmsg, size_t errlen);
+int gy__comm_nccl_create(gy_comm_t **out, gy_store_t *store, const char *prefix, int rank, int size,
+                         int timeout_ms, int device, char *errmsg, size_t errlen);
 
 #ifdef __cplusplus
 }

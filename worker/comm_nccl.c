@@ -42,13 +42,13 @@
 #include "common/err.h"
 
 typedef struct {
-  ncclComm_t comm;       /* NULL once aborted or destroyed */
-  cudaStream_t stream;   /* the collectives' stream, owned */
-  int *one;              /* one device int for barrier(), owned */
+  ncclComm_t comm;     /* NULL once aborted or destroyed */
+  cudaStream_t stream; /* the collectives' stream, owned */
+  int *one;            /* one device int for barrier(), owned */
   int device, timeout_ms;
   char prefix[256];
-  atomic_int abort_req;  /* raised by abort() from any thread */
-  int dead;              /* an error or an abort killed comm */
+  atomic_int abort_req; /* raised by abort() from any thread */
+  int dead;             /* an error or an abort killed comm */
 } nccl_t;
 
 static void set_err(char *errmsg, size_t errlen, const char *fmt, ...)
@@ -75,18 +75,24 @@ static void pause_us(long us) {
 
 static ncclDataType_t nccl_dtype(gy_dtype_t dt) {
   switch (dt) {
-  case GY_DT_F64: return ncclFloat64;
-  case GY_DT_I32: return ncclInt32;
-  case GY_DT_F32: break;
+  case GY_DT_F64:
+    return ncclFloat64;
+  case GY_DT_I32:
+    return ncclInt32;
+  case GY_DT_F32:
+    break;
   }
   return ncclFloat32;
 }
 
 static ncclRedOp_t nccl_op(gy_redop_t op) {
   switch (op) {
-  case GY_OP_AVG: return ncclAvg;
-  case GY_OP_MAX: return ncclMax;
-  case GY_OP_SUM: break;
+  case GY_OP_AVG:
+    return ncclAvg;
+  case GY_OP_MAX:
+    return ncclMax;
+  case GY_OP_SUM:
+    break;
   }
   return ncclSum;
 }
@@ -159,14 +165,16 @@ static int wait_done(gy_comm_t *c, const char *what, int stream) {
 static int ready(gy_comm_t *c, const char *what) {
   nccl_t *n = c->impl;
   if (n->dead || !n->comm) {
-    set_err(c->errmsg, sizeof(c->errmsg), "nccl %s (rank %d of %d, group %s): communicator is "
-            "dead after an earlier error or abort", what, c->rank, c->size, n->prefix);
+    set_err(c->errmsg, sizeof(c->errmsg),
+            "nccl %s (rank %d of %d, group %s): communicator is "
+            "dead after an earlier error or abort",
+            what, c->rank, c->size, n->prefix);
     return GY_ECOMM;
   }
   if (atomic_load(&n->abort_req)) return fail(c, what, "aborted by the caller");
   cudaError_t e = cudaSetDevice(n->device);
-  if (e != cudaSuccess) return fail(c, what, "cudaSetDevice(%d): %s", n->device,
-                                    cudaGetErrorString(e));
+  if (e != cudaSuccess)
+    return fail(c, what, "cudaSetDevice(%d): %s", n->device, cudaGetErrorString(e));
   return 0;
 }
 
@@ -184,8 +192,8 @@ static int nc_allreduce(gy_comm_t *c, void *buf, size_t count, gy_dtype_t dt, gy
   int rc = gy__comm_check_args(c, "allreduce", buf, buf, count, dt, (int)op, 1);
   if (!rc) rc = ready(c, "allreduce");
   if (rc || count == 0) return rc;
-  return finish(c, "allreduce", ncclAllReduce(buf, buf, count, nccl_dtype(dt), nccl_op(op),
-                                              n->comm, n->stream));
+  return finish(c, "allreduce",
+                ncclAllReduce(buf, buf, count, nccl_dtype(dt), nccl_op(op), n->comm, n->stream));
 }
 
 static int nc_allgather(gy_comm_t *c, const void *in, void *out, size_t count, gy_dtype_t dt) {
@@ -193,19 +201,17 @@ static int nc_allgather(gy_comm_t *c, const void *in, void *out, size_t count, g
   int rc = gy__comm_check_args(c, "allgather", in, out, count, dt, GY_OP_SUM, (size_t)c->size);
   if (!rc) rc = ready(c, "allgather");
   if (rc || count == 0) return rc;
-  return finish(c, "allgather", ncclAllGather(in, out, count, nccl_dtype(dt), n->comm,
-                                              n->stream));
+  return finish(c, "allgather", ncclAllGather(in, out, count, nccl_dtype(dt), n->comm, n->stream));
 }
 
-static int nc_reduce_scatter(gy_comm_t *c, const void *in, void *out, size_t count,
-                             gy_dtype_t dt, gy_redop_t op) {
+static int nc_reduce_scatter(gy_comm_t *c, const void *in, void *out, size_t count, gy_dtype_t dt,
+                             gy_redop_t op) {
   nccl_t *n = c->impl;
-  int rc = gy__comm_check_args(c, "reduce_scatter", in, out, count, dt, (int)op,
-                               (size_t)c->size);
+  int rc = gy__comm_check_args(c, "reduce_scatter", in, out, count, dt, (int)op, (size_t)c->size);
   if (!rc) rc = ready(c, "reduce_scatter");
   if (rc || count == 0) return rc;
-  return finish(c, "reduce_scatter", ncclReduceScatter(in, out, count, nccl_dtype(dt),
-                                                       nccl_op(op), n->comm, n->stream));
+  return finish(c, "reduce_scatter",
+                ncclReduceScatter(in, out, count, nccl_dtype(dt), nccl_op(op), n->comm, n->stream));
 }
 
 static int nc_broadcast(gy_comm_t *c, void *buf, size_t count, gy_dtype_t dt, int root) {
@@ -218,16 +224,16 @@ static int nc_broadcast(gy_comm_t *c, void *buf, size_t count, gy_dtype_t dt, in
   }
   if (!rc) rc = ready(c, "broadcast");
   if (rc || count == 0) return rc;
-  return finish(c, "broadcast", ncclBroadcast(buf, buf, count, nccl_dtype(dt), root, n->comm,
-                                              n->stream));
+  return finish(c, "broadcast",
+                ncclBroadcast(buf, buf, count, nccl_dtype(dt), root, n->comm, n->stream));
 }
 
 static int nc_barrier(gy_comm_t *c) {
   nccl_t *n = c->impl;
   int rc = ready(c, "barrier");
   if (rc) return rc;
-  return finish(c, "barrier", ncclAllReduce(n->one, n->one, 1, ncclInt32, ncclSum, n->comm,
-                                            n->stream));
+  return finish(c, "barrier",
+                ncclAllReduce(n->one, n->one, 1, ncclInt32, ncclSum, n->comm, n->stream));
 }
 
 static void nc_abort(gy_comm_t *c) {
@@ -240,13 +246,11 @@ static void nc_abort(gy_comm_t *c) {
 static void nc_destroy(gy_comm_t *c) {
   nccl_t *n = c->impl;
   cudaSetDevice(n->device);
-  if (n->comm && !n->dead && !atomic_load(&n->abort_req) && ncclCommFinalize(n->comm) !=
-      ncclSuccess) {
-    kill_comm(n);
-  }
   if (n->comm && !n->dead && !atomic_load(&n->abort_req)) {
-    /* Finalize flushes outstanding work; wait for it like any call. */
-    if (wait_done(c, "destroy", 0) == 0) {
+    /* Finalize flushes outstanding work (non-blocking: it may answer ncclInProgress); wait for
+     * it like any call, then free. Any failure falls back to abort. */
+    ncclResult_t r = ncclCommFinalize(n->comm);
+    if ((r == ncclSuccess || r == ncclInProgress) && wait_done(c, "destroy", 0) == 0) {
       ncclCommDestroy(n->comm);
       n->comm = NULL;
     }
@@ -259,12 +263,18 @@ static void nc_destroy(gy_comm_t *c) {
 }
 
 static const gy_comm_ops_t nccl_ops = {
-    "nccl",     nc_allreduce, nc_allgather, nc_reduce_scatter, nc_broadcast,
-    nc_barrier, nc_abort,     nc_destroy,
+    .name = "nccl",
+    .allreduce = nc_allreduce,
+    .allgather = nc_allgather,
+    .reduce_scatter = nc_reduce_scatter,
+    .broadcast = nc_broadcast,
+    .barrier = nc_barrier,
+    .abort = nc_abort,
+    .destroy = nc_destroy,
 };
 
-int gy__comm_nccl_create(gy_comm_t **out, gy_store_t *store, const char *prefix, int rank,
-                         int size, int timeout_ms, int device, char *errmsg, size_t errlen) {
+int gy__comm_nccl_create(gy_comm_t **out, gy_store_t *store, const char *prefix, int rank, int size,
+                         int timeout_ms, int device, char *errmsg, size_t errlen) {
   gy_comm_t *c = NULL;
   nccl_t *n = NULL;
   void *val = NULL;
@@ -277,8 +287,7 @@ int gy__comm_nccl_create(gy_comm_t **out, gy_store_t *store, const char *prefix,
   if (!out) return GY_EINVAL;
   *out = NULL;
   if (!store || !prefix || size < 1 || rank < 0 || rank >= size || timeout_ms <= 0) {
-    set_err(errmsg, errlen, "bad arguments (rank %d of %d, timeout %d ms)", rank, size,
-            timeout_ms);
+    set_err(errmsg, errlen, "bad arguments (rank %d of %d, timeout %d ms)", rank, size, timeout_ms);
     return GY_EINVAL;
   }
   c = calloc(1, sizeof(*c));
@@ -344,8 +353,7 @@ int gy__comm_nccl_create(gy_comm_t **out, gy_store_t *store, const char *prefix,
   config.commName = n->prefix;
   r = ncclCommInitRankConfig(&n->comm, size, id, rank, &config);
   if (r != ncclSuccess && r != ncclInProgress) {
-    set_err(errmsg, errlen, "ncclCommInitRankConfig: %s %s", ncclGetErrorString(r),
-            last_error(n));
+    set_err(errmsg, errlen, "ncclCommInitRankConfig: %s %s", ncclGetErrorString(r), last_error(n));
     rc = GY_ECOMM;
     goto err;
   }

@@ -37,14 +37,14 @@
 #include "common/err.h"
 #include "common/log.h"
 
-#define KEY_MAX 200         /* bytes of a key, and of its encoded file name */
-#define POLL_FIRST_US 1000  /* first sleep of a waiting get() */
-#define POLL_MAX_US 50000   /* longest sleep of a waiting get() */
+#define KEY_MAX 200        /* bytes of a key, and of its encoded file name */
+#define POLL_FIRST_US 1000 /* first sleep of a waiting get() */
+#define POLL_MAX_US 50000  /* longest sleep of a waiting get() */
 
 typedef struct {
   gy_store_t base;
-  char *dir;               /* owned */
-  atomic_uint seq;         /* makes temporary names unique among this process's threads */
+  char *dir;       /* owned */
+  atomic_uint seq; /* makes temporary names unique among this process's threads */
 } file_store_t;
 
 static void set_err(char *errmsg, size_t errlen, const char *fmt, ...)
@@ -130,8 +130,10 @@ static int fs_set(gy_store_t *s, const char *key, const void *val, size_t len) {
   int fd = -1, rc;
 
   if (key_to_name(key, name) != 0) {
-    gy_log(GY_LOG_ERROR, "store", "refused key '%s': use 1..%d of [A-Za-z0-9._-/], no '.' or "
-           "'..' segments, not starting with '.'", key ? key : "(null)", KEY_MAX);
+    gy_log(GY_LOG_ERROR, "store",
+           "refused key '%s': use 1..%d of [A-Za-z0-9._-/], no '.' or "
+           "'..' segments, not starting with '.'",
+           key ? key : "(null)", KEY_MAX);
     return GY_EINVAL;
   }
   if (!val && len) return GY_EINVAL;
@@ -199,8 +201,8 @@ static int read_file(const char *path, void **val, size_t *len) {
     ssize_t r = read(fd, buf + got, size - got);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {
-      gy_log(GY_LOG_ERROR, "store", "cannot read %s: %s", path, r < 0 ? strerror(errno)
-                                                                        : "file shrank");
+      gy_log(GY_LOG_ERROR, "store", "cannot read %s: %s", path,
+             r < 0 ? strerror(errno) : "file shrank");
       rc = GY_EIO;
       goto err;
     }
@@ -280,7 +282,8 @@ static void fs_destroy(gy_store_t *s) {
   free(fs);
 }
 
-static const gy_store_ops_t file_ops = {fs_set, fs_get, fs_check, fs_destroy};
+static const gy_store_ops_t file_ops = {
+    .set = fs_set, .get = fs_get, .check = fs_check, .destroy = fs_destroy};
 
 /* Creates dir and its missing parents (mkdir -p). */
 static int mkdirs(const char *dir) {
@@ -350,8 +353,8 @@ err:
 int gy_store_open(gy_store_t **out, const char *spec, char *errmsg, size_t errlen) {
   if (!out) return GY_EINVAL;
   *out = NULL;
-  if (spec && strncmp(spec, "file:", 5) == 0) return gy_store_file_create(out, spec + 5, errmsg,
-                                                                         errlen);
+  if (spec && strncmp(spec, "file:", 5) == 0)
+    return gy_store_file_create(out, spec + 5, errmsg, errlen);
   set_err(errmsg, errlen, "rendezvous spec '%s': unknown kind (expected file:DIR)",
           spec ? spec : "(null)");
   return GY_EINVAL;

@@ -70,8 +70,14 @@ static int connect_rank(const char *name, int rank, int tp, int timeout_ms, gy_s
   char spec[256], err[512] = "";
   snprintf(spec, sizeof(spec), "file:%s/%s", g_root, name);
   if (gy_store_open(st, spec, err, sizeof(err)) != 0) return -1;
-  gy_comm_opts_t o = {.backend = "nccl", .rank = rank, .world = g_world, .tp = tp, .store = *st,
-                      .prefix = name, .timeout_ms = timeout_ms, .device = rank};
+  gy_comm_opts_t o = {.backend = "nccl",
+                      .rank = rank,
+                      .world = g_world,
+                      .tp = tp,
+                      .store = *st,
+                      .prefix = name,
+                      .timeout_ms = timeout_ms,
+                      .device = rank};
   if (gy_comm_groups_create(g, &o, err, sizeof(err)) != 0) {
     fprintf(stderr, "rank %d: %s\n", rank, err);
     gy_store_destroy(*st);
@@ -125,7 +131,8 @@ static void check_collectives(gy_comm_t *c, const char *group) {
       CHECK_MSG(c->ops->allreduce(c, d_in, count, dt, op) == GY_OK, "%s: %s", group, c->errmsg);
       cudaMemcpy(h, d_in, count * es, cudaMemcpyDeviceToHost);
       int bad = 0;
-      for (size_t i = 0; i < count; i++) bad += el(h, dt, i) != expect(n, i, op, dt);
+      for (size_t i = 0; i < count; i++)
+        bad += el(h, dt, i) != expect(n, i, op, dt);
       CHECK_MSG(bad == 0, "%s allreduce dt %d op %d: %d wrong", group, dt, op, bad);
 
       fill(h, dt, count * (size_t)n, val, r);
@@ -150,11 +157,11 @@ static void check_collectives(gy_comm_t *c, const char *group) {
     for (int root = 0; root < n; root++) {
       fill(h, dt, count, val, r == root ? 100 + root : 0);
       cudaMemcpy(d_in, h, count * es, cudaMemcpyHostToDevice);
-      CHECK_MSG(c->ops->broadcast(c, d_in, count, dt, root) == GY_OK, "%s: %s", group,
-                c->errmsg);
+      CHECK_MSG(c->ops->broadcast(c, d_in, count, dt, root) == GY_OK, "%s: %s", group, c->errmsg);
       cudaMemcpy(h, d_in, count * es, cudaMemcpyDeviceToHost);
       bad = 0;
-      for (size_t i = 0; i < count; i++) bad += el(h, dt, i) != val(i, 100 + root);
+      for (size_t i = 0; i < count; i++)
+        bad += el(h, dt, i) != val(i, 100 + root);
       CHECK_MSG(bad == 0, "%s broadcast root %d dt %d: %d wrong", group, root, dt, bad);
     }
     free(h);
@@ -184,12 +191,13 @@ static int rank_main(int rank) {
     cudaMemset(d, 0, count * sizeof(float));
     g.world->ops->allreduce(g.world, d, count, GY_DT_F32, GY_OP_SUM);
     double t0 = now_s();
-    for (int i = 0; i < 10; i++) g.world->ops->allreduce(g.world, d, count, GY_DT_F32, GY_OP_SUM);
+    for (int i = 0; i < 10; i++)
+      g.world->ops->allreduce(g.world, d, count, GY_DT_F32, GY_OP_SUM);
     double t = (now_s() - t0) / 10;
     if (rank == 0) {
       double algbw = count * 4.0 / t / 1e9;
-      printf("nccl world=%d: 64 MiB allreduce %.3f ms, algbw %.1f GB/s, busbw %.1f GB/s\n",
-             g_world, t * 1e3, algbw, algbw * 2.0 * (g_world - 1) / g_world);
+      printf("nccl world=%d: 64 MiB allreduce %.3f ms, algbw %.1f GB/s, busbw %.1f GB/s\n", g_world,
+             t * 1e3, algbw, algbw * 2.0 * (g_world - 1) / g_world);
     }
     cudaFree(d);
   }
@@ -215,8 +223,8 @@ static int rank_fault(int rank) {
   atomic_store(&g_slots[rank].ready, 1);
   double start = now_s();
   int rc = 0;
-  while (now_s() - start < 20.0 && !rc) rc = g.world->ops->allreduce(g.world, d, count, GY_DT_F32,
-                                                                      GY_OP_SUM);
+  while (now_s() - start < 20.0 && !rc)
+    rc = g.world->ops->allreduce(g.world, d, count, GY_DT_F32, GY_OP_SUM);
   g_slots[rank].rc = rc;
   g_slots[rank].t_fail = now_s();
   snprintf(g_slots[rank].msg, sizeof(g_slots[rank].msg), "%s", g.world->errmsg);
@@ -236,11 +244,13 @@ static void run(int (*fn)(int), int victim) {
   }
   double start = now_s(), t_kill = 0;
   int status[MAX_RANKS], left = g_world;
-  for (int r = 0; r < g_world; r++) status[r] = -1;
+  for (int r = 0; r < g_world; r++)
+    status[r] = -1;
   while (left > 0) {
     if (victim >= 0 && t_kill == 0) {
       int ready = 0;
-      for (int r = 0; r < g_world; r++) ready += atomic_load(&g_slots[r].ready);
+      for (int r = 0; r < g_world; r++)
+        ready += atomic_load(&g_slots[r].ready);
       if (ready == g_world) {
         usleep(200000);
         t_kill = now_s();

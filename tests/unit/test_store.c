@@ -73,7 +73,8 @@ static void test_round_trips(gy_store_t *s, const char *dir) {
 
   /* Binary value with NUL bytes, and an empty value. */
   unsigned char bin[300];
-  for (int i = 0; i < 300; i++) bin[i] = (unsigned char)(i * 7);
+  for (int i = 0; i < 300; i++)
+    bin[i] = (unsigned char)(i * 7);
   CHECK_EQ_INT(s->ops->set(s, "bin", bin, sizeof(bin)), GY_OK);
   void *raw = NULL;
   size_t n = 0;
@@ -128,9 +129,9 @@ static void test_timeouts(gy_store_t *s) {
 }
 
 static void test_bad_keys(gy_store_t *s) {
-  static const char *bad[] = {"",     ".",       "..",  "a/../b", "../x",  "/abs", "a/",
-                              "a//b", "a b",     "a\nb", ".hidden", "x%2Fy", "semi;colon",
-                              "tab\t", "ünïcode", "./x"};
+  static const char *bad[] = {"",           ".",     "..",      "a/../b", "../x",    "/abs",
+                              "a/",         "a//b",  "a b",     "a\nb",   ".hidden", "x%2Fy",
+                              "semi;colon", "tab\t", "ünïcode", "./x"};
   char long_key[260];
   memset(long_key, 'k', sizeof(long_key) - 1);
   long_key[sizeof(long_key) - 1] = '\0';

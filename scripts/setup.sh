@@ -17,6 +17,7 @@ PACKAGES=(
   libopenblas-openmp-dev                  # BLAS (OpenMP variant: one thread pool with ours)
   libyaml-dev libjansson-dev libxml2-dev  # config (YAML), logs and records (JSON), HTML corpora
   zlib1g-dev libisal-dev                  # compression, CRC-32C
+  libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libuv1-dev  # control plane: gRPC C core, protobuf-c, libuv
   libgloo-dev                             # collectives over TCP (data/tensor parallel on CPU)
   python3 ca-certificates
   # the shipped corpora (data/README.md): zh and en prose, code

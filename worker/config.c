@@ -310,7 +310,7 @@ static int get_path(ctx_t *c, gy_ynode_t map, const char *prefix, const char *na
 /* ---- sections ---- */
 
 static const char *const top_keys[] = {"run",  "model", "train",      "optimizer", "schedule",
-                                       "data", "eval",  "checkpoint", NULL};
+                                       "data", "eval",  "checkpoint", "controller", NULL};
 
 static int parse_run(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
   static const char *const keys[] = {"name", "seed", "steps", "threads", NULL};
@@ -686,6 +686,49 @@ static int parse_eval(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
   return get_i32(c, m, "eval", "sequences", 1, 100000, &cfg->data.val_sequences, NULL);
 }
 
+static int dup_opt(ctx_t *c, const char *s, char **out) {
+  if (!s) return 0;
+  if (!(*out = strdup(s))) return oom(c);
+  return 0;
+}
+
+static int parse_controller(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
+  static const char *const keys[] = {"listen",        "world",      "tp",
+                                     "window",        "heartbeat_ms", "lost_after_ms",
+                                     "join_token",    "operator_token", NULL};
+  gy_ynode_t m, wn;
+  int rc;
+  if ((rc = get_map(c, root, "", "controller", &m))) return rc;
+  const char *listen = "127.0.0.1:7070", *jt = NULL, *ot = NULL;
+  if (m) {
+    if ((rc = check_keys(c, m, "controller", keys))) return rc;
+    if ((rc = get_str(c, m, "controller", "listen", &listen, NULL)) ||
+        (rc = get_i32(c, m, "controller", "world", 1, 65536, &cfg->ctl_world, &wn)) ||
+        (rc = get_i32(c, m, "controller", "tp", 1, 1024, &cfg->ctl_tp, NULL)) ||
+        (rc = get_i32(c, m, "controller", "window", 1, 1000000, &cfg->ctl_window, NULL)) ||
+        (rc = get_i32(c, m, "controller", "heartbeat_ms", 10, 600000, &cfg->ctl_heartbeat_ms,
+                      NULL)) ||
+        (rc = get_i32(c, m, "controller", "lost_after_ms", 100, 3600000, &cfg->ctl_lost_after_ms,
+                      NULL)) ||
+        (rc = get_str(c, m, "controller", "join_token", &jt, NULL)) ||
+        (rc = get_str(c, m, "controller", "operator_token", &ot, NULL)))
+      return rc;
+    if (cfg->ctl_world % cfg->ctl_tp)
+      return gy_yaml_error(c->y, wn ? wn : m, "controller.world", c->errmsg, c->errlen,
+                           "%d is not a multiple of controller.tp %d", cfg->ctl_world,
+                           cfg->ctl_tp);
+    if (cfg->ctl_tp > 1 && cfg->model.num_heads % cfg->ctl_tp)
+      return gy_yaml_error(c->y, m, "controller.tp", c->errmsg, c->errlen,
+                           "%d does not divide model.heads %d", cfg->ctl_tp,
+                           cfg->model.num_heads);
+  }
+  if ((rc = dup_opt(c, listen, &cfg->ctl_listen)) ||
+      (rc = dup_opt(c, jt && *jt ? jt : NULL, &cfg->ctl_join_token)) ||
+      (rc = dup_opt(c, ot && *ot ? ot : NULL, &cfg->ctl_operator_token)))
+    return rc;
+  return 0;
+}
+
 static int parse_checkpoint(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
   static const char *const keys[] = {"dir", "every", "keep_in_memory", "keep", NULL};
   gy_ynode_t m;
@@ -729,9 +772,19 @@ static void set_defaults(gy_run_config_t *cfg) {
   cfg->ckpt_every = 0;
   cfg->ckpt_keep_in_memory = 2;
   cfg->ckpt_keep = 5;
+  cfg->ctl_world = 1;
+  cfg->ctl_tp = 1;
+  cfg->ctl_window = 4;
+  cfg->ctl_heartbeat_ms = 1000;
+  cfg->ctl_lost_after_ms = 10000;
 }
 
 int gy_run_config_load(gy_run_config_t *cfg, const char *path, char *errmsg, size_t errlen) {
+  return gy_run_config_load_dir(cfg, path, NULL, errmsg, errlen);
+}
+
+int gy_run_config_load_dir(gy_run_config_t *cfg, const char *path, const char *base_dir,
+                           char *errmsg, size_t errlen) {
   ctx_t c = {.errmsg = errmsg, .errlen = errlen};
   int rc;
   if (!cfg || !path) {
@@ -742,7 +795,12 @@ int gy_run_config_load(gy_run_config_t *cfg, const char *path, char *errmsg, siz
   if ((rc = gy_yaml_load(&c.y, path, errmsg, errlen))) goto err;
 
   const char *slash = strrchr(path, '/');
-  if (slash) {
+  if (base_dir && *base_dir) {
+    if (!(c.dir = strdup(base_dir))) {
+      rc = oom(&c);
+      goto err;
+    }
+  } else if (slash) {
     size_t n = slash == path ? 1 : (size_t)(slash - path);
     if (!(c.dir = strndup(path, n))) {
       rc = oom(&c);
@@ -769,7 +827,7 @@ int gy_run_config_load(gy_run_config_t *cfg, const char *path, char *errmsg, siz
       (rc = parse_run(&c, root, cfg)) || (rc = parse_train(&c, root, cfg)) ||
       (rc = parse_optimizer(&c, root, cfg)) || (rc = parse_schedule(&c, root, cfg)) ||
       (rc = parse_data(&c, root, cfg)) || (rc = parse_eval(&c, root, cfg)) ||
-      (rc = parse_checkpoint(&c, root, cfg)))
+      (rc = parse_checkpoint(&c, root, cfg)) || (rc = parse_controller(&c, root, cfg)))
     goto err;
 
   cfg->data.seq_len = cfg->seq_len;
@@ -810,6 +868,9 @@ void gy_run_config_free(gy_run_config_t *cfg) {
   free(cfg->data.channels);
   free(cfg->data.corrupt);
   free(cfg->skip);
+  free(cfg->ctl_listen);
+  free(cfg->ctl_join_token);
+  free(cfg->ctl_operator_token);
   memset(cfg, 0, sizeof(*cfg));
 }
 

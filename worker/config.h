@@ -35,11 +35,24 @@ typedef struct {
   int ckpt_every;        /* checkpoint.every: steps, 0 = never (default 0) */
   int ckpt_keep_in_memory; /* checkpoint.keep_in_memory: snapshots kept in host memory (default 2) */
   int ckpt_keep;         /* checkpoint.keep: newest files kept on disk (default 5) */
+  /* controller (read by gyro-controller and gyroctl launch; workers ignore it) */
+  char *ctl_listen;      /* controller.listen: address to serve (default "127.0.0.1:7070") */
+  int ctl_world;         /* controller.world: workers in the gang (default 1) */
+  int ctl_tp;            /* controller.tp: tensor-parallel size, divides world (default 1) */
+  int ctl_window;        /* controller.window: grant horizon ahead of the slowest rank (4) */
+  int ctl_heartbeat_ms;  /* controller.heartbeat_ms: parked workers report this often (1000) */
+  int ctl_lost_after_ms; /* controller.lost_after_ms: silence that declares a worker lost (10000) */
+  char *ctl_join_token;  /* controller.join_token: workers must present it (NULL: none) */
+  char *ctl_operator_token; /* controller.operator_token: gyroctl must present it (NULL: none) */
 } gy_run_config_t;
 
 /* Loads path. Unknown keys, wrong types and out-of-range values are refused: GY_ECONFIG with
  * "FILE:LINE: key 'a.b': problem" in errmsg. On error *cfg holds nothing to free. */
 int gy_run_config_load(gy_run_config_t *cfg, const char *path, char *errmsg, size_t errlen);
+/* The same, resolving relative paths against base_dir instead of path's folder (a worker
+ * that received the config text from the controller writes it to a temporary file). */
+int gy_run_config_load_dir(gy_run_config_t *cfg, const char *path, const char *base_dir,
+                           char *errmsg, size_t errlen);
 /* Frees what load allocated. */
 void gy_run_config_free(gy_run_config_t *cfg);
 /* Hash of what a checkpoint must agree with (model shape, seq_len, channel names and files). */

@@ -209,14 +209,19 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
   t->dp_size = t->dp;
   t->dp_rank = par->rank / tp;
   if (par->world > 1) {
-    if (!par->rdzv) {
-      snprintf(errmsg, errlen, "a parallel run needs a rendezvous store (--rdzv file:DIR)");
-      rc = GY_EINVAL;
-      goto err;
+    gy_store_t *store = par->store;
+    if (!store) {
+      if (!par->rdzv) {
+        snprintf(errmsg, errlen, "a parallel run needs a rendezvous store (--rdzv file:DIR)");
+        rc = GY_EINVAL;
+        goto err;
+      }
+      if ((rc = gy_store_open(&t->store, par->rdzv, errmsg, errlen))) goto err;
+      store = t->store;
     }
-    if ((rc = gy_store_open(&t->store, par->rdzv, errmsg, errlen))) goto err;
     gy_comm_opts_t co = {.backend = par->backend ? par->backend : "gloo", .rank = par->rank,
-                         .world = par->world, .tp = tp, .store = t->store, .prefix = "gyro",
+                         .world = par->world, .tp = tp, .store = store,
+                         .prefix = par->prefix ? par->prefix : "gyro",
                          .timeout_ms = par->timeout_ms > 0 ? par->timeout_ms : 30000};
     if ((rc = gy_comm_groups_create(&t->groups, &co, errmsg, errlen))) goto err;
     t->have_groups = 1;

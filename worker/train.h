@@ -51,6 +51,9 @@ typedef struct {
   const char *backend;  /* "gloo" (default) or "nccl" */
   int timeout_ms;       /* a dead or hung peer fails a collective after this (default 30000) */
   int no_overlap;       /* 1: reduce data-parallel gradients after the backward pass */
+  struct gy_store *store; /* a rendezvous store to use instead of rdzv (borrowed; e.g. the
+                             controller's, through libgyro-agent); must outlive the trainer */
+  const char *prefix;   /* key prefix of this gang generation (default "gyro") */
 } gy_parallel_t;
 
 /* Builds the model (initialised from seed or from cfg->init_from), optimizer and data.

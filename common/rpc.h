@@ -1,0 +1,117 @@
+/* rpc: gRPC (C-core API) glue. A server whose handlers run on a libuv loop, dispatching by
+ * method path, with unary and streaming calls; and a client with blocking unary calls and
+ * callback-driven streams. Messages are opaque bytes (protobuf-c encodes them). */
+#ifndef GY_RPC_H
+#define GY_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* gRPC status codes used by gyro (same values as grpc_status_code). */
+enum {
+  GY_RPC_OK = 0,
+  GY_RPC_CANCELLED = 1,
+  GY_RPC_UNKNOWN = 2,
+  GY_RPC_INVALID_ARGUMENT = 3,
+  GY_RPC_DEADLINE_EXCEEDED = 4,
+  GY_RPC_NOT_FOUND = 5,
+  GY_RPC_ALREADY_EXISTS = 6,
+  GY_RPC_PERMISSION_DENIED = 7,
+  GY_RPC_RESOURCE_EXHAUSTED = 8,
+  GY_RPC_FAILED_PRECONDITION = 9,
+  GY_RPC_ABORTED = 10,
+  GY_RPC_OUT_OF_RANGE = 11,
+  GY_RPC_UNIMPLEMENTED = 12,
+  GY_RPC_INTERNAL = 13,
+  GY_RPC_UNAVAILABLE = 14,
+  GY_RPC_UNAUTHENTICATED = 16,
+};
+
+/* ================================ server (libuv loop) ================================ */
+
+typedef struct gy_rpc_server gy_rpc_server_t;
+typedef struct gy_rpc_call gy_rpc_call_t; /* one incoming call */
+
+typedef struct {
+  const char *bind;     /* "127.0.0.1:0" (0 = any free port), "0.0.0.0:7070", ... */
+  size_t max_message;   /* largest accepted message in bytes (default 4 MiB) */
+  int health;           /* 1: serve grpc.health.v1.Health/Check (answers SERVING) */
+} gy_rpc_server_opts_t;
+
+/* A unary method: runs on the loop thread with the request; must call gy_rpc_reply exactly once,
+ * now or later (a handler may hold the call, e.g. until a key exists). */
+typedef void (*gy_rpc_unary_cb)(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len);
+
+/* A streaming method (bidi, or server-streaming: the first message is the request). All
+ * callbacks run on the loop thread. After on_close returns, the call is gone. */
+typedef struct {
+  void (*on_open)(void *ud, gy_rpc_call_t *call);
+  void (*on_message)(void *ud, gy_rpc_call_t *call, const uint8_t *msg, size_t len);
+  /* status: GY_RPC_OK when the peer half-closed and the server finished, else why it ended */
+  void (*on_close)(void *ud, gy_rpc_call_t *call, int status);
+} gy_rpc_stream_cbs_t;
+
+/* Creates a server on loop and binds it; *port receives the bound port. The callee copies
+ * opts. Handlers are added before start. */
+int gy_rpc_server_create(gy_rpc_server_t **out, uv_loop_t *loop, const gy_rpc_server_opts_t *opts,
+                         int *port, char *errmsg, size_t errlen);
+int gy_rpc_server_add_unary(gy_rpc_server_t *s, const char *method, gy_rpc_unary_cb cb, void *ud);
+int gy_rpc_server_add_stream(gy_rpc_server_t *s, const char *method,
+                             const gy_rpc_stream_cbs_t *cbs, void *ud);
+int gy_rpc_server_start(gy_rpc_server_t *s);
+/* Stops accepting, cancels every call (their on_close runs), then calls done on the loop.
+ * A method nobody registered is answered UNIMPLEMENTED; a message over max_message
+ * RESOURCE_EXHAUSTED: neither reaches a handler. */
+void gy_rpc_server_shutdown(gy_rpc_server_t *s, void (*done)(void *ud), void *ud);
+/* After shutdown's done: frees everything. NULL is a no-op. */
+void gy_rpc_server_destroy(gy_rpc_server_t *s);
+
+/* Answers a unary call (status, optional details, response bytes copied). The call is gone. */
+void gy_rpc_reply(gy_rpc_call_t *call, int status, const char *details, const void *resp,
+                  size_t len);
+/* Queues a message on a streaming call (copied; sent in order). GY_ECOMM if the call ended. */
+int gy_rpc_send(gy_rpc_call_t *call, const void *msg, size_t len);
+/* Ends a streaming call with a status (after queued messages); on_close follows. */
+void gy_rpc_finish(gy_rpc_call_t *call, int status, const char *details);
+void gy_rpc_call_set_data(gy_rpc_call_t *call, void *data);
+void *gy_rpc_call_data(const gy_rpc_call_t *call);
+const char *gy_rpc_call_method(const gy_rpc_call_t *call);
+const char *gy_rpc_call_peer(const gy_rpc_call_t *call);
+/* Value of request metadata key (lowercase), e.g. "authorization"; NULL if absent. */
+const char *gy_rpc_call_metadata(const gy_rpc_call_t *call, const char *key);
+
+/* ================================ client (any thread) ================================ */
+
+typedef struct gy_rpc_client gy_rpc_client_t;
+
+/* Channel to target ("127.0.0.1:7070"); gRPC reconnects underneath. Thread-safe. */
+int gy_rpc_client_create(gy_rpc_client_t **out, const char *target, char *errmsg, size_t errlen);
+void gy_rpc_client_destroy(gy_rpc_client_t *c); /* NULL is a no-op; closes its streams first */
+
+/* Blocking unary call with a deadline. On success returns 0 and *resp (malloc'ed, caller frees;
+ * may be NULL with len 0). Otherwise returns GY_ECOMM (or GY_ETIMEDOUT for DEADLINE_EXCEEDED)
+ * with *status the gRPC status and the details in errmsg. md_key/md_val: one optional metadata
+ * pair (e.g. "authorization", "Bearer TOKEN"), may be NULL. */
+int gy_rpc_unary(gy_rpc_client_t *c, const char *method, const char *md_key, const char *md_val,
+                 const void *req, size_t len, int timeout_ms, void **resp, size_t *resp_len,
+                 int *status, char *errmsg, size_t errlen);
+
+/* A client stream. Callbacks run on the client's completion-queue thread. */
+typedef struct gy_rpc_cstream gy_rpc_cstream_t;
+typedef struct {
+  void (*on_message)(void *ud, const uint8_t *msg, size_t len);
+  /* the stream ended: status and details from the server, or UNAVAILABLE when the connection
+   * broke; called exactly once; no callback follows */
+  void (*on_close)(void *ud, int status, const char *details);
+} gy_rpc_cstream_cbs_t;
+
+int gy_rpc_cstream_open(gy_rpc_client_t *c, const char *method, const char *md_key,
+                        const char *md_val, const gy_rpc_cstream_cbs_t *cbs, void *ud,
+                        gy_rpc_cstream_t **out, char *errmsg, size_t errlen);
+/* Queues a message (copied); thread-safe; never blocks on the network. GY_ECOMM if closed. */
+int gy_rpc_cstream_send(gy_rpc_cstream_t *s, const void *msg, size_t len);
+/* Half-closes, cancels, waits for on_close, frees. From any thread but a callback. */
+void gy_rpc_cstream_close(gy_rpc_cstream_t *s);
+
+#endif

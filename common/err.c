@@ -5,6 +5,9 @@
  */
 #include "err.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *gy_strerror(int err) {
   switch (err) {
   case GY_OK:
@@ -29,4 +32,12 @@ const char *gy_err_name(int err) {
 #undef GY_ERR_NAME
   }
   return "GY_UNKNOWN";
+}
+
+void gy_errmsg(char *errmsg, size_t errlen, const char *fmt, ...) {
+  if (!errmsg || !errlen) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(errmsg, errlen, fmt, ap);
+  va_end(ap);
 }

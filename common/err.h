@@ -2,6 +2,8 @@
 #ifndef GY_ERR_H
 #define GY_ERR_H
 
+#include <stddef.h>
+
 #define GY_ERRNO_MAP(XX)                                                                           \
   XX(EINVAL, -1, "invalid argument")                                                               \
   XX(ENOMEM, -2, "out of memory")                                                                  \
@@ -32,6 +34,11 @@ typedef enum {
 const char *gy_strerror(int err);
 /* Returns the static symbolic name of err, e.g. "GY_EIO". */
 const char *gy_err_name(int err);
+
+/* Formats a message into errmsg (when errmsg is non-NULL and errlen > 0); the one helper every
+ * module uses to fill its caller's error buffer. */
+void gy_errmsg(char *errmsg, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #ifdef __cplusplus
 }

@@ -39,15 +39,6 @@
 #define HEADER_BYTES (HEADER_INTS * 4)
 #define LLMC_VERSION_BF16 5
 
-static void seterr(char *errmsg, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *errmsg, size_t errlen, const char *fmt, ...) {
-  if (!errmsg || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(errmsg, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static const char *errstr(int e, char *buf, size_t n) {
   return strerror_r(e, buf, n); /* GNU variant (_GNU_SOURCE): returns the message */
@@ -90,17 +81,17 @@ static int open_model(const char *path, gy_gpt_config_t *cfg, int *fd_out, char 
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     int e = errno;
-    seterr(errmsg, errlen, "%s: cannot open llm.c model file: %s", path, errstr(e, eb, sizeof eb));
+    gy_errmsg(errmsg, errlen, "%s: cannot open llm.c model file: %s", path, errstr(e, eb, sizeof eb));
     return e == ENOENT ? GY_ENOENT : GY_EIO;
   }
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     rc = GY_EIO;
-    seterr(errmsg, errlen, "%s: not a readable regular file", path);
+    gy_errmsg(errmsg, errlen, "%s: not a readable regular file", path);
     goto err;
   }
   if (st.st_size < HEADER_BYTES) {
-    seterr(errmsg, errlen, "%s: truncated llm.c model file: %lld bytes, the header alone is %d",
+    gy_errmsg(errmsg, errlen, "%s: truncated llm.c model file: %lld bytes, the header alone is %d",
            path, (long long)st.st_size, HEADER_BYTES);
     goto err;
   }
@@ -110,26 +101,26 @@ static int open_model(const char *path, gy_gpt_config_t *cfg, int *fd_out, char 
   } while (n < 0 && errno == EINTR);
   if (n != (ssize_t)sizeof h) {
     rc = GY_EIO;
-    seterr(errmsg, errlen, "%s: cannot read the %d-byte header: %s", path, HEADER_BYTES,
+    gy_errmsg(errmsg, errlen, "%s: cannot read the %d-byte header: %s", path, HEADER_BYTES,
            n < 0 ? errstr(errno, eb, sizeof eb) : "short read");
     goto err;
   }
   int32_t magic = get_i32(h), version = get_i32(h + 4);
   if (magic != GY_LLMC_MODEL_MAGIC) {
-    seterr(errmsg, errlen, "%s: bad magic %d (an llm.c GPT-2 model file starts with %d)", path,
+    gy_errmsg(errmsg, errlen, "%s: bad magic %d (an llm.c GPT-2 model file starts with %d)", path,
            magic, GY_LLMC_MODEL_MAGIC);
     goto err;
   }
   if (version == LLMC_VERSION_BF16) {
     rc = GY_ENOTSUP;
-    seterr(errmsg, errlen,
+    gy_errmsg(errmsg, errlen,
            "%s: llm.c model version 5 (bf16 parameters) is not supported; gyro "
            "reads version %d (fp32)",
            path, GY_LLMC_MODEL_VERSION);
     goto err;
   }
   if (version != GY_LLMC_MODEL_VERSION) {
-    seterr(errmsg, errlen, "%s: unknown llm.c model version %d (expected %d, fp32)", path, version,
+    gy_errmsg(errmsg, errlen, "%s: unknown llm.c model version %d (expected %d, fp32)", path, version,
            GY_LLMC_MODEL_VERSION);
     goto err;
   }
@@ -157,7 +148,7 @@ static int open_model(const char *path, gy_gpt_config_t *cfg, int *fd_out, char 
   else if (c.padded_vocab_size < c.vocab_size || c.padded_vocab_size > (1 << 24))
     why = "padded_vocab_size not in [vocab_size, 2^24]";
   if (why) {
-    seterr(errmsg, errlen,
+    gy_errmsg(errmsg, errlen,
            "%s: bad llm.c model header (maxT %d, V %d, L %d, NH %d, C %d, Vp %d): "
            "%s",
            path, c.max_seq_len, c.vocab_size, c.num_layers, c.num_heads, c.channels,
@@ -167,13 +158,13 @@ static int open_model(const char *path, gy_gpt_config_t *cfg, int *fd_out, char 
   char why2[256];
   if (gy_gpt_config_check(&c, why2, sizeof why2) != 0) {
     rc = GY_ENOTSUP;
-    seterr(errmsg, errlen, "%s: llm.c model not usable by gyro: %s", path, why2);
+    gy_errmsg(errmsg, errlen, "%s: llm.c model not usable by gyro: %s", path, why2);
     goto err;
   }
   uint64_t want = (uint64_t)HEADER_BYTES + 4 * llmc_num_params(&c);
   uint64_t have = (uint64_t)st.st_size;
   if (have < want) {
-    seterr(errmsg, errlen,
+    gy_errmsg(errmsg, errlen,
            "%s: truncated llm.c model file: expected %llu bytes (header + %llu "
            "fp32 parameters), found %llu",
            path, (unsigned long long)want, (unsigned long long)llmc_num_params(&c),
@@ -181,7 +172,7 @@ static int open_model(const char *path, gy_gpt_config_t *cfg, int *fd_out, char 
     goto err;
   }
   if (have > want) {
-    seterr(errmsg, errlen,
+    gy_errmsg(errmsg, errlen,
            "%s: %llu trailing bytes after the expected %llu (header + %llu fp32 "
            "parameters)",
            path, (unsigned long long)(have - want), (unsigned long long)want,
@@ -214,7 +205,7 @@ int gy_llmc_load(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
   const gy_gpt_config_t *mc = gy_gpt_config(m);
   if (mc->tp_size > 1) {
     close(fd);
-    seterr(errmsg, errlen,
+    gy_errmsg(errmsg, errlen,
            "%s: cannot load an llm.c file into a tensor-parallel shard (load it at tp 1)", path);
     return GY_ENOTSUP;
   }
@@ -222,7 +213,7 @@ int gy_llmc_load(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
       mc->padded_vocab_size != fc.padded_vocab_size || mc->num_layers != fc.num_layers ||
       mc->num_heads != fc.num_heads || mc->channels != fc.channels) {
     rc = GY_EMISMATCH;
-    seterr(errmsg, errlen,
+    gy_errmsg(errmsg, errlen,
            "%s: model config differs from the file's: model (maxT %d, V %d, Vp "
            "%d, L %d, NH %d, C %d%s) vs file (maxT %d, V %d, Vp %d, L %d, NH %d, C %d)",
            path, mc->max_seq_len, mc->vocab_size, mc->padded_vocab_size, mc->num_layers,
@@ -240,7 +231,7 @@ int gy_llmc_load(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
         rc = GY_EIO;
-        seterr(errmsg, errlen, "%s: reading tensor %s failed: %s", path, gy_gpt_tensor_name(i),
+        gy_errmsg(errmsg, errlen, "%s: reading tensor %s failed: %s", path, gy_gpt_tensor_name(i),
                n < 0 ? errstr(errno, eb, sizeof eb) : "unexpected end of file");
         goto out;
       }
@@ -253,7 +244,7 @@ int gy_llmc_load(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
    * tensors 0..15 stopped matching llm.c's would break it. */
   if ((uint64_t)pos != (uint64_t)HEADER_BYTES + 4 * llmc_num_params(&fc)) {
     rc = GY_EMISMATCH;
-    seterr(errmsg, errlen, "%s: gyro's tensor layout does not match llm.c's", path);
+    gy_errmsg(errmsg, errlen, "%s: gyro's tensor layout does not match llm.c's", path);
   }
 out:
   close(fd);
@@ -276,11 +267,11 @@ int gy_llmc_save(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
   if (!m || !path || !*path) return GY_EINVAL;
   const gy_gpt_config_t *c = gy_gpt_config(m);
   if (c->tp_size > 1) {
-    seterr(errmsg, errlen, "%s: cannot save a tensor-parallel shard as an llm.c file", path);
+    gy_errmsg(errmsg, errlen, "%s: cannot save a tensor-parallel shard as an llm.c file", path);
     return GY_ENOTSUP;
   }
   if (c->qk_norm) {
-    seterr(errmsg, errlen,
+    gy_errmsg(errmsg, errlen,
            "%s: cannot save a qk_norm model as an llm.c file (llm.c has no "
            "query/key norm tensors)",
            path);
@@ -293,7 +284,7 @@ int gy_llmc_save(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
   char *tmp = malloc(plen + 32), *dir = malloc(plen + 2);
   if (!tmp || !dir) {
     rc = GY_ENOMEM;
-    seterr(errmsg, errlen, "%s: out of memory", path);
+    gy_errmsg(errmsg, errlen, "%s: out of memory", path);
     goto err;
   }
   snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
@@ -320,7 +311,7 @@ int gy_llmc_save(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
 
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
-    seterr(errmsg, errlen, "%s: cannot create temporary file %s: %s", path, tmp,
+    gy_errmsg(errmsg, errlen, "%s: cannot create temporary file %s: %s", path, tmp,
            errstr(errno, eb, sizeof eb));
     goto err;
   }
@@ -331,28 +322,28 @@ int gy_llmc_save(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
     ok = write_all(fd, params + gy_gpt_tensor_offset(m, i),
                    gy_gpt_tensor_size(m, i) * sizeof(float)) == 0;
   if (!ok) {
-    seterr(errmsg, errlen, "%s: write of %s failed: %s", path, tmp, errstr(errno, eb, sizeof eb));
+    gy_errmsg(errmsg, errlen, "%s: write of %s failed: %s", path, tmp, errstr(errno, eb, sizeof eb));
     goto err;
   }
   if (fsync(fd) != 0) {
-    seterr(errmsg, errlen, "%s: fsync of %s failed: %s", path, tmp, errstr(errno, eb, sizeof eb));
+    gy_errmsg(errmsg, errlen, "%s: fsync of %s failed: %s", path, tmp, errstr(errno, eb, sizeof eb));
     goto err;
   }
   int cl = close(fd);
   fd = -1;
   if (cl != 0) {
-    seterr(errmsg, errlen, "%s: close of %s failed: %s", path, tmp, errstr(errno, eb, sizeof eb));
+    gy_errmsg(errmsg, errlen, "%s: close of %s failed: %s", path, tmp, errstr(errno, eb, sizeof eb));
     goto err;
   }
   if (rename(tmp, path) != 0) {
-    seterr(errmsg, errlen, "%s: rename from %s failed: %s", path, tmp,
+    gy_errmsg(errmsg, errlen, "%s: rename from %s failed: %s", path, tmp,
            errstr(errno, eb, sizeof eb));
     goto err;
   }
   tmp_made = false;
   int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0 || fsync(dfd) != 0) {
-    seterr(errmsg, errlen, "%s: fsync of folder %s failed: %s", path, dir,
+    gy_errmsg(errmsg, errlen, "%s: fsync of folder %s failed: %s", path, dir,
            errstr(errno, eb, sizeof eb));
     if (dfd >= 0) close(dfd);
     goto err;

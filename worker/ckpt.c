@@ -76,15 +76,6 @@ struct gy_ckpt_buf {
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
-static void seterr(char *errmsg, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *errmsg, size_t errlen, const char *fmt, ...) {
-  if (!errmsg || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(errmsg, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static void put_u32(uint8_t *p, uint32_t v) {
   for (int i = 0; i < 4; i++)
@@ -236,54 +227,54 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
   int rc = GY_ECORRUPT;
 
   if (len == 0) {
-    seterr(errmsg, errlen, "%s: empty (0 bytes), not a checkpoint", what);
+    gy_errmsg(errmsg, errlen, "%s: empty (0 bytes), not a checkpoint", what);
     goto err;
   }
   if (len < 8 && memcmp(data, MAGIC, len) == 0) {
-    seterr(errmsg, errlen, "%s: truncated: expected at least %u header bytes, found %zu", what,
+    gy_errmsg(errmsg, errlen, "%s: truncated: expected at least %u header bytes, found %zu", what,
            HDR_SIZE, len);
     goto err;
   }
   if (len < 8 || memcmp(data, MAGIC, 8) != 0) {
-    seterr(errmsg, errlen, "%s: bad magic (not a gyro checkpoint)", what);
+    gy_errmsg(errmsg, errlen, "%s: bad magic (not a gyro checkpoint)", what);
     goto err;
   }
   if (len < HDR_SIZE) {
-    seterr(errmsg, errlen, "%s: truncated: expected at least %u header bytes, found %zu", what,
+    gy_errmsg(errmsg, errlen, "%s: truncated: expected at least %u header bytes, found %zu", what,
            HDR_SIZE, len);
     goto err;
   }
   uint32_t version = get_u32(data + 8);
   if (version != VERSION) {
-    seterr(errmsg, errlen, "%s: unsupported format version %u (expected %u) or corrupt header",
+    gy_errmsg(errmsg, errlen, "%s: unsupported format version %u (expected %u) or corrupt header",
            what, version, VERSION);
     goto err;
   }
   uint32_t hcrc_stored = get_u32(data + HDR_CRC_OFF), hcrc = gy_crc32c(0, data, HDR_CRC_OFF);
   if (hcrc != hcrc_stored) {
-    seterr(errmsg, errlen, "%s: header CRC-32C mismatch (stored 0x%08x, computed 0x%08x)", what,
+    gy_errmsg(errmsg, errlen, "%s: header CRC-32C mismatch (stored 0x%08x, computed 0x%08x)", what,
            hcrc_stored, hcrc);
     goto err;
   }
   uint64_t total = get_u64(data + 56);
   if (total != len) {
     if (total > len)
-      seterr(errmsg, errlen, "%s: truncated: expected %llu bytes, found %zu", what,
+      gy_errmsg(errmsg, errlen, "%s: truncated: expected %llu bytes, found %zu", what,
              (unsigned long long)total, len);
     else
-      seterr(errmsg, errlen, "%s: %zu trailing bytes after the expected %llu", what,
+      gy_errmsg(errmsg, errlen, "%s: %zu trailing bytes after the expected %llu", what,
              len - (size_t)total, (unsigned long long)total);
     goto err;
   }
   uint32_t nblobs = get_u32(data + 12);
   uint64_t dir_off = get_u64(data + 48);
   if (dir_off != HDR_SIZE) {
-    seterr(errmsg, errlen, "%s: directory offset %llu, expected %u", what,
+    gy_errmsg(errmsg, errlen, "%s: directory offset %llu, expected %u", what,
            (unsigned long long)dir_off, HDR_SIZE);
     goto err;
   }
   if (nblobs > (len - HDR_SIZE) / DIRENT_SIZE || nblobs > INT_MAX) {
-    seterr(errmsg, errlen, "%s: directory of %u entries does not fit in %zu bytes", what, nblobs,
+    gy_errmsg(errmsg, errlen, "%s: directory of %u entries does not fit in %zu bytes", what, nblobs,
            len);
     goto err;
   }
@@ -291,14 +282,14 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
   const uint8_t *dir = data + HDR_SIZE;
   uint32_t dcrc_stored = get_u32(data + 64), dcrc = gy_crc32c(0, dir, dir_len);
   if (dcrc != dcrc_stored) {
-    seterr(errmsg, errlen, "%s: directory CRC-32C mismatch (stored 0x%08x, computed 0x%08x)", what,
+    gy_errmsg(errmsg, errlen, "%s: directory CRC-32C mismatch (stored 0x%08x, computed 0x%08x)", what,
            dcrc_stored, dcrc);
     goto err;
   }
 
   if (nblobs > 0 && !(blobs = calloc(nblobs, sizeof(*blobs)))) {
     rc = GY_ENOMEM;
-    seterr(errmsg, errlen, "%s: out of memory for %u directory entries", what, nblobs);
+    gy_errmsg(errmsg, errlen, "%s: out of memory for %u directory entries", what, nblobs);
     goto err;
   }
   /* Directory: names, canonical placement, bounds. No blob byte is read before this loop has
@@ -308,7 +299,7 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
     const uint8_t *e = dir + (size_t)DIRENT_SIZE * i;
     size_t nlen = strnlen((const char *)e, GY_CKPT_NAME_MAX);
     if (nlen == 0 || nlen == GY_CKPT_NAME_MAX || !all_zero(e + nlen, GY_CKPT_NAME_MAX - nlen)) {
-      seterr(errmsg, errlen,
+      gy_errmsg(errmsg, errlen,
              "%s: directory entry %u: bad name (empty, not NUL-terminated in %d "
              "bytes, or not NUL-padded)",
              what, i, GY_CKPT_NAME_MAX);
@@ -317,17 +308,17 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
     memcpy(blobs[i].name, e, nlen);
     for (uint32_t j = 0; j < i; j++) {
       if (strcmp(blobs[i].name, blobs[j].name) == 0) {
-        seterr(errmsg, errlen, "%s: blob '%s' appears twice in the directory", what, blobs[i].name);
+        gy_errmsg(errmsg, errlen, "%s: blob '%s' appears twice in the directory", what, blobs[i].name);
         goto err;
       }
     }
     uint64_t off = get_u64(e + 48), nbytes = get_u64(e + 56), want = align_up(pos);
     if (get_u32(e + 68) != 0) {
-      seterr(errmsg, errlen, "%s: blob '%s': reserved field is not zero", what, blobs[i].name);
+      gy_errmsg(errmsg, errlen, "%s: blob '%s': reserved field is not zero", what, blobs[i].name);
       goto err;
     }
     if (off != want || off > len || nbytes > len - off) {
-      seterr(errmsg, errlen,
+      gy_errmsg(errmsg, errlen,
              "%s: blob '%s': bytes [%llu, +%llu) out of place (expected offset "
              "%llu, file of %zu bytes)",
              what, blobs[i].name, (unsigned long long)off, (unsigned long long)nbytes,
@@ -335,7 +326,7 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
       goto err;
     }
     if (!all_zero(data + pos, off - pos)) {
-      seterr(errmsg, errlen, "%s: non-zero padding before blob '%s'", what, blobs[i].name);
+      gy_errmsg(errmsg, errlen, "%s: non-zero padding before blob '%s'", what, blobs[i].name);
       goto err;
     }
     blobs[i].data = data + off;
@@ -343,7 +334,7 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
     pos = off + nbytes;
   }
   if (pos != len) {
-    seterr(errmsg, errlen, "%s: %zu unaccounted bytes after the last blob", what,
+    gy_errmsg(errmsg, errlen, "%s: %zu unaccounted bytes after the last blob", what,
            len - (size_t)pos);
     goto err;
   }
@@ -351,7 +342,7 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
     const uint8_t *e = dir + (size_t)DIRENT_SIZE * i;
     uint32_t stored = get_u32(e + 64), crc = gy_crc32c(0, blobs[i].data, blobs[i].nbytes);
     if (crc != stored) {
-      seterr(errmsg, errlen, "%s: blob '%s': CRC-32C mismatch (stored 0x%08x, computed 0x%08x)",
+      gy_errmsg(errmsg, errlen, "%s: blob '%s': CRC-32C mismatch (stored 0x%08x, computed 0x%08x)",
              what, blobs[i].name, stored, crc);
       goto err;
     }
@@ -398,28 +389,28 @@ int gy_ckpt_load_file(const char *path, gy_ckpt_buf_t **out, gy_ckpt_view_t *vie
   if (fd < 0) {
     int e = errno;
     rc = (e == ENOENT) ? GY_ENOENT : GY_EIO;
-    seterr(errmsg, errlen, "%s: cannot open: %s", path, errstr(e, eb, sizeof(eb)));
+    gy_errmsg(errmsg, errlen, "%s: cannot open: %s", path, errstr(e, eb, sizeof(eb)));
     return rc;
   }
   struct stat st;
   if (fstat(fd, &st) != 0) {
     rc = GY_EIO;
-    seterr(errmsg, errlen, "%s: cannot stat: %s", path, errstr(errno, eb, sizeof(eb)));
+    gy_errmsg(errmsg, errlen, "%s: cannot stat: %s", path, errstr(errno, eb, sizeof(eb)));
     goto err;
   }
   if (!S_ISREG(st.st_mode)) {
     rc = GY_EIO;
-    seterr(errmsg, errlen, "%s: not a regular file", path);
+    gy_errmsg(errmsg, errlen, "%s: not a regular file", path);
     goto err;
   }
   if ((uint64_t)st.st_size > SIZE_MAX) {
     rc = GY_ERANGE;
-    seterr(errmsg, errlen, "%s: too large to load", path);
+    gy_errmsg(errmsg, errlen, "%s: too large to load", path);
     goto err;
   }
   if (!(b = buf_alloc((size_t)st.st_size))) {
     rc = GY_ENOMEM;
-    seterr(errmsg, errlen, "%s: out of memory for %lld bytes", path, (long long)st.st_size);
+    gy_errmsg(errmsg, errlen, "%s: out of memory for %lld bytes", path, (long long)st.st_size);
     goto err;
   }
   size_t got = 0;
@@ -428,12 +419,12 @@ int gy_ckpt_load_file(const char *path, gy_ckpt_buf_t **out, gy_ckpt_view_t *vie
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       rc = GY_EIO;
-      seterr(errmsg, errlen, "%s: read failed: %s", path, errstr(errno, eb, sizeof(eb)));
+      gy_errmsg(errmsg, errlen, "%s: read failed: %s", path, errstr(errno, eb, sizeof(eb)));
       goto err;
     }
     if (n == 0) {
       rc = GY_EIO;
-      seterr(errmsg, errlen, "%s: file shrank while being read (%zu of %zu bytes)", path, got,
+      gy_errmsg(errmsg, errlen, "%s: file shrank while being read (%zu of %zu bytes)", path, got,
              b->len);
       goto err;
     }
@@ -472,7 +463,7 @@ int gy_ckpt_write_file(const char *path, const gy_ckpt_buf_t *b, char *errmsg, s
   char *tmp = malloc(plen + 32), *dir = malloc(plen + 2);
   if (!tmp || !dir) {
     rc = GY_ENOMEM;
-    seterr(errmsg, errlen, "%s: out of memory", path);
+    gy_errmsg(errmsg, errlen, "%s: out of memory", path);
     goto err;
   }
   snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
@@ -489,34 +480,34 @@ int gy_ckpt_write_file(const char *path, const gy_ckpt_buf_t *b, char *errmsg, s
 
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
-    seterr(errmsg, errlen, "%s: cannot create temporary file %s: %s", path, tmp,
+    gy_errmsg(errmsg, errlen, "%s: cannot create temporary file %s: %s", path, tmp,
            errstr(errno, eb, sizeof(eb)));
     goto err;
   }
   tmp_made = true;
   if (write_all(fd, b->data, b->len) != 0) {
-    seterr(errmsg, errlen, "%s: write of %s failed: %s", path, tmp, errstr(errno, eb, sizeof(eb)));
+    gy_errmsg(errmsg, errlen, "%s: write of %s failed: %s", path, tmp, errstr(errno, eb, sizeof(eb)));
     goto err;
   }
   if (fsync(fd) != 0) {
-    seterr(errmsg, errlen, "%s: fsync of %s failed: %s", path, tmp, errstr(errno, eb, sizeof(eb)));
+    gy_errmsg(errmsg, errlen, "%s: fsync of %s failed: %s", path, tmp, errstr(errno, eb, sizeof(eb)));
     goto err;
   }
   int c = close(fd);
   fd = -1;
   if (c != 0) {
-    seterr(errmsg, errlen, "%s: close of %s failed: %s", path, tmp, errstr(errno, eb, sizeof(eb)));
+    gy_errmsg(errmsg, errlen, "%s: close of %s failed: %s", path, tmp, errstr(errno, eb, sizeof(eb)));
     goto err;
   }
   if (rename(tmp, path) != 0) {
-    seterr(errmsg, errlen, "%s: rename from %s failed: %s", path, tmp,
+    gy_errmsg(errmsg, errlen, "%s: rename from %s failed: %s", path, tmp,
            errstr(errno, eb, sizeof(eb)));
     goto err;
   }
   tmp_made = false;
   int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0 || fsync(dfd) != 0) {
-    seterr(errmsg, errlen, "%s: fsync of folder %s failed: %s", path, dir,
+    gy_errmsg(errmsg, errlen, "%s: fsync of folder %s failed: %s", path, dir,
            errstr(errno, eb, sizeof(eb)));
     if (dfd >= 0) close(dfd);
     goto err;
@@ -643,7 +634,7 @@ int gy_ckpt_writer_flush(gy_ckpt_writer_t *w, char *errmsg, size_t errlen) {
   while (w->pending > 0)
     pthread_cond_wait(&w->idle, &w->mu);
   int rc = w->err;
-  if (rc) seterr(errmsg, errlen, "%s", w->errmsg);
+  if (rc) gy_errmsg(errmsg, errlen, "%s", w->errmsg);
   w->err = 0;
   w->errmsg[0] = '\0';
   pthread_mutex_unlock(&w->mu);

@@ -41,16 +41,6 @@
 
 #define DEFAULT_TIMEOUT_MS 30000
 
-static void set_err(char *errmsg, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errmsg, size_t errlen, const char *fmt, ...) {
-  if (!errmsg || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(errmsg, errlen, fmt, ap);
-  va_end(ap);
-}
 
 size_t gy_dtype_size(gy_dtype_t dt) {
   switch (dt) {
@@ -79,20 +69,20 @@ int gy__comm_check_args(gy_comm_t *c, const char *what, const void *a, const voi
                         gy_dtype_t dt, int op, size_t nelem) {
   size_t es = gy_dtype_size(dt);
   if (es == 0) {
-    set_err(c->errmsg, sizeof(c->errmsg), "%s: unknown dtype %d", what, (int)dt);
+    gy_errmsg(c->errmsg, sizeof(c->errmsg), "%s: unknown dtype %d", what, (int)dt);
     return GY_EINVAL;
   }
   if (op < GY_OP_SUM || op > GY_OP_MAX) {
-    set_err(c->errmsg, sizeof(c->errmsg), "%s: unknown reduction %d", what, op);
+    gy_errmsg(c->errmsg, sizeof(c->errmsg), "%s: unknown reduction %d", what, op);
     return GY_EINVAL;
   }
   if (count > SIZE_MAX / es / nelem) {
-    set_err(c->errmsg, sizeof(c->errmsg), "%s: %zu elements overflow the address space", what,
+    gy_errmsg(c->errmsg, sizeof(c->errmsg), "%s: %zu elements overflow the address space", what,
             count);
     return GY_EINVAL;
   }
   if (count > 0 && (!a || !b)) {
-    set_err(c->errmsg, sizeof(c->errmsg), "%s: NULL buffer for %zu elements", what, count);
+    gy_errmsg(c->errmsg, sizeof(c->errmsg), "%s: NULL buffer for %zu elements", what, count);
     return GY_EINVAL;
   }
   return 0;
@@ -132,7 +122,7 @@ typedef struct {
 static int self_check(gy_comm_t *c, const char *what) {
   self_t *s = c->impl;
   if (atomic_load(&s->aborted)) {
-    set_err(c->errmsg, sizeof(c->errmsg), "%s: communicator was aborted", what);
+    gy_errmsg(c->errmsg, sizeof(c->errmsg), "%s: communicator was aborted", what);
     return GY_ECOMM;
   }
   return 0;
@@ -161,7 +151,7 @@ static int self_reduce_scatter(gy_comm_t *c, const void *in, void *out, size_t c
 static int self_broadcast(gy_comm_t *c, void *buf, size_t count, gy_dtype_t dt, int root) {
   int rc = gy__comm_check_args(c, "broadcast", buf, buf, count, dt, GY_OP_SUM, 1);
   if (!rc && root != 0) {
-    set_err(c->errmsg, sizeof(c->errmsg), "broadcast: root %d outside the group of 1", root);
+    gy_errmsg(c->errmsg, sizeof(c->errmsg), "broadcast: root %d outside the group of 1", root);
     rc = GY_EINVAL;
   }
   return rc ? rc : self_check(c, "broadcast");
@@ -243,7 +233,7 @@ static int gloo_reduce_scatter(gy_comm_t *c, const void *in, void *out, size_t c
   if (gl->scratch_bytes < total) {
     void *p = realloc(gl->scratch, total);
     if (!p) {
-      set_err(c->errmsg, sizeof(c->errmsg), "reduce_scatter: out of memory (%zu bytes)", total);
+      gy_errmsg(c->errmsg, sizeof(c->errmsg), "reduce_scatter: out of memory (%zu bytes)", total);
       return GY_ENOMEM;
     }
     gl->scratch = p;
@@ -263,7 +253,7 @@ static int gloo_broadcast(gy_comm_t *c, void *buf, size_t count, gy_dtype_t dt, 
   gloo_t *gl = c->impl;
   int rc = gy__comm_check_args(c, "broadcast", buf, buf, count, dt, GY_OP_SUM, 1);
   if (!rc && (root < 0 || root >= c->size)) {
-    set_err(c->errmsg, sizeof(c->errmsg), "broadcast: root %d outside the group of %d", root,
+    gy_errmsg(c->errmsg, sizeof(c->errmsg), "broadcast: root %d outside the group of %d", root,
             c->size);
     rc = GY_EINVAL;
   }
@@ -308,7 +298,7 @@ static int gloo_create(gy_comm_t **out, gy_store_t *store, const char *prefix, i
   gloo_t *gl = calloc(1, sizeof(*gl));
   int rc;
   if (!c || !gl) {
-    set_err(errmsg, errlen, "out of memory");
+    gy_errmsg(errmsg, errlen, "out of memory");
     rc = GY_ENOMEM;
     goto err;
   }
@@ -347,7 +337,7 @@ static int group_create(gy_comm_t **out, const gy_comm_opts_t *o, const char *na
   char prefix[256], why[512] = "";
   int n = snprintf(prefix, sizeof(prefix), "%s/%s", o->prefix, name);
   if (n < 0 || (size_t)n >= sizeof(prefix)) {
-    set_err(errmsg, errlen, "comm: prefix '%s' too long", o->prefix);
+    gy_errmsg(errmsg, errlen, "comm: prefix '%s' too long", o->prefix);
     return GY_EINVAL;
   }
   int rc;
@@ -365,7 +355,7 @@ static int group_create(gy_comm_t **out, const gy_comm_opts_t *o, const char *na
 #endif
   }
   if (rc) {
-    set_err(errmsg, errlen, "comm: building group %s (rank %d of %d, %s): %s", prefix, rank, size,
+    gy_errmsg(errmsg, errlen, "comm: building group %s (rank %d of %d, %s): %s", prefix, rank, size,
             o->backend, why);
   }
   return rc;
@@ -377,36 +367,36 @@ int gy_comm_groups_create(gy_comm_groups_t *g, const gy_comm_opts_t *opts, char 
   if (!g) return GY_EINVAL;
   memset(g, 0, sizeof(*g));
   if (!opts) {
-    set_err(errmsg, errlen, "comm: no options");
+    gy_errmsg(errmsg, errlen, "comm: no options");
     return GY_EINVAL;
   }
   gy_comm_opts_t o = *opts;
   if (!o.backend) o.backend = "gloo";
   if (o.timeout_ms <= 0) o.timeout_ms = DEFAULT_TIMEOUT_MS;
   if (strcmp(o.backend, "gloo") != 0 && strcmp(o.backend, "nccl") != 0) {
-    set_err(errmsg, errlen, "comm: unknown backend '%s' (expected gloo or nccl)", o.backend);
+    gy_errmsg(errmsg, errlen, "comm: unknown backend '%s' (expected gloo or nccl)", o.backend);
     return GY_EINVAL;
   }
   if (!gy_comm_backend_available(o.backend)) {
-    set_err(errmsg, errlen,
+    gy_errmsg(errmsg, errlen,
             "comm: backend '%s' was not compiled in (no NCCL found at build "
             "time)",
             o.backend);
     return GY_ENOTSUP;
   }
   if (o.world < 1 || o.tp < 1 || o.world % o.tp != 0) {
-    set_err(errmsg, errlen,
+    gy_errmsg(errmsg, errlen,
             "comm: world %d and tp %d: need world >= 1, tp >= 1, world %% tp == "
             "0",
             o.world, o.tp);
     return GY_EINVAL;
   }
   if (o.rank < 0 || o.rank >= o.world) {
-    set_err(errmsg, errlen, "comm: rank %d outside the world of %d", o.rank, o.world);
+    gy_errmsg(errmsg, errlen, "comm: rank %d outside the world of %d", o.rank, o.world);
     return GY_EINVAL;
   }
   if (!o.store || !o.prefix || !o.prefix[0]) {
-    set_err(errmsg, errlen, "comm: a rendezvous store and a non-empty prefix are needed");
+    gy_errmsg(errmsg, errlen, "comm: a rendezvous store and a non-empty prefix are needed");
     return GY_EINVAL;
   }
   if (strcmp(o.backend, "gloo") == 0) ignore_sigpipe();

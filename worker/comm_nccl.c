@@ -51,16 +51,6 @@ typedef struct {
   int dead;             /* an error or an abort killed comm */
 } nccl_t;
 
-static void set_err(char *errmsg, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errmsg, size_t errlen, const char *fmt, ...) {
-  if (!errmsg || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(errmsg, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static double now_s(void) {
   struct timespec ts;
@@ -116,7 +106,7 @@ static int fail(gy_comm_t *c, const char *what, const char *fmt, ...) {
   vsnprintf(why, sizeof(why), fmt, ap);
   va_end(ap);
   kill_comm(n);
-  set_err(c->errmsg, sizeof(c->errmsg), "nccl %s (rank %d of %d, group %s): %s", what, c->rank,
+  gy_errmsg(c->errmsg, sizeof(c->errmsg), "nccl %s (rank %d of %d, group %s): %s", what, c->rank,
           c->size, n->prefix, why);
   return GY_ECOMM;
 }
@@ -165,7 +155,7 @@ static int wait_done(gy_comm_t *c, const char *what, int stream) {
 static int ready(gy_comm_t *c, const char *what) {
   nccl_t *n = c->impl;
   if (n->dead || !n->comm) {
-    set_err(c->errmsg, sizeof(c->errmsg),
+    gy_errmsg(c->errmsg, sizeof(c->errmsg),
             "nccl %s (rank %d of %d, group %s): communicator is "
             "dead after an earlier error or abort",
             what, c->rank, c->size, n->prefix);
@@ -218,7 +208,7 @@ static int nc_broadcast(gy_comm_t *c, void *buf, size_t count, gy_dtype_t dt, in
   nccl_t *n = c->impl;
   int rc = gy__comm_check_args(c, "broadcast", buf, buf, count, dt, GY_OP_SUM, 1);
   if (!rc && (root < 0 || root >= c->size)) {
-    set_err(c->errmsg, sizeof(c->errmsg), "broadcast: root %d outside the group of %d", root,
+    gy_errmsg(c->errmsg, sizeof(c->errmsg), "broadcast: root %d outside the group of %d", root,
             c->size);
     rc = GY_EINVAL;
   }
@@ -287,13 +277,13 @@ int gy__comm_nccl_create(gy_comm_t **out, gy_store_t *store, const char *prefix,
   if (!out) return GY_EINVAL;
   *out = NULL;
   if (!store || !prefix || size < 1 || rank < 0 || rank >= size || timeout_ms <= 0) {
-    set_err(errmsg, errlen, "bad arguments (rank %d of %d, timeout %d ms)", rank, size, timeout_ms);
+    gy_errmsg(errmsg, errlen, "bad arguments (rank %d of %d, timeout %d ms)", rank, size, timeout_ms);
     return GY_EINVAL;
   }
   c = calloc(1, sizeof(*c));
   n = calloc(1, sizeof(*n));
   if (!c || !n) {
-    set_err(errmsg, errlen, "out of memory");
+    gy_errmsg(errmsg, errlen, "out of memory");
     rc = GY_ENOMEM;
     goto err;
   }
@@ -307,14 +297,14 @@ int gy__comm_nccl_create(gy_comm_t **out, gy_store_t *store, const char *prefix,
   atomic_init(&n->abort_req, 0);
 
   if ((e = cudaSetDevice(device)) != cudaSuccess) {
-    set_err(errmsg, errlen, "cudaSetDevice(%d): %s", device, cudaGetErrorString(e));
+    gy_errmsg(errmsg, errlen, "cudaSetDevice(%d): %s", device, cudaGetErrorString(e));
     rc = GY_ECOMM;
     goto err;
   }
   if ((e = cudaStreamCreateWithFlags(&n->stream, cudaStreamNonBlocking)) != cudaSuccess ||
       (e = cudaMalloc((void **)&n->one, sizeof(int))) != cudaSuccess ||
       (e = cudaMemset(n->one, 0, sizeof(int))) != cudaSuccess) {
-    set_err(errmsg, errlen, "CUDA set-up on device %d: %s", device, cudaGetErrorString(e));
+    gy_errmsg(errmsg, errlen, "CUDA set-up on device %d: %s", device, cudaGetErrorString(e));
     rc = GY_ECOMM;
     goto err;
   }
@@ -323,24 +313,24 @@ int gy__comm_nccl_create(gy_comm_t **out, gy_store_t *store, const char *prefix,
   snprintf(key, sizeof(key), "%s/nccl-id", prefix);
   if (rank == 0) {
     if ((r = ncclGetUniqueId(&id)) != ncclSuccess) {
-      set_err(errmsg, errlen, "ncclGetUniqueId: %s", ncclGetErrorString(r));
+      gy_errmsg(errmsg, errlen, "ncclGetUniqueId: %s", ncclGetErrorString(r));
       rc = GY_ECOMM;
       goto err;
     }
     if (size > 1 && (rc = store->ops->set(store, key, &id, sizeof(id))) != 0) {
-      set_err(errmsg, errlen, "rendezvous store: set '%s': %s", key, gy_strerror(rc));
+      gy_errmsg(errmsg, errlen, "rendezvous store: set '%s': %s", key, gy_strerror(rc));
       goto err;
     }
   } else {
     rc = store->ops->get(store, key, &val, &len, timeout_ms);
     if (rc) {
-      set_err(errmsg, errlen, "rendezvous store: get '%s': %s", key,
+      gy_errmsg(errmsg, errlen, "rendezvous store: get '%s': %s", key,
               rc == GY_ETIMEDOUT ? "rank 0 did not publish the NCCL id in time" : gy_strerror(rc));
       rc = GY_ECOMM;
       goto err;
     }
     if (len != sizeof(id)) {
-      set_err(errmsg, errlen, "rendezvous store: '%s' holds %zu bytes, an NCCL id has %zu", key,
+      gy_errmsg(errmsg, errlen, "rendezvous store: '%s' holds %zu bytes, an NCCL id has %zu", key,
               len, sizeof(id));
       rc = GY_EPROTO;
       goto err;
@@ -353,12 +343,12 @@ int gy__comm_nccl_create(gy_comm_t **out, gy_store_t *store, const char *prefix,
   config.commName = n->prefix;
   r = ncclCommInitRankConfig(&n->comm, size, id, rank, &config);
   if (r != ncclSuccess && r != ncclInProgress) {
-    set_err(errmsg, errlen, "ncclCommInitRankConfig: %s %s", ncclGetErrorString(r), last_error(n));
+    gy_errmsg(errmsg, errlen, "ncclCommInitRankConfig: %s %s", ncclGetErrorString(r), last_error(n));
     rc = GY_ECOMM;
     goto err;
   }
   if ((rc = wait_done(c, "init", 0)) != 0) {
-    set_err(errmsg, errlen, "%s", c->errmsg);
+    gy_errmsg(errmsg, errlen, "%s", c->errmsg);
     goto err;
   }
   free(val);

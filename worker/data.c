@@ -193,16 +193,6 @@ struct gy_data {
   uint32_t *rank;   /* rank[k]: positions before k in the pattern with the same channel */
 };
 
-static void set_err(char *errmsg, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errmsg, size_t errlen, const char *fmt, ...) {
-  if (!errmsg || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(errmsg, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static void free_opts(gy_data_opts_t *o) {
   if (o->channels) {
@@ -262,7 +252,7 @@ static int scan_tokens(const gy_shard_t *s, int vocab, uint64_t *hist, const cha
   const uint16_t *t = s->tokens;
   for (size_t k = 0; k < s->ntokens; k++) {
     if (t[k] >= vocab) {
-      set_err(errmsg, errlen,
+      gy_errmsg(errmsg, errlen,
               "channel '%s': shard %s: token %u at position %zu is outside the vocabulary "
               "(vocab_size %d)",
               chname, path, (unsigned)t[k], k, vocab);
@@ -306,18 +296,18 @@ static int open_channel(gy_data_t *d, int c, char *errmsg, size_t errlen) {
   ch->starts = calloc((size_t)co->nfiles + 1, sizeof(uint64_t));
   hist = calloc((size_t)o->vocab_size, sizeof(uint64_t));
   if (!ch->shards || !ch->starts || !hist) {
-    set_err(errmsg, errlen, "channel '%s': out of memory", co->name);
+    gy_errmsg(errmsg, errlen, "channel '%s': out of memory", co->name);
     rc = GY_ENOMEM;
     goto err;
   }
   for (int f = 0; f < co->nfiles; f++) {
     if (!co->files[f]) {
-      set_err(errmsg, errlen, "channel '%s': file %d has no path", co->name, f);
+      gy_errmsg(errmsg, errlen, "channel '%s': file %d has no path", co->name, f);
       rc = GY_ECONFIG;
       goto err;
     }
     if ((rc = gy_shard_open(&ch->shards[f], co->files[f], sub, sizeof(sub)))) {
-      set_err(errmsg, errlen, "channel '%s': %s", co->name, sub);
+      gy_errmsg(errmsg, errlen, "channel '%s': %s", co->name, sub);
       goto err;
     }
     ch->nshards = f + 1;
@@ -328,7 +318,7 @@ static int open_channel(gy_data_t *d, int c, char *errmsg, size_t errlen) {
   }
   ch->ntokens = ch->starts[co->nfiles];
   if (ch->ntokens < (uint64_t)o->seq_len + 1) {
-    set_err(errmsg, errlen,
+    gy_errmsg(errmsg, errlen,
             "channel '%s': %llu training tokens in %d file(s) (first %s), fewer than one sample "
             "of seq_len + 1 = %d tokens",
             co->name, (unsigned long long)ch->ntokens, co->nfiles, co->files[0], o->seq_len + 1);
@@ -346,7 +336,7 @@ static int open_channel(gy_data_t *d, int c, char *errmsg, size_t errlen) {
 
   if (co->val_file) {
     if ((rc = gy_shard_open(&ch->val, co->val_file, sub, sizeof(sub)))) {
-      set_err(errmsg, errlen, "channel '%s': held-out %s", co->name, sub);
+      gy_errmsg(errmsg, errlen, "channel '%s': held-out %s", co->name, sub);
       goto err;
     }
     ch->has_val = 1;
@@ -384,7 +374,7 @@ static int build_pattern(gy_data_t *d, char *errmsg, size_t errlen) {
   d->pattern = malloc(P);
   d->rank = malloc(P * sizeof(uint32_t));
   if (!d->pattern || !d->rank) {
-    set_err(errmsg, errlen, "data: out of memory");
+    gy_errmsg(errmsg, errlen, "data: out of memory");
     return GY_ENOMEM;
   }
   int64_t cur[GY_MAX_CHANNELS] = {0};
@@ -404,61 +394,61 @@ static int build_pattern(gy_data_t *d, char *errmsg, size_t errlen) {
 
 static int check_opts(const gy_data_opts_t *o, char *errmsg, size_t errlen) {
   if (o->nchannels < 1 || o->nchannels > GY_MAX_CHANNELS || !o->channels) {
-    set_err(errmsg, errlen, "data: %d channels (need 1 to %d)", o->nchannels, GY_MAX_CHANNELS);
+    gy_errmsg(errmsg, errlen, "data: %d channels (need 1 to %d)", o->nchannels, GY_MAX_CHANNELS);
     return GY_ECONFIG;
   }
   if (o->seq_len < 1) {
-    set_err(errmsg, errlen, "data: seq_len %d must be >= 1", o->seq_len);
+    gy_errmsg(errmsg, errlen, "data: seq_len %d must be >= 1", o->seq_len);
     return GY_ECONFIG;
   }
   if (o->vocab_size < 1 || o->vocab_size > MAX_VOCAB) {
-    set_err(errmsg, errlen, "data: vocab_size %d must be in 1..%d (uint16 tokens)", o->vocab_size,
+    gy_errmsg(errmsg, errlen, "data: vocab_size %d must be in 1..%d (uint16 tokens)", o->vocab_size,
             MAX_VOCAB);
     return GY_ECONFIG;
   }
   if (o->ncorrupt < 0 || (o->ncorrupt > 0 && !o->corrupt)) {
-    set_err(errmsg, errlen, "data: bad corruption list (%d entries)", o->ncorrupt);
+    gy_errmsg(errmsg, errlen, "data: bad corruption list (%d entries)", o->ncorrupt);
     return GY_ECONFIG;
   }
   for (int c = 0; c < o->nchannels; c++) {
     const gy_channel_opts_t *co = &o->channels[c];
     if (!memchr(co->name, '\0', sizeof(co->name)) || !co->name[0]) {
-      set_err(errmsg, errlen, "data: channel %d has an empty or unterminated name", c);
+      gy_errmsg(errmsg, errlen, "data: channel %d has an empty or unterminated name", c);
       return GY_ECONFIG;
     }
     for (int k = 0; k < c; k++)
       if (strcmp(o->channels[k].name, co->name) == 0) {
-        set_err(errmsg, errlen, "data: channel '%s' appears twice", co->name);
+        gy_errmsg(errmsg, errlen, "data: channel '%s' appears twice", co->name);
         return GY_ECONFIG;
       }
     if (!(co->weight > 0.0) || !isfinite(co->weight)) {
-      set_err(errmsg, errlen, "channel '%s': weight %g must be a finite number > 0", co->name,
+      gy_errmsg(errmsg, errlen, "channel '%s': weight %g must be a finite number > 0", co->name,
               co->weight);
       return GY_ECONFIG;
     }
     if (co->nfiles < 1 || !co->files) {
-      set_err(errmsg, errlen, "channel '%s': no training files", co->name);
+      gy_errmsg(errmsg, errlen, "channel '%s': no training files", co->name);
       return GY_ECONFIG;
     }
   }
   for (int k = 0; k < o->ncorrupt; k++) {
     const gy_corrupt_t *e = &o->corrupt[k];
     if (e->channel < -1 || e->channel >= o->nchannels) {
-      set_err(errmsg, errlen, "data: corruption %d: channel %d out of range (-1 or 0..%d)", k,
+      gy_errmsg(errmsg, errlen, "data: corruption %d: channel %d out of range (-1 or 0..%d)", k,
               e->channel, o->nchannels - 1);
       return GY_ECONFIG;
     }
     if (e->first >= e->last) {
-      set_err(errmsg, errlen, "data: corruption %d: empty id range [%llu, %llu)", k,
+      gy_errmsg(errmsg, errlen, "data: corruption %d: empty id range [%llu, %llu)", k,
               (unsigned long long)e->first, (unsigned long long)e->last);
       return GY_ECONFIG;
     }
     if ((int)e->kind < 0 || (int)e->kind >= NCORRUPT_KINDS) {
-      set_err(errmsg, errlen, "data: corruption %d: unknown kind %d", k, (int)e->kind);
+      gy_errmsg(errmsg, errlen, "data: corruption %d: unknown kind %d", k, (int)e->kind);
       return GY_ECONFIG;
     }
     if (e->kind == GY_CORRUPT_REPEAT && e->token >= o->vocab_size) {
-      set_err(errmsg, errlen, "data: corruption %d: repeat token %d outside the vocabulary (%d)", k,
+      gy_errmsg(errmsg, errlen, "data: corruption %d: repeat token %d outside the vocabulary (%d)", k,
               e->token, o->vocab_size);
       return GY_ECONFIG;
     }
@@ -476,11 +466,11 @@ int gy_data_create(gy_data_t **out, const gy_data_opts_t *opts, char *errmsg, si
   if ((rc = check_opts(opts, errmsg, errlen))) return rc;
   d = calloc(1, sizeof(*d));
   if (!d) {
-    set_err(errmsg, errlen, "data: out of memory");
+    gy_errmsg(errmsg, errlen, "data: out of memory");
     return GY_ENOMEM;
   }
   if ((rc = copy_opts(&d->opts, opts))) {
-    set_err(errmsg, errlen, "data: out of memory");
+    gy_errmsg(errmsg, errlen, "data: out of memory");
     free(d);
     return rc;
   }

@@ -30,16 +30,6 @@
 
 #define HEADER_BYTES (GY_SHARD_HEADER_INTS * sizeof(int32_t))
 
-static void set_err(char *errmsg, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errmsg, size_t errlen, const char *fmt, ...) {
-  if (!errmsg || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(errmsg, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* Opens and validates path. On success s owns the mapping (release with gy_shard_close()); on
  * error s is left empty and nothing needs releasing. */
@@ -54,55 +44,55 @@ int gy_shard_open(gy_shard_t *s, const char *path, char *errmsg, size_t errlen) 
   if (fd < 0) {
     int e = errno;
     rc = (e == ENOENT || e == ENOTDIR) ? GY_ENOENT : GY_EIO;
-    set_err(errmsg, errlen, "shard %s: cannot open: %s", path, strerror(e));
+    gy_errmsg(errmsg, errlen, "shard %s: cannot open: %s", path, strerror(e));
     goto err;
   }
   if (fstat(fd, &st) != 0) {
     rc = GY_EIO;
-    set_err(errmsg, errlen, "shard %s: cannot stat: %s", path, strerror(errno));
+    gy_errmsg(errmsg, errlen, "shard %s: cannot stat: %s", path, strerror(errno));
     goto err;
   }
   if (!S_ISREG(st.st_mode)) {
     rc = GY_EIO;
-    set_err(errmsg, errlen, "shard %s: not a regular file", path);
+    gy_errmsg(errmsg, errlen, "shard %s: not a regular file", path);
     goto err;
   }
   size = (size_t)st.st_size;
   if (size < HEADER_BYTES) {
     rc = GY_ECORRUPT;
-    set_err(errmsg, errlen, "shard %s: truncated header: %zu bytes, a header needs %zu", path, size,
+    gy_errmsg(errmsg, errlen, "shard %s: truncated header: %zu bytes, a header needs %zu", path, size,
             (size_t)HEADER_BYTES);
     goto err;
   }
   base = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
   if (base == MAP_FAILED) {
     rc = GY_EIO;
-    set_err(errmsg, errlen, "shard %s: cannot map %zu bytes: %s", path, size, strerror(errno));
+    gy_errmsg(errmsg, errlen, "shard %s: cannot map %zu bytes: %s", path, size, strerror(errno));
     goto err;
   }
   const int32_t *h = (const int32_t *)base;
   if (h[0] != GY_SHARD_MAGIC) {
     rc = GY_ECORRUPT;
-    set_err(errmsg, errlen, "shard %s: bad magic %d (expected %d): not an llm.c token shard", path,
+    gy_errmsg(errmsg, errlen, "shard %s: bad magic %d (expected %d): not an llm.c token shard", path,
             h[0], GY_SHARD_MAGIC);
     goto err;
   }
   if (h[1] != GY_SHARD_VERSION) {
     rc = GY_ECORRUPT;
-    set_err(errmsg, errlen, "shard %s: unsupported version %d (expected %d)", path, h[1],
+    gy_errmsg(errmsg, errlen, "shard %s: unsupported version %d (expected %d)", path, h[1],
             GY_SHARD_VERSION);
     goto err;
   }
   if (h[2] < 0) {
     rc = GY_ECORRUPT;
-    set_err(errmsg, errlen, "shard %s: negative token count %d in the header", path, h[2]);
+    gy_errmsg(errmsg, errlen, "shard %s: negative token count %d in the header", path, h[2]);
     goto err;
   }
   size_t n = (size_t)h[2];
   size_t want = HEADER_BYTES + n * sizeof(uint16_t);
   if (size != want) {
     rc = GY_ECORRUPT;
-    set_err(errmsg, errlen,
+    gy_errmsg(errmsg, errlen,
             "shard %s: %s: the header says %zu tokens (%zu bytes) but the file has %zu bytes", path,
             size < want ? "truncated" : "oversized", n, want, size);
     goto err;
@@ -148,14 +138,14 @@ int gy_shard_write(const char *path, const uint16_t *tokens, size_t ntokens, cha
   char *tmp = NULL;
 
   if (ntokens > (size_t)INT32_MAX) {
-    set_err(errmsg, errlen, "shard %s: %zu tokens do not fit the int32 header count", path,
+    gy_errmsg(errmsg, errlen, "shard %s: %zu tokens do not fit the int32 header count", path,
             ntokens);
     return GY_ERANGE;
   }
   size_t plen = strlen(path);
   tmp = malloc(plen + 16);
   if (!tmp) {
-    set_err(errmsg, errlen, "shard %s: out of memory", path);
+    gy_errmsg(errmsg, errlen, "shard %s: out of memory", path);
     return GY_ENOMEM;
   }
   memcpy(tmp, path, plen);
@@ -163,20 +153,20 @@ int gy_shard_write(const char *path, const uint16_t *tokens, size_t ntokens, cha
   fd = mkstemp(tmp);
   if (fd < 0) {
     rc = GY_EIO;
-    set_err(errmsg, errlen, "shard %s: cannot create a temporary file: %s", path, strerror(errno));
+    gy_errmsg(errmsg, errlen, "shard %s: cannot create a temporary file: %s", path, strerror(errno));
     free(tmp);
     return rc;
   }
   /* mkstemp makes the file private; a shard is data for every reader, like any output. */
   if (fchmod(fd, 0644) != 0) {
     rc = GY_EIO;
-    set_err(errmsg, errlen, "shard %s: chmod: %s", path, strerror(errno));
+    gy_errmsg(errmsg, errlen, "shard %s: chmod: %s", path, strerror(errno));
     goto err;
   }
   f = fdopen(fd, "wb");
   if (!f) {
     rc = GY_EIO;
-    set_err(errmsg, errlen, "shard %s: fdopen: %s", path, strerror(errno));
+    gy_errmsg(errmsg, errlen, "shard %s: fdopen: %s", path, strerror(errno));
     goto err;
   }
   fd = -1; /* owned by f now */
@@ -188,24 +178,24 @@ int gy_shard_write(const char *path, const uint16_t *tokens, size_t ntokens, cha
   if (fwrite(header, sizeof(header), 1, f) != 1 ||
       (ntokens && fwrite(tokens, sizeof(uint16_t), ntokens, f) != ntokens) || fflush(f) != 0) {
     rc = GY_EIO;
-    set_err(errmsg, errlen, "shard %s: write failed: %s", path, strerror(errno));
+    gy_errmsg(errmsg, errlen, "shard %s: write failed: %s", path, strerror(errno));
     goto err;
   }
   if (fsync(fileno(f)) != 0) {
     rc = GY_EIO;
-    set_err(errmsg, errlen, "shard %s: fsync failed: %s", path, strerror(errno));
+    gy_errmsg(errmsg, errlen, "shard %s: fsync failed: %s", path, strerror(errno));
     goto err;
   }
   int cr = fclose(f);
   f = NULL;
   if (cr != 0) {
     rc = GY_EIO;
-    set_err(errmsg, errlen, "shard %s: close failed: %s", path, strerror(errno));
+    gy_errmsg(errmsg, errlen, "shard %s: close failed: %s", path, strerror(errno));
     goto err;
   }
   if (rename(tmp, path) != 0) {
     rc = GY_EIO;
-    set_err(errmsg, errlen, "shard %s: rename from %s failed: %s", path, tmp, strerror(errno));
+    gy_errmsg(errmsg, errlen, "shard %s: rename from %s failed: %s", path, tmp, strerror(errno));
     goto err;
   }
   sync_parent(path);

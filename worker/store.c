@@ -47,16 +47,6 @@ typedef struct {
   atomic_uint seq; /* makes temporary names unique among this process's threads */
 } file_store_t;
 
-static void set_err(char *errmsg, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errmsg, size_t errlen, const char *fmt, ...) {
-  if (!errmsg || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(errmsg, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static double now_s(void) {
   struct timespec ts;
@@ -312,19 +302,19 @@ int gy_store_file_create(gy_store_t **out, const char *dir, char *errmsg, size_t
   if (!out) return GY_EINVAL;
   *out = NULL;
   if (!dir || !dir[0]) {
-    set_err(errmsg, errlen, "rendezvous store: empty folder name");
+    gy_errmsg(errmsg, errlen, "rendezvous store: empty folder name");
     return GY_EINVAL;
   }
   if (mkdirs(dir) != 0) {
-    set_err(errmsg, errlen, "rendezvous store %s: cannot create folder: %s", dir, strerror(errno));
+    gy_errmsg(errmsg, errlen, "rendezvous store %s: cannot create folder: %s", dir, strerror(errno));
     return GY_EIO;
   }
   if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-    set_err(errmsg, errlen, "rendezvous store %s: not a folder", dir);
+    gy_errmsg(errmsg, errlen, "rendezvous store %s: not a folder", dir);
     return GY_EIO;
   }
   if (access(dir, R_OK | W_OK | X_OK) != 0) {
-    set_err(errmsg, errlen, "rendezvous store %s: not writable: %s", dir, strerror(errno));
+    gy_errmsg(errmsg, errlen, "rendezvous store %s: not writable: %s", dir, strerror(errno));
     return GY_EIO;
   }
   fs = calloc(1, sizeof(*fs));
@@ -346,7 +336,7 @@ int gy_store_file_create(gy_store_t **out, const char *dir, char *errmsg, size_t
 err:
   if (fs) free(fs->dir);
   free(fs);
-  set_err(errmsg, errlen, "rendezvous store %s: out of memory", dir);
+  gy_errmsg(errmsg, errlen, "rendezvous store %s: out of memory", dir);
   return rc;
 }
 
@@ -355,7 +345,7 @@ int gy_store_open(gy_store_t **out, const char *spec, char *errmsg, size_t errle
   *out = NULL;
   if (spec && strncmp(spec, "file:", 5) == 0)
     return gy_store_file_create(out, spec + 5, errmsg, errlen);
-  set_err(errmsg, errlen, "rendezvous spec '%s': unknown kind (expected file:DIR)",
+  gy_errmsg(errmsg, errlen, "rendezvous spec '%s': unknown kind (expected file:DIR)",
           spec ? spec : "(null)");
   return GY_EINVAL;
 }

@@ -532,7 +532,7 @@ static void check_fault(const scen_t *sc, double (*control)(const scen_t *, pid_
     CHECK_MSG(dt >= lo && dt <= hi, "%s: rank %d failed %.3f s after the signal, want %.1f..%.1f",
               sc->name, r, dt, lo, hi);
     CHECK_MSG(s->msg[0] != '\0', "%s: rank %d: no message", sc->name, r);
-    CHECK_MSG(s->next_rc == GY_ECOMM && s->next_s < 0.5, "%s: rank %d: next call %s after %.3f s",
+    CHECK_MSG(s->next_rc == GY_ECOMM && s->next_s < 2.0, "%s: rank %d: next call %s after %.3f s",
               sc->name, r, gy_err_name(s->next_rc), s->next_s);
   }
   printf("%-14s survivors failed within %.3f s of the signal (timeout %.1f s); total %.2f s\n",
@@ -626,7 +626,7 @@ static void check_options(void) {
   int rc = gy_comm_groups_create(&g, &alone, err, sizeof(err));
   double dt = now_s() - t0;
   CHECK_EQ_INT(rc, GY_ECOMM);
-  CHECK_MSG(dt >= 0.9 && dt < 3.0, "missing peer detected after %.2f s", dt);
+  CHECK_MSG(dt >= 0.9 && dt < 6.0, "missing peer detected after %.2f s", dt);
   CHECK_MSG(strstr(err, "alone/world") != NULL, "message lacks the group: %s", err);
   printf("missing peer: %.2f s: %s\n", dt, err);
   gy_store_destroy(st);
@@ -659,13 +659,13 @@ int main(void) {
   run_ok(&dp_one);
 
   /* Faults. Kill: fail well before the 10 s timeout (typically in milliseconds; the bound leaves
-   * room for a loaded 2-core machine). Stop: fail at the 2 s timeout. */
+   * room for a loaded 2-core machine: half the timeout). Stop: fail at the 2 s timeout. */
   scen_t kill2 = {"kill2", 2, 1, 10000, 1, rank_fault};
   scen_t kill4 = {"kill4", 4, 2, 10000, 2, rank_fault};
   scen_t stop4 = {"stop4", 4, 1, 2000, 1, rank_fault};
-  check_fault(&kill2, kill_victim, 0.0, 3.0);
-  check_fault(&kill4, kill_victim, 0.0, 3.0);
-  check_fault(&stop4, stop_victim, 1.5, 5.0);
+  check_fault(&kill2, kill_victim, 0.0, 5.0);
+  check_fault(&kill4, kill_victim, 0.0, 5.0);
+  check_fault(&stop4, stop_victim, 1.5, 7.0);
 
   /* abort(): the call blocked in another thread fails at once (not at the 10 s timeout), later
    * calls too, and the peer's next call fails at once. */
@@ -677,7 +677,7 @@ int main(void) {
             "abort: blocked call %s %.3f s after abort()", gy_err_name(g_slots[0].rc),
             g_slots[0].next_s);
   CHECK_MSG(strstr(g_slots[0].msg, "abort") != NULL, "abort message: %s", g_slots[0].msg);
-  CHECK_MSG(g_slots[0].next_rc == GY_ECOMM && g_slots[0].t_fail < 0.5,
+  CHECK_MSG(g_slots[0].next_rc == GY_ECOMM && g_slots[0].t_fail < 2.0,
             "abort: later call %s after %.3f s", gy_err_name(g_slots[0].next_rc),
             g_slots[0].t_fail);
   CHECK_MSG(g_slots[1].rc == GY_ECOMM && g_slots[1].next_s < 2.0, "abort: peer %s after %.3f s",

@@ -1,9 +1,15 @@
 /*
- * gyro-worker: the worker process. For now it runs standalone: one process that trains on the
- * run config's channels and prints one JSON object per step on stdout (events and logs on
- * stderr). The supervised mode (controller over gRPC) is built on the same engine.
+ * gyro-worker: the worker process. Two modes on the same engine:
+ *  - standalone (--standalone --config FILE): trains on the run config's channels and prints
+ *    one JSON object per step on stdout (events and logs on stderr);
+ *  - supervised (--controller ADDR, when libgyro-agent is built): joins the controller's gang
+ *    through agent/agent.h, gets its rank, run config and start step from it, takes a step only
+ *    when granted, applies directives (checkpoint, hyper-parameters, pause, stop) at exactly the
+ *    step the controller names, and reports every step. Same step records on stdout, plus one
+ *    {"type":"directive",...} record per applied directive.
  *
- * Exit codes: 0 done, 1 runtime failure, 2 bad usage or configuration.
+ * Exit codes: 0 done, 1 runtime failure, 2 bad usage or configuration, 3 (supervised) the
+ * controller re-formed the gang in a way this process cannot continue: start it again.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -13,7 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#ifdef GY_HAVE_AGENT
+#include "agent/agent.h"
+#endif
 #include "common/err.h"
 #include "common/log.h"
 #include "kernels/llmc_io.h"
@@ -21,14 +31,21 @@
 #include "worker/train.h"
 
 static volatile sig_atomic_t stop_requested = 0;
+#ifdef GY_HAVE_AGENT
+static gy_agent_t *volatile signal_agent = NULL; /* woken by a signal while parked */
+#endif
 static void on_signal(int sig) {
   (void)sig;
   stop_requested = 1;
+#ifdef GY_HAVE_AGENT
+  if (signal_agent) gy_agent_interrupt(signal_agent);
+#endif
 }
 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: gyro-worker --standalone --config FILE [options]\n"
+          "       gyro-worker --controller HOST:PORT[,HOST:PORT...] [options]\n"
           "  --steps N            train until N steps are done (default: run.steps)\n"
           "  --resume FILE        restore a checkpoint file first\n"
           "  --threads N          CPU threads (default: run.threads, 0 = all cores)\n"
@@ -42,7 +59,15 @@ static void usage(FILE *f) {
           "  --backend gloo|nccl  collectives (default gloo)\n"
           "  --comm-timeout MS    a dead or hung peer fails a collective after MS (30000)\n"
           "  --no-overlap         reduce gradients after the backward pass, not during it\n"
-          "  -h, --help\n");
+          "supervised by gyro-controller (rank, world, tp, config and start step come from it):\n"
+          "  --controller ADDRS   controller address(es), tried in turn while one is down\n"
+          "  --worker-id ID       unique worker name (default HOST:PID)\n"
+          "  --ordinal N          preferred rank, e.g. a StatefulSet index (default: any)\n"
+          "  --join-token T       the controller's join token\n"
+          "  (--threads, --backend, --comm-timeout, --no-overlap and --quiet-steps apply too)\n"
+          "  -h, --help\n"
+          "exit codes: 0 done, 1 runtime failure, 2 usage or configuration, 3 re-formed gang: "
+          "restart\n");
 }
 
 static json_t *num_or_null(double v) {
@@ -97,9 +122,258 @@ static void emit_eval(int64_t step, gy_data_t *d, const gy_eval_report_t *e) {
   gy_json_emit(o);
 }
 
+#ifdef GY_HAVE_AGENT
+/* ------------------------------ supervised mode (--controller) ------------------------------ */
+
+typedef struct {
+  const char *controller, *worker_id, *join_token;
+  int ordinal;
+  int threads;
+  int quiet;
+} supervised_opts_t;
+
+/* Writes text to a fresh temporary file; its name goes to path (caller unlinks). */
+static int write_temp(const char *text, char *path, size_t len) {
+  const char *dir = getenv("TMPDIR");
+  snprintf(path, len, "%s/gyro-worker-config.XXXXXX", dir && dir[0] ? dir : "/tmp");
+  int fd = mkstemp(path);
+  if (fd < 0) return GY_EIO;
+  size_t n = strlen(text), off = 0;
+  while (off < n) {
+    ssize_t w = write(fd, text + off, n - off);
+    if (w <= 0) {
+      close(fd);
+      unlink(path);
+      return GY_EIO;
+    }
+    off += (size_t)w;
+  }
+  return close(fd) ? GY_EIO : 0;
+}
+
+static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r) {
+  gy_agent_channel_t ch[GY_MAX_CHANNELS];
+  gy_agent_sample_t top[GY_TOPK_MAX];
+  int nch = gy_data_nchannels(d);
+  for (int c = 0; c < nch; c++)
+    ch[c] = (gy_agent_channel_t){gy_data_channel_name(d, c), r->ch_loss_sum[c], r->ch_tokens[c]};
+  for (int i = 0; i < r->ntop; i++)
+    top[i] = (gy_agent_sample_t){r->top[i].id, gy_data_channel_name(d, r->top[i].channel),
+                                 r->top[i].loss};
+  gy_agent_report_t ar = {.step = r->step, .loss = r->loss, .channels = ch, .nchannels = nch,
+                          .grad_norm = r->opt.global, .grad_norm_shallow = r->opt.shallow,
+                          .grad_norm_deep = r->opt.deep, .update_ratio = r->opt.update_ratio,
+                          .lr = r->opt.lr, .nonfinite = r->opt.nonfinite,
+                          .step_ms = r->step_ms, .tokens_per_s = r->tokens_per_s, .top = top,
+                          .ntop = r->ntop};
+  int rc = gy_agent_report(a, &ar);
+  if (rc) gy_log(GY_LOG_WARN, "worker", "report of step %" PRId64 " not sent: %s", r->step,
+                 gy_strerror(rc));
+}
+
+/* Checkpoint of the current step, written through (a directive's checkpoint must be on disk
+ * when it is acknowledged). */
+static int checkpoint_now(gy_trainer_t *tr, char *err, size_t errlen) {
+  int rc = gy_trainer_checkpoint(tr, err, errlen);
+  if (!rc) rc = gy_trainer_flush(tr, err, errlen);
+  if (rc) return rc;
+  char path[4096];
+  int64_t done = gy_trainer_step_count(tr);
+  gy_trainer_ckpt_path(tr, done, path, sizeof(path));
+  gy_json_emit(json_pack("{s:s, s:I, s:s}", "type", "checkpoint", "step", (json_int_t)done,
+                         "path", path));
+  return 0;
+}
+
+/* Applies the present fields of h over the trainer's knobs. */
+static int set_hparams(gy_trainer_t *tr, const gy_agent_hparams_t *h, char *err, size_t errlen) {
+  gy_knobs_t k;
+  gy_trainer_knobs(tr, &k);
+  if (h->present & GY_HP_LR_SCALE) k.lr_scale = h->lr_scale;
+  if (h->present & GY_HP_GRAD_CLIP) k.grad_clip = h->grad_clip;
+  if (h->present & GY_HP_EPS) k.eps = h->eps;
+  if (h->present & GY_HP_WEIGHT_DECAY) k.weight_decay = h->weight_decay;
+  if (h->present & GY_HP_SHALLOW_SCALE) k.shallow_scale = h->shallow_scale;
+  if (h->present & GY_HP_SHALLOW_LAYERS) k.shallow_layers = h->shallow_layers;
+  if (h->present & GY_HP_Z_LOSS) k.z_loss = h->z_loss;
+  if (h->present & GY_HP_BETA1) k.beta1 = h->beta1;
+  if (h->present & GY_HP_BETA2) k.beta2 = h->beta2;
+  return gy_trainer_set_knobs(tr, &k, err, errlen);
+}
+
+/* Applies one directive between two steps, prints its record and acknowledges it. Returns 1
+ * when the worker must stop (STOP), 0 to go on, or a negative error (reason printed). */
+static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_directive_t *dir) {
+  char err[1024] = "";
+  int rc = 0, stop = 0;
+  int64_t done = gy_trainer_step_count(tr);
+  switch (dir->kind) {
+  case GY_DIRECTIVE_CHECKPOINT: rc = checkpoint_now(tr, err, sizeof(err)); break;
+  case GY_DIRECTIVE_STOP:
+    rc = checkpoint_now(tr, err, sizeof(err));
+    stop = 1;
+    break;
+  case GY_DIRECTIVE_SET_HPARAMS: rc = set_hparams(tr, &dir->hparams, err, sizeof(err)); break;
+  case GY_DIRECTIVE_PAUSE: /* the controller withholds grants until RESUME: nothing to do */
+  case GY_DIRECTIVE_RESUME:
+  default: break;
+  }
+  if (rc && !err[0]) snprintf(err, sizeof(err), "%s", gy_strerror(rc));
+  json_t *o = json_pack("{s:s, s:I, s:s, s:I, s:b}", "type", "directive", "seq",
+                        (json_int_t)dir->seq, "kind", gy_directive_kind_name(dir->kind),
+                        "at_step", (json_int_t)dir->at_step, "ok", rc == 0);
+  if (rc) json_object_set_new(o, "error", json_string(err));
+  gy_json_emit(o);
+  if (rc) gy_log(GY_LOG_ERROR, "worker", "directive %s (seq %" PRIu64 ") failed: %s",
+                 gy_directive_kind_name(dir->kind), dir->seq, err);
+  gy_agent_ack(a, dir->seq, done, rc == 0, rc ? err : NULL);
+  /* A failed checkpoint is a broken disk: stop rather than train on without one. A refused
+   * hyper-parameter change leaves the knobs as they were; training goes on. */
+  if (rc && dir->kind != GY_DIRECTIVE_SET_HPARAMS) return rc;
+  return stop;
+}
+
+static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
+  gy_agent_t *a = NULL;
+  gy_trainer_t *tr = NULL;
+  gy_run_config_t cfg;
+  int have_cfg = 0, exit_code = 1, rc;
+  char err[1024] = "", tmp[4096] = "", *prefix = NULL;
+  gy_agent_opts_t ao = {.controllers = so->controller, .worker_id = so->worker_id,
+                        .ordinal = so->ordinal, .join_token = so->join_token};
+  if ((rc = gy_agent_create(&a, &ao))) {
+    fprintf(stderr, "gyro-worker: --controller '%s': %s\n", so->controller, gy_strerror(rc));
+    return 2;
+  }
+  signal_agent = a;
+  signal(SIGINT, on_signal);
+  signal(SIGTERM, on_signal);
+  gy_agent_assignment_t asg;
+  if ((rc = gy_agent_join(a, &asg, -1))) {
+    fprintf(stderr, "gyro-worker: cannot join the controller at %s: %s\n", so->controller,
+            gy_agent_errmsg(a)[0] ? gy_agent_errmsg(a) : gy_strerror(rc));
+    exit_code = rc == GY_EINVAL ? 2 : 1;
+    goto out;
+  }
+  /* The config comes as text; relative paths in it are relative to the controller's folder. */
+  if ((rc = write_temp(asg.config_yaml, tmp, sizeof(tmp)))) {
+    fprintf(stderr, "gyro-worker: cannot write the run config to a temporary file %s\n", tmp);
+    goto out;
+  }
+  rc = gy_run_config_load_dir(&cfg, tmp, asg.config_dir, err, sizeof(err));
+  unlink(tmp);
+  if (rc) {
+    fprintf(stderr, "gyro-worker: the run config from the controller (folder %s): %s\n",
+            asg.config_dir, err);
+    exit_code = 2;
+    goto out;
+  }
+  have_cfg = 1;
+  if (so->threads >= 0) cfg.threads = so->threads;
+  if (!(prefix = strdup(asg.rdzv_prefix))) goto out;
+  par.rank = asg.rank;
+  par.world = asg.world;
+  par.tp = asg.tp;
+  par.rdzv = NULL;
+  par.store = gy_agent_store(a);
+  par.prefix = prefix;
+  if ((rc = gy_trainer_create_parallel(&tr, &cfg, &par, err, sizeof(err)))) {
+    fprintf(stderr, "gyro-worker: rank %d: %s\n", par.rank, err);
+    exit_code = rc == GY_ECONFIG || rc == GY_EINVAL ? 2 : 1;
+    goto out;
+  }
+  if (asg.start_step > 0) {
+    char path[4096];
+    gy_trainer_ckpt_path(tr, asg.start_step, path, sizeof(path));
+    if (access(path, R_OK)) {
+      fprintf(stderr, "gyro-worker: rank %d: the gang starts at step %" PRId64 " but its checkpoint "
+              "%s is missing\n", par.rank, asg.start_step, path);
+      goto out;
+    }
+    if ((rc = gy_trainer_restore(tr, asg.start_step, err, sizeof(err)))) {
+      fprintf(stderr, "gyro-worker: rank %d: cannot restore step %" PRId64 ": %s\n", par.rank,
+              asg.start_step, err);
+      goto out;
+    }
+  }
+  gy_data_t *d = gy_trainer_data(tr);
+  int64_t steps = cfg.steps;
+  gy_log(GY_LOG_INFO, "worker", "run '%s': rank %d of %d (tp %d), generation %" PRIu64 ", %zu "
+         "parameters, steps %" PRId64 "..%" PRId64, cfg.name, par.rank, par.world, par.tp,
+         asg.generation, gy_gpt_num_params(gy_trainer_model(tr)), gy_trainer_step_count(tr),
+         steps);
+  exit_code = 0;
+  while (gy_trainer_step_count(tr) < steps) {
+    int64_t done = gy_trainer_step_count(tr);
+    gy_agent_directive_t dir;
+    rc = stop_requested ? GY_AGENT_INTERRUPTED : gy_agent_wait_grant(a, done, &dir);
+    if (rc == GY_AGENT_DIRECTIVE) {
+      if ((rc = apply_directive(a, tr, &dir)) == 0) continue;
+      exit_code = rc > 0 ? 0 : 1; /* STOP, or a directive that could not be carried out */
+      break;
+    }
+    if (rc == GY_AGENT_REASSIGNED) {
+      fprintf(stderr, "gyro-worker: %s\n", gy_agent_errmsg(a));
+      exit_code = 3;
+      break;
+    }
+    if (rc == GY_AGENT_INTERRUPTED) {
+      fprintf(stderr, "gyro-worker: rank %d: stopped by a signal at step %" PRId64 " of %" PRId64
+              "\n", par.rank, done, steps);
+      exit_code = 1;
+      break;
+    }
+    if (rc != GY_AGENT_GO) {
+      fprintf(stderr, "gyro-worker: rank %d: lost the controller at step %" PRId64 ": %s\n",
+              par.rank, done, gy_agent_errmsg(a)[0] ? gy_agent_errmsg(a) : gy_strerror(rc));
+      exit_code = 1;
+      break;
+    }
+    gy_step_report_t r;
+    if ((rc = gy_trainer_step(tr, &r))) {
+      fprintf(stderr, "gyro-worker: rank %d: step %" PRId64 " failed: %s\n", par.rank, done,
+              gy_trainer_last_error(tr)[0] ? gy_trainer_last_error(tr) : gy_strerror(rc));
+      exit_code = 1;
+      break;
+    }
+    if (!so->quiet) emit_step(tr, d, &r);
+    report_step(a, d, &r);
+    done = gy_trainer_step_count(tr);
+    gy_eval_report_t ev;
+    if (cfg.eval_every > 0 && (done % cfg.eval_every == 0 || done == steps)) {
+      if ((rc = gy_trainer_eval(tr, &ev)) == 0) emit_eval(done, d, &ev);
+    }
+    if (cfg.ckpt_every > 0 && (done % cfg.ckpt_every == 0 || done == steps)) {
+      if ((rc = gy_trainer_checkpoint(tr, err, sizeof(err)))) {
+        fprintf(stderr, "gyro-worker: checkpoint failed: %s\n", err);
+        exit_code = 1;
+        break;
+      }
+      char path[4096];
+      gy_trainer_ckpt_path(tr, done, path, sizeof(path));
+      gy_json_emit(json_pack("{s:s, s:I, s:s}", "type", "checkpoint", "step", (json_int_t)done,
+                             "path", path));
+    }
+  }
+out:
+  if (tr && gy_trainer_flush(tr, err, sizeof(err))) {
+    fprintf(stderr, "gyro-worker: checkpoint write failed: %s\n", err);
+    exit_code = 1;
+  }
+  gy_trainer_destroy(tr); /* before the agent: the trainer borrows its store */
+  signal_agent = NULL;
+  gy_agent_destroy(a);
+  free(prefix);
+  if (have_cfg) gy_run_config_free(&cfg);
+  return exit_code;
+}
+#endif
+
 int main(int argc, char **argv) {
   const char *config = NULL, *resume = NULL, *export_llmc = NULL;
-  int standalone = 0, eval_only = 0, quiet = 0;
+  int standalone = 0, eval_only = 0, quiet = 0, parallel_given = 0;
+  const char *controller = NULL, *worker_id = NULL, *join_token = NULL;
+  int ordinal = -1;
   int64_t steps = -1;
   int threads = -1;
   gy_parallel_t par = {.rank = 0, .world = 1, .tp = 1, .backend = "gloo", .timeout_ms = 30000};
@@ -119,6 +393,10 @@ int main(int argc, char **argv) {
                                        {"backend", required_argument, 0, 'B'},
                                        {"comm-timeout", required_argument, 0, 'O'},
                                        {"no-overlap", no_argument, 0, 'N'},
+                                       {"controller", required_argument, 0, 'C'},
+                                       {"worker-id", required_argument, 0, 'I'},
+                                       {"ordinal", required_argument, 0, 'o'},
+                                       {"join-token", required_argument, 0, 'T'},
                                        {0, 0, 0, 0}};
   int c;
   char *end;
@@ -156,13 +434,27 @@ int main(int argc, char **argv) {
                 c == 'R' ? "non-negative" : "positive", optarg);
         return 2;
       }
+      if (c != 'O') parallel_given = 1;
       if (c == 'R') par.rank = (int)v;
       else if (c == 'W') par.world = (int)v;
       else if (c == 'P') par.tp = (int)v;
       else par.timeout_ms = (int)v;
       break;
     }
-    case 'Z': par.rdzv = optarg; break;
+    case 'Z':
+      par.rdzv = optarg;
+      parallel_given = 1;
+      break;
+    case 'C': controller = optarg; break;
+    case 'I': worker_id = optarg; break;
+    case 'T': join_token = optarg; break;
+    case 'o':
+      ordinal = (int)strtol(optarg, &end, 10);
+      if (*end || !optarg[0] || ordinal < 0 || ordinal > 1000000) {
+        fprintf(stderr, "gyro-worker: --ordinal wants a non-negative integer, got '%s'\n", optarg);
+        return 2;
+      }
+      break;
     case 'B':
       if (strcmp(optarg, "gloo") && strcmp(optarg, "nccl")) {
         fprintf(stderr, "gyro-worker: --backend wants gloo or nccl, got '%s'\n", optarg);
@@ -174,8 +466,34 @@ int main(int argc, char **argv) {
     default: usage(stderr); return 2;
     }
   }
+  if (controller) {
+    const char *bad = standalone ? "--standalone" : config ? "--config" : resume ? "--resume"
+                      : export_llmc ? "--export-llmc" : eval_only ? "--eval-only"
+                      : steps >= 0 ? "--steps" : parallel_given ? "--rank/--world/--tp/--rdzv"
+                      : optind != argc ? argv[optind] : NULL;
+    if (bad) {
+      fprintf(stderr, "gyro-worker: %s does not go with --controller (the controller gives the "
+              "config, rank and steps)\n", bad);
+      usage(stderr);
+      return 2;
+    }
+#ifdef GY_HAVE_AGENT
+    supervised_opts_t so = {.controller = controller, .worker_id = worker_id,
+                            .join_token = join_token, .ordinal = ordinal, .threads = threads,
+                            .quiet = quiet};
+    return run_supervised(&so, par);
+#else
+    fprintf(stderr, "gyro-worker: this build has no --controller mode (libgyro-agent was not "
+            "built)\n");
+    return 2;
+#endif
+  }
+  if (worker_id || join_token || ordinal >= 0) {
+    fprintf(stderr, "gyro-worker: --worker-id, --ordinal and --join-token need --controller\n");
+    return 2;
+  }
   if (!standalone || !config || optind != argc) {
-    if (!standalone) fprintf(stderr, "gyro-worker: only --standalone mode exists in this build\n");
+    if (!standalone) fprintf(stderr, "gyro-worker: give --standalone or --controller ADDR\n");
     usage(stderr);
     return 2;
   }

@@ -1,0 +1,948 @@
+/*
+ * agent: the worker side of gyro's control protocol (libgyro-agent). No training code here:
+ * the trainer passes its figures in and asks whether it may take the next step.
+ *
+ * API, in the order a trainer uses it: gy_agent_create, gy_agent_join (unary Join + the
+ * Session stream), gy_agent_store (rendezvous over unary StoreSet/StoreGet), then per step
+ * gy_agent_wait_grant / gy_agent_report, gy_agent_ack for directives, gy_agent_destroy.
+ *
+ * Threads and locks:
+ *  - the trainer's thread calls everything but gy_agent_interrupt and the store;
+ *  - the rpc client's completion-queue thread runs on_message/on_close, which only decode and
+ *    update the session state (horizon, pending directives, connected) under `mu` and
+ *    broadcast `cv`;
+ *  - a heartbeat thread sends a Heartbeat when nothing was sent for heartbeat_ms while the
+ *    session is up (so a parked worker, or one busy building its trainer, stays alive);
+ *  - the collectives' threads call the store, which only does unary calls.
+ * `send_mu` guards the stream pointer for senders and is never held together with `mu`; the
+ * stream is closed (which waits for on_close, which takes `mu`) with neither held.
+ *
+ * Invariants: the agent never answers GO for a step >= horizon of the current session's latest
+ * grant; a directive is handed out only at its at_step, before the grant of that step; a seq
+ * acked in this session is never handed out again; a lost session is only replaced while the
+ * trainer is parked in gy_agent_wait_grant (so the steps_done it rejoins with is exact).
+ */
+#include "agent/agent.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/log.h"
+#include "common/rpc.h"
+#include "proto/gyro.pb-c.h"
+
+#define MAX_PENDING 32   /* directives received but not applied yet */
+#define APPLIED_RING 256 /* seqs remembered as applied in this session */
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define JOIN_ATTEMPT_MS 60000 /* one Join call when waiting without end */
+#define STORE_CHUNK_MS 30000  /* one held StoreGet when waiting without end */
+#define POLL_MS 200           /* how often a parked caller looks at the interrupt flag */
+#define LINGER_MS 300         /* destroy: time given to queued messages before cancelling */
+#define STORE_KEY_MAX 200
+
+struct gy_agent {
+  /* configuration (immutable after create) */
+  char **addrs;
+  int naddrs;
+  gy_rpc_client_t **clients; /* one per address */
+  char *worker_id;
+  char *join_token;
+  char host[256];
+  int ordinal;
+  int hb_default_ms;
+  int rpc_timeout_ms;
+  gy_store_t store;
+
+  pthread_mutex_t mu; /* everything below up to send_mu */
+  pthread_cond_t cv;
+  int cur;            /* index of the address in use */
+  int joined;
+  gy_agent_assignment_t asg;
+  char *asg_yaml, *asg_dir, *asg_prefix, *asg_session;
+  int connected;      /* session stream up */
+  int64_t horizon;    /* latest grant of this session */
+  int64_t steps_done;
+  gy_agent_directive_t pending[MAX_PENDING];
+  int npending;
+  uint64_t applied[APPLIED_RING];
+  int napplied;       /* entries used (<= APPLIED_RING) */
+  int applied_next;   /* slot the next seq goes to (the oldest once full) */
+  double last_send;   /* monotonic seconds */
+  double session_at;  /* when the current session was opened (trainer thread only) */
+  int rejoin_backoff_ms; /* grows while sessions end right after they open (trainer thread) */
+  int hb_stop;
+  pthread_t hb_thread;
+  int hb_started;
+  char errmsg[512];
+
+  pthread_mutex_t send_mu; /* the stream pointer, for senders and the closer */
+  gy_rpc_cstream_t *stream;
+
+  volatile sig_atomic_t interrupted;
+};
+
+/* ---------------------------------------------------------------------------------------- */
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Waits on a->cv (mu held) for at most ms milliseconds. */
+static void cv_wait_ms(gy_agent_t *a, int ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  long ns = ts.tv_nsec + (long)(ms % 1000) * 1000000L;
+  ts.tv_sec += ms / 1000 + ns / 1000000000L;
+  ts.tv_nsec = ns % 1000000000L;
+  pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+}
+
+/* Sleeps ms milliseconds (mu not held), waking early when interrupted. */
+static void sleep_ms(gy_agent_t *a, int ms) {
+  double end = now_s() + ms / 1000.0;
+  while (!a->interrupted) {
+    double left = end - now_s();
+    if (left <= 0) break;
+    int step = left * 1000 > 50 ? 50 : (int)(left * 1000) + 1;
+    struct timespec ts = {0, step * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+}
+
+static void set_err(gy_agent_t *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_err(gy_agent_t *a, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(a->errmsg, sizeof(a->errmsg), fmt, ap);
+  va_end(ap);
+}
+
+/* Status codes after which a call is worth repeating (the controller is away or restarting). */
+static int transient(int status) {
+  return status == GY_RPC_UNAVAILABLE || status == GY_RPC_DEADLINE_EXCEEDED ||
+         status == GY_RPC_CANCELLED || status == GY_RPC_UNKNOWN || status == GY_RPC_ABORTED ||
+         status == GY_RPC_INTERNAL;
+}
+
+static gy_rpc_client_t *current_client(gy_agent_t *a, int *idx) {
+  pthread_mutex_lock(&a->mu);
+  *idx = a->cur;
+  pthread_mutex_unlock(&a->mu);
+  return a->clients[*idx];
+}
+
+/* After an UNAVAILABLE from address idx, moves on to the next one (once per failure). */
+static void rotate(gy_agent_t *a, int idx) {
+  if (a->naddrs < 2) return;
+  pthread_mutex_lock(&a->mu);
+  if (a->cur == idx) a->cur = (idx + 1) % a->naddrs;
+  pthread_mutex_unlock(&a->mu);
+}
+
+/* One unary call of a protobuf message on the current controller. Returns gy_rpc_unary's code;
+ * *status is the gRPC status (GY_RPC_UNAVAILABLE also for local failures to pack). */
+static int unary(gy_agent_t *a, const char *method, const ProtobufCMessage *req, int timeout_ms,
+                 void **resp, size_t *rlen, int *status, char *err, size_t errlen) {
+  size_t len = protobuf_c_message_get_packed_size(req);
+  uint8_t *buf = malloc(len ? len : 1);
+  *resp = NULL;
+  *rlen = 0;
+  if (!buf) {
+    *status = GY_RPC_RESOURCE_EXHAUSTED;
+    snprintf(err, errlen, "out of memory");
+    return GY_ENOMEM;
+  }
+  protobuf_c_message_pack(req, buf);
+  int idx;
+  gy_rpc_client_t *c = current_client(a, &idx);
+  *status = GY_RPC_OK;
+  err[0] = '\0';
+  int rc = gy_rpc_unary(c, method, NULL, NULL, buf, len, timeout_ms, resp, rlen, status, err,
+                        errlen);
+  free(buf);
+  if (rc && *status == GY_RPC_UNAVAILABLE) rotate(a, idx);
+  return rc;
+}
+
+/* Packs and queues one WorkerMsg on the session stream. GY_ECOMM when no session is up. */
+static int send_msg(gy_agent_t *a, const Gyro__WorkerMsg *m) {
+  size_t len = gyro__worker_msg__get_packed_size(m);
+  uint8_t *buf = malloc(len ? len : 1);
+  if (!buf) return GY_ENOMEM;
+  gyro__worker_msg__pack(m, buf);
+  int rc = GY_ECOMM;
+  pthread_mutex_lock(&a->send_mu);
+  if (a->stream) rc = gy_rpc_cstream_send(a->stream, buf, len);
+  pthread_mutex_unlock(&a->send_mu);
+  free(buf);
+  if (rc == 0) {
+    pthread_mutex_lock(&a->mu);
+    a->last_send = now_s();
+    pthread_mutex_unlock(&a->mu);
+  }
+  return rc;
+}
+
+/* Takes the stream out of reach of senders and closes it (waits for its on_close). */
+static void close_stream(gy_agent_t *a) {
+  pthread_mutex_lock(&a->send_mu);
+  gy_rpc_cstream_t *s = a->stream;
+  a->stream = NULL;
+  pthread_mutex_unlock(&a->send_mu);
+  if (s) gy_rpc_cstream_close(s);
+  pthread_mutex_lock(&a->mu);
+  a->connected = 0;
+  pthread_mutex_unlock(&a->mu);
+}
+
+/* ------------------------------------ applied seqs -------------------------------------- */
+
+static int seq_applied(const gy_agent_t *a, uint64_t seq) {
+  for (int i = 0; i < a->napplied; i++)
+    if (a->applied[i] == seq) return 1;
+  return 0;
+}
+
+/* Remembers seq; past APPLIED_RING entries the oldest is forgotten (seqs only grow, so an old
+ * one coming back is far beyond anything a controller resends). */
+static void mark_applied(gy_agent_t *a, uint64_t seq) {
+  if (seq_applied(a, seq)) return;
+  a->applied[a->applied_next] = seq;
+  a->applied_next = (a->applied_next + 1) % APPLIED_RING;
+  if (a->napplied < APPLIED_RING) a->napplied++;
+}
+
+/* ------------------------------------- stream callbacks --------------------------------- */
+
+static void decode_hparams(const Gyro__HParams *h, gy_agent_hparams_t *o) {
+  memset(o, 0, sizeof(*o));
+  if (!h) return;
+  o->present = h->present;
+  o->lr_scale = h->lr_scale;
+  o->grad_clip = h->grad_clip;
+  o->eps = h->eps;
+  o->weight_decay = h->weight_decay;
+  o->shallow_scale = h->shallow_scale;
+  o->shallow_layers = h->shallow_layers;
+  o->z_loss = h->z_loss;
+  o->beta1 = h->beta1;
+  o->beta2 = h->beta2;
+}
+
+/* Client CQ thread: a ControllerMsg arrived. */
+static void on_message(void *ud, const uint8_t *msg, size_t len) {
+  gy_agent_t *a = ud;
+  Gyro__ControllerMsg *m = gyro__controller_msg__unpack(NULL, len, msg);
+  if (!m) {
+    gy_log(GY_LOG_WARN, "agent", "malformed message from the controller (%zu bytes) ignored", len);
+    return;
+  }
+  pthread_mutex_lock(&a->mu);
+  uint64_t gen = a->asg.generation;
+  if (m->msg_case == GYRO__CONTROLLER_MSG__MSG_GRANT && m->grant) {
+    if (m->grant->generation == gen) {
+      a->horizon = m->grant->horizon;
+      pthread_cond_broadcast(&a->cv);
+    } else {
+      gy_log(GY_LOG_WARN, "agent", "grant of generation %" PRIu64 " ignored (mine is %" PRIu64 ")",
+             m->grant->generation, gen);
+    }
+  } else if (m->msg_case == GYRO__CONTROLLER_MSG__MSG_DIRECTIVE && m->directive) {
+    const Gyro__Directive *d = m->directive;
+    int dup = seq_applied(a, d->seq);
+    for (int i = 0; i < a->npending && !dup; i++) dup = a->pending[i].seq == d->seq;
+    if (d->generation != gen) {
+      gy_log(GY_LOG_WARN, "agent", "directive seq %" PRIu64 " of generation %" PRIu64
+             " ignored (mine is %" PRIu64 ")", d->seq, d->generation, gen);
+    } else if (dup) {
+      gy_log(GY_LOG_INFO, "agent", "directive seq %" PRIu64 " already seen: ignored", d->seq);
+    } else if ((int)d->kind < GY_DIRECTIVE_PAUSE || (int)d->kind > GY_DIRECTIVE_SET_HPARAMS) {
+      gy_log(GY_LOG_WARN, "agent", "directive seq %" PRIu64 " of unknown kind %d ignored", d->seq,
+             (int)d->kind);
+    } else if (a->npending == MAX_PENDING) {
+      gy_log(GY_LOG_ERROR, "agent", "%d directives pending: seq %" PRIu64 " dropped", MAX_PENDING,
+             d->seq);
+    } else {
+      gy_agent_directive_t *p = &a->pending[a->npending++];
+      p->seq = d->seq;
+      p->at_step = d->at_step;
+      p->kind = (gy_directive_kind_t)d->kind;
+      decode_hparams(d->hparams, &p->hparams);
+      pthread_cond_broadcast(&a->cv);
+    }
+  }
+  pthread_mutex_unlock(&a->mu);
+  gyro__controller_msg__free_unpacked(m, NULL);
+}
+
+/* Client CQ thread: the session ended (controller gone, or it refused the session). */
+static void on_close(void *ud, int status, const char *details) {
+  gy_agent_t *a = ud;
+  pthread_mutex_lock(&a->mu);
+  a->connected = 0;
+  pthread_cond_broadcast(&a->cv);
+  pthread_mutex_unlock(&a->mu);
+  gy_log(status == GY_RPC_OK || status == GY_RPC_CANCELLED ? GY_LOG_INFO : GY_LOG_WARN, "agent",
+         "session closed (status %d%s%s)", status, details && details[0] ? ": " : "",
+         details ? details : "");
+}
+
+/* ---------------------------------------- heartbeat ------------------------------------- */
+
+static void *heartbeat_main(void *arg) {
+  gy_agent_t *a = arg;
+  pthread_mutex_lock(&a->mu);
+  while (!a->hb_stop) {
+    int period = a->joined && a->asg.heartbeat_ms > 0 ? a->asg.heartbeat_ms : a->hb_default_ms;
+    double due = a->last_send + period / 1000.0, t = now_s();
+    if (a->connected && t >= due) {
+      Gyro__Heartbeat hb = GYRO__HEARTBEAT__INIT;
+      hb.generation = a->asg.generation;
+      hb.rank = a->asg.rank;
+      hb.steps_done = a->steps_done;
+      pthread_mutex_unlock(&a->mu);
+      Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
+      m.msg_case = GYRO__WORKER_MSG__MSG_HEARTBEAT;
+      m.heartbeat = &hb;
+      if (send_msg(a, &m)) {
+        /* the session is going down; on_close follows and wait_grant reconnects */
+        pthread_mutex_lock(&a->mu);
+        a->last_send = now_s();
+        continue;
+      }
+      pthread_mutex_lock(&a->mu);
+      continue;
+    }
+    int ms = a->connected ? (int)((due - t) * 1000) + 1 : period;
+    cv_wait_ms(a, ms < 1 ? 1 : ms > period ? period : ms);
+  }
+  pthread_mutex_unlock(&a->mu);
+  return NULL;
+}
+
+/* ------------------------------------------ store --------------------------------------- */
+
+/* The key rules of worker/comm.h: 1..200 bytes of [A-Za-z0-9._-/], '/'-separated segments,
+ * none empty, "." or "..", no leading '.'. */
+static int key_ok(const char *key) {
+  if (!key || !key[0] || key[0] == '.' || strlen(key) > STORE_KEY_MAX) return 0;
+  const char *seg = key;
+  for (const char *p = key;; p++) {
+    char ch = *p;
+    if (ch == '/' || ch == '\0') {
+      size_t n = (size_t)(p - seg);
+      if (n == 0 || (seg[0] == '.' && (n == 1 || (n == 2 && seg[1] == '.')))) return 0;
+      if (!ch) return 1;
+      seg = p + 1;
+      continue;
+    }
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+          ch == '.' || ch == '_' || ch == '-'))
+      return 0;
+  }
+}
+
+static int store_set(gy_store_t *s, const char *key, const void *val, size_t len) {
+  gy_agent_t *a = s->impl;
+  if (!key_ok(key) || (!val && len)) {
+    gy_log(GY_LOG_ERROR, "agent", "store: refused key '%s'", key ? key : "(null)");
+    return GY_EINVAL;
+  }
+  Gyro__StoreSetRequest req = GYRO__STORE_SET_REQUEST__INIT;
+  req.key = (char *)key;
+  req.value.data = (uint8_t *)val;
+  req.value.len = len;
+  double deadline = now_s() + a->rpc_timeout_ms / 1000.0;
+  int backoff = BACKOFF_MIN_MS;
+  for (;;) {
+    void *resp;
+    size_t rlen;
+    int status;
+    char err[256];
+    int left = (int)((deadline - now_s()) * 1000);
+    if (left <= 0) {
+      gy_log(GY_LOG_ERROR, "agent", "store: set '%s': controller unreachable", key);
+      return GY_ETIMEDOUT;
+    }
+    int rc = unary(a, "/gyro.Worker/StoreSet", &req.base, left, &resp, &rlen, &status, err,
+                   sizeof(err));
+    free(resp);
+    if (rc == 0) return 0;
+    if (!transient(status)) {
+      gy_log(GY_LOG_ERROR, "agent", "store: set '%s' refused (status %d): %s", key, status, err);
+      return status == GY_RPC_INVALID_ARGUMENT ? GY_EINVAL : GY_ECOMM;
+    }
+    sleep_ms(a, backoff);
+    backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+  }
+}
+
+static int store_get(gy_store_t *s, const char *key, void **val, size_t *len, int timeout_ms) {
+  gy_agent_t *a = s->impl;
+  if (!val || !len) return GY_EINVAL;
+  *val = NULL;
+  *len = 0;
+  if (!key_ok(key)) {
+    gy_log(GY_LOG_ERROR, "agent", "store: refused key '%s'", key ? key : "(null)");
+    return GY_EINVAL;
+  }
+  Gyro__StoreGetRequest req = GYRO__STORE_GET_REQUEST__INIT;
+  req.key = (char *)key;
+  double deadline = now_s() + (timeout_ms > 0 ? timeout_ms : 0) / 1000.0;
+  int backoff = BACKOFF_MIN_MS;
+  for (;;) {
+    int left = timeout_ms < 0 ? STORE_CHUNK_MS : (int)((deadline - now_s()) * 1000);
+    if (left < 0) left = 0;
+    req.timeout_ms = left > STORE_CHUNK_MS ? STORE_CHUNK_MS : left;
+    void *resp;
+    size_t rlen;
+    int status;
+    char err[256];
+    /* the controller holds the call up to req.timeout_ms; give the answer time to arrive */
+    double t0 = now_s();
+    int rc = unary(a, "/gyro.Worker/StoreGet", &req.base, req.timeout_ms + a->rpc_timeout_ms,
+                   &resp, &rlen, &status, err, sizeof(err));
+    if (rc == 0) {
+      Gyro__StoreValue *v = gyro__store_value__unpack(NULL, rlen, resp);
+      free(resp);
+      if (!v) {
+        gy_log(GY_LOG_ERROR, "agent", "store: malformed value of '%s' from the controller", key);
+        return GY_EPROTO;
+      }
+      *val = malloc(v->value.len ? v->value.len : 1);
+      if (!*val) {
+        gyro__store_value__free_unpacked(v, NULL);
+        return GY_ENOMEM;
+      }
+      memcpy(*val, v->value.data, v->value.len);
+      *len = v->value.len;
+      gyro__store_value__free_unpacked(v, NULL);
+      return 0;
+    }
+    free(resp);
+    int missing = status == GY_RPC_DEADLINE_EXCEEDED || status == GY_RPC_NOT_FOUND;
+    if (!missing && !transient(status)) {
+      gy_log(GY_LOG_ERROR, "agent", "store: get '%s' refused (status %d): %s", key, status, err);
+      return status == GY_RPC_INVALID_ARGUMENT ? GY_EINVAL : GY_ECOMM;
+    }
+    if (timeout_ms >= 0 && now_s() >= deadline) return GY_ETIMEDOUT;
+    if (a->interrupted) return GY_ETIMEDOUT;
+    /* The controller is away, or answered "missing" without holding the call: wait a little
+     * (not past the caller's deadline) rather than ask again at once. */
+    if (!missing || (now_s() - t0) * 1000 < req.timeout_ms / 2) {
+      int ms = backoff;
+      if (timeout_ms >= 0) {
+        int rest = (int)((deadline - now_s()) * 1000) + 1;
+        if (ms > rest) ms = rest;
+      }
+      sleep_ms(a, ms);
+      backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+  }
+}
+
+static int store_check(gy_store_t *s, const char *const *keys, int nkeys) {
+  for (int i = 0; i < nkeys; i++) {
+    void *v;
+    size_t n;
+    int rc = store_get(s, keys[i], &v, &n, 0);
+    if (rc == GY_ETIMEDOUT) return 0;
+    if (rc) return rc;
+    free(v);
+  }
+  return 1;
+}
+
+/* The store belongs to the agent: gy_store_destroy on it does nothing. */
+static void store_destroy(gy_store_t *s) {
+  (void)s;
+}
+
+static const gy_store_ops_t agent_store_ops = {store_set, store_get, store_check, store_destroy};
+
+/* ------------------------------------------ join ---------------------------------------- */
+
+static char *dup_str(const char *s) {
+  return strdup(s ? s : "");
+}
+
+/* Installs an Assignment (mu not held; decoded and validated by the caller). */
+static int install(gy_agent_t *a, const Gyro__Assignment *m, int64_t steps_done) {
+  char *yaml = dup_str(m->config_yaml), *dir = dup_str(m->config_dir);
+  char *prefix = dup_str(m->rdzv_prefix), *sess = dup_str(m->session_id);
+  if (!yaml || !dir || !prefix || !sess) {
+    free(yaml);
+    free(dir);
+    free(prefix);
+    free(sess);
+    return GY_ENOMEM;
+  }
+  pthread_mutex_lock(&a->mu);
+  free(a->asg_yaml);
+  free(a->asg_dir);
+  free(a->asg_prefix);
+  free(a->asg_session);
+  a->asg_yaml = yaml;
+  a->asg_dir = dir;
+  a->asg_prefix = prefix;
+  a->asg_session = sess;
+  a->asg.generation = m->generation;
+  a->asg.rank = m->rank;
+  a->asg.world = m->world;
+  a->asg.tp = m->tp;
+  a->asg.start_step = m->start_step;
+  a->asg.heartbeat_ms = m->heartbeat_ms > 0 ? m->heartbeat_ms : a->hb_default_ms;
+  a->asg.config_yaml = yaml;
+  a->asg.config_dir = dir;
+  a->asg.rdzv_prefix = prefix;
+  a->asg.session_id = sess;
+  a->joined = 1;
+  a->horizon = 0; /* nothing granted in this generation until its first Grant */
+  a->npending = 0;
+  a->napplied = 0;
+  a->applied_next = 0;
+  a->steps_done = steps_done;
+  pthread_cond_broadcast(&a->cv);
+  pthread_mutex_unlock(&a->mu);
+  return 0;
+}
+
+/* Join with back-off. steps_done/prev_gen: what this worker reports. On success the new
+ * assignment is installed with steps_done = its start_step. */
+static int do_join(gy_agent_t *a, int64_t steps_done, uint64_t prev_gen, int timeout_ms) {
+  Gyro__JoinRequest req = GYRO__JOIN_REQUEST__INIT;
+  req.worker_id = a->worker_id;
+  req.ordinal = a->ordinal;
+  req.join_token = a->join_token;
+  req.host = a->host;
+  req.pid = (int32_t)getpid();
+  req.steps_done = steps_done;
+  req.generation = prev_gen;
+  double deadline = timeout_ms < 0 ? 0 : now_s() + timeout_ms / 1000.0;
+  int backoff = BACKOFF_MIN_MS, attempts = 0;
+  for (;;) {
+    if (a->interrupted) {
+      set_err(a, "join interrupted");
+      return GY_ETIMEDOUT;
+    }
+    int left = timeout_ms < 0 ? JOIN_ATTEMPT_MS : (int)((deadline - now_s()) * 1000);
+    if (left <= 0) {
+      if (!a->errmsg[0]) set_err(a, "no gang formed within %d ms", timeout_ms);
+      return GY_ETIMEDOUT;
+    }
+    void *resp;
+    size_t rlen;
+    int status;
+    char err[256];
+    int rc = unary(a, "/gyro.Worker/Join", &req.base, left, &resp, &rlen, &status, err,
+                   sizeof(err));
+    attempts++;
+    if (rc == 0) {
+      Gyro__Assignment *m = gyro__assignment__unpack(NULL, rlen, resp);
+      free(resp);
+      if (!m) {
+        set_err(a, "malformed assignment from the controller");
+        return GY_EPROTO;
+      }
+      if (m->world < 1 || m->tp < 1 || m->world % m->tp || m->rank < 0 || m->rank >= m->world ||
+          m->start_step < 0 || !m->config_yaml || !m->config_yaml[0] || !m->rdzv_prefix ||
+          !m->rdzv_prefix[0]) {
+        set_err(a, "invalid assignment from the controller: rank %d world %d tp %d start step %"
+                PRId64 "%s", m->rank, m->world, m->tp, m->start_step,
+                m->config_yaml && m->config_yaml[0] ? "" : ", no config");
+        gyro__assignment__free_unpacked(m, NULL);
+        return GY_EPROTO;
+      }
+      rc = install(a, m, m->start_step);
+      gy_log(GY_LOG_INFO, "agent", "joined generation %" PRIu64 " as rank %d of %d (tp %d), "
+             "start step %" PRId64, m->generation, m->rank, m->world, m->tp, m->start_step);
+      gyro__assignment__free_unpacked(m, NULL);
+      a->errmsg[0] = '\0';
+      return rc;
+    }
+    free(resp);
+    if (!transient(status)) {
+      set_err(a, "join refused (status %d): %s", status, err);
+      return GY_EINVAL;
+    }
+    set_err(a, "controller unavailable (status %d): %s", status, err);
+    if (attempts == 1 || attempts % 10 == 0)
+      gy_log(GY_LOG_WARN, "agent", "join: %s; retrying", a->errmsg);
+    if (status != GY_RPC_DEADLINE_EXCEEDED) {
+      int ms = backoff;
+      if (timeout_ms >= 0) {
+        int rest = (int)((deadline - now_s()) * 1000);
+        if (ms > rest) ms = rest > 0 ? rest : 0;
+      }
+      sleep_ms(a, ms);
+      backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+  }
+}
+
+/* Opens the session of the installed assignment and says Hello. */
+static int open_session(gy_agent_t *a) {
+  static const gy_rpc_cstream_cbs_t cbs = {on_message, on_close};
+  int idx;
+  gy_rpc_client_t *c = current_client(a, &idx);
+  gy_rpc_cstream_t *s = NULL;
+  char err[256] = "";
+  pthread_mutex_lock(&a->mu);
+  a->connected = 1; /* before open: on_close may run as soon as the stream exists */
+  pthread_mutex_unlock(&a->mu);
+  int rc = gy_rpc_cstream_open(c, "/gyro.Worker/Session", NULL, NULL, &cbs, a, &s, err,
+                               sizeof(err));
+  if (rc) {
+    pthread_mutex_lock(&a->mu);
+    a->connected = 0;
+    pthread_mutex_unlock(&a->mu);
+    set_err(a, "cannot open the session: %s", err);
+    return rc;
+  }
+  pthread_mutex_lock(&a->send_mu);
+  a->stream = s;
+  pthread_mutex_unlock(&a->send_mu);
+  a->session_at = now_s();
+  Gyro__Hello hello = GYRO__HELLO__INIT;
+  pthread_mutex_lock(&a->mu);
+  hello.session_id = a->asg_session;
+  hello.generation = a->asg.generation;
+  hello.rank = a->asg.rank;
+  pthread_mutex_unlock(&a->mu);
+  Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
+  m.msg_case = GYRO__WORKER_MSG__MSG_HELLO;
+  m.hello = &hello;
+  /* the strings stay valid: only this thread installs assignments */
+  rc = send_msg(a, &m);
+  if (rc) gy_log(GY_LOG_WARN, "agent", "hello not sent: the session closed at once");
+  return 0;
+}
+
+/* ------------------------------------------ API ----------------------------------------- */
+
+const char *gy_directive_kind_name(int kind) {
+  switch (kind) {
+  case GY_DIRECTIVE_PAUSE: return "pause";
+  case GY_DIRECTIVE_RESUME: return "resume";
+  case GY_DIRECTIVE_STOP: return "stop";
+  case GY_DIRECTIVE_CHECKPOINT: return "checkpoint";
+  case GY_DIRECTIVE_SET_HPARAMS: return "set_hparams";
+  default: return "none";
+  }
+}
+
+int gy_agent_create(gy_agent_t **out, const gy_agent_opts_t *opts) {
+  int rc = GY_ENOMEM;
+  *out = NULL;
+  if (!opts || !opts->controllers || !opts->controllers[0] || opts->ordinal < -1) return GY_EINVAL;
+  gy_agent_t *a = calloc(1, sizeof(*a));
+  if (!a) return GY_ENOMEM;
+  pthread_mutex_init(&a->mu, NULL);
+  pthread_mutex_init(&a->send_mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&a->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  a->ordinal = opts->ordinal;
+  a->hb_default_ms = opts->heartbeat_ms > 0 ? opts->heartbeat_ms : 1000;
+  a->rpc_timeout_ms = opts->rpc_timeout_ms > 0 ? opts->rpc_timeout_ms : 10000;
+  if (gethostname(a->host, sizeof(a->host) - 1)) snprintf(a->host, sizeof(a->host), "unknown");
+  char idbuf[320];
+  snprintf(idbuf, sizeof(idbuf), "%s:%d", a->host, (int)getpid());
+  a->worker_id = strdup(opts->worker_id && opts->worker_id[0] ? opts->worker_id : idbuf);
+  a->join_token = strdup(opts->join_token ? opts->join_token : "");
+  if (!a->worker_id || !a->join_token) goto err;
+  /* split the address list */
+  char *list = strdup(opts->controllers), *save = NULL;
+  if (!list) goto err;
+  int n = 1;
+  for (const char *p = list; *p; p++) n += *p == ',';
+  a->addrs = calloc((size_t)n, sizeof(char *));
+  a->clients = calloc((size_t)n, sizeof(gy_rpc_client_t *));
+  if (!a->addrs || !a->clients) {
+    free(list);
+    goto err;
+  }
+  for (char *tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+    if (!(a->addrs[a->naddrs] = strdup(tok))) {
+      free(list);
+      goto err;
+    }
+    char err[256] = "";
+    if ((rc = gy_rpc_client_create(&a->clients[a->naddrs], tok, err, sizeof(err)))) {
+      gy_log(GY_LOG_ERROR, "agent", "controller address '%s': %s", tok, err);
+      free(a->addrs[a->naddrs]);
+      a->addrs[a->naddrs] = NULL;
+      free(list);
+      rc = GY_EINVAL;
+      goto err;
+    }
+    a->naddrs++;
+  }
+  free(list);
+  rc = GY_EINVAL;
+  if (a->naddrs == 0) goto err;
+  a->store.ops = &agent_store_ops;
+  a->store.impl = a;
+  a->last_send = now_s();
+  if (pthread_create(&a->hb_thread, NULL, heartbeat_main, a)) {
+    rc = GY_ENOMEM;
+    goto err;
+  }
+  a->hb_started = 1;
+  *out = a;
+  return 0;
+err:
+  gy_agent_destroy(a);
+  return rc;
+}
+
+void gy_agent_destroy(gy_agent_t *a) {
+  if (!a) return;
+  if (a->hb_started) {
+    pthread_mutex_lock(&a->mu);
+    a->hb_stop = 1;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    pthread_join(a->hb_thread, NULL);
+  }
+  /* Give what is queued (the last report, an ack) a moment to leave, or the controller time
+   * to end the session itself, before cancelling. */
+  pthread_mutex_lock(&a->mu);
+  double end = now_s() + LINGER_MS / 1000.0;
+  while (a->connected && now_s() < end) cv_wait_ms(a, 20);
+  pthread_mutex_unlock(&a->mu);
+  close_stream(a);
+  for (int i = 0; i < a->naddrs; i++) {
+    gy_rpc_client_destroy(a->clients[i]);
+    free(a->addrs[i]);
+  }
+  free(a->clients);
+  free(a->addrs);
+  free(a->worker_id);
+  free(a->join_token);
+  free(a->asg_yaml);
+  free(a->asg_dir);
+  free(a->asg_prefix);
+  free(a->asg_session);
+  pthread_cond_destroy(&a->cv);
+  pthread_mutex_destroy(&a->mu);
+  pthread_mutex_destroy(&a->send_mu);
+  free(a);
+}
+
+int gy_agent_join(gy_agent_t *a, gy_agent_assignment_t *out, int timeout_ms) {
+  if (!a || !out) return GY_EINVAL;
+  if (a->joined) {
+    set_err(a, "already joined");
+    return GY_EBUSY;
+  }
+  a->errmsg[0] = '\0';
+  int rc = do_join(a, 0, 0, timeout_ms);
+  if (rc) return rc;
+  if ((rc = open_session(a))) return rc;
+  pthread_mutex_lock(&a->mu);
+  *out = a->asg;
+  pthread_mutex_unlock(&a->mu);
+  return 0;
+}
+
+/* The session is gone and the trainer is parked at `step`: rejoin and compare. */
+static int reconnect(gy_agent_t *a, int64_t step) {
+  close_stream(a);
+  pthread_mutex_lock(&a->mu);
+  gy_agent_assignment_t prev = a->asg;
+  pthread_mutex_unlock(&a->mu);
+  gy_log(GY_LOG_WARN, "agent", "session lost at step %" PRId64 " (generation %" PRIu64
+         "): rejoining", step, prev.generation);
+  /* A session refused right after it opened (e.g. the controller no longer knows this
+   * generation) must not turn into a tight join/refuse loop. */
+  if (now_s() - a->session_at < 1.0) {
+    a->rejoin_backoff_ms = a->rejoin_backoff_ms ? a->rejoin_backoff_ms * 2 : BACKOFF_MIN_MS;
+    if (a->rejoin_backoff_ms > BACKOFF_MAX_MS) a->rejoin_backoff_ms = BACKOFF_MAX_MS;
+    sleep_ms(a, a->rejoin_backoff_ms);
+  } else {
+    a->rejoin_backoff_ms = 0;
+  }
+  int rc = do_join(a, step, prev.generation, -1);
+  if (rc) return rc == GY_ETIMEDOUT && a->interrupted ? GY_AGENT_INTERRUPTED : rc;
+  pthread_mutex_lock(&a->mu);
+  gy_agent_assignment_t now = a->asg;
+  pthread_mutex_unlock(&a->mu);
+  if (now.rank != prev.rank || now.world != prev.world || now.tp != prev.tp ||
+      now.start_step != step) {
+    set_err(a, "the controller re-formed the gang as rank %d of %d (tp %d) from step %" PRId64
+            "; this process is rank %d of %d (tp %d) at step %" PRId64 ": it must restart",
+            now.rank, now.world, now.tp, now.start_step, prev.rank, prev.world, prev.tp, step);
+    gy_log(GY_LOG_WARN, "agent", "%s", a->errmsg);
+    return GY_AGENT_REASSIGNED;
+  }
+  return open_session(a);
+}
+
+int gy_agent_wait_grant(gy_agent_t *a, int64_t step, gy_agent_directive_t *dir) {
+  if (!a || !dir) return GY_EINVAL;
+  pthread_mutex_lock(&a->mu);
+  if (!a->joined || step != a->steps_done) {
+    set_err(a, "wait_grant(%" PRId64 "): %s", step,
+            a->joined ? "not the number of steps reported" : "not joined");
+    pthread_mutex_unlock(&a->mu);
+    return GY_EINVAL;
+  }
+  int rc;
+  for (;;) {
+    if (a->interrupted) {
+      rc = GY_AGENT_INTERRUPTED;
+      break;
+    }
+    int found = -1;
+    for (int i = 0; i < a->npending;) {
+      if (a->pending[i].at_step < step) {
+        gy_log(GY_LOG_WARN, "agent", "directive seq %" PRIu64 " for step %" PRId64
+               " arrived after it (now at %" PRId64 "): dropped", a->pending[i].seq,
+               a->pending[i].at_step, step);
+        a->pending[i] = a->pending[--a->npending];
+        continue;
+      }
+      if (a->pending[i].at_step == step && (found < 0 || a->pending[i].seq < a->pending[found].seq))
+        found = i;
+      i++;
+    }
+    if (found >= 0) {
+      *dir = a->pending[found];
+      rc = GY_AGENT_DIRECTIVE;
+      break;
+    }
+    if (step < a->horizon) {
+      rc = GY_AGENT_GO;
+      break;
+    }
+    if (!a->connected) {
+      pthread_mutex_unlock(&a->mu);
+      rc = reconnect(a, step);
+      pthread_mutex_lock(&a->mu);
+      if (rc == GY_AGENT_REASSIGNED || rc == GY_AGENT_INTERRUPTED || rc < 0) break;
+      continue;
+    }
+    cv_wait_ms(a, POLL_MS);
+  }
+  pthread_mutex_unlock(&a->mu);
+  return rc;
+}
+
+int gy_agent_report(gy_agent_t *a, const gy_agent_report_t *rep) {
+  if (!a || !rep || rep->nchannels < 0 || rep->nchannels > 1024 || rep->ntop < 0 ||
+      rep->ntop > 1024 || (rep->nchannels && !rep->channels) || (rep->ntop && !rep->top))
+    return GY_EINVAL;
+  Gyro__ChannelStat cs[rep->nchannels > 0 ? rep->nchannels : 1];
+  Gyro__ChannelStat *csp[rep->nchannels > 0 ? rep->nchannels : 1];
+  Gyro__SampleLoss sl[rep->ntop > 0 ? rep->ntop : 1];
+  Gyro__SampleLoss *slp[rep->ntop > 0 ? rep->ntop : 1];
+  Gyro__StepReport r = GYRO__STEP_REPORT__INIT;
+  pthread_mutex_lock(&a->mu);
+  if (!a->joined) {
+    pthread_mutex_unlock(&a->mu);
+    return GY_EINVAL;
+  }
+  r.generation = a->asg.generation;
+  r.rank = a->asg.rank;
+  a->steps_done = rep->step + 1;
+  pthread_mutex_unlock(&a->mu);
+  r.step = rep->step;
+  r.loss = rep->loss;
+  for (int i = 0; i < rep->nchannels; i++) {
+    gyro__channel_stat__init(&cs[i]);
+    cs[i].name = (char *)(rep->channels[i].name ? rep->channels[i].name : "");
+    cs[i].loss_sum = rep->channels[i].loss_sum;
+    cs[i].tokens = rep->channels[i].tokens;
+    csp[i] = &cs[i];
+  }
+  r.n_channels = (size_t)rep->nchannels;
+  r.channels = csp;
+  r.grad_norm = rep->grad_norm;
+  r.grad_norm_shallow = rep->grad_norm_shallow;
+  r.grad_norm_deep = rep->grad_norm_deep;
+  r.update_ratio = rep->update_ratio;
+  r.lr = rep->lr;
+  r.nonfinite = rep->nonfinite != 0;
+  r.step_ms = rep->step_ms;
+  r.tokens_per_s = rep->tokens_per_s;
+  for (int i = 0; i < rep->ntop; i++) {
+    gyro__sample_loss__init(&sl[i]);
+    sl[i].id = rep->top[i].id;
+    sl[i].channel = (char *)(rep->top[i].channel ? rep->top[i].channel : "");
+    sl[i].loss = rep->top[i].loss;
+    slp[i] = &sl[i];
+  }
+  r.n_top = (size_t)rep->ntop;
+  r.top = slp;
+  Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
+  m.msg_case = GYRO__WORKER_MSG__MSG_REPORT;
+  m.report = &r;
+  int rc = send_msg(a, &m);
+  if (rc == GY_ECOMM) {
+    gy_log(GY_LOG_DEBUG, "agent", "report of step %" PRId64 " dropped: no session", rep->step);
+    return 0;
+  }
+  return rc;
+}
+
+int gy_agent_ack(gy_agent_t *a, uint64_t seq, int64_t step, int ok, const char *error) {
+  if (!a) return GY_EINVAL;
+  Gyro__DirectiveAck ack = GYRO__DIRECTIVE_ACK__INIT;
+  pthread_mutex_lock(&a->mu);
+  mark_applied(a, seq);
+  for (int i = 0; i < a->npending; i++)
+    if (a->pending[i].seq == seq) {
+      a->pending[i] = a->pending[--a->npending];
+      break;
+    }
+  ack.generation = a->asg.generation;
+  ack.rank = a->asg.rank;
+  pthread_mutex_unlock(&a->mu);
+  ack.seq = seq;
+  ack.step = step;
+  ack.ok = ok != 0;
+  ack.error = (char *)(error ? error : "");
+  Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
+  m.msg_case = GYRO__WORKER_MSG__MSG_ACK;
+  m.ack = &ack;
+  int rc = send_msg(a, &m);
+  return rc == GY_ECOMM ? 0 : rc; /* a lost ack: the controller re-forms from the reports */
+}
+
+gy_store_t *gy_agent_store(gy_agent_t *a) {
+  return a ? &a->store : NULL;
+}
+
+const gy_agent_assignment_t *gy_agent_assignment(const gy_agent_t *a) {
+  return a && a->joined ? &a->asg : NULL;
+}
+
+int gy_agent_connected(gy_agent_t *a) {
+  pthread_mutex_lock(&a->mu);
+  int c = a->connected;
+  pthread_mutex_unlock(&a->mu);
+  return c;
+}
+
+void gy_agent_interrupt(gy_agent_t *a) {
+  if (a) a->interrupted = 1;
+}
+
+const char *gy_agent_errmsg(const gy_agent_t *a) {
+  return a ? a->errmsg : "";
+}

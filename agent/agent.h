@@ -1,0 +1,176 @@
+/* agent: libgyro-agent, the worker side of gyro's control protocol (proto/gyro.proto) as a small
+ * C library with no training code in it. A trainer (gyro-worker first; a PyTorch or llm.c loop
+ * could be next) uses it like this:
+ *
+ *   gy_agent_create(&a, &opts);                  // nothing on the network yet
+ *   gy_agent_join(a, &asg, timeout);             // rank, world, config, start step
+ *   ... build the trainer with gy_agent_store(a) and asg.rdzv_prefix ...
+ *   for (step = asg.start_step; step < total;) {
+ *     switch (gy_agent_wait_grant(a, step, &dir)) {
+ *     case GY_AGENT_GO:        train step; gy_agent_report(a, &figures); step++; break;
+ *     case GY_AGENT_DIRECTIVE: apply dir; gy_agent_ack(a, dir.seq, step, ok, err); break;
+ *     case GY_AGENT_REASSIGNED: exit so the process is restarted with the new assignment;
+ *     ...
+ *   }}
+ *   gy_agent_destroy(a);
+ *
+ * Threads: every function is called from one thread (the trainer's), except
+ * gy_agent_interrupt (any thread or a signal handler) and the store, which is used from the
+ * collectives' threads. Errors are negative codes from common/err.h; the reason of the last one
+ * is in gy_agent_errmsg. */
+#ifndef GY_AGENT_H
+#define GY_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "worker/comm.h" /* gy_store_t: the interface only (header, no code of the worker) */
+
+typedef struct gy_agent gy_agent_t;
+
+typedef struct {
+  const char *controllers; /* "host:port[,host:port...]": tried in turn while one is down */
+  const char *worker_id;   /* unique per process; NULL: "<hostname>:<pid>" */
+  int ordinal;             /* preferred rank (a StatefulSet index), -1 for none */
+  const char *join_token;  /* NULL or "": none */
+  int heartbeat_ms;        /* heartbeat period until an assignment says otherwise (<= 0: 1000) */
+  int rpc_timeout_ms;      /* deadline of StoreSet and of each Hello/Join attempt's connection
+                              (<= 0: 10000) */
+} gy_agent_opts_t;
+
+/* What the controller assigned. The strings are owned by the agent and stay valid until it
+ * rejoins (inside gy_agent_wait_grant after a lost session) or is destroyed: copy what you
+ * keep. */
+typedef struct {
+  uint64_t generation;
+  int rank, world, tp;
+  int64_t start_step;      /* the step every rank starts from (restore its checkpoint if > 0) */
+  int heartbeat_ms;
+  const char *config_yaml; /* the run config, as text */
+  const char *config_dir;  /* relative paths in config_yaml are relative to this folder */
+  const char *rdzv_prefix; /* key prefix of this generation's rendezvous ("g<generation>") */
+  const char *session_id;
+} gy_agent_assignment_t;
+
+/* Directive kinds: the values of gyro.Directive.Kind. */
+typedef enum {
+  GY_DIRECTIVE_NONE = 0,
+  GY_DIRECTIVE_PAUSE = 1,
+  GY_DIRECTIVE_RESUME = 2,
+  GY_DIRECTIVE_STOP = 3,
+  GY_DIRECTIVE_CHECKPOINT = 4,
+  GY_DIRECTIVE_SET_HPARAMS = 5,
+} gy_directive_kind_t;
+
+/* Presence bits of gy_agent_hparams_t.present: 1 << (field number in gyro.HParams - 1). */
+enum {
+  GY_HP_LR_SCALE = 1u << 0,
+  GY_HP_GRAD_CLIP = 1u << 1,
+  GY_HP_EPS = 1u << 2,
+  GY_HP_WEIGHT_DECAY = 1u << 3,
+  GY_HP_SHALLOW_SCALE = 1u << 4,
+  GY_HP_SHALLOW_LAYERS = 1u << 5,
+  GY_HP_Z_LOSS = 1u << 6,
+  GY_HP_BETA1 = 1u << 7,
+  GY_HP_BETA2 = 1u << 8,
+};
+
+typedef struct {
+  uint32_t present; /* which fields below are set */
+  float lr_scale, grad_clip, eps, weight_decay, shallow_scale;
+  int shallow_layers;
+  float z_loss, beta1, beta2;
+} gy_agent_hparams_t;
+
+typedef struct {
+  uint64_t seq;
+  int64_t at_step;        /* apply when exactly at_step steps are done */
+  gy_directive_kind_t kind;
+  gy_agent_hparams_t hparams; /* SET_HPARAMS only */
+} gy_agent_directive_t;
+
+/* Lower-case name of a kind ("pause", "set_hparams", ...); "none" for unknown values. */
+const char *gy_directive_kind_name(int kind);
+
+/* One rank's figures of one step (gyro.StepReport). Pointers are borrowed for the call. */
+typedef struct {
+  const char *name;
+  double loss_sum; /* cross-entropy summed over the channel's tokens */
+  uint64_t tokens;
+} gy_agent_channel_t;
+typedef struct {
+  uint64_t id;
+  const char *channel;
+  float loss;
+} gy_agent_sample_t;
+typedef struct {
+  int64_t step; /* the step just taken (0-based): steps_done becomes step + 1 */
+  double loss;
+  const gy_agent_channel_t *channels;
+  int nchannels;
+  double grad_norm, grad_norm_shallow, grad_norm_deep, update_ratio, lr;
+  int nonfinite;
+  double step_ms, tokens_per_s;
+  const gy_agent_sample_t *top;
+  int ntop;
+} gy_agent_report_t;
+
+/* What gy_agent_wait_grant returns (>= 0; errors are negative). */
+enum {
+  GY_AGENT_GO = 0,          /* the step may run */
+  GY_AGENT_DIRECTIVE = 1,   /* apply *dir now (before the step), then gy_agent_ack */
+  GY_AGENT_REASSIGNED = 2,  /* after a reconnect the controller assigned a rank, world, tp or
+                               start step this process cannot continue with: restart it */
+  GY_AGENT_INTERRUPTED = 3, /* gy_agent_interrupt was called */
+};
+
+/* Creates an agent; the callee copies opts. No network traffic until gy_agent_join. Returns 0,
+ * GY_EINVAL (no controller address, ordinal < -1) or GY_ENOMEM. */
+int gy_agent_create(gy_agent_t **out, const gy_agent_opts_t *opts);
+/* Closes the session (waiting up to a second for the controller to take what was queued and
+ * end it), stops the heartbeat thread, frees everything including the store. NULL is a no-op. */
+void gy_agent_destroy(gy_agent_t *a);
+
+/* Joins the gang (unary /gyro.Worker/Join, held by the controller until the gang forms) and
+ * opens the session stream (Hello). While no controller answers (UNAVAILABLE) it retries with
+ * exponential back-off from 100 ms to 5 s, trying each address in turn. timeout_ms < 0 waits
+ * without end. Returns 0 and fills *out; GY_ETIMEDOUT; GY_EINVAL when the controller refuses
+ * the request for good (bad join token, duplicate worker id, bad ordinal: the reason is in
+ * gy_agent_errmsg); GY_EBUSY if already joined; GY_EPROTO for a malformed assignment. */
+int gy_agent_join(gy_agent_t *a, gy_agent_assignment_t *out, int timeout_ms);
+
+/* Blocks until this worker, which has completed `step` steps, may act:
+ *  - a directive with at_step == step is pending: returns GY_AGENT_DIRECTIVE with *dir filled
+ *    (directives come before the grant of the same step);
+ *  - step < horizon of the latest grant: returns GY_AGENT_GO (never past the horizon).
+ * While parked it heartbeats (every heartbeat_ms). When the session is lost (controller died)
+ * it stays parked and rejoins (back-off as in join) with steps_done = step and the previous
+ * generation; if the new assignment keeps rank, world and tp and starts at `step`, it goes on
+ * with the new generation transparently; otherwise returns GY_AGENT_REASSIGNED (the new
+ * assignment is in gy_agent_assignment). Errors: GY_EINVAL (step is not the number of steps
+ * reported), GY_EINVAL for a refused rejoin (reason in gy_agent_errmsg). */
+int gy_agent_wait_grant(gy_agent_t *a, int64_t step, gy_agent_directive_t *dir);
+
+/* Sends a StepReport and records steps_done = rep->step + 1. When the session is down the
+ * report is dropped (the controller re-forms from steps_done) and 0 is returned. */
+int gy_agent_report(gy_agent_t *a, const gy_agent_report_t *rep);
+/* Marks directive seq applied (a repeated seq is then ignored) and sends a DirectiveAck.
+ * error: NULL or why it failed (ok = 0). */
+int gy_agent_ack(gy_agent_t *a, uint64_t seq, int64_t step, int ok, const char *error);
+
+/* The rendezvous store backed by the controller (unary StoreSet/StoreGet; a get waits on the
+ * controller's side up to its timeout). Owned by the agent: valid until gy_agent_destroy; do
+ * not pass it to gy_store_destroy. Thread-safe. */
+gy_store_t *gy_agent_store(gy_agent_t *a);
+
+/* The current assignment (NULL before the first join). Same lifetime as in gy_agent_join. */
+const gy_agent_assignment_t *gy_agent_assignment(const gy_agent_t *a);
+/* Whether the session stream is up now. */
+int gy_agent_connected(gy_agent_t *a);
+/* Makes a parked or joining agent return GY_AGENT_INTERRUPTED (join: GY_ETIMEDOUT) within
+ * 200 ms. Async-signal-safe: only sets a flag. */
+void gy_agent_interrupt(gy_agent_t *a);
+/* Reason of the last error ("" if none). */
+const char *gy_agent_errmsg(const gy_agent_t *a);
+
+#endif

@@ -1,0 +1,631 @@
+/*
+ * gyroctl: the operator's command line. Talks to gyro-controller's Operator service over gRPC
+ * (common/rpc.h client) and prints human-readable tables, or the replies as JSON (--json) for
+ * scripts. `gyroctl launch` (cli/launch.c) runs a whole job on one machine.
+ *
+ * Commands, in the order main() dispatches them: status, watch, pause, resume, stop, checkpoint,
+ * set KEY=VALUE..., launch CONFIG.
+ *
+ * Exit codes (also in usage()):
+ *   0  ok
+ *   1  the controller refused or failed the request (the gRPC status is printed), or a launched
+ *      job failed
+ *   2  usage error (unknown command or option, bad KEY=VALUE, bad config file)
+ *   3  the controller is unreachable (UNAVAILABLE, or no answer within --timeout)
+ *
+ * Invariants: replies are decoded with protobuf-c and printed through one generic
+ * message-to-JSON walker (msg_json) so that --json shows every field the controller sent; the
+ * human tables read the decoded structs directly. Nothing here keeps state between commands.
+ * watch's stream callbacks run on the client's completion-queue thread: they only print and
+ * set atomics; the main thread waits for the stream's end or SIGINT/SIGTERM with sigtimedwait
+ * (both signals are blocked before any thread starts, so every thread inherits the mask).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/launch.h"
+#include "common/err.h"
+#include "common/rpc.h"
+#include "proto/gyro.pb-c.h"
+
+enum { EXIT_OK = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
+
+typedef struct {
+  const char *addr;
+  const char *token; /* NULL or "" when none */
+  int json;
+  int timeout_ms;
+  char auth[1024]; /* "Bearer TOKEN" */
+} ctl_opts_t;
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: gyroctl [--controller ADDR] [--token T] [--json] [--timeout MS] COMMAND [ARGS]\n"
+          "\n"
+          "commands:\n"
+          "  status                 run state, step, losses, throughput and a per-rank table\n"
+          "  watch [--steps]        follow events (and, with --steps, every aggregated step)\n"
+          "                         until the stream ends or Ctrl-C\n"
+          "  pause | resume | stop | checkpoint\n"
+          "                         directives: every rank applies them at the same step\n"
+          "  set KEY=VALUE...       change run-time hyper-parameters; keys: lr_scale grad_clip\n"
+          "                         eps weight_decay shallow_scale shallow_layers z_loss beta1\n"
+          "                         beta2\n"
+          "  launch CONFIG [opts]   run the whole job on this machine (controller + workers);\n"
+          "                         `gyroctl launch --help` lists its options\n"
+          "\n"
+          "options:\n"
+          "  --controller ADDR      controller address (default $GYRO_CONTROLLER or "
+          "127.0.0.1:7070)\n"
+          "  --token T              operator token (default $GYRO_TOKEN)\n"
+          "  --json                 print replies as JSON (one object per line for watch)\n"
+          "  --timeout MS           deadline of each call (default 5000)\n"
+          "  -h, --help\n"
+          "\n"
+          "exit codes: 0 ok; 1 the controller refused or failed the request (gRPC status shown);\n"
+          "            2 usage error; 3 controller unreachable\n");
+}
+
+/* ---------------------------------- protobuf -> JSON ---------------------------------- */
+
+static json_t *msg_json(const ProtobufCMessage *m);
+
+static json_t *num_json(double v) {
+  return isfinite(v) ? json_real(v) : json_null();
+}
+
+static json_t *str_json(const char *s) {
+  json_t *j = json_string(s ? s : "");
+  return j ? j : json_string("(not UTF-8)");
+}
+
+static size_t elem_size(ProtobufCType t) {
+  switch (t) {
+  case PROTOBUF_C_TYPE_INT32:
+  case PROTOBUF_C_TYPE_SINT32:
+  case PROTOBUF_C_TYPE_SFIXED32:
+  case PROTOBUF_C_TYPE_UINT32:
+  case PROTOBUF_C_TYPE_FIXED32:
+  case PROTOBUF_C_TYPE_FLOAT: return 4;
+  case PROTOBUF_C_TYPE_INT64:
+  case PROTOBUF_C_TYPE_SINT64:
+  case PROTOBUF_C_TYPE_SFIXED64:
+  case PROTOBUF_C_TYPE_UINT64:
+  case PROTOBUF_C_TYPE_FIXED64:
+  case PROTOBUF_C_TYPE_DOUBLE: return 8;
+  case PROTOBUF_C_TYPE_BOOL: return sizeof(protobuf_c_boolean);
+  case PROTOBUF_C_TYPE_ENUM: return sizeof(int);
+  case PROTOBUF_C_TYPE_STRING:
+  case PROTOBUF_C_TYPE_MESSAGE: return sizeof(void *);
+  case PROTOBUF_C_TYPE_BYTES: return sizeof(ProtobufCBinaryData);
+  }
+  return 0;
+}
+
+/* The JSON value of one (non-repeated) field value at p; NULL for an absent sub-message. */
+static json_t *value_json(const ProtobufCFieldDescriptor *f, const void *p) {
+  switch (f->type) {
+  case PROTOBUF_C_TYPE_INT32:
+  case PROTOBUF_C_TYPE_SINT32:
+  case PROTOBUF_C_TYPE_SFIXED32: return json_integer(*(const int32_t *)p);
+  case PROTOBUF_C_TYPE_INT64:
+  case PROTOBUF_C_TYPE_SINT64:
+  case PROTOBUF_C_TYPE_SFIXED64: return json_integer(*(const int64_t *)p);
+  case PROTOBUF_C_TYPE_UINT32:
+  case PROTOBUF_C_TYPE_FIXED32: return json_integer(*(const uint32_t *)p);
+  case PROTOBUF_C_TYPE_UINT64:
+  case PROTOBUF_C_TYPE_FIXED64: return json_integer((json_int_t) * (const uint64_t *)p);
+  case PROTOBUF_C_TYPE_FLOAT: return num_json(*(const float *)p);
+  case PROTOBUF_C_TYPE_DOUBLE: return num_json(*(const double *)p);
+  case PROTOBUF_C_TYPE_BOOL: return json_boolean(*(const protobuf_c_boolean *)p);
+  case PROTOBUF_C_TYPE_ENUM: {
+    int v = *(const int *)p;
+    const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(f->descriptor, v);
+    return ev ? json_string(ev->name) : json_integer(v);
+  }
+  case PROTOBUF_C_TYPE_STRING: return str_json(*(char *const *)p);
+  case PROTOBUF_C_TYPE_BYTES: {
+    const ProtobufCBinaryData *b = p;
+    char *hex = malloc(b->len * 2 + 1);
+    if (!hex) return json_null();
+    for (size_t i = 0; i < b->len; i++) snprintf(hex + 2 * i, 3, "%02x", b->data[i]);
+    hex[b->len * 2] = '\0';
+    json_t *j = json_string(hex);
+    free(hex);
+    return j;
+  }
+  case PROTOBUF_C_TYPE_MESSAGE: {
+    const ProtobufCMessage *sub = *(ProtobufCMessage *const *)p;
+    return sub ? msg_json(sub) : NULL;
+  }
+  }
+  return json_null();
+}
+
+/* Every field of m, named as in gyro.proto; a oneof shows only its set member. Returns a new
+ * reference. */
+static json_t *msg_json(const ProtobufCMessage *m) {
+  const ProtobufCMessageDescriptor *d = m->descriptor;
+  const char *base = (const char *)m;
+  json_t *o = json_object();
+  for (unsigned i = 0; i < d->n_fields; i++) {
+    const ProtobufCFieldDescriptor *f = &d->fields[i];
+    if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+      size_t n = *(const size_t *)(base + f->quantifier_offset);
+      const char *arr = *(char *const *)(base + f->offset);
+      json_t *a = json_array();
+      for (size_t k = 0; k < n; k++) {
+        json_t *v = value_json(f, arr + k * elem_size(f->type));
+        json_array_append_new(a, v ? v : json_null());
+      }
+      json_object_set_new(o, f->name, a);
+      continue;
+    }
+    if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+        *(const uint32_t *)(base + f->quantifier_offset) != f->id)
+      continue;
+    json_t *v = value_json(f, base + f->offset);
+    if (v) json_object_set_new(o, f->name, v);
+  }
+  return o;
+}
+
+static void print_json(const ProtobufCMessage *m) {
+  json_t *j = msg_json(m);
+  char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(10));
+  if (s) {
+    fputs(s, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+    free(s);
+  }
+  json_decref(j);
+}
+
+/* ---------------------------------------- calls ---------------------------------------- */
+
+static const char *status_name(int st) {
+  static const char *const names[] = {"OK",
+                                      "CANCELLED",
+                                      "UNKNOWN",
+                                      "INVALID_ARGUMENT",
+                                      "DEADLINE_EXCEEDED",
+                                      "NOT_FOUND",
+                                      "ALREADY_EXISTS",
+                                      "PERMISSION_DENIED",
+                                      "RESOURCE_EXHAUSTED",
+                                      "FAILED_PRECONDITION",
+                                      "ABORTED",
+                                      "OUT_OF_RANGE",
+                                      "UNIMPLEMENTED",
+                                      "INTERNAL",
+                                      "UNAVAILABLE",
+                                      "DATA_LOSS",
+                                      "UNAUTHENTICATED"};
+  return st >= 0 && st <= 16 ? names[st] : "?";
+}
+
+/* The exit code for a failed call, after printing why on stderr. */
+static int call_failed(const ctl_opts_t *o, const char *method, int rc, int st, const char *err) {
+  if (st == GY_RPC_UNAVAILABLE || st == GY_RPC_DEADLINE_EXCEEDED || rc == GY_ETIMEDOUT) {
+    fprintf(stderr, "gyroctl: controller %s unreachable (%s%s%s)\n", o->addr,
+            st == GY_RPC_UNAVAILABLE ? "UNAVAILABLE" : "no answer within --timeout",
+            *err ? ": " : "", err);
+    return EXIT_UNREACHABLE;
+  }
+  if (st)
+    fprintf(stderr, "gyroctl: %s refused: %s%s%s\n", method, status_name(st), *err ? ": " : "",
+            err);
+  else
+    fprintf(stderr, "gyroctl: %s failed: %s%s%s\n", method, gy_strerror(rc), *err ? ": " : "",
+            err);
+  return EXIT_REFUSED;
+}
+
+/* One unary Operator call: packs req, calls method, unpacks the reply with rdesc into *out.
+ * Returns an exit code (0 on success, *out then owned by the caller). */
+static int operator_call(const ctl_opts_t *o, const char *method, const ProtobufCMessage *req,
+                         const ProtobufCMessageDescriptor *rdesc, ProtobufCMessage **out) {
+  char err[512] = "";
+  gy_rpc_client_t *c = NULL;
+  uint8_t *buf = NULL;
+  void *resp = NULL;
+  size_t resp_len = 0;
+  int st = 0, code;
+  *out = NULL;
+  int rc = gy_rpc_client_create(&c, o->addr, err, sizeof(err));
+  if (rc) {
+    fprintf(stderr, "gyroctl: cannot reach controller %s: %s\n", o->addr, *err ? err : gy_strerror(rc));
+    return EXIT_UNREACHABLE;
+  }
+  size_t len = protobuf_c_message_get_packed_size(req);
+  buf = malloc(len ? len : 1);
+  if (!buf) {
+    code = call_failed(o, method, GY_ENOMEM, 0, "");
+    goto done;
+  }
+  protobuf_c_message_pack(req, buf);
+  rc = gy_rpc_unary(c, method, o->auth[0] ? "authorization" : NULL, o->auth[0] ? o->auth : NULL,
+                    buf, len, o->timeout_ms, &resp, &resp_len, &st, err, sizeof(err));
+  if (rc) {
+    code = call_failed(o, method, rc, st, err);
+    goto done;
+  }
+  *out = protobuf_c_message_unpack(rdesc, NULL, resp_len, resp);
+  if (!*out) {
+    fprintf(stderr, "gyroctl: %s: the controller's reply does not decode as %s\n", method,
+            rdesc->name);
+    code = EXIT_REFUSED;
+    goto done;
+  }
+  code = EXIT_OK;
+done:
+  free(resp);
+  free(buf);
+  gy_rpc_client_destroy(c);
+  return code;
+}
+
+/* ---------------------------------------- status ---------------------------------------- */
+
+static void fmt_rate(char *buf, size_t len, double v) {
+  if (!isfinite(v)) snprintf(buf, len, "-");
+  else if (v >= 1e6) snprintf(buf, len, "%.2fM", v / 1e6);
+  else if (v >= 1e4) snprintf(buf, len, "%.1fk", v / 1e3);
+  else snprintf(buf, len, "%.0f", v);
+}
+
+static void print_losses(const Gyro__StatusReply *r) {
+  printf("loss %.4f", r->loss);
+  for (size_t i = 0; i < r->n_channels; i++) {
+    const Gyro__ChannelStat *c = r->channels[i];
+    if (c->tokens) printf("  %s %.4f", c->name, c->loss_sum / (double)c->tokens);
+    else printf("  %s -", c->name);
+  }
+}
+
+static void print_status(const Gyro__StatusReply *r) {
+  char rate[32];
+  printf("run %s   state %s   step %" PRId64 "/%" PRId64 "   horizon %" PRId64
+         "   generation %" PRIu64 "   world %d (tp %d, dp %d)\n",
+         r->run, r->state, r->step, r->steps_total, r->horizon, r->generation, r->world, r->tp,
+         r->tp > 0 ? r->world / r->tp : r->world);
+  print_losses(r);
+  fmt_rate(rate, sizeof(rate), r->tokens_per_s);
+  printf("   grad_norm %.4g   tokens/s %s\n", r->grad_norm, rate);
+  if (!r->n_ranks) return;
+  int ww = 6, hw = 4;
+  for (size_t i = 0; i < r->n_ranks; i++) {
+    int a = (int)strlen(r->ranks[i]->worker_id), b = (int)strlen(r->ranks[i]->host);
+    if (a > ww) ww = a;
+    if (b > hw) hw = b;
+  }
+  printf("\n%-4s  %-*s  %-*s  %8s  %8s  %8s  %8s  %s\n", "RANK", ww, "WORKER", hw, "HOST", "PID",
+         "STEPS", "TOK/S", "AGE", "ALIVE");
+  for (size_t i = 0; i < r->n_ranks; i++) {
+    const Gyro__RankStatus *k = r->ranks[i];
+    char age[32];
+    fmt_rate(rate, sizeof(rate), k->tokens_per_s);
+    if (k->last_report_age_ms < 0 || !isfinite(k->last_report_age_ms)) snprintf(age, 32, "-");
+    else snprintf(age, sizeof(age), "%.1fs", k->last_report_age_ms / 1000.0);
+    printf("%-4d  %-*s  %-*s  %8d  %8" PRId64 "  %8s  %8s  %s\n", k->rank, ww, k->worker_id, hw,
+           k->host, k->pid, k->steps_done, rate, age, k->alive ? "yes" : "NO");
+  }
+}
+
+static int cmd_status(const ctl_opts_t *o, int argc, char **argv) {
+  (void)argv;
+  if (argc != 1) {
+    fprintf(stderr, "gyroctl: status takes no arguments\n");
+    return EXIT_USAGE;
+  }
+  Gyro__Empty req = GYRO__EMPTY__INIT;
+  ProtobufCMessage *m = NULL;
+  int code = operator_call(o, "/gyro.Operator/Status", &req.base, &gyro__status_reply__descriptor,
+                           &m);
+  if (code) return code;
+  if (o->json) print_json(m);
+  else print_status((const Gyro__StatusReply *)m);
+  protobuf_c_message_free_unpacked(m, NULL);
+  return EXIT_OK;
+}
+
+/* ------------------------------------- directives ------------------------------------- */
+
+/* The settable hyper-parameters: name, proto field number (its `present` bit), integer or not. */
+static const struct {
+  const char *name;
+  int field;
+  int integer;
+} hp_keys[] = {{"lr_scale", 1, 0},      {"grad_clip", 2, 0}, {"eps", 3, 0},
+               {"weight_decay", 4, 0},  {"shallow_scale", 5, 0},
+               {"shallow_layers", 6, 1}, {"z_loss", 7, 0},    {"beta1", 8, 0},
+               {"beta2", 9, 0}};
+
+/* Parses KEY=VALUE into hp; prints why and returns -1 on a bad key or value. */
+static int parse_hparam(const char *arg, Gyro__HParams *hp) {
+  const char *eq = strchr(arg, '=');
+  if (!eq || eq == arg || !eq[1]) {
+    fprintf(stderr, "gyroctl: set: '%s' is not KEY=VALUE\n", arg);
+    return -1;
+  }
+  size_t kl = (size_t)(eq - arg);
+  const char *val = eq + 1;
+  for (size_t i = 0; i < sizeof(hp_keys) / sizeof(hp_keys[0]); i++) {
+    if (strlen(hp_keys[i].name) != kl || strncmp(hp_keys[i].name, arg, kl)) continue;
+    uint32_t bit = 1u << (hp_keys[i].field - 1);
+    if (hp->present & bit) {
+      fprintf(stderr, "gyroctl: set: %s given twice\n", hp_keys[i].name);
+      return -1;
+    }
+    char *end;
+    errno = 0;
+    if (hp_keys[i].integer) {
+      long v = strtol(val, &end, 10);
+      if (*end || errno || v < 0 || v > 1000000) {
+        fprintf(stderr, "gyroctl: set: %s wants a non-negative integer, got '%s'\n",
+                hp_keys[i].name, val);
+        return -1;
+      }
+      hp->shallow_layers = (int32_t)v;
+    } else {
+      float v = strtof(val, &end);
+      int beta = hp_keys[i].field == 8 || hp_keys[i].field == 9;
+      if (*end || errno || !isfinite(v) || v < 0 || (beta && v >= 1)) {
+        fprintf(stderr, "gyroctl: set: %s wants a %s, got '%s'\n", hp_keys[i].name,
+                beta ? "number in [0, 1)" : "finite non-negative number", val);
+        return -1;
+      }
+      float *dst[] = {&hp->lr_scale, &hp->grad_clip,     &hp->eps,
+                      &hp->weight_decay, &hp->shallow_scale, NULL,
+                      &hp->z_loss,   &hp->beta1,         &hp->beta2};
+      *dst[hp_keys[i].field - 1] = v;
+    }
+    hp->present |= bit;
+    return 0;
+  }
+  fprintf(stderr,
+          "gyroctl: set: unknown key '%.*s' (keys: lr_scale grad_clip eps weight_decay "
+          "shallow_scale shallow_layers z_loss beta1 beta2)\n",
+          (int)kl, arg);
+  return -1;
+}
+
+static int cmd_directive(const ctl_opts_t *o, int argc, char **argv, Gyro__Directive__Kind kind) {
+  Gyro__CommandRequest req = GYRO__COMMAND_REQUEST__INIT;
+  Gyro__HParams hp = GYRO__HPARAMS__INIT;
+  req.kind = kind;
+  req.token = (char *)(o->token ? o->token : "");
+  if (kind == GYRO__DIRECTIVE__KIND__SET_HPARAMS) {
+    if (argc < 2) {
+      fprintf(stderr, "gyroctl: set wants at least one KEY=VALUE\n");
+      return EXIT_USAGE;
+    }
+    for (int i = 1; i < argc; i++)
+      if (parse_hparam(argv[i], &hp)) return EXIT_USAGE;
+    req.hparams = &hp;
+  } else if (argc != 1) {
+    fprintf(stderr, "gyroctl: %s takes no arguments\n", argv[0]);
+    return EXIT_USAGE;
+  }
+  ProtobufCMessage *m = NULL;
+  int code = operator_call(o, "/gyro.Operator/Command", &req.base,
+                           &gyro__command_reply__descriptor, &m);
+  if (code) return code;
+  const Gyro__CommandReply *r = (const Gyro__CommandReply *)m;
+  if (o->json) print_json(m);
+  else
+    printf("%s: accepted as directive %" PRIu64 ", applied by every rank at step %" PRId64 "\n",
+           argv[0], r->seq, r->at_step);
+  protobuf_c_message_free_unpacked(m, NULL);
+  return EXIT_OK;
+}
+
+/* ----------------------------------------- watch ----------------------------------------- */
+
+typedef struct {
+  const ctl_opts_t *o;
+  atomic_int done;
+  atomic_int status;
+  atomic_long received;
+  char details[256]; /* written before done is set */
+} watch_t;
+
+static void print_event(const Gyro__Event *e) {
+  char when[32] = "";
+  time_t t = (time_t)e->time;
+  struct tm tm;
+  if (localtime_r(&t, &tm)) strftime(when, sizeof(when), "%H:%M:%S", &tm);
+  printf("%s  step %-7" PRId64 " %-14s %s\n", when, e->step, e->kind, e->message);
+}
+
+static void print_step_line(const Gyro__StatusReply *r) {
+  char rate[32];
+  fmt_rate(rate, sizeof(rate), r->tokens_per_s);
+  printf("step %-7" PRId64 " ", r->step);
+  print_losses(r);
+  printf("  grad_norm %.3g  tok/s %s  %s\n", r->grad_norm, rate, r->state);
+}
+
+static void watch_on_message(void *ud, const uint8_t *msg, size_t len) {
+  watch_t *w = ud;
+  Gyro__WatchMsg *m = gyro__watch_msg__unpack(NULL, len, msg);
+  if (!m) {
+    fprintf(stderr, "gyroctl: watch: a message from the controller does not decode (%zu bytes)\n",
+            len);
+    return;
+  }
+  atomic_fetch_add(&w->received, 1);
+  if (w->o->json) print_json(&m->base);
+  else if (m->msg_case == GYRO__WATCH_MSG__MSG_EVENT) print_event(m->event);
+  else if (m->msg_case == GYRO__WATCH_MSG__MSG_STATUS) print_step_line(m->status);
+  fflush(stdout);
+  gyro__watch_msg__free_unpacked(m, NULL);
+}
+
+static void watch_on_close(void *ud, int status, const char *details) {
+  watch_t *w = ud;
+  snprintf(w->details, sizeof(w->details), "%s", details ? details : "");
+  atomic_store(&w->status, status);
+  atomic_store(&w->done, 1);
+}
+
+static int cmd_watch(const ctl_opts_t *o, int argc, char **argv) {
+  int steps = 0;
+  static const struct option opts[] = {{"steps", no_argument, 0, 's'}, {0, 0, 0, 0}};
+  int c;
+  optind = 0;
+  while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+    if (c == 's') steps = 1;
+    else return EXIT_USAGE;
+  }
+  if (optind != argc) {
+    fprintf(stderr, "gyroctl: watch: unexpected argument '%s'\n", argv[optind]);
+    return EXIT_USAGE;
+  }
+  char err[512] = "";
+  gy_rpc_client_t *cl = NULL;
+  gy_rpc_cstream_t *s = NULL;
+  watch_t w = {.o = o};
+  int code;
+  if (gy_rpc_client_create(&cl, o->addr, err, sizeof(err))) {
+    fprintf(stderr, "gyroctl: cannot reach controller %s: %s\n", o->addr, err);
+    return EXIT_UNREACHABLE;
+  }
+  gy_rpc_cstream_cbs_t cbs = {.on_message = watch_on_message, .on_close = watch_on_close};
+  int rc = gy_rpc_cstream_open(cl, "/gyro.Operator/Watch", o->auth[0] ? "authorization" : NULL,
+                               o->auth[0] ? o->auth : NULL, &cbs, &w, &s, err, sizeof(err));
+  if (rc) {
+    code = call_failed(o, "/gyro.Operator/Watch", rc, GY_RPC_UNAVAILABLE, err);
+    goto done;
+  }
+  Gyro__WatchRequest req = GYRO__WATCH_REQUEST__INIT;
+  req.steps = steps;
+  req.token = (char *)(o->token ? o->token : "");
+  uint8_t buf[1200];
+  size_t len = gyro__watch_request__get_packed_size(&req);
+  if (len > sizeof(buf)) {
+    fprintf(stderr, "gyroctl: --token is too long\n");
+    code = EXIT_USAGE;
+    goto done;
+  }
+  gyro__watch_request__pack(&req, buf);
+  gy_rpc_cstream_send(s, buf, len); /* a closed stream reports itself through on_close */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  int interrupted = 0;
+  while (!atomic_load(&w.done)) {
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    if (sigtimedwait(&set, NULL, &ts) > 0) {
+      interrupted = 1;
+      break;
+    }
+  }
+  if (interrupted) {
+    code = EXIT_OK;
+    goto done;
+  }
+  int st = atomic_load(&w.status);
+  if (st == GY_RPC_OK) {
+    if (!o->json) printf("(the controller ended the stream)\n");
+    code = EXIT_OK;
+  } else {
+    code = call_failed(o, "/gyro.Operator/Watch", GY_ECOMM, st, w.details);
+  }
+done:
+  gy_rpc_cstream_close(s);
+  gy_rpc_client_destroy(cl);
+  return code;
+}
+
+/* ----------------------------------------- main ----------------------------------------- */
+
+int main(int argc, char **argv) {
+  ctl_opts_t o = {.addr = getenv("GYRO_CONTROLLER"), .token = getenv("GYRO_TOKEN"),
+                  .timeout_ms = 5000};
+  if (!o.addr || !*o.addr) o.addr = "127.0.0.1:7070";
+  static const struct option opts[] = {{"controller", required_argument, 0, 'c'},
+                                       {"token", required_argument, 0, 't'},
+                                       {"json", no_argument, 0, 'j'},
+                                       {"timeout", required_argument, 0, 'T'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'c': o.addr = optarg; break;
+    case 't': o.token = optarg; break;
+    case 'j': o.json = 1; break;
+    case 'T': {
+      char *end;
+      errno = 0;
+      long v = strtol(optarg, &end, 10);
+      if (*end || errno || v < 1 || v > 3600000) {
+        fprintf(stderr, "gyroctl: --timeout wants milliseconds in [1, 3600000], got '%s'\n",
+                optarg);
+        return EXIT_USAGE;
+      }
+      o.timeout_ms = (int)v;
+      break;
+    }
+    case 'h': usage(stdout); return EXIT_OK;
+    default: usage(stderr); return EXIT_USAGE;
+    }
+  }
+  if (optind >= argc) {
+    fprintf(stderr, "gyroctl: missing COMMAND\n");
+    usage(stderr);
+    return EXIT_USAGE;
+  }
+  if (!*o.addr) {
+    fprintf(stderr, "gyroctl: --controller is empty\n");
+    return EXIT_USAGE;
+  }
+  if (o.token && *o.token) {
+    if (strlen(o.token) > sizeof(o.auth) - 8 || strpbrk(o.token, "\r\n")) {
+      fprintf(stderr, "gyroctl: --token is too long or holds a line break\n");
+      return EXIT_USAGE;
+    }
+    snprintf(o.auth, sizeof(o.auth), "Bearer %s", o.token);
+  }
+  const char *cmd = argv[optind];
+  int cargc = argc - optind;
+  char **cargv = argv + optind;
+  if (!strcmp(cmd, "launch")) return gy_launch_main(cargc, cargv, argv[0]);
+  if (!strcmp(cmd, "help")) {
+    usage(stdout);
+    return EXIT_OK;
+  }
+  /* Block the stop signals before the gRPC client starts its threads: watch waits for them
+   * with sigtimedwait, and unary calls end by their deadline anyway. */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  if (!strcmp(cmd, "watch")) pthread_sigmask(SIG_BLOCK, &set, NULL);
+  if (!strcmp(cmd, "status")) return cmd_status(&o, cargc, cargv);
+  if (!strcmp(cmd, "watch")) return cmd_watch(&o, cargc, cargv);
+  if (!strcmp(cmd, "pause")) return cmd_directive(&o, cargc, cargv, GYRO__DIRECTIVE__KIND__PAUSE);
+  if (!strcmp(cmd, "resume"))
+    return cmd_directive(&o, cargc, cargv, GYRO__DIRECTIVE__KIND__RESUME);
+  if (!strcmp(cmd, "stop")) return cmd_directive(&o, cargc, cargv, GYRO__DIRECTIVE__KIND__STOP);
+  if (!strcmp(cmd, "checkpoint"))
+    return cmd_directive(&o, cargc, cargv, GYRO__DIRECTIVE__KIND__CHECKPOINT);
+  if (!strcmp(cmd, "set"))
+    return cmd_directive(&o, cargc, cargv, GYRO__DIRECTIVE__KIND__SET_HPARAMS);
+  fprintf(stderr, "gyroctl: unknown command '%s'\n", cmd);
+  usage(stderr);
+  return EXIT_USAGE;
+}

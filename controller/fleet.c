@@ -1,0 +1,740 @@
+/*
+ * fleet: the controller's pure logic (DESIGN.md §2-§4, control-plane design): no I/O, no clock.
+ *
+ * API, in order: create/destroy; inputs join, join_cancel, hello, report, heartbeat, ack,
+ * session_closed, command, tick; outputs actions/actions_clear/errmsg; read-only views; the
+ * internal state-change function for tests.
+ *
+ * How it works. Joins are held in `joiners` until `world` of them are present; then the gang
+ * forms (generation + 1, ranks by ordinal else lowest free, start step = the joiners' minimum
+ * steps_done) and every joiner gets an ASSIGN. Grants: horizon = min(slowest rank's steps_done
+ * + window, steps), sent to every rank each time it grows. An operator command is queued; the
+ * head of the queue is "in flight": the horizon stays frozen at H, and once every rank's
+ * steps_done == H the directive goes out with at_step = H; when every alive rank acked, its
+ * effect happens (PAUSE -> PAUSED, RESUME -> TRAIN, STOP -> DONE) and the next queued
+ * directive goes out at the same H, or grants resume. Aggregation: each report of step s is
+ * folded into the history slot s % hcap; when the slowest rank passes s the slot is final.
+ *
+ * Invariants:
+ * - Only transition() writes f->state, and only pairs of the table `allowed` pass.
+ * - The horizon never decreases, and does not change while a directive is in flight or queued
+ *   or the run is PAUSED, so every rank applies a directive at the same step H.
+ * - A member's steps_done <= horizon; reports arrive in step order per rank.
+ * - hcap = GY_FLEET_HISTORY + window + 1: the slots of the last GY_FLEET_HISTORY aggregated
+ *   steps and of every step a rank may run ahead (< horizon) are distinct.
+ * - Every refusal sets errmsg and appends an event "refused".
+ */
+#include "fleet.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+
+#define QUEUE_MAX 64
+
+typedef struct {
+  uint64_t seq;
+  int kind;
+  gy_fleet_hparams_t hp;
+} directive_t;
+
+typedef struct {
+  gy_fleet_member_t m;
+  uint64_t handle;
+  uint64_t prev_generation;
+} joiner_t;
+
+struct gy_fleet {
+  gy_fleet_opts_t o;
+  gy_fleet_state_t state;
+  uint64_t generation;
+  int64_t start_step;
+  int64_t horizon;
+  gy_fleet_member_t *members; /* world entries once formed */
+  int nmembers;
+  joiner_t *joiners; /* world entries at most */
+  int njoiners;
+  /* directives */
+  uint64_t seq;
+  directive_t inflight;
+  int inflight_on, inflight_sent;
+  directive_t queue[QUEUE_MAX];
+  int nqueue;
+  int pause_intent; /* PAUSED, or a PAUSE accepted and no RESUME after it */
+  int stop_intent;
+  /* history */
+  gy_fleet_step_t *hist;
+  int64_t hcap;
+  int64_t last_step;
+  /* outputs */
+  gy_fleet_action_t *acts;
+  size_t nacts, capacts;
+  uint64_t event_id;
+  uint64_t session_ctr;
+  char errmsg[256];
+};
+
+/* ---------------------------------------- names ---------------------------------------- */
+
+static const char *const state_names[] = {
+#define GY_FLEET_STATE_NAME(name) #name,
+    GY_FLEET_STATE_MAP(GY_FLEET_STATE_NAME)
+#undef GY_FLEET_STATE_NAME
+};
+
+const char *gy_fleet_state_name(gy_fleet_state_t s) {
+  return (s >= 0 && s < GY_FLEET_NSTATES) ? state_names[s] : "?";
+}
+
+const char *gy_dir_kind_name(int kind) {
+  static const char *const names[] = {"NONE", "PAUSE",      "RESUME",
+                                      "STOP", "CHECKPOINT", "SET_HPARAMS"};
+  return (kind >= 0 && kind <= GY_DIR_SET_HPARAMS) ? names[kind] : "?";
+}
+
+/* ---------------------------------------- actions ---------------------------------------- */
+
+/* Appends a zeroed action of kind k; NULL when out of memory (the action is lost; the caller's
+ * state stays consistent). */
+static gy_fleet_action_t *push(gy_fleet_t *f, gy_fleet_act_kind_t k) {
+  if (f->nacts == f->capacts) {
+    size_t cap = f->capacts ? 2 * f->capacts : 16;
+    gy_fleet_action_t *a = realloc(f->acts, cap * sizeof(*a));
+    if (!a) return NULL;
+    f->acts = a;
+    f->capacts = cap;
+  }
+  gy_fleet_action_t *a = &f->acts[f->nacts++];
+  memset(a, 0, sizeof(*a));
+  a->kind = k;
+  a->rank = -1;
+  a->generation = f->generation;
+  return a;
+}
+
+static void event(gy_fleet_t *f, const char *kind, int64_t step, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void event(gy_fleet_t *f, const char *kind, int64_t step, const char *fmt, ...) {
+  gy_fleet_action_t *a = push(f, GY_FLEET_ACT_EVENT);
+  if (!a) return;
+  a->event_id = ++f->event_id;
+  a->event_kind = kind;
+  a->step = step;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(a->msg, sizeof(a->msg), fmt, ap);
+  va_end(ap);
+}
+
+/* Records why a call is refused, appends an event "refused" and returns rc. */
+static int refuse(gy_fleet_t *f, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int refuse(gy_fleet_t *f, int rc, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(f->errmsg, sizeof(f->errmsg), fmt, ap);
+  va_end(ap);
+  event(f, "refused", f->last_step, "%s", f->errmsg);
+  return rc;
+}
+
+/* ------------------------------------- state machine ------------------------------------- */
+
+/* allowed[from][to]: the documented transitions. */
+static const unsigned char allowed[GY_FLEET_NSTATES][GY_FLEET_NSTATES] = {
+    /*              INIT TRAIN PAUSED STOPPING DONE DEGRADED */
+    [GY_FLEET_INIT] = {0, 1, 0, 0, 0, 0},   [GY_FLEET_TRAIN] = {0, 0, 1, 1, 1, 1},
+    [GY_FLEET_PAUSED] = {0, 1, 0, 1, 0, 1}, [GY_FLEET_STOPPING] = {0, 0, 0, 0, 1, 0},
+    [GY_FLEET_DONE] = {0, 0, 0, 0, 0, 0},   [GY_FLEET_DEGRADED] = {1, 0, 0, 0, 0, 0},
+};
+
+int gy__fleet_transition_allowed(gy_fleet_state_t from, gy_fleet_state_t to) {
+  if (from < 0 || from >= GY_FLEET_NSTATES || to < 0 || to >= GY_FLEET_NSTATES) return 0;
+  return allowed[from][to];
+}
+
+/* Exit actions. */
+static void clear_directives(gy_fleet_t *f, const char *why) {
+  if (f->inflight_on)
+    event(f, "directive_dropped", f->last_step, "directive seq %llu (%s) dropped: %s",
+          (unsigned long long)f->inflight.seq, gy_dir_kind_name(f->inflight.kind), why);
+  for (int i = 0; i < f->nqueue; i++)
+    event(f, "directive_dropped", f->last_step, "directive seq %llu (%s) dropped: %s",
+          (unsigned long long)f->queue[i].seq, gy_dir_kind_name(f->queue[i].kind), why);
+  f->inflight_on = f->inflight_sent = 0;
+  f->nqueue = 0;
+  f->pause_intent = f->stop_intent = 0;
+}
+
+static void clear_gang(gy_fleet_t *f) {
+  free(f->members);
+  f->members = NULL;
+  f->nmembers = 0;
+}
+
+int gy__fleet_transition(gy_fleet_t *f, gy_fleet_state_t to, const char *why) {
+  gy_fleet_state_t from = f->state;
+  if (!gy__fleet_transition_allowed(from, to)) {
+    snprintf(f->errmsg, sizeof(f->errmsg), "illegal state transition %s -> %s",
+             gy_fleet_state_name(from), gy_fleet_state_name(to));
+    return GY_EINVAL;
+  }
+  f->state = to;
+  event(f, "state", f->last_step, "%s -> %s: %s", gy_fleet_state_name(from),
+        gy_fleet_state_name(to), why ? why : "");
+  switch (to) {
+  case GY_FLEET_DONE:
+    clear_directives(f, "the run is done");
+    push(f, GY_FLEET_ACT_DONE);
+    event(f, "done", f->last_step, "run done at step %lld", (long long)(f->last_step + 1));
+    break;
+  case GY_FLEET_DEGRADED:
+    clear_directives(f, "a worker was lost");
+    break;
+  case GY_FLEET_INIT:
+    clear_gang(f);
+    break;
+  default:
+    break;
+  }
+  return 0;
+}
+
+void gy__fleet_force_state(gy_fleet_t *f, gy_fleet_state_t s) {
+  f->state = s;
+}
+
+/* ---------------------------------------- helpers ---------------------------------------- */
+
+static int64_t min_steps(const gy_fleet_t *f) {
+  int64_t m = INT64_MAX;
+  for (int r = 0; r < f->nmembers; r++)
+    if (f->members[r].steps_done < m) m = f->members[r].steps_done;
+  return f->nmembers ? m : 0;
+}
+
+static int64_t cap_steps(const gy_fleet_t *f, int64_t h) {
+  return h < f->o.steps ? h : f->o.steps;
+}
+
+/* Extends the horizon when nothing holds it frozen. */
+static void maybe_grant(gy_fleet_t *f) {
+  if (f->state != GY_FLEET_TRAIN || f->inflight_on || f->nqueue) return;
+  int64_t h = cap_steps(f, min_steps(f) + f->o.window);
+  if (h <= f->horizon) return;
+  f->horizon = h;
+  gy_fleet_action_t *a = push(f, GY_FLEET_ACT_GRANT);
+  if (a) a->step = h;
+}
+
+static void send_directive(gy_fleet_t *f, int rank) {
+  gy_fleet_action_t *a = push(f, GY_FLEET_ACT_DIRECTIVE);
+  if (!a) return;
+  a->rank = rank;
+  a->seq = f->inflight.seq;
+  a->dir_kind = f->inflight.kind;
+  a->hparams = f->inflight.hp;
+  a->step = f->horizon;
+}
+
+/* Moves the directive pipeline forward: takes the next queued directive, and sends the one in
+ * flight once every rank stands at the horizon. */
+static void pump(gy_fleet_t *f) {
+  if (f->state != GY_FLEET_TRAIN && f->state != GY_FLEET_PAUSED) return;
+  if (!f->inflight_on) {
+    if (!f->nqueue) return;
+    f->inflight = f->queue[0];
+    memmove(f->queue, f->queue + 1, (size_t)(f->nqueue - 1) * sizeof(f->queue[0]));
+    f->nqueue--;
+    f->inflight_on = 1;
+    f->inflight_sent = 0;
+  }
+  if (f->inflight_sent) return;
+  for (int r = 0; r < f->nmembers; r++)
+    if (f->members[r].steps_done != f->horizon) return;
+  for (int r = 0; r < f->nmembers; r++)
+    f->members[r].acked = 0;
+  f->inflight_sent = 1;
+  send_directive(f, -1);
+  event(f, "directive", f->horizon, "directive seq %llu %s sent, at_step %lld",
+        (unsigned long long)f->inflight.seq, gy_dir_kind_name(f->inflight.kind),
+        (long long)f->horizon);
+  if (f->inflight.kind == GY_DIR_STOP) gy__fleet_transition(f, GY_FLEET_STOPPING, "operator stop");
+}
+
+/* Called when an ack or an exit may have completed the directive in flight. */
+static void check_acks(gy_fleet_t *f) {
+  if (!f->inflight_on || !f->inflight_sent) return;
+  for (int r = 0; r < f->nmembers; r++)
+    if (f->members[r].alive && !f->members[r].acked) return;
+  directive_t d = f->inflight;
+  f->inflight_on = f->inflight_sent = 0;
+  event(f, "directive_applied", f->horizon, "directive seq %llu %s applied at step %lld",
+        (unsigned long long)d.seq, gy_dir_kind_name(d.kind), (long long)f->horizon);
+  switch (d.kind) {
+  case GY_DIR_PAUSE:
+    gy__fleet_transition(f, GY_FLEET_PAUSED, "operator pause");
+    break;
+  case GY_DIR_RESUME:
+    gy__fleet_transition(f, GY_FLEET_TRAIN, "operator resume");
+    break;
+  case GY_DIR_STOP:
+    gy__fleet_transition(f, GY_FLEET_DONE, "stopped");
+    return;
+  default:
+    break;
+  }
+  pump(f);
+  maybe_grant(f);
+}
+
+static void lose(gy_fleet_t *f, int rank, const char *why) {
+  gy_fleet_member_t *m = &f->members[rank];
+  if (!m->alive) return;
+  m->alive = 0;
+  if (f->state == GY_FLEET_STOPPING) {
+    m->connected = 0;
+    event(f, "worker_exited", f->last_step, "rank %d (%s) exited: %s", rank, m->worker_id, why);
+    check_acks(f);
+    return;
+  }
+  gy_fleet_action_t *a = push(f, GY_FLEET_ACT_LOST);
+  if (a) a->rank = rank;
+  if (m->connected) { /* a silent worker's stream is finished: it must rejoin */
+    m->connected = 0;
+    a = push(f, GY_FLEET_ACT_CLOSE);
+    if (a) a->rank = rank;
+  }
+  event(f, "worker_lost", f->last_step, "rank %d (%s) lost: %s", rank, m->worker_id, why);
+  if (f->state == GY_FLEET_TRAIN || f->state == GY_FLEET_PAUSED)
+    gy__fleet_transition(f, GY_FLEET_DEGRADED, "worker lost");
+}
+
+static uint64_t splitmix(uint64_t *x) {
+  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static void copy_str(char *dst, size_t n, const char *src) {
+  snprintf(dst, n, "%s", src ? src : "");
+}
+
+/* The world-th joiner arrived: forms the gang and answers every joiner. */
+static void form(gy_fleet_t *f, int64_t now) {
+  int w = f->o.world;
+  gy_fleet_member_t *mem = calloc((size_t)w, sizeof(*mem));
+  if (!mem) {
+    event(f, "error", -1, "out of memory forming the gang");
+    return;
+  }
+  uint64_t gen = f->generation;
+  int64_t start = INT64_MAX;
+  for (int i = 0; i < f->njoiners; i++) {
+    if (f->joiners[i].prev_generation > gen) gen = f->joiners[i].prev_generation;
+    if (f->joiners[i].m.steps_done < start) start = f->joiners[i].m.steps_done;
+  }
+  f->generation = gen + 1;
+  for (int i = 0; i < w; i++)
+    mem[i].rank = -1;
+  /* ordinals first, then the lowest free ranks in join order */
+  for (int i = 0; i < f->njoiners; i++)
+    if (f->joiners[i].m.ordinal >= 0) f->joiners[i].m.rank = f->joiners[i].m.ordinal;
+  for (int i = 0; i < f->njoiners; i++) {
+    joiner_t *j = &f->joiners[i];
+    if (j->m.ordinal >= 0) {
+      mem[j->m.rank].rank = j->m.rank;
+      continue;
+    }
+    j->m.rank = -1;
+  }
+  for (int i = 0; i < f->njoiners; i++) {
+    joiner_t *j = &f->joiners[i];
+    if (j->m.ordinal >= 0) continue;
+    int r = 0;
+    while (mem[r].rank >= 0)
+      r++;
+    j->m.rank = r;
+    mem[r].rank = r;
+  }
+  for (int i = 0; i < f->njoiners; i++) {
+    joiner_t *j = &f->joiners[i];
+    gy_fleet_member_t *m = &mem[j->m.rank];
+    *m = j->m;
+    m->steps_done = start;
+    m->last_seen_ms = now;
+    m->alive = 1;
+    m->connected = 0;
+    uint64_t x = f->o.seed ^ (++f->session_ctr * 0x2545f4914f6cdd1dull);
+    uint64_t a = splitmix(&x), b = splitmix(&x);
+    snprintf(m->session_id, sizeof(m->session_id), "%016llx%016llx", (unsigned long long)a,
+             (unsigned long long)b);
+  }
+  free(f->members);
+  f->members = mem;
+  f->nmembers = w;
+  f->start_step = start;
+  f->last_step = start - 1;
+  f->horizon = cap_steps(f, start + f->o.window);
+  for (int64_t i = 0; i < f->hcap; i++)
+    f->hist[i].step = -1;
+  f->inflight_on = f->inflight_sent = 0;
+  f->nqueue = 0;
+  f->pause_intent = f->stop_intent = 0;
+  for (int i = 0; i < f->njoiners; i++) {
+    gy_fleet_action_t *a = push(f, GY_FLEET_ACT_ASSIGN);
+    if (!a) continue;
+    a->rank = f->joiners[i].m.rank;
+    a->join_handle = f->joiners[i].handle;
+    a->step = start;
+    memcpy(a->session_id, mem[a->rank].session_id, sizeof(a->session_id));
+  }
+  f->njoiners = 0;
+  gy__fleet_transition(f, GY_FLEET_TRAIN, "gang formed");
+  event(f, "gang_formed", start, "generation %llu formed: world %d, start step %lld",
+        (unsigned long long)f->generation, w, (long long)start);
+  if (start >= f->o.steps) gy__fleet_transition(f, GY_FLEET_DONE, "every step already done");
+}
+
+/* ------------------------------------------ API ------------------------------------------ */
+
+int gy_fleet_create(gy_fleet_t **out, const gy_fleet_opts_t *opts) {
+  *out = NULL;
+  if (!opts || opts->world < 1 || opts->window < 1 || opts->steps < 1 || opts->lost_after_ms < 1)
+    return GY_EINVAL;
+  gy_fleet_t *f = calloc(1, sizeof(*f));
+  if (!f) return GY_ENOMEM;
+  f->o = *opts;
+  f->state = GY_FLEET_INIT;
+  f->last_step = -1;
+  f->hcap = GY_FLEET_HISTORY + (int64_t)opts->window + 1;
+  f->hist = calloc((size_t)f->hcap, sizeof(*f->hist));
+  f->joiners = calloc((size_t)opts->world, sizeof(*f->joiners));
+  if (!f->hist || !f->joiners) goto err;
+  for (int64_t i = 0; i < f->hcap; i++)
+    f->hist[i].step = -1;
+  *out = f;
+  return 0;
+err:
+  gy_fleet_destroy(f);
+  return GY_ENOMEM;
+}
+
+void gy_fleet_destroy(gy_fleet_t *f) {
+  if (!f) return;
+  free(f->acts);
+  free(f->hist);
+  free(f->joiners);
+  free(f->members);
+  free(f);
+}
+
+int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64_t join_handle) {
+  f->errmsg[0] = 0;
+  if (!req->worker_id || !req->worker_id[0]) return refuse(f, GY_EINVAL, "join: empty worker_id");
+  if (strlen(req->worker_id) >= GY_FLEET_ID_MAX)
+    return refuse(f, GY_EINVAL, "join: worker_id longer than %d bytes", GY_FLEET_ID_MAX - 1);
+  if (req->ordinal < -1 || req->ordinal >= f->o.world)
+    return refuse(f, GY_ERANGE, "join: worker %s: ordinal %d outside [0, %d)", req->worker_id,
+                  req->ordinal, f->o.world);
+  if (req->steps_done < 0)
+    return refuse(f, GY_EINVAL, "join: worker %s: negative steps_done", req->worker_id);
+  switch (f->state) {
+  case GY_FLEET_DONE:
+    return refuse(f, GY_ENOTSUP, "join: the run is done");
+  case GY_FLEET_TRAIN:
+  case GY_FLEET_PAUSED:
+  case GY_FLEET_STOPPING:
+    for (int r = 0; r < f->nmembers; r++)
+      if (!strcmp(f->members[r].worker_id, req->worker_id))
+        return refuse(f, GY_EBUSY, "join: worker id %s is already rank %d of generation %llu",
+                      req->worker_id, r, (unsigned long long)f->generation);
+    return refuse(f, GY_ENOTSUP, "join: worker %s: the gang of generation %llu is complete",
+                  req->worker_id, (unsigned long long)f->generation);
+  case GY_FLEET_DEGRADED:
+    for (int r = 0; r < f->nmembers; r++)
+      if (f->members[r].connected) {
+        gy_fleet_action_t *a = push(f, GY_FLEET_ACT_CLOSE);
+        if (a) a->rank = r;
+      }
+    gy__fleet_transition(f, GY_FLEET_INIT, "re-forming the gang");
+    break;
+  default:
+    break;
+  }
+  for (int i = 0; i < f->njoiners; i++) {
+    const gy_fleet_member_t *m = &f->joiners[i].m;
+    if (!strcmp(m->worker_id, req->worker_id))
+      return refuse(f, GY_EBUSY, "join: worker id %s already joined", req->worker_id);
+    if (req->ordinal >= 0 && m->ordinal == req->ordinal)
+      return refuse(f, GY_EBUSY, "join: worker %s: ordinal %d already taken by %s", req->worker_id,
+                    req->ordinal, m->worker_id);
+  }
+  joiner_t *j = &f->joiners[f->njoiners++];
+  memset(j, 0, sizeof(*j));
+  copy_str(j->m.worker_id, sizeof(j->m.worker_id), req->worker_id);
+  copy_str(j->m.host, sizeof(j->m.host), req->host);
+  j->m.ordinal = req->ordinal;
+  j->m.pid = req->pid;
+  j->m.rank = -1;
+  j->m.steps_done = req->steps_done;
+  j->handle = join_handle;
+  j->prev_generation = req->generation;
+  event(f, "join", req->steps_done, "worker %s (host %s, pid %d, ordinal %d) joined: %d of %d",
+        req->worker_id, j->m.host, req->pid, req->ordinal, f->njoiners, f->o.world);
+  if (f->njoiners == f->o.world) form(f, now);
+  return 0;
+}
+
+void gy_fleet_join_cancel(gy_fleet_t *f, uint64_t join_handle) {
+  for (int i = 0; i < f->njoiners; i++) {
+    if (f->joiners[i].handle != join_handle) continue;
+    event(f, "join_cancelled", -1, "worker %s left before the gang formed",
+          f->joiners[i].m.worker_id);
+    memmove(&f->joiners[i], &f->joiners[i + 1], (size_t)(f->njoiners - i - 1) * sizeof(joiner_t));
+    f->njoiners--;
+    return;
+  }
+}
+
+/* Checks what every session message shares: a formed gang, the generation, the rank. */
+static int check_msg(gy_fleet_t *f, const char *what, int stream_rank, uint64_t generation,
+                     int rank) {
+  f->errmsg[0] = 0;
+  if (!f->nmembers || f->state == GY_FLEET_INIT)
+    return refuse(f, GY_ENOTSUP, "%s: no gang formed", what);
+  if (generation != f->generation)
+    return refuse(f, GY_EMISMATCH, "%s: generation %llu, current is %llu", what,
+                  (unsigned long long)generation, (unsigned long long)f->generation);
+  if (rank < 0 || rank >= f->nmembers)
+    return refuse(f, GY_ERANGE, "%s: rank %d outside [0, %d)", what, rank, f->nmembers);
+  if (stream_rank >= 0 && rank != stream_rank)
+    return refuse(f, GY_ERANGE, "%s: rank %d on the session of rank %d", what, rank, stream_rank);
+  return 0;
+}
+
+int gy_fleet_hello(gy_fleet_t *f, int64_t now, const char *session_id, uint64_t generation,
+                   int rank) {
+  int rc = check_msg(f, "hello", -1, generation, rank);
+  if (rc) return rc;
+  gy_fleet_member_t *m = &f->members[rank];
+  if (!session_id || strcmp(session_id, m->session_id))
+    return refuse(f, GY_EMISMATCH, "hello: unknown session for rank %d", rank);
+  if (!m->alive) return refuse(f, GY_EMISMATCH, "hello: rank %d was declared lost", rank);
+  if (f->state == GY_FLEET_DONE || f->state == GY_FLEET_DEGRADED)
+    return refuse(f, GY_ENOTSUP, "hello: rank %d: the run is %s", rank,
+                  gy_fleet_state_name(f->state));
+  m->connected = 1;
+  m->last_seen_ms = now;
+  gy_fleet_action_t *a = push(f, GY_FLEET_ACT_GRANT);
+  if (a) {
+    a->rank = rank;
+    a->step = f->horizon;
+  }
+  if (f->inflight_on && f->inflight_sent && !m->acked) send_directive(f, rank);
+  return 0;
+}
+
+int gy_fleet_report(gy_fleet_t *f, int64_t now, int stream_rank, const gy_fleet_report_t *r) {
+  int rc = check_msg(f, "report", stream_rank, r->generation, r->rank);
+  if (rc) return rc;
+  gy_fleet_member_t *m = &f->members[r->rank];
+  m->last_seen_ms = now;
+  if (r->step < m->steps_done) return 0; /* a repeat after a reconnect: already counted */
+  if (f->state != GY_FLEET_TRAIN && f->state != GY_FLEET_PAUSED)
+    return refuse(f, GY_ENOTSUP, "report: rank %d step %lld in state %s", r->rank,
+                  (long long)r->step, gy_fleet_state_name(f->state));
+  if (r->step != m->steps_done)
+    return refuse(f, GY_ERANGE, "report: rank %d reported step %lld, expected %lld", r->rank,
+                  (long long)r->step, (long long)m->steps_done);
+  if (r->step >= f->horizon)
+    return refuse(f, GY_ERANGE, "report: rank %d ran step %lld beyond its horizon %lld", r->rank,
+                  (long long)r->step, (long long)f->horizon);
+  if (r->nch < 0 || r->nch > GY_FLEET_MAX_CH ||
+      (r->nch && (!r->ch_name || !r->ch_loss_sum || !r->ch_tokens)))
+    return refuse(f, GY_EINVAL, "report: rank %d: %d channels (at most %d)", r->rank, r->nch,
+                  GY_FLEET_MAX_CH);
+  gy_fleet_step_t *s = &f->hist[r->step % f->hcap];
+  if (s->step != r->step) {
+    memset(s, 0, sizeof(*s));
+    s->step = r->step;
+  }
+  s->nreports++;
+  if (r->step_ms > s->step_ms) s->step_ms = r->step_ms;
+  if (r->rank == 0) {
+    s->loss = r->loss;
+    s->nch = r->nch;
+    for (int c = 0; c < r->nch; c++) {
+      copy_str(s->ch[c].name, sizeof(s->ch[c].name), r->ch_name[c]);
+      s->ch[c].loss_sum = r->ch_loss_sum[c];
+      s->ch[c].tokens = r->ch_tokens[c];
+    }
+    s->grad_norm = r->grad_norm;
+    s->grad_norm_shallow = r->grad_norm_shallow;
+    s->grad_norm_deep = r->grad_norm_deep;
+    s->update_ratio = r->update_ratio;
+    s->lr = r->lr;
+    s->nonfinite = r->nonfinite;
+    s->tokens_per_s = r->tokens_per_s;
+  }
+  m->steps_done = r->step + 1;
+  m->tokens_per_s = r->tokens_per_s;
+  int64_t lo = min_steps(f);
+  while (f->last_step + 1 < lo) {
+    int64_t st = ++f->last_step;
+    f->hist[st % f->hcap].aggregated = 1;
+    gy_fleet_action_t *a = push(f, GY_FLEET_ACT_STEP);
+    if (a) a->step = st;
+    if (f->hist[st % f->hcap].nonfinite)
+      event(f, "nonfinite", st, "step %lld: non-finite loss or gradient", (long long)st);
+  }
+  if (lo >= f->o.steps) {
+    gy__fleet_transition(f, GY_FLEET_DONE, "every rank reported the last step");
+    return 0;
+  }
+  pump(f);
+  maybe_grant(f);
+  return 0;
+}
+
+int gy_fleet_heartbeat(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generation, int rank) {
+  int rc = check_msg(f, "heartbeat", stream_rank, generation, rank);
+  if (rc) return rc;
+  f->members[rank].last_seen_ms = now;
+  return 0;
+}
+
+int gy_fleet_ack(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generation, uint64_t seq,
+                 int rank, int ok, const char *error) {
+  int rc = check_msg(f, "ack", stream_rank, generation, rank);
+  if (rc) return rc;
+  gy_fleet_member_t *m = &f->members[rank];
+  m->last_seen_ms = now;
+  if (!f->inflight_on || !f->inflight_sent || seq != f->inflight.seq) return 0; /* stale */
+  if (!ok)
+    event(f, "directive_failed", f->horizon, "rank %d failed directive seq %llu (%s): %s", rank,
+          (unsigned long long)seq, gy_dir_kind_name(f->inflight.kind), error ? error : "");
+  m->acked = 1;
+  check_acks(f);
+  return 0;
+}
+
+void gy_fleet_session_closed(gy_fleet_t *f, int64_t now, int rank) {
+  (void)now;
+  if (rank < 0 || rank >= f->nmembers) return;
+  gy_fleet_member_t *m = &f->members[rank];
+  m->connected = 0;
+  if (f->state == GY_FLEET_TRAIN || f->state == GY_FLEET_PAUSED || f->state == GY_FLEET_STOPPING)
+    lose(f, rank, "session stream closed");
+}
+
+int gy_fleet_command(gy_fleet_t *f, int64_t now, int kind, const gy_fleet_hparams_t *hp,
+                     uint64_t *seq, int64_t *at_step) {
+  (void)now;
+  f->errmsg[0] = 0;
+  if (kind < GY_DIR_PAUSE || kind > GY_DIR_SET_HPARAMS)
+    return refuse(f, GY_EINVAL, "command: unknown directive kind %d", kind);
+  if (kind == GY_DIR_SET_HPARAMS && (!hp || !hp->present))
+    return refuse(f, GY_EINVAL, "command: SET_HPARAMS without any field present");
+  if (f->state != GY_FLEET_TRAIN && f->state != GY_FLEET_PAUSED)
+    return refuse(f, GY_ENOTSUP, "command %s: not possible in state %s", gy_dir_kind_name(kind),
+                  gy_fleet_state_name(f->state));
+  if (f->stop_intent)
+    return refuse(f, GY_ENOTSUP, "command %s: a stop is under way", gy_dir_kind_name(kind));
+  if (kind == GY_DIR_PAUSE && f->pause_intent)
+    return refuse(f, GY_ENOTSUP, "command PAUSE: already paused");
+  if (kind == GY_DIR_RESUME && !f->pause_intent)
+    return refuse(f, GY_ENOTSUP, "command RESUME: not paused");
+  if (kind != GY_DIR_STOP && f->horizon >= f->o.steps)
+    return refuse(f, GY_ENOTSUP, "command %s: the run ends at step %lld before it could apply",
+                  gy_dir_kind_name(kind), (long long)f->o.steps);
+  if (f->nqueue == QUEUE_MAX)
+    return refuse(f, GY_ENOTSUP, "command %s: %d commands already queued", gy_dir_kind_name(kind),
+                  QUEUE_MAX);
+  directive_t *d = &f->queue[f->nqueue++];
+  memset(d, 0, sizeof(*d));
+  d->seq = ++f->seq;
+  d->kind = kind;
+  if (kind == GY_DIR_SET_HPARAMS) d->hp = *hp;
+  if (kind == GY_DIR_PAUSE) f->pause_intent = 1;
+  if (kind == GY_DIR_RESUME) f->pause_intent = 0;
+  if (kind == GY_DIR_STOP) f->stop_intent = 1;
+  *seq = d->seq;
+  *at_step = f->horizon;
+  event(f, "command", f->horizon, "operator %s: seq %llu, applies at step %lld",
+        gy_dir_kind_name(kind), (unsigned long long)d->seq, (long long)f->horizon);
+  pump(f);
+  return 0;
+}
+
+void gy_fleet_tick(gy_fleet_t *f, int64_t now) {
+  if (f->state != GY_FLEET_TRAIN && f->state != GY_FLEET_PAUSED && f->state != GY_FLEET_STOPPING)
+    return;
+  for (int r = 0; r < f->nmembers; r++) {
+    gy_fleet_member_t *m = &f->members[r];
+    if (!m->alive || now - m->last_seen_ms <= f->o.lost_after_ms) continue;
+    char why[64];
+    snprintf(why, sizeof(why), "silent for %lld ms", (long long)(now - m->last_seen_ms));
+    lose(f, r, why);
+    if (f->state == GY_FLEET_DEGRADED || f->state == GY_FLEET_DONE) break;
+  }
+}
+
+const gy_fleet_action_t *gy_fleet_actions(const gy_fleet_t *f, size_t *n) {
+  *n = f->nacts;
+  return f->acts;
+}
+
+void gy_fleet_actions_clear(gy_fleet_t *f) {
+  f->nacts = 0;
+}
+const char *gy_fleet_errmsg(const gy_fleet_t *f) {
+  return f->errmsg;
+}
+gy_fleet_state_t gy_fleet_state(const gy_fleet_t *f) {
+  return f->state;
+}
+uint64_t gy_fleet_generation(const gy_fleet_t *f) {
+  return f->generation;
+}
+int64_t gy_fleet_horizon(const gy_fleet_t *f) {
+  return f->horizon;
+}
+int64_t gy_fleet_start_step(const gy_fleet_t *f) {
+  return f->start_step;
+}
+const gy_fleet_opts_t *gy_fleet_opts(const gy_fleet_t *f) {
+  return &f->o;
+}
+int gy_fleet_nmembers(const gy_fleet_t *f) {
+  return f->nmembers;
+}
+int gy_fleet_forming(const gy_fleet_t *f) {
+  return f->njoiners;
+}
+int64_t gy_fleet_last_step(const gy_fleet_t *f) {
+  return f->last_step;
+}
+
+const gy_fleet_member_t *gy_fleet_member(const gy_fleet_t *f, int rank) {
+  return (rank >= 0 && rank < f->nmembers) ? &f->members[rank] : NULL;
+}
+
+const gy_fleet_step_t *gy_fleet_history(const gy_fleet_t *f, int64_t step) {
+  if (step < 0 || step > f->last_step || step <= f->last_step - GY_FLEET_HISTORY) return NULL;
+  const gy_fleet_step_t *s = &f->hist[step % f->hcap];
+  return (s->step == step && s->aggregated) ? s : NULL;
+}
+
+uint64_t gy_fleet_inflight(const gy_fleet_t *f, int *sent) {
+  if (sent) *sent = f->inflight_on && f->inflight_sent;
+  return f->inflight_on ? f->inflight.seq : 0;
+}
+
+int gy_fleet_queued(const gy_fleet_t *f) {
+  return f->nqueue;
+}

@@ -1,0 +1,235 @@
+/* fleet: the controller's pure logic — gang formation, step grants, the directive pipeline,
+ * per-step aggregation, liveness — with no I/O and no clock: time comes in as milliseconds and
+ * decisions come out as a list of actions the caller (controller/service.c) carries out.
+ *
+ * Usage: every input function (join, hello, report, heartbeat, ack, session_closed, command,
+ * tick) appends zero or more actions; the caller reads them with gy_fleet_actions() and clears
+ * them with gy_fleet_actions_clear() before the next input. Refusals return a negative error
+ * code from common/err.h (with a message in gy_fleet_errmsg()) and append an event:
+ *   GY_EINVAL    malformed or missing field          -> INVALID_ARGUMENT
+ *   GY_ERANGE    rank or ordinal outside the world   -> OUT_OF_RANGE
+ *   GY_EBUSY     worker id or ordinal already taken  -> ALREADY_EXISTS
+ *   GY_EMISMATCH wrong generation or unknown session -> FAILED_PRECONDITION
+ *   GY_ENOTSUP   not possible in the current state   -> FAILED_PRECONDITION
+ */
+#ifndef GY_FLEET_H
+#define GY_FLEET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Run states. The transition table is in fleet.c (one function changes state). */
+#define GY_FLEET_STATE_MAP(XX)                                                                     \
+  XX(INIT)     /* gang forming: joins are held until `world` workers joined */                     \
+  XX(TRAIN)    /* grants follow the slowest rank */                                                \
+  XX(PAUSED)   /* the operator paused: horizon frozen until RESUME */                              \
+  XX(STOPPING) /* STOP sent: waiting for every rank to ack or exit */                              \
+  XX(DONE)     /* every rank reported the last step, or stopped */                                 \
+  XX(DEGRADED) /* a worker was lost: no grants; the next join re-forms the gang */
+
+typedef enum {
+#define GY_FLEET_STATE_ENUM(name) GY_FLEET_##name,
+  GY_FLEET_STATE_MAP(GY_FLEET_STATE_ENUM)
+#undef GY_FLEET_STATE_ENUM
+      GY_FLEET_NSTATES
+} gy_fleet_state_t;
+
+const char *gy_fleet_state_name(gy_fleet_state_t s); /* "INIT", ...; "?" when out of range */
+
+/* Directive kinds: the same numbers as gyro.Directive.Kind. */
+typedef enum {
+  GY_DIR_NONE = 0,
+  GY_DIR_PAUSE = 1,
+  GY_DIR_RESUME = 2,
+  GY_DIR_STOP = 3,
+  GY_DIR_CHECKPOINT = 4,
+  GY_DIR_SET_HPARAMS = 5,
+} gy_dir_kind_t;
+
+const char *gy_dir_kind_name(int kind); /* "PAUSE", ...; "?" when out of range */
+
+/* The run-time knobs of SET_HPARAMS; `present` has bit 1 << (field number - 1) of
+ * gyro.HParams for each field to change. */
+typedef struct {
+  float lr_scale, grad_clip, eps, weight_decay, shallow_scale;
+  int32_t shallow_layers;
+  float z_loss, beta1, beta2;
+  uint32_t present;
+} gy_fleet_hparams_t;
+
+#define GY_FLEET_ID_MAX 128     /* worker ids and host names, with the NUL */
+#define GY_FLEET_SESSION_MAX 48 /* session ids, with the NUL */
+#define GY_FLEET_MAX_CH 16      /* channels kept per step (gy_data's GY_MAX_CHANNELS) */
+#define GY_FLEET_CH_NAME 32
+#define GY_FLEET_HISTORY 4096 /* aggregated steps kept */
+
+typedef struct {
+  int world;         /* workers in the gang (>= 1) */
+  int tp;            /* tensor-parallel size (informational, copied to assignments) */
+  int window;        /* horizon = slowest rank's steps_done + window (>= 1) */
+  int64_t steps;     /* run.steps: the run is DONE when every rank reported steps-1 */
+  int lost_after_ms; /* silence that declares a worker lost */
+  uint64_t seed;     /* makes session ids unguessable (the service passes random bits) */
+} gy_fleet_opts_t;
+
+typedef struct {
+  char worker_id[GY_FLEET_ID_MAX];
+  int ordinal; /* -1: none */
+  char host[GY_FLEET_ID_MAX];
+  int pid;
+  int rank;
+  int64_t steps_done;   /* reports received: the next report must be for step steps_done */
+  int64_t last_seen_ms; /* time of the last message (or of the join) */
+  int alive;            /* 0 once lost or exited */
+  int connected;        /* a session stream is open (Hello accepted, not closed) */
+  int acked;            /* acked the directive in flight */
+  double tokens_per_s;  /* of its last report */
+  char session_id[GY_FLEET_SESSION_MAX];
+} gy_fleet_member_t;
+
+/* One step's gang figures. With data parallelism the engine has reduced loss and channel
+ * sums over the gang already, so they come from rank 0's report (exact: sums and counts,
+ * not means); step_ms is the slowest rank's. */
+typedef struct {
+  int64_t step;
+  int nreports; /* ranks that reported this step */
+  int aggregated;
+  double loss;
+  int nch;
+  struct {
+    char name[GY_FLEET_CH_NAME];
+    double loss_sum;
+    uint64_t tokens;
+  } ch[GY_FLEET_MAX_CH];
+  double grad_norm, grad_norm_shallow, grad_norm_deep, update_ratio, lr;
+  int nonfinite;
+  double tokens_per_s; /* rank 0's: already the gang's global rate */
+  double step_ms;      /* max over ranks */
+} gy_fleet_step_t;
+
+/* Inputs. Strings are borrowed for the call. */
+typedef struct {
+  const char *worker_id;
+  int ordinal; /* -1 for none */
+  const char *host;
+  int pid;
+  int64_t steps_done;
+  uint64_t generation; /* the generation it trained in before (0: none) */
+} gy_fleet_join_t;
+
+typedef struct {
+  uint64_t generation;
+  int rank;
+  int64_t step;
+  double loss;
+  int nch;
+  const char *const *ch_name;
+  const double *ch_loss_sum;
+  const uint64_t *ch_tokens;
+  double grad_norm, grad_norm_shallow, grad_norm_deep, update_ratio, lr;
+  int nonfinite;
+  double step_ms, tokens_per_s;
+} gy_fleet_report_t;
+
+/* Outputs. */
+typedef enum {
+  GY_FLEET_ACT_ASSIGN,    /* answer held join `join_handle` with rank/generation/... */
+  GY_FLEET_ACT_GRANT,     /* send Grant{generation, horizon} to rank (-1: every connected) */
+  GY_FLEET_ACT_DIRECTIVE, /* send Directive{generation, seq, at_step, kind, hparams} to rank
+                             (-1: every connected rank) */
+  GY_FLEET_ACT_EVENT,     /* emit event {kind, msg, step} */
+  GY_FLEET_ACT_LOST,      /* rank was declared lost (an EVENT accompanies it) */
+  GY_FLEET_ACT_STEP,      /* step `step` was aggregated: gy_fleet_history(f, step) */
+  GY_FLEET_ACT_CLOSE,     /* finish rank's session stream (lost, or the gang is re-forming) */
+  GY_FLEET_ACT_DONE,      /* the run reached DONE */
+} gy_fleet_act_kind_t;
+
+typedef struct {
+  gy_fleet_act_kind_t kind;
+  int rank;
+  uint64_t generation;
+  int64_t step;         /* EVENT, STEP: the step; ASSIGN: start step; GRANT: horizon;
+                           DIRECTIVE: at_step */
+  uint64_t join_handle; /* ASSIGN */
+  char session_id[GY_FLEET_SESSION_MAX]; /* ASSIGN */
+  uint64_t seq;                          /* DIRECTIVE */
+  int dir_kind;                          /* DIRECTIVE */
+  gy_fleet_hparams_t hparams;            /* DIRECTIVE (SET_HPARAMS) */
+  uint64_t event_id;                     /* EVENT */
+  const char *event_kind; /* EVENT: static string ("gang_formed", "worker_lost", ...) */
+  char msg[256];          /* EVENT */
+} gy_fleet_action_t;
+
+typedef struct gy_fleet gy_fleet_t;
+
+/* Creates a fleet in state INIT. The callee copies opts. GY_EINVAL for bad opts (world < 1,
+ * window < 1, steps < 1, lost_after_ms < 1), GY_ENOMEM. */
+int gy_fleet_create(gy_fleet_t **out, const gy_fleet_opts_t *opts);
+void gy_fleet_destroy(gy_fleet_t *f); /* NULL is a no-op */
+
+/* A worker joins; join_handle identifies the held call in the ASSIGN action. Held (returns 0,
+ * no ASSIGN yet) until `world` joiners are present; the world-th join yields one ASSIGN per
+ * joiner. Ranks: the ordinal when given, else the lowest free rank. Generation: one more than
+ * both the fleet's and every joiner's previous generation. Start step: the joiners' minimum
+ * steps_done. In DEGRADED a join dissolves the old gang (CLOSE for its connected ranks) and
+ * starts forming a new one. Refusals: GY_EINVAL (empty worker_id), GY_ERANGE (ordinal),
+ * GY_EBUSY (worker id or ordinal already in the forming/current gang), GY_ENOTSUP (gang
+ * complete, or the run is DONE). */
+int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64_t join_handle);
+/* The joiner behind join_handle went away before the gang formed (its call was cancelled). */
+void gy_fleet_join_cancel(gy_fleet_t *f, uint64_t join_handle);
+
+/* First message of a session stream. On success the rank is connected and gets a GRANT with
+ * the current horizon (and the directive in flight, if it was sent and this rank has not
+ * acked it). GY_EMISMATCH: wrong generation or session id; GY_ERANGE: rank. */
+int gy_fleet_hello(gy_fleet_t *f, int64_t now, const char *session_id, uint64_t generation,
+                   int rank);
+/* A StepReport from the stream bound to stream_rank. Reports come in order (step ==
+ * steps_done); a repeat of an older step is ignored. GY_EMISMATCH (generation), GY_ERANGE
+ * (rank differs from the stream's, or the step is beyond the horizon or out of order). */
+int gy_fleet_report(gy_fleet_t *f, int64_t now, int stream_rank, const gy_fleet_report_t *r);
+int gy_fleet_heartbeat(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generation, int rank);
+int gy_fleet_ack(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generation, uint64_t seq,
+                 int rank, int ok, const char *error);
+/* The session stream of rank closed. TRAIN/PAUSED: the worker is lost (DEGRADED). STOPPING:
+ * the worker exited (counts as its ack). */
+void gy_fleet_session_closed(gy_fleet_t *f, int64_t now, int rank);
+/* An operator command. On success *seq and *at_step say which directive and at which step
+ * every rank will apply it (the frozen horizon); commands arriving while one is in flight
+ * are queued and apply at the same step, in order. GY_EINVAL: kind; GY_ENOTSUP: not possible
+ * now (no gang, DEGRADED, STOPPING, DONE, RESUME while not paused, PAUSE while paused). */
+int gy_fleet_command(gy_fleet_t *f, int64_t now, int kind, const gy_fleet_hparams_t *hp,
+                     uint64_t *seq, int64_t *at_step);
+/* Liveness: declares lost every alive rank silent for more than lost_after_ms. */
+void gy_fleet_tick(gy_fleet_t *f, int64_t now);
+
+/* Actions produced since the last clear (valid until the next input call or clear). */
+const gy_fleet_action_t *gy_fleet_actions(const gy_fleet_t *f, size_t *n);
+void gy_fleet_actions_clear(gy_fleet_t *f);
+const char *gy_fleet_errmsg(const gy_fleet_t *f); /* why the last call was refused */
+
+/* Read-only views. */
+gy_fleet_state_t gy_fleet_state(const gy_fleet_t *f);
+uint64_t gy_fleet_generation(const gy_fleet_t *f);
+int64_t gy_fleet_horizon(const gy_fleet_t *f);
+int64_t gy_fleet_start_step(const gy_fleet_t *f);
+const gy_fleet_opts_t *gy_fleet_opts(const gy_fleet_t *f);
+int gy_fleet_nmembers(const gy_fleet_t *f); /* world once formed, 0 while forming */
+const gy_fleet_member_t *gy_fleet_member(const gy_fleet_t *f, int rank); /* NULL if none */
+int gy_fleet_forming(const gy_fleet_t *f);                               /* joiners held */
+/* Newest aggregated step (-1: none yet), and the figures of an aggregated step still in the
+ * history (NULL otherwise). */
+int64_t gy_fleet_last_step(const gy_fleet_t *f);
+const gy_fleet_step_t *gy_fleet_history(const gy_fleet_t *f, int64_t step);
+/* Directive in flight: its seq (0: none) and whether it was sent (else ranks are still
+ * reaching the horizon). Commands queued behind it. */
+uint64_t gy_fleet_inflight(const gy_fleet_t *f, int *sent);
+int gy_fleet_queued(const gy_fleet_t *f);
+
+/* Internal, for tests (CONVENTIONS §9): force a state, and the one function that changes
+ * state (GY_EINVAL for a pair outside the transition table, state unchanged). */
+void gy__fleet_force_state(gy_fleet_t *f, gy_fleet_state_t s);
+int gy__fleet_transition(gy_fleet_t *f, gy_fleet_state_t to, const char *why);
+int gy__fleet_transition_allowed(gy_fleet_state_t from, gy_fleet_state_t to);
+
+#endif

@@ -1,0 +1,1052 @@
+/*
+ * service: the controller's gRPC side (see service.h). Everything runs on the loop thread: gy_rpc
+ * calls the handlers there, the liveness timer fires there, so no lock is needed.
+ *
+ * API, in order: create (fleet + server + timer), port, on_done, shutdown, destroy, fleet.
+ *
+ * Flow: a handler decodes the message (protobuf-c; a decode failure is INVALID_ARGUMENT and an
+ * event), checks tokens, calls the fleet, answers the call, then drain() carries out the
+ * fleet's actions: answer held joins (ASSIGN), send grants and directives on session streams,
+ * emit events (stderr JSON line + Watch streams), emit aggregated steps (stdout JSON line +
+ * Watch streams that asked for steps), finish sessions (CLOSE), report DONE.
+ *
+ * Invariants:
+ * - sessions[r] is the one stream bound to rank r (after an accepted Hello) or NULL; a stream
+ *   replaced by a newer Hello of the same rank is unbound first, so its close does not count as
+ *   the worker's loss.
+ * - Every held unary call (joins, store gets) is in exactly one list and is answered exactly
+ *   once: by the fleet, by a key arriving, by its timer, or at shutdown.
+ * - drain() copies the actions out before acting, and does not nest: a callback that feeds the
+ *   fleet while actions are being carried out leaves its actions for the running drain loop.
+ * - Each call's data (call_t) is freed in on_close (streams); unary calls have none.
+ */
+#include "service.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/log.h"
+#include "common/rpc.h"
+#include "proto/gyro.pb-c.h"
+
+#define STORE_MAX_TIMEOUT_MS (3600 * 1000)
+
+typedef enum { CALL_SESSION, CALL_WATCH } call_kind_t;
+
+typedef struct call {
+  call_kind_t kind;
+  gy_rpc_call_t *rpc;
+  int rank;                 /* SESSION: bound rank, -1 before Hello or after being replaced */
+  int active;               /* WATCH: the request was accepted */
+  int steps;                /* WATCH: also wants a StatusReply per aggregated step */
+  int finished;             /* gy_rpc_finish was called: later messages are ignored */
+  struct call *prev, *next; /* WATCH: in s->watchers */
+} call_t;
+
+typedef struct held_join {
+  uint64_t handle;
+  gy_rpc_call_t *rpc;
+  struct held_join *next;
+} held_join_t;
+
+typedef struct held_get {
+  gy_service_t *s;
+  gy_rpc_call_t *rpc; /* NULL once answered */
+  char *key;
+  uv_timer_t timer;
+  struct held_get *prev, *next;
+} held_get_t;
+
+typedef struct {
+  char *key;
+  uint8_t *val;
+  size_t len;
+} kv_t;
+
+struct gy_service {
+  uv_loop_t *loop;
+  gy_service_opts_t o; /* strings owned (copied) */
+  gy_fleet_t *fleet;
+  gy_rpc_server_t *srv;
+  int port;
+  uv_timer_t tick;
+  int tick_init;
+  int64_t t0_ms;     /* uv_now at create: the fleet's clock counts from here */
+  call_t **sessions; /* world entries */
+  call_t *watchers;
+  held_join_t *joins;
+  uint64_t join_ctr;
+  held_get_t *gets;
+  kv_t *kv; /* sorted by key */
+  size_t nkv, capkv;
+  gy_fleet_action_t *abuf;
+  size_t capabuf;
+  int draining;
+  uint64_t event_id;
+  void (*done_cb)(void *);
+  void *done_ud;
+  int done_fired;
+  int shutting_down;
+  int pending_closes; /* uv handles still closing */
+  int server_down;
+  void (*shutdown_cb)(void *);
+  void *shutdown_ud;
+};
+
+/* ------------------------------------------ helpers ------------------------------------------ */
+
+static int64_t now_ms(gy_service_t *s) {
+  return (int64_t)uv_now(s->loop) - s->t0_ms;
+}
+
+static double wall_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int rpc_status(int rc) {
+  switch (rc) {
+  case GY_EINVAL:
+    return GY_RPC_INVALID_ARGUMENT;
+  case GY_ERANGE:
+    return GY_RPC_OUT_OF_RANGE;
+  case GY_EBUSY:
+    return GY_RPC_ALREADY_EXISTS;
+  case GY_EMISMATCH:
+  case GY_ENOTSUP:
+    return GY_RPC_FAILED_PRECONDITION;
+  case GY_ENOMEM:
+    return GY_RPC_RESOURCE_EXHAUSTED;
+  default:
+    return GY_RPC_INTERNAL;
+  }
+}
+
+static json_t *num(double v) {
+  return isfinite(v) ? json_real(v) : json_null();
+}
+
+/* Emits an event: a JSON log line on stderr and a WatchMsg to every active watcher. */
+static void emit_event(gy_service_t *s, const char *kind, int64_t step, const char *msg) {
+  uint64_t id = ++s->event_id;
+  gy_log(!strcmp(kind, "worker_lost") || !strcmp(kind, "refused") || !strcmp(kind, "malformed")
+             ? GY_LOG_WARN
+             : GY_LOG_INFO,
+         "controller", "event %llu %s step %lld: %s", (unsigned long long)id, kind, (long long)step,
+         msg);
+  if (!s->watchers) return;
+  Gyro__Event ev = GYRO__EVENT__INIT;
+  ev.id = id;
+  ev.time = wall_s();
+  ev.step = step;
+  ev.kind = (char *)kind;
+  ev.message = (char *)msg;
+  Gyro__WatchMsg wm = GYRO__WATCH_MSG__INIT;
+  wm.msg_case = GYRO__WATCH_MSG__MSG_EVENT;
+  wm.event = &ev;
+  size_t n = gyro__watch_msg__get_packed_size(&wm);
+  uint8_t *buf = malloc(n ? n : 1);
+  if (!buf) return;
+  gyro__watch_msg__pack(&wm, buf);
+  for (call_t *w = s->watchers; w; w = w->next)
+    gy_rpc_send(w->rpc, buf, n);
+  free(buf);
+}
+
+static void eventf(gy_service_t *s, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void eventf(gy_service_t *s, const char *kind, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  emit_event(s, kind, gy_fleet_last_step(s->fleet), msg);
+}
+
+/* Answers a unary call with an error and records it as an event. */
+static void refuse_unary(gy_service_t *s, gy_rpc_call_t *call, int status, const char *kind,
+                         const char *msg) {
+  eventf(s, kind, "%s from %s: %s", gy_rpc_call_method(call), gy_rpc_call_peer(call), msg);
+  gy_rpc_reply(call, status, msg, NULL, 0);
+}
+
+/* Packs m into a malloc'ed buffer (*len its size); NULL when out of memory. */
+static uint8_t *pack(const ProtobufCMessage *m, size_t *len) {
+  *len = protobuf_c_message_get_packed_size(m);
+  uint8_t *buf = malloc(*len ? *len : 1);
+  if (buf) protobuf_c_message_pack(m, buf);
+  return buf;
+}
+
+static void reply_msg(gy_rpc_call_t *call, const ProtobufCMessage *m) {
+  size_t n;
+  uint8_t *buf = pack(m, &n);
+  if (!buf) {
+    gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    return;
+  }
+  gy_rpc_reply(call, GY_RPC_OK, NULL, buf, n);
+  free(buf);
+}
+
+/* Operator calls: when a token is configured, metadata "authorization: Bearer TOKEN" or the
+ * request's token field must carry it. */
+static int operator_ok(gy_service_t *s, gy_rpc_call_t *call, const char *req_token) {
+  const char *tok = s->o.operator_token;
+  if (!tok || !*tok) return 1;
+  const char *md = gy_rpc_call_metadata(call, "authorization");
+  if (md && !strncmp(md, "Bearer ", 7) && !strcmp(md + 7, tok)) return 1;
+  return req_token && !strcmp(req_token, tok);
+}
+
+/* ------------------------------------------ status ------------------------------------------ */
+
+/* Builds the StatusReply of the current state and packs it (as a WatchMsg when as_watch). */
+static uint8_t *pack_status(gy_service_t *s, int as_watch, size_t *len) {
+  const gy_fleet_t *f = s->fleet;
+  Gyro__StatusReply st = GYRO__STATUS_REPLY__INIT;
+  st.run = (char *)(s->o.run_name ? s->o.run_name : "");
+  st.state = (char *)gy_fleet_state_name(gy_fleet_state(f));
+  st.step = gy_fleet_last_step(f);
+  st.horizon = gy_fleet_horizon(f);
+  st.generation = gy_fleet_generation(f);
+  st.world = s->o.world;
+  st.tp = s->o.tp;
+  st.steps_total = s->o.steps;
+  const gy_fleet_step_t *h = gy_fleet_history(f, st.step);
+  Gyro__ChannelStat chs[GY_FLEET_MAX_CH], *chp[GY_FLEET_MAX_CH];
+  if (h) {
+    st.loss = h->loss;
+    st.grad_norm = h->grad_norm;
+    st.tokens_per_s = h->tokens_per_s;
+    for (int c = 0; c < h->nch; c++) {
+      gyro__channel_stat__init(&chs[c]);
+      chs[c].name = (char *)h->ch[c].name;
+      chs[c].loss_sum = h->ch[c].loss_sum;
+      chs[c].tokens = h->ch[c].tokens;
+      chp[c] = &chs[c];
+    }
+    st.n_channels = (size_t)h->nch;
+    st.channels = chp;
+  }
+  int nm = gy_fleet_nmembers(f);
+  Gyro__RankStatus *rs = nm ? calloc((size_t)nm, sizeof(*rs)) : NULL;
+  Gyro__RankStatus **rsp = nm ? calloc((size_t)nm, sizeof(*rsp)) : NULL;
+  uint8_t *buf = NULL;
+  if (nm && (!rs || !rsp)) goto out;
+  int64_t now = now_ms(s);
+  for (int r = 0; r < nm; r++) {
+    const gy_fleet_member_t *m = gy_fleet_member(f, r);
+    gyro__rank_status__init(&rs[r]);
+    rs[r].rank = r;
+    rs[r].worker_id = (char *)m->worker_id;
+    rs[r].host = (char *)m->host;
+    rs[r].pid = m->pid;
+    rs[r].steps_done = m->steps_done;
+    rs[r].tokens_per_s = m->tokens_per_s;
+    rs[r].last_report_age_ms = (double)(now - m->last_seen_ms);
+    rs[r].alive = m->alive;
+    rsp[r] = &rs[r];
+  }
+  st.n_ranks = (size_t)nm;
+  st.ranks = rsp;
+  if (as_watch) {
+    Gyro__WatchMsg wm = GYRO__WATCH_MSG__INIT;
+    wm.msg_case = GYRO__WATCH_MSG__MSG_STATUS;
+    wm.status = &st;
+    buf = pack(&wm.base, len);
+  } else {
+    buf = pack(&st.base, len);
+  }
+out:
+  free(rs);
+  free(rsp);
+  return buf;
+}
+
+/* One aggregated step: a JSON line on stdout and a StatusReply to watchers that want steps. */
+static void emit_step(gy_service_t *s, int64_t step) {
+  const gy_fleet_step_t *h = gy_fleet_history(s->fleet, step);
+  if (!h) return;
+  if (s->o.emit_steps) {
+    json_t *o = json_object(), *lc = json_object(), *tc = json_object();
+    json_object_set_new(o, "type", json_string("step"));
+    json_object_set_new(o, "step", json_integer(step));
+    json_object_set_new(o, "loss", num(h->loss));
+    for (int c = 0; c < h->nch; c++) {
+      json_object_set_new(lc, h->ch[c].name,
+                          h->ch[c].tokens ? num(h->ch[c].loss_sum / (double)h->ch[c].tokens)
+                                          : json_null());
+      json_object_set_new(tc, h->ch[c].name, json_integer((json_int_t)h->ch[c].tokens));
+    }
+    json_object_set_new(o, "loss_ch", lc);
+    json_object_set_new(o, "tokens_ch", tc);
+    json_object_set_new(o, "grad_norm", num(h->grad_norm));
+    json_object_set_new(o, "grad_norm_shallow", num(h->grad_norm_shallow));
+    json_object_set_new(o, "grad_norm_deep", num(h->grad_norm_deep));
+    json_object_set_new(o, "nonfinite", json_boolean(h->nonfinite));
+    json_object_set_new(o, "lr", num(h->lr));
+    json_object_set_new(o, "tokens_per_s", num(h->tokens_per_s));
+    json_object_set_new(o, "step_ms", num(h->step_ms));
+    gy_json_emit(o);
+  }
+  int want = 0;
+  for (call_t *w = s->watchers; w; w = w->next)
+    want |= w->steps;
+  if (!want) return;
+  size_t n;
+  uint8_t *buf = pack_status(s, 1, &n);
+  if (!buf) return;
+  for (call_t *w = s->watchers; w; w = w->next)
+    if (w->steps) gy_rpc_send(w->rpc, buf, n);
+  free(buf);
+}
+
+/* ------------------------------------------ actions ------------------------------------------ */
+
+static void send_ctl(gy_service_t *s, int rank, const Gyro__ControllerMsg *cm) {
+  size_t n;
+  uint8_t *buf = pack(&cm->base, &n);
+  if (!buf) return;
+  for (int r = 0; r < s->o.world; r++) {
+    if (rank >= 0 && r != rank) continue;
+    if (s->sessions[r]) gy_rpc_send(s->sessions[r]->rpc, buf, n);
+  }
+  free(buf);
+}
+
+static void do_assign(gy_service_t *s, const gy_fleet_action_t *a) {
+  held_join_t **pp = &s->joins;
+  while (*pp && (*pp)->handle != a->join_handle)
+    pp = &(*pp)->next;
+  held_join_t *j = *pp;
+  if (!j) return;
+  *pp = j->next;
+  char prefix[32];
+  snprintf(prefix, sizeof(prefix), "g%llu", (unsigned long long)a->generation);
+  Gyro__Assignment as = GYRO__ASSIGNMENT__INIT;
+  as.generation = a->generation;
+  as.rank = a->rank;
+  as.world = s->o.world;
+  as.tp = s->o.tp;
+  as.config_yaml = (char *)(s->o.config_yaml ? s->o.config_yaml : "");
+  as.session_id = (char *)a->session_id;
+  as.start_step = a->step;
+  as.rdzv_prefix = prefix;
+  as.heartbeat_ms = s->o.heartbeat_ms;
+  as.config_dir = (char *)(s->o.config_dir ? s->o.config_dir : "");
+  reply_msg(j->rpc, &as.base);
+  free(j);
+}
+
+static void do_directive(gy_service_t *s, const gy_fleet_action_t *a) {
+  Gyro__HParams hp = GYRO__HPARAMS__INIT;
+  Gyro__Directive d = GYRO__DIRECTIVE__INIT;
+  d.generation = a->generation;
+  d.seq = a->seq;
+  d.at_step = a->step;
+  d.kind = (Gyro__Directive__Kind)a->dir_kind;
+  if (a->dir_kind == GY_DIR_SET_HPARAMS) {
+    const gy_fleet_hparams_t *h = &a->hparams;
+    hp.lr_scale = h->lr_scale;
+    hp.grad_clip = h->grad_clip;
+    hp.eps = h->eps;
+    hp.weight_decay = h->weight_decay;
+    hp.shallow_scale = h->shallow_scale;
+    hp.shallow_layers = h->shallow_layers;
+    hp.z_loss = h->z_loss;
+    hp.beta1 = h->beta1;
+    hp.beta2 = h->beta2;
+    hp.present = h->present;
+    d.hparams = &hp;
+  }
+  Gyro__ControllerMsg cm = GYRO__CONTROLLER_MSG__INIT;
+  cm.msg_case = GYRO__CONTROLLER_MSG__MSG_DIRECTIVE;
+  cm.directive = &d;
+  send_ctl(s, a->rank, &cm);
+}
+
+static void unbind(gy_service_t *s, int rank) {
+  call_t *c = s->sessions[rank];
+  if (!c) return;
+  s->sessions[rank] = NULL;
+  c->rank = -1;
+}
+
+static void act(gy_service_t *s, const gy_fleet_action_t *a) {
+  switch (a->kind) {
+  case GY_FLEET_ACT_ASSIGN:
+    do_assign(s, a);
+    break;
+  case GY_FLEET_ACT_GRANT: {
+    Gyro__Grant g = GYRO__GRANT__INIT;
+    g.generation = a->generation;
+    g.horizon = a->step;
+    Gyro__ControllerMsg cm = GYRO__CONTROLLER_MSG__INIT;
+    cm.msg_case = GYRO__CONTROLLER_MSG__MSG_GRANT;
+    cm.grant = &g;
+    send_ctl(s, a->rank, &cm);
+    break;
+  }
+  case GY_FLEET_ACT_DIRECTIVE:
+    do_directive(s, a);
+    break;
+  case GY_FLEET_ACT_EVENT:
+    emit_event(s, a->event_kind, a->step, a->msg);
+    break;
+  case GY_FLEET_ACT_LOST:
+    break; /* an event says it */
+  case GY_FLEET_ACT_STEP:
+    emit_step(s, a->step);
+    break;
+  case GY_FLEET_ACT_CLOSE:
+    if (a->rank >= 0 && a->rank < s->o.world && s->sessions[a->rank]) {
+      gy_rpc_call_t *rpc = s->sessions[a->rank]->rpc;
+      s->sessions[a->rank]->finished = 1;
+      unbind(s, a->rank);
+      gy_rpc_finish(rpc, GY_RPC_ABORTED, "the gang is re-forming: join again");
+    }
+    break;
+  case GY_FLEET_ACT_DONE:
+    if (!s->done_fired) {
+      s->done_fired = 1;
+      if (s->done_cb) s->done_cb(s->done_ud);
+    }
+    break;
+  }
+}
+
+/* Carries out the fleet's actions until there are none (see the invariants). */
+static void drain(gy_service_t *s) {
+  if (s->draining) return;
+  s->draining = 1;
+  for (;;) {
+    size_t n;
+    const gy_fleet_action_t *a = gy_fleet_actions(s->fleet, &n);
+    if (!n) break;
+    if (n > s->capabuf) {
+      gy_fleet_action_t *b = realloc(s->abuf, n * sizeof(*b));
+      if (!b) {
+        gy_fleet_actions_clear(s->fleet);
+        gy_log(GY_LOG_ERROR, "controller", "out of memory: %zu actions lost", n);
+        break;
+      }
+      s->abuf = b;
+      s->capabuf = n;
+    }
+    memcpy(s->abuf, a, n * sizeof(*a));
+    gy_fleet_actions_clear(s->fleet);
+    for (size_t i = 0; i < n; i++)
+      act(s, &s->abuf[i]);
+  }
+  s->draining = 0;
+}
+
+/* ------------------------------------------ Worker ------------------------------------------ */
+
+static void on_join(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
+  gy_service_t *s = ud;
+  Gyro__JoinRequest *jr = gyro__join_request__unpack(NULL, len, req);
+  if (!jr) {
+    refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed", "malformed JoinRequest");
+    return;
+  }
+  const char *tok = s->o.join_token;
+  if (tok && *tok && strcmp(jr->join_token, tok)) {
+    char msg[300];
+    snprintf(msg, sizeof(msg), "worker %.200s: bad join token", jr->worker_id);
+    gyro__join_request__free_unpacked(jr, NULL);
+    refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", msg);
+    return;
+  }
+  held_join_t *j = calloc(1, sizeof(*j));
+  if (!j) {
+    gyro__join_request__free_unpacked(jr, NULL);
+    gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    return;
+  }
+  j->handle = ++s->join_ctr;
+  j->rpc = call;
+  j->next = s->joins;
+  s->joins = j;
+  gy_fleet_join_t in = {.worker_id = jr->worker_id,
+                        .ordinal = jr->ordinal,
+                        .host = jr->host,
+                        .pid = jr->pid,
+                        .steps_done = jr->steps_done,
+                        .generation = jr->generation};
+  int rc = gy_fleet_join(s->fleet, now_ms(s), &in, j->handle);
+  gyro__join_request__free_unpacked(jr, NULL);
+  if (rc) {
+    s->joins = j->next; /* a refused join is not held: it is still the list head */
+    free(j);
+    gy_rpc_reply(call, rpc_status(rc), gy_fleet_errmsg(s->fleet), NULL, 0);
+  }
+  drain(s);
+}
+
+static void on_session_open(void *ud, gy_rpc_call_t *call) {
+  (void)ud;
+  call_t *c = calloc(1, sizeof(*c));
+  if (!c) {
+    gy_rpc_finish(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  c->kind = CALL_SESSION;
+  c->rpc = call;
+  c->rank = -1;
+  gy_rpc_call_set_data(call, c);
+}
+
+/* Ends a session stream after a refusal: the status, and an event (the fleet's, or ours). */
+static void session_refuse(gy_service_t *s, call_t *c, int status, const char *msg, int ev) {
+  c->finished = 1;
+  if (ev) eventf(s, "malformed", "session from %s: %s", gy_rpc_call_peer(c->rpc), msg);
+  gy_rpc_finish(c->rpc, status, msg);
+}
+
+static void session_msg(gy_service_t *s, call_t *c, const Gyro__WorkerMsg *wm) {
+  int64_t now = now_ms(s);
+  int rc = 0;
+  if (c->rank < 0) {
+    if (wm->msg_case != GYRO__WORKER_MSG__MSG_HELLO || !wm->hello) {
+      session_refuse(s, c, GY_RPC_INVALID_ARGUMENT, "the first session message must be Hello", 1);
+      return;
+    }
+    const Gyro__Hello *h = wm->hello;
+    rc = gy_fleet_hello(s->fleet, now, h->session_id, h->generation, h->rank);
+    if (rc) {
+      session_refuse(s, c, rpc_status(rc), gy_fleet_errmsg(s->fleet), 0);
+      return;
+    }
+    call_t *old = s->sessions[h->rank];
+    if (old && old != c) {
+      unbind(s, h->rank);
+      old->finished = 1;
+      gy_rpc_finish(old->rpc, GY_RPC_ABORTED, "replaced by a newer session of this rank");
+    }
+    s->sessions[h->rank] = c;
+    c->rank = h->rank;
+    return;
+  }
+  switch (wm->msg_case) {
+  case GYRO__WORKER_MSG__MSG_REPORT: {
+    const Gyro__StepReport *r = wm->report;
+    const char *names[GY_FLEET_MAX_CH];
+    double sums[GY_FLEET_MAX_CH];
+    uint64_t toks[GY_FLEET_MAX_CH];
+    size_t nch = r->n_channels;
+    for (size_t i = 0; i < nch && i < GY_FLEET_MAX_CH; i++) {
+      names[i] = r->channels[i]->name;
+      sums[i] = r->channels[i]->loss_sum;
+      toks[i] = r->channels[i]->tokens;
+    }
+    gy_fleet_report_t in = {.generation = r->generation,
+                            .rank = r->rank,
+                            .step = r->step,
+                            .loss = r->loss,
+                            .nch = nch > GY_FLEET_MAX_CH ? GY_FLEET_MAX_CH + 1 : (int)nch,
+                            .ch_name = names,
+                            .ch_loss_sum = sums,
+                            .ch_tokens = toks,
+                            .grad_norm = r->grad_norm,
+                            .grad_norm_shallow = r->grad_norm_shallow,
+                            .grad_norm_deep = r->grad_norm_deep,
+                            .update_ratio = r->update_ratio,
+                            .lr = r->lr,
+                            .nonfinite = r->nonfinite,
+                            .step_ms = r->step_ms,
+                            .tokens_per_s = r->tokens_per_s};
+    rc = gy_fleet_report(s->fleet, now, c->rank, &in);
+    break;
+  }
+  case GYRO__WORKER_MSG__MSG_HEARTBEAT:
+    rc = gy_fleet_heartbeat(s->fleet, now, c->rank, wm->heartbeat->generation, wm->heartbeat->rank);
+    break;
+  case GYRO__WORKER_MSG__MSG_ACK: {
+    const Gyro__DirectiveAck *a = wm->ack;
+    rc = gy_fleet_ack(s->fleet, now, c->rank, a->generation, a->seq, a->rank, a->ok, a->error);
+    break;
+  }
+  default:
+    session_refuse(s, c, GY_RPC_INVALID_ARGUMENT, "unexpected session message", 1);
+    return;
+  }
+  if (rc) session_refuse(s, c, rpc_status(rc), gy_fleet_errmsg(s->fleet), 0);
+}
+
+static void on_session_message(void *ud, gy_rpc_call_t *call, const uint8_t *msg, size_t len) {
+  gy_service_t *s = ud;
+  call_t *c = gy_rpc_call_data(call);
+  if (!c || c->finished) return;
+  Gyro__WorkerMsg *wm = gyro__worker_msg__unpack(NULL, len, msg);
+  if (!wm) {
+    session_refuse(s, c, GY_RPC_INVALID_ARGUMENT, "malformed WorkerMsg", 1);
+  } else {
+    session_msg(s, c, wm);
+    gyro__worker_msg__free_unpacked(wm, NULL);
+  }
+  drain(s);
+}
+
+static void on_session_close(void *ud, gy_rpc_call_t *call, int status) {
+  gy_service_t *s = ud;
+  (void)status;
+  call_t *c = gy_rpc_call_data(call);
+  if (!c) return;
+  gy_rpc_call_set_data(call, NULL);
+  if (c->rank >= 0 && s->sessions[c->rank] == c) {
+    int rank = c->rank;
+    unbind(s, rank);
+    if (!s->shutting_down) gy_fleet_session_closed(s->fleet, now_ms(s), rank);
+  }
+  free(c);
+  drain(s);
+}
+
+/* The store: a sorted array of keys (binary search); a set wakes the gets held on its key. */
+static size_t kv_find(const gy_service_t *s, const char *key, int *found) {
+  size_t lo = 0, hi = s->nkv;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    int c = strcmp(s->kv[mid].key, key);
+    if (!c) {
+      *found = 1;
+      return mid;
+    }
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  *found = 0;
+  return lo;
+}
+
+static void reply_value(gy_rpc_call_t *call, const kv_t *e) {
+  Gyro__StoreValue v = GYRO__STORE_VALUE__INIT;
+  v.value.data = e->val;
+  v.value.len = e->len;
+  reply_msg(call, &v.base);
+}
+
+static void get_closed(uv_handle_t *h) {
+  held_get_t *g = h->data;
+  g->s->pending_closes--;
+  free(g->key);
+  free(g);
+}
+
+/* Answers (when still held) and releases a held get. */
+static void get_release(held_get_t *g, int status, const char *msg, const kv_t *e) {
+  gy_service_t *s = g->s;
+  if (e)
+    reply_value(g->rpc, e);
+  else
+    gy_rpc_reply(g->rpc, status, msg, NULL, 0);
+  if (g->prev)
+    g->prev->next = g->next;
+  else
+    s->gets = g->next;
+  if (g->next) g->next->prev = g->prev;
+  uv_timer_stop(&g->timer);
+  s->pending_closes++;
+  uv_close((uv_handle_t *)&g->timer, get_closed);
+}
+
+static void get_timeout(uv_timer_t *t) {
+  held_get_t *g = t->data;
+  char msg[300];
+  snprintf(msg, sizeof(msg), "store key %.250s: not set in time", g->key);
+  get_release(g, GY_RPC_DEADLINE_EXCEEDED, msg, NULL);
+}
+
+static void on_store_set(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
+  gy_service_t *s = ud;
+  Gyro__StoreSetRequest *r = gyro__store_set_request__unpack(NULL, len, req);
+  if (!r || !r->key[0]) {
+    if (r) gyro__store_set_request__free_unpacked(r, NULL);
+    refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed",
+                 r ? "StoreSet: empty key" : "malformed StoreSetRequest");
+    return;
+  }
+  int found;
+  size_t i = kv_find(s, r->key, &found);
+  uint8_t *val = malloc(r->value.len ? r->value.len : 1);
+  char *key = found ? NULL : strdup(r->key);
+  if (!val || (!found && !key)) goto oom;
+  if (r->value.len) memcpy(val, r->value.data, r->value.len);
+  if (found) {
+    free(s->kv[i].val);
+  } else {
+    if (s->nkv == s->capkv) {
+      size_t cap = s->capkv ? 2 * s->capkv : 64;
+      kv_t *kv = realloc(s->kv, cap * sizeof(*kv));
+      if (!kv) goto oom;
+      s->kv = kv;
+      s->capkv = cap;
+    }
+    memmove(&s->kv[i + 1], &s->kv[i], (s->nkv - i) * sizeof(kv_t));
+    s->nkv++;
+    s->kv[i].key = key;
+  }
+  s->kv[i].val = val;
+  s->kv[i].len = r->value.len;
+  gyro__store_set_request__free_unpacked(r, NULL);
+  Gyro__Empty e = GYRO__EMPTY__INIT;
+  reply_msg(call, &e.base);
+  for (held_get_t *g = s->gets, *next; g; g = next) {
+    next = g->next;
+    if (!strcmp(g->key, s->kv[i].key)) get_release(g, GY_RPC_OK, NULL, &s->kv[i]);
+  }
+  return;
+oom:
+  free(val);
+  free(key);
+  gyro__store_set_request__free_unpacked(r, NULL);
+  gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+}
+
+static void on_store_get(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
+  gy_service_t *s = ud;
+  Gyro__StoreGetRequest *r = gyro__store_get_request__unpack(NULL, len, req);
+  if (!r || !r->key[0]) {
+    if (r) gyro__store_get_request__free_unpacked(r, NULL);
+    refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed",
+                 r ? "StoreGet: empty key" : "malformed StoreGetRequest");
+    return;
+  }
+  int found;
+  size_t i = kv_find(s, r->key, &found);
+  if (found) {
+    reply_value(call, &s->kv[i]);
+  } else if (r->timeout_ms <= 0 || s->shutting_down) {
+    char msg[300];
+    snprintf(msg, sizeof(msg), "store key %.250s: not set", r->key);
+    gy_rpc_reply(call, GY_RPC_DEADLINE_EXCEEDED, msg, NULL, 0);
+  } else {
+    held_get_t *g = calloc(1, sizeof(*g));
+    char *key = strdup(r->key);
+    if (!g || !key) {
+      free(g);
+      free(key);
+      gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    } else {
+      g->s = s;
+      g->rpc = call;
+      g->key = key;
+      uv_timer_init(s->loop, &g->timer);
+      g->timer.data = g;
+      int ms = r->timeout_ms < STORE_MAX_TIMEOUT_MS ? r->timeout_ms : STORE_MAX_TIMEOUT_MS;
+      uv_timer_start(&g->timer, get_timeout, (uint64_t)ms, 0);
+      g->next = s->gets;
+      if (s->gets) s->gets->prev = g;
+      s->gets = g;
+    }
+  }
+  gyro__store_get_request__free_unpacked(r, NULL);
+}
+
+/* ----------------------------------------- Operator ----------------------------------------- */
+
+static void on_status(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
+  gy_service_t *s = ud;
+  Gyro__Empty *e = gyro__empty__unpack(NULL, len, req);
+  if (!e) {
+    refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed", "malformed Empty");
+    return;
+  }
+  gyro__empty__free_unpacked(e, NULL);
+  if (!operator_ok(s, call, NULL)) {
+    refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", "Status: missing or wrong token");
+    return;
+  }
+  size_t n;
+  uint8_t *buf = pack_status(s, 0, &n);
+  if (!buf) {
+    gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    return;
+  }
+  gy_rpc_reply(call, GY_RPC_OK, NULL, buf, n);
+  free(buf);
+}
+
+static void on_command(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
+  gy_service_t *s = ud;
+  Gyro__CommandRequest *r = gyro__command_request__unpack(NULL, len, req);
+  if (!r) {
+    refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed", "malformed CommandRequest");
+    return;
+  }
+  if (!operator_ok(s, call, r->token)) {
+    gyro__command_request__free_unpacked(r, NULL);
+    refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", "Command: missing or wrong token");
+    return;
+  }
+  gy_fleet_hparams_t hp = {0};
+  if (r->hparams) {
+    const Gyro__HParams *h = r->hparams;
+    hp = (gy_fleet_hparams_t){.lr_scale = h->lr_scale,
+                              .grad_clip = h->grad_clip,
+                              .eps = h->eps,
+                              .weight_decay = h->weight_decay,
+                              .shallow_scale = h->shallow_scale,
+                              .shallow_layers = h->shallow_layers,
+                              .z_loss = h->z_loss,
+                              .beta1 = h->beta1,
+                              .beta2 = h->beta2,
+                              .present = h->present};
+  }
+  uint64_t seq = 0;
+  int64_t at = 0;
+  int rc = gy_fleet_command(s->fleet, now_ms(s), (int)r->kind, &hp, &seq, &at);
+  gyro__command_request__free_unpacked(r, NULL);
+  if (rc) {
+    gy_rpc_reply(call, rpc_status(rc), gy_fleet_errmsg(s->fleet), NULL, 0);
+  } else {
+    Gyro__CommandReply cr = GYRO__COMMAND_REPLY__INIT;
+    cr.seq = seq;
+    cr.at_step = at;
+    reply_msg(call, &cr.base);
+  }
+  drain(s);
+}
+
+static void on_watch_open(void *ud, gy_rpc_call_t *call) {
+  (void)ud;
+  call_t *c = calloc(1, sizeof(*c));
+  if (!c) {
+    gy_rpc_finish(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  c->kind = CALL_WATCH;
+  c->rpc = call;
+  c->rank = -1;
+  gy_rpc_call_set_data(call, c);
+}
+
+static void on_watch_message(void *ud, gy_rpc_call_t *call, const uint8_t *msg, size_t len) {
+  gy_service_t *s = ud;
+  call_t *c = gy_rpc_call_data(call);
+  if (!c || c->active) return; /* a server stream has one request; later ones are ignored */
+  Gyro__WatchRequest *r = gyro__watch_request__unpack(NULL, len, msg);
+  if (!r) {
+    eventf(s, "malformed", "Watch from %s: malformed WatchRequest", gy_rpc_call_peer(call));
+    gy_rpc_finish(call, GY_RPC_INVALID_ARGUMENT, "malformed WatchRequest");
+    return;
+  }
+  int ok = operator_ok(s, call, r->token);
+  c->steps = r->steps;
+  gyro__watch_request__free_unpacked(r, NULL);
+  if (!ok) {
+    eventf(s, "refused", "Watch from %s: missing or wrong token", gy_rpc_call_peer(call));
+    gy_rpc_finish(call, GY_RPC_UNAUTHENTICATED, "Watch: missing or wrong token");
+    return;
+  }
+  c->active = 1;
+  c->next = s->watchers;
+  if (s->watchers) s->watchers->prev = c;
+  s->watchers = c;
+  /* the current status first, so a watcher knows where the run stands */
+  size_t n;
+  uint8_t *buf = pack_status(s, 1, &n);
+  if (buf) gy_rpc_send(call, buf, n);
+  free(buf);
+}
+
+static void on_watch_close(void *ud, gy_rpc_call_t *call, int status) {
+  gy_service_t *s = ud;
+  (void)status;
+  call_t *c = gy_rpc_call_data(call);
+  if (!c) return;
+  gy_rpc_call_set_data(call, NULL);
+  if (c->active) {
+    if (c->prev)
+      c->prev->next = c->next;
+    else
+      s->watchers = c->next;
+    if (c->next) c->next->prev = c->prev;
+  }
+  free(c);
+}
+
+/* --------------------------------------------- API ---------------------------------------------
+ */
+
+static void on_tick(uv_timer_t *t) {
+  gy_service_t *s = t->data;
+  gy_fleet_tick(s->fleet, now_ms(s));
+  drain(s);
+}
+
+static char *dup_or_null(const char *p) {
+  return p ? strdup(p) : NULL;
+}
+
+static void free_opts(gy_service_opts_t *o) {
+  free((char *)o->listen);
+  free((char *)o->run_name);
+  free((char *)o->join_token);
+  free((char *)o->operator_token);
+  free((char *)o->config_yaml);
+  free((char *)o->config_dir);
+}
+
+int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts_t *opts,
+                      char *errmsg, size_t errlen) {
+  *out = NULL;
+  if (!opts || !opts->listen || opts->world < 1 || opts->steps < 1) {
+    snprintf(errmsg, errlen, "service: listen, world >= 1 and steps >= 1 are required");
+    return GY_EINVAL;
+  }
+  int rc = GY_ENOMEM;
+  gy_service_t *s = calloc(1, sizeof(*s));
+  if (!s) return GY_ENOMEM;
+  s->loop = loop;
+  s->o = *opts;
+  s->o.listen = dup_or_null(opts->listen);
+  s->o.run_name = dup_or_null(opts->run_name ? opts->run_name : "gyro");
+  s->o.join_token = dup_or_null(opts->join_token);
+  s->o.operator_token = dup_or_null(opts->operator_token);
+  s->o.config_yaml = dup_or_null(opts->config_yaml);
+  s->o.config_dir = dup_or_null(opts->config_dir);
+  if (!s->o.tick_ms) s->o.tick_ms = 100;
+  if (!s->o.listen || !s->o.run_name || (opts->join_token && !s->o.join_token) ||
+      (opts->operator_token && !s->o.operator_token) || (opts->config_yaml && !s->o.config_yaml) ||
+      (opts->config_dir && !s->o.config_dir))
+    goto err;
+  s->sessions = calloc((size_t)opts->world, sizeof(*s->sessions));
+  if (!s->sessions) goto err;
+  s->t0_ms = (int64_t)uv_now(loop);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gy_fleet_opts_t fo = {.world = opts->world,
+                        .tp = opts->tp,
+                        .window = opts->window,
+                        .steps = opts->steps,
+                        .lost_after_ms = opts->lost_after_ms,
+                        .seed = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^
+                                ((uint64_t)getpid() << 40)};
+  if ((rc = gy_fleet_create(&s->fleet, &fo))) {
+    snprintf(errmsg, errlen,
+             "service: bad fleet options (world %d, window %d, steps %lld, "
+             "lost_after_ms %d)",
+             opts->world, opts->window, (long long)opts->steps, opts->lost_after_ms);
+    goto err;
+  }
+  gy_rpc_server_opts_t so = {
+      .bind = s->o.listen, .max_message = opts->max_message, .health = opts->health};
+  if ((rc = gy_rpc_server_create(&s->srv, loop, &so, &s->port, errmsg, errlen))) goto err;
+  static const gy_rpc_stream_cbs_t session_cbs = {on_session_open, on_session_message,
+                                                  on_session_close};
+  static const gy_rpc_stream_cbs_t watch_cbs = {on_watch_open, on_watch_message, on_watch_close};
+  if ((rc = gy_rpc_server_add_unary(s->srv, "/gyro.Worker/Join", on_join, s)) ||
+      (rc = gy_rpc_server_add_stream(s->srv, "/gyro.Worker/Session", &session_cbs, s)) ||
+      (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Worker/StoreSet", on_store_set, s)) ||
+      (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Worker/StoreGet", on_store_get, s)) ||
+      (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Operator/Status", on_status, s)) ||
+      (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Operator/Command", on_command, s)) ||
+      (rc = gy_rpc_server_add_stream(s->srv, "/gyro.Operator/Watch", &watch_cbs, s)) ||
+      (rc = gy_rpc_server_start(s->srv))) {
+    snprintf(errmsg, errlen, "service: cannot register methods: %s", gy_strerror(rc));
+    goto err;
+  }
+  uv_timer_init(loop, &s->tick);
+  s->tick.data = s;
+  s->tick_init = 1;
+  uv_timer_start(&s->tick, on_tick, (uint64_t)s->o.tick_ms, (uint64_t)s->o.tick_ms);
+  *out = s;
+  return 0;
+err:
+  /* A server that was created must be shut down through the loop: the caller runs the loop
+   * until it is gone. Here it never started serving, so the synchronous path is enough. */
+  if (s->srv) {
+    s->shutting_down = 1;
+    gy_rpc_server_shutdown(s->srv, NULL, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    gy_rpc_server_destroy(s->srv);
+    s->srv = NULL;
+  }
+  gy_fleet_destroy(s->fleet);
+  free(s->sessions);
+  free_opts(&s->o);
+  free(s);
+  return rc;
+}
+
+int gy_service_port(const gy_service_t *s) {
+  return s->port;
+}
+const gy_fleet_t *gy_service_fleet(const gy_service_t *s) {
+  return s->fleet;
+}
+
+void gy_service_on_done(gy_service_t *s, void (*cb)(void *ud), void *ud) {
+  s->done_cb = cb;
+  s->done_ud = ud;
+}
+
+static void maybe_shutdown_done(gy_service_t *s) {
+  if (!s->server_down || s->pending_closes) return;
+  void (*cb)(void *) = s->shutdown_cb;
+  s->shutdown_cb = NULL;
+  if (cb) cb(s->shutdown_ud);
+}
+
+static void tick_closed(uv_handle_t *h) {
+  gy_service_t *s = h->data;
+  s->pending_closes--;
+  maybe_shutdown_done(s);
+}
+
+static void server_down(void *ud) {
+  gy_service_t *s = ud;
+  s->server_down = 1;
+  maybe_shutdown_done(s);
+}
+
+void gy_service_shutdown(gy_service_t *s, void (*done)(void *ud), void *ud) {
+  if (s->shutting_down) return;
+  s->shutting_down = 1;
+  s->shutdown_cb = done;
+  s->shutdown_ud = ud;
+  while (s->joins) {
+    held_join_t *j = s->joins;
+    s->joins = j->next;
+    gy_rpc_reply(j->rpc, GY_RPC_UNAVAILABLE, "the controller is shutting down", NULL, 0);
+    free(j);
+  }
+  while (s->gets)
+    get_release(s->gets, GY_RPC_UNAVAILABLE, "the controller is shutting down", NULL);
+  if (s->tick_init) {
+    uv_timer_stop(&s->tick);
+    s->pending_closes++;
+    uv_close((uv_handle_t *)&s->tick, tick_closed);
+    s->tick_init = 0;
+  }
+  gy_rpc_server_shutdown(s->srv, server_down, s);
+}
+
+void gy_service_destroy(gy_service_t *s) {
+  if (!s) return;
+  gy_rpc_server_destroy(s->srv);
+  for (size_t i = 0; i < s->nkv; i++) {
+    free(s->kv[i].key);
+    free(s->kv[i].val);
+  }
+  free(s->kv);
+  free(s->abuf);
+  free(s->sessions);
+  gy_fleet_destroy(s->fleet);
+  free_opts(&s->o);
+  free(s);
+}

@@ -1,0 +1,53 @@
+/* service: the controller's gRPC side on a libuv loop. It serves /gyro.Worker/{Join, Session,
+ * StoreSet, StoreGet}, /gyro.Operator/{Status, Command, Watch} and (opts.health)
+ * grpc.health.v1.Health/Check through gy_rpc, decodes the protobuf-c messages, feeds the
+ * fleet (controller/fleet.h) and carries out its actions. Events go to stderr as JSON lines and
+ * to Watch streams; every aggregated step is one JSON line on stdout:
+ *   {"type":"step","step":S,"loss":L,"loss_ch":{NAME:MEAN},"tokens_ch":{NAME:N},
+ *    "grad_norm":G,"grad_norm_shallow":..,"grad_norm_deep":..,"nonfinite":B,"lr":..,
+ *    "tokens_per_s":T,"step_ms":MAX}
+ * Status mapping of refusals: see fleet.h; a message that does not decode is INVALID_ARGUMENT,
+ * a missing or wrong token UNAUTHENTICATED; each refusal is also an event. */
+#ifndef GY_SERVICE_H
+#define GY_SERVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "controller/fleet.h"
+
+typedef struct {
+  const char *listen;   /* "127.0.0.1:7070"; port 0 picks a free one */
+  const char *run_name; /* StatusReply.run */
+  int world, tp, window, heartbeat_ms, lost_after_ms;
+  int64_t steps;              /* run.steps */
+  const char *join_token;     /* NULL or "": workers need none */
+  const char *operator_token; /* NULL or "": operator calls need none */
+  const char *config_yaml;    /* the run config text sent in every Assignment */
+  const char *config_dir;     /* the folder its relative paths are relative to */
+  int health;                 /* 1: serve grpc.health.v1.Health/Check */
+  size_t max_message;         /* 0: gy_rpc's default (4 MiB) */
+  int tick_ms;                /* liveness tick period (0: 100 ms) */
+  int emit_steps;             /* 1: a JSON line per aggregated step on stdout */
+} gy_service_opts_t;
+
+typedef struct gy_service gy_service_t;
+
+/* Creates the fleet and the server, binds and starts serving on loop. The callee copies opts
+ * (strings included). GY_EINVAL (bad opts), GY_EIO (cannot bind: errmsg says why), GY_ENOMEM. */
+int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts_t *opts,
+                      char *errmsg, size_t errlen);
+/* The bound port. */
+int gy_service_port(const gy_service_t *s);
+/* cb runs on the loop once, when the run reaches DONE. */
+void gy_service_on_done(gy_service_t *s, void (*cb)(void *ud), void *ud);
+/* Answers every held call (UNAVAILABLE), stops the server and the timer, then calls done on
+ * the loop. Calling it twice is a no-op. */
+void gy_service_shutdown(gy_service_t *s, void (*done)(void *ud), void *ud);
+/* After shutdown's done (or if it never started): frees everything. NULL is a no-op. */
+void gy_service_destroy(gy_service_t *s);
+/* The fleet, read-only (state, members, history). */
+const gy_fleet_t *gy_service_fleet(const gy_service_t *s);
+
+#endif

@@ -1,0 +1,634 @@
+/* test_fleet: the controller's pure logic driven one event at a time with a fake clock; the
+ * state, the horizon and the actions are checked after each event. Formation (with and without
+ * ordinals, duplicates, generations), grants following the slowest rank and capped at
+ * run.steps, the directive pipeline (freeze, same at_step for every rank, acks, queueing,
+ * pause/resume, stop), aggregation, liveness (silence, stream close), validation, and every
+ * pair of the state transition table. */
+#include <string.h>
+
+#include "common/err.h"
+#include "controller/fleet.h"
+#include "tests/test.h"
+
+static int64_t now_ms = 1000; /* the fake clock */
+
+static gy_fleet_t *mk(int world, int window, int64_t steps, int lost_after) {
+  gy_fleet_opts_t o = {.world = world,
+                       .tp = 1,
+                       .window = window,
+                       .steps = steps,
+                       .lost_after_ms = lost_after,
+                       .seed = 42};
+  gy_fleet_t *f = NULL;
+  REQUIRE(gy_fleet_create(&f, &o) == 0 && f);
+  return f;
+}
+
+static size_t count(gy_fleet_t *f, gy_fleet_act_kind_t k) {
+  size_t n, c = 0;
+  const gy_fleet_action_t *a = gy_fleet_actions(f, &n);
+  for (size_t i = 0; i < n; i++)
+    c += a[i].kind == k;
+  return c;
+}
+
+static const gy_fleet_action_t *find(gy_fleet_t *f, gy_fleet_act_kind_t k, int nth) {
+  size_t n;
+  const gy_fleet_action_t *a = gy_fleet_actions(f, &n);
+  for (size_t i = 0; i < n; i++)
+    if (a[i].kind == k && nth-- == 0) return &a[i];
+  return NULL;
+}
+
+static int has_event(gy_fleet_t *f, const char *kind) {
+  size_t n;
+  const gy_fleet_action_t *a = gy_fleet_actions(f, &n);
+  for (size_t i = 0; i < n; i++)
+    if (a[i].kind == GY_FLEET_ACT_EVENT && !strcmp(a[i].event_kind, kind)) return 1;
+  return 0;
+}
+
+static int join(gy_fleet_t *f, const char *id, int ordinal, int64_t steps_done, uint64_t h) {
+  gy_fleet_join_t j = {.worker_id = id,
+                       .ordinal = ordinal,
+                       .host = "h",
+                       .pid = 100 + (int)h,
+                       .steps_done = steps_done,
+                       .generation = 0};
+  return gy_fleet_join(f, now_ms, &j, h);
+}
+
+/* Forms a gang of world workers w0..w{n-1} (no ordinals) and says Hello on every rank. */
+static void form(gy_fleet_t *f, int world) {
+  for (int i = 0; i < world; i++) {
+    char id[16];
+    snprintf(id, sizeof(id), "w%d", i);
+    REQUIRE(join(f, id, -1, 0, (uint64_t)i + 1) == 0);
+  }
+  REQUIRE(gy_fleet_state(f) == GY_FLEET_TRAIN);
+  for (int r = 0; r < world; r++)
+    REQUIRE(gy_fleet_hello(f, now_ms, gy_fleet_member(f, r)->session_id, gy_fleet_generation(f),
+                           r) == 0);
+  gy_fleet_actions_clear(f);
+}
+
+static int report(gy_fleet_t *f, int rank, int64_t step) {
+  gy_fleet_actions_clear(f);
+  gy_fleet_report_t r = {.generation = gy_fleet_generation(f),
+                         .rank = rank,
+                         .step = step,
+                         .loss = 1.0 + (double)step,
+                         .tokens_per_s = 1000,
+                         .step_ms = 10};
+  return gy_fleet_report(f, now_ms, rank, &r);
+}
+
+static int ack(gy_fleet_t *f, int rank, uint64_t seq) {
+  gy_fleet_actions_clear(f);
+  return gy_fleet_ack(f, now_ms, rank, gy_fleet_generation(f), seq, rank, 1, NULL);
+}
+
+static void test_formation_ordinals(void) {
+  gy_fleet_t *f = mk(3, 4, 100, 1000);
+  CHECK(join(f, "a", 2, 5, 11) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_INIT);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_ASSIGN), 0);
+  CHECK_EQ_INT(gy_fleet_forming(f), 1);
+  gy_fleet_actions_clear(f);
+  CHECK(join(f, "b", -1, 3, 12) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_INIT);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_ASSIGN), 0);
+  gy_fleet_actions_clear(f);
+  CHECK(join(f, "c", 0, 7, 13) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_ASSIGN), 3);
+  CHECK(has_event(f, "gang_formed"));
+  CHECK_EQ_INT(gy_fleet_generation(f), 1);
+  CHECK_EQ_INT(gy_fleet_start_step(f), 3);
+  CHECK_EQ_INT(gy_fleet_horizon(f), 7);
+  int rank_of[3] = {-1, -1, -1};
+  for (int i = 0; i < 3; i++) {
+    const gy_fleet_action_t *a = find(f, GY_FLEET_ACT_ASSIGN, i);
+    REQUIRE(a);
+    CHECK_EQ_INT(a->generation, 1);
+    CHECK_EQ_INT(a->step, 3);
+    rank_of[a->join_handle - 11] = a->rank;
+    CHECK(!strcmp(a->session_id, gy_fleet_member(f, a->rank)->session_id));
+    CHECK(strlen(a->session_id) == 32);
+  }
+  CHECK_EQ_INT(rank_of[0], 2); /* ordinal 2 */
+  CHECK_EQ_INT(rank_of[1], 1); /* lowest free */
+  CHECK_EQ_INT(rank_of[2], 0); /* ordinal 0 */
+  CHECK(!strcmp(gy_fleet_member(f, 2)->worker_id, "a"));
+  CHECK_EQ_INT(gy_fleet_member(f, 1)->steps_done, 3);
+  CHECK(strcmp(gy_fleet_member(f, 0)->session_id, gy_fleet_member(f, 1)->session_id));
+  gy_fleet_destroy(f);
+}
+
+static void test_formation_plain(void) {
+  gy_fleet_t *f = mk(3, 4, 100, 1000);
+  CHECK(join(f, "x", -1, 0, 1) == 0);
+  CHECK(join(f, "y", -1, 0, 2) == 0);
+  gy_fleet_actions_clear(f);
+  gy_fleet_join_cancel(f, 2); /* y left before the gang formed */
+  CHECK_EQ_INT(gy_fleet_forming(f), 1);
+  CHECK(has_event(f, "join_cancelled"));
+  CHECK(join(f, "y2", -1, 0, 3) == 0);
+  gy_fleet_join_t j = {
+      .worker_id = "z", .ordinal = -1, .host = "h", .steps_done = 0, .generation = 6};
+  gy_fleet_actions_clear(f);
+  CHECK(gy_fleet_join(f, now_ms, &j, 4) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
+  CHECK_EQ_INT(gy_fleet_generation(f), 7); /* one more than any joiner's previous generation */
+  CHECK_EQ_INT(gy_fleet_start_step(f), 0);
+  CHECK_EQ_INT(gy_fleet_horizon(f), 4);
+  CHECK(!strcmp(gy_fleet_member(f, 0)->worker_id, "x"));
+  CHECK(!strcmp(gy_fleet_member(f, 1)->worker_id, "y2"));
+  CHECK(!strcmp(gy_fleet_member(f, 2)->worker_id, "z"));
+  gy_fleet_destroy(f);
+}
+
+static void test_join_refusals(void) {
+  gy_fleet_t *f = mk(2, 4, 100, 1000);
+  CHECK(join(f, "a", 1, 0, 1) == 0);
+  gy_fleet_actions_clear(f);
+  CHECK_EQ_INT(join(f, "a", -1, 0, 2), GY_EBUSY);
+  CHECK(has_event(f, "refused"));
+  CHECK(strstr(gy_fleet_errmsg(f), "already joined"));
+  CHECK_EQ_INT(join(f, "b", 1, 0, 3), GY_EBUSY);  /* ordinal taken */
+  CHECK_EQ_INT(join(f, "b", 2, 0, 3), GY_ERANGE); /* ordinal outside the world */
+  CHECK_EQ_INT(join(f, "b", -2, 0, 3), GY_ERANGE);
+  CHECK_EQ_INT(join(f, "", -1, 0, 3), GY_EINVAL);
+  CHECK_EQ_INT(join(f, "b", -1, -5, 3), GY_EINVAL);
+  CHECK_EQ_INT(gy_fleet_forming(f), 1);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_INIT);
+  CHECK(join(f, "b", -1, 0, 4) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
+  CHECK_EQ_INT(join(f, "a", -1, 0, 5), GY_EBUSY);   /* already in the current gang */
+  CHECK_EQ_INT(join(f, "c", -1, 0, 6), GY_ENOTSUP); /* gang complete */
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
+  gy_fleet_destroy(f);
+}
+
+static void test_session_validation(void) {
+  gy_fleet_t *f = mk(2, 4, 100, 1000);
+  CHECK_EQ_INT(gy_fleet_hello(f, now_ms, "x", 1, 0), GY_ENOTSUP); /* no gang yet */
+  CHECK(join(f, "a", -1, 0, 1) == 0 && join(f, "b", -1, 0, 2) == 0);
+  const char *sid0 = gy_fleet_member(f, 0)->session_id;
+  CHECK_EQ_INT(gy_fleet_hello(f, now_ms, sid0, 2, 0), GY_EMISMATCH);
+  CHECK_EQ_INT(gy_fleet_hello(f, now_ms, "nope", 1, 0), GY_EMISMATCH);
+  CHECK_EQ_INT(gy_fleet_hello(f, now_ms, sid0, 1, 1), GY_EMISMATCH); /* rank 1's session? no */
+  CHECK_EQ_INT(gy_fleet_hello(f, now_ms, sid0, 1, 5), GY_ERANGE);
+  CHECK_EQ_INT(gy_fleet_member(f, 0)->connected, 0);
+  gy_fleet_actions_clear(f);
+  CHECK(gy_fleet_hello(f, now_ms, sid0, 1, 0) == 0);
+  CHECK_EQ_INT(gy_fleet_member(f, 0)->connected, 1);
+  const gy_fleet_action_t *g = find(f, GY_FLEET_ACT_GRANT, 0);
+  REQUIRE(g);
+  CHECK_EQ_INT(g->rank, 0);
+  CHECK_EQ_INT(g->step, 4);
+  CHECK_EQ_INT(g->generation, 1);
+  gy_fleet_report_t r = {.generation = 1, .rank = 1, .step = 0};
+  CHECK_EQ_INT(gy_fleet_report(f, now_ms, 0, &r), GY_ERANGE); /* rank 1 on rank 0's stream */
+  r.rank = 0;
+  r.generation = 9;
+  CHECK_EQ_INT(gy_fleet_report(f, now_ms, 0, &r), GY_EMISMATCH);
+  r.generation = 1;
+  r.step = 1;
+  CHECK_EQ_INT(gy_fleet_report(f, now_ms, 0, &r), GY_ERANGE); /* out of order */
+  r.step = 0;
+  r.nch = GY_FLEET_MAX_CH + 1;
+  CHECK_EQ_INT(gy_fleet_report(f, now_ms, 0, &r), GY_EINVAL);
+  CHECK_EQ_INT(gy_fleet_heartbeat(f, now_ms, 0, 1, 3), GY_ERANGE);
+  CHECK_EQ_INT(gy_fleet_heartbeat(f, now_ms, 0, 0, 0), GY_EMISMATCH);
+  CHECK_EQ_INT(gy_fleet_ack(f, now_ms, 1, 1, 77, -1, 1, NULL), GY_ERANGE);
+  CHECK_EQ_INT(gy_fleet_member(f, 0)->steps_done, 0);
+  gy_fleet_destroy(f);
+}
+
+static void test_grants(void) {
+  gy_fleet_t *f = mk(2, 4, 100, 1000);
+  form(f, 2);
+  CHECK_EQ_INT(gy_fleet_horizon(f), 4);
+  for (int s = 0; s < 4; s++) {
+    CHECK(report(f, 0, s) == 0);
+    CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0); /* rank 1 is still at 0 */
+  }
+  CHECK_EQ_INT(report(f, 0, 4), GY_ERANGE); /* beyond the horizon */
+  CHECK(has_event(f, "refused"));
+  CHECK(report(f, 1, 0) == 0);
+  const gy_fleet_action_t *g = find(f, GY_FLEET_ACT_GRANT, 0);
+  REQUIRE(g);
+  CHECK_EQ_INT(g->rank, -1);
+  CHECK_EQ_INT(g->step, 5);
+  CHECK_EQ_INT(gy_fleet_horizon(f), 5);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_STEP), 1);
+  CHECK(report(f, 1, 1) == 0);
+  CHECK_EQ_INT(gy_fleet_horizon(f), 6);
+  CHECK(report(f, 1, 1) == 0); /* a repeat is ignored */
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
+  CHECK_EQ_INT(gy_fleet_member(f, 1)->steps_done, 2);
+  gy_fleet_destroy(f);
+}
+
+static void test_cap_and_done(void) {
+  gy_fleet_t *f = mk(2, 4, 6, 1000);
+  form(f, 2);
+  for (int s = 0; s < 6; s++) {
+    CHECK(report(f, 0, s) == 0);
+    CHECK(report(f, 1, s) == 0);
+    if (s < 5) {
+      CHECK_EQ_INT(gy_fleet_horizon(f), s + 5 < 6 ? s + 5 : 6); /* capped at run.steps */
+      CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
+      CHECK_EQ_INT(count(f, GY_FLEET_ACT_DONE), 0);
+    }
+  }
+  CHECK_EQ_INT(gy_fleet_horizon(f), 6);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DONE);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_DONE), 1);
+  CHECK(has_event(f, "done"));
+  CHECK_EQ_INT(gy_fleet_last_step(f), 5);
+  uint64_t seq;
+  int64_t at;
+  CHECK_EQ_INT(gy_fleet_command(f, now_ms, GY_DIR_CHECKPOINT, NULL, &seq, &at), GY_ENOTSUP);
+  gy_fleet_destroy(f);
+}
+
+static void test_command_at_end_refused(void) {
+  gy_fleet_t *f = mk(1, 4, 3, 1000);
+  form(f, 1);
+  CHECK_EQ_INT(gy_fleet_horizon(f), 3);
+  uint64_t seq;
+  int64_t at;
+  CHECK_EQ_INT(gy_fleet_command(f, now_ms, GY_DIR_CHECKPOINT, NULL, &seq, &at), GY_ENOTSUP);
+  CHECK(gy_fleet_command(f, now_ms, GY_DIR_STOP, NULL, &seq, &at) == 0);
+  CHECK_EQ_INT(at, 3);
+  gy_fleet_destroy(f);
+}
+
+static void test_directive(void) {
+  gy_fleet_t *f = mk(2, 4, 100, 1000);
+  form(f, 2);
+  for (int s = 0; s < 4; s++)
+    CHECK(report(f, 0, s) == 0);
+  CHECK(report(f, 1, 0) == 0); /* H = 5 */
+  CHECK(report(f, 0, 4) == 0);
+  CHECK(report(f, 1, 1) == 0); /* H = 6 */
+  CHECK_EQ_INT(gy_fleet_horizon(f), 6);
+  gy_fleet_actions_clear(f);
+  uint64_t seq = 0;
+  int64_t at = 0;
+  CHECK(gy_fleet_command(f, now_ms, GY_DIR_CHECKPOINT, NULL, &seq, &at) == 0);
+  CHECK_EQ_INT(seq, 1);
+  CHECK_EQ_INT(at, 6);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_DIRECTIVE), 0);
+  int sent = -1;
+  CHECK_EQ_INT(gy_fleet_inflight(f, &sent), 1);
+  CHECK_EQ_INT(sent, 0);
+  CHECK(report(f, 0, 5) == 0); /* rank 0 reaches 6 */
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_DIRECTIVE), 0);
+  CHECK_EQ_INT(report(f, 0, 6), GY_ERANGE); /* frozen: no grant past 6 */
+  for (int s = 2; s < 5; s++) {
+    CHECK(report(f, 1, s) == 0);
+    CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
+    CHECK_EQ_INT(count(f, GY_FLEET_ACT_DIRECTIVE), 0);
+    CHECK_EQ_INT(gy_fleet_horizon(f), 6);
+  }
+  CHECK(report(f, 1, 5) == 0); /* every rank at H: the directive goes out */
+  const gy_fleet_action_t *d = find(f, GY_FLEET_ACT_DIRECTIVE, 0);
+  REQUIRE(d);
+  CHECK_EQ_INT(d->rank, -1);
+  CHECK_EQ_INT(d->seq, 1);
+  CHECK_EQ_INT(d->step, 6);
+  CHECK_EQ_INT(d->dir_kind, GY_DIR_CHECKPOINT);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
+  CHECK_EQ_INT(gy_fleet_inflight(f, &sent), 1);
+  CHECK_EQ_INT(sent, 1);
+  /* a rank that reconnects gets the directive again */
+  gy_fleet_actions_clear(f);
+  CHECK(gy_fleet_hello(f, now_ms, gy_fleet_member(f, 1)->session_id, 1, 1) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_DIRECTIVE), 1);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_GRANT, 0)->step, 6);
+  CHECK(ack(f, 0, 1) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
+  CHECK(ack(f, 0, 1) == 0);  /* twice is harmless */
+  CHECK(ack(f, 1, 99) == 0); /* a stale seq is ignored */
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
+  CHECK(ack(f, 1, 1) == 0);
+  CHECK(has_event(f, "directive_applied"));
+  const gy_fleet_action_t *g = find(f, GY_FLEET_ACT_GRANT, 0);
+  REQUIRE(g);
+  CHECK_EQ_INT(g->step, 10);
+  CHECK_EQ_INT(gy_fleet_inflight(f, NULL), 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
+  gy_fleet_destroy(f);
+}
+
+static void test_pause_resume(void) {
+  gy_fleet_t *f = mk(2, 2, 100, 1000);
+  form(f, 2);
+  uint64_t seq;
+  int64_t at;
+  CHECK_EQ_INT(gy_fleet_command(f, now_ms, GY_DIR_RESUME, NULL, &seq, &at), GY_ENOTSUP);
+  gy_fleet_actions_clear(f);
+  CHECK(gy_fleet_command(f, now_ms, GY_DIR_PAUSE, NULL, &seq, &at) == 0);
+  CHECK_EQ_INT(at, 2);
+  CHECK_EQ_INT(gy_fleet_command(f, now_ms, GY_DIR_PAUSE, NULL, &seq, &at), GY_ENOTSUP);
+  for (int s = 0; s < 2; s++)
+    CHECK(report(f, 0, s) == 0 && report(f, 1, s) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_DIRECTIVE), 1);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_DIRECTIVE, 0)->dir_kind, GY_DIR_PAUSE);
+  CHECK(ack(f, 0, 1) == 0 && ack(f, 1, 1) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_PAUSED);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
+  /* parked workers heartbeat; time passes; nobody is lost */
+  for (int i = 0; i < 5; i++) {
+    now_ms += 500;
+    gy_fleet_actions_clear(f);
+    CHECK(gy_fleet_heartbeat(f, now_ms, 0, 1, 0) == 0);
+    CHECK(gy_fleet_heartbeat(f, now_ms, 1, 1, 1) == 0);
+    gy_fleet_tick(f, now_ms);
+    CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_PAUSED);
+    CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
+  }
+  /* a checkpoint while paused goes out at once, at the same step */
+  gy_fleet_actions_clear(f);
+  CHECK(gy_fleet_command(f, now_ms, GY_DIR_CHECKPOINT, NULL, &seq, &at) == 0);
+  CHECK_EQ_INT(at, 2);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_DIRECTIVE), 1);
+  CHECK(ack(f, 0, 2) == 0 && ack(f, 1, 2) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_PAUSED);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
+  gy_fleet_actions_clear(f);
+  CHECK(gy_fleet_command(f, now_ms, GY_DIR_RESUME, NULL, &seq, &at) == 0);
+  CHECK_EQ_INT(seq, 3);
+  CHECK_EQ_INT(at, 2);
+  const gy_fleet_action_t *d = find(f, GY_FLEET_ACT_DIRECTIVE, 0);
+  REQUIRE(d);
+  CHECK_EQ_INT(d->dir_kind, GY_DIR_RESUME);
+  CHECK_EQ_INT(d->step, 2);
+  CHECK(ack(f, 0, 3) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_PAUSED);
+  CHECK(ack(f, 1, 3) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_GRANT, 0)->step, 4);
+  gy_fleet_destroy(f);
+}
+
+static void test_stop(void) {
+  gy_fleet_t *f = mk(2, 3, 100, 1000);
+  form(f, 2);
+  uint64_t seq;
+  int64_t at;
+  CHECK(report(f, 0, 0) == 0 && report(f, 1, 0) == 0); /* H = 4 */
+  gy_fleet_actions_clear(f);
+  CHECK(gy_fleet_command(f, now_ms, GY_DIR_STOP, NULL, &seq, &at) == 0);
+  CHECK_EQ_INT(at, 4);
+  CHECK_EQ_INT(gy_fleet_command(f, now_ms, GY_DIR_CHECKPOINT, NULL, &seq, &at), GY_ENOTSUP);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
+  for (int s = 1; s < 4; s++)
+    CHECK(report(f, 0, s) == 0 && report(f, 1, s) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_DIRECTIVE), 1);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_STOPPING);
+  CHECK_EQ_INT(gy_fleet_command(f, now_ms, GY_DIR_PAUSE, NULL, &seq, &at), GY_ENOTSUP);
+  CHECK(ack(f, 0, 1) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_STOPPING);
+  gy_fleet_actions_clear(f);
+  gy_fleet_session_closed(f, now_ms, 1); /* rank 1 exited without acking: that is fine too */
+  CHECK(has_event(f, "worker_exited"));
+  CHECK(!has_event(f, "worker_lost"));
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DONE);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_DONE), 1);
+  gy_fleet_destroy(f);
+}
+
+static void test_queued(void) {
+  gy_fleet_t *f = mk(2, 2, 100, 1000);
+  form(f, 2);
+  CHECK(report(f, 0, 0) == 0);
+  uint64_t s1, s2, s3;
+  int64_t a1, a2, a3;
+  gy_fleet_hparams_t hp = {.lr_scale = 0.5f, .present = 1u << 0};
+  gy_fleet_actions_clear(f);
+  CHECK(gy_fleet_command(f, now_ms, GY_DIR_CHECKPOINT, NULL, &s1, &a1) == 0);
+  CHECK(gy_fleet_command(f, now_ms, GY_DIR_SET_HPARAMS, &hp, &s2, &a2) == 0);
+  CHECK_EQ_INT(gy_fleet_command(f, now_ms, GY_DIR_SET_HPARAMS, NULL, &s3, &a3), GY_EINVAL);
+  CHECK(gy_fleet_command(f, now_ms, GY_DIR_PAUSE, NULL, &s3, &a3) == 0);
+  CHECK_EQ_INT(gy_fleet_command(f, now_ms, 9, NULL, &s3, &a3), GY_EINVAL);
+  CHECK_EQ_INT(s1, 1);
+  CHECK_EQ_INT(s2, 2);
+  CHECK_EQ_INT(s3, 3);
+  CHECK(a1 == 2 && a2 == 2 && a3 == 2);
+  CHECK_EQ_INT(gy_fleet_queued(f), 2);
+  CHECK(report(f, 0, 1) == 0 && report(f, 1, 0) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_DIRECTIVE), 0);
+  CHECK(report(f, 1, 1) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_DIRECTIVE), 1);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_DIRECTIVE, 0)->seq, 1);
+  CHECK(ack(f, 0, 1) == 0 && ack(f, 1, 1) == 0);
+  const gy_fleet_action_t *d = find(f, GY_FLEET_ACT_DIRECTIVE, 0);
+  REQUIRE(d);
+  CHECK_EQ_INT(d->seq, 2);
+  CHECK_EQ_INT(d->dir_kind, GY_DIR_SET_HPARAMS);
+  CHECK_EQ_INT(d->step, 2);
+  CHECK(d->hparams.lr_scale == 0.5f && d->hparams.present == 1);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
+  CHECK(ack(f, 0, 2) == 0 && ack(f, 1, 2) == 0);
+  d = find(f, GY_FLEET_ACT_DIRECTIVE, 0);
+  REQUIRE(d);
+  CHECK_EQ_INT(d->seq, 3);
+  CHECK_EQ_INT(d->dir_kind, GY_DIR_PAUSE);
+  CHECK(ack(f, 0, 3) == 0 && ack(f, 1, 3) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_PAUSED);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
+  CHECK_EQ_INT(gy_fleet_horizon(f), 2);
+  gy_fleet_destroy(f);
+}
+
+static void test_aggregation(void) {
+  gy_fleet_t *f = mk(2, 4, 5000, 1000000);
+  form(f, 2);
+  const char *names[2] = {"web", "code"};
+  for (int64_t s = 0; s < 5000; s++) {
+    for (int r = 1; r >= 0; r--) { /* rank 1 first: the step completes on rank 0's report */
+      double sums[2] = {0.1 * (double)s + 0.25, 3.0 + (double)r};
+      uint64_t toks[2] = {100 + (uint64_t)s, 7};
+      gy_fleet_report_t rep = {.generation = 1,
+                               .rank = r,
+                               .step = s,
+                               .loss = 2.0 + 1e-3 * (double)s + (double)r,
+                               .nch = 2,
+                               .ch_name = names,
+                               .ch_loss_sum = sums,
+                               .ch_tokens = toks,
+                               .grad_norm = 0.5 + (double)r,
+                               .grad_norm_shallow = 0.1,
+                               .grad_norm_deep = 0.2,
+                               .update_ratio = 1e-3,
+                               .lr = 6e-4,
+                               .nonfinite = s == 7,
+                               .step_ms = 10.0 + (double)r,
+                               .tokens_per_s = 5000.0 + (double)s};
+      gy_fleet_actions_clear(f);
+      REQUIRE(gy_fleet_report(f, now_ms, r, &rep) == 0);
+      if (r == 1) {
+        CHECK_EQ_INT(count(f, GY_FLEET_ACT_STEP), 0);
+        CHECK(gy_fleet_history(f, s) == NULL);
+      }
+    }
+    CHECK_EQ_INT(count(f, GY_FLEET_ACT_STEP), 1);
+    CHECK_EQ_INT(find(f, GY_FLEET_ACT_STEP, 0)->step, s);
+    if (s == 7) CHECK(has_event(f, "nonfinite"));
+    const gy_fleet_step_t *st = gy_fleet_history(f, s);
+    REQUIRE(st);
+    if (s < 10 || s % 997 == 0) {
+      CHECK(st->loss == 2.0 + 1e-3 * (double)s); /* rank 0's, bit for bit */
+      CHECK_EQ_INT(st->nch, 2);
+      CHECK(!strcmp(st->ch[1].name, "code"));
+      CHECK(st->ch[0].loss_sum == 0.1 * (double)s + 0.25);
+      CHECK(st->ch[0].tokens == 100 + (uint64_t)s);
+      CHECK(st->ch[1].loss_sum == 3.0);
+      CHECK(st->grad_norm == 0.5 && st->grad_norm_deep == 0.2);
+      CHECK(st->tokens_per_s == 5000.0 + (double)s);
+      CHECK(st->step_ms == 11.0);
+      CHECK_EQ_INT(st->nreports, 2);
+      CHECK_EQ_INT(st->nonfinite, s == 7);
+    }
+  }
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DONE);
+  CHECK_EQ_INT(gy_fleet_last_step(f), 4999);
+  CHECK(gy_fleet_history(f, 4999) != NULL);
+  CHECK(gy_fleet_history(f, 4999 - GY_FLEET_HISTORY + 1) != NULL);
+  CHECK(gy_fleet_history(f, 4999 - GY_FLEET_HISTORY) == NULL); /* bounded */
+  CHECK(gy_fleet_history(f, 5000) == NULL);
+  gy_fleet_destroy(f);
+}
+
+static void test_lost_by_silence(void) {
+  gy_fleet_t *f = mk(2, 4, 100, 3000);
+  form(f, 2);
+  int64_t t0 = now_ms;
+  gy_fleet_actions_clear(f);
+  now_ms = t0 + 2000;
+  CHECK(gy_fleet_heartbeat(f, now_ms, 0, 1, 0) == 0);
+  now_ms = t0 + 3000;
+  gy_fleet_tick(f, now_ms);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN); /* exactly lost_after: not yet */
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_LOST), 0);
+  now_ms = t0 + 3001;
+  gy_fleet_tick(f, now_ms);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_LOST), 1);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_LOST, 0)->rank, 1);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_CLOSE), 1); /* its stream, if still open, is finished */
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_CLOSE, 0)->rank, 1);
+  CHECK(has_event(f, "worker_lost"));
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DEGRADED);
+  CHECK_EQ_INT(gy_fleet_member(f, 1)->alive, 0);
+  CHECK_EQ_INT(gy_fleet_member(f, 0)->alive, 1);
+  /* no grants in DEGRADED; reports refused */
+  CHECK_EQ_INT(report(f, 0, 0), GY_ENOTSUP);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
+  uint64_t seq;
+  int64_t at;
+  CHECK_EQ_INT(gy_fleet_command(f, now_ms, GY_DIR_CHECKPOINT, NULL, &seq, &at), GY_ENOTSUP);
+  /* a join re-forms the gang: the survivors' sessions are closed, the generation goes up */
+  gy_fleet_actions_clear(f);
+  CHECK(join(f, "w1", -1, 0, 9) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_INIT);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_CLOSE), 1);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_CLOSE, 0)->rank, 0);
+  CHECK(join(f, "w0", -1, 0, 10) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
+  CHECK_EQ_INT(gy_fleet_generation(f), 2);
+  gy_fleet_destroy(f);
+}
+
+static void test_lost_by_close(void) {
+  gy_fleet_t *f = mk(3, 4, 100, 100000);
+  form(f, 3);
+  CHECK(report(f, 0, 0) == 0);
+  uint64_t seq;
+  int64_t at;
+  CHECK(gy_fleet_command(f, now_ms, GY_DIR_CHECKPOINT, NULL, &seq, &at) == 0);
+  gy_fleet_actions_clear(f);
+  gy_fleet_session_closed(f, now_ms, 2);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_LOST), 1);
+  CHECK(has_event(f, "worker_lost"));
+  CHECK(has_event(f, "directive_dropped"));
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DEGRADED);
+  CHECK_EQ_INT(gy_fleet_inflight(f, NULL), 0);
+  gy_fleet_actions_clear(f);
+  gy_fleet_tick(f, now_ms + 1000000); /* already degraded: nothing more */
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_LOST), 0);
+  CHECK_EQ_INT(gy_fleet_hello(f, now_ms, gy_fleet_member(f, 2)->session_id, 1, 2), GY_EMISMATCH);
+  gy_fleet_destroy(f);
+}
+
+static void test_transitions(void) {
+  gy_fleet_t *f = mk(1, 4, 100, 1000);
+  /* the documented table, written out independently of fleet.c */
+  static const int ok[GY_FLEET_NSTATES][GY_FLEET_NSTATES] = {
+      [GY_FLEET_INIT] = {[GY_FLEET_TRAIN] = 1},
+      [GY_FLEET_TRAIN] = {[GY_FLEET_PAUSED] = 1,
+                          [GY_FLEET_STOPPING] = 1,
+                          [GY_FLEET_DONE] = 1,
+                          [GY_FLEET_DEGRADED] = 1},
+      [GY_FLEET_PAUSED] = {[GY_FLEET_TRAIN] = 1, [GY_FLEET_STOPPING] = 1, [GY_FLEET_DEGRADED] = 1},
+      [GY_FLEET_STOPPING] = {[GY_FLEET_DONE] = 1},
+      [GY_FLEET_DEGRADED] = {[GY_FLEET_INIT] = 1},
+  };
+  int refused = 0;
+  for (int a = 0; a < GY_FLEET_NSTATES; a++)
+    for (int b = 0; b < GY_FLEET_NSTATES; b++) {
+      gy__fleet_force_state(f, (gy_fleet_state_t)a);
+      gy_fleet_actions_clear(f);
+      int rc = gy__fleet_transition(f, (gy_fleet_state_t)b, "test");
+      CHECK_MSG(rc == (ok[a][b] ? 0 : GY_EINVAL), "%s -> %s: rc %d",
+                gy_fleet_state_name((gy_fleet_state_t)a), gy_fleet_state_name((gy_fleet_state_t)b),
+                rc);
+      CHECK_EQ_INT((int)gy_fleet_state(f), ok[a][b] ? b : a);
+      if (!ok[a][b]) {
+        refused++;
+        CHECK(strstr(gy_fleet_errmsg(f), "illegal state transition"));
+        CHECK_EQ_INT(count(f, GY_FLEET_ACT_EVENT), 0);
+      } else {
+        CHECK(has_event(f, "state"));
+      }
+    }
+  CHECK_EQ_INT(refused, 36 - 10);
+  CHECK(!strcmp(gy_fleet_state_name(GY_FLEET_DEGRADED), "DEGRADED"));
+  CHECK(!strcmp(gy_fleet_state_name((gy_fleet_state_t)99), "?"));
+  CHECK(!strcmp(gy_dir_kind_name(GY_DIR_SET_HPARAMS), "SET_HPARAMS"));
+  gy_fleet_destroy(f);
+}
+
+static void test_create_refusals(void) {
+  gy_fleet_t *f = (gy_fleet_t *)1;
+  gy_fleet_opts_t o = {.world = 0, .window = 4, .steps = 10, .lost_after_ms = 10};
+  CHECK_EQ_INT(gy_fleet_create(&f, &o), GY_EINVAL);
+  CHECK(f == NULL);
+  o.world = 1;
+  o.window = 0;
+  CHECK_EQ_INT(gy_fleet_create(&f, &o), GY_EINVAL);
+  gy_fleet_destroy(NULL);
+}
+
+int main(void) {
+  test_formation_ordinals();
+  test_formation_plain();
+  test_join_refusals();
+  test_session_validation();
+  test_grants();
+  test_cap_and_done();
+  test_command_at_end_refused();
+  test_directive();
+  test_pause_resume();
+  test_stop();
+  test_queued();
+  test_aggregation();
+  test_lost_by_silence();
+  test_lost_by_close();
+  test_transitions();
+  test_create_refusals();
+  GY_TEST_END();
+}

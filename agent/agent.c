@@ -334,7 +334,7 @@ static void *heartbeat_main(void *arg) {
 
 /* ------------------------------------------ store --------------------------------------- */
 
-/* The key rules of worker/comm.h: 1..200 bytes of [A-Za-z0-9._-/], '/'-separated segments,
+/* The key rules of common/kvstore.h: 1..200 bytes of [A-Za-z0-9._-/], '/'-separated segments,
  * none empty, "." or "..", no leading '.'. */
 static int key_ok(const char *key) {
   if (!key || !key[0] || key[0] == '.' || strlen(key) > STORE_KEY_MAX) return 0;

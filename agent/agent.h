@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "worker/comm.h" /* gy_store_t: the interface only (header, no code of the worker) */
+#include "common/kvstore.h" /* gy_store_t */
 
 typedef struct gy_agent gy_agent_t;
 

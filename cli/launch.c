@@ -86,6 +86,11 @@ typedef struct {
   double kill_at;    /* when to SIGKILL every child still running (0: not scheduled) */
   char line[2][1 << 16]; /* partial lines of stdout, stderr */
   size_t linelen[2];
+  /* per-channel moving average of the loss, to flag jumps and drops in the trace */
+  char ch_name[16][32];
+  double ch_avg[16];
+  int ch_seen[16];
+  int nch;
 } launch_t;
 
 static double now_ms(void) {
@@ -436,7 +441,47 @@ static void trace_log_line(const char *s) {
   json_decref(rec);
 }
 
-/* One line of the controller's stdout: steps every 10 (and the first and last), the rest. */
+/* Flags a channel whose loss jumps more than 1.5 nats above (or drops 2.5 below) its moving
+ * average, the way an operator would spot it on a curve; returns 1 when something was flagged
+ * (the step line is then printed too). The average skips flagged values. */
+static int trace_flags(launch_t *L, json_t *rec, int64_t step, int print) {
+  json_t *lc = json_object_get(rec, "loss_ch");
+  const char *name;
+  json_t *v;
+  int flagged = 0;
+  if (!json_is_object(lc)) return 0;
+  json_object_foreach(lc, name, v) {
+    if (!json_is_number(v)) continue;
+    double x = json_number_value(v);
+    int i;
+    for (i = 0; i < L->nch && strcmp(L->ch_name[i], name); i++) {
+    }
+    if (i == L->nch) {
+      if (L->nch == 16) continue;
+      snprintf(L->ch_name[i], sizeof(L->ch_name[i]), "%s", name);
+      L->ch_avg[i] = x;
+      L->ch_seen[i] = 0;
+      L->nch++;
+      if (print) continue;
+    }
+    int warm = L->ch_seen[i] >= 20;
+    int jump = warm && x > L->ch_avg[i] + 1.5, drop = warm && x < L->ch_avg[i] - 2.5;
+    if ((jump || drop) && print)
+      printf("  !! step %" PRId64 ": %s loss %.3f vs its recent average %.3f: %s\n", step, name,
+             x, L->ch_avg[i], jump ? "SPIKE" : "DROP");
+    if (jump || drop) {
+      flagged = 1;
+      continue;
+    }
+    if (print) continue; /* the printing pass re-reads the same step: no second update */
+    L->ch_avg[i] = L->ch_seen[i] ? 0.9 * L->ch_avg[i] + 0.1 * x : x;
+    L->ch_seen[i]++;
+  }
+  return flagged;
+}
+
+/* One line of the controller's stdout: steps every 10 (and the first and last), steps with a
+ * flagged channel, the rest. */
 static void trace_line(launch_t *L, const char *s) {
   json_t *rec = json_loads(s, 0, NULL);
   if (!json_is_object(rec)) {
@@ -454,7 +499,8 @@ static void trace_line(launch_t *L, const char *s) {
   json_t *stepj = json_object_get(rec, "step");
   int64_t step = json_is_integer(stepj) ? json_integer_value(stepj) : -1;
   if (type && !strcmp(type, "step")) {
-    if (step == 0 || (step + 1) % 10 == 0 || step + 1 == L->steps) {
+    int flagged = trace_flags(L, rec, step, 0);
+    if (flagged || step == 0 || (step + 1) % 10 == 0 || step + 1 == L->steps) {
       json_t *loss = json_object_get(rec, "loss");
       printf("step %6" PRId64 "  loss ", step);
       if (json_is_number(loss)) printf("%.4f", json_number_value(loss));
@@ -463,6 +509,7 @@ static void trace_line(launch_t *L, const char *s) {
       json_t *tps = json_object_get(rec, "tokens_per_s");
       if (json_is_number(tps)) printf("  tok/s %.0f", json_number_value(tps));
       printf("\n");
+      if (flagged) trace_flags(L, rec, step, 1);
     }
   } else if ((type && !strcmp(type, "event")) ||
              (!type && json_is_string(json_object_get(rec, "kind")))) {

@@ -65,20 +65,20 @@ struct gy_agent {
 
   pthread_mutex_t mu; /* everything below up to send_mu */
   pthread_cond_t cv;
-  int cur;            /* index of the address in use */
+  int cur; /* index of the address in use */
   int joined;
   gy_agent_assignment_t asg;
   char *asg_yaml, *asg_dir, *asg_prefix, *asg_session;
-  int connected;      /* session stream up */
-  int64_t horizon;    /* latest grant of this session */
+  int connected;   /* session stream up */
+  int64_t horizon; /* latest grant of this session */
   int64_t steps_done;
   gy_agent_directive_t pending[MAX_PENDING];
   int npending;
   uint64_t applied[APPLIED_RING];
-  int napplied;       /* entries used (<= APPLIED_RING) */
-  int applied_next;   /* slot the next seq goes to (the oldest once full) */
-  double last_send;   /* monotonic seconds */
-  double session_at;  /* when the current session was opened (trainer thread only) */
+  int napplied;          /* entries used (<= APPLIED_RING) */
+  int applied_next;      /* slot the next seq goes to (the oldest once full) */
+  double last_send;      /* monotonic seconds */
+  double session_at;     /* when the current session was opened (trainer thread only) */
   int rejoin_backoff_ms; /* grows while sessions end right after they open (trainer thread) */
   int hb_stop;
   pthread_t hb_thread;
@@ -169,8 +169,8 @@ static int unary(gy_agent_t *a, const char *method, const ProtobufCMessage *req,
   gy_rpc_client_t *c = current_client(a, &idx);
   *status = GY_RPC_OK;
   err[0] = '\0';
-  int rc = gy_rpc_unary(c, method, NULL, NULL, buf, len, timeout_ms, resp, rlen, status, err,
-                        errlen);
+  int rc =
+      gy_rpc_unary(c, method, NULL, NULL, buf, len, timeout_ms, resp, rlen, status, err, errlen);
   free(buf);
   if (rc && *status == GY_RPC_UNAVAILABLE) rotate(a, idx);
   return rc;
@@ -262,10 +262,12 @@ static void on_message(void *ud, const uint8_t *msg, size_t len) {
   } else if (m->msg_case == GYRO__CONTROLLER_MSG__MSG_DIRECTIVE && m->directive) {
     const Gyro__Directive *d = m->directive;
     int dup = seq_applied(a, d->seq);
-    for (int i = 0; i < a->npending && !dup; i++) dup = a->pending[i].seq == d->seq;
+    for (int i = 0; i < a->npending && !dup; i++)
+      dup = a->pending[i].seq == d->seq;
     if (d->generation != gen) {
-      gy_log(GY_LOG_WARN, "agent", "directive seq %" PRIu64 " of generation %" PRIu64
-             " ignored (mine is %" PRIu64 ")", d->seq, d->generation, gen);
+      gy_log(GY_LOG_WARN, "agent",
+             "directive seq %" PRIu64 " of generation %" PRIu64 " ignored (mine is %" PRIu64 ")",
+             d->seq, d->generation, gen);
     } else if (dup) {
       gy_log(GY_LOG_INFO, "agent", "directive seq %" PRIu64 " already seen: ignored", d->seq);
     } else if ((int)d->kind < GY_DIRECTIVE_PAUSE || (int)d->kind > GY_DIRECTIVE_SET_HPARAMS) {
@@ -376,8 +378,8 @@ static int store_set(gy_store_t *s, const char *key, const void *val, size_t len
       gy_log(GY_LOG_ERROR, "agent", "store: set '%s': controller unreachable", key);
       return GY_ETIMEDOUT;
     }
-    int rc = unary(a, "/gyro.Worker/StoreSet", &req.base, left, &resp, &rlen, &status, err,
-                   sizeof(err));
+    int rc =
+        unary(a, "/gyro.Worker/StoreSet", &req.base, left, &resp, &rlen, &status, err, sizeof(err));
     free(resp);
     if (rc == 0) return 0;
     if (!transient(status)) {
@@ -412,8 +414,8 @@ static int store_get(gy_store_t *s, const char *key, void **val, size_t *len, in
     char err[256];
     /* the controller holds the call up to req.timeout_ms; give the answer time to arrive */
     double t0 = now_s();
-    int rc = unary(a, "/gyro.Worker/StoreGet", &req.base, req.timeout_ms + a->rpc_timeout_ms,
-                   &resp, &rlen, &status, err, sizeof(err));
+    int rc = unary(a, "/gyro.Worker/StoreGet", &req.base, req.timeout_ms + a->rpc_timeout_ms, &resp,
+                   &rlen, &status, err, sizeof(err));
     if (rc == 0) {
       Gyro__StoreValue *v = gyro__store_value__unpack(NULL, rlen, resp);
       free(resp);
@@ -546,8 +548,8 @@ static int do_join(gy_agent_t *a, int64_t steps_done, uint64_t prev_gen, int tim
     size_t rlen;
     int status;
     char err[256];
-    int rc = unary(a, "/gyro.Worker/Join", &req.base, left, &resp, &rlen, &status, err,
-                   sizeof(err));
+    int rc =
+        unary(a, "/gyro.Worker/Join", &req.base, left, &resp, &rlen, &status, err, sizeof(err));
     attempts++;
     if (rc == 0) {
       Gyro__Assignment *m = gyro__assignment__unpack(NULL, rlen, resp);
@@ -559,15 +561,19 @@ static int do_join(gy_agent_t *a, int64_t steps_done, uint64_t prev_gen, int tim
       if (m->world < 1 || m->tp < 1 || m->world % m->tp || m->rank < 0 || m->rank >= m->world ||
           m->start_step < 0 || !m->config_yaml || !m->config_yaml[0] || !m->rdzv_prefix ||
           !m->rdzv_prefix[0]) {
-        set_err(a, "invalid assignment from the controller: rank %d world %d tp %d start step %"
-                PRId64 "%s", m->rank, m->world, m->tp, m->start_step,
+        set_err(a,
+                "invalid assignment from the controller: rank %d world %d tp %d start step %" PRId64
+                "%s",
+                m->rank, m->world, m->tp, m->start_step,
                 m->config_yaml && m->config_yaml[0] ? "" : ", no config");
         gyro__assignment__free_unpacked(m, NULL);
         return GY_EPROTO;
       }
       rc = install(a, m, m->start_step);
-      gy_log(GY_LOG_INFO, "agent", "joined generation %" PRIu64 " as rank %d of %d (tp %d), "
-             "start step %" PRId64, m->generation, m->rank, m->world, m->tp, m->start_step);
+      gy_log(GY_LOG_INFO, "agent",
+             "joined generation %" PRIu64 " as rank %d of %d (tp %d), "
+             "start step %" PRId64,
+             m->generation, m->rank, m->world, m->tp, m->start_step);
       gyro__assignment__free_unpacked(m, NULL);
       a->errmsg[0] = '\0';
       return rc;
@@ -602,8 +608,8 @@ static int open_session(gy_agent_t *a) {
   pthread_mutex_lock(&a->mu);
   a->connected = 1; /* before open: on_close may run as soon as the stream exists */
   pthread_mutex_unlock(&a->mu);
-  int rc = gy_rpc_cstream_open(c, "/gyro.Worker/Session", NULL, NULL, &cbs, a, &s, err,
-                               sizeof(err));
+  int rc =
+      gy_rpc_cstream_open(c, "/gyro.Worker/Session", NULL, NULL, &cbs, a, &s, err, sizeof(err));
   if (rc) {
     pthread_mutex_lock(&a->mu);
     a->connected = 0;
@@ -634,12 +640,18 @@ static int open_session(gy_agent_t *a) {
 
 const char *gy_directive_kind_name(int kind) {
   switch (kind) {
-  case GY_DIRECTIVE_PAUSE: return "pause";
-  case GY_DIRECTIVE_RESUME: return "resume";
-  case GY_DIRECTIVE_STOP: return "stop";
-  case GY_DIRECTIVE_CHECKPOINT: return "checkpoint";
-  case GY_DIRECTIVE_SET_HPARAMS: return "set_hparams";
-  default: return "none";
+  case GY_DIRECTIVE_PAUSE:
+    return "pause";
+  case GY_DIRECTIVE_RESUME:
+    return "resume";
+  case GY_DIRECTIVE_STOP:
+    return "stop";
+  case GY_DIRECTIVE_CHECKPOINT:
+    return "checkpoint";
+  case GY_DIRECTIVE_SET_HPARAMS:
+    return "set_hparams";
+  default:
+    return "none";
   }
 }
 
@@ -669,7 +681,8 @@ int gy_agent_create(gy_agent_t **out, const gy_agent_opts_t *opts) {
   char *list = strdup(opts->controllers), *save = NULL;
   if (!list) goto err;
   int n = 1;
-  for (const char *p = list; *p; p++) n += *p == ',';
+  for (const char *p = list; *p; p++)
+    n += *p == ',';
   a->addrs = calloc((size_t)n, sizeof(char *));
   a->clients = calloc((size_t)n, sizeof(gy_rpc_client_t *));
   if (!a->addrs || !a->clients) {
@@ -723,7 +736,8 @@ void gy_agent_destroy(gy_agent_t *a) {
    * to end the session itself, before cancelling. */
   pthread_mutex_lock(&a->mu);
   double end = now_s() + LINGER_MS / 1000.0;
-  while (a->connected && now_s() < end) cv_wait_ms(a, 20);
+  while (a->connected && now_s() < end)
+    cv_wait_ms(a, 20);
   pthread_mutex_unlock(&a->mu);
   close_stream(a);
   for (int i = 0; i < a->naddrs; i++) {
@@ -766,8 +780,9 @@ static int reconnect(gy_agent_t *a, int64_t step) {
   pthread_mutex_lock(&a->mu);
   gy_agent_assignment_t prev = a->asg;
   pthread_mutex_unlock(&a->mu);
-  gy_log(GY_LOG_WARN, "agent", "session lost at step %" PRId64 " (generation %" PRIu64
-         "): rejoining", step, prev.generation);
+  gy_log(GY_LOG_WARN, "agent",
+         "session lost at step %" PRId64 " (generation %" PRIu64 "): rejoining", step,
+         prev.generation);
   /* A session refused right after it opened (e.g. the controller no longer knows this
    * generation) must not turn into a tight join/refuse loop. */
   if (now_s() - a->session_at < 1.0) {
@@ -784,7 +799,8 @@ static int reconnect(gy_agent_t *a, int64_t step) {
   pthread_mutex_unlock(&a->mu);
   if (now.rank != prev.rank || now.world != prev.world || now.tp != prev.tp ||
       now.start_step != step) {
-    set_err(a, "the controller re-formed the gang as rank %d of %d (tp %d) from step %" PRId64
+    set_err(a,
+            "the controller re-formed the gang as rank %d of %d (tp %d) from step %" PRId64
             "; this process is rank %d of %d (tp %d) at step %" PRId64 ": it must restart",
             now.rank, now.world, now.tp, now.start_step, prev.rank, prev.world, prev.tp, step);
     gy_log(GY_LOG_WARN, "agent", "%s", a->errmsg);
@@ -811,9 +827,10 @@ int gy_agent_wait_grant(gy_agent_t *a, int64_t step, gy_agent_directive_t *dir) 
     int found = -1;
     for (int i = 0; i < a->npending;) {
       if (a->pending[i].at_step < step) {
-        gy_log(GY_LOG_WARN, "agent", "directive seq %" PRIu64 " for step %" PRId64
-               " arrived after it (now at %" PRId64 "): dropped", a->pending[i].seq,
-               a->pending[i].at_step, step);
+        gy_log(GY_LOG_WARN, "agent",
+               "directive seq %" PRIu64 " for step %" PRId64 " arrived after it (now at %" PRId64
+               "): dropped",
+               a->pending[i].seq, a->pending[i].at_step, step);
         a->pending[i] = a->pending[--a->npending];
         continue;
       }

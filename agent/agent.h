@@ -44,7 +44,7 @@ typedef struct {
 typedef struct {
   uint64_t generation;
   int rank, world, tp;
-  int64_t start_step;      /* the step every rank starts from (restore its checkpoint if > 0) */
+  int64_t start_step; /* the step every rank starts from (restore its checkpoint if > 0) */
   int heartbeat_ms;
   const char *config_yaml; /* the run config, as text */
   const char *config_dir;  /* relative paths in config_yaml are relative to this folder */
@@ -84,7 +84,7 @@ typedef struct {
 
 typedef struct {
   uint64_t seq;
-  int64_t at_step;        /* apply when exactly at_step steps are done */
+  int64_t at_step; /* apply when exactly at_step steps are done */
   gy_directive_kind_t kind;
   gy_agent_hparams_t hparams; /* SET_HPARAMS only */
 } gy_agent_directive_t;

@@ -2,6 +2,16 @@
  * controller_ingest: how many step reports a gyro-controller ingests per second, and how fast
  * it turns "every rank reported step s" into "the grant for s + window".
  *
+ * Two modes:
+ *   throughput (default): a closed loop; every rank reports each step as soon as its grant
+ *     allows (up to `window` reports in flight per rank). Measures the rate the controller
+ *     sustains; its latency figures include the queue this loop builds on purpose.
+ *   paced (--step-ms T): ranks behave like real workers with a step time of T ms. The report of
+ *     step s is due at T0 + (s + 1) * T for every rank; a rank sends it when it is due and it
+ *     holds a grant covering s (s < horizon), else it parks until the grant comes (counted as a
+ *     stall). Offered load = ranks / T reports per second; nothing queues unless the
+ *     controller falls behind. Reports are sent by one pacer thread per client channel.
+ *
  * The bench starts gyro-controller itself (a config of world N, a tiny model nobody trains,
  * lost_after_ms long enough that no simulated rank is declared lost), then simulates N ranks
  * from this one process: each joins (/gyro.Worker/Join, one blocking call per rank on its own
@@ -16,10 +26,13 @@
  *     only what its grant covers, and a grant needs every rank's report), so this is the rate
  *     the controller sustains, not the rate it is offered.
  *   - grant latency of step s: from the moment the last rank's report of step s was sent to
- *     the moment the first grant with horizon > s + window (the grant that lets step s + window
- *     run) was received by a rank ("first"), and by every rank ("all"); p50 and p99 over the
- *     steps whose last report was sent in the interval.
- *   - controller CPU: its user + system time over the interval (/proc/PID/stat), in cores.
+ *     the moment the grant with horizon > s + window (the grant that lets step s + window run)
+ *     was received by that same last rank ("last": the issue's figure, one clock, one rank),
+ *     by the first rank to get it ("first") and by every rank ("all"); p50 and p99 over the
+ *     steps whose last report was sent in the interval. "Last" is the rank whose count of step
+ *     s came last (counted just before its send).
+ *   - controller CPU: its user + system time over the interval (/proc/PID/stat), in cores and
+ *     in microseconds per report.
  *
  * Invariants: per-rank state is touched only by the callbacks of its channel (one thread);
  * per-step counters are atomics indexed by step (MAX_STEPS of them: a run that would go past is
@@ -64,8 +77,9 @@ typedef struct {
   uint64_t gen;
   int rank;
   char session[128];
-  int64_t done;    /* steps reported */
-  int64_t horizon; /* newest grant */
+  int64_t done;            /* steps reported (the sender's thread only) */
+  _Atomic int64_t horizon; /* newest grant (written by the channel's callback thread) */
+  int64_t parked_step;     /* paced: the step this rank last counted a stall for */
   int closed;
 } sim_t;
 
@@ -73,11 +87,18 @@ static struct {
   int n, window, clients;
   const char *addr;
   sim_t *sims;
-  atomic_int *sent;       /* ranks that sent step s */
-  atomic_llong *t_sent;   /* latest send time of step s (ns) */
-  atomic_int *granted;    /* ranks that received a grant covering s + window */
-  atomic_llong *t_first;  /* first such receipt (ns) */
-  atomic_llong *t_all;    /* last such receipt (ns) */
+  atomic_int *sent;        /* ranks that sent step s */
+  atomic_llong *t_sent;    /* latest send time of step s (ns) */
+  atomic_int *granted;     /* ranks that received a grant covering s + window */
+  atomic_llong *t_first;   /* first such receipt (ns) */
+  atomic_llong *t_all;     /* last such receipt (ns) */
+  atomic_int *last_rank;   /* the rank whose report of s was counted last */
+  atomic_llong *t_last;    /* when that rank sent it (ns) */
+  atomic_llong *t_at_last; /* when the grant covering s + window reached that rank (ns) */
+  double step_ms;          /* paced mode: the simulated step time (0: throughput mode) */
+  int64_t start_step;
+  int64_t t0_pace;     /* paced mode: the step clock's origin (ns) */
+  atomic_llong stalls; /* paced mode: (rank, step) pairs that waited for a grant */
   atomic_llong total_sent;
   atomic_int closed;
   atomic_int close_status;
@@ -139,29 +160,66 @@ static void send_report(sim_t *r, gy_rpc_cstream_t *s, int64_t step) {
   size_t len = gyro__worker_msg__get_packed_size(&m);
   CHECK(len <= sizeof(buf), "report too big");
   gyro__worker_msg__pack(&m, buf);
-  if (gy_rpc_cstream_send(s, buf, len)) return;
+  /* Counted before the send: the grant it may complete cannot arrive before the count. */
   int64_t t = now_ns();
   atomic_fetch_add(&B.total_sent, 1);
   if (step < MAX_STEPS) {
     atomic_max(&B.t_sent[step], t);
-    atomic_fetch_add(&B.sent[step], 1);
+    if (atomic_fetch_add(&B.sent[step], 1) == B.n - 1) {
+      atomic_store(&B.t_last[step], t);
+      atomic_store(&B.last_rank[step], r->idx);
+    }
   }
+  gy_rpc_cstream_send(s, buf, len);
 }
 
 static void on_grant(sim_t *r, gy_rpc_cstream_t *s, int64_t h) {
-  if (h <= r->horizon) return;
+  int64_t old = atomic_load(&r->horizon);
+  if (h <= old) return;
   int64_t t = now_ns();
   /* This grant is the first for this rank to cover steps s with s + window < h. */
-  int64_t lo = r->horizon - B.window, hi = h - B.window - 1;
+  int64_t lo = old - B.window, hi = h - B.window - 1;
   if (lo < 0) lo = 0;
   for (int64_t st = lo; st <= hi && st < MAX_STEPS; st++) {
     int before = atomic_fetch_add(&B.granted[st], 1);
     if (before == 0) atomic_store(&B.t_first[st], t);
     atomic_max(&B.t_all[st], t);
+    if (atomic_load(&B.last_rank[st]) == r->idx) atomic_store(&B.t_at_last[st], t);
   }
-  r->horizon = h;
-  if (atomic_load(&B.stop)) return;
-  while (r->done < r->horizon) send_report(r, s, r->done++);
+  atomic_store(&r->horizon, h);
+  if (atomic_load(&B.stop) || B.step_ms > 0) return; /* paced: the pacer sends */
+  while (r->done < h)
+    send_report(r, s, r->done++);
+}
+
+/* Paced mode: the sender of the ranks of client channel `arg` (ranks idx % clients == arg). */
+static void *pacer(void *arg) {
+  int k = (int)(intptr_t)arg;
+  int64_t period = (int64_t)(B.step_ms * 1e6);
+  while (!atomic_load(&B.stop)) {
+    int64_t now = now_ns();
+    int64_t due = B.start_step + (now - B.t0_pace) / period; /* steps < due are due */
+    for (int i = k; i < B.n; i += B.clients) {
+      sim_t *r = &B.sims[i];
+      gy_rpc_cstream_t *s = atomic_load(&r->s);
+      int64_t h = atomic_load(&r->horizon);
+      while (r->done < due && r->done < h)
+        send_report(r, s, r->done++);
+      if (r->done < due && r->done >= h && r->parked_step != r->done) {
+        r->parked_step = r->done;
+        atomic_fetch_add(&B.stalls, 1);
+      }
+    }
+    /* Sleep until the next step is due; poll parked ranks every 0.2 ms meanwhile. */
+    int64_t next = B.t0_pace + (due - B.start_step + 1) * period;
+    int64_t wait = next - now_ns();
+    if (wait > 200000) wait = 200000;
+    if (wait > 0) {
+      struct timespec ts = {0, (long)wait};
+      nanosleep(&ts, NULL);
+    }
+  }
+  return NULL;
 }
 
 static void sim_on_message(void *ud, const uint8_t *msg, size_t len) {
@@ -219,22 +277,24 @@ static void *sim_start(void *arg) {
   void *resp = NULL;
   size_t rlen = 0;
   int st = 0;
-  int rc = gy_rpc_unary(r->cl, "/gyro.Worker/Join", NULL, NULL, buf, len, 120000, &resp, &rlen,
-                        &st, err, sizeof(err));
+  int rc = gy_rpc_unary(r->cl, "/gyro.Worker/Join", NULL, NULL, buf, len, 120000, &resp, &rlen, &st,
+                        err, sizeof(err));
   CHECK(!rc, "rank %d: Join failed: status %d %s", r->idx, st, err);
   Gyro__Assignment *a = gyro__assignment__unpack(NULL, rlen, resp);
   CHECK(a, "rank %d: Assignment does not decode", r->idx);
   r->gen = a->generation;
   r->rank = a->rank;
   r->done = a->start_step;
-  r->horizon = a->start_step;
+  atomic_store(&r->horizon, a->start_step);
+  r->parked_step = -1;
+  B.start_step = a->start_step;
   snprintf(r->session, sizeof(r->session), "%s", a->session_id);
   gyro__assignment__free_unpacked(a, NULL);
   free(resp);
   gy_rpc_cstream_cbs_t cbs = {.on_message = sim_on_message, .on_close = sim_on_close};
   gy_rpc_cstream_t *s = NULL;
-  rc = gy_rpc_cstream_open(r->cl, "/gyro.Worker/Session", NULL, NULL, &cbs, r, &s, err,
-                           sizeof(err));
+  rc =
+      gy_rpc_cstream_open(r->cl, "/gyro.Worker/Session", NULL, NULL, &cbs, r, &s, err, sizeof(err));
   CHECK(!rc, "rank %d: Session: %s", r->idx, err);
   atomic_store(&r->s, s);
   Gyro__Hello h = GYRO__HELLO__INIT;
@@ -266,7 +326,8 @@ static int free_port(void) {
 
 static int tcp_ready(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)port),
                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   int ok = fd >= 0 && !connect(fd, (struct sockaddr *)&a, sizeof(a));
   if (fd >= 0) close(fd);
@@ -303,49 +364,72 @@ static double pct_ms(long long *v, size_t n, double p) {
 static void find_controller(char *out, size_t len, const char *self) {
   char exe[4096];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  if (n <= 0) snprintf(exe, sizeof(exe), "%s", self);
-  else exe[n] = '\0';
+  if (n <= 0)
+    snprintf(exe, sizeof(exe), "%s", self);
+  else
+    exe[n] = '\0';
   char *slash = strrchr(exe, '/');
   if (slash) *slash = '\0';
   snprintf(out, len, "%s/../controller/gyro-controller", slash ? exe : ".");
 }
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: controller_ingest [--ranks N] [--seconds S] [--warmup S] [--window W]\n"
-             "                         [--clients C] [--controller-bin PATH] [--json]\n"
-             "  simulated ranks stream step reports to a gyro-controller this bench starts;\n"
-             "  prints reports/s sustained and the grant latency (p50/p99)\n");
+  fprintf(f,
+          "usage: controller_ingest [--ranks N] [--seconds S] [--warmup S] [--window W]\n"
+          "                         [--clients C] [--step-ms T] [--controller-bin PATH] [--json]\n"
+          "  simulated ranks stream step reports to a gyro-controller this bench starts;\n"
+          "  prints reports/s sustained and the grant latency (p50/p99). Without --step-ms\n"
+          "  every rank reports as fast as its grants allow (throughput); with it every rank\n"
+          "  reports one step per T ms, as a worker with that step time would (paced)\n");
 }
 
 int main(int argc, char **argv) {
   int n = 1000, window = 4, clients = 4, json = 0;
-  double seconds = 10, warmup = 2;
+  double seconds = 10, warmup = 2, step_ms = 0;
   char ctl_bin[4200] = "";
-  static const struct option opts[] = {{"ranks", required_argument, 0, 'n'},
-                                       {"seconds", required_argument, 0, 's'},
-                                       {"warmup", required_argument, 0, 'w'},
-                                       {"window", required_argument, 0, 'W'},
-                                       {"clients", required_argument, 0, 'c'},
-                                       {"controller-bin", required_argument, 0, 'b'},
-                                       {"json", no_argument, 0, 'j'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
+  static const struct option opts[] = {
+      {"ranks", required_argument, 0, 'n'},   {"seconds", required_argument, 0, 's'},
+      {"warmup", required_argument, 0, 'w'},  {"window", required_argument, 0, 'W'},
+      {"clients", required_argument, 0, 'c'}, {"controller-bin", required_argument, 0, 'b'},
+      {"step-ms", required_argument, 0, 'T'}, {"json", no_argument, 0, 'j'},
+      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (c) {
-    case 'n': n = atoi(optarg); break;
-    case 's': seconds = atof(optarg); break;
-    case 'w': warmup = atof(optarg); break;
-    case 'W': window = atoi(optarg); break;
-    case 'c': clients = atoi(optarg); break;
-    case 'b': snprintf(ctl_bin, sizeof(ctl_bin), "%s", optarg); break;
-    case 'j': json = 1; break;
-    case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 2;
+    case 'n':
+      n = atoi(optarg);
+      break;
+    case 's':
+      seconds = atof(optarg);
+      break;
+    case 'w':
+      warmup = atof(optarg);
+      break;
+    case 'W':
+      window = atoi(optarg);
+      break;
+    case 'c':
+      clients = atoi(optarg);
+      break;
+    case 'b':
+      snprintf(ctl_bin, sizeof(ctl_bin), "%s", optarg);
+      break;
+    case 'j':
+      json = 1;
+      break;
+    case 'T':
+      step_ms = atof(optarg);
+      break;
+    case 'h':
+      usage(stdout);
+      return 0;
+    default:
+      usage(stderr);
+      return 2;
     }
   }
   if (n < 1 || n > 65536 || window < 1 || clients < 1 || clients > n || seconds <= 0 ||
-      warmup < 0 || optind != argc) {
+      warmup < 0 || step_ms < 0 || (step_ms > 0 && step_ms < 0.01) || optind != argc) {
     usage(stderr);
     return 2;
   }
@@ -403,7 +487,15 @@ int main(int argc, char **argv) {
   B.granted = calloc(MAX_STEPS, sizeof(atomic_int));
   B.t_first = calloc(MAX_STEPS, sizeof(atomic_llong));
   B.t_all = calloc(MAX_STEPS, sizeof(atomic_llong));
-  CHECK(B.sims && B.sent && B.t_sent && B.granted && B.t_first && B.t_all, "out of memory");
+  B.last_rank = malloc(MAX_STEPS * sizeof(atomic_int));
+  B.t_last = calloc(MAX_STEPS, sizeof(atomic_llong));
+  B.t_at_last = calloc(MAX_STEPS, sizeof(atomic_llong));
+  B.step_ms = step_ms;
+  CHECK(B.sims && B.sent && B.t_sent && B.granted && B.t_first && B.t_all && B.last_rank &&
+            B.t_last && B.t_at_last,
+        "out of memory");
+  for (int64_t i = 0; i < MAX_STEPS; i++)
+    atomic_init(&B.last_rank[i], -1);
   gy_rpc_client_t **cls = calloc((size_t)clients, sizeof(*cls));
   char err[512];
   for (int i = 0; i < clients; i++)
@@ -420,8 +512,17 @@ int main(int argc, char **argv) {
     B.sims[i].cl = cls[i % clients];
     CHECK(!pthread_create(&th[i], &attr, sim_start, &B.sims[i]), "pthread_create %d", i);
   }
-  for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
+  for (int i = 0; i < n; i++)
+    pthread_join(th[i], NULL);
   double join_s = (double)(now_ns() - t_join) / 1e9;
+  pthread_t *pacers = NULL;
+  if (step_ms > 0) {
+    B.t0_pace = now_ns();
+    pacers = calloc((size_t)clients, sizeof(pthread_t));
+    CHECK(pacers, "out of memory");
+    for (int i = 0; i < clients; i++)
+      CHECK(!pthread_create(&pacers[i], NULL, pacer, (void *)(intptr_t)i), "pacer %d", i);
+  }
 
   /* Warm up, then measure. */
   usleep((useconds_t)(warmup * 1e6));
@@ -432,13 +533,19 @@ int main(int argc, char **argv) {
   int64_t t1 = now_ns();
   long long sent1 = atomic_load(&B.total_sent);
   double cpu1 = cpu_seconds(ctl);
+  long long stalls1 = atomic_load(&B.stalls);
   atomic_store(&B.stop, 1);
+  if (pacers)
+    for (int i = 0; i < clients; i++)
+      pthread_join(pacers[i], NULL);
   usleep(200000); /* let in-flight grants land */
 
   double dt = (double)(t1 - t0) / 1e9;
   double rate = (double)(sent1 - sent0) / dt;
   long long *lat_first = malloc(MAX_STEPS * sizeof(long long));
   long long *lat_all = malloc(MAX_STEPS * sizeof(long long));
+  long long *lat_last = malloc(MAX_STEPS * sizeof(long long));
+  CHECK(lat_first && lat_all && lat_last, "out of memory");
   size_t nl = 0, steps_in = 0;
   for (int64_t s = 0; s < MAX_STEPS; s++) {
     if (atomic_load(&B.sent[s]) != n) continue;
@@ -448,44 +555,60 @@ int main(int argc, char **argv) {
     if (atomic_load(&B.granted[s]) != n) continue;
     lat_first[nl] = atomic_load(&B.t_first[s]) - ts;
     lat_all[nl] = atomic_load(&B.t_all[s]) - ts;
+    /* the figure: the last rank's report of s -> the grant for s + window at it */
+    lat_last[nl] = atomic_load(&B.t_at_last[s]) - atomic_load(&B.t_last[s]);
     nl++;
   }
   qsort(lat_first, nl, sizeof(long long), cmp_ll);
   qsort(lat_all, nl, sizeof(long long), cmp_ll);
+  qsort(lat_last, nl, sizeof(long long), cmp_ll);
+  double offered = step_ms > 0 ? n * 1000.0 / step_ms : 0;
   double cores = (cpu1 - cpu0) / dt;
+  double us_per_report = sent1 > sent0 ? (cpu1 - cpu0) * 1e6 / (double)(sent1 - sent0) : 0;
   if (json)
-    printf("{\"ranks\": %d, \"window\": %d, \"clients\": %d, \"join_s\": %.3f, \"seconds\": %.2f, "
-           "\"reports_per_s\": %.0f, \"steps_per_s\": %.1f, \"latency_first_p50_ms\": %.3f, "
+    printf("{\"mode\": \"%s\", \"ranks\": %d, \"window\": %d, \"clients\": %d, "
+           "\"step_ms\": %.3f, \"offered_per_s\": %.0f, \"join_s\": %.3f, \"seconds\": %.2f, "
+           "\"reports_per_s\": %.0f, \"steps_per_s\": %.1f, \"latency_last_p50_ms\": %.3f, "
+           "\"latency_last_p99_ms\": %.3f, \"latency_first_p50_ms\": %.3f, "
            "\"latency_first_p99_ms\": %.3f, \"latency_all_p50_ms\": %.3f, "
-           "\"latency_all_p99_ms\": %.3f, \"latency_samples\": %zu, \"controller_cores\": %.2f, "
+           "\"latency_all_p99_ms\": %.3f, \"latency_samples\": %zu, \"stalls\": %lld, "
+           "\"controller_cores\": %.2f, \"controller_us_per_report\": %.2f, "
            "\"early_closes\": %d}\n",
-           n, window, clients, join_s, dt, rate, (double)steps_in / dt,
+           step_ms > 0 ? "paced" : "throughput", n, window, clients, step_ms, offered, join_s, dt,
+           rate, (double)steps_in / dt, pct_ms(lat_last, nl, 0.5), pct_ms(lat_last, nl, 0.99),
            pct_ms(lat_first, nl, 0.5), pct_ms(lat_first, nl, 0.99), pct_ms(lat_all, nl, 0.5),
-           pct_ms(lat_all, nl, 0.99), nl, cores, atomic_load(&B.closed));
+           pct_ms(lat_all, nl, 0.99), nl, stalls1, cores, us_per_report, atomic_load(&B.closed));
   else
-    printf("ranks %d  window %d  clients %d  gang formed in %.2f s\n"
-           "reports/s %.0f  (steps/s %.1f over %.1f s)\n"
+    printf("%s mode  ranks %d  window %d  clients %d  gang formed in %.2f s\n"
+           "reports/s %.0f  (steps/s %.1f over %.1f s; offered %.0f/s, step %.3f ms)\n"
            "grant latency, last report of s sent -> grant for s+%d received:\n"
-           "  first rank: p50 %.3f ms  p99 %.3f ms\n"
-           "  all ranks:  p50 %.3f ms  p99 %.3f ms   (%zu steps)\n"
-           "controller CPU %.2f cores\n",
-           n, window, clients, join_s, rate, (double)steps_in / dt, dt, window,
-           pct_ms(lat_first, nl, 0.5), pct_ms(lat_first, nl, 0.99), pct_ms(lat_all, nl, 0.5),
-           pct_ms(lat_all, nl, 0.99), nl, cores);
+           "  by that last rank: p50 %.3f ms  p99 %.3f ms\n"
+           "  by the first rank: p50 %.3f ms  p99 %.3f ms\n"
+           "  by all ranks:      p50 %.3f ms  p99 %.3f ms   (%zu steps)\n"
+           "stalls (rank-steps that waited for a grant, paced mode) %lld\n"
+           "controller CPU %.2f cores, %.2f us per report\n",
+           step_ms > 0 ? "paced" : "throughput", n, window, clients, join_s, rate,
+           (double)steps_in / dt, dt, offered, step_ms, window, pct_ms(lat_last, nl, 0.5),
+           pct_ms(lat_last, nl, 0.99), pct_ms(lat_first, nl, 0.5), pct_ms(lat_first, nl, 0.99),
+           pct_ms(lat_all, nl, 0.5), pct_ms(lat_all, nl, 0.99), nl, stalls1, cores, us_per_report);
   int code = atomic_load(&B.closed) ? 1 : 0;
-  if (code) fprintf(stderr, "controller_ingest: %d sessions ended early; see %s\n",
-                    atomic_load(&B.closed), log);
+  if (code)
+    fprintf(stderr, "controller_ingest: %d sessions ended early; see %s\n", atomic_load(&B.closed),
+            log);
 
   /* Tear down: the controller first (the streams end with it), then the clients. */
   kill(ctl, SIGTERM);
   int st;
-  for (int i = 0; i < 500 && waitpid(ctl, &st, WNOHANG) == 0; i++) usleep(10000);
+  for (int i = 0; i < 500 && waitpid(ctl, &st, WNOHANG) == 0; i++)
+    usleep(10000);
   if (waitpid(ctl, &st, WNOHANG) == 0) {
     kill(ctl, SIGKILL);
     waitpid(ctl, &st, 0);
   }
-  for (int i = 0; i < n; i++) gy_rpc_cstream_close(atomic_load(&B.sims[i].s));
-  for (int i = 0; i < clients; i++) gy_rpc_client_destroy(cls[i]);
+  for (int i = 0; i < n; i++)
+    gy_rpc_cstream_close(atomic_load(&B.sims[i].s));
+  for (int i = 0; i < clients; i++)
+    gy_rpc_client_destroy(cls[i]);
   if (!code) {
     unlink(log);
     unlink(cfg);
@@ -493,6 +616,11 @@ int main(int argc, char **argv) {
   }
   free(lat_first);
   free(lat_all);
+  free(lat_last);
+  free(pacers);
+  free(B.last_rank);
+  free(B.t_last);
+  free(B.t_at_last);
   free(th);
   free(cls);
   free(B.sims);

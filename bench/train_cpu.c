@@ -51,8 +51,10 @@ static double median(double *v, int n) {
 static double gemm_rate(int M, int N, int K, int reps) {
   float *a = malloc(sizeof(float) * (size_t)M * K), *b = malloc(sizeof(float) * (size_t)N * K);
   float *c = malloc(sizeof(float) * (size_t)M * N);
-  for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)((i * 7) % 13) * 0.01f;
-  for (size_t i = 0; i < (size_t)N * K; i++) b[i] = (float)((i * 5) % 11) * 0.01f;
+  for (size_t i = 0; i < (size_t)M * K; i++)
+    a[i] = (float)((i * 7) % 13) * 0.01f;
+  for (size_t i = 0; i < (size_t)N * K; i++)
+    b[i] = (float)((i * 5) % 11) * 0.01f;
   double t[64];
   for (int r = 0; r < reps + 1; r++) {
     double t0 = now_s();
@@ -93,8 +95,8 @@ static double run_steps(const gy_gpt_config_t *cfg, int B, int T, int steps, int
     double t0 = now_s();
     gy_gpt_forward(m, x, x + 1, B, T, 0.0f, &loss);
     gy_gpt_backward(m);
-    if (comm && comm->ops->allreduce(comm, gy_gpt_grads(m), gy_gpt_num_params(m), GY_DT_F32,
-                                     GY_OP_AVG)) {
+    if (comm &&
+        comm->ops->allreduce(comm, gy_gpt_grads(m), gy_gpt_num_params(m), GY_DT_F32, GY_OP_AVG)) {
       fprintf(stderr, "train_cpu: all-reduce failed: %s\n", comm->errmsg);
       exit(1);
     }
@@ -128,7 +130,11 @@ static double run_dp(const gy_gpt_config_t *cfg, int B, int T, int steps, int dp
       snprintf(spec, sizeof(spec), "file:%s", dir);
       gy_store_t *store;
       gy_comm_groups_t g;
-      gy_comm_opts_t o = {.backend = "gloo", .rank = r, .world = dp, .tp = 1, .prefix = "bench",
+      gy_comm_opts_t o = {.backend = "gloo",
+                          .rank = r,
+                          .world = dp,
+                          .tp = 1,
+                          .prefix = "bench",
                           .timeout_ms = 60000};
       if (gy_store_open(&store, spec, err, sizeof(err))) _exit(1);
       o.store = store;
@@ -169,22 +175,41 @@ static double run_dp(const gy_gpt_config_t *cfg, int B, int T, int steps, int dp
 
 int main(int argc, char **argv) {
   int L = 6, C = 384, NH = 6, T = 256, B = 8, steps = 10, threads = 0, json = 0, dp = 1;
-  static const struct option opts[] = {
-      {"layers", 1, 0, 'l'}, {"channels", 1, 0, 'c'}, {"heads", 1, 0, 'H'}, {"seq", 1, 0, 's'},
-      {"batch", 1, 0, 'b'},  {"steps", 1, 0, 'n'},    {"threads", 1, 0, 't'}, {"json", 0, 0, 'j'},
-      {"dp", 1, 0, 'd'},     {0, 0, 0, 0}};
+  static const struct option opts[] = {{"layers", 1, 0, 'l'},  {"channels", 1, 0, 'c'},
+                                       {"heads", 1, 0, 'H'},   {"seq", 1, 0, 's'},
+                                       {"batch", 1, 0, 'b'},   {"steps", 1, 0, 'n'},
+                                       {"threads", 1, 0, 't'}, {"json", 0, 0, 'j'},
+                                       {"dp", 1, 0, 'd'},      {0, 0, 0, 0}};
   int o;
   while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (o) {
-    case 'l': L = atoi(optarg); break;
-    case 'c': C = atoi(optarg); break;
-    case 'H': NH = atoi(optarg); break;
-    case 's': T = atoi(optarg); break;
-    case 'b': B = atoi(optarg); break;
-    case 'n': steps = atoi(optarg); break;
-    case 't': threads = atoi(optarg); break;
-    case 'j': json = 1; break;
-    case 'd': dp = atoi(optarg); break;
+    case 'l':
+      L = atoi(optarg);
+      break;
+    case 'c':
+      C = atoi(optarg);
+      break;
+    case 'H':
+      NH = atoi(optarg);
+      break;
+    case 's':
+      T = atoi(optarg);
+      break;
+    case 'b':
+      B = atoi(optarg);
+      break;
+    case 'n':
+      steps = atoi(optarg);
+      break;
+    case 't':
+      threads = atoi(optarg);
+      break;
+    case 'j':
+      json = 1;
+      break;
+    case 'd':
+      dp = atoi(optarg);
+      break;
     default:
       fprintf(stderr, "usage: train_cpu [--layers L] [--channels C] [--heads H] [--seq T] "
                       "[--batch B] [--steps N] [--threads N] [--dp N] [--json]\n");
@@ -196,8 +221,13 @@ int main(int argc, char **argv) {
   omp_set_num_threads(threads);
   openblas_set_num_threads(threads);
 
-  gy_gpt_config_t cfg = {.max_seq_len = T, .vocab_size = 256, .padded_vocab_size = 256,
-                         .num_layers = L, .num_heads = NH, .channels = C, .qk_norm = 0};
+  gy_gpt_config_t cfg = {.max_seq_len = T,
+                         .vocab_size = 256,
+                         .padded_vocab_size = 256,
+                         .num_layers = L,
+                         .num_heads = NH,
+                         .channels = C,
+                         .qk_norm = 0};
   char err[256];
   if (gy_gpt_config_check(&cfg, err, sizeof(err))) {
     fprintf(stderr, "train_cpu: %s\n", err);
@@ -220,11 +250,11 @@ int main(int argc, char **argv) {
     printf("{\"layers\":%d,\"channels\":%d,\"heads\":%d,\"seq\":%d,\"batch\":%d,\"threads\":%d,"
            "\"params\":%zu,\"step_ms\":%.2f,\"tokens_per_s\":%.1f,\"model_gflops\":%.2f,"
            "\"gemm_gflops\":%.2f,\"fraction_of_gemm\":%.3f}\n",
-           L, C, NH, T, B, threads, np, step_ms, tokens / (step_ms / 1e3),
-           gflops, peak, gflops / peak);
+           L, C, NH, T, B, threads, np, step_ms, tokens / (step_ms / 1e3), gflops, peak,
+           gflops / peak);
   } else {
-    printf("model: L=%d C=%d heads=%d T=%d B=%d, %zu parameters, %d threads\n", L, C, NH, T, B,
-           np, threads);
+    printf("model: L=%d C=%d heads=%d T=%d B=%d, %zu parameters, %d threads\n", L, C, NH, T, B, np,
+           threads);
     printf("step: %.1f ms (median of %d), %.0f tokens/s, %.1f GFLOP/s achieved\n", step_ms, steps,
            tokens / (step_ms / 1e3), gflops);
     printf("sgemm: %.1f GFLOP/s (%dx%dx%d), %.1f (%dx%dx%d), %.1f (2048^3); peak %.1f\n", g1, N,

@@ -96,18 +96,24 @@ static size_t elem_size(ProtobufCType t) {
   case PROTOBUF_C_TYPE_SFIXED32:
   case PROTOBUF_C_TYPE_UINT32:
   case PROTOBUF_C_TYPE_FIXED32:
-  case PROTOBUF_C_TYPE_FLOAT: return 4;
+  case PROTOBUF_C_TYPE_FLOAT:
+    return 4;
   case PROTOBUF_C_TYPE_INT64:
   case PROTOBUF_C_TYPE_SINT64:
   case PROTOBUF_C_TYPE_SFIXED64:
   case PROTOBUF_C_TYPE_UINT64:
   case PROTOBUF_C_TYPE_FIXED64:
-  case PROTOBUF_C_TYPE_DOUBLE: return 8;
-  case PROTOBUF_C_TYPE_BOOL: return sizeof(protobuf_c_boolean);
-  case PROTOBUF_C_TYPE_ENUM: return sizeof(int);
+  case PROTOBUF_C_TYPE_DOUBLE:
+    return 8;
+  case PROTOBUF_C_TYPE_BOOL:
+    return sizeof(protobuf_c_boolean);
+  case PROTOBUF_C_TYPE_ENUM:
+    return sizeof(int);
   case PROTOBUF_C_TYPE_STRING:
-  case PROTOBUF_C_TYPE_MESSAGE: return sizeof(void *);
-  case PROTOBUF_C_TYPE_BYTES: return sizeof(ProtobufCBinaryData);
+  case PROTOBUF_C_TYPE_MESSAGE:
+    return sizeof(void *);
+  case PROTOBUF_C_TYPE_BYTES:
+    return sizeof(ProtobufCBinaryData);
   }
   return 0;
 }
@@ -117,28 +123,37 @@ static json_t *value_json(const ProtobufCFieldDescriptor *f, const void *p) {
   switch (f->type) {
   case PROTOBUF_C_TYPE_INT32:
   case PROTOBUF_C_TYPE_SINT32:
-  case PROTOBUF_C_TYPE_SFIXED32: return json_integer(*(const int32_t *)p);
+  case PROTOBUF_C_TYPE_SFIXED32:
+    return json_integer(*(const int32_t *)p);
   case PROTOBUF_C_TYPE_INT64:
   case PROTOBUF_C_TYPE_SINT64:
-  case PROTOBUF_C_TYPE_SFIXED64: return json_integer(*(const int64_t *)p);
+  case PROTOBUF_C_TYPE_SFIXED64:
+    return json_integer(*(const int64_t *)p);
   case PROTOBUF_C_TYPE_UINT32:
-  case PROTOBUF_C_TYPE_FIXED32: return json_integer(*(const uint32_t *)p);
+  case PROTOBUF_C_TYPE_FIXED32:
+    return json_integer(*(const uint32_t *)p);
   case PROTOBUF_C_TYPE_UINT64:
-  case PROTOBUF_C_TYPE_FIXED64: return json_integer((json_int_t) * (const uint64_t *)p);
-  case PROTOBUF_C_TYPE_FLOAT: return num_json(*(const float *)p);
-  case PROTOBUF_C_TYPE_DOUBLE: return num_json(*(const double *)p);
-  case PROTOBUF_C_TYPE_BOOL: return json_boolean(*(const protobuf_c_boolean *)p);
+  case PROTOBUF_C_TYPE_FIXED64:
+    return json_integer((json_int_t) * (const uint64_t *)p);
+  case PROTOBUF_C_TYPE_FLOAT:
+    return num_json(*(const float *)p);
+  case PROTOBUF_C_TYPE_DOUBLE:
+    return num_json(*(const double *)p);
+  case PROTOBUF_C_TYPE_BOOL:
+    return json_boolean(*(const protobuf_c_boolean *)p);
   case PROTOBUF_C_TYPE_ENUM: {
     int v = *(const int *)p;
     const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(f->descriptor, v);
     return ev ? json_string(ev->name) : json_integer(v);
   }
-  case PROTOBUF_C_TYPE_STRING: return str_json(*(char *const *)p);
+  case PROTOBUF_C_TYPE_STRING:
+    return str_json(*(char *const *)p);
   case PROTOBUF_C_TYPE_BYTES: {
     const ProtobufCBinaryData *b = p;
     char *hex = malloc(b->len * 2 + 1);
     if (!hex) return json_null();
-    for (size_t i = 0; i < b->len; i++) snprintf(hex + 2 * i, 3, "%02x", b->data[i]);
+    for (size_t i = 0; i < b->len; i++)
+      snprintf(hex + 2 * i, 3, "%02x", b->data[i]);
     hex[b->len * 2] = '\0';
     json_t *j = json_string(hex);
     free(hex);
@@ -227,8 +242,7 @@ static int call_failed(const ctl_opts_t *o, const char *method, int rc, int st, 
     fprintf(stderr, "gyroctl: %s refused: %s%s%s\n", method, status_name(st), *err ? ": " : "",
             err);
   else
-    fprintf(stderr, "gyroctl: %s failed: %s%s%s\n", method, gy_strerror(rc), *err ? ": " : "",
-            err);
+    fprintf(stderr, "gyroctl: %s failed: %s%s%s\n", method, gy_strerror(rc), *err ? ": " : "", err);
   return EXIT_REFUSED;
 }
 
@@ -245,7 +259,8 @@ static int operator_call(const ctl_opts_t *o, const char *method, const Protobuf
   *out = NULL;
   int rc = gy_rpc_client_create(&c, o->addr, err, sizeof(err));
   if (rc) {
-    fprintf(stderr, "gyroctl: cannot reach controller %s: %s\n", o->addr, *err ? err : gy_strerror(rc));
+    fprintf(stderr, "gyroctl: cannot reach controller %s: %s\n", o->addr,
+            *err ? err : gy_strerror(rc));
     return EXIT_UNREACHABLE;
   }
   size_t len = protobuf_c_message_get_packed_size(req);
@@ -279,18 +294,24 @@ done:
 /* ---------------------------------------- status ---------------------------------------- */
 
 static void fmt_rate(char *buf, size_t len, double v) {
-  if (!isfinite(v)) snprintf(buf, len, "-");
-  else if (v >= 1e6) snprintf(buf, len, "%.2fM", v / 1e6);
-  else if (v >= 1e4) snprintf(buf, len, "%.1fk", v / 1e3);
-  else snprintf(buf, len, "%.0f", v);
+  if (!isfinite(v))
+    snprintf(buf, len, "-");
+  else if (v >= 1e6)
+    snprintf(buf, len, "%.2fM", v / 1e6);
+  else if (v >= 1e4)
+    snprintf(buf, len, "%.1fk", v / 1e3);
+  else
+    snprintf(buf, len, "%.0f", v);
 }
 
 static void print_losses(const Gyro__StatusReply *r) {
   printf("loss %.4f", r->loss);
   for (size_t i = 0; i < r->n_channels; i++) {
     const Gyro__ChannelStat *c = r->channels[i];
-    if (c->tokens) printf("  %s %.4f", c->name, c->loss_sum / (double)c->tokens);
-    else printf("  %s -", c->name);
+    if (c->tokens)
+      printf("  %s %.4f", c->name, c->loss_sum / (double)c->tokens);
+    else
+      printf("  %s -", c->name);
   }
 }
 
@@ -316,8 +337,10 @@ static void print_status(const Gyro__StatusReply *r) {
     const Gyro__RankStatus *k = r->ranks[i];
     char age[32];
     fmt_rate(rate, sizeof(rate), k->tokens_per_s);
-    if (k->last_report_age_ms < 0 || !isfinite(k->last_report_age_ms)) snprintf(age, 32, "-");
-    else snprintf(age, sizeof(age), "%.1fs", k->last_report_age_ms / 1000.0);
+    if (k->last_report_age_ms < 0 || !isfinite(k->last_report_age_ms))
+      snprintf(age, 32, "-");
+    else
+      snprintf(age, sizeof(age), "%.1fs", k->last_report_age_ms / 1000.0);
     printf("%-4d  %-*s  %-*s  %8d  %8" PRId64 "  %8s  %8s  %s\n", k->rank, ww, k->worker_id, hw,
            k->host, k->pid, k->steps_done, rate, age, k->alive ? "yes" : "NO");
   }
@@ -331,11 +354,13 @@ static int cmd_status(const ctl_opts_t *o, int argc, char **argv) {
   }
   Gyro__Empty req = GYRO__EMPTY__INIT;
   ProtobufCMessage *m = NULL;
-  int code = operator_call(o, "/gyro.Operator/Status", &req.base, &gyro__status_reply__descriptor,
-                           &m);
+  int code =
+      operator_call(o, "/gyro.Operator/Status", &req.base, &gyro__status_reply__descriptor, &m);
   if (code) return code;
-  if (o->json) print_json(m);
-  else print_status((const Gyro__StatusReply *)m);
+  if (o->json)
+    print_json(m);
+  else
+    print_status((const Gyro__StatusReply *)m);
   protobuf_c_message_free_unpacked(m, NULL);
   return EXIT_OK;
 }
@@ -347,10 +372,9 @@ static const struct {
   const char *name;
   int field;
   int integer;
-} hp_keys[] = {{"lr_scale", 1, 0},      {"grad_clip", 2, 0}, {"eps", 3, 0},
-               {"weight_decay", 4, 0},  {"shallow_scale", 5, 0},
-               {"shallow_layers", 6, 1}, {"z_loss", 7, 0},    {"beta1", 8, 0},
-               {"beta2", 9, 0}};
+} hp_keys[] = {{"lr_scale", 1, 0},     {"grad_clip", 2, 0},     {"eps", 3, 0},
+               {"weight_decay", 4, 0}, {"shallow_scale", 5, 0}, {"shallow_layers", 6, 1},
+               {"z_loss", 7, 0},       {"beta1", 8, 0},         {"beta2", 9, 0}};
 
 /* Parses KEY=VALUE into hp; prints why and returns -1 on a bad key or value. */
 static int parse_hparam(const char *arg, Gyro__HParams *hp) {
@@ -386,9 +410,9 @@ static int parse_hparam(const char *arg, Gyro__HParams *hp) {
                 beta ? "number in [0, 1)" : "finite non-negative number", val);
         return -1;
       }
-      float *dst[] = {&hp->lr_scale, &hp->grad_clip,     &hp->eps,
+      float *dst[] = {&hp->lr_scale,     &hp->grad_clip,     &hp->eps,
                       &hp->weight_decay, &hp->shallow_scale, NULL,
-                      &hp->z_loss,   &hp->beta1,         &hp->beta2};
+                      &hp->z_loss,       &hp->beta1,         &hp->beta2};
       *dst[hp_keys[i].field - 1] = v;
     }
     hp->present |= bit;
@@ -419,11 +443,12 @@ static int cmd_directive(const ctl_opts_t *o, int argc, char **argv, Gyro__Direc
     return EXIT_USAGE;
   }
   ProtobufCMessage *m = NULL;
-  int code = operator_call(o, "/gyro.Operator/Command", &req.base,
-                           &gyro__command_reply__descriptor, &m);
+  int code =
+      operator_call(o, "/gyro.Operator/Command", &req.base, &gyro__command_reply__descriptor, &m);
   if (code) return code;
   const Gyro__CommandReply *r = (const Gyro__CommandReply *)m;
-  if (o->json) print_json(m);
+  if (o->json)
+    print_json(m);
   else
     printf("%s: accepted as directive %" PRIu64 ", applied by every rank at step %" PRId64 "\n",
            argv[0], r->seq, r->at_step);
@@ -466,9 +491,12 @@ static void watch_on_message(void *ud, const uint8_t *msg, size_t len) {
     return;
   }
   atomic_fetch_add(&w->received, 1);
-  if (w->o->json) print_json(&m->base);
-  else if (m->msg_case == GYRO__WATCH_MSG__MSG_EVENT) print_event(m->event);
-  else if (m->msg_case == GYRO__WATCH_MSG__MSG_STATUS) print_step_line(m->status);
+  if (w->o->json)
+    print_json(&m->base);
+  else if (m->msg_case == GYRO__WATCH_MSG__MSG_EVENT)
+    print_event(m->event);
+  else if (m->msg_case == GYRO__WATCH_MSG__MSG_STATUS)
+    print_step_line(m->status);
   fflush(stdout);
   gyro__watch_msg__free_unpacked(m, NULL);
 }
@@ -486,8 +514,10 @@ static int cmd_watch(const ctl_opts_t *o, int argc, char **argv) {
   int c;
   optind = 0;
   while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
-    if (c == 's') steps = 1;
-    else return EXIT_USAGE;
+    if (c == 's')
+      steps = 1;
+    else
+      return EXIT_USAGE;
   }
   if (optind != argc) {
     fprintf(stderr, "gyroctl: watch: unexpected argument '%s'\n", argv[optind]);
@@ -553,8 +583,8 @@ done:
 /* ----------------------------------------- main ----------------------------------------- */
 
 int main(int argc, char **argv) {
-  ctl_opts_t o = {.addr = getenv("GYRO_CONTROLLER"), .token = getenv("GYRO_TOKEN"),
-                  .timeout_ms = 5000};
+  ctl_opts_t o = {
+      .addr = getenv("GYRO_CONTROLLER"), .token = getenv("GYRO_TOKEN"), .timeout_ms = 5000};
   if (!o.addr || !*o.addr) o.addr = "127.0.0.1:7070";
   static const struct option opts[] = {{"controller", required_argument, 0, 'c'},
                                        {"token", required_argument, 0, 't'},
@@ -565,9 +595,15 @@ int main(int argc, char **argv) {
   int c;
   while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
     switch (c) {
-    case 'c': o.addr = optarg; break;
-    case 't': o.token = optarg; break;
-    case 'j': o.json = 1; break;
+    case 'c':
+      o.addr = optarg;
+      break;
+    case 't':
+      o.token = optarg;
+      break;
+    case 'j':
+      o.json = 1;
+      break;
     case 'T': {
       char *end;
       errno = 0;
@@ -580,8 +616,12 @@ int main(int argc, char **argv) {
       o.timeout_ms = (int)v;
       break;
     }
-    case 'h': usage(stdout); return EXIT_OK;
-    default: usage(stderr); return EXIT_USAGE;
+    case 'h':
+      usage(stdout);
+      return EXIT_OK;
+    default:
+      usage(stderr);
+      return EXIT_USAGE;
     }
   }
   if (optind >= argc) {
@@ -618,8 +658,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "status")) return cmd_status(&o, cargc, cargv);
   if (!strcmp(cmd, "watch")) return cmd_watch(&o, cargc, cargv);
   if (!strcmp(cmd, "pause")) return cmd_directive(&o, cargc, cargv, GYRO__DIRECTIVE__KIND__PAUSE);
-  if (!strcmp(cmd, "resume"))
-    return cmd_directive(&o, cargc, cargv, GYRO__DIRECTIVE__KIND__RESUME);
+  if (!strcmp(cmd, "resume")) return cmd_directive(&o, cargc, cargv, GYRO__DIRECTIVE__KIND__RESUME);
   if (!strcmp(cmd, "stop")) return cmd_directive(&o, cargc, cargv, GYRO__DIRECTIVE__KIND__STOP);
   if (!strcmp(cmd, "checkpoint"))
     return cmd_directive(&o, cargc, cargv, GYRO__DIRECTIVE__KIND__CHECKPOINT);

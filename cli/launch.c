@@ -6,10 +6,10 @@
  * --worker-bin, else next to gyroctl's own binary as ../controller/gyro-controller and
  * ../worker/gyro-worker, else $PATH); makes the run folder (default build/runs/<name>-<time>/);
  * starts the controller (stdout and stderr through pipes that are copied into controller.log
- * and turned into the live trace: step records, its events, warnings and errors), waits until it accepts TCP connections, then
- * starts `world` workers (worker K: --controller ADDR --worker-id wK --ordinal K --threads T,
- * T = max(1, cores / world), OMP_NUM_THREADS=T, OMP_WAIT_POLICY=PASSIVE; stdout to
- * worker-K.jsonl, stderr to worker-K.log) and supervises them until the controller exits.
+ * and turned into the live trace: step records, its events, warnings and errors), waits until it
+ * accepts TCP connections, then starts `world` workers (worker K: --controller ADDR --worker-id wK
+ * --ordinal K --threads T, T = max(1, cores / world), OMP_NUM_THREADS=T, OMP_WAIT_POLICY=PASSIVE;
+ * stdout to worker-K.jsonl, stderr to worker-K.log) and supervises them until the controller exits.
  *
  * Supervision rules: a worker that exits non-zero (or dies of a signal) while the controller
  * still runs is restarted, at most MAX_RESTARTS times per worker; one more failure stops
@@ -80,10 +80,10 @@ typedef struct {
   int err_fd; /* read end of the controller's stderr, -1 after EOF */
   int log_fd; /* controller.log (append) */
   sigset_t oldmask;
-  int stopping;      /* stop requested: no restarts, children are being stopped */
-  int code;          /* exit code once the run is over */
-  double term_at;    /* when to SIGTERM every child still running (0: not scheduled) */
-  double kill_at;    /* when to SIGKILL every child still running (0: not scheduled) */
+  int stopping;          /* stop requested: no restarts, children are being stopped */
+  int code;              /* exit code once the run is over */
+  double term_at;        /* when to SIGTERM every child still running (0: not scheduled) */
+  double kill_at;        /* when to SIGKILL every child still running (0: not scheduled) */
   char line[2][1 << 16]; /* partial lines of stdout, stderr */
   size_t linelen[2];
   /* per-channel moving average of the loss, to flag jumps and drops in the trace */
@@ -100,19 +100,18 @@ static double now_ms(void) {
 }
 
 static void launch_usage(FILE *f) {
-  fprintf(f,
-          "usage: gyroctl launch CONFIG [options]\n"
-          "  runs gyro-controller and controller.world CPU workers on this machine, restarts a\n"
-          "  worker that fails (3 times at most), stops everything cleanly on Ctrl-C\n"
-          "  --run-dir DIR          logs go here (default build/runs/<run.name>-<time>/)\n"
-          "  --controller-bin PATH  gyro-controller to run (default: beside gyroctl's build\n"
-          "                         folder, ../controller/gyro-controller, else $PATH)\n"
-          "  --worker-bin PATH      gyro-worker to run (default ../worker/gyro-worker, $PATH)\n"
-          "  --workers-arg ARG      append ARG to every worker's command line (repeatable)\n"
-          "  -h, --help\n"
-          "exit codes: 0 the run is done (the controller exited 0); 1 the controller failed, a\n"
-          "worker failed more than 3 times, or a process could not be started; 2 usage or\n"
-          "configuration error; 130/143 stopped by SIGINT/SIGTERM\n");
+  fprintf(f, "usage: gyroctl launch CONFIG [options]\n"
+             "  runs gyro-controller and controller.world CPU workers on this machine, restarts a\n"
+             "  worker that fails (3 times at most), stops everything cleanly on Ctrl-C\n"
+             "  --run-dir DIR          logs go here (default build/runs/<run.name>-<time>/)\n"
+             "  --controller-bin PATH  gyro-controller to run (default: beside gyroctl's build\n"
+             "                         folder, ../controller/gyro-controller, else $PATH)\n"
+             "  --worker-bin PATH      gyro-worker to run (default ../worker/gyro-worker, $PATH)\n"
+             "  --workers-arg ARG      append ARG to every worker's command line (repeatable)\n"
+             "  -h, --help\n"
+             "exit codes: 0 the run is done (the controller exited 0); 1 the controller failed, a\n"
+             "worker failed more than 3 times, or a process could not be started; 2 usage or\n"
+             "configuration error; 130/143 stopped by SIGINT/SIGTERM\n");
 }
 
 /* ---------------------------------------- setup ---------------------------------------- */
@@ -172,8 +171,8 @@ static int mkdir_p(const char *dir) {
 }
 
 /* host:port of the listen address as a client dials it (a wildcard host becomes loopback). */
-static int dial_addr(char *out, size_t len, const char *listen, char *host, size_t hlen,
-                     char *port, size_t plen) {
+static int dial_addr(char *out, size_t len, const char *listen, char *host, size_t hlen, char *port,
+                     size_t plen) {
   const char *colon = strrchr(listen, ':');
   if (!colon || !colon[1] || !strcmp(colon + 1, "0")) return -1;
   size_t hl = (size_t)(colon - listen);
@@ -181,8 +180,10 @@ static int dial_addr(char *out, size_t len, const char *listen, char *host, size
   memcpy(host, listen, hl);
   host[hl] = '\0';
   snprintf(port, plen, "%s", colon + 1);
-  if (!hl || !strcmp(host, "0.0.0.0") || !strcmp(host, "*")) snprintf(host, hlen, "127.0.0.1");
-  else if (!strcmp(host, "[::]")) snprintf(host, hlen, "[::1]");
+  if (!hl || !strcmp(host, "0.0.0.0") || !strcmp(host, "*"))
+    snprintf(host, hlen, "127.0.0.1");
+  else if (!strcmp(host, "[::]"))
+    snprintf(host, hlen, "[::1]");
   snprintf(out, len, "%s:%s", host, port);
   if (host[0] == '[') { /* getaddrinfo wants the bare IPv6 literal */
     memmove(host, host + 1, strlen(host));
@@ -209,7 +210,8 @@ static int tcp_ready(const char *host, const char *port) {
 /* The workers' environment: ours without OMP_NUM_THREADS / OMP_WAIT_POLICY, plus both set. */
 static char **worker_env(int threads) {
   size_t n = 0;
-  while (environ[n]) n++;
+  while (environ[n])
+    n++;
   char **env = calloc(n + 3, sizeof(char *));
   if (!env) return NULL;
   size_t k = 0;
@@ -285,7 +287,8 @@ static int start_worker(launch_t *L, int k) {
     argv[n++] = "--join-token";
     argv[n++] = L->join_token;
   }
-  for (int i = 0; i < L->nwargs; i++) argv[n++] = L->wargs[i];
+  for (int i = 0; i < L->nwargs; i++)
+    argv[n++] = L->wargs[i];
   argv[n] = NULL;
   pid = spawn(L, argv, L->wenv, ofd, efd);
 done:
@@ -348,10 +351,12 @@ static void begin_stop(launch_t *L, int code, const char *why) {
 }
 
 static void describe_exit(char *buf, size_t len, int st) {
-  if (WIFEXITED(st)) snprintf(buf, len, "exited with status %d", WEXITSTATUS(st));
-  else if (WIFSIGNALED(st)) snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(st),
-                                     strsignal(WTERMSIG(st)));
-  else snprintf(buf, len, "ended (wait status %d)", st);
+  if (WIFEXITED(st))
+    snprintf(buf, len, "exited with status %d", WEXITSTATUS(st));
+  else if (WIFSIGNALED(st))
+    snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+  else
+    snprintf(buf, len, "ended (wait status %d)", st);
 }
 
 static void reap(launch_t *L) {
@@ -403,8 +408,10 @@ static void trace_channels(json_t *rec) {
     const char *name;
     json_t *v;
     json_object_foreach(lc, name, v) {
-      if (json_is_number(v)) printf("  %s %.3f", name, json_number_value(v));
-      else printf("  %s -", name);
+      if (json_is_number(v))
+        printf("  %s %.3f", name, json_number_value(v));
+      else
+        printf("  %s -", name);
     }
     return;
   }
@@ -417,9 +424,12 @@ static void trace_channels(json_t *rec) {
     double sum = json_number_value(json_object_get(c, "loss_sum"));
     double tok = json_number_value(json_object_get(c, "tokens"));
     if (!name) continue;
-    if (json_is_number(loss)) printf("  %s %.3f", name, json_number_value(loss));
-    else if (tok > 0) printf("  %s %.3f", name, sum / tok);
-    else printf("  %s -", name);
+    if (json_is_number(loss))
+      printf("  %s %.3f", name, json_number_value(loss));
+    else if (tok > 0)
+      printf("  %s %.3f", name, sum / tok);
+    else
+      printf("  %s -", name);
   }
 }
 
@@ -467,8 +477,8 @@ static int trace_flags(launch_t *L, json_t *rec, int64_t step, int print) {
     int warm = L->ch_seen[i] >= 20;
     int jump = warm && x > L->ch_avg[i] + 1.5, drop = warm && x < L->ch_avg[i] - 2.5;
     if ((jump || drop) && print)
-      printf("  !! step %" PRId64 ": %s loss %.3f vs its recent average %.3f: %s\n", step, name,
-             x, L->ch_avg[i], jump ? "SPIKE" : "DROP");
+      printf("  !! step %" PRId64 ": %s loss %.3f vs its recent average %.3f: %s\n", step, name, x,
+             L->ch_avg[i], jump ? "SPIKE" : "DROP");
     if (jump || drop) {
       flagged = 1;
       continue;
@@ -503,8 +513,10 @@ static void trace_line(launch_t *L, const char *s) {
     if (flagged || step == 0 || (step + 1) % 10 == 0 || step + 1 == L->steps) {
       json_t *loss = json_object_get(rec, "loss");
       printf("step %6" PRId64 "  loss ", step);
-      if (json_is_number(loss)) printf("%.4f", json_number_value(loss));
-      else printf("-");
+      if (json_is_number(loss))
+        printf("%.4f", json_number_value(loss));
+      else
+        printf("-");
       trace_channels(rec);
       json_t *tps = json_object_get(rec, "tokens_per_s");
       if (json_is_number(tps)) printf("  tok/s %.0f", json_number_value(tps));
@@ -539,8 +551,10 @@ static void read_controller(launch_t *L, int which) {
   for (ssize_t i = 0; i < n; i++) {
     if (buf[i] == '\n') {
       line[*len] = '\0';
-      if (which) trace_log_line(line);
-      else trace_line(L, line);
+      if (which)
+        trace_log_line(line);
+      else
+        trace_line(L, line);
       *len = 0;
     } else if (*len < sizeof(L->line[0]) - 1) {
       line[(*len)++] = buf[i];
@@ -556,10 +570,14 @@ static void poll_once(launch_t *L, int timeout) {
   if (pf[0].revents & POLLIN) {
     struct signalfd_siginfo si;
     if (read(L->sfd, &si, sizeof(si)) == sizeof(si)) {
-      if (si.ssi_signo == SIGCHLD) reap(L);
-      else if (!L->stopping) begin_stop(L, 128 + (int)si.ssi_signo, strsignal((int)si.ssi_signo));
-      else if (L->term_at) L->term_at = now_ms(); /* a second Ctrl-C: no grace period */
-      else if (L->kill_at) L->kill_at = now_ms();
+      if (si.ssi_signo == SIGCHLD)
+        reap(L);
+      else if (!L->stopping)
+        begin_stop(L, 128 + (int)si.ssi_signo, strsignal((int)si.ssi_signo));
+      else if (L->term_at)
+        L->term_at = now_ms(); /* a second Ctrl-C: no grace period */
+      else if (L->kill_at)
+        L->kill_at = now_ms();
     }
   }
   for (int i = 0; i < 2; i++)
@@ -583,12 +601,24 @@ static int parse_args(launch_t *L, int argc, char **argv, const char *self) {
   optind = 0;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (c) {
-    case 'r': run_dir = optarg; break;
-    case 'c': ctl_bin = optarg; break;
-    case 'w': wrk_bin = optarg; break;
-    case 'a': L->wargs[L->nwargs++] = optarg; break;
-    case 'h': launch_usage(stdout); return -1;
-    default: launch_usage(stderr); return 2;
+    case 'r':
+      run_dir = optarg;
+      break;
+    case 'c':
+      ctl_bin = optarg;
+      break;
+    case 'w':
+      wrk_bin = optarg;
+      break;
+    case 'a':
+      L->wargs[L->nwargs++] = optarg;
+      break;
+    case 'h':
+      launch_usage(stdout);
+      return -1;
+    default:
+      launch_usage(stderr);
+      return 2;
     }
   }
   if (optind + 1 != argc) {
@@ -615,8 +645,10 @@ static int parse_args(launch_t *L, int argc, char **argv, const char *self) {
   int bad = dial_addr(L->addr, sizeof(L->addr), cfg.ctl_listen ? cfg.ctl_listen : "127.0.0.1:7070",
                       host, sizeof(host), port, sizeof(port));
   if (bad)
-    fprintf(stderr, "gyroctl launch: %s: controller.listen '%s' needs HOST:PORT with a fixed "
-            "port\n", L->config, cfg.ctl_listen ? cfg.ctl_listen : "");
+    fprintf(stderr,
+            "gyroctl launch: %s: controller.listen '%s' needs HOST:PORT with a fixed "
+            "port\n",
+            L->config, cfg.ctl_listen ? cfg.ctl_listen : "");
   gy_run_config_free(&cfg);
   if (bad) return 2;
   if (find_bin(L->ctl_bin, sizeof(L->ctl_bin), ctl_bin, self, "../controller/gyro-controller",
@@ -691,8 +723,7 @@ int gy_launch_main(int argc, char **argv, const char *self) {
     goto out;
   }
 
-  printf("gyroctl launch: run '%s', %d workers (tp %d, dp %d), %d threads each, %" PRId64
-         " steps\n"
+  printf("gyroctl launch: run '%s', %d workers (tp %d, dp %d), %d threads each, %" PRId64 " steps\n"
          "  run folder   %s/\n"
          "  controller   %s/controller.log  (%s)\n"
          "  workers      %s/worker-K.jsonl (step records), worker-K.log (logs)\n"
@@ -724,8 +755,8 @@ int gy_launch_main(int argc, char **argv, const char *self) {
     }
     if (L->kill_at && t >= L->kill_at) {
       L->kill_at = 0;
-      if (any_running(L)) printf("[launch] children still running after %d s: SIGKILL\n",
-                                 GRACE_MS / 1000);
+      if (any_running(L))
+        printf("[launch] children still running after %d s: SIGKILL\n", GRACE_MS / 1000);
       signal_all(L, SIGKILL);
     }
     double next = L->term_at ? L->term_at : L->kill_at;
@@ -733,8 +764,10 @@ int gy_launch_main(int argc, char **argv, const char *self) {
   }
   reap(L);
   code = L->code;
-  if (code == 0) printf("gyroctl launch: the run is done; logs in %s/\n", L->run_dir);
-  else printf("gyroctl launch: stopped (exit %d); logs in %s/\n", code, L->run_dir);
+  if (code == 0)
+    printf("gyroctl launch: the run is done; logs in %s/\n", L->run_dir);
+  else
+    printf("gyroctl launch: stopped (exit %d); logs in %s/\n", code, L->run_dir);
 out:
   if (L->sfd >= 0) close(L->sfd);
   if (L->out_fd >= 0) close(L->out_fd);

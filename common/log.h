@@ -4,7 +4,12 @@
 
 #include <jansson.h>
 
-typedef enum { GY_LOG_DEBUG = 0, GY_LOG_INFO = 1, GY_LOG_WARN = 2, GY_LOG_ERROR = 3 } gy_log_level_t;
+typedef enum {
+  GY_LOG_DEBUG = 0,
+  GY_LOG_INFO = 1,
+  GY_LOG_WARN = 2,
+  GY_LOG_ERROR = 3
+} gy_log_level_t;
 
 void gy_log_set_level(gy_log_level_t level);
 /* Writes {"ts":..., "level":..., "component":..., "msg":...} as one line on stderr. */

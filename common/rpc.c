@@ -9,7 +9,10 @@
  * notes). Calls arrive through grpc_server_request_call (generic) and are dispatched by method
  * path; an unknown path is answered UNIMPLEMENTED, a message over max_message is failed by grpc
  * itself (GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH) with RESOURCE_EXHAUSTED: neither reaches a
- * handler.
+ * handler. Costs kept off the per-message path: a received message that arrived in one
+ * uncompressed slice is handed to the handler without a copy; a send on an idle stream starts
+ * at once without a queue entry; gy_rpc_send_many shares one slice among many streams (a
+ * grant to every rank is copied once, not once per rank).
  *
  * Server call invariants: a tag is a `tag_t` embedded in its owner; each call has at most one
  * batch of each kind in flight (recv, send, close, status, init), `ops` counts them; a
@@ -81,8 +84,12 @@ static grpc_byte_buffer *make_buffer(const void *msg, size_t len) {
   return bb;
 }
 
-/* Flattens bb into one slice the caller unrefs. */
+/* Flattens bb into one slice the caller unrefs. A message that arrived in one uncompressed
+ * slice (the usual case for small messages) is shared, not copied. */
 static grpc_slice read_buffer(grpc_byte_buffer *bb) {
+  if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
+      bb->data.raw.slice_buffer.count == 1)
+    return grpc_slice_ref(bb->data.raw.slice_buffer.slices[0]);
   grpc_byte_buffer_reader r;
   if (!grpc_byte_buffer_reader_init(&r, bb)) return grpc_empty_slice();
   grpc_slice sl = grpc_byte_buffer_reader_readall(&r);
@@ -763,12 +770,33 @@ void gy_rpc_reply(gy_rpc_call_t *c, int status, const char *details, const void 
   maybe_free(c);
 }
 
-int gy_rpc_send(gy_rpc_call_t *c, const void *msg, size_t len) {
-  if (!c || c->kind != M_STREAM || c->ended || c->finishing || c->closed || !c->call)
-    return GY_ECOMM;
+static int can_send(const gy_rpc_call_t *c) {
+  return c && c->kind == M_STREAM && !c->ended && !c->finishing && !c->closed && c->call;
+}
+
+/* Sends bb (owned by the callee from here on) now when the stream is idle, else queues it. */
+static int send_bb(gy_rpc_call_t *c, grpc_byte_buffer *bb) {
+  if (!bb) return GY_ENOMEM;
+  if (!c->send_bb && !c->q_head && !c->status_sent) {
+    /* Fast path: nothing in flight or queued, so no queue entry is needed. */
+    c->send_bb = bb;
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_SEND_MESSAGE;
+    op.data.send_message.send_message = bb;
+    if (start(c, &op, 1, &c->t_send) != 0) {
+      grpc_byte_buffer_destroy(bb);
+      c->send_bb = NULL;
+      return GY_ECOMM;
+    }
+    return 0;
+  }
   sendq_t *q = malloc(sizeof(*q));
-  if (!q) return GY_ENOMEM;
-  q->bb = make_buffer(msg, len);
+  if (!q) {
+    grpc_byte_buffer_destroy(bb);
+    return GY_ENOMEM;
+  }
+  q->bb = bb;
   q->next = NULL;
   if (c->q_tail)
     c->q_tail->next = q;
@@ -777,6 +805,23 @@ int gy_rpc_send(gy_rpc_call_t *c, const void *msg, size_t len) {
   c->q_tail = q;
   pump_sends(c);
   return 0;
+}
+
+int gy_rpc_send(gy_rpc_call_t *c, const void *msg, size_t len) {
+  if (!can_send(c)) return GY_ECOMM;
+  return send_bb(c, make_buffer(msg, len));
+}
+
+size_t gy_rpc_send_many(gy_rpc_call_t *const *calls, size_t n, const void *msg, size_t len) {
+  /* One copy of the bytes in a refcounted slice; each byte buffer takes a reference. */
+  grpc_slice sl = grpc_slice_from_copied_buffer((const char *)(msg ? msg : ""), len);
+  size_t sent = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!can_send(calls[i])) continue;
+    if (send_bb(calls[i], grpc_raw_byte_buffer_create(&sl, 1)) == 0) sent++;
+  }
+  grpc_slice_unref(sl);
+  return sent;
 }
 
 void gy_rpc_finish(gy_rpc_call_t *c, int status, const char *details) {

@@ -34,9 +34,9 @@ typedef struct gy_rpc_server gy_rpc_server_t;
 typedef struct gy_rpc_call gy_rpc_call_t; /* one incoming call */
 
 typedef struct {
-  const char *bind;     /* "127.0.0.1:0" (0 = any free port), "0.0.0.0:7070", ... */
-  size_t max_message;   /* largest accepted message in bytes (default 4 MiB) */
-  int health;           /* 1: serve grpc.health.v1.Health/Check (answers SERVING) */
+  const char *bind;   /* "127.0.0.1:0" (0 = any free port), "0.0.0.0:7070", ... */
+  size_t max_message; /* largest accepted message in bytes (default 4 MiB) */
+  int health;         /* 1: serve grpc.health.v1.Health/Check (answers SERVING) */
 } gy_rpc_server_opts_t;
 
 /* A unary method: runs on the loop thread with the request; must call gy_rpc_reply exactly once,
@@ -57,8 +57,8 @@ typedef struct {
 int gy_rpc_server_create(gy_rpc_server_t **out, uv_loop_t *loop, const gy_rpc_server_opts_t *opts,
                          int *port, char *errmsg, size_t errlen);
 int gy_rpc_server_add_unary(gy_rpc_server_t *s, const char *method, gy_rpc_unary_cb cb, void *ud);
-int gy_rpc_server_add_stream(gy_rpc_server_t *s, const char *method,
-                             const gy_rpc_stream_cbs_t *cbs, void *ud);
+int gy_rpc_server_add_stream(gy_rpc_server_t *s, const char *method, const gy_rpc_stream_cbs_t *cbs,
+                             void *ud);
 int gy_rpc_server_start(gy_rpc_server_t *s);
 /* Stops accepting, cancels every call (their on_close runs), then calls done on the loop.
  * A method nobody registered is answered UNIMPLEMENTED; a message over max_message
@@ -72,6 +72,9 @@ void gy_rpc_reply(gy_rpc_call_t *call, int status, const char *details, const vo
                   size_t len);
 /* Queues a message on a streaming call (copied; sent in order). GY_ECOMM if the call ended. */
 int gy_rpc_send(gy_rpc_call_t *call, const void *msg, size_t len);
+/* Queues the same message on each of calls[0..n) (NULL entries and ended calls are skipped):
+ * the bytes are copied once and shared. Returns how many calls it was queued on. */
+size_t gy_rpc_send_many(gy_rpc_call_t *const *calls, size_t n, const void *msg, size_t len);
 /* Ends a streaming call with a status (after queued messages); on_close follows. */
 void gy_rpc_finish(gy_rpc_call_t *call, int status, const char *details);
 void gy_rpc_call_set_data(gy_rpc_call_t *call, void *data);

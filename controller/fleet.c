@@ -13,13 +13,18 @@
  * steps_done == H the directive goes out with at_step = H; when every alive rank acked, its
  * effect happens (PAUSE -> PAUSED, RESUME -> TRAIN, STOP -> DONE) and the next queued
  * directive goes out at the same H, or grants resume. Aggregation: each report of step s is
- * folded into the history slot s % hcap; when the slowest rank passes s the slot is final.
+ * folded into the history slot s % hcap; when the slot counts a report from every rank, s is
+ * final. Cost: a report is O(1) amortised (no scan over the ranks): the slowest rank's
+ * steps_done is last_step + 1, advanced by the report that completes a slot (and past any
+ * later slot already complete).
  *
  * Invariants:
  * - Only transition() writes f->state, and only pairs of the table `allowed` pass.
  * - The horizon never decreases, and does not change while a directive is in flight or queued
  *   or the run is PAUSED, so every rank applies a directive at the same step H.
  * - A member's steps_done <= horizon; reports arrive in step order per rank.
+ * - While a gang is formed, min over ranks of steps_done == last_step + 1, and hist[s].nreports
+ *   (for last_step < s < horizon) is the number of ranks with steps_done > s.
  * - hcap = GY_FLEET_HISTORY + window + 1: the slots of the last GY_FLEET_HISTORY aggregated
  *   steps and of every step a rank may run ahead (< horizon) are distinct.
  * - Every refusal sets errmsg and appends an event "refused".
@@ -209,11 +214,12 @@ void gy__fleet_force_state(gy_fleet_t *f, gy_fleet_state_t s) {
 
 /* ---------------------------------------- helpers ---------------------------------------- */
 
+/* The slowest rank's steps_done, in O(1): every rank starts at start_step and steps_done only
+ * grows by one per accepted report, so the minimum is the first step not yet reported by every
+ * rank, i.e. last_step + 1 (report() advances last_step past each step whose history slot
+ * counts nmembers reports). */
 static int64_t min_steps(const gy_fleet_t *f) {
-  int64_t m = INT64_MAX;
-  for (int r = 0; r < f->nmembers; r++)
-    if (f->members[r].steps_done < m) m = f->members[r].steps_done;
-  return f->nmembers ? m : 0;
+  return f->nmembers ? f->last_step + 1 : 0;
 }
 
 static int64_t cap_steps(const gy_fleet_t *f, int64_t h) {
@@ -253,8 +259,8 @@ static void pump(gy_fleet_t *f) {
     f->inflight_sent = 0;
   }
   if (f->inflight_sent) return;
-  for (int r = 0; r < f->nmembers; r++)
-    if (f->members[r].steps_done != f->horizon) return;
+  /* every steps_done <= horizon, so all stand at the horizon iff the slowest does */
+  if (min_steps(f) != f->horizon) return;
   for (int r = 0; r < f->nmembers; r++)
     f->members[r].acked = 0;
   f->inflight_sent = 1;
@@ -583,15 +589,20 @@ int gy_fleet_report(gy_fleet_t *f, int64_t now, int stream_rank, const gy_fleet_
   }
   m->steps_done = r->step + 1;
   m->tokens_per_s = r->tokens_per_s;
-  int64_t lo = min_steps(f);
-  while (f->last_step + 1 < lo) {
-    int64_t st = ++f->last_step;
-    f->hist[st % f->hcap].aggregated = 1;
+  /* A step is final when its slot counts a report from every rank; only the report that
+   * completes the slowest step can move last_step, and then it may move past several steps. */
+  for (;;) {
+    int64_t st = f->last_step + 1;
+    gy_fleet_step_t *h = &f->hist[st % f->hcap];
+    if (h->step != st || h->nreports < f->nmembers) break;
+    f->last_step = st;
+    h->aggregated = 1;
     gy_fleet_action_t *a = push(f, GY_FLEET_ACT_STEP);
     if (a) a->step = st;
-    if (f->hist[st % f->hcap].nonfinite)
+    if (h->nonfinite)
       event(f, "nonfinite", st, "step %lld: non-finite loss or gradient", (long long)st);
   }
+  int64_t lo = min_steps(f);
   if (lo >= f->o.steps) {
     gy__fleet_transition(f, GY_FLEET_DONE, "every rank reported the last step");
     return 0;

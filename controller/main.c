@@ -1,13 +1,15 @@
 /*
  * gyro-controller: serves one training run's control plane (controller/service.h).
  *
- *   gyro-controller --config FILE [--listen ADDR] [--grace-ms N] [--log-level LEVEL]
+ *   gyro-controller --config FILE [--listen ADDR] [--grace-ms N] [--log-level LEVEL] [--stats]
  *
  * Reads the run config (worker/config.h: the run, and its `controller:` section), binds, prints
  * {"type":"listening","address":ADDR,"port":PORT} on stdout, then one {"type":"step",...} line
  * per aggregated step; events go to stderr as JSON log lines. Stops on SIGINT/SIGTERM. When the
  * run is DONE it waits --grace-ms (default 1000) so that workers receive their last messages,
- * prints {"type":"done","step":...} and exits.
+ * prints {"type":"done","step":...} and exits. With --stats it prints, just before exiting,
+ * {"type":"stats","cpu_user_s":U,"cpu_sys_s":S,"wall_s":W,"steps":N}: its own CPU time (every
+ * thread, getrusage), its wall time and the steps aggregated (bench/controller_cost.sh).
  *
  * Exit status: 0 the run is done, or stopped by a signal; 1 cannot serve (bind failure, out of
  * memory); 2 usage or bad config.
@@ -19,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <uv.h>
 
 #include "common/err.h"
@@ -37,7 +41,7 @@ typedef struct {
 
 static void usage(FILE *f) {
   fprintf(f, "usage: gyro-controller --config FILE [--listen ADDR] [--grace-ms N] "
-             "[--log-level debug|info|warn|error]\n");
+             "[--log-level debug|info|warn|error] [--stats]\n");
 }
 
 /* Reads a whole file into a NUL-terminated buffer (caller frees); NULL with errmsg on error. */
@@ -100,11 +104,16 @@ static void on_done(void *ud) {
 
 int main(int argc, char **argv) {
   const char *config = NULL, *listen = NULL;
-  int grace_ms = 1000;
-  static const struct option longopts[] = {
-      {"config", required_argument, NULL, 'c'},   {"listen", required_argument, NULL, 'l'},
-      {"grace-ms", required_argument, NULL, 'g'}, {"log-level", required_argument, NULL, 'L'},
-      {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+  int grace_ms = 1000, stats = 0;
+  struct timespec t_start;
+  clock_gettime(CLOCK_MONOTONIC, &t_start);
+  static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                           {"listen", required_argument, NULL, 'l'},
+                                           {"grace-ms", required_argument, NULL, 'g'},
+                                           {"log-level", required_argument, NULL, 'L'},
+                                           {"stats", no_argument, NULL, 'S'},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {NULL, 0, NULL, 0}};
   int ch;
   while ((ch = getopt_long(argc, argv, "c:l:h", longopts, NULL)) != -1) {
     switch (ch) {
@@ -138,6 +147,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "gyro-controller: --log-level: unknown level '%s'\n", optarg);
         return 2;
       }
+      break;
+    case 'S':
+      stats = 1;
       break;
     case 'h':
       usage(stdout);
@@ -215,8 +227,22 @@ int main(int argc, char **argv) {
          cfg.name, cfg.ctl_world, cfg.ctl_tp, cfg.ctl_window, (long long)cfg.steps,
          gy_service_port(a.svc));
   uv_run(a.loop, UV_RUN_DEFAULT);
+  int64_t steps_done = gy_fleet_last_step(gy_service_fleet(a.svc)) + 1 -
+                       gy_fleet_start_step(gy_service_fleet(a.svc));
   gy_service_destroy(a.svc);
   rc = 0;
+  if (stats) {
+    struct rusage ru;
+    struct timespec t_end;
+    getrusage(RUSAGE_SELF, &ru);
+    clock_gettime(CLOCK_MONOTONIC, &t_end);
+    gy_json_emit(json_pack(
+        "{s:s, s:f, s:f, s:f, s:I}", "type", "stats", "cpu_user_s",
+        (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec, "cpu_sys_s",
+        (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec, "wall_s",
+        (double)(t_end.tv_sec - t_start.tv_sec) + 1e-9 * (double)(t_end.tv_nsec - t_start.tv_nsec),
+        "steps", (json_int_t)(steps_done > 0 ? steps_done : 0)));
+  }
 out:
   uv_loop_close(a.loop);
   free(text);

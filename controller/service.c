@@ -5,10 +5,12 @@
  * API, in order: create (fleet + server + timer), port, on_done, shutdown, destroy, fleet.
  *
  * Flow: a handler decodes the message (protobuf-c; a decode failure is INVALID_ARGUMENT and an
- * event), checks tokens, calls the fleet, answers the call, then drain() carries out the
- * fleet's actions: answer held joins (ASSIGN), send grants and directives on session streams,
- * emit events (stderr JSON line + Watch streams), emit aggregated steps (stdout JSON line +
- * Watch streams that asked for steps), finish sessions (CLOSE), report DONE.
+ * event; session messages decode into a per-service arena, so a StepReport costs no malloc),
+ * checks tokens, calls the fleet, answers the call, then drain() carries out the fleet's
+ * actions: answer held joins (ASSIGN), send grants and directives on session streams (a message
+ * for every rank is encoded once and its bytes shared by the streams), emit events (stderr
+ * JSON line + Watch streams), emit aggregated steps (stdout JSON line + Watch streams that
+ * asked for steps), finish sessions (CLOSE), report DONE.
  *
  * Invariants:
  * - sessions[r] is the one stream bound to rank r (after an accepted Hello) or NULL; a stream
@@ -37,6 +39,7 @@
 #include "proto/gyro.pb-c.h"
 
 #define STORE_MAX_TIMEOUT_MS (3600 * 1000)
+#define ARENA_BYTES 16384 /* a decoded StepReport takes ~1 KiB */
 
 typedef enum { CALL_SESSION, CALL_WATCH } call_kind_t;
 
@@ -88,6 +91,12 @@ struct gy_service {
   size_t nkv, capkv;
   gy_fleet_action_t *abuf;
   size_t capabuf;
+  gy_rpc_call_t **fanout; /* world entries: the streams one broadcast goes to */
+  /* Session messages decode into this arena (bump allocation, reset after each message);
+   * what does not fit falls back to malloc. Not reentrant: one message at a time. */
+  ProtobufCAllocator arena_alloc;
+  size_t arena_used;
+  _Alignas(16) uint8_t arena[ARENA_BYTES];
   int draining;
   uint64_t event_id;
   void (*done_cb)(void *);
@@ -128,6 +137,24 @@ static int rpc_status(int rc) {
   default:
     return GY_RPC_INTERNAL;
   }
+}
+
+static void *arena_alloc(void *ud, size_t n) {
+  gy_service_t *s = ud;
+  size_t need = (n + 15) & ~(size_t)15;
+  if (need >= n && need <= ARENA_BYTES - s->arena_used) {
+    void *p = s->arena + s->arena_used;
+    s->arena_used += need;
+    return p;
+  }
+  return malloc(n);
+}
+
+static void arena_free(void *ud, void *p) {
+  gy_service_t *s = ud;
+  uint8_t *b = p;
+  if (b >= s->arena && b < s->arena + ARENA_BYTES) return; /* released by the reset */
+  free(p);
 }
 
 static json_t *num(double v) {
@@ -313,15 +340,23 @@ static void emit_step(gy_service_t *s, int64_t step) {
 
 /* ------------------------------------------ actions ------------------------------------------ */
 
+/* Sends cm to rank, or to every connected rank (rank -1): encoded once, and for a broadcast
+ * the bytes are shared by all the streams (gy_rpc_send_many). */
 static void send_ctl(gy_service_t *s, int rank, const Gyro__ControllerMsg *cm) {
-  size_t n;
-  uint8_t *buf = pack(&cm->base, &n);
+  uint8_t small[256];
+  size_t n = protobuf_c_message_get_packed_size(&cm->base);
+  uint8_t *buf = n <= sizeof(small) ? small : malloc(n);
   if (!buf) return;
-  for (int r = 0; r < s->o.world; r++) {
-    if (rank >= 0 && r != rank) continue;
-    if (s->sessions[r]) gy_rpc_send(s->sessions[r]->rpc, buf, n);
+  protobuf_c_message_pack(&cm->base, buf);
+  if (rank >= 0) {
+    if (rank < s->o.world && s->sessions[rank]) gy_rpc_send(s->sessions[rank]->rpc, buf, n);
+  } else {
+    size_t k = 0;
+    for (int r = 0; r < s->o.world; r++)
+      if (s->sessions[r]) s->fanout[k++] = s->sessions[r]->rpc;
+    gy_rpc_send_many(s->fanout, k, buf, n);
   }
-  free(buf);
+  if (buf != small) free(buf);
 }
 
 static void do_assign(gy_service_t *s, const gy_fleet_action_t *a) {
@@ -588,12 +623,15 @@ static void on_session_message(void *ud, gy_rpc_call_t *call, const uint8_t *msg
   gy_service_t *s = ud;
   call_t *c = gy_rpc_call_data(call);
   if (!c || c->finished) return;
-  Gyro__WorkerMsg *wm = gyro__worker_msg__unpack(NULL, len, msg);
+  s->arena_used = 0;
+  Gyro__WorkerMsg *wm = gyro__worker_msg__unpack(&s->arena_alloc, len, msg);
   if (!wm) {
+    s->arena_used = 0;
     session_refuse(s, c, GY_RPC_INVALID_ARGUMENT, "malformed WorkerMsg", 1);
   } else {
     session_msg(s, c, wm);
-    gyro__worker_msg__free_unpacked(wm, NULL);
+    gyro__worker_msg__free_unpacked(wm, &s->arena_alloc);
+    s->arena_used = 0;
   }
   drain(s);
 }
@@ -925,7 +963,9 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
       (opts->config_dir && !s->o.config_dir))
     goto err;
   s->sessions = calloc((size_t)opts->world, sizeof(*s->sessions));
-  if (!s->sessions) goto err;
+  s->fanout = calloc((size_t)opts->world, sizeof(*s->fanout));
+  if (!s->sessions || !s->fanout) goto err;
+  s->arena_alloc = (ProtobufCAllocator){arena_alloc, arena_free, s};
   s->t0_ms = (int64_t)uv_now(loop);
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -978,6 +1018,7 @@ err:
   }
   gy_fleet_destroy(s->fleet);
   free(s->sessions);
+  free(s->fanout);
   free_opts(&s->o);
   free(s);
   return rc;
@@ -1046,6 +1087,7 @@ void gy_service_destroy(gy_service_t *s) {
   free(s->kv);
   free(s->abuf);
   free(s->sessions);
+  free(s->fanout);
   gy_fleet_destroy(s->fleet);
   free_opts(&s->o);
   free(s);

@@ -26,18 +26,18 @@
 #include "kernels/ops_cpu.h"
 
 static const char *tensor_names[GY_T_COUNT] = {
-    "wte",  "wpe",  "ln1w", "ln1b", "qkvw",    "qkvb",    "attprojw", "attprojb", "ln2w",
-    "ln2b", "fcw",  "fcb",  "fcprojw", "fcprojb", "lnfw", "lnfb",     "qnw",      "knw"};
+    "wte",  "wpe", "ln1w", "ln1b",    "qkvw",    "qkvb", "attprojw", "attprojb", "ln2w",
+    "ln2b", "fcw", "fcb",  "fcprojw", "fcprojb", "lnfw", "lnfb",     "qnw",      "knw"};
 
 typedef struct {
   float *ln1, *ln1_mean, *ln1_rstd; /* [N,C], [N], [N] */
   float *qkv;                       /* [N,3C] */
   gy_attn_acts_t att;
-  float *atty;                      /* [N,C] */
-  float *res2;                      /* [N,C] */
+  float *atty; /* [N,C] */
+  float *res2; /* [N,C] */
   float *ln2, *ln2_mean, *ln2_rstd;
-  float *fch, *fchg;                /* [N,4C] */
-  float *res3;                      /* [N,C] */
+  float *fch, *fchg; /* [N,4C] */
+  float *res3;       /* [N,C] */
 } layer_acts_t;
 
 struct gy_gpt {
@@ -50,21 +50,21 @@ struct gy_gpt {
   /* activations */
   void *act_mem;
   layer_acts_t *layers;
-  float *encoded;                   /* [N,C] */
+  float *encoded; /* [N,C] */
   float *lnf, *lnf_mean, *lnf_rstd;
-  float *logits;                    /* [N,Vp], reused for dlogits in backward */
-  float *token_losses;              /* [N] */
-  int *inputs, *targets;            /* copies of the last forward's batch */
+  float *logits;         /* [N,Vp], reused for dlogits in backward */
+  float *token_losses;   /* [N] */
+  int *inputs, *targets; /* copies of the last forward's batch */
   /* backward scratch */
   float *dres, *dbig, *dqkv, *dsmall, *chunks, *attn_scratch;
 
-  int P, Cl, NHl;                   /* tensor-parallel size; local channels and heads */
+  int P, Cl, NHl; /* tensor-parallel size; local channels and heads */
   gy_gpt_allreduce_fn tp_sum;
   void *tp_ctx;
   gy_gpt_grads_ready_fn grads_ready;
   void *grads_ready_ctx;
 
-  int B, T;                         /* shape of the last forward, 0 if none */
+  int B, T; /* shape of the last forward, 0 if none */
   int have_targets;
   float z_loss;
 };
@@ -83,13 +83,20 @@ int gy_gpt_tensor_decayed(int i) {
 
 int gy_gpt_config_check(const gy_gpt_config_t *c, char *errmsg, size_t errlen) {
   const char *why = NULL;
-  if (c->num_layers < 1) why = "num_layers must be >= 1";
-  else if (c->channels < 1) why = "channels must be >= 1";
-  else if (c->num_heads < 1 || c->channels % c->num_heads) why = "num_heads must divide channels";
-  else if (c->max_seq_len < 1) why = "max_seq_len must be >= 1";
-  else if (c->vocab_size < 2 || c->vocab_size > 65536) why = "vocab_size must be in [2, 65536]";
-  else if (c->padded_vocab_size < c->vocab_size) why = "padded_vocab_size must be >= vocab_size";
-  else if (c->tp_size > 1 && c->num_heads % c->tp_size) why = "tp_size must divide num_heads";
+  if (c->num_layers < 1)
+    why = "num_layers must be >= 1";
+  else if (c->channels < 1)
+    why = "channels must be >= 1";
+  else if (c->num_heads < 1 || c->channels % c->num_heads)
+    why = "num_heads must divide channels";
+  else if (c->max_seq_len < 1)
+    why = "max_seq_len must be >= 1";
+  else if (c->vocab_size < 2 || c->vocab_size > 65536)
+    why = "vocab_size must be in [2, 65536]";
+  else if (c->padded_vocab_size < c->vocab_size)
+    why = "padded_vocab_size must be >= vocab_size";
+  else if (c->tp_size > 1 && c->num_heads % c->tp_size)
+    why = "tp_size must divide num_heads";
   else if (c->tp_size > 1 && (c->tp_rank < 0 || c->tp_rank >= c->tp_size))
     why = "tp_rank must be in [0, tp_size)";
   if (why) {
@@ -259,8 +266,8 @@ size_t gy_gpt_tensor_offset(const gy_gpt_t *m, int i) {
 }
 int gy_gpt_tensor_sharded(const gy_gpt_t *m, int i) {
   if (m->P <= 1) return 0;
-  return i == GY_T_QKVW || i == GY_T_QKVB || i == GY_T_ATTPROJW || i == GY_T_FCW ||
-         i == GY_T_FCB || i == GY_T_FCPROJW;
+  return i == GY_T_QKVW || i == GY_T_QKVB || i == GY_T_ATTPROJW || i == GY_T_FCW || i == GY_T_FCB ||
+         i == GY_T_FCPROJW;
 }
 
 void gy_gpt_set_tp_allreduce(gy_gpt_t *m, gy_gpt_allreduce_fn fn, void *ctx) {
@@ -277,7 +284,8 @@ void gy_gpt_set_grads_ready(gy_gpt_t *m, gy_gpt_grads_ready_fn fn, void *ctx) {
  * [rows, ncols] one. */
 static void take_cols(float *dst, const float *src, size_t rows, size_t src_cols, size_t c0,
                       size_t ncols) {
-  for (size_t r = 0; r < rows; r++) memcpy(dst + r * ncols, src + r * src_cols + c0, ncols * 4);
+  for (size_t r = 0; r < rows; r++)
+    memcpy(dst + r * ncols, src + r * src_cols + c0, ncols * 4);
 }
 
 void gy_gpt_shard_from_full(gy_gpt_t *m, const float *full) {
@@ -375,7 +383,8 @@ static void init_full(const gy_gpt_config_t *c, float *params, uint64_t seed) {
     case GY_T_LNFW:
     case GY_T_QNW:
     case GY_T_KNW:
-      for (size_t j = 0; j < n; j++) p[j] = 1.0f;
+      for (size_t j = 0; j < n; j++)
+        p[j] = 1.0f;
       break;
     default: /* biases */
       break;
@@ -417,7 +426,8 @@ static void add_bias(float *out, const float *bias, int N, int OC) {
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; n++) {
     float *o = out + (size_t)n * OC;
-    for (int j = 0; j < OC; j++) o[j] += bias[j];
+    for (int j = 0; j < OC; j++)
+      o[j] += bias[j];
   }
 }
 
@@ -511,8 +521,8 @@ int gy_gpt_backward(gy_gpt_t *m) {
   gy_matmul_backward(dlnf, G(GY_T_WTE), NULL, m->logits, m->lnf, P(GY_T_WTE), N, C, Vp, m->chunks);
   memset(m->dres, 0, sizeof(float) * N * C);
   const float *last = m->layers[L - 1].res3;
-  gy_layernorm_backward(m->dres, G(GY_T_LNFW), G(GY_T_LNFB), dlnf, last, P(GY_T_LNFW),
-                        m->lnf_mean, m->lnf_rstd, N, C, m->chunks);
+  gy_layernorm_backward(m->dres, G(GY_T_LNFW), G(GY_T_LNFB), dlnf, last, P(GY_T_LNFW), m->lnf_mean,
+                        m->lnf_rstd, N, C, m->chunks);
 
   for (int l = L - 1; l >= 0; l--) {
     layer_acts_t *a = &m->layers[l];

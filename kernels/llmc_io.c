@@ -39,7 +39,6 @@
 #define HEADER_BYTES (HEADER_INTS * 4)
 #define LLMC_VERSION_BF16 5
 
-
 static const char *errstr(int e, char *buf, size_t n) {
   return strerror_r(e, buf, n); /* GNU variant (_GNU_SOURCE): returns the message */
 }
@@ -81,7 +80,8 @@ static int open_model(const char *path, gy_gpt_config_t *cfg, int *fd_out, char 
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     int e = errno;
-    gy_errmsg(errmsg, errlen, "%s: cannot open llm.c model file: %s", path, errstr(e, eb, sizeof eb));
+    gy_errmsg(errmsg, errlen, "%s: cannot open llm.c model file: %s", path,
+              errstr(e, eb, sizeof eb));
     return e == ENOENT ? GY_ENOENT : GY_EIO;
   }
   struct stat st;
@@ -92,7 +92,7 @@ static int open_model(const char *path, gy_gpt_config_t *cfg, int *fd_out, char 
   }
   if (st.st_size < HEADER_BYTES) {
     gy_errmsg(errmsg, errlen, "%s: truncated llm.c model file: %lld bytes, the header alone is %d",
-           path, (long long)st.st_size, HEADER_BYTES);
+              path, (long long)st.st_size, HEADER_BYTES);
     goto err;
   }
   ssize_t n;
@@ -102,26 +102,26 @@ static int open_model(const char *path, gy_gpt_config_t *cfg, int *fd_out, char 
   if (n != (ssize_t)sizeof h) {
     rc = GY_EIO;
     gy_errmsg(errmsg, errlen, "%s: cannot read the %d-byte header: %s", path, HEADER_BYTES,
-           n < 0 ? errstr(errno, eb, sizeof eb) : "short read");
+              n < 0 ? errstr(errno, eb, sizeof eb) : "short read");
     goto err;
   }
   int32_t magic = get_i32(h), version = get_i32(h + 4);
   if (magic != GY_LLMC_MODEL_MAGIC) {
     gy_errmsg(errmsg, errlen, "%s: bad magic %d (an llm.c GPT-2 model file starts with %d)", path,
-           magic, GY_LLMC_MODEL_MAGIC);
+              magic, GY_LLMC_MODEL_MAGIC);
     goto err;
   }
   if (version == LLMC_VERSION_BF16) {
     rc = GY_ENOTSUP;
     gy_errmsg(errmsg, errlen,
-           "%s: llm.c model version 5 (bf16 parameters) is not supported; gyro "
-           "reads version %d (fp32)",
-           path, GY_LLMC_MODEL_VERSION);
+              "%s: llm.c model version 5 (bf16 parameters) is not supported; gyro "
+              "reads version %d (fp32)",
+              path, GY_LLMC_MODEL_VERSION);
     goto err;
   }
   if (version != GY_LLMC_MODEL_VERSION) {
-    gy_errmsg(errmsg, errlen, "%s: unknown llm.c model version %d (expected %d, fp32)", path, version,
-           GY_LLMC_MODEL_VERSION);
+    gy_errmsg(errmsg, errlen, "%s: unknown llm.c model version %d (expected %d, fp32)", path,
+              version, GY_LLMC_MODEL_VERSION);
     goto err;
   }
   gy_gpt_config_t c = {
@@ -149,10 +149,10 @@ static int open_model(const char *path, gy_gpt_config_t *cfg, int *fd_out, char 
     why = "padded_vocab_size not in [vocab_size, 2^24]";
   if (why) {
     gy_errmsg(errmsg, errlen,
-           "%s: bad llm.c model header (maxT %d, V %d, L %d, NH %d, C %d, Vp %d): "
-           "%s",
-           path, c.max_seq_len, c.vocab_size, c.num_layers, c.num_heads, c.channels,
-           c.padded_vocab_size, why);
+              "%s: bad llm.c model header (maxT %d, V %d, L %d, NH %d, C %d, Vp %d): "
+              "%s",
+              path, c.max_seq_len, c.vocab_size, c.num_layers, c.num_heads, c.channels,
+              c.padded_vocab_size, why);
     goto err;
   }
   char why2[256];
@@ -165,18 +165,18 @@ static int open_model(const char *path, gy_gpt_config_t *cfg, int *fd_out, char 
   uint64_t have = (uint64_t)st.st_size;
   if (have < want) {
     gy_errmsg(errmsg, errlen,
-           "%s: truncated llm.c model file: expected %llu bytes (header + %llu "
-           "fp32 parameters), found %llu",
-           path, (unsigned long long)want, (unsigned long long)llmc_num_params(&c),
-           (unsigned long long)have);
+              "%s: truncated llm.c model file: expected %llu bytes (header + %llu "
+              "fp32 parameters), found %llu",
+              path, (unsigned long long)want, (unsigned long long)llmc_num_params(&c),
+              (unsigned long long)have);
     goto err;
   }
   if (have > want) {
     gy_errmsg(errmsg, errlen,
-           "%s: %llu trailing bytes after the expected %llu (header + %llu fp32 "
-           "parameters)",
-           path, (unsigned long long)(have - want), (unsigned long long)want,
-           (unsigned long long)llmc_num_params(&c));
+              "%s: %llu trailing bytes after the expected %llu (header + %llu fp32 "
+              "parameters)",
+              path, (unsigned long long)(have - want), (unsigned long long)want,
+              (unsigned long long)llmc_num_params(&c));
     goto err;
   }
   *cfg = c;
@@ -206,7 +206,7 @@ int gy_llmc_load(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
   if (mc->tp_size > 1) {
     close(fd);
     gy_errmsg(errmsg, errlen,
-           "%s: cannot load an llm.c file into a tensor-parallel shard (load it at tp 1)", path);
+              "%s: cannot load an llm.c file into a tensor-parallel shard (load it at tp 1)", path);
     return GY_ENOTSUP;
   }
   if (mc->qk_norm || mc->max_seq_len != fc.max_seq_len || mc->vocab_size != fc.vocab_size ||
@@ -214,11 +214,11 @@ int gy_llmc_load(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
       mc->num_heads != fc.num_heads || mc->channels != fc.channels) {
     rc = GY_EMISMATCH;
     gy_errmsg(errmsg, errlen,
-           "%s: model config differs from the file's: model (maxT %d, V %d, Vp "
-           "%d, L %d, NH %d, C %d%s) vs file (maxT %d, V %d, Vp %d, L %d, NH %d, C %d)",
-           path, mc->max_seq_len, mc->vocab_size, mc->padded_vocab_size, mc->num_layers,
-           mc->num_heads, mc->channels, mc->qk_norm ? ", qk_norm" : "", fc.max_seq_len,
-           fc.vocab_size, fc.padded_vocab_size, fc.num_layers, fc.num_heads, fc.channels);
+              "%s: model config differs from the file's: model (maxT %d, V %d, Vp "
+              "%d, L %d, NH %d, C %d%s) vs file (maxT %d, V %d, Vp %d, L %d, NH %d, C %d)",
+              path, mc->max_seq_len, mc->vocab_size, mc->padded_vocab_size, mc->num_layers,
+              mc->num_heads, mc->channels, mc->qk_norm ? ", qk_norm" : "", fc.max_seq_len,
+              fc.vocab_size, fc.padded_vocab_size, fc.num_layers, fc.num_heads, fc.channels);
     goto out;
   }
   float *params = gy_gpt_params(m);
@@ -232,7 +232,7 @@ int gy_llmc_load(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
       if (n <= 0) {
         rc = GY_EIO;
         gy_errmsg(errmsg, errlen, "%s: reading tensor %s failed: %s", path, gy_gpt_tensor_name(i),
-               n < 0 ? errstr(errno, eb, sizeof eb) : "unexpected end of file");
+                  n < 0 ? errstr(errno, eb, sizeof eb) : "unexpected end of file");
         goto out;
       }
       dst += n;
@@ -272,9 +272,9 @@ int gy_llmc_save(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
   }
   if (c->qk_norm) {
     gy_errmsg(errmsg, errlen,
-           "%s: cannot save a qk_norm model as an llm.c file (llm.c has no "
-           "query/key norm tensors)",
-           path);
+              "%s: cannot save a qk_norm model as an llm.c file (llm.c has no "
+              "query/key norm tensors)",
+              path);
     return GY_ENOTSUP;
   }
   char eb[128];
@@ -312,7 +312,7 @@ int gy_llmc_save(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     gy_errmsg(errmsg, errlen, "%s: cannot create temporary file %s: %s", path, tmp,
-           errstr(errno, eb, sizeof eb));
+              errstr(errno, eb, sizeof eb));
     goto err;
   }
   tmp_made = true;
@@ -322,29 +322,32 @@ int gy_llmc_save(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
     ok = write_all(fd, params + gy_gpt_tensor_offset(m, i),
                    gy_gpt_tensor_size(m, i) * sizeof(float)) == 0;
   if (!ok) {
-    gy_errmsg(errmsg, errlen, "%s: write of %s failed: %s", path, tmp, errstr(errno, eb, sizeof eb));
+    gy_errmsg(errmsg, errlen, "%s: write of %s failed: %s", path, tmp,
+              errstr(errno, eb, sizeof eb));
     goto err;
   }
   if (fsync(fd) != 0) {
-    gy_errmsg(errmsg, errlen, "%s: fsync of %s failed: %s", path, tmp, errstr(errno, eb, sizeof eb));
+    gy_errmsg(errmsg, errlen, "%s: fsync of %s failed: %s", path, tmp,
+              errstr(errno, eb, sizeof eb));
     goto err;
   }
   int cl = close(fd);
   fd = -1;
   if (cl != 0) {
-    gy_errmsg(errmsg, errlen, "%s: close of %s failed: %s", path, tmp, errstr(errno, eb, sizeof eb));
+    gy_errmsg(errmsg, errlen, "%s: close of %s failed: %s", path, tmp,
+              errstr(errno, eb, sizeof eb));
     goto err;
   }
   if (rename(tmp, path) != 0) {
     gy_errmsg(errmsg, errlen, "%s: rename from %s failed: %s", path, tmp,
-           errstr(errno, eb, sizeof eb));
+              errstr(errno, eb, sizeof eb));
     goto err;
   }
   tmp_made = false;
   int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0 || fsync(dfd) != 0) {
     gy_errmsg(errmsg, errlen, "%s: fsync of folder %s failed: %s", path, dir,
-           errstr(errno, eb, sizeof eb));
+              errstr(errno, eb, sizeof eb));
     if (dfd >= 0) close(dfd);
     goto err;
   }

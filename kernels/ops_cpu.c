@@ -31,7 +31,8 @@ void gy_encoder_forward(float *out, const int *inp, const float *wte, const floa
     const float *we = wte + (size_t)inp[bt] * C;
     const float *pe = wpe + (size_t)t * C;
     float *o = out + (size_t)bt * C;
-    for (int c = 0; c < C; c++) o[c] = we[c] + pe[c];
+    for (int c = 0; c < C; c++)
+      o[c] = we[c] + pe[c];
   }
 }
 
@@ -64,7 +65,8 @@ void gy_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
   for (int n = 0; n < N; n++) {
     const float *x = inp + (size_t)n * C;
     float m = 0.0f;
-    for (int c = 0; c < C; c++) m += x[c];
+    for (int c = 0; c < C; c++)
+      m += x[c];
     m /= C;
     float v = 0.0f;
     for (int c = 0; c < C; c++) {
@@ -86,7 +88,7 @@ void gy_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
 void gy_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                            const float *inp, const float *weight, const float *mean,
                            const float *rstd, int N, int C, float *scratch) {
-  float *pw = scratch;                           /* [CHUNKS, C] partial dweight */
+  float *pw = scratch;                             /* [CHUNKS, C] partial dweight */
   float *pb = scratch + (size_t)GY_OPS_CHUNKS * C; /* [CHUNKS, C] partial dbias */
 #pragma omp parallel for schedule(static)
   for (int k = 0; k < GY_OPS_CHUNKS; k++) {
@@ -133,13 +135,14 @@ void gy_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
 
 void gy_matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
                        int C, int OC) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, 0.0f,
-              out, OC);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, 0.0f, out,
+              OC);
   if (bias) {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
       float *o = out + (size_t)n * OC;
-      for (int j = 0; j < OC; j++) o[j] += bias[j];
+      for (int j = 0; j < OC; j++)
+        o[j] += bias[j];
     }
   }
 }
@@ -160,13 +163,15 @@ void gy_matmul_backward(float *dinp, float *dweight, float *dbias, const float *
     memset(p, 0, sizeof(float) * OC);
     for (int n = n0; n < n1; n++) {
       const float *d = dout + (size_t)n * OC;
-      for (int j = 0; j < OC; j++) p[j] += d[j];
+      for (int j = 0; j < OC; j++)
+        p[j] += d[j];
     }
   }
 #pragma omp parallel for schedule(static)
   for (int j = 0; j < OC; j++) {
     float s = 0.0f;
-    for (int k = 0; k < GY_OPS_CHUNKS; k++) s += scratch[(size_t)k * OC + j];
+    for (int k = 0; k < GY_OPS_CHUNKS; k++)
+      s += scratch[(size_t)k * OC + j];
     dbias[j] += s;
   }
 }
@@ -216,15 +221,18 @@ void gy_attention_forward(float *out, gy_attn_acts_t *a, const float *qkv, const
     for (int t = 0; t < T; t++) {
       float *row = att + (size_t)t * T;
       float mx = row[0];
-      for (int j = 1; j <= t; j++) mx = row[j] > mx ? row[j] : mx;
+      for (int j = 1; j <= t; j++)
+        mx = row[j] > mx ? row[j] : mx;
       float sum = 0.0f;
       for (int j = 0; j <= t; j++) {
         row[j] = expf(row[j] - mx);
         sum += row[j];
       }
       float inv = 1.0f / sum;
-      for (int j = 0; j <= t; j++) row[j] *= inv;
-      for (int j = t + 1; j < T; j++) row[j] = 0.0f;
+      for (int j = 0; j <= t; j++)
+        row[j] *= inv;
+      for (int j = t + 1; j < T; j++)
+        row[j] = 0.0f;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, att, T, v, hs, 0.0f,
                 out + (size_t)b * T * C + (size_t)h * hs, C);
@@ -252,8 +260,7 @@ void gy_attention_backward(float *dqkv, float *dqnw, float *dknw, const float *d
     const float *att = a->att + (size_t)bh * T * T;
     const float *dO = dout + (size_t)b * T * C + (size_t)h * hs;
     /* dP = dO V^T ; dV = P^T dO */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, dO, C, v, hs, 0.0f, dp,
-                T);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, dO, C, v, hs, 0.0f, dp, T);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, att, T, dO, C, 0.0f,
                 dv + (size_t)bh * T * hs, hs);
     /* softmax backward, in place: dS = P * (dP - sum(P * dP)) * scale */
@@ -261,9 +268,12 @@ void gy_attention_backward(float *dqkv, float *dqnw, float *dknw, const float *d
       const float *p = att + (size_t)t * T;
       float *d = dp + (size_t)t * T;
       float dot = 0.0f;
-      for (int j = 0; j <= t; j++) dot += p[j] * d[j];
-      for (int j = 0; j <= t; j++) d[j] = p[j] * (d[j] - dot) * scale;
-      for (int j = t + 1; j < T; j++) d[j] = 0.0f;
+      for (int j = 0; j <= t; j++)
+        dot += p[j] * d[j];
+      for (int j = 0; j <= t; j++)
+        d[j] = p[j] * (d[j] - dot) * scale;
+      for (int j = t + 1; j < T; j++)
+        d[j] = 0.0f;
     }
     /* dQ = dS K ; dK = dS^T Q */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, dp, T, k, hs, 0.0f,
@@ -326,7 +336,8 @@ void gy_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n
 
 void gy_residual_forward(float *out, const float *a, const float *b, size_t n) {
 #pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+  for (size_t i = 0; i < n; i++)
+    out[i] = a[i] + b[i];
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -341,9 +352,11 @@ double gy_crossentropy_forward(float *token_losses, float *dlogits, const float 
   for (int n = 0; n < N; n++) {
     const float *lg = logits + (size_t)n * Vp;
     float mx = lg[0];
-    for (int j = 1; j < V; j++) mx = lg[j] > mx ? lg[j] : mx;
+    for (int j = 1; j < V; j++)
+      mx = lg[j] > mx ? lg[j] : mx;
     double sum = 0.0;
-    for (int j = 0; j < V; j++) sum += exp((double)(lg[j] - mx));
+    for (int j = 0; j < V; j++)
+      sum += exp((double)(lg[j] - mx));
     double logz = (double)mx + log(sum);
     if (!targets) continue;
     int tgt = targets[n];
@@ -358,12 +371,14 @@ double gy_crossentropy_forward(float *token_losses, float *dlogits, const float 
         float p = (float)exp((double)lg[j] - logz);
         d[j] = (p * zf - (j == tgt ? 1.0f : 0.0f)) * inv;
       }
-      for (int j = V; j < Vp; j++) d[j] = 0.0f;
+      for (int j = V; j < Vp; j++)
+        d[j] = 0.0f;
     }
   }
   double total = 0.0;
   if (targets) {
-    for (int n = 0; n < N; n++) total += full[n];
+    for (int n = 0; n < N; n++)
+      total += full[n];
     free(full);
   }
   return total;

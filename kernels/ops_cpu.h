@@ -33,11 +33,11 @@ void gy_matmul_backward(float *dinp, float *dweight, float *dbias, const float *
  * qkv [B,T,3C] -> q,k,v [B,NH,T,hs] (q and k optionally LayerNorm-ed per head with weights
  * qnw/knw [hs]); att [B,NH,T,T] softmax probabilities; out [B,T,C]. */
 typedef struct {
-  float *q, *k, *v;          /* [B,NH,T,hs] after qk-norm */
-  float *qraw, *kraw;        /* [B,NH,T,hs] before qk-norm (only with qk-norm) */
-  float *qmean, *qrstd;      /* [B*NH*T] (only with qk-norm) */
+  float *q, *k, *v;     /* [B,NH,T,hs] after qk-norm */
+  float *qraw, *kraw;   /* [B,NH,T,hs] before qk-norm (only with qk-norm) */
+  float *qmean, *qrstd; /* [B*NH*T] (only with qk-norm) */
   float *kmean, *krstd;
-  float *att;                /* [B,NH,T,T] */
+  float *att; /* [B,NH,T,T] */
 } gy_attn_acts_t;
 
 void gy_attention_forward(float *out, gy_attn_acts_t *a, const float *qkv, const float *qnw,
@@ -62,8 +62,7 @@ void gy_residual_forward(float *out, const float *a, const float *b, size_t n);
  * of (CE + z_loss * logZ^2). With targets == NULL, only losses are skipped (returns 0).
  * If dlogits != NULL it receives d(mean loss)/dlogits with mean over `denom` tokens. */
 double gy_crossentropy_forward(float *token_losses, float *dlogits, const float *logits,
-                               const int *targets, int N, int V, int Vp, float z_loss,
-                               float denom);
+                               const int *targets, int N, int V, int Vp, float z_loss, float denom);
 
 #define GY_OPS_CHUNKS 16
 

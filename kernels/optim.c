@@ -188,7 +188,8 @@ void gy_adamw_measure(gy_gpt_t *m, const gy_knobs_t *k, gy_grad_sq_t *sq) {
       float *gi = g + gy_gpt_tensor_offset(m, i);
       size_t s = shallow_len(m, i, k->shallow_layers);
 #pragma omp parallel for schedule(static)
-      for (size_t j = 0; j < s; j++) gi[j] *= sc;
+      for (size_t j = 0; j < s; j++)
+        gi[j] *= sc;
     }
   }
   int nf = 0;

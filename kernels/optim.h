@@ -22,14 +22,14 @@ typedef struct {
 
 /* Every knob the controller may turn between two steps. */
 typedef struct {
-  float lr_scale;       /* multiplies the scheduled learning rate */
-  float grad_clip;      /* global gradient-norm clip; 0 disables */
+  float lr_scale;  /* multiplies the scheduled learning rate */
+  float grad_clip; /* global gradient-norm clip; 0 disables */
   float beta1, beta2;
-  float eps;            /* AdamW epsilon */
+  float eps; /* AdamW epsilon */
   float weight_decay;
-  float shallow_scale;  /* multiplies gradients of the shallow group */
-  int shallow_layers;   /* shallow group = embeddings + the first shallow_layers blocks */
-  float z_loss;         /* coefficient of log(Z)^2 */
+  float shallow_scale; /* multiplies gradients of the shallow group */
+  int shallow_layers;  /* shallow group = embeddings + the first shallow_layers blocks */
+  float z_loss;        /* coefficient of log(Z)^2 */
   gy_sched_t sched;
 } gy_knobs_t;
 
@@ -42,12 +42,12 @@ int gy_knobs_check(const gy_knobs_t *k, char *errmsg, size_t errlen);
 float gy_sched_lr(const gy_sched_t *s, int64_t step);
 
 typedef struct {
-  double global;  /* L2 norm of all gradients (after the shallow scale, before clipping) */
-  double shallow; /* L2 norm of the shallow group's gradients (same point) */
-  double deep;    /* L2 norm of the rest */
-  int nonfinite;  /* 1 if any gradient is NaN or Inf */
+  double global;       /* L2 norm of all gradients (after the shallow scale, before clipping) */
+  double shallow;      /* L2 norm of the shallow group's gradients (same point) */
+  double deep;         /* L2 norm of the rest */
+  int nonfinite;       /* 1 if any gradient is NaN or Inf */
   double update_ratio; /* ||update|| / ||params|| of the step taken (0 if skipped) */
-  float lr;       /* learning rate applied */
+  float lr;            /* learning rate applied */
 } gy_step_stats_t;
 
 /* AdamW state: first and second moments, one float per parameter. */

@@ -42,7 +42,7 @@ static int gy_test_checks = 0;
 
 #define CHECK_EQ_INT(a, b) CHECK_MSG((a) == (b), "%lld != %lld", (long long)(a), (long long)(b))
 #define CHECK_NEAR(a, b, tol)                                                                      \
-  CHECK_MSG(fabs((double)(a) - (double)(b)) <= (tol), "%.9g vs %.9g (tol %.3g)", (double)(a),       \
+  CHECK_MSG(fabs((double)(a) - (double)(b)) <= (tol), "%.9g vs %.9g (tol %.3g)", (double)(a),      \
             (double)(b), (double)(tol))
 
 #define GY_TEST_END()                                                                              \

@@ -76,7 +76,6 @@ struct gy_ckpt_buf {
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
-
 static void put_u32(uint8_t *p, uint32_t v) {
   for (int i = 0; i < 4; i++)
     p[i] = (uint8_t)(v >> (8 * i));
@@ -232,7 +231,7 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
   }
   if (len < 8 && memcmp(data, MAGIC, len) == 0) {
     gy_errmsg(errmsg, errlen, "%s: truncated: expected at least %u header bytes, found %zu", what,
-           HDR_SIZE, len);
+              HDR_SIZE, len);
     goto err;
   }
   if (len < 8 || memcmp(data, MAGIC, 8) != 0) {
@@ -241,49 +240,49 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
   }
   if (len < HDR_SIZE) {
     gy_errmsg(errmsg, errlen, "%s: truncated: expected at least %u header bytes, found %zu", what,
-           HDR_SIZE, len);
+              HDR_SIZE, len);
     goto err;
   }
   uint32_t version = get_u32(data + 8);
   if (version != VERSION) {
     gy_errmsg(errmsg, errlen, "%s: unsupported format version %u (expected %u) or corrupt header",
-           what, version, VERSION);
+              what, version, VERSION);
     goto err;
   }
   uint32_t hcrc_stored = get_u32(data + HDR_CRC_OFF), hcrc = gy_crc32c(0, data, HDR_CRC_OFF);
   if (hcrc != hcrc_stored) {
     gy_errmsg(errmsg, errlen, "%s: header CRC-32C mismatch (stored 0x%08x, computed 0x%08x)", what,
-           hcrc_stored, hcrc);
+              hcrc_stored, hcrc);
     goto err;
   }
   uint64_t total = get_u64(data + 56);
   if (total != len) {
     if (total > len)
       gy_errmsg(errmsg, errlen, "%s: truncated: expected %llu bytes, found %zu", what,
-             (unsigned long long)total, len);
+                (unsigned long long)total, len);
     else
       gy_errmsg(errmsg, errlen, "%s: %zu trailing bytes after the expected %llu", what,
-             len - (size_t)total, (unsigned long long)total);
+                len - (size_t)total, (unsigned long long)total);
     goto err;
   }
   uint32_t nblobs = get_u32(data + 12);
   uint64_t dir_off = get_u64(data + 48);
   if (dir_off != HDR_SIZE) {
     gy_errmsg(errmsg, errlen, "%s: directory offset %llu, expected %u", what,
-           (unsigned long long)dir_off, HDR_SIZE);
+              (unsigned long long)dir_off, HDR_SIZE);
     goto err;
   }
   if (nblobs > (len - HDR_SIZE) / DIRENT_SIZE || nblobs > INT_MAX) {
     gy_errmsg(errmsg, errlen, "%s: directory of %u entries does not fit in %zu bytes", what, nblobs,
-           len);
+              len);
     goto err;
   }
   size_t dir_len = (size_t)DIRENT_SIZE * nblobs;
   const uint8_t *dir = data + HDR_SIZE;
   uint32_t dcrc_stored = get_u32(data + 64), dcrc = gy_crc32c(0, dir, dir_len);
   if (dcrc != dcrc_stored) {
-    gy_errmsg(errmsg, errlen, "%s: directory CRC-32C mismatch (stored 0x%08x, computed 0x%08x)", what,
-           dcrc_stored, dcrc);
+    gy_errmsg(errmsg, errlen, "%s: directory CRC-32C mismatch (stored 0x%08x, computed 0x%08x)",
+              what, dcrc_stored, dcrc);
     goto err;
   }
 
@@ -300,15 +299,16 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
     size_t nlen = strnlen((const char *)e, GY_CKPT_NAME_MAX);
     if (nlen == 0 || nlen == GY_CKPT_NAME_MAX || !all_zero(e + nlen, GY_CKPT_NAME_MAX - nlen)) {
       gy_errmsg(errmsg, errlen,
-             "%s: directory entry %u: bad name (empty, not NUL-terminated in %d "
-             "bytes, or not NUL-padded)",
-             what, i, GY_CKPT_NAME_MAX);
+                "%s: directory entry %u: bad name (empty, not NUL-terminated in %d "
+                "bytes, or not NUL-padded)",
+                what, i, GY_CKPT_NAME_MAX);
       goto err;
     }
     memcpy(blobs[i].name, e, nlen);
     for (uint32_t j = 0; j < i; j++) {
       if (strcmp(blobs[i].name, blobs[j].name) == 0) {
-        gy_errmsg(errmsg, errlen, "%s: blob '%s' appears twice in the directory", what, blobs[i].name);
+        gy_errmsg(errmsg, errlen, "%s: blob '%s' appears twice in the directory", what,
+                  blobs[i].name);
         goto err;
       }
     }
@@ -319,10 +319,10 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
     }
     if (off != want || off > len || nbytes > len - off) {
       gy_errmsg(errmsg, errlen,
-             "%s: blob '%s': bytes [%llu, +%llu) out of place (expected offset "
-             "%llu, file of %zu bytes)",
-             what, blobs[i].name, (unsigned long long)off, (unsigned long long)nbytes,
-             (unsigned long long)want, len);
+                "%s: blob '%s': bytes [%llu, +%llu) out of place (expected offset "
+                "%llu, file of %zu bytes)",
+                what, blobs[i].name, (unsigned long long)off, (unsigned long long)nbytes,
+                (unsigned long long)want, len);
       goto err;
     }
     if (!all_zero(data + pos, off - pos)) {
@@ -335,7 +335,7 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
   }
   if (pos != len) {
     gy_errmsg(errmsg, errlen, "%s: %zu unaccounted bytes after the last blob", what,
-           len - (size_t)pos);
+              len - (size_t)pos);
     goto err;
   }
   for (uint32_t i = 0; i < nblobs; i++) {
@@ -343,7 +343,7 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
     uint32_t stored = get_u32(e + 64), crc = gy_crc32c(0, blobs[i].data, blobs[i].nbytes);
     if (crc != stored) {
       gy_errmsg(errmsg, errlen, "%s: blob '%s': CRC-32C mismatch (stored 0x%08x, computed 0x%08x)",
-             what, blobs[i].name, stored, crc);
+                what, blobs[i].name, stored, crc);
       goto err;
     }
   }
@@ -425,7 +425,7 @@ int gy_ckpt_load_file(const char *path, gy_ckpt_buf_t **out, gy_ckpt_view_t *vie
     if (n == 0) {
       rc = GY_EIO;
       gy_errmsg(errmsg, errlen, "%s: file shrank while being read (%zu of %zu bytes)", path, got,
-             b->len);
+                b->len);
       goto err;
     }
     got += (size_t)n;
@@ -481,34 +481,37 @@ int gy_ckpt_write_file(const char *path, const gy_ckpt_buf_t *b, char *errmsg, s
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     gy_errmsg(errmsg, errlen, "%s: cannot create temporary file %s: %s", path, tmp,
-           errstr(errno, eb, sizeof(eb)));
+              errstr(errno, eb, sizeof(eb)));
     goto err;
   }
   tmp_made = true;
   if (write_all(fd, b->data, b->len) != 0) {
-    gy_errmsg(errmsg, errlen, "%s: write of %s failed: %s", path, tmp, errstr(errno, eb, sizeof(eb)));
+    gy_errmsg(errmsg, errlen, "%s: write of %s failed: %s", path, tmp,
+              errstr(errno, eb, sizeof(eb)));
     goto err;
   }
   if (fsync(fd) != 0) {
-    gy_errmsg(errmsg, errlen, "%s: fsync of %s failed: %s", path, tmp, errstr(errno, eb, sizeof(eb)));
+    gy_errmsg(errmsg, errlen, "%s: fsync of %s failed: %s", path, tmp,
+              errstr(errno, eb, sizeof(eb)));
     goto err;
   }
   int c = close(fd);
   fd = -1;
   if (c != 0) {
-    gy_errmsg(errmsg, errlen, "%s: close of %s failed: %s", path, tmp, errstr(errno, eb, sizeof(eb)));
+    gy_errmsg(errmsg, errlen, "%s: close of %s failed: %s", path, tmp,
+              errstr(errno, eb, sizeof(eb)));
     goto err;
   }
   if (rename(tmp, path) != 0) {
     gy_errmsg(errmsg, errlen, "%s: rename from %s failed: %s", path, tmp,
-           errstr(errno, eb, sizeof(eb)));
+              errstr(errno, eb, sizeof(eb)));
     goto err;
   }
   tmp_made = false;
   int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0 || fsync(dfd) != 0) {
     gy_errmsg(errmsg, errlen, "%s: fsync of folder %s failed: %s", path, dir,
-           errstr(errno, eb, sizeof(eb)));
+              errstr(errno, eb, sizeof(eb)));
     if (dfd >= 0) close(dfd);
     goto err;
   }

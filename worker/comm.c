@@ -41,7 +41,6 @@
 
 #define DEFAULT_TIMEOUT_MS 30000
 
-
 size_t gy_dtype_size(gy_dtype_t dt) {
   switch (dt) {
   case GY_DT_F32:
@@ -78,7 +77,7 @@ int gy__comm_check_args(gy_comm_t *c, const char *what, const void *a, const voi
   }
   if (count > SIZE_MAX / es / nelem) {
     gy_errmsg(c->errmsg, sizeof(c->errmsg), "%s: %zu elements overflow the address space", what,
-            count);
+              count);
     return GY_EINVAL;
   }
   if (count > 0 && (!a || !b)) {
@@ -254,7 +253,7 @@ static int gloo_broadcast(gy_comm_t *c, void *buf, size_t count, gy_dtype_t dt, 
   int rc = gy__comm_check_args(c, "broadcast", buf, buf, count, dt, GY_OP_SUM, 1);
   if (!rc && (root < 0 || root >= c->size)) {
     gy_errmsg(c->errmsg, sizeof(c->errmsg), "broadcast: root %d outside the group of %d", root,
-            c->size);
+              c->size);
     rc = GY_EINVAL;
   }
   if (rc || count == 0) return rc;
@@ -356,7 +355,7 @@ static int group_create(gy_comm_t **out, const gy_comm_opts_t *o, const char *na
   }
   if (rc) {
     gy_errmsg(errmsg, errlen, "comm: building group %s (rank %d of %d, %s): %s", prefix, rank, size,
-            o->backend, why);
+              o->backend, why);
   }
   return rc;
 }
@@ -379,16 +378,16 @@ int gy_comm_groups_create(gy_comm_groups_t *g, const gy_comm_opts_t *opts, char 
   }
   if (!gy_comm_backend_available(o.backend)) {
     gy_errmsg(errmsg, errlen,
-            "comm: backend '%s' was not compiled in (no NCCL found at build "
-            "time)",
-            o.backend);
+              "comm: backend '%s' was not compiled in (no NCCL found at build "
+              "time)",
+              o.backend);
     return GY_ENOTSUP;
   }
   if (o.world < 1 || o.tp < 1 || o.world % o.tp != 0) {
     gy_errmsg(errmsg, errlen,
-            "comm: world %d and tp %d: need world >= 1, tp >= 1, world %% tp == "
-            "0",
-            o.world, o.tp);
+              "comm: world %d and tp %d: need world >= 1, tp >= 1, world %% tp == "
+              "0",
+              o.world, o.tp);
     return GY_EINVAL;
   }
   if (o.rank < 0 || o.rank >= o.world) {

@@ -51,7 +51,6 @@ typedef struct {
   int dead;             /* an error or an abort killed comm */
 } nccl_t;
 
-
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -107,7 +106,7 @@ static int fail(gy_comm_t *c, const char *what, const char *fmt, ...) {
   va_end(ap);
   kill_comm(n);
   gy_errmsg(c->errmsg, sizeof(c->errmsg), "nccl %s (rank %d of %d, group %s): %s", what, c->rank,
-          c->size, n->prefix, why);
+            c->size, n->prefix, why);
   return GY_ECOMM;
 }
 
@@ -156,9 +155,9 @@ static int ready(gy_comm_t *c, const char *what) {
   nccl_t *n = c->impl;
   if (n->dead || !n->comm) {
     gy_errmsg(c->errmsg, sizeof(c->errmsg),
-            "nccl %s (rank %d of %d, group %s): communicator is "
-            "dead after an earlier error or abort",
-            what, c->rank, c->size, n->prefix);
+              "nccl %s (rank %d of %d, group %s): communicator is "
+              "dead after an earlier error or abort",
+              what, c->rank, c->size, n->prefix);
     return GY_ECOMM;
   }
   if (atomic_load(&n->abort_req)) return fail(c, what, "aborted by the caller");
@@ -209,7 +208,7 @@ static int nc_broadcast(gy_comm_t *c, void *buf, size_t count, gy_dtype_t dt, in
   int rc = gy__comm_check_args(c, "broadcast", buf, buf, count, dt, GY_OP_SUM, 1);
   if (!rc && (root < 0 || root >= c->size)) {
     gy_errmsg(c->errmsg, sizeof(c->errmsg), "broadcast: root %d outside the group of %d", root,
-            c->size);
+              c->size);
     rc = GY_EINVAL;
   }
   if (!rc) rc = ready(c, "broadcast");
@@ -277,7 +276,8 @@ int gy__comm_nccl_create(gy_comm_t **out, gy_store_t *store, const char *prefix,
   if (!out) return GY_EINVAL;
   *out = NULL;
   if (!store || !prefix || size < 1 || rank < 0 || rank >= size || timeout_ms <= 0) {
-    gy_errmsg(errmsg, errlen, "bad arguments (rank %d of %d, timeout %d ms)", rank, size, timeout_ms);
+    gy_errmsg(errmsg, errlen, "bad arguments (rank %d of %d, timeout %d ms)", rank, size,
+              timeout_ms);
     return GY_EINVAL;
   }
   c = calloc(1, sizeof(*c));
@@ -325,13 +325,14 @@ int gy__comm_nccl_create(gy_comm_t **out, gy_store_t *store, const char *prefix,
     rc = store->ops->get(store, key, &val, &len, timeout_ms);
     if (rc) {
       gy_errmsg(errmsg, errlen, "rendezvous store: get '%s': %s", key,
-              rc == GY_ETIMEDOUT ? "rank 0 did not publish the NCCL id in time" : gy_strerror(rc));
+                rc == GY_ETIMEDOUT ? "rank 0 did not publish the NCCL id in time"
+                                   : gy_strerror(rc));
       rc = GY_ECOMM;
       goto err;
     }
     if (len != sizeof(id)) {
       gy_errmsg(errmsg, errlen, "rendezvous store: '%s' holds %zu bytes, an NCCL id has %zu", key,
-              len, sizeof(id));
+                len, sizeof(id));
       rc = GY_EPROTO;
       goto err;
     }
@@ -343,7 +344,8 @@ int gy__comm_nccl_create(gy_comm_t **out, gy_store_t *store, const char *prefix,
   config.commName = n->prefix;
   r = ncclCommInitRankConfig(&n->comm, size, id, rank, &config);
   if (r != ncclSuccess && r != ncclInProgress) {
-    gy_errmsg(errmsg, errlen, "ncclCommInitRankConfig: %s %s", ncclGetErrorString(r), last_error(n));
+    gy_errmsg(errmsg, errlen, "ncclCommInitRankConfig: %s %s", ncclGetErrorString(r),
+              last_error(n));
     rc = GY_ECOMM;
     goto err;
   }

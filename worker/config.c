@@ -309,7 +309,7 @@ static int get_path(ctx_t *c, gy_ynode_t map, const char *prefix, const char *na
 
 /* ---- sections ---- */
 
-static const char *const top_keys[] = {"run",  "model", "train",      "optimizer", "schedule",
+static const char *const top_keys[] = {"run",  "model", "train",      "optimizer",  "schedule",
                                        "data", "eval",  "checkpoint", "controller", NULL};
 
 static int parse_run(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
@@ -693,9 +693,9 @@ static int dup_opt(ctx_t *c, const char *s, char **out) {
 }
 
 static int parse_controller(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
-  static const char *const keys[] = {"listen",        "world",      "tp",
-                                     "window",        "heartbeat_ms", "lost_after_ms",
-                                     "join_token",    "operator_token", NULL};
+  static const char *const keys[] = {"listen",     "world",          "tp",
+                                     "window",     "heartbeat_ms",   "lost_after_ms",
+                                     "join_token", "operator_token", NULL};
   gy_ynode_t m, wn;
   int rc;
   if ((rc = get_map(c, root, "", "controller", &m))) return rc;
@@ -715,12 +715,10 @@ static int parse_controller(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
       return rc;
     if (cfg->ctl_world % cfg->ctl_tp)
       return gy_yaml_error(c->y, wn ? wn : m, "controller.world", c->errmsg, c->errlen,
-                           "%d is not a multiple of controller.tp %d", cfg->ctl_world,
-                           cfg->ctl_tp);
+                           "%d is not a multiple of controller.tp %d", cfg->ctl_world, cfg->ctl_tp);
     if (cfg->ctl_tp > 1 && cfg->model.num_heads % cfg->ctl_tp)
       return gy_yaml_error(c->y, m, "controller.tp", c->errmsg, c->errlen,
-                           "%d does not divide model.heads %d", cfg->ctl_tp,
-                           cfg->model.num_heads);
+                           "%d does not divide model.heads %d", cfg->ctl_tp, cfg->model.num_heads);
   }
   if ((rc = dup_opt(c, listen, &cfg->ctl_listen)) ||
       (rc = dup_opt(c, jt && *jt ? jt : NULL, &cfg->ctl_join_token)) ||

@@ -12,29 +12,30 @@
 
 typedef struct {
   /* run */
-  char *name;            /* run.name (default "gyro") */
-  uint64_t seed;         /* run.seed (default 1337) */
-  int64_t steps;         /* run.steps: steps to train (default 1000) */
-  int threads;           /* run.threads: CPU threads, 0 = all cores (default 0) */
+  char *name;    /* run.name (default "gyro") */
+  uint64_t seed; /* run.seed (default 1337) */
+  int64_t steps; /* run.steps: steps to train (default 1000) */
+  int threads;   /* run.threads: CPU threads, 0 = all cores (default 0) */
   /* model */
   gy_gpt_config_t model; /* model.{layers,channels,heads,context,vocab,qk_norm} */
   char *init_from;       /* model.init_from: llm.c model file to start from (optional) */
   /* train */
-  int batch;             /* train.batch: sequences per step per data-parallel rank (default 8) */
-  int seq_len;           /* train.seq_len: T (default model.context) */
-  int top_k;             /* train.top_k: worst samples reported per step (default 4) */
-  gy_knobs_t knobs;      /* optimizer.* and schedule.* */
+  int batch;        /* train.batch: sequences per step per data-parallel rank (default 8) */
+  int seq_len;      /* train.seq_len: T (default model.context) */
+  int top_k;        /* train.top_k: worst samples reported per step (default 4) */
+  gy_knobs_t knobs; /* optimizer.* and schedule.* */
   /* data */
-  gy_data_opts_t data;   /* data.channels[], data.corrupt[], eval.sequences */
-  gy_range_t *skip;      /* data.skip: [{from, to}] initial skip list */
+  gy_data_opts_t data; /* data.channels[], data.corrupt[], eval.sequences */
+  gy_range_t *skip;    /* data.skip: [{from, to}] initial skip list */
   int nskip;
   /* eval */
-  int eval_every;        /* eval.every: held-out perplexity every N steps, 0 = never (default 100) */
+  int eval_every; /* eval.every: held-out perplexity every N steps, 0 = never (default 100) */
   /* checkpoint */
-  char *ckpt_dir;        /* checkpoint.dir (default "checkpoints" beside the config) */
-  int ckpt_every;        /* checkpoint.every: steps, 0 = never (default 0) */
-  int ckpt_keep_in_memory; /* checkpoint.keep_in_memory: snapshots kept in host memory (default 2) */
-  int ckpt_keep;         /* checkpoint.keep: newest files kept on disk (default 5) */
+  char *ckpt_dir;          /* checkpoint.dir (default "checkpoints" beside the config) */
+  int ckpt_every;          /* checkpoint.every: steps, 0 = never (default 0) */
+  int ckpt_keep_in_memory; /* checkpoint.keep_in_memory: snapshots kept in host memory (default 2)
+                            */
+  int ckpt_keep;           /* checkpoint.keep: newest files kept on disk (default 5) */
   /* controller (read by gyro-controller and gyroctl launch; workers ignore it) */
   char *ctl_listen;      /* controller.listen: address to serve (default "127.0.0.1:7070") */
   int ctl_world;         /* controller.world: workers in the gang (default 1) */

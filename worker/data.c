@@ -193,7 +193,6 @@ struct gy_data {
   uint32_t *rank;   /* rank[k]: positions before k in the pattern with the same channel */
 };
 
-
 static void free_opts(gy_data_opts_t *o) {
   if (o->channels) {
     for (int c = 0; c < o->nchannels; c++) {
@@ -253,9 +252,9 @@ static int scan_tokens(const gy_shard_t *s, int vocab, uint64_t *hist, const cha
   for (size_t k = 0; k < s->ntokens; k++) {
     if (t[k] >= vocab) {
       gy_errmsg(errmsg, errlen,
-              "channel '%s': shard %s: token %u at position %zu is outside the vocabulary "
-              "(vocab_size %d)",
-              chname, path, (unsigned)t[k], k, vocab);
+                "channel '%s': shard %s: token %u at position %zu is outside the vocabulary "
+                "(vocab_size %d)",
+                chname, path, (unsigned)t[k], k, vocab);
       return GY_ECORRUPT;
     }
     if (hist) hist[t[k]]++;
@@ -319,9 +318,9 @@ static int open_channel(gy_data_t *d, int c, char *errmsg, size_t errlen) {
   ch->ntokens = ch->starts[co->nfiles];
   if (ch->ntokens < (uint64_t)o->seq_len + 1) {
     gy_errmsg(errmsg, errlen,
-            "channel '%s': %llu training tokens in %d file(s) (first %s), fewer than one sample "
-            "of seq_len + 1 = %d tokens",
-            co->name, (unsigned long long)ch->ntokens, co->nfiles, co->files[0], o->seq_len + 1);
+              "channel '%s': %llu training tokens in %d file(s) (first %s), fewer than one sample "
+              "of seq_len + 1 = %d tokens",
+              co->name, (unsigned long long)ch->ntokens, co->nfiles, co->files[0], o->seq_len + 1);
     rc = GY_ECONFIG;
     goto err;
   }
@@ -403,7 +402,7 @@ static int check_opts(const gy_data_opts_t *o, char *errmsg, size_t errlen) {
   }
   if (o->vocab_size < 1 || o->vocab_size > MAX_VOCAB) {
     gy_errmsg(errmsg, errlen, "data: vocab_size %d must be in 1..%d (uint16 tokens)", o->vocab_size,
-            MAX_VOCAB);
+              MAX_VOCAB);
     return GY_ECONFIG;
   }
   if (o->ncorrupt < 0 || (o->ncorrupt > 0 && !o->corrupt)) {
@@ -423,7 +422,7 @@ static int check_opts(const gy_data_opts_t *o, char *errmsg, size_t errlen) {
       }
     if (!(co->weight > 0.0) || !isfinite(co->weight)) {
       gy_errmsg(errmsg, errlen, "channel '%s': weight %g must be a finite number > 0", co->name,
-              co->weight);
+                co->weight);
       return GY_ECONFIG;
     }
     if (co->nfiles < 1 || !co->files) {
@@ -435,12 +434,12 @@ static int check_opts(const gy_data_opts_t *o, char *errmsg, size_t errlen) {
     const gy_corrupt_t *e = &o->corrupt[k];
     if (e->channel < -1 || e->channel >= o->nchannels) {
       gy_errmsg(errmsg, errlen, "data: corruption %d: channel %d out of range (-1 or 0..%d)", k,
-              e->channel, o->nchannels - 1);
+                e->channel, o->nchannels - 1);
       return GY_ECONFIG;
     }
     if (e->first >= e->last) {
       gy_errmsg(errmsg, errlen, "data: corruption %d: empty id range [%llu, %llu)", k,
-              (unsigned long long)e->first, (unsigned long long)e->last);
+                (unsigned long long)e->first, (unsigned long long)e->last);
       return GY_ECONFIG;
     }
     if ((int)e->kind < 0 || (int)e->kind >= NCORRUPT_KINDS) {
@@ -448,8 +447,8 @@ static int check_opts(const gy_data_opts_t *o, char *errmsg, size_t errlen) {
       return GY_ECONFIG;
     }
     if (e->kind == GY_CORRUPT_REPEAT && e->token >= o->vocab_size) {
-      gy_errmsg(errmsg, errlen, "data: corruption %d: repeat token %d outside the vocabulary (%d)", k,
-              e->token, o->vocab_size);
+      gy_errmsg(errmsg, errlen, "data: corruption %d: repeat token %d outside the vocabulary (%d)",
+                k, e->token, o->vocab_size);
       return GY_ECONFIG;
     }
   }

@@ -38,11 +38,11 @@ typedef enum {
 } gy_corrupt_kind_t;
 
 typedef struct {
-  int channel;     /* channel index, or -1 for any channel */
-  uint64_t first;  /* sample ids [first, last) */
+  int channel;    /* channel index, or -1 for any channel */
+  uint64_t first; /* sample ids [first, last) */
   uint64_t last;
   gy_corrupt_kind_t kind;
-  int token;       /* GY_CORRUPT_REPEAT: the repeated token (default ' ') */
+  int token; /* GY_CORRUPT_REPEAT: the repeated token (default ' ') */
 } gy_corrupt_t;
 
 const char *gy_corrupt_kind_name(gy_corrupt_kind_t k);
@@ -52,19 +52,19 @@ int gy_corrupt_kind_parse(const char *s);
 /* ---- channels and the sampler ---- */
 typedef struct {
   char name[GY_CHANNEL_NAME_MAX];
-  double weight;    /* mixing weight > 0 (relative) */
+  double weight; /* mixing weight > 0 (relative) */
   int nfiles;
-  char **files;     /* training shards, in order: the channel's token stream */
-  char *val_file;   /* held-out shard (may be NULL: no evaluation for this channel) */
-  int shuffle;      /* 1: permute samples within an epoch (default); 0: sequential */
+  char **files;   /* training shards, in order: the channel's token stream */
+  char *val_file; /* held-out shard (may be NULL: no evaluation for this channel) */
+  int shuffle;    /* 1: permute samples within an epoch (default); 0: sequential */
 } gy_channel_opts_t;
 
 typedef struct {
   int nchannels;
   gy_channel_opts_t *channels;
-  int seq_len;      /* T: a sample is T+1 consecutive tokens (inputs and shifted targets) */
+  int seq_len; /* T: a sample is T+1 consecutive tokens (inputs and shifted targets) */
   uint64_t seed;
-  int vocab_size;   /* tokens >= vocab_size in a shard are refused at open */
+  int vocab_size; /* tokens >= vocab_size in a shard are refused at open */
   int ncorrupt;
   gy_corrupt_t *corrupt;
   int val_sequences; /* held-out sequences per channel used by evaluation (default 200) */
@@ -80,7 +80,7 @@ void gy_data_destroy(gy_data_t *d);
 int gy_data_nchannels(const gy_data_t *d);
 const char *gy_data_channel_name(const gy_data_t *d, int ch);
 int gy_data_channel_index(const gy_data_t *d, const char *name); /* -1 if absent */
-uint64_t gy_data_channel_samples(const gy_data_t *d, int ch);  /* samples per epoch */
+uint64_t gy_data_channel_samples(const gy_data_t *d, int ch);    /* samples per epoch */
 
 /* Channel of sample id (a pure function of the mixing weights). */
 int gy_data_sample_channel(const gy_data_t *d, uint64_t id);

@@ -83,8 +83,8 @@ static void emit_step(const gy_trainer_t *tr, gy_data_t *d, const gy_step_report
   json_t *lc = json_object(), *tc = json_object();
   for (int c = 0; c < gy_data_nchannels(d); c++) {
     const char *n = gy_data_channel_name(d, c);
-    json_object_set_new(lc, n, r->ch_tokens[c] ? num_or_null(r->ch_loss_sum[c] / r->ch_tokens[c])
-                                               : json_null());
+    json_object_set_new(
+        lc, n, r->ch_tokens[c] ? num_or_null(r->ch_loss_sum[c] / r->ch_tokens[c]) : json_null());
     json_object_set_new(tc, n, json_integer((json_int_t)r->ch_tokens[c]));
   }
   json_object_set_new(o, "loss_ch", lc);
@@ -160,15 +160,24 @@ static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r) 
   for (int i = 0; i < r->ntop; i++)
     top[i] = (gy_agent_sample_t){r->top[i].id, gy_data_channel_name(d, r->top[i].channel),
                                  r->top[i].loss};
-  gy_agent_report_t ar = {.step = r->step, .loss = r->loss, .channels = ch, .nchannels = nch,
-                          .grad_norm = r->opt.global, .grad_norm_shallow = r->opt.shallow,
-                          .grad_norm_deep = r->opt.deep, .update_ratio = r->opt.update_ratio,
-                          .lr = r->opt.lr, .nonfinite = r->opt.nonfinite,
-                          .step_ms = r->step_ms, .tokens_per_s = r->tokens_per_s, .top = top,
+  gy_agent_report_t ar = {.step = r->step,
+                          .loss = r->loss,
+                          .channels = ch,
+                          .nchannels = nch,
+                          .grad_norm = r->opt.global,
+                          .grad_norm_shallow = r->opt.shallow,
+                          .grad_norm_deep = r->opt.deep,
+                          .update_ratio = r->opt.update_ratio,
+                          .lr = r->opt.lr,
+                          .nonfinite = r->opt.nonfinite,
+                          .step_ms = r->step_ms,
+                          .tokens_per_s = r->tokens_per_s,
+                          .top = top,
                           .ntop = r->ntop};
   int rc = gy_agent_report(a, &ar);
-  if (rc) gy_log(GY_LOG_WARN, "worker", "report of step %" PRId64 " not sent: %s", r->step,
-                 gy_strerror(rc));
+  if (rc)
+    gy_log(GY_LOG_WARN, "worker", "report of step %" PRId64 " not sent: %s", r->step,
+           gy_strerror(rc));
 }
 
 /* Checkpoint of the current step, written through (a directive's checkpoint must be on disk
@@ -180,8 +189,8 @@ static int checkpoint_now(gy_trainer_t *tr, char *err, size_t errlen) {
   char path[4096];
   int64_t done = gy_trainer_step_count(tr);
   gy_trainer_ckpt_path(tr, done, path, sizeof(path));
-  gy_json_emit(json_pack("{s:s, s:I, s:s}", "type", "checkpoint", "step", (json_int_t)done,
-                         "path", path));
+  gy_json_emit(
+      json_pack("{s:s, s:I, s:s}", "type", "checkpoint", "step", (json_int_t)done, "path", path));
   return 0;
 }
 
@@ -208,24 +217,30 @@ static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_direc
   int rc = 0, stop = 0;
   int64_t done = gy_trainer_step_count(tr);
   switch (dir->kind) {
-  case GY_DIRECTIVE_CHECKPOINT: rc = checkpoint_now(tr, err, sizeof(err)); break;
+  case GY_DIRECTIVE_CHECKPOINT:
+    rc = checkpoint_now(tr, err, sizeof(err));
+    break;
   case GY_DIRECTIVE_STOP:
     rc = checkpoint_now(tr, err, sizeof(err));
     stop = 1;
     break;
-  case GY_DIRECTIVE_SET_HPARAMS: rc = set_hparams(tr, &dir->hparams, err, sizeof(err)); break;
+  case GY_DIRECTIVE_SET_HPARAMS:
+    rc = set_hparams(tr, &dir->hparams, err, sizeof(err));
+    break;
   case GY_DIRECTIVE_PAUSE: /* the controller withholds grants until RESUME: nothing to do */
   case GY_DIRECTIVE_RESUME:
-  default: break;
+  default:
+    break;
   }
   if (rc && !err[0]) snprintf(err, sizeof(err), "%s", gy_strerror(rc));
   json_t *o = json_pack("{s:s, s:I, s:s, s:I, s:b}", "type", "directive", "seq",
-                        (json_int_t)dir->seq, "kind", gy_directive_kind_name(dir->kind),
-                        "at_step", (json_int_t)dir->at_step, "ok", rc == 0);
+                        (json_int_t)dir->seq, "kind", gy_directive_kind_name(dir->kind), "at_step",
+                        (json_int_t)dir->at_step, "ok", rc == 0);
   if (rc) json_object_set_new(o, "error", json_string(err));
   gy_json_emit(o);
-  if (rc) gy_log(GY_LOG_ERROR, "worker", "directive %s (seq %" PRIu64 ") failed: %s",
-                 gy_directive_kind_name(dir->kind), dir->seq, err);
+  if (rc)
+    gy_log(GY_LOG_ERROR, "worker", "directive %s (seq %" PRIu64 ") failed: %s",
+           gy_directive_kind_name(dir->kind), dir->seq, err);
   gy_agent_ack(a, dir->seq, done, rc == 0, rc ? err : NULL);
   /* A failed checkpoint is a broken disk: stop rather than train on without one. A refused
    * hyper-parameter change leaves the knobs as they were; training goes on. */
@@ -239,8 +254,10 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
   gy_run_config_t cfg;
   int have_cfg = 0, exit_code = 1, rc;
   char err[1024] = "", tmp[4096] = "", *prefix = NULL;
-  gy_agent_opts_t ao = {.controllers = so->controller, .worker_id = so->worker_id,
-                        .ordinal = so->ordinal, .join_token = so->join_token};
+  gy_agent_opts_t ao = {.controllers = so->controller,
+                        .worker_id = so->worker_id,
+                        .ordinal = so->ordinal,
+                        .join_token = so->join_token};
   if ((rc = gy_agent_create(&a, &ao))) {
     fprintf(stderr, "gyro-worker: --controller '%s': %s\n", so->controller, gy_strerror(rc));
     return 2;
@@ -286,8 +303,10 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
     char path[4096];
     gy_trainer_ckpt_path(tr, asg.start_step, path, sizeof(path));
     if (access(path, R_OK)) {
-      fprintf(stderr, "gyro-worker: rank %d: the gang starts at step %" PRId64 " but its checkpoint "
-              "%s is missing\n", par.rank, asg.start_step, path);
+      fprintf(stderr,
+              "gyro-worker: rank %d: the gang starts at step %" PRId64 " but its checkpoint "
+              "%s is missing\n",
+              par.rank, asg.start_step, path);
       goto out;
     }
     if ((rc = gy_trainer_restore(tr, asg.start_step, err, sizeof(err)))) {
@@ -298,10 +317,11 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
   }
   gy_data_t *d = gy_trainer_data(tr);
   int64_t steps = cfg.steps;
-  gy_log(GY_LOG_INFO, "worker", "run '%s': rank %d of %d (tp %d), generation %" PRIu64 ", %zu "
-         "parameters, steps %" PRId64 "..%" PRId64, cfg.name, par.rank, par.world, par.tp,
-         asg.generation, gy_gpt_num_params(gy_trainer_model(tr)), gy_trainer_step_count(tr),
-         steps);
+  gy_log(GY_LOG_INFO, "worker",
+         "run '%s': rank %d of %d (tp %d), generation %" PRIu64 ", %zu "
+         "parameters, steps %" PRId64 "..%" PRId64,
+         cfg.name, par.rank, par.world, par.tp, asg.generation,
+         gy_gpt_num_params(gy_trainer_model(tr)), gy_trainer_step_count(tr), steps);
   exit_code = 0;
   while (gy_trainer_step_count(tr) < steps) {
     int64_t done = gy_trainer_step_count(tr);
@@ -318,8 +338,9 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
       break;
     }
     if (rc == GY_AGENT_INTERRUPTED) {
-      fprintf(stderr, "gyro-worker: rank %d: stopped by a signal at step %" PRId64 " of %" PRId64
-              "\n", par.rank, done, steps);
+      fprintf(stderr,
+              "gyro-worker: rank %d: stopped by a signal at step %" PRId64 " of %" PRId64 "\n",
+              par.rank, done, steps);
       exit_code = 1;
       break;
     }
@@ -402,8 +423,12 @@ int main(int argc, char **argv) {
   char *end;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (c) {
-    case 'S': standalone = 1; break;
-    case 'c': config = optarg; break;
+    case 'S':
+      standalone = 1;
+      break;
+    case 'c':
+      config = optarg;
+      break;
     case 'n':
       steps = strtoll(optarg, &end, 10);
       if (*end || steps < 0) {
@@ -411,7 +436,9 @@ int main(int argc, char **argv) {
         return 2;
       }
       break;
-    case 'r': resume = optarg; break;
+    case 'r':
+      resume = optarg;
+      break;
     case 't':
       threads = (int)strtol(optarg, &end, 10);
       if (*end || threads < 0) {
@@ -419,10 +446,18 @@ int main(int argc, char **argv) {
         return 2;
       }
       break;
-    case 'x': export_llmc = optarg; break;
-    case 'e': eval_only = 1; break;
-    case 'q': quiet = 1; break;
-    case 'h': usage(stdout); return 0;
+    case 'x':
+      export_llmc = optarg;
+      break;
+    case 'e':
+      eval_only = 1;
+      break;
+    case 'q':
+      quiet = 1;
+      break;
+    case 'h':
+      usage(stdout);
+      return 0;
     case 'R':
     case 'W':
     case 'P':
@@ -430,24 +465,37 @@ int main(int argc, char **argv) {
       long v = strtol(optarg, &end, 10);
       if (*end || v < (c == 'R' ? 0 : 1) || v > 1000000) {
         fprintf(stderr, "gyro-worker: --%s wants a %s integer, got '%s'\n",
-                c == 'R' ? "rank" : c == 'W' ? "world" : c == 'P' ? "tp" : "comm-timeout",
+                c == 'R'   ? "rank"
+                : c == 'W' ? "world"
+                : c == 'P' ? "tp"
+                           : "comm-timeout",
                 c == 'R' ? "non-negative" : "positive", optarg);
         return 2;
       }
       if (c != 'O') parallel_given = 1;
-      if (c == 'R') par.rank = (int)v;
-      else if (c == 'W') par.world = (int)v;
-      else if (c == 'P') par.tp = (int)v;
-      else par.timeout_ms = (int)v;
+      if (c == 'R')
+        par.rank = (int)v;
+      else if (c == 'W')
+        par.world = (int)v;
+      else if (c == 'P')
+        par.tp = (int)v;
+      else
+        par.timeout_ms = (int)v;
       break;
     }
     case 'Z':
       par.rdzv = optarg;
       parallel_given = 1;
       break;
-    case 'C': controller = optarg; break;
-    case 'I': worker_id = optarg; break;
-    case 'T': join_token = optarg; break;
+    case 'C':
+      controller = optarg;
+      break;
+    case 'I':
+      worker_id = optarg;
+      break;
+    case 'T':
+      join_token = optarg;
+      break;
     case 'o':
       ordinal = (int)strtol(optarg, &end, 10);
       if (*end || !optarg[0] || ordinal < 0 || ordinal > 1000000) {
@@ -462,29 +510,43 @@ int main(int argc, char **argv) {
       }
       par.backend = optarg;
       break;
-    case 'N': par.no_overlap = 1; break;
-    default: usage(stderr); return 2;
+    case 'N':
+      par.no_overlap = 1;
+      break;
+    default:
+      usage(stderr);
+      return 2;
     }
   }
   if (controller) {
-    const char *bad = standalone ? "--standalone" : config ? "--config" : resume ? "--resume"
-                      : export_llmc ? "--export-llmc" : eval_only ? "--eval-only"
-                      : steps >= 0 ? "--steps" : parallel_given ? "--rank/--world/--tp/--rdzv"
-                      : optind != argc ? argv[optind] : NULL;
+    const char *bad = standalone       ? "--standalone"
+                      : config         ? "--config"
+                      : resume         ? "--resume"
+                      : export_llmc    ? "--export-llmc"
+                      : eval_only      ? "--eval-only"
+                      : steps >= 0     ? "--steps"
+                      : parallel_given ? "--rank/--world/--tp/--rdzv"
+                      : optind != argc ? argv[optind]
+                                       : NULL;
     if (bad) {
-      fprintf(stderr, "gyro-worker: %s does not go with --controller (the controller gives the "
-              "config, rank and steps)\n", bad);
+      fprintf(stderr,
+              "gyro-worker: %s does not go with --controller (the controller gives the "
+              "config, rank and steps)\n",
+              bad);
       usage(stderr);
       return 2;
     }
 #ifdef GY_HAVE_AGENT
-    supervised_opts_t so = {.controller = controller, .worker_id = worker_id,
-                            .join_token = join_token, .ordinal = ordinal, .threads = threads,
+    supervised_opts_t so = {.controller = controller,
+                            .worker_id = worker_id,
+                            .join_token = join_token,
+                            .ordinal = ordinal,
+                            .threads = threads,
                             .quiet = quiet};
     return run_supervised(&so, par);
 #else
     fprintf(stderr, "gyro-worker: this build has no --controller mode (libgyro-agent was not "
-            "built)\n");
+                    "built)\n");
     return 2;
 #endif
   }
@@ -508,8 +570,10 @@ int main(int argc, char **argv) {
   if (steps < 0) steps = cfg.steps;
   gy_trainer_t *tr = NULL;
   if (par.rank >= par.world || par.world % par.tp) {
-    fprintf(stderr, "gyro-worker: --rank %d --world %d --tp %d: rank must be < world and tp must "
-            "divide world\n", par.rank, par.world, par.tp);
+    fprintf(stderr,
+            "gyro-worker: --rank %d --world %d --tp %d: rank must be < world and tp must "
+            "divide world\n",
+            par.rank, par.world, par.tp);
     gy_run_config_free(&cfg);
     return 2;
   }
@@ -531,8 +595,9 @@ int main(int argc, char **argv) {
     exit_code = 1;
     goto out;
   }
-  gy_log(GY_LOG_INFO, "worker", "run '%s': %zu parameters, starting at step %" PRId64 " of %" PRId64,
-         cfg.name, gy_gpt_num_params(gy_trainer_model(tr)), gy_trainer_step_count(tr), steps);
+  gy_log(GY_LOG_INFO, "worker",
+         "run '%s': %zu parameters, starting at step %" PRId64 " of %" PRId64, cfg.name,
+         gy_gpt_num_params(gy_trainer_model(tr)), gy_trainer_step_count(tr), steps);
   signal(SIGINT, on_signal);
   signal(SIGTERM, on_signal);
   gy_eval_report_t ev;
@@ -566,8 +631,8 @@ int main(int argc, char **argv) {
                              "path", path));
     }
   }
-  if (stop_requested) gy_log(GY_LOG_WARN, "worker", "stopped by signal at step %" PRId64,
-                             gy_trainer_step_count(tr));
+  if (stop_requested)
+    gy_log(GY_LOG_WARN, "worker", "stopped by signal at step %" PRId64, gy_trainer_step_count(tr));
 out:
   if (gy_trainer_flush(tr, err, sizeof(err))) {
     fprintf(stderr, "gyro-worker: checkpoint write failed: %s\n", err);

@@ -30,7 +30,6 @@
 
 #define HEADER_BYTES (GY_SHARD_HEADER_INTS * sizeof(int32_t))
 
-
 /* Opens and validates path. On success s owns the mapping (release with gy_shard_close()); on
  * error s is left empty and nothing needs releasing. */
 int gy_shard_open(gy_shard_t *s, const char *path, char *errmsg, size_t errlen) {
@@ -60,8 +59,8 @@ int gy_shard_open(gy_shard_t *s, const char *path, char *errmsg, size_t errlen) 
   size = (size_t)st.st_size;
   if (size < HEADER_BYTES) {
     rc = GY_ECORRUPT;
-    gy_errmsg(errmsg, errlen, "shard %s: truncated header: %zu bytes, a header needs %zu", path, size,
-            (size_t)HEADER_BYTES);
+    gy_errmsg(errmsg, errlen, "shard %s: truncated header: %zu bytes, a header needs %zu", path,
+              size, (size_t)HEADER_BYTES);
     goto err;
   }
   base = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -73,14 +72,14 @@ int gy_shard_open(gy_shard_t *s, const char *path, char *errmsg, size_t errlen) 
   const int32_t *h = (const int32_t *)base;
   if (h[0] != GY_SHARD_MAGIC) {
     rc = GY_ECORRUPT;
-    gy_errmsg(errmsg, errlen, "shard %s: bad magic %d (expected %d): not an llm.c token shard", path,
-            h[0], GY_SHARD_MAGIC);
+    gy_errmsg(errmsg, errlen, "shard %s: bad magic %d (expected %d): not an llm.c token shard",
+              path, h[0], GY_SHARD_MAGIC);
     goto err;
   }
   if (h[1] != GY_SHARD_VERSION) {
     rc = GY_ECORRUPT;
     gy_errmsg(errmsg, errlen, "shard %s: unsupported version %d (expected %d)", path, h[1],
-            GY_SHARD_VERSION);
+              GY_SHARD_VERSION);
     goto err;
   }
   if (h[2] < 0) {
@@ -93,8 +92,8 @@ int gy_shard_open(gy_shard_t *s, const char *path, char *errmsg, size_t errlen) 
   if (size != want) {
     rc = GY_ECORRUPT;
     gy_errmsg(errmsg, errlen,
-            "shard %s: %s: the header says %zu tokens (%zu bytes) but the file has %zu bytes", path,
-            size < want ? "truncated" : "oversized", n, want, size);
+              "shard %s: %s: the header says %zu tokens (%zu bytes) but the file has %zu bytes",
+              path, size < want ? "truncated" : "oversized", n, want, size);
     goto err;
   }
   close(fd);
@@ -139,7 +138,7 @@ int gy_shard_write(const char *path, const uint16_t *tokens, size_t ntokens, cha
 
   if (ntokens > (size_t)INT32_MAX) {
     gy_errmsg(errmsg, errlen, "shard %s: %zu tokens do not fit the int32 header count", path,
-            ntokens);
+              ntokens);
     return GY_ERANGE;
   }
   size_t plen = strlen(path);
@@ -153,7 +152,8 @@ int gy_shard_write(const char *path, const uint16_t *tokens, size_t ntokens, cha
   fd = mkstemp(tmp);
   if (fd < 0) {
     rc = GY_EIO;
-    gy_errmsg(errmsg, errlen, "shard %s: cannot create a temporary file: %s", path, strerror(errno));
+    gy_errmsg(errmsg, errlen, "shard %s: cannot create a temporary file: %s", path,
+              strerror(errno));
     free(tmp);
     return rc;
   }

@@ -47,7 +47,6 @@ typedef struct {
   atomic_uint seq; /* makes temporary names unique among this process's threads */
 } file_store_t;
 
-
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -306,7 +305,8 @@ int gy_store_file_create(gy_store_t **out, const char *dir, char *errmsg, size_t
     return GY_EINVAL;
   }
   if (mkdirs(dir) != 0) {
-    gy_errmsg(errmsg, errlen, "rendezvous store %s: cannot create folder: %s", dir, strerror(errno));
+    gy_errmsg(errmsg, errlen, "rendezvous store %s: cannot create folder: %s", dir,
+              strerror(errno));
     return GY_EIO;
   }
   if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
@@ -346,7 +346,7 @@ int gy_store_open(gy_store_t **out, const char *spec, char *errmsg, size_t errle
   if (spec && strncmp(spec, "file:", 5) == 0)
     return gy_store_file_create(out, spec + 5, errmsg, errlen);
   gy_errmsg(errmsg, errlen, "rendezvous spec '%s': unknown kind (expected file:DIR)",
-          spec ? spec : "(null)");
+            spec ? spec : "(null)");
   return GY_EINVAL;
 }
 

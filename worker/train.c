@@ -96,7 +96,8 @@ static int tp_sum(void *ctx, float *buf, size_t n) {
   gy_trainer_t *t = ctx;
   gy_comm_t *c = t->groups.tp;
   int rc = c->ops->allreduce(c, buf, n, GY_DT_F32, GY_OP_SUM);
-  if (rc) snprintf(t->last_error, sizeof(t->last_error), "tensor-parallel all-reduce: %s", c->errmsg);
+  if (rc)
+    snprintf(t->last_error, sizeof(t->last_error), "tensor-parallel all-reduce: %s", c->errmsg);
   return rc;
 }
 
@@ -123,7 +124,8 @@ static void *reducer_main(void *arg) {
   gy_trainer_t *t = arg;
   pthread_mutex_lock(&t->mu);
   for (;;) {
-    while (t->qhead == t->qtail && !t->stop) pthread_cond_wait(&t->cv, &t->mu);
+    while (t->qhead == t->qtail && !t->stop)
+      pthread_cond_wait(&t->cv, &t->mu);
     if (t->qhead == t->qtail && t->stop) break;
     int layer = t->queue[t->qhead % 1100];
     t->qhead++;
@@ -158,7 +160,8 @@ static void grads_ready(void *ctx, int layer) {
 /* Waits until the reducer has finished the step's last bucket; returns its error. */
 static int wait_reducer(gy_trainer_t *t) {
   pthread_mutex_lock(&t->mu);
-  while (!t->final_done) pthread_cond_wait(&t->cv, &t->mu);
+  while (!t->final_done)
+    pthread_cond_wait(&t->cv, &t->mu);
   t->final_done = 0;
   int rc = t->dp_err;
   pthread_mutex_unlock(&t->mu);
@@ -171,8 +174,7 @@ static double now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-int gy_trainer_create(gy_trainer_t **out, const gy_run_config_t *cfg, char *errmsg,
-                      size_t errlen) {
+int gy_trainer_create(gy_trainer_t **out, const gy_run_config_t *cfg, char *errmsg, size_t errlen) {
   gy_parallel_t single = {.rank = 0, .world = 1, .tp = 1};
   return gy_trainer_create_parallel(out, cfg, &single, errmsg, errlen);
 }
@@ -195,8 +197,10 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
   t->top_k = cfg->top_k < GY_TOPK_MAX ? cfg->top_k : GY_TOPK_MAX;
   int tp = par->tp > 0 ? par->tp : 1;
   if (par->world < 1 || par->rank < 0 || par->rank >= par->world || par->world % tp) {
-    snprintf(errmsg, errlen, "parallel layout: rank %d of world %d with tp %d is invalid (world "
-             "must be a multiple of tp)", par->rank, par->world, tp);
+    snprintf(errmsg, errlen,
+             "parallel layout: rank %d of world %d with tp %d is invalid (world "
+             "must be a multiple of tp)",
+             par->rank, par->world, tp);
     rc = GY_EINVAL;
     goto err;
   }
@@ -219,8 +223,11 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
       if ((rc = gy_store_open(&t->store, par->rdzv, errmsg, errlen))) goto err;
       store = t->store;
     }
-    gy_comm_opts_t co = {.backend = par->backend ? par->backend : "gloo", .rank = par->rank,
-                         .world = par->world, .tp = tp, .store = store,
+    gy_comm_opts_t co = {.backend = par->backend ? par->backend : "gloo",
+                         .rank = par->rank,
+                         .world = par->world,
+                         .tp = tp,
+                         .store = store,
                          .prefix = par->prefix ? par->prefix : "gyro",
                          .timeout_ms = par->timeout_ms > 0 ? par->timeout_ms : 30000};
     if ((rc = gy_comm_groups_create(&t->groups, &co, errmsg, errlen))) goto err;
@@ -306,7 +313,8 @@ void gy_trainer_destroy(gy_trainer_t *t) {
   pthread_mutex_destroy(&t->mu);
   pthread_cond_destroy(&t->cv);
   gy_ckpt_writer_destroy(t->writer);
-  for (int i = 0; i < MAX_RING; i++) gy_ckpt_buf_unref(t->ring[i]);
+  for (int i = 0; i < MAX_RING; i++)
+    gy_ckpt_buf_unref(t->ring[i]);
   free(t->tok);
   free(t->ids);
   free(t->chans);
@@ -457,7 +465,8 @@ int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep) {
       rc = wait_reducer(t);
     } else {
       int L = gy_gpt_config(t->model)->num_layers;
-      for (int l = L - 1; l >= -1 && !rc; l--) rc = dp_reduce_bucket(t, l);
+      for (int l = L - 1; l >= -1 && !rc; l--)
+        rc = dp_reduce_bucket(t, l);
       if (rc)
         snprintf(t->last_error, sizeof(t->last_error), "data-parallel all-reduce: %s",
                  t->groups.dp->errmsg);
@@ -488,7 +497,8 @@ int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep) {
   double total = 0;
   for (int b = 0; b < B; b++) {
     double s = 0;
-    for (int i = 0; i < T; i++) s += tl[b * T + i];
+    for (int i = 0; i < T; i++)
+      s += tl[b * T + i];
     int ch = t->chans[b];
     rep->ch_loss_sum[ch] += s;
     rep->ch_tokens[ch] += (uint64_t)T;
@@ -506,8 +516,7 @@ int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep) {
   rep->step = t->step;
   t->step++;
   rep->step_ms = now_ms() - t0;
-  rep->tokens_per_s =
-      rep->step_ms > 0 ? (double)B * T * t->dp_size / (rep->step_ms / 1e3) : 0;
+  rep->tokens_per_s = rep->step_ms > 0 ? (double)B * T * t->dp_size / (rep->step_ms / 1e3) : 0;
   return 0;
 }
 
@@ -537,7 +546,8 @@ int gy_trainer_eval(gy_trainer_t *t, gy_eval_report_t *rep) {
       int rc = gy_gpt_forward(t->model, t->inputs, t->targets, nb, T, 0.0f, &l);
       if (rc) return rc == GY_ECOMM ? comm_failure(t, rc) : rc;
       const float *tl = gy_gpt_token_losses(t->model);
-      for (int i = 0; i < nb * T; i++) sum += tl[i];
+      for (int i = 0; i < nb * T; i++)
+        sum += tl[i];
       ntok += (size_t)nb * T;
     }
     rep->val_loss[ch] = sum / (double)ntok;
@@ -564,7 +574,7 @@ static json_t *state_to_json(const gy_trainer_t *t) {
   json_t *skip = json_array();
   for (size_t i = 0; i < t->skip.n; i++)
     json_array_append_new(skip, json_pack("[s s]", hex64(t->skip.r[i].first, h),
-                                           hex64(t->skip.r[i].last, (char[17]){0})));
+                                          hex64(t->skip.r[i].last, (char[17]){0})));
   return json_pack(
       "{s:i, s:I, s:s, s:I, s:o, s:{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:f, s:{s:i, s:f, "
       "s:i, s:i, s:f, s:i, s:i}}}",
@@ -598,10 +608,10 @@ static int state_from_json(const char *text, size_t len, int64_t *step, uint64_t
       j, &jerr, JSON_STRICT,
       "{s:i, s:I, s:s, s:I, s:o, s:{s:F, s:F, s:F, s:F, s:F, s:F, s:F, s:i, s:F, s:{s:i, s:F, "
       "s:i, s:i, s:F, s:i, s:i}}}",
-      "version", &version, "step", &st, "rng", &rngs, "data_cursor", &(json_int_t){0}, "skip",
-      &sk, "knobs", "lr_scale", &lr_scale, "grad_clip", &clip, "beta1", &b1, "beta2", &b2, "eps",
-      &eps, "weight_decay", &wd, "shallow_scale", &shs, "shallow_layers", &shl, "z_loss", &zl,
-      "sched", "kind", &kind, "lr", &lr, "warmup", &wu, "total_steps", &tot, "min_lr_frac", &mlf,
+      "version", &version, "step", &st, "rng", &rngs, "data_cursor", &(json_int_t){0}, "skip", &sk,
+      "knobs", "lr_scale", &lr_scale, "grad_clip", &clip, "beta1", &b1, "beta2", &b2, "eps", &eps,
+      "weight_decay", &wd, "shallow_scale", &shs, "shallow_layers", &shl, "z_loss", &zl, "sched",
+      "kind", &kind, "lr", &lr, "warmup", &wu, "total_steps", &tot, "min_lr_frac", &mlf,
       "decay_start", &ds, "decay_steps", &dsteps);
   if (rc || version != 1 || st < 0 || !json_is_array(sk)) {
     snprintf(errmsg, errlen, "state: bad fields (%s)", rc ? jerr.text : "version or values");
@@ -668,8 +678,12 @@ static int build_snapshot(gy_trainer_t *t, gy_ckpt_buf_t **out) {
   blobs[n].data = text;
   blobs[n].nbytes = strlen(text);
   n++;
-  gy_ckpt_meta_t meta = {.step = (uint64_t)t->step, .config_hash = t->config_hash,
-                         .rank = t->rank, .world = t->world, .dp = t->dp, .tp = t->tp};
+  gy_ckpt_meta_t meta = {.step = (uint64_t)t->step,
+                         .config_hash = t->config_hash,
+                         .rank = t->rank,
+                         .world = t->world,
+                         .dp = t->dp,
+                         .tp = t->tp};
   int rc = gy_ckpt_build(out, &meta, blobs, n);
   free(text);
   return rc;
@@ -801,8 +815,8 @@ static int apply_view(gy_trainer_t *t, const gy_ckpt_view_t *v, const char *what
     return rc;
   }
   if ((uint64_t)step != mt->step) {
-    snprintf(errmsg, errlen, "%s: state step %" PRId64 " disagrees with header step %" PRIu64,
-             what, step, mt->step);
+    snprintf(errmsg, errlen, "%s: state step %" PRId64 " disagrees with header step %" PRIu64, what,
+             step, mt->step);
     gy_skiplist_free(&skip);
     return GY_ECORRUPT;
   }
@@ -811,8 +825,7 @@ static int apply_view(gy_trainer_t *t, const gy_ckpt_view_t *v, const char *what
   for (int s = 0; s < 3; s++)
     for (int i = 0; i < GY_T_COUNT; i++)
       if (found[s][i])
-        memcpy(base[s] + gy_gpt_tensor_offset(t->model, i), found[s][i]->data,
-               found[s][i]->nbytes);
+        memcpy(base[s] + gy_gpt_tensor_offset(t->model, i), found[s][i]->data, found[s][i]->nbytes);
   t->step = step;
   t->rng = rng;
   t->knobs = k;

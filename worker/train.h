@@ -22,15 +22,15 @@ typedef struct {
 /* What one step produced: sums and counts per channel so ranks aggregate exactly; in a
  * data-parallel gang they are already summed over the gang, and `top` is the gang's worst. */
 typedef struct {
-  int64_t step;                       /* the step just taken (0-based) */
-  double loss;                        /* mean cross-entropy over all tokens of the step */
+  int64_t step;                        /* the step just taken (0-based) */
+  double loss;                         /* mean cross-entropy over all tokens of the step */
   double ch_loss_sum[GY_MAX_CHANNELS]; /* cross-entropy summed per channel */
   uint64_t ch_tokens[GY_MAX_CHANNELS];
-  gy_step_stats_t opt;                /* grad norms, lr, non-finite, update ratio */
+  gy_step_stats_t opt; /* grad norms, lr, non-finite, update ratio */
   double step_ms;
   double tokens_per_s;
   int ntop;
-  gy_sample_loss_t top[GY_TOPK_MAX];  /* worst samples, highest loss first */
+  gy_sample_loss_t top[GY_TOPK_MAX]; /* worst samples, highest loss first */
 } gy_step_report_t;
 
 typedef struct {
@@ -46,20 +46,19 @@ typedef struct gy_trainer gy_trainer_t;
  * {k*tp, ..., k*tp + tp - 1} form tensor-parallel group k; ranks with the same rank % tp form
  * a data-parallel group. train.batch is per data-parallel rank. */
 typedef struct {
-  int rank, world, tp;  /* world = dp * tp; world 1 = a single process */
-  const char *rdzv;     /* rendezvous store, "file:DIR" (a fresh folder per launch) */
-  const char *backend;  /* "gloo" (default) or "nccl" */
-  int timeout_ms;       /* a dead or hung peer fails a collective after this (default 30000) */
-  int no_overlap;       /* 1: reduce data-parallel gradients after the backward pass */
+  int rank, world, tp;    /* world = dp * tp; world 1 = a single process */
+  const char *rdzv;       /* rendezvous store, "file:DIR" (a fresh folder per launch) */
+  const char *backend;    /* "gloo" (default) or "nccl" */
+  int timeout_ms;         /* a dead or hung peer fails a collective after this (default 30000) */
+  int no_overlap;         /* 1: reduce data-parallel gradients after the backward pass */
   struct gy_store *store; /* a rendezvous store to use instead of rdzv (borrowed; e.g. the
                              controller's, through libgyro-agent); must outlive the trainer */
-  const char *prefix;   /* key prefix of this gang generation (default "gyro") */
+  const char *prefix;     /* key prefix of this gang generation (default "gyro") */
 } gy_parallel_t;
 
 /* Builds the model (initialised from seed or from cfg->init_from), optimizer and data.
  * The callee copies what it keeps of cfg. */
-int gy_trainer_create(gy_trainer_t **out, const gy_run_config_t *cfg, char *errmsg,
-                      size_t errlen);
+int gy_trainer_create(gy_trainer_t **out, const gy_run_config_t *cfg, char *errmsg, size_t errlen);
 /* The same for one rank of a data- and tensor-parallel gang: connects the collectives through
  * the rendezvous store (every rank must call it). Step reports then carry figures for the whole
  * global batch (identical on every rank). A failed collective makes a step return GY_ECOMM with

@@ -31,7 +31,7 @@
 typedef struct {
   uv_loop_t loop;
   uv_async_t stop;
-  uv_timer_t tick;   /* every 10 ms: held StoreGets, delayed actions */
+  uv_timer_t tick; /* every 10 ms: held StoreGets, delayed actions */
   gy_rpc_server_t *srv;
   int port;
   /* state, loop thread only (the agent thread reads the results after the loop ended) */
@@ -41,7 +41,7 @@ typedef struct {
   uint64_t join_prev_gen[4];
   int join_ordinal;
   char join_id[64];
-  atomic_int phase;  /* 2: the reassignment script (set by the trainer thread) */
+  atomic_int phase; /* 2: the reassignment script (set by the trainer thread) */
   int phase2_joins;
   gy_rpc_call_t *session;
   int hellos, heartbeats, reports, acks;
@@ -186,7 +186,8 @@ static void on_store_get(void *ud, gy_rpc_call_t *call, const uint8_t *req, size
     return;
   }
   int i = kv_find(c, r->key);
-  if (i >= 0) answer_get(call, c, i);
+  if (i >= 0)
+    answer_get(call, c, i);
   else if (r->timeout_ms <= 0 || c->nheld == 8)
     gy_rpc_reply(call, GY_RPC_DEADLINE_EXCEEDED, "no such key", NULL, 0);
   else {
@@ -242,8 +243,11 @@ static void s_message(void *ud, gy_rpc_call_t *call, const uint8_t *msg, size_t 
     if (!m->ack->ok) c->bad++;
     if (c->acks == 2) send_grant(c, 10);
     break;
-  case GYRO__WORKER_MSG__MSG_HEARTBEAT: c->heartbeats++; break;
-  default: break;
+  case GYRO__WORKER_MSG__MSG_HEARTBEAT:
+    c->heartbeats++;
+    break;
+  default:
+    break;
   }
   gyro__worker_msg__free_unpacked(m, NULL);
 }
@@ -267,8 +271,10 @@ static void on_tick(uv_timer_t *t) {
   for (int i = 0; i < c->nheld;) {
     int k = kv_find(c, c->held[i].key);
     if (k >= 0 || now >= c->held[i].deadline) {
-      if (k >= 0) answer_get(c->held[i].call, c, k);
-      else gy_rpc_reply(c->held[i].call, GY_RPC_DEADLINE_EXCEEDED, "no such key", NULL, 0);
+      if (k >= 0)
+        answer_get(c->held[i].call, c, k);
+      else
+        gy_rpc_reply(c->held[i].call, GY_RPC_DEADLINE_EXCEEDED, "no such key", NULL, 0);
       free(c->held[i].key);
       c->held[i] = c->held[--c->nheld];
       continue;
@@ -312,8 +318,11 @@ static void *trainer_main(void *arg) {
   /* a dead address first: the agent must move on to the live one */
   snprintf(addr, sizeof(addr), "127.0.0.1:1,127.0.0.1:%d", t->ctl->port);
   gy_agent_t *a = NULL;
-  gy_agent_opts_t o = {.controllers = addr, .worker_id = "w-test", .ordinal = 1,
-                       .join_token = "secret", .rpc_timeout_ms = 2000};
+  gy_agent_opts_t o = {.controllers = addr,
+                       .worker_id = "w-test",
+                       .ordinal = 1,
+                       .join_token = "secret",
+                       .rpc_timeout_ms = 2000};
   REQUIRE(gy_agent_create(&a, &o) == 0);
   gy_agent_assignment_t asg;
   int rc = gy_agent_join(a, &asg, 10000);
@@ -461,7 +470,8 @@ int main(void) {
   /* reports: 0..7 in generation 1 (8, 9 were trained without a session), 10, 11 in 2 */
   CHECK_MSG(c.reports >= 10, "%d reports", c.reports);
   if (c.reports >= 10) {
-    for (int i = 0; i < 8; i++) CHECK_EQ_INT(c.report_steps[i], i);
+    for (int i = 0; i < 8; i++)
+      CHECK_EQ_INT(c.report_steps[i], i);
     CHECK_EQ_INT(c.report_steps[8], 10);
     CHECK_EQ_INT(c.report_steps[9], 11);
   }

@@ -157,13 +157,15 @@ int main(void) {
   CHECK(gy_trainer_skip(t, first, first + 4) == 0);
   CHECK_EQ_INT(gy_trainer_skip(t, 9, 9), GY_EINVAL);
   REQUIRE(gy_trainer_step(t, &r2) == 0);
-  for (int i = 0; i < r2.ntop; i++) CHECK(r2.top[i].id >= first + 4 && r2.top[i].id < first + 8);
+  for (int i = 0; i < r2.ntop; i++)
+    CHECK(r2.top[i].id >= first + 4 && r2.top[i].id < first + 8);
 
   /* evaluation */
   gy_eval_report_t ev;
   REQUIRE(gy_trainer_eval(t, &ev) == 0);
   CHECK_EQ_INT(ev.nchannels, 3);
-  for (int ch = 0; ch < 3; ch++) CHECK(isfinite(ev.val_loss[ch]) && ev.ppl[ch] > 1);
+  for (int ch = 0; ch < 3; ch++)
+    CHECK(isfinite(ev.val_loss[ch]) && ev.ppl[ch] > 1);
 
   gy_trainer_destroy(t);
   snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);

@@ -22,8 +22,13 @@ static double loss_at(gy_gpt_t *m, const int *x, const int *y, int B, int T, flo
 }
 
 static void check_model(int qk_norm, float z) {
-  gy_gpt_config_t cfg = {.max_seq_len = 8, .vocab_size = 40, .padded_vocab_size = 64,
-                         .num_layers = 2, .num_heads = 2, .channels = 16, .qk_norm = qk_norm};
+  gy_gpt_config_t cfg = {.max_seq_len = 8,
+                         .vocab_size = 40,
+                         .padded_vocab_size = 64,
+                         .num_layers = 2,
+                         .num_heads = 2,
+                         .channels = 16,
+                         .qk_norm = qk_norm};
   int B = 2, T = 8;
   gy_gpt_t *m;
   REQUIRE(gy_gpt_create(&m, &cfg, B) == 0);
@@ -31,7 +36,8 @@ static void check_model(int qk_norm, float z) {
   /* Larger weights than the GPT-2 init so every path carries a visible gradient. */
   float *p = gy_gpt_params(m);
   size_t np = gy_gpt_num_params(m);
-  for (size_t i = 0; i < np; i++) p[i] += (float)(0.2 * (urand() - 0.5));
+  for (size_t i = 0; i < np; i++)
+    p[i] += (float)(0.2 * (urand() - 0.5));
   int x[16], y[16];
   for (int i = 0; i < B * T; i++) {
     x[i] = (int)(urand() * cfg.vocab_size);
@@ -63,9 +69,11 @@ static void check_model(int qk_norm, float z) {
     float *saved = malloc(n * sizeof(float));
     memcpy(saved, p + off, n * sizeof(float));
     double eps = 1e-2;
-    for (size_t i = 0; i < n; i++) p[off + i] = (float)(saved[i] + eps * d[i]);
+    for (size_t i = 0; i < n; i++)
+      p[off + i] = (float)(saved[i] + eps * d[i]);
     double lp = loss_at(m, x, y, B, T, z);
-    for (size_t i = 0; i < n; i++) p[off + i] = (float)(saved[i] - eps * d[i]);
+    for (size_t i = 0; i < n; i++)
+      p[off + i] = (float)(saved[i] - eps * d[i]);
     double lm = loss_at(m, x, y, B, T, z);
     memcpy(p + off, saved, n * sizeof(float));
     double num = (lp - lm) / (2 * eps);

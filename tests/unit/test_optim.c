@@ -10,8 +10,13 @@
 #include "kernels/optim.h"
 #include "tests/test.h"
 
-static gy_gpt_config_t small = {.max_seq_len = 16, .vocab_size = 64, .padded_vocab_size = 64,
-                                .num_layers = 3, .num_heads = 2, .channels = 16, .qk_norm = 0};
+static gy_gpt_config_t small = {.max_seq_len = 16,
+                                .vocab_size = 64,
+                                .padded_vocab_size = 64,
+                                .num_layers = 3,
+                                .num_heads = 2,
+                                .channels = 16,
+                                .qk_norm = 0};
 
 static void batch(int *x, int *y, int n) {
   for (int i = 0; i < n; i++) {
@@ -21,16 +26,20 @@ static void batch(int *x, int *y, int n) {
 }
 
 static void test_schedules(void) {
-  gy_sched_t s = {.kind = GY_SCHED_COSINE, .lr = 1.0f, .warmup = 10, .total_steps = 110,
-                  .min_lr_frac = 0.1f};
+  gy_sched_t s = {
+      .kind = GY_SCHED_COSINE, .lr = 1.0f, .warmup = 10, .total_steps = 110, .min_lr_frac = 0.1f};
   CHECK_NEAR(gy_sched_lr(&s, 0), 0.1, 1e-6);
   CHECK_NEAR(gy_sched_lr(&s, 9), 1.0, 1e-6);
   CHECK_NEAR(gy_sched_lr(&s, 10), 1.0, 1e-6);
   CHECK_NEAR(gy_sched_lr(&s, 60), 0.55, 1e-5);
   CHECK_NEAR(gy_sched_lr(&s, 110), 0.1, 1e-6);
   CHECK_NEAR(gy_sched_lr(&s, 1000), 0.1, 1e-6);
-  gy_sched_t w = {.kind = GY_SCHED_WSD, .lr = 2.0f, .warmup = 5, .min_lr_frac = 0.0f,
-                  .decay_start = 50, .decay_steps = 10};
+  gy_sched_t w = {.kind = GY_SCHED_WSD,
+                  .lr = 2.0f,
+                  .warmup = 5,
+                  .min_lr_frac = 0.0f,
+                  .decay_start = 50,
+                  .decay_steps = 10};
   CHECK_NEAR(gy_sched_lr(&w, 2), 1.2, 1e-6);
   CHECK_NEAR(gy_sched_lr(&w, 49), 2.0, 1e-6);
   CHECK_NEAR(gy_sched_lr(&w, 55), 1.0, 1e-6);
@@ -159,7 +168,8 @@ static void test_zloss_and_determinism(void) {
   gy_gpt_init_params(m, 3);
   /* push logits up so log(Z) is clearly non-zero */
   float *p = gy_gpt_params(m);
-  for (int c = 0; c < small.channels; c++) p[gy_gpt_tensor_offset(m, GY_T_LNFB) + c] = 2.0f;
+  for (int c = 0; c < small.channels; c++)
+    p[gy_gpt_tensor_offset(m, GY_T_LNFB) + c] = 2.0f;
   for (size_t i = 0; i < gy_gpt_tensor_size(m, GY_T_WTE); i++)
     p[gy_gpt_tensor_offset(m, GY_T_WTE) + i] += 0.3f;
   int x[32], y[32];
@@ -184,8 +194,10 @@ static void test_zloss_and_determinism(void) {
       REQUIRE(gy_gpt_backward(m) == 0);
       gy_adamw_step(o, m, &k, s, &st);
     }
-    if (rep == 0) memcpy(r1, p, n * sizeof(float));
-    else CHECK(memcmp(r1, p, n * sizeof(float)) == 0);
+    if (rep == 0)
+      memcpy(r1, p, n * sizeof(float));
+    else
+      CHECK(memcmp(r1, p, n * sizeof(float)) == 0);
     gy_adamw_destroy(o);
   }
   free(snap);
@@ -204,7 +216,7 @@ static void test_bad_tokens(void) {
   x[3] = 1;
   CHECK_EQ_INT(gy_gpt_forward(m, x, y, 3, 16, 0, &l), GY_EINVAL); /* batch > max */
   CHECK_EQ_INT(gy_gpt_forward(m, x, y, 1, 17, 0, &l), GY_EINVAL); /* T > context */
-  CHECK_EQ_INT(gy_gpt_backward(m), GY_EINVAL);                   /* no forward yet */
+  CHECK_EQ_INT(gy_gpt_backward(m), GY_EINVAL);                    /* no forward yet */
   gy_gpt_destroy(m);
 }
 

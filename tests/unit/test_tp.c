@@ -37,7 +37,8 @@ static int sum_cb(void *ctx, float *buf, size_t n) {
   pthread_barrier_wait(&s->g->bar);
   for (size_t i = 0; i < n; i++) {
     float acc = 0;
-    for (int r = 0; r < s->g->P; r++) acc += s->g->slots[r][i];
+    for (int r = 0; r < s->g->P; r++)
+      acc += s->g->slots[r][i];
     buf[i] = acc;
   }
   pthread_barrier_wait(&s->g->bar);
@@ -53,8 +54,13 @@ static void *run_shard(void *arg) {
 }
 
 static void check(int P, int qk) {
-  gy_gpt_config_t cfg = {.max_seq_len = 16, .vocab_size = 50, .padded_vocab_size = 64,
-                         .num_layers = 2, .num_heads = 4, .channels = 32, .qk_norm = qk};
+  gy_gpt_config_t cfg = {.max_seq_len = 16,
+                         .vocab_size = 50,
+                         .padded_vocab_size = 64,
+                         .num_layers = 2,
+                         .num_heads = 4,
+                         .channels = 32,
+                         .qk_norm = qk};
   gy_gpt_t *full;
   REQUIRE(gy_gpt_create(&full, &cfg, 2) == 0);
   gy_gpt_init_params(full, 99);
@@ -81,8 +87,10 @@ static void check(int P, int qk) {
     sh[r] = (shard_t){.g = g, .rank = r, .m = sh[r].m, .x = x, .y = y};
     gy_gpt_set_tp_allreduce(sh[r].m, sum_cb, &sh[r]);
   }
-  for (int r = 0; r < P; r++) pthread_create(&th[r], NULL, run_shard, &sh[r]);
-  for (int r = 0; r < P; r++) pthread_join(th[r], NULL);
+  for (int r = 0; r < P; r++)
+    pthread_create(&th[r], NULL, run_shard, &sh[r]);
+  for (int r = 0; r < P; r++)
+    pthread_join(th[r], NULL);
   for (int r = 0; r < P; r++) {
     CHECK_EQ_INT(sh[r].rc, 0);
     CHECK_MSG(fabsf(sh[r].loss - lfull) <= 1e-5f * fabsf(lfull), "P=%d qk=%d rank %d: %.8g vs %.8g",
@@ -102,8 +110,9 @@ static void check(int P, int qk) {
         if (e > maxerr) maxerr = e;
         if (fabs(gy_gpt_params(ref)[off + i]) > maxref) maxref = fabs(gy_gpt_params(ref)[off + i]);
       }
-      CHECK_MSG(maxerr <= 1e-6 + 1e-4 * maxref, "P=%d qk=%d rank %d tensor %s: max err %.3g (max %.3g)",
-                P, qk, r, gy_gpt_tensor_name(t), maxerr, maxref);
+      CHECK_MSG(maxerr <= 1e-6 + 1e-4 * maxref,
+                "P=%d qk=%d rank %d tensor %s: max err %.3g (max %.3g)", P, qk, r,
+                gy_gpt_tensor_name(t), maxerr, maxref);
     }
     /* the parameters themselves are slices of the full model's */
     gy_gpt_shard_from_full(ref, gy_gpt_params(full));
@@ -125,8 +134,13 @@ int main(void) {
   check(4, 0);
   check(4, 1);
   /* bad layouts are refused */
-  gy_gpt_config_t bad = {.max_seq_len = 8, .vocab_size = 50, .padded_vocab_size = 64,
-                         .num_layers = 1, .num_heads = 4, .channels = 32, .tp_size = 3};
+  gy_gpt_config_t bad = {.max_seq_len = 8,
+                         .vocab_size = 50,
+                         .padded_vocab_size = 64,
+                         .num_layers = 1,
+                         .num_heads = 4,
+                         .channels = 32,
+                         .tp_size = 3};
   char err[128];
   CHECK(gy_gpt_config_check(&bad, err, sizeof(err)) != 0);
   bad.tp_size = 2;

@@ -1,0 +1,774 @@
+/*
+ * policy: the fix-on-the-fly policy as a plain value, its YAML file, and the pure decision.
+ *
+ * API, in order: names; gy_policy_default, gy_policy_check, gy_policy_detect_check;
+ * gy_policy_load; gy_policy_format, gy_policy_equal; gy_policy_decide,
+ * gy_policy_decision_format.
+ *
+ * The file's schema (every key optional; absent keys keep the built-in default):
+ *   detect:            <kind>: {window, warmup, z, min_delta, min_rel, jump, drop,
+ *                      on_fire: spike|alert} for kind in loss, channel_loss, grad_norm,
+ *                      grad_norm_shallow, ppl, throughput (absent fields keep the default)
+ *   observe_steps, recover_tolerance, region_steps, max_rollbacks, max_restarts,
+ *   on_drop:           skip_samples | ladder
+ *   ladder:            [{skip: {samples: bool, window: {before, after}},
+ *                        knobs: {grad_clip_factor, eps_factor, shallow_scale, shallow_layers,
+ *                                lr_scale_factor, wsd_decay, z_loss}}]  (replaces the default)
+ *
+ * Invariants:
+ * - gy_policy_default() and examples/policies/default.yaml are the same policy (a unit test
+ *   loads the file and compares every field).
+ * - A policy that passed gy_policy_check is what load returns; on any load error the caller's
+ *   policy is untouched, so a refused file never half-applies.
+ * - gy_policy_decide is a pure function of its arguments and is bounded: it never returns
+ *   ROLLBACK for a repair once max_rollbacks repairs are in the history, nor for a lost worker
+ *   once max_restarts restarts are, nor on a rung past the ladder.
+ */
+#include "policy.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/yamlcfg.h"
+
+/* ---------------------------------------- names ---------------------------------------- */
+
+static const char *const kind_names[] = {
+#define GY_SERIES_KIND_STR(name, str) str,
+    GY_SERIES_KIND_MAP(GY_SERIES_KIND_STR)
+#undef GY_SERIES_KIND_STR
+};
+
+const char *gy_series_kind_name(gy_series_kind_t k) {
+  return (k >= 0 && k < GY_SERIES_NKINDS) ? kind_names[k] : "?";
+}
+
+const char *gy_trigger_name(gy_trigger_t t) {
+  static const char *const names[] = {"spike",     "spike_persists", "drop",
+                                      "nonfinite", "worker_lost",    "operator"};
+  return (t >= 0 && t < GY_TRIG_COUNT) ? names[t] : "?";
+}
+
+const char *gy_action_name(gy_action_t a) {
+  static const char *const names[] = {"RECOVER_WATCH", "ROLLBACK", "HALT"};
+  return (a >= 0 && a <= GY_ACTION_HALT) ? names[a] : "?";
+}
+
+/* --------------------------------------- defaults --------------------------------------- */
+
+static gy_policy_detect_t det(int window, int warmup, double z, double min_delta, double min_rel,
+                              int jump, int drop, int alert_only) {
+  gy_policy_detect_t d = {window, warmup, z, min_delta, min_rel, jump, drop, alert_only};
+  return d;
+}
+
+void gy_policy_default(gy_policy_t *p) {
+  memset(p, 0, sizeof(*p));
+  p->detect[GY_SERIES_LOSS] = det(64, 16, 6, 0.1, 0, 1, 1, 0);
+  p->detect[GY_SERIES_CHANNEL_LOSS] = det(64, 16, 6, 0.1, 0, 1, 1, 0);
+  p->detect[GY_SERIES_GRAD_NORM] = det(64, 16, 8, 0, 1, 1, 0, 0);
+  p->detect[GY_SERIES_GRAD_NORM_SHALLOW] = det(64, 16, 8, 0, 1, 1, 0, 0);
+  p->detect[GY_SERIES_PPL] = det(16, 4, 6, 0, 0.05, 1, 0, 0);
+  p->detect[GY_SERIES_THROUGHPUT] = det(32, 8, 8, 0, 0.3, 0, 1, 1);
+  p->observe_steps = 3;
+  p->recover_tolerance = 0.5;
+  p->region_steps = 200;
+  p->max_rollbacks = 8;
+  p->max_restarts = 100;
+  p->drop_skip_samples = 1;
+  p->nrungs = 4;
+  p->rung[0].skip_samples = 1;
+  for (int r = 1; r < 4; r++) {
+    p->rung[r].skip_window = 1;
+    p->rung[r].before = 2;
+    p->rung[r].after = 2;
+  }
+  p->rung[2].knobs.set = GY_KNOB_GRAD_CLIP | GY_KNOB_EPS | GY_KNOB_SHALLOW;
+  p->rung[2].knobs.grad_clip_factor = 0.5;
+  p->rung[2].knobs.eps_factor = 0.1;
+  p->rung[2].knobs.shallow_scale = 0.5;
+  p->rung[2].knobs.shallow_layers = 1;
+  p->rung[3].knobs.set = GY_KNOB_LR_SCALE | GY_KNOB_WSD_DECAY | GY_KNOB_Z_LOSS;
+  p->rung[3].knobs.lr_scale_factor = 0.5;
+  p->rung[3].knobs.z_loss = 1.0e-4;
+}
+
+/* ---------------------------------------- checks ---------------------------------------- */
+
+#define MAX_WINDOW 4096
+#define MAX_STEPS 100000000
+
+int gy_policy_detect_check(const gy_policy_detect_t *d, char *errmsg, size_t errlen) {
+  if (d->window < 2 || d->window > MAX_WINDOW) {
+    gy_errmsg(errmsg, errlen, "window %d is outside 2..%d", d->window, MAX_WINDOW);
+    return GY_ECONFIG;
+  }
+  if (d->warmup < 1 || d->warmup > d->window) {
+    gy_errmsg(errmsg, errlen, "warmup %d is outside 1..window (%d)", d->warmup, d->window);
+    return GY_ECONFIG;
+  }
+  if (!(d->z > 0) || !isfinite(d->z)) {
+    gy_errmsg(errmsg, errlen, "z %g must be a finite number > 0", d->z);
+    return GY_ECONFIG;
+  }
+  if (!(d->min_delta >= 0) || !isfinite(d->min_delta) || !(d->min_rel >= 0) ||
+      !isfinite(d->min_rel)) {
+    gy_errmsg(errmsg, errlen, "min_delta %g and min_rel %g must be finite numbers >= 0",
+              d->min_delta, d->min_rel);
+    return GY_ECONFIG;
+  }
+  if (!d->jump && !d->drop) {
+    gy_errmsg(errmsg, errlen, "jump and drop are both off: the detector could never fire");
+    return GY_ECONFIG;
+  }
+  return 0;
+}
+
+static int knobs_check(const gy_policy_knobs_t *k, char *errmsg, size_t errlen) {
+  const uint32_t all = GY_KNOB_GRAD_CLIP | GY_KNOB_EPS | GY_KNOB_SHALLOW | GY_KNOB_LR_SCALE |
+                       GY_KNOB_WSD_DECAY | GY_KNOB_Z_LOSS;
+  if (k->set & ~all) {
+    gy_errmsg(errmsg, errlen, "unknown knob bits 0x%x", k->set & ~all);
+    return GY_ECONFIG;
+  }
+  struct {
+    uint32_t bit;
+    const char *name;
+    double v, lo, hi;
+    int lo_open;
+  } f[] = {{GY_KNOB_GRAD_CLIP, "grad_clip_factor", k->grad_clip_factor, 0, 1e6, 1},
+           {GY_KNOB_EPS, "eps_factor", k->eps_factor, 0, 1e6, 1},
+           {GY_KNOB_LR_SCALE, "lr_scale_factor", k->lr_scale_factor, 0, 1e6, 1},
+           {GY_KNOB_SHALLOW, "shallow_scale", k->shallow_scale, 0, 1e6, 0},
+           {GY_KNOB_Z_LOSS, "z_loss", k->z_loss, 0, 1, 0}};
+  for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+    if (!(k->set & f[i].bit)) continue;
+    double v = f[i].v;
+    if (!isfinite(v) || v > f[i].hi || v < f[i].lo || (f[i].lo_open && v == f[i].lo)) {
+      gy_errmsg(errmsg, errlen, "%s %g is outside %s%g, %g]", f[i].name, v,
+                f[i].lo_open ? "(" : "[", f[i].lo, f[i].hi);
+      return GY_ECONFIG;
+    }
+  }
+  if ((k->set & GY_KNOB_SHALLOW) && (k->shallow_layers < 0 || k->shallow_layers > 4096)) {
+    gy_errmsg(errmsg, errlen, "shallow_layers %d is outside 0..4096", k->shallow_layers);
+    return GY_ECONFIG;
+  }
+  return 0;
+}
+
+int gy_policy_check(const gy_policy_t *p, char *errmsg, size_t errlen) {
+  char why[200];
+  for (int k = 0; k < GY_SERIES_NKINDS; k++)
+    if (gy_policy_detect_check(&p->detect[k], why, sizeof(why))) {
+      gy_errmsg(errmsg, errlen, "detect.%s: %s", gy_series_kind_name(k), why);
+      return GY_ECONFIG;
+    }
+  if (p->observe_steps < 0 || p->observe_steps > 10000) {
+    gy_errmsg(errmsg, errlen, "observe_steps %d is outside 0..10000", p->observe_steps);
+    return GY_ECONFIG;
+  }
+  if (!(p->recover_tolerance >= 0 && p->recover_tolerance <= 1)) {
+    gy_errmsg(errmsg, errlen, "recover_tolerance %g is outside [0, 1]", p->recover_tolerance);
+    return GY_ECONFIG;
+  }
+  if (p->region_steps < 0 || p->region_steps > MAX_STEPS) {
+    gy_errmsg(errmsg, errlen, "region_steps %d is outside 0..%d", p->region_steps, MAX_STEPS);
+    return GY_ECONFIG;
+  }
+  if (p->max_rollbacks < 1 || p->max_rollbacks > 100000 || p->max_restarts < 0 ||
+      p->max_restarts > 100000) {
+    gy_errmsg(errmsg, errlen,
+              "max_rollbacks %d must be in 1..100000 and max_restarts %d in 0..100000",
+              p->max_rollbacks, p->max_restarts);
+    return GY_ECONFIG;
+  }
+  if (p->nrungs < 1 || p->nrungs > GY_POLICY_MAX_RUNGS) {
+    gy_errmsg(errmsg, errlen, "the ladder has %d rungs; it needs 1..%d", p->nrungs,
+              GY_POLICY_MAX_RUNGS);
+    return GY_ECONFIG;
+  }
+  for (int r = 0; r < p->nrungs; r++) {
+    const gy_policy_rung_t *g = &p->rung[r];
+    if (!g->skip_samples && !g->skip_window && !g->knobs.set) {
+      gy_errmsg(errmsg, errlen, "ladder[%d] does nothing: give it a skip or a knob", r);
+      return GY_ECONFIG;
+    }
+    if (g->skip_window && (g->before < 0 || g->before > 100000 || g->after < 0 ||
+                           g->after > 100000)) {
+      gy_errmsg(errmsg, errlen, "ladder[%d].skip.window: before %d and after %d must be in "
+                "0..100000", r, g->before, g->after);
+      return GY_ECONFIG;
+    }
+    if (knobs_check(&g->knobs, why, sizeof(why))) {
+      gy_errmsg(errmsg, errlen, "ladder[%d].knobs: %s", r, why);
+      return GY_ECONFIG;
+    }
+  }
+  return 0;
+}
+
+/* ----------------------------------------- load ----------------------------------------- */
+
+typedef struct {
+  gy_yaml_t *y;
+  char *errmsg;
+  size_t errlen;
+} ctx_t;
+
+/* Refuses any key of map that is not in known (NULL-terminated), listing the allowed ones. */
+static int check_keys(ctx_t *c, gy_ynode_t map, const char *prefix, const char *const *known) {
+  int n = gy_yaml_map_len(c->y, map);
+  for (int i = 0; i < n; i++) {
+    const char *k = gy_yaml_map_key(c->y, map, i);
+    gy_ynode_t kn = gy_yaml_map_key_node(c->y, map, i);
+    if (!k)
+      return gy_yaml_error(c->y, kn, prefix, c->errmsg, c->errlen,
+                           "a key must be a plain string, not a mapping or sequence");
+    int ok = 0;
+    for (const char *const *p = known; *p; p++)
+      ok |= !strcmp(*p, k);
+    if (ok) continue;
+    char list[256] = "", full[160], shown[48];
+    size_t o = 0;
+    for (const char *const *p = known; *p && o < sizeof(list); p++)
+      o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", p == known ? "" : ", ", *p);
+    size_t j = 0;
+    for (; k[j] && j < sizeof(shown) - 1; j++)
+      shown[j] = ((unsigned char)k[j] < 0x20 || k[j] == 0x7f) ? '?' : k[j];
+    shown[j] = '\0';
+    snprintf(full, sizeof(full), "%s%s%s", prefix, *prefix ? "." : "", shown);
+    return gy_yaml_error(c->y, kn, full, c->errmsg, c->errlen, "unknown key (expected one of: %s)",
+                         list);
+  }
+  return 0;
+}
+
+static int require_map(ctx_t *c, gy_ynode_t n, const char *key) {
+  if (gy_yaml_is_map(c->y, n)) return 0;
+  char got[80];
+  gy_yaml_describe(c->y, n, got, sizeof(got));
+  return gy_yaml_error(c->y, n, key, c->errmsg, c->errlen, "expected a mapping, got %s", got);
+}
+
+/* Optional int map.name in [min, max]; *out keeps its value when absent. */
+static int get_int(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, int64_t min,
+                   int64_t max, int *out) {
+  char full[160];
+  snprintf(full, sizeof(full), "%s%s%s", prefix, *prefix ? "." : "", name);
+  gy_ynode_t n = gy_yaml_get(c->y, map, name);
+  if (!n) return 0;
+  int64_t v;
+  int rc = gy_yaml_to_int(c->y, n, full, min, max, &v, c->errmsg, c->errlen);
+  if (!rc) *out = (int)v;
+  return rc;
+}
+
+static int get_double(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, double min,
+                      int min_open, double max, double *out, int *present) {
+  char full[160];
+  snprintf(full, sizeof(full), "%s%s%s", prefix, *prefix ? "." : "", name);
+  gy_ynode_t n = gy_yaml_get(c->y, map, name);
+  if (present) *present = n != 0;
+  if (!n) return 0;
+  return gy_yaml_to_double_in(c->y, n, full, min, min_open, max, 0, out, c->errmsg, c->errlen);
+}
+
+static int get_bool(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, int *out) {
+  char full[160];
+  snprintf(full, sizeof(full), "%s%s%s", prefix, *prefix ? "." : "", name);
+  gy_ynode_t n = gy_yaml_get(c->y, map, name);
+  if (!n) return 0;
+  return gy_yaml_to_bool(c->y, n, full, out, c->errmsg, c->errlen);
+}
+
+/* Optional enumerated string: *out = index into names (NULL-terminated). */
+static int get_enum(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name,
+                    const char *const *names, int *out) {
+  char full[160];
+  snprintf(full, sizeof(full), "%s%s%s", prefix, *prefix ? "." : "", name);
+  gy_ynode_t n = gy_yaml_get(c->y, map, name);
+  if (!n) return 0;
+  const char *s;
+  int rc = gy_yaml_to_string(c->y, n, full, &s, c->errmsg, c->errlen);
+  if (rc) return rc;
+  for (int i = 0; names[i]; i++)
+    if (!strcmp(names[i], s)) {
+      *out = i;
+      return 0;
+    }
+  char got[80];
+  gy_yaml_describe(c->y, n, got, sizeof(got));
+  return gy_yaml_error(c->y, n, full, c->errmsg, c->errlen, "expected %s or %s, got %s",
+                       names[0], names[1], got);
+}
+
+static int parse_detect(ctx_t *c, gy_ynode_t m, gy_policy_t *p) {
+  static const char *const fields[] = {"window",  "warmup", "z",    "min_delta", "min_rel",
+                                       "jump",    "drop",   "on_fire", NULL};
+  static const char *const on_fire[] = {"spike", "alert", NULL};
+  const char *kinds[GY_SERIES_NKINDS + 1];
+  int rc;
+  for (int k = 0; k < GY_SERIES_NKINDS; k++)
+    kinds[k] = kind_names[k];
+  kinds[GY_SERIES_NKINDS] = NULL;
+  if ((rc = require_map(c, m, "detect")) || (rc = check_keys(c, m, "detect", kinds))) return rc;
+  for (int k = 0; k < GY_SERIES_NKINDS; k++) {
+    gy_ynode_t d = gy_yaml_get(c->y, m, kind_names[k]);
+    if (!d) continue;
+    char pre[64];
+    snprintf(pre, sizeof(pre), "detect.%s", kind_names[k]);
+    if ((rc = require_map(c, d, pre)) || (rc = check_keys(c, d, pre, fields))) return rc;
+    gy_policy_detect_t *o = &p->detect[k];
+    if ((rc = get_int(c, d, pre, "window", 2, MAX_WINDOW, &o->window)) ||
+        (rc = get_int(c, d, pre, "warmup", 1, MAX_WINDOW, &o->warmup)) ||
+        (rc = get_double(c, d, pre, "z", 0, 1, 1e6, &o->z, NULL)) ||
+        (rc = get_double(c, d, pre, "min_delta", 0, 0, 1e12, &o->min_delta, NULL)) ||
+        (rc = get_double(c, d, pre, "min_rel", 0, 0, 1e6, &o->min_rel, NULL)) ||
+        (rc = get_bool(c, d, pre, "jump", &o->jump)) ||
+        (rc = get_bool(c, d, pre, "drop", &o->drop)) ||
+        (rc = get_enum(c, d, pre, "on_fire", on_fire, &o->alert_only)))
+      return rc;
+    char why[200];
+    if (gy_policy_detect_check(o, why, sizeof(why)))
+      return gy_yaml_error(c->y, d, pre, c->errmsg, c->errlen, "%s", why);
+  }
+  return 0;
+}
+
+static int parse_rung(ctx_t *c, gy_ynode_t item, int i, gy_policy_rung_t *g) {
+  static const char *const keys[] = {"skip", "knobs", NULL};
+  static const char *const skip_keys[] = {"samples", "window", NULL};
+  static const char *const win_keys[] = {"before", "after", NULL};
+  static const char *const knob_keys[] = {"grad_clip_factor", "eps_factor", "shallow_scale",
+                                          "shallow_layers",   "lr_scale_factor", "wsd_decay",
+                                          "z_loss",           NULL};
+  char pre[64], sub[96];
+  int rc;
+  snprintf(pre, sizeof(pre), "ladder[%d]", i);
+  memset(g, 0, sizeof(*g));
+  if ((rc = require_map(c, item, pre)) || (rc = check_keys(c, item, pre, keys))) return rc;
+  gy_ynode_t skip = gy_yaml_get(c->y, item, "skip");
+  if (skip) {
+    snprintf(sub, sizeof(sub), "%s.skip", pre);
+    if ((rc = require_map(c, skip, sub)) || (rc = check_keys(c, skip, sub, skip_keys)) ||
+        (rc = get_bool(c, skip, sub, "samples", &g->skip_samples)))
+      return rc;
+    gy_ynode_t w = gy_yaml_get(c->y, skip, "window");
+    if (w) {
+      snprintf(sub, sizeof(sub), "%s.skip.window", pre);
+      if ((rc = require_map(c, w, sub)) || (rc = check_keys(c, w, sub, win_keys)) ||
+          (rc = get_int(c, w, sub, "before", 0, 100000, &g->before)) ||
+          (rc = get_int(c, w, sub, "after", 0, 100000, &g->after)))
+        return rc;
+      g->skip_window = 1;
+    }
+  }
+  gy_ynode_t kn = gy_yaml_get(c->y, item, "knobs");
+  if (kn) {
+    gy_policy_knobs_t *k = &g->knobs;
+    int has;
+    snprintf(sub, sizeof(sub), "%s.knobs", pre);
+    if ((rc = require_map(c, kn, sub)) || (rc = check_keys(c, kn, sub, knob_keys))) return rc;
+    if ((rc = get_double(c, kn, sub, "grad_clip_factor", 0, 1, 1e6, &k->grad_clip_factor, &has)))
+      return rc;
+    if (has) k->set |= GY_KNOB_GRAD_CLIP;
+    if ((rc = get_double(c, kn, sub, "eps_factor", 0, 1, 1e6, &k->eps_factor, &has))) return rc;
+    if (has) k->set |= GY_KNOB_EPS;
+    if ((rc = get_double(c, kn, sub, "lr_scale_factor", 0, 1, 1e6, &k->lr_scale_factor, &has)))
+      return rc;
+    if (has) k->set |= GY_KNOB_LR_SCALE;
+    if ((rc = get_double(c, kn, sub, "z_loss", 0, 0, 1, &k->z_loss, &has))) return rc;
+    if (has) k->set |= GY_KNOB_Z_LOSS;
+    int wsd = 0;
+    if ((rc = get_bool(c, kn, sub, "wsd_decay", &wsd))) return rc;
+    if (wsd) k->set |= GY_KNOB_WSD_DECAY;
+    gy_ynode_t ss = gy_yaml_get(c->y, kn, "shallow_scale");
+    gy_ynode_t sl = gy_yaml_get(c->y, kn, "shallow_layers");
+    if (!ss != !sl) {
+      snprintf(sub, sizeof(sub), "%s.knobs.%s", pre, ss ? "shallow_layers" : "shallow_scale");
+      return gy_yaml_error(c->y, kn, sub, c->errmsg, c->errlen,
+                           "required key is missing: shallow_scale and shallow_layers go together");
+    }
+    if (ss) {
+      if ((rc = get_double(c, kn, sub, "shallow_scale", 0, 0, 1e6, &k->shallow_scale, NULL)) ||
+          (rc = get_int(c, kn, sub, "shallow_layers", 0, 4096, &k->shallow_layers)))
+        return rc;
+      k->set |= GY_KNOB_SHALLOW;
+    }
+  }
+  if (!g->skip_samples && !g->skip_window && !g->knobs.set)
+    return gy_yaml_error(c->y, item, pre, c->errmsg, c->errlen,
+                         "this rung does nothing: give it a skip (samples or window) or knobs");
+  return 0;
+}
+
+int gy_policy_load(gy_policy_t *out, const char *path, char *errmsg, size_t errlen) {
+  static const char *const top[] = {"detect",        "observe_steps", "recover_tolerance",
+                                    "region_steps",  "max_rollbacks", "max_restarts",
+                                    "on_drop",       "ladder",        NULL};
+  static const char *const on_drop[] = {"ladder", "skip_samples", NULL};
+  ctx_t c = {.errmsg = errmsg, .errlen = errlen};
+  gy_policy_t p;
+  int rc;
+  if (!out || !path) {
+    gy_errmsg(errmsg, errlen, "gy_policy_load: no policy or path");
+    return GY_EINVAL;
+  }
+  gy_policy_default(&p);
+  if ((rc = gy_yaml_load(&c.y, path, errmsg, errlen))) return rc;
+  gy_ynode_t root = gy_yaml_root(c.y);
+  if (!gy_yaml_is_map(c.y, root)) {
+    char got[80];
+    gy_yaml_describe(c.y, root, got, sizeof(got));
+    rc = gy_yaml_error(c.y, root, NULL, errmsg, errlen,
+                       "the top level of a policy must be a mapping (detect:, ladder:, ...), "
+                       "got %s",
+                       got);
+    goto err;
+  }
+  if ((rc = check_keys(&c, root, "", top))) goto err;
+  gy_ynode_t d = gy_yaml_get(c.y, root, "detect");
+  if (d && (rc = parse_detect(&c, d, &p))) goto err;
+  if ((rc = get_int(&c, root, "", "observe_steps", 0, 10000, &p.observe_steps)) ||
+      (rc = get_double(&c, root, "", "recover_tolerance", 0, 0, 1, &p.recover_tolerance, NULL)) ||
+      (rc = get_int(&c, root, "", "region_steps", 0, MAX_STEPS, &p.region_steps)) ||
+      (rc = get_int(&c, root, "", "max_rollbacks", 1, 100000, &p.max_rollbacks)) ||
+      (rc = get_int(&c, root, "", "max_restarts", 0, 100000, &p.max_restarts)) ||
+      (rc = get_enum(&c, root, "", "on_drop", on_drop, &p.drop_skip_samples)))
+    goto err;
+  gy_ynode_t lad = gy_yaml_get(c.y, root, "ladder");
+  if (lad) {
+    int n = gy_yaml_seq_len(c.y, lad);
+    if (!gy_yaml_is_seq(c.y, lad) || n < 1 || n > GY_POLICY_MAX_RUNGS) {
+      char got[80];
+      gy_yaml_describe(c.y, lad, got, sizeof(got));
+      rc = gy_yaml_error(c.y, lad, "ladder", errmsg, errlen,
+                         "expected a list of 1 to %d rungs, got %s", GY_POLICY_MAX_RUNGS,
+                         gy_yaml_is_seq(c.y, lad) ? (n ? "too many" : "an empty list") : got);
+      goto err;
+    }
+    for (int i = 0; i < n; i++)
+      if ((rc = parse_rung(&c, gy_yaml_seq_item(c.y, lad, i), i, &p.rung[i]))) goto err;
+    for (int i = n; i < GY_POLICY_MAX_RUNGS; i++)
+      memset(&p.rung[i], 0, sizeof(p.rung[i]));
+    p.nrungs = n;
+  }
+  /* Safety net: every value was range-checked above with the same bounds. */
+  char why[200];
+  if (gy_policy_check(&p, why, sizeof(why))) {
+    gy_errmsg(errmsg, errlen, "%s: %s", path, why);
+    rc = GY_ECONFIG;
+    goto err;
+  }
+  gy_yaml_destroy(c.y);
+  *out = p;
+  return 0;
+err:
+  gy_yaml_destroy(c.y);
+  return rc;
+}
+
+/* ---------------------------------------- format ---------------------------------------- */
+
+/* Shortest of %g and %.17g that reads back to exactly v. */
+static const char *num(char *buf, size_t len, double v) {
+  snprintf(buf, len, "%.6g", v);
+  if (strtod(buf, NULL) != v) snprintf(buf, len, "%.17g", v);
+  return buf;
+}
+
+typedef struct {
+  char *buf;
+  size_t len, o;
+} out_t;
+
+static void put(out_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(out_t *w, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(w->o < w->len ? w->buf + w->o : NULL, w->o < w->len ? w->len - w->o : 0,
+                    fmt, ap);
+  va_end(ap);
+  if (n > 0) w->o += (size_t)n;
+}
+
+size_t gy_policy_format(const gy_policy_t *p, char *buf, size_t len) {
+  out_t w = {buf, buf ? len : 0, 0};
+  char a[32], b[32], z[32];
+  if (w.len) buf[0] = '\0';
+  put(&w, "detect:\n");
+  for (int k = 0; k < GY_SERIES_NKINDS; k++) {
+    const gy_policy_detect_t *d = &p->detect[k];
+    put(&w,
+        "  %s: {window: %d, warmup: %d, z: %s, min_delta: %s, min_rel: %s, jump: %s, drop: %s, "
+        "on_fire: %s}\n",
+        kind_names[k], d->window, d->warmup, num(z, sizeof(z), d->z),
+        num(a, sizeof(a), d->min_delta), num(b, sizeof(b), d->min_rel),
+        d->jump ? "true" : "false", d->drop ? "true" : "false", d->alert_only ? "alert" : "spike");
+  }
+  put(&w, "observe_steps: %d\nrecover_tolerance: %s\nregion_steps: %d\nmax_rollbacks: %d\n",
+      p->observe_steps, num(a, sizeof(a), p->recover_tolerance), p->region_steps,
+      p->max_rollbacks);
+  put(&w, "max_restarts: %d\non_drop: %s\nladder:\n", p->max_restarts,
+      p->drop_skip_samples ? "skip_samples" : "ladder");
+  for (int r = 0; r < p->nrungs; r++) {
+    const gy_policy_rung_t *g = &p->rung[r];
+    const gy_policy_knobs_t *k = &g->knobs;
+    const char *lead = "  - ";
+    if (g->skip_samples || g->skip_window) {
+      put(&w, "%sskip: {samples: %s", lead, g->skip_samples ? "true" : "false");
+      if (g->skip_window) put(&w, ", window: {before: %d, after: %d}", g->before, g->after);
+      put(&w, "}\n");
+      lead = "    ";
+    }
+    if (k->set) {
+      const char *sep = "";
+      put(&w, "%sknobs: {", lead);
+      if (k->set & GY_KNOB_GRAD_CLIP) {
+        put(&w, "%sgrad_clip_factor: %s", sep, num(a, sizeof(a), k->grad_clip_factor));
+        sep = ", ";
+      }
+      if (k->set & GY_KNOB_EPS) {
+        put(&w, "%seps_factor: %s", sep, num(a, sizeof(a), k->eps_factor));
+        sep = ", ";
+      }
+      if (k->set & GY_KNOB_SHALLOW) {
+        put(&w, "%sshallow_scale: %s, shallow_layers: %d", sep,
+            num(a, sizeof(a), k->shallow_scale), k->shallow_layers);
+        sep = ", ";
+      }
+      if (k->set & GY_KNOB_LR_SCALE) {
+        put(&w, "%slr_scale_factor: %s", sep, num(a, sizeof(a), k->lr_scale_factor));
+        sep = ", ";
+      }
+      if (k->set & GY_KNOB_WSD_DECAY) {
+        put(&w, "%swsd_decay: true", sep);
+        sep = ", ";
+      }
+      if (k->set & GY_KNOB_Z_LOSS) put(&w, "%sz_loss: %s", sep, num(a, sizeof(a), k->z_loss));
+      put(&w, "}\n");
+    }
+  }
+  return w.o;
+}
+
+static int knobs_equal(const gy_policy_knobs_t *a, const gy_policy_knobs_t *b) {
+  if (a->set != b->set) return 0;
+  uint32_t s = a->set;
+  return (!(s & GY_KNOB_GRAD_CLIP) || a->grad_clip_factor == b->grad_clip_factor) &&
+         (!(s & GY_KNOB_EPS) || a->eps_factor == b->eps_factor) &&
+         (!(s & GY_KNOB_LR_SCALE) || a->lr_scale_factor == b->lr_scale_factor) &&
+         (!(s & GY_KNOB_SHALLOW) ||
+          (a->shallow_scale == b->shallow_scale && a->shallow_layers == b->shallow_layers)) &&
+         (!(s & GY_KNOB_Z_LOSS) || a->z_loss == b->z_loss);
+}
+
+int gy_policy_equal(const gy_policy_t *a, const gy_policy_t *b) {
+  for (int k = 0; k < GY_SERIES_NKINDS; k++) {
+    const gy_policy_detect_t *x = &a->detect[k], *y = &b->detect[k];
+    if (x->window != y->window || x->warmup != y->warmup || x->z != y->z ||
+        x->min_delta != y->min_delta || x->min_rel != y->min_rel || x->jump != y->jump ||
+        x->drop != y->drop || x->alert_only != y->alert_only)
+      return 0;
+  }
+  if (a->observe_steps != b->observe_steps || a->recover_tolerance != b->recover_tolerance ||
+      a->region_steps != b->region_steps || a->max_rollbacks != b->max_rollbacks ||
+      a->max_restarts != b->max_restarts || a->drop_skip_samples != b->drop_skip_samples ||
+      a->nrungs != b->nrungs)
+    return 0;
+  for (int r = 0; r < a->nrungs; r++) {
+    const gy_policy_rung_t *x = &a->rung[r], *y = &b->rung[r];
+    if (x->skip_samples != y->skip_samples || x->skip_window != y->skip_window ||
+        (x->skip_window && (x->before != y->before || x->after != y->after)) ||
+        !knobs_equal(&x->knobs, &y->knobs))
+      return 0;
+  }
+  return 1;
+}
+
+/* --------------------------------------- decisions --------------------------------------- */
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Folds rung knobs k into the cumulative acc: factors multiply, absolute values replace. */
+static void knobs_add(gy_policy_knobs_t *acc, const gy_policy_knobs_t *k) {
+  if (k->set & GY_KNOB_GRAD_CLIP)
+    acc->grad_clip_factor =
+        (acc->set & GY_KNOB_GRAD_CLIP ? acc->grad_clip_factor : 1.0) * k->grad_clip_factor;
+  if (k->set & GY_KNOB_EPS)
+    acc->eps_factor = (acc->set & GY_KNOB_EPS ? acc->eps_factor : 1.0) * k->eps_factor;
+  if (k->set & GY_KNOB_LR_SCALE)
+    acc->lr_scale_factor =
+        (acc->set & GY_KNOB_LR_SCALE ? acc->lr_scale_factor : 1.0) * k->lr_scale_factor;
+  if (k->set & GY_KNOB_SHALLOW) {
+    acc->shallow_scale = k->shallow_scale;
+    acc->shallow_layers = k->shallow_layers;
+  }
+  if (k->set & GY_KNOB_Z_LOSS) acc->z_loss = k->z_loss;
+  acc->set |= k->set;
+}
+
+/* Copies the attributed ids into d, sorted and distinct, at most GY_POLICY_MAX_SAMPLES. */
+static void take_samples(gy_policy_decision_t *d, const gy_policy_input_t *in) {
+  uint64_t *tmp = NULL;
+  int n = in->samples ? in->nsamples : 0;
+  d->nsamples = 0;
+  d->samples_dropped = 0;
+  if (n <= 0) return;
+  /* Sort a copy; with no memory for it, fall back to first-come (still distinct). */
+  if ((tmp = malloc((size_t)n * sizeof(*tmp)))) {
+    memcpy(tmp, in->samples, (size_t)n * sizeof(*tmp));
+    qsort(tmp, (size_t)n, sizeof(*tmp), cmp_u64);
+  }
+  const uint64_t *src = tmp ? tmp : in->samples;
+  for (int i = 0; i < n; i++) {
+    int dup = 0;
+    if (tmp)
+      dup = i > 0 && src[i] == src[i - 1];
+    else
+      for (int j = 0; j < d->nsamples && !dup; j++)
+        dup = d->samples[j] == src[i];
+    if (dup) continue;
+    if (d->nsamples < GY_POLICY_MAX_SAMPLES)
+      d->samples[d->nsamples++] = src[i];
+    else
+      d->samples_dropped++;
+  }
+  if (!tmp) qsort(d->samples, (size_t)d->nsamples, sizeof(uint64_t), cmp_u64);
+  free(tmp);
+}
+
+int gy_policy_decide(const gy_policy_t *p, const gy_policy_input_t *in,
+                     const gy_policy_repair_t *hist, int nhist, gy_policy_decision_t *out) {
+  if (!p || !in || !out || nhist < 0 || (nhist > 0 && !hist) || in->trigger < 0 ||
+      in->trigger >= GY_TRIG_COUNT || in->last_step < in->first_step || in->first_step < 0 ||
+      in->nsamples < 0)
+    return GY_EINVAL;
+  gy_policy_decision_t *d = out;
+  memset(d, 0, sizeof(*d));
+  d->trigger = in->trigger;
+  int64_t s = in->first_step;
+
+  if (in->trigger == GY_TRIG_OPERATOR) {
+    d->action = GY_ACTION_ROLLBACK;
+    snprintf(d->reason, sizeof(d->reason), "operator rollback from step %lld, no skip",
+             (long long)s);
+    return 0;
+  }
+  if (in->trigger == GY_TRIG_WORKER_LOST) {
+    int restarts = 0;
+    for (int i = 0; i < nhist; i++)
+      restarts += hist[i].trigger == GY_TRIG_WORKER_LOST;
+    if (restarts >= p->max_restarts) {
+      d->action = GY_ACTION_HALT;
+      snprintf(d->reason, sizeof(d->reason),
+               "a worker was lost at step %lld and max_restarts (%d) restarts were made already",
+               (long long)s, p->max_restarts);
+      return 0;
+    }
+    d->action = GY_ACTION_ROLLBACK;
+    snprintf(d->reason, sizeof(d->reason),
+             "a worker was lost at step %lld: roll back to the last clean checkpoint, no skip "
+             "(restart %d of %d)",
+             (long long)s, restarts + 1, p->max_restarts);
+    return 0;
+  }
+  if (in->trigger == GY_TRIG_SPIKE && p->observe_steps > 0) {
+    d->action = GY_ACTION_RECOVER_WATCH;
+    d->observe_steps = p->observe_steps;
+    snprintf(d->reason, sizeof(d->reason), "spike suspected at step %lld: watching %d more steps",
+             (long long)s, p->observe_steps);
+    return 0;
+  }
+
+  /* A repair: which rung? The newest repair that used a rung decides whether this is a
+   * repeat in the same region. */
+  int repairs = 0, last = -1;
+  for (int i = 0; i < nhist; i++)
+    if (hist[i].rung > 0) {
+      repairs++;
+      last = i;
+    }
+  int rung = 1;
+  int64_t dist = -1;
+  if (last >= 0) {
+    dist = s - hist[last].step;
+    if (dist < 0) dist = -dist;
+    if (dist <= p->region_steps) rung = hist[last].rung + 1;
+  }
+  d->rung = rung;
+  if (repairs >= p->max_rollbacks) {
+    d->action = GY_ACTION_HALT;
+    snprintf(d->reason, sizeof(d->reason),
+             "%s at step %lld: max_rollbacks (%d) repairs were made already; a human decides",
+             gy_trigger_name(in->trigger), (long long)s, p->max_rollbacks);
+    return 0;
+  }
+  if (rung > p->nrungs) {
+    d->action = GY_ACTION_HALT;
+    snprintf(d->reason, sizeof(d->reason),
+             "%s at step %lld, %lld steps from the last repair on rung %d: the ladder (%d rungs) "
+             "is exhausted; a human decides",
+             gy_trigger_name(in->trigger), (long long)s, (long long)dist, rung - 1, p->nrungs);
+    return 0;
+  }
+  const gy_policy_rung_t *g = &p->rung[rung - 1];
+  d->action = GY_ACTION_ROLLBACK;
+  if (g->skip_samples || (in->trigger == GY_TRIG_DROP && p->drop_skip_samples))
+    take_samples(d, in);
+  if (g->skip_window) {
+    d->skip_steps = 1;
+    d->step_first = s - g->before < 0 ? 0 : s - g->before;
+    d->step_last = in->last_step + g->after + 1;
+  }
+  for (int r = 0; r < rung; r++)
+    knobs_add(&d->knobs, &p->rung[r].knobs);
+  if (last >= 0 && rung > 1)
+    snprintf(d->reason, sizeof(d->reason),
+             "%s at step %lld, %lld steps from the last repair (rung %d, within region_steps %d): "
+             "rung %d (repair %d of %d)",
+             gy_trigger_name(in->trigger), (long long)s, (long long)dist, rung - 1,
+             p->region_steps, rung, repairs + 1, p->max_rollbacks);
+  else
+    snprintf(d->reason, sizeof(d->reason), "%s at step %lld: rung %d (repair %d of %d)",
+             gy_trigger_name(in->trigger), (long long)s, rung, repairs + 1, p->max_rollbacks);
+  return 0;
+}
+
+void gy_policy_decision_format(const gy_policy_decision_t *d, char *buf, size_t len) {
+  out_t w = {buf, buf ? len : 0, 0};
+  char a[32];
+  if (w.len) buf[0] = '\0';
+  put(&w, "%s", gy_action_name(d->action));
+  if (d->rung) put(&w, " rung %d", d->rung);
+  if (d->action == GY_ACTION_RECOVER_WATCH) put(&w, ": watch %d steps", d->observe_steps);
+  if (d->action != GY_ACTION_ROLLBACK) return;
+  if (!d->nsamples && !d->skip_steps) put(&w, ": no skip");
+  if (d->nsamples) {
+    put(&w, ": skip %d sample%s [", d->nsamples, d->nsamples == 1 ? "" : "s");
+    for (int i = 0; i < d->nsamples && i < 8; i++)
+      put(&w, "%s%llu", i ? " " : "", (unsigned long long)d->samples[i]);
+    put(&w, "%s]", d->nsamples > 8 ? " ..." : "");
+  }
+  if (d->skip_steps)
+    put(&w, "%s skip steps [%lld, %lld)", d->nsamples ? "," : ":", (long long)d->step_first,
+        (long long)d->step_last);
+  const gy_policy_knobs_t *k = &d->knobs;
+  if (k->set & GY_KNOB_GRAD_CLIP)
+    put(&w, ", grad_clip x%s", num(a, sizeof(a), k->grad_clip_factor));
+  if (k->set & GY_KNOB_EPS) put(&w, ", eps x%s", num(a, sizeof(a), k->eps_factor));
+  if (k->set & GY_KNOB_SHALLOW)
+    put(&w, ", shallow_scale %s on %d layer%s", num(a, sizeof(a), k->shallow_scale),
+        k->shallow_layers, k->shallow_layers == 1 ? "" : "s");
+  if (k->set & GY_KNOB_LR_SCALE) put(&w, ", lr_scale x%s", num(a, sizeof(a), k->lr_scale_factor));
+  if (k->set & GY_KNOB_WSD_DECAY) put(&w, ", WSD decay");
+  if (k->set & GY_KNOB_Z_LOSS) put(&w, ", z_loss %s", num(a, sizeof(a), k->z_loss));
+}

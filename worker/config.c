@@ -693,9 +693,9 @@ static int dup_opt(ctx_t *c, const char *s, char **out) {
 }
 
 static int parse_controller(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
-  static const char *const keys[] = {"listen",     "world",          "tp",
-                                     "window",     "heartbeat_ms",   "lost_after_ms",
-                                     "join_token", "operator_token", NULL};
+  static const char *const keys[] = {
+      "listen",     "world",          "tp",     "window", "heartbeat_ms", "lost_after_ms",
+      "join_token", "operator_token", "policy", NULL};
   gy_ynode_t m, wn;
   int rc;
   if ((rc = get_map(c, root, "", "controller", &m))) return rc;
@@ -711,7 +711,8 @@ static int parse_controller(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
         (rc = get_i32(c, m, "controller", "lost_after_ms", 100, 3600000, &cfg->ctl_lost_after_ms,
                       NULL)) ||
         (rc = get_str(c, m, "controller", "join_token", &jt, NULL)) ||
-        (rc = get_str(c, m, "controller", "operator_token", &ot, NULL)))
+        (rc = get_str(c, m, "controller", "operator_token", &ot, NULL)) ||
+        (rc = get_path(c, m, "controller", "policy", &cfg->ctl_policy)))
       return rc;
     if (cfg->ctl_world % cfg->ctl_tp)
       return gy_yaml_error(c->y, wn ? wn : m, "controller.world", c->errmsg, c->errlen,
@@ -869,6 +870,7 @@ void gy_run_config_free(gy_run_config_t *cfg) {
   free(cfg->ctl_listen);
   free(cfg->ctl_join_token);
   free(cfg->ctl_operator_token);
+  free(cfg->ctl_policy);
   memset(cfg, 0, sizeof(*cfg));
 }
 

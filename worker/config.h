@@ -45,6 +45,7 @@ typedef struct {
   int ctl_lost_after_ms; /* controller.lost_after_ms: silence that declares a worker lost (10000) */
   char *ctl_join_token;  /* controller.join_token: workers must present it (NULL: none) */
   char *ctl_operator_token; /* controller.operator_token: gyroctl must present it (NULL: none) */
+  char *ctl_policy;      /* controller.policy: repair policy file (NULL: the built-in default) */
 } gy_run_config_t;
 
 /* Loads path. Unknown keys, wrong types and out-of-range values are refused: GY_ECONFIG with

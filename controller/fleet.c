@@ -2,13 +2,14 @@
  * fleet: the controller's pure logic (DESIGN.md §2-§4, control-plane design): no I/O, no clock.
  *
  * API, in order: create/destroy; inputs join, join_cancel, hello, report, heartbeat, ack,
- * session_closed, command, tick; outputs actions/actions_clear/errmsg; read-only views; the
- * internal state-change function for tests.
+ * session_closed, command, rollback, tick; outputs actions/actions_clear/errmsg; read-only
+ * views; the internal state-change function for tests.
  *
  * How it works. Joins are held in `joiners` until `world` of them are present; then the gang
- * forms (generation + 1, ranks by ordinal else lowest free, start step = the joiners' minimum
- * steps_done) and every joiner gets an ASSIGN. Grants: horizon = min(slowest rank's steps_done
- * + window, steps), sent to every rank each time it grows. An operator command is queued; the
+ * forms (generation + 1, ranks by ordinal else lowest free, start step = the newest committed
+ * checkpoint, else the joiners' minimum steps_done) and every joiner gets an ASSIGN. Grants:
+ * horizon = min(slowest rank's steps_done + window, steps), sent to every rank each time it
+ * grows. An operator command is queued; the
  * head of the queue is "in flight": the horizon stays frozen at H, and once every rank's
  * steps_done == H the directive goes out with at_step = H; when every alive rank acked, its
  * effect happens (PAUSE -> PAUSED, RESUME -> TRAIN, STOP -> DONE) and the next queued
@@ -18,16 +19,30 @@
  * steps_done is last_step + 1, advanced by the report that completes a slot (and past any
  * later slot already complete).
  *
+ * Checkpoints: a rank's report may say it wrote the checkpoint of step c; `pending` counts, per
+ * step, the ranks that said so (each rank's checkpoints come in increasing step order within a
+ * timeline, so ckpt_step dedupes), and c is committed when the count reaches the world. A
+ * ROLLBACK is a queued directive like the others; its parameters live in a record of the
+ * rollback log (a ring of the newest GY_FLEET_ROLLBACK_LOG), so that the DIRECTIVE action can
+ * point at its skip ranges. When its acks are in, rollback_done() moves every rank, the history,
+ * the committed list and the horizon back to to_step, or rollback_failed() handles refusals.
+ *
  * Invariants:
  * - Only transition() writes f->state, and only pairs of the table `allowed` pass.
- * - The horizon never decreases, and does not change while a directive is in flight or queued
- *   or the run is PAUSED, so every rank applies a directive at the same step H.
+ * - The horizon never decreases, except when a ROLLBACK completes (it restarts at to_step,
+ *   where every rank then stands), and does not change while a directive is in flight or
+ *   queued, the run is PAUSED or every rank refused the last rollback, so every rank applies a
+ * directive at the same step H.
  * - A member's steps_done <= horizon; reports arrive in step order per rank.
  * - While a gang is formed, min over ranks of steps_done == last_step + 1, and hist[s].nreports
  *   (for last_step < s < horizon) is the number of ranks with steps_done > s.
  * - hcap = GY_FLEET_HISTORY + window + 1: the slots of the last GY_FLEET_HISTORY aggregated
  *   steps and of every step a rank may run ahead (< horizon) are distinct.
  * - Every refusal sets errmsg and appends an event "refused".
+ * - committed[] is sorted by decreasing step, without repeats; every committed step is
+ *   <= last_step + 1 of the timeline that committed it (a rollback forgets the later ones).
+ * - A queued or in-flight ROLLBACK's record is among the newest QUEUE_MAX + 1 of the log, so
+ *   the ring (GY_FLEET_ROLLBACK_LOG > QUEUE_MAX + 1) never frees a live one.
  */
 #include "fleet.h"
 
@@ -40,10 +55,18 @@
 
 #define QUEUE_MAX 64
 
+_Static_assert(GY_FLEET_ROLLBACK_LOG > QUEUE_MAX + 1, "the rollback log must outlive the queue");
+
+typedef struct {
+  gy_fleet_rollback_t pub; /* pub.skip points at skip */
+  gy_fleet_skip_t *skip;
+} rb_rec_t;
+
 typedef struct {
   uint64_t seq;
   int kind;
   gy_fleet_hparams_t hp;
+  rb_rec_t *rb; /* ROLLBACK: its record in the log (owned by the log) */
 } directive_t;
 
 typedef struct {
@@ -70,6 +93,19 @@ struct gy_fleet {
   int nqueue;
   int pause_intent; /* PAUSED, or a PAUSE accepted and no RESUME after it */
   int stop_intent;
+  int rb_failed; /* every rank refused the last ROLLBACK: no grants until one succeeds or the
+                    operator resumes */
+  /* checkpoints */
+  int64_t committed[GY_FLEET_MAX_COMMITTED]; /* newest first */
+  int ncommitted;
+  struct {
+    int64_t step;
+    int n; /* ranks that reported it */
+  } pending[GY_FLEET_PENDING_CKPT];
+  int npending;
+  /* rollbacks: ring of records, rblog[(nrb - 1) % LOG] the newest */
+  rb_rec_t *rblog[GY_FLEET_ROLLBACK_LOG];
+  uint64_t nrb;
   /* history */
   gy_fleet_step_t *hist;
   int64_t hcap;
@@ -95,9 +131,9 @@ const char *gy_fleet_state_name(gy_fleet_state_t s) {
 }
 
 const char *gy_dir_kind_name(int kind) {
-  static const char *const names[] = {"NONE", "PAUSE",      "RESUME",
-                                      "STOP", "CHECKPOINT", "SET_HPARAMS"};
-  return (kind >= 0 && kind <= GY_DIR_SET_HPARAMS) ? names[kind] : "?";
+  static const char *const names[] = {"NONE",       "PAUSE",       "RESUME",  "STOP",
+                                      "CHECKPOINT", "SET_HPARAMS", "ROLLBACK"};
+  return (kind >= 0 && kind <= GY_DIR_ROLLBACK) ? names[kind] : "?";
 }
 
 /* ---------------------------------------- actions ---------------------------------------- */
@@ -161,14 +197,32 @@ int gy__fleet_transition_allowed(gy_fleet_state_t from, gy_fleet_state_t to) {
   return allowed[from][to];
 }
 
+/* A directive that will never be sent (or completed): an event, and its rollback record. */
+static void drop_directive(gy_fleet_t *f, directive_t *d, const char *why) {
+  if (d->rb) d->rb->pub.status = GY_FLEET_RB_DROPPED;
+  event(f, "directive_dropped", f->last_step, "directive seq %llu (%s) dropped: %s",
+        (unsigned long long)d->seq, gy_dir_kind_name(d->kind), why);
+}
+
+static void forget_committed(gy_fleet_t *f, int64_t step, int inclusive);
+
+/* A worker was lost with rollbacks queued or in flight (some ranks may have restored already):
+ * the decision to leave the timeline after the earliest target stands, so the checkpoints
+ * after it are forgotten and the re-formed gang starts from it (the skips and hparams are not
+ * applied: whoever decided the rollback asks again once the gang is back). */
+static void abandon_timeline(gy_fleet_t *f) {
+  int64_t to = INT64_MAX;
+  if (f->inflight_on && f->inflight.rb) to = f->inflight.rb->pub.to_step;
+  for (int i = 0; i < f->nqueue; i++)
+    if (f->queue[i].rb && f->queue[i].rb->pub.to_step < to) to = f->queue[i].rb->pub.to_step;
+  if (to != INT64_MAX) forget_committed(f, to, 0);
+}
+
 /* Exit actions. */
 static void clear_directives(gy_fleet_t *f, const char *why) {
-  if (f->inflight_on)
-    event(f, "directive_dropped", f->last_step, "directive seq %llu (%s) dropped: %s",
-          (unsigned long long)f->inflight.seq, gy_dir_kind_name(f->inflight.kind), why);
+  if (f->inflight_on) drop_directive(f, &f->inflight, why);
   for (int i = 0; i < f->nqueue; i++)
-    event(f, "directive_dropped", f->last_step, "directive seq %llu (%s) dropped: %s",
-          (unsigned long long)f->queue[i].seq, gy_dir_kind_name(f->queue[i].kind), why);
+    drop_directive(f, &f->queue[i], why);
   f->inflight_on = f->inflight_sent = 0;
   f->nqueue = 0;
   f->pause_intent = f->stop_intent = 0;
@@ -197,6 +251,7 @@ int gy__fleet_transition(gy_fleet_t *f, gy_fleet_state_t to, const char *why) {
     event(f, "done", f->last_step, "run done at step %lld", (long long)(f->last_step + 1));
     break;
   case GY_FLEET_DEGRADED:
+    abandon_timeline(f);
     clear_directives(f, "a worker was lost");
     break;
   case GY_FLEET_INIT:
@@ -214,6 +269,79 @@ void gy__fleet_force_state(gy_fleet_t *f, gy_fleet_state_t s) {
 
 /* ---------------------------------------- helpers ---------------------------------------- */
 
+static void copy_str(char *dst, size_t n, const char *src) {
+  snprintf(dst, n, "%s", src ? src : "");
+}
+
+static int is_committed(const gy_fleet_t *f, int64_t step) {
+  for (int i = 0; i < f->ncommitted; i++)
+    if (f->committed[i] == step) return 1;
+  return 0;
+}
+
+/* Records step as committed (sorted, newest first; the oldest falls off a full list). */
+static void commit(gy_fleet_t *f, int64_t step) {
+  if (is_committed(f, step)) return;
+  int i = 0;
+  while (i < f->ncommitted && f->committed[i] > step)
+    i++;
+  if (i == GY_FLEET_MAX_COMMITTED) return; /* older than every one kept */
+  int n = f->ncommitted < GY_FLEET_MAX_COMMITTED ? f->ncommitted : GY_FLEET_MAX_COMMITTED - 1;
+  memmove(&f->committed[i + 1], &f->committed[i], (size_t)(n - i) * sizeof(f->committed[0]));
+  f->committed[i] = step;
+  f->ncommitted = n + 1;
+  gy_fleet_action_t *a = push(f, GY_FLEET_ACT_COMMITTED);
+  if (a) a->step = step;
+  event(f, "checkpoint_committed", step, "checkpoint of step %lld committed: every rank wrote it",
+        (long long)step);
+}
+
+/* Forgets the committed checkpoints after step (inclusive: also step itself). */
+static void forget_committed(gy_fleet_t *f, int64_t step, int inclusive) {
+  int k = 0;
+  for (int i = 0; i < f->ncommitted; i++) {
+    int64_t c = f->committed[i];
+    if (c > step || (inclusive && c == step))
+      event(f, "checkpoint_forgotten", c, "committed checkpoint of step %lld forgotten",
+            (long long)c);
+    else
+      f->committed[k++] = c;
+  }
+  f->ncommitted = k;
+}
+
+/* Rank m says it wrote the checkpoint of step c: commits c once every rank has said so. */
+static void ckpt_reported(gy_fleet_t *f, gy_fleet_member_t *m, int64_t c) {
+  if (c <= m->ckpt_step) return; /* said already (checkpoints come in step order) */
+  m->ckpt_step = c;
+  if (is_committed(f, c)) return;
+  int i = 0;
+  while (i < f->npending && f->pending[i].step != c)
+    i++;
+  if (i == f->npending) {
+    if (f->npending == GY_FLEET_PENDING_CKPT) { /* drop the oldest: it is unlikely to complete */
+      int o = 0;
+      for (int k = 1; k < f->npending; k++)
+        if (f->pending[k].step < f->pending[o].step) o = k;
+      event(f, "checkpoint_incomplete", f->pending[o].step,
+            "checkpoint of step %lld: only %d of %d ranks reported it; no longer tracked",
+            (long long)f->pending[o].step, f->pending[o].n, f->nmembers);
+      f->pending[o] = f->pending[--f->npending];
+      i = f->npending;
+    }
+    f->pending[i].step = c;
+    f->pending[i].n = 0;
+    f->npending++;
+  }
+  if (++f->pending[i].n < f->nmembers) return;
+  /* committed: older pending checkpoints cannot matter any more (a newer one is complete) */
+  int k = 0;
+  for (int j = 0; j < f->npending; j++)
+    if (f->pending[j].step > c) f->pending[k++] = f->pending[j];
+  f->npending = k;
+  commit(f, c);
+}
+
 /* The slowest rank's steps_done, in O(1): every rank starts at start_step and steps_done only
  * grows by one per accepted report, so the minimum is the first step not yet reported by every
  * rank, i.e. last_step + 1 (report() advances last_step past each step whose history slot
@@ -228,7 +356,7 @@ static int64_t cap_steps(const gy_fleet_t *f, int64_t h) {
 
 /* Extends the horizon when nothing holds it frozen. */
 static void maybe_grant(gy_fleet_t *f) {
-  if (f->state != GY_FLEET_TRAIN || f->inflight_on || f->nqueue) return;
+  if (f->state != GY_FLEET_TRAIN || f->inflight_on || f->nqueue || f->rb_failed) return;
   int64_t h = cap_steps(f, min_steps(f) + f->o.window);
   if (h <= f->horizon) return;
   f->horizon = h;
@@ -244,19 +372,34 @@ static void send_directive(gy_fleet_t *f, int rank) {
   a->dir_kind = f->inflight.kind;
   a->hparams = f->inflight.hp;
   a->step = f->horizon;
+  const rb_rec_t *rb = f->inflight.rb;
+  if (rb) {
+    a->to_step = rb->pub.to_step;
+    a->nskip = rb->pub.nskip;
+    a->skip = rb->skip;
+    copy_str(a->msg, sizeof(a->msg), rb->pub.reason);
+  }
 }
 
 /* Moves the directive pipeline forward: takes the next queued directive, and sends the one in
  * flight once every rank stands at the horizon. */
 static void pump(gy_fleet_t *f) {
   if (f->state != GY_FLEET_TRAIN && f->state != GY_FLEET_PAUSED) return;
-  if (!f->inflight_on) {
+  while (!f->inflight_on) {
     if (!f->nqueue) return;
     f->inflight = f->queue[0];
     memmove(f->queue, f->queue + 1, (size_t)(f->nqueue - 1) * sizeof(f->queue[0]));
     f->nqueue--;
     f->inflight_on = 1;
     f->inflight_sent = 0;
+    /* an earlier rollback may have forgotten this one's checkpoint */
+    if (f->inflight.rb && !is_committed(f, f->inflight.rb->pub.to_step)) {
+      char why[96];
+      snprintf(why, sizeof(why), "the checkpoint of step %lld is no longer committed",
+               (long long)f->inflight.rb->pub.to_step);
+      drop_directive(f, &f->inflight, why);
+      f->inflight_on = 0;
+    }
   }
   if (f->inflight_sent) return;
   /* every steps_done <= horizon, so all stand at the horizon iff the slowest does */
@@ -264,11 +407,88 @@ static void pump(gy_fleet_t *f) {
   for (int r = 0; r < f->nmembers; r++)
     f->members[r].acked = 0;
   f->inflight_sent = 1;
+  if (f->inflight.rb) {
+    f->inflight.rb->pub.status = GY_FLEET_RB_SENT;
+    f->inflight.rb->pub.at_step = f->horizon;
+  }
   send_directive(f, -1);
   event(f, "directive", f->horizon, "directive seq %llu %s sent, at_step %lld",
         (unsigned long long)f->inflight.seq, gy_dir_kind_name(f->inflight.kind),
         (long long)f->horizon);
   if (f->inflight.kind == GY_DIR_STOP) gy__fleet_transition(f, GY_FLEET_STOPPING, "operator stop");
+}
+
+/* Every rank restored ROLLBACK d's checkpoint: the gang stands at to_step. Steps from to_step
+ * on are run again, so their figures leave the history; the committed checkpoints after
+ * to_step belong to the abandoned timeline. */
+static void rollback_done(gy_fleet_t *f, const directive_t *d) {
+  rb_rec_t *rb = d->rb;
+  int64_t to = rb->pub.to_step, h = f->horizon;
+  for (int r = 0; r < f->nmembers; r++) {
+    f->members[r].steps_done = to;
+    f->members[r].ckpt_step = -1;
+  }
+  /* every rank stood at h, so the steps with figures are <= h - 1 */
+  int64_t n = h - to < f->hcap ? h - to : f->hcap;
+  for (int64_t s = h - 1; s > h - 1 - n; s--) {
+    gy_fleet_step_t *st = &f->hist[s % f->hcap];
+    if (st->step == s) st->step = -1;
+  }
+  f->last_step = to - 1;
+  f->horizon = to;
+  f->npending = 0;
+  forget_committed(f, to, 0);
+  rb->pub.status = GY_FLEET_RB_APPLIED;
+  f->rb_failed = 0;
+  gy_fleet_action_t *a = push(f, GY_FLEET_ACT_ROLLED_BACK);
+  if (a) {
+    a->step = to;
+    a->seq = d->seq;
+    a->ok = 1;
+  }
+  event(f, "rollback", to,
+        "rollback seq %llu: every rank restored step %lld at step %lld (%lld steps to run "
+        "again), %d skip ranges: %s",
+        (unsigned long long)d->seq, (long long)to, (long long)h, (long long)(h - to), rb->pub.nskip,
+        rb->pub.reason);
+}
+
+static void lose(gy_fleet_t *f, int rank, const char *why);
+
+/* Some rank acked ROLLBACK d with ok false: it refused, its state unchanged (a rank that fails
+ * half way exits instead: it is lost). The checkpoint of to_step cannot be restored, so it is
+ * forgotten. Every rank refused: the gang still stands at the horizon, consistent; grants are
+ * held until a rollback succeeds or the operator resumes. Some ranks restored and some did not:
+ * the gang is split, the refusing ranks are lost (DEGRADED; the gang re-forms from the newest
+ * committed checkpoint before to_step). */
+static void rollback_failed(gy_fleet_t *f, const directive_t *d, int nok) {
+  rb_rec_t *rb = d->rb;
+  int64_t to = rb->pub.to_step, h = f->horizon;
+  rb->pub.status = GY_FLEET_RB_FAILED;
+  forget_committed(f, to, 1);
+  gy_fleet_action_t *a = push(f, GY_FLEET_ACT_ROLLED_BACK);
+  if (a) {
+    a->step = to;
+    a->seq = d->seq;
+    a->ok = 0;
+  }
+  if (!nok) {
+    f->rb_failed = 1;
+    event(f, "rollback_failed", to,
+          "rollback seq %llu: every rank refused to restore step %lld; the gang stays at step "
+          "%lld, grants held until a rollback succeeds or the operator resumes",
+          (unsigned long long)d->seq, (long long)to, (long long)h);
+    return;
+  }
+  event(f, "rollback_failed", to,
+        "rollback seq %llu: %d of %d ranks restored step %lld, the others refused: the gang is "
+        "split and re-forms",
+        (unsigned long long)d->seq, nok, f->nmembers, (long long)to);
+  char why[96];
+  snprintf(why, sizeof(why), "could not restore step %lld (rollback seq %llu)", (long long)to,
+           (unsigned long long)d->seq);
+  for (int r = 0; r < f->nmembers; r++)
+    if (f->members[r].alive && !f->members[r].ack_ok) lose(f, r, why);
 }
 
 /* Called when an ack or an exit may have completed the directive in flight. */
@@ -281,11 +501,29 @@ static void check_acks(gy_fleet_t *f) {
   event(f, "directive_applied", f->horizon, "directive seq %llu %s applied at step %lld",
         (unsigned long long)d.seq, gy_dir_kind_name(d.kind), (long long)f->horizon);
   switch (d.kind) {
+  case GY_DIR_ROLLBACK: {
+    int nok = 0, nfail = 0;
+    for (int r = 0; r < f->nmembers; r++)
+      if (f->members[r].alive) f->members[r].ack_ok ? nok++ : nfail++;
+    if (nfail) {
+      rollback_failed(f, &d, nok);
+      if (nok) return; /* split: DEGRADED */
+    } else {
+      rollback_done(f, &d);
+    }
+    break;
+  }
   case GY_DIR_PAUSE:
     gy__fleet_transition(f, GY_FLEET_PAUSED, "operator pause");
     break;
   case GY_DIR_RESUME:
-    gy__fleet_transition(f, GY_FLEET_TRAIN, "operator resume");
+    if (f->state == GY_FLEET_PAUSED) gy__fleet_transition(f, GY_FLEET_TRAIN, "operator resume");
+    if (f->rb_failed)
+      event(f, "resumed", f->horizon,
+            "operator resume after a failed rollback: training goes on "
+            "from step %lld",
+            (long long)f->horizon);
+    f->rb_failed = 0;
     break;
   case GY_DIR_STOP:
     gy__fleet_transition(f, GY_FLEET_DONE, "stopped");
@@ -326,10 +564,6 @@ static uint64_t splitmix(uint64_t *x) {
   return z ^ (z >> 31);
 }
 
-static void copy_str(char *dst, size_t n, const char *src) {
-  snprintf(dst, n, "%s", src ? src : "");
-}
-
 /* The world-th joiner arrived: forms the gang and answers every joiner. */
 static void form(gy_fleet_t *f, int64_t now) {
   int w = f->o.world;
@@ -344,6 +578,10 @@ static void form(gy_fleet_t *f, int64_t now) {
     if (f->joiners[i].prev_generation > gen) gen = f->joiners[i].prev_generation;
     if (f->joiners[i].m.steps_done < start) start = f->joiners[i].m.steps_done;
   }
+  /* a re-formed gang restores the newest committed checkpoint: its state is known good on
+   * every rank's storage, whatever each joiner's own progress */
+  int from_ckpt = f->ncommitted > 0;
+  if (from_ckpt) start = f->committed[0];
   f->generation = gen + 1;
   for (int i = 0; i < w; i++)
     mem[i].rank = -1;
@@ -375,6 +613,8 @@ static void form(gy_fleet_t *f, int64_t now) {
     m->last_seen_ms = now;
     m->alive = 1;
     m->connected = 0;
+    m->acked = 0;
+    m->ckpt_step = -1;
     uint64_t x = f->o.seed ^ (++f->session_ctr * 0x2545f4914f6cdd1dull);
     uint64_t a = splitmix(&x), b = splitmix(&x);
     snprintf(m->session_id, sizeof(m->session_id), "%016llx%016llx", (unsigned long long)a,
@@ -391,6 +631,8 @@ static void form(gy_fleet_t *f, int64_t now) {
   f->inflight_on = f->inflight_sent = 0;
   f->nqueue = 0;
   f->pause_intent = f->stop_intent = 0;
+  f->rb_failed = 0;
+  f->npending = 0;
   for (int i = 0; i < f->njoiners; i++) {
     gy_fleet_action_t *a = push(f, GY_FLEET_ACT_ASSIGN);
     if (!a) continue;
@@ -401,8 +643,9 @@ static void form(gy_fleet_t *f, int64_t now) {
   }
   f->njoiners = 0;
   gy__fleet_transition(f, GY_FLEET_TRAIN, "gang formed");
-  event(f, "gang_formed", start, "generation %llu formed: world %d, start step %lld",
-        (unsigned long long)f->generation, w, (long long)start);
+  event(f, "gang_formed", start, "generation %llu formed: world %d, start step %lld%s",
+        (unsigned long long)f->generation, w, (long long)start,
+        from_ckpt ? " (the newest committed checkpoint)" : "");
   if (start >= f->o.steps) gy__fleet_transition(f, GY_FLEET_DONE, "every step already done");
 }
 
@@ -432,6 +675,11 @@ err:
 
 void gy_fleet_destroy(gy_fleet_t *f) {
   if (!f) return;
+  for (int i = 0; i < GY_FLEET_ROLLBACK_LOG; i++) {
+    if (!f->rblog[i]) continue;
+    free(f->rblog[i]->skip);
+    free(f->rblog[i]);
+  }
   free(f->acts);
   free(f->hist);
   free(f->joiners);
@@ -536,10 +784,13 @@ int gy_fleet_hello(gy_fleet_t *f, int64_t now, const char *session_id, uint64_t 
                   gy_fleet_state_name(f->state));
   m->connected = 1;
   m->last_seen_ms = now;
+  /* a rank that acked a rollback still in flight stands at its to_step until the rollback
+   * completes: its horizon is to_step, not the frozen horizon it restored from */
+  int rb_acked = f->inflight_on && f->inflight_sent && f->inflight.rb && m->acked;
   gy_fleet_action_t *a = push(f, GY_FLEET_ACT_GRANT);
   if (a) {
     a->rank = rank;
-    a->step = f->horizon;
+    a->step = rb_acked ? f->inflight.rb->pub.to_step : f->horizon;
   }
   if (f->inflight_on && f->inflight_sent && !m->acked) send_directive(f, rank);
   return 0;
@@ -550,6 +801,11 @@ int gy_fleet_report(gy_fleet_t *f, int64_t now, int stream_rank, const gy_fleet_
   if (rc) return rc;
   gy_fleet_member_t *m = &f->members[r->rank];
   m->last_seen_ms = now;
+  if (f->inflight_on && f->inflight_sent && f->inflight.kind == GY_DIR_ROLLBACK && m->acked)
+    return refuse(f, GY_ERANGE,
+                  "report: rank %d ran step %lld after acking the rollback to step %lld, before "
+                  "its grant",
+                  r->rank, (long long)r->step, (long long)f->inflight.rb->pub.to_step);
   if (r->step < m->steps_done) return 0; /* a repeat after a reconnect: already counted */
   if (f->state != GY_FLEET_TRAIN && f->state != GY_FLEET_PAUSED)
     return refuse(f, GY_ENOTSUP, "report: rank %d step %lld in state %s", r->rank,
@@ -564,6 +820,10 @@ int gy_fleet_report(gy_fleet_t *f, int64_t now, int stream_rank, const gy_fleet_
       (r->nch && (!r->ch_name || !r->ch_loss_sum || !r->ch_tokens)))
     return refuse(f, GY_EINVAL, "report: rank %d: %d channels (at most %d)", r->rank, r->nch,
                   GY_FLEET_MAX_CH);
+  if (r->has_checkpoint && (r->checkpoint_step < 0 || r->checkpoint_step > r->step + 1))
+    return refuse(f, GY_EINVAL,
+                  "report: rank %d step %lld: checkpoint of step %lld is not in [0, %lld]", r->rank,
+                  (long long)r->step, (long long)r->checkpoint_step, (long long)(r->step + 1));
   gy_fleet_step_t *s = &f->hist[r->step % f->hcap];
   if (s->step != r->step) {
     memset(s, 0, sizeof(*s));
@@ -589,6 +849,7 @@ int gy_fleet_report(gy_fleet_t *f, int64_t now, int stream_rank, const gy_fleet_
   }
   m->steps_done = r->step + 1;
   m->tokens_per_s = r->tokens_per_s;
+  if (r->has_checkpoint) ckpt_reported(f, m, r->checkpoint_step);
   /* A step is final when its slot counts a report from every rank; only the report that
    * completes the slowest step can move last_step, and then it may move past several steps. */
   for (;;) {
@@ -626,9 +887,12 @@ int gy_fleet_ack(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generatio
   gy_fleet_member_t *m = &f->members[rank];
   m->last_seen_ms = now;
   if (!f->inflight_on || !f->inflight_sent || seq != f->inflight.seq) return 0; /* stale */
-  if (!ok)
-    event(f, "directive_failed", f->horizon, "rank %d failed directive seq %llu (%s): %s", rank,
-          (unsigned long long)seq, gy_dir_kind_name(f->inflight.kind), error ? error : "");
+  if (!m->acked) {
+    m->ack_ok = ok != 0;
+    if (!ok)
+      event(f, "directive_failed", f->horizon, "rank %d failed directive seq %llu (%s): %s", rank,
+            (unsigned long long)seq, gy_dir_kind_name(f->inflight.kind), error ? error : "");
+  }
   m->acked = 1;
   check_acks(f);
   return 0;
@@ -643,14 +907,8 @@ void gy_fleet_session_closed(gy_fleet_t *f, int64_t now, int rank) {
     lose(f, rank, "session stream closed");
 }
 
-int gy_fleet_command(gy_fleet_t *f, int64_t now, int kind, const gy_fleet_hparams_t *hp,
-                     uint64_t *seq, int64_t *at_step) {
-  (void)now;
-  f->errmsg[0] = 0;
-  if (kind < GY_DIR_PAUSE || kind > GY_DIR_SET_HPARAMS)
-    return refuse(f, GY_EINVAL, "command: unknown directive kind %d", kind);
-  if (kind == GY_DIR_SET_HPARAMS && (!hp || !hp->present))
-    return refuse(f, GY_EINVAL, "command: SET_HPARAMS without any field present");
+/* Whether a directive of kind can be queued now (0), else the refusal. */
+static int check_queueable(gy_fleet_t *f, int kind) {
   if (f->state != GY_FLEET_TRAIN && f->state != GY_FLEET_PAUSED)
     return refuse(f, GY_ENOTSUP, "command %s: not possible in state %s", gy_dir_kind_name(kind),
                   gy_fleet_state_name(f->state));
@@ -658,7 +916,7 @@ int gy_fleet_command(gy_fleet_t *f, int64_t now, int kind, const gy_fleet_hparam
     return refuse(f, GY_ENOTSUP, "command %s: a stop is under way", gy_dir_kind_name(kind));
   if (kind == GY_DIR_PAUSE && f->pause_intent)
     return refuse(f, GY_ENOTSUP, "command PAUSE: already paused");
-  if (kind == GY_DIR_RESUME && !f->pause_intent)
+  if (kind == GY_DIR_RESUME && !f->pause_intent && !f->rb_failed)
     return refuse(f, GY_ENOTSUP, "command RESUME: not paused");
   if (kind != GY_DIR_STOP && f->horizon >= f->o.steps)
     return refuse(f, GY_ENOTSUP, "command %s: the run ends at step %lld before it could apply",
@@ -666,6 +924,21 @@ int gy_fleet_command(gy_fleet_t *f, int64_t now, int kind, const gy_fleet_hparam
   if (f->nqueue == QUEUE_MAX)
     return refuse(f, GY_ENOTSUP, "command %s: %d commands already queued", gy_dir_kind_name(kind),
                   QUEUE_MAX);
+  return 0;
+}
+
+int gy_fleet_command(gy_fleet_t *f, int64_t now, int kind, const gy_fleet_hparams_t *hp,
+                     uint64_t *seq, int64_t *at_step) {
+  (void)now;
+  f->errmsg[0] = 0;
+  if (kind == GY_DIR_ROLLBACK)
+    return refuse(f, GY_EINVAL, "command ROLLBACK: needs a target step (gy_fleet_rollback)");
+  if (kind < GY_DIR_PAUSE || kind > GY_DIR_SET_HPARAMS)
+    return refuse(f, GY_EINVAL, "command: unknown directive kind %d", kind);
+  if (kind == GY_DIR_SET_HPARAMS && (!hp || !hp->present))
+    return refuse(f, GY_EINVAL, "command: SET_HPARAMS without any field present");
+  int rc = check_queueable(f, kind);
+  if (rc) return rc;
   directive_t *d = &f->queue[f->nqueue++];
   memset(d, 0, sizeof(*d));
   d->seq = ++f->seq;
@@ -678,6 +951,75 @@ int gy_fleet_command(gy_fleet_t *f, int64_t now, int kind, const gy_fleet_hparam
   *at_step = f->horizon;
   event(f, "command", f->horizon, "operator %s: seq %llu, applies at step %lld",
         gy_dir_kind_name(kind), (unsigned long long)d->seq, (long long)f->horizon);
+  pump(f);
+  return 0;
+}
+
+int gy_fleet_rollback(gy_fleet_t *f, int64_t now, int64_t to_step, const gy_fleet_skip_t *skips,
+                      int nskips, const gy_fleet_hparams_t *hp, const char *reason, uint64_t *seq,
+                      int64_t *at_step) {
+  (void)now;
+  f->errmsg[0] = 0;
+  if (to_step < 0) return refuse(f, GY_EINVAL, "rollback: negative step %lld", (long long)to_step);
+  if (nskips < 0 || nskips > GY_FLEET_MAX_SKIPS || (nskips && !skips))
+    return refuse(f, GY_EINVAL, "rollback to step %lld: %d skip ranges (at most %d)",
+                  (long long)to_step, nskips, GY_FLEET_MAX_SKIPS);
+  for (int i = 0; i < nskips; i++)
+    if (skips[i].first >= skips[i].last)
+      return refuse(f, GY_EINVAL, "rollback to step %lld: skip range %d [%llu, %llu) is empty",
+                    (long long)to_step, i, (unsigned long long)skips[i].first,
+                    (unsigned long long)skips[i].last);
+  int rc = check_queueable(f, GY_DIR_ROLLBACK);
+  if (rc) return rc;
+  if (!is_committed(f, to_step)) {
+    if (f->ncommitted)
+      return refuse(f, GY_ENOENT,
+                    "rollback to step %lld: no committed checkpoint of that step (newest "
+                    "committed: %lld)",
+                    (long long)to_step, (long long)f->committed[0]);
+    return refuse(f, GY_ENOENT, "rollback to step %lld: no checkpoint committed yet",
+                  (long long)to_step);
+  }
+  rb_rec_t *rb = calloc(1, sizeof(*rb));
+  gy_fleet_skip_t *sk = nskips ? malloc((size_t)nskips * sizeof(*sk)) : NULL;
+  if (!rb || (nskips && !sk)) {
+    free(rb);
+    free(sk);
+    return refuse(f, GY_ENOMEM, "rollback to step %lld: out of memory", (long long)to_step);
+  }
+  if (nskips) memcpy(sk, skips, (size_t)nskips * sizeof(*sk));
+  rb->skip = sk;
+  rb->pub.skip = sk;
+  rb->pub.nskip = nskips;
+  rb->pub.to_step = to_step;
+  rb->pub.from_step = f->last_step + 1;
+  rb->pub.at_step = f->horizon;
+  rb->pub.status = GY_FLEET_RB_QUEUED;
+  if (hp) rb->pub.hparams = *hp;
+  copy_str(rb->pub.reason, sizeof(rb->pub.reason), reason);
+  rb_rec_t **slot = &f->rblog[f->nrb % GY_FLEET_ROLLBACK_LOG];
+  if (*slot) { /* GY_FLEET_ROLLBACK_LOG requests old: long sent or dropped */
+    free((*slot)->skip);
+    free(*slot);
+  }
+  *slot = rb;
+  f->nrb++;
+  directive_t *d = &f->queue[f->nqueue++];
+  memset(d, 0, sizeof(*d));
+  d->seq = ++f->seq;
+  d->kind = GY_DIR_ROLLBACK;
+  d->hp = rb->pub.hparams;
+  d->rb = rb;
+  rb->pub.seq = d->seq;
+  uint64_t nsamples = 0;
+  for (int i = 0; i < nskips; i++)
+    nsamples += skips[i].last - skips[i].first;
+  *seq = d->seq;
+  *at_step = f->horizon;
+  event(f, "command", f->horizon,
+        "rollback to step %lld: seq %llu, applies at step %lld, %d skip ranges (%llu samples): %s",
+        (long long)to_step, (unsigned long long)d->seq, (long long)f->horizon, nskips,
+        (unsigned long long)nsamples, rb->pub.reason);
   pump(f);
   return 0;
 }
@@ -748,4 +1090,25 @@ uint64_t gy_fleet_inflight(const gy_fleet_t *f, int *sent) {
 
 int gy_fleet_queued(const gy_fleet_t *f) {
   return f->nqueue;
+}
+
+int gy_fleet_ncommitted(const gy_fleet_t *f) {
+  return f->ncommitted;
+}
+
+int64_t gy_fleet_committed(const gy_fleet_t *f, int i) {
+  return (i >= 0 && i < f->ncommitted) ? f->committed[i] : -1;
+}
+
+int gy_fleet_nrollbacks(const gy_fleet_t *f) {
+  return f->nrb < GY_FLEET_ROLLBACK_LOG ? (int)f->nrb : GY_FLEET_ROLLBACK_LOG;
+}
+
+const gy_fleet_rollback_t *gy_fleet_rollback_record(const gy_fleet_t *f, int i) {
+  if (i < 0 || i >= gy_fleet_nrollbacks(f)) return NULL;
+  return &f->rblog[(f->nrb - 1 - (uint64_t)i) % GY_FLEET_ROLLBACK_LOG]->pub;
+}
+
+int gy_fleet_rollback_failed(const gy_fleet_t *f) {
+  return f->rb_failed;
 }

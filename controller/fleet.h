@@ -3,14 +3,36 @@
  * decisions come out as a list of actions the caller (controller/service.c) carries out.
  *
  * Usage: every input function (join, hello, report, heartbeat, ack, session_closed, command,
- * tick) appends zero or more actions; the caller reads them with gy_fleet_actions() and clears
- * them with gy_fleet_actions_clear() before the next input. Refusals return a negative error
+ * rollback, tick) appends zero or more actions; the caller reads them with gy_fleet_actions() and
+ * clears them with gy_fleet_actions_clear() before the next input. Refusals return a negative error
  * code from common/err.h (with a message in gy_fleet_errmsg()) and append an event:
  *   GY_EINVAL    malformed or missing field          -> INVALID_ARGUMENT
  *   GY_ERANGE    rank or ordinal outside the world   -> OUT_OF_RANGE
  *   GY_EBUSY     worker id or ordinal already taken  -> ALREADY_EXISTS
  *   GY_EMISMATCH wrong generation or unknown session -> FAILED_PRECONDITION
  *   GY_ENOTSUP   not possible in the current state   -> FAILED_PRECONDITION
+ *   GY_ENOENT    rollback to a step with no committed checkpoint -> FAILED_PRECONDITION
+ *
+ * Checkpoints and rollbacks. A checkpoint "of step c" holds the state after c steps (step c is
+ * the next to run). A rank says it wrote one in a StepReport (has_checkpoint, checkpoint_step);
+ * when every rank of the gang has said so for c, c is committed (COMMITTED action). A ROLLBACK
+ * directive goes through the same pipeline as the operator's (horizon frozen at H, sent when
+ * every rank stands at H, acked by every rank); each rank restores the committed checkpoint of
+ * to_step between steps H-1 and H, adds the skip ranges, applies the hparams, acks, and then
+ * stands at to_step and runs nothing until the next Grant (its horizon is to_step). When every
+ * rank acked, every rank's steps_done is to_step, the aggregated history loses the steps
+ * >= to_step (they will be run again), committed checkpoints after to_step are forgotten (they
+ * belong to the abandoned timeline), and grants restart at to_step + window: the only time a
+ * Grant's horizon may be lower than the previous one. A rank that acks a ROLLBACK with ok false
+ * refused it and kept its state (one that fails half way exits: it is lost). Then the rollback
+ * FAILED and to_step is forgotten; if every rank refused, the gang still stands at H and no
+ * grant is given until a later rollback succeeds or the operator RESUMEs (allowed then, even
+ * when not paused); if only some did, the gang is split: the refusing ranks are lost
+ * (DEGRADED) and the gang re-forms.
+ * A re-formed gang starts from the newest committed checkpoint when there is one; a worker lost
+ * while a rollback is queued or in flight drops it (DEGRADED) but forgets the committed
+ * checkpoints after its target first, so the re-formed gang starts from that target (without
+ * the skips: the caller asks for the rollback again once the gang is back).
  */
 #ifndef GY_FLEET_H
 #define GY_FLEET_H
@@ -44,24 +66,38 @@ typedef enum {
   GY_DIR_STOP = 3,
   GY_DIR_CHECKPOINT = 4,
   GY_DIR_SET_HPARAMS = 5,
+  GY_DIR_ROLLBACK = 6, /* through gy_fleet_rollback only: it needs to_step */
 } gy_dir_kind_t;
 
 const char *gy_dir_kind_name(int kind); /* "PAUSE", ...; "?" when out of range */
 
-/* The run-time knobs of SET_HPARAMS; `present` has bit 1 << (field number - 1) of
- * gyro.HParams for each field to change. */
+/* The run-time knobs of SET_HPARAMS and ROLLBACK; `present` has bit 1 << (field number - 1)
+ * of gyro.HParams for each field to change (wsd_decay_now: bit 1 << 9). */
 typedef struct {
   float lr_scale, grad_clip, eps, weight_decay, shallow_scale;
   int32_t shallow_layers;
   float z_loss, beta1, beta2;
   uint32_t present;
+  int wsd_decay_now; /* switch the schedule to WSD and start its decay */
 } gy_fleet_hparams_t;
+
+#define GY_FLEET_HP_WSD_DECAY_NOW (1u << 9)
+
+/* Sample ids [first, last) never trained on again (gyro.SkipRange). */
+typedef struct {
+  uint64_t first, last;
+} gy_fleet_skip_t;
 
 #define GY_FLEET_ID_MAX 128     /* worker ids and host names, with the NUL */
 #define GY_FLEET_SESSION_MAX 48 /* session ids, with the NUL */
 #define GY_FLEET_MAX_CH 16      /* channels kept per step (gy_data's GY_MAX_CHANNELS) */
 #define GY_FLEET_CH_NAME 32
-#define GY_FLEET_HISTORY 4096 /* aggregated steps kept */
+#define GY_FLEET_HISTORY 4096     /* aggregated steps kept */
+#define GY_FLEET_MAX_SKIPS 4096   /* skip ranges in one ROLLBACK */
+#define GY_FLEET_MAX_COMMITTED 64 /* committed checkpoints kept (the newest) */
+#define GY_FLEET_PENDING_CKPT 64  /* checkpoints reported by some ranks, not yet by all */
+#define GY_FLEET_ROLLBACK_LOG 256 /* rollback records kept (the newest) */
+#define GY_FLEET_REASON_MAX 200   /* a rollback's reason, with the NUL */
 
 typedef struct {
   int world;         /* workers in the gang (>= 1) */
@@ -83,8 +119,10 @@ typedef struct {
   int alive;            /* 0 once lost or exited */
   int connected;        /* a session stream is open (Hello accepted, not closed) */
   int acked;            /* acked the directive in flight */
+  int ack_ok;           /* ... with ok true */
   double tokens_per_s;  /* of its last report */
   char session_id[GY_FLEET_SESSION_MAX];
+  int64_t ckpt_step; /* newest checkpoint it reported in this timeline (-1: none) */
 } gy_fleet_member_t;
 
 /* One step's gang figures. With data parallelism the engine has reduced loss and channel
@@ -129,19 +167,45 @@ typedef struct {
   double grad_norm, grad_norm_shallow, grad_norm_deep, update_ratio, lr;
   int nonfinite;
   double step_ms, tokens_per_s;
+  int has_checkpoint;      /* it wrote the checkpoint of checkpoint_step since its last report */
+  int64_t checkpoint_step; /* 0 <= checkpoint_step <= step + 1 */
 } gy_fleet_report_t;
+
+/* One rollback as requested, and what became of it. */
+typedef enum {
+  GY_FLEET_RB_QUEUED,  /* waiting in the directive queue */
+  GY_FLEET_RB_SENT,    /* sent; acks are coming in */
+  GY_FLEET_RB_APPLIED, /* every rank restored to_step */
+  GY_FLEET_RB_FAILED,  /* some rank could not restore it */
+  GY_FLEET_RB_DROPPED, /* never sent (worker lost, run done, checkpoint forgotten meanwhile) */
+} gy_fleet_rb_status_t;
+
+typedef struct {
+  uint64_t seq;
+  int64_t at_step; /* the frozen horizon it applies at (known once sent) */
+  int64_t to_step;
+  int64_t from_step; /* last aggregated step + 1 when it was requested */
+  int nskip;
+  const gy_fleet_skip_t *skip; /* owned by the fleet */
+  gy_fleet_hparams_t hparams;
+  gy_fleet_rb_status_t status;
+  char reason[GY_FLEET_REASON_MAX];
+} gy_fleet_rollback_t;
 
 /* Outputs. */
 typedef enum {
-  GY_FLEET_ACT_ASSIGN,    /* answer held join `join_handle` with rank/generation/... */
-  GY_FLEET_ACT_GRANT,     /* send Grant{generation, horizon} to rank (-1: every connected) */
-  GY_FLEET_ACT_DIRECTIVE, /* send Directive{generation, seq, at_step, kind, hparams} to rank
-                             (-1: every connected rank) */
-  GY_FLEET_ACT_EVENT,     /* emit event {kind, msg, step} */
-  GY_FLEET_ACT_LOST,      /* rank was declared lost (an EVENT accompanies it) */
-  GY_FLEET_ACT_STEP,      /* step `step` was aggregated: gy_fleet_history(f, step) */
-  GY_FLEET_ACT_CLOSE,     /* finish rank's session stream (lost, or the gang is re-forming) */
-  GY_FLEET_ACT_DONE,      /* the run reached DONE */
+  GY_FLEET_ACT_ASSIGN,      /* answer held join `join_handle` with rank/generation/... */
+  GY_FLEET_ACT_GRANT,       /* send Grant{generation, horizon} to rank (-1: every connected) */
+  GY_FLEET_ACT_DIRECTIVE,   /* send Directive{generation, seq, at_step, kind, hparams} to rank
+                               (-1: every connected rank) */
+  GY_FLEET_ACT_EVENT,       /* emit event {kind, msg, step} */
+  GY_FLEET_ACT_LOST,        /* rank was declared lost (an EVENT accompanies it) */
+  GY_FLEET_ACT_STEP,        /* step `step` was aggregated: gy_fleet_history(f, step) */
+  GY_FLEET_ACT_CLOSE,       /* finish rank's session stream (lost, or the gang is re-forming) */
+  GY_FLEET_ACT_DONE,        /* the run reached DONE */
+  GY_FLEET_ACT_COMMITTED,   /* every rank reported the checkpoint of step `step`: committed */
+  GY_FLEET_ACT_ROLLED_BACK, /* ROLLBACK seq completed: ok 1, every rank stands at `step`
+                               (to_step); ok 0, it failed (see above) */
 } gy_fleet_act_kind_t;
 
 typedef struct {
@@ -152,12 +216,18 @@ typedef struct {
                            DIRECTIVE: at_step */
   uint64_t join_handle; /* ASSIGN */
   char session_id[GY_FLEET_SESSION_MAX]; /* ASSIGN */
-  uint64_t seq;                          /* DIRECTIVE */
+  uint64_t seq;                          /* DIRECTIVE, ROLLED_BACK */
   int dir_kind;                          /* DIRECTIVE */
-  gy_fleet_hparams_t hparams;            /* DIRECTIVE (SET_HPARAMS) */
+  gy_fleet_hparams_t hparams;            /* DIRECTIVE (SET_HPARAMS, ROLLBACK) */
   uint64_t event_id;                     /* EVENT */
-  const char *event_kind; /* EVENT: static string ("gang_formed", "worker_lost", ...) */
-  char msg[256];          /* EVENT */
+  const char *event_kind;      /* EVENT: static string ("gang_formed", "worker_lost", ...) */
+  char msg[256];               /* EVENT: the text; DIRECTIVE (ROLLBACK): the reason */
+  int64_t to_step;             /* DIRECTIVE (ROLLBACK): the checkpoint to restore */
+  int nskip;                   /* DIRECTIVE (ROLLBACK): skip ranges */
+  const gy_fleet_skip_t *skip; /* DIRECTIVE (ROLLBACK): owned by the fleet; valid until it is
+                                  destroyed or GY_FLEET_ROLLBACK_LOG later rollbacks were
+                                  requested */
+  int ok;                      /* ROLLED_BACK: every rank restored to_step */
 } gy_fleet_action_t;
 
 typedef struct gy_fleet gy_fleet_t;
@@ -170,7 +240,8 @@ void gy_fleet_destroy(gy_fleet_t *f); /* NULL is a no-op */
 /* A worker joins; join_handle identifies the held call in the ASSIGN action. Held (returns 0,
  * no ASSIGN yet) until `world` joiners are present; the world-th join yields one ASSIGN per
  * joiner. Ranks: the ordinal when given, else the lowest free rank. Generation: one more than
- * both the fleet's and every joiner's previous generation. Start step: the joiners' minimum
+ * both the fleet's and every joiner's previous generation. Start step: the newest committed
+ * checkpoint when there is one (every rank restores it), else the joiners' minimum
  * steps_done. In DEGRADED a join dissolves the old gang (CLOSE for its connected ranks) and
  * starts forming a new one. Refusals: GY_EINVAL (empty worker_id), GY_ERANGE (ordinal),
  * GY_EBUSY (worker id or ordinal already in the forming/current gang), GY_ENOTSUP (gang
@@ -180,13 +251,16 @@ int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64
 void gy_fleet_join_cancel(gy_fleet_t *f, uint64_t join_handle);
 
 /* First message of a session stream. On success the rank is connected and gets a GRANT with
- * the current horizon (and the directive in flight, if it was sent and this rank has not
- * acked it). GY_EMISMATCH: wrong generation or session id; GY_ERANGE: rank. */
+ * the current horizon (to_step when it acked a ROLLBACK still in flight) and the directive in
+ * flight, if it was sent and this rank has not acked it. GY_EMISMATCH: wrong generation or
+ * session id; GY_ERANGE: rank. */
 int gy_fleet_hello(gy_fleet_t *f, int64_t now, const char *session_id, uint64_t generation,
                    int rank);
 /* A StepReport from the stream bound to stream_rank. Reports come in order (step ==
  * steps_done); a repeat of an older step is ignored. GY_EMISMATCH (generation), GY_ERANGE
- * (rank differs from the stream's, or the step is beyond the horizon or out of order). */
+ * (rank differs from the stream's, the step is beyond the horizon or out of order, or the rank
+ * trained after acking a ROLLBACK that has not completed), GY_EINVAL (channels, or a
+ * checkpoint_step outside [0, step + 1]). A checkpoint it carries may commit (COMMITTED). */
 int gy_fleet_report(gy_fleet_t *f, int64_t now, int stream_rank, const gy_fleet_report_t *r);
 int gy_fleet_heartbeat(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generation, int rank);
 int gy_fleet_ack(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generation, uint64_t seq,
@@ -196,10 +270,23 @@ int gy_fleet_ack(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generatio
 void gy_fleet_session_closed(gy_fleet_t *f, int64_t now, int rank);
 /* An operator command. On success *seq and *at_step say which directive and at which step
  * every rank will apply it (the frozen horizon); commands arriving while one is in flight
- * are queued and apply at the same step, in order. GY_EINVAL: kind; GY_ENOTSUP: not possible
- * now (no gang, DEGRADED, STOPPING, DONE, RESUME while not paused, PAUSE while paused). */
+ * are queued and apply at the same step, in order. GY_EINVAL: kind (ROLLBACK too: it goes
+ * through gy_fleet_rollback); GY_ENOTSUP: not possible now (no gang, DEGRADED, STOPPING, DONE,
+ * RESUME while neither paused nor held by a refused rollback, PAUSE while paused). */
 int gy_fleet_command(gy_fleet_t *f, int64_t now, int kind, const gy_fleet_hparams_t *hp,
                      uint64_t *seq, int64_t *at_step);
+/* Queues a ROLLBACK to the committed checkpoint of to_step, like a command (the operator's or
+ * the controller's own decision): every rank restores it at the frozen horizon *at_step, adds
+ * the nskips ranges of skips (copied; each first < last), applies hp (NULL or present 0: no
+ * change) and records reason (copied, may be NULL; truncated to GY_FLEET_REASON_MAX - 1).
+ * When every rank acked: ROLLED_BACK, an event "rollback", grants from to_step + window. A
+ * rollback still queued when an earlier one forgets its checkpoint is dropped (an event).
+ * GY_EINVAL: nskips outside [0, GY_FLEET_MAX_SKIPS], skips NULL with nskips > 0, an empty
+ * range, to_step < 0; GY_ENOENT: to_step is not a committed checkpoint (after the last
+ * committed one, or never committed); GY_ENOTSUP: as gy_fleet_command. */
+int gy_fleet_rollback(gy_fleet_t *f, int64_t now, int64_t to_step, const gy_fleet_skip_t *skips,
+                      int nskips, const gy_fleet_hparams_t *hp, const char *reason, uint64_t *seq,
+                      int64_t *at_step);
 /* Liveness: declares lost every alive rank silent for more than lost_after_ms. */
 void gy_fleet_tick(gy_fleet_t *f, int64_t now);
 
@@ -225,6 +312,16 @@ const gy_fleet_step_t *gy_fleet_history(const gy_fleet_t *f, int64_t step);
  * reaching the horizon). Commands queued behind it. */
 uint64_t gy_fleet_inflight(const gy_fleet_t *f, int *sent);
 int gy_fleet_queued(const gy_fleet_t *f);
+/* Committed checkpoints, newest (largest step) first: count, and the step of the i-th (-1 when
+ * i is out of range). They outlive re-formed gangs; a rollback forgets those after its target. */
+int gy_fleet_ncommitted(const gy_fleet_t *f);
+int64_t gy_fleet_committed(const gy_fleet_t *f, int i);
+/* Rollbacks requested (at most the newest GY_FLEET_ROLLBACK_LOG), newest first: count, and the
+ * i-th (NULL when out of range; valid until the next input call). */
+int gy_fleet_nrollbacks(const gy_fleet_t *f);
+const gy_fleet_rollback_t *gy_fleet_rollback_record(const gy_fleet_t *f, int i);
+/* 1 while grants are held because every rank refused the last rollback. */
+int gy_fleet_rollback_failed(const gy_fleet_t *f);
 
 /* Internal, for tests (CONVENTIONS §9): force a state, and the one function that changes
  * state (GY_EINVAL for a pair outside the transition table, state unchanged). */

@@ -10,7 +10,10 @@
  * actions: answer held joins (ASSIGN), send grants and directives on session streams (a message
  * for every rank is encoded once and its bytes shared by the streams), emit events (stderr
  * JSON line + Watch streams), emit aggregated steps (stdout JSON line + Watch streams that
- * asked for steps), finish sessions (CLOSE), report DONE.
+ * asked for steps), finish sessions (CLOSE), report DONE. A ROLLBACK directive carries the
+ * fleet's to_step, skip ranges and reason; COMMITTED and ROLLED_BACK are told by their events.
+ * An operator Command of kind ROLLBACK goes to gy_fleet_rollback with the request's to_step and
+ * skip ranges (reason "operator rollback").
  *
  * Invariants:
  * - sessions[r] is the one stream bound to rank r (after an accepted Hello) or NULL; a stream
@@ -131,6 +134,7 @@ static int rpc_status(int rc) {
     return GY_RPC_ALREADY_EXISTS;
   case GY_EMISMATCH:
   case GY_ENOTSUP:
+  case GY_ENOENT:
     return GY_RPC_FAILED_PRECONDITION;
   case GY_ENOMEM:
     return GY_RPC_RESOURCE_EXHAUSTED;
@@ -164,7 +168,8 @@ static json_t *num(double v) {
 /* Emits an event: a JSON log line on stderr and a WatchMsg to every active watcher. */
 static void emit_event(gy_service_t *s, const char *kind, int64_t step, const char *msg) {
   uint64_t id = ++s->event_id;
-  gy_log(!strcmp(kind, "worker_lost") || !strcmp(kind, "refused") || !strcmp(kind, "malformed")
+  gy_log(!strcmp(kind, "worker_lost") || !strcmp(kind, "refused") || !strcmp(kind, "malformed") ||
+                 !strcmp(kind, "rollback_failed") || !strcmp(kind, "directive_failed")
              ? GY_LOG_WARN
              : GY_LOG_INFO,
          "controller", "event %llu %s step %lld: %s", (unsigned long long)id, kind, (long long)step,
@@ -249,6 +254,7 @@ static uint8_t *pack_status(gy_service_t *s, int as_watch, size_t *len) {
   st.world = s->o.world;
   st.tp = s->o.tp;
   st.steps_total = s->o.steps;
+  st.committed_step = gy_fleet_ncommitted(f) ? gy_fleet_committed(f, 0) : -1;
   const gy_fleet_step_t *h = gy_fleet_history(f, st.step);
   Gyro__ChannelStat chs[GY_FLEET_MAX_CH], *chp[GY_FLEET_MAX_CH];
   if (h) {
@@ -390,7 +396,33 @@ static void do_directive(gy_service_t *s, const gy_fleet_action_t *a) {
   d.seq = a->seq;
   d.at_step = a->step;
   d.kind = (Gyro__Directive__Kind)a->dir_kind;
-  if (a->dir_kind == GY_DIR_SET_HPARAMS) {
+  Gyro__SkipRange *sk = NULL, **skp = NULL;
+  if (a->dir_kind == GY_DIR_ROLLBACK) {
+    d.to_step = a->to_step;
+    d.reason = (char *)a->msg;
+    if (a->nskip > 0) {
+      sk = malloc((size_t)a->nskip * sizeof(*sk));
+      skp = malloc((size_t)a->nskip * sizeof(*skp));
+      if (!sk || !skp) {
+        /* a rollback without its skips would train on them again: send nothing; the rank
+         * gets the directive again when it reconnects */
+        gy_log(GY_LOG_ERROR, "controller", "out of memory: directive seq %llu not sent",
+               (unsigned long long)a->seq);
+        free(sk);
+        free(skp);
+        return;
+      }
+      for (int i = 0; i < a->nskip; i++) {
+        gyro__skip_range__init(&sk[i]);
+        sk[i].first = a->skip[i].first;
+        sk[i].last = a->skip[i].last;
+        skp[i] = &sk[i];
+      }
+      d.n_skip = (size_t)a->nskip;
+      d.skip = skp;
+    }
+  }
+  if (a->dir_kind == GY_DIR_SET_HPARAMS || (a->dir_kind == GY_DIR_ROLLBACK && a->hparams.present)) {
     const gy_fleet_hparams_t *h = &a->hparams;
     hp.lr_scale = h->lr_scale;
     hp.grad_clip = h->grad_clip;
@@ -401,6 +433,7 @@ static void do_directive(gy_service_t *s, const gy_fleet_action_t *a) {
     hp.z_loss = h->z_loss;
     hp.beta1 = h->beta1;
     hp.beta2 = h->beta2;
+    hp.wsd_decay_now = h->wsd_decay_now;
     hp.present = h->present;
     d.hparams = &hp;
   }
@@ -408,6 +441,8 @@ static void do_directive(gy_service_t *s, const gy_fleet_action_t *a) {
   cm.msg_case = GYRO__CONTROLLER_MSG__MSG_DIRECTIVE;
   cm.directive = &d;
   send_ctl(s, a->rank, &cm);
+  free(sk);
+  free(skp);
 }
 
 static void unbind(gy_service_t *s, int rank) {
@@ -439,6 +474,8 @@ static void act(gy_service_t *s, const gy_fleet_action_t *a) {
     emit_event(s, a->event_kind, a->step, a->msg);
     break;
   case GY_FLEET_ACT_LOST:
+  case GY_FLEET_ACT_COMMITTED:
+  case GY_FLEET_ACT_ROLLED_BACK:
     break; /* an event says it */
   case GY_FLEET_ACT_STEP:
     emit_step(s, a->step);
@@ -600,7 +637,9 @@ static void session_msg(gy_service_t *s, call_t *c, const Gyro__WorkerMsg *wm) {
                             .lr = r->lr,
                             .nonfinite = r->nonfinite,
                             .step_ms = r->step_ms,
-                            .tokens_per_s = r->tokens_per_s};
+                            .tokens_per_s = r->tokens_per_s,
+                            .has_checkpoint = r->has_checkpoint,
+                            .checkpoint_step = r->checkpoint_step};
     rc = gy_fleet_report(s->fleet, now, c->rank, &in);
     break;
   }
@@ -842,11 +881,29 @@ static void on_command(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t
                               .z_loss = h->z_loss,
                               .beta1 = h->beta1,
                               .beta2 = h->beta2,
-                              .present = h->present};
+                              .present = h->present,
+                              .wsd_decay_now = h->wsd_decay_now};
   }
   uint64_t seq = 0;
   int64_t at = 0;
-  int rc = gy_fleet_command(s->fleet, now_ms(s), (int)r->kind, &hp, &seq, &at);
+  int rc;
+  if (r->kind == GYRO__DIRECTIVE__KIND__ROLLBACK) {
+    /* more ranges than the fleet takes are refused by it: copy none of them */
+    int n = r->n_skip > GY_FLEET_MAX_SKIPS ? GY_FLEET_MAX_SKIPS + 1 : (int)r->n_skip;
+    gy_fleet_skip_t *sk = n && n <= GY_FLEET_MAX_SKIPS ? malloc((size_t)n * sizeof(*sk)) : NULL;
+    if (n && n <= GY_FLEET_MAX_SKIPS && !sk) {
+      gyro__command_request__free_unpacked(r, NULL);
+      gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+      return;
+    }
+    for (int i = 0; sk && i < n; i++)
+      sk[i] = (gy_fleet_skip_t){r->skip[i]->first, r->skip[i]->last};
+    rc = gy_fleet_rollback(s->fleet, now_ms(s), r->to_step, sk, n, &hp, "operator rollback", &seq,
+                           &at);
+    free(sk);
+  } else {
+    rc = gy_fleet_command(s->fleet, now_ms(s), (int)r->kind, &hp, &seq, &at);
+  }
   gyro__command_request__free_unpacked(r, NULL);
   if (rc) {
     gy_rpc_reply(call, rpc_status(rc), gy_fleet_errmsg(s->fleet), NULL, 0);

@@ -2,11 +2,15 @@
  * gyro-controller (from GY_BUILD_DIR) on a small config (world 2), then acts as two workers with
  * gy_rpc client calls and protobuf-c messages: held joins and their assignments, sessions,
  * grants following the slowest rank, a CHECKPOINT directive at the frozen horizon for both
- * ranks, acks and grants resuming, the store, Status/Watch with the operator token, health, and
- * bad input (malformed Join, wrong generation Hello, unknown method, duplicate worker id, missing
- * token) after which the controller still answers. The run goes to its end and the controller
- * exits 0 with one stdout step line per step carrying rank 0's loss. A second controller checks
- * a lost worker (stream closed -> DEGRADED), SIGTERM (exit 0) and a bad config (exit 2). */
+ * ranks, acks and grants resuming, a checkpoint of step 4 reported by both ranks and committed
+ * (StatusReply.committed_step), an operator ROLLBACK (refused to an uncommitted step; to step 4
+ * with a skip range: both ranks get it at the same at_step with to_step 4, ack, and the next
+ * grant is 4 + window), the store, Status/Watch with the operator token, health, and bad input
+ * (malformed Join, wrong generation Hello, unknown method, duplicate worker id, missing token)
+ * after which the controller still answers. The run goes to its end and the controller exits 0
+ * with one stdout step line per aggregated step carrying rank 0's loss (steps 4..11 twice). A
+ * second controller checks a lost worker (stream closed -> DEGRADED), SIGTERM (exit 0) and a bad
+ * config (exit 2). */
 #include <errno.h>
 #include <ftw.h>
 #include <jansson.h>
@@ -281,7 +285,8 @@ static double loss_of(int rank, int64_t step) {
   return 3.0 / (double)(step + 2) + 0.125 * rank;
 }
 
-static void report(sess_t *s, int rank, int64_t step) {
+/* A StepReport; ckpt >= 0: the rank wrote the checkpoint of step ckpt since its last report. */
+static void report_ck(sess_t *s, int rank, int64_t step, int64_t ckpt) {
   Gyro__ChannelStat c0 = GYRO__CHANNEL_STAT__INIT, c1 = GYRO__CHANNEL_STAT__INIT;
   c0.name = "web";
   c0.loss_sum = 100.0 * loss_of(rank, step);
@@ -300,10 +305,16 @@ static void report(sess_t *s, int rank, int64_t step) {
   r.grad_norm = 0.5;
   r.tokens_per_s = 1234.5;
   r.step_ms = 7;
+  r.has_checkpoint = ckpt >= 0;
+  r.checkpoint_step = ckpt;
   Gyro__WorkerMsg wm = GYRO__WORKER_MSG__INIT;
   wm.msg_case = GYRO__WORKER_MSG__MSG_REPORT;
   wm.report = &r;
   sess_send(s, &wm);
+}
+
+static void report(sess_t *s, int rank, int64_t step) {
+  report_ck(s, rank, step, -1);
 }
 
 static void ack(sess_t *s, int rank, uint64_t seq, int64_t step) {
@@ -456,10 +467,11 @@ static void test_protocol(const char *cfg) {
   CHECK_EQ_INT(rep->seq, 1);
   CHECK_EQ_INT(rep->at_step, 8);
   gyro__command_reply__free_unpacked(rep, NULL);
+  /* both ranks wrote the checkpoint of step 4 (before running step 4) */
   for (int s = 4; s < 8; s++)
-    report(&s0, 0, s);
+    report_ck(&s0, 0, s, s == 4 ? 4 : -1);
   for (int s = 4; s < 7; s++)
-    report(&s1, 1, s);
+    report_ck(&s1, 1, s, s == 4 ? 4 : -1);
   m = next_msg(&s0, 300);
   CHECK(m == NULL); /* rank 1 is not at 8 yet: no directive, no grant */
   if (m) gyro__controller_msg__free_unpacked(m, NULL);
@@ -490,6 +502,7 @@ static void test_protocol(const char *cfg) {
   CHECK(!strcmp(sr->state, "TRAIN"));
   CHECK_EQ_INT(sr->step, 7);
   CHECK_EQ_INT(sr->horizon, 12);
+  CHECK_EQ_INT(sr->committed_step, 4);
   CHECK_EQ_INT(sr->generation, 1);
   CHECK_EQ_INT(sr->n_ranks, 2);
   CHECK(sr->loss == loss_of(0, 7));
@@ -526,8 +539,72 @@ static void test_protocol(const char *cfg) {
   if (sv) gyro__store_value__free_unpacked(sv, NULL);
   free(resp);
 
-  /* train to the end: every grant honoured, the run goes DONE and the controller exits 0 */
-  for (int64_t s = 8; s < STEPS; s++) {
+  /* ROLLBACK: to a step with no committed checkpoint refused; to 4 (committed) accepted */
+  Gyro__SkipRange skr = GYRO__SKIP_RANGE__INIT;
+  skr.first = 1000;
+  skr.last = 1010;
+  Gyro__SkipRange *skp[1] = {&skr};
+  Gyro__CommandRequest rb = GYRO__COMMAND_REQUEST__INIT;
+  rb.kind = GYRO__DIRECTIVE__KIND__ROLLBACK;
+  rb.to_step = 6;
+  call("/gyro.Operator/Command", 1, &rb.base, &resp, &n, &st);
+  CHECK_EQ_INT(st, GY_RPC_FAILED_PRECONDITION);
+  free(resp);
+  rb.to_step = 4;
+  rb.n_skip = 1;
+  rb.skip = skp;
+  call("/gyro.Operator/Command", 1, &rb.base, &resp, &n, &st);
+  CHECK_EQ_INT(st, GY_RPC_OK);
+  rep = st == 0 ? gyro__command_reply__unpack(NULL, n, resp) : NULL;
+  free(resp);
+  REQUIRE(rep);
+  CHECK_EQ_INT(rep->seq, 2);
+  CHECK_EQ_INT(rep->at_step, 12);
+  gyro__command_reply__free_unpacked(rep, NULL);
+  for (int s = 8; s < 12; s++)
+    report(&s0, 0, s);
+  for (int s = 8; s < 11; s++)
+    report(&s1, 1, s);
+  m = next_msg(&s0, 300);
+  CHECK(m == NULL); /* rank 1 is not at 12 yet */
+  if (m) gyro__controller_msg__free_unpacked(m, NULL);
+  report(&s1, 1, 11);
+  for (int r = 0; r < 2; r++) {
+    m = next_msg(ss[r], 5000);
+    REQUIRE(m);
+    CHECK_EQ_INT(m->msg_case, GYRO__CONTROLLER_MSG__MSG_DIRECTIVE);
+    if (m->msg_case == GYRO__CONTROLLER_MSG__MSG_DIRECTIVE) {
+      const Gyro__Directive *d = m->directive;
+      CHECK_EQ_INT(d->kind, GYRO__DIRECTIVE__KIND__ROLLBACK);
+      CHECK_EQ_INT(d->seq, 2);
+      CHECK_EQ_INT(d->at_step, 12);
+      CHECK_EQ_INT(d->to_step, 4);
+      CHECK_EQ_INT(d->generation, 1);
+      CHECK(d->n_skip == 1 && d->skip[0]->first == 1000 && d->skip[0]->last == 1010);
+      CHECK(d->reason && strstr(d->reason, "operator"));
+      CHECK(d->hparams == NULL);
+    }
+    gyro__controller_msg__free_unpacked(m, NULL);
+  }
+  ack(&s0, 0, 2, 4);
+  m = next_msg(&s0, 300);
+  CHECK(m == NULL); /* rank 1 has not acked */
+  if (m) gyro__controller_msg__free_unpacked(m, NULL);
+  ack(&s1, 1, 2, 4);
+  CHECK(wait_grant(&s0, 8)); /* 4 + window */
+  CHECK(wait_grant(&s1, 8));
+  sr = status();
+  REQUIRE(sr);
+  CHECK(!strcmp(sr->state, "TRAIN"));
+  CHECK_EQ_INT(sr->step, 3);
+  CHECK_EQ_INT(sr->horizon, 8);
+  CHECK_EQ_INT(sr->committed_step, 4);
+  if (sr->n_ranks == 2) CHECK_EQ_INT(sr->ranks[1]->steps_done, 4);
+  gyro__status_reply__free_unpacked(sr, NULL);
+
+  /* train to the end from step 4: every grant honoured, the run goes DONE and the controller
+   * exits 0 */
+  for (int64_t s = 4; s < STEPS; s++) {
     for (int r = 0; r < 2; r++) {
       while (ss[r]->horizon <= s) {
         m = next_msg(ss[r], 5000);
@@ -555,6 +632,8 @@ static void test_protocol(const char *cfg) {
   REQUIRE(f);
   char line[4096];
   int nsteps = 0, done = 0;
+  /* steps 0..11, then 4..15 again after the rollback to 4 applied at 12 */
+  const int nexpect = 12 + (STEPS - 4);
   while (fgets(line, sizeof(line), f)) {
     json_t *o = json_loads(line, 0, NULL);
     CHECK_MSG(o != NULL, "not JSON: %s", line);
@@ -562,7 +641,7 @@ static void test_protocol(const char *cfg) {
     const char *type = json_string_value(json_object_get(o, "type"));
     if (type && !strcmp(type, "step")) {
       int64_t s = json_integer_value(json_object_get(o, "step"));
-      CHECK_EQ_INT(s, nsteps);
+      CHECK_EQ_INT(s, nsteps < 12 ? nsteps : nsteps - 8);
       CHECK(json_real_value(json_object_get(o, "loss")) == loss_of(0, s));
       json_t *lc = json_object_get(o, "loss_ch");
       CHECK(json_real_value(json_object_get(lc, "code")) == 0.75);
@@ -574,23 +653,27 @@ static void test_protocol(const char *cfg) {
     json_decref(o);
   }
   fclose(f);
-  CHECK_EQ_INT(nsteps, STEPS);
+  CHECK_EQ_INT(nsteps, nexpect);
   CHECK(done);
   /* stderr: events as JSON lines, among them the refusals */
   f = fopen(c.err, "r");
   REQUIRE(f);
-  int nrefused = 0, formed = 0;
+  int nrefused = 0, formed = 0, committed = 0, rolled = 0;
   while (fgets(line, sizeof(line), f)) {
     json_t *o = json_loads(line, 0, NULL);
     CHECK_MSG(o != NULL, "not JSON: %s", line);
     const char *msg = o ? json_string_value(json_object_get(o, "msg")) : NULL;
     if (msg && (strstr(msg, " refused ") || strstr(msg, " malformed "))) nrefused++;
     if (msg && strstr(msg, " gang_formed ")) formed = 1;
+    if (msg && strstr(msg, " checkpoint_committed step 4:")) committed = 1;
+    if (msg && strstr(msg, " rollback step 4:")) rolled = 1;
     json_decref(o);
   }
   fclose(f);
   CHECK(formed);
-  CHECK_MSG(nrefused >= 5, "%d refusal events", nrefused);
+  CHECK(committed);
+  CHECK(rolled);
+  CHECK_MSG(nrefused >= 6, "%d refusal events", nrefused);
 }
 
 /* A second run: Watch, a lost worker (its stream closes), SIGTERM. */

@@ -2,8 +2,11 @@
  * state, the horizon and the actions are checked after each event. Formation (with and without
  * ordinals, duplicates, generations), grants following the slowest rank and capped at
  * run.steps, the directive pipeline (freeze, same at_step for every rank, acks, queueing,
- * pause/resume, stop), aggregation, liveness (silence, stream close), validation, and every
- * pair of the state transition table. */
+ * pause/resume, stop), aggregation, liveness (silence, stream close), validation, checkpoint
+ * commits (only once every rank reported one), rollbacks (the pipeline, steps and history reset,
+ * the horizon restarting at to_step + window, a second rollback, a queued one whose checkpoint
+ * was forgotten, a failed restore, refusals), a re-formed gang starting from the newest
+ * committed checkpoint, and every pair of the state transition table. */
 #include <string.h>
 
 #include "common/err.h"
@@ -81,6 +84,33 @@ static int report(gy_fleet_t *f, int rank, int64_t step) {
                          .tokens_per_s = 1000,
                          .step_ms = 10};
   return gy_fleet_report(f, now_ms, rank, &r);
+}
+
+/* A report of step that says the rank wrote the checkpoint of step ckpt (-1: none). */
+static int report_ck(gy_fleet_t *f, int rank, int64_t step, int64_t ckpt, double loss) {
+  gy_fleet_actions_clear(f);
+  gy_fleet_report_t r = {.generation = gy_fleet_generation(f),
+                         .rank = rank,
+                         .step = step,
+                         .loss = loss,
+                         .tokens_per_s = 1000,
+                         .step_ms = 10,
+                         .has_checkpoint = ckpt >= 0,
+                         .checkpoint_step = ckpt};
+  return gy_fleet_report(f, now_ms, rank, &r);
+}
+
+/* Every rank of a world-w gang reports the steps [from, to); the checkpoint of step ckpt is
+ * reported with the report of that step (-1: none). */
+static void run_steps(gy_fleet_t *f, int w, int64_t from, int64_t to, int64_t ckpt) {
+  for (int64_t s = from; s < to; s++)
+    for (int r = 0; r < w; r++)
+      REQUIRE(report_ck(f, r, s, s == ckpt ? ckpt : -1, 1.0 + (double)s) == 0);
+}
+
+static int nack(gy_fleet_t *f, int rank, uint64_t seq, const char *error) {
+  gy_fleet_actions_clear(f);
+  return gy_fleet_ack(f, now_ms, rank, gy_fleet_generation(f), seq, rank, 0, error);
 }
 
 static int ack(gy_fleet_t *f, int rank, uint64_t seq) {
@@ -564,6 +594,414 @@ static void test_lost_by_close(void) {
   gy_fleet_destroy(f);
 }
 
+static void test_checkpoint_commit(void) {
+  gy_fleet_t *f = mk(3, 4, 100, 1000000);
+  form(f, 3);
+  CHECK_EQ_INT(gy_fleet_ncommitted(f), 0);
+  CHECK_EQ_INT(gy_fleet_committed(f, 0), -1);
+  run_steps(f, 3, 0, 2, -1);
+  /* the checkpoint of step 2 (written before step 2 ran), reported with step 2 */
+  CHECK(report_ck(f, 0, 2, 2, 3.0) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 0);
+  CHECK(report_ck(f, 1, 2, 2, 3.0) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 0);
+  CHECK_EQ_INT(gy_fleet_ncommitted(f), 0);
+  CHECK(report_ck(f, 2, 2, 2, 3.0) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 1);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_COMMITTED, 0)->step, 2);
+  CHECK(has_event(f, "checkpoint_committed"));
+  CHECK_EQ_INT(gy_fleet_ncommitted(f), 1);
+  CHECK_EQ_INT(gy_fleet_committed(f, 0), 2);
+  CHECK_EQ_INT(gy_fleet_committed(f, 1), -1);
+  /* a rank that says the same checkpoint twice counts once */
+  CHECK(report_ck(f, 0, 3, 4, 4.0) == 0); /* written after step 3: the checkpoint of step 4 */
+  CHECK(report_ck(f, 0, 4, 4, 5.0) == 0);
+  CHECK(report_ck(f, 1, 3, 4, 4.0) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 0);
+  CHECK_EQ_INT(gy_fleet_ncommitted(f), 1);
+  /* rank 0 runs ahead and reports a newer one before rank 2 reported step 4's */
+  CHECK(report_ck(f, 0, 5, 6, 6.0) == 0);
+  CHECK(report_ck(f, 1, 4, -1, 5.0) == 0);
+  CHECK(report_ck(f, 2, 3, 4, 4.0) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 1);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_COMMITTED, 0)->step, 4);
+  CHECK(report_ck(f, 1, 5, 6, 6.0) == 0);
+  CHECK(report_ck(f, 2, 4, -1, 5.0) == 0);
+  CHECK(report_ck(f, 2, 5, 6, 6.0) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 1);
+  CHECK_EQ_INT(gy_fleet_ncommitted(f), 3);
+  CHECK_EQ_INT(gy_fleet_committed(f, 0), 6); /* newest first */
+  CHECK_EQ_INT(gy_fleet_committed(f, 1), 4);
+  CHECK_EQ_INT(gy_fleet_committed(f, 2), 2);
+  /* a checkpoint later than the steps the rank ran is refused */
+  CHECK_EQ_INT(report_ck(f, 0, 6, 8, 7.0), GY_EINVAL);
+  CHECK(has_event(f, "refused"));
+  CHECK_EQ_INT(gy_fleet_member(f, 0)->steps_done, 6);
+  /* a world of one commits at once */
+  gy_fleet_t *g = mk(1, 4, 100, 1000000);
+  form(g, 1);
+  CHECK(report_ck(g, 0, 0, 0, 1.0) == 0);
+  CHECK_EQ_INT(count(g, GY_FLEET_ACT_COMMITTED), 1);
+  CHECK_EQ_INT(gy_fleet_committed(g, 0), 0);
+  gy_fleet_destroy(g);
+  gy_fleet_destroy(f);
+}
+
+static void test_rollback_refusals(void) {
+  gy_fleet_t *f = mk(2, 4, 100, 1000000);
+  form(f, 2);
+  uint64_t seq = 0;
+  int64_t at = 0;
+  gy_fleet_skip_t sk[2] = {{10, 20}, {30, 30}};
+  CHECK_EQ_INT(gy_fleet_rollback(f, now_ms, 0, NULL, 0, NULL, "x", &seq, &at), GY_ENOENT);
+  CHECK(strstr(gy_fleet_errmsg(f), "no checkpoint committed yet"));
+  CHECK(has_event(f, "refused"));
+  run_steps(f, 2, 0, 4, 2); /* checkpoint of step 2 committed */
+  CHECK_EQ_INT(gy_fleet_committed(f, 0), 2);
+  gy_fleet_actions_clear(f);
+  CHECK_EQ_INT(gy_fleet_rollback(f, now_ms, 3, NULL, 0, NULL, "x", &seq, &at), GY_ENOENT);
+  CHECK(strstr(gy_fleet_errmsg(f), "newest committed: 2"));
+  CHECK_EQ_INT(gy_fleet_rollback(f, now_ms, 1, NULL, 0, NULL, "x", &seq, &at), GY_ENOENT);
+  CHECK_EQ_INT(gy_fleet_rollback(f, now_ms, 7, NULL, 0, NULL, "x", &seq, &at), GY_ENOENT);
+  CHECK_EQ_INT(gy_fleet_rollback(f, now_ms, -1, NULL, 0, NULL, "x", &seq, &at), GY_EINVAL);
+  CHECK_EQ_INT(gy_fleet_rollback(f, now_ms, 2, sk, 2, NULL, "x", &seq, &at), GY_EINVAL);
+  CHECK(strstr(gy_fleet_errmsg(f), "[30, 30) is empty"));
+  CHECK_EQ_INT(gy_fleet_rollback(f, now_ms, 2, NULL, 1, NULL, "x", &seq, &at), GY_EINVAL);
+  CHECK_EQ_INT(gy_fleet_rollback(f, now_ms, 2, sk, GY_FLEET_MAX_SKIPS + 1, NULL, "x", &seq, &at),
+               GY_EINVAL);
+  CHECK_EQ_INT(gy_fleet_command(f, now_ms, GY_DIR_ROLLBACK, NULL, &seq, &at), GY_EINVAL);
+  CHECK_EQ_INT(gy_fleet_queued(f), 0);
+  CHECK_EQ_INT(gy_fleet_inflight(f, NULL), 0);
+  CHECK_EQ_INT(gy_fleet_nrollbacks(f), 0);
+  CHECK(gy_fleet_rollback_record(f, 0) == NULL);
+  CHECK(!strcmp(gy_dir_kind_name(GY_DIR_ROLLBACK), "ROLLBACK"));
+  /* not while degraded */
+  gy_fleet_session_closed(f, now_ms, 1);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DEGRADED);
+  CHECK_EQ_INT(gy_fleet_rollback(f, now_ms, 2, NULL, 0, NULL, "x", &seq, &at), GY_ENOTSUP);
+  gy_fleet_destroy(f);
+}
+
+static void test_rollback(void) {
+  gy_fleet_t *f = mk(2, 4, 100, 1000000);
+  form(f, 2);
+  run_steps(f, 2, 0, 3, 2);
+  run_steps(f, 2, 3, 6, 4);
+  CHECK_EQ_INT(gy_fleet_ncommitted(f), 2);
+  CHECK_EQ_INT(gy_fleet_last_step(f), 5);
+  CHECK_EQ_INT(gy_fleet_horizon(f), 10);
+  gy_fleet_skip_t sk[2] = {{100, 104}, {7, 8}};
+  gy_fleet_hparams_t hp = {.lr_scale = 0.5f, .present = 1u << 0};
+  uint64_t seq = 0;
+  int64_t at = 0;
+  gy_fleet_actions_clear(f);
+  CHECK(gy_fleet_rollback(f, now_ms, 2, sk, 2, &hp, "spike at step 5", &seq, &at) == 0);
+  sk[0].first = 0; /* the fleet copied the ranges */
+  CHECK_EQ_INT(seq, 1);
+  CHECK_EQ_INT(at, 10);
+  CHECK(has_event(f, "command"));
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_DIRECTIVE), 0);
+  CHECK_EQ_INT(gy_fleet_nrollbacks(f), 1);
+  const gy_fleet_rollback_t *rec = gy_fleet_rollback_record(f, 0);
+  REQUIRE(rec);
+  CHECK_EQ_INT(rec->status, GY_FLEET_RB_QUEUED);
+  CHECK_EQ_INT(rec->seq, 1);
+  CHECK_EQ_INT(rec->to_step, 2);
+  CHECK_EQ_INT(rec->from_step, 6);
+  CHECK_EQ_INT(rec->nskip, 2);
+  CHECK(rec->skip[0].first == 100 && rec->skip[0].last == 104);
+  CHECK(!strcmp(rec->reason, "spike at step 5"));
+  /* the horizon is frozen at 10; a checkpoint of step 8 commits on the way */
+  run_steps(f, 2, 6, 9, 8);
+  CHECK_EQ_INT(gy_fleet_committed(f, 0), 8);
+  CHECK(report_ck(f, 0, 9, -1, 10.0) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_DIRECTIVE), 0);
+  CHECK(report_ck(f, 1, 9, -1, 10.0) == 0); /* every rank at 10: the rollback goes out */
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
+  const gy_fleet_action_t *d = find(f, GY_FLEET_ACT_DIRECTIVE, 0);
+  REQUIRE(d);
+  CHECK_EQ_INT(d->rank, -1);
+  CHECK_EQ_INT(d->seq, 1);
+  CHECK_EQ_INT(d->step, 10);
+  CHECK_EQ_INT(d->dir_kind, GY_DIR_ROLLBACK);
+  CHECK_EQ_INT(d->to_step, 2);
+  CHECK_EQ_INT(d->nskip, 2);
+  REQUIRE(d->skip);
+  CHECK(d->skip[0].first == 100 && d->skip[0].last == 104);
+  CHECK(d->skip[1].first == 7 && d->skip[1].last == 8);
+  CHECK(strstr(d->msg, "spike at step 5"));
+  CHECK(d->hparams.lr_scale == 0.5f && d->hparams.present == 1);
+  CHECK_EQ_INT(gy_fleet_rollback_record(f, 0)->status, GY_FLEET_RB_SENT);
+  CHECK_EQ_INT(gy_fleet_rollback_record(f, 0)->at_step, 10);
+  /* rank 1 reconnects: the same directive again */
+  gy_fleet_actions_clear(f);
+  CHECK(gy_fleet_hello(f, now_ms, gy_fleet_member(f, 1)->session_id, 1, 1) == 0);
+  d = find(f, GY_FLEET_ACT_DIRECTIVE, 0);
+  REQUIRE(d);
+  CHECK_EQ_INT(d->rank, 1);
+  CHECK(d->step == 10 && d->to_step == 2 && d->nskip == 2);
+  /* rank 0 acks; it stands at step 2 and must wait for its grant */
+  CHECK(ack(f, 0, 1) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_ROLLED_BACK), 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
+  CHECK_EQ_INT(report_ck(f, 0, 2, -1, 42.0), GY_ERANGE);
+  CHECK(strstr(gy_fleet_errmsg(f), "after acking the rollback"));
+  /* rank 0 reconnects after its ack: granted up to to_step only, no directive again */
+  gy_fleet_actions_clear(f);
+  CHECK(gy_fleet_hello(f, now_ms, gy_fleet_member(f, 0)->session_id, 1, 0) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_DIRECTIVE), 0);
+  REQUIRE(find(f, GY_FLEET_ACT_GRANT, 0));
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_GRANT, 0)->step, 2);
+  CHECK(ack(f, 1, 1) == 0);
+  const gy_fleet_action_t *rb = find(f, GY_FLEET_ACT_ROLLED_BACK, 0);
+  REQUIRE(rb);
+  CHECK_EQ_INT(rb->step, 2);
+  CHECK_EQ_INT(rb->seq, 1);
+  CHECK_EQ_INT(rb->ok, 1);
+  CHECK(has_event(f, "rollback"));
+  CHECK(has_event(f, "checkpoint_forgotten"));
+  const gy_fleet_action_t *g = find(f, GY_FLEET_ACT_GRANT, 0);
+  REQUIRE(g);
+  CHECK_EQ_INT(g->rank, -1);
+  CHECK_EQ_INT(g->step, 6); /* to_step + window */
+  CHECK_EQ_INT(gy_fleet_horizon(f), 6);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
+  CHECK_EQ_INT(gy_fleet_last_step(f), 1);
+  CHECK_EQ_INT(gy_fleet_member(f, 0)->steps_done, 2);
+  CHECK_EQ_INT(gy_fleet_member(f, 1)->steps_done, 2);
+  CHECK(gy_fleet_history(f, 1) != NULL);
+  CHECK(gy_fleet_history(f, 2) == NULL);
+  CHECK(gy_fleet_history(f, 9) == NULL);
+  CHECK_EQ_INT(gy_fleet_ncommitted(f), 1); /* 4 and 8 belong to the abandoned timeline */
+  CHECK_EQ_INT(gy_fleet_committed(f, 0), 2);
+  CHECK_EQ_INT(gy_fleet_rollback_record(f, 0)->status, GY_FLEET_RB_APPLIED);
+  CHECK_EQ_INT(gy_fleet_rollback_failed(f), 0);
+  CHECK_EQ_INT(gy_fleet_inflight(f, NULL), 0);
+  /* reports for steps >= 2 are accepted again, with the new figures */
+  CHECK(report_ck(f, 1, 2, -1, 42.0) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_STEP), 0);
+  CHECK(report_ck(f, 0, 2, -1, 42.0) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_STEP), 1);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_GRANT, 0)->step, 7);
+  REQUIRE(gy_fleet_history(f, 2));
+  CHECK(gy_fleet_history(f, 2)->loss == 42.0);
+  CHECK_EQ_INT(gy_fleet_history(f, 2)->nreports, 2);
+  CHECK_EQ_INT(report_ck(f, 0, 5, -1, 1.0), GY_ERANGE); /* still in order */
+  /* a second rollback, to a checkpoint of the new timeline */
+  run_steps(f, 2, 3, 5, 4);
+  CHECK_EQ_INT(gy_fleet_committed(f, 0), 4);
+  CHECK_EQ_INT(gy_fleet_horizon(f), 9);
+  gy_fleet_actions_clear(f);
+  CHECK(gy_fleet_rollback(f, now_ms, 4, NULL, 0, NULL, NULL, &seq, &at) == 0);
+  CHECK_EQ_INT(seq, 2);
+  CHECK_EQ_INT(at, 9);
+  run_steps(f, 2, 5, 9, -1);
+  d = find(f, GY_FLEET_ACT_DIRECTIVE, 0);
+  REQUIRE(d);
+  CHECK(d->seq == 2 && d->step == 9 && d->to_step == 4 && d->nskip == 0);
+  CHECK_EQ_INT(d->hparams.present, 0);
+  CHECK(ack(f, 1, 2) == 0 && ack(f, 0, 2) == 0);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_ROLLED_BACK, 0)->step, 4);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_GRANT, 0)->step, 8);
+  CHECK_EQ_INT(gy_fleet_last_step(f), 3);
+  CHECK(gy_fleet_history(f, 3) != NULL && gy_fleet_history(f, 4) == NULL);
+  CHECK_EQ_INT(gy_fleet_nrollbacks(f), 2);
+  CHECK_EQ_INT(gy_fleet_rollback_record(f, 0)->seq, 2);
+  CHECK_EQ_INT(gy_fleet_rollback_record(f, 1)->seq, 1);
+  CHECK(gy_fleet_rollback_record(f, 2) == NULL);
+  run_steps(f, 2, 4, 8, -1);
+  CHECK_EQ_INT(gy_fleet_horizon(f), 12);
+  gy_fleet_destroy(f);
+}
+
+static void test_rollback_queued_dropped(void) {
+  gy_fleet_t *f = mk(2, 2, 100, 1000000);
+  form(f, 2);
+  run_steps(f, 2, 0, 2, 1);
+  run_steps(f, 2, 2, 4, 3); /* committed: 3, 1; horizon 6 */
+  uint64_t s1, s2;
+  int64_t a1, a2;
+  CHECK(gy_fleet_rollback(f, now_ms, 1, NULL, 0, NULL, "first", &s1, &a1) == 0);
+  CHECK(gy_fleet_rollback(f, now_ms, 3, NULL, 0, NULL, "second", &s2, &a2) == 0);
+  CHECK(a1 == 6 && a2 == 6);
+  CHECK_EQ_INT(gy_fleet_queued(f), 1);
+  run_steps(f, 2, 4, 6, -1);
+  CHECK(ack(f, 0, s1) == 0 && ack(f, 1, s1) == 0);
+  /* the first forgot the checkpoint of step 3: the second is dropped, grants resume */
+  CHECK(has_event(f, "directive_dropped"));
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_DIRECTIVE), 0);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_GRANT, 0)->step, 3);
+  CHECK_EQ_INT(gy_fleet_rollback_record(f, 0)->status, GY_FLEET_RB_DROPPED);
+  CHECK_EQ_INT(gy_fleet_rollback_record(f, 1)->status, GY_FLEET_RB_APPLIED);
+  CHECK_EQ_INT(gy_fleet_inflight(f, NULL), 0);
+  CHECK_EQ_INT(gy_fleet_queued(f), 0);
+  gy_fleet_destroy(f);
+}
+
+static void test_rollback_refused_and_paused(void) {
+  gy_fleet_t *f = mk(2, 2, 100, 1000000);
+  form(f, 2);
+  run_steps(f, 2, 0, 2, 1);
+  run_steps(f, 2, 2, 4, 3); /* committed: 3, 1; horizon 6 */
+  uint64_t seq;
+  int64_t at;
+  CHECK(gy_fleet_rollback(f, now_ms, 3, NULL, 0, NULL, "spike", &seq, &at) == 0);
+  run_steps(f, 2, 4, 6, -1);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_DIRECTIVE), 1);
+  /* every rank refuses (its state unchanged): the gang stays at 6, grants held */
+  CHECK(nack(f, 0, seq, "shard 0: checksum mismatch") == 0);
+  CHECK(has_event(f, "directive_failed"));
+  CHECK(nack(f, 1, seq, "shard 1: checksum mismatch") == 0);
+  const gy_fleet_action_t *rb = find(f, GY_FLEET_ACT_ROLLED_BACK, 0);
+  REQUIRE(rb);
+  CHECK_EQ_INT(rb->ok, 0);
+  CHECK_EQ_INT(rb->step, 3);
+  CHECK(has_event(f, "rollback_failed"));
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_LOST), 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
+  CHECK_EQ_INT(gy_fleet_rollback_failed(f), 1);
+  CHECK_EQ_INT(gy_fleet_horizon(f), 6);
+  CHECK_EQ_INT(gy_fleet_last_step(f), 5);
+  CHECK_EQ_INT(gy_fleet_member(f, 0)->steps_done, 6);
+  CHECK(gy_fleet_history(f, 5) != NULL);
+  CHECK_EQ_INT(gy_fleet_ncommitted(f), 1); /* 3 could not be restored: forgotten */
+  CHECK_EQ_INT(gy_fleet_committed(f, 0), 1);
+  CHECK_EQ_INT(gy_fleet_rollback_record(f, 0)->status, GY_FLEET_RB_FAILED);
+  /* pause, then roll back to the previous one: it goes out at once, at step 6 */
+  CHECK(gy_fleet_command(f, now_ms, GY_DIR_PAUSE, NULL, &seq, &at) == 0);
+  CHECK_EQ_INT(at, 6);
+  CHECK(ack(f, 0, seq) == 0 && ack(f, 1, seq) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_PAUSED);
+  gy_fleet_actions_clear(f);
+  CHECK(gy_fleet_rollback(f, now_ms, 1, NULL, 0, NULL, "previous clean", &seq, &at) == 0);
+  CHECK_EQ_INT(at, 6);
+  const gy_fleet_action_t *d = find(f, GY_FLEET_ACT_DIRECTIVE, 0);
+  REQUIRE(d);
+  CHECK(d->step == 6 && d->to_step == 1);
+  CHECK(ack(f, 0, seq) == 0 && ack(f, 1, seq) == 0);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_ROLLED_BACK, 0)->ok, 1);
+  CHECK_EQ_INT(gy_fleet_rollback_failed(f), 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_PAUSED);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0); /* paused: still no grant */
+  CHECK_EQ_INT(gy_fleet_horizon(f), 1);
+  CHECK(gy_fleet_command(f, now_ms, GY_DIR_RESUME, NULL, &seq, &at) == 0);
+  CHECK_EQ_INT(at, 1);
+  CHECK(ack(f, 0, seq) == 0 && ack(f, 1, seq) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_GRANT, 0)->step, 3);
+  gy_fleet_destroy(f);
+
+  /* every rank refuses; the operator resumes (not paused): training goes on from where it was */
+  f = mk(2, 2, 100, 1000000);
+  form(f, 2);
+  run_steps(f, 2, 0, 2, 1); /* committed: 1; horizon 4 */
+  CHECK_EQ_INT(gy_fleet_command(f, now_ms, GY_DIR_RESUME, NULL, &seq, &at), GY_ENOTSUP);
+  CHECK(gy_fleet_rollback(f, now_ms, 1, NULL, 0, NULL, "spike", &seq, &at) == 0);
+  run_steps(f, 2, 2, 4, -1);
+  CHECK(nack(f, 0, seq, "no") == 0 && nack(f, 1, seq, "no") == 0);
+  CHECK_EQ_INT(gy_fleet_rollback_failed(f), 1);
+  CHECK_EQ_INT(gy_fleet_ncommitted(f), 0);
+  CHECK_EQ_INT(gy_fleet_rollback(f, now_ms, 1, NULL, 0, NULL, "again", &seq, &at), GY_ENOENT);
+  CHECK(gy_fleet_command(f, now_ms, GY_DIR_RESUME, NULL, &seq, &at) == 0);
+  CHECK_EQ_INT(at, 4);
+  CHECK(ack(f, 0, seq) == 0 && ack(f, 1, seq) == 0);
+  CHECK(has_event(f, "resumed"));
+  CHECK_EQ_INT(gy_fleet_rollback_failed(f), 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
+  REQUIRE(find(f, GY_FLEET_ACT_GRANT, 0));
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_GRANT, 0)->step, 6);
+  gy_fleet_destroy(f);
+}
+
+static void test_rollback_split(void) {
+  gy_fleet_t *f = mk(3, 2, 100, 1000000);
+  form(f, 3);
+  run_steps(f, 3, 0, 2, 1);
+  run_steps(f, 3, 2, 4, 3); /* committed: 3, 1; horizon 6 */
+  uint64_t seq;
+  int64_t at;
+  CHECK(gy_fleet_rollback(f, now_ms, 3, NULL, 0, NULL, "spike", &seq, &at) == 0);
+  run_steps(f, 3, 4, 6, -1);
+  CHECK(ack(f, 0, seq) == 0);
+  CHECK(nack(f, 1, seq, "shard 1: checksum mismatch") == 0);
+  CHECK(nack(f, 1, seq, "again") == 0); /* a second ack changes nothing */
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_ROLLED_BACK), 0);
+  CHECK(ack(f, 2, seq) == 0);
+  /* rank 1 kept step 6, ranks 0 and 2 restored 3: split, rank 1 is lost */
+  const gy_fleet_action_t *rb = find(f, GY_FLEET_ACT_ROLLED_BACK, 0);
+  REQUIRE(rb);
+  CHECK_EQ_INT(rb->ok, 0);
+  CHECK(has_event(f, "rollback_failed"));
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_LOST), 1);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_LOST, 0)->rank, 1);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DEGRADED);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
+  CHECK_EQ_INT(gy_fleet_ncommitted(f), 1);
+  CHECK_EQ_INT(gy_fleet_committed(f, 0), 1);
+  CHECK(join(f, "w1", -1, 6, 40) == 0 && join(f, "w0", -1, 3, 41) == 0 &&
+        join(f, "w2", -1, 3, 42) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
+  CHECK_EQ_INT(gy_fleet_start_step(f), 1); /* the newest committed before the split */
+  gy_fleet_destroy(f);
+}
+
+static void test_reform_from_committed(void) {
+  gy_fleet_t *f = mk(2, 4, 100, 1000000);
+  form(f, 2);
+  run_steps(f, 2, 0, 6, 4);
+  CHECK(report_ck(f, 0, 6, -1, 7.0) == 0);
+  CHECK_EQ_INT(gy_fleet_committed(f, 0), 4);
+  gy_fleet_session_closed(f, now_ms, 1);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DEGRADED);
+  CHECK(join(f, "w9", -1, 0, 20) == 0); /* a fresh replacement */
+  gy_fleet_actions_clear(f);
+  CHECK(join(f, "w0", -1, 7, 21) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
+  CHECK_EQ_INT(gy_fleet_generation(f), 2);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_ASSIGN), 2);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_ASSIGN, 0)->step, 4);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_ASSIGN, 1)->step, 4);
+  CHECK_EQ_INT(gy_fleet_start_step(f), 4);
+  CHECK_EQ_INT(gy_fleet_last_step(f), 3);
+  CHECK_EQ_INT(gy_fleet_horizon(f), 8);
+  CHECK_EQ_INT(gy_fleet_member(f, 1)->steps_done, 4);
+  CHECK_EQ_INT(gy_fleet_ncommitted(f), 1); /* the run's, not the gang's */
+  size_t n;
+  const gy_fleet_action_t *a = gy_fleet_actions(f, &n);
+  int said = 0;
+  for (size_t i = 0; i < n; i++)
+    if (a[i].kind == GY_FLEET_ACT_EVENT && !strcmp(a[i].event_kind, "gang_formed"))
+      said = strstr(a[i].msg, "newest committed checkpoint") != NULL;
+  CHECK(said);
+  for (int r = 0; r < 2; r++)
+    REQUIRE(gy_fleet_hello(f, now_ms, gy_fleet_member(f, r)->session_id, 2, r) == 0);
+  run_steps(f, 2, 4, 5, -1);
+  CHECK_EQ_INT(gy_fleet_horizon(f), 9);
+  gy_fleet_destroy(f);
+  /* a worker lost during a rollback: the re-formed gang starts from its target */
+  f = mk(2, 4, 100, 1000000);
+  form(f, 2);
+  run_steps(f, 2, 0, 3, 2);
+  run_steps(f, 2, 3, 6, 4); /* committed: 4, 2 */
+  uint64_t seq;
+  int64_t at;
+  CHECK(gy_fleet_rollback(f, now_ms, 2, NULL, 0, NULL, "spike", &seq, &at) == 0);
+  run_steps(f, 2, 6, 10, -1);
+  CHECK(ack(f, 0, seq) == 0);
+  gy_fleet_session_closed(f, now_ms, 1);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DEGRADED);
+  CHECK(has_event(f, "directive_dropped"));
+  CHECK(has_event(f, "checkpoint_forgotten"));
+  CHECK_EQ_INT(gy_fleet_rollback_record(f, 0)->status, GY_FLEET_RB_DROPPED);
+  CHECK_EQ_INT(gy_fleet_ncommitted(f), 1);
+  CHECK(join(f, "w0", -1, 2, 30) == 0 && join(f, "w1", -1, 10, 31) == 0);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
+  CHECK_EQ_INT(gy_fleet_start_step(f), 2);
+  CHECK_EQ_INT(gy_fleet_horizon(f), 6);
+  gy_fleet_destroy(f);
+}
+
 static void test_transitions(void) {
   gy_fleet_t *f = mk(1, 4, 100, 1000);
   /* the documented table, written out independently of fleet.c */
@@ -628,6 +1066,13 @@ int main(void) {
   test_aggregation();
   test_lost_by_silence();
   test_lost_by_close();
+  test_checkpoint_commit();
+  test_rollback_refusals();
+  test_rollback();
+  test_rollback_queued_dropped();
+  test_rollback_refused_and_paused();
+  test_rollback_split();
+  test_reform_from_committed();
   test_transitions();
   test_create_refusals();
   GY_TEST_END();

@@ -21,6 +21,11 @@
  * grant; a directive is handed out only at its at_step, before the grant of that step; a seq
  * acked in this session is never handed out again; a lost session is only replaced while the
  * trainer is parked in gy_agent_wait_grant (so the steps_done it rejoins with is exact).
+ * steps_done only grows, except at an acked ROLLBACK, which sets it to the directive's to_step
+ * and the horizon to to_step unless a grant came after the directive (the controller grants
+ * the new timeline once every rank has acked). A pending directive owns its skip ranges and
+ * reason; once acked they are kept ("retired") until the next wait_grant, so the trainer can
+ * still read them after the ack.
  */
 #include "agent/agent.h"
 
@@ -50,6 +55,14 @@
 #define LINGER_MS 300         /* destroy: time given to queued messages before cancelling */
 #define STORE_KEY_MAX 200
 
+/* A directive received and not applied yet. d.skip and d.reason point at skip / reason. */
+typedef struct {
+  gy_agent_directive_t d;
+  gy_agent_skip_t *skip; /* owned (NULL when none) */
+  char *reason;          /* owned (NULL: d.reason is "") */
+  uint64_t grants_at;    /* a->grants when it arrived */
+} pending_t;
+
 struct gy_agent {
   /* configuration (immutable after create) */
   char **addrs;
@@ -72,8 +85,11 @@ struct gy_agent {
   int connected;   /* session stream up */
   int64_t horizon; /* latest grant of this session */
   int64_t steps_done;
-  gy_agent_directive_t pending[MAX_PENDING];
+  pending_t pending[MAX_PENDING];
   int npending;
+  uint64_t grants;               /* grants received in this session */
+  gy_agent_skip_t *retired_skip; /* of the directive acked last (see the design block) */
+  char *retired_reason;
   uint64_t applied[APPLIED_RING];
   int napplied;          /* entries used (<= APPLIED_RING) */
   int applied_next;      /* slot the next seq goes to (the oldest once full) */
@@ -207,6 +223,35 @@ static void close_stream(gy_agent_t *a) {
   pthread_mutex_unlock(&a->mu);
 }
 
+/* ---------------------------------- pending directives ---------------------------------- */
+
+static void pending_free(pending_t *p) {
+  free(p->skip);
+  free(p->reason);
+  p->skip = NULL;
+  p->reason = NULL;
+}
+
+/* Removes pending[i] (mu held); its memory is freed, or retired when retire is set. */
+static void pending_remove(gy_agent_t *a, int i, int retire) {
+  if (retire) {
+    free(a->retired_skip);
+    free(a->retired_reason);
+    a->retired_skip = a->pending[i].skip;
+    a->retired_reason = a->pending[i].reason;
+  } else {
+    pending_free(&a->pending[i]);
+  }
+  a->pending[i] = a->pending[--a->npending];
+}
+
+static void retired_free(gy_agent_t *a) {
+  free(a->retired_skip);
+  free(a->retired_reason);
+  a->retired_skip = NULL;
+  a->retired_reason = NULL;
+}
+
 /* ------------------------------------ applied seqs -------------------------------------- */
 
 static int seq_applied(const gy_agent_t *a, uint64_t seq) {
@@ -239,6 +284,36 @@ static void decode_hparams(const Gyro__HParams *h, gy_agent_hparams_t *o) {
   o->z_loss = h->z_loss;
   o->beta1 = h->beta1;
   o->beta2 = h->beta2;
+  o->wsd_decay_now = h->wsd_decay_now != 0;
+}
+
+/* Copies d into a new pending entry p (mu held). GY_ENOMEM leaves p empty. */
+static int pending_fill(pending_t *p, const Gyro__Directive *d, uint64_t grants) {
+  memset(p, 0, sizeof(*p));
+  if (d->kind == GYRO__DIRECTIVE__KIND__ROLLBACK) {
+    if (d->n_skip) {
+      if (d->n_skip > INT32_MAX || !(p->skip = calloc(d->n_skip, sizeof(*p->skip))))
+        return GY_ENOMEM;
+      for (size_t i = 0; i < d->n_skip; i++) {
+        p->skip[i].first = d->skip[i] ? d->skip[i]->first : 0;
+        p->skip[i].last = d->skip[i] ? d->skip[i]->last : 0;
+      }
+    }
+    if (d->reason && d->reason[0] && !(p->reason = strdup(d->reason))) {
+      pending_free(p);
+      return GY_ENOMEM;
+    }
+    p->d.to_step = d->to_step;
+    p->d.skip = p->skip;
+    p->d.nskip = (int)d->n_skip;
+  }
+  p->d.reason = p->reason ? p->reason : "";
+  p->d.seq = d->seq;
+  p->d.at_step = d->at_step;
+  p->d.kind = (gy_directive_kind_t)d->kind;
+  decode_hparams(d->hparams, &p->d.hparams);
+  p->grants_at = grants;
+  return 0;
 }
 
 /* Client CQ thread: a ControllerMsg arrived. */
@@ -254,6 +329,7 @@ static void on_message(void *ud, const uint8_t *msg, size_t len) {
   if (m->msg_case == GYRO__CONTROLLER_MSG__MSG_GRANT && m->grant) {
     if (m->grant->generation == gen) {
       a->horizon = m->grant->horizon;
+      a->grants++;
       pthread_cond_broadcast(&a->cv);
     } else {
       gy_log(GY_LOG_WARN, "agent", "grant of generation %" PRIu64 " ignored (mine is %" PRIu64 ")",
@@ -263,25 +339,23 @@ static void on_message(void *ud, const uint8_t *msg, size_t len) {
     const Gyro__Directive *d = m->directive;
     int dup = seq_applied(a, d->seq);
     for (int i = 0; i < a->npending && !dup; i++)
-      dup = a->pending[i].seq == d->seq;
+      dup = a->pending[i].d.seq == d->seq;
     if (d->generation != gen) {
       gy_log(GY_LOG_WARN, "agent",
              "directive seq %" PRIu64 " of generation %" PRIu64 " ignored (mine is %" PRIu64 ")",
              d->seq, d->generation, gen);
     } else if (dup) {
       gy_log(GY_LOG_INFO, "agent", "directive seq %" PRIu64 " already seen: ignored", d->seq);
-    } else if ((int)d->kind < GY_DIRECTIVE_PAUSE || (int)d->kind > GY_DIRECTIVE_SET_HPARAMS) {
+    } else if ((int)d->kind < GY_DIRECTIVE_PAUSE || (int)d->kind > GY_DIRECTIVE_ROLLBACK) {
       gy_log(GY_LOG_WARN, "agent", "directive seq %" PRIu64 " of unknown kind %d ignored", d->seq,
              (int)d->kind);
     } else if (a->npending == MAX_PENDING) {
       gy_log(GY_LOG_ERROR, "agent", "%d directives pending: seq %" PRIu64 " dropped", MAX_PENDING,
              d->seq);
+    } else if (pending_fill(&a->pending[a->npending], d, a->grants)) {
+      gy_log(GY_LOG_ERROR, "agent", "out of memory: directive seq %" PRIu64 " dropped", d->seq);
     } else {
-      gy_agent_directive_t *p = &a->pending[a->npending++];
-      p->seq = d->seq;
-      p->at_step = d->at_step;
-      p->kind = (gy_directive_kind_t)d->kind;
-      decode_hparams(d->hparams, &p->hparams);
+      a->npending++;
       pthread_cond_broadcast(&a->cv);
     }
   }
@@ -512,7 +586,9 @@ static int install(gy_agent_t *a, const Gyro__Assignment *m, int64_t steps_done)
   a->asg.session_id = sess;
   a->joined = 1;
   a->horizon = 0; /* nothing granted in this generation until its first Grant */
-  a->npending = 0;
+  a->grants = 0;
+  while (a->npending)
+    pending_remove(a, a->npending - 1, 0);
   a->napplied = 0;
   a->applied_next = 0;
   a->steps_done = steps_done;
@@ -650,6 +726,8 @@ const char *gy_directive_kind_name(int kind) {
     return "checkpoint";
   case GY_DIRECTIVE_SET_HPARAMS:
     return "set_hparams";
+  case GY_DIRECTIVE_ROLLBACK:
+    return "rollback";
   default:
     return "none";
   }
@@ -752,6 +830,9 @@ void gy_agent_destroy(gy_agent_t *a) {
   free(a->asg_dir);
   free(a->asg_prefix);
   free(a->asg_session);
+  while (a->npending)
+    pending_remove(a, a->npending - 1, 0);
+  retired_free(a);
   pthread_cond_destroy(&a->cv);
   pthread_mutex_destroy(&a->mu);
   pthread_mutex_destroy(&a->send_mu);
@@ -812,6 +893,7 @@ static int reconnect(gy_agent_t *a, int64_t step) {
 int gy_agent_wait_grant(gy_agent_t *a, int64_t step, gy_agent_directive_t *dir) {
   if (!a || !dir) return GY_EINVAL;
   pthread_mutex_lock(&a->mu);
+  retired_free(a);
   if (!a->joined || step != a->steps_done) {
     set_err(a, "wait_grant(%" PRId64 "): %s", step,
             a->joined ? "not the number of steps reported" : "not joined");
@@ -826,20 +908,20 @@ int gy_agent_wait_grant(gy_agent_t *a, int64_t step, gy_agent_directive_t *dir) 
     }
     int found = -1;
     for (int i = 0; i < a->npending;) {
-      if (a->pending[i].at_step < step) {
+      const gy_agent_directive_t *p = &a->pending[i].d;
+      if (p->at_step < step) {
         gy_log(GY_LOG_WARN, "agent",
                "directive seq %" PRIu64 " for step %" PRId64 " arrived after it (now at %" PRId64
                "): dropped",
-               a->pending[i].seq, a->pending[i].at_step, step);
-        a->pending[i] = a->pending[--a->npending];
+               p->seq, p->at_step, step);
+        pending_remove(a, i, 0);
         continue;
       }
-      if (a->pending[i].at_step == step && (found < 0 || a->pending[i].seq < a->pending[found].seq))
-        found = i;
+      if (p->at_step == step && (found < 0 || p->seq < a->pending[found].d.seq)) found = i;
       i++;
     }
     if (found >= 0) {
-      *dir = a->pending[found];
+      *dir = a->pending[found].d;
       rc = GY_AGENT_DIRECTIVE;
       break;
     }
@@ -906,6 +988,8 @@ int gy_agent_report(gy_agent_t *a, const gy_agent_report_t *rep) {
   }
   r.n_top = (size_t)rep->ntop;
   r.top = slp;
+  r.has_checkpoint = rep->has_checkpoint != 0;
+  r.checkpoint_step = rep->has_checkpoint ? rep->checkpoint_step : -1;
   Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
   m.msg_case = GYRO__WORKER_MSG__MSG_REPORT;
   m.report = &r;
@@ -922,11 +1006,21 @@ int gy_agent_ack(gy_agent_t *a, uint64_t seq, int64_t step, int ok, const char *
   Gyro__DirectiveAck ack = GYRO__DIRECTIVE_ACK__INIT;
   pthread_mutex_lock(&a->mu);
   mark_applied(a, seq);
-  for (int i = 0; i < a->npending; i++)
-    if (a->pending[i].seq == seq) {
-      a->pending[i] = a->pending[--a->npending];
-      break;
+  for (int i = 0; i < a->npending; i++) {
+    const pending_t *p = &a->pending[i];
+    if (p->d.seq != seq) continue;
+    if (p->d.kind == GY_DIRECTIVE_ROLLBACK && ok) {
+      if (step != p->d.to_step)
+        gy_log(GY_LOG_WARN, "agent",
+               "rollback seq %" PRIu64 " acked with step %" PRId64 ", not its to_step %" PRId64,
+               seq, step, p->d.to_step);
+      a->steps_done = p->d.to_step;
+      if (a->grants == p->grants_at) a->horizon = p->d.to_step;
+      pthread_cond_broadcast(&a->cv);
     }
+    pending_remove(a, i, 1);
+    break;
+  }
   ack.generation = a->asg.generation;
   ack.rank = a->asg.rank;
   pthread_mutex_unlock(&a->mu);

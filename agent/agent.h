@@ -8,7 +8,8 @@
  *   for (step = asg.start_step; step < total;) {
  *     switch (gy_agent_wait_grant(a, step, &dir)) {
  *     case GY_AGENT_GO:        train step; gy_agent_report(a, &figures); step++; break;
- *     case GY_AGENT_DIRECTIVE: apply dir; gy_agent_ack(a, dir.seq, step, ok, err); break;
+ *     case GY_AGENT_DIRECTIVE: apply dir; gy_agent_ack(a, dir.seq, step, ok, err);
+ *                              if (ROLLBACK applied) step = dir.to_step; break;
  *     case GY_AGENT_REASSIGNED: exit so the process is restarted with the new assignment;
  *     ...
  *   }}
@@ -60,6 +61,7 @@ typedef enum {
   GY_DIRECTIVE_STOP = 3,
   GY_DIRECTIVE_CHECKPOINT = 4,
   GY_DIRECTIVE_SET_HPARAMS = 5,
+  GY_DIRECTIVE_ROLLBACK = 6, /* restore to_step, add the skip ranges, apply hparams, go on */
 } gy_directive_kind_t;
 
 /* Presence bits of gy_agent_hparams_t.present: 1 << (field number in gyro.HParams - 1). */
@@ -73,6 +75,7 @@ enum {
   GY_HP_Z_LOSS = 1u << 6,
   GY_HP_BETA1 = 1u << 7,
   GY_HP_BETA2 = 1u << 8,
+  GY_HP_WSD_DECAY_NOW = 1u << 9, /* switch to WSD and start its decay at the step applied */
 };
 
 typedef struct {
@@ -80,13 +83,27 @@ typedef struct {
   float lr_scale, grad_clip, eps, weight_decay, shallow_scale;
   int shallow_layers;
   float z_loss, beta1, beta2;
+  int wsd_decay_now; /* 1 when the field is true */
 } gy_agent_hparams_t;
+
+/* A half-open range of sample ids [first, last) (gyro.SkipRange), as the controller sent it:
+ * not validated (first >= last is possible; the trainer refuses it). */
+typedef struct {
+  uint64_t first, last;
+} gy_agent_skip_t;
 
 typedef struct {
   uint64_t seq;
   int64_t at_step; /* apply when exactly at_step steps are done */
   gy_directive_kind_t kind;
-  gy_agent_hparams_t hparams; /* SET_HPARAMS only */
+  gy_agent_hparams_t hparams; /* SET_HPARAMS and ROLLBACK (present == 0: none) */
+  /* ROLLBACK only (0, NULL, 0 otherwise). skip and reason are owned by the agent and stay
+   * valid until the next gy_agent_wait_grant call or gy_agent_destroy. to_step is as sent
+   * (the trainer checks 0 <= to_step <= at_step). */
+  int64_t to_step;             /* the step to restore (a committed checkpoint) */
+  const gy_agent_skip_t *skip; /* ranges never to train on again, from now on */
+  int nskip;
+  const char *reason; /* why, for the records; never NULL ("" when none) */
 } gy_agent_directive_t;
 
 /* Lower-case name of a kind ("pause", "set_hparams", ...); "none" for unknown values. */
@@ -113,6 +130,11 @@ typedef struct {
   double step_ms, tokens_per_s;
   const gy_agent_sample_t *top;
   int ntop;
+  /* has_checkpoint != 0: the checkpoint of step checkpoint_step (steps done when it was taken)
+   * is complete on disk on this rank and was not reported before (the controller commits a
+   * checkpoint once every rank has reported it). */
+  int has_checkpoint;
+  int64_t checkpoint_step;
 } gy_agent_report_t;
 
 /* What gy_agent_wait_grant returns (>= 0; errors are negative). */
@@ -148,14 +170,20 @@ int gy_agent_join(gy_agent_t *a, gy_agent_assignment_t *out, int timeout_ms);
  * generation; if the new assignment keeps rank, world and tp and starts at `step`, it goes on
  * with the new generation transparently; otherwise returns GY_AGENT_REASSIGNED (the new
  * assignment is in gy_agent_assignment). Errors: GY_EINVAL (step is not the number of steps
- * reported), GY_EINVAL for a refused rejoin (reason in gy_agent_errmsg). */
+ * reported; after an acked ROLLBACK that number is its to_step), GY_EINVAL for a refused rejoin
+ * (reason in gy_agent_errmsg). The previous directive's skip and reason are freed on entry. */
 int gy_agent_wait_grant(gy_agent_t *a, int64_t step, gy_agent_directive_t *dir);
 
 /* Sends a StepReport and records steps_done = rep->step + 1. When the session is down the
  * report is dropped (the controller re-forms from steps_done) and 0 is returned. */
 int gy_agent_report(gy_agent_t *a, const gy_agent_report_t *rep);
-/* Marks directive seq applied (a repeated seq is then ignored) and sends a DirectiveAck.
- * error: NULL or why it failed (ok = 0). */
+/* Marks directive seq applied (a repeated seq is then ignored) and sends a DirectiveAck with
+ * `step` (the steps done after applying it). error: NULL or why it failed (ok = 0).
+ * ROLLBACK acked with ok != 0 (pass step = to_step): the agent rewinds to steps_done = to_step
+ * (the next gy_agent_wait_grant is for to_step; heartbeats say to_step) and parks there until
+ * a Grant that arrived after the directive: the controller's next grant covers to_step +
+ * window (a grant received between the directive and the ack already counts). Directives
+ * still pending then keep their at_step. A failed ROLLBACK (ok = 0) changes nothing. */
 int gy_agent_ack(gy_agent_t *a, uint64_t seq, int64_t step, int ok, const char *error);
 
 /* The rendezvous store backed by the controller (unary StoreSet/StoreGet; a get waits on the

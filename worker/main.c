@@ -4,9 +4,13 @@
  *    one JSON object per step on stdout (events and logs on stderr);
  *  - supervised (--controller ADDR, when libgyro-agent is built): joins the controller's gang
  *    through agent/agent.h, gets its rank, run config and start step from it, takes a step only
- *    when granted, applies directives (checkpoint, hyper-parameters, pause, stop) at exactly the
- *    step the controller names, and reports every step. Same step records on stdout, plus one
- *    {"type":"directive",...} record per applied directive.
+ *    when granted, applies directives (checkpoint, hyper-parameters, pause, stop, rollback) at
+ *    exactly the step the controller names, and reports every step (with the checkpoint that
+ *    reached the disk since the last report, if any). Same step records on stdout, plus one
+ *    {"type":"directive",...} record per applied directive. A rollback restores the checkpoint
+ *    of to_step, forgets the later ones, adds the skip ranges to the skip list (which keeps
+ *    every range it had: a skip is never undone), applies the hyper-parameters sent with it,
+ *    and training goes on from to_step: the steps after it run again.
  *
  * Exit codes: 0 done, 1 runtime failure, 2 bad usage or configuration, 3 (supervised) the
  * controller re-formed the gang in a way this process cannot continue: start it again.
@@ -151,7 +155,8 @@ static int write_temp(const char *text, char *path, size_t len) {
   return close(fd) ? GY_EIO : 0;
 }
 
-static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r) {
+/* ckpt_step >= 0: the checkpoint of that step reached the disk since the last report. */
+static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r, int64_t ckpt_step) {
   gy_agent_channel_t ch[GY_MAX_CHANNELS];
   gy_agent_sample_t top[GY_TOPK_MAX];
   int nch = gy_data_nchannels(d);
@@ -173,7 +178,9 @@ static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r) 
                           .step_ms = r->step_ms,
                           .tokens_per_s = r->tokens_per_s,
                           .top = top,
-                          .ntop = r->ntop};
+                          .ntop = r->ntop,
+                          .has_checkpoint = ckpt_step >= 0,
+                          .checkpoint_step = ckpt_step};
   int rc = gy_agent_report(a, &ar);
   if (rc)
     gy_log(GY_LOG_WARN, "worker", "report of step %" PRId64 " not sent: %s", r->step,
@@ -194,27 +201,118 @@ static int checkpoint_now(gy_trainer_t *tr, char *err, size_t errlen) {
   return 0;
 }
 
-/* Applies the present fields of h over the trainer's knobs. */
-static int set_hparams(gy_trainer_t *tr, const gy_agent_hparams_t *h, char *err, size_t errlen) {
+/* The present fields of h over base. wsd_decay_now: the schedule becomes WSD decaying linearly
+ * from the learning rate it had at `from` (no jump up when it was cosine) to the same floor
+ * over the steps left of the run's `steps`. */
+static void merge_hparams(gy_knobs_t *k, const gy_agent_hparams_t *h, int64_t from, int64_t steps) {
+  if (h->present & GY_HP_LR_SCALE) k->lr_scale = h->lr_scale;
+  if (h->present & GY_HP_GRAD_CLIP) k->grad_clip = h->grad_clip;
+  if (h->present & GY_HP_EPS) k->eps = h->eps;
+  if (h->present & GY_HP_WEIGHT_DECAY) k->weight_decay = h->weight_decay;
+  if (h->present & GY_HP_SHALLOW_SCALE) k->shallow_scale = h->shallow_scale;
+  if (h->present & GY_HP_SHALLOW_LAYERS) k->shallow_layers = h->shallow_layers;
+  if (h->present & GY_HP_Z_LOSS) k->z_loss = h->z_loss;
+  if (h->present & GY_HP_BETA1) k->beta1 = h->beta1;
+  if (h->present & GY_HP_BETA2) k->beta2 = h->beta2;
+  if ((h->present & GY_HP_WSD_DECAY_NOW) && h->wsd_decay_now) {
+    gy_sched_t *sc = &k->sched;
+    double now = gy_sched_lr(sc, from), floor_lr = (double)sc->lr * sc->min_lr_frac;
+    if (now > 0 && isfinite(now)) {
+      sc->lr = (float)now;
+      sc->min_lr_frac = (float)(floor_lr >= now ? 1.0 : floor_lr / now);
+    }
+    sc->kind = GY_SCHED_WSD;
+    sc->warmup = 0; /* the decay starts at `from`, whatever phase the run was in */
+    sc->decay_start = from > INT32_MAX ? INT32_MAX : (int)from;
+    int64_t left = steps - from;
+    sc->decay_steps = left <= 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
+  }
+}
+
+/* Applies the present fields of h over the trainer's knobs (from: the step they apply at). */
+static int set_hparams(gy_trainer_t *tr, const gy_agent_hparams_t *h, int64_t from, int64_t steps,
+                       char *err, size_t errlen) {
   gy_knobs_t k;
   gy_trainer_knobs(tr, &k);
-  if (h->present & GY_HP_LR_SCALE) k.lr_scale = h->lr_scale;
-  if (h->present & GY_HP_GRAD_CLIP) k.grad_clip = h->grad_clip;
-  if (h->present & GY_HP_EPS) k.eps = h->eps;
-  if (h->present & GY_HP_WEIGHT_DECAY) k.weight_decay = h->weight_decay;
-  if (h->present & GY_HP_SHALLOW_SCALE) k.shallow_scale = h->shallow_scale;
-  if (h->present & GY_HP_SHALLOW_LAYERS) k.shallow_layers = h->shallow_layers;
-  if (h->present & GY_HP_Z_LOSS) k.z_loss = h->z_loss;
-  if (h->present & GY_HP_BETA1) k.beta1 = h->beta1;
-  if (h->present & GY_HP_BETA2) k.beta2 = h->beta2;
+  merge_hparams(&k, h, from, steps);
   return gy_trainer_set_knobs(tr, &k, err, errlen);
 }
 
-/* Applies one directive between two steps, prints its record and acknowledges it. Returns 1
+/* Checks a ROLLBACK before anything changes: to_step within [0, done], every skip range
+ * non-empty, and the hyper-parameters acceptable over the current knobs (the restored ones are
+ * checked again when applied). */
+static int check_rollback(gy_trainer_t *tr, const gy_agent_directive_t *dir, int64_t done,
+                          int64_t steps, char *err, size_t errlen) {
+  if (dir->to_step < 0 || dir->to_step > done) {
+    snprintf(err, errlen,
+             "rollback to step %" PRId64 ": must be within 0..%" PRId64 " (the steps done)",
+             dir->to_step, done);
+    return GY_EINVAL;
+  }
+  for (int i = 0; i < dir->nskip; i++)
+    if (dir->skip[i].first >= dir->skip[i].last) {
+      snprintf(err, errlen, "rollback: skip range #%d [%" PRIu64 ", %" PRIu64 ") is empty", i,
+               dir->skip[i].first, dir->skip[i].last);
+      return GY_EINVAL;
+    }
+  gy_knobs_t k;
+  gy_trainer_knobs(tr, &k);
+  merge_hparams(&k, &dir->hparams, dir->to_step, steps);
+  int rc = gy_knobs_check(&k, err, errlen);
+  if (rc) return rc;
+  int layers = gy_gpt_config(gy_trainer_model(tr))->num_layers;
+  if (k.shallow_layers > layers) {
+    snprintf(err, errlen, "knobs: shallow_layers %d exceeds the model's %d layers",
+             k.shallow_layers, layers);
+    return GY_ERANGE;
+  }
+  return 0;
+}
+
+/* Carries out a checked ROLLBACK. Returns 0 or an error; then *unchanged is 1 when the restore
+ * was refused (nothing changed: training can go on from where it was) and 0 when the state is
+ * half changed (the worker must stop). */
+static int rollback(gy_trainer_t *tr, const gy_agent_directive_t *dir, int64_t steps,
+                    int *unchanged, char *err, size_t errlen) {
+  *unchanged = 1;
+  /* the skip list in force now: restoring puts back the checkpoint's, which may predate some */
+  const gy_skiplist_t *cur = gy_trainer_skiplist(tr);
+  size_t nkeep = cur->n;
+  gy_range_t *keep = malloc((nkeep ? nkeep : 1) * sizeof(*keep));
+  if (!keep) {
+    snprintf(err, errlen, "out of memory");
+    return GY_ENOMEM;
+  }
+  if (nkeep) memcpy(keep, cur->r, nkeep * sizeof(*keep));
+  char why[1024] = "";
+  int rc = gy_trainer_restore(tr, dir->to_step, why, sizeof(why));
+  if (rc) {
+    snprintf(err, errlen, "cannot restore step %" PRId64 ": %s", dir->to_step, why);
+    free(keep);
+    return rc;
+  }
+  *unchanged = 0;
+  if ((rc = gy_trainer_forget_after(tr, dir->to_step, why, sizeof(why))))
+    snprintf(err, errlen, "restored step %" PRId64 ", then: %s", dir->to_step, why);
+  for (size_t i = 0; i < nkeep && !rc; i++)
+    rc = gy_trainer_skip(tr, keep[i].first, keep[i].last);
+  for (int i = 0; i < dir->nskip && !rc; i++)
+    rc = gy_trainer_skip(tr, dir->skip[i].first, dir->skip[i].last);
+  if (rc && !err[0]) snprintf(err, errlen, "skip list: %s", gy_strerror(rc));
+  free(keep);
+  if (!rc && (rc = set_hparams(tr, &dir->hparams, dir->to_step, steps, why, sizeof(why))))
+    snprintf(err, errlen, "restored step %" PRId64 ", then the hyper-parameters: %s", dir->to_step,
+             why);
+  return rc;
+}
+
+/* Applies one directive between two steps, prints its record and acknowledges it (ROLLBACK:
+ * with step = to_step, and the trainer is then at to_step). steps: the run's steps. Returns 1
  * when the worker must stop (STOP), 0 to go on, or a negative error (reason printed). */
-static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_directive_t *dir) {
+static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_directive_t *dir,
+                           int64_t steps) {
   char err[1024] = "";
-  int rc = 0, stop = 0;
+  int rc = 0, stop = 0, unchanged = 1;
   int64_t done = gy_trainer_step_count(tr);
   switch (dir->kind) {
   case GY_DIRECTIVE_CHECKPOINT:
@@ -225,7 +323,11 @@ static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_direc
     stop = 1;
     break;
   case GY_DIRECTIVE_SET_HPARAMS:
-    rc = set_hparams(tr, &dir->hparams, err, sizeof(err));
+    rc = set_hparams(tr, &dir->hparams, done, steps, err, sizeof(err));
+    break;
+  case GY_DIRECTIVE_ROLLBACK:
+    rc = check_rollback(tr, dir, done, steps, err, sizeof(err));
+    if (!rc) rc = rollback(tr, dir, steps, &unchanged, err, sizeof(err));
     break;
   case GY_DIRECTIVE_PAUSE: /* the controller withholds grants until RESUME: nothing to do */
   case GY_DIRECTIVE_RESUME:
@@ -233,18 +335,33 @@ static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_direc
     break;
   }
   if (rc && !err[0]) snprintf(err, sizeof(err), "%s", gy_strerror(rc));
-  json_t *o = json_pack("{s:s, s:I, s:s, s:I, s:b}", "type", "directive", "seq",
-                        (json_int_t)dir->seq, "kind", gy_directive_kind_name(dir->kind), "at_step",
-                        (json_int_t)dir->at_step, "ok", rc == 0);
+  json_t *o =
+      json_pack("{s:s, s:I, s:s, s:I}", "type", "directive", "seq", (json_int_t)dir->seq, "kind",
+                gy_directive_kind_name(dir->kind), "at_step", (json_int_t)dir->at_step);
+  if (dir->kind == GY_DIRECTIVE_ROLLBACK) {
+    json_t *sk = json_array();
+    for (int i = 0; i < dir->nskip; i++)
+      json_array_append_new(
+          sk, json_pack("[I, I]", (json_int_t)dir->skip[i].first, (json_int_t)dir->skip[i].last));
+    json_object_set_new(o, "to_step", json_integer(dir->to_step));
+    json_object_set_new(o, "skip", sk);
+    json_object_set_new(o, "reason", json_string(dir->reason));
+  }
+  json_object_set_new(o, "ok", json_boolean(rc == 0));
   if (rc) json_object_set_new(o, "error", json_string(err));
   gy_json_emit(o);
   if (rc)
     gy_log(GY_LOG_ERROR, "worker", "directive %s (seq %" PRIu64 ") failed: %s",
            gy_directive_kind_name(dir->kind), dir->seq, err);
-  gy_agent_ack(a, dir->seq, done, rc == 0, rc ? err : NULL);
+  int64_t ack_step = dir->kind == GY_DIRECTIVE_ROLLBACK && !rc ? dir->to_step : done;
+  gy_agent_ack(a, dir->seq, ack_step, rc == 0, rc ? err : NULL);
   /* A failed checkpoint is a broken disk: stop rather than train on without one. A refused
-   * hyper-parameter change leaves the knobs as they were; training goes on. */
-  if (rc && dir->kind != GY_DIRECTIVE_SET_HPARAMS) return rc;
+   * hyper-parameter change leaves the knobs as they were, and a refused rollback the whole
+   * state: training goes on (the controller decides what next). A rollback that failed half
+   * way has left a state nobody asked for: stop. */
+  if (rc && dir->kind != GY_DIRECTIVE_SET_HPARAMS &&
+      !(dir->kind == GY_DIRECTIVE_ROLLBACK && unchanged))
+    return rc;
   return stop;
 }
 
@@ -328,7 +445,7 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
     gy_agent_directive_t dir;
     rc = stop_requested ? GY_AGENT_INTERRUPTED : gy_agent_wait_grant(a, done, &dir);
     if (rc == GY_AGENT_DIRECTIVE) {
-      if ((rc = apply_directive(a, tr, &dir)) == 0) continue;
+      if ((rc = apply_directive(a, tr, &dir, steps)) == 0) continue;
       exit_code = rc > 0 ? 0 : 1; /* STOP, or a directive that could not be carried out */
       break;
     }
@@ -358,7 +475,14 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
       break;
     }
     if (!so->quiet) emit_step(tr, d, &r);
-    report_step(a, d, &r);
+    /* a checkpoint that reached the disk since the last report travels with this one */
+    int64_t ckpt_step = -1;
+    if ((rc = gy_trainer_ckpt_written(tr, &ckpt_step, 1, err, sizeof(err))) < 0) {
+      fprintf(stderr, "gyro-worker: rank %d: checkpoint write failed: %s\n", par.rank, err);
+      exit_code = 1;
+      break;
+    }
+    report_step(a, d, &r, rc == 1 ? ckpt_step : -1);
     done = gy_trainer_step_count(tr);
     gy_eval_report_t ev;
     if (cfg.eval_every > 0 && (done % cfg.eval_every == 0 || done == steps)) {

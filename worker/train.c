@@ -12,7 +12,12 @@
  * it was.
  *
  * Snapshots: a checkpoint is serialized in memory (the training thread pays one copy and the
- * checksums), kept in a ring of the last K, and written to disk by a background thread.
+ * checksums), kept in a ring of the last K, and written to disk by a background thread. Once
+ * the writer is idle every submitted file is on disk (or its error is known):
+ * gy_trainer_ckpt_written then hands each one out once (a controller commits it). A
+ * rollback abandons the timeline after the restored step: gy_trainer_forget_after drops its
+ * snapshots, files and unreported completions, so a later restore or commit of such a step can
+ * only find the one the new timeline writes.
  *
  * Parallel training: the model is this rank's tensor-parallel shard and sums its partial
  * products over the TP group through tp_sum(). Data-parallel gradients are averaged over the DP
@@ -25,6 +30,7 @@
  */
 #include "worker/train.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -48,6 +54,7 @@
 
 #define MAX_RING 64
 #define MAX_KEEP_TRACK 4096
+#define MAX_UNREPORTED 64
 
 struct gy_trainer {
   gy_gpt_t *model;
@@ -72,6 +79,9 @@ struct gy_trainer {
   int64_t submitted[MAX_KEEP_TRACK];
   int nsubmitted;
   uint64_t nsubmit_total;
+  /* steps of the submissions gy_trainer_ckpt_written has not handed out, oldest first */
+  int64_t unrep_step[MAX_UNREPORTED];
+  int nunrep;
   /* parallel */
   gy_store_t *store;
   gy_comm_groups_t groups;
@@ -722,7 +732,12 @@ int gy_trainer_checkpoint(gy_trainer_t *t, char *errmsg, size_t errlen) {
   while (t->nsubmitted >= t->keep && first_index < done) {
     char path[4096];
     gy_trainer_ckpt_path(t, t->submitted[0], path, sizeof(path));
-    if (t->submitted[0] != t->step) unlink(path);
+    /* the same step submitted again later (a CHECKPOINT directive at a periodic step) shares
+     * the file: only the last entry of a step removes it */
+    int again = t->submitted[0] == t->step;
+    for (int i = 1; i < t->nsubmitted && !again; i++)
+      again = t->submitted[i] == t->submitted[0];
+    if (!again) unlink(path);
     memmove(t->submitted, t->submitted + 1, sizeof(int64_t) * (size_t)(t->nsubmitted - 1));
     t->nsubmitted--;
     first_index++;
@@ -735,6 +750,11 @@ int gy_trainer_checkpoint(gy_trainer_t *t, char *errmsg, size_t errlen) {
     return rc;
   }
   if (t->nsubmitted < MAX_KEEP_TRACK) t->submitted[t->nsubmitted++] = t->step;
+  if (t->nunrep == MAX_UNREPORTED) { /* nobody asks: forget the oldest */
+    memmove(t->unrep_step, t->unrep_step + 1, sizeof(t->unrep_step[0]) * (MAX_UNREPORTED - 1));
+    t->nunrep--;
+  }
+  t->unrep_step[t->nunrep++] = t->step;
   t->nsubmit_total++;
   /* in-memory ring: newest last */
   if (t->keep_in_memory > 0) {
@@ -755,6 +775,66 @@ int gy_trainer_checkpoint(gy_trainer_t *t, char *errmsg, size_t errlen) {
 
 int gy_trainer_flush(gy_trainer_t *t, char *errmsg, size_t errlen) {
   return gy_ckpt_writer_flush(t->writer, errmsg, errlen);
+}
+
+int gy_trainer_ckpt_written(gy_trainer_t *t, int64_t *steps, int max, char *errmsg, size_t errlen) {
+  if (!t->nunrep || max <= 0) return 0;
+  /* Only when the writer is idle: then its error status covers every write handed out, and
+   * the flush that reads it does not wait (this thread is the only one that submits). */
+  if (gy_ckpt_writer_completed(t->writer) != t->nsubmit_total) return 0;
+  int rc = gy_ckpt_writer_flush(t->writer, errmsg, errlen);
+  if (rc) return rc;
+  int n = t->nunrep < max ? t->nunrep : max;
+  memcpy(steps, t->unrep_step, sizeof(steps[0]) * (size_t)n);
+  memmove(t->unrep_step, t->unrep_step + n, sizeof(t->unrep_step[0]) * (size_t)(t->nunrep - n));
+  t->nunrep -= n;
+  return n;
+}
+
+int gy_trainer_forget_after(gy_trainer_t *t, int64_t step, char *errmsg, size_t errlen) {
+  /* the files are removed below: nothing of theirs may still be in the writer's queue */
+  int rc = gy_ckpt_writer_flush(t->writer, errmsg, errlen);
+  /* the ring stays packed at its tail, newest last */
+  int k = MAX_RING;
+  for (int i = MAX_RING - 1; i >= 0; i--) {
+    gy_ckpt_buf_t *b = t->ring[i];
+    t->ring[i] = NULL;
+    if (b && (int64_t)gy_ckpt_buf_step(b) > step)
+      gy_ckpt_buf_unref(b);
+    else if (b)
+      t->ring[--k] = b;
+  }
+  k = 0;
+  for (int i = 0; i < t->nsubmitted; i++)
+    if (t->submitted[i] <= step) t->submitted[k++] = t->submitted[i];
+  t->nsubmitted = k;
+  k = 0;
+  for (int i = 0; i < t->nunrep; i++)
+    if (t->unrep_step[i] <= step) t->unrep_step[k++] = t->unrep_step[i];
+  t->nunrep = k;
+  /* This rank's files of later steps, also those an earlier process wrote: exactly the names
+   * gy_trainer_ckpt_path gives. */
+  DIR *d = opendir(t->ckpt_dir);
+  if (!d) return rc; /* no folder: no files */
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    long long s;
+    int r, used = 0;
+    if (sscanf(e->d_name, "step_%lld.rank%d.gyck%n", &s, &r, &used) != 2 ||
+        used != (int)strlen(e->d_name) || r != t->rank || s <= step)
+      continue;
+    char path[4096], want[4096];
+    gy_trainer_ckpt_path(t, (int64_t)s, want, sizeof(want));
+    snprintf(path, sizeof(path), "%s/%s", t->ckpt_dir, e->d_name);
+    if (strcmp(path, want)) continue; /* not a name this trainer writes (e.g. "step_9") */
+    if (unlink(path) && errno != ENOENT && !rc) {
+      snprintf(errmsg, errlen, "cannot remove %s (a checkpoint after step %" PRId64 "): %s", path,
+               step, strerror(errno));
+      rc = GY_EIO;
+    }
+  }
+  closedir(d);
+  return rc;
 }
 
 /* Validates a parsed checkpoint against this trainer, then applies it. */

@@ -88,6 +88,16 @@ const gy_skiplist_t *gy_trainer_skiplist(const gy_trainer_t *t);
 int gy_trainer_checkpoint(gy_trainer_t *t, char *errmsg, size_t errlen);
 /* Waits for background writes. */
 int gy_trainer_flush(gy_trainer_t *t, char *errmsg, size_t errlen);
+/* Steps of the checkpoints complete on disk that no earlier call returned, oldest first (at most
+ * max into steps; the rest stay for the next call). Looks only while no write is pending (it
+ * never waits): returns their number (0 while writes are pending), or the error of a failed
+ * write (file named in errmsg). At most the last 64 unreturned ones are remembered. */
+int gy_trainer_ckpt_written(gy_trainer_t *t, int64_t *steps, int max, char *errmsg, size_t errlen);
+/* A rollback to `step` abandoned the steps after it: waits for pending writes, drops the
+ * snapshots of later steps from the in-memory ring, deletes this rank's checkpoint files of
+ * later steps in the checkpoint folder and forgets their unreturned completions. Returns 0, or
+ * the error of a failed earlier write or of a file that cannot be removed (the rest is done). */
+int gy_trainer_forget_after(gy_trainer_t *t, int64_t step, char *errmsg, size_t errlen);
 /* Restores the state of `step` from the in-memory ring if it holds it, else from its file.
  * A corrupt or mismatched checkpoint is refused with the file and blob named; state unchanged. */
 int gy_trainer_restore(gy_trainer_t *t, int64_t step, char *errmsg, size_t errlen);

@@ -3,7 +3,8 @@
  *
  *   gyro-controller --config FILE [--listen ADDR] [--grace-ms N] [--log-level LEVEL] [--stats]
  *
- * Reads the run config (worker/config.h: the run, and its `controller:` section), binds, prints
+ * Reads the run config (worker/config.h: the run, and its `controller:` section) and the repair
+ * policy it names (controller.policy; none: the built-in default), binds, prints
  * {"type":"listening","address":ADDR,"port":PORT} on stdout, then one {"type":"step",...} line
  * per aggregated step; events go to stderr as JSON log lines. Stops on SIGINT/SIGTERM. When the
  * run is DONE it waits --grace-ms (default 1000) so that workers receive their last messages,
@@ -12,7 +13,7 @@
  * thread, getrusage), its wall time and the steps aggregated (bench/controller_cost.sh).
  *
  * Exit status: 0 the run is done, or stopped by a signal; 1 cannot serve (bind failure, out of
- * memory); 2 usage or bad config.
+ * memory); 2 usage, bad config or bad policy file.
  */
 #include <getopt.h>
 #include <libgen.h>
@@ -28,6 +29,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "controller/service.h"
+#include "policies/policy.h"
 #include "worker/config.h"
 
 typedef struct {
@@ -171,6 +173,21 @@ int main(int argc, char **argv) {
     fprintf(stderr, "gyro-controller: %s\n", errmsg);
     return 2;
   }
+  gy_policy_t policy;
+  gy_policy_default(&policy);
+  if (cfg.ctl_policy && gy_policy_load(&policy, cfg.ctl_policy, errmsg, sizeof(errmsg)) != 0) {
+    fprintf(stderr, "gyro-controller: controller.policy: %s\n", errmsg);
+    gy_run_config_free(&cfg);
+    return 2;
+  }
+  gy_fleet_skip_t *skip = NULL;
+  if (cfg.nskip > 0 && !(skip = calloc((size_t)cfg.nskip, sizeof(*skip)))) {
+    fprintf(stderr, "gyro-controller: out of memory\n");
+    gy_run_config_free(&cfg);
+    return 1;
+  }
+  for (int i = 0; i < cfg.nskip; i++)
+    skip[i] = (gy_fleet_skip_t){cfg.skip[i].first, cfg.skip[i].last};
   int rc = 1;
   char *text = read_text(config, errmsg, sizeof(errmsg));
   char dirbuf[PATH_MAX], absdir[PATH_MAX];
@@ -179,6 +196,7 @@ int main(int argc, char **argv) {
   if (!realpath(dir, absdir)) snprintf(absdir, sizeof(absdir), "%s", dir);
   if (!text) {
     fprintf(stderr, "gyro-controller: %s\n", errmsg);
+    free(skip);
     gy_run_config_free(&cfg);
     return 2;
   }
@@ -204,6 +222,13 @@ int main(int argc, char **argv) {
       .config_dir = absdir,
       .health = 1,
       .emit_steps = 1,
+      .policy = &policy,
+      .batch = cfg.batch,
+      .base_lr_scale = cfg.knobs.lr_scale,
+      .base_grad_clip = cfg.knobs.grad_clip,
+      .base_eps = cfg.knobs.eps,
+      .skip = skip,
+      .nskip = cfg.nskip,
   };
   if (gy_service_create(&a.svc, a.loop, &so, errmsg, sizeof(errmsg)) != 0) {
     fprintf(stderr, "gyro-controller: cannot serve on %s: %s\n", so.listen, errmsg);
@@ -246,6 +271,7 @@ int main(int argc, char **argv) {
 out:
   uv_loop_close(a.loop);
   free(text);
+  free(skip);
   gy_run_config_free(&cfg);
   return rc;
 }

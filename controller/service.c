@@ -15,6 +15,18 @@
  * An operator Command of kind ROLLBACK goes to gy_fleet_rollback with the request's to_step and
  * skip ranges (reason "operator rollback").
  *
+ * The closed loop: the run state machine (controller/run.h, pure) is fed from the fleet's
+ * actions — the first ASSIGN of a generation (gang formed: started, or the repair of a lost
+ * worker goes on), STEP (the step's losses, per-channel losses, gradient norms, non-finite flag
+ * and rank 0's top samples), COMMITTED (a checkpoint), ROLLED_BACK (the repair's rollback
+ * applied: rollback_done, skips_applied, resumed — the one directive did all three; refused:
+ * restore_failed), LOST (worker_lost), DONE — and its actions are carried out by run_drain():
+ * ROLLBACK becomes gy_fleet_rollback (try_repair: the decision's sample ids, plus its window of
+ * steps converted to the sample ids those steps trained on, plus, after a re-formed gang, every
+ * earlier skip; knob factors times the run config's values), HALT holds the gang with a PAUSE,
+ * ALERT is an event; its events are events (emit_run_event). A repair asked while there is no
+ * gang waits for the next one (gangs re-form from the fleet's newest committed checkpoint).
+ *
  * Invariants:
  * - sessions[r] is the one stream bound to rank r (after an accepted Hello) or NULL; a stream
  *   replaced by a newer Hello of the same rank is unbound first, so its close does not count as
@@ -24,6 +36,12 @@
  * - drain() copies the actions out before acting, and does not nest: a callback that feeds the
  *   fleet while actions are being carried out leaves its actions for the running drain loop.
  * - Each call's data (call_t) is freed in on_close (streams); unary calls have none.
+ * - in_force is the skip list every worker has in force (data.skip plus the skips of every
+ *   applied rollback), so step s on data-parallel rank r trained on the unskipped ids number
+ *   (s*dp + r)*B ... +B-1 of it; a decision's window is converted before its own ranges are
+ *   added. rb_seq is the fleet rollback that carries the run's repair in progress, or 0.
+ * - run_drain() does not nest either; run inputs made while it carries out an action leave
+ *   their outputs for its loop, and fleet inputs leave theirs for drain()'s.
  */
 #include "service.h"
 
@@ -44,7 +62,27 @@
 #define STORE_MAX_TIMEOUT_MS (3600 * 1000)
 #define ARENA_BYTES 16384 /* a decoded StepReport takes ~1 KiB */
 
+#define TOP_RING 64 /* steps whose top samples are kept until aggregated */
+#define TOP_MAX 64  /* top samples kept per step (the worker's GY_TOPK_MAX) */
+
 typedef enum { CALL_SESSION, CALL_WATCH } call_kind_t;
+
+/* Rank 0's top samples of one step (the engine reduced them over the gang). */
+typedef struct {
+  int64_t step; /* -1: empty */
+  int n;
+  uint64_t id[TOP_MAX];
+  float loss[TOP_MAX];
+  char ch[TOP_MAX][GY_FLEET_CH_NAME];
+} top_slot_t;
+
+/* Sorted, merged (neither overlapping nor adjacent), half-open ranges of sample ids: the same
+ * semantics as worker/data.h's gy_skiplist_t, so that the n-th unskipped id here is the one
+ * the workers use (the controller library does not link the worker's). */
+typedef struct {
+  gy_fleet_skip_t *r;
+  size_t n, cap;
+} skipset_t;
 
 typedef struct call {
   call_kind_t kind;
@@ -110,6 +148,25 @@ struct gy_service {
   int server_down;
   void (*shutdown_cb)(void *);
   void *shutdown_ud;
+  /* The closed loop (see "closed loop" below). */
+  gy_run_t *run;
+  gy_run_action_t *rbuf; /* run actions being carried out */
+  size_t caprbuf;
+  int run_draining;
+  top_slot_t *tops;     /* rank 0's top samples of the last TOP_RING steps, by step % TOP_RING */
+  skipset_t in_force;   /* every id the workers skip: data.skip + every applied rollback's */
+  skipset_t sent;       /* the ranges of the applied rollbacks (resent to a re-formed gang) */
+  uint64_t gen_seen;    /* generation of the newest gang formed (0: none yet) */
+  int ngangs;           /* gangs formed */
+  int64_t formed_start; /* start step of the newest gang */
+  int fresh_gang;       /* the newest gang has neither aggregated a step nor rolled back yet */
+  int resend;           /* a gang re-formed: the next rollback also carries `sent` */
+  int repair_pending;   /* the run's ROLLBACK is still to be asked of the fleet */
+  int64_t repair_target;
+  gy_policy_decision_t repair_dec;
+  uint64_t rb_seq;    /* the fleet rollback carrying the run's repair (0: none in flight) */
+  int in_operator;    /* an operator command is feeding the run: its PAUSE is already sent */
+  uint64_t op_rb_seq; /* the operator's rollback the run's ROLLBACK action adopts */
 };
 
 /* ------------------------------------------ helpers ------------------------------------------ */
@@ -169,7 +226,9 @@ static json_t *num(double v) {
 static void emit_event(gy_service_t *s, const char *kind, int64_t step, const char *msg) {
   uint64_t id = ++s->event_id;
   gy_log(!strcmp(kind, "worker_lost") || !strcmp(kind, "refused") || !strcmp(kind, "malformed") ||
-                 !strcmp(kind, "rollback_failed") || !strcmp(kind, "directive_failed")
+                 !strcmp(kind, "rollback_failed") || !strcmp(kind, "directive_failed") ||
+                 !strcmp(kind, "spike_suspected") || !strcmp(kind, "halted") ||
+                 !strcmp(kind, "alert") || !strcmp(kind, "anomaly")
              ? GY_LOG_WARN
              : GY_LOG_INFO,
          "controller", "event %llu %s step %lld: %s", (unsigned long long)id, kind, (long long)step,
@@ -247,7 +306,15 @@ static uint8_t *pack_status(gy_service_t *s, int as_watch, size_t *len) {
   const gy_fleet_t *f = s->fleet;
   Gyro__StatusReply st = GYRO__STATUS_REPLY__INIT;
   st.run = (char *)(s->o.run_name ? s->o.run_name : "");
-  st.state = (char *)gy_fleet_state_name(gy_fleet_state(f));
+  /* The run's state when it says more: halted, or a repair or suspicion, while a gang trains or
+   * is paused (without a gang, DEGRADED or INIT says more than a repair waiting for one). */
+  gy_run_state_t run_st = gy_run_state(s->run);
+  gy_fleet_state_t fs = gy_fleet_state(f);
+  int run_says =
+      (fs == GY_FLEET_TRAIN || fs == GY_FLEET_PAUSED) &&
+      (run_st == GY_RUN_HALTED || run_st == GY_RUN_SPIKE_SUSPECTED || run_st == GY_RUN_ROLLBACK ||
+       run_st == GY_RUN_SKIP_WINDOW || run_st == GY_RUN_RESUME);
+  st.state = (char *)(run_says ? gy_run_state_name(run_st) : gy_fleet_state_name(fs));
   st.step = gy_fleet_last_step(f);
   st.horizon = gy_fleet_horizon(f);
   st.generation = gy_fleet_generation(f);
@@ -342,6 +409,370 @@ static void emit_step(gy_service_t *s, int64_t step) {
   for (call_t *w = s->watchers; w; w = w->next)
     if (w->steps) gy_rpc_send(w->rpc, buf, n);
   free(buf);
+}
+
+/* ---------------------------------------- closed loop ---------------------------------------- */
+
+/* The skip set (see skipset_t). Adds [first, last), merging; 0 or GY_ENOMEM. */
+static int skipset_add(skipset_t *k, uint64_t first, uint64_t last) {
+  if (first >= last) return 0;
+  size_t i = 0;
+  while (i < k->n && k->r[i].last < first) /* ranges wholly before, not even adjacent */
+    i++;
+  size_t j = i;
+  while (j < k->n && k->r[j].first <= last) { /* overlapping or adjacent: absorbed */
+    if (k->r[j].first < first) first = k->r[j].first;
+    if (k->r[j].last > last) last = k->r[j].last;
+    j++;
+  }
+  if (j == i) { /* nothing absorbed: insert at i */
+    if (k->n == k->cap) {
+      size_t cap = k->cap ? 2 * k->cap : 16;
+      gy_fleet_skip_t *r = realloc(k->r, cap * sizeof(*r));
+      if (!r) return GY_ENOMEM;
+      k->r = r;
+      k->cap = cap;
+    }
+    memmove(&k->r[i + 1], &k->r[i], (k->n - i) * sizeof(*k->r));
+    k->n++;
+  } else if (j > i + 1) {
+    memmove(&k->r[i + 1], &k->r[j], (k->n - j) * sizeof(*k->r));
+    k->n -= j - i - 1;
+  }
+  k->r[i] = (gy_fleet_skip_t){first, last};
+  return 0;
+}
+
+static void skipset_free(skipset_t *k) {
+  free(k->r);
+  memset(k, 0, sizeof(*k));
+}
+
+/* Adds to out the ids that the unskipped numbers [n0, n0 + count) of k stand for (as
+ * gy_skiplist_map maps each number), range by range. */
+static int skipset_add_mapped(skipset_t *out, const skipset_t *k, uint64_t n0, uint64_t count) {
+  uint64_t id = n0;
+  size_t i = 0;
+  for (; i < k->n && k->r[i].first <= id; i++) /* gy_skiplist_map: skipped ids push it on */
+    id += k->r[i].last - k->r[i].first;
+  while (count) {
+    uint64_t lim = i < k->n ? k->r[i].first : UINT64_MAX, run = lim - id;
+    if (run > count) run = count;
+    int rc = skipset_add(out, id, id + run);
+    if (rc) return rc;
+    count -= run;
+    if (count) id = k->r[i++].last; /* merged ranges are not adjacent: id is unskipped */
+  }
+  return 0;
+}
+
+/* The policy's knob changes as SET_HPARAMS fields: factors multiply the run config's values. */
+static void knobs_to_hparams(const gy_service_t *s, const gy_policy_knobs_t *k,
+                             gy_fleet_hparams_t *hp) {
+  memset(hp, 0, sizeof(*hp));
+  if ((k->set & GY_KNOB_LR_SCALE) && s->o.base_lr_scale > 0) {
+    hp->lr_scale = (float)(s->o.base_lr_scale * k->lr_scale_factor);
+    hp->present |= 1u << 0;
+  }
+  if ((k->set & GY_KNOB_GRAD_CLIP) && s->o.base_grad_clip > 0) {
+    hp->grad_clip = (float)(s->o.base_grad_clip * k->grad_clip_factor);
+    hp->present |= 1u << 1;
+  }
+  if ((k->set & GY_KNOB_EPS) && s->o.base_eps > 0) {
+    hp->eps = (float)(s->o.base_eps * k->eps_factor);
+    hp->present |= 1u << 2;
+  }
+  if (k->set & GY_KNOB_SHALLOW) {
+    hp->shallow_scale = (float)k->shallow_scale;
+    hp->shallow_layers = k->shallow_layers;
+    hp->present |= (1u << 4) | (1u << 5);
+  }
+  if (k->set & GY_KNOB_Z_LOSS) {
+    hp->z_loss = (float)k->z_loss;
+    hp->present |= 1u << 6;
+  }
+  if (k->set & GY_KNOB_WSD_DECAY) {
+    hp->wsd_decay_now = 1;
+    hp->present |= GY_FLEET_HP_WSD_DECAY_NOW;
+  }
+}
+
+/* A run event as a service event: "FROM -> TO: reason; evidence: ...; decision: ...". */
+static void emit_run_event(gy_service_t *s, const gy_run_event_t *e) {
+  char msg[1400];
+  size_t o = 0;
+  if (e->from != e->to)
+    o += (size_t)snprintf(msg, sizeof(msg), "%s -> %s: ", gy_run_state_name(e->from),
+                          gy_run_state_name(e->to));
+  o += (size_t)snprintf(msg + o, sizeof(msg) - o, "%s", e->reason);
+  if (e->evidence[0] && o < sizeof(msg))
+    o += (size_t)snprintf(msg + o, sizeof(msg) - o, "; evidence: %s", e->evidence);
+  if (e->decision[0] && o < sizeof(msg))
+    snprintf(msg + o, sizeof(msg) - o, "; decision: %s", e->decision);
+  emit_event(s, e->kind, e->step, msg);
+}
+
+static void run_act(gy_service_t *s, const gy_run_action_t *a);
+
+/* Emits the run's events and carries out its actions until there are none. Does not nest: an
+ * input fed while carrying out an action leaves its outputs for the running loop. */
+static void run_drain(gy_service_t *s) {
+  if (s->run_draining) return;
+  s->run_draining = 1;
+  for (;;) {
+    size_t ne, na;
+    const gy_run_event_t *ev = gy_run_events(s->run, &ne);
+    for (size_t i = 0; i < ne; i++)
+      emit_run_event(s, &ev[i]);
+    const gy_run_action_t *ac = gy_run_actions(s->run, &na);
+    if (na > s->caprbuf) {
+      gy_run_action_t *b = realloc(s->rbuf, na * sizeof(*b));
+      if (!b) {
+        gy_run_clear(s->run);
+        gy_log(GY_LOG_ERROR, "controller", "out of memory: %zu run actions lost", na);
+        break;
+      }
+      s->rbuf = b;
+      s->caprbuf = na;
+    }
+    if (na) memcpy(s->rbuf, ac, na * sizeof(*ac));
+    gy_run_clear(s->run);
+    if (!ne && !na) break;
+    for (size_t i = 0; i < na; i++)
+      run_act(s, &s->rbuf[i]);
+  }
+  s->run_draining = 0;
+}
+
+/* Logs a run input the state machine refused (they are expected now and then: a checkpoint of
+ * an abandoned timeline, figures out of order around a re-formed gang). */
+static void run_refused(gy_service_t *s, const char *what, int rc) {
+  if (rc) gy_log(GY_LOG_DEBUG, "controller", "run: %s refused: %s", what, gy_run_errmsg(s->run));
+}
+
+/* Freezes the gang for a halted run: a PAUSE directive when it trains (a paused or degraded
+ * fleet gives no grants anyway; a gang formed later is paused when it forms). */
+static void hold(gy_service_t *s) {
+  if (gy_fleet_state(s->fleet) != GY_FLEET_TRAIN) return;
+  uint64_t seq;
+  int64_t at;
+  int rc = gy_fleet_command(s->fleet, now_ms(s), GY_DIR_PAUSE, NULL, &seq, &at);
+  if (rc) eventf(s, "error", "cannot hold the gang: %s", gy_fleet_errmsg(s->fleet));
+}
+
+/* Asks the fleet for the run's pending rollback: to repair_target, skipping the decision's
+ * samples and the sample ids of its step window (mapped over the skip set in force: they are
+ * the ids those steps trained on), plus every earlier skip after the gang re-formed. Waits
+ * while there is no gang to ask. */
+static void try_repair(gy_service_t *s) {
+  if (!s->repair_pending) return;
+  gy_fleet_state_t st = gy_fleet_state(s->fleet);
+  if (st == GY_FLEET_DONE || st == GY_FLEET_STOPPING) {
+    s->repair_pending = 0;
+    eventf(s, "rollback_dropped", "repair to checkpoint %lld dropped: the run is %s",
+           (long long)s->repair_target, gy_fleet_state_name(st));
+    return;
+  }
+  if (st != GY_FLEET_TRAIN && st != GY_FLEET_PAUSED) return; /* no gang: when it forms */
+  const gy_policy_decision_t *d = &s->repair_dec;
+  int64_t target = s->repair_target;
+  skipset_t add = {0};
+  int rc = 0;
+  for (int i = 0; i < d->nsamples && !rc; i++)
+    rc = skipset_add(&add, d->samples[i], d->samples[i] + 1);
+  if (!rc && d->skip_steps) {
+    int64_t a = d->step_first > target ? d->step_first : target, b = d->step_last;
+    int tp = s->o.tp > 0 ? s->o.tp : 1;
+    uint64_t per_step = (uint64_t)(s->o.world / tp) * (uint64_t)(s->o.batch > 0 ? s->o.batch : 0);
+    if (!per_step)
+      eventf(s, "error", "cannot skip the batches of steps [%lld, %lld): train.batch unknown",
+             (long long)d->step_first, (long long)d->step_last);
+    else if (b > a)
+      rc = skipset_add_mapped(&add, &s->in_force, (uint64_t)a * per_step,
+                              (uint64_t)(b - a) * per_step);
+  }
+  for (size_t i = 0; s->resend && i < s->sent.n && !rc; i++)
+    rc = skipset_add(&add, s->sent.r[i].first, s->sent.r[i].last);
+  gy_fleet_hparams_t hp;
+  knobs_to_hparams(s, &d->knobs, &hp);
+  if (rc) {
+    skipset_free(&add);
+    s->repair_pending = 0;
+    run_refused(s, "halt", gy_run_halt(s->run, now_ms(s), "out of memory building the skips"));
+    return;
+  }
+  /* A gang that just formed from the target itself, with nothing to send, is repaired. */
+  if (s->fresh_gang && s->formed_start == target && !add.n && !hp.present) {
+    skipset_free(&add);
+    s->repair_pending = 0;
+    run_refused(s, "rollback done", gy_run_rollback_done(s->run, now_ms(s), target));
+    return;
+  }
+  char reason[GY_FLEET_REASON_MAX];
+  gy_policy_decision_format(d, reason, sizeof(reason));
+  uint64_t seq = 0;
+  int64_t at = 0;
+  rc = add.n > GY_FLEET_MAX_SKIPS ? GY_EINVAL
+                                  : gy_fleet_rollback(s->fleet, now_ms(s), target, add.r,
+                                                      (int)add.n, &hp, reason, &seq, &at);
+  size_t nadd = add.n;
+  skipset_free(&add);
+  switch (rc) {
+  case 0:
+    s->repair_pending = 0;
+    s->rb_seq = seq;
+    break;
+  case GY_ENOENT: /* the fleet no longer has that checkpoint: the run picks an older one */
+    s->repair_pending = 0;
+    run_refused(s, "restore failed",
+                gy_run_restore_failed(s->run, now_ms(s), target, gy_fleet_errmsg(s->fleet)));
+    break;
+  default: {
+    char why[300];
+    /* GY_ENOTSUP: e.g. the run ends before a directive could apply, or a stop is under way */
+    if (nadd > GY_FLEET_MAX_SKIPS)
+      snprintf(why, sizeof(why), "the repair needs %zu skip ranges (at most %d)", nadd,
+               GY_FLEET_MAX_SKIPS);
+    else
+      snprintf(why, sizeof(why), "the fleet cannot roll back: %s", gy_fleet_errmsg(s->fleet));
+    s->repair_pending = 0;
+    run_refused(s, "halt", gy_run_halt(s->run, now_ms(s), why));
+  }
+  }
+}
+
+static void run_act(gy_service_t *s, const gy_run_action_t *a) {
+  int64_t now = now_ms(s);
+  switch (a->kind) {
+  case GY_RUN_ACT_ROLLBACK:
+    s->repair_target = a->step;
+    s->repair_dec = a->decision;
+    if (s->in_operator && s->op_rb_seq) { /* the operator's rollback, already queued */
+      s->rb_seq = s->op_rb_seq;
+      s->op_rb_seq = 0;
+      s->repair_pending = 0;
+      break;
+    }
+    s->rb_seq = 0;
+    s->repair_pending = 1;
+    try_repair(s);
+    break;
+  case GY_RUN_ACT_APPLY: /* the ROLLBACK directive carried the skips and knobs */
+    run_refused(s, "skips applied", gy_run_skips_applied(s->run, now));
+    break;
+  case GY_RUN_ACT_RESUME: /* the fleet grants again once a rollback is applied */
+    if (gy_run_state(s->run) == GY_RUN_RESUME)
+      run_refused(s, "resumed", gy_run_resumed(s->run, now));
+    break;
+  case GY_RUN_ACT_PAUSE: /* a pause deferred until a repair ended */
+    if (!s->in_operator) hold(s);
+    break;
+  case GY_RUN_ACT_HALT:
+    s->repair_pending = 0;
+    hold(s);
+    break;
+  case GY_RUN_ACT_ALERT:
+    emit_event(s, "alert", a->step, a->msg);
+    break;
+  case GY_RUN_ACT_DONE:
+    break;
+  }
+}
+
+/* A gang formed (the first ASSIGN of a new generation) and trains from start. */
+static void loop_gang_formed(gy_service_t *s, uint64_t generation, int64_t start) {
+  s->gen_seen = generation;
+  s->formed_start = start;
+  s->fresh_gang = 1;
+  s->rb_seq = 0; /* a rollback in flight was dropped with the old gang */
+  if (s->ngangs++) s->resend = 1;
+  gy_run_state_t st = gy_run_state(s->run);
+  if (st == GY_RUN_INIT) {
+    run_refused(s, "started", gy_run_started(s->run, now_ms(s), start));
+  } else if (st == GY_RUN_ROLLBACK) {
+    s->repair_pending = 1;
+    try_repair(s);
+  } else if (st == GY_RUN_HALTED || st == GY_RUN_PAUSED) {
+    hold(s);
+  }
+  run_drain(s);
+}
+
+/* One aggregated step feeds the detectors: losses (total and per channel), gradient norms,
+ * non-finite flag, and rank 0's top samples. */
+static void loop_step(gy_service_t *s, int64_t step) {
+  const gy_fleet_step_t *h = gy_fleet_history(s->fleet, step);
+  if (!h) return;
+  s->fresh_gang = 0;
+  char names[GY_FLEET_MAX_CH][GY_DETECT_NAME_MAX];
+  gy_run_value_t v[GY_FLEET_MAX_CH + 3];
+  int nv = 0;
+  v[nv++] = (gy_run_value_t){"loss", GY_SERIES_LOSS, h->loss, -1};
+  for (int c = 0; c < h->nch; c++) {
+    if (!h->ch[c].tokens) continue; /* the channel had no sample in this step */
+    snprintf(names[c], sizeof(names[c]), "loss/%s", h->ch[c].name);
+    v[nv++] = (gy_run_value_t){names[c], GY_SERIES_CHANNEL_LOSS,
+                               h->ch[c].loss_sum / (double)h->ch[c].tokens, -1};
+  }
+  v[nv++] = (gy_run_value_t){"grad_norm", GY_SERIES_GRAD_NORM, h->grad_norm, -1};
+  v[nv++] =
+      (gy_run_value_t){"grad_norm_shallow", GY_SERIES_GRAD_NORM_SHALLOW, h->grad_norm_shallow, -1};
+  gy_run_sample_t top[TOP_MAX];
+  int ntop = 0;
+  const top_slot_t *t = &s->tops[step % TOP_RING];
+  if (t->step == step)
+    for (; ntop < t->n; ntop++)
+      top[ntop] = (gy_run_sample_t){t->id[ntop], t->ch[ntop][0] ? t->ch[ntop] : NULL,
+                                    (double)t->loss[ntop]};
+  gy_run_step_t in = {.step = step,
+                      .nonfinite = h->nonfinite,
+                      .values = v,
+                      .nvalues = nv,
+                      .top = ntop ? top : NULL,
+                      .ntop = ntop};
+  run_refused(s, "step", gy_run_step(s->run, now_ms(s), &in));
+  run_drain(s);
+}
+
+/* A fleet rollback completed: its skips are in force; the run's own one ends its repair. */
+static void loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, int ok) {
+  int64_t now = now_ms(s);
+  if (ok) {
+    s->fresh_gang = 0;
+    s->resend = 0;
+    for (int i = 0; i < gy_fleet_nrollbacks(s->fleet); i++) {
+      const gy_fleet_rollback_t *rb = gy_fleet_rollback_record(s->fleet, i);
+      if (!rb || rb->seq != seq) continue;
+      for (int k = 0; k < rb->nskip; k++)
+        if (skipset_add(&s->in_force, rb->skip[k].first, rb->skip[k].last) ||
+            skipset_add(&s->sent, rb->skip[k].first, rb->skip[k].last))
+          gy_log(GY_LOG_ERROR, "controller", "out of memory: skip list incomplete");
+      break;
+    }
+  }
+  if (!seq || seq != s->rb_seq) return;
+  s->rb_seq = 0;
+  if (ok)
+    run_refused(s, "rollback done", gy_run_rollback_done(s->run, now, to_step));
+  else
+    run_refused(s, "restore failed",
+                gy_run_restore_failed(s->run, now, to_step, "a rank could not restore it"));
+  run_drain(s);
+}
+
+/* Rank 0's top samples of a report, kept until the step is aggregated. */
+static void keep_top(gy_service_t *s, const Gyro__StepReport *r) {
+  if (r->step < 0) return;
+  top_slot_t *t = &s->tops[r->step % TOP_RING];
+  t->step = r->step;
+  t->n = 0;
+  for (size_t i = 0; i < r->n_top && t->n < TOP_MAX; i++) {
+    const Gyro__SampleLoss *sl = r->top[i];
+    t->id[t->n] = sl->id;
+    t->loss[t->n] = sl->loss;
+    snprintf(t->ch[t->n], sizeof(t->ch[t->n]), "%s", sl->channel ? sl->channel : "");
+    t->n++;
+  }
 }
 
 /* ------------------------------------------ actions ------------------------------------------ */
@@ -456,6 +887,7 @@ static void act(gy_service_t *s, const gy_fleet_action_t *a) {
   switch (a->kind) {
   case GY_FLEET_ACT_ASSIGN:
     do_assign(s, a);
+    if (a->generation != s->gen_seen) loop_gang_formed(s, a->generation, a->step);
     break;
   case GY_FLEET_ACT_GRANT: {
     Gyro__Grant g = GYRO__GRANT__INIT;
@@ -474,11 +906,25 @@ static void act(gy_service_t *s, const gy_fleet_action_t *a) {
     emit_event(s, a->event_kind, a->step, a->msg);
     break;
   case GY_FLEET_ACT_LOST:
-  case GY_FLEET_ACT_COMMITTED:
+    /* An event says it; the run rolls back when the gang re-forms. With no checkpoint
+     * committed yet there is nothing to roll back to (the run would halt): the gang re-forms
+     * from the workers' steps as the fleet decides, and the run trains on. */
+    if (gy_fleet_ncommitted(s->fleet) || gy_run_state(s->run) == GY_RUN_ROLLBACK) {
+      run_refused(s, "worker lost",
+                  gy_run_worker_lost(s->run, now_ms(s), a->rank, "declared lost by the fleet"));
+      run_drain(s);
+    }
+    break;
+  case GY_FLEET_ACT_COMMITTED: /* clean unless the run's own rule says suspect */
+    run_refused(s, "checkpoint", gy_run_checkpoint(s->run, now_ms(s), a->step, 1, NULL));
+    run_drain(s);
+    break;
   case GY_FLEET_ACT_ROLLED_BACK:
-    break; /* an event says it */
+    loop_rolled_back(s, a->seq, a->step, a->ok);
+    break;
   case GY_FLEET_ACT_STEP:
     emit_step(s, a->step);
+    loop_step(s, a->step);
     break;
   case GY_FLEET_ACT_CLOSE:
     if (a->rank >= 0 && a->rank < s->o.world && s->sessions[a->rank]) {
@@ -489,6 +935,10 @@ static void act(gy_service_t *s, const gy_fleet_action_t *a) {
     }
     break;
   case GY_FLEET_ACT_DONE:
+    if (gy_run_state(s->run) != GY_RUN_DONE) {
+      run_refused(s, "finished", gy_run_finished(s->run, now_ms(s)));
+      run_drain(s);
+    }
     if (!s->done_fired) {
       s->done_fired = 1;
       if (s->done_cb) s->done_cb(s->done_ud);
@@ -641,6 +1091,7 @@ static void session_msg(gy_service_t *s, call_t *c, const Gyro__WorkerMsg *wm) {
                             .has_checkpoint = r->has_checkpoint,
                             .checkpoint_step = r->checkpoint_step};
     rc = gy_fleet_report(s->fleet, now, c->rank, &in);
+    if (!rc && c->rank == 0) keep_top(s, r); /* aggregated (drain) after this returns */
     break;
   }
   case GYRO__WORKER_MSG__MSG_HEARTBEAT:
@@ -857,6 +1308,31 @@ static void on_status(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t 
   free(buf);
 }
 
+/* The operator's verb, accepted by the fleet, told to the run state machine too: pause, resume
+ * (also after a halt: the escalation starts over), rollback (the run adopts the fleet's
+ * rollback seq as its repair). A refusal leaves the run as it is (logged). */
+static void operator_to_run(gy_service_t *s, int kind, uint64_t seq, int64_t to_step) {
+  int64_t now = now_ms(s);
+  s->in_operator = 1;
+  switch (kind) {
+  case GY_DIR_PAUSE:
+    run_refused(s, "operator pause", gy_run_pause(s->run, now));
+    break;
+  case GY_DIR_RESUME:
+    run_refused(s, "operator resume", gy_run_resume(s->run, now));
+    break;
+  case GY_DIR_ROLLBACK:
+    s->op_rb_seq = seq;
+    run_refused(s, "operator rollback", gy_run_rollback_to(s->run, now, to_step));
+    break;
+  default:
+    break;
+  }
+  run_drain(s);
+  s->op_rb_seq = 0;
+  s->in_operator = 0;
+}
+
 static void on_command(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
   Gyro__CommandRequest *r = gyro__command_request__unpack(NULL, len, req);
@@ -887,6 +1363,8 @@ static void on_command(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t
   uint64_t seq = 0;
   int64_t at = 0;
   int rc;
+  int kind = (int)r->kind;
+  int64_t to_step = r->to_step;
   if (r->kind == GYRO__DIRECTIVE__KIND__ROLLBACK) {
     /* more ranges than the fleet takes are refused by it: copy none of them */
     int n = r->n_skip > GY_FLEET_MAX_SKIPS ? GY_FLEET_MAX_SKIPS + 1 : (int)r->n_skip;
@@ -912,6 +1390,7 @@ static void on_command(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t
     cr.seq = seq;
     cr.at_step = at;
     reply_msg(call, &cr.base);
+    operator_to_run(s, kind, seq, to_step);
   }
   drain(s);
 }
@@ -1014,6 +1493,9 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
   s->o.operator_token = dup_or_null(opts->operator_token);
   s->o.config_yaml = dup_or_null(opts->config_yaml);
   s->o.config_dir = dup_or_null(opts->config_dir);
+  s->o.policy = NULL; /* the run keeps its own copy */
+  s->o.skip = NULL;
+  s->o.nskip = 0;
   if (!s->o.tick_ms) s->o.tick_ms = 100;
   if (!s->o.listen || !s->o.run_name || (opts->join_token && !s->o.join_token) ||
       (opts->operator_token && !s->o.operator_token) || (opts->config_yaml && !s->o.config_yaml) ||
@@ -1021,7 +1503,23 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
     goto err;
   s->sessions = calloc((size_t)opts->world, sizeof(*s->sessions));
   s->fanout = calloc((size_t)opts->world, sizeof(*s->fanout));
-  if (!s->sessions || !s->fanout) goto err;
+  s->tops = malloc(TOP_RING * sizeof(*s->tops));
+  if (!s->sessions || !s->fanout || !s->tops) goto err;
+  for (int i = 0; i < TOP_RING; i++)
+    s->tops[i].step = -1;
+  for (int i = 0; i < opts->nskip; i++)
+    if (opts->skip[i].first < opts->skip[i].last &&
+        (rc = skipset_add(&s->in_force, opts->skip[i].first, opts->skip[i].last)))
+      goto err;
+  if (opts->policy && (rc = gy_policy_check(opts->policy, errmsg, errlen))) {
+    rc = GY_EINVAL;
+    goto err;
+  }
+  if ((rc = gy_run_create(&s->run, opts->policy))) {
+    if (rc == GY_EINVAL) snprintf(errmsg, errlen, "service: the repair policy is not valid");
+    goto err;
+  }
+  rc = GY_ENOMEM;
   s->arena_alloc = (ProtobufCAllocator){arena_alloc, arena_free, s};
   s->t0_ms = (int64_t)uv_now(loop);
   struct timespec ts;
@@ -1074,6 +1572,9 @@ err:
     s->srv = NULL;
   }
   gy_fleet_destroy(s->fleet);
+  gy_run_destroy(s->run);
+  free(s->tops);
+  skipset_free(&s->in_force);
   free(s->sessions);
   free(s->fanout);
   free_opts(&s->o);
@@ -1086,6 +1587,9 @@ int gy_service_port(const gy_service_t *s) {
 }
 const gy_fleet_t *gy_service_fleet(const gy_service_t *s) {
   return s->fleet;
+}
+const gy_run_t *gy_service_run(const gy_service_t *s) {
+  return s->run;
 }
 
 void gy_service_on_done(gy_service_t *s, void (*cb)(void *ud), void *ud) {
@@ -1146,6 +1650,11 @@ void gy_service_destroy(gy_service_t *s) {
   free(s->sessions);
   free(s->fanout);
   gy_fleet_destroy(s->fleet);
+  gy_run_destroy(s->run);
+  free(s->rbuf);
+  free(s->tops);
+  skipset_free(&s->in_force);
+  skipset_free(&s->sent);
   free_opts(&s->o);
   free(s);
 }

@@ -7,7 +7,16 @@
  *    "grad_norm":G,"grad_norm_shallow":..,"grad_norm_deep":..,"nonfinite":B,"lr":..,
  *    "tokens_per_s":T,"step_ms":MAX}
  * Status mapping of refusals: see fleet.h; a message that does not decode is INVALID_ARGUMENT,
- * a missing or wrong token UNAUTHENTICATED; each refusal is also an event. */
+ * a missing or wrong token UNAUTHENTICATED; each refusal is also an event.
+ *
+ * The closed loop: the service also drives the run state machine (controller/run.h) with the
+ * policy in opts: every aggregated step feeds its detectors, committed checkpoints are
+ * registered, and its repairs become ROLLBACK directives (to_step, skip ranges, hparams). Its
+ * events are events here too (kind = the run event's kind: "spike_suspected", "rollback",
+ * "recovered_spike", "halted", "alert", ...), with the evidence and the decision in the text.
+ * A halted run holds the gang (a PAUSE directive) until the operator resumes. StatusReply.state
+ * is the run's state when it says more than the fleet's (SPIKE_SUSPECTED, ROLLBACK,
+ * SKIP_WINDOW, RESUME, HALTED), else the fleet's. */
 #ifndef GY_SERVICE_H
 #define GY_SERVICE_H
 
@@ -16,6 +25,8 @@
 #include <uv.h>
 
 #include "controller/fleet.h"
+#include "controller/run.h"
+#include "policies/policy.h"
 
 typedef struct {
   const char *listen;   /* "127.0.0.1:7070"; port 0 picks a free one */
@@ -30,12 +41,24 @@ typedef struct {
   size_t max_message;         /* 0: gy_rpc's default (4 MiB) */
   int tick_ms;                /* liveness tick period (0: 100 ms) */
   int emit_steps;             /* 1: a JSON line per aggregated step on stdout */
+  /* The closed loop (all optional). */
+  const gy_policy_t *policy; /* the repair policy (copied; NULL: gy_policy_default()) */
+  int batch;                 /* train.batch: sequences per step per data-parallel rank; 0:
+                                unknown (a decision's step window cannot be skipped) */
+  /* The run config's optimizer knobs that the policy's factors multiply; 0: unknown (that
+   * factor is not applied). */
+  float base_lr_scale, base_grad_clip, base_eps;
+  const gy_fleet_skip_t *skip; /* the run config's data.skip (copied): ids skipped from the
+                                  start, so that steps map to the sample ids the workers use */
+  int nskip;
 } gy_service_opts_t;
 
 typedef struct gy_service gy_service_t;
 
-/* Creates the fleet and the server, binds and starts serving on loop. The callee copies opts
- * (strings included). GY_EINVAL (bad opts), GY_EIO (cannot bind: errmsg says why), GY_ENOMEM. */
+/* Creates the fleet, the run state machine and the server, binds and starts serving on loop.
+ * The callee copies opts (strings, policy and skips included). GY_EINVAL (bad opts, or a policy
+ * that fails gy_policy_check: errmsg says why), GY_EIO (cannot bind: errmsg says why),
+ * GY_ENOMEM. */
 int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts_t *opts,
                       char *errmsg, size_t errlen);
 /* The bound port. */
@@ -49,5 +72,7 @@ void gy_service_shutdown(gy_service_t *s, void (*done)(void *ud), void *ud);
 void gy_service_destroy(gy_service_t *s);
 /* The fleet, read-only (state, members, history). */
 const gy_fleet_t *gy_service_fleet(const gy_service_t *s);
+/* The run state machine, read-only (state, repairs, checkpoints). */
+const gy_run_t *gy_service_run(const gy_service_t *s);
 
 #endif

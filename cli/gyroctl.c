@@ -4,7 +4,8 @@
  * scripts. `gyroctl launch` (cli/launch.c) runs a whole job on one machine.
  *
  * Commands, in the order main() dispatches them: status, watch, pause, resume, stop, checkpoint,
- * set KEY=VALUE..., launch CONFIG.
+ * set KEY=VALUE..., rollback --to STEP, skip --samples A-B | --steps A-B, events, policy show,
+ * policy set FILE, launch CONFIG.
  *
  * Exit codes (also in usage()):
  *   0  ok
@@ -61,6 +62,19 @@ static void usage(FILE *f) {
           "  set KEY=VALUE...       change run-time hyper-parameters; keys: lr_scale grad_clip\n"
           "                         eps weight_decay shallow_scale shallow_layers z_loss beta1\n"
           "                         beta2\n"
+          "  rollback --to STEP     every rank restores the committed checkpoint of STEP (steps\n"
+          "                         after it are trained again); refused when STEP is not one\n"
+          "  skip --samples A-B | --steps A-B  (repeatable; inclusive ranges)\n"
+          "                         never train on these sample ids again (or on the samples\n"
+          "                         the steps A..B train on, converted by the controller). It\n"
+          "                         is a rollback to the newest committed checkpoint carrying\n"
+          "                         the skips (the workers apply skips only when restoring);\n"
+          "                         refused when no checkpoint is committed yet\n"
+          "  events [--since ID]    the audit log kept by the controller (last 4096 events):\n"
+          "                         time, step, kind, transition, reason, evidence\n"
+          "  policy show            the repair policy in force, as YAML\n"
+          "  policy set FILE        replace the repair policy (validated by the controller; a bad\n"
+          "                         file is refused with FILE:LINE and key, the old one stays)\n"
           "  launch CONFIG [opts]   run the whole job on this machine (controller + workers);\n"
           "                         `gyroctl launch --help` lists its options\n"
           "\n"
@@ -456,6 +470,219 @@ static int cmd_directive(const ctl_opts_t *o, int argc, char **argv, Gyro__Direc
   return EXIT_OK;
 }
 
+/* ------------------------------------- rollback, skip ------------------------------------- */
+
+/* Parses a non-negative integer; -1 when s is not one. */
+static int parse_u64(const char *s, uint64_t *v) {
+  char *end;
+  if (!*s || *s == '-' || *s == '+') return -1;
+  errno = 0;
+  unsigned long long x = strtoull(s, &end, 10);
+  if (*end || errno || x > (uint64_t)INT64_MAX) return -1;
+  *v = x;
+  return 0;
+}
+
+/* Parses "A-B" (inclusive, A <= B) or "A" into the half-open range [A, B + 1). */
+static int parse_range(const char *verb, const char *opt, const char *arg, Gyro__SkipRange *r) {
+  char buf[64];
+  uint64_t a, b;
+  if (strlen(arg) >= sizeof(buf)) goto bad;
+  snprintf(buf, sizeof(buf), "%s", arg);
+  char *dash = strchr(buf, '-');
+  if (dash) *dash = 0;
+  if (parse_u64(buf, &a)) goto bad;
+  if (!dash)
+    b = a;
+  else if (parse_u64(dash + 1, &b) || b < a)
+    goto bad;
+  if (b == (uint64_t)INT64_MAX) goto bad;
+  gyro__skip_range__init(r);
+  r->first = a;
+  r->last = b + 1;
+  return 0;
+bad:
+  fprintf(stderr, "gyroctl: %s: %s wants A-B with integers 0 <= A <= B (inclusive), got '%s'\n",
+          verb, opt, arg);
+  return -1;
+}
+
+/* Sends a ROLLBACK and prints the reply; what says what was asked. */
+static int send_rollback(const ctl_opts_t *o, Gyro__CommandRequest *req, const char *what) {
+  ProtobufCMessage *m = NULL;
+  int code =
+      operator_call(o, "/gyro.Operator/Command", &req->base, &gyro__command_reply__descriptor, &m);
+  if (code) return code;
+  const Gyro__CommandReply *r = (const Gyro__CommandReply *)m;
+  if (o->json)
+    print_json(m);
+  else
+    printf("%s: accepted as directive %" PRIu64 ", applied by every rank at step %" PRId64 "\n",
+           what, r->seq, r->at_step);
+  protobuf_c_message_free_unpacked(m, NULL);
+  return EXIT_OK;
+}
+
+static int cmd_rollback(const ctl_opts_t *o, int argc, char **argv) {
+  static const struct option opts[] = {{"to", required_argument, 0, 't'}, {0, 0, 0, 0}};
+  uint64_t to = 0;
+  int have = 0, c;
+  optind = 0;
+  while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+    if (c != 't') return EXIT_USAGE;
+    if (parse_u64(optarg, &to)) {
+      fprintf(stderr, "gyroctl: rollback: --to wants a step (an integer >= 0), got '%s'\n",
+              optarg);
+      return EXIT_USAGE;
+    }
+    have = 1;
+  }
+  if (!have || optind != argc) {
+    fprintf(stderr, "gyroctl: rollback wants --to STEP and nothing else\n");
+    return EXIT_USAGE;
+  }
+  Gyro__CommandRequest req = GYRO__COMMAND_REQUEST__INIT;
+  req.kind = GYRO__DIRECTIVE__KIND__ROLLBACK;
+  req.token = (char *)(o->token ? o->token : "");
+  req.to_step = (int64_t)to;
+  char what[64];
+  snprintf(what, sizeof(what), "rollback to step %" PRIu64, to);
+  return send_rollback(o, &req, what);
+}
+
+#define SKIP_ARGS_MAX 256
+
+static int cmd_skip(const ctl_opts_t *o, int argc, char **argv) {
+  static const struct option opts[] = {
+      {"samples", required_argument, 0, 's'}, {"steps", required_argument, 0, 'S'}, {0, 0, 0, 0}};
+  static Gyro__SkipRange rs[SKIP_ARGS_MAX], rt[SKIP_ARGS_MAX];
+  static Gyro__SkipRange *ps[SKIP_ARGS_MAX], *pt[SKIP_ARGS_MAX];
+  size_t ns = 0, nt = 0;
+  int c;
+  optind = 0;
+  while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+    if (c != 's' && c != 'S') return EXIT_USAGE;
+    if (ns + nt >= SKIP_ARGS_MAX) {
+      fprintf(stderr, "gyroctl: skip: at most %d ranges\n", SKIP_ARGS_MAX);
+      return EXIT_USAGE;
+    }
+    Gyro__SkipRange *r = c == 's' ? &rs[ns] : &rt[nt];
+    if (parse_range("skip", c == 's' ? "--samples" : "--steps", optarg, r)) return EXIT_USAGE;
+    if (c == 's')
+      ps[ns] = r, ns++;
+    else
+      pt[nt] = r, nt++;
+  }
+  if (optind != argc || !(ns + nt)) {
+    fprintf(stderr, "gyroctl: skip wants --samples A-B and/or --steps A-B, and nothing else\n");
+    return EXIT_USAGE;
+  }
+  Gyro__CommandRequest req = GYRO__COMMAND_REQUEST__INIT;
+  req.kind = GYRO__DIRECTIVE__KIND__ROLLBACK;
+  req.token = (char *)(o->token ? o->token : "");
+  req.newest = 1;
+  req.n_skip = ns;
+  req.skip = ps;
+  req.n_skip_steps = nt;
+  req.skip_steps = pt;
+  return send_rollback(o, &req, "skip (rollback to the newest committed checkpoint)");
+}
+
+/* ----------------------------------------- events ----------------------------------------- */
+
+static void print_event(const Gyro__Event *e);
+
+static int cmd_events(const ctl_opts_t *o, int argc, char **argv) {
+  static const struct option opts[] = {{"since", required_argument, 0, 's'}, {0, 0, 0, 0}};
+  uint64_t since = 0;
+  int c;
+  optind = 0;
+  while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+    if (c != 's') return EXIT_USAGE;
+    if (parse_u64(optarg, &since)) {
+      fprintf(stderr, "gyroctl: events: --since wants an event id, got '%s'\n", optarg);
+      return EXIT_USAGE;
+    }
+  }
+  if (optind != argc) {
+    fprintf(stderr, "gyroctl: events: unexpected argument '%s'\n", argv[optind]);
+    return EXIT_USAGE;
+  }
+  Gyro__EventsRequest req = GYRO__EVENTS_REQUEST__INIT;
+  req.since_id = since;
+  req.token = (char *)(o->token ? o->token : "");
+  ProtobufCMessage *m = NULL;
+  int code =
+      operator_call(o, "/gyro.Operator/Events", &req.base, &gyro__events_reply__descriptor, &m);
+  if (code) return code;
+  const Gyro__EventsReply *r = (const Gyro__EventsReply *)m;
+  for (size_t i = 0; i < r->n_events; i++) {
+    if (o->json) {
+      print_json(&r->events[i]->base); /* one object per line, like watch */
+    } else {
+      printf("%-6" PRIu64 " ", r->events[i]->id);
+      print_event(r->events[i]);
+    }
+  }
+  protobuf_c_message_free_unpacked(m, NULL);
+  return EXIT_OK;
+}
+
+/* ----------------------------------------- policy ----------------------------------------- */
+
+#define POLICY_FILE_MAX (1 << 20)
+
+static int cmd_policy(const ctl_opts_t *o, int argc, char **argv) {
+  ProtobufCMessage *m = NULL;
+  int code;
+  if (argc == 2 && !strcmp(argv[1], "show")) {
+    Gyro__Empty req = GYRO__EMPTY__INIT;
+    code = operator_call(o, "/gyro.Operator/PolicyShow", &req.base,
+                         &gyro__policy_reply__descriptor, &m);
+  } else if (argc == 3 && !strcmp(argv[1], "set")) {
+    const char *path = argv[2];
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+      fprintf(stderr, "gyroctl: policy set: cannot open %s: %s\n", path, strerror(errno));
+      return EXIT_USAGE;
+    }
+    char *text = malloc(POLICY_FILE_MAX + 1);
+    size_t n = text ? fread(text, 1, POLICY_FILE_MAX + 1, f) : 0;
+    int bad = !text || ferror(f) || n > POLICY_FILE_MAX || memchr(text, 0, n);
+    fclose(f);
+    if (bad) {
+      fprintf(stderr, "gyroctl: policy set: %s: %s\n", path,
+              !text ? "out of memory" : n > POLICY_FILE_MAX ? "larger than 1 MiB"
+                                                            : "unreadable or not text");
+      free(text);
+      return EXIT_USAGE;
+    }
+    text[n] = 0;
+    Gyro__PolicySetRequest req = GYRO__POLICY_SET_REQUEST__INIT;
+    req.yaml = text;
+    req.name = (char *)path;
+    req.token = (char *)(o->token ? o->token : "");
+    code = operator_call(o, "/gyro.Operator/PolicySet", &req.base,
+                         &gyro__policy_reply__descriptor, &m);
+    free(text);
+    if (!code && !o->json) {
+      protobuf_c_message_free_unpacked(m, NULL);
+      printf("policy set: %s accepted; the run uses it from now on\n", path);
+      return EXIT_OK;
+    }
+  } else {
+    fprintf(stderr, "gyroctl: policy wants `show` or `set FILE`\n");
+    return EXIT_USAGE;
+  }
+  if (code) return code;
+  if (o->json)
+    print_json(m);
+  else
+    fputs(((const Gyro__PolicyReply *)m)->yaml, stdout);
+  protobuf_c_message_free_unpacked(m, NULL);
+  return EXIT_OK;
+}
+
 /* ----------------------------------------- watch ----------------------------------------- */
 
 typedef struct {
@@ -664,6 +891,10 @@ int main(int argc, char **argv) {
     return cmd_directive(&o, cargc, cargv, GYRO__DIRECTIVE__KIND__CHECKPOINT);
   if (!strcmp(cmd, "set"))
     return cmd_directive(&o, cargc, cargv, GYRO__DIRECTIVE__KIND__SET_HPARAMS);
+  if (!strcmp(cmd, "rollback")) return cmd_rollback(&o, cargc, cargv);
+  if (!strcmp(cmd, "skip")) return cmd_skip(&o, cargc, cargv);
+  if (!strcmp(cmd, "events")) return cmd_events(&o, cargc, cargv);
+  if (!strcmp(cmd, "policy")) return cmd_policy(&o, cargc, cargv);
   fprintf(stderr, "gyroctl: unknown command '%s'\n", cmd);
   usage(stderr);
   return EXIT_USAGE;

@@ -13,7 +13,12 @@
  * asked for steps), finish sessions (CLOSE), report DONE. A ROLLBACK directive carries the
  * fleet's to_step, skip ranges and reason; COMMITTED and ROLLED_BACK are told by their events.
  * An operator Command of kind ROLLBACK goes to gy_fleet_rollback with the request's to_step and
- * skip ranges (reason "operator rollback").
+ * skip ranges (reason "operator rollback"); one with `newest` or `skip_steps` (gyroctl skip) goes
+ * to the newest committed checkpoint (`newest`) with its step ranges converted to sample ids as
+ * try_repair converts a decision's window (reason "operator skip"). Every event is also kept in
+ * evlog, a ring of the last EVLOG_MAX, for /gyro.Operator/Events; /gyro.Operator/PolicyShow
+ * formats the run's policy, /gyro.Operator/PolicySet loads the sent YAML from a temporary file
+ * with gy_policy_load (errors name the operator's file) and hands it to gy_run_set_policy.
  *
  * The closed loop: the run state machine (controller/run.h, pure) is fed from the fleet's
  * actions — the first ASSIGN of a generation (gang formed: started, or the repair of a lost
@@ -45,6 +50,8 @@
  */
 #include "service.h"
 
+#include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -64,8 +71,20 @@
 
 #define TOP_RING 64 /* steps whose top samples are kept until aggregated */
 #define TOP_MAX 64  /* top samples kept per step (the worker's GY_TOPK_MAX) */
+#define EVLOG_MAX 4096 /* events kept for /gyro.Operator/Events (the newest) */
+#define EVLOG_KIND 32
+#define EVLOG_MSG 1400 /* emit_run_event's longest message */
 
 typedef enum { CALL_SESSION, CALL_WATCH } call_kind_t;
+
+/* One event of the audit log (/gyro.Operator/Events). */
+typedef struct {
+  uint64_t id;
+  double time; /* seconds since the epoch */
+  int64_t step;
+  char kind[EVLOG_KIND];
+  char msg[EVLOG_MSG];
+} evrec_t;
 
 /* Rank 0's top samples of one step (the engine reduced them over the gang). */
 typedef struct {
@@ -167,6 +186,7 @@ struct gy_service {
   uint64_t rb_seq;    /* the fleet rollback carrying the run's repair (0: none in flight) */
   int in_operator;    /* an operator command is feeding the run: its PAUSE is already sent */
   uint64_t op_rb_seq; /* the operator's rollback the run's ROLLBACK action adopts */
+  evrec_t *evlog;     /* EVLOG_MAX entries, a ring: event id i is at (i - 1) % EVLOG_MAX */
 };
 
 /* ------------------------------------------ helpers ------------------------------------------ */
@@ -225,6 +245,15 @@ static json_t *num(double v) {
 /* Emits an event: a JSON log line on stderr and a WatchMsg to every active watcher. */
 static void emit_event(gy_service_t *s, const char *kind, int64_t step, const char *msg) {
   uint64_t id = ++s->event_id;
+  double t = wall_s();
+  if (s->evlog) {
+    evrec_t *e = &s->evlog[(id - 1) % EVLOG_MAX];
+    e->id = id;
+    e->time = t;
+    e->step = step;
+    snprintf(e->kind, sizeof(e->kind), "%s", kind);
+    snprintf(e->msg, sizeof(e->msg), "%s", msg);
+  }
   gy_log(!strcmp(kind, "worker_lost") || !strcmp(kind, "refused") || !strcmp(kind, "malformed") ||
                  !strcmp(kind, "rollback_failed") || !strcmp(kind, "directive_failed") ||
                  !strcmp(kind, "spike_suspected") || !strcmp(kind, "halted") ||
@@ -236,7 +265,7 @@ static void emit_event(gy_service_t *s, const char *kind, int64_t step, const ch
   if (!s->watchers) return;
   Gyro__Event ev = GYRO__EVENT__INIT;
   ev.id = id;
-  ev.time = wall_s();
+  ev.time = t;
   ev.step = step;
   ev.kind = (char *)kind;
   ev.message = (char *)msg;
@@ -1333,6 +1362,178 @@ static void operator_to_run(gy_service_t *s, int kind, uint64_t seq, int64_t to_
   s->in_operator = 0;
 }
 
+/* The ranges of a ROLLBACK that names step ranges or the newest checkpoint (gyroctl skip): the
+ * target (*to_step: the newest committed checkpoint when r->newest), and into *add the sample
+ * ids r->skip names plus the ids the steps of r->skip_steps train on (mapped over the skip set
+ * in force, as try_repair maps a decision's window). 0, or a gRPC status with why. */
+static int operator_skips(gy_service_t *s, const Gyro__CommandRequest *r, int64_t *to_step,
+                          skipset_t *add, char *why, size_t wlen) {
+  if (r->newest) {
+    if (!gy_fleet_ncommitted(s->fleet)) {
+      snprintf(why, wlen, "skip: there is no committed checkpoint to roll back to yet "
+                          "(take one with `gyroctl checkpoint`)");
+      return GY_RPC_FAILED_PRECONDITION;
+    }
+    *to_step = gy_fleet_committed(s->fleet, 0);
+  }
+  for (size_t i = 0; i < r->n_skip; i++) {
+    if (r->skip[i]->first >= r->skip[i]->last) {
+      snprintf(why, wlen, "skip range %" PRIu64 "-%" PRIu64 " is empty", r->skip[i]->first,
+               r->skip[i]->last);
+      return GY_RPC_INVALID_ARGUMENT;
+    }
+    if (skipset_add(add, r->skip[i]->first, r->skip[i]->last)) goto oom;
+  }
+  if (!r->n_skip_steps) return 0;
+  int tp = s->o.tp > 0 ? s->o.tp : 1;
+  uint64_t per_step = (uint64_t)(s->o.world / tp) * (uint64_t)(s->o.batch > 0 ? s->o.batch : 0);
+  if (!per_step) {
+    snprintf(why, wlen, "cannot skip the batches of steps: train.batch unknown");
+    return GY_RPC_FAILED_PRECONDITION;
+  }
+  for (size_t i = 0; i < r->n_skip_steps; i++) {
+    uint64_t a = r->skip_steps[i]->first, b = r->skip_steps[i]->last;
+    if (a >= b || b > (uint64_t)INT64_MAX / per_step) {
+      snprintf(why, wlen, "skip step range %" PRIu64 "-%" PRIu64 " is empty or too large", a, b);
+      return GY_RPC_INVALID_ARGUMENT;
+    }
+    if (skipset_add_mapped(add, &s->in_force, a * per_step, (b - a) * per_step)) goto oom;
+  }
+  return 0;
+oom:
+  snprintf(why, wlen, "out of memory");
+  return GY_RPC_RESOURCE_EXHAUSTED;
+}
+
+/* Unary /gyro.Operator/Events: the audit log kept in memory, events after since_id. */
+static void on_events(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
+  gy_service_t *s = ud;
+  Gyro__EventsRequest *r = gyro__events_request__unpack(NULL, len, req);
+  if (!r) {
+    refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed", "malformed EventsRequest");
+    return;
+  }
+  int ok = operator_ok(s, call, r->token);
+  uint64_t since = r->since_id;
+  gyro__events_request__free_unpacked(r, NULL);
+  if (!ok) {
+    refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", "Events: missing or wrong token");
+    return;
+  }
+  uint64_t last = s->event_id;
+  uint64_t first = last > EVLOG_MAX ? last - EVLOG_MAX + 1 : 1;
+  if (since + 1 > first) first = since + 1;
+  size_t n = last >= first ? (size_t)(last - first + 1) : 0;
+  Gyro__Event *ev = n ? calloc(n, sizeof(*ev)) : NULL;
+  Gyro__Event **evp = n ? calloc(n, sizeof(*evp)) : NULL;
+  if (n && (!ev || !evp)) {
+    free(ev);
+    free(evp);
+    gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const evrec_t *e = &s->evlog[(first + i - 1) % EVLOG_MAX];
+    gyro__event__init(&ev[i]);
+    ev[i].id = e->id;
+    ev[i].time = e->time;
+    ev[i].step = e->step;
+    ev[i].kind = (char *)e->kind;
+    ev[i].message = (char *)e->msg;
+    evp[i] = &ev[i];
+  }
+  Gyro__EventsReply er = GYRO__EVENTS_REPLY__INIT;
+  er.n_events = n;
+  er.events = evp;
+  reply_msg(call, &er.base);
+  free(ev);
+  free(evp);
+}
+
+/* Replies the run's policy as YAML (gy_policy_format). */
+static void reply_policy(gy_rpc_call_t *call, const gy_policy_t *p) {
+  size_t need = gy_policy_format(p, NULL, 0);
+  char *buf = malloc(need + 1);
+  if (!buf) {
+    gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    return;
+  }
+  gy_policy_format(p, buf, need + 1);
+  Gyro__PolicyReply pr = GYRO__POLICY_REPLY__INIT;
+  pr.yaml = buf;
+  reply_msg(call, &pr.base);
+  free(buf);
+}
+
+static void on_policy_show(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
+  gy_service_t *s = ud;
+  Gyro__Empty *e = gyro__empty__unpack(NULL, len, req);
+  if (!e) {
+    refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed", "malformed Empty");
+    return;
+  }
+  gyro__empty__free_unpacked(e, NULL);
+  if (!operator_ok(s, call, NULL)) {
+    refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", "PolicyShow: missing or wrong token");
+    return;
+  }
+  reply_policy(call, gy_run_policy(s->run));
+}
+
+/* Unary /gyro.Operator/PolicySet: the YAML goes through a temporary file to gy_policy_load
+ * (the one policy reader); its errors name the file as the request's `name` (the operator's
+ * file) instead of the temporary path. A refusal keeps the old policy. */
+static void on_policy_set(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
+  gy_service_t *s = ud;
+  Gyro__PolicySetRequest *r = gyro__policy_set_request__unpack(NULL, len, req);
+  if (!r) {
+    refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed", "malformed PolicySetRequest");
+    return;
+  }
+  char path[] = "/tmp/gyro-policy-XXXXXX";
+  char err[600] = "", msg[800];
+  gy_policy_t p;
+  int st = GY_RPC_OK, fd = -1;
+  if (!operator_ok(s, call, r->token)) {
+    gyro__policy_set_request__free_unpacked(r, NULL);
+    refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", "PolicySet: missing or wrong token");
+    return;
+  }
+  const char *name = r->name && *r->name ? r->name : "policy";
+  size_t ylen = strlen(r->yaml);
+  gy_policy_default(&p); /* gy_policy_load starts from what *p holds for keys not given */
+  if ((fd = mkstemp(path)) < 0) {
+    snprintf(msg, sizeof(msg), "cannot create a temporary policy file: %s", strerror(errno));
+    st = GY_RPC_INTERNAL;
+  } else if (write(fd, r->yaml, ylen) != (ssize_t)ylen) {
+    snprintf(msg, sizeof(msg), "cannot write a temporary policy file: %s", strerror(errno));
+    st = GY_RPC_INTERNAL;
+  } else if (gy_policy_load(&p, path, err, sizeof(err))) {
+    size_t pl = strlen(path);
+    const char *rest = !strncmp(err, path, pl) ? err + pl : NULL;
+    if (rest)
+      snprintf(msg, sizeof(msg), "%s%s", name, rest);
+    else
+      snprintf(msg, sizeof(msg), "%s: %s", name, err);
+    st = GY_RPC_INVALID_ARGUMENT;
+  } else if (gy_run_set_policy(s->run, &p)) {
+    snprintf(msg, sizeof(msg), "%s: %s", name, gy_run_errmsg(s->run));
+    st = GY_RPC_INVALID_ARGUMENT;
+  }
+  if (fd >= 0) {
+    close(fd);
+    unlink(path);
+  }
+  if (st) {
+    eventf(s, "policy_refused", "policy set from %s refused: %s", gy_rpc_call_peer(call), msg);
+    gy_rpc_reply(call, st, msg, NULL, 0);
+  } else {
+    eventf(s, "policy_set", "policy replaced from %s (%s)", name, gy_rpc_call_peer(call));
+    reply_policy(call, gy_run_policy(s->run));
+  }
+  gyro__policy_set_request__free_unpacked(r, NULL);
+}
+
 static void on_command(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
   Gyro__CommandRequest *r = gyro__command_request__unpack(NULL, len, req);
@@ -1365,7 +1566,22 @@ static void on_command(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t
   int rc;
   int kind = (int)r->kind;
   int64_t to_step = r->to_step;
-  if (r->kind == GYRO__DIRECTIVE__KIND__ROLLBACK) {
+  if (r->kind == GYRO__DIRECTIVE__KIND__ROLLBACK && (r->newest || r->n_skip_steps)) {
+    skipset_t add = {0};
+    char why[300];
+    int st = operator_skips(s, r, &to_step, &add, why, sizeof(why));
+    if (st) {
+      skipset_free(&add);
+      gyro__command_request__free_unpacked(r, NULL);
+      gy_rpc_reply(call, st, why, NULL, 0);
+      return;
+    }
+    /* more ranges than the fleet takes are refused by it (GY_EINVAL) */
+    rc = gy_fleet_rollback(s->fleet, now_ms(s), to_step, add.r,
+                           add.n > GY_FLEET_MAX_SKIPS ? GY_FLEET_MAX_SKIPS + 1 : (int)add.n, &hp,
+                           r->newest ? "operator skip" : "operator rollback", &seq, &at);
+    skipset_free(&add);
+  } else if (r->kind == GYRO__DIRECTIVE__KIND__ROLLBACK) {
     /* more ranges than the fleet takes are refused by it: copy none of them */
     int n = r->n_skip > GY_FLEET_MAX_SKIPS ? GY_FLEET_MAX_SKIPS + 1 : (int)r->n_skip;
     gy_fleet_skip_t *sk = n && n <= GY_FLEET_MAX_SKIPS ? malloc((size_t)n * sizeof(*sk)) : NULL;
@@ -1504,7 +1720,8 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
   s->sessions = calloc((size_t)opts->world, sizeof(*s->sessions));
   s->fanout = calloc((size_t)opts->world, sizeof(*s->fanout));
   s->tops = malloc(TOP_RING * sizeof(*s->tops));
-  if (!s->sessions || !s->fanout || !s->tops) goto err;
+  s->evlog = calloc(EVLOG_MAX, sizeof(*s->evlog));
+  if (!s->sessions || !s->fanout || !s->tops || !s->evlog) goto err;
   for (int i = 0; i < TOP_RING; i++)
     s->tops[i].step = -1;
   for (int i = 0; i < opts->nskip; i++)
@@ -1551,6 +1768,9 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
       (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Operator/Status", on_status, s)) ||
       (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Operator/Command", on_command, s)) ||
       (rc = gy_rpc_server_add_stream(s->srv, "/gyro.Operator/Watch", &watch_cbs, s)) ||
+      (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Operator/Events", on_events, s)) ||
+      (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Operator/PolicyShow", on_policy_show, s)) ||
+      (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Operator/PolicySet", on_policy_set, s)) ||
       (rc = gy_rpc_server_start(s->srv))) {
     snprintf(errmsg, errlen, "service: cannot register methods: %s", gy_strerror(rc));
     goto err;
@@ -1574,6 +1794,7 @@ err:
   gy_fleet_destroy(s->fleet);
   gy_run_destroy(s->run);
   free(s->tops);
+  free(s->evlog);
   skipset_free(&s->in_force);
   free(s->sessions);
   free(s->fanout);
@@ -1653,6 +1874,7 @@ void gy_service_destroy(gy_service_t *s) {
   gy_run_destroy(s->run);
   free(s->rbuf);
   free(s->tops);
+  free(s->evlog);
   skipset_free(&s->in_force);
   skipset_free(&s->sent);
   free_opts(&s->o);

@@ -445,7 +445,13 @@ static int reduce_report(gy_trainer_t *t, gy_step_report_t *rep, double *total) 
         merged[i].loss = (float)all[3 * i + 2];
       }
       qsort(merged, (size_t)k * (size_t)c->size, sizeof(*merged), cmp_loss_desc);
-      memcpy(rep->top, merged, sizeof(*merged) * (size_t)k);
+      /* top_k counts the whole data-parallel batch: each rank offers at most its batch, the
+       * merged list keeps top_k of all (with top_k = dp x batch every trained id is listed). */
+      int keep = k * c->size;
+      if (keep > t->top_k) keep = t->top_k;
+      if (keep > GY_TOPK_MAX) keep = GY_TOPK_MAX;
+      memcpy(rep->top, merged, sizeof(*merged) * (size_t)keep);
+      rep->ntop = keep;
     }
     free(mine);
     free(all);

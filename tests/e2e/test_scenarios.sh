@@ -1,0 +1,263 @@
+# The closed loop's end-to-end scenarios (issue 5), each a whole job under `gyroctl launch`: a
+# real gyro-controller and four CPU gyro-workers (DP=4, tp 1, --threads 1, Gloo on loopback), a
+# small model (2 layers, 64 channels, 4 heads, context 64), batch 4 per rank with top_k 16 (the
+# top samples are merged over the DP group: every trained id is listed in the step records), a checkpoint every 10 steps, 150 steps. With no
+# skips the ids of step s are [16s, 16s+16).
+# The corruptions start at step 95: before that the detectors' default 64-step window still
+# holds this small model's descent from its initial loss (at step 60 the code baseline's MAD is
+# 0.47, a threshold of 4.2 nats, and 6.7 against a median of 3.4 did not fire).
+#  1. random bytes in `code` for the samples of steps 95-97: the code loss jumps, the run rolls
+#     back and skips; no poisoned id is trained after the last rollback; the run finishes and its
+#     final validation loss per channel is within 2% of the clean run's (same seed, run too).
+#  2. one token repeated in `zh` for the samples of step 95 (see below why one step): a drop, repaired by a rollback
+#     that skips the attributed samples; no repeated-token id is trained after the last rollback.
+#  4. worker 1 SIGKILLed at step ~65: gyroctl restarts it, the controller rolls back (no skip) to
+#     the newest clean committed checkpoint, the gang re-forms (generation 2), the run finishes.
+#  5. a clean run of 300 steps (and the clean reference of 1): no spike_suspected event at all.
+# Scenario 3 (a learning rate far too high) is tested elsewhere.
+# The default policy watches 3 steps after a jump; a 3-step corruption would be back within
+# tolerance by then (a recovered spike, no repair), so 1 and 2 run with observe_steps: 1 (as
+# tests/e2e/test_repair.sh does); 4 and 5 use the default policy.
+source "$GY_SOURCE_DIR/tests/lib/common.sh"
+need_data
+GYROCTL=$BUILD/cli/gyroctl
+[ -x "$GYROCTL" ] || fail "$GYROCTL is not built"
+[ -x "$BUILD/controller/gyro-controller" ] || fail "gyro-controller is not built"
+[ -x "$WORKER" ] || fail "$WORKER is not built"
+LPID=
+cleanup() {
+  if [ -n "$LPID" ]; then
+    kill -TERM "$LPID" 2>/dev/null || true
+    wait "$LPID" 2>/dev/null || true
+  fi
+  if [ -n "${GY_KEEP_TMP:-}" ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+
+POLICY=$TMP/observe1.yaml
+echo "observe_steps: 1" >"$POLICY"
+
+# mkcfg NAME STEPS CORRUPT_ENTRY POLICY_FILE: writes $TMP/NAME.yaml (CORRUPT_ENTRY is a YAML flow
+# map for data.corrupt or empty; POLICY_FILE empty for the built-in default).
+mkcfg() {
+  local name=$1 steps=$2 corrupt=$3 policy=$4 port pol=
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  [ -n "$policy" ] && pol=", policy: $policy"
+  local cfg=$TMP/$name.yaml
+  write_config "$cfg" "$steps" "controller: {listen: \"127.0.0.1:$port\", world: 4, tp: 1, window: 4, heartbeat_ms: 200, lost_after_ms: 10000$pol}"
+  sed -i "s/^run: {\(.*\)threads: 2}/run: {\1threads: 1}/;
+          s/^model: .*/model: {layers: 2, channels: 64, heads: 4, context: 64, vocab: 256}/;
+          s/^train: .*/train: {batch: 4, top_k: 16}/;
+          s/^eval: .*/eval: {every: $steps, sequences: 32}/;
+          s|^checkpoint: {dir: [^,]*, every: 0,|checkpoint: {dir: $TMP/$name-ckpt, every: 10,|" "$cfg"
+  if [ -n "$corrupt" ]; then
+    sed -i "s/^data:$/data:\n  corrupt: [$corrupt]/" "$cfg"
+    grep -q 'corrupt:' "$cfg" || fail "$name: config not written as intended"
+  fi
+  grep -q 'every: 10,' "$cfg" && grep -q 'top_k: 16' "$cfg" || fail "$name: config not written as intended"
+}
+
+# launch NAME [KILL_AT_STEP]: runs the job into $TMP/NAME/; with KILL_AT_STEP, SIGKILLs worker 1
+# once its records reach that step. Fails unless gyroctl exits 0.
+launch() {
+  local name=$1 kill_at=${2:-} t0=$SECONDS rc=0
+  "$GYROCTL" launch "$TMP/$name.yaml" --run-dir "$TMP/$name" >"$TMP/$name.out" 2>&1 &
+  LPID=$!
+  if [ -n "$kill_at" ]; then
+    local pid= i
+    for ((i = 0; i < 1200; i++)); do
+      if grep -q "\"type\":\"step\",\"step\":$kill_at," "$TMP/$name/worker-1.jsonl" 2>/dev/null; then
+        pid=$(sed -n 's/.*worker w1 (host [^,]*, pid \([0-9]*\), ordinal 1) joined.*/\1/p' \
+          "$TMP/$name/controller.log" | tail -n 1)
+        break
+      fi
+      kill -0 "$LPID" 2>/dev/null || break
+      sleep 0.1
+    done
+    [ -n "$pid" ] || fail "$name: worker 1 never reached step $kill_at"
+    kill -9 "$pid"
+    echo "$name: SIGKILLed worker 1 (pid $pid) at its step >= $kill_at"
+  fi
+  wait "$LPID" || rc=$?
+  LPID=
+  [ $rc -eq 0 ] || { tail -n 20 "$TMP/$name.out" >&2; fail "$name: gyroctl launch exited $rc"; }
+  echo "$name: ran in $((SECONDS - t0)) s"
+}
+
+# check NAME MODE [ARGS]: the assertions, in Python over the controller's log and the workers'
+# records.
+check() {
+  python3 - "$TMP" "$@" <<'PY'
+import json, re, sys
+tmp, name, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+d = "%s/%s" % (tmp, name)
+WORLD, STEPS = 4, int(sys.argv[4])
+
+def fail(msg):
+    print("FAIL: %s: %s" % (name, msg))
+    sys.exit(1)
+
+def events_of(path):
+    ev = []
+    for line in open(path):
+        try:
+            m = re.match(r"event (\d+) (\S+) step (-?\d+): (.*)",
+                         json.loads(line).get("msg", ""), re.S)
+        except (ValueError, AttributeError):
+            continue
+        if m:
+            ev.append((m.group(2), int(m.group(3)), m.group(4)))
+    return ev
+
+events = events_of(d + "/controller.log")
+for k, s, t in events:
+    if k in ("spike_suspected", "rollback", "skip", "resumed", "recovered_spike", "halted",
+             "alert", "anomaly", "worker_lost", "gang_formed"):
+        print("  event %-16s step %4d: %s" % (k, s, t[:200]))
+kinds = [k for k, _, _ in events]
+if "halted" in kinds:
+    fail("the run halted")
+recs = [[json.loads(l) for l in open("%s/worker-%d.jsonl" % (d, r)) if l.startswith("{")]
+        for r in range(WORLD)]
+rbs = [[x for x in rs if x["type"] == "directive" and x["kind"] == "rollback"] for rs in recs]
+for x in rbs[0]:
+    print("  rank 0 rollback seq %d at step %d to step %d (%d steps lost), skip %s: %s" %
+          (x["seq"], x["at_step"], x["to_step"], x["at_step"] - x["to_step"], x["skip"],
+           x["reason"]))
+if not all(x["ok"] for r in range(WORLD) for x in rbs[r]):
+    fail("a rollback failed")
+
+# every rank trained every step; the final curve is the last record of each step
+for r in range(WORLD):
+    got = {x["step"] for x in recs[r] if x["type"] == "step"}
+    if got != set(range(STEPS)):
+        fail("rank %d did not train steps %s" % (r, sorted(set(range(STEPS)) - got)[:10]))
+evals = [[x for x in recs[r] if x["type"] == "eval" and x["step"] == STEPS] for r in range(WORLD)]
+if not evals[0]:
+    fail("no final evaluation")
+val = evals[0][-1]["val_loss"]
+print("  final val loss: " + ", ".join("%s %.4f" % (c, v) for c, v in sorted(val.items())))
+json.dump(val, open(d + "/val.json", "w"))
+if '"type":"done"' not in open(d + "/controller.log").read().replace(" ", ""):
+    fail("the controller never recorded the run as done")
+
+if mode == "clean":
+    if "spike_suspected" in kinds or rbs[0]:
+        fail("a clean run suspected a spike or rolled back (a false positive)")
+    print("%s: clean, %d steps, 0 spike events" % (name, STEPS))
+    sys.exit(0)
+
+if mode in ("corrupt", "drop"):
+    ch, lo, hi, ref = sys.argv[5], int(sys.argv[6]), int(sys.argv[7]), sys.argv[8]
+    if not rbs[0]:
+        fail("no rollback")
+    key = lambda x: (x["seq"], x["at_step"], x["to_step"], x["skip"], x["reason"])
+    for r in range(1, WORLD):
+        if [key(x) for x in rbs[r]] != [key(x) for x in rbs[0]]:
+            fail("ranks 0 and %d applied different rollbacks" % r)
+    spikes = [s for k, s, _ in events if k == "spike_suspected"]
+    if mode == "corrupt" and (not spikes or spikes[0] < lo // 16 or spikes[0] > hi // 16):
+        fail("the first spike should be suspected in steps %d-%d: %s" % (lo // 16, hi // 16, spikes))
+    if [s for s in spikes if s < lo // 16]:
+        fail("spike suspected before the corruption: %s" % spikes)
+    first = rbs[0][0]
+    if first["to_step"] > lo // 16 or first["to_step"] % 10:
+        fail("the first rollback restored step %d, not a checkpoint before the corruption" %
+             first["to_step"])
+    if mode == "drop" and not re.search(r"drop", " ".join(t for _, _, t in events), re.I):
+        fail("no event names a drop")
+    # poisoned ids: the ids in [lo, hi) of channel ch that reached any step; after the last
+    # rollback none of them is trained (top_k = batch: every trained id is listed)
+    for r in range(WORLD):
+        n_rb, poisoned, skipped = 0, set(), []
+        for x in recs[r]:
+            if x["type"] == "directive" and x["kind"] == "rollback":
+                n_rb += 1
+                skipped += [range(a, b) for a, b in x["skip"]]
+            elif x["type"] == "step":
+                if len(x["top"]) != 16:
+                    fail("rank %d step %d lists %d ids, want 16" % (r, x["step"], len(x["top"])))
+                for t in x["top"]:
+                    if any(t["id"] in g for g in skipped):
+                        fail("rank %d step %d trained skipped id %d" % (r, x["step"], t["id"]))
+                    if lo <= t["id"] < hi and t["channel"] == ch:
+                        if n_rb == len(rbs[r]):
+                            fail("rank %d step %d trained poisoned id %d after the last rollback"
+                                 % (r, x["step"], t["id"]))
+                        poisoned.add(t["id"])
+        if not poisoned and r == 0:
+            fail("no poisoned id was ever trained: the corruption did not happen")
+        if r == 0:
+            print("  rank 0: %d poisoned %s ids trained before the repair, all skipped since" %
+                  (len(poisoned), ch))
+    if ref != "-":
+        clean = json.load(open("%s/%s/val.json" % (tmp, ref)))
+        for c, v in sorted(clean.items()):
+            rel = (val[c] - v) / v
+            print("  %s val loss %.4f vs clean %.4f (%+.2f%%)" % (c, val[c], v, 100 * rel))
+            if abs(rel) > 0.02:
+                fail("%s final val loss %.4f is %.2f%% from the clean run's %.4f" %
+                     (c, val[c], 100 * rel, v))
+    print("%s: %d rollback(s), %d steps rolled back, run done at step %d" %
+          (name, len(rbs[0]), sum(x["at_step"] - x["to_step"] for x in rbs[0]), STEPS))
+    sys.exit(0)
+
+if mode == "kill":
+    if "worker_lost" not in kinds:
+        fail("no worker_lost event")
+    if "restarting it" not in open(tmp + "/" + name + ".out").read():
+        fail("gyroctl did not restart the killed worker")
+    lost = [i for i, (k, _, _) in enumerate(events) if k == "worker_lost"][0]
+    # the newest clean committed checkpoint before the loss
+    ck = [s for k, s, t in events[:lost] if k == "checkpoint" and "committed, clean" in t]
+    if not ck:
+        fail("no clean checkpoint committed before the worker was lost")
+    gens = [t for k, _, t in events[lost:] if k == "gang_formed"]
+    if not gens or "generation 1 " in gens[0]:
+        fail("the gang did not re-form with a new generation: %s" % gens)
+    # the restore is the re-formed gang's start (no ROLLBACK directive, no skip)
+    if "start step %d " % ck[-1] not in gens[0]:
+        fail("the gang re-formed from another step than %d: %s" % (ck[-1], gens[0]))
+    rb = [s for k, s, t in events if k == "rollback" and "lost" in t]
+    if rb != [ck[-1]]:
+        fail("want one rollback for the lost worker, to step %d: %s" % (ck[-1], rb))
+    if any(x["skip"] for r in range(WORLD) for x in rbs[r]):
+        fail("a lost worker's rollback skipped data")
+    print("%s: worker lost, rolled back to step %d (%d steps lost), re-formed: %s; done at %d" %
+          (name, ck[-1], [s for k, s, _ in events if k == "worker_lost"][0] - ck[-1], gens[0][:60],
+           STEPS))
+    sys.exit(0)
+fail("unknown mode " + mode)
+PY
+}
+
+T0=$SECONDS
+# the clean reference for 1 (and a first check of no false positives)
+mkcfg clean 150 "" ""
+launch clean
+check clean clean 150 || fail "clean reference"
+
+# 1. random bytes in code for the samples of steps 95-97
+mkcfg code 150 "{channel: code, from: 1520, to: 1568, kind: random_bytes}" "$POLICY"
+launch code
+check code corrupt 150 code 1520 1568 clean || fail "scenario 1"
+
+# 2. repeated tokens in zh for the samples of step 95 only. With steps 95-97 poisoned the drop is
+#    repaired at once (no observation window) by skipping step 95's samples; the ids of 96-97
+#    then shift into the replayed step 95, where only a grad_norm jump fired and "recovered", so
+#    poisoned zh ids were trained after the last rollback (a product gap, reported).
+mkcfg zh 150 "{channel: zh, from: 1520, to: 1536, kind: repeat}" "$POLICY"
+launch zh
+check zh drop 150 zh 1520 1536 - || fail "scenario 2"
+
+# 4. a worker SIGKILLed mid-run
+mkcfg kill 150 "" ""
+launch kill 65
+check kill kill 150 || fail "scenario 4"
+
+# 5. a clean run of 300 steps: no false positives
+mkcfg long 300 "" ""
+launch long
+check long clean 300 || fail "scenario 5"
+echo "all scenarios in $((SECONDS - T0)) s"
+echo "PASS"

@@ -69,8 +69,8 @@
 #define STORE_MAX_TIMEOUT_MS (3600 * 1000)
 #define ARENA_BYTES 16384 /* a decoded StepReport takes ~1 KiB */
 
-#define TOP_RING 64 /* steps whose top samples are kept until aggregated */
-#define TOP_MAX 64  /* top samples kept per step (the worker's GY_TOPK_MAX) */
+#define TOP_RING 64    /* steps whose top samples are kept until aggregated */
+#define TOP_MAX 64     /* top samples kept per step (the worker's GY_TOPK_MAX) */
 #define EVLOG_MAX 4096 /* events kept for /gyro.Operator/Events (the newest) */
 #define EVLOG_KIND 32
 #define EVLOG_MSG 1400 /* emit_run_event's longest message */
@@ -1045,17 +1045,22 @@ static void on_join(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t le
   drain(s);
 }
 
-static void on_session_open(void *ud, gy_rpc_call_t *call) {
-  (void)ud;
+/* Attaches a call_t of `kind` to a stream that just opened (freed in on_close). */
+static void open_stream(gy_rpc_call_t *call, int kind) {
   call_t *c = calloc(1, sizeof(*c));
   if (!c) {
     gy_rpc_finish(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
-  c->kind = CALL_SESSION;
+  c->kind = kind;
   c->rpc = call;
   c->rank = -1;
   gy_rpc_call_set_data(call, c);
+}
+
+static void on_session_open(void *ud, gy_rpc_call_t *call) {
+  (void)ud;
+  open_stream(call, CALL_SESSION);
 }
 
 /* Ends a session stream after a refusal: the status, and an event (the fleet's, or ours). */
@@ -1370,8 +1375,9 @@ static int operator_skips(gy_service_t *s, const Gyro__CommandRequest *r, int64_
                           skipset_t *add, char *why, size_t wlen) {
   if (r->newest) {
     if (!gy_fleet_ncommitted(s->fleet)) {
-      snprintf(why, wlen, "skip: there is no committed checkpoint to roll back to yet "
-                          "(take one with `gyroctl checkpoint`)");
+      snprintf(why, wlen,
+               "skip: there is no committed checkpoint to roll back to yet "
+               "(take one with `gyroctl checkpoint`)");
       return GY_RPC_FAILED_PRECONDITION;
     }
     *to_step = gy_fleet_committed(s->fleet, 0);
@@ -1613,15 +1619,7 @@ static void on_command(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t
 
 static void on_watch_open(void *ud, gy_rpc_call_t *call) {
   (void)ud;
-  call_t *c = calloc(1, sizeof(*c));
-  if (!c) {
-    gy_rpc_finish(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory");
-    return;
-  }
-  c->kind = CALL_WATCH;
-  c->rpc = call;
-  c->rank = -1;
-  gy_rpc_call_set_data(call, c);
+  open_stream(call, CALL_WATCH);
 }
 
 static void on_watch_message(void *ud, gy_rpc_call_t *call, const uint8_t *msg, size_t len) {

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/fsutil.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "llmc_io assumes a little-endian host (llm.c files store host-order floats)"
@@ -251,18 +252,6 @@ out:
   return rc;
 }
 
-static int write_all(int fd, const void *buf, size_t n) {
-  const uint8_t *p = buf;
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return -1;
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 int gy_llmc_save(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
   if (!m || !path || !*path) return GY_EINVAL;
   const gy_gpt_config_t *c = gy_gpt_config(m);
@@ -277,27 +266,6 @@ int gy_llmc_save(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
               path);
     return GY_ENOTSUP;
   }
-  char eb[128];
-  int rc = GY_EIO, fd = -1;
-  bool tmp_made = false;
-  size_t plen = strlen(path);
-  char *tmp = malloc(plen + 32), *dir = malloc(plen + 2);
-  if (!tmp || !dir) {
-    rc = GY_ENOMEM;
-    gy_errmsg(errmsg, errlen, "%s: out of memory", path);
-    goto err;
-  }
-  snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
-  const char *slash = strrchr(path, '/');
-  if (!slash) {
-    strcpy(dir, ".");
-  } else if (slash == path) {
-    strcpy(dir, "/");
-  } else {
-    memcpy(dir, path, (size_t)(slash - path));
-    dir[slash - path] = '\0';
-  }
-
   uint8_t h[HEADER_BYTES];
   memset(h, 0, sizeof h);
   put_i32(h, GY_LLMC_MODEL_MAGIC);
@@ -309,57 +277,11 @@ int gy_llmc_save(gy_gpt_t *m, const char *path, char *errmsg, size_t errlen) {
   put_i32(h + 24, c->channels);
   put_i32(h + 28, c->padded_vocab_size);
 
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    gy_errmsg(errmsg, errlen, "%s: cannot create temporary file %s: %s", path, tmp,
-              errstr(errno, eb, sizeof eb));
-    goto err;
-  }
-  tmp_made = true;
+  struct iovec iov[1 + GY_GPT_LLMC_TENSORS];
   const float *params = gy_gpt_params(m);
-  bool ok = write_all(fd, h, sizeof h) == 0;
-  for (int i = 0; ok && i < GY_GPT_LLMC_TENSORS; i++)
-    ok = write_all(fd, params + gy_gpt_tensor_offset(m, i),
-                   gy_gpt_tensor_size(m, i) * sizeof(float)) == 0;
-  if (!ok) {
-    gy_errmsg(errmsg, errlen, "%s: write of %s failed: %s", path, tmp,
-              errstr(errno, eb, sizeof eb));
-    goto err;
-  }
-  if (fsync(fd) != 0) {
-    gy_errmsg(errmsg, errlen, "%s: fsync of %s failed: %s", path, tmp,
-              errstr(errno, eb, sizeof eb));
-    goto err;
-  }
-  int cl = close(fd);
-  fd = -1;
-  if (cl != 0) {
-    gy_errmsg(errmsg, errlen, "%s: close of %s failed: %s", path, tmp,
-              errstr(errno, eb, sizeof eb));
-    goto err;
-  }
-  if (rename(tmp, path) != 0) {
-    gy_errmsg(errmsg, errlen, "%s: rename from %s failed: %s", path, tmp,
-              errstr(errno, eb, sizeof eb));
-    goto err;
-  }
-  tmp_made = false;
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0 || fsync(dfd) != 0) {
-    gy_errmsg(errmsg, errlen, "%s: fsync of folder %s failed: %s", path, dir,
-              errstr(errno, eb, sizeof eb));
-    if (dfd >= 0) close(dfd);
-    goto err;
-  }
-  close(dfd);
-  free(tmp);
-  free(dir);
-  return 0;
-
-err:
-  if (fd >= 0) close(fd);
-  if (tmp_made) unlink(tmp);
-  free(tmp);
-  free(dir);
-  return rc;
+  iov[0] = (struct iovec){.iov_base = h, .iov_len = sizeof h};
+  for (int i = 0; i < GY_GPT_LLMC_TENSORS; i++)
+    iov[1 + i] = (struct iovec){.iov_base = (void *)(params + gy_gpt_tensor_offset(m, i)),
+                                .iov_len = gy_gpt_tensor_size(m, i) * sizeof(float)};
+  return gy_write_file_atomic(path, iov, 1 + GY_GPT_LLMC_TENSORS, errmsg, errlen);
 }

@@ -59,6 +59,7 @@
 
 #include "common/crc32c.h"
 #include "common/err.h"
+#include "common/fsutil.h"
 
 #define MAGIC "GYROCKP1"
 #define VERSION 1u
@@ -443,89 +444,10 @@ err:
   return rc;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return -1;
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 int gy_ckpt_write_file(const char *path, const gy_ckpt_buf_t *b, char *errmsg, size_t errlen) {
   if (!path || !b || !*path) return GY_EINVAL;
-  char eb[128];
-  int rc = GY_EIO, fd = -1;
-  bool tmp_made = false;
-  size_t plen = strlen(path);
-  char *tmp = malloc(plen + 32), *dir = malloc(plen + 2);
-  if (!tmp || !dir) {
-    rc = GY_ENOMEM;
-    gy_errmsg(errmsg, errlen, "%s: out of memory", path);
-    goto err;
-  }
-  snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
-  /* The folder whose entry the rename changes, fsynced so the rename itself is durable. */
-  const char *slash = strrchr(path, '/');
-  if (!slash) {
-    strcpy(dir, ".");
-  } else if (slash == path) {
-    strcpy(dir, "/");
-  } else {
-    memcpy(dir, path, (size_t)(slash - path));
-    dir[slash - path] = '\0';
-  }
-
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    gy_errmsg(errmsg, errlen, "%s: cannot create temporary file %s: %s", path, tmp,
-              errstr(errno, eb, sizeof(eb)));
-    goto err;
-  }
-  tmp_made = true;
-  if (write_all(fd, b->data, b->len) != 0) {
-    gy_errmsg(errmsg, errlen, "%s: write of %s failed: %s", path, tmp,
-              errstr(errno, eb, sizeof(eb)));
-    goto err;
-  }
-  if (fsync(fd) != 0) {
-    gy_errmsg(errmsg, errlen, "%s: fsync of %s failed: %s", path, tmp,
-              errstr(errno, eb, sizeof(eb)));
-    goto err;
-  }
-  int c = close(fd);
-  fd = -1;
-  if (c != 0) {
-    gy_errmsg(errmsg, errlen, "%s: close of %s failed: %s", path, tmp,
-              errstr(errno, eb, sizeof(eb)));
-    goto err;
-  }
-  if (rename(tmp, path) != 0) {
-    gy_errmsg(errmsg, errlen, "%s: rename from %s failed: %s", path, tmp,
-              errstr(errno, eb, sizeof(eb)));
-    goto err;
-  }
-  tmp_made = false;
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0 || fsync(dfd) != 0) {
-    gy_errmsg(errmsg, errlen, "%s: fsync of folder %s failed: %s", path, dir,
-              errstr(errno, eb, sizeof(eb)));
-    if (dfd >= 0) close(dfd);
-    goto err;
-  }
-  close(dfd);
-  free(tmp);
-  free(dir);
-  return 0;
-
-err:
-  if (fd >= 0) close(fd);
-  if (tmp_made) unlink(tmp);
-  free(tmp);
-  free(dir);
-  return rc;
+  struct iovec iov = {.iov_base = b->data, .iov_len = b->len};
+  return gy_write_file_atomic(path, &iov, 1, errmsg, errlen);
 }
 
 /* ---- background writer ------------------------------------------------------------------ */

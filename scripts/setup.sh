@@ -19,6 +19,11 @@ PACKAGES=(
   zlib1g-dev libisal-dev                  # compression, CRC-32C
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libuv1-dev  # control plane: gRPC C core, protobuf-c, libuv
   libgloo-dev                             # collectives over TCP (data/tensor parallel on CPU)
+  libsqlite3-dev etcd-server              # controller state: SQLite (one machine), etcd (clusters)
+  libmicrohttpd-dev libcurl4-openssl-dev  # HTTP: /metrics and the dashboard; webhook alerts
+  prometheus chromium fonts-noto-cjk      # tests: a real Prometheus scrape, the dashboard in a browser
+  clang libclang-rt-14-dev openssl        # libFuzzer harnesses; throwaway CAs for the TLS tests
+  gnuplot-nox                             # benchmark plots
   python3 ca-certificates
   # the shipped corpora (data/README.md): zh and en prose, code
   debian-handbook fortunes-zh fortunes fortunes-min libc6-dev libpython3.11-stdlib
@@ -45,6 +50,11 @@ if ((${#missing[@]})); then
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+# Node packages (chart tools, the dashboard's charting library): scripts/setup-node.sh.
+if [[ -f scripts/setup-node.sh ]]; then
+  bash scripts/setup-node.sh
 fi
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo

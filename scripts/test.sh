@@ -26,6 +26,11 @@ else
   failed+=("sanitizer build")
 fi
 
+# libFuzzer harnesses (clang), each for a bounded time; crashes found earlier are replayed.
+if [[ -f scripts/fuzz.sh ]]; then
+  bash scripts/fuzz.sh || failed+=("fuzz harnesses")
+fi
+
 if ((${#failed[@]})); then
   printf 'test: FAILED: %s\n' "${failed[@]}" >&2
   exit 1

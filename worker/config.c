@@ -13,7 +13,8 @@
  *               (0..layers), z_loss, lr_scale [gy_knobs_default()]
  *   schedule:   kind constant|cosine|wsd, warmup, min_lr_frac [gy_knobs_default()],
  *               total_steps [run.steps], decay_start [80% of run.steps],
- *               decay_steps [run.steps - decay_start]
+ *               decay_steps [run.steps - decay_start],
+ *               boost: {from, to > from (required), factor (0, 1e4] (required)} [none]
  *   data:       channels (required, 1..GY_MAX_CHANNELS): name (required, unique, [A-Za-z0-9_-],
  *               < GY_CHANNEL_NAME_MAX chars), weight (0, 1e6] [1], train (required: a path or a
  *               non-empty list), val (path), shuffle [true];
@@ -415,7 +416,31 @@ static int parse_optimizer(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
 
 static int parse_schedule(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
   static const char *const keys[] = {"kind",        "warmup",      "min_lr_frac", "total_steps",
-                                     "decay_start", "decay_steps", NULL};
+                                     "decay_start", "decay_steps", "boost",       NULL};
+/* schedule.boost: {from, to, factor}, every key required. */
+static int parse_boost(ctx_t *c, gy_ynode_t sched, gy_run_config_t *cfg) {
+  static const char *const keys[] = {"from", "to", "factor", NULL};
+  gy_ynode_t m, from_n, to_n;
+  int from = -1, to = -1, rc;
+  float factor = 0;
+  if ((rc = get_map(c, sched, "schedule", "boost", &m)) || !m) return rc;
+  if ((rc = check_keys(c, m, "schedule.boost", keys)) ||
+      (rc = get_i32(c, m, "schedule.boost", "from", 0, MAX_STEPS, &from, &from_n)) ||
+      (rc = get_i32(c, m, "schedule.boost", "to", 1, MAX_STEPS, &to, &to_n)) ||
+      (rc = get_float(c, m, "schedule.boost", "factor", 0, 1, 1e4, 0, &factor)))
+    return rc;
+  if (!from_n || !to_n || factor == 0)
+    return gy_yaml_error(c->y, m, "schedule.boost", c->errmsg, c->errlen,
+                         "needs from, to and factor");
+  if (to <= from)
+    return gy_yaml_error(c->y, to_n, "schedule.boost.to", c->errmsg, c->errlen,
+                         "must be greater than from (%d)", from);
+  cfg->lr_boost_from = from;
+  cfg->lr_boost_to = to;
+  cfg->lr_boost_factor = factor;
+  return 0;
+}
+
   gy_sched_t *s = &cfg->knobs.sched;
   gy_ynode_t m, n, ds_n;
   int rc;
@@ -446,7 +471,9 @@ static int parse_schedule(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
       (rc = get_i32(c, m, "schedule", "decay_start", 0, MAX_STEPS, &s->decay_start, &ds_n)))
     return rc;
   if (ds_n) s->decay_steps = cfg->steps > s->decay_start ? (int)(cfg->steps - s->decay_start) : 0;
-  return get_i32(c, m, "schedule", "decay_steps", 0, MAX_STEPS, &s->decay_steps, NULL);
+  if ((rc = get_i32(c, m, "schedule", "decay_steps", 0, MAX_STEPS, &s->decay_steps, NULL)))
+    return rc;
+  return parse_boost(c, m, cfg);
 }
 
 static int valid_channel_name(const char *s) {

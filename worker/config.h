@@ -24,6 +24,12 @@ typedef struct {
   int seq_len;      /* train.seq_len: T (default model.context) */
   int top_k;        /* train.top_k: worst samples reported per step (default 4) */
   gy_knobs_t knobs; /* optimizer.* and schedule.* */
+  /* schedule.boost: {from, to, factor}: the scheduled learning rate is multiplied by factor in
+   * steps [from, to) — a stretch where it is far too high, as after a mistaken re-warm-up. It
+   * belongs to the run's configuration, not to the optimizer state: a rollback replays it, and
+   * only the controller's knob changes (lr_scale) can tame it. factor 0: no boost. */
+  int64_t lr_boost_from, lr_boost_to;
+  float lr_boost_factor;
   /* data */
   gy_data_opts_t data; /* data.channels[], data.corrupt[], eval.sequences */
   gy_range_t *skip;    /* data.skip: [{from, to}] initial skip list */

@@ -10,7 +10,9 @@
  *    {"type":"directive",...} record per applied directive. A rollback restores the checkpoint
  *    of to_step, forgets the later ones, adds the skip ranges to the skip list (which keeps
  *    every range it had: a skip is never undone), applies the hyper-parameters sent with it,
- *    and training goes on from to_step: the steps after it run again.
+ *    and training goes on from to_step: the steps after it run again. Step and directive
+ *    records carry "ts" (wall clock, seconds since the epoch); a directive record carries
+ *    "apply_ms" and, for a rollback, "restored_from" ("memory": the in-memory ring, or "disk").
  *
  * Exit codes: 0 done, 1 runtime failure, 2 bad usage or configuration, 3 (supervised) the
  * controller re-formed the gang in a way this process cannot continue: start it again.
@@ -23,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifdef GY_HAVE_AGENT
@@ -82,6 +85,13 @@ static void emit_step(const gy_trainer_t *tr, gy_data_t *d, const gy_step_report
   (void)tr;
   json_t *o = json_object();
   json_object_set_new(o, "type", json_string("step"));
+/* Wall-clock time in seconds since the epoch (records carry it as "ts"). */
+static double wall_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
   json_object_set_new(o, "step", json_integer(r->step));
   json_object_set_new(o, "loss", num_or_null(r->loss));
   json_t *lc = json_object(), *tc = json_object();
@@ -91,6 +101,7 @@ static void emit_step(const gy_trainer_t *tr, gy_data_t *d, const gy_step_report
         lc, n, r->ch_tokens[c] ? num_or_null(r->ch_loss_sum[c] / r->ch_tokens[c]) : json_null());
     json_object_set_new(tc, n, json_integer((json_int_t)r->ch_tokens[c]));
   }
+  json_object_set_new(o, "ts", json_real(wall_s()));
   json_object_set_new(o, "loss_ch", lc);
   json_object_set_new(o, "tokens_ch", tc);
   json_object_set_new(o, "grad_norm", num_or_null(r->opt.global));
@@ -323,6 +334,8 @@ static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_direc
     stop = 1;
     break;
   case GY_DIRECTIVE_SET_HPARAMS:
+  double t0 = wall_s();
+  int from_memory = dir->kind == GY_DIRECTIVE_ROLLBACK && gy_trainer_in_memory(tr, dir->to_step);
     rc = set_hparams(tr, &dir->hparams, done, steps, err, sizeof(err));
     break;
   case GY_DIRECTIVE_ROLLBACK:
@@ -355,7 +368,11 @@ static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_direc
            gy_directive_kind_name(dir->kind), dir->seq, err);
   int64_t ack_step = dir->kind == GY_DIRECTIVE_ROLLBACK && !rc ? dir->to_step : done;
   gy_agent_ack(a, dir->seq, ack_step, rc == 0, rc ? err : NULL);
+    json_object_set_new(o, "restored_from", json_string(from_memory ? "memory" : "disk"));
   /* A failed checkpoint is a broken disk: stop rather than train on without one. A refused
+  double t1 = wall_s();
+  json_object_set_new(o, "ts", json_real(t1));
+  json_object_set_new(o, "apply_ms", json_real((t1 - t0) * 1e3));
    * hyper-parameter change leaves the knobs as they were, and a refused rollback the whole
    * state: training goes on (the controller decides what next). A rollback that failed half
    * way has left a state nobody asked for: stop. */

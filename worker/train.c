@@ -62,6 +62,8 @@ struct gy_trainer {
   gy_data_t *data;
   gy_skiplist_t skip;
   gy_knobs_t knobs;
+  int64_t boost_from, boost_to; /* schedule.boost: lr times boost_factor in [from, to) */
+  float boost_factor;
   int64_t step;
   uint64_t rng;
   uint64_t config_hash;
@@ -250,6 +252,9 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
   t->keep = cfg->ckpt_keep;
   t->knobs = cfg->knobs;
   if ((rc = gy_knobs_check(&t->knobs, errmsg, errlen))) goto err;
+  t->boost_from = cfg->lr_boost_from;
+  t->boost_to = cfg->lr_boost_to;
+  t->boost_factor = cfg->lr_boost_factor;
   if (cfg->seq_len > cfg->model.max_seq_len) {
     snprintf(errmsg, errlen, "train.seq_len %d exceeds model.context %d", cfg->seq_len,
              cfg->model.max_seq_len);
@@ -504,7 +509,12 @@ int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep) {
     sq.deep_shard = v[1];
     sq.nonfinite = v[2] != 0.0;
   }
-  gy_adamw_update(t->opt, t->model, &t->knobs, t->step, sqrt(sq.shallow_repl + sq.shallow_shard),
+  /* schedule.boost multiplies this step's learning rate without touching the knobs (which
+   * the controller owns and checkpoints carry). */
+  gy_knobs_t k = t->knobs;
+  if (t->boost_factor > 0 && t->step >= t->boost_from && t->step < t->boost_to)
+    k.lr_scale *= t->boost_factor;
+  gy_adamw_update(t->opt, t->model, &k, t->step, sqrt(sq.shallow_repl + sq.shallow_shard),
                   sqrt(sq.deep_repl + sq.deep_shard), sq.nonfinite, &rep->opt);
 
   const float *tl = gy_gpt_token_losses(t->model);
@@ -929,6 +939,12 @@ int gy_trainer_restore_file(gy_trainer_t *t, const char *path, char *errmsg, siz
   gy_ckpt_view_free(&v);
   gy_ckpt_buf_unref(b);
   return rc;
+}
+
+int gy_trainer_in_memory(const gy_trainer_t *t, int64_t step) {
+  for (int i = 0; i < MAX_RING; i++)
+    if (t->ring[i] && (int64_t)gy_ckpt_buf_step(t->ring[i]) == step) return 1;
+  return 0;
 }
 
 int gy_trainer_restore(gy_trainer_t *t, int64_t step, char *errmsg, size_t errlen) {

@@ -101,6 +101,8 @@ int gy_trainer_forget_after(gy_trainer_t *t, int64_t step, char *errmsg, size_t 
 /* Restores the state of `step` from the in-memory ring if it holds it, else from its file.
  * A corrupt or mismatched checkpoint is refused with the file and blob named; state unchanged. */
 int gy_trainer_restore(gy_trainer_t *t, int64_t step, char *errmsg, size_t errlen);
+/* 1 when the in-memory ring holds the snapshot of step (a restore needs no disk), else 0. */
+int gy_trainer_in_memory(const gy_trainer_t *t, int64_t step);
 /* Restores from an explicit file. */
 int gy_trainer_restore_file(gy_trainer_t *t, const char *path, char *errmsg, size_t errlen);
 /* Path of the checkpoint file of step (into buf). */

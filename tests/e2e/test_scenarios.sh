@@ -20,69 +20,9 @@
 # tests/e2e/test_repair.sh does); 4 and 5 use the default policy.
 source "$GY_SOURCE_DIR/tests/lib/common.sh"
 need_data
-GYROCTL=$BUILD/cli/gyroctl
-[ -x "$GYROCTL" ] || fail "$GYROCTL is not built"
-[ -x "$BUILD/controller/gyro-controller" ] || fail "gyro-controller is not built"
-[ -x "$WORKER" ] || fail "$WORKER is not built"
-LPID=
-cleanup() {
-  if [ -n "$LPID" ]; then
-    kill -TERM "$LPID" 2>/dev/null || true
-    wait "$LPID" 2>/dev/null || true
-  fi
-  if [ -n "${GY_KEEP_TMP:-}" ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-
+source "$GY_SOURCE_DIR/tests/lib/scenario.sh"
 POLICY=$TMP/observe1.yaml
 echo "observe_steps: 1" >"$POLICY"
-
-# mkcfg NAME STEPS CORRUPT_ENTRY POLICY_FILE: writes $TMP/NAME.yaml (CORRUPT_ENTRY is a YAML flow
-# map for data.corrupt or empty; POLICY_FILE empty for the built-in default).
-mkcfg() {
-  local name=$1 steps=$2 corrupt=$3 policy=$4 port pol=
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  [ -n "$policy" ] && pol=", policy: $policy"
-  local cfg=$TMP/$name.yaml
-  write_config "$cfg" "$steps" "controller: {listen: \"127.0.0.1:$port\", world: 4, tp: 1, window: 4, heartbeat_ms: 200, lost_after_ms: 10000$pol}"
-  sed -i "s/^run: {\(.*\)threads: 2}/run: {\1threads: 1}/;
-          s/^model: .*/model: {layers: 2, channels: 64, heads: 4, context: 64, vocab: 256}/;
-          s/^train: .*/train: {batch: 4, top_k: 16}/;
-          s/^eval: .*/eval: {every: $steps, sequences: 32}/;
-          s|^checkpoint: {dir: [^,]*, every: 0,|checkpoint: {dir: $TMP/$name-ckpt, every: 10,|" "$cfg"
-  if [ -n "$corrupt" ]; then
-    sed -i "s/^data:$/data:\n  corrupt: [$corrupt]/" "$cfg"
-    grep -q 'corrupt:' "$cfg" || fail "$name: config not written as intended"
-  fi
-  grep -q 'every: 10,' "$cfg" && grep -q 'top_k: 16' "$cfg" || fail "$name: config not written as intended"
-}
-
-# launch NAME [KILL_AT_STEP]: runs the job into $TMP/NAME/; with KILL_AT_STEP, SIGKILLs worker 1
-# once its records reach that step. Fails unless gyroctl exits 0.
-launch() {
-  local name=$1 kill_at=${2:-} t0=$SECONDS rc=0
-  "$GYROCTL" launch "$TMP/$name.yaml" --run-dir "$TMP/$name" >"$TMP/$name.out" 2>&1 &
-  LPID=$!
-  if [ -n "$kill_at" ]; then
-    local pid= i
-    for ((i = 0; i < 1200; i++)); do
-      if grep -q "\"type\":\"step\",\"step\":$kill_at," "$TMP/$name/worker-1.jsonl" 2>/dev/null; then
-        pid=$(sed -n 's/.*worker w1 (host [^,]*, pid \([0-9]*\), ordinal 1) joined.*/\1/p' \
-          "$TMP/$name/controller.log" | tail -n 1)
-        break
-      fi
-      kill -0 "$LPID" 2>/dev/null || break
-      sleep 0.1
-    done
-    [ -n "$pid" ] || fail "$name: worker 1 never reached step $kill_at"
-    kill -9 "$pid"
-    echo "$name: SIGKILLed worker 1 (pid $pid) at its step >= $kill_at"
-  fi
-  wait "$LPID" || rc=$?
-  LPID=
-  [ $rc -eq 0 ] || { tail -n 20 "$TMP/$name.out" >&2; fail "$name: gyroctl launch exited $rc"; }
-  echo "$name: ran in $((SECONDS - t0)) s"
-}
 
 # check NAME MODE [ARGS]: the assertions, in Python over the controller's log and the workers'
 # records.

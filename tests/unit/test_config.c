@@ -128,7 +128,8 @@ static const char *full_cfg =
     "train: {batch: 2, seq_len: 16, top_k: 0}\n"
     "optimizer: {lr: 0.5, beta1: 0, beta2: 0.99, eps: 1.0e-6, weight_decay: 0, grad_clip: 0,\n"
     "            shallow_scale: 0.5, shallow_layers: 3, z_loss: 1.0e-4, lr_scale: 2}\n"
-    "schedule: {kind: wsd, warmup: 0, min_lr_frac: 0, decay_start: 900}\n"
+    "schedule: {kind: wsd, warmup: 0, min_lr_frac: 0, decay_start: 900,\n"
+    "           boost: {from: 10, to: 20, factor: 30}}\n"
     "data:\n"
     "  channels:\n"
     "    - name: web-1_x\n"
@@ -178,6 +179,7 @@ static void test_full_and_defaults(void) {
     CHECK_EQ_INT(c.knobs.sched.warmup, 0);
     CHECK_EQ_INT(c.knobs.sched.total_steps, 1000);
     CHECK_EQ_INT(c.knobs.sched.decay_start, 900);
+    CHECK(c.lr_boost_from == 10 && c.lr_boost_to == 20 && c.lr_boost_factor == 30.0f);
     CHECK_EQ_INT(c.knobs.sched.decay_steps, 100);
     CHECK_EQ_INT(c.data.nchannels, 2);
     if (c.data.nchannels == 2) {
@@ -353,6 +355,14 @@ static const bad_t bad[] = {
      "data.channels[0].weight", "expected a number in (0, 1e+06], got '0'"},
     {OK_MODEL "schedule:\n  kind: linear\n" OK_DATA, 4, "schedule.kind",
      "expected constant, cosine or wsd, got 'linear'"},
+    {OK_MODEL "schedule:\n  boost: {from: 5, to: 5, factor: 2}\n" OK_DATA, 4, "schedule.boost.to",
+     "must be greater than from (5)"},
+    {OK_MODEL "schedule:\n  boost: {from: 5, to: 9}\n" OK_DATA, 4, "schedule.boost",
+     "needs from, to and factor"},
+    {OK_MODEL "schedule:\n  boost: {from: 5, to: 9, factor: 0}\n" OK_DATA, 4,
+     "schedule.boost.factor", "expected a number in (0, 10000], got '0'"},
+    {OK_MODEL "schedule:\n  boost: {from: 5, to: 9, factor: 2, at: 3}\n" OK_DATA, 4,
+     "schedule.boost.at", "unknown key"},
     /* cross-key rules */
     {"model:\n  vocab: 256\n  channels: 128\n  heads: 5\n" OK_DATA, 4, "model.heads",
      "5 does not divide model.channels 128"},

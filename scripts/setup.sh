@@ -23,6 +23,7 @@ PACKAGES=(
   libmicrohttpd-dev libcurl4-openssl-dev  # HTTP: /metrics and the dashboard; webhook alerts
   prometheus chromium fonts-noto-cjk      # tests: a real Prometheus scrape, the dashboard in a browser
   clang libclang-rt-14-dev openssl        # libFuzzer harnesses; throwaway CAs for the TLS tests
+  jq                                      # the chart's preStop hook (tested here)
   gnuplot-nox                             # benchmark plots
   python3 ca-certificates
   # the shipped corpora (data/README.md): zh and en prose, code

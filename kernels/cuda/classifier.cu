@@ -1,0 +1,68 @@
+/*
+ * classifier: fused softmax + cross-entropy + z-loss + logits gradient.
+ *
+ * API (classifier.h): gy_cuda_classifier.
+ *
+ * One block of 512 threads per row. Pass 1: row max over the real vocabulary; pass 2: sum of
+ * exp(x - max) (float, block reduction in a fixed order); pass 3 (optional): the gradient written
+ * over the logits. The target's logit is read before the first reduction, and both reductions end
+ * in __syncthreads, so no thread overwrites a value another thread still has to read.
+ */
+#include "kernels/cuda/common.cuh"
+
+extern "C" {
+#include "kernels/cuda/classifier.h"
+}
+
+#define CLS_THREADS 512
+
+/* ---- kernels ------------------------------------------------------------------------------- */
+
+template <typename T>
+__global__ void classifier_kernel(T *logits, float *token_losses, float *row_losses,
+                                  const int *targets, int V, int Vp, float z_loss, float inv_denom,
+                                  int write_dlogits) {
+  __shared__ float red[32];
+  size_t n = blockIdx.x;
+  T *x = logits + n * Vp;
+  int tgt = targets[n];
+  float xt = gy_ld(x, tgt);
+  float mx = -INFINITY;
+  for (int j = threadIdx.x; j < V; j += blockDim.x)
+    mx = fmaxf(mx, gy_ld(x, j));
+  mx = gy_block_max(mx, red);
+  float s = 0.0f;
+  for (int j = threadIdx.x; j < V; j += blockDim.x)
+    s += expf(gy_ld(x, j) - mx);
+  s = gy_block_sum(s, red);
+  float logz = mx + logf(s);
+  if (threadIdx.x == 0) {
+    float ce = logz - xt;
+    token_losses[n] = ce;
+    if (row_losses) row_losses[n] = ce + z_loss * logz * logz;
+  }
+  if (!write_dlogits) return;
+  float zf = 1.0f + 2.0f * z_loss * logz;
+  for (int j = threadIdx.x; j < Vp; j += blockDim.x) {
+    float d = 0.0f;
+    if (j < V) {
+      float p = expf(gy_ld(x, j) - logz);
+      d = (p * zf - (j == tgt ? 1.0f : 0.0f)) * inv_denom;
+    }
+    gy_st(x, j, d);
+  }
+}
+
+/* ---- launchers ----------------------------------------------------------------------------- */
+
+extern "C" int gy_cuda_classifier(gy_cuda_ctx_t *ctx, gy_cuda_dtype_t dt, void *logits,
+                                  float *token_losses, float *row_losses, const int *targets, int N,
+                                  int V, int Vp, float z_loss, float denom, int write_dlogits) {
+  GY_SHAPE_CHECK(N > 0 && V > 0 && Vp >= V && denom > 0);
+  float inv = 1.0f / denom;
+  GY_DISPATCH_DTYPE(
+      dt, classifier_kernel<E><<<(unsigned)N, CLS_THREADS, 0, ctx->stream>>>(
+              (E *)logits, token_losses, row_losses, targets, V, Vp, z_loss, inv, write_dlogits));
+  GY_LAUNCH_CHECK("classifier");
+  return 0;
+}

@@ -772,9 +772,13 @@ int gy_agent_create(gy_agent_t **out, const gy_agent_opts_t *opts) {
       free(list);
       goto err;
     }
-    char err[256] = "";
-    if ((rc = gy_rpc_client_create(&a->clients[a->naddrs], tok, err, sizeof(err)))) {
-      gy_log(GY_LOG_ERROR, "agent", "controller address '%s': %s", tok, err);
+    char err[600] = "";
+    gy_rpc_client_tls_t tls = {.ca = opts->tls_ca,
+                               .cert = opts->tls_cert,
+                               .key = opts->tls_key,
+                               .target_name = opts->tls_server_name};
+    if ((rc = gy_rpc_client_create_tls(&a->clients[a->naddrs], tok, &tls, err, sizeof(err)))) {
+      gy_log(GY_LOG_ERROR, "agent", "controller %s: %s", tok, err);
       free(a->addrs[a->naddrs]);
       a->addrs[a->naddrs] = NULL;
       free(list);
@@ -944,12 +948,15 @@ int gy_agent_wait_grant(gy_agent_t *a, int64_t step, gy_agent_directive_t *dir) 
 
 int gy_agent_report(gy_agent_t *a, const gy_agent_report_t *rep) {
   if (!a || !rep || rep->nchannels < 0 || rep->nchannels > 1024 || rep->ntop < 0 ||
-      rep->ntop > 1024 || (rep->nchannels && !rep->channels) || (rep->ntop && !rep->top))
+      rep->ntop > 1024 || (rep->nchannels && !rep->channels) || (rep->ntop && !rep->top) ||
+      rep->nbottom < 0 || rep->nbottom > 1024 || (rep->nbottom && !rep->bottom))
     return GY_EINVAL;
   Gyro__ChannelStat cs[rep->nchannels > 0 ? rep->nchannels : 1];
   Gyro__ChannelStat *csp[rep->nchannels > 0 ? rep->nchannels : 1];
   Gyro__SampleLoss sl[rep->ntop > 0 ? rep->ntop : 1];
   Gyro__SampleLoss *slp[rep->ntop > 0 ? rep->ntop : 1];
+  Gyro__SampleLoss bl[rep->nbottom > 0 ? rep->nbottom : 1];
+  Gyro__SampleLoss *blp[rep->nbottom > 0 ? rep->nbottom : 1];
   Gyro__StepReport r = GYRO__STEP_REPORT__INIT;
   pthread_mutex_lock(&a->mu);
   if (!a->joined) {
@@ -988,6 +995,39 @@ int gy_agent_report(gy_agent_t *a, const gy_agent_report_t *rep) {
   }
   r.n_top = (size_t)rep->ntop;
   r.top = slp;
+  for (int i = 0; i < rep->nbottom; i++) {
+    gyro__sample_loss__init(&bl[i]);
+    bl[i].id = rep->bottom[i].id;
+    bl[i].channel = (char *)(rep->bottom[i].channel ? rep->bottom[i].channel : "");
+    bl[i].loss = rep->bottom[i].loss;
+    blp[i] = &bl[i];
+  }
+  r.n_bottom = (size_t)rep->nbottom;
+  r.bottom = blp;
+  Gyro__GpuHealth gh = GYRO__GPU_HEALTH__INIT;
+  if (rep->gpu) {
+    const gy_agent_gpu_t *g = rep->gpu;
+    gh.index = g->index;
+    gh.name = (char *)(g->name ? g->name : "");
+    gh.has_temp = g->has_temp != 0;
+    gh.temp_c = g->temp_c;
+    gh.has_mem = g->has_mem != 0;
+    gh.mem_used_bytes = g->mem_used_bytes;
+    gh.mem_total_bytes = g->mem_total_bytes;
+    gh.has_util = g->has_util != 0;
+    gh.util_gpu_pct = g->util_gpu_pct;
+    gh.util_mem_pct = g->util_mem_pct;
+    gh.has_sm_clock = g->has_sm_clock != 0;
+    gh.sm_clock_mhz = g->sm_clock_mhz;
+    gh.has_throttle = g->has_throttle != 0;
+    gh.throttle_reasons = g->throttle_reasons;
+    gh.has_ecc = g->has_ecc != 0;
+    gh.ecc_uncorrected = g->ecc_uncorrected;
+    gh.has_xid = g->has_xid != 0;
+    gh.xid_count = g->xid_count;
+    gh.last_xid = g->last_xid;
+    r.gpu = &gh;
+  }
   r.has_checkpoint = rep->has_checkpoint != 0;
   r.checkpoint_step = rep->has_checkpoint ? rep->checkpoint_step : -1;
   Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;

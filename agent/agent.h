@@ -37,6 +37,11 @@ typedef struct {
   int heartbeat_ms;        /* heartbeat period until an assignment says otherwise (<= 0: 1000) */
   int rpc_timeout_ms;      /* deadline of StoreSet and of each Hello/Join attempt's connection
                               (<= 0: 10000) */
+  /* TLS to the controller (all NULL: plaintext): PEM files of the CA the controller's
+   * certificate chains to, and of this worker's certificate and key for mutual TLS (both or
+   * none); tls_server_name overrides the name checked (NULL: the address's host). The files
+   * are read and checked in gy_agent_create (a bad one: GY_EINVAL, the reason logged). */
+  const char *tls_ca, *tls_cert, *tls_key, *tls_server_name;
 } gy_agent_opts_t;
 
 /* What the controller assigned. The strings are owned by the agent and stay valid until it
@@ -120,6 +125,14 @@ typedef struct {
   const char *channel;
   float loss;
 } gy_agent_sample_t;
+/* A GPU's health (the fields of the GpuHealth message; has_* 0: unknown). */
+typedef struct {
+  int index;
+  const char *name;
+  int has_temp, has_mem, has_util, has_sm_clock, has_throttle, has_ecc, has_xid;
+  unsigned temp_c, util_gpu_pct, util_mem_pct, sm_clock_mhz, xid_count;
+  uint64_t mem_used_bytes, mem_total_bytes, throttle_reasons, ecc_uncorrected, last_xid;
+} gy_agent_gpu_t;
 typedef struct {
   int64_t step; /* the step just taken (0-based): steps_done becomes step + 1 */
   double loss;
@@ -130,6 +143,9 @@ typedef struct {
   double step_ms, tokens_per_s;
   const gy_agent_sample_t *top;
   int ntop;
+  const gy_agent_sample_t *bottom; /* the best (lowest-loss) samples, lowest first */
+  int nbottom;
+  const gy_agent_gpu_t *gpu; /* this rank's GPU health, NULL: none (CPU, or no NVML) */
   /* has_checkpoint != 0: the checkpoint of step checkpoint_step (steps done when it was taken)
    * is complete on disk on this rank and was not reported before (the controller commits a
    * checkpoint once every rank has reported it). */

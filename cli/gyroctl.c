@@ -46,12 +46,15 @@ typedef struct {
   const char *token; /* NULL or "" when none */
   int json;
   int timeout_ms;
-  char auth[1024]; /* "Bearer TOKEN" */
+  char auth[1024];         /* "Bearer TOKEN" */
+  gy_rpc_client_tls_t tls; /* all NULL: plaintext */
 } ctl_opts_t;
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: gyroctl [--controller ADDR] [--token T] [--json] [--timeout MS] COMMAND [ARGS]\n"
+          "usage: gyroctl [--controller ADDR] [--token T | --token-file F] [--json]\n"
+          "               [--timeout MS] [--tls-ca F [--tls-cert F --tls-key F]\n"
+          "               [--tls-server-name N]] COMMAND [ARGS]\n"
           "\n"
           "commands:\n"
           "  status                 run state, step, losses, throughput and a per-rank table\n"
@@ -81,7 +84,17 @@ static void usage(FILE *f) {
           "options:\n"
           "  --controller ADDR      controller address (default $GYRO_CONTROLLER or "
           "127.0.0.1:7070)\n"
-          "  --token T              operator token (default $GYRO_TOKEN)\n"
+          "  --token T              operator token (default $GYRO_OPERATOR_TOKEN, else\n"
+          "                         $GYRO_TOKEN); visible in `ps`: prefer --token-file or the\n"
+          "                         environment\n"
+          "  --token-file F         read the operator token from file F\n"
+          "  --tls-ca F             talk TLS; F: the CA of the controller's certificate\n"
+          "                         (default $GYRO_TLS_CA)\n"
+          "  --tls-cert F, --tls-key F\n"
+          "                         client certificate and key for mutual TLS (default\n"
+          "                         $GYRO_TLS_CERT, $GYRO_TLS_KEY)\n"
+          "  --tls-server-name N    name to check the controller's certificate against\n"
+          "                         (default: the host of --controller)\n"
           "  --json                 print replies as JSON (one object per line for watch)\n"
           "  --timeout MS           deadline of each call (default 5000)\n"
           "  -h, --help\n"
@@ -271,11 +284,11 @@ static int operator_call(const ctl_opts_t *o, const char *method, const Protobuf
   size_t resp_len = 0;
   int st = 0, code;
   *out = NULL;
-  int rc = gy_rpc_client_create(&c, o->addr, err, sizeof(err));
+  int rc = gy_rpc_client_create_tls(&c, o->addr, &o->tls, err, sizeof(err));
   if (rc) {
     fprintf(stderr, "gyroctl: cannot reach controller %s: %s\n", o->addr,
             *err ? err : gy_strerror(rc));
-    return EXIT_UNREACHABLE;
+    return rc == GY_EIO || rc == GY_EINVAL ? EXIT_USAGE : EXIT_UNREACHABLE;
   }
   size_t len = protobuf_c_message_get_packed_size(req);
   buf = malloc(len ? len : 1);
@@ -755,9 +768,10 @@ static int cmd_watch(const ctl_opts_t *o, int argc, char **argv) {
   gy_rpc_cstream_t *s = NULL;
   watch_t w = {.o = o};
   int code;
-  if (gy_rpc_client_create(&cl, o->addr, err, sizeof(err))) {
+  int crc = gy_rpc_client_create_tls(&cl, o->addr, &o->tls, err, sizeof(err));
+  if (crc) {
     fprintf(stderr, "gyroctl: cannot reach controller %s: %s\n", o->addr, err);
-    return EXIT_UNREACHABLE;
+    return crc == GY_EIO || crc == GY_EINVAL ? EXIT_USAGE : EXIT_UNREACHABLE;
   }
   gy_rpc_cstream_cbs_t cbs = {.on_message = watch_on_message, .on_close = watch_on_close};
   int rc = gy_rpc_cstream_open(cl, "/gyro.Operator/Watch", o->auth[0] ? "authorization" : NULL,
@@ -810,11 +824,23 @@ done:
 /* ----------------------------------------- main ----------------------------------------- */
 
 int main(int argc, char **argv) {
-  ctl_opts_t o = {
-      .addr = getenv("GYRO_CONTROLLER"), .token = getenv("GYRO_TOKEN"), .timeout_ms = 5000};
+  ctl_opts_t o = {.addr = getenv("GYRO_CONTROLLER"),
+                  .token = getenv("GYRO_OPERATOR_TOKEN"),
+                  .timeout_ms = 5000,
+                  .tls = {.ca = getenv("GYRO_TLS_CA"),
+                          .cert = getenv("GYRO_TLS_CERT"),
+                          .key = getenv("GYRO_TLS_KEY")}};
+  if (!o.token || !*o.token) o.token = getenv("GYRO_TOKEN");
   if (!o.addr || !*o.addr) o.addr = "127.0.0.1:7070";
+  const char *token_file = NULL;
+  char *file_token = NULL; /* owned; the process exits right after the command */
   static const struct option opts[] = {{"controller", required_argument, 0, 'c'},
                                        {"token", required_argument, 0, 't'},
+                                       {"token-file", required_argument, 0, 'F'},
+                                       {"tls-ca", required_argument, 0, 'A'},
+                                       {"tls-cert", required_argument, 0, 'C'},
+                                       {"tls-key", required_argument, 0, 'K'},
+                                       {"tls-server-name", required_argument, 0, 'N'},
                                        {"json", no_argument, 0, 'j'},
                                        {"timeout", required_argument, 0, 'T'},
                                        {"help", no_argument, 0, 'h'},
@@ -827,6 +853,21 @@ int main(int argc, char **argv) {
       break;
     case 't':
       o.token = optarg;
+      break;
+    case 'F':
+      token_file = optarg;
+      break;
+    case 'A':
+      o.tls.ca = optarg;
+      break;
+    case 'C':
+      o.tls.cert = optarg;
+      break;
+    case 'K':
+      o.tls.key = optarg;
+      break;
+    case 'N':
+      o.tls.target_name = optarg;
       break;
     case 'j':
       o.json = 1;
@@ -860,9 +901,18 @@ int main(int argc, char **argv) {
     fprintf(stderr, "gyroctl: --controller is empty\n");
     return EXIT_USAGE;
   }
+  if (token_file) {
+    char terr[600];
+    if (gy_rpc_token_read_file(token_file, &file_token, terr, sizeof(terr))) {
+      fprintf(stderr, "gyroctl: --token-file: %s\n", terr);
+      return EXIT_USAGE;
+    }
+    o.token = file_token;
+  }
   if (o.token && *o.token) {
-    if (strlen(o.token) > sizeof(o.auth) - 8 || strpbrk(o.token, "\r\n")) {
-      fprintf(stderr, "gyroctl: --token is too long or holds a line break\n");
+    char terr[300];
+    if (gy_rpc_token_check("--token", o.token, terr, sizeof(terr))) {
+      fprintf(stderr, "gyroctl: %s\n", terr);
       return EXIT_USAGE;
     }
     snprintf(o.auth, sizeof(o.auth), "Bearer %s", o.token);

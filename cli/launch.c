@@ -70,6 +70,7 @@ typedef struct {
   char *join_token; /* controller.join_token, passed to the workers (owned; NULL: none) */
   int world, tp, threads;
   int64_t steps;
+  const char *http; /* --http ADDR, passed to the controller (NULL: its controller.http) */
   char **wargs; /* extra worker arguments (borrowed from argv) */
   int nwargs;
   char **wenv; /* the workers' environment (owned) */
@@ -108,6 +109,8 @@ static void launch_usage(FILE *f) {
              "                         folder, ../controller/gyro-controller, else $PATH)\n"
              "  --worker-bin PATH      gyro-worker to run (default ../worker/gyro-worker, $PATH)\n"
              "  --workers-arg ARG      append ARG to every worker's command line (repeatable)\n"
+             "  --http ADDR            serve the dashboard and /metrics on ADDR (HOST:PORT or PORT;\n"
+             "                         default: the config's controller.http, if any)\n"
              "  -h, --help\n"
              "exit codes: 0 the run is done (the controller exited 0); 1 the controller failed, a\n"
              "worker failed more than 3 times, or a process could not be started; 2 usage or\n"
@@ -312,7 +315,11 @@ static int start_controller(launch_t *L) {
     }
     return -1;
   }
-  char *argv[] = {L->ctl_bin, "--config", (char *)L->config, NULL};
+  char *argv[] = {L->ctl_bin, "--config", (char *)L->config, NULL, NULL, NULL};
+  if (L->http) {
+    argv[3] = "--http";
+    argv[4] = (char *)L->http;
+  }
   pid_t pid = spawn(L, argv, environ, p[1], e[1]);
   close(p[1]);
   close(e[1]);
@@ -502,6 +509,9 @@ static void trace_line(launch_t *L, const char *s) {
   if (type && !strcmp(type, "listening")) {
     const char *a = json_string_value(json_object_get(rec, "address"));
     printf("controller listening on %s\n", a ? a : L->addr);
+  } else if (type && !strcmp(type, "http")) {
+    const char *url = json_string_value(json_object_get(rec, "url"));
+    if (url) printf("  dashboard    %s   (Prometheus: %smetrics)\n", url, url);
   } else if (type && !strcmp(type, "done")) {
     printf("run done at step %" PRId64 "\n",
            (int64_t)json_integer_value(json_object_get(rec, "step")));
@@ -593,6 +603,7 @@ static int parse_args(launch_t *L, int argc, char **argv, const char *self) {
                                        {"controller-bin", required_argument, 0, 'c'},
                                        {"worker-bin", required_argument, 0, 'w'},
                                        {"workers-arg", required_argument, 0, 'a'},
+                                       {"http", required_argument, 0, 'H'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   L->wargs = calloc((size_t)argc, sizeof(char *));
@@ -612,6 +623,9 @@ static int parse_args(launch_t *L, int argc, char **argv, const char *self) {
       break;
     case 'a':
       L->wargs[L->nwargs++] = optarg;
+      break;
+    case 'H':
+      L->http = optarg;
       break;
     case 'h':
       launch_usage(stdout);

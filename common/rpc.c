@@ -28,6 +28,13 @@
  * SEND_MESSAGE in flight (later sends wait in a queue), and a RECV_STATUS_ON_CLIENT started at
  * open; every start_batch on a stream happens under its mutex. on_close runs once the status is
  * in and no receive is pending, so no on_message follows it.
+ *
+ * TLS. Either side is plaintext unless given TLS options. Certificate, key and CA files are read
+ * and parsed with OpenSSL when the server or client is created, so a missing, unreadable or
+ * non-PEM file, an encrypted key or a key that does not belong to its certificate fails there,
+ * naming the file, not at the first handshake. The server's client_auth asks for and verifies
+ * a client certificate (mutual TLS): a client without one, or with one from another CA, fails
+ * the handshake and never reaches a handler. Private key text is zeroed before it is freed.
  */
 #include "common/rpc.h"
 
@@ -37,7 +44,13 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <openssl/err.h>
+#include <openssl/crypto.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
 #include <pthread.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +118,254 @@ static void limit_args(grpc_arg a[2], size_t max) {
   a[1].type = GRPC_ARG_INTEGER;
   a[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
   a[1].value.integer = (int)max;
+}
+
+/* ====================================== TLS ====================================== */
+
+/* PEM files are read whole and parsed with OpenSSL (the library gRPC itself uses here) before
+ * gRPC sees them, so that a wrong file is named at start instead of failing every handshake
+ * later. A file larger than this is not a certificate bundle. */
+#define PEM_MAX (1u << 20)
+
+typedef enum { PEM_CERTS, PEM_KEY } pem_kind_t;
+
+/* Refuses to prompt for the pass phrase of an encrypted key: gyro takes unencrypted keys. */
+static int no_password(char *buf, int size, int rwflag, void *u) {
+  (void)buf;
+  (void)size;
+  (void)rwflag;
+  (void)u;
+  return -1;
+}
+
+/* Reads the PEM file `path` (the option `what`, for messages) into *out (malloc'ed,
+ * NUL-terminated; caller frees) and checks it holds at least one certificate (PEM_CERTS) or an
+ * unencrypted private key (PEM_KEY). GY_EIO (cannot read) or GY_EINVAL (not PEM of that kind). */
+static int pem_read(const char *what, const char *path, pem_kind_t kind, char **out, char *errmsg,
+                    size_t errlen) {
+  *out = NULL;
+  char *buf = NULL;
+  int rc = GY_EIO;
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    set_err(errmsg, errlen, "%s %s: cannot open: %s", what, path, strerror(errno));
+    goto err;
+  }
+  if (!(buf = malloc(PEM_MAX + 1))) {
+    rc = GY_ENOMEM;
+    set_err(errmsg, errlen, "%s %s: out of memory", what, path);
+    goto err;
+  }
+  size_t n = fread(buf, 1, PEM_MAX + 1, f);
+  if (ferror(f)) {
+    set_err(errmsg, errlen, "%s %s: cannot read: %s", what, path, strerror(errno));
+    goto err;
+  }
+  rc = GY_EINVAL;
+  if (n > PEM_MAX) {
+    set_err(errmsg, errlen, "%s %s: larger than %u bytes: not a PEM file", what, path, PEM_MAX);
+    goto err;
+  }
+  buf[n] = '\0';
+  if (memchr(buf, '\0', n)) {
+    set_err(errmsg, errlen, "%s %s: binary data: not a PEM file", what, path);
+    goto err;
+  }
+  BIO *bio = BIO_new_mem_buf(buf, (int)n);
+  if (!bio) {
+    rc = GY_ENOMEM;
+    set_err(errmsg, errlen, "%s %s: out of memory", what, path);
+    goto err;
+  }
+  int good = 0;
+  if (kind == PEM_CERTS) {
+    X509 *x;
+    while ((x = PEM_read_bio_X509(bio, NULL, no_password, NULL))) {
+      good++;
+      X509_free(x);
+    }
+  } else {
+    EVP_PKEY *k = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
+    good = k != NULL;
+    EVP_PKEY_free(k);
+  }
+  BIO_free(bio);
+  ERR_clear_error();
+  if (!good) {
+    set_err(errmsg, errlen, "%s %s: %s", what, path,
+            kind == PEM_CERTS ? "no PEM certificate in it"
+                              : "no PEM private key in it (or an encrypted one: gyro needs the "
+                                "key unencrypted)");
+    goto err;
+  }
+  fclose(f);
+  *out = buf;
+  return 0;
+err:
+  if (f) fclose(f);
+  free(buf);
+  return rc;
+}
+
+/* Checks that key_pem is the private key of the first certificate of cert_pem. */
+static int pem_pair_check(const char *cert_path, const char *cert_pem, const char *key_path,
+                          const char *key_pem, char *errmsg, size_t errlen) {
+  BIO *cb = BIO_new_mem_buf(cert_pem, -1), *kb = BIO_new_mem_buf(key_pem, -1);
+  X509 *x = cb ? PEM_read_bio_X509(cb, NULL, no_password, NULL) : NULL;
+  EVP_PKEY *k = kb ? PEM_read_bio_PrivateKey(kb, NULL, no_password, NULL) : NULL;
+  int ok = x && k && X509_check_private_key(x, k) == 1;
+  X509_free(x);
+  EVP_PKEY_free(k);
+  BIO_free(cb);
+  BIO_free(kb);
+  ERR_clear_error();
+  if (ok) return 0;
+  set_err(errmsg, errlen, "key %s is not the private key of certificate %s", key_path, cert_path);
+  return GY_EINVAL;
+}
+
+/* A server's TLS material, as read from its files. */
+typedef struct {
+  char *cert, *key, *ca; /* PEM text; ca NULL when none */
+  int client_auth;
+} pem_server_t;
+
+static void pem_server_free(pem_server_t *p) {
+  free(p->cert);
+  if (p->key) {
+    memset(p->key, 0, strlen(p->key)); /* the private key does not linger in freed memory */
+    free(p->key);
+  }
+  free(p->ca);
+  memset(p, 0, sizeof(*p));
+}
+
+static int pem_server_load(pem_server_t *p, const gy_rpc_server_tls_t *tls, char *errmsg,
+                           size_t errlen) {
+  memset(p, 0, sizeof(*p));
+  int rc;
+  if (!tls->cert || !*tls->cert || !tls->key || !*tls->key) {
+    set_err(errmsg, errlen, "TLS: the server needs both a certificate and its key");
+    return GY_EINVAL;
+  }
+  if (tls->client_auth && (!tls->ca || !*tls->ca)) {
+    set_err(errmsg, errlen, "TLS: client authentication needs the CA of the client certificates");
+    return GY_EINVAL;
+  }
+  if ((rc = pem_read("certificate", tls->cert, PEM_CERTS, &p->cert, errmsg, errlen)) ||
+      (rc = pem_read("key", tls->key, PEM_KEY, &p->key, errmsg, errlen)) ||
+      (rc = pem_pair_check(tls->cert, p->cert, tls->key, p->key, errmsg, errlen)) ||
+      (tls->ca && *tls->ca &&
+       (rc = pem_read("CA certificate", tls->ca, PEM_CERTS, &p->ca, errmsg, errlen)))) {
+    pem_server_free(p);
+    return rc;
+  }
+  p->client_auth = tls->client_auth != 0;
+  return 0;
+}
+
+static grpc_server_credentials *pem_server_creds(const pem_server_t *p) {
+  grpc_ssl_pem_key_cert_pair pair = {p->key, p->cert};
+  grpc_ssl_client_certificate_request_type req =
+      p->client_auth ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+      : p->ca        ? GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY
+                     : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+  return grpc_ssl_server_credentials_create_ex(p->ca, &pair, 1, req, NULL);
+}
+
+/* The process default of gy_rpc_server_tls_default (guarded by its caller's discipline: set
+ * before servers are created, from one thread). */
+static pem_server_t default_tls;
+static int have_default_tls;
+
+int gy_rpc_server_tls_check(const gy_rpc_server_tls_t *tls, char *errmsg, size_t errlen) {
+  if (!tls) return 0;
+  pem_server_t p;
+  int rc = pem_server_load(&p, tls, errmsg, errlen);
+  if (!rc) pem_server_free(&p);
+  return rc;
+}
+
+int gy_rpc_server_tls_default(const gy_rpc_server_tls_t *tls, char *errmsg, size_t errlen) {
+  pem_server_t p;
+  memset(&p, 0, sizeof(p));
+  if (tls) {
+    int rc = pem_server_load(&p, tls, errmsg, errlen);
+    if (rc) return rc;
+  }
+  if (have_default_tls) pem_server_free(&default_tls);
+  default_tls = p;
+  have_default_tls = tls != NULL;
+  return 0;
+}
+
+/* ==================================== tokens ==================================== */
+
+int gy_rpc_token_equal(const char *a, const char *b) {
+  if (!a || !b) return 0;
+  unsigned char da[SHA256_DIGEST_LENGTH], db[SHA256_DIGEST_LENGTH];
+  SHA256((const unsigned char *)a, strlen(a), da);
+  SHA256((const unsigned char *)b, strlen(b), db);
+  return CRYPTO_memcmp(da, db, sizeof(da)) == 0;
+}
+
+int gy_rpc_token_check(const char *what, const char *tok, char *errmsg, size_t errlen) {
+  size_t n = tok ? strlen(tok) : 0;
+  if (n == 0) {
+    set_err(errmsg, errlen, "%s: the token is empty", what);
+    return GY_EINVAL;
+  }
+  if (n > GY_RPC_TOKEN_MAX) {
+    set_err(errmsg, errlen, "%s: the token is longer than %d bytes", what, GY_RPC_TOKEN_MAX);
+    return GY_EINVAL;
+  }
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)tok[i] <= 0x20 || (unsigned char)tok[i] >= 0x7f) {
+      set_err(errmsg, errlen,
+              "%s: the token holds a space, control or non-ASCII byte at offset %zu (tokens are "
+              "printable ASCII)",
+              what, i);
+      return GY_EINVAL;
+    }
+  return 0;
+}
+
+int gy_rpc_token_read_file(const char *path, char **out, char *errmsg, size_t errlen) {
+  *out = NULL;
+  char buf[GY_RPC_TOKEN_MAX + 64];
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    set_err(errmsg, errlen, "token file %s: cannot open: %s", path, strerror(errno));
+    return GY_EIO;
+  }
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  int bad = ferror(f), more = !bad && fgetc(f) != EOF;
+  fclose(f);
+  if (bad) {
+    set_err(errmsg, errlen, "token file %s: cannot read", path);
+    return GY_EIO;
+  }
+  int rc = 0;
+  if (more) {
+    set_err(errmsg, errlen, "token file %s: longer than %d bytes", path, GY_RPC_TOKEN_MAX);
+    rc = GY_EINVAL;
+  } else {
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+                     buf[n - 1] == '\t'))
+      n--;
+    buf[n] = '\0';
+    char what[300];
+    snprintf(what, sizeof(what), "token file %s", path);
+    if (memchr(buf, '\0', n)) {
+      set_err(errmsg, errlen, "%s: binary data, not a token", what);
+      rc = GY_EINVAL;
+    } else if (!(rc = gy_rpc_token_check(what, buf, errmsg, errlen)) && !(*out = strdup(buf))) {
+      set_err(errmsg, errlen, "%s: out of memory", what);
+      rc = GY_ENOMEM;
+    }
+  }
+  memset(buf, 0, sizeof(buf));
+  return rc;
 }
 
 /* ===================================== server ===================================== */
@@ -647,7 +908,23 @@ int gy_rpc_server_create(gy_rpc_server_t **out, uv_loop_t *loop, const gy_rpc_se
   s->cq = grpc_completion_queue_create_for_next(NULL);
   if (!s->srv || !s->cq) goto err;
   grpc_server_register_completion_queue(s->srv, s->cq, NULL);
-  grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+  s->opts.tls = NULL; /* not kept: the PEM text is read now */
+  grpc_server_credentials *creds;
+  if (opts->tls) {
+    pem_server_t pem;
+    if ((rc = pem_server_load(&pem, opts->tls, errmsg, errlen))) goto err_quiet;
+    creds = pem_server_creds(&pem);
+    pem_server_free(&pem); /* gRPC keeps its own copies */
+  } else if (have_default_tls) {
+    creds = pem_server_creds(&default_tls);
+  } else {
+    creds = grpc_insecure_server_credentials_create();
+  }
+  if (!creds) {
+    rc = GY_EINVAL;
+    set_err(errmsg, errlen, "rpc server: gRPC refused the TLS credentials");
+    goto err_quiet;
+  }
   int p = grpc_server_add_http2_port(s->srv, s->bind, creds);
   grpc_server_credentials_release(creds);
   if (p == 0) {
@@ -667,6 +944,7 @@ int gy_rpc_server_create(gy_rpc_server_t **out, uv_loop_t *loop, const gy_rpc_se
   return 0;
 err:
   if (rc == GY_ENOMEM) set_err(errmsg, errlen, "rpc server: out of memory");
+err_quiet: /* errmsg already says why */
   if (s) {
     /* Not started: nothing is in flight, so the server and queue can go directly. */
     if (s->srv) grpc_server_destroy(s->srv);
@@ -1000,7 +1278,51 @@ static void *client_thread(void *arg) {
   return NULL;
 }
 
+static int empty(const char *s) {
+  return !s || !*s;
+}
+
+/* Channel credentials of tls (plaintext when tls asks for nothing), the files read and checked
+ * first. NULL with errmsg on error (*rc the code). */
+static grpc_channel_credentials *client_creds(const gy_rpc_client_tls_t *tls, int *rc,
+                                              char *errmsg, size_t errlen) {
+  *rc = 0;
+  if (!tls || (empty(tls->ca) && empty(tls->cert) && empty(tls->key) && empty(tls->target_name)))
+    return grpc_insecure_credentials_create();
+  if (empty(tls->cert) != empty(tls->key)) {
+    *rc = GY_EINVAL;
+    set_err(errmsg, errlen, "TLS: a client certificate needs its key and a key its certificate");
+    return NULL;
+  }
+  char *ca = NULL, *cert = NULL, *key = NULL;
+  grpc_channel_credentials *creds = NULL;
+  if ((!empty(tls->ca) &&
+       (*rc = pem_read("CA certificate", tls->ca, PEM_CERTS, &ca, errmsg, errlen))) ||
+      (!empty(tls->cert) &&
+       ((*rc = pem_read("certificate", tls->cert, PEM_CERTS, &cert, errmsg, errlen)) ||
+        (*rc = pem_read("key", tls->key, PEM_KEY, &key, errmsg, errlen)) ||
+        (*rc = pem_pair_check(tls->cert, cert, tls->key, key, errmsg, errlen)))))
+    goto out;
+  grpc_ssl_pem_key_cert_pair pair = {key, cert};
+  creds = grpc_ssl_credentials_create_ex(ca, cert ? &pair : NULL, NULL, NULL);
+  if (!creds) {
+    *rc = GY_EINVAL;
+    set_err(errmsg, errlen, "TLS: gRPC refused the client credentials");
+  }
+out:
+  free(ca);
+  free(cert);
+  if (key) memset(key, 0, strlen(key));
+  free(key);
+  return creds;
+}
+
 int gy_rpc_client_create(gy_rpc_client_t **out, const char *target, char *errmsg, size_t errlen) {
+  return gy_rpc_client_create_tls(out, target, NULL, errmsg, errlen);
+}
+
+int gy_rpc_client_create_tls(gy_rpc_client_t **out, const char *target,
+                             const gy_rpc_client_tls_t *tls, char *errmsg, size_t errlen) {
   *out = NULL;
   if (!target || !*target) {
     set_err(errmsg, errlen, "rpc client: missing target address");
@@ -1012,11 +1334,23 @@ int gy_rpc_client_create(gy_rpc_client_t **out, const char *target, char *errmsg
     return GY_ENOMEM;
   }
   grpc_init();
+  int rc;
+  grpc_channel_credentials *creds = client_creds(tls, &rc, errmsg, errlen);
+  if (!creds) {
+    free(c);
+    grpc_shutdown();
+    return rc ? rc : GY_ENOMEM;
+  }
   pthread_mutex_init(&c->mu, NULL);
-  grpc_arg a[2];
+  grpc_arg a[3];
   limit_args(a, DEFAULT_MAX_MESSAGE);
   grpc_channel_args args = {2, a};
-  grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+  if (tls && !empty(tls->target_name)) {
+    a[2].type = GRPC_ARG_STRING;
+    a[2].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+    a[2].value.string = (char *)tls->target_name;
+    args.num_args = 3;
+  }
   c->ch = grpc_channel_create(target, creds, &args);
   grpc_channel_credentials_release(creds);
   c->cq = grpc_completion_queue_create_for_next(NULL);

@@ -28,16 +28,53 @@ enum {
   GY_RPC_UNAUTHENTICATED = 16,
 };
 
+/* ================================ bearer tokens ================================ */
+
+#define GY_RPC_TOKEN_MAX 512 /* longest token accepted (bytes) */
+
+/* 1 when a and b are the same token, in time that does not depend on where they differ (both
+ * are hashed with SHA-256 and the digests compared with CRYPTO_memcmp). NULL equals nothing. */
+int gy_rpc_token_equal(const char *a, const char *b);
+/* Checks a token's form: 1..GY_RPC_TOKEN_MAX bytes of printable ASCII without spaces (it travels
+ * in an HTTP/2 header). 0, or GY_EINVAL with errmsg naming `what` (never the token itself). */
+int gy_rpc_token_check(const char *what, const char *tok, char *errmsg, size_t errlen);
+/* Reads a token from a file (a Kubernetes Secret mounted as a file, say): the file's text
+ * without its trailing line break/spaces, checked with gy_rpc_token_check. *out is malloc'ed
+ * (caller frees). GY_EIO (cannot read) or GY_EINVAL with errmsg naming the file. */
+int gy_rpc_token_read_file(const char *path, char **out, char *errmsg, size_t errlen);
+
 /* ================================ server (libuv loop) ================================ */
 
 typedef struct gy_rpc_server gy_rpc_server_t;
 typedef struct gy_rpc_call gy_rpc_call_t; /* one incoming call */
 
+/* TLS of a server. Paths of PEM files, read and checked when the server is created (a missing,
+ * unreadable or non-PEM file, or a key that does not match the certificate, is an error naming
+ * the file). */
+typedef struct {
+  const char *cert; /* certificate chain (PEM), required */
+  const char *key;  /* its private key (PEM), required */
+  const char *ca;   /* CA certificates (PEM) that sign client certificates; NULL: none */
+  int client_auth;  /* 1: every client must present a certificate signed by ca (mutual TLS;
+                       needs ca); 0: client certificates are not asked for */
+} gy_rpc_server_tls_t;
+
 typedef struct {
   const char *bind;   /* "127.0.0.1:0" (0 = any free port), "0.0.0.0:7070", ... */
   size_t max_message; /* largest accepted message in bytes (default 4 MiB) */
   int health;         /* 1: serve grpc.health.v1.Health/Check (answers SERVING) */
+  /* NULL: the process default (gy_rpc_server_tls_default), plaintext when there is none. */
+  const gy_rpc_server_tls_t *tls;
 } gy_rpc_server_opts_t;
+
+/* Sets the TLS that servers created without opts.tls use from now on (a program whose server
+ * is created by a library that does not pass TLS through: the controller's service). The files
+ * are read and checked now; the callee copies what it needs. NULL goes back to plaintext.
+ * GY_EINVAL/GY_EIO with errmsg naming the file. Call it before creating servers, from one
+ * thread. */
+int gy_rpc_server_tls_default(const gy_rpc_server_tls_t *tls, char *errmsg, size_t errlen);
+/* Reads and checks the files of tls (what gy_rpc_server_create would do), without a server. */
+int gy_rpc_server_tls_check(const gy_rpc_server_tls_t *tls, char *errmsg, size_t errlen);
 
 /* A unary method: runs on the loop thread with the request; must call gy_rpc_reply exactly once,
  * now or later (a handler may hold the call, e.g. until a key exists). */
@@ -88,8 +125,23 @@ const char *gy_rpc_call_metadata(const gy_rpc_call_t *call, const char *key);
 
 typedef struct gy_rpc_client gy_rpc_client_t;
 
-/* Channel to target ("127.0.0.1:7070"); gRPC reconnects underneath. Thread-safe. */
+/* TLS of a client. Paths of PEM files, read and checked when the client is created (a missing,
+ * unreadable or non-PEM file is an error naming it). */
+typedef struct {
+  const char *ca;          /* CA certificates the server's certificate must chain to; NULL: the
+                              system's roots */
+  const char *cert, *key;  /* client certificate chain and its key (mutual TLS); both or none */
+  const char *target_name; /* name checked against the server certificate instead of the
+                              target's host (NULL: the host) */
+} gy_rpc_client_tls_t;
+
+/* Channel to target ("127.0.0.1:7070"), plaintext; gRPC reconnects underneath. Thread-safe. */
 int gy_rpc_client_create(gy_rpc_client_t **out, const char *target, char *errmsg, size_t errlen);
+/* The same over TLS when tls is not NULL (plaintext when it is, or when all its fields are
+ * NULL). The callee copies tls. Errors: GY_EINVAL (a cert without its key, ...) or GY_EIO (a
+ * file), errmsg naming the file. */
+int gy_rpc_client_create_tls(gy_rpc_client_t **out, const char *target,
+                             const gy_rpc_client_tls_t *tls, char *errmsg, size_t errlen);
 void gy_rpc_client_destroy(gy_rpc_client_t *c); /* NULL is a no-op; closes its streams first */
 
 /* Blocking unary call with a deadline. On success returns 0 and *resp (malloc'ed, caller frees;

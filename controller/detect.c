@@ -42,6 +42,8 @@ struct gy_series {
 struct gy_detect {
   gy_series_t **s;
   int n, cap;
+  int hint; /* where the next push most likely goes: a step pushes its series in the same
+               order every time, so a gang of N ranks costs O(N) a step, not O(N^2) */
 };
 
 const char *gy_detect_dir_name(gy_detect_dir_t d) {
@@ -226,7 +228,17 @@ gy_series_t *gy_detect_get(const gy_detect_t *d, const char *name) {
 
 int gy_detect_push(gy_detect_t *d, const char *name, const gy_detect_opts_t *opts, int64_t step,
                    double value, gy_verdict_t *v) {
-  gy_series_t *s = gy_detect_get(d, name);
+  gy_series_t *s = NULL;
+  if (d->hint < d->n && !strcmp(d->s[d->hint]->name, name)) {
+    s = d->s[d->hint++];
+  } else {
+    for (int i = 0; i < d->n; i++)
+      if (!strcmp(d->s[i]->name, name)) {
+        s = d->s[i];
+        d->hint = i + 1;
+        break;
+      }
+  }
   if (!s) {
     if (d->n == d->cap) {
       int cap = d->cap ? 2 * d->cap : 16;
@@ -238,6 +250,7 @@ int gy_detect_push(gy_detect_t *d, const char *name, const gy_detect_opts_t *opt
     int rc = gy_series_create(&s, name, opts);
     if (rc) return rc;
     d->s[d->n++] = s;
+    d->hint = d->n;
   }
   return gy_series_push(s, step, value, v);
 }

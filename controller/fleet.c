@@ -156,6 +156,54 @@ static gy_fleet_action_t *push(gy_fleet_t *f, gy_fleet_act_kind_t k) {
   return a;
 }
 
+/* Length of the well-formed UTF-8 sequence at p (at most n bytes; no overlong forms,
+ * surrogates or code points past U+10FFFF), or 0 when p does not start one. */
+static size_t utf8_seq(const unsigned char *p, size_t n) {
+  unsigned c = p[0], cp, min;
+  size_t k;
+  if (c < 0x80) return 1;
+  if ((c & 0xe0) == 0xc0)
+    k = 1, min = 0x80, cp = c & 0x1f;
+  else if ((c & 0xf0) == 0xe0)
+    k = 2, min = 0x800, cp = c & 0x0f;
+  else if ((c & 0xf8) == 0xf0)
+    k = 3, min = 0x10000, cp = c & 0x07;
+  else
+    return 0;
+  if (k >= n) return 0;
+  for (size_t j = 1; j <= k; j++) {
+    if ((p[j] & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (p[j] & 0x3f);
+  }
+  return cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : k + 1;
+}
+
+/* Peers send arbitrary bytes; what the fleet shows (events, refusals, ids, channel names) goes
+ * into JSON lines and protobuf string fields, which must be UTF-8. Replaces, in place, every
+ * byte that is not part of a well-formed sequence (a sequence cut by truncation included) and
+ * every control character by '?'. */
+static void utf8_scrub(char *s) {
+  size_t n = strlen(s);
+  unsigned char *p = (unsigned char *)s;
+  for (size_t i = 0; i < n;) {
+    size_t k = utf8_seq(p + i, n - i);
+    if (k == 0 || p[i] < 0x20 || p[i] == 0x7f) {
+      p[i++] = '?';
+      continue;
+    }
+    i += k;
+  }
+}
+
+/* 1 when s is well-formed UTF-8 without control characters (what an identifier must be). */
+static int clean_str(const char *s) {
+  size_t n = strlen(s);
+  const unsigned char *p = (const unsigned char *)s;
+  for (size_t i = 0, k; i < n; i += k)
+    if (!(k = utf8_seq(p + i, n - i)) || p[i] < 0x20 || p[i] == 0x7f) return 0;
+  return 1;
+}
+
 static void event(gy_fleet_t *f, const char *kind, int64_t step, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void event(gy_fleet_t *f, const char *kind, int64_t step, const char *fmt, ...) {
@@ -168,6 +216,7 @@ static void event(gy_fleet_t *f, const char *kind, int64_t step, const char *fmt
   va_start(ap, fmt);
   vsnprintf(a->msg, sizeof(a->msg), fmt, ap);
   va_end(ap);
+  utf8_scrub(a->msg);
 }
 
 /* Records why a call is refused, appends an event "refused" and returns rc. */
@@ -178,6 +227,7 @@ static int refuse(gy_fleet_t *f, int rc, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(f->errmsg, sizeof(f->errmsg), fmt, ap);
   va_end(ap);
+  utf8_scrub(f->errmsg);
   event(f, "refused", f->last_step, "%s", f->errmsg);
   return rc;
 }
@@ -271,6 +321,7 @@ void gy__fleet_force_state(gy_fleet_t *f, gy_fleet_state_t s) {
 
 static void copy_str(char *dst, size_t n, const char *src) {
   snprintf(dst, n, "%s", src ? src : "");
+  utf8_scrub(dst); /* a sequence cut at n - 1 bytes included */
 }
 
 static int is_committed(const gy_fleet_t *f, int64_t step) {
@@ -692,6 +743,9 @@ int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64
   if (!req->worker_id || !req->worker_id[0]) return refuse(f, GY_EINVAL, "join: empty worker_id");
   if (strlen(req->worker_id) >= GY_FLEET_ID_MAX)
     return refuse(f, GY_EINVAL, "join: worker_id longer than %d bytes", GY_FLEET_ID_MAX - 1);
+  if (!clean_str(req->worker_id))
+    return refuse(f, GY_EINVAL, "join: worker_id '%s' is not UTF-8 text without control characters",
+                  req->worker_id);
   if (req->ordinal < -1 || req->ordinal >= f->o.world)
     return refuse(f, GY_ERANGE, "join: worker %s: ordinal %d outside [0, %d)", req->worker_id,
                   req->ordinal, f->o.world);

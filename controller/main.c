@@ -2,6 +2,14 @@
  * gyro-controller: serves one training run's control plane (controller/service.h).
  *
  *   gyro-controller --config FILE [--listen ADDR] [--grace-ms N] [--log-level LEVEL] [--stats]
+ *                   [--tls-cert F --tls-key F [--tls-ca F] [--tls-client-auth[=true|false]]]
+ *                   [--join-token-file F] [--operator-token-file F]
+ *
+ * TLS: --tls-* override controller.tls.* of the config one by one; client auth defaults to on
+ * when a CA is given (mutual TLS). The files are read and checked before serving. Tokens, first
+ * found wins: --*-token-file, then $GYRO_JOIN_TOKEN / $GYRO_OPERATOR_TOKEN, then the config's
+ * *_token_file, then its inline *_token (which every worker receives with the config: a warning
+ * says so). Tokens are never printed.
  *
  * Reads the run config (worker/config.h: the run, and its `controller:` section) and the repair
  * policy it names (controller.policy; none: the built-in default), binds, prints
@@ -11,6 +19,12 @@
  * prints {"type":"done","step":...} and exits. With --stats it prints, just before exiting,
  * {"type":"stats","cpu_user_s":U,"cpu_sys_s":S,"wall_s":W,"steps":N}: its own CPU time (every
  * thread, getrusage), its wall time and the steps aggregated (bench/controller_cost.sh).
+ *
+ * Surfaces: --http ADDR (or controller.http) serves /metrics, /healthz, /readyz, the dashboard
+ * and its /api/ endpoints on ADDR ("HOST:PORT", or "PORT" on loopback; controller/http.h) and
+ * prints {"type":"http","address":ADDR,"port":PORT,"url":URL} after the listening line;
+ * --webhook URL (or controller.webhook_url) posts alerts there (controller/alert.h). The flags
+ * win.
  *
  * Exit status: 0 the run is done, or stopped by a signal; 1 cannot serve (bind failure, out of
  * memory); 2 usage, bad config or bad policy file.
@@ -28,6 +42,8 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "common/rpc.h"
+#include "controller/http.h"
 #include "controller/service.h"
 #include "policies/policy.h"
 #include "worker/config.h"
@@ -43,7 +59,63 @@ typedef struct {
 
 static void usage(FILE *f) {
   fprintf(f, "usage: gyro-controller --config FILE [--listen ADDR] [--grace-ms N] "
-             "[--log-level debug|info|warn|error] [--stats]\n");
+             "[--log-level debug|info|warn|error] [--stats]\n"
+             "         [--tls-cert FILE --tls-key FILE [--tls-ca FILE] "
+             "[--tls-client-auth[=true|false]]]\n"
+             "         [--join-token-file FILE] [--operator-token-file FILE]\n"
+             "         [--http HOST:PORT|PORT] [--webhook URL]\n"
+             "  tokens also from $GYRO_JOIN_TOKEN and $GYRO_OPERATOR_TOKEN\n");
+}
+
+/* One token: the file flag, else the environment, else the config's file, else its inline
+ * value. *out is malloc'ed (NULL: no token). Returns 0 or 2 (the exit status) after printing
+ * why, naming the source and never the token. */
+static int pick_token(const char *name, const char *flag_file, const char *env,
+                      const char *cfg_file, const char *cfg_inline, char **out) {
+  char errmsg[600];
+  const char *val = NULL, *src = NULL;
+  *out = NULL;
+  if (flag_file || (!getenv(env) && cfg_file)) {
+    const char *f = flag_file ? flag_file : cfg_file;
+    if (gy_rpc_token_read_file(f, out, errmsg, sizeof(errmsg))) {
+      fprintf(stderr, "gyro-controller: %s: %s\n", name, errmsg);
+      return 2;
+    }
+    return 0;
+  }
+  if (getenv(env) && *getenv(env)) {
+    val = getenv(env);
+    src = env;
+  } else if (cfg_inline) {
+    val = cfg_inline;
+    src = name;
+    gy_log(GY_LOG_WARN, "controller",
+           "%s is written in the run config, which every worker receives with its assignment: "
+           "prefer %s_file or $%s",
+           name, name, env);
+  }
+  if (!val) return 0;
+  if (gy_rpc_token_check(src, val, errmsg, sizeof(errmsg))) {
+    fprintf(stderr, "gyro-controller: %s\n", errmsg);
+    return 2;
+  }
+  if (!(*out = strdup(val))) {
+    fprintf(stderr, "gyro-controller: out of memory\n");
+    return 1;
+  }
+  return 0;
+}
+
+static void free_secret(char *s) {
+  if (s) memset(s, 0, strlen(s));
+  free(s);
+}
+
+/* --tls-client-auth[=true|false]: 1, 0, or -1 for anything else. */
+static int parse_bool_arg(const char *a) {
+  if (!a || !strcmp(a, "true") || !strcmp(a, "1") || !strcmp(a, "yes")) return 1;
+  if (!strcmp(a, "false") || !strcmp(a, "0") || !strcmp(a, "no")) return 0;
+  return -1;
 }
 
 /* Reads a whole file into a NUL-terminated buffer (caller frees); NULL with errmsg on error. */
@@ -106,6 +178,11 @@ static void on_done(void *ud) {
 
 int main(int argc, char **argv) {
   const char *config = NULL, *listen = NULL;
+  const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
+  const char *join_file = NULL, *op_file = NULL;
+  const char *http = NULL, *webhook = NULL;
+  int tls_client_auth = -1; /* -1: not given */
+  char *join_token = NULL, *op_token = NULL;
   int grace_ms = 1000, stats = 0;
   struct timespec t_start;
   clock_gettime(CLOCK_MONOTONIC, &t_start);
@@ -114,6 +191,14 @@ int main(int argc, char **argv) {
                                            {"grace-ms", required_argument, NULL, 'g'},
                                            {"log-level", required_argument, NULL, 'L'},
                                            {"stats", no_argument, NULL, 'S'},
+                                           {"tls-cert", required_argument, NULL, 'T'},
+                                           {"tls-key", required_argument, NULL, 'K'},
+                                           {"tls-ca", required_argument, NULL, 'A'},
+                                           {"tls-client-auth", optional_argument, NULL, 'U'},
+                                           {"join-token-file", required_argument, NULL, 'J'},
+                                           {"operator-token-file", required_argument, NULL, 'O'},
+                                           {"http", required_argument, NULL, 'H'},
+                                           {"webhook", required_argument, NULL, 'W'},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
   int ch;
@@ -153,6 +238,33 @@ int main(int argc, char **argv) {
     case 'S':
       stats = 1;
       break;
+    case 'T':
+      tls_cert = optarg;
+      break;
+    case 'K':
+      tls_key = optarg;
+      break;
+    case 'A':
+      tls_ca = optarg;
+      break;
+    case 'U':
+      if ((tls_client_auth = parse_bool_arg(optarg)) < 0) {
+        fprintf(stderr, "gyro-controller: --tls-client-auth: '%s' is not true or false\n", optarg);
+        return 2;
+      }
+      break;
+    case 'J':
+      join_file = optarg;
+      break;
+    case 'O':
+      op_file = optarg;
+      break;
+    case 'H':
+      http = optarg;
+      break;
+    case 'W':
+      webhook = optarg;
+      break;
     case 'h':
       usage(stdout);
       return 0;
@@ -171,6 +283,30 @@ int main(int argc, char **argv) {
   gy_run_config_t cfg;
   if (gy_run_config_load(&cfg, config, errmsg, sizeof(errmsg)) != 0) {
     fprintf(stderr, "gyro-controller: %s\n", errmsg);
+    return 2;
+  }
+  /* TLS: the flags override the config's controller.tls one by one. */
+  gy_rpc_server_tls_t tls = {
+      .cert = tls_cert ? tls_cert : cfg.ctl_tls_cert,
+      .key = tls_key ? tls_key : cfg.ctl_tls_key,
+      .ca = tls_ca ? tls_ca : cfg.ctl_tls_ca,
+      .client_auth = tls_client_auth >= 0 ? tls_client_auth
+                     : tls_ca               ? 1
+                                            : cfg.ctl_tls_client_auth,
+  };
+  if (tls.cert || tls.key || tls.ca) {
+    if (gy_rpc_server_tls_default(&tls, errmsg, sizeof(errmsg)) != 0) {
+      fprintf(stderr, "gyro-controller: TLS: %s\n", errmsg);
+      gy_run_config_free(&cfg);
+      return 2;
+    }
+    gy_log(GY_LOG_INFO, "controller", "TLS on: %s",
+           tls.client_auth ? "clients must present a certificate signed by the CA (mutual TLS)"
+                           : "client certificates are not required");
+  } else if (tls_client_auth > 0) {
+    fprintf(stderr, "gyro-controller: --tls-client-auth needs --tls-cert, --tls-key and "
+                    "--tls-ca\n");
+    gy_run_config_free(&cfg);
     return 2;
   }
   gy_policy_t policy;
@@ -201,10 +337,57 @@ int main(int argc, char **argv) {
     return 2;
   }
 
+  int trc;
+  if ((trc = pick_token("controller.join_token", join_file, "GYRO_JOIN_TOKEN",
+                        cfg.ctl_join_token_file, cfg.ctl_join_token, &join_token)) ||
+      (trc = pick_token("controller.operator_token", op_file, "GYRO_OPERATOR_TOKEN",
+                        cfg.ctl_operator_token_file, cfg.ctl_operator_token, &op_token))) {
+    free_secret(join_token);
+    free(text);
+    free(skip);
+    gy_run_config_free(&cfg);
+    return trc;
+  }
+
   app_t a;
   memset(&a, 0, sizeof(a));
   a.loop = uv_default_loop();
   a.grace_ms = grace_ms;
+  /* The HTTP surface and the alert webhook: the telemetry record both read, the server bound
+   * before the gRPC one so that a bad address stops everything before any worker is served. */
+  gy_telemetry_t *tm = NULL;
+  gy_alert_t *alert = NULL;
+  gy_http_t *http_srv = NULL;
+  const char *http_addr = http ? http : cfg.ctl_http;
+  const char *hook = webhook ? webhook : cfg.ctl_webhook_url;
+  if (http_addr || hook) {
+    char host[256];
+    int port;
+    gy_telemetry_opts_t to = {
+        .run_name = cfg.name, .world = cfg.ctl_world, .tp = cfg.ctl_tp, .steps = cfg.steps};
+    if (http_addr && gy_http_parse_addr(http_addr, host, sizeof(host), &port, errmsg,
+                                        sizeof(errmsg))) {
+      fprintf(stderr, "gyro-controller: %s: %s\n", http ? "--http" : "controller.http", errmsg);
+      rc = 2;
+      goto out;
+    }
+    if (gy_telemetry_create(&tm, &to, errmsg, sizeof(errmsg))) {
+      fprintf(stderr, "gyro-controller: %s\n", errmsg);
+      goto out;
+    }
+    gy_alert_opts_t ao = {.url = hook, .run_name = cfg.name, .telemetry = tm};
+    if (hook && gy_alert_create(&alert, &ao, errmsg, sizeof(errmsg))) {
+      fprintf(stderr, "gyro-controller: %s: %s\n", webhook ? "--webhook" : "controller.webhook_url",
+              errmsg);
+      rc = 2;
+      goto out;
+    }
+    gy_http_opts_t ho = {.addr = http_addr, .telemetry = tm};
+    if (http_addr && gy_http_create(&http_srv, &ho, errmsg, sizeof(errmsg))) {
+      fprintf(stderr, "gyro-controller: cannot serve HTTP on %s: %s\n", http_addr, errmsg);
+      goto out;
+    }
+  }
   gy_service_opts_t so = {
       .listen = listen           ? listen
                 : cfg.ctl_listen ? cfg.ctl_listen
@@ -216,8 +399,8 @@ int main(int argc, char **argv) {
       .heartbeat_ms = cfg.ctl_heartbeat_ms,
       .lost_after_ms = cfg.ctl_lost_after_ms,
       .steps = cfg.steps,
-      .join_token = cfg.ctl_join_token,
-      .operator_token = cfg.ctl_operator_token,
+      .join_token = join_token,
+      .operator_token = op_token,
       .config_yaml = text,
       .config_dir = absdir,
       .health = 1,
@@ -229,6 +412,8 @@ int main(int argc, char **argv) {
       .base_eps = cfg.knobs.eps,
       .skip = skip,
       .nskip = cfg.nskip,
+      .telemetry = tm,
+      .alert = alert,
   };
   if (gy_service_create(&a.svc, a.loop, &so, errmsg, sizeof(errmsg)) != 0) {
     fprintf(stderr, "gyro-controller: cannot serve on %s: %s\n", so.listen, errmsg);
@@ -248,6 +433,20 @@ int main(int argc, char **argv) {
            so.listen, gy_service_port(a.svc));
   gy_json_emit(json_pack("{s:s, s:s, s:i}", "type", "listening", "address", addr, "port",
                          gy_service_port(a.svc)));
+  if (http_srv) {
+    char host[256], haddr[300];
+    int hport;
+    gy_http_parse_addr(http_addr, host, sizeof(host), &hport, errmsg, sizeof(errmsg));
+    hport = gy_http_port(http_srv);
+    int wild = !strcmp(host, "0.0.0.0") || !strcmp(host, "::");
+    snprintf(haddr, sizeof(haddr), strchr(host, ':') ? "[%s]:%d" : "%s:%d",
+             wild ? "127.0.0.1" : host, hport);
+    char url[320];
+    snprintf(url, sizeof(url), "http://%s/", haddr);
+    gy_telemetry_set_ready(tm, 1, "serving");
+    gy_json_emit(json_pack("{s:s, s:s, s:i, s:s}", "type", "http", "address", haddr, "port", hport,
+                           "url", url));
+  }
   gy_log(GY_LOG_INFO, "controller", "run %s: world %d, tp %d, window %d, steps %lld, on port %d",
          cfg.name, cfg.ctl_world, cfg.ctl_tp, cfg.ctl_window, (long long)cfg.steps,
          gy_service_port(a.svc));
@@ -269,7 +468,13 @@ int main(int argc, char **argv) {
         "steps", (json_int_t)(steps_done > 0 ? steps_done : 0)));
   }
 out:
+  gy_http_destroy(http_srv); /* its threads read tm: first */
+  gy_alert_destroy(alert);   /* flushes what is queued (3 s at most) */
+  gy_telemetry_destroy(tm);
   uv_loop_close(a.loop);
+  free_secret(join_token);
+  free_secret(op_token);
+  gy_rpc_server_tls_default(NULL, NULL, 0);
   free(text);
   free(skip);
   gy_run_config_free(&cfg);

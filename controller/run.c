@@ -581,8 +581,9 @@ int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s) {
     if (!v[i].fired) continue;
     gy_series_kind_t k = s->values[i].kind;
     if (r->pol.detect[k].alert_only && v[i].dir != GY_DETECT_NONFINITE) {
-      /* Tell a human once per streak; never repair. */
-      if (gy_series_streak(gy_detect_get(r->det, s->values[i].series)) == 1) {
+      /* Tell a human once per streak, when it has lasted `sustain` values; never repair. */
+      if (gy_series_streak(gy_detect_get(r->det, s->values[i].series)) ==
+          (r->pol.detect[k].sustain > 1 ? r->pol.detect[k].sustain : 1)) {
         char line[200];
         gy_verdict_format(&v[i], line, sizeof(line));
         extra_t x = {line, &v[i], 1, NULL};

@@ -86,14 +86,22 @@ typedef struct {
   char msg[EVLOG_MSG];
 } evrec_t;
 
-/* Rank 0's top samples of one step (the engine reduced them over the gang). */
+/* Rank 0's top and bottom samples of one step (the engine reduced them over the gang): entries
+ * [0, n) are the top (highest loss first), [TOP_MAX, TOP_MAX + nb) the bottom (lowest first). */
 typedef struct {
   int64_t step; /* -1: empty */
-  int n;
-  uint64_t id[TOP_MAX];
-  float loss[TOP_MAX];
-  char ch[TOP_MAX][GY_FLEET_CH_NAME];
+  int n, nb;
+  uint64_t id[2 * TOP_MAX];
+  float loss[2 * TOP_MAX];
+  char ch[2 * TOP_MAX][GY_FLEET_CH_NAME];
 } top_slot_t;
+
+/* What a rank's GPU reported last, so that a new hardware fault is told once. */
+typedef struct {
+  int seen;
+  uint32_t xid_count;
+  uint64_t ecc_uncorrected, throttle;
+} hw_slot_t;
 
 /* Sorted, merged (neither overlapping nor adjacent), half-open ranges of sample ids: the same
  * semantics as worker/data.h's gy_skiplist_t, so that the n-th unskipped id here is the one
@@ -173,6 +181,9 @@ struct gy_service {
   size_t caprbuf;
   int run_draining;
   top_slot_t *tops;     /* rank 0's top samples of the last TOP_RING steps, by step % TOP_RING */
+  hw_slot_t *hw;        /* per rank: the hardware counters last seen (NULL until a GPU report) */
+  gy_run_value_t *vals; /* the values of one step: losses, norms, then tokens/s per rank */
+  char (*tps_names)[GY_DETECT_NAME_MAX]; /* "tokens_per_s/<rank>", per rank */
   skipset_t in_force;   /* every id the workers skip: data.skip + every applied rollback's */
   skipset_t sent;       /* the ranges of the applied rollbacks (resent to a re-formed gang) */
   uint64_t gen_seen;    /* generation of the newest gang formed (0: none yet) */
@@ -242,6 +253,27 @@ static json_t *num(double v) {
   return isfinite(v) ? json_real(v) : json_null();
 }
 
+/* The run's state as StatusReply says it: the run's when it says more (halted, or a repair or
+ * suspicion, while a gang trains or is paused; without a gang, DEGRADED or INIT says more than a
+ * repair waiting for one), else the fleet's. */
+static const char *status_state(gy_service_t *s) {
+  gy_run_state_t run_st = gy_run_state(s->run);
+  gy_fleet_state_t fs = gy_fleet_state(s->fleet);
+  int run_says =
+      (fs == GY_FLEET_TRAIN || fs == GY_FLEET_PAUSED) &&
+      (run_st == GY_RUN_HALTED || run_st == GY_RUN_SPIKE_SUSPECTED || run_st == GY_RUN_ROLLBACK ||
+       run_st == GY_RUN_SKIP_WINDOW || run_st == GY_RUN_RESUME);
+  return run_says ? gy_run_state_name(run_st) : gy_fleet_state_name(fs);
+}
+
+/* Tells the telemetry record (if any) the state, generation and whether a gang holds. */
+static void tm_state(gy_service_t *s) {
+  if (!s->o.telemetry || !s->fleet || !s->run) return;
+  gy_fleet_state_t fs = gy_fleet_state(s->fleet);
+  gy_telemetry_state(s->o.telemetry, status_state(s), gy_fleet_generation(s->fleet),
+                     fs == GY_FLEET_TRAIN || fs == GY_FLEET_PAUSED || fs == GY_FLEET_STOPPING);
+}
+
 /* Emits an event: a JSON log line on stderr and a WatchMsg to every active watcher. */
 static void emit_event(gy_service_t *s, const char *kind, int64_t step, const char *msg) {
   uint64_t id = ++s->event_id;
@@ -254,6 +286,8 @@ static void emit_event(gy_service_t *s, const char *kind, int64_t step, const ch
     snprintf(e->kind, sizeof(e->kind), "%s", kind);
     snprintf(e->msg, sizeof(e->msg), "%s", msg);
   }
+  gy_telemetry_event(s->o.telemetry, id, t, step, kind, msg);
+  tm_state(s);
   gy_log(!strcmp(kind, "worker_lost") || !strcmp(kind, "refused") || !strcmp(kind, "malformed") ||
                  !strcmp(kind, "rollback_failed") || !strcmp(kind, "directive_failed") ||
                  !strcmp(kind, "spike_suspected") || !strcmp(kind, "halted") ||
@@ -323,9 +357,11 @@ static void reply_msg(gy_rpc_call_t *call, const ProtobufCMessage *m) {
 static int operator_ok(gy_service_t *s, gy_rpc_call_t *call, const char *req_token) {
   const char *tok = s->o.operator_token;
   if (!tok || !*tok) return 1;
+  /* Constant-time comparisons (gy_rpc_token_equal): the time of a refusal says nothing about
+   * how much of the token was right. Neither token is ever logged. */
   const char *md = gy_rpc_call_metadata(call, "authorization");
-  if (md && !strncmp(md, "Bearer ", 7) && !strcmp(md + 7, tok)) return 1;
-  return req_token && !strcmp(req_token, tok);
+  int ok = md && !strncmp(md, "Bearer ", 7) && gy_rpc_token_equal(md + 7, tok);
+  return ok || (req_token && *req_token && gy_rpc_token_equal(req_token, tok));
 }
 
 /* ------------------------------------------ status ------------------------------------------ */
@@ -335,15 +371,7 @@ static uint8_t *pack_status(gy_service_t *s, int as_watch, size_t *len) {
   const gy_fleet_t *f = s->fleet;
   Gyro__StatusReply st = GYRO__STATUS_REPLY__INIT;
   st.run = (char *)(s->o.run_name ? s->o.run_name : "");
-  /* The run's state when it says more: halted, or a repair or suspicion, while a gang trains or
-   * is paused (without a gang, DEGRADED or INIT says more than a repair waiting for one). */
-  gy_run_state_t run_st = gy_run_state(s->run);
-  gy_fleet_state_t fs = gy_fleet_state(f);
-  int run_says =
-      (fs == GY_FLEET_TRAIN || fs == GY_FLEET_PAUSED) &&
-      (run_st == GY_RUN_HALTED || run_st == GY_RUN_SPIKE_SUSPECTED || run_st == GY_RUN_ROLLBACK ||
-       run_st == GY_RUN_SKIP_WINDOW || run_st == GY_RUN_RESUME);
-  st.state = (char *)(run_says ? gy_run_state_name(run_st) : gy_fleet_state_name(fs));
+  st.state = (char *)status_state(s);
   st.step = gy_fleet_last_step(f);
   st.horizon = gy_fleet_horizon(f);
   st.generation = gy_fleet_generation(f);
@@ -402,10 +430,51 @@ out:
   return buf;
 }
 
+/* A rank's throughput as its last report said (NaN once lost): the telemetry's and the
+ * straggler check's per-rank figure. */
+static double member_rate(const void *fleet, int rank) {
+  const gy_fleet_member_t *m = gy_fleet_member(fleet, rank);
+  return m && m->alive ? m->tokens_per_s : NAN;
+}
+
+/* One aggregated step into the telemetry record and the straggler check (O(channels + ranks)). */
+static void tm_step(gy_service_t *s, int64_t step, const gy_fleet_step_t *h) {
+  int nranks = gy_fleet_nmembers(s->fleet);
+  if (s->o.telemetry) {
+    const char *names[GY_FLEET_MAX_CH];
+    double loss[GY_FLEET_MAX_CH];
+    for (int c = 0; c < h->nch; c++) {
+      names[c] = h->ch[c].name;
+      loss[c] = h->ch[c].tokens ? h->ch[c].loss_sum / (double)h->ch[c].tokens : NAN;
+    }
+    gy_telemetry_step_t ts = {.step = step,
+                              .loss = h->loss,
+                              .nch = h->nch,
+                              .ch_name = names,
+                              .ch_loss = loss,
+                              .grad_norm = h->grad_norm,
+                              .grad_norm_shallow = h->grad_norm_shallow,
+                              .grad_norm_deep = h->grad_norm_deep,
+                              .lr = h->lr,
+                              .tokens_per_s = h->tokens_per_s,
+                              .step_ms = h->step_ms,
+                              .nonfinite = h->nonfinite,
+                              .nranks = nranks,
+                              .rank_rate = member_rate,
+                              .rank_ud = s->fleet};
+    gy_telemetry_step(s->o.telemetry, &ts);
+    tm_state(s);
+  }
+  char msg[300];
+  if (gy_alert_stragglers(s->o.alert, step, nranks, member_rate, s->fleet, msg, sizeof(msg)))
+    emit_event(s, "straggler", step, msg);
+}
+
 /* One aggregated step: a JSON line on stdout and a StatusReply to watchers that want steps. */
 static void emit_step(gy_service_t *s, int64_t step) {
   const gy_fleet_step_t *h = gy_fleet_history(s->fleet, step);
   if (!h) return;
+  tm_step(s, step, h);
   if (s->o.emit_steps) {
     json_t *o = json_object(), *lc = json_object(), *tc = json_object();
     json_object_set_new(o, "type", json_string("step"));
@@ -702,6 +771,7 @@ static void run_act(gy_service_t *s, const gy_run_action_t *a) {
     break;
   case GY_RUN_ACT_ALERT:
     emit_event(s, "alert", a->step, a->msg);
+    gy_alert_post(s->o.alert, gy_alert_kind_of(a->msg), a->step, a->msg);
     break;
   case GY_RUN_ACT_DONE:
     break;
@@ -734,7 +804,21 @@ static void loop_step(gy_service_t *s, int64_t step) {
   if (!h) return;
   s->fresh_gang = 0;
   char names[GY_FLEET_MAX_CH][GY_DETECT_NAME_MAX];
-  gy_run_value_t v[GY_FLEET_MAX_CH + 3];
+  int world = s->o.world;
+  if (!s->vals) { /* once: world is fixed for the controller's life */
+    s->vals = calloc((size_t)(GY_FLEET_MAX_CH + 3 + world), sizeof(*s->vals));
+    s->tps_names = calloc((size_t)world, sizeof(*s->tps_names));
+    if (!s->vals || !s->tps_names) {
+      free(s->vals);
+      free(s->tps_names);
+      s->vals = NULL;
+      s->tps_names = NULL;
+      return;
+    }
+    for (int r = 0; r < world; r++)
+      snprintf(s->tps_names[r], sizeof(s->tps_names[r]), "tokens_per_s/%d", r);
+  }
+  gy_run_value_t *v = s->vals;
   int nv = 0;
   v[nv++] = (gy_run_value_t){"loss", GY_SERIES_LOSS, h->loss, -1};
   for (int c = 0; c < h->nch; c++) {
@@ -746,19 +830,33 @@ static void loop_step(gy_service_t *s, int64_t step) {
   v[nv++] = (gy_run_value_t){"grad_norm", GY_SERIES_GRAD_NORM, h->grad_norm, -1};
   v[nv++] =
       (gy_run_value_t){"grad_norm_shallow", GY_SERIES_GRAD_NORM_SHALLOW, h->grad_norm_shallow, -1};
-  gy_run_sample_t top[TOP_MAX];
-  int ntop = 0;
+  /* each rank's tokens/s against its own baseline (alert-only: a sustained drop is told) */
+  for (int r = 0; r < world; r++) {
+    const gy_fleet_member_t *m = gy_fleet_member(s->fleet, r);
+    if (m && m->alive && m->tokens_per_s > 0)
+      v[nv++] = (gy_run_value_t){s->tps_names[r], GY_SERIES_THROUGHPUT, m->tokens_per_s, r};
+  }
+  gy_run_sample_t top[TOP_MAX], bottom[TOP_MAX];
+  int ntop = 0, nbottom = 0;
   const top_slot_t *t = &s->tops[step % TOP_RING];
-  if (t->step == step)
+  if (t->step == step) {
     for (; ntop < t->n; ntop++)
       top[ntop] = (gy_run_sample_t){t->id[ntop], t->ch[ntop][0] ? t->ch[ntop] : NULL,
                                     (double)t->loss[ntop]};
+    for (; nbottom < t->nb; nbottom++) {
+      int at = TOP_MAX + nbottom;
+      bottom[nbottom] =
+          (gy_run_sample_t){t->id[at], t->ch[at][0] ? t->ch[at] : NULL, (double)t->loss[at]};
+    }
+  }
   gy_run_step_t in = {.step = step,
                       .nonfinite = h->nonfinite,
                       .values = v,
                       .nvalues = nv,
                       .top = ntop ? top : NULL,
-                      .ntop = ntop};
+                      .ntop = ntop,
+                      .bottom = nbottom ? bottom : NULL,
+                      .nbottom = nbottom};
   run_refused(s, "step", gy_run_step(s->run, now_ms(s), &in));
   run_drain(s);
 }
@@ -772,6 +870,10 @@ static void loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, int
     for (int i = 0; i < gy_fleet_nrollbacks(s->fleet); i++) {
       const gy_fleet_rollback_t *rb = gy_fleet_rollback_record(s->fleet, i);
       if (!rb || rb->seq != seq) continue;
+      uint64_t nskipped = 0;
+      for (int k = 0; k < rb->nskip; k++)
+        nskipped += rb->skip[k].last - rb->skip[k].first;
+      gy_telemetry_rollback(s->o.telemetry, to_step, nskipped);
       for (int k = 0; k < rb->nskip; k++)
         if (skipset_add(&s->in_force, rb->skip[k].first, rb->skip[k].last) ||
             skipset_add(&s->sent, rb->skip[k].first, rb->skip[k].last))
@@ -789,18 +891,61 @@ static void loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, int
   run_drain(s);
 }
 
+/* GPU throttle reasons that mean the hardware protects itself (NVML's bits: HW slowdown, SW
+ * and HW thermal, HW power brake), as opposed to idling or power capping by configuration. */
+#define HW_THROTTLE_FAULT (0x8ull | 0x20ull | 0x40ull | 0x80ull)
+
+/* A rank's GPU health: into the telemetry, and a "hardware" event (and alert) when an Xid
+ * error or an uncorrected ECC error is new, or a protective throttle starts. */
+static void gpu_report(gy_service_t *s, int rank, int64_t step, const Gyro__GpuHealth *g) {
+  gy_telemetry_gpu(s->o.telemetry, rank, g->has_temp ? (double)g->temp_c : NAN,
+                   g->has_mem ? (double)g->mem_used_bytes : NAN,
+                   g->has_mem ? (double)g->mem_total_bytes : NAN,
+                   g->has_util ? g->util_gpu_pct / 100.0 : NAN);
+  if (rank < 0 || rank >= s->o.world) return;
+  if (!s->hw && !(s->hw = calloc((size_t)s->o.world, sizeof(*s->hw)))) return;
+  hw_slot_t *h = &s->hw[rank];
+  char what[256] = "";
+  size_t n = 0;
+  if (g->has_xid && h->seen && g->xid_count > h->xid_count)
+    n += (size_t)snprintf(what + n, sizeof(what) - n, "%u new Xid error(s), last Xid %llu; ",
+                          g->xid_count - h->xid_count, (unsigned long long)g->last_xid);
+  if (g->has_ecc && h->seen && g->ecc_uncorrected > h->ecc_uncorrected && n < sizeof(what))
+    n += (size_t)snprintf(what + n, sizeof(what) - n, "%llu new uncorrected ECC error(s); ",
+                          (unsigned long long)(g->ecc_uncorrected - h->ecc_uncorrected));
+  uint64_t fault = g->has_throttle ? g->throttle_reasons & HW_THROTTLE_FAULT : 0;
+  if (fault & ~h->throttle && n < sizeof(what))
+    n += (size_t)snprintf(what + n, sizeof(what) - n, "throttling (reasons 0x%llx); ",
+                          (unsigned long long)fault);
+  h->seen = 1;
+  if (g->has_xid) h->xid_count = g->xid_count;
+  if (g->has_ecc) h->ecc_uncorrected = g->ecc_uncorrected;
+  h->throttle = fault;
+  if (!what[0]) return;
+  if (n >= 2 && n < sizeof(what)) what[n - 2] = 0; /* the last "; " */
+  char msg[512];
+  snprintf(msg, sizeof(msg), "rank %d GPU %d (%.64s) at step %lld: %s", rank, g->index,
+           g->name ? g->name : "", (long long)step, what);
+  eventf(s, "hardware", "%s", msg);
+  gy_alert_post(s->o.alert, "hardware", step, msg);
+}
+
 /* Rank 0's top samples of a report, kept until the step is aggregated. */
 static void keep_top(gy_service_t *s, const Gyro__StepReport *r) {
   if (r->step < 0) return;
   top_slot_t *t = &s->tops[r->step % TOP_RING];
   t->step = r->step;
-  t->n = 0;
-  for (size_t i = 0; i < r->n_top && t->n < TOP_MAX; i++) {
-    const Gyro__SampleLoss *sl = r->top[i];
-    t->id[t->n] = sl->id;
-    t->loss[t->n] = sl->loss;
-    snprintf(t->ch[t->n], sizeof(t->ch[t->n]), "%s", sl->channel ? sl->channel : "");
-    t->n++;
+  t->n = t->nb = 0;
+  for (size_t i = 0; i < r->n_top + r->n_bottom; i++) {
+    int bottom = i >= r->n_top;
+    int *n = bottom ? &t->nb : &t->n;
+    if (*n >= TOP_MAX) continue;
+    const Gyro__SampleLoss *sl = bottom ? r->bottom[i - r->n_top] : r->top[i];
+    int at = (bottom ? TOP_MAX : 0) + *n;
+    t->id[at] = sl->id;
+    t->loss[at] = sl->loss;
+    snprintf(t->ch[at], sizeof(t->ch[at]), "%s", sl->channel ? sl->channel : "");
+    (*n)++;
   }
 }
 
@@ -945,6 +1090,7 @@ static void act(gy_service_t *s, const gy_fleet_action_t *a) {
     }
     break;
   case GY_FLEET_ACT_COMMITTED: /* clean unless the run's own rule says suspect */
+    gy_telemetry_checkpoint(s->o.telemetry, a->step, wall_s(), 0);
     run_refused(s, "checkpoint", gy_run_checkpoint(s->run, now_ms(s), a->step, 1, NULL));
     run_drain(s);
     break;
@@ -1012,9 +1158,16 @@ static void on_join(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t le
     return;
   }
   const char *tok = s->o.join_token;
-  if (tok && *tok && strcmp(jr->join_token, tok)) {
-    char msg[300];
-    snprintf(msg, sizeof(msg), "worker %.200s: bad join token", jr->worker_id);
+  if (tok && *tok && !gy_rpc_token_equal(jr->join_token, tok)) {
+    /* The event names the worker (printable ASCII only: the id is the peer's bytes and goes
+     * into JSON and protobuf strings), never the token it sent. */
+    char msg[300], id[201];
+    size_t i = 0;
+    for (const char *p = jr->worker_id; p && *p && i < sizeof(id) - 1; p++)
+      id[i++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
+    id[i] = '\0';
+    snprintf(msg, sizeof(msg), "worker %s: %s join token", id,
+             jr->join_token && *jr->join_token ? "wrong" : "missing");
     gyro__join_request__free_unpacked(jr, NULL);
     refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", msg);
     return;
@@ -1126,6 +1279,8 @@ static void session_msg(gy_service_t *s, call_t *c, const Gyro__WorkerMsg *wm) {
                             .checkpoint_step = r->checkpoint_step};
     rc = gy_fleet_report(s->fleet, now, c->rank, &in);
     if (!rc && c->rank == 0) keep_top(s, r); /* aggregated (drain) after this returns */
+    if (!rc && r->gpu) gpu_report(s, c->rank, r->step, r->gpu);
+    if (!rc) gy_telemetry_report(s->o.telemetry);
     break;
   }
   case GYRO__WORKER_MSG__MSG_HEARTBEAT:
@@ -1792,6 +1947,9 @@ err:
   gy_fleet_destroy(s->fleet);
   gy_run_destroy(s->run);
   free(s->tops);
+  free(s->hw);
+  free(s->vals);
+  free(s->tps_names);
   free(s->evlog);
   skipset_free(&s->in_force);
   free(s->sessions);
@@ -1872,6 +2030,9 @@ void gy_service_destroy(gy_service_t *s) {
   gy_run_destroy(s->run);
   free(s->rbuf);
   free(s->tops);
+  free(s->hw);
+  free(s->vals);
+  free(s->tps_names);
   free(s->evlog);
   skipset_free(&s->in_force);
   skipset_free(&s->sent);

@@ -24,8 +24,10 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "controller/alert.h"
 #include "controller/fleet.h"
 #include "controller/run.h"
+#include "controller/telemetry.h"
 #include "policies/policy.h"
 
 typedef struct {
@@ -51,6 +53,12 @@ typedef struct {
   const gy_fleet_skip_t *skip; /* the run config's data.skip (copied): ids skipped from the
                                   start, so that steps map to the sample ids the workers use */
   int nskip;
+  /* Surfaces (optional, borrowed: they must outlive the service; NULL: none). The telemetry
+   * record gets every aggregated step, event, state, report, committed checkpoint and applied
+   * rollback; the alert sink gets the run's alerts (halted, repeated spikes, anomalies) and
+   * stragglers (a "straggler" event says so too). */
+  gy_telemetry_t *telemetry;
+  gy_alert_t *alert;
 } gy_service_opts_t;
 
 typedef struct gy_service gy_service_t;

@@ -7,7 +7,7 @@
  *
  * The file's schema (every key optional; absent keys keep the built-in default):
  *   detect:            <kind>: {window, warmup, z, min_delta, min_rel, jump, drop,
- *                      on_fire: spike|alert} for kind in loss, channel_loss, grad_norm,
+ *                      on_fire: spike|alert, sustain} for kind in loss, channel_loss, grad_norm,
  *                      grad_norm_shallow, ppl, throughput (absent fields keep the default)
  *   observe_steps, recover_tolerance, region_steps, max_rollbacks, max_restarts,
  *   on_drop:           skip_samples | ladder
@@ -61,19 +61,19 @@ const char *gy_action_name(gy_action_t a) {
 /* --------------------------------------- defaults --------------------------------------- */
 
 static gy_policy_detect_t det(int window, int warmup, double z, double min_delta, double min_rel,
-                              int jump, int drop, int alert_only) {
-  gy_policy_detect_t d = {window, warmup, z, min_delta, min_rel, jump, drop, alert_only};
+                              int jump, int drop, int alert_only, int sustain) {
+  gy_policy_detect_t d = {window, warmup, z, min_delta, min_rel, jump, drop, alert_only, sustain};
   return d;
 }
 
 void gy_policy_default(gy_policy_t *p) {
   memset(p, 0, sizeof(*p));
-  p->detect[GY_SERIES_LOSS] = det(64, 16, 6, 0.1, 0, 1, 1, 0);
-  p->detect[GY_SERIES_CHANNEL_LOSS] = det(64, 16, 6, 0.1, 0, 1, 1, 0);
-  p->detect[GY_SERIES_GRAD_NORM] = det(64, 16, 8, 0, 1, 1, 0, 0);
-  p->detect[GY_SERIES_GRAD_NORM_SHALLOW] = det(64, 16, 8, 0, 1, 1, 0, 0);
-  p->detect[GY_SERIES_PPL] = det(16, 4, 6, 0, 0.05, 1, 0, 0);
-  p->detect[GY_SERIES_THROUGHPUT] = det(32, 8, 8, 0, 0.3, 0, 1, 1);
+  p->detect[GY_SERIES_LOSS] = det(64, 16, 6, 0.1, 0, 1, 1, 0, 1);
+  p->detect[GY_SERIES_CHANNEL_LOSS] = det(64, 16, 6, 0.1, 0, 1, 1, 0, 1);
+  p->detect[GY_SERIES_GRAD_NORM] = det(64, 16, 8, 0, 1, 1, 0, 0, 1);
+  p->detect[GY_SERIES_GRAD_NORM_SHALLOW] = det(64, 16, 8, 0, 1, 1, 0, 0, 1);
+  p->detect[GY_SERIES_PPL] = det(16, 4, 6, 0, 0.05, 1, 0, 0, 1);
+  p->detect[GY_SERIES_THROUGHPUT] = det(32, 8, 8, 0, 0.3, 0, 1, 1, 5);
   p->observe_steps = 3;
   p->recover_tolerance = 0.5;
   p->region_steps = 200;
@@ -103,6 +103,10 @@ void gy_policy_default(gy_policy_t *p) {
 #define MAX_STEPS 100000000
 
 int gy_policy_detect_check(const gy_policy_detect_t *d, char *errmsg, size_t errlen) {
+  if (d->sustain < 0 || d->sustain > 10000) { /* 0 counts as 1 */
+    gy_errmsg(errmsg, errlen, "sustain %d is outside 1..10000", d->sustain);
+    return GY_ECONFIG;
+  }
   if (d->window < 2 || d->window > MAX_WINDOW) {
     gy_errmsg(errmsg, errlen, "window %d is outside 2..%d", d->window, MAX_WINDOW);
     return GY_ECONFIG;
@@ -308,8 +312,8 @@ static int get_enum(ctx_t *c, gy_ynode_t map, const char *prefix, const char *na
 }
 
 static int parse_detect(ctx_t *c, gy_ynode_t m, gy_policy_t *p) {
-  static const char *const fields[] = {"window",  "warmup", "z",    "min_delta", "min_rel",
-                                       "jump",    "drop",   "on_fire", NULL};
+  static const char *const fields[] = {"window", "warmup", "z",       "min_delta", "min_rel",
+                                       "jump",   "drop",   "on_fire", "sustain",   NULL};
   static const char *const on_fire[] = {"spike", "alert", NULL};
   const char *kinds[GY_SERIES_NKINDS + 1];
   int rc;
@@ -331,7 +335,8 @@ static int parse_detect(ctx_t *c, gy_ynode_t m, gy_policy_t *p) {
         (rc = get_double(c, d, pre, "min_rel", 0, 0, 1e6, &o->min_rel, NULL)) ||
         (rc = get_bool(c, d, pre, "jump", &o->jump)) ||
         (rc = get_bool(c, d, pre, "drop", &o->drop)) ||
-        (rc = get_enum(c, d, pre, "on_fire", on_fire, &o->alert_only)))
+        (rc = get_enum(c, d, pre, "on_fire", on_fire, &o->alert_only)) ||
+        (rc = get_int(c, d, pre, "sustain", 1, 10000, &o->sustain)))
       return rc;
     char why[200];
     if (gy_policy_detect_check(o, why, sizeof(why)))
@@ -506,10 +511,11 @@ size_t gy_policy_format(const gy_policy_t *p, char *buf, size_t len) {
     const gy_policy_detect_t *d = &p->detect[k];
     put(&w,
         "  %s: {window: %d, warmup: %d, z: %s, min_delta: %s, min_rel: %s, jump: %s, drop: %s, "
-        "on_fire: %s}\n",
+        "on_fire: %s, sustain: %d}\n",
         kind_names[k], d->window, d->warmup, num(z, sizeof(z), d->z),
         num(a, sizeof(a), d->min_delta), num(b, sizeof(b), d->min_rel),
-        d->jump ? "true" : "false", d->drop ? "true" : "false", d->alert_only ? "alert" : "spike");
+        d->jump ? "true" : "false", d->drop ? "true" : "false", d->alert_only ? "alert" : "spike",
+        d->sustain);
   }
   put(&w, "observe_steps: %d\nrecover_tolerance: %s\nregion_steps: %d\nmax_rollbacks: %d\n",
       p->observe_steps, num(a, sizeof(a), p->recover_tolerance), p->region_steps,
@@ -573,7 +579,7 @@ int gy_policy_equal(const gy_policy_t *a, const gy_policy_t *b) {
     const gy_policy_detect_t *x = &a->detect[k], *y = &b->detect[k];
     if (x->window != y->window || x->warmup != y->warmup || x->z != y->z ||
         x->min_delta != y->min_delta || x->min_rel != y->min_rel || x->jump != y->jump ||
-        x->drop != y->drop || x->alert_only != y->alert_only)
+        x->drop != y->drop || x->alert_only != y->alert_only || x->sustain != y->sustain)
       return 0;
   }
   if (a->observe_steps != b->observe_steps || a->recover_tolerance != b->recover_tolerance ||

@@ -66,6 +66,8 @@ typedef struct {
   double min_rel;   /* floor relative to |median|, >= 0 */
   int jump, drop;   /* which sides fire (at least one) */
   int alert_only;   /* on_fire: alert -> an alert event, never a repair (e.g. a slow rank) */
+  int sustain;      /* alert-only series: consecutive firing values before the anomaly is told
+                       (a sustained drop, not one slow step), 1..10000 (0 counts as 1) */
 } gy_policy_detect_t;
 
 /* Knob changes of a rung. Factors multiply the run config's value (not the current one), so

@@ -23,6 +23,9 @@
  *               skip: [{from, to > from}]
  *   eval:       every [100], sequences 1..100000 [200]
  *   checkpoint: dir ["checkpoints"], every [0 = never], keep_in_memory 0..64 [2], keep [5]
+ *   controller: listen, world, tp, window, heartbeat_ms, lost_after_ms, join_token |
+ *               join_token_file, operator_token | operator_token_file, policy,
+ *               tls: {cert, key (both required), ca, client_auth [true when ca is given]}
  *
  * Invariants:
  * - Nothing is silently ignored: an unknown key anywhere, a wrong type or an out-of-range value
@@ -414,9 +417,6 @@ static int parse_optimizer(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
   return 0;
 }
 
-static int parse_schedule(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
-  static const char *const keys[] = {"kind",        "warmup",      "min_lr_frac", "total_steps",
-                                     "decay_start", "decay_steps", "boost",       NULL};
 /* schedule.boost: {from, to, factor}, every key required. */
 static int parse_boost(ctx_t *c, gy_ynode_t sched, gy_run_config_t *cfg) {
   static const char *const keys[] = {"from", "to", "factor", NULL};
@@ -441,6 +441,9 @@ static int parse_boost(ctx_t *c, gy_ynode_t sched, gy_run_config_t *cfg) {
   return 0;
 }
 
+static int parse_schedule(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
+  static const char *const keys[] = {"kind",        "warmup",      "min_lr_frac", "total_steps",
+                                     "decay_start", "decay_steps", "boost",       NULL};
   gy_sched_t *s = &cfg->knobs.sched;
   gy_ynode_t m, n, ds_n;
   int rc;
@@ -719,10 +722,72 @@ static int dup_opt(ctx_t *c, const char *s, char **out) {
   return 0;
 }
 
+/* controller.tls: {cert, key, ca, client_auth}. The files are paths here; gyro-controller reads
+ * and checks them when it starts (workers receive this config too and never open them). */
+static int parse_controller_tls(ctx_t *c, gy_ynode_t m, gy_run_config_t *cfg) {
+  static const char *const keys[] = {"cert", "key", "ca", "client_auth", NULL};
+  gy_ynode_t t;
+  int rc;
+  if ((rc = get_map(c, m, "controller", "tls", &t)) || !t) return rc;
+  if ((rc = check_keys(c, t, "controller.tls", keys)) ||
+      (rc = get_path(c, t, "controller.tls", "cert", &cfg->ctl_tls_cert)) ||
+      (rc = get_path(c, t, "controller.tls", "key", &cfg->ctl_tls_key)) ||
+      (rc = get_path(c, t, "controller.tls", "ca", &cfg->ctl_tls_ca)))
+    return rc;
+  cfg->ctl_tls_client_auth = cfg->ctl_tls_ca != NULL;
+  if ((rc = get_bool(c, t, "controller.tls", "client_auth", &cfg->ctl_tls_client_auth))) return rc;
+  if (!cfg->ctl_tls_cert || !cfg->ctl_tls_key)
+    return gy_yaml_error(c->y, t, "controller.tls", c->errmsg, c->errlen,
+                         "needs both cert and key (PEM files)");
+  if (cfg->ctl_tls_client_auth && !cfg->ctl_tls_ca)
+    return gy_yaml_error(c->y, gy_yaml_get(c->y, t, "client_auth"), "controller.tls.client_auth",
+                         c->errmsg, c->errlen,
+                         "true needs controller.tls.ca (the CA of the client certificates)");
+  return 0;
+}
+
+/* controller.http: "HOST:PORT" or "PORT" (loopback) for the metrics and dashboard server (the
+ * host is checked when gyro-controller binds); controller.webhook_url: http(s):// URL of the
+ * alert webhook. */
+static int parse_controller_http(ctx_t *c, gy_ynode_t m, gy_run_config_t *cfg) {
+  const char *http = NULL, *hook = NULL;
+  gy_ynode_t hn, wn;
+  int rc;
+  if ((rc = get_str(c, m, "controller", "http", &http, &hn)) ||
+      (rc = get_str(c, m, "controller", "webhook_url", &hook, &wn)))
+    return rc;
+  if (http) {
+    const char *colon = strrchr(http, ':'), *port = colon ? colon + 1 : http;
+    char *end = (char *)port;
+    long p = *port >= '0' && *port <= '9' ? strtol(port, &end, 10) : -1;
+    if (p < 0 || *end || p > 65535 || (colon && colon == http))
+      return gy_yaml_error(c->y, hn, "controller.http", c->errmsg, c->errlen,
+                           "'%s' is not HOST:PORT or PORT (port in [0, 65535])", http);
+  }
+  if (hook && (strncmp(hook, "http://", 7) && strncmp(hook, "https://", 8)))
+    return gy_yaml_error(c->y, wn, "controller.webhook_url", c->errmsg, c->errlen,
+                         "'%s' is not an http:// or https:// URL", hook);
+  if ((rc = dup_opt(c, http, &cfg->ctl_http)) || (rc = dup_opt(c, hook, &cfg->ctl_webhook_url)))
+    return rc;
+  return 0;
+}
+
 static int parse_controller(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
-  static const char *const keys[] = {
-      "listen",     "world",          "tp",     "window", "heartbeat_ms", "lost_after_ms",
-      "join_token", "operator_token", "policy", NULL};
+  static const char *const keys[] = {"listen",
+                                     "world",
+                                     "tp",
+                                     "window",
+                                     "heartbeat_ms",
+                                     "lost_after_ms",
+                                     "join_token",
+                                     "operator_token",
+                                     "join_token_file",
+                                     "operator_token_file",
+                                     "policy",
+                                     "tls",
+                                     "http",
+                                     "webhook_url",
+                                     NULL};
   gy_ynode_t m, wn;
   int rc;
   if ((rc = get_map(c, root, "", "controller", &m))) return rc;
@@ -739,8 +804,20 @@ static int parse_controller(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
                       NULL)) ||
         (rc = get_str(c, m, "controller", "join_token", &jt, NULL)) ||
         (rc = get_str(c, m, "controller", "operator_token", &ot, NULL)) ||
-        (rc = get_path(c, m, "controller", "policy", &cfg->ctl_policy)))
+        (rc = get_path(c, m, "controller", "policy", &cfg->ctl_policy)) ||
+        (rc = get_path(c, m, "controller", "join_token_file", &cfg->ctl_join_token_file)) ||
+        (rc = get_path(c, m, "controller", "operator_token_file",
+                       &cfg->ctl_operator_token_file)) ||
+        (rc = parse_controller_tls(c, m, cfg)) || (rc = parse_controller_http(c, m, cfg)))
       return rc;
+    if (jt && *jt && cfg->ctl_join_token_file)
+      return gy_yaml_error(c->y, gy_yaml_get(c->y, m, "join_token_file"),
+                           "controller.join_token_file", c->errmsg, c->errlen,
+                           "give either join_token or join_token_file, not both");
+    if (ot && *ot && cfg->ctl_operator_token_file)
+      return gy_yaml_error(c->y, gy_yaml_get(c->y, m, "operator_token_file"),
+                           "controller.operator_token_file", c->errmsg, c->errlen,
+                           "give either operator_token or operator_token_file, not both");
     if (cfg->ctl_world % cfg->ctl_tp)
       return gy_yaml_error(c->y, wn ? wn : m, "controller.world", c->errmsg, c->errlen,
                            "%d is not a multiple of controller.tp %d", cfg->ctl_world, cfg->ctl_tp);
@@ -898,6 +975,13 @@ void gy_run_config_free(gy_run_config_t *cfg) {
   free(cfg->ctl_join_token);
   free(cfg->ctl_operator_token);
   free(cfg->ctl_policy);
+  free(cfg->ctl_join_token_file);
+  free(cfg->ctl_operator_token_file);
+  free(cfg->ctl_tls_cert);
+  free(cfg->ctl_http);
+  free(cfg->ctl_webhook_url);
+  free(cfg->ctl_tls_key);
+  free(cfg->ctl_tls_ca);
   memset(cfg, 0, sizeof(*cfg));
 }
 

@@ -52,6 +52,16 @@ typedef struct {
   char *ctl_join_token;  /* controller.join_token: workers must present it (NULL: none) */
   char *ctl_operator_token; /* controller.operator_token: gyroctl must present it (NULL: none) */
   char *ctl_policy;      /* controller.policy: repair policy file (NULL: the built-in default) */
+  /* controller.join_token_file / operator_token_file: files holding the tokens (NULL: none;
+   * read by gyro-controller; exclusive with the inline keys) */
+  char *ctl_join_token_file, *ctl_operator_token_file;
+  /* controller.tls: PEM files of the controller's certificate, key and client CA (all NULL:
+   * plaintext); client_auth: clients must present a certificate signed by ca (mutual TLS) */
+  char *ctl_tls_cert, *ctl_tls_key, *ctl_tls_ca;
+  int ctl_tls_client_auth;
+  /* controller.http: address of the metrics and dashboard server ("HOST:PORT" or "PORT" on
+   * loopback; NULL: none); controller.webhook_url: alert webhook (NULL: none) */
+  char *ctl_http, *ctl_webhook_url;
 } gy_run_config_t;
 
 /* Loads path. Unknown keys, wrong types and out-of-range values are refused: GY_ECONFIG with

@@ -30,11 +30,13 @@
 
 #ifdef GY_HAVE_AGENT
 #include "agent/agent.h"
+#include "common/rpc.h"
 #endif
 #include "common/err.h"
 #include "common/log.h"
 #include "kernels/llmc_io.h"
 #include "worker/config.h"
+#include "worker/nvml.h"
 #include "worker/train.h"
 
 static volatile sig_atomic_t stop_requested = 0;
@@ -70,11 +72,25 @@ static void usage(FILE *f) {
           "  --controller ADDRS   controller address(es), tried in turn while one is down\n"
           "  --worker-id ID       unique worker name (default HOST:PID)\n"
           "  --ordinal N          preferred rank, e.g. a StatefulSet index (default: any)\n"
-          "  --join-token T       the controller's join token\n"
+          "  --join-token T       the controller's join token (visible in `ps`: prefer\n"
+          "                       --join-token-file or $GYRO_JOIN_TOKEN)\n"
+          "  --join-token-file F  read the join token from file F\n"
+          "  --tls-ca F           talk TLS to the controller; F: the CA of its certificate\n"
+          "                       (default $GYRO_TLS_CA)\n"
+          "  --tls-cert F --tls-key F  this worker's certificate and key for mutual TLS\n"
+          "                       (default $GYRO_TLS_CERT, $GYRO_TLS_KEY)\n"
+          "  --tls-server-name N  name to check the controller's certificate against\n"
           "  (--threads, --backend, --comm-timeout, --no-overlap and --quiet-steps apply too)\n"
           "  -h, --help\n"
           "exit codes: 0 done, 1 runtime failure, 2 usage or configuration, 3 re-formed gang: "
           "restart\n");
+}
+
+/* Wall-clock time in seconds since the epoch (records carry it as "ts"). */
+static double wall_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static json_t *num_or_null(double v) {
@@ -85,14 +101,8 @@ static void emit_step(const gy_trainer_t *tr, gy_data_t *d, const gy_step_report
   (void)tr;
   json_t *o = json_object();
   json_object_set_new(o, "type", json_string("step"));
-/* Wall-clock time in seconds since the epoch (records carry it as "ts"). */
-static double wall_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
   json_object_set_new(o, "step", json_integer(r->step));
+  json_object_set_new(o, "ts", json_real(wall_s()));
   json_object_set_new(o, "loss", num_or_null(r->loss));
   json_t *lc = json_object(), *tc = json_object();
   for (int c = 0; c < gy_data_nchannels(d); c++) {
@@ -101,7 +111,6 @@ static double wall_s(void) {
         lc, n, r->ch_tokens[c] ? num_or_null(r->ch_loss_sum[c] / r->ch_tokens[c]) : json_null());
     json_object_set_new(tc, n, json_integer((json_int_t)r->ch_tokens[c]));
   }
-  json_object_set_new(o, "ts", json_real(wall_s()));
   json_object_set_new(o, "loss_ch", lc);
   json_object_set_new(o, "tokens_ch", tc);
   json_object_set_new(o, "grad_norm", num_or_null(r->opt.global));
@@ -118,6 +127,13 @@ static double wall_s(void) {
                                          "channel", gy_data_channel_name(d, r->top[i].channel),
                                          "loss", num_or_null(r->top[i].loss)));
   json_object_set_new(o, "top", top);
+  json_t *bottom = json_array();
+  for (int i = 0; i < r->nbottom; i++)
+    json_array_append_new(bottom,
+                          json_pack("{s:I, s:s, s:o}", "id", (json_int_t)r->bottom[i].id, "channel",
+                                    gy_data_channel_name(d, r->bottom[i].channel), "loss",
+                                    num_or_null(r->bottom[i].loss)));
+  json_object_set_new(o, "bottom", bottom);
   gy_json_emit(o);
 }
 
@@ -142,6 +158,7 @@ static void emit_eval(int64_t step, gy_data_t *d, const gy_eval_report_t *e) {
 
 typedef struct {
   const char *controller, *worker_id, *join_token;
+  const char *tls_ca, *tls_cert, *tls_key, *tls_server_name; /* NULL: plaintext */
   int ordinal;
   int threads;
   int quiet;
@@ -167,15 +184,84 @@ static int write_temp(const char *text, char *path, size_t len) {
 }
 
 /* ckpt_step >= 0: the checkpoint of that step reached the disk since the last report. */
-static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r, int64_t ckpt_step) {
+/* GPU health for the step reports. GYRO_GPU=N names this worker's GPU (NVML device N); NVML
+ * is loaded at run time (worker/nvml.h) and read every GPU_HEALTH_EVERY steps, so a CPU worker,
+ * or one where the driver is absent, reports none. */
+#define GPU_HEALTH_EVERY 10
+typedef struct {
+  gy_nvml_t *nvml;
+  int index; /* -1: no GPU health */
+  gy_gpu_health_t h;
+  int have;
+} gpu_watch_t;
+
+static void gpu_watch_open(gpu_watch_t *g) {
+  memset(g, 0, sizeof(*g));
+  g->index = -1;
+  const char *env = getenv("GYRO_GPU");
+  if (!env || !*env) return;
+  char *end, err[256] = "";
+  long idx = strtol(env, &end, 10);
+  if (*end || idx < 0 || idx > 1024) {
+    gy_log(GY_LOG_WARN, "worker", "GYRO_GPU='%s' is not a GPU index: no GPU health", env);
+    return;
+  }
+  if (gy_nvml_open(&g->nvml, NULL, err, sizeof(err))) {
+    gy_log(GY_LOG_WARN, "worker", "GPU health unavailable: %s", err);
+    return;
+  }
+  g->index = (int)idx;
+}
+
+static const gy_gpu_health_t *gpu_watch_read(gpu_watch_t *g, int64_t step) {
+  if (g->index < 0) return NULL;
+  if (!g->have || step % GPU_HEALTH_EVERY == 0) {
+    char err[256] = "";
+    if (gy_nvml_read(g->nvml, g->index, &g->h, err, sizeof(err))) {
+      if (!g->have) gy_log(GY_LOG_WARN, "worker", "GPU %d health: %s", g->index, err);
+      g->have = 0;
+      return NULL;
+    }
+    g->have = 1;
+  }
+  return &g->h;
+}
+
+static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r, int64_t ckpt_step,
+                        const gy_gpu_health_t *h) {
+  gy_agent_gpu_t gpu;
+  if (h)
+    gpu = (gy_agent_gpu_t){.index = h->index,
+                           .name = h->name,
+                           .has_temp = h->has_temp,
+                           .temp_c = h->temp_c,
+                           .has_mem = h->has_mem,
+                           .mem_used_bytes = h->mem_used,
+                           .mem_total_bytes = h->mem_total,
+                           .has_util = h->has_util,
+                           .util_gpu_pct = h->util_gpu,
+                           .util_mem_pct = h->util_mem,
+                           .has_sm_clock = h->has_sm_clock,
+                           .sm_clock_mhz = h->sm_clock_mhz,
+                           .has_throttle = h->has_throttle,
+                           .throttle_reasons = h->throttle,
+                           .has_ecc = h->has_ecc,
+                           .ecc_uncorrected = h->ecc_uncorrected,
+                           .has_xid = h->has_xid,
+                           .xid_count = h->xid_count,
+                           .last_xid = h->last_xid};
   gy_agent_channel_t ch[GY_MAX_CHANNELS];
-  gy_agent_sample_t top[GY_TOPK_MAX];
+  gy_agent_sample_t top[GY_TOPK_MAX], bottom[GY_TOPK_MAX];
   int nch = gy_data_nchannels(d);
   for (int c = 0; c < nch; c++)
     ch[c] = (gy_agent_channel_t){gy_data_channel_name(d, c), r->ch_loss_sum[c], r->ch_tokens[c]};
   for (int i = 0; i < r->ntop; i++)
     top[i] = (gy_agent_sample_t){r->top[i].id, gy_data_channel_name(d, r->top[i].channel),
                                  r->top[i].loss};
+  for (int i = 0; i < r->nbottom; i++)
+    bottom[i] = (gy_agent_sample_t){r->bottom[i].id,
+                                    gy_data_channel_name(d, r->bottom[i].channel),
+                                    r->bottom[i].loss};
   gy_agent_report_t ar = {.step = r->step,
                           .loss = r->loss,
                           .channels = ch,
@@ -189,6 +275,9 @@ static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r, 
                           .step_ms = r->step_ms,
                           .tokens_per_s = r->tokens_per_s,
                           .top = top,
+                          .bottom = bottom,
+                          .nbottom = r->nbottom,
+                          .gpu = h ? &gpu : NULL,
                           .ntop = r->ntop,
                           .has_checkpoint = ckpt_step >= 0,
                           .checkpoint_step = ckpt_step};
@@ -325,6 +414,8 @@ static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_direc
   char err[1024] = "";
   int rc = 0, stop = 0, unchanged = 1;
   int64_t done = gy_trainer_step_count(tr);
+  double t0 = wall_s();
+  int from_memory = dir->kind == GY_DIRECTIVE_ROLLBACK && gy_trainer_in_memory(tr, dir->to_step);
   switch (dir->kind) {
   case GY_DIRECTIVE_CHECKPOINT:
     rc = checkpoint_now(tr, err, sizeof(err));
@@ -334,8 +425,6 @@ static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_direc
     stop = 1;
     break;
   case GY_DIRECTIVE_SET_HPARAMS:
-  double t0 = wall_s();
-  int from_memory = dir->kind == GY_DIRECTIVE_ROLLBACK && gy_trainer_in_memory(tr, dir->to_step);
     rc = set_hparams(tr, &dir->hparams, done, steps, err, sizeof(err));
     break;
   case GY_DIRECTIVE_ROLLBACK:
@@ -359,7 +448,11 @@ static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_direc
     json_object_set_new(o, "to_step", json_integer(dir->to_step));
     json_object_set_new(o, "skip", sk);
     json_object_set_new(o, "reason", json_string(dir->reason));
+    json_object_set_new(o, "restored_from", json_string(from_memory ? "memory" : "disk"));
   }
+  double t1 = wall_s();
+  json_object_set_new(o, "ts", json_real(t1));
+  json_object_set_new(o, "apply_ms", json_real((t1 - t0) * 1e3));
   json_object_set_new(o, "ok", json_boolean(rc == 0));
   if (rc) json_object_set_new(o, "error", json_string(err));
   gy_json_emit(o);
@@ -368,11 +461,7 @@ static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_direc
            gy_directive_kind_name(dir->kind), dir->seq, err);
   int64_t ack_step = dir->kind == GY_DIRECTIVE_ROLLBACK && !rc ? dir->to_step : done;
   gy_agent_ack(a, dir->seq, ack_step, rc == 0, rc ? err : NULL);
-    json_object_set_new(o, "restored_from", json_string(from_memory ? "memory" : "disk"));
   /* A failed checkpoint is a broken disk: stop rather than train on without one. A refused
-  double t1 = wall_s();
-  json_object_set_new(o, "ts", json_real(t1));
-  json_object_set_new(o, "apply_ms", json_real((t1 - t0) * 1e3));
    * hyper-parameter change leaves the knobs as they were, and a refused rollback the whole
    * state: training goes on (the controller decides what next). A rollback that failed half
    * way has left a state nobody asked for: stop. */
@@ -388,10 +477,16 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
   gy_run_config_t cfg;
   int have_cfg = 0, exit_code = 1, rc;
   char err[1024] = "", tmp[4096] = "", *prefix = NULL;
+  gpu_watch_t gpu;
+  gpu_watch_open(&gpu);
   gy_agent_opts_t ao = {.controllers = so->controller,
                         .worker_id = so->worker_id,
                         .ordinal = so->ordinal,
-                        .join_token = so->join_token};
+                        .join_token = so->join_token,
+                        .tls_ca = so->tls_ca,
+                        .tls_cert = so->tls_cert,
+                        .tls_key = so->tls_key,
+                        .tls_server_name = so->tls_server_name};
   if ((rc = gy_agent_create(&a, &ao))) {
     fprintf(stderr, "gyro-worker: --controller '%s': %s\n", so->controller, gy_strerror(rc));
     return 2;
@@ -499,7 +594,7 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
       exit_code = 1;
       break;
     }
-    report_step(a, d, &r, rc == 1 ? ckpt_step : -1);
+    report_step(a, d, &r, rc == 1 ? ckpt_step : -1, gpu_watch_read(&gpu, r.step));
     done = gy_trainer_step_count(tr);
     gy_eval_report_t ev;
     if (cfg.eval_every > 0 && (done % cfg.eval_every == 0 || done == steps)) {
@@ -525,6 +620,7 @@ out:
   gy_trainer_destroy(tr); /* before the agent: the trainer borrows its store */
   signal_agent = NULL;
   gy_agent_destroy(a);
+  gy_nvml_close(gpu.nvml);
   free(prefix);
   if (have_cfg) gy_run_config_free(&cfg);
   return exit_code;
@@ -534,7 +630,9 @@ out:
 int main(int argc, char **argv) {
   const char *config = NULL, *resume = NULL, *export_llmc = NULL;
   int standalone = 0, eval_only = 0, quiet = 0, parallel_given = 0;
-  const char *controller = NULL, *worker_id = NULL, *join_token = NULL;
+  const char *controller = NULL, *worker_id = NULL, *join_token = NULL, *join_token_file = NULL;
+  const char *tls_ca = getenv("GYRO_TLS_CA"), *tls_cert = getenv("GYRO_TLS_CERT"),
+             *tls_key = getenv("GYRO_TLS_KEY"), *tls_server_name = NULL;
   int ordinal = -1;
   int64_t steps = -1;
   int threads = -1;
@@ -559,6 +657,11 @@ int main(int argc, char **argv) {
                                        {"worker-id", required_argument, 0, 'I'},
                                        {"ordinal", required_argument, 0, 'o'},
                                        {"join-token", required_argument, 0, 'T'},
+                                       {"join-token-file", required_argument, 0, 'J'},
+                                       {"tls-ca", required_argument, 0, 'a'},
+                                       {"tls-cert", required_argument, 0, 'k'},
+                                       {"tls-key", required_argument, 0, 'y'},
+                                       {"tls-server-name", required_argument, 0, 's'},
                                        {0, 0, 0, 0}};
   int c;
   char *end;
@@ -637,6 +740,21 @@ int main(int argc, char **argv) {
     case 'T':
       join_token = optarg;
       break;
+    case 'J':
+      join_token_file = optarg;
+      break;
+    case 'a':
+      tls_ca = optarg;
+      break;
+    case 'k':
+      tls_cert = optarg;
+      break;
+    case 'y':
+      tls_key = optarg;
+      break;
+    case 's':
+      tls_server_name = optarg;
+      break;
     case 'o':
       ordinal = (int)strtol(optarg, &end, 10);
       if (*end || !optarg[0] || ordinal < 0 || ordinal > 1000000) {
@@ -678,21 +796,47 @@ int main(int argc, char **argv) {
       return 2;
     }
 #ifdef GY_HAVE_AGENT
+    /* The join token: --join-token-file, else --join-token (visible in `ps`), else
+     * $GYRO_JOIN_TOKEN. It is never printed. */
+    char *file_token = NULL, terr[600];
+    if (join_token_file) {
+      if (gy_rpc_token_read_file(join_token_file, &file_token, terr, sizeof(terr))) {
+        fprintf(stderr, "gyro-worker: --join-token-file: %s\n", terr);
+        return 2;
+      }
+      join_token = file_token;
+    } else if (!join_token) {
+      join_token = getenv("GYRO_JOIN_TOKEN");
+    }
+    if (join_token && *join_token &&
+        gy_rpc_token_check("the join token", join_token, terr, sizeof(terr))) {
+      fprintf(stderr, "gyro-worker: %s\n", terr);
+      free(file_token);
+      return 2;
+    }
     supervised_opts_t so = {.controller = controller,
                             .worker_id = worker_id,
                             .join_token = join_token,
+                            .tls_ca = tls_ca,
+                            .tls_cert = tls_cert,
+                            .tls_key = tls_key,
+                            .tls_server_name = tls_server_name,
                             .ordinal = ordinal,
                             .threads = threads,
                             .quiet = quiet};
-    return run_supervised(&so, par);
+    int src = run_supervised(&so, par);
+    if (file_token) memset(file_token, 0, strlen(file_token));
+    free(file_token);
+    return src;
 #else
     fprintf(stderr, "gyro-worker: this build has no --controller mode (libgyro-agent was not "
                     "built)\n");
     return 2;
 #endif
   }
-  if (worker_id || join_token || ordinal >= 0) {
-    fprintf(stderr, "gyro-worker: --worker-id, --ordinal and --join-token need --controller\n");
+  if (worker_id || join_token || join_token_file || ordinal >= 0) {
+    fprintf(stderr, "gyro-worker: --worker-id, --ordinal and --join-token(-file) need "
+                    "--controller\n");
     return 2;
   }
   if (!standalone || !config || optind != argc) {

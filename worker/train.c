@@ -426,30 +426,37 @@ static int reduce_report(gy_trainer_t *t, gy_step_report_t *rep, double *total) 
     rep->ch_tokens[i] = (uint64_t)v[GY_MAX_CHANNELS + i];
   }
   *total = v[2 * GY_MAX_CHANNELS];
+  /* each rank offers k top and k bottom samples: 2k triples (id, channel, loss) */
   int k = rep->ntop;
   if (k > 0) {
-    double *mine = calloc((size_t)k * 3, sizeof(double));
-    double *all = calloc((size_t)k * 3 * (size_t)c->size, sizeof(double));
+    double *mine = calloc((size_t)k * 6, sizeof(double));
+    double *all = calloc((size_t)k * 6 * (size_t)c->size, sizeof(double));
     gy_sample_loss_t *merged = calloc((size_t)k * (size_t)c->size, sizeof(*merged));
-    if (!mine || !all || !merged) {
+    gy_sample_loss_t *low = calloc((size_t)k * (size_t)c->size, sizeof(*low));
+    if (!mine || !all || !merged || !low) {
       free(mine);
       free(all);
       free(merged);
+      free(low);
       return GY_ENOMEM;
     }
-    for (int i = 0; i < k; i++) {
-      mine[3 * i] = (double)rep->top[i].id; /* ids stay below 2^53 */
-      mine[3 * i + 1] = rep->top[i].channel;
-      mine[3 * i + 2] = rep->top[i].loss;
+    for (int i = 0; i < 2 * k; i++) {
+      const gy_sample_loss_t *sl = i < k ? &rep->top[i] : &rep->bottom[i - k];
+      mine[3 * i] = (double)sl->id; /* ids stay below 2^53 */
+      mine[3 * i + 1] = sl->channel;
+      mine[3 * i + 2] = sl->loss;
     }
-    rc = c->ops->allgather(c, mine, all, (size_t)k * 3, GY_DT_F64);
+    rc = c->ops->allgather(c, mine, all, (size_t)k * 6, GY_DT_F64);
     if (!rc) {
-      for (int i = 0; i < k * c->size; i++) {
-        merged[i].id = (uint64_t)all[3 * i];
-        merged[i].channel = (int)all[3 * i + 1];
-        merged[i].loss = (float)all[3 * i + 2];
+      int nm = 0, nl = 0;
+      for (int i = 0; i < 2 * k * c->size; i++) {
+        gy_sample_loss_t *dst = (i / k) % 2 == 0 ? &merged[nm++] : &low[nl++];
+        dst->id = (uint64_t)all[3 * i];
+        dst->channel = (int)all[3 * i + 1];
+        dst->loss = (float)all[3 * i + 2];
       }
       qsort(merged, (size_t)k * (size_t)c->size, sizeof(*merged), cmp_loss_desc);
+      qsort(low, (size_t)k * (size_t)c->size, sizeof(*low), cmp_loss_desc);
       /* top_k counts the whole data-parallel batch: each rank offers at most its batch, the
        * merged list keeps top_k of all (with top_k = dp x batch every trained id is listed). */
       int keep = k * c->size;
@@ -457,10 +464,15 @@ static int reduce_report(gy_trainer_t *t, gy_step_report_t *rep, double *total) 
       if (keep > GY_TOPK_MAX) keep = GY_TOPK_MAX;
       memcpy(rep->top, merged, sizeof(*merged) * (size_t)keep);
       rep->ntop = keep;
+      /* the lowest of all, lowest first (low is sorted highest first) */
+      for (int i = 0; i < keep; i++)
+        rep->bottom[i] = low[k * c->size - 1 - i];
+      rep->nbottom = keep;
     }
     free(mine);
     free(all);
     free(merged);
+    free(low);
     if (rc) goto fail;
   }
   return 0;
@@ -536,6 +548,9 @@ int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep) {
   qsort(all, (size_t)B, sizeof(*all), cmp_loss_desc);
   rep->ntop = t->top_k < B ? t->top_k : B;
   memcpy(rep->top, all, sizeof(*all) * (size_t)rep->ntop);
+  rep->nbottom = rep->ntop;
+  for (int i = 0; i < rep->nbottom; i++)
+    rep->bottom[i] = all[B - 1 - i];
   free(all);
   if (t->dp_size > 1 && (rc = reduce_report(t, rep, &total))) return comm_failure(t, rc);
   rep->loss = total / ((double)B * T * t->dp_size);

@@ -31,6 +31,8 @@ typedef struct {
   double tokens_per_s;
   int ntop;
   gy_sample_loss_t top[GY_TOPK_MAX]; /* worst samples, highest loss first */
+  int nbottom;                          /* as many as ntop */
+  gy_sample_loss_t bottom[GY_TOPK_MAX]; /* best samples, lowest loss first (a drop's suspects) */
 } gy_step_report_t;
 
 typedef struct {

@@ -115,9 +115,12 @@ if mode in ("corrupt", "drop"):
                 n_rb += 1
                 skipped += [range(a, b) for a, b in x["skip"]]
             elif x["type"] == "step":
-                if len(x["top"]) != 16:
-                    fail("rank %d step %d lists %d ids, want 16" % (r, x["step"], len(x["top"])))
-                for t in x["top"]:
+                # every trained id is listed: the top 16 (scenario 1), or the top 8 and the
+                # bottom 8 (scenario 2, where a drop must be blamed on the bottom samples)
+                listed = {t["id"]: t for t in x["top"] + x.get("bottom", [])}
+                if len(listed) != 16:
+                    fail("rank %d step %d lists %d ids, want 16" % (r, x["step"], len(listed)))
+                for t in listed.values():
                     if any(t["id"] in g for g in skipped):
                         fail("rank %d step %d trained skipped id %d" % (r, x["step"], t["id"]))
                     if lo <= t["id"] < hi and t["channel"] == ch:
@@ -186,7 +189,9 @@ check code corrupt 150 code 1520 1568 clean || fail "scenario 1"
 #    repaired at once (no observation window) by skipping step 95's samples; the ids of 96-97
 #    then shift into the replayed step 95, where only a grad_norm jump fired and "recovered", so
 #    poisoned zh ids were trained after the last rollback (a product gap, reported).
-mkcfg zh 150 "{channel: zh, from: 1520, to: 1536, kind: repeat}" "$POLICY"
+#    top_k 8: the reports list the 8 worst and the 8 best of each step's 16 samples, and a drop
+#    is blamed on the best (the repeated-token samples are never among the worst).
+mkcfg zh 150 "{channel: zh, from: 1520, to: 1536, kind: repeat}" "$POLICY" "s/top_k: 16/top_k: 8/"
 launch zh
 check zh drop 150 zh 1520 1536 - || fail "scenario 2"
 

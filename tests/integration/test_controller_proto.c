@@ -307,6 +307,19 @@ static void report_ck(sess_t *s, int rank, int64_t step, int64_t ckpt) {
   r.step_ms = 7;
   r.has_checkpoint = ckpt >= 0;
   r.checkpoint_step = ckpt;
+  /* rank 1 has a GPU that logs Xid 79 (fallen off the bus) from step 3 on: one "hardware"
+   * event, however many reports repeat the count */
+  Gyro__GpuHealth gpu = GYRO__GPU_HEALTH__INIT;
+  if (rank == 1) {
+    gpu.index = 1;
+    gpu.name = "H100";
+    gpu.has_temp = 1;
+    gpu.temp_c = 71;
+    gpu.has_xid = 1;
+    gpu.xid_count = step >= 3;
+    gpu.last_xid = step >= 3 ? 79 : 0;
+    r.gpu = &gpu;
+  }
   Gyro__WorkerMsg wm = GYRO__WORKER_MSG__INIT;
   wm.msg_case = GYRO__WORKER_MSG__MSG_REPORT;
   wm.report = &r;
@@ -658,7 +671,7 @@ static void test_protocol(const char *cfg) {
   /* stderr: events as JSON lines, among them the refusals */
   f = fopen(c.err, "r");
   REQUIRE(f);
-  int nrefused = 0, formed = 0, committed = 0, rolled = 0;
+  int nrefused = 0, formed = 0, committed = 0, rolled = 0, hardware = 0;
   while (fgets(line, sizeof(line), f)) {
     json_t *o = json_loads(line, 0, NULL);
     CHECK_MSG(o != NULL, "not JSON: %s", line);
@@ -667,12 +680,16 @@ static void test_protocol(const char *cfg) {
     if (msg && strstr(msg, " gang_formed ")) formed = 1;
     if (msg && strstr(msg, " checkpoint_committed step 4:")) committed = 1;
     if (msg && strstr(msg, " rollback step 4:")) rolled = 1;
+    if (msg && strstr(msg, " hardware ") && strstr(msg, "rank 1 GPU 1 (H100)") &&
+        strstr(msg, "1 new Xid error(s), last Xid 79"))
+      hardware++;
     json_decref(o);
   }
   fclose(f);
   CHECK(formed);
   CHECK(committed);
   CHECK(rolled);
+  CHECK_EQ_INT(hardware, 1);
   CHECK_MSG(nrefused >= 6, "%d refusal events", nrefused);
 }
 

@@ -700,14 +700,19 @@ static void test_operator(void) {
   gy_run_destroy(r);
 }
 
-/* An alert-only series (a slow rank) alerts once per streak and never repairs. */
+/* An alert-only series (a slow rank) alerts once per streak, when the streak has lasted
+ * `sustain` steps (5 in the default policy: one slow step is no anomaly), and never repairs. */
 static void test_alert_only(void) {
   gy_run_t *r = started(NULL);
   feed_clean(r, 0, 30);
   twist_t t = CLEAN;
   t.tps2 = 0.4;
   gy_run_clear(r);
-  CHECK_EQ_INT(feed(r, 30, t), 0);
+  for (int s = 30; s < 34; s++) /* four slow steps: not sustained yet */
+    CHECK_EQ_INT(feed(r, s, t), 0);
+  CHECK_EQ_INT(nacts(r), 0);
+  CHECK(!ev(r, "anomaly"));
+  CHECK_EQ_INT(feed(r, 34, t), 0); /* the fifth */
   CHECK_EQ_INT(gy_run_state(r), GY_RUN_TRAIN);
   CHECK_EQ_INT(count_act(r, GY_RUN_ACT_ALERT), 1);
   const gy_run_action_t *a = act(r, GY_RUN_ACT_ALERT);
@@ -715,12 +720,13 @@ static void test_alert_only(void) {
   const gy_run_event_t *e = ev(r, "anomaly");
   CHECK(e && e->nverdicts == 1 && e->verdict[0].dir == GY_DETECT_DROP);
   gy_run_clear(r);
-  CHECK_EQ_INT(feed(r, 31, t), 0); /* same streak: quiet */
+  CHECK_EQ_INT(feed(r, 35, t), 0); /* same streak: quiet */
   CHECK_EQ_INT(nacts(r), 0);
   CHECK_EQ_INT(gy_run_state(r), GY_RUN_TRAIN);
-  feed_clean(r, 32, 33);
+  feed_clean(r, 36, 37);
   gy_run_clear(r);
-  CHECK_EQ_INT(feed(r, 33, t), 0); /* a new streak */
+  for (int s = 37; s < 42; s++) /* a new streak of five */
+    CHECK_EQ_INT(feed(r, s, t), 0);
   CHECK_EQ_INT(count_act(r, GY_RUN_ACT_ALERT), 1);
   gy_run_destroy(r);
 }

@@ -1,0 +1,1001 @@
+/*
+ * telemetry: the controller's in-memory record of its run (see telemetry.h).
+ *
+ * API, in order: create, destroy; writers (set_ready, state, step, report, event, rollback,
+ * checkpoint, eval, gpu, alert); readers (metrics, series, events, ready); escape_label.
+ *
+ * Storage. Points (pt_t: one step's gang figures) live in three places: `ring`, the newest
+ * ring_steps steps of the current timeline in step order (a circular buffer; the per-rank rates
+ * of its first nrk ranks in ring_rk, same slots); `coarse`, older steps of the current timeline
+ * down-sampled (a step evicted from the ring is kept when it lies at least `stride` steps after
+ * the last kept one; when coarse is full every other point goes and the stride doubles: O(1)
+ * amortised); `ab`, a ring of abandoned points (a rollback's replaced steps) tagged with the
+ * timeline they belonged to. Channel names map to columns in order of first appearance (at
+ * most GY_TM_MAX_CH; later ones are not recorded). Events are a ring in arrival order (ids come
+ * from the service and increase).
+ *
+ * Invariants:
+ * - ring steps increase strictly, and every coarse step is below the ring's first step.
+ * - A step s <= last_step moves the ring points with step >= s to `ab`, drops the coarse points
+ *   with step >= s, and increments `timeline`.
+ * - Everything but `reports` is read and written under mu; writers hold it for copies only,
+ *   readers copy out under it and format (jansson, text) outside it.
+ *
+ * /api/series (gy_telemetry_series) is one JSON object, columns rather than rows so that the
+ * dashboard hands them to its charts as they are (null for NaN):
+ *   {"run", "state", "step", "steps_total", "generation", "gang", "world", "timeline",
+ *    "channels": [NAME...], "since", "stride",
+ *    "steps": [S...], "loss": [...], "loss_ch": {NAME: [...]}, "grad_norm": [...],
+ *    "grad_norm_shallow": [...], "grad_norm_deep": [...], "lr": [...], "tokens_per_s": [...],
+ *    "step_ms": [...], "nonfinite": [0|1...], "rank_tokens_per_s": [[rank 0...], ...],
+ *    "abandoned": [{"timeline", "steps", "loss", "loss_ch", "grad_norm", ...}] (since < 0 only),
+ *    "eval": [{"step", "source", "loss", "ppl"}...],
+ *    "ranks": [{"rank", "tokens_per_s", "gpu_temp_c", "gpu_mem_bytes", "gpu_util"}...],
+ *    "counters": {"spikes_detected", "spikes_recovered", "rollbacks", "samples_skipped",
+ *                 "directives", "reports", "nonfinite_steps", "events", "checkpoints"},
+ *    "checkpoint": {"step", "age_s", "bytes"} | null}
+ */
+#include "telemetry.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+
+#define MAX_KINDS 64       /* distinct event kinds counted (later ones count as "other") */
+#define MAX_ALERT_KINDS 16 /* distinct alert kinds counted */
+#define EVAL_RING 1024     /* held-out records kept */
+
+typedef struct {
+  int64_t step;
+  int timeline; /* ab only: the timeline it belonged to */
+  int nonfinite;
+  double loss, gn, gns, gnd, lr, tps, step_ms;
+  double ch[GY_TM_MAX_CH];
+} pt_t;
+
+typedef struct {
+  uint64_t id;
+  double time;
+  int64_t step;
+  char kind[GY_TM_EVENT_KIND];
+  char text[GY_TM_EVENT_TEXT];
+} ev_t;
+
+typedef struct {
+  int64_t step;
+  int src;
+  double loss, ppl;
+} eval_t;
+
+typedef struct {
+  double tps, temp, mem, mem_total, util;
+} rank_t;
+
+struct gy_telemetry {
+  pthread_mutex_t mu;
+  gy_telemetry_opts_t o;
+  char run_name[128];
+  /* state */
+  int ready;
+  char ready_why[160];
+  char state[32];
+  uint64_t generation;
+  int gang;
+  int64_t last_step; /* -1: none */
+  int timeline;
+  /* channels and sources */
+  int nch;
+  char ch[GY_TM_MAX_CH][GY_TM_NAME];
+  int nsrc;
+  char src[GY_TM_MAX_CH][GY_TM_NAME];
+  /* points */
+  int nrk; /* ranks with a throughput history */
+  pt_t *ring;
+  double *ring_rk; /* ring_steps * nrk */
+  int head, n;     /* oldest at head, n used */
+  pt_t *coarse;
+  double *coarse_rk;
+  int cn;
+  int64_t stride;
+  pt_t *ab;
+  int abhead, abn;
+  /* newest per rank */
+  rank_t *ranks; /* world entries */
+  int gpu_seen;
+  /* held-out */
+  eval_t *evals; /* EVAL_RING, a ring */
+  int evhead, evn;
+  eval_t eval_last[GY_TM_MAX_CH]; /* newest per source */
+  /* events */
+  ev_t *events;
+  int ehead, en;
+  /* counters */
+  uint64_t spikes, recovered, rollbacks, skipped, directives, nonfinite, nevents, nckpt;
+  atomic_uint_fast64_t reports;
+  int nkinds;
+  char kind[MAX_KINDS][GY_TM_EVENT_KIND];
+  uint64_t kind_n[MAX_KINDS];
+  uint64_t kind_other;
+  int nalert;
+  char alert_kind[MAX_ALERT_KINDS][GY_TM_EVENT_KIND];
+  uint64_t alert_n[MAX_ALERT_KINDS][4]; /* sent, suppressed, failed, dropped */
+  /* checkpoint */
+  int64_t ckpt_step; /* -1: none */
+  double ckpt_time;
+  uint64_t ckpt_bytes;
+};
+
+static const char *const alert_outcomes[4] = {"sent", "suppressed", "failed", "dropped"};
+
+/* ------------------------------------------ create ------------------------------------------ */
+
+int gy_telemetry_create(gy_telemetry_t **out, const gy_telemetry_opts_t *opts, char *errmsg,
+                        size_t errlen) {
+  *out = NULL;
+  gy_telemetry_opts_t o = *opts;
+  if (!o.ring_steps) o.ring_steps = 4096;
+  if (!o.coarse_points) o.coarse_points = 1024;
+  if (!o.max_events) o.max_events = 2048;
+  if (!o.max_abandoned) o.max_abandoned = 2048;
+  if (o.world < 1 || o.world > 1 << 20) {
+    gy_errmsg(errmsg, errlen, "telemetry: world %d out of range [1, %d]", o.world, 1 << 20);
+    return GY_EINVAL;
+  }
+  if (o.ring_steps < 16 || o.coarse_points < 16 || o.max_events < 16 || o.max_abandoned < 16 ||
+      o.ring_steps > 1 << 24 || o.coarse_points > 1 << 24 || o.max_events > 1 << 24 ||
+      o.max_abandoned > 1 << 24) {
+    gy_errmsg(errmsg, errlen,
+              "telemetry: ring_steps, coarse_points, max_events and "
+              "max_abandoned must be in [16, 2^24]");
+    return GY_EINVAL;
+  }
+  gy_telemetry_t *t = calloc(1, sizeof(*t));
+  if (!t) goto oom;
+  t->o = o;
+  t->o.run_name = NULL;
+  snprintf(t->run_name, sizeof(t->run_name), "%s", opts->run_name ? opts->run_name : "");
+  snprintf(t->state, sizeof(t->state), "INIT");
+  t->last_step = -1;
+  t->ckpt_step = -1;
+  t->stride = 1;
+  t->nrk = o.world < GY_TM_RANK_SERIES ? o.world : GY_TM_RANK_SERIES;
+  atomic_init(&t->reports, 0);
+  if (pthread_mutex_init(&t->mu, NULL)) {
+    free(t);
+    goto oom;
+  }
+  t->ring = calloc((size_t)o.ring_steps, sizeof(pt_t));
+  t->ring_rk = calloc((size_t)o.ring_steps * (size_t)t->nrk, sizeof(double));
+  t->coarse = calloc((size_t)o.coarse_points, sizeof(pt_t));
+  t->coarse_rk = calloc((size_t)o.coarse_points * (size_t)t->nrk, sizeof(double));
+  t->ab = calloc((size_t)o.max_abandoned, sizeof(pt_t));
+  t->ranks = calloc((size_t)o.world, sizeof(rank_t));
+  t->evals = calloc(EVAL_RING, sizeof(eval_t));
+  t->events = calloc((size_t)o.max_events, sizeof(ev_t));
+  if (!t->ring || !t->ring_rk || !t->coarse || !t->coarse_rk || !t->ab || !t->ranks || !t->evals ||
+      !t->events) {
+    gy_telemetry_destroy(t);
+    goto oom;
+  }
+  for (int r = 0; r < o.world; r++)
+    t->ranks[r] = (rank_t){NAN, NAN, NAN, NAN, NAN};
+  *out = t;
+  return 0;
+oom:
+  gy_errmsg(errmsg, errlen, "telemetry: out of memory");
+  return GY_ENOMEM;
+}
+
+void gy_telemetry_destroy(gy_telemetry_t *t) {
+  if (!t) return;
+  pthread_mutex_destroy(&t->mu);
+  free(t->ring);
+  free(t->ring_rk);
+  free(t->coarse);
+  free(t->coarse_rk);
+  free(t->ab);
+  free(t->ranks);
+  free(t->evals);
+  free(t->events);
+  free(t);
+}
+
+/* ------------------------------------------ writers ------------------------------------------ */
+
+void gy_telemetry_set_ready(gy_telemetry_t *t, int ready, const char *why) {
+  if (!t) return;
+  pthread_mutex_lock(&t->mu);
+  t->ready = ready;
+  snprintf(t->ready_why, sizeof(t->ready_why), "%s", why ? why : "");
+  pthread_mutex_unlock(&t->mu);
+}
+
+void gy_telemetry_state(gy_telemetry_t *t, const char *state, uint64_t generation, int gang) {
+  if (!t) return;
+  pthread_mutex_lock(&t->mu);
+  snprintf(t->state, sizeof(t->state), "%s", state ? state : "?");
+  t->generation = generation;
+  t->gang = gang;
+  pthread_mutex_unlock(&t->mu);
+}
+
+/* The column of channel name (added when new); -1 when the table is full. Under mu. */
+static int column(char (*names)[GY_TM_NAME], int *n, const char *name) {
+  for (int i = 0; i < *n; i++)
+    if (!strncmp(names[i], name, GY_TM_NAME - 1)) return i;
+  if (*n >= GY_TM_MAX_CH) return -1;
+  snprintf(names[*n], GY_TM_NAME, "%s", name);
+  /* JSON keys must be UTF-8: a name that is not (or was cut inside a character) is made ASCII */
+  json_t *j = json_string(names[*n]);
+  if (!j)
+    for (unsigned char *p = (unsigned char *)names[*n]; *p; p++)
+      if (*p >= 0x80) *p = '?';
+  json_decref(j);
+  return (*n)++;
+}
+
+static void abandon(gy_telemetry_t *t, const pt_t *p) {
+  int cap = t->o.max_abandoned;
+  pt_t *d;
+  if (t->abn < cap) {
+    d = &t->ab[(t->abhead + t->abn++) % cap];
+  } else { /* full: the oldest goes */
+    d = &t->ab[t->abhead];
+    t->abhead = (t->abhead + 1) % cap;
+  }
+  *d = *p;
+  d->timeline = t->timeline;
+}
+
+/* A step at or before the newest: the points it replaces become abandoned. Under mu. */
+static void rewind_to(gy_telemetry_t *t, int64_t step) {
+  int cap = t->o.ring_steps, k = t->n;
+  while (k > 0 && t->ring[(t->head + k - 1) % cap].step >= step)
+    k--;
+  for (int i = k; i < t->n; i++)
+    abandon(t, &t->ring[(t->head + i) % cap]);
+  t->n = k;
+  while (t->cn > 0 && t->coarse[t->cn - 1].step >= step)
+    t->cn--;
+  t->timeline++;
+}
+
+/* The ring's oldest point leaves it: kept in coarse when it is `stride` after the last kept. */
+static void evict(gy_telemetry_t *t) {
+  int cap = t->o.ring_steps, ccap = t->o.coarse_points, nrk = t->nrk;
+  const pt_t *p = &t->ring[t->head];
+  const double *rk = &t->ring_rk[(size_t)t->head * (size_t)nrk];
+  if (!t->cn || p->step >= t->coarse[t->cn - 1].step + t->stride) {
+    if (t->cn == ccap) { /* keep every other point, double the stride */
+      int k = 0;
+      for (int i = 0; i < t->cn; i += 2, k++) {
+        t->coarse[k] = t->coarse[i];
+        memcpy(&t->coarse_rk[(size_t)k * (size_t)nrk], &t->coarse_rk[(size_t)i * (size_t)nrk],
+               (size_t)nrk * sizeof(double));
+      }
+      t->cn = k;
+      t->stride *= 2;
+    }
+    if (!t->cn || p->step >= t->coarse[t->cn - 1].step + t->stride) {
+      t->coarse[t->cn] = *p;
+      memcpy(&t->coarse_rk[(size_t)t->cn * (size_t)nrk], rk, (size_t)nrk * sizeof(double));
+      t->cn++;
+    }
+  }
+  t->head = (t->head + 1) % cap;
+  t->n--;
+}
+
+void gy_telemetry_step(gy_telemetry_t *t, const gy_telemetry_step_t *s) {
+  if (!t || !s) return;
+  pthread_mutex_lock(&t->mu);
+  if (t->last_step >= 0 && s->step <= t->last_step) rewind_to(t, s->step);
+  int cap = t->o.ring_steps, nrk = t->nrk;
+  if (t->n == cap) evict(t);
+  int slot = (t->head + t->n++) % cap;
+  pt_t *p = &t->ring[slot];
+  p->step = s->step;
+  p->timeline = 0;
+  p->nonfinite = s->nonfinite;
+  p->loss = s->loss;
+  p->gn = s->grad_norm;
+  p->gns = s->grad_norm_shallow;
+  p->gnd = s->grad_norm_deep;
+  p->lr = s->lr;
+  p->tps = s->tokens_per_s;
+  p->step_ms = s->step_ms;
+  for (int c = 0; c < GY_TM_MAX_CH; c++)
+    p->ch[c] = NAN;
+  for (int c = 0; c < s->nch; c++) {
+    int col = s->ch_name && s->ch_name[c] ? column(t->ch, &t->nch, s->ch_name[c]) : -1;
+    if (col >= 0) p->ch[col] = s->ch_loss[c];
+  }
+  double *rk = &t->ring_rk[(size_t)slot * (size_t)nrk];
+  int nr = s->rank_rate ? s->nranks : 0;
+  if (nr > t->o.world) nr = t->o.world;
+  for (int r = 0; r < nrk; r++)
+    rk[r] = NAN;
+  for (int r = 0; r < nr; r++) {
+    double v = s->rank_rate(s->rank_ud, r);
+    t->ranks[r].tps = v;
+    if (r < nrk) rk[r] = v;
+  }
+  if (s->nonfinite) t->nonfinite++;
+  t->last_step = s->step;
+  pthread_mutex_unlock(&t->mu);
+}
+
+void gy_telemetry_report(gy_telemetry_t *t) {
+  if (t) atomic_fetch_add_explicit(&t->reports, 1, memory_order_relaxed);
+}
+
+void gy_telemetry_event(gy_telemetry_t *t, uint64_t id, double time, int64_t step, const char *kind,
+                        const char *text) {
+  if (!t) return;
+  if (!kind) kind = "";
+  pthread_mutex_lock(&t->mu);
+  int cap = t->o.max_events;
+  ev_t *e;
+  if (t->en < cap) {
+    e = &t->events[(t->ehead + t->en++) % cap];
+  } else {
+    e = &t->events[t->ehead];
+    t->ehead = (t->ehead + 1) % cap;
+  }
+  e->id = id;
+  e->time = time;
+  e->step = step;
+  snprintf(e->kind, sizeof(e->kind), "%s", kind);
+  snprintf(e->text, sizeof(e->text), "%s", text ? text : "");
+  t->nevents++;
+  int k = 0;
+  while (k < t->nkinds && strcmp(t->kind[k], e->kind))
+    k++;
+  if (k == t->nkinds && k < MAX_KINDS)
+    snprintf(t->kind[t->nkinds++], GY_TM_EVENT_KIND, "%s", e->kind);
+  if (k < MAX_KINDS)
+    t->kind_n[k]++;
+  else
+    t->kind_other++;
+  if (!strcmp(kind, "spike_suspected")) t->spikes++;
+  if (!strcmp(kind, "recovered_spike")) t->recovered++;
+  if (!strcmp(kind, "directive")) t->directives++;
+  pthread_mutex_unlock(&t->mu);
+}
+
+void gy_telemetry_rollback(gy_telemetry_t *t, int64_t to_step, uint64_t samples) {
+  if (!t) return;
+  (void)to_step;
+  pthread_mutex_lock(&t->mu);
+  t->rollbacks++;
+  t->skipped += samples;
+  pthread_mutex_unlock(&t->mu);
+}
+
+void gy_telemetry_checkpoint(gy_telemetry_t *t, int64_t step, double time, uint64_t bytes) {
+  if (!t) return;
+  pthread_mutex_lock(&t->mu);
+  t->ckpt_step = step;
+  t->ckpt_time = time;
+  t->ckpt_bytes = bytes;
+  t->nckpt++;
+  pthread_mutex_unlock(&t->mu);
+}
+
+void gy_telemetry_eval(gy_telemetry_t *t, int64_t step, const char *source, double loss,
+                       double ppl) {
+  if (!t || !source) return;
+  pthread_mutex_lock(&t->mu);
+  int src = column(t->src, &t->nsrc, source);
+  if (src >= 0) {
+    eval_t *e;
+    if (t->evn < EVAL_RING) {
+      e = &t->evals[(t->evhead + t->evn++) % EVAL_RING];
+    } else {
+      e = &t->evals[t->evhead];
+      t->evhead = (t->evhead + 1) % EVAL_RING;
+    }
+    *e = (eval_t){step, src, loss, ppl};
+    t->eval_last[src] = *e;
+  }
+  pthread_mutex_unlock(&t->mu);
+}
+
+void gy_telemetry_gpu(gy_telemetry_t *t, int rank, double temp_c, double mem_used_bytes,
+                      double mem_total_bytes, double util) {
+  if (!t) return;
+  pthread_mutex_lock(&t->mu);
+  if (rank >= 0 && rank < t->o.world) {
+    rank_t *r = &t->ranks[rank];
+    r->temp = temp_c;
+    r->mem = mem_used_bytes;
+    r->mem_total = mem_total_bytes;
+    r->util = util;
+    t->gpu_seen = 1;
+  }
+  pthread_mutex_unlock(&t->mu);
+}
+
+void gy_telemetry_alert(gy_telemetry_t *t, const char *kind, const char *outcome) {
+  if (!t || !kind || !outcome) return;
+  int o = 0;
+  while (o < 4 && strcmp(alert_outcomes[o], outcome))
+    o++;
+  if (o == 4) return;
+  pthread_mutex_lock(&t->mu);
+  int k = 0;
+  while (k < t->nalert && strcmp(t->alert_kind[k], kind))
+    k++;
+  if (k == t->nalert && k < MAX_ALERT_KINDS)
+    snprintf(t->alert_kind[t->nalert++], GY_TM_EVENT_KIND, "%s", kind);
+  if (k < MAX_ALERT_KINDS) t->alert_n[k][o]++;
+  pthread_mutex_unlock(&t->mu);
+}
+
+/* ------------------------------------------ readers ------------------------------------------ */
+
+/* What the readers copy out under the lock. */
+typedef struct {
+  char run_name[128], state[32], ready_why[160];
+  int ready, gang, world, tp, timeline, nch, nsrc, nrk, gpu_seen, have_last;
+  uint64_t generation;
+  int64_t last_step, steps, stride;
+  char ch[GY_TM_MAX_CH][GY_TM_NAME];
+  char src[GY_TM_MAX_CH][GY_TM_NAME];
+  pt_t last;
+  rank_t *ranks;
+  eval_t eval_last[GY_TM_MAX_CH];
+  uint64_t spikes, recovered, rollbacks, skipped, directives, nonfinite, nevents, nckpt, reports;
+  int nkinds, nalert;
+  char kind[MAX_KINDS][GY_TM_EVENT_KIND];
+  uint64_t kind_n[MAX_KINDS], kind_other;
+  char alert_kind[MAX_ALERT_KINDS][GY_TM_EVENT_KIND];
+  uint64_t alert_n[MAX_ALERT_KINDS][4];
+  int64_t ckpt_step;
+  double ckpt_time;
+  uint64_t ckpt_bytes;
+} snap_t;
+
+/* Copies the scalars and the newest per-rank figures. Under mu. */
+static int snap_take(const gy_telemetry_t *t, snap_t *s) {
+  memset(s, 0, sizeof(*s));
+  s->ranks = malloc((size_t)t->o.world * sizeof(rank_t));
+  if (!s->ranks) return GY_ENOMEM;
+  memcpy(s->ranks, t->ranks, (size_t)t->o.world * sizeof(rank_t));
+  memcpy(s->run_name, t->run_name, sizeof(s->run_name));
+  memcpy(s->state, t->state, sizeof(s->state));
+  memcpy(s->ready_why, t->ready_why, sizeof(s->ready_why));
+  s->ready = t->ready;
+  s->gang = t->gang;
+  s->world = t->o.world;
+  s->tp = t->o.tp;
+  s->steps = t->o.steps;
+  s->timeline = t->timeline;
+  s->nch = t->nch;
+  s->nsrc = t->nsrc;
+  s->nrk = t->nrk;
+  s->gpu_seen = t->gpu_seen;
+  s->generation = t->generation;
+  s->last_step = t->last_step;
+  s->stride = t->stride;
+  memcpy(s->ch, t->ch, sizeof(s->ch));
+  memcpy(s->src, t->src, sizeof(s->src));
+  if (t->n) {
+    s->have_last = 1;
+    s->last = t->ring[(t->head + t->n - 1) % t->o.ring_steps];
+  }
+  memcpy(s->eval_last, t->eval_last, sizeof(s->eval_last));
+  s->spikes = t->spikes;
+  s->recovered = t->recovered;
+  s->rollbacks = t->rollbacks;
+  s->skipped = t->skipped;
+  s->directives = t->directives;
+  s->nonfinite = t->nonfinite;
+  s->nevents = t->nevents;
+  s->nckpt = t->nckpt;
+  s->reports = atomic_load_explicit(&t->reports, memory_order_relaxed);
+  s->nkinds = t->nkinds;
+  memcpy(s->kind, t->kind, sizeof(s->kind));
+  memcpy(s->kind_n, t->kind_n, sizeof(s->kind_n));
+  s->kind_other = t->kind_other;
+  s->nalert = t->nalert;
+  memcpy(s->alert_kind, t->alert_kind, sizeof(s->alert_kind));
+  memcpy(s->alert_n, t->alert_n, sizeof(s->alert_n));
+  s->ckpt_step = t->ckpt_step;
+  s->ckpt_time = t->ckpt_time;
+  s->ckpt_bytes = t->ckpt_bytes;
+  return 0;
+}
+
+/* ---- the Prometheus text exposition ---- */
+
+typedef struct {
+  char *p;
+  size_t len, cap;
+  int oom;
+} sbuf_t;
+
+static void sb_printf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf_t *b, const char *fmt, ...) {
+  if (b->oom) return;
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+      b->oom = 1;
+      return;
+    }
+    if ((size_t)n < b->cap - b->len) {
+      b->len += (size_t)n;
+      return;
+    }
+    size_t cap = (b->cap + (size_t)n + 1) * 2;
+    char *q = realloc(b->p, cap);
+    if (!q) {
+      b->oom = 1;
+      return;
+    }
+    b->p = q;
+    b->cap = cap;
+  }
+}
+
+size_t gy_telemetry_escape_label(char *buf, size_t cap, const char *v) {
+  size_t need = 0;
+  for (const char *c = v ? v : ""; *c; c++) {
+    char rep[2] = {*c, 0};
+    size_t rl = 1;
+    if (*c == '\\' || *c == '"' || *c == '\n') {
+      rep[0] = '\\';
+      rep[1] = *c == '\n' ? 'n' : *c;
+      rl = 2;
+    }
+    if (buf && need + rl < cap) memcpy(buf + need, rep, rl);
+    need += rl;
+  }
+  if (buf && cap) buf[need < cap ? need : 0] = 0; /* did not fit: empty */
+  return need;
+}
+
+/* A label value, escaped, into a static-size buffer (names and kinds are short). */
+static const char *esc(char *buf, size_t cap, const char *v) {
+  if (gy_telemetry_escape_label(buf, cap, v) >= cap) snprintf(buf, cap, "?");
+  return buf;
+}
+
+/* A sample value as Prometheus spells it. */
+static const char *val(char *buf, size_t cap, double v) {
+  if (isnan(v))
+    snprintf(buf, cap, "NaN");
+  else if (isinf(v))
+    snprintf(buf, cap, v > 0 ? "+Inf" : "-Inf");
+  else
+    snprintf(buf, cap, "%.17g", v);
+  return buf;
+}
+
+static void family(sbuf_t *b, const char *name, const char *type, const char *help) {
+  sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void sample(sbuf_t *b, const char *name, const char *labels, double v) {
+  char vb[40];
+  if (labels && *labels)
+    sb_printf(b, "%s{%s} %s\n", name, labels, val(vb, sizeof(vb), v));
+  else
+    sb_printf(b, "%s %s\n", name, val(vb, sizeof(vb), v));
+}
+
+static void gauge(sbuf_t *b, const char *name, const char *help, double v) {
+  family(b, name, "gauge", help);
+  sample(b, name, NULL, v);
+}
+
+static void counter(sbuf_t *b, const char *name, const char *help, double v) {
+  family(b, name, "counter", help);
+  sample(b, name, NULL, v);
+}
+
+static const char *const states[] = {
+    "INIT",   "TRAIN",  "SPIKE_SUSPECTED", "ROLLBACK", "SKIP_WINDOW", "RESUME",
+    "PAUSED", "HALTED", "STOPPING",        "DEGRADED", "DONE"};
+
+int gy_telemetry_metrics(gy_telemetry_t *t, double now, char **out, size_t *len) {
+  *out = NULL;
+  *len = 0;
+  if (!t) return GY_EINVAL;
+  snap_t s;
+  pthread_mutex_lock(&t->mu);
+  int rc = snap_take(t, &s);
+  pthread_mutex_unlock(&t->mu);
+  if (rc) return rc;
+  sbuf_t b = {0};
+  char l[512], e1[160], e2[160];
+
+  family(&b, "gyro_run_info", "gauge", "The run this controller serves (always 1).");
+  snprintf(l, sizeof(l), "run=\"%s\"", esc(e1, sizeof(e1), s.run_name));
+  sample(&b, "gyro_run_info", l, 1);
+  family(&b, "gyro_run_state", "gauge", "1 for the run's current state, 0 for the others.");
+  int known = 0;
+  for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++) {
+    snprintf(l, sizeof(l), "state=\"%s\"", states[i]);
+    known |= !strcmp(states[i], s.state);
+    sample(&b, "gyro_run_state", l, !strcmp(states[i], s.state));
+  }
+  if (!known) {
+    snprintf(l, sizeof(l), "state=\"%s\"", esc(e1, sizeof(e1), s.state));
+    sample(&b, "gyro_run_state", l, 1);
+  }
+  gauge(&b, "gyro_ready", "1 when the controller serves (the /readyz answer).", s.ready);
+  gauge(&b, "gyro_run_step", "Newest aggregated step (-1: none yet).", (double)s.last_step);
+  gauge(&b, "gyro_run_steps", "Steps the run trains in all (run.steps).", (double)s.steps);
+  gauge(&b, "gyro_run_timeline", "Timelines so far: one more after each rollback re-ran steps.",
+        s.timeline);
+  gauge(&b, "gyro_gang_generation", "Generation of the newest gang formed (0: none yet).",
+        (double)s.generation);
+  gauge(&b, "gyro_gang_formed", "1 while a gang is formed and holds its ranks.", s.gang);
+  gauge(&b, "gyro_gang_world", "Workers in the gang (controller.world).", s.world);
+
+  if (s.have_last) {
+    const pt_t *p = &s.last;
+    gauge(&b, "gyro_train_loss_nats", "Training loss of the newest step (cross-entropy, nats).",
+          p->loss);
+    family(&b, "gyro_train_channel_loss_nats", "gauge",
+           "Training loss per data channel of the newest step (nats; NaN: no sample).");
+    for (int c = 0; c < s.nch; c++) {
+      snprintf(l, sizeof(l), "channel=\"%s\"", esc(e1, sizeof(e1), s.ch[c]));
+      sample(&b, "gyro_train_channel_loss_nats", l, p->ch[c]);
+    }
+    family(&b, "gyro_train_grad_norm", "gauge",
+           "Gradient L2 norm of the newest step, by parameter group (global, shallow, deep).");
+    sample(&b, "gyro_train_grad_norm", "group=\"global\"", p->gn);
+    sample(&b, "gyro_train_grad_norm", "group=\"shallow\"", p->gns);
+    sample(&b, "gyro_train_grad_norm", "group=\"deep\"", p->gnd);
+    gauge(&b, "gyro_train_learning_rate", "Learning rate of the newest step.", p->lr);
+    gauge(&b, "gyro_train_throughput_tokens_per_second",
+          "Tokens per second of the gang at the newest step.", p->tps);
+    gauge(&b, "gyro_train_step_duration_seconds",
+          "Duration of the newest step on its slowest rank (seconds).", p->step_ms / 1e3);
+  }
+  family(&b, "gyro_rank_throughput_tokens_per_second", "gauge",
+         "Tokens per second each rank reported for its newest step.");
+  for (int r = 0; r < s.world; r++) {
+    if (isnan(s.ranks[r].tps)) continue;
+    snprintf(l, sizeof(l), "rank=\"%d\"", r);
+    sample(&b, "gyro_rank_throughput_tokens_per_second", l, s.ranks[r].tps);
+  }
+  if (s.nsrc) {
+    family(&b, "gyro_eval_loss_nats", "gauge", "Newest held-out loss per source (nats).");
+    for (int i = 0; i < s.nsrc; i++) {
+      snprintf(l, sizeof(l), "source=\"%s\"", esc(e1, sizeof(e1), s.src[i]));
+      sample(&b, "gyro_eval_loss_nats", l, s.eval_last[i].loss);
+    }
+    family(&b, "gyro_eval_perplexity", "gauge", "Newest held-out perplexity per source.");
+    for (int i = 0; i < s.nsrc; i++) {
+      snprintf(l, sizeof(l), "source=\"%s\"", esc(e1, sizeof(e1), s.src[i]));
+      sample(&b, "gyro_eval_perplexity", l, s.eval_last[i].ppl);
+    }
+    family(&b, "gyro_eval_step", "gauge", "Step of the newest held-out evaluation per source.");
+    for (int i = 0; i < s.nsrc; i++) {
+      snprintf(l, sizeof(l), "source=\"%s\"", esc(e1, sizeof(e1), s.src[i]));
+      sample(&b, "gyro_eval_step", l, (double)s.eval_last[i].step);
+    }
+  }
+  if (s.gpu_seen) {
+    static const struct {
+      const char *name, *help;
+      size_t off;
+    } g[] = {
+        {"gyro_gpu_temperature_celsius", "GPU temperature per rank (degrees Celsius).",
+         offsetof(rank_t, temp)},
+        {"gyro_gpu_memory_used_bytes", "GPU memory in use per rank (bytes).",
+         offsetof(rank_t, mem)},
+        {"gyro_gpu_memory_total_bytes", "GPU memory per rank (bytes).",
+         offsetof(rank_t, mem_total)},
+        {"gyro_gpu_utilization_ratio", "GPU utilisation per rank (0 to 1).",
+         offsetof(rank_t, util)},
+    };
+    for (size_t k = 0; k < sizeof(g) / sizeof(g[0]); k++) {
+      family(&b, g[k].name, "gauge", g[k].help);
+      for (int r = 0; r < s.world; r++) {
+        double v = *(const double *)((const char *)&s.ranks[r] + g[k].off);
+        if (isnan(v)) continue;
+        snprintf(l, sizeof(l), "rank=\"%d\"", r);
+        sample(&b, g[k].name, l, v);
+      }
+    }
+  }
+  counter(&b, "gyro_reports_total", "Step reports ingested from the workers.", (double)s.reports);
+  counter(&b, "gyro_spikes_detected_total", "Loss or gradient spikes suspected.", (double)s.spikes);
+  counter(&b, "gyro_spikes_recovered_total",
+          "Suspected spikes that went back to their baseline without a repair.",
+          (double)s.recovered);
+  counter(&b, "gyro_rollbacks_total", "Rollbacks applied by every rank.", (double)s.rollbacks);
+  counter(&b, "gyro_skipped_samples_total", "Sample ids skipped by the applied rollbacks.",
+          (double)s.skipped);
+  counter(&b, "gyro_directives_total", "Directives sent to the gang.", (double)s.directives);
+  counter(&b, "gyro_nonfinite_steps_total", "Aggregated steps with a non-finite loss or gradient.",
+          (double)s.nonfinite);
+  counter(&b, "gyro_checkpoints_committed_total", "Checkpoints every rank wrote.", (double)s.nckpt);
+  family(&b, "gyro_events_total", "counter", "Audit events, by kind.");
+  for (int k = 0; k < s.nkinds; k++) {
+    snprintf(l, sizeof(l), "kind=\"%s\"", esc(e1, sizeof(e1), s.kind[k]));
+    sample(&b, "gyro_events_total", l, (double)s.kind_n[k]);
+  }
+  if (s.kind_other) sample(&b, "gyro_events_total", "kind=\"other\"", (double)s.kind_other);
+  if (s.nalert) {
+    family(&b, "gyro_alerts_total", "counter",
+           "Webhook alerts, by kind and outcome (sent, suppressed, failed, dropped).");
+    for (int k = 0; k < s.nalert; k++)
+      for (int o = 0; o < 4; o++) {
+        snprintf(l, sizeof(l), "kind=\"%s\",outcome=\"%s\"", esc(e2, sizeof(e2), s.alert_kind[k]),
+                 alert_outcomes[o]);
+        sample(&b, "gyro_alerts_total", l, (double)s.alert_n[k][o]);
+      }
+  }
+  if (s.ckpt_step >= 0) {
+    gauge(&b, "gyro_checkpoint_step", "Step of the newest committed checkpoint.",
+          (double)s.ckpt_step);
+    gauge(&b, "gyro_checkpoint_age_seconds", "Seconds since the newest checkpoint was committed.",
+          now > s.ckpt_time ? now - s.ckpt_time : 0);
+    if (s.ckpt_bytes)
+      gauge(&b, "gyro_checkpoint_size_bytes", "Size of the newest committed checkpoint (bytes).",
+            (double)s.ckpt_bytes);
+  }
+  free(s.ranks);
+  if (b.oom) {
+    free(b.p);
+    return GY_ENOMEM;
+  }
+  *out = b.p;
+  *len = b.len;
+  return 0;
+}
+
+/* ---- /api/series ---- */
+
+/* A JSON string of s; bytes that are not UTF-8 become '?' (json_string refuses them). */
+static json_t *jstr(const char *s) {
+  json_t *j = json_string(s ? s : "");
+  if (j) return j;
+  char *c = strdup(s);
+  if (!c) return json_null();
+  for (unsigned char *p = (unsigned char *)c; *p; p++)
+    if (*p >= 0x80) *p = '?';
+  j = json_string(c);
+  free(c);
+  return j ? j : json_null();
+}
+
+static json_t *jnum(double v) {
+  return isfinite(v) ? json_real(v) : json_null();
+}
+
+/* The columns of n points (and, when rk, their nrk rank rates) into o. */
+static void put_columns(json_t *o, const pt_t *p, size_t n, const double *rk, int nrk, int nch,
+                        char (*ch)[GY_TM_NAME]) {
+  json_t *steps = json_array(), *loss = json_array(), *gn = json_array(), *gns = json_array(),
+         *gnd = json_array(), *lr = json_array(), *tps = json_array(), *ms = json_array(),
+         *nf = json_array(), *lc = json_object();
+  json_t *chs[GY_TM_MAX_CH];
+  for (int c = 0; c < nch; c++) {
+    chs[c] = json_array();
+    json_object_set_new(lc, ch[c], chs[c]);
+  }
+  for (size_t i = 0; i < n; i++) {
+    json_array_append_new(steps, json_integer((json_int_t)p[i].step));
+    json_array_append_new(loss, jnum(p[i].loss));
+    json_array_append_new(gn, jnum(p[i].gn));
+    json_array_append_new(gns, jnum(p[i].gns));
+    json_array_append_new(gnd, jnum(p[i].gnd));
+    json_array_append_new(lr, jnum(p[i].lr));
+    json_array_append_new(tps, jnum(p[i].tps));
+    json_array_append_new(ms, jnum(p[i].step_ms));
+    json_array_append_new(nf, json_integer(p[i].nonfinite ? 1 : 0));
+    for (int c = 0; c < nch; c++)
+      json_array_append_new(chs[c], jnum(p[i].ch[c]));
+  }
+  json_object_set_new(o, "steps", steps);
+  json_object_set_new(o, "loss", loss);
+  json_object_set_new(o, "loss_ch", lc);
+  json_object_set_new(o, "grad_norm", gn);
+  json_object_set_new(o, "grad_norm_shallow", gns);
+  json_object_set_new(o, "grad_norm_deep", gnd);
+  json_object_set_new(o, "lr", lr);
+  json_object_set_new(o, "tokens_per_s", tps);
+  json_object_set_new(o, "step_ms", ms);
+  json_object_set_new(o, "nonfinite", nf);
+  if (rk) {
+    json_t *rks = json_array();
+    for (int r = 0; r < nrk; r++) {
+      json_t *a = json_array();
+      for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, jnum(rk[i * (size_t)nrk + (size_t)r]));
+      json_array_append_new(rks, a);
+    }
+    json_object_set_new(o, "rank_tokens_per_s", rks);
+  }
+}
+
+json_t *gy_telemetry_series(gy_telemetry_t *t, int64_t since, double now) {
+  if (!t) return NULL;
+  snap_t s;
+  pt_t *pts = NULL, *ab = NULL;
+  double *rk = NULL;
+  eval_t *ev = NULL;
+  size_t np = 0, nab = 0, nev = 0;
+  pthread_mutex_lock(&t->mu);
+  int rc = snap_take(t, &s);
+  int nrk = t->nrk, cap = t->o.ring_steps;
+  /* the coarse points after since, then the ring's */
+  size_t c0 = 0, r0 = 0;
+  while (c0 < (size_t)t->cn && t->coarse[c0].step <= since)
+    c0++;
+  size_t lo = 0, hi = (size_t)t->n; /* first ring point with step > since */
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (t->ring[(t->head + mid) % cap].step <= since)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  r0 = lo;
+  size_t nc = (size_t)t->cn - c0, nr = (size_t)t->n - r0;
+  np = nc + nr;
+  if (!rc && np) {
+    pts = malloc(np * sizeof(pt_t));
+    rk = malloc(np * (size_t)nrk * sizeof(double));
+    if (!pts || !rk) rc = GY_ENOMEM;
+  }
+  if (!rc && np) {
+    memcpy(pts, &t->coarse[c0], nc * sizeof(pt_t));
+    memcpy(rk, &t->coarse_rk[c0 * (size_t)nrk], nc * (size_t)nrk * sizeof(double));
+    for (size_t i = 0; i < nr; i++) {
+      size_t slot = (size_t)((t->head + (int)(r0 + i)) % cap);
+      pts[nc + i] = t->ring[slot];
+      memcpy(&rk[(nc + i) * (size_t)nrk], &t->ring_rk[slot * (size_t)nrk],
+             (size_t)nrk * sizeof(double));
+    }
+  }
+  if (!rc && since < 0 && t->abn) {
+    nab = (size_t)t->abn;
+    if (!(ab = malloc(nab * sizeof(pt_t)))) rc = GY_ENOMEM;
+    for (size_t i = 0; !rc && i < nab; i++)
+      ab[i] = t->ab[(t->abhead + (int)i) % t->o.max_abandoned];
+  }
+  if (!rc && t->evn) {
+    nev = (size_t)t->evn;
+    if (!(ev = malloc(nev * sizeof(eval_t)))) rc = GY_ENOMEM;
+    for (size_t i = 0; !rc && i < nev; i++)
+      ev[i] = t->evals[(t->evhead + (int)i) % EVAL_RING];
+  }
+  pthread_mutex_unlock(&t->mu);
+  json_t *o = NULL;
+  if (rc) goto out;
+  o = json_object();
+  json_object_set_new(o, "run", jstr(s.run_name));
+  json_object_set_new(o, "state", jstr(s.state));
+  json_object_set_new(o, "step", json_integer((json_int_t)s.last_step));
+  json_object_set_new(o, "steps_total", json_integer((json_int_t)s.steps));
+  json_object_set_new(o, "generation", json_integer((json_int_t)s.generation));
+  json_object_set_new(o, "gang", json_boolean(s.gang));
+  json_object_set_new(o, "world", json_integer(s.world));
+  json_object_set_new(o, "tp", json_integer(s.tp));
+  json_object_set_new(o, "timeline", json_integer(s.timeline));
+  json_object_set_new(o, "since", json_integer((json_int_t)since));
+  json_object_set_new(o, "stride", json_integer((json_int_t)s.stride));
+  json_t *chn = json_array();
+  for (int c = 0; c < s.nch; c++)
+    json_array_append_new(chn, jstr(s.ch[c]));
+  json_object_set_new(o, "channels", chn);
+  put_columns(o, pts, np, rk, nrk, s.nch, s.ch);
+  if (since < 0) {
+    json_t *abs = json_array();
+    size_t i = 0;
+    while (i < nab) { /* one segment per abandoned timeline */
+      size_t j = i;
+      while (j < nab && ab[j].timeline == ab[i].timeline && (j == i || ab[j].step > ab[j - 1].step))
+        j++;
+      json_t *seg = json_object();
+      json_object_set_new(seg, "timeline", json_integer(ab[i].timeline));
+      put_columns(seg, &ab[i], j - i, NULL, 0, s.nch, s.ch);
+      json_array_append_new(abs, seg);
+      i = j;
+    }
+    json_object_set_new(o, "abandoned", abs);
+  }
+  json_t *eva = json_array();
+  for (size_t i = 0; i < nev; i++)
+    json_array_append_new(eva, json_pack("{s:I, s:o, s:o, s:o}", "step", (json_int_t)ev[i].step,
+                                         "source", jstr(s.src[ev[i].src]), "loss", jnum(ev[i].loss),
+                                         "ppl", jnum(ev[i].ppl)));
+  json_object_set_new(o, "eval", eva);
+  json_t *ranks = json_array();
+  for (int r = 0; r < s.world; r++) {
+    json_t *x = json_pack("{s:i, s:o}", "rank", r, "tokens_per_s", jnum(s.ranks[r].tps));
+    if (s.gpu_seen) {
+      json_object_set_new(x, "gpu_temp_c", jnum(s.ranks[r].temp));
+      json_object_set_new(x, "gpu_mem_bytes", jnum(s.ranks[r].mem));
+      json_object_set_new(x, "gpu_util", jnum(s.ranks[r].util));
+    }
+    json_array_append_new(ranks, x);
+  }
+  json_object_set_new(o, "ranks", ranks);
+  json_object_set_new(o, "counters",
+                      json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "spikes_detected",
+                                (json_int_t)s.spikes, "spikes_recovered", (json_int_t)s.recovered,
+                                "rollbacks", (json_int_t)s.rollbacks, "samples_skipped",
+                                (json_int_t)s.skipped, "directives", (json_int_t)s.directives,
+                                "reports", (json_int_t)s.reports, "nonfinite_steps",
+                                (json_int_t)s.nonfinite, "events", (json_int_t)s.nevents,
+                                "checkpoints", (json_int_t)s.nckpt));
+  if (s.ckpt_step >= 0)
+    json_object_set_new(o, "checkpoint",
+                        json_pack("{s:I, s:f, s:I}", "step", (json_int_t)s.ckpt_step, "age_s",
+                                  now > s.ckpt_time ? now - s.ckpt_time : 0.0, "bytes",
+                                  (json_int_t)s.ckpt_bytes));
+  else
+    json_object_set_new(o, "checkpoint", json_null());
+out:
+  if (!rc) free(s.ranks);
+  free(pts);
+  free(rk);
+  free(ab);
+  free(ev);
+  return o;
+}
+
+json_t *gy_telemetry_events(gy_telemetry_t *t, uint64_t since, int max) {
+  if (!t) return NULL;
+  if (max <= 0) max = 500;
+  ev_t *ev = NULL;
+  size_t n = 0;
+  uint64_t last = 0;
+  pthread_mutex_lock(&t->mu);
+  int cap = t->o.max_events;
+  int lo = 0, hi = t->en; /* first event with id > since (ids increase) */
+  while (lo < hi) {
+    int mid = (lo + hi) / 2;
+    if (t->events[(t->ehead + mid) % cap].id <= since)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  n = (size_t)(t->en - lo);
+  if (n > (size_t)max) n = (size_t)max;
+  if (t->en) last = t->events[(t->ehead + t->en - 1) % cap].id;
+  if (n && (ev = malloc(n * sizeof(ev_t))))
+    for (size_t i = 0; i < n; i++)
+      ev[i] = t->events[(t->ehead + lo + (int)i) % cap];
+  pthread_mutex_unlock(&t->mu);
+  if (n && !ev) return NULL;
+  json_t *o = json_object(), *a = json_array();
+  for (size_t i = 0; i < n; i++)
+    json_array_append_new(a, json_pack("{s:I, s:f, s:I, s:o, s:o}", "id", (json_int_t)ev[i].id,
+                                       "time", ev[i].time, "step", (json_int_t)ev[i].step, "kind",
+                                       jstr(ev[i].kind), "text", jstr(ev[i].text)));
+  json_object_set_new(o, "last_id", json_integer((json_int_t)last));
+  json_object_set_new(o, "events", a);
+  free(ev);
+  return o;
+}
+
+int gy_telemetry_ready(gy_telemetry_t *t, char *why, size_t len) {
+  if (!t) return 0;
+  pthread_mutex_lock(&t->mu);
+  int r = t->ready;
+  if (why && len)
+    snprintf(why, len, "%s%s%s; gang %s (generation %llu), state %s", r ? "ready" : "not ready",
+             t->ready_why[0] ? ": " : "", t->ready_why, t->gang ? "formed" : "not formed",
+             (unsigned long long)t->generation, t->state);
+  pthread_mutex_unlock(&t->mu);
+  return r;
+}

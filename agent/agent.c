@@ -82,6 +82,7 @@ struct gy_agent {
   int joined;
   gy_agent_assignment_t asg;
   char *asg_yaml, *asg_dir, *asg_prefix, *asg_session;
+  uint64_t *asg_skip; /* the assignment's skip ranges, 2 per range */
   int connected;   /* session stream up */
   int64_t horizon; /* latest grant of this session */
   int64_t steps_done;
@@ -554,18 +555,36 @@ static char *dup_str(const char *s) {
   return strdup(s ? s : "");
 }
 
+/* An assignment's skip ranges: at most 1 << 20, each first < last. */
+static int skips_ok(const Gyro__Assignment *m) {
+  if (m->n_skip > (1u << 20)) return 0;
+  for (size_t i = 0; i < m->n_skip; i++)
+    if (!m->skip[i] || m->skip[i]->first >= m->skip[i]->last) return 0;
+  return 1;
+}
+
 /* Installs an Assignment (mu not held; decoded and validated by the caller). */
 static int install(gy_agent_t *a, const Gyro__Assignment *m, int64_t steps_done) {
   char *yaml = dup_str(m->config_yaml), *dir = dup_str(m->config_dir);
   char *prefix = dup_str(m->rdzv_prefix), *sess = dup_str(m->session_id);
-  if (!yaml || !dir || !prefix || !sess) {
+  uint64_t *skip = m->n_skip ? malloc(m->n_skip * 2 * sizeof(*skip)) : NULL;
+  if (!yaml || !dir || !prefix || !sess || (m->n_skip && !skip)) {
     free(yaml);
     free(dir);
     free(prefix);
     free(sess);
+    free(skip);
     return GY_ENOMEM;
   }
+  for (size_t i = 0; i < m->n_skip; i++) {
+    skip[2 * i] = m->skip[i]->first;
+    skip[2 * i + 1] = m->skip[i]->last;
+  }
   pthread_mutex_lock(&a->mu);
+  free(a->asg_skip);
+  a->asg_skip = skip;
+  a->asg.skip = skip;
+  a->asg.nskip = (int)m->n_skip;
   free(a->asg_yaml);
   free(a->asg_dir);
   free(a->asg_prefix);
@@ -636,7 +655,7 @@ static int do_join(gy_agent_t *a, int64_t steps_done, uint64_t prev_gen, int tim
       }
       if (m->world < 1 || m->tp < 1 || m->world % m->tp || m->rank < 0 || m->rank >= m->world ||
           m->start_step < 0 || !m->config_yaml || !m->config_yaml[0] || !m->rdzv_prefix ||
-          !m->rdzv_prefix[0]) {
+          !m->rdzv_prefix[0] || !skips_ok(m)) {
         set_err(a,
                 "invalid assignment from the controller: rank %d world %d tp %d start step %" PRId64
                 "%s",
@@ -834,6 +853,7 @@ void gy_agent_destroy(gy_agent_t *a) {
   free(a->asg_dir);
   free(a->asg_prefix);
   free(a->asg_session);
+  free(a->asg_skip);
   while (a->npending)
     pending_remove(a, a->npending - 1, 0);
   retired_free(a);

@@ -56,6 +56,10 @@ typedef struct {
   const char *config_dir;  /* relative paths in config_yaml are relative to this folder */
   const char *rdzv_prefix; /* key prefix of this generation's rendezvous ("g<generation>") */
   const char *session_id;
+  /* Every sample id the run skips, as nskip pairs [first, last) in skip[2i], skip[2i+1]: add
+   * them after restoring start_step (the checkpoint may be older than a skip). */
+  const uint64_t *skip;
+  int nskip;
 } gy_agent_assignment_t;
 
 /* Directive kinds: the values of gyro.Directive.Kind. */

@@ -5,8 +5,9 @@
  * controller.{listen, world}; finds gyro-controller and gyro-worker (--controller-bin /
  * --worker-bin, else next to gyroctl's own binary as ../controller/gyro-controller and
  * ../worker/gyro-worker, else $PATH); makes the run folder (default build/runs/<name>-<time>/);
- * starts the controller (stdout and stderr through pipes that are copied into controller.log
- * and turned into the live trace: step records, its events, warnings and errors), waits until it
+ * starts the controller (with --http ADDR when given: the dashboard, whose URL the trace prints;
+ * stdout and stderr through pipes that are copied into controller.log and turned into the live
+ * trace: step records, its events, warnings and errors), waits until it
  * accepts TCP connections, then starts `world` workers (worker K: --controller ADDR --worker-id wK
  * --ordinal K --threads T, T = max(1, cores / world), OMP_NUM_THREADS=T, OMP_WAIT_POLICY=PASSIVE;
  * stdout to worker-K.jsonl, stderr to worker-K.log) and supervises them until the controller exits.
@@ -109,8 +110,8 @@ static void launch_usage(FILE *f) {
              "                         folder, ../controller/gyro-controller, else $PATH)\n"
              "  --worker-bin PATH      gyro-worker to run (default ../worker/gyro-worker, $PATH)\n"
              "  --workers-arg ARG      append ARG to every worker's command line (repeatable)\n"
-             "  --http ADDR            serve the dashboard and /metrics on ADDR (HOST:PORT or PORT;\n"
-             "                         default: the config's controller.http, if any)\n"
+             "  --http ADDR            serve the dashboard and /metrics on ADDR (HOST:PORT or\n"
+             "                         PORT; default: the config's controller.http, if any)\n"
              "  -h, --help\n"
              "exit codes: 0 the run is done (the controller exited 0); 1 the controller failed, a\n"
              "worker failed more than 3 times, or a process could not be started; 2 usage or\n"

@@ -162,6 +162,7 @@ static void *sender(void *ud) {
       ts.tv_nsec = (long)(ns % 1000000000);
       while (!a->stopping && pthread_cond_timedwait(&a->cv, &a->mu, &ts) != ETIMEDOUT) {
       }
+      if (a->stopping) break; /* shutting down: no more waiting attempts on this one */
       delay = delay * 2 > BACKOFF_CAP_MS ? BACKOFF_CAP_MS : delay * 2;
     }
     free(body);
@@ -253,6 +254,7 @@ static const char *label(const char *kind) {
   if (!strcmp(kind, "repeated_spikes")) return "repeated spikes";
   if (!strcmp(kind, "straggler")) return "straggler";
   if (!strcmp(kind, "anomaly")) return "anomaly";
+  if (!strcmp(kind, "hardware")) return "hardware anomaly";
   return kind;
 }
 

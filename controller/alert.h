@@ -1,8 +1,8 @@
 /* alert: webhook alerts (libcurl) that never block the controller's loop. An alert is a POST of
  * Slack-compatible JSON, {"text": "..."}, to one URL. Kinds: "halted" (the run needs a human),
  * "repeated_spikes" (the repair escalated past its first rung), "straggler" (a rank's
- * throughput well below the rest of the fleet), "anomaly" (a hardware or throughput series left
- * its baseline), or any other name.
+ * throughput well below the rest of the fleet), "anomaly" (a throughput series left its
+ * baseline), "hardware" (GPU Xid or ECC errors, protective throttling), or any other name.
  *
  * gy_alert_post queues (O(1), a mutex held for a copy); a background thread sends, retrying
  * with exponential back-off on transport errors, 429 and 5xx answers (max_attempts in all; other
@@ -36,8 +36,8 @@ typedef struct gy_alert gy_alert_t;
 /* Checks opts (GY_EINVAL with errmsg: a URL that is not http(s)://HOST..., a negative count) and
  * starts the sending thread. The callee copies opts. GY_ENOMEM. */
 int gy_alert_create(gy_alert_t **out, const gy_alert_opts_t *opts, char *errmsg, size_t errlen);
-/* Stops the thread: alerts still queued get one attempt each within 3 s in all, the rest are
- * dropped. NULL is a no-op. */
+/* Stops the thread: the attempt in flight ends (timeout_ms at most), alerts still queued get one
+ * attempt each within 3 s in all, the rest are dropped. NULL is a no-op. */
 void gy_alert_destroy(gy_alert_t *a);
 
 /* Queues an alert of kind (copied) about step with text (copied; truncated to 2000 bytes).

@@ -255,6 +255,33 @@ int gy_detect_push(gy_detect_t *d, const char *name, const gy_detect_opts_t *opt
   return gy_series_push(s, step, value, v);
 }
 
+gy_series_t *gy_detect_ensure(gy_detect_t *d, const char *name, const gy_detect_opts_t *opts) {
+  gy_series_t *s = gy_detect_get(d, name);
+  if (s) return s;
+  if (d->n == d->cap) {
+    int cap = d->cap ? 2 * d->cap : 16;
+    gy_series_t **ns = realloc(d->s, (size_t)cap * sizeof(*ns));
+    if (!ns) return NULL;
+    d->s = ns;
+    d->cap = cap;
+  }
+  if (gy_series_create(&s, name, opts)) return NULL;
+  d->s[d->n++] = s;
+  return s;
+}
+
+int gy_series_values(const gy_series_t *s, double *out, int max) {
+  for (int i = 0; i < s->n && i < max; i++)
+    out[i] = s->vals[(s->head + i) % s->o.window];
+  return s->n;
+}
+
+void gy_series_set_values(gy_series_t *s, const double *vals, int n) {
+  s->head = s->n = s->streak = 0;
+  for (int i = n > s->o.window ? n - s->o.window : 0; i < n; i++)
+    if (isfinite(vals[i])) s->vals[s->n++] = vals[i];
+}
+
 int gy_detect_count(const gy_detect_t *d) {
   return d->n;
 }

@@ -73,6 +73,11 @@ const char *gy_series_name(const gy_series_t *s);
 int gy_series_streak(const gy_series_t *s);
 /* Forgets every accepted value (warm-up starts again) and the streak. */
 void gy_series_reset(gy_series_t *s);
+/* The accepted values, oldest first, into out (at most max); returns how many there are. */
+int gy_series_values(const gy_series_t *s, double *out, int max);
+/* Replaces the accepted values with vals (oldest first; the newest window of them are kept;
+ * non-finite ones are left out) and clears the streak: a successor controller's baseline. */
+void gy_series_set_values(gy_series_t *s, const double *vals, int n);
 
 /* ---- a set keyed by name ---- */
 
@@ -85,6 +90,8 @@ void gy_detect_destroy(gy_detect_t *d); /* NULL is a no-op; destroys every serie
  * GY_ENOMEM (a series could not be created; *v untouched). */
 int gy_detect_push(gy_detect_t *d, const char *name, const gy_detect_opts_t *opts, int64_t step,
                    double value, gy_verdict_t *v);
+/* The series named name, created with opts when it is new (NULL: bad opts or out of memory). */
+gy_series_t *gy_detect_ensure(gy_detect_t *d, const char *name, const gy_detect_opts_t *opts);
 /* The series named name (NULL if none); valid until the set is destroyed. */
 gy_series_t *gy_detect_get(const gy_detect_t *d, const char *name);
 int gy_detect_count(const gy_detect_t *d);

@@ -324,6 +324,30 @@ static void copy_str(char *dst, size_t n, const char *src) {
   utf8_scrub(dst); /* a sequence cut at n - 1 bytes included */
 }
 
+int gy_fleet_restore(gy_fleet_t *f, const int64_t *committed, int n, uint64_t generation,
+                     uint64_t seq) {
+  if (f->state != GY_FLEET_INIT || f->njoiners) return GY_ENOTSUP;
+  for (int i = 0; i < n; i++)
+    if (committed[i] < 0) return GY_EINVAL;
+  for (int i = 0; i < n; i++) {
+    int64_t step = committed[i];
+    int k = 0, dup = 0;
+    for (int m = 0; m < f->ncommitted; m++)
+      dup |= f->committed[m] == step;
+    if (dup) continue;
+    while (k < f->ncommitted && f->committed[k] > step)
+      k++;
+    if (k == GY_FLEET_MAX_COMMITTED) continue; /* older than every one kept */
+    int c = f->ncommitted < GY_FLEET_MAX_COMMITTED ? f->ncommitted : GY_FLEET_MAX_COMMITTED - 1;
+    memmove(&f->committed[k + 1], &f->committed[k], (size_t)(c - k) * sizeof(f->committed[0]));
+    f->committed[k] = step;
+    f->ncommitted = c + 1;
+  }
+  if (generation > f->generation) f->generation = generation;
+  if (seq > f->seq) f->seq = seq;
+  return 0;
+}
+
 static int is_committed(const gy_fleet_t *f, int64_t step) {
   for (int i = 0; i < f->ncommitted; i++)
     if (f->committed[i] == step) return 1;
@@ -757,10 +781,34 @@ int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64
   case GY_FLEET_TRAIN:
   case GY_FLEET_PAUSED:
   case GY_FLEET_STOPPING:
-    for (int r = 0; r < f->nmembers; r++)
-      if (!strcmp(f->members[r].worker_id, req->worker_id))
-        return refuse(f, GY_EBUSY, "join: worker id %s is already rank %d of generation %llu",
-                      req->worker_id, r, (unsigned long long)f->generation);
+    for (int r = 0; r < f->nmembers; r++) {
+      gy_fleet_member_t *m = &f->members[r];
+      if (strcmp(m->worker_id, req->worker_id)) continue;
+      /* A member that was assigned but never opened its session nor reported (its process had
+       * to restart to restore the gang's start step) may come back as itself: it gets the
+       * same assignment again. */
+      if (f->state != GY_FLEET_STOPPING && m->alive && !m->connected &&
+          m->steps_done == f->start_step && (req->ordinal < 0 || req->ordinal == m->ordinal)) {
+        copy_str(m->host, sizeof(m->host), req->host);
+        m->pid = req->pid;
+        m->last_seen_ms = now;
+        gy_fleet_action_t *a = push(f, GY_FLEET_ACT_ASSIGN);
+        if (a) {
+          a->rank = r;
+          a->join_handle = join_handle;
+          a->step = f->start_step;
+          memcpy(a->session_id, m->session_id, sizeof(a->session_id));
+        }
+        event(f, "join", req->steps_done,
+              "worker %s (host %s, pid %d) comes back as rank %d of generation %llu: it starts "
+              "again from step %lld",
+              req->worker_id, m->host, req->pid, r, (unsigned long long)f->generation,
+              (long long)f->start_step);
+        return 0;
+      }
+      return refuse(f, GY_EBUSY, "join: worker id %s is already rank %d of generation %llu",
+                    req->worker_id, r, (unsigned long long)f->generation);
+    }
     return refuse(f, GY_ENOTSUP, "join: worker %s: the gang of generation %llu is complete",
                   req->worker_id, (unsigned long long)f->generation);
   case GY_FLEET_DEGRADED:

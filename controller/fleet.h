@@ -237,6 +237,13 @@ typedef struct gy_fleet gy_fleet_t;
 int gy_fleet_create(gy_fleet_t **out, const gy_fleet_opts_t *opts);
 void gy_fleet_destroy(gy_fleet_t *f); /* NULL is a no-op */
 
+/* A controller restarted from its journal (controller/journal.h): the run's committed
+ * checkpoints (any order), its last generation and directive sequence number, so the gang
+ * re-forms from the newest committed checkpoint with a newer generation and directives keep
+ * increasing numbers (workers ignore a number they have applied). INIT only, before any join:
+ * GY_ENOTSUP otherwise; GY_EINVAL for a negative step. No action. */
+int gy_fleet_restore(gy_fleet_t *f, const int64_t *committed, int n, uint64_t generation,
+                     uint64_t seq);
 /* A worker joins; join_handle identifies the held call in the ASSIGN action. Held (returns 0,
  * no ASSIGN yet) until `world` joiners are present; the world-th join yields one ASSIGN per
  * joiner. Ranks: the ordinal when given, else the lowest free rank. Generation: one more than

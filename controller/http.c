@@ -248,11 +248,12 @@ int gy_http_create(gy_http_t **out, const gy_http_opts_t *opts, char *errmsg, si
   unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
   if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
   unsigned threads = opts->threads > 0 ? (unsigned)opts->threads : 2;
-  h->d = MHD_start_daemon(
-      flags, (uint16_t)port, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-      MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-      (size_t)MEMORY_LIMIT, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+  h->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handle, h, MHD_OPTION_EXTERNAL_LOGGER,
+                          mhd_log, NULL, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                          MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
+                          (unsigned)MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
+                          (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                          (size_t)MEMORY_LIMIT, MHD_OPTION_END);
   freeaddrinfo(ai);
   if (!h->d) {
     gy_errmsg(errmsg, errlen, "cannot listen on %s (address in use or not local?)", opts->addr);

@@ -26,8 +26,18 @@
  * --webhook URL (or controller.webhook_url) posts alerts there (controller/alert.h). The flags
  * win.
  *
+ * State store: --store URL ("sqlite:PATH" on one machine, "etcd://HOST:PORT[,HOST:PORT...]"
+ * for a cluster; controller/store.h) keeps the run's journal (controller/journal.h) under
+ * /gyro/<run>/ (--run NAME, default run.name): events, committed checkpoints, skips in force,
+ * and each rollback's intent before its directive is sent. A controller started on a store that
+ * holds the run goes on from it. With a store, controllers elect a leader over a lease
+ * (--lease-ttl S, default 5; controller/leader.h): a standby waits, serving nothing, until the
+ * leader's lease ends, then reads the journal and serves; a leader that loses its lease exits
+ * at once (status 3) so that it never acts beside its successor. etcd options: --store-ca,
+ * --store-cert, --store-key (TLS), --store-user and --store-password-file (authentication).
+ *
  * Exit status: 0 the run is done, or stopped by a signal; 1 cannot serve (bind failure, out of
- * memory); 2 usage, bad config or bad policy file.
+ * memory, store unreachable); 2 usage, bad config or bad policy file; 3 lost the leadership.
  */
 #include <getopt.h>
 #include <libgen.h>
@@ -38,12 +48,16 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "common/err.h"
 #include "common/log.h"
 #include "common/rpc.h"
 #include "controller/http.h"
+#include "controller/journal.h"
+#include "controller/leader.h"
+#include "controller/store.h"
 #include "controller/service.h"
 #include "policies/policy.h"
 #include "worker/config.h"
@@ -64,6 +78,9 @@ static void usage(FILE *f) {
              "[--tls-client-auth[=true|false]]]\n"
              "         [--join-token-file FILE] [--operator-token-file FILE]\n"
              "         [--http HOST:PORT|PORT] [--webhook URL]\n"
+             "         [--store sqlite:PATH|etcd://HOST:PORT[,...] [--run NAME] [--lease-ttl S]\n"
+             "          [--store-ca F] [--store-cert F --store-key F] [--store-user U "
+             "--store-password-file F]]\n"
              "  tokens also from $GYRO_JOIN_TOKEN and $GYRO_OPERATOR_TOKEN\n");
 }
 
@@ -138,6 +155,94 @@ err:
   return NULL;
 }
 
+/* ------------------------------------ store and leadership ------------------------------------ */
+
+typedef struct {
+  const char *url, *run, *ca, *cert, *key, *user, *password_file;
+  int ttl;
+} store_args_t;
+
+static volatile sig_atomic_t elected = 0, standby_signal = 0, resigning = 0;
+
+static void on_elected(void *ud, int64_t token) {
+  (void)ud;
+  gy_log(GY_LOG_INFO, "controller", "elected leader (fencing token %lld)", (long long)token);
+  elected = 1;
+}
+
+/* A leader that lost its lease must not act one moment longer beside its successor. */
+static void on_deposed(void *ud, int64_t token, const char *why) {
+  (void)ud;
+  if (resigning) return; /* our own gy_leader_stop */
+  gy_log(GY_LOG_ERROR, "controller", "lost the leadership (token %lld): %s; exiting",
+         (long long)token, why ? why : "");
+  fflush(stdout);
+  fflush(stderr);
+  _exit(3);
+}
+
+static void on_standby_signal(int sig) {
+  standby_signal = sig;
+}
+
+/* Opens the store and its journal, then waits to lead. Returns 0 (leading), or the exit
+ * status after printing why. */
+static int store_open(const store_args_t *st, const char *run_name, gy_cstore_t **store,
+                      gy_journal_t **journal, gy_leader_t **leader) {
+  char errmsg[512] = "", *password = NULL, id[300], host[256] = "?";
+  if (st->password_file &&
+      gy_rpc_token_read_file(st->password_file, &password, errmsg, sizeof(errmsg))) {
+    fprintf(stderr, "gyro-controller: --store-password-file: %s\n", errmsg);
+    return 2;
+  }
+  gy_cstore_opts_t so = {.ca_file = st->ca,
+                         .cert_file = st->cert,
+                         .key_file = st->key,
+                         .username = st->user,
+                         .password = password};
+  int rc = gy_cstore_create(store, st->url, &so, errmsg, sizeof(errmsg));
+  free_secret(password);
+  if (rc) {
+    fprintf(stderr, "gyro-controller: --store %s: %s\n", st->url, errmsg);
+    return rc == GY_EINVAL || rc == GY_ECONFIG ? 2 : 1;
+  }
+  const char *run = st->run ? st->run : run_name;
+  if (gy_journal_open(journal, *store, run, errmsg, sizeof(errmsg))) {
+    fprintf(stderr, "gyro-controller: --run: %s\n", errmsg);
+    return 2;
+  }
+  gethostname(host, sizeof(host) - 1);
+  snprintf(id, sizeof(id), "%s:%d", host, (int)getpid());
+  gy_leader_opts_t lo = {.store = *store,
+                         .run = run,
+                         .id = id,
+                         .ttl_s = st->ttl,
+                         .on_elected = on_elected,
+                         .on_deposed = on_deposed};
+  void (*old_int)(int) = signal(SIGINT, on_standby_signal);
+  void (*old_term)(int) = signal(SIGTERM, on_standby_signal);
+  if (gy_leader_start(leader, &lo, errmsg, sizeof(errmsg))) {
+    fprintf(stderr, "gyro-controller: leader election on %s: %s\n", st->url, errmsg);
+    return 1;
+  }
+  int said = 0;
+  while (!elected && !standby_signal) {
+    if (!said++)
+      gy_log(GY_LOG_INFO, "controller", "standby: waiting for the leadership of run %s on %s",
+             run, st->url);
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  signal(SIGINT, old_int);
+  signal(SIGTERM, old_term);
+  if (!elected) {
+    gy_log(GY_LOG_INFO, "controller", "signal %d while standing by: stopping",
+           (int)standby_signal);
+    return 0 - 1; /* the caller exits 0 */
+  }
+  return 0;
+}
+
 static void close_cb(uv_handle_t *h) {
   (void)h;
 }
@@ -184,6 +289,10 @@ int main(int argc, char **argv) {
   int tls_client_auth = -1; /* -1: not given */
   char *join_token = NULL, *op_token = NULL;
   int grace_ms = 1000, stats = 0;
+  store_args_t st = {.ttl = 5};
+  gy_cstore_t *store = NULL;
+  gy_journal_t *journal = NULL;
+  gy_leader_t *leader = NULL;
   struct timespec t_start;
   clock_gettime(CLOCK_MONOTONIC, &t_start);
   static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
@@ -199,6 +308,15 @@ int main(int argc, char **argv) {
                                            {"operator-token-file", required_argument, NULL, 'O'},
                                            {"http", required_argument, NULL, 'H'},
                                            {"webhook", required_argument, NULL, 'W'},
+                                           {"store", required_argument, NULL, 1000},
+                                           {"run", required_argument, NULL, 1001},
+                                           {"lease-ttl", required_argument, NULL, 1002},
+                                           {"store-ca", required_argument, NULL, 1003},
+                                           {"store-cert", required_argument, NULL, 1004},
+                                           {"store-key", required_argument, NULL, 1005},
+                                           {"store-user", required_argument, NULL, 1006},
+                                           {"store-password-file", required_argument, NULL,
+                                            1007},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
   int ch;
@@ -206,6 +324,38 @@ int main(int argc, char **argv) {
     switch (ch) {
     case 'c':
       config = optarg;
+      break;
+    case 1000:
+      st.url = optarg;
+      break;
+    case 1001:
+      st.run = optarg;
+      break;
+    case 1002: {
+      char *end;
+      long v = strtol(optarg, &end, 10);
+      if (*end || v < 1 || v > 3600) {
+        fprintf(stderr, "gyro-controller: --lease-ttl: expected seconds in 1..3600, got '%s'\n",
+                optarg);
+        return 2;
+      }
+      st.ttl = (int)v;
+      break;
+    }
+    case 1003:
+      st.ca = optarg;
+      break;
+    case 1004:
+      st.cert = optarg;
+      break;
+    case 1005:
+      st.key = optarg;
+      break;
+    case 1006:
+      st.user = optarg;
+      break;
+    case 1007:
+      st.password_file = optarg;
       break;
     case 'l':
       listen = optarg;
@@ -358,6 +508,17 @@ int main(int argc, char **argv) {
   gy_telemetry_t *tm = NULL;
   gy_alert_t *alert = NULL;
   gy_http_t *http_srv = NULL;
+  if (st.url) {
+    int src = store_open(&st, cfg.name, &store, &journal, &leader);
+    if (src) {
+      rc = src < 0 ? 0 : src;
+      goto out;
+    }
+  } else if (st.run || st.ca || st.cert || st.key || st.user || st.password_file) {
+    fprintf(stderr, "gyro-controller: --run and --store-* need --store\n");
+    rc = 2;
+    goto out;
+  }
   const char *http_addr = http ? http : cfg.ctl_http;
   const char *hook = webhook ? webhook : cfg.ctl_webhook_url;
   if (http_addr || hook) {
@@ -414,6 +575,7 @@ int main(int argc, char **argv) {
       .nskip = cfg.nskip,
       .telemetry = tm,
       .alert = alert,
+      .journal = journal,
   };
   if (gy_service_create(&a.svc, a.loop, &so, errmsg, sizeof(errmsg)) != 0) {
     fprintf(stderr, "gyro-controller: cannot serve on %s: %s\n", so.listen, errmsg);
@@ -468,6 +630,10 @@ int main(int argc, char **argv) {
         "steps", (json_int_t)(steps_done > 0 ? steps_done : 0)));
   }
 out:
+  resigning = 1;
+  gy_leader_stop(leader); /* resigns: a standby leads at once */
+  gy_journal_close(journal);
+  gy_cstore_destroy(store);
   gy_http_destroy(http_srv); /* its threads read tm: first */
   gy_alert_destroy(alert);   /* flushes what is queued (3 s at most) */
   gy_telemetry_destroy(tm);

@@ -189,6 +189,16 @@ int gy_run_finished(gy_run_t *r, int64_t now_ms);
 const gy_run_event_t *gy_run_events(const gy_run_t *r, size_t *n);
 const gy_run_action_t *gy_run_actions(const gy_run_t *r, size_t *n);
 void gy_run_clear(gy_run_t *r);
+/* What the run has learnt, for a successor controller (controller/journal.h): every
+ * detector's accepted values and the repairs the escalation counts, as a JSON text
+ * (malloc'ed; NULL when out of memory). */
+char *gy_run_save(const gy_run_t *r);
+/* Takes a gy_run_save text: with GY_RUN_LOAD_BASELINES the detectors' baselines are replaced
+ * (series of unknown kinds are skipped), with GY_RUN_LOAD_REPAIRS the repair history is
+ * appended. GY_EINVAL (with errmsg) for a text that is not one. Emits nothing. */
+#define GY_RUN_LOAD_BASELINES 1
+#define GY_RUN_LOAD_REPAIRS 2
+int gy_run_load(gy_run_t *r, const char *text, int what, char *errmsg, size_t errlen);
 const char *gy_run_errmsg(const gy_run_t *r);
 
 /* ---- read-only views ---- */

@@ -195,6 +195,8 @@ struct gy_service {
   int64_t repair_target;
   gy_policy_decision_t repair_dec;
   uint64_t rb_seq;    /* the fleet rollback carrying the run's repair (0: none in flight) */
+  uint64_t journaled_seq;  /* the newest rollback whose intent is in the journal */
+  int64_t tick_grace_until; /* no liveness verdicts before this (after a store outage) */
   int in_operator;    /* an operator command is feeding the run: its PAUSE is already sent */
   uint64_t op_rb_seq; /* the operator's rollback the run's ROLLBACK action adopts */
   evrec_t *evlog;     /* EVLOG_MAX entries, a ring: event id i is at (i - 1) % EVLOG_MAX */
@@ -287,6 +289,7 @@ static void emit_event(gy_service_t *s, const char *kind, int64_t step, const ch
     snprintf(e->msg, sizeof(e->msg), "%s", msg);
   }
   gy_telemetry_event(s->o.telemetry, id, t, step, kind, msg);
+  gy_journal_event(s->o.journal, id, t, step, kind, msg);
   tm_state(s);
   gy_log(!strcmp(kind, "worker_lost") || !strcmp(kind, "refused") || !strcmp(kind, "malformed") ||
                  !strcmp(kind, "rollback_failed") || !strcmp(kind, "directive_failed") ||
@@ -325,6 +328,11 @@ static void eventf(gy_service_t *s, const char *kind, const char *fmt, ...) {
   va_end(ap);
   emit_event(s, kind, gy_fleet_last_step(s->fleet), msg);
 }
+
+/* The journal's records that must precede what follows them (see journal_must below). */
+typedef enum { JOURNAL_CKPT, JOURNAL_INTENT, JOURNAL_APPLIED } journal_op_t;
+static void journal_must(gy_service_t *s, const char *what, journal_op_t op, int64_t step,
+                         uint64_t arg, const gy_fleet_action_t *a);
 
 /* Answers a unary call with an error and records it as an event. */
 static void refuse_unary(gy_service_t *s, gy_rpc_call_t *call, int status, const char *kind,
@@ -781,6 +789,12 @@ static void run_act(gy_service_t *s, const gy_run_action_t *a) {
 /* A gang formed (the first ASSIGN of a new generation) and trains from start. */
 static void loop_gang_formed(gy_service_t *s, uint64_t generation, int64_t start) {
   s->gen_seen = generation;
+  if (s->o.journal) { /* the generation, so that a successor forms a newer one */
+    char err[256];
+    if (gy_journal_state(s->o.journal, generation, s->journaled_seq,
+                         (int64_t)gy_fleet_nrollbacks(s->fleet), err, sizeof(err)))
+      gy_log(GY_LOG_WARN, "controller", "journal: %s", err);
+  }
   s->formed_start = start;
   s->fresh_gang = 1;
   s->rb_seq = 0; /* a rollback in flight was dropped with the old gang */
@@ -881,6 +895,14 @@ static void loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, int
       break;
     }
   }
+  if (ok)
+    journal_must(s, "rollback applied", JOURNAL_APPLIED, to_step, seq, NULL);
+  else if (s->o.journal) {
+    char err[256];
+    if (gy_journal_dropped(s->o.journal, seq, err, sizeof(err)))
+      gy_log(GY_LOG_WARN, "controller", "journal: rollback seq %llu failed: %s",
+             (unsigned long long)seq, err);
+  }
   if (!seq || seq != s->rb_seq) return;
   s->rb_seq = 0;
   if (ok)
@@ -970,6 +992,151 @@ static void send_ctl(gy_service_t *s, int rank, const Gyro__ControllerMsg *cm) {
   if (buf != small) free(buf);
 }
 
+/* ------------------------------------------ journal ----------------------------------------- */
+
+/* Writes one record that must precede what follows it (the directive is not sent, the
+ * checkpoint not used, until it is in the store). A store outage holds the loop here, retrying
+ * with back-off: the workers park at their horizon meanwhile, and once the store answers the
+ * liveness verdicts wait one lost_after_ms so that parked workers are not declared lost. After
+ * 10 minutes the record is given up (an error event) and the controller goes on without it.
+ * JOURNAL_CKPT: step, arg = clean; JOURNAL_INTENT: the directive a; JOURNAL_APPLIED: step =
+ * to_step, arg = the rollback's seq. */
+static void journal_must(gy_service_t *s, const char *what, journal_op_t op, int64_t step,
+                         uint64_t arg, const gy_fleet_action_t *a) {
+  if (!s->o.journal) return;
+  char err[512] = "";
+  int64_t t0 = now_ms(s), backoff = 100, outage = 0;
+  for (;;) {
+    int rc;
+    if (op == JOURNAL_CKPT) {
+      rc = gy_journal_checkpoint(s->o.journal, step, (int)arg, err, sizeof(err));
+    } else if (op == JOURNAL_INTENT) {
+      gy_journal_intent_t in = {.seq = a->seq,
+                                .kind = a->dir_kind,
+                                .at_step = a->step,
+                                .to_step = a->to_step,
+                                .skip = (gy_fleet_skip_t *)a->skip,
+                                .nskip = a->nskip};
+      snprintf(in.reason, sizeof(in.reason), "%.199s", a->msg);
+      char *snap = gy_run_save(s->run); /* the repair history that decided it */
+      rc = gy_journal_intent(s->o.journal, &in, snap, err, sizeof(err));
+      free(snap);
+    } else {
+      rc = gy_journal_applied(s->o.journal, arg, step, s->in_force.r, s->in_force.n, err,
+                              sizeof(err));
+      if (!rc)
+        rc = gy_journal_state(s->o.journal, s->gen_seen, s->journaled_seq,
+                              (int64_t)gy_fleet_nrollbacks(s->fleet), err, sizeof(err));
+    }
+    if (!rc) break;
+    if (!outage++)
+      gy_log(GY_LOG_ERROR, "controller",
+             "journal: cannot write the %s: %s; holding the run until the store answers", what,
+             err);
+    uv_update_time(s->loop);
+    if (now_ms(s) - t0 > 600000) {
+      eventf(s, "error", "journal: gave up writing the %s after 10 minutes: %s", what, err);
+      break;
+    }
+    uv_sleep((unsigned)backoff);
+    backoff = backoff < 2000 ? backoff * 2 : 2000;
+  }
+  if (outage) {
+    uv_update_time(s->loop);
+    s->tick_grace_until = now_ms(s) + s->o.lost_after_ms;
+    eventf(s, "store", "journal: the store answered again after %lld ms; the %s is written",
+           (long long)(now_ms(s) - t0), what);
+  }
+}
+
+/* At create, with a journal that holds the run: the events (the audit log goes on with the
+ * next id), the skips in force, the committed checkpoints (the gang re-forms from the newest),
+ * the generation and directive numbers, and a rollback that was committed but never confirmed
+ * is completed: its skips are in force and the checkpoints after its target are forgotten, so
+ * the re-formed gang restores that target with the skips (the Assignment carries them). */
+static int recover(gy_service_t *s, char *errmsg, size_t errlen) {
+  gy_journal_state_t st;
+  int rc = gy_journal_load(s->o.journal, &st, EVLOG_MAX, errmsg, errlen);
+  if (rc) return rc;
+  if (!st.found) {
+    gy_journal_state_free(&st);
+    return 0;
+  }
+  for (size_t i = 0; i < st.nevents; i++) {
+    const gy_journal_event_t *e = &st.events[i];
+    evrec_t *r = &s->evlog[(e->id - 1) % EVLOG_MAX];
+    r->id = e->id;
+    r->time = e->time;
+    r->step = e->step;
+    snprintf(r->kind, sizeof(r->kind), "%s", e->kind);
+    snprintf(r->msg, sizeof(r->msg), "%s", e->text);
+  }
+  s->event_id = st.last_event_id;
+  for (size_t i = 0; i < st.nskips && !rc; i++)
+    rc = skipset_add(&s->in_force, st.skips[i].first, st.skips[i].last);
+  int64_t cut = INT64_MAX;
+  uint64_t seq = st.last_seq;
+  int ncompleted = 0;
+  for (size_t i = 0; i < st.nintents && !rc; i++) {
+    const gy_journal_intent_t *in = &st.intents[i];
+    if (in->seq > seq) seq = in->seq;
+    if (in->kind != GY_DIR_ROLLBACK) continue;
+    for (int k = 0; k < in->nskip && !rc; k++)
+      rc = skipset_add(&s->in_force, in->skip[k].first, in->skip[k].last);
+    if (in->to_step < cut) cut = in->to_step;
+    ncompleted++;
+  }
+  int64_t *steps = calloc(st.nckpts ? st.nckpts : 1, sizeof(*steps)), newest = -1;
+  int n = 0;
+  if (!steps && !rc) rc = GY_ENOMEM;
+  for (size_t i = 0; i < st.nckpts && !rc; i++) {
+    if (st.ckpts[i].step > cut) continue; /* the abandoned timeline of a completed rollback */
+    steps[n++] = st.ckpts[i].step;
+    if (st.ckpts[i].step > newest) newest = st.ckpts[i].step;
+    gy_run_checkpoint(s->run, now_ms(s), st.ckpts[i].step, st.ckpts[i].clean, NULL);
+  }
+  /* the detectors' baselines as of the checkpoint the gang re-forms from, and the repairs the
+   * escalation counts */
+  for (size_t i = 0; i < st.nbase && !rc; i++)
+    if (st.base_steps[i] == newest &&
+        gy_run_load(s->run, st.base_texts[i], GY_RUN_LOAD_BASELINES, errmsg, errlen))
+      gy_log(GY_LOG_WARN, "controller", "journal: baselines of %lld: %s", (long long)newest,
+             errmsg);
+  if (!rc && st.run_snapshot &&
+      gy_run_load(s->run, st.run_snapshot, GY_RUN_LOAD_REPAIRS, errmsg, errlen))
+    gy_log(GY_LOG_WARN, "controller", "journal: repair history: %s", errmsg);
+  errmsg[0] = 0;
+  gy_run_clear(s->run); /* those commits are history, not news */
+  if (!rc) rc = gy_fleet_restore(s->fleet, steps, n, st.generation, seq);
+  free(steps);
+  if (rc) {
+    snprintf(errmsg, errlen, "journal: cannot restore the run's record: %s", gy_strerror(rc));
+    gy_journal_state_free(&st);
+    return rc;
+  }
+  s->journaled_seq = seq;
+  eventf(s, "recovered",
+         "restarted from the journal %s: %zu events, %d committed checkpoints (newest %lld), %zu "
+         "skip ranges in force, generation %llu, directive %llu%s",
+         gy_journal_prefix(s->o.journal), st.nevents, n, (long long)newest, s->in_force.n,
+         (unsigned long long)st.generation, (unsigned long long)seq,
+         ncompleted ? "; a rollback committed before the restart is completed" : "");
+  for (size_t i = 0; i < st.nintents; i++) { /* completed above, or dropped */
+    const gy_journal_intent_t *in = &st.intents[i];
+    char err[256];
+    if (in->kind == GY_DIR_ROLLBACK)
+      rc = gy_journal_applied(s->o.journal, in->seq, in->to_step, s->in_force.r, s->in_force.n,
+                              err, sizeof(err));
+    else
+      rc = gy_journal_dropped(s->o.journal, in->seq, err, sizeof(err));
+    if (rc) gy_log(GY_LOG_WARN, "controller", "journal: intent %llu: %s",
+                   (unsigned long long)in->seq, err);
+    rc = 0;
+  }
+  gy_journal_state_free(&st);
+  return 0;
+}
+
 static void do_assign(gy_service_t *s, const gy_fleet_action_t *a) {
   held_join_t **pp = &s->joins;
   while (*pp && (*pp)->handle != a->join_handle)
@@ -990,11 +1157,38 @@ static void do_assign(gy_service_t *s, const gy_fleet_action_t *a) {
   as.rdzv_prefix = prefix;
   as.heartbeat_ms = s->o.heartbeat_ms;
   as.config_dir = (char *)(s->o.config_dir ? s->o.config_dir : "");
+  /* the skips in force travel with the assignment (a checkpoint older than a skip lacks it) */
+  size_t nsk = s->in_force.n;
+  Gyro__SkipRange *sk = nsk ? malloc(nsk * sizeof(*sk)) : NULL;
+  Gyro__SkipRange **skp = nsk ? malloc(nsk * sizeof(*skp)) : NULL;
+  if (nsk && (!sk || !skp)) {
+    free(sk);
+    free(skp);
+    gy_rpc_reply(j->rpc, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    free(j);
+    return;
+  }
+  for (size_t i = 0; i < nsk; i++) {
+    gyro__skip_range__init(&sk[i]);
+    sk[i].first = s->in_force.r[i].first;
+    sk[i].last = s->in_force.r[i].last;
+    skp[i] = &sk[i];
+  }
+  as.n_skip = nsk;
+  as.skip = skp;
   reply_msg(j->rpc, &as.base);
+  free(sk);
+  free(skp);
   free(j);
 }
 
 static void do_directive(gy_service_t *s, const gy_fleet_action_t *a) {
+  /* Write-ahead: a rollback's intent (target, skips, reason) is in the journal before any rank
+   * can act on it, once per directive (a reconnecting rank gets the same one again). */
+  if (a->dir_kind == GY_DIR_ROLLBACK && a->seq > s->journaled_seq) {
+    journal_must(s, "rollback intent", JOURNAL_INTENT, a->step, 0, a);
+    s->journaled_seq = a->seq;
+  }
   Gyro__HParams hp = GYRO__HPARAMS__INIT;
   Gyro__Directive d = GYRO__DIRECTIVE__INIT;
   d.generation = a->generation;
@@ -1089,11 +1283,21 @@ static void act(gy_service_t *s, const gy_fleet_action_t *a) {
       run_drain(s);
     }
     break;
-  case GY_FLEET_ACT_COMMITTED: /* clean unless the run's own rule says suspect */
+  case GY_FLEET_ACT_COMMITTED: { /* clean unless the run's own rule says suspect */
     gy_telemetry_checkpoint(s->o.telemetry, a->step, wall_s(), 0);
-    run_refused(s, "checkpoint", gy_run_checkpoint(s->run, now_ms(s), a->step, 1, NULL));
+    int clean = 0;
+    run_refused(s, "checkpoint", gy_run_checkpoint(s->run, now_ms(s), a->step, 1, &clean));
+    journal_must(s, "checkpoint manifest", JOURNAL_CKPT, a->step, (uint64_t)clean, NULL);
+    if (s->o.journal) { /* the baselines a successor restoring this checkpoint starts from */
+      char *snap = gy_run_save(s->run), err[256];
+      if (snap && gy_journal_baselines(s->o.journal, a->step, snap, err, sizeof(err)))
+        gy_log(GY_LOG_WARN, "controller", "journal: baselines of checkpoint %lld: %s",
+               (long long)a->step, err);
+      free(snap);
+    }
     run_drain(s);
     break;
+  }
   case GY_FLEET_ACT_ROLLED_BACK:
     loop_rolled_back(s, a->seq, a->step, a->ok);
     break;
@@ -1827,7 +2031,7 @@ static void on_watch_close(void *ud, gy_rpc_call_t *call, int status) {
 
 static void on_tick(uv_timer_t *t) {
   gy_service_t *s = t->data;
-  gy_fleet_tick(s->fleet, now_ms(s));
+  if (now_ms(s) >= s->tick_grace_until) gy_fleet_tick(s->fleet, now_ms(s));
   drain(s);
 }
 
@@ -1908,6 +2112,7 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
              opts->world, opts->window, (long long)opts->steps, opts->lost_after_ms);
     goto err;
   }
+  if (s->o.journal && (rc = recover(s, errmsg, errlen))) goto err;
   gy_rpc_server_opts_t so = {
       .bind = s->o.listen, .max_message = opts->max_message, .health = opts->health};
   if ((rc = gy_rpc_server_create(&s->srv, loop, &so, &s->port, errmsg, errlen))) goto err;

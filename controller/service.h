@@ -26,6 +26,7 @@
 
 #include "controller/alert.h"
 #include "controller/fleet.h"
+#include "controller/journal.h"
 #include "controller/run.h"
 #include "controller/telemetry.h"
 #include "policies/policy.h"
@@ -59,6 +60,11 @@ typedef struct {
    * stragglers (a "straggler" event says so too). */
   gy_telemetry_t *telemetry;
   gy_alert_t *alert;
+  /* The run's durable record (borrowed; NULL: none). At create the service reads it back (a
+   * restart or a standby taking over: events, committed checkpoints, skips in force, and a
+   * rollback that was committed but not confirmed is completed); then every event, committed
+   * checkpoint and rollback goes to it, a rollback's intent before its directive is sent. */
+  gy_journal_t *journal;
 } gy_service_opts_t;
 
 typedef struct gy_service gy_service_t;

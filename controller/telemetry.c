@@ -834,6 +834,7 @@ json_t *gy_telemetry_series(gy_telemetry_t *t, int64_t since, double now) {
   size_t np = 0, nab = 0, nev = 0;
   pthread_mutex_lock(&t->mu);
   int rc = snap_take(t, &s);
+  rank_t *snap_ranks = rc ? NULL : s.ranks; /* freed at out, whatever fails later */
   int nrk = t->nrk, cap = t->o.ring_steps;
   /* the coarse points after since, then the ring's */
   size_t c0 = 0, r0 = 0;
@@ -945,7 +946,7 @@ json_t *gy_telemetry_series(gy_telemetry_t *t, int64_t since, double now) {
   else
     json_object_set_new(o, "checkpoint", json_null());
 out:
-  if (!rc) free(s.ranks);
+  free(snap_ranks);
   free(pts);
   free(rk);
   free(ab);

@@ -544,6 +544,13 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
       goto out;
     }
   }
+  /* the run's skips in force (the restored checkpoint may be older than some of them) */
+  for (int i = 0; i < asg.nskip; i++)
+    if ((rc = gy_trainer_skip(tr, asg.skip[2 * i], asg.skip[2 * i + 1]))) {
+      fprintf(stderr, "gyro-worker: rank %d: skip [%" PRIu64 ", %" PRIu64 "): %s\n", par.rank,
+              asg.skip[2 * i], asg.skip[2 * i + 1], gy_strerror(rc));
+      goto out;
+    }
   gy_data_t *d = gy_trainer_data(tr);
   int64_t steps = cfg.steps;
   gy_log(GY_LOG_INFO, "worker",

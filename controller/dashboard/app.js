@@ -24,12 +24,12 @@ function markerClass(ev) {
   if (k === "skip") return /lr|clip|eps|z_loss|shallow|wsd/i.test(t) ? "hparams" : "skip";
   if (k === "command" && /SET_HPARAMS/.test(t)) return "hparams";
   if (k === "halted") return "halt";
-  if (k === "worker_lost" || k === "straggler") return "lost";
+  if (k === "worker_lost" || k === "straggler" || k === "hardware") return "lost";
   return null;
 }
 const NOTABLE = new Set(["spike_suspected", "recovered_spike", "rollback", "rollback_failed",
   "skip", "resume", "resumed", "halted", "alert", "anomaly", "straggler", "worker_lost", "command",
-  "nonfinite", "gang_formed", "done", "paused", "rollback_dropped", "error"]);
+  "nonfinite", "gang_formed", "done", "paused", "rollback_dropped", "error", "hardware"]);
 
 const st = {
   timeline: null,

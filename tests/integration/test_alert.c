@@ -5,7 +5,10 @@
  * a final 4xx tried once, max_attempts against a 503, the per-kind rate limit and its
  * "suppressed" note, the straggler streaks, the outcome counters in the telemetry record, bad
  * options refused with a message, and a shutdown with a dead receiver bounded in time. */
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <jansson.h>
 #include <signal.h>
 #include <string.h>
@@ -30,7 +33,8 @@ static const char *RECEIVER =
     "                '/bad': 400}.get(self.path, 404)\n"
     "        log.write(json.dumps({'path': self.path, 'code': code, 'ctype':\n"
     "            self.headers.get('Content-Type'), 'body': body.decode()}) + '\\n'); log.flush()\n"
-    "        self.send_response(code); self.send_header('Content-Length', '0'); self.end_headers()\n"
+    "        self.send_response(code); self.send_header('Content-Length', '0'); "
+    "self.end_headers()\n"
     "    def log_message(self, *a): pass\n"
     "s = http.server.HTTPServer(('127.0.0.1', 0), H)\n"
     "print(s.server_address[1], flush=True)\n"
@@ -133,16 +137,13 @@ int main(void) {
 
   /* a 500 then a retry; the rate limit per kind */
   snprintf(url, sizeof(url), "http://127.0.0.1:%d/flaky", port);
-  o = (gy_alert_opts_t){.url = url,
-                        .run_name = "demo",
-                        .min_interval_ms = 1500,
-                        .backoff_ms = 100,
-                        .telemetry = t};
+  o = (gy_alert_opts_t){
+      .url = url, .run_name = "demo", .min_interval_ms = 1500, .backoff_ms = 100, .telemetry = t};
   REQUIRE(gy_alert_create(&a, &o, err, sizeof(err)) == 0);
   double t0 = now_s();
   CHECK_EQ_INT(gy_alert_post(a, "halted", 7, "run halted at step 7: the ladder is exhausted"), 1);
   CHECK_EQ_INT(gy_alert_post(a, "halted", 8, "run halted at step 8: again"), 0); /* too soon */
-  CHECK_EQ_INT(gy_alert_post(a, "straggler", 9, "rank 3 is slow"), 1);          /* other kind */
+  CHECK_EQ_INT(gy_alert_post(a, "straggler", 9, "rank 3 is slow"), 1);           /* other kind */
   double posted = now_s() - t0;
   CHECK_MSG(posted < 0.05, "posting took %.3f s: it must not wait for the network", posted);
   json_t *r = requests(3, 10);
@@ -213,8 +214,8 @@ int main(void) {
 
   /* stragglers: rank 2 at 20% of the others for 3 steps starts one streak, one alert */
   snprintf(url, sizeof(url), "http://127.0.0.1:%d/ok", port);
-  o = (gy_alert_opts_t){.url = url, .straggler_frac = 0.5, .straggler_steps = 3,
-                        .min_interval_ms = -1};
+  o = (gy_alert_opts_t){
+      .url = url, .straggler_frac = 0.5, .straggler_steps = 3, .min_interval_ms = -1};
   REQUIRE(gy_alert_create(&a, &o, err, sizeof(err)) == 0);
   char msg[300] = "";
   rates[0] = rates[1] = rates[3] = 1000;
@@ -225,7 +226,7 @@ int main(void) {
   CHECK_MSG(strstr(msg, "rank 2 runs at 200 tokens/s, 20% of the other ranks' mean 1000"), "%s",
             msg);
   CHECK_EQ_INT(gy_alert_stragglers(a, 13, 4, rate, NULL, msg, sizeof(msg)), 0); /* same streak */
-  rates[2] = 900; /* back */
+  rates[2] = 900;                                                               /* back */
   CHECK_EQ_INT(gy_alert_stragglers(a, 14, 4, rate, NULL, msg, sizeof(msg)), 0);
   rates[2] = 100;
   rates[1] = NAN; /* unknown ranks do not count */
@@ -254,6 +255,26 @@ int main(void) {
   double took = now_s() - d0;
   CHECK_MSG(took < 4.0, "destroy took %.2f s", took);
   printf("shutdown with a dead receiver: %.2f s\n", took);
+
+  /* a receiver that accepts connections and never answers: each attempt ends at timeout_ms and
+   * the shutdown flush stops at its deadline */
+  int ls = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t sl = sizeof(sa);
+  REQUIRE(ls >= 0 && bind(ls, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(ls, 64) == 0 &&
+          getsockname(ls, (struct sockaddr *)&sa, &sl) == 0);
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", ntohs(sa.sin_port));
+  o = (gy_alert_opts_t){.url = url, .min_interval_ms = -1, .backoff_ms = 100, .timeout_ms = 400};
+  REQUIRE(gy_alert_create(&a, &o, err, sizeof(err)) == 0);
+  for (int i = 0; i < 20; i++)
+    gy_alert_post(a, "halted", i, "nobody answers");
+  usleep(600000);
+  d0 = now_s();
+  gy_alert_destroy(a);
+  took = now_s() - d0;
+  CHECK_MSG(took < 4.0, "destroy took %.2f s", took);
+  printf("shutdown with a silent receiver: %.2f s\n", took);
+  close(ls);
 
   gy_telemetry_destroy(t);
   unlink(logpath);

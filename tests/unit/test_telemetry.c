@@ -6,6 +6,7 @@
  * locking holds. */
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "common/err.h"
@@ -40,8 +41,8 @@ static int valid_name(const char *s, size_t n, int metric) {
   if (!n) return 0;
   for (size_t i = 0; i < n; i++) {
     char c = s[i];
-    int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-             (metric && c == ':') || (i && c >= '0' && c <= '9');
+    int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (metric && c == ':') ||
+             (i && c >= '0' && c <= '9');
     if (!ok) return 0;
   }
   return 1;
@@ -324,11 +325,8 @@ static void test_series_and_metrics(void) {
 static void test_bounds(void) {
   char err[200];
   gy_telemetry_t *t;
-  gy_telemetry_opts_t o = {.world = 100,
-                           .ring_steps = 16,
-                           .coarse_points = 16,
-                           .max_events = 16,
-                           .max_abandoned = 16};
+  gy_telemetry_opts_t o = {
+      .world = 100, .ring_steps = 16, .coarse_points = 16, .max_events = 16, .max_abandoned = 16};
   REQUIRE(gy_telemetry_create(&t, &o, err, sizeof(err)) == 0);
   const char *names[] = {"a"};
   for (int64_t s = 0; s < 1000; s++)
@@ -339,7 +337,8 @@ static void test_bounds(void) {
   CHECK_MSG(n <= 32 && n >= 16 + 8, "%zu points", n);
   CHECK_EQ_INT(json_integer_value(json_array_get(st, 0)), 0);
   for (size_t i = 1; i < n; i++)
-    CHECK(json_integer_value(json_array_get(st, i)) > json_integer_value(json_array_get(st, i - 1)));
+    CHECK(json_integer_value(json_array_get(st, i)) >
+          json_integer_value(json_array_get(st, i - 1)));
   for (size_t i = n - 16; i < n; i++) /* the ring: the newest 16 at full resolution */
     CHECK_EQ_INT(json_integer_value(json_array_get(st, i)), 1000 - (int64_t)(n - i));
   int64_t stride = json_integer_value(json_object_get(j, "stride"));
@@ -354,8 +353,8 @@ static void test_bounds(void) {
   n = json_array_size(st);
   CHECK_EQ_INT(json_integer_value(json_array_get(st, n - 1)), 500);
   CHECK(n >= 2 && json_integer_value(json_array_get(st, n - 2)) < 500);
-  CHECK(json_array_size(json_object_get(json_array_get(json_object_get(j, "abandoned"), 0),
-                                        "steps")) == 16);
+  CHECK(json_array_size(
+            json_object_get(json_array_get(json_object_get(j, "abandoned"), 0), "steps")) == 16);
   json_decref(j);
   /* events: a ring of 16; since and max */
   for (uint64_t id = 1; id <= 100; id++)
@@ -382,8 +381,8 @@ static void test_bounds(void) {
 /* A reader thread against the writer: every exposition it reads is whole and valid. */
 typedef struct {
   gy_telemetry_t *t;
-  volatile int stop;
-  volatile int reads;
+  atomic_int stop;
+  atomic_int reads;
   int bad;
 } reader_t;
 
@@ -397,8 +396,8 @@ static void *reader(void *ud) {
       free(m);
     }
     json_t *j = gy_telemetry_series(r->t, -1, 0);
-    if (!j || json_array_size(json_object_get(j, "steps")) !=
-                  json_array_size(json_object_get(j, "loss")))
+    if (!j ||
+        json_array_size(json_object_get(j, "steps")) != json_array_size(json_object_get(j, "loss")))
       r->bad++;
     json_decref(j);
     json_decref(gy_telemetry_events(r->t, 0, 0));
@@ -426,7 +425,7 @@ static void test_threads(void) {
   pthread_join(th, NULL);
   CHECK(r.reads > 0);
   CHECK_EQ_INT(r.bad, 0);
-  printf("reader: %d reads while %lld steps were written\n", r.reads, (long long)s);
+  printf("reader: %d reads while %lld steps were written\n", atomic_load(&r.reads), (long long)s);
   gy_telemetry_destroy(t);
 }
 

@@ -1,0 +1,1090 @@
+/*
+ * store_etcd: the state store on etcd's v3 API, spoken over gRPC's C core with the messages of
+ * proto/etcd.proto (etcd's own names and field numbers) and hand-written method paths.
+ *
+ * Endpoints: "etcd://h1:p1,h2:p2,...". One channel per endpoint, created on first use, with a
+ * short reconnect back-off (100 ms .. 1 s) so a restarted etcd is found again within a second.
+ * A call goes to the current endpoint; UNAVAILABLE (or an attempt deadline with several
+ * endpoints) moves it to the next one, with a back-off from 50 ms doubling to 500 ms, until
+ * the call's deadline; then GY_ETIMEDOUT with the last endpoint's error. Other statuses are
+ * final: NOT_FOUND -> GY_ENOENT (a lease), anything else GY_EIO, each message naming the
+ * endpoint, the method and etcd's words. A write retried after UNAVAILABLE may have been
+ * applied by the first attempt when the connection broke after sending (etcd gives no
+ * idempotency key): callers of txn/cas re-read on a conflict (the leader election does).
+ *
+ * TLS when opts.ca_file is set (client certificate with cert_file/key_file). With
+ * username/password each endpoint gets a token from Auth/Authenticate on first use, sent as
+ * the "token" metadata; UNAUTHENTICATED (an expired token) re-authenticates once.
+ *
+ * Leases: LeaseKeepAlive is a bidi stream in etcd; a keep-alive here is one short call on it
+ * (one request, half-close, one response), which etcd answers and ends cleanly, so keep-alives
+ * get the same fail-over and deadlines as every other call.
+ *
+ * Watches: one thread per watch owns a Watch stream (its own completion queue). It delivers
+ * each WatchResponse's events in order and remembers the revision after the last one; when the
+ * stream breaks it reconnects (next endpoint, back-off 100 ms .. 1 s) and asks etcd to start
+ * from that revision, so no revision is skipped or repeated. Compacted history and a watch
+ * canceled by etcd end the watch with an error callback.
+ *
+ * Invariants: e->mu guards the endpoint table (channels, tokens, the current index) and is
+ * never held across a network call; a watch's call pointer is read and cancelled under w->mu.
+ */
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/err.h"
+#include "controller/store_impl.h"
+#include "proto/etcd.pb-c.h"
+
+#define M_RANGE "/etcdserverpb.KV/Range"
+#define M_TXN "/etcdserverpb.KV/Txn"
+#define M_GRANT "/etcdserverpb.Lease/LeaseGrant"
+#define M_REVOKE "/etcdserverpb.Lease/LeaseRevoke"
+#define M_KEEPALIVE "/etcdserverpb.Lease/LeaseKeepAlive"
+#define M_WATCH "/etcdserverpb.Watch/Watch"
+#define M_AUTH "/etcdserverpb.Auth/Authenticate"
+
+typedef struct {
+  char *target; /* host:port */
+  grpc_channel *ch;
+  char *token;
+} ep_t;
+
+typedef struct {
+  ep_t *eps;
+  size_t n, cur;
+  pthread_mutex_t mu;
+  grpc_channel_credentials *creds; /* NULL: plaintext */
+  char *user, *pass;
+  int dial_ms;
+  grpc_completion_queue *poll_cq; /* polled by poll_th: keeps connection attempts moving */
+  pthread_t poll_th;
+  int poll_started;
+} et_t;
+
+typedef struct {
+  et_t *e;
+  char *key, *end;
+  int64_t next;
+  gy_cstore_watch_cb cb;
+  void *ud;
+  pthread_t th;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int stop;
+  grpc_call *call;
+} etw_t;
+
+static const char *status_name(int st) {
+  static const char *names[] = {"OK",
+                                "CANCELLED",
+                                "UNKNOWN",
+                                "INVALID_ARGUMENT",
+                                "DEADLINE_EXCEEDED",
+                                "NOT_FOUND",
+                                "ALREADY_EXISTS",
+                                "PERMISSION_DENIED",
+                                "RESOURCE_EXHAUSTED",
+                                "FAILED_PRECONDITION",
+                                "ABORTED",
+                                "OUT_OF_RANGE",
+                                "UNIMPLEMENTED",
+                                "INTERNAL",
+                                "UNAVAILABLE",
+                                "DATA_LOSS",
+                                "UNAUTHENTICATED"};
+  return st >= 0 && st <= 16 ? names[st] : "UNKNOWN";
+}
+
+static gpr_timespec abs_deadline(int64_t deadline_ms) {
+  int64_t left = deadline_ms - gy__cstore_now_ms();
+  if (left < 1) left = 1;
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(left, GPR_TIMESPAN));
+}
+
+static void sleep_ms(int64_t ms) {
+  if (ms <= 0) return;
+  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+  nanosleep(&ts, NULL);
+}
+
+static char *slice_str(grpc_slice s) {
+  size_t n = GRPC_SLICE_LENGTH(s);
+  char *p = malloc(n + 1);
+  if (!p) return NULL;
+  memcpy(p, GRPC_SLICE_START_PTR(s), n);
+  p[n] = 0;
+  return p;
+}
+
+static grpc_channel *make_channel(et_t *e, const char *target) {
+  /* Reconnect back-off 100 ms .. 1 s. GRPC_ARG_MIN_RECONNECT_BACKOFF_MS is also the connect
+   * (TCP + HTTP/2 handshake) deadline: the dial timeout. Too short (100 ms) and attempts on a
+   * busy machine fail before etcd's SETTINGS frame arrives; the default (20 s) and a connection
+   * accepted by a restarting etcd before it serves hangs every call for 20 s. */
+  grpc_arg a[6];
+  memset(a, 0, sizeof(a));
+  const char *names[] = {GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+                         GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+                         GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+                         GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                         GRPC_ARG_KEEPALIVE_TIME_MS,
+                         GRPC_ARG_KEEPALIVE_TIMEOUT_MS};
+  int vals[] = {100, 1000, e->dial_ms, 64 << 20, 10000, 5000};
+  for (int i = 0; i < 6; i++) {
+    a[i].type = GRPC_ARG_INTEGER;
+    a[i].key = (char *)names[i];
+    a[i].value.integer = vals[i];
+  }
+  grpc_channel_args args = {6, a};
+  if (e->creds) return grpc_channel_create(target, e->creds, &args);
+  grpc_channel_credentials *c = grpc_insecure_credentials_create();
+  grpc_channel *ch = grpc_channel_create(target, c, &args);
+  grpc_channel_credentials_release(c);
+  return ch;
+}
+
+/* One gRPC call carrying req (unary, or a one-message bidi call). Returns the gRPC status;
+ * *resp (malloc'ed) on OK, *details (malloc'ed) otherwise. */
+static int call_once(grpc_channel *ch, const char *token, const char *method, const uint8_t *req,
+                     size_t len, int64_t deadline_ms, uint8_t **resp, size_t *resp_len,
+                     char **details) {
+  *resp = NULL;
+  *resp_len = 0;
+  *details = NULL;
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  grpc_slice msl = grpc_slice_from_static_string(method);
+  grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, msl, NULL,
+                                             abs_deadline(deadline_ms), NULL);
+  grpc_metadata md;
+  memset(&md, 0, sizeof(md));
+  if (token) {
+    md.key = grpc_slice_from_static_string("token");
+    md.value = grpc_slice_from_copied_string(token);
+  }
+  grpc_slice rs = grpc_slice_from_copied_buffer((const char *)req, len);
+  grpc_byte_buffer *req_bb = grpc_raw_byte_buffer_create(&rs, 1);
+  grpc_slice_unref(rs);
+  grpc_byte_buffer *resp_bb = NULL;
+  grpc_metadata_array init_md, trail_md;
+  grpc_metadata_array_init(&init_md);
+  grpc_metadata_array_init(&trail_md);
+  grpc_status_code st = GRPC_STATUS_UNKNOWN;
+  grpc_slice det = grpc_empty_slice();
+  const char *err_str = NULL;
+  grpc_op ops[6];
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = token ? 1 : 0;
+  ops[0].data.send_initial_metadata.metadata = token ? &md : NULL;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = req_bb;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
+  ops[4].op = GRPC_OP_RECV_MESSAGE;
+  ops[4].data.recv_message.recv_message = &resp_bb;
+  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[5].data.recv_status_on_client.trailing_metadata = &trail_md;
+  ops[5].data.recv_status_on_client.status = &st;
+  ops[5].data.recv_status_on_client.status_details = &det;
+  ops[5].data.recv_status_on_client.error_string = &err_str;
+  if (grpc_call_start_batch(call, ops, 6, (void *)1, NULL) != GRPC_CALL_OK) {
+    st = GRPC_STATUS_INTERNAL;
+    *details = strdup("cannot start the call");
+  } else {
+    grpc_completion_queue_pluck(cq, (void *)1, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    if (st == GRPC_STATUS_OK && resp_bb) {
+      grpc_byte_buffer_reader rd;
+      if (grpc_byte_buffer_reader_init(&rd, resp_bb)) {
+        grpc_slice all = grpc_byte_buffer_reader_readall(&rd);
+        grpc_byte_buffer_reader_destroy(&rd);
+        *resp_len = GRPC_SLICE_LENGTH(all);
+        *resp = malloc(*resp_len ? *resp_len : 1);
+        if (*resp) memcpy(*resp, GRPC_SLICE_START_PTR(all), *resp_len);
+        grpc_slice_unref(all);
+        if (!*resp) st = GRPC_STATUS_RESOURCE_EXHAUSTED;
+      }
+    } else if (st == GRPC_STATUS_OK) {
+      st = GRPC_STATUS_INTERNAL;
+      *details = strdup("the server ended the call without a reply");
+    } else {
+      *details = GRPC_SLICE_LENGTH(det) ? slice_str(det) : strdup(err_str ? err_str : "no details");
+    }
+  }
+  if (err_str) gpr_free((void *)err_str);
+  grpc_slice_unref(det);
+  if (resp_bb) grpc_byte_buffer_destroy(resp_bb);
+  grpc_byte_buffer_destroy(req_bb);
+  grpc_metadata_array_destroy(&init_md);
+  grpc_metadata_array_destroy(&trail_md);
+  if (token) grpc_slice_unref(md.value);
+  grpc_call_unref(call);
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN) {
+  }
+  grpc_completion_queue_destroy(cq);
+  return (int)st;
+}
+
+/* Returns endpoint i's channel (created on first use) and a copy of its token (NULL if none
+ * yet); under e->mu. */
+static grpc_channel *ep_get(et_t *e, size_t i, char **token) {
+  pthread_mutex_lock(&e->mu);
+  ep_t *p = &e->eps[i];
+  if (!p->ch) p->ch = make_channel(e, p->target);
+  grpc_channel *ch = p->ch;
+  *token = p->token ? strdup(p->token) : NULL;
+  pthread_mutex_unlock(&e->mu);
+  return ch;
+}
+
+static void ep_set_token(et_t *e, size_t i, const char *token) {
+  pthread_mutex_lock(&e->mu);
+  free(e->eps[i].token);
+  e->eps[i].token = token ? strdup(token) : NULL;
+  pthread_mutex_unlock(&e->mu);
+}
+
+/* Moves the current endpoint past i (unless another caller already did). */
+static void ep_fail(et_t *e, size_t i) {
+  pthread_mutex_lock(&e->mu);
+  if (e->cur == i) e->cur = (i + 1) % e->n;
+  pthread_mutex_unlock(&e->mu);
+}
+
+static size_t ep_cur(et_t *e) {
+  pthread_mutex_lock(&e->mu);
+  size_t i = e->cur;
+  pthread_mutex_unlock(&e->mu);
+  return i;
+}
+
+/* Authenticates on endpoint i; returns the gRPC status (-1 for a refused login, with errmsg). */
+static int authenticate(et_t *e, size_t i, grpc_channel *ch, int64_t deadline_ms, char **token,
+                        char **details) {
+  Etcdserverpb__AuthenticateRequest rq = ETCDSERVERPB__AUTHENTICATE_REQUEST__INIT;
+  rq.name = e->user;
+  rq.password = e->pass;
+  size_t len = etcdserverpb__authenticate_request__get_packed_size(&rq);
+  uint8_t *buf = malloc(len ? len : 1), *resp = NULL;
+  size_t rlen = 0;
+  if (!buf) return GRPC_STATUS_RESOURCE_EXHAUSTED;
+  etcdserverpb__authenticate_request__pack(&rq, buf);
+  int st = call_once(ch, NULL, M_AUTH, buf, len, deadline_ms, &resp, &rlen, details);
+  free(buf);
+  *token = NULL;
+  if (st == GRPC_STATUS_OK) {
+    Etcdserverpb__AuthenticateResponse *r =
+        etcdserverpb__authenticate_response__unpack(NULL, rlen, resp);
+    if (r && r->token && *r->token) {
+      *token = strdup(r->token);
+      ep_set_token(e, i, r->token);
+    } else {
+      st = GRPC_STATUS_INTERNAL;
+      *details = strdup("Authenticate answered no token");
+    }
+    if (r) etcdserverpb__authenticate_response__free_unpacked(r, NULL);
+  }
+  free(resp);
+  return st;
+}
+
+/* Packs req, calls method with fail-over and retries until deadline_ms, unpacks the reply with
+ * rdesc into *out (caller frees with protobuf_c_message_free_unpacked). */
+static int rpc(et_t *e, const char *method, const ProtobufCMessage *req,
+               const ProtobufCMessageDescriptor *rdesc, ProtobufCMessage **out, int64_t deadline_ms,
+               char *errmsg, size_t errlen) {
+  *out = NULL;
+  size_t len = protobuf_c_message_get_packed_size(req);
+  uint8_t *buf = malloc(len ? len : 1);
+  if (!buf) return GY_ENOMEM;
+  protobuf_c_message_pack(req, buf);
+  int64_t start = gy__cstore_now_ms(), backoff = 50;
+  int attempts = 0, reauthed = 0, rc = 0;
+  char last[512] = "no attempt made";
+  for (;;) {
+    int64_t now = gy__cstore_now_ms();
+    if (now >= deadline_ms) {
+      gy_errmsg(errmsg, errlen,
+                "etcd: %s: no endpoint answered within %lld ms (%d attempts; last: %s)", method,
+                (long long)(deadline_ms - start), attempts, last);
+      rc = GY_ETIMEDOUT;
+      break;
+    }
+    size_t i = ep_cur(e);
+    const char *tgt = e->eps[i].target;
+    char *token = NULL, *details = NULL;
+    grpc_channel *ch = ep_get(e, i, &token);
+    /* With several endpoints, one that hangs must not eat the whole deadline. */
+    int64_t att_dl = deadline_ms;
+    if (e->n > 1 && att_dl > now + e->dial_ms) att_dl = now + e->dial_ms;
+    int st = GRPC_STATUS_OK;
+    attempts++;
+    if (e->user && !token) {
+      st = authenticate(e, i, ch, att_dl, &token, &details);
+      if (st != GRPC_STATUS_OK && st != GRPC_STATUS_UNAVAILABLE &&
+          st != GRPC_STATUS_DEADLINE_EXCEEDED) {
+        gy_errmsg(errmsg, errlen, "etcd %s: authenticate as '%s': %s: %s", tgt, e->user,
+                  status_name(st), details ? details : "");
+        free(details);
+        rc = GY_ECONFIG;
+        break;
+      }
+    }
+    uint8_t *resp = NULL;
+    size_t rlen = 0;
+    if (st == GRPC_STATUS_OK)
+      st = call_once(ch, token, method, buf, len, att_dl, &resp, &rlen, &details);
+    free(token);
+    if (st == GRPC_STATUS_OK) {
+      *out = protobuf_c_message_unpack(rdesc, NULL, rlen, resp);
+      free(resp);
+      if (!*out) {
+        gy_errmsg(errmsg, errlen, "etcd %s: %s: malformed reply (%zu bytes)", tgt, method, rlen);
+        rc = GY_EPROTO;
+      }
+      break;
+    }
+    snprintf(last, sizeof(last), "%s: %s: %s", tgt, status_name(st), details ? details : "");
+    if (st == GRPC_STATUS_UNAVAILABLE ||
+        (st == GRPC_STATUS_DEADLINE_EXCEEDED && att_dl < deadline_ms)) {
+      free(details);
+      ep_fail(e, i);
+      int64_t left = deadline_ms - gy__cstore_now_ms();
+      sleep_ms(backoff < left ? backoff : left);
+      backoff = backoff * 2 > 500 ? 500 : backoff * 2;
+      continue;
+    }
+    if (st == GRPC_STATUS_UNAUTHENTICATED && e->user && !reauthed) {
+      free(details);
+      ep_set_token(e, i, NULL);
+      reauthed = 1;
+      continue;
+    }
+    if (st == GRPC_STATUS_DEADLINE_EXCEEDED) {
+      gy_errmsg(errmsg, errlen, "etcd %s: %s: no answer within %lld ms (%d attempts)", tgt, method,
+                (long long)(deadline_ms - start), attempts);
+      rc = GY_ETIMEDOUT;
+    } else {
+      gy_errmsg(errmsg, errlen, "etcd %s: %s: %s: %s", tgt, method, status_name(st),
+                details ? details : "");
+      rc = st == GRPC_STATUS_NOT_FOUND ? GY_ENOENT : GY_EIO;
+    }
+    free(details);
+    break;
+  }
+  free(buf);
+  return rc;
+}
+
+/* gRPC core makes progress on a socket only while some thread polls: a unary call polls its
+ * own queue while it waits, and nobody polls between calls. A connection attempt begun during a
+ * call that then timed out would sit unnoticed (a refused or completed connect seen only at its
+ * deadline). This thread blocks on an idle queue for the store's lifetime, so the poller always
+ * runs (one epoll set serves every queue). */
+static void *poll_main(void *arg) {
+  et_t *e = arg;
+  for (;;) {
+    grpc_event ev =
+        grpc_completion_queue_next(e->poll_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+  }
+  return NULL;
+}
+
+/* ------------------------------------- key helpers ------------------------------------- */
+
+/* etcd refuses an empty key; "\0" is the smallest key (and, as range_end, "to the end"). */
+static ProtobufCBinaryData key_bytes(const char *k) {
+  ProtobufCBinaryData d;
+  d.len = *k ? strlen(k) : 1;
+  d.data = (uint8_t *)(*k ? k : "");
+  return d;
+}
+
+static int kv_from(gy_cstore_kv_t *kv, const Etcdserverpb__KeyValue *p) {
+  memset(kv, 0, sizeof(*kv));
+  if (gy__cstore_kv_set(kv, p->key.data, p->key.len, p->value.data, p->value.len) < 0)
+    return GY_ENOMEM;
+  kv->create_revision = p->create_revision;
+  kv->mod_revision = p->mod_revision;
+  kv->version = p->version;
+  kv->lease = p->lease;
+  return 0;
+}
+
+static int range_from(gy_cstore_range_t *r, const Etcdserverpb__RangeResponse *p) {
+  memset(r, 0, sizeof(*r));
+  r->more = p->more;
+  if (p->header) r->revision = p->header->revision;
+  if (!p->n_kvs) return 0;
+  r->kvs = calloc(p->n_kvs, sizeof(*r->kvs));
+  if (!r->kvs) return GY_ENOMEM;
+  for (size_t i = 0; i < p->n_kvs; i++) {
+    if (kv_from(&r->kvs[i], p->kvs[i]) < 0) return GY_ENOMEM;
+    r->n++;
+  }
+  return 0;
+}
+
+/* ---------------------------------------- vtable ---------------------------------------- */
+
+static int et_range(void *be, const char *key, const char *end, int64_t limit,
+                    gy_cstore_range_t *out, int64_t deadline_ms, char *errmsg, size_t errlen) {
+  et_t *e = be;
+  memset(out, 0, sizeof(*out));
+  Etcdserverpb__RangeRequest rq = ETCDSERVERPB__RANGE_REQUEST__INIT;
+  rq.key = key_bytes(key);
+  if (end) rq.range_end = key_bytes(end);
+  rq.limit = limit;
+  ProtobufCMessage *m = NULL;
+  int rc = rpc(e, M_RANGE, &rq.base, &etcdserverpb__range_response__descriptor, &m, deadline_ms,
+               errmsg, errlen);
+  if (rc < 0) return rc;
+  rc = range_from(out, (Etcdserverpb__RangeResponse *)m);
+  protobuf_c_message_free_unpacked(m, NULL);
+  if (rc < 0) gy_cstore_range_clear(out);
+  return rc;
+}
+
+/* The request side of one txn op, built in place (strings borrowed from op; *end_buf owns the
+ * prefix end and is freed by the caller). */
+typedef struct {
+  Etcdserverpb__RequestOp op;
+  Etcdserverpb__RangeRequest range;
+  Etcdserverpb__PutRequest put;
+  Etcdserverpb__DeleteRangeRequest del;
+  char *end_buf;
+} reqop_t;
+
+static int build_op(reqop_t *r, const gy_cstore_op_t *o) {
+  etcdserverpb__request_op__init(&r->op);
+  r->end_buf = NULL;
+  if (o->prefix && o->type != GY_CSTORE_OP_PUT) {
+    r->end_buf = gy__cstore_prefix_end(o->key);
+    if (!r->end_buf) return GY_ENOMEM;
+  }
+  switch (o->type) {
+  case GY_CSTORE_OP_PUT:
+    etcdserverpb__put_request__init(&r->put);
+    r->put.key = key_bytes(o->key);
+    r->put.value.data = (uint8_t *)o->value;
+    r->put.value.len = o->value_len;
+    r->put.lease = o->lease;
+    r->op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+    r->op.request_put = &r->put;
+    break;
+  case GY_CSTORE_OP_DELETE:
+    etcdserverpb__delete_range_request__init(&r->del);
+    r->del.key = key_bytes(o->key);
+    if (r->end_buf) r->del.range_end = key_bytes(r->end_buf);
+    r->op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
+    r->op.request_delete_range = &r->del;
+    break;
+  case GY_CSTORE_OP_GET:
+    etcdserverpb__range_request__init(&r->range);
+    r->range.key = key_bytes(o->key);
+    if (r->end_buf) r->range.range_end = key_bytes(r->end_buf);
+    r->range.limit = o->prefix ? o->limit : 1;
+    r->op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+    r->op.request_range = &r->range;
+    break;
+  }
+  return 0;
+}
+
+static int et_txn(void *be, const gy_cstore_cmp_t *cmps, size_t ncmp,
+                  const gy_cstore_op_t *then_ops, size_t nthen, const gy_cstore_op_t *else_ops,
+                  size_t nelse, gy_cstore_txn_result_t *out, int64_t deadline_ms, char *errmsg,
+                  size_t errlen) {
+  et_t *e = be;
+  memset(out, 0, sizeof(*out));
+  int rc = 0;
+  Etcdserverpb__Compare *cs = calloc(ncmp ? ncmp : 1, sizeof(*cs));
+  Etcdserverpb__Compare **cp = calloc(ncmp ? ncmp : 1, sizeof(*cp));
+  reqop_t *ro = calloc(nthen + nelse + 1, sizeof(*ro));
+  Etcdserverpb__RequestOp **rp = calloc(nthen + nelse + 1, sizeof(*rp));
+  ProtobufCMessage *m = NULL;
+  if (!cs || !cp || !ro || !rp) {
+    rc = GY_ENOMEM;
+    goto done;
+  }
+  for (size_t i = 0; i < ncmp; i++) {
+    const gy_cstore_cmp_t *c = &cmps[i];
+    Etcdserverpb__Compare *p = &cs[i];
+    etcdserverpb__compare__init(p);
+    p->key = key_bytes(c->key);
+    static const int ops[] = {ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL,
+                              ETCDSERVERPB__COMPARE__COMPARE_RESULT__NOT_EQUAL,
+                              ETCDSERVERPB__COMPARE__COMPARE_RESULT__LESS,
+                              ETCDSERVERPB__COMPARE__COMPARE_RESULT__GREATER};
+    p->result = (Etcdserverpb__Compare__CompareResult)ops[c->op];
+    switch (c->target) {
+    case GY_CSTORE_CMP_VALUE:
+      p->target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__VALUE;
+      p->target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VALUE;
+      p->value.data = (uint8_t *)c->value;
+      p->value.len = c->value_len;
+      break;
+    case GY_CSTORE_CMP_CREATE:
+      p->target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
+      p->target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
+      p->create_revision = c->rev;
+      break;
+    case GY_CSTORE_CMP_MOD:
+      p->target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD;
+      p->target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
+      p->mod_revision = c->rev;
+      break;
+    case GY_CSTORE_CMP_VERSION:
+      p->target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__VERSION;
+      p->target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VERSION;
+      p->version = c->rev;
+      break;
+    }
+    cp[i] = p;
+  }
+  for (size_t i = 0; i < nthen + nelse; i++) {
+    rc = build_op(&ro[i], i < nthen ? &then_ops[i] : &else_ops[i - nthen]);
+    if (rc < 0) goto done;
+    rp[i] = &ro[i].op;
+  }
+  Etcdserverpb__TxnRequest rq = ETCDSERVERPB__TXN_REQUEST__INIT;
+  rq.n_compare = ncmp;
+  rq.compare = cp;
+  rq.n_success = nthen;
+  rq.success = rp;
+  rq.n_failure = nelse;
+  rq.failure = rp + nthen;
+  rc = rpc(e, M_TXN, &rq.base, &etcdserverpb__txn_response__descriptor, &m, deadline_ms, errmsg,
+           errlen);
+  if (rc < 0) goto done;
+  Etcdserverpb__TxnResponse *r = (Etcdserverpb__TxnResponse *)m;
+  out->succeeded = r->succeeded;
+  out->revision = r->header ? r->header->revision : 0;
+  if (r->n_responses) {
+    out->results = calloc(r->n_responses, sizeof(*out->results));
+    if (!out->results) {
+      rc = GY_ENOMEM;
+      goto done;
+    }
+  }
+  for (size_t i = 0; i < r->n_responses; i++) {
+    const Etcdserverpb__ResponseOp *p = r->responses[i];
+    gy_cstore_op_result_t *res = &out->results[i];
+    out->n = i + 1;
+    switch (p->response_case) {
+    case ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE:
+      res->type = GY_CSTORE_OP_GET;
+      rc = range_from(&res->range, p->response_range);
+      res->range.revision = 0;
+      break;
+    case ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_DELETE_RANGE:
+      res->type = GY_CSTORE_OP_DELETE;
+      res->deleted = p->response_delete_range->deleted;
+      break;
+    default:
+      res->type = GY_CSTORE_OP_PUT;
+      break;
+    }
+    if (rc < 0) break;
+  }
+done:
+  if (m) protobuf_c_message_free_unpacked(m, NULL);
+  if (ro)
+    for (size_t i = 0; i < nthen + nelse; i++)
+      free(ro[i].end_buf);
+  free(cs);
+  free(cp);
+  free(ro);
+  free(rp);
+  if (rc < 0) gy_cstore_txn_clear(out);
+  return rc;
+}
+
+static int et_lease_grant(void *be, int64_t ttl_s, int64_t *id, int64_t *granted,
+                          int64_t deadline_ms, char *errmsg, size_t errlen) {
+  Etcdserverpb__LeaseGrantRequest rq = ETCDSERVERPB__LEASE_GRANT_REQUEST__INIT;
+  rq.ttl = ttl_s;
+  ProtobufCMessage *m = NULL;
+  int rc = rpc(be, M_GRANT, &rq.base, &etcdserverpb__lease_grant_response__descriptor, &m,
+               deadline_ms, errmsg, errlen);
+  if (rc < 0) return rc;
+  Etcdserverpb__LeaseGrantResponse *r = (Etcdserverpb__LeaseGrantResponse *)m;
+  if (r->error && *r->error) {
+    gy_errmsg(errmsg, errlen, "etcd: %s: %s", M_GRANT, r->error);
+    rc = GY_EIO;
+  } else {
+    *id = r->id;
+    *granted = r->ttl;
+  }
+  protobuf_c_message_free_unpacked(m, NULL);
+  return rc;
+}
+
+static int et_lease_revoke(void *be, int64_t id, int64_t deadline_ms, char *errmsg, size_t errlen) {
+  Etcdserverpb__LeaseRevokeRequest rq = ETCDSERVERPB__LEASE_REVOKE_REQUEST__INIT;
+  rq.id = id;
+  ProtobufCMessage *m = NULL;
+  int rc = rpc(be, M_REVOKE, &rq.base, &etcdserverpb__lease_revoke_response__descriptor, &m,
+               deadline_ms, errmsg, errlen);
+  if (m) protobuf_c_message_free_unpacked(m, NULL);
+  return rc;
+}
+
+static int et_lease_keepalive(void *be, int64_t id, int64_t *ttl, int64_t deadline_ms, char *errmsg,
+                              size_t errlen) {
+  Etcdserverpb__LeaseKeepAliveRequest rq = ETCDSERVERPB__LEASE_KEEP_ALIVE_REQUEST__INIT;
+  rq.id = id;
+  ProtobufCMessage *m = NULL;
+  int rc = rpc(be, M_KEEPALIVE, &rq.base, &etcdserverpb__lease_keep_alive_response__descriptor, &m,
+               deadline_ms, errmsg, errlen);
+  if (rc < 0) return rc;
+  Etcdserverpb__LeaseKeepAliveResponse *r = (Etcdserverpb__LeaseKeepAliveResponse *)m;
+  if (r->ttl <= 0) {
+    gy_errmsg(errmsg, errlen, "etcd: keep-alive of lease %lld: not found (expired or revoked)",
+              (long long)id);
+    rc = GY_ENOENT;
+  } else {
+    *ttl = r->ttl;
+  }
+  protobuf_c_message_free_unpacked(m, NULL);
+  return rc;
+}
+
+/* ---------------------------------------- watches ---------------------------------------- */
+
+/* Waits up to ms unless the watch is stopping; returns whether it is. */
+static int watch_sleep(etw_t *w, int64_t ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  ts.tv_sec += (time_t)(ms / 1000);
+  ts.tv_nsec += (long)(ms % 1000) * 1000000;
+  if (ts.tv_nsec >= 1000000000) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000;
+  }
+  pthread_mutex_lock(&w->mu);
+  if (!w->stop) pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+  int stop = w->stop;
+  pthread_mutex_unlock(&w->mu);
+  return stop;
+}
+
+/* Handles one WatchResponse; returns 1 when events/creation show the stream is healthy, 0 for
+ * nothing new, < 0 when the watch has ended (error callback made). */
+static int watch_handle(etw_t *w, const uint8_t *buf, size_t len) {
+  Etcdserverpb__WatchResponse *r = etcdserverpb__watch_response__unpack(NULL, len, buf);
+  if (!r) return 0;
+  int ret = r->created ? 1 : 0;
+  if (r->compact_revision > 0) {
+    char why[256];
+    snprintf(why, sizeof(why),
+             "etcd: watch from revision %lld: compacted (history starts at "
+             "%lld)",
+             (long long)w->next, (long long)r->compact_revision);
+    w->cb(w->ud, NULL, 0, GY_ERANGE, why);
+    ret = -1;
+  } else if (r->canceled) {
+    char why[512];
+    snprintf(why, sizeof(why), "etcd: watch canceled by the server: %s",
+             r->cancel_reason && *r->cancel_reason ? r->cancel_reason : "no reason given");
+    w->cb(w->ud, NULL, 0, GY_EIO, why);
+    ret = -1;
+  } else if (r->n_events) {
+    gy_cstore_event_t *evs = calloc(r->n_events, sizeof(*evs));
+    size_t n = 0;
+    if (evs) {
+      for (; n < r->n_events; n++) {
+        const Etcdserverpb__Event *ev = r->events[n];
+        if (!ev->kv || kv_from(&evs[n].kv, ev->kv) < 0) break;
+        evs[n].type = ev->type == ETCDSERVERPB__EVENT__EVENT_TYPE__DELETE ? GY_CSTORE_EV_DELETE
+                                                                          : GY_CSTORE_EV_PUT;
+      }
+      if (n == r->n_events) {
+        w->cb(w->ud, evs, n, 0, NULL);
+        w->next = evs[n - 1].kv.mod_revision + 1;
+        ret = 1;
+      }
+      for (size_t i = 0; i < n; i++)
+        gy_cstore_kv_clear(&evs[i].kv);
+      free(evs);
+    }
+  }
+  etcdserverpb__watch_response__free_unpacked(r, NULL);
+  return ret;
+}
+
+/* One Watch stream from w->next until it breaks. Returns < 0 when the watch has ended for
+ * good, else the gRPC status the stream closed with (*healthy: it delivered something). */
+static int watch_stream(etw_t *w, size_t i, int *healthy) {
+  et_t *e = w->e;
+  char *token = NULL, *details = NULL;
+  grpc_channel *ch = ep_get(e, i, &token);
+  if (e->user && !token) {
+    int st = authenticate(e, i, ch, gy__cstore_now_ms() + e->dial_ms, &token, &details);
+    free(details);
+    if (st != GRPC_STATUS_OK) return st;
+  }
+  Etcdserverpb__WatchCreateRequest cr = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
+  cr.key = key_bytes(w->key);
+  cr.range_end = key_bytes(w->end);
+  cr.start_revision = w->next;
+  Etcdserverpb__WatchRequest rq = ETCDSERVERPB__WATCH_REQUEST__INIT;
+  rq.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
+  rq.create_request = &cr;
+  size_t len = etcdserverpb__watch_request__get_packed_size(&rq);
+  uint8_t *buf = malloc(len ? len : 1);
+  if (!buf) {
+    free(token);
+    return GRPC_STATUS_RESOURCE_EXHAUSTED;
+  }
+  etcdserverpb__watch_request__pack(&rq, buf);
+  grpc_slice rs = grpc_slice_from_copied_buffer((const char *)buf, len);
+  free(buf);
+  grpc_byte_buffer *req_bb = grpc_raw_byte_buffer_create(&rs, 1);
+  grpc_slice_unref(rs);
+
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+  grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                             grpc_slice_from_static_string(M_WATCH), NULL,
+                                             gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+  pthread_mutex_lock(&w->mu);
+  w->call = call;
+  if (w->stop) grpc_call_cancel(call, NULL);
+  pthread_mutex_unlock(&w->mu);
+
+  grpc_metadata md;
+  memset(&md, 0, sizeof(md));
+  if (token) {
+    md.key = grpc_slice_from_static_string("token");
+    md.value = grpc_slice_from_copied_string(token);
+  }
+  grpc_metadata_array init_md, trail_md;
+  grpc_metadata_array_init(&init_md);
+  grpc_metadata_array_init(&trail_md);
+  grpc_status_code st = GRPC_STATUS_UNKNOWN;
+  grpc_slice det = grpc_empty_slice();
+  grpc_byte_buffer *recv_bb = NULL;
+  int pending = 0, ended = 0;
+  grpc_op ops[3];
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = token ? 1 : 0;
+  ops[0].data.send_initial_metadata.metadata = token ? &md : NULL;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = req_bb;
+  ops[2].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[2].data.recv_initial_metadata.recv_initial_metadata = &init_md;
+  if (grpc_call_start_batch(call, ops, 3, (void *)1, NULL) == GRPC_CALL_OK) pending++;
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[0].data.recv_status_on_client.trailing_metadata = &trail_md;
+  ops[0].data.recv_status_on_client.status = &st;
+  ops[0].data.recv_status_on_client.status_details = &det;
+  if (grpc_call_start_batch(call, ops, 1, (void *)2, NULL) == GRPC_CALL_OK) pending++;
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_RECV_MESSAGE;
+  ops[0].data.recv_message.recv_message = &recv_bb;
+  if (grpc_call_start_batch(call, ops, 1, (void *)3, NULL) == GRPC_CALL_OK) pending++;
+  if (pending < 3) grpc_call_cancel(call, NULL);
+
+  while (pending > 0) {
+    grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    if (ev.type != GRPC_OP_COMPLETE) break;
+    pending--;
+    if (ev.tag == (void *)1 && !ev.success) grpc_call_cancel(call, NULL);
+    if (ev.tag != (void *)3) continue;
+    if (!ev.success || !recv_bb) {
+      if (recv_bb) grpc_byte_buffer_destroy(recv_bb);
+      recv_bb = NULL;
+      grpc_call_cancel(call, NULL); /* the stream is over: collect the status */
+      continue;
+    }
+    grpc_byte_buffer_reader rd;
+    int h = 0;
+    if (grpc_byte_buffer_reader_init(&rd, recv_bb)) {
+      grpc_slice all = grpc_byte_buffer_reader_readall(&rd);
+      grpc_byte_buffer_reader_destroy(&rd);
+      h = watch_handle(w, GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all));
+      grpc_slice_unref(all);
+    }
+    grpc_byte_buffer_destroy(recv_bb);
+    recv_bb = NULL;
+    if (h > 0) *healthy = 1;
+    pthread_mutex_lock(&w->mu);
+    int stop = w->stop;
+    pthread_mutex_unlock(&w->mu);
+    if (h < 0 || stop) {
+      ended = h < 0;
+      grpc_call_cancel(call, NULL);
+      continue;
+    }
+    if (grpc_call_start_batch(call, ops, 1, (void *)3, NULL) == GRPC_CALL_OK)
+      pending++;
+    else
+      grpc_call_cancel(call, NULL);
+  }
+  pthread_mutex_lock(&w->mu);
+  w->call = NULL;
+  pthread_mutex_unlock(&w->mu);
+  if (recv_bb) grpc_byte_buffer_destroy(recv_bb);
+  grpc_byte_buffer_destroy(req_bb);
+  grpc_metadata_array_destroy(&init_md);
+  grpc_metadata_array_destroy(&trail_md);
+  grpc_slice_unref(det);
+  if (token) grpc_slice_unref(md.value);
+  free(token);
+  grpc_call_unref(call);
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN) {
+  }
+  grpc_completion_queue_destroy(cq);
+  return ended ? -1 : (int)st;
+}
+
+static void *watch_main(void *arg) {
+  etw_t *w = arg;
+  et_t *e = w->e;
+  int64_t backoff = 100;
+  for (;;) {
+    pthread_mutex_lock(&w->mu);
+    int stop = w->stop;
+    pthread_mutex_unlock(&w->mu);
+    if (stop) break;
+    size_t i = ep_cur(e);
+    int healthy = 0;
+    int st = watch_stream(w, i, &healthy);
+    if (st < 0) break;
+    if (st == GRPC_STATUS_UNAUTHENTICATED) ep_set_token(e, i, NULL);
+    if (st == GRPC_STATUS_UNAVAILABLE || st == GRPC_STATUS_DEADLINE_EXCEEDED) ep_fail(e, i);
+    if (healthy) backoff = 100;
+    if (watch_sleep(w, backoff)) break;
+    backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
+  }
+  return NULL;
+}
+
+static void etw_free(etw_t *w) {
+  pthread_cond_destroy(&w->cv);
+  pthread_mutex_destroy(&w->mu);
+  free(w->key);
+  free(w->end);
+  free(w);
+}
+
+static int et_watch_start(void *be, const char *key, const char *end, int64_t start_rev,
+                          gy_cstore_watch_cb cb, void *ud, void **handle, char *errmsg,
+                          size_t errlen) {
+  etw_t *w = calloc(1, sizeof(*w));
+  if (!w) return GY_ENOMEM;
+  pthread_mutex_init(&w->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&w->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  w->e = be;
+  w->next = start_rev;
+  w->cb = cb;
+  w->ud = ud;
+  w->key = strdup(key);
+  w->end = strdup(end);
+  if (!w->key || !w->end || pthread_create(&w->th, NULL, watch_main, w) != 0) {
+    gy_errmsg(errmsg, errlen, "etcd: cannot start a watch thread");
+    etw_free(w);
+    return GY_ENOMEM;
+  }
+  *handle = w;
+  return 0;
+}
+
+static void et_watch_stop(void *handle) {
+  etw_t *w = handle;
+  pthread_mutex_lock(&w->mu);
+  w->stop = 1;
+  if (w->call) grpc_call_cancel(w->call, NULL);
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+  pthread_join(w->th, NULL);
+  etw_free(w);
+}
+
+/* -------------------------------------- open / close -------------------------------------- */
+
+static void et_destroy(void *be) {
+  et_t *e = be;
+  if (!e) return;
+  if (e->poll_cq) {
+    grpc_completion_queue_shutdown(e->poll_cq);
+    if (e->poll_started) pthread_join(e->poll_th, NULL);
+    grpc_completion_queue_destroy(e->poll_cq);
+  }
+  for (size_t i = 0; i < e->n; i++) {
+    if (e->eps[i].ch) grpc_channel_destroy(e->eps[i].ch);
+    free(e->eps[i].target);
+    free(e->eps[i].token);
+  }
+  free(e->eps);
+  if (e->creds) grpc_channel_credentials_release(e->creds);
+  free(e->user);
+  free(e->pass);
+  pthread_mutex_destroy(&e->mu);
+  free(e);
+  grpc_shutdown();
+}
+
+/* Reads a whole PEM file; NULL with errmsg when it cannot. */
+static char *read_pem(const char *what, const char *path, char *errmsg, size_t errlen) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    gy_errmsg(errmsg, errlen, "etcd TLS: cannot read %s file %s", what, path);
+    return NULL;
+  }
+  char *buf = NULL;
+  size_t n = 0, cap = 0;
+  for (;;) {
+    if (n + 4096 + 1 > cap) {
+      cap = cap ? 2 * cap : 8192;
+      char *nb = realloc(buf, cap);
+      if (!nb) break;
+      buf = nb;
+    }
+    size_t got = fread(buf + n, 1, 4096, f);
+    n += got;
+    if (got < 4096) break;
+  }
+  fclose(f);
+  if (!buf) return NULL;
+  buf[n] = 0;
+  if (!strstr(buf, "-----BEGIN")) {
+    gy_errmsg(errmsg, errlen, "etcd TLS: %s file %s holds no PEM block", what, path);
+    free(buf);
+    return NULL;
+  }
+  return buf;
+}
+
+int gy__cstore_etcd_open(void **be, const char *endpoints, const gy_cstore_opts_t *opts,
+                         char *errmsg, size_t errlen) {
+  *be = NULL;
+  grpc_init();
+  int rc = 0;
+  char *ca = NULL, *cert = NULL, *key = NULL;
+  et_t *e = calloc(1, sizeof(*e));
+  char *list = strdup(endpoints);
+  if (!e || !list) {
+    free(e);
+    free(list);
+    grpc_shutdown();
+    return GY_ENOMEM;
+  }
+  pthread_mutex_init(&e->mu, NULL);
+  e->dial_ms = opts->dial_timeout_ms;
+  size_t cap = 1;
+  for (const char *p = endpoints; *p; p++)
+    cap += *p == ',';
+  e->eps = calloc(cap, sizeof(*e->eps));
+  if (!e->eps) {
+    rc = GY_ENOMEM;
+    goto err;
+  }
+  char *save = NULL;
+  for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    const char *colon = strrchr(t, ':');
+    char *endp = NULL;
+    long port = colon ? strtol(colon + 1, &endp, 10) : 0;
+    if (!colon || colon == t || !*(colon + 1) || *endp || port <= 0 || port > 65535) {
+      gy_errmsg(errmsg, errlen, "etcd://%s: endpoint '%s' is not host:port", endpoints, t);
+      rc = GY_ECONFIG;
+      goto err;
+    }
+    if (!(e->eps[e->n].target = strdup(t))) {
+      rc = GY_ENOMEM;
+      goto err;
+    }
+    e->n++;
+  }
+  if (e->n == 0) {
+    gy_errmsg(errmsg, errlen, "etcd://%s: no endpoint", endpoints);
+    rc = GY_ECONFIG;
+    goto err;
+  }
+  if (opts->ca_file) {
+    if (!(ca = read_pem("CA", opts->ca_file, errmsg, errlen))) {
+      rc = GY_ECONFIG;
+      goto err;
+    }
+    grpc_ssl_pem_key_cert_pair pair = {NULL, NULL};
+    if (opts->cert_file) {
+      if (!(cert = read_pem("certificate", opts->cert_file, errmsg, errlen)) ||
+          !(key = read_pem("key", opts->key_file, errmsg, errlen))) {
+        rc = GY_ECONFIG;
+        goto err;
+      }
+      pair.private_key = key;
+      pair.cert_chain = cert;
+    }
+    e->creds = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);
+    if (!e->creds) {
+      gy_errmsg(errmsg, errlen, "etcd TLS: cannot build credentials from %s", opts->ca_file);
+      rc = GY_ECONFIG;
+      goto err;
+    }
+  } else if (opts->cert_file) {
+    gy_errmsg(errmsg, errlen, "etcd TLS: a client certificate needs ca_file too");
+    rc = GY_ECONFIG;
+    goto err;
+  }
+  if (opts->username) {
+    e->user = strdup(opts->username);
+    e->pass = strdup(opts->password);
+    if (!e->user || !e->pass) {
+      rc = GY_ENOMEM;
+      goto err;
+    }
+  }
+  e->poll_cq = grpc_completion_queue_create_for_next(NULL);
+  if (!e->poll_cq || pthread_create(&e->poll_th, NULL, poll_main, e) != 0) {
+    gy_errmsg(errmsg, errlen, "etcd://%s: cannot start the poller thread", endpoints);
+    rc = GY_ENOMEM;
+    goto err;
+  }
+  e->poll_started = 1;
+  free(list);
+  free(ca);
+  free(cert);
+  free(key);
+  *be = e;
+  return 0;
+err:
+  free(list);
+  free(ca);
+  free(cert);
+  free(key);
+  et_destroy(e);
+  return rc;
+}
+
+const gy__cstore_vt_t gy__cstore_etcd_vt = {
+    .name = "etcd",
+    .destroy = et_destroy,
+    .range = et_range,
+    .txn = et_txn,
+    .lease_grant = et_lease_grant,
+    .lease_revoke = et_lease_revoke,
+    .lease_keepalive = et_lease_keepalive,
+    .watch_start = et_watch_start,
+    .watch_stop = et_watch_stop,
+};

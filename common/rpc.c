@@ -110,6 +110,12 @@ static grpc_slice read_buffer(grpc_byte_buffer *bb) {
   return sl;
 }
 
+/* HTTP/2 keepalive of client channels: a ping every KEEPALIVE_MS while a call is open, and the
+ * transport is closed when one is not answered within KEEPALIVE_TIMEOUT_MS. */
+#define KEEPALIVE_MS 2000
+#define KEEPALIVE_TIMEOUT_MS 3000
+#define CONNECT_TIMEOUT_MS 3000
+
 /* Fills a[0..1] with the receive and send size limits (both max bytes). */
 static void limit_args(grpc_arg a[2], size_t max) {
   a[0].type = GRPC_ARG_INTEGER;
@@ -896,14 +902,21 @@ int gy_rpc_server_create(gy_rpc_server_t **out, uv_loop_t *loop, const gy_rpc_se
   s->t_shutdown = (tag_t){T_SHUTDOWN, s};
   pthread_mutex_init(&s->mu, NULL);
 
-  grpc_arg a[3];
+  grpc_arg a[5];
   limit_args(a, s->opts.max_message);
   /* grpc sets SO_REUSEPORT by default: a second controller on the same port would then share
    * it silently instead of failing. */
   a[2].type = GRPC_ARG_INTEGER;
   a[2].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
   a[2].value.integer = 0;
-  grpc_channel_args args = {3, a};
+  /* clients ping every KEEPALIVE_MS while a stream is open (see the client): accept it */
+  a[3].type = GRPC_ARG_INTEGER;
+  a[3].key = (char *)GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS;
+  a[3].value.integer = KEEPALIVE_MS / 2;
+  a[4].type = GRPC_ARG_INTEGER;
+  a[4].key = (char *)GRPC_ARG_HTTP2_MAX_PING_STRIKES;
+  a[4].value.integer = 0;
+  grpc_channel_args args = {5, a};
   s->srv = grpc_server_create(&args, NULL);
   s->cq = grpc_completion_queue_create_for_next(NULL);
   if (!s->srv || !s->cq) goto err;
@@ -1342,14 +1355,29 @@ int gy_rpc_client_create_tls(gy_rpc_client_t **out, const char *target,
     return rc ? rc : GY_ENOMEM;
   }
   pthread_mutex_init(&c->mu, NULL);
-  grpc_arg a[3];
+  grpc_arg a[6];
   limit_args(a, DEFAULT_MAX_MESSAGE);
-  grpc_channel_args args = {2, a};
+  /* A peer that stops answering (a stopped or partitioned controller keeps its TCP connection)
+   * fails the open streams after KEEPALIVE_MS + KEEPALIVE_TIMEOUT_MS, so that a worker moves on
+   * to the next controller address instead of waiting for ever. */
+  a[2].type = GRPC_ARG_INTEGER;
+  a[2].key = (char *)GRPC_ARG_KEEPALIVE_TIME_MS;
+  a[2].value.integer = KEEPALIVE_MS;
+  a[3].type = GRPC_ARG_INTEGER;
+  a[3].key = (char *)GRPC_ARG_KEEPALIVE_TIMEOUT_MS;
+  a[3].value.integer = KEEPALIVE_TIMEOUT_MS;
+  /* gRPC's minimum reconnect back-off is also its connect deadline (20 s by default): a peer
+   * that accepts TCP but never speaks HTTP/2 (a stopped process) would hold a call that long
+   * before the next address is tried. */
+  a[4].type = GRPC_ARG_INTEGER;
+  a[4].key = (char *)GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
+  a[4].value.integer = CONNECT_TIMEOUT_MS;
+  grpc_channel_args args = {5, a};
   if (tls && !empty(tls->target_name)) {
-    a[2].type = GRPC_ARG_STRING;
-    a[2].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
-    a[2].value.string = (char *)tls->target_name;
-    args.num_args = 3;
+    a[5].type = GRPC_ARG_STRING;
+    a[5].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+    a[5].value.string = (char *)tls->target_name;
+    args.num_args = 6;
   }
   c->ch = grpc_channel_create(target, creds, &args);
   grpc_channel_credentials_release(creds);

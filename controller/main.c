@@ -181,6 +181,35 @@ static void on_deposed(void *ud, int64_t token, const char *why) {
   _exit(3);
 }
 
+/* The service's fence: this controller still leads when the leader key exists with the
+ * create revision (token) it won. Anything else, or a store that cannot say so within the
+ * deadline, means it must not act: it exits at once (status 3). */
+typedef struct {
+  gy_cstore_t *store;
+  gy_leader_t *leader;
+} fence_t;
+
+static int fence_check(void *ud) {
+  fence_t *f = ud;
+  int64_t token = 0;
+  char err[256] = "";
+  gy_cstore_kv_t kv = {0};
+  int lead = gy_leader_is_leader(f->leader, &token);
+  int rc = lead ? gy_cstore_get(f->store, gy_leader_key(f->leader), &kv, NULL, 2000, err,
+                                sizeof(err))
+                : GY_ENOENT;
+  int ok = lead && !rc && kv.create_revision == token;
+  gy_cstore_kv_clear(&kv);
+  if (ok) return 1;
+  gy_log(GY_LOG_ERROR, "controller",
+         "fence: this controller no longer leads (token %lld; %s): exiting before it acts",
+         (long long)token, rc == GY_ENOENT ? "the leader key is another's or gone" : err);
+  fflush(stdout);
+  fflush(stderr);
+  _exit(3);
+  return 0;
+}
+
 static void on_standby_signal(int sig) {
   standby_signal = sig;
 }
@@ -508,12 +537,14 @@ int main(int argc, char **argv) {
   gy_telemetry_t *tm = NULL;
   gy_alert_t *alert = NULL;
   gy_http_t *http_srv = NULL;
+  fence_t fence = {0};
   if (st.url) {
     int src = store_open(&st, cfg.name, &store, &journal, &leader);
     if (src) {
       rc = src < 0 ? 0 : src;
       goto out;
     }
+    fence = (fence_t){store, leader};
   } else if (st.run || st.ca || st.cert || st.key || st.user || st.password_file) {
     fprintf(stderr, "gyro-controller: --run and --store-* need --store\n");
     rc = 2;
@@ -576,6 +607,9 @@ int main(int argc, char **argv) {
       .telemetry = tm,
       .alert = alert,
       .journal = journal,
+      .fence = leader ? fence_check : NULL,
+      .fence_ud = &fence,
+      .fence_every_ms = st.ttl * 1000 / 3,
   };
   if (gy_service_create(&a.svc, a.loop, &so, errmsg, sizeof(errmsg)) != 0) {
     fprintf(stderr, "gyro-controller: cannot serve on %s: %s\n", so.listen, errmsg);

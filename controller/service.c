@@ -196,6 +196,7 @@ struct gy_service {
   gy_policy_decision_t repair_dec;
   uint64_t rb_seq;    /* the fleet rollback carrying the run's repair (0: none in flight) */
   uint64_t journaled_seq;  /* the newest rollback whose intent is in the journal */
+  int64_t fence_ok_ms;     /* when the fence last said this controller leads (monotonic) */
   int64_t tick_grace_until; /* no liveness verdicts before this (after a store outage) */
   int in_operator;    /* an operator command is feeding the run: its PAUSE is already sent */
   uint64_t op_rb_seq; /* the operator's rollback the run's ROLLBACK action adopts */
@@ -1251,7 +1252,22 @@ static void unbind(gy_service_t *s, int rank) {
   c->rank = -1;
 }
 
+/* Monotonic milliseconds, read now (the loop's cached time can be old after a stop). */
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void act(gy_service_t *s, const gy_fleet_action_t *a) {
+  if (s->o.fence && (a->kind == GY_FLEET_ACT_ASSIGN || a->kind == GY_FLEET_ACT_GRANT ||
+                     a->kind == GY_FLEET_ACT_DIRECTIVE)) {
+    int64_t now = mono_ms();
+    if (now - s->fence_ok_ms > s->o.fence_every_ms) {
+      if (!s->o.fence(s->o.fence_ud)) return; /* the caller has stopped everything */
+      s->fence_ok_ms = mono_ms();
+    }
+  }
   switch (a->kind) {
   case GY_FLEET_ACT_ASSIGN:
     do_assign(s, a);

@@ -429,10 +429,14 @@ static void test_protocol(const char *cfg) {
   CHECK(a0->config_dir[0] == '/');
   CHECK(strcmp(a0->session_id, a1->session_id) != 0);
 
-  /* a duplicate worker id: ALREADY_EXISTS */
-  join_t dup = {.id = "w0", .ordinal = -1};
-  join_thread(&dup);
-  CHECK_EQ_INT(dup.status, GY_RPC_ALREADY_EXISTS);
+  /* the same worker id again before its session opened (its process restarted to restore the
+   * start step): the same assignment */
+  join_t again = {.id = "w0", .ordinal = -1};
+  join_thread(&again);
+  CHECK_EQ_INT(again.status, 0);
+  CHECK(again.as && again.as->rank == 0 && again.as->generation == 1 &&
+        !strcmp(again.as->session_id, a0->session_id));
+  if (again.as) gyro__assignment__free_unpacked(again.as, NULL);
 
   /* a wrong-generation Hello: FAILED_PRECONDITION */
   sess_t bad;
@@ -451,6 +455,11 @@ static void test_protocol(const char *cfg) {
   hello(&s1, a1, 1);
   CHECK(wait_grant(&s0, 4));
   CHECK(wait_grant(&s1, 4));
+
+  /* a duplicate worker id once the member is in its session: ALREADY_EXISTS */
+  join_t dup = {.id = "w0", .ordinal = -1};
+  join_thread(&dup);
+  CHECK_EQ_INT(dup.status, GY_RPC_ALREADY_EXISTS);
 
   /* grants follow the slowest rank */
   for (int s = 0; s < 4; s++)

@@ -12,11 +12,17 @@
  * --ordinal K --threads T, T = max(1, cores / world), OMP_NUM_THREADS=T, OMP_WAIT_POLICY=PASSIVE;
  * stdout to worker-K.jsonl, stderr to worker-K.log) and supervises them until the controller exits.
  *
+ * State: the controller keeps the run's journal in a SQLite file in the run folder (--store
+ * sqlite:RUN_DIR/state.db; --store URL picks another store, --no-store none).
+ *
  * Supervision rules: a worker that exits non-zero (or dies of a signal) while the controller
  * still runs is restarted, at most MAX_RESTARTS times per worker; one more failure stops
  * everything with exit 1. A worker that exits 0 is done. The controller exiting 0 means the run
- * is done: the workers get GRACE_MS to exit by themselves. The controller exiting otherwise,
- * SIGINT or SIGTERM stop everything: SIGTERM to every child, SIGKILL GRACE_MS later.
+ * is done: the workers get GRACE_MS to exit by themselves. A controller that fails (dies of a
+ * signal, or exits other than 0 and 2) is started again from its journal, at most MAX_RESTARTS
+ * times, when there is a store; the workers rejoin it. Otherwise a failed controller, SIGINT or
+ * SIGTERM stop everything: SIGTERM to every child, SIGKILL GRACE_MS later. The join token
+ * reaches the workers in their environment ($GYRO_JOIN_TOKEN), never on a command line.
  *
  * Invariants: this process is single-threaded and uses no gRPC (children are forked and exec'd
  * with a prepared environment, nothing but async-signal-safe calls between fork and exec). The
@@ -72,6 +78,8 @@ typedef struct {
   int world, tp, threads;
   int64_t steps;
   const char *http; /* --http ADDR, passed to the controller (NULL: its controller.http) */
+  char store[PATH_MAX + 16]; /* --store URL passed to the controller ("": none) */
+  int ctl_restarts;
   char **wargs; /* extra worker arguments (borrowed from argv) */
   int nwargs;
   char **wenv; /* the workers' environment (owned) */
@@ -112,6 +120,9 @@ static void launch_usage(FILE *f) {
              "  --workers-arg ARG      append ARG to every worker's command line (repeatable)\n"
              "  --http ADDR            serve the dashboard and /metrics on ADDR (HOST:PORT or\n"
              "                         PORT; default: the config's controller.http, if any)\n"
+             "  --store URL            the controller's state store (default sqlite:RUN_DIR/\n"
+             "                         state.db): a failed controller restarts from it\n"
+             "  --no-store             no state store (a failed controller stops the job)\n"
              "  -h, --help\n"
              "exit codes: 0 the run is done (the controller exited 0); 1 the controller failed, a\n"
              "worker failed more than 3 times, or a process could not be started; 2 usage or\n"
@@ -212,24 +223,34 @@ static int tcp_ready(const char *host, const char *port) {
 }
 
 /* The workers' environment: ours without OMP_NUM_THREADS / OMP_WAIT_POLICY, plus both set. */
-static char **worker_env(int threads) {
+/* The workers' environment: ours, with OMP_NUM_THREADS, OMP_WAIT_POLICY and (when there is
+ * one) GYRO_JOIN_TOKEN set. The malloc'ed strings are env[k - 1] (OMP_NUM_THREADS) and the
+ * token entry; worker_env_free releases them. */
+static char **worker_env(int threads, const char *token) {
   size_t n = 0;
   while (environ[n])
     n++;
-  char **env = calloc(n + 3, sizeof(char *));
+  char **env = calloc(n + 4, sizeof(char *));
   if (!env) return NULL;
   size_t k = 0;
   for (size_t i = 0; i < n; i++)
-    if (strncmp(environ[i], "OMP_NUM_THREADS=", 16) && strncmp(environ[i], "OMP_WAIT_POLICY=", 16))
+    if (strncmp(environ[i], "OMP_NUM_THREADS=", 16) && strncmp(environ[i], "OMP_WAIT_POLICY=", 16) &&
+        strncmp(environ[i], "GYRO_JOIN_TOKEN=", 16))
       env[k++] = environ[i];
-  char *a = malloc(48);
-  if (!a) {
+  char *a = malloc(48), *t = token ? malloc(strlen(token) + 17) : NULL;
+  if (!a || (token && !t)) {
+    free(a);
+    free(t);
     free(env);
     return NULL;
   }
   snprintf(a, 48, "OMP_NUM_THREADS=%d", threads);
-  env[k++] = a;
   env[k++] = "OMP_WAIT_POLICY=PASSIVE";
+  if (t) {
+    snprintf(t, strlen(token) + 17, "GYRO_JOIN_TOKEN=%s", token);
+    env[k++] = t;
+  }
+  env[k++] = a;
   env[k] = NULL;
   return env;
 }
@@ -287,10 +308,6 @@ static int start_worker(launch_t *L, int k) {
   argv[n++] = ord;
   argv[n++] = "--threads";
   argv[n++] = thr;
-  if (L->join_token) {
-    argv[n++] = "--join-token";
-    argv[n++] = L->join_token;
-  }
   for (int i = 0; i < L->nwargs; i++)
     argv[n++] = L->wargs[i];
   argv[n] = NULL;
@@ -306,7 +323,7 @@ done:
 static int start_controller(launch_t *L) {
   char log[PATH_MAX + 32];
   snprintf(log, sizeof(log), "%s/controller.log", L->run_dir);
-  L->log_fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (L->log_fd < 0) L->log_fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   int p[2] = {-1, -1}, e[2] = {-1, -1};
   if (L->log_fd < 0 || pipe2(p, O_CLOEXEC) || pipe2(e, O_CLOEXEC)) {
     fprintf(stderr, "gyroctl launch: cannot open %s: %s\n", log, strerror(errno));
@@ -316,11 +333,17 @@ static int start_controller(launch_t *L) {
     }
     return -1;
   }
-  char *argv[] = {L->ctl_bin, "--config", (char *)L->config, NULL, NULL, NULL};
+  char *argv[8] = {L->ctl_bin, "--config", (char *)L->config};
+  int n = 3;
   if (L->http) {
-    argv[3] = "--http";
-    argv[4] = (char *)L->http;
+    argv[n++] = "--http";
+    argv[n++] = (char *)L->http;
   }
+  if (L->store[0]) {
+    argv[n++] = "--store";
+    argv[n++] = L->store;
+  }
+  argv[n] = NULL;
   pid_t pid = spawn(L, argv, environ, p[1], e[1]);
   close(p[1]);
   close(e[1]);
@@ -334,6 +357,8 @@ static int start_controller(launch_t *L) {
   L->err_fd = e[0];
   return 0;
 }
+
+static void read_controller(launch_t *L, int which);
 
 static int any_running(const launch_t *L) {
   if (L->ctl.pid) return 1;
@@ -383,6 +408,17 @@ static void reap(launch_t *L) {
         L->stopping = 1;
         L->code = 0;
         L->term_at = now_ms() + GRACE_MS;
+      } else if (L->store[0] && !(WIFEXITED(st) && WEXITSTATUS(st) == 2) &&
+                 L->ctl_restarts < MAX_RESTARTS) {
+        /* Its journal holds the run: a new one goes on from it, the workers rejoin. */
+        L->ctl_restarts++;
+        printf("[launch] restarting the controller from its journal (%d/%d)\n", L->ctl_restarts,
+               MAX_RESTARTS);
+        while (L->out_fd >= 0) /* what the dead one wrote last */
+          read_controller(L, 0);
+        while (L->err_fd >= 0)
+          read_controller(L, 1);
+        if (start_controller(L)) begin_stop(L, 1, "the controller could not be restarted");
       } else {
         begin_stop(L, 1, "the controller failed");
       }
@@ -600,11 +636,14 @@ static void poll_once(launch_t *L, int timeout) {
 
 static int parse_args(launch_t *L, int argc, char **argv, const char *self) {
   const char *ctl_bin = NULL, *wrk_bin = NULL, *run_dir = NULL;
+  int store_given = 0;
   static const struct option opts[] = {{"run-dir", required_argument, 0, 'r'},
                                        {"controller-bin", required_argument, 0, 'c'},
                                        {"worker-bin", required_argument, 0, 'w'},
                                        {"workers-arg", required_argument, 0, 'a'},
                                        {"http", required_argument, 0, 'H'},
+                                       {"store", required_argument, 0, 'S'},
+                                       {"no-store", no_argument, 0, 'N'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   L->wargs = calloc((size_t)argc, sizeof(char *));
@@ -624,6 +663,14 @@ static int parse_args(launch_t *L, int argc, char **argv, const char *self) {
       break;
     case 'a':
       L->wargs[L->nwargs++] = optarg;
+      break;
+    case 'S':
+      snprintf(L->store, sizeof(L->store), "%s", optarg);
+      store_given = 1;
+      break;
+    case 'N':
+      L->store[0] = 0;
+      store_given = 1;
       break;
     case 'H':
       L->http = optarg;
@@ -686,6 +733,7 @@ static int parse_args(launch_t *L, int argc, char **argv, const char *self) {
             strerror(errno));
     return 1;
   }
+  if (!store_given) snprintf(L->store, sizeof(L->store), "sqlite:%s/state.db", L->run_dir);
   cpu_set_t cs;
   int cores = !sched_getaffinity(0, sizeof(cs), &cs) ? CPU_COUNT(&cs) : 0;
   if (cores <= 0) cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -719,7 +767,7 @@ int gy_launch_main(int argc, char **argv, const char *self) {
     goto out;
   }
   L->w = calloc((size_t)L->world, sizeof(child_t));
-  L->wenv = worker_env(L->threads);
+  L->wenv = worker_env(L->threads, L->join_token);
   if (!L->w || !L->wenv) {
     fprintf(stderr, "gyroctl launch: out of memory\n");
     code = 1;
@@ -790,7 +838,12 @@ out:
   if (L->log_fd >= 0) close(L->log_fd);
   if (L->wenv) {
     for (char **e = L->wenv; *e; e++)
-      if (!strncmp(*e, "OMP_NUM_THREADS=", 16)) free(*e);
+      if (!strncmp(*e, "OMP_NUM_THREADS=", 16)) {
+        free(*e);
+      } else if (!strncmp(*e, "GYRO_JOIN_TOKEN=", 16)) {
+        memset(*e, 0, strlen(*e));
+        free(*e);
+      }
     free(L->wenv);
   }
   free(L->w);

@@ -175,6 +175,41 @@ int gy_journal_checkpoint(gy_journal_t *j, int64_t step, int clean, char *errmsg
   return rc;
 }
 
+int gy_journal_checkpoint_eval(gy_journal_t *j, int64_t step, const char *eval_json, char *errmsg,
+                               size_t errlen) {
+  if (!j) return 0;
+  json_t *ev = eval_json ? json_loads(eval_json, 0, NULL) : NULL;
+  if (!json_is_object(ev)) {
+    json_decref(ev);
+    snprintf(errmsg, errlen, "checkpoint %lld: the evaluation is not a JSON object",
+             (long long)step);
+    return GY_EINVAL;
+  }
+  flush(j);
+  char key[KEY_MAX];
+  key_of(j, key, "checkpoints", (uint64_t)step);
+  gy_cstore_kv_t kv = {0};
+  int rc = gy_cstore_get(j->store, key, &kv, NULL, TIMEOUT_MS, errmsg, errlen);
+  if (rc) {
+    if (rc == GY_ENOENT)
+      snprintf(errmsg, errlen, "checkpoint %lld has no manifest", (long long)step);
+    json_decref(ev);
+    return rc;
+  }
+  json_t *o = json_loadb((const char *)kv.value, kv.value_len, 0, NULL);
+  gy_cstore_kv_clear(&kv);
+  if (!json_is_object(o)) { /* a broken manifest: written again from what is known */
+    json_decref(o);
+    o = json_pack("{s:I, s:b}", "step", (json_int_t)step, "clean", 0);
+  }
+  json_object_set_new(o, "eval", ev);
+  char *v = dump(o);
+  if (!v) return GY_ENOMEM;
+  rc = gy_cstore_put(j->store, key, v, strlen(v), 0, NULL, TIMEOUT_MS, errmsg, errlen);
+  free(v);
+  return rc;
+}
+
 int gy_journal_baselines(gy_journal_t *j, int64_t step, const char *run_snapshot, char *errmsg,
                          size_t errlen) {
   if (!j || !run_snapshot) return 0;
@@ -277,6 +312,18 @@ int gy_journal_state(gy_journal_t *j, uint64_t generation, uint64_t last_seq, in
   return rc;
 }
 
+int gy_journal_done(gy_journal_t *j, int64_t steps, char *errmsg, size_t errlen) {
+  if (!j) return 0;
+  flush(j);
+  char key[KEY_MAX];
+  snprintf(key, sizeof(key), "%sdone", j->prefix);
+  char *v = dump(json_pack("{s:I}", "steps", (json_int_t)steps));
+  if (!v) return GY_ENOMEM;
+  int rc = gy_cstore_put(j->store, key, v, strlen(v), 0, NULL, TIMEOUT_MS, errmsg, errlen);
+  free(v);
+  return rc;
+}
+
 /* ------------------------------------------ load ------------------------------------------ */
 
 static json_t *parse(const gy_cstore_kv_t *kv) {
@@ -288,6 +335,8 @@ static json_t *parse(const gy_cstore_kv_t *kv) {
 void gy_journal_state_free(gy_journal_state_t *st) {
   if (!st) return;
   free(st->events);
+  for (size_t i = 0; st->ckpts && i < st->nckpts; i++)
+    free(st->ckpts[i].eval);
   free(st->ckpts);
   free(st->skips);
   for (size_t i = 0; i < st->nintents; i++)
@@ -348,8 +397,11 @@ int gy_journal_load(gy_journal_t *j, gy_journal_state_t *st, size_t max_events, 
       json_int_t step;
       int clean;
       if (!(o = parse(kv))) continue;
-      if (json_unpack(o, "{s:I, s:b}", "step", &step, "clean", &clean) == 0 && step >= 0)
-        st->ckpts[st->nckpts++] = (gy_journal_ckpt_t){step, clean};
+      if (json_unpack(o, "{s:I, s:b}", "step", &step, "clean", &clean) == 0 && step >= 0) {
+        json_t *ev = json_object_get(o, "eval");
+        st->ckpts[st->nckpts++] = (gy_journal_ckpt_t){
+            step, clean, json_is_object(ev) ? json_dumps(ev, JSON_COMPACT) : NULL};
+      }
     } else if (!strcmp(k, "skips")) {
       if (!(o = parse(kv))) continue;
       free(st->skips);
@@ -376,6 +428,8 @@ int gy_journal_load(gy_journal_t *j, gy_journal_state_t *st, size_t max_events, 
           st->nintents++;
         }
       }
+    } else if (!strcmp(k, "done")) {
+      st->done = 1;
     } else if (!strcmp(k, "run") || !strncmp(k, "baselines/", 10)) {
       char *t = malloc(kv->value_len + 1);
       if (!t) {

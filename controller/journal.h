@@ -4,12 +4,14 @@
  *
  * Keys, under /gyro/<run>/ (values are JSON objects):
  *   events/<id, 16 digits>       {"id", "time", "step", "kind", "text"}: the audit log
- *   checkpoints/<step, 16 digits> {"step", "clean", "time"}: committed manifests
+ *   checkpoints/<step, 16 digits> {"step", "clean"[, "eval"]}: committed manifests, with the
+ *                                held-out figures of the checkpoint's parameters when known
  *   skips                        {"ranges": [[first, last], ...]}: every id the run skips
  *   intent/<seq, 16 digits>      {"seq", "kind", "at_step", "to_step", "skip", "reason"}: a
  *                                directive committed before it is sent (write-ahead), deleted
  *                                in the same transaction that records its effect
  *   state                        {"generation", "seq", "rollbacks"}
+ *   done                         {"steps"}: the run finished
  *   run                          the run's snapshot (controller/run.h gy_run_save) written with
  *                                each intent: the repair history an escalation counts
  *   baselines/<step, 16 digits>  the run's snapshot at a committed checkpoint: the detectors'
@@ -41,6 +43,7 @@ typedef struct {
 typedef struct {
   int64_t step;
   int clean;
+  char *eval; /* the manifest's "eval" object as JSON text (malloc'ed), NULL when none */
 } gy_journal_ckpt_t;
 
 typedef struct {
@@ -66,6 +69,7 @@ typedef struct {
   size_t nintents;
   uint64_t generation, last_seq;
   int64_t rollbacks;
+  int done;            /* the run finished */
   char *run_snapshot;  /* the newest intent's gy_run_save text (repairs), or NULL */
   int64_t *base_steps; /* checkpoints with baselines, and their texts */
   char **base_texts;
@@ -90,6 +94,13 @@ int gy_journal_event(gy_journal_t *j, uint64_t id, double time, int64_t step, co
                      const char *text);
 /* A committed checkpoint manifest. */
 int gy_journal_checkpoint(gy_journal_t *j, int64_t step, int clean, char *errmsg, size_t errlen);
+/* Adds (or replaces) the "eval" object of the committed manifest of checkpoint step:
+ * eval_json is a JSON object (the held-out figures of that checkpoint's parameters; the
+ * controller writes {"step", "sources": [{"source", "loss", "ppl", "tokens", "cloze_accuracy",
+ * "cloze_items"}...]}). GY_ENOENT when no manifest of that step exists, GY_EINVAL when
+ * eval_json is not a JSON object. */
+int gy_journal_checkpoint_eval(gy_journal_t *j, int64_t step, const char *eval_json, char *errmsg,
+                               size_t errlen);
 /* Write-ahead: the directive seq is about to be sent, with the run's snapshot (gy_run_save:
  * the repair history that decided it; NULL: none). Must succeed before sending. */
 int gy_journal_intent(gy_journal_t *j, const gy_journal_intent_t *in, const char *run_snapshot,
@@ -109,6 +120,8 @@ int gy_journal_dropped(gy_journal_t *j, uint64_t seq, char *errmsg, size_t errle
 /* The run's counters. */
 int gy_journal_state(gy_journal_t *j, uint64_t generation, uint64_t last_seq, int64_t rollbacks,
                      char *errmsg, size_t errlen);
+/* The run is done (every step trained): a controller started again on the journal only says so. */
+int gy_journal_done(gy_journal_t *j, int64_t steps, char *errmsg, size_t errlen);
 /* Events queued because the store failed (0 when everything reached it). */
 size_t gy_journal_pending(const gy_journal_t *j);
 

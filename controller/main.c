@@ -646,6 +646,12 @@ int main(int argc, char **argv) {
   gy_log(GY_LOG_INFO, "controller", "run %s: world %d, tp %d, window %d, steps %lld, on port %d",
          cfg.name, cfg.ctl_world, cfg.ctl_tp, cfg.ctl_window, (long long)cfg.steps,
          gy_service_port(a.svc));
+  if (gy_service_recovered_done(a.svc)) { /* a restart after the end: nothing left to do */
+    gy_log(GY_LOG_INFO, "controller", "the journal says run %s is done: exiting", cfg.name);
+    gy_json_emit(json_pack("{s:s, s:I, s:s}", "type", "done", "step", (json_int_t)cfg.steps,
+                           "state", "DONE"));
+    stop(&a);
+  }
   uv_run(a.loop, UV_RUN_DEFAULT);
   int64_t steps_done = gy_fleet_last_step(gy_service_fleet(a.svc)) + 1 -
                        gy_fleet_start_step(gy_service_fleet(a.svc));

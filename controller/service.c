@@ -19,6 +19,9 @@
  * evlog, a ring of the last EVLOG_MAX, for /gyro.Operator/Events; /gyro.Operator/PolicyShow
  * formats the run's policy, /gyro.Operator/PolicySet loads the sent YAML from a temporary file
  * with gy_policy_load (errors name the operator's file) and hands it to gy_run_set_policy.
+ * Held-out evaluations (EvalReport, from rank 0) feed the telemetry and the run's ppl detectors
+ * (gy_run_eval); a checkpoint's evaluation is kept (ckevals) and written into its journal
+ * manifest, and /gyro.Operator/Checkpoints lists the committed checkpoints with them.
  *
  * The closed loop: the run state machine (controller/run.h, pure) is fed from the fleet's
  * actions — the first ASSIGN of a generation (gang formed: started, or the repair of a lost
@@ -102,6 +105,21 @@ typedef struct {
   uint32_t xid_count;
   uint64_t ecc_uncorrected, throttle;
 } hw_slot_t;
+
+/* The newest held-out evaluation of one checkpoint's parameters (an EvalReport with
+ * has_checkpoint), for /gyro.Operator/Checkpoints and the checkpoint's journal manifest. */
+#define CKEVAL_MAX 512 /* checkpoints whose evaluation is kept (the oldest steps go first) */
+typedef struct {
+  char name[GY_FLEET_CH_NAME];
+  double loss, ppl, cloze;
+  uint64_t tokens;
+  uint32_t items;
+} srceval_t;
+typedef struct {
+  int64_t step;
+  int n;
+  srceval_t src[GY_FLEET_MAX_CH];
+} ckeval_t;
 
 /* Sorted, merged (neither overlapping nor adjacent), half-open ranges of sample ids: the same
  * semantics as worker/data.h's gy_skiplist_t, so that the n-th unskipped id here is the one
@@ -197,10 +215,13 @@ struct gy_service {
   uint64_t rb_seq;    /* the fleet rollback carrying the run's repair (0: none in flight) */
   uint64_t journaled_seq;  /* the newest rollback whose intent is in the journal */
   int64_t fence_ok_ms;     /* when the fence last said this controller leads (monotonic) */
+  int recovered_done;      /* the journal says the run finished */
   int64_t tick_grace_until; /* no liveness verdicts before this (after a store outage) */
   int in_operator;    /* an operator command is feeding the run: its PAUSE is already sent */
   uint64_t op_rb_seq; /* the operator's rollback the run's ROLLBACK action adopts */
   evrec_t *evlog;     /* EVLOG_MAX entries, a ring: event id i is at (i - 1) % EVLOG_MAX */
+  ckeval_t *ckevals;  /* CKEVAL_MAX entries (allocated at the first), sorted by step */
+  int nckevals;
 };
 
 /* ------------------------------------------ helpers ------------------------------------------ */
@@ -896,9 +917,11 @@ static void loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, int
       break;
     }
   }
-  if (ok)
+  if (ok) {
+    while (s->nckevals && s->ckevals[s->nckevals - 1].step > to_step) /* abandoned timeline */
+      s->nckevals--;
     journal_must(s, "rollback applied", JOURNAL_APPLIED, to_step, seq, NULL);
-  else if (s->o.journal) {
+  } else if (s->o.journal) {
     char err[256];
     if (gy_journal_dropped(s->o.journal, seq, err, sizeof(err)))
       gy_log(GY_LOG_WARN, "controller", "journal: rollback seq %llu failed: %s",
@@ -912,6 +935,204 @@ static void loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, int
     run_refused(s, "restore failed",
                 gy_run_restore_failed(s->run, now, to_step, "a rank could not restore it"));
   run_drain(s);
+}
+
+/* ------------------------------------ held-out evaluations ------------------------------------ */
+
+/* The kept evaluation of checkpoint step, or NULL. */
+static ckeval_t *ckeval_find(gy_service_t *s, int64_t step) {
+  for (int i = s->nckevals - 1; i >= 0; i--)
+    if (s->ckevals[i].step == step) return &s->ckevals[i];
+  return NULL;
+}
+
+/* Keeps e (a newer evaluation of the same checkpoint replaces the older one); when full the
+ * oldest step goes. */
+static void ckeval_put(gy_service_t *s, const ckeval_t *e) {
+  if (!s->ckevals && !(s->ckevals = calloc(CKEVAL_MAX, sizeof(*s->ckevals)))) {
+    gy_log(GY_LOG_ERROR, "controller", "out of memory: evaluation of checkpoint %lld not kept",
+           (long long)e->step);
+    return;
+  }
+  ckeval_t *old = ckeval_find(s, e->step);
+  if (old) {
+    *old = *e;
+    return;
+  }
+  if (s->nckevals == CKEVAL_MAX) {
+    if (e->step < s->ckevals[0].step) return;
+    memmove(&s->ckevals[0], &s->ckevals[1], (size_t)(CKEVAL_MAX - 1) * sizeof(*s->ckevals));
+    s->nckevals--;
+  }
+  int i = s->nckevals;
+  while (i > 0 && s->ckevals[i - 1].step > e->step)
+    i--;
+  memmove(&s->ckevals[i + 1], &s->ckevals[i], (size_t)(s->nckevals - i) * sizeof(*s->ckevals));
+  s->ckevals[i] = *e;
+  s->nckevals++;
+}
+
+/* {"step", "sources": [{"source", "loss", "ppl", "tokens", "cloze_accuracy", "cloze_items"}]}
+ * (cloze_accuracy null when there was no item). */
+static json_t *ckeval_json(const ckeval_t *e) {
+  json_t *a = json_array();
+  for (int i = 0; i < e->n; i++) {
+    const srceval_t *x = &e->src[i];
+    json_array_append_new(
+        a, json_pack("{s:s, s:o, s:o, s:I, s:o, s:I}", "source", x->name, "loss", num(x->loss),
+                     "ppl", num(x->ppl), "tokens", (json_int_t)x->tokens, "cloze_accuracy",
+                     x->items ? num(x->cloze) : json_null(), "cloze_items", (json_int_t)x->items));
+  }
+  return json_pack("{s:I, s:o}", "step", (json_int_t)e->step, "sources", a);
+}
+
+/* Writes the kept evaluation of checkpoint step into its journal manifest (once the manifest
+ * exists: a failure is logged, the run goes on). */
+static void ckeval_journal(gy_service_t *s, int64_t step) {
+  const ckeval_t *e;
+  if (!s->o.journal || !(e = ckeval_find(s, step))) return;
+  json_t *o = ckeval_json(e);
+  char *text = o ? json_dumps(o, JSON_COMPACT) : NULL, err[256] = "";
+  json_decref(o);
+  if (!text || gy_journal_checkpoint_eval(s->o.journal, step, text, err, sizeof(err)))
+    gy_log(GY_LOG_WARN, "controller", "journal: evaluation of checkpoint %lld: %s", (long long)step,
+           text ? err : "out of memory");
+  free(text);
+}
+
+/* 1 when name is a source name: 1..GY_FLEET_CH_NAME-1 bytes of UTF-8 text without control
+ * characters (jansson refuses a string that is not UTF-8). */
+static int source_name_ok(const char *name) {
+  size_t n = name ? strlen(name) : 0;
+  if (!n || n >= GY_FLEET_CH_NAME) return 0;
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f) return 0;
+  json_t *j = json_string(name);
+  json_decref(j);
+  return j != NULL;
+}
+
+/* Checks one source's figures into *x; 0 or GY_EINVAL with why. */
+static int source_check(srceval_t *x, const char *name, double loss, double ppl, uint64_t tokens,
+                        double cloze, uint64_t items, char *why, size_t len) {
+  if (!source_name_ok(name)) {
+    snprintf(why, len, "source name must be 1..%d bytes of UTF-8 text", GY_FLEET_CH_NAME - 1);
+    return GY_EINVAL;
+  }
+  if (!isfinite(loss) || loss < 0 || !isfinite(ppl) || ppl <= 0 || !isfinite(cloze) || cloze < 0 ||
+      cloze > 1 || items > UINT32_MAX) {
+    snprintf(why, len,
+             "source %s: loss %g, ppl %g, cloze accuracy %g: the loss must be finite and >= 0, "
+             "the perplexity finite and > 0, the accuracy in [0, 1]",
+             name, loss, ppl, cloze);
+    return GY_EINVAL;
+  }
+  snprintf(x->name, sizeof(x->name), "%s", name);
+  x->loss = loss;
+  x->ppl = ppl;
+  x->tokens = tokens;
+  x->cloze = cloze;
+  x->items = (uint32_t)items;
+  return 0;
+}
+
+/* A manifest's "eval" object (from the journal) into the kept evaluations; a bad one is logged
+ * and skipped. */
+static void ckeval_from_json(gy_service_t *s, int64_t step, const char *text) {
+  json_t *o = json_loads(text, 0, NULL), *a = json_object_get(o, "sources");
+  ckeval_t e = {.step = step};
+  char why[256] = "not an evaluation object";
+  int ok = json_is_array(a) && json_array_size(a) <= GY_FLEET_MAX_CH;
+  for (size_t i = 0; ok && i < json_array_size(a); i++) {
+    json_t *x = json_array_get(a, i), *cz = json_object_get(x, "cloze_accuracy");
+    const char *name = json_string_value(json_object_get(x, "source"));
+    json_int_t tok = json_integer_value(json_object_get(x, "tokens"));
+    json_int_t items = json_integer_value(json_object_get(x, "cloze_items"));
+    ok = tok >= 0 && items >= 0 &&
+         !source_check(&e.src[e.n++], name, json_number_value(json_object_get(x, "loss")),
+                       json_number_value(json_object_get(x, "ppl")), (uint64_t)tok,
+                       json_is_number(cz) ? json_number_value(cz) : 0, (uint64_t)items, why,
+                       sizeof(why));
+  }
+  json_decref(o);
+  if (ok)
+    ckeval_put(s, &e);
+  else
+    gy_log(GY_LOG_WARN, "controller", "journal: evaluation of checkpoint %lld ignored: %s",
+           (long long)step, why);
+}
+
+/* An EvalReport on rank's session: checked (generation, rank, step, at most GY_FLEET_MAX_CH
+ * sources with distinct UTF-8 names, finite figures, the checkpoint's step its own), then into
+ * the telemetry, the run's ppl detectors (gy_run_eval), a JSON line on stdout and, for a
+ * checkpoint's evaluation, the kept evaluations (and the manifest when already committed).
+ * Returns 0, or GY_EMISMATCH (another generation) / GY_EINVAL with why. */
+static int eval_msg(gy_service_t *s, int rank, const Gyro__EvalReport *r, char *why, size_t len) {
+  uint64_t gen = gy_fleet_generation(s->fleet);
+  if (r->generation != gen) {
+    snprintf(why, len, "evaluation: generation %llu, current is %llu",
+             (unsigned long long)r->generation, (unsigned long long)gen);
+    return GY_EMISMATCH;
+  }
+  if (r->rank != rank || r->rank < 0 || r->rank >= s->o.world) {
+    snprintf(why, len, "evaluation: rank %d on the session of rank %d (world %d)", r->rank, rank,
+             s->o.world);
+    return GY_EINVAL;
+  }
+  if (r->step < 0 || (r->has_checkpoint && r->checkpoint_step != r->step)) {
+    snprintf(why, len,
+             "evaluation: step %lld, checkpoint step %lld: a step >= 0, and a "
+             "checkpoint's evaluation is of its own step",
+             (long long)r->step, (long long)r->checkpoint_step);
+    return GY_EINVAL;
+  }
+  if (r->n_sources > GY_FLEET_MAX_CH) {
+    snprintf(why, len, "evaluation: %zu sources, at most %d", r->n_sources, GY_FLEET_MAX_CH);
+    return GY_EINVAL;
+  }
+  ckeval_t e = {.step = r->step, .n = (int)r->n_sources};
+  char err[200];
+  for (int i = 0; i < e.n; i++) {
+    const Gyro__SourceEval *x = r->sources[i];
+    int rc = source_check(&e.src[i], x->source, x->loss, x->ppl, x->tokens,
+                          x->cloze_items ? x->cloze_accuracy : 0, x->cloze_items, err, sizeof(err));
+    for (int k = 0; k < i && !rc; k++)
+      if (!strcmp(e.src[k].name, e.src[i].name)) {
+        snprintf(err, sizeof(err), "source %s twice", e.src[i].name);
+        rc = GY_EINVAL;
+      }
+    if (rc) {
+      snprintf(why, len, "evaluation of step %lld: %s", (long long)r->step, err);
+      return rc;
+    }
+  }
+  char names[GY_FLEET_MAX_CH][GY_DETECT_NAME_MAX];
+  gy_run_value_t v[GY_FLEET_MAX_CH];
+  for (int i = 0; i < e.n; i++) {
+    const srceval_t *x = &e.src[i];
+    gy_telemetry_eval_cloze(s->o.telemetry, e.step, x->name, x->loss, x->ppl,
+                            x->items ? x->cloze : NAN, r->has_checkpoint);
+    snprintf(names[i], sizeof(names[i]), "ppl/%s", x->name);
+    v[i] = (gy_run_value_t){names[i], GY_SERIES_PPL, x->ppl, -1};
+  }
+  if (s->o.emit_steps) {
+    json_t *o = ckeval_json(&e);
+    json_object_set_new(o, "type", json_string("eval"));
+    json_object_set_new(o, "checkpoint", json_boolean(r->has_checkpoint));
+    gy_json_emit(o);
+  }
+  if (r->has_checkpoint) {
+    ckeval_put(s, &e);
+    int n;
+    const gy_run_ckpt_t *ck = gy_run_checkpoints(s->run, &n);
+    for (int i = 0; i < n; i++)
+      if (ck[i].step == e.step) ckeval_journal(s, e.step); /* committed before it came */
+  }
+  if (e.n) {
+    run_refused(s, "evaluation", gy_run_eval(s->run, now_ms(s), e.step, v, e.n));
+    run_drain(s);
+  }
+  return 0;
 }
 
 /* GPU throttle reasons that mean the hardware protects itself (NVML's bits: HW slowdown, SW
@@ -1095,6 +1316,7 @@ static int recover(gy_service_t *s, char *errmsg, size_t errlen) {
     steps[n++] = st.ckpts[i].step;
     if (st.ckpts[i].step > newest) newest = st.ckpts[i].step;
     gy_run_checkpoint(s->run, now_ms(s), st.ckpts[i].step, st.ckpts[i].clean, NULL);
+    if (st.ckpts[i].eval) ckeval_from_json(s, st.ckpts[i].step, st.ckpts[i].eval);
   }
   /* the detectors' baselines as of the checkpoint the gang re-forms from, and the repairs the
    * escalation counts */
@@ -1116,6 +1338,7 @@ static int recover(gy_service_t *s, char *errmsg, size_t errlen) {
     return rc;
   }
   s->journaled_seq = seq;
+  s->recovered_done = st.done;
   eventf(s, "recovered",
          "restarted from the journal %s: %zu events, %d committed checkpoints (newest %lld), %zu "
          "skip ranges in force, generation %llu, directive %llu%s",
@@ -1304,6 +1527,7 @@ static void act(gy_service_t *s, const gy_fleet_action_t *a) {
     int clean = 0;
     run_refused(s, "checkpoint", gy_run_checkpoint(s->run, now_ms(s), a->step, 1, &clean));
     journal_must(s, "checkpoint manifest", JOURNAL_CKPT, a->step, (uint64_t)clean, NULL);
+    ckeval_journal(s, a->step); /* its evaluation, when it came before the commit */
     if (s->o.journal) { /* the baselines a successor restoring this checkpoint starts from */
       char *snap = gy_run_save(s->run), err[256];
       if (snap && gy_journal_baselines(s->o.journal, a->step, snap, err, sizeof(err)))
@@ -1333,6 +1557,11 @@ static void act(gy_service_t *s, const gy_fleet_action_t *a) {
     if (gy_run_state(s->run) != GY_RUN_DONE) {
       run_refused(s, "finished", gy_run_finished(s->run, now_ms(s)));
       run_drain(s);
+    }
+    if (s->o.journal) {
+      char err[256];
+      if (gy_journal_done(s->o.journal, s->o.steps, err, sizeof(err)))
+        gy_log(GY_LOG_WARN, "controller", "journal: %s", err);
     }
     if (!s->done_fired) {
       s->done_fired = 1;
@@ -1506,6 +1735,14 @@ static void session_msg(gy_service_t *s, call_t *c, const Gyro__WorkerMsg *wm) {
   case GYRO__WORKER_MSG__MSG_HEARTBEAT:
     rc = gy_fleet_heartbeat(s->fleet, now, c->rank, wm->heartbeat->generation, wm->heartbeat->rank);
     break;
+  case GYRO__WORKER_MSG__MSG_EVAL: {
+    char why[256];
+    if ((rc = eval_msg(s, c->rank, wm->eval, why, sizeof(why)))) {
+      session_refuse(s, c, rpc_status(rc), why, rc != GY_EMISMATCH);
+      return;
+    }
+    break;
+  }
   case GYRO__WORKER_MSG__MSG_ACK: {
     const Gyro__DirectiveAck *a = wm->ack;
     rc = gy_fleet_ack(s->fleet, now, c->rank, a->generation, a->seq, a->rank, a->ok, a->error);
@@ -1831,6 +2068,79 @@ static void on_events(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t 
   free(evp);
 }
 
+/* Unary /gyro.Operator/Checkpoints: the committed checkpoints the run knows (oldest first, with
+ * clean or suspect), each with its kept evaluation; the best is the clean one with the lowest
+ * mean held-out loss over its sources. */
+static void on_checkpoints(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
+  gy_service_t *s = ud;
+  Gyro__CheckpointsRequest *r = gyro__checkpoints_request__unpack(NULL, len, req);
+  if (!r) {
+    refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed", "malformed CheckpointsRequest");
+    return;
+  }
+  int ok = operator_ok(s, call, r->token);
+  gyro__checkpoints_request__free_unpacked(r, NULL);
+  if (!ok) {
+    refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", "Checkpoints: missing or wrong token");
+    return;
+  }
+  int n = 0;
+  const gy_run_ckpt_t *ck = gy_run_checkpoints(s->run, &n);
+  size_t m = n > 0 ? (size_t)n : 1;
+  Gyro__CheckpointInfo *ci = calloc(m, sizeof(*ci));
+  Gyro__CheckpointInfo **cip = calloc(m, sizeof(*cip));
+  Gyro__SourceEval *se = calloc(m * GY_FLEET_MAX_CH, sizeof(*se));
+  Gyro__SourceEval **sep = calloc(m * GY_FLEET_MAX_CH, sizeof(*sep));
+  if (!ci || !cip || !se || !sep) {
+    free(ci);
+    free(cip);
+    free(se);
+    free(sep);
+    gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    return;
+  }
+  Gyro__CheckpointsReply rep = GYRO__CHECKPOINTS_REPLY__INIT;
+  rep.best_step = -1;
+  int best = -1;
+  for (int i = 0; i < n; i++) {
+    gyro__checkpoint_info__init(&ci[i]);
+    cip[i] = &ci[i];
+    ci[i].step = ck[i].step;
+    ci[i].clean = ck[i].clean != 0;
+    const ckeval_t *e = ckeval_find(s, ck[i].step);
+    if (!e) continue;
+    ci[i].has_eval = 1;
+    ci[i].n_sources = (size_t)e->n;
+    ci[i].sources = &sep[(size_t)i * GY_FLEET_MAX_CH];
+    double sum = 0;
+    for (int k = 0; k < e->n; k++) {
+      Gyro__SourceEval *x = &se[(size_t)i * GY_FLEET_MAX_CH + (size_t)k];
+      gyro__source_eval__init(x);
+      x->source = (char *)e->src[k].name;
+      x->loss = e->src[k].loss;
+      x->ppl = e->src[k].ppl;
+      x->tokens = e->src[k].tokens;
+      x->cloze_accuracy = e->src[k].cloze;
+      x->cloze_items = e->src[k].items;
+      ci[i].sources[k] = x;
+      sum += e->src[k].loss;
+    }
+    ci[i].mean_loss = e->n ? sum / e->n : NAN;
+    if (ck[i].clean && e->n && (best < 0 || ci[i].mean_loss < ci[best].mean_loss)) best = i;
+  }
+  if (best >= 0) {
+    ci[best].best = 1;
+    rep.best_step = ci[best].step;
+  }
+  rep.n_checkpoints = (size_t)n;
+  rep.checkpoints = cip;
+  reply_msg(call, &rep.base);
+  free(ci);
+  free(cip);
+  free(se);
+  free(sep);
+}
+
 /* Replies the run's policy as YAML (gy_policy_format). */
 static void reply_policy(gy_rpc_call_t *call, const gy_policy_t *p) {
   size_t need = gy_policy_format(p, NULL, 0);
@@ -2145,6 +2455,7 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
       (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Operator/Events", on_events, s)) ||
       (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Operator/PolicyShow", on_policy_show, s)) ||
       (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Operator/PolicySet", on_policy_set, s)) ||
+      (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Operator/Checkpoints", on_checkpoints, s)) ||
       (rc = gy_rpc_server_start(s->srv))) {
     snprintf(errmsg, errlen, "service: cannot register methods: %s", gy_strerror(rc));
     goto err;
@@ -2172,12 +2483,17 @@ err:
   free(s->vals);
   free(s->tps_names);
   free(s->evlog);
+  free(s->ckevals);
   skipset_free(&s->in_force);
   free(s->sessions);
   free(s->fanout);
   free_opts(&s->o);
   free(s);
   return rc;
+}
+
+int gy_service_recovered_done(const gy_service_t *s) {
+  return s->recovered_done;
 }
 
 int gy_service_port(const gy_service_t *s) {
@@ -2255,6 +2571,7 @@ void gy_service_destroy(gy_service_t *s) {
   free(s->vals);
   free(s->tps_names);
   free(s->evlog);
+  free(s->ckevals);
   skipset_free(&s->in_force);
   skipset_free(&s->sent);
   free_opts(&s->o);

@@ -83,6 +83,8 @@ typedef struct gy_service gy_service_t;
  * GY_ENOMEM. */
 int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts_t *opts,
                       char *errmsg, size_t errlen);
+/* 1 when the journal read at create says the run already finished (nothing is left to do). */
+int gy_service_recovered_done(const gy_service_t *s);
 /* The bound port. */
 int gy_service_port(const gy_service_t *s);
 /* cb runs on the loop once, when the run reaches DONE. */

@@ -4,7 +4,8 @@
  *
  * API, in the order a trainer uses it: gy_agent_create, gy_agent_join (unary Join + the
  * Session stream), gy_agent_store (rendezvous over unary StoreSet/StoreGet), then per step
- * gy_agent_wait_grant / gy_agent_report, gy_agent_ack for directives, gy_agent_destroy.
+ * gy_agent_wait_grant / gy_agent_report (gy_agent_eval after an evaluation), gy_agent_ack for
+ * directives, gy_agent_destroy.
  *
  * Threads and locks:
  *  - the trainer's thread calls everything but gy_agent_interrupt and the store;
@@ -1056,6 +1057,48 @@ int gy_agent_report(gy_agent_t *a, const gy_agent_report_t *rep) {
   int rc = send_msg(a, &m);
   if (rc == GY_ECOMM) {
     gy_log(GY_LOG_DEBUG, "agent", "report of step %" PRId64 " dropped: no session", rep->step);
+    return 0;
+  }
+  return rc;
+}
+
+int gy_agent_eval(gy_agent_t *a, const gy_agent_eval_t *ev) {
+  if (!a || !ev || ev->nsources < 0 || ev->nsources > 1024 || (ev->nsources && !ev->sources))
+    return GY_EINVAL;
+  int n = ev->nsources > 0 ? ev->nsources : 1;
+  Gyro__SourceEval se[n];
+  Gyro__SourceEval *sep[n];
+  Gyro__EvalReport r = GYRO__EVAL_REPORT__INIT;
+  pthread_mutex_lock(&a->mu);
+  if (!a->joined) {
+    pthread_mutex_unlock(&a->mu);
+    return GY_EINVAL;
+  }
+  r.generation = a->asg.generation;
+  r.rank = a->asg.rank;
+  pthread_mutex_unlock(&a->mu);
+  r.step = ev->step;
+  for (int i = 0; i < ev->nsources; i++) {
+    const gy_agent_source_eval_t *x = &ev->sources[i];
+    gyro__source_eval__init(&se[i]);
+    se[i].source = (char *)(x->source ? x->source : "");
+    se[i].loss = x->loss;
+    se[i].ppl = x->ppl;
+    se[i].tokens = x->tokens;
+    se[i].cloze_accuracy = x->cloze_accuracy;
+    se[i].cloze_items = x->cloze_items;
+    sep[i] = &se[i];
+  }
+  r.n_sources = (size_t)ev->nsources;
+  r.sources = sep;
+  r.has_checkpoint = ev->has_checkpoint != 0;
+  r.checkpoint_step = ev->has_checkpoint ? ev->checkpoint_step : -1;
+  Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
+  m.msg_case = GYRO__WORKER_MSG__MSG_EVAL;
+  m.eval = &r;
+  int rc = send_msg(a, &m);
+  if (rc == GY_ECOMM) {
+    gy_log(GY_LOG_DEBUG, "agent", "evaluation of step %" PRId64 " dropped: no session", ev->step);
     return 0;
   }
   return rc;

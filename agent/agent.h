@@ -157,6 +157,23 @@ typedef struct {
   int64_t checkpoint_step;
 } gy_agent_report_t;
 
+/* One evaluation of the held-out sets (gyro.EvalReport). Pointers are borrowed for the call. */
+typedef struct {
+  const char *source;    /* the channel's name */
+  double loss, ppl;      /* mean cross-entropy per held-out token (nats), exp(loss) */
+  uint64_t tokens;       /* held-out tokens scored */
+  double cloze_accuracy; /* share of the cloze items predicted right (cloze_items 0: none) */
+  uint32_t cloze_items;
+} gy_agent_source_eval_t;
+typedef struct {
+  int64_t step; /* steps done when evaluated */
+  const gy_agent_source_eval_t *sources;
+  int nsources;
+  /* has_checkpoint != 0: the evaluation is of the parameters of checkpoint checkpoint_step */
+  int has_checkpoint;
+  int64_t checkpoint_step;
+} gy_agent_eval_t;
+
 /* What gy_agent_wait_grant returns (>= 0; errors are negative). */
 enum {
   GY_AGENT_GO = 0,          /* the step may run */
@@ -197,6 +214,10 @@ int gy_agent_wait_grant(gy_agent_t *a, int64_t step, gy_agent_directive_t *dir);
 /* Sends a StepReport and records steps_done = rep->step + 1. When the session is down the
  * report is dropped (the controller re-forms from steps_done) and 0 is returned. */
 int gy_agent_report(gy_agent_t *a, const gy_agent_report_t *rep);
+/* Sends an EvalReport (held-out figures; the engine computes the same on every rank, so one
+ * rank sends them). Like a report, it is dropped (0 returned) when the session is down.
+ * GY_EINVAL: not joined, or a bad argument (nsources outside 0..1024, NULL arrays). */
+int gy_agent_eval(gy_agent_t *a, const gy_agent_eval_t *ev);
 /* Marks directive seq applied (a repeated seq is then ignored) and sends a DirectiveAck with
  * `step` (the steps done after applying it). error: NULL or why it failed (ok = 0).
  * ROLLBACK acked with ok != 0 (pass step = to_step): the agent rewinds to steps_done = to_step

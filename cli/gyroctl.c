@@ -5,7 +5,7 @@
  *
  * Commands, in the order main() dispatches them: status, watch, pause, resume, stop, checkpoint,
  * set KEY=VALUE..., rollback --to STEP, skip --samples A-B | --steps A-B, events, policy show,
- * policy set FILE, launch CONFIG.
+ * policy set FILE, checkpoints, launch CONFIG.
  *
  * Exit codes (also in usage()):
  *   0  ok
@@ -75,6 +75,10 @@ static void usage(FILE *f) {
           "                         refused when no checkpoint is committed yet\n"
           "  events [--since ID]    the audit log kept by the controller (last 4096 events):\n"
           "                         time, step, kind, transition, reason, evidence\n"
+          "  checkpoints [--json]   the committed checkpoints: step, clean or suspect, held-out\n"
+          "                         loss, perplexity and cloze accuracy per source (when\n"
+          "                         evaluated); the best (lowest mean held-out loss among the\n"
+          "                         clean ones) is marked\n"
           "  policy show            the repair policy in force, as YAML\n"
           "  policy set FILE        replace the repair policy (validated by the controller; a bad\n"
           "                         file is refused with FILE:LINE and key, the old one stays)\n"
@@ -641,6 +645,60 @@ static int cmd_events(const ctl_opts_t *o, int argc, char **argv) {
   return EXIT_OK;
 }
 
+/* -------------------------------------- checkpoints -------------------------------------- */
+
+static void print_checkpoint(const Gyro__CheckpointInfo *c) {
+  printf("%s %8" PRId64 "  %-7s", c->best ? "*" : " ", c->step, c->clean ? "clean" : "suspect");
+  if (!c->has_eval) {
+    printf("  (not evaluated)\n");
+    return;
+  }
+  printf("  mean %7.4f", c->mean_loss);
+  for (size_t k = 0; k < c->n_sources; k++) {
+    const Gyro__SourceEval *x = c->sources[k];
+    printf("  %s %.4f ppl %.2f", x->source, x->loss, x->ppl);
+    if (x->cloze_items) printf(" cloze %.1f%%", 100.0 * x->cloze_accuracy);
+  }
+  printf("%s\n", c->best ? "  <- best" : "");
+}
+
+static int cmd_checkpoints(const ctl_opts_t *o, int argc, char **argv) {
+  static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {0, 0, 0, 0}};
+  int c, json = o->json;
+  optind = 0;
+  while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+    if (c != 'j') return EXIT_USAGE;
+    json = 1;
+  }
+  if (optind != argc) {
+    fprintf(stderr, "gyroctl: checkpoints: unexpected argument '%s'\n", argv[optind]);
+    return EXIT_USAGE;
+  }
+  Gyro__CheckpointsRequest req = GYRO__CHECKPOINTS_REQUEST__INIT;
+  req.token = (char *)(o->token ? o->token : "");
+  ProtobufCMessage *m = NULL;
+  int code = operator_call(o, "/gyro.Operator/Checkpoints", &req.base,
+                           &gyro__checkpoints_reply__descriptor, &m);
+  if (code) return code;
+  const Gyro__CheckpointsReply *r = (const Gyro__CheckpointsReply *)m;
+  if (json) {
+    print_json(m);
+  } else if (!r->n_checkpoints) {
+    printf("no committed checkpoint yet\n");
+  } else {
+    printf("  %8s  %-7s  held-out figures per source (loss in nats)\n", "step", "state");
+    for (size_t i = 0; i < r->n_checkpoints; i++)
+      print_checkpoint(r->checkpoints[i]);
+    if (r->best_step >= 0)
+      printf("best: checkpoint %" PRId64 " (lowest mean held-out loss among the clean ones)\n",
+             r->best_step);
+    else
+      printf("best: none (no clean checkpoint has an evaluation)\n");
+  }
+  protobuf_c_message_free_unpacked(m, NULL);
+  return EXIT_OK;
+}
+
 /* ----------------------------------------- policy ----------------------------------------- */
 
 #define POLICY_FILE_MAX (1 << 20)
@@ -945,6 +1003,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "skip")) return cmd_skip(&o, cargc, cargv);
   if (!strcmp(cmd, "events")) return cmd_events(&o, cargc, cargv);
   if (!strcmp(cmd, "policy")) return cmd_policy(&o, cargc, cargv);
+  if (!strcmp(cmd, "checkpoints")) return cmd_checkpoints(&o, cargc, cargv);
   fprintf(stderr, "gyroctl: unknown command '%s'\n", cmd);
   usage(stderr);
   return EXIT_USAGE;

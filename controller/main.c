@@ -182,16 +182,27 @@ static void on_deposed(void *ud, int64_t token, const char *why) {
 }
 
 /* The service's fence: this controller still leads when the leader key exists with the
- * create revision (token) it won. Anything else, or a store that cannot say so within the
- * deadline, means it must not act: it exits at once (status 3). */
+ * create revision (token) it won. When the store cannot answer (an etcd outage), the lease
+ * still protects the leadership for a TTL after the last confirmation: the fence holds that
+ * long (the elector deposes this controller by then if its keep-alives keep failing). A key
+ * that is another's or gone, or an unconfirmed leadership older than the TTL, means it must not
+ * act: it exits at once (status 3). */
 typedef struct {
   gy_cstore_t *store;
   gy_leader_t *leader;
+  int ttl_ms;
+  int64_t confirmed_ms; /* monotonic time of the last confirmation */
 } fence_t;
+
+static int64_t mono_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static int fence_check(void *ud) {
   fence_t *f = ud;
-  int64_t token = 0;
+  int64_t token = 0, t0 = mono_now_ms();
   char err[256] = "";
   gy_cstore_kv_t kv = {0};
   int lead = gy_leader_is_leader(f->leader, &token);
@@ -200,10 +211,22 @@ static int fence_check(void *ud) {
                 : GY_ENOENT;
   int ok = lead && !rc && kv.create_revision == token;
   gy_cstore_kv_clear(&kv);
-  if (ok) return 1;
+  if (ok) {
+    f->confirmed_ms = t0;
+    return 1;
+  }
+  /* unreachable store: still ours while the lease confirmed before the call surely lasts (a
+   * keep-alive every TTL/3 leaves at least 2/3 TTL) */
+  if (lead && rc && rc != GY_ENOENT && t0 - f->confirmed_ms < f->ttl_ms) {
+    gy_log(GY_LOG_WARN, "controller", "fence: the store does not answer (%s); the lease holds", err);
+    return 1;
+  }
   gy_log(GY_LOG_ERROR, "controller",
          "fence: this controller no longer leads (token %lld; %s): exiting before it acts",
-         (long long)token, rc == GY_ENOENT ? "the leader key is another's or gone" : err);
+         (long long)token,
+         !lead              ? "deposed"
+         : rc == GY_ENOENT || !rc ? "the leader key is another's or gone"
+                                  : err);
   fflush(stdout);
   fflush(stderr);
   _exit(3);
@@ -544,7 +567,7 @@ int main(int argc, char **argv) {
       rc = src < 0 ? 0 : src;
       goto out;
     }
-    fence = (fence_t){store, leader};
+    fence = (fence_t){store, leader, st.ttl * 2000 / 3, mono_now_ms()};
   } else if (st.run || st.ca || st.cert || st.key || st.user || st.password_file) {
     fprintf(stderr, "gyro-controller: --run and --store-* need --store\n");
     rc = 2;

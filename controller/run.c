@@ -2,7 +2,7 @@
  * run: the run state machine of the closed loop (DESIGN.md §2): detect, watch, roll back, skip,
  * escalate, resume — as pure logic. Events in (with the time), events and actions out.
  *
- * API, in order: names; create/destroy/set_policy; inputs (started, step, checkpoint,
+ * API, in order: names; create/destroy/set_policy; inputs (started, step, eval, checkpoint,
  * rollback_done, restore_failed, skips_applied, resumed, worker_lost, pause, resume, halt,
  * rollback_to, finished); outputs (events, actions, clear, errmsg); views; the internal
  * state-change function for tests.
@@ -51,6 +51,7 @@ struct gy_run {
   gy_series_kind_t *kinds; /* kind of each detector series, in creation order */
   int capkinds;
   int64_t last_step;
+  int64_t last_eval; /* step of the newest held-out evaluation fed (-1: none) */
   /* the suspicion (SPIKE_SUSPECTED) */
   int64_t susp_first, susp_last;
   char susp_series[MAX_FIRED][GY_DETECT_NAME_MAX];
@@ -327,6 +328,7 @@ int gy_run_create(gy_run_t **out, const gy_policy_t *policy) {
   if ((rc = gy_detect_create(&r->det))) goto err;
   r->state = GY_RUN_INIT;
   r->last_step = -1;
+  r->last_eval = -1;
   clear_suspicion(r);
   clear_repair(r);
   *out = r;
@@ -380,6 +382,7 @@ static int64_t pick_ckpt(const gy_run_t *r, int64_t limit, int need_clean) {
 static void abandon_above(gy_run_t *r, int64_t target) {
   while (r->nckpts && r->ckpts[r->nckpts - 1].step > target)
     r->nckpts--;
+  if (r->last_eval > target) r->last_eval = target; /* the new timeline evaluates them again */
   int j = 0;
   for (int i = 0; i < r->nivals; i++) {
     if (r->ivals[i].first >= target) continue;
@@ -687,6 +690,90 @@ int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s) {
   }
   free(v);
   return rc;
+}
+
+/* Marks the checkpoint of `step` suspect: an interval (step - 1, step], and the flag of the
+ * checkpoint when it is already committed. Out of memory loses the interval. */
+static void suspect_one(gy_run_t *r, int64_t step) {
+  for (int i = 0; i < r->nckpts; i++)
+    if (r->ckpts[i].step == step) r->ckpts[i].clean = 0;
+  size_t cap = (size_t)r->capivals;
+  if (grow((void **)&r->ivals, &cap, (size_t)r->nivals + 1, sizeof(*r->ivals))) return;
+  r->capivals = (int)cap;
+  r->ivals[r->nivals++] = (interval_t){step - 1, step};
+}
+
+int gy_run_eval(gy_run_t *r, int64_t now_ms, int64_t step, const gy_run_value_t *values, int n) {
+  r->now = now_ms;
+  if (n < 0 || (n && !values) || step < 0)
+    return refuse(r, GY_EINVAL, "malformed evaluation figures");
+  for (int i = 0; i < n; i++) {
+    const gy_run_value_t *v = &values[i];
+    if (!v->series || !*v->series || strlen(v->series) >= GY_DETECT_NAME_MAX || v->kind < 0 ||
+        v->kind >= GY_SERIES_NKINDS)
+      return refuse(r, GY_EINVAL,
+                    "evaluation at step %lld: figure %d has a bad series name or kind",
+                    (long long)step, i);
+  }
+  gy_run_state_t st = r->state;
+  if (st != GY_RUN_TRAIN && st != GY_RUN_SPIKE_SUSPECTED && st != GY_RUN_PAUSED) return 0;
+  if (step <= r->last_eval)
+    return refuse(r, GY_ERANGE, "evaluation at step %lld arrived after the one at step %lld",
+                  (long long)step, (long long)r->last_eval);
+  gy_verdict_t *v = calloc((size_t)n + 1, sizeof(*v));
+  if (!v) return refuse(r, GY_ENOMEM, "out of memory");
+  gy_run_step_t in = {.step = step, .values = values, .nvalues = n};
+  int rc = detect_all(r, &in, v);
+  if (rc) {
+    free(v);
+    return refuse(r, rc, "out of memory creating a detector");
+  }
+  r->last_eval = step;
+  char ev[512] = "";
+  gy_verdict_t fired[GY_RUN_EVIDENCE_MAX];
+  int nfired = 0, nonfinite = 0, regress = 0;
+  for (int i = 0; i < n; i++) {
+    if (!v[i].fired) continue;
+    if (v[i].dir == GY_DETECT_NONFINITE)
+      nonfinite = 1;
+    else if (r->pol.detect[values[i].kind].alert_only &&
+             gy_series_streak(gy_detect_get(r->det, values[i].series)) <
+                 (r->pol.detect[values[i].kind].sustain > 1 ? r->pol.detect[values[i].kind].sustain
+                                                            : 1))
+      continue; /* alert-only: told once its streak has lasted `sustain` evaluations */
+    else
+      regress |= !r->pol.detect[values[i].kind].alert_only ? 1 : 2;
+    if (nfired < GY_RUN_EVIDENCE_MAX) fired[nfired++] = v[i];
+    char line[200];
+    gy_verdict_format(&v[i], line, sizeof(line));
+    size_t o = strlen(ev);
+    if (o + 3 < sizeof(ev)) snprintf(ev + o, sizeof(ev) - o, "%s%s", o ? "; " : "", line);
+  }
+  free(v);
+  if (nonfinite) {
+    /* The parameters are broken: roll back now (and pause again afterwards when paused). */
+    int64_t first = st == GY_RUN_SPIKE_SUSPECTED && r->susp_first >= 0 && r->susp_first < step
+                        ? r->susp_first
+                        : step;
+    if (st == GY_RUN_PAUSED) r->pause_after = 1;
+    return repair(r, GY_TRIG_NONFINITE, first, step, NULL, 0, ev, fired, nfired);
+  }
+  if (!nfired) return 0;
+  extra_t x = {ev, fired, nfired, NULL};
+  if (regress & 1) {
+    suspect_one(r, step);
+    char why[200];
+    snprintf(why, sizeof(why),
+             "held-out figures got worse at step %lld: its checkpoint is suspect (never restored "
+             "by a repair)",
+             (long long)step);
+    event(r, "eval_regression", step, st, st, why, &x);
+    alert(r, "held-out regression at step %lld: %s", (long long)step, ev);
+  } else {
+    event(r, "anomaly", step, st, st, "an alert-only held-out series left its baseline", &x);
+    alert(r, "anomaly: %s", ev);
+  }
+  return 0;
 }
 
 int gy_run_checkpoint(gy_run_t *r, int64_t now_ms, int64_t step, int clean, int *clean_out) {

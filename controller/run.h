@@ -112,9 +112,9 @@ typedef struct {
   int64_t time_ms;      /* the input's time */
   int64_t step;         /* the step it is about */
   gy_run_state_t from, to; /* equal when no transition happened */
-  const char *kind;     /* static: "started", "spike_suspected", "recovered_spike", "rollback",
-                           "skip", "resume", "resumed", "paused", "halted", "done", "checkpoint",
-                           "anomaly", "deferred" */
+  const char *kind;        /* static: "started", "spike_suspected", "recovered_spike", "rollback",
+                              "skip", "resume", "resumed", "paused", "halted", "done", "checkpoint",
+                              "anomaly", "deferred", "eval_regression" */
   char reason[400];
   char evidence[512];   /* the verdicts that fired, as text ("" when none) */
   char decision[256];   /* the decision taken, as text ("" when none) */
@@ -153,6 +153,18 @@ int gy_run_started(gy_run_t *r, int64_t now_ms, int64_t start_step);
  * policy refuses (ladder exhausted, max_rollbacks) or that has no clean checkpoint -> HALTED
  * with an ALERT. */
 int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s);
+/* A held-out evaluation with the parameters of `step` steps done (values of kind
+ * GY_SERIES_PPL, "ppl/<source>"), in increasing steps (GY_ERANGE otherwise; a rollback lets the
+ * steps after its target come again). Evaluations are periodic, not per step, and the held-out
+ * sets are fixed and clean: a value that fires says the parameters got worse, not that a batch
+ * was bad, so there is no sample to blame and no next value to watch for observe_steps steps.
+ * NaN/Inf -> ROLLBACK at once (as a non-finite step; a PAUSED run pauses again after it). A jump
+ * (or drop) -> an "eval_regression" event with the evidence and an ALERT, and the checkpoint of
+ * `step` (the parameters evaluated) is suspect: a repair never restores it; the training
+ * figures' detectors still decide the repairs. An alert-only kind -> an "anomaly" event and an
+ * ALERT once its streak lasts `sustain` evaluations. Ignored (0) outside TRAIN,
+ * SPIKE_SUSPECTED and PAUSED. */
+int gy_run_eval(gy_run_t *r, int64_t now_ms, int64_t step, const gy_run_value_t *values, int n);
 /* Every rank reported its shard of the checkpoint at `step`: it is committed, clean when
  * `clean` and it was not taken while a spike was suspected (nor in the watch of a recovered
  * one). *clean_out (may be NULL) says which. GY_ERANGE: a checkpoint beyond the target of a

@@ -2,7 +2,8 @@
  * telemetry: the controller's in-memory record of its run (see telemetry.h).
  *
  * API, in order: create, destroy; writers (set_ready, state, step, report, event, rollback,
- * checkpoint, eval, gpu, alert); readers (metrics, series, events, ready); escape_label.
+ * checkpoint, eval, eval_cloze, gpu, alert); readers (metrics, series, events, ready);
+ * escape_label.
  *
  * Storage. Points (pt_t: one step's gang figures) live in three places: `ring`, the newest
  * ring_steps steps of the current timeline in step order (a circular buffer; the per-rank rates
@@ -29,7 +30,7 @@
  *    "grad_norm_shallow": [...], "grad_norm_deep": [...], "lr": [...], "tokens_per_s": [...],
  *    "step_ms": [...], "nonfinite": [0|1...], "rank_tokens_per_s": [[rank 0...], ...],
  *    "abandoned": [{"timeline", "steps", "loss", "loss_ch", "grad_norm", ...}] (since < 0 only),
- *    "eval": [{"step", "source", "loss", "ppl"}...],
+ *    "eval": [{"step", "source", "loss", "ppl", "cloze" (accuracy or null), "checkpoint"}...],
  *    "ranks": [{"rank", "tokens_per_s", "gpu_temp_c", "gpu_mem_bytes", "gpu_util"}...],
  *    "counters": {"spikes_detected", "spikes_recovered", "rollbacks", "samples_skipped",
  *                 "directives", "reports", "nonfinite_steps", "events", "checkpoints"},
@@ -71,6 +72,8 @@ typedef struct {
   int64_t step;
   int src;
   double loss, ppl;
+  double cloze; /* cloze accuracy, NaN: unknown */
+  int ckpt;     /* 1: the evaluation of the checkpoint of `step` */
 } eval_t;
 
 typedef struct {
@@ -390,6 +393,11 @@ void gy_telemetry_checkpoint(gy_telemetry_t *t, int64_t step, double time, uint6
 
 void gy_telemetry_eval(gy_telemetry_t *t, int64_t step, const char *source, double loss,
                        double ppl) {
+  gy_telemetry_eval_cloze(t, step, source, loss, ppl, NAN, 0);
+}
+
+void gy_telemetry_eval_cloze(gy_telemetry_t *t, int64_t step, const char *source, double loss,
+                             double ppl, double cloze, int checkpoint) {
   if (!t || !source) return;
   pthread_mutex_lock(&t->mu);
   int src = column(t->src, &t->nsrc, source);
@@ -401,7 +409,7 @@ void gy_telemetry_eval(gy_telemetry_t *t, int64_t step, const char *source, doub
       e = &t->evals[t->evhead];
       t->evhead = (t->evhead + 1) % EVAL_RING;
     }
-    *e = (eval_t){step, src, loss, ppl};
+    *e = (eval_t){step, src, loss, ppl, cloze, checkpoint != 0};
     t->eval_last[src] = *e;
   }
   pthread_mutex_unlock(&t->mu);
@@ -683,6 +691,13 @@ int gy_telemetry_metrics(gy_telemetry_t *t, double now, char **out, size_t *len)
       snprintf(l, sizeof(l), "source=\"%s\"", esc(e1, sizeof(e1), s.src[i]));
       sample(&b, "gyro_eval_perplexity", l, s.eval_last[i].ppl);
     }
+    family(&b, "gyro_eval_cloze_accuracy", "gauge",
+           "Newest held-out cloze accuracy per source (next-token argmax right, 0..1).");
+    for (int i = 0; i < s.nsrc; i++) {
+      if (isnan(s.eval_last[i].cloze)) continue;
+      snprintf(l, sizeof(l), "source=\"%s\"", esc(e1, sizeof(e1), s.src[i]));
+      sample(&b, "gyro_eval_cloze_accuracy", l, s.eval_last[i].cloze);
+    }
     family(&b, "gyro_eval_step", "gauge", "Step of the newest held-out evaluation per source.");
     for (int i = 0; i < s.nsrc; i++) {
       snprintf(l, sizeof(l), "source=\"%s\"", esc(e1, sizeof(e1), s.src[i]));
@@ -915,9 +930,10 @@ json_t *gy_telemetry_series(gy_telemetry_t *t, int64_t since, double now) {
   }
   json_t *eva = json_array();
   for (size_t i = 0; i < nev; i++)
-    json_array_append_new(eva, json_pack("{s:I, s:o, s:o, s:o}", "step", (json_int_t)ev[i].step,
-                                         "source", jstr(s.src[ev[i].src]), "loss", jnum(ev[i].loss),
-                                         "ppl", jnum(ev[i].ppl)));
+    json_array_append_new(eva, json_pack("{s:I, s:o, s:o, s:o, s:o, s:b}", "step",
+                                         (json_int_t)ev[i].step, "source", jstr(s.src[ev[i].src]),
+                                         "loss", jnum(ev[i].loss), "ppl", jnum(ev[i].ppl), "cloze",
+                                         jnum(ev[i].cloze), "checkpoint", ev[i].ckpt));
   json_object_set_new(o, "eval", eva);
   json_t *ranks = json_array();
   for (int r = 0; r < s.world; r++) {

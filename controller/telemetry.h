@@ -95,6 +95,11 @@ void gy_telemetry_checkpoint(gy_telemetry_t *t, int64_t step, double time, uint6
 /* Held-out figures of one source at a step. */
 void gy_telemetry_eval(gy_telemetry_t *t, int64_t step, const char *source, double loss,
                        double ppl);
+/* The same with the cloze accuracy (0..1; NaN: unknown) and whether the evaluation is the one of
+ * the checkpoint of `step` (/metrics gyro_eval_cloze_accuracy; /api/series "cloze",
+ * "checkpoint"). */
+void gy_telemetry_eval_cloze(gy_telemetry_t *t, int64_t step, const char *source, double loss,
+                             double ppl, double cloze, int checkpoint);
 /* One rank's GPU figures (NaN: not reported). Ranks outside the world are ignored. */
 void gy_telemetry_gpu(gy_telemetry_t *t, int rank, double temp_c, double mem_used_bytes,
                       double mem_total_bytes, double util);

@@ -334,6 +334,10 @@ const float *gy_gpt_token_losses(const gy_gpt_t *m) {
   return m->token_losses;
 }
 
+const float *gy_gpt_logits(const gy_gpt_t *m) {
+  return m->logits;
+}
+
 /* splitmix64 and Box-Muller: a reproducible normal stream from a seed. */
 static uint64_t splitmix64(uint64_t *s) {
   uint64_t z = (*s += 0x9E3779B97F4A7C15ull);

@@ -102,6 +102,10 @@ int gy_gpt_forward(gy_gpt_t *m, const int *inputs, const int *targets, int B, in
                    float *mean_loss);
 /* Per-token cross-entropy of the last forward pass ([B*T], read-only, valid until the next). */
 const float *gy_gpt_token_losses(const gy_gpt_t *m);
+/* Logits of the last forward pass ([B*T, padded_vocab_size], row-major; columns >= vocab_size
+ * are the padded rows' products), read-only, valid until the next forward or backward (the
+ * backward pass overwrites them with their gradient). */
+const float *gy_gpt_logits(const gy_gpt_t *m);
 /* Backward pass of the last forward (which must have had targets): writes (overwrites) the
  * gradient of the mean loss into the gradient buffer. */
 int gy_gpt_backward(gy_gpt_t *m);

@@ -139,6 +139,7 @@ static void emit_step(const gy_trainer_t *tr, gy_data_t *d, const gy_step_report
 
 static void emit_eval(int64_t step, gy_data_t *d, const gy_eval_report_t *e) {
   json_t *o = json_object(), *vl = json_object(), *pp = json_object(), *ug = json_object();
+  json_t *cz = json_object(), *ci = json_object();
   json_object_set_new(o, "type", json_string("eval"));
   json_object_set_new(o, "step", json_integer(step));
   for (int c = 0; c < e->nchannels; c++) {
@@ -146,10 +147,14 @@ static void emit_eval(int64_t step, gy_data_t *d, const gy_eval_report_t *e) {
     json_object_set_new(vl, n, num_or_null(e->val_loss[c]));
     json_object_set_new(pp, n, num_or_null(e->ppl[c]));
     json_object_set_new(ug, n, num_or_null(e->unigram[c]));
+    json_object_set_new(cz, n, num_or_null(e->cloze[c]));
+    json_object_set_new(ci, n, json_integer((json_int_t)e->cloze_items[c]));
   }
   json_object_set_new(o, "val_loss", vl);
   json_object_set_new(o, "ppl", pp);
   json_object_set_new(o, "unigram", ug);
+  json_object_set_new(o, "cloze", cz);
+  json_object_set_new(o, "cloze_items", ci);
   gy_json_emit(o);
 }
 
@@ -284,6 +289,29 @@ static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r, 
   int rc = gy_agent_report(a, &ar);
   if (rc)
     gy_log(GY_LOG_WARN, "worker", "report of step %" PRId64 " not sent: %s", r->step,
+           gy_strerror(rc));
+}
+
+/* Sends an evaluation to the controller (rank 0 only: every rank computed the same figures);
+ * ckpt: the evaluation is of the checkpoint of `step`. */
+static void report_eval(gy_agent_t *a, int rank, gy_data_t *d, int64_t step,
+                        const gy_eval_report_t *e, int ckpt) {
+  if (rank != 0) return;
+  gy_agent_source_eval_t src[GY_MAX_CHANNELS];
+  int n = 0;
+  for (int c = 0; c < e->nchannels; c++)
+    if (e->tokens[c]) /* a channel without a held-out set has no figures */
+      src[n++] = (gy_agent_source_eval_t){.source = gy_data_channel_name(d, c),
+                                          .loss = e->val_loss[c],
+                                          .ppl = e->ppl[c],
+                                          .tokens = e->tokens[c],
+                                          .cloze_accuracy = e->cloze_items[c] ? e->cloze[c] : 0,
+                                          .cloze_items = (uint32_t)e->cloze_items[c]};
+  gy_agent_eval_t ev = {
+      .step = step, .sources = src, .nsources = n, .has_checkpoint = ckpt, .checkpoint_step = step};
+  int rc = gy_agent_eval(a, &ev);
+  if (rc)
+    gy_log(GY_LOG_WARN, "worker", "evaluation of step %" PRId64 " not sent: %s", step,
            gy_strerror(rc));
 }
 
@@ -604,10 +632,22 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
     report_step(a, d, &r, rc == 1 ? ckpt_step : -1, gpu_watch_read(&gpu, r.step));
     done = gy_trainer_step_count(tr);
     gy_eval_report_t ev;
-    if (cfg.eval_every > 0 && (done % cfg.eval_every == 0 || done == steps)) {
-      if ((rc = gy_trainer_eval(tr, &ev)) == 0) emit_eval(done, d, &ev);
+    /* With evaluation on (eval.every > 0), every checkpoint is evaluated too: the controller
+     * keeps each checkpoint's held-out figures (gyroctl checkpoints). Every rank takes the same
+     * decision (evaluation is collective). */
+    int ckpt_due = cfg.ckpt_every > 0 && (done % cfg.ckpt_every == 0 || done == steps);
+    if (cfg.eval_every > 0 && (done % cfg.eval_every == 0 || done == steps || ckpt_due)) {
+      if ((rc = gy_trainer_eval(tr, &ev))) {
+        fprintf(stderr, "gyro-worker: rank %d: evaluation at step %" PRId64 " failed: %s\n",
+                par.rank, done,
+                gy_trainer_last_error(tr)[0] ? gy_trainer_last_error(tr) : gy_strerror(rc));
+        exit_code = 1;
+        break;
+      }
+      emit_eval(done, d, &ev);
+      report_eval(a, par.rank, d, done, &ev, ckpt_due);
     }
-    if (cfg.ckpt_every > 0 && (done % cfg.ckpt_every == 0 || done == steps)) {
+    if (ckpt_due) {
       if ((rc = gy_trainer_checkpoint(tr, err, sizeof(err)))) {
         fprintf(stderr, "gyro-worker: checkpoint failed: %s\n", err);
         exit_code = 1;

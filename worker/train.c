@@ -561,26 +561,45 @@ int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep) {
   return 0;
 }
 
+/* Right cloze items among the last GY_CLOZE_TOKENS positions of each of the nb sequences of the
+ * last forward pass (logits [nb*T, Vp]; targets [nb*T]); their number goes to *items. */
+static uint64_t cloze_count(const float *logits, const int *targets, int nb, int T, int V, int Vp,
+                            uint64_t *items) {
+  int first = T > GY_CLOZE_TOKENS ? T - GY_CLOZE_TOKENS : 0;
+  uint64_t right = 0;
+  for (int b = 0; b < nb; b++)
+    for (int i = first; i < T; i++) {
+      const float *row = logits + ((size_t)b * T + i) * (size_t)Vp;
+      int best = 0;
+      for (int v = 1; v < V; v++)
+        if (row[v] > row[best]) best = v;
+      right += best == targets[b * T + i];
+    }
+  *items += (uint64_t)nb * (uint64_t)(T - first);
+  return right;
+}
+
 int gy_trainer_eval(gy_trainer_t *t, gy_eval_report_t *rep) {
   memset(rep, 0, sizeof(*rep));
   int nch = gy_data_nchannels(t->data), B = t->B, T = t->T;
+  int V = gy_gpt_config(t->model)->vocab_size, Vp = gy_gpt_config(t->model)->padded_vocab_size;
+  int dp = t->dp_size > 0 ? t->dp_size : 1, me = t->dp_rank;
+  /* this rank's sums per channel: loss, tokens, right cloze items, cloze items */
+  double sums[4 * GY_MAX_CHANNELS] = {0};
   rep->nchannels = nch;
   for (int ch = 0; ch < nch; ch++) {
     rep->unigram[ch] = gy_data_unigram_nats(t->data, ch);
     int n = gy_data_val_count(t->data, ch);
-    if (n <= 0) {
-      rep->val_loss[ch] = rep->ppl[ch] = NAN;
-      continue;
-    }
     double sum = 0;
-    size_t ntok = 0;
-    for (int i0 = 0; i0 < n; i0 += B) {
-      int nb = n - i0 < B ? n - i0 : B;
-      for (int b = 0; b < nb; b++) {
-        gy_data_val_sample(t->data, ch, i0 + b, t->tok);
-        for (int i = 0; i < T; i++) {
-          t->inputs[b * T + i] = t->tok[i];
-          t->targets[b * T + i] = t->tok[i + 1];
+    uint64_t ntok = 0, right = 0, items = 0;
+    /* this rank's sequences: me, me + dp, me + 2 dp, ..., B per forward pass */
+    for (int k0 = me; k0 < n; k0 += B * dp) {
+      int nb = 0;
+      for (int i = k0; i < n && nb < B; i += dp, nb++) {
+        gy_data_val_sample(t->data, ch, i, t->tok);
+        for (int j = 0; j < T; j++) {
+          t->inputs[nb * T + j] = t->tok[j];
+          t->targets[nb * T + j] = t->tok[j + 1];
         }
       }
       float l;
@@ -589,10 +608,31 @@ int gy_trainer_eval(gy_trainer_t *t, gy_eval_report_t *rep) {
       const float *tl = gy_gpt_token_losses(t->model);
       for (int i = 0; i < nb * T; i++)
         sum += tl[i];
-      ntok += (size_t)nb * T;
+      ntok += (uint64_t)nb * (uint64_t)T;
+      right += cloze_count(gy_gpt_logits(t->model), t->targets, nb, T, V, Vp, &items);
     }
-    rep->val_loss[ch] = sum / (double)ntok;
-    rep->ppl[ch] = exp(rep->val_loss[ch]);
+    sums[ch] = sum;
+    sums[GY_MAX_CHANNELS + ch] = (double)ntok;
+    sums[2 * GY_MAX_CHANNELS + ch] = (double)right;
+    sums[3 * GY_MAX_CHANNELS + ch] = (double)items;
+  }
+  if (dp > 1) {
+    gy_comm_t *c = t->groups.dp;
+    int rc = c->ops->allreduce(c, sums, 4 * GY_MAX_CHANNELS, GY_DT_F64, GY_OP_SUM);
+    if (rc) {
+      snprintf(t->last_error, sizeof(t->last_error), "evaluation: data-parallel all-reduce: %s",
+               c->errmsg);
+      return comm_failure(t, rc);
+    }
+  }
+  for (int ch = 0; ch < nch; ch++) {
+    double ntok = sums[GY_MAX_CHANNELS + ch], items = sums[3 * GY_MAX_CHANNELS + ch];
+    rep->tokens[ch] = (uint64_t)ntok;
+    rep->val_loss[ch] = ntok > 0 ? sums[ch] / ntok : NAN;
+    rep->ppl[ch] = ntok > 0 ? exp(rep->val_loss[ch]) : NAN;
+    rep->cloze_right[ch] = (uint64_t)sums[2 * GY_MAX_CHANNELS + ch];
+    rep->cloze_items[ch] = (uint64_t)items;
+    rep->cloze[ch] = items > 0 ? sums[2 * GY_MAX_CHANNELS + ch] / items : NAN;
   }
   return 0;
 }

@@ -35,11 +35,20 @@ typedef struct {
   gy_sample_loss_t bottom[GY_TOPK_MAX]; /* best samples, lowest loss first (a drop's suspects) */
 } gy_step_report_t;
 
+/* Cloze items: the last GY_CLOZE_TOKENS positions of every held-out sequence (all of them when
+ * the sequence is shorter). An item is right when the model's most likely next token (argmax of
+ * the logits over the real vocabulary; the lowest token among equal maxima) is the held-out one. */
+#define GY_CLOZE_TOKENS 32
+
 typedef struct {
   int nchannels;
   double val_loss[GY_MAX_CHANNELS]; /* mean token NLL on the held-out set (NaN if none) */
   double ppl[GY_MAX_CHANNELS];      /* exp(val_loss) */
   double unigram[GY_MAX_CHANNELS];  /* unigram entropy (nats) of the channel: the baseline */
+  uint64_t tokens[GY_MAX_CHANNELS]; /* held-out tokens scored */
+  double cloze[GY_MAX_CHANNELS];    /* cloze accuracy: right / items (NaN when no item) */
+  uint64_t cloze_right[GY_MAX_CHANNELS];
+  uint64_t cloze_items[GY_MAX_CHANNELS];
 } gy_eval_report_t;
 
 typedef struct gy_trainer gy_trainer_t;
@@ -73,7 +82,10 @@ void gy_trainer_destroy(gy_trainer_t *t);
 
 /* Takes one step. Returns 0 (a non-finite gradient is reported, not an error). */
 int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep);
-/* Held-out loss and perplexity per channel. */
+/* Held-out loss, perplexity and cloze accuracy per channel. Collective: every rank of the gang
+ * must call it at the same point. The held-out sequences are shared out over the data-parallel
+ * group (sequence i on data-parallel rank i % dp) and the sums reduced, so every rank gets the
+ * same figures; a fixed layout gives the same figures every time. */
 int gy_trainer_eval(gy_trainer_t *t, gy_eval_report_t *rep);
 int64_t gy_trainer_step_count(const gy_trainer_t *t); /* steps completed */
 

@@ -18,7 +18,8 @@ const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf
 // Marker class of an event (null: listed only, no marker).
 function markerClass(ev) {
   const k = ev.kind, t = ev.text || "";
-  if (k === "spike_suspected" || k === "nonfinite" || k === "anomaly") return "spike";
+  if (k === "spike_suspected" || k === "nonfinite" || k === "anomaly" || k === "eval_regression")
+    return "spike";
   if (k === "recovered_spike") return "recovered";
   if (k === "rollback" || k === "rollback_failed") return "rollback";
   if (k === "skip") return /lr|clip|eps|z_loss|shallow|wsd/i.test(t) ? "hparams" : "skip";
@@ -29,7 +30,8 @@ function markerClass(ev) {
 }
 const NOTABLE = new Set(["spike_suspected", "recovered_spike", "rollback", "rollback_failed",
   "skip", "resume", "resumed", "halted", "alert", "anomaly", "straggler", "worker_lost", "command",
-  "nonfinite", "gang_formed", "done", "paused", "rollback_dropped", "error", "hardware"]);
+  "nonfinite", "gang_formed", "done", "paused", "rollback_dropped", "error", "hardware",
+  "eval_regression"]);
 
 const st = {
   timeline: null,
@@ -266,6 +268,40 @@ function upsert(id, key, data, series, opts) {
   st.charts[id] = {key, u: makeChart(id, series(), data, opts)};
 }
 
+// The cloze accuracy (and perplexity) of every checkpoint's evaluation, newest first: one row
+// per checkpoint step, one column per source. The evaluations of the current timeline replace
+// those of an abandoned one (the newest record of a (step, source) wins).
+function renderCloze() {
+  const sec = $("#cloze");
+  const evs = st.evals.filter(e => e.checkpoint);
+  if (!evs.length) return;
+  const srcs = [...new Set(evs.map(e => e.source))];
+  const rows = new Map();
+  for (const e of evs) {
+    if (!rows.has(e.step)) rows.set(e.step, {});
+    rows.get(e.step)[e.source] = e;
+  }
+  const head = $("#cloze-head"), body = $("#cloze-body");
+  head.textContent = "";
+  const hr = el("tr");
+  hr.append(el("th", null, "checkpoint"));
+  for (const n of srcs) hr.append(el("th", "num", n + " cloze"), el("th", "num", n + " ppl"));
+  head.append(hr);
+  body.textContent = "";
+  for (const step of [...rows.keys()].sort((a, b) => b - a).slice(0, 50)) {
+    const tr = el("tr");
+    tr.dataset.step = step;
+    tr.append(el("td", "num", String(step)));
+    for (const n of srcs) {
+      const e = rows.get(step)[n];
+      tr.append(el("td", "num", e && e.cloze !== null ? fmt(100 * e.cloze, 1) + "%" : "–"),
+                el("td", "num", e ? fmt(e.ppl, 2) : "–"));
+    }
+    body.append(tr);
+  }
+  sec.classList.add("has-data");
+}
+
 // ---- header and events ----
 
 function renderHeader() {
@@ -335,6 +371,7 @@ async function tick() {
     await pollEvents();
     await pollSeries();
     render();
+    renderCloze();
     renderHeader();
     if (st.events.length !== evCount) {
       evCount = st.events.length;

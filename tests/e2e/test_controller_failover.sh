@@ -129,8 +129,9 @@ wait "$PID_B" || rc=$?
 grep -E "fence|lost the leadership" "$TMP/B.err" | tail -n 1 | cut -c1-200
 echo "2. the resumed B exited 3 without acting"
 
+# C first: it ends when the run is done (workers would wait for a dead one)
+wait "$PID_C" || { tail -n 3 "$TMP/C.err" >&2; fail "C exited $?"; }
 for p in "${WPIDS[@]}"; do wait "$p" || fail "a worker failed (see $TMP/w*.log)"; done
-wait "$PID_C" || fail "C exited $?"
 python3 - "$TMP" "$STEPS" <<'PY' || fail "records"
 import json, sys
 tmp, steps = sys.argv[1], int(sys.argv[2])

@@ -101,10 +101,14 @@ run() {
     sleep 1
     ctl "$name"
   fi
+  # the controller first: it ends when the run is done (workers would wait for a dead one)
+  wait "$CTL_PID" || { tail -n 3 "$TMP/$name-ctl.err" >&2; fail "$name: the controller exited $?"; }
   for p in "${WPIDS[@]}"; do
-    wait "$p" || fail "$name: a worker failed (see $TMP/$name-w*.log)"
+    if ! wait "$p"; then
+      tail -n 5 "$TMP/$name"-w*.log >&2
+      fail "$name: a worker failed"
+    fi
   done
-  wait "$CTL_PID" || fail "$name: the controller exited $?"
   if [ -n "$when" ]; then
     "$CTLCLI" --controller "127.0.0.1:$PORT" events >/dev/null 2>&1 || true
   fi

@@ -4,7 +4,7 @@
  * spikes climbing the ladder rung by rung to HALTED; a drop going straight to a sample skip;
  * NaN rolling back at once; a lost worker rolling back with no skip (also during a repair and
  * while paused); target checkpoint selection (unclean and too-new ones skipped, restore
- * failures); bounded rollbacks; operator verbs; alert-only series. */
+ * failures); bounded rollbacks; operator verbs; alert-only series; held-out evaluations. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -731,6 +731,67 @@ static void test_alert_only(void) {
   gy_run_destroy(r);
 }
 
+/* Feeds a held-out evaluation at `step`: ppl/zh and ppl/en around 12 and 9, en times en_factor
+ * (NAN: poisoned). */
+static int feed_eval(gy_run_t *r, int64_t step, double en_factor) {
+  gy_run_value_t v[2] = {
+      {"ppl/zh", GY_SERIES_PPL, 12.0 + 0.1 * sin((double)step * 0.7), -1},
+      {"ppl/en", GY_SERIES_PPL, (9.0 + 0.1 * sin((double)step * 1.3)) * en_factor, -1}};
+  now_ms += 10;
+  return gy_run_eval(r, now_ms, step, v, 2);
+}
+
+/* Held-out evaluations: periodic figures that never repair by themselves; a regression is an
+ * event and an alert and makes the evaluated checkpoint suspect (so a repair skips it); NaN rolls
+ * back at once; evaluations come in increasing steps, again after a rollback's target. */
+static void test_eval(void) {
+  gy_run_t *r = started(NULL);
+  feed_clean(r, 0, 80);
+  for (int64_t s = 10; s <= 60; s += 10) {
+    gy_run_clear(r);
+    CHECK_EQ_INT(feed_eval(r, s, 1.0), 0);
+    CHECK_EQ_INT(nacts(r), 0);
+    CHECK(!ev(r, "eval_regression"));
+    ckpt(r, s, 1, 1);
+  }
+  /* en's held-out perplexity jumps by half: an event with the evidence, an alert, no repair */
+  gy_run_clear(r);
+  CHECK_EQ_INT(feed_eval(r, 70, 1.5), 0);
+  CHECK_EQ_INT(gy_run_state(r), GY_RUN_TRAIN);
+  const gy_run_event_t *e = ev(r, "eval_regression");
+  CHECK(e && e->step == 70 && e->nverdicts == 1 && strstr(e->evidence, "ppl/en"));
+  CHECK_EQ_INT(count_act(r, GY_RUN_ACT_ALERT), 1);
+  CHECK(!act(r, GY_RUN_ACT_ROLLBACK));
+  ckpt(r, 70, 1, 0); /* the parameters it evaluated: suspect */
+  /* out of order, or bad input: refused, nothing changes */
+  CHECK_EQ_INT(feed_eval(r, 70, 1.0), GY_ERANGE);
+  CHECK_EQ_INT(gy_run_eval(r, now_ms, 75, NULL, 1), GY_EINVAL);
+  gy_run_value_t bad = {"", GY_SERIES_PPL, 1, -1};
+  CHECK_EQ_INT(gy_run_eval(r, now_ms, 75, &bad, 1), GY_EINVAL);
+  bad = (gy_run_value_t){"ppl/x", GY_SERIES_NKINDS, 1, -1};
+  CHECK_EQ_INT(gy_run_eval(r, now_ms, 75, &bad, 1), GY_EINVAL);
+  CHECK_EQ_INT(gy_run_state(r), GY_RUN_TRAIN);
+  /* NaN: roll back at once, past the suspect checkpoint 70, to 60 */
+  gy_run_clear(r);
+  CHECK_EQ_INT(feed_eval(r, 75, NAN), 0);
+  CHECK_EQ_INT(gy_run_state(r), GY_RUN_ROLLBACK);
+  const gy_run_action_t *a = act(r, GY_RUN_ACT_ROLLBACK);
+  CHECK(a && a->step == 60 && a->decision.trigger == GY_TRIG_NONFINITE);
+  /* during the repair evaluations are ignored */
+  gy_run_clear(r);
+  CHECK_EQ_INT(feed_eval(r, 80, 1.0), 0);
+  CHECK_EQ_INT(nevs(r) + nacts(r), 0);
+  CHECK_EQ_INT(gy_run_rollback_done(r, ++now_ms, 60), 0);
+  if (gy_run_state(r) == GY_RUN_SKIP_WINDOW) CHECK_EQ_INT(gy_run_skips_applied(r, ++now_ms), 0);
+  CHECK_EQ_INT(gy_run_resumed(r, ++now_ms), 0);
+  CHECK_EQ_INT(gy_run_state(r), GY_RUN_TRAIN);
+  /* the new timeline evaluates step 70 again */
+  gy_run_clear(r);
+  CHECK_EQ_INT(feed_eval(r, 70, 1.0), 0);
+  CHECK(!ev(r, "eval_regression"));
+  gy_run_destroy(r);
+}
+
 int main(void) {
   test_table();
   test_recovered_spike();
@@ -743,5 +804,6 @@ int main(void) {
   test_bounded();
   test_operator();
   test_alert_only();
+  test_eval();
   GY_TEST_END();
 }

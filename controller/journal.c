@@ -312,6 +312,20 @@ int gy_journal_state(gy_journal_t *j, uint64_t generation, uint64_t last_seq, in
   return rc;
 }
 
+int gy_journal_hold(gy_journal_t *j, int hold, const char *why, char *errmsg, size_t errlen) {
+  if (!j) return 0;
+  flush(j);
+  char key[KEY_MAX];
+  snprintf(key, sizeof(key), "%shold", j->prefix);
+  if (!hold) return gy_cstore_delete(j->store, key, 0, NULL, NULL, TIMEOUT_MS, errmsg, errlen);
+  char *v = dump(json_pack("{s:s, s:s}", "state", hold == 2 ? "HALTED" : "PAUSED", "why",
+                           why ? why : ""));
+  if (!v) return GY_ENOMEM;
+  int rc = gy_cstore_put(j->store, key, v, strlen(v), 0, NULL, TIMEOUT_MS, errmsg, errlen);
+  free(v);
+  return rc;
+}
+
 int gy_journal_done(gy_journal_t *j, int64_t steps, char *errmsg, size_t errlen) {
   if (!j) return 0;
   flush(j);
@@ -430,6 +444,13 @@ int gy_journal_load(gy_journal_t *j, gy_journal_state_t *st, size_t max_events, 
       }
     } else if (!strcmp(k, "done")) {
       st->done = 1;
+    } else if (!strcmp(k, "hold")) {
+      const char *state, *why;
+      if (!(o = parse(kv))) continue;
+      if (json_unpack(o, "{s:s, s:s}", "state", &state, "why", &why) == 0) {
+        st->hold = !strcmp(state, "HALTED") ? 2 : !strcmp(state, "PAUSED") ? 1 : 0;
+        snprintf(st->hold_why, sizeof(st->hold_why), "%s", why);
+      }
     } else if (!strcmp(k, "run") || !strncmp(k, "baselines/", 10)) {
       char *t = malloc(kv->value_len + 1);
       if (!t) {

@@ -12,6 +12,7 @@
  *                                in the same transaction that records its effect
  *   state                        {"generation", "seq", "rollbacks"}
  *   done                         {"steps"}: the run finished
+ *   hold                         {"state": "PAUSED"|"HALTED", "why"}: held for a human
  *   run                          the run's snapshot (controller/run.h gy_run_save) written with
  *                                each intent: the repair history an escalation counts
  *   baselines/<step, 16 digits>  the run's snapshot at a committed checkpoint: the detectors'
@@ -70,6 +71,8 @@ typedef struct {
   uint64_t generation, last_seq;
   int64_t rollbacks;
   int done;            /* the run finished */
+  int hold;            /* 1 paused, 2 halted, 0 neither */
+  char hold_why[256];
   char *run_snapshot;  /* the newest intent's gy_run_save text (repairs), or NULL */
   int64_t *base_steps; /* checkpoints with baselines, and their texts */
   char **base_texts;
@@ -120,6 +123,9 @@ int gy_journal_dropped(gy_journal_t *j, uint64_t seq, char *errmsg, size_t errle
 /* The run's counters. */
 int gy_journal_state(gy_journal_t *j, uint64_t generation, uint64_t last_seq, int64_t rollbacks,
                      char *errmsg, size_t errlen);
+/* The run is held by a human's decision: hold 1 paused, 2 halted (why: the reason), 0 neither
+ * (the key goes). A successor holds the re-formed gang the same way. */
+int gy_journal_hold(gy_journal_t *j, int hold, const char *why, char *errmsg, size_t errlen);
 /* The run is done (every step trained): a controller started again on the journal only says so. */
 int gy_journal_done(gy_journal_t *j, int64_t steps, char *errmsg, size_t errlen);
 /* Events queued because the store failed (0 when everything reached it). */

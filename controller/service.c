@@ -216,6 +216,9 @@ struct gy_service {
   uint64_t journaled_seq;  /* the newest rollback whose intent is in the journal */
   int64_t fence_ok_ms;     /* when the fence last said this controller leads (monotonic) */
   int recovered_done;      /* the journal says the run finished */
+  int recovered_hold;      /* the journal says the run was paused (1) or halted (2) */
+  char recovered_why[256];
+  int journaled_hold;      /* what the journal's hold key says now */
   int64_t tick_grace_until; /* no liveness verdicts before this (after a store outage) */
   int in_operator;    /* an operator command is feeding the run: its PAUSE is already sent */
   uint64_t op_rb_seq; /* the operator's rollback the run's ROLLBACK action adopts */
@@ -824,6 +827,20 @@ static void loop_gang_formed(gy_service_t *s, uint64_t generation, int64_t start
   gy_run_state_t st = gy_run_state(s->run);
   if (st == GY_RUN_INIT) {
     run_refused(s, "started", gy_run_started(s->run, now_ms(s), start));
+    /* a run that was held before the restart stays held: the gang parks at its first horizon */
+    int held = s->recovered_hold;
+    s->recovered_hold = 0;
+    if (held == 2) {
+      run_refused(s, "halt",
+                  gy_run_halt(s->run, now_ms(s),
+                              "the run was HALTED before the controller restarted: a human "
+                              "decides (gyroctl resume, rollback, skip)"));
+    } else if (held == 1) {
+      run_refused(s, "pause", gy_run_pause(s->run, now_ms(s)));
+      hold(s);
+    }
+    if (held) eventf(s, "recovered", "the run stays %s as before the restart (%s)",
+                     held == 2 ? "HALTED" : "PAUSED", s->recovered_why);
   } else if (st == GY_RUN_ROLLBACK) {
     s->repair_pending = 1;
     try_repair(s);
@@ -1339,6 +1356,8 @@ static int recover(gy_service_t *s, char *errmsg, size_t errlen) {
   }
   s->journaled_seq = seq;
   s->recovered_done = st.done;
+  s->recovered_hold = s->journaled_hold = st.hold;
+  snprintf(s->recovered_why, sizeof(s->recovered_why), "%s", st.hold_why);
   eventf(s, "recovered",
          "restarted from the journal %s: %zu events, %d committed checkpoints (newest %lld), %zu "
          "skip ranges in force, generation %llu, directive %llu%s",
@@ -1572,6 +1591,20 @@ static void act(gy_service_t *s, const gy_fleet_action_t *a) {
 }
 
 /* Carries out the fleet's actions until there are none (see the invariants). */
+/* The journal's hold key follows the run: paused (by the operator, or a deferred pause) or
+ * halted, so that a successor holds the re-formed gang the same way. */
+static void journal_hold(gy_service_t *s) {
+  if (!s->o.journal || s->recovered_hold) return; /* a recovered hold is not applied yet */
+  gy_run_state_t rs = gy_run_state(s->run);
+  int h = rs == GY_RUN_HALTED ? 2 : (rs == GY_RUN_PAUSED || gy_fleet_state(s->fleet) == GY_FLEET_PAUSED) ? 1 : 0;
+  if (h == s->journaled_hold) return;
+  char err[256];
+  if (gy_journal_hold(s->o.journal, h, h == 2 ? "halted" : h ? "paused" : NULL, err, sizeof(err)))
+    gy_log(GY_LOG_WARN, "controller", "journal: hold: %s", err);
+  else
+    s->journaled_hold = h;
+}
+
 static void drain(gy_service_t *s) {
   if (s->draining) return;
   s->draining = 1;
@@ -1595,6 +1628,7 @@ static void drain(gy_service_t *s) {
       act(s, &s->abuf[i]);
   }
   s->draining = 0;
+  journal_hold(s);
 }
 
 /* ------------------------------------------ Worker ------------------------------------------ */

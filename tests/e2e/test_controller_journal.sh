@@ -8,8 +8,11 @@
 #     directive (the workers may or may not have applied it), then restarted: it reads the
 #     journal, completes the rollback (skips in force, the checkpoints of the abandoned timeline
 #     forgotten), the gang re-forms from the rollback's target with a newer generation;
-#  c. the controller SIGKILLed after the rollback was applied, later in the run.
-# In b and c: the run finishes, the poisoned ids are never trained after the repair, the set of
+#  c. the controller SIGKILLed after the rollback was applied, later in the run;
+#  d. the controller SIGKILLed while a spike is suspected (before any decision);
+#  e. the operator pauses the run, the controller is SIGKILLed: the restarted one keeps the
+#     gang paused (no step runs past the first horizon) until `gyroctl resume`.
+# In b to e: the run finishes, the poisoned ids are never trained after the repair, the set of
 # skipped ids equals a's, and the final validation loss per channel equals a's (the steps are
 # bitwise reproducible). The restarted controller's `gyroctl events` holds the events from
 # before the kill. Workers that the re-formed gang sends back to an older checkpoint exit 3 and
@@ -81,6 +84,15 @@ run() {
     case $when in
     intent) pat='directive seq [0-9]* ROLLBACK sent' ;;
     applied) pat='SKIP_WINDOW -> RESUME' ;;
+    suspected) pat='TRAIN -> SPIKE_SUSPECTED' ;;
+    paused)
+      for ((i = 0; i < 1200; i++)); do
+        [ "$(grep -c '"type":"step"' "$TMP/$name-ctl.out" 2>/dev/null || true)" -ge 50 ] && break
+        sleep 0.05
+      done
+      "$CTLCLI" --controller "127.0.0.1:$PORT" pause >/dev/null || fail "$name: gyroctl pause failed"
+      pat='directive seq [0-9]* PAUSE applied'
+      ;;
     esac
     for ((i = 0; i < 1200; i++)); do
       grep -q "$pat" "$TMP/$name-ctl.err" 2>/dev/null && break
@@ -100,6 +112,27 @@ run() {
     echo "$name: controller SIGKILLed after '$pat'"
     sleep 1
     ctl "$name"
+    if [ "$when" = paused ]; then
+      for ((i = 0; i < 600; i++)); do
+        grep -q "stays PAUSED" "$TMP/$name-ctl.err" 2>/dev/null && break
+        sleep 0.05
+      done
+      grep -q "stays PAUSED" "$TMP/$name-ctl.err" || fail "$name: the restarted controller did not keep the pause"
+      wait_grep_applied() { grep -c 'PAUSE applied' "$TMP/$name-ctl.err"; }
+      for ((i = 0; i < 600; i++)); do
+        [ "$(wait_grep_applied)" -ge 2 ] && break
+        sleep 0.05
+      done
+      local n1 n2
+      n1=$(cat "$TMP/$name"-w0.jsonl | grep -c '"type":"step"')
+      sleep 2
+      n2=$(cat "$TMP/$name"-w0.jsonl | grep -c '"type":"step"')
+      [ "$n1" = "$n2" ] || fail "$name: rank 0 trained while the run was paused ($n1 -> $n2)"
+      "$CTLCLI" --controller "127.0.0.1:$PORT" status 2>&1 | grep -q PAUSED ||
+        fail "$name: gyroctl status does not say PAUSED"
+      "$CTLCLI" --controller "127.0.0.1:$PORT" resume >/dev/null || fail "$name: gyroctl resume failed"
+      echo "$name: still paused after the restart (rank 0 at $n1 step records); resumed"
+    fi
   fi
   # the controller first: it ends when the run is done (workers would wait for a dead one)
   wait "$CTL_PID" || { tail -n 3 "$TMP/$name-ctl.err" >&2; fail "$name: the controller exited $?"; }
@@ -185,5 +218,11 @@ check b a || fail "b"
 run c applied
 echo "[]" >"$TMP/c.skips"
 check c a || fail "c"
+run d suspected
+echo "[]" >"$TMP/d.skips"
+check d a || fail "d"
+run e paused
+echo "[]" >"$TMP/e.skips"
+check e a || fail "e"
 echo "journal scenarios in $((SECONDS - T0)) s"
 echo PASS

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/err.h"
 #include "common/log.h"
@@ -38,7 +39,17 @@ struct gy_journal {
   char prefix[128];   /* "/gyro/<run>/" */
   gy_journal_event_t *pending;
   size_t npending, head; /* ring of PENDING_MAX */
+  int64_t retry_at_ms;   /* with events pending, the next event write tries no sooner */
 };
+
+#define EVENT_TIMEOUT_MS 1000 /* an event write never holds the loop longer */
+#define EVENT_RETRY_MS 1000
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static int name_ok(const char *s) {
   size_t n = s ? strlen(s) : 0;
@@ -130,7 +141,7 @@ static int put_event(gy_journal_t *j, const gy_journal_event_t *e) {
   char *v = dump(json_pack("{s:I, s:f, s:I, s:s, s:s}", "id", (json_int_t)e->id, "time", e->time,
                            "step", (json_int_t)e->step, "kind", e->kind, "text", e->text));
   if (!v) return GY_ENOMEM;
-  int rc = gy_cstore_put(j->store, key, v, strlen(v), 0, NULL, TIMEOUT_MS, err, sizeof(err));
+  int rc = gy_cstore_put(j->store, key, v, strlen(v), 0, NULL, EVENT_TIMEOUT_MS, err, sizeof(err));
   free(v);
   return rc;
 }
@@ -152,7 +163,9 @@ int gy_journal_event(gy_journal_t *j, uint64_t id, double time, int64_t step, co
   gy_journal_event_t e = {.id = id, .time = time, .step = step};
   snprintf(e.kind, sizeof(e.kind), "%s", kind ? kind : "");
   snprintf(e.text, sizeof(e.text), "%s", text ? text : "");
-  if (!flush(j) && !put_event(j, &e)) return 0;
+  /* while the store is down, an event joins the queue without holding the loop each time */
+  if ((!j->npending || mono_ms() >= j->retry_at_ms) && !flush(j) && !put_event(j, &e)) return 0;
+  j->retry_at_ms = mono_ms() + EVENT_RETRY_MS;
   if (j->npending == PENDING_MAX) { /* drop the oldest */
     j->head = (j->head + 1) % PENDING_MAX;
     j->npending--;

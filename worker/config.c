@@ -4,7 +4,9 @@
  * API: gy_run_config_load(), gy_run_config_free(), gy_run_config_hash().
  *
  * The schema (every key optional unless marked required; defaults in brackets):
- *   run:        name ["gyro"], seed [1337], steps [1000], threads 0..1024 [0 = all cores]
+ *   run:        name ["gyro"], seed [1337], steps [1000], threads 0..1024 [0 = all cores],
+ *               device cpu|cuda [cpu], dtype fp32|bf16 [fp32 on cpu, bf16 on cuda; bf16 needs
+ *               cuda]
  *   model:      layers 1..256 [4], channels 8..65536 [128], heads 1..1024 dividing channels [4],
  *               context 2..65536 [128], vocab 2..65535 (required), padded_vocab >= vocab
  *               [vocab rounded up to 128], qk_norm [false], init_from (path)
@@ -317,7 +319,7 @@ static const char *const top_keys[] = {"run",  "model", "train",      "optimizer
                                        "data", "eval",  "checkpoint", "controller", NULL};
 
 static int parse_run(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
-  static const char *const keys[] = {"name", "seed", "steps", "threads", NULL};
+  static const char *const keys[] = {"name", "seed", "steps", "threads", "device", "dtype", NULL};
   gy_ynode_t m, n;
   int rc;
   if ((rc = get_map(c, root, "", "run", &m)) || !m) return rc;
@@ -335,7 +337,40 @@ static int parse_run(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
   if ((rc = get_int(c, m, "run", "seed", 0, U63_MAX, &seed, NULL))) return rc;
   cfg->seed = (uint64_t)seed;
   if ((rc = get_int(c, m, "run", "steps", 0, MAX_STEPS, &cfg->steps, NULL))) return rc;
-  return get_i32(c, m, "run", "threads", 0, 1024, &cfg->threads, NULL);
+  if ((rc = get_i32(c, m, "run", "threads", 0, 1024, &cfg->threads, NULL))) return rc;
+  const char *dev = NULL, *dt = NULL;
+  gy_ynode_t dt_n;
+  if ((rc = get_str(c, m, "run", "device", &dev, &n))) return rc;
+  if (dev) {
+    if (!strcmp(dev, "cpu"))
+      cfg->device = GY_DEVICE_CPU;
+    else if (!strcmp(dev, "cuda"))
+      cfg->device = GY_DEVICE_CUDA;
+    else {
+      char got[80];
+      gy_yaml_describe(c->y, n, got, sizeof(got));
+      return gy_yaml_error(c->y, n, "run.device", c->errmsg, c->errlen,
+                           "expected cpu or cuda, got %s", got);
+    }
+  }
+  cfg->dtype = cfg->device == GY_DEVICE_CUDA ? GY_DTYPE_BF16 : GY_DTYPE_FP32;
+  if ((rc = get_str(c, m, "run", "dtype", &dt, &dt_n))) return rc;
+  if (dt) {
+    if (!strcmp(dt, "fp32"))
+      cfg->dtype = GY_DTYPE_FP32;
+    else if (!strcmp(dt, "bf16"))
+      cfg->dtype = GY_DTYPE_BF16;
+    else {
+      char got[80];
+      gy_yaml_describe(c->y, dt_n, got, sizeof(got));
+      return gy_yaml_error(c->y, dt_n, "run.dtype", c->errmsg, c->errlen,
+                           "expected fp32 or bf16, got %s", got);
+    }
+    if (cfg->dtype == GY_DTYPE_BF16 && cfg->device != GY_DEVICE_CUDA)
+      return gy_yaml_error(c->y, dt_n, "run.dtype", c->errmsg, c->errlen,
+                           "bf16 needs run.device cuda (the CPU model computes in fp32)");
+  }
+  return 0;
 }
 
 static int parse_model(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {

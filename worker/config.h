@@ -10,12 +10,19 @@
 #include "kernels/optim.h"
 #include "worker/data.h"
 
+/* run.device and run.dtype */
+enum { GY_DEVICE_CPU = 0, GY_DEVICE_CUDA = 1 };
+enum { GY_DTYPE_FP32 = 0, GY_DTYPE_BF16 = 1 };
+
 typedef struct {
   /* run */
   char *name;    /* run.name (default "gyro") */
   uint64_t seed; /* run.seed (default 1337) */
   int64_t steps; /* run.steps: steps to train (default 1000) */
   int threads;   /* run.threads: CPU threads, 0 = all cores (default 0) */
+  int device;    /* run.device: GY_DEVICE_CPU (default) or GY_DEVICE_CUDA */
+  int dtype;     /* run.dtype: GY_DTYPE_FP32 (default on cpu, the only one there) or
+                    GY_DTYPE_BF16 (default on cuda) */
   /* model */
   gy_gpt_config_t model; /* model.{layers,channels,heads,context,vocab,qk_norm} */
   char *init_from;       /* model.init_from: llm.c model file to start from (optional) */

@@ -27,6 +27,15 @@
  * Then norms (sharded parts summed over TP), the clip and AdamW run identically on every rank,
  * and the step's loss sums, token counts and worst samples are reduced over DP so every rank
  * reports, and would decide, the same.
+ *
+ * On the GPU (run.device cuda, built only with the CUDA kernels): the model and AdamW live on the
+ * device (kernels/gpt_cuda.h) and the CPU model and optimizer stay as host buffers of the same
+ * layout: the initial parameters are made there and uploaded (a seed gives the same start),
+ * data-parallel gradients are downloaded into the CPU gradient buffer, averaged bucket by bucket
+ * after the backward pass (no overlap) and uploaded back, and checkpoints download parameters and
+ * moments into the host buffers they serialise (a restore uploads them), so checkpoints move
+ * freely between cpu and cuda runs. Tensor parallelism and the NCCL backend are refused there;
+ * evaluation reports no cloze accuracy (the GPU model keeps its logits on the device).
  */
 #include "worker/train.h"
 
@@ -49,6 +58,9 @@
 #include "kernels/llmc_io.h"
 #include "worker/ckpt.h"
 #include "worker/comm.h"
+#ifdef GY_HAVE_CUDA_KERNELS
+#include "kernels/gpt_cuda.h"
+#endif
 
 #include <pthread.h>
 
@@ -57,8 +69,13 @@
 #define MAX_UNREPORTED 64
 
 struct gy_trainer {
-  gy_gpt_t *model;
-  gy_adamw_t *opt;
+  gy_gpt_t *model; /* on cuda: host copies of parameters and gradients in the same layout */
+  gy_adamw_t *opt; /* on cuda: host copies of the moments */
+  int device;      /* GY_DEVICE_CPU or GY_DEVICE_CUDA (run.device) */
+#ifdef GY_HAVE_CUDA_KERNELS
+  gy_gpt_cuda_t *dmodel; /* cuda only: the model on the GPU (owned) */
+  gy_adamw_cuda_t *dopt; /* cuda only: AdamW on the GPU (owned) */
+#endif
   gy_data_t *data;
   gy_skiplist_t skip;
   gy_knobs_t knobs;
@@ -186,6 +203,54 @@ static double now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* The step's knobs: schedule.boost multiplies the learning rate without touching the knobs
+ * (which the controller owns and checkpoints carry). */
+static void step_knobs(const gy_trainer_t *t, gy_knobs_t *k) {
+  *k = t->knobs;
+  if (t->boost_factor > 0 && t->step >= t->boost_from && t->step < t->boost_to)
+    k->lr_scale *= t->boost_factor;
+}
+
+#ifdef GY_HAVE_CUDA_KERNELS
+/* Describes a failed GPU call (the CUDA text for GY_EIO) into buf. */
+static void cuda_msg(char *buf, size_t len, int rc, const char *what) {
+  snprintf(buf, len, "%s: %s", what, rc == GY_EIO ? gy_cuda_last_error() : gy_strerror(rc));
+}
+
+static int cuda_fail(gy_trainer_t *t, int rc, const char *what) {
+  cuda_msg(t->last_error, sizeof(t->last_error), rc, what);
+  return rc;
+}
+#endif
+
+/* On cuda: the device parameters and moments into the host buffers (for a checkpoint). */
+static int sync_to_host(gy_trainer_t *t, char *errmsg, size_t errlen) {
+#ifdef GY_HAVE_CUDA_KERNELS
+  if (!t->dmodel) return 0;
+  int rc = gy_gpt_cuda_download_params(t->dmodel, gy_gpt_params(t->model));
+  if (!rc) rc = gy_adamw_cuda_download(t->dopt, gy_adamw_m(t->opt), gy_adamw_v(t->opt));
+  if (rc) cuda_msg(errmsg, errlen, rc, "cannot copy the state from the GPU");
+  return rc;
+#else
+  (void)t, (void)errmsg, (void)errlen;
+  return 0;
+#endif
+}
+
+/* On cuda: the host parameters and moments onto the device (after a restore). */
+static int sync_to_device(gy_trainer_t *t, char *errmsg, size_t errlen) {
+#ifdef GY_HAVE_CUDA_KERNELS
+  if (!t->dmodel) return 0;
+  int rc = gy_gpt_cuda_upload_params(t->dmodel, gy_gpt_params(t->model));
+  if (!rc) rc = gy_adamw_cuda_upload(t->dopt, gy_adamw_m(t->opt), gy_adamw_v(t->opt));
+  if (rc) cuda_msg(errmsg, errlen, rc, "cannot copy the state to the GPU");
+  return rc;
+#else
+  (void)t, (void)errmsg, (void)errlen;
+  return 0;
+#endif
+}
+
 int gy_trainer_create(gy_trainer_t **out, const gy_run_config_t *cfg, char *errmsg, size_t errlen) {
   gy_parallel_t single = {.rank = 0, .world = 1, .tp = 1};
   return gy_trainer_create_parallel(out, cfg, &single, errmsg, errlen);
@@ -224,6 +289,31 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
   t->tp_rank = par->rank % tp;
   t->dp_size = t->dp;
   t->dp_rank = par->rank / tp;
+  t->device = cfg->device;
+  if (t->device == GY_DEVICE_CUDA) {
+#ifndef GY_HAVE_CUDA_KERNELS
+    snprintf(errmsg, errlen,
+             "run.device cuda: this gyro-worker was built without CUDA (nvcc was not found "
+             "when it was built); use run.device cpu");
+    rc = GY_ENOTSUP;
+    goto err;
+#else
+    if (tp > 1) {
+      snprintf(errmsg, errlen,
+               "run.device cuda: tensor parallelism (tp %d) is not supported on the GPU yet", tp);
+      rc = GY_ENOTSUP;
+      goto err;
+    }
+    if (par->world > 1 && par->backend && strcmp(par->backend, "gloo")) {
+      snprintf(errmsg, errlen,
+               "run.device cuda: data-parallel gradients are reduced on the host, which needs "
+               "the gloo backend, not %s",
+               par->backend);
+      rc = GY_ENOTSUP;
+      goto err;
+    }
+#endif
+  }
   if (par->world > 1) {
     gy_store_t *store = par->store;
     if (!store) {
@@ -244,7 +334,8 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
                          .timeout_ms = par->timeout_ms > 0 ? par->timeout_ms : 30000};
     if ((rc = gy_comm_groups_create(&t->groups, &co, errmsg, errlen))) goto err;
     t->have_groups = 1;
-    t->overlap = !par->no_overlap && t->dp_size > 1;
+    /* on cuda the gradients are reduced on the host after the backward pass */
+    t->overlap = !par->no_overlap && t->dp_size > 1 && t->device == GY_DEVICE_CPU;
   }
   t->rng = cfg->seed ^ 0x5eed5eed5eed5eedull;
   t->config_hash = gy_run_config_hash(cfg);
@@ -268,7 +359,8 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
   mcfg.tp_size = t->tp_size;
   mcfg.tp_rank = t->tp_rank;
   if ((rc = gy_gpt_config_check(&mcfg, errmsg, errlen))) goto err;
-  if ((rc = gy_gpt_create(&t->model, &mcfg, t->B))) {
+  /* on cuda the host model only holds buffers: room for one sequence's activations */
+  if ((rc = gy_gpt_create(&t->model, &mcfg, t->device == GY_DEVICE_CUDA ? 1 : t->B))) {
     snprintf(errmsg, errlen, "cannot allocate the model: %s", gy_strerror(rc));
     goto err;
   }
@@ -278,6 +370,26 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
     gy_gpt_init_params(t->model, cfg->seed);
   }
   if ((rc = gy_adamw_create(&t->opt, gy_gpt_num_params(t->model)))) goto err;
+#ifdef GY_HAVE_CUDA_KERNELS
+  if (t->device == GY_DEVICE_CUDA) {
+    int ndev = gy_cuda_device_count();
+    int dev = ndev > 0 ? t->rank % ndev : 0; /* no GPU: creation below says why */
+    gy_cuda_dtype_t dt = cfg->dtype == GY_DTYPE_BF16 ? GY_CUDA_BF16 : GY_CUDA_F32;
+    char sub[512] = "";
+    if ((rc = gy_gpt_cuda_create(&t->dmodel, &mcfg, t->B, dt, dev, sub, sizeof(sub)))) {
+      snprintf(errmsg, errlen, "run.device cuda: cannot create the model on GPU %d: %s", dev,
+               sub[0]         ? sub
+               : rc == GY_EIO ? gy_cuda_last_error()
+                              : gy_strerror(rc));
+      goto err;
+    }
+    if ((rc = gy_adamw_cuda_create(&t->dopt, t->dmodel))) {
+      cuda_msg(errmsg, errlen, rc, "run.device cuda: cannot create the optimizer on the GPU");
+      goto err;
+    }
+    if ((rc = sync_to_device(t, errmsg, errlen))) goto err;
+  }
+#endif
   if (t->tp_size > 1) gy_gpt_set_tp_allreduce(t->model, tp_sum, t);
   if (t->overlap) {
     gy_gpt_set_grads_ready(t->model, grads_ready, t);
@@ -336,6 +448,10 @@ void gy_trainer_destroy(gy_trainer_t *t) {
   free(t->targets);
   free(t->inputs);
   gy_data_destroy(t->data);
+#ifdef GY_HAVE_CUDA_KERNELS
+  gy_adamw_cuda_destroy(t->dopt);
+  gy_gpt_cuda_destroy(t->dmodel);
+#endif
   gy_adamw_destroy(t->opt);
   gy_gpt_destroy(t->model);
   gy_skiplist_free(&t->skip);
@@ -347,6 +463,10 @@ int64_t gy_trainer_step_count(const gy_trainer_t *t) {
   return t->step;
 }
 gy_gpt_t *gy_trainer_model(gy_trainer_t *t) {
+#ifdef GY_HAVE_CUDA_KERNELS
+  /* on cuda the host copy gets the current parameters (a failed copy keeps the last ones) */
+  if (t->dmodel) gy_gpt_cuda_download_params(t->dmodel, gy_gpt_params(t->model));
+#endif
   return t->model;
 }
 gy_data_t *gy_trainer_data(gy_trainer_t *t) {
@@ -482,13 +602,45 @@ fail:
   return rc;
 }
 
-int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep) {
-  double t0 = now_ms();
-  memset(rep, 0, sizeof(*rep));
-  t->last_error[0] = 0;
+#ifdef GY_HAVE_CUDA_KERNELS
+/* Forward, backward, data-parallel averaging (on the host) and AdamW on the GPU. */
+static int step_cuda(gy_trainer_t *t, gy_step_report_t *rep) {
+  float loss;
+  int rc =
+      gy_gpt_cuda_forward(t->dmodel, t->inputs, t->targets, t->B, t->T, t->knobs.z_loss, &loss);
+  if (rc) return cuda_fail(t, rc, "forward pass on the GPU");
+  if ((rc = gy_gpt_cuda_backward(t->dmodel))) return cuda_fail(t, rc, "backward pass on the GPU");
+  if (t->dp_size > 1) {
+    float *g = gy_gpt_grads(t->model);
+    if ((rc = gy_gpt_cuda_download_grads(t->dmodel, g)))
+      return cuda_fail(t, rc, "gradient copy from the GPU");
+    int L = gy_gpt_config(t->model)->num_layers;
+    for (int l = L - 1; l >= -1 && !rc; l--)
+      rc = dp_reduce_bucket(t, l);
+    if (rc) {
+      snprintf(t->last_error, sizeof(t->last_error), "data-parallel all-reduce: %s",
+               t->groups.dp->errmsg);
+      return comm_failure(t, rc);
+    }
+    if ((rc = gy_gpt_cuda_upload_grads(t->dmodel, g)))
+      return cuda_fail(t, rc, "gradient copy to the GPU");
+  }
+  gy_grad_sq_t sq;
+  if ((rc = gy_adamw_cuda_measure(t->dopt, &t->knobs, &sq)))
+    return cuda_fail(t, rc, "gradient norms on the GPU");
+  gy_knobs_t k;
+  step_knobs(t, &k);
+  if ((rc = gy_adamw_cuda_update(t->dopt, &k, t->step, sqrt(sq.shallow_repl + sq.shallow_shard),
+                                 sqrt(sq.deep_repl + sq.deep_shard), sq.nonfinite, &rep->opt)))
+    return cuda_fail(t, rc, "AdamW update on the GPU");
+  return 0;
+}
+#endif
+
+/* Forward, backward, gradient reduction and AdamW on the CPU model; the per-token losses of the
+ * step stay in the model. */
+static int step_cpu(gy_trainer_t *t, gy_step_report_t *rep) {
   int B = t->B, T = t->T;
-  gy_data_batch_ids(t->data, &t->skip, (uint64_t)t->step, t->dp_rank, t->dp_size, B, t->ids);
-  load_batch(t);
   float loss;
   int rc = gy_gpt_forward(t->model, t->inputs, t->targets, B, T, t->knobs.z_loss, &loss);
   if (rc) return rc == GY_ECOMM ? comm_failure(t, rc) : rc;
@@ -521,15 +673,32 @@ int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep) {
     sq.deep_shard = v[1];
     sq.nonfinite = v[2] != 0.0;
   }
-  /* schedule.boost multiplies this step's learning rate without touching the knobs (which
-   * the controller owns and checkpoints carry). */
-  gy_knobs_t k = t->knobs;
-  if (t->boost_factor > 0 && t->step >= t->boost_from && t->step < t->boost_to)
-    k.lr_scale *= t->boost_factor;
+  gy_knobs_t k;
+  step_knobs(t, &k);
   gy_adamw_update(t->opt, t->model, &k, t->step, sqrt(sq.shallow_repl + sq.shallow_shard),
                   sqrt(sq.deep_repl + sq.deep_shard), sq.nonfinite, &rep->opt);
+  return 0;
+}
 
-  const float *tl = gy_gpt_token_losses(t->model);
+int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep) {
+  double t0 = now_ms();
+  memset(rep, 0, sizeof(*rep));
+  t->last_error[0] = 0;
+  int B = t->B, T = t->T;
+  gy_data_batch_ids(t->data, &t->skip, (uint64_t)t->step, t->dp_rank, t->dp_size, B, t->ids);
+  load_batch(t);
+  int rc;
+  const float *tl;
+#ifdef GY_HAVE_CUDA_KERNELS
+  if (t->dmodel) {
+    if ((rc = step_cuda(t, rep))) return rc;
+    tl = gy_gpt_cuda_token_losses(t->dmodel);
+  } else
+#endif
+  {
+    if ((rc = step_cpu(t, rep))) return rc;
+    tl = gy_gpt_token_losses(t->model);
+  }
   gy_sample_loss_t *all = malloc(sizeof(*all) * (size_t)B);
   if (!all) return GY_ENOMEM;
   double total = 0;
@@ -603,6 +772,17 @@ int gy_trainer_eval(gy_trainer_t *t, gy_eval_report_t *rep) {
         }
       }
       float l;
+#ifdef GY_HAVE_CUDA_KERNELS
+      if (t->dmodel) { /* no cloze items: the logits stay on the device */
+        int rc = gy_gpt_cuda_forward(t->dmodel, t->inputs, t->targets, nb, T, 0.0f, &l);
+        if (rc) return cuda_fail(t, rc, "evaluation forward pass on the GPU");
+        const float *tl = gy_gpt_cuda_token_losses(t->dmodel);
+        for (int i = 0; i < nb * T; i++)
+          sum += tl[i];
+        ntok += (uint64_t)nb * (uint64_t)T;
+        continue;
+      }
+#endif
       int rc = gy_gpt_forward(t->model, t->inputs, t->targets, nb, T, 0.0f, &l);
       if (rc) return rc == GY_ECOMM ? comm_failure(t, rc) : rc;
       const float *tl = gy_gpt_token_losses(t->model);
@@ -785,7 +965,9 @@ static int mkdir_p(const char *dir) {
 
 int gy_trainer_checkpoint(gy_trainer_t *t, char *errmsg, size_t errlen) {
   gy_ckpt_buf_t *b = NULL;
-  int rc = build_snapshot(t, &b);
+  int rc = sync_to_host(t, errmsg, errlen);
+  if (rc) return rc;
+  rc = build_snapshot(t, &b);
   if (rc) {
     snprintf(errmsg, errlen, "cannot build the checkpoint of step %" PRId64 ": %s", t->step,
              gy_strerror(rc));
@@ -982,7 +1164,8 @@ static int apply_view(gy_trainer_t *t, const gy_ckpt_view_t *v, const char *what
   t->knobs = k;
   gy_skiplist_free(&t->skip);
   t->skip = skip;
-  return 0;
+  /* on cuda a failed copy leaves the GPU's state behind the host's: the error says so */
+  return sync_to_device(t, errmsg, errlen);
 }
 
 int gy_trainer_restore_file(gy_trainer_t *t, const char *path, char *errmsg, size_t errlen) {

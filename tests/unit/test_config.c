@@ -238,6 +238,8 @@ static void test_full_and_defaults(void) {
     CHECK_EQ_INT(c.seed, 1337);
     CHECK_EQ_INT(c.steps, 1000);
     CHECK_EQ_INT(c.threads, 0);
+    CHECK_EQ_INT(c.device, GY_DEVICE_CPU);
+    CHECK_EQ_INT(c.dtype, GY_DTYPE_FP32);
     CHECK_EQ_INT(c.model.padded_vocab_size, 256);
     CHECK_EQ_INT(c.model.qk_norm, 0);
     CHECK(c.init_from == NULL);
@@ -336,6 +338,10 @@ static const bad_t bad[] = {
     {OK_MODEL "  layers: 0\n" OK_DATA, 3, "model.layers",
      "expected an integer in [1, 256], got '0'"},
     {"run: {threads: 2000}\n" OK_MODEL OK_DATA, 1, "run.threads", "in [0, 1024], got '2000'"},
+    {"run: {device: gpu}\n" OK_MODEL OK_DATA, 1, "run.device", "expected cpu or cuda, got 'gpu'"},
+    {"run: {device: cuda, dtype: fp16}\n" OK_MODEL OK_DATA, 1, "run.dtype",
+     "expected fp32 or bf16, got 'fp16'"},
+    {"run:\n  dtype: bf16\n" OK_MODEL OK_DATA, 2, "run.dtype", "bf16 needs run.device cuda"},
     {"run: {seed: -1}\n" OK_MODEL OK_DATA, 1, "run.seed", "expected an integer >= 0, got '-1'"},
     {"optimizer:\n  lr: 0\n" OK_MODEL OK_DATA, 2, "optimizer.lr",
      "expected a number in (0, 10], got '0'"},
@@ -425,6 +431,28 @@ static const bad_t bad[] = {
      "key 'steps' appears twice in one mapping (first at line 2)"},
 };
 
+/* run.device cuda defaults to bf16; fp32 may be asked for. */
+static void test_device(void) {
+  char err[512] = "";
+  gy_run_config_t c;
+  const char *path = write_file("cuda.yaml", "run: {device: cuda}\n" OK_MODEL OK_DATA);
+  int rc = gy_run_config_load(&c, path, err, sizeof(err));
+  CHECK_MSG(rc == 0, "%s", err);
+  if (rc == 0) {
+    CHECK_EQ_INT(c.device, GY_DEVICE_CUDA);
+    CHECK_EQ_INT(c.dtype, GY_DTYPE_BF16);
+    gy_run_config_free(&c);
+  }
+  path = write_file("cuda32.yaml", "run: {device: cuda, dtype: fp32}\n" OK_MODEL OK_DATA);
+  rc = gy_run_config_load(&c, path, err, sizeof(err));
+  CHECK_MSG(rc == 0, "%s", err);
+  if (rc == 0) {
+    CHECK_EQ_INT(c.device, GY_DEVICE_CUDA);
+    CHECK_EQ_INT(c.dtype, GY_DTYPE_FP32);
+    gy_run_config_free(&c);
+  }
+}
+
 static void test_bad_configs(void) {
   setenv("GY_TEST_EMPTY_VAR", "", 1);
   unsetenv("GY_TEST_SURELY_UNSET_VAR");
@@ -466,6 +494,7 @@ int main(void) {
   test_examples();
   test_full_and_defaults();
   test_hash();
+  test_device();
   test_bad_configs();
   for (int k = 0; k < nwritten; k++)
     unlink(written[k]);

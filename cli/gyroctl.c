@@ -881,6 +881,15 @@ done:
 
 /* ----------------------------------------- main ----------------------------------------- */
 
+/* The token read from --token-file: every command returns straight from main, so it is wiped
+ * and freed at exit. */
+static char *g_file_token;
+static void free_file_token(void) {
+  if (g_file_token) memset(g_file_token, 0, strlen(g_file_token));
+  free(g_file_token);
+  g_file_token = NULL;
+}
+
 int main(int argc, char **argv) {
   ctl_opts_t o = {.addr = getenv("GYRO_CONTROLLER"),
                   .token = getenv("GYRO_OPERATOR_TOKEN"),
@@ -891,7 +900,7 @@ int main(int argc, char **argv) {
   if (!o.token || !*o.token) o.token = getenv("GYRO_TOKEN");
   if (!o.addr || !*o.addr) o.addr = "127.0.0.1:7070";
   const char *token_file = NULL;
-  char *file_token = NULL; /* owned; the process exits right after the command */
+  char *file_token = NULL; /* owned by g_file_token: wiped and freed at exit */
   static const struct option opts[] = {{"controller", required_argument, 0, 'c'},
                                        {"token", required_argument, 0, 't'},
                                        {"token-file", required_argument, 0, 'F'},
@@ -965,7 +974,8 @@ int main(int argc, char **argv) {
       fprintf(stderr, "gyroctl: --token-file: %s\n", terr);
       return EXIT_USAGE;
     }
-    o.token = file_token;
+    o.token = g_file_token = file_token;
+    atexit(free_file_token);
   }
   if (o.token && *o.token) {
     char terr[300];

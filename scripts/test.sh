@@ -1,6 +1,7 @@
 #!/bin/bash
 # test.sh: sets up and builds gyro (scripts/setup.sh), runs the test suite, then the unit and
-# fuzz tests again in an AddressSanitizer/UBSan build (build-asan).
+# integration and fuzz tests again in an AddressSanitizer/UBSan build (build-asan), then the
+# libFuzzer harnesses (scripts/fuzz.sh).
 #
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -L unit    # extra arguments go to the first ctest run
@@ -20,8 +21,8 @@ ctest --test-dir build --output-on-failure -j2 "$@" || failed+=("ctest build $*"
 
 if cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGY_SANITIZE=ON &&
   cmake --build build-asan -j"$(nproc)"; then
-  ctest --test-dir build-asan --output-on-failure -j2 -L 'unit|fuzz' ||
-    failed+=("ctest build-asan -L 'unit|fuzz'")
+  ctest --test-dir build-asan --output-on-failure -j2 -L 'unit|integration|fuzz' ||
+    failed+=("ctest build-asan -L 'unit|integration|fuzz'")
 else
   failed+=("sanitizer build")
 fi

@@ -1325,6 +1325,14 @@ static int recover(gy_service_t *s, char *errmsg, size_t errlen) {
     if (in->to_step < cut) cut = in->to_step;
     ncompleted++;
   }
+  /* A checkpoint committed while a spike was suspected (suspect) may hold what the spike did:
+   * the gang re-forms from the newest clean one, and the steps after it run again under the
+   * successor's eyes (the suspicion itself was not journaled). */
+  int64_t newest_clean = -1;
+  for (size_t i = 0; i < st.nckpts; i++)
+    if (st.ckpts[i].clean && st.ckpts[i].step <= cut && st.ckpts[i].step > newest_clean)
+      newest_clean = st.ckpts[i].step;
+  if (newest_clean >= 0) cut = newest_clean;
   int64_t *steps = calloc(st.nckpts ? st.nckpts : 1, sizeof(*steps)), newest = -1;
   int n = 0;
   if (!steps && !rc) rc = GY_ENOMEM;

@@ -183,5 +183,10 @@ expect_rc 0 "$G" "${A[@]}" --tls-ca "$P/caA.pem" --json status
 expect_rc 3 "$G" "${A[@]}" status # plaintext
 expect_rc 3 "$G" "${A[@]}" --tls-ca "$P/caB.pem" status
 kill -TERM "$CPID"
+for ((i = 0; i < 200; i++)); do kill -0 "$CPID" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$CPID" 2>/dev/null; then
+  kill -9 "$CPID"
+  fail "the TLS controller did not stop within 20 s of SIGTERM: $(tail -n 3 "$TMP/tls.err")"
+fi
 wait "$CPID" || fail "the TLS controller did not stop cleanly"
 echo "ok: TLS and mutual TLS on the control plane"

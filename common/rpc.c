@@ -902,7 +902,7 @@ int gy_rpc_server_create(gy_rpc_server_t **out, uv_loop_t *loop, const gy_rpc_se
   s->t_shutdown = (tag_t){T_SHUTDOWN, s};
   pthread_mutex_init(&s->mu, NULL);
 
-  grpc_arg a[5];
+  grpc_arg a[6];
   limit_args(a, s->opts.max_message);
   /* grpc sets SO_REUSEPORT by default: a second controller on the same port would then share
    * it silently instead of failing. */
@@ -916,7 +916,12 @@ int gy_rpc_server_create(gy_rpc_server_t **out, uv_loop_t *loop, const gy_rpc_se
   a[4].type = GRPC_ARG_INTEGER;
   a[4].key = (char *)GRPC_ARG_HTTP2_MAX_PING_STRIKES;
   a[4].value.integer = 0;
-  grpc_channel_args args = {5, a};
+  /* a client that opens a connection and never finishes its (TLS) handshake is dropped after
+   * this long, instead of gRPC's 120 s, which a server shutdown would otherwise wait out */
+  a[5].type = GRPC_ARG_INTEGER;
+  a[5].key = (char *)GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS;
+  a[5].value.integer = 10000;
+  grpc_channel_args args = {6, a};
   s->srv = grpc_server_create(&args, NULL);
   s->cq = grpc_completion_queue_create_for_next(NULL);
   if (!s->srv || !s->cq) goto err;

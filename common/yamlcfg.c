@@ -393,6 +393,18 @@ const char *gy_yaml_scalar(const gy_yaml_t *y, gy_ynode_t n) {
 
 /* ---- errors and typed conversions ---- */
 
+/* The length of s[0..n) without an incomplete UTF-8 sequence at its end (s is UTF-8 cut
+ * anywhere). */
+static size_t utf8_cut(const char *s, size_t n) {
+  size_t j = n;
+  while (j > 0 && ((unsigned char)s[j - 1] & 0xc0) == 0x80) /* continuation bytes */
+    j--;
+  if (j == 0) return 0;
+  unsigned char lead = (unsigned char)s[j - 1];
+  size_t need = lead < 0x80 ? 1 : (lead & 0xe0) == 0xc0 ? 2 : (lead & 0xf0) == 0xe0 ? 3 : 4;
+  return n - (j - 1) >= need ? n : j - 1;
+}
+
 void gy_yaml_describe(const gy_yaml_t *y, gy_ynode_t n, char *buf, size_t len) {
   yaml_node_t *nd = node_at(y, n);
   if (!nd) {
@@ -409,8 +421,10 @@ void gy_yaml_describe(const gy_yaml_t *y, gy_ynode_t n, char *buf, size_t len) {
     char ex[EXCERPT_MAX + 4];
     for (size_t i = 0; i < slen && o < EXCERPT_MAX; i++)
       ex[o++] = (s[i] < 0x20 || s[i] == 0x7f) ? '?' : (char)s[i];
+    o = utf8_cut(ex, o); /* never half a character: messages stay UTF-8 */
     ex[o] = '\0';
-    snprintf(buf, len, "'%s%s'", ex, slen > EXCERPT_MAX ? "..." : "");
+    int n = snprintf(buf, len, "'%s%s'", ex, slen > EXCERPT_MAX ? "..." : "");
+    if (len && n >= 0 && (size_t)n >= len) buf[utf8_cut(buf, len - 1)] = '\0';
   }
 }
 
@@ -428,8 +442,9 @@ int gy_yaml_error(const gy_yaml_t *y, gy_ynode_t n, const char *key, char *errms
   if (o < errlen) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(errmsg + o, errlen - o, fmt, ap);
+    int m = vsnprintf(errmsg + o, errlen - o, fmt, ap);
     va_end(ap);
+    if (m >= 0 && (size_t)m >= errlen - o) errmsg[utf8_cut(errmsg, errlen - 1)] = '\0';
   }
   return GY_ECONFIG;
 }

@@ -52,8 +52,11 @@ for h in "${HARNESSES[@]}"; do
   # 2. fuzz for a bounded time (new inputs go to the work folder; the seeds are read only)
   log=$B/$h.log
   rc=0
-  "$B/$h" -max_total_time="$SECONDS_EACH" -print_final_stats=1 -artifact_prefix="$art/" \
-    -rss_limit_mb=2048 -timeout=10 "$work" "fuzz/corpus/$h" >"$log" 2>&1 || rc=$?
+  # a fixed seed (GY_FUZZ_SEED, default 1): a run's mutations are reproducible, so a failure
+  # is the same failure on the next run (0: a random seed, for longer exploration)
+  "$B/$h" -seed="${GY_FUZZ_SEED:-1}" -max_total_time="$SECONDS_EACH" -print_final_stats=1 \
+    -artifact_prefix="$art/" -rss_limit_mb=2048 -timeout=10 "$work" "fuzz/corpus/$h" \
+    >"$log" 2>&1 || rc=$?
   execs=$(grep -a 'stat::number_of_executed_units' "$log" | awk '{print $2}' | tail -n 1)
   if ((rc != 0)); then
     tail -n 40 "$log" >&2

@@ -8,7 +8,7 @@
 #
 # A reproducer is kept under build-fuzz/artifacts/<harness>/; once the bug is fixed, copy it to
 # fuzz/crashes/<harness>/ so that every later run replays it. New corpus entries found while
-# fuzzing stay in build-fuzz/work/ (not in the repository).
+# fuzzing stay in build-fuzz/corpus-run/ (not in the repository).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -30,7 +30,7 @@ failed=()
 for h in "${HARNESSES[@]}"; do
   [ -x "$B/$h" ] || { echo "fuzz: no harness $h" >&2; failed+=("$h: not built"); continue; }
   art=$B/artifacts/$h
-  work=$B/work/$h
+  work=$B/corpus-run/$h
   mkdir -p "$art" "$work" "fuzz/corpus/$h" "fuzz/crashes/$h"
 
   # 1. replay the saved crashes and the seeds (one run each)

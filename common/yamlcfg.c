@@ -209,9 +209,7 @@ static int check_duplicate_keys(gy_yaml_t *y, char *errmsg, size_t errlen) {
     for (size_t i = 1; i < m; i++) {
       if (!strcmp(refs[i].key, refs[i - 1].key)) {
         char ex[EXCERPT_MAX + 8];
-        snprintf(ex, sizeof(ex), "%s", refs[i].key);
-        for (char *c = ex; *c; c++)
-          if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
+        gy_excerpt(ex, sizeof(ex), refs[i].key);
         int rc = errf(errmsg, errlen, GY_ECONFIG,
                       "%s:%d: key '%s' appears twice in one mapping "
                       "(first at line %d)",
@@ -405,6 +403,16 @@ static size_t utf8_cut(const char *s, size_t n) {
   return n - (j - 1) >= need ? n : j - 1;
 }
 
+int gy_excerpt(char *out, size_t outlen, const char *s) {
+  if (!out || !outlen) return 0;
+  size_t o = 0;
+  for (; s && s[o] && o + 1 < outlen; o++)
+    out[o] = ((unsigned char)s[o] < 0x20 || s[o] == 0x7f) ? '?' : s[o];
+  int cut = s && s[o] != '\0';
+  out[utf8_cut(out, o)] = '\0'; /* never half a character */
+  return cut;
+}
+
 void gy_yaml_describe(const gy_yaml_t *y, gy_ynode_t n, char *buf, size_t len) {
   yaml_node_t *nd = node_at(y, n);
   if (!nd) {
@@ -439,6 +447,7 @@ int gy_yaml_error(const gy_yaml_t *y, gy_ynode_t n, const char *key, char *errms
   else
     o = (size_t)snprintf(errmsg, errlen, "%s: ", path);
   if (o < errlen && key && *key) o += (size_t)snprintf(errmsg + o, errlen - o, "key '%s': ", key);
+  if (o >= errlen) errmsg[utf8_cut(errmsg, errlen - 1)] = '\0';
   if (o < errlen) {
     va_list ap;
     va_start(ap, fmt);

@@ -48,6 +48,10 @@ int gy_yaml_to_bool(const gy_yaml_t *y, gy_ynode_t n, const char *key, int *out,
                     size_t errlen);
 int gy_yaml_to_string(const gy_yaml_t *y, gy_ynode_t n, const char *key, const char **out,
                       char *errmsg, size_t errlen);
+/* Copies a printable excerpt of s (at most outlen-1 bytes) into out: control bytes become '?'
+ * and the cut never splits a UTF-8 character, so messages built from it stay valid UTF-8.
+ * Returns 1 when s was cut. */
+int gy_excerpt(char *out, size_t outlen, const char *s);
 /* Writes what node n is, for "got ..." in messages: a short printable excerpt of a scalar in
  * quotes, "a mapping", "a sequence", "an empty value" or "nothing". */
 void gy_yaml_describe(const gy_yaml_t *y, gy_ynode_t n, char *buf, size_t len);

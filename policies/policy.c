@@ -241,10 +241,7 @@ static int check_keys(ctx_t *c, gy_ynode_t map, const char *prefix, const char *
     size_t o = 0;
     for (const char *const *p = known; *p && o < sizeof(list); p++)
       o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", p == known ? "" : ", ", *p);
-    size_t j = 0;
-    for (; k[j] && j < sizeof(shown) - 1; j++)
-      shown[j] = ((unsigned char)k[j] < 0x20 || k[j] == 0x7f) ? '?' : k[j];
-    shown[j] = '\0';
+    gy_excerpt(shown, sizeof(shown), k);
     snprintf(full, sizeof(full), "%s%s%s", prefix, *prefix ? "." : "", shown);
     return gy_yaml_error(c->y, kn, full, c->errmsg, c->errlen, "unknown key (expected one of: %s)",
                          list);

@@ -347,6 +347,29 @@ static void test_deep_and_wide(void) {
   free(big);
 }
 
+/* gy_excerpt: control bytes become '?', and a cut never splits a UTF-8 character. */
+static void test_excerpt(void) {
+  char out[8];
+  CHECK_EQ_INT(gy_excerpt(out, sizeof(out), "ab\tc"), 0);
+  CHECK(!strcmp(out, "ab?c"));
+  /* "a" + three 2-byte characters = 7 bytes: fits exactly in 8 */
+  CHECK_EQ_INT(gy_excerpt(out, sizeof(out), "a\xda\x9d\xda\x9d\xda\x9d"), 0);
+  CHECK_EQ_INT((int)strlen(out), 7);
+  /* "ab" + three 2-byte characters: the 7-byte window ends inside the third one */
+  CHECK_EQ_INT(gy_excerpt(out, sizeof(out), "ab\xda\x9d\xda\x9d\xda\x9d"), 1);
+  CHECK(!strcmp(out, "ab\xda\x9d\xda\x9d"));
+  /* a 4-byte character cut after 1, 2 or 3 bytes goes entirely */
+  for (size_t len = 1; len <= 3; len++) {
+    char small[8];
+    CHECK_EQ_INT(gy_excerpt(small, len + 1, "\xf0\x9f\x98\x80x"), 1);
+    CHECK_MSG(small[0] == '\0', "a cut 4-byte character left %zu bytes", strlen(small));
+  }
+  CHECK_EQ_INT(gy_excerpt(out, 5, "\xf0\x9f\x98\x80x"), 1);
+  CHECK_EQ_INT((int)strlen(out), 4);
+  CHECK_EQ_INT(gy_excerpt(out, 1, "abc"), 1);
+  CHECK(out[0] == '\0');
+}
+
 int main(void) {
   snprintf(tmpdir, sizeof(tmpdir), "/tmp/gy_yamlcfg_XXXXXX");
   REQUIRE(mkdtemp(tmpdir));
@@ -354,6 +377,7 @@ int main(void) {
   test_lookups();
   test_conversions();
   test_deep_and_wide();
+  test_excerpt();
   for (int k = 0; k < nwritten; k++)
     unlink(written[k]);
   rmdir(tmpdir);

@@ -6,7 +6,7 @@
  *    one (world=2 tp=2 has dp groups of one; world=1);
  *  - option checks, and a rank that never joins (rendezvous fails at the timeout, not at 30 s);
  *  - failures: a rank SIGKILLed mid-collective makes the others fail with GY_ECOMM well before
- *    the timeout; a SIGSTOPped one makes them fail at the timeout (2 s); abort() from another
+ *    the timeout (or exactly at it, in Gloo's posted-send gap: see check_fault); a SIGSTOPped one makes them fail at the timeout (2 s); abort() from another
  *    thread wakes a call blocked in a collective at once, and the peer's next call fails at
  *    once; after a failure every call fails at once.
  * Nothing can hang: the parent kills every rank still alive after a deadline. */
@@ -432,7 +432,12 @@ static void run(const scen_t *sc, double (*control)(const scen_t *, pid_t *), do
   for (int r = 0; r < sc->world; r++) {
     pids[r] = fork();
     REQUIRE(pids[r] >= 0);
-    if (pids[r] == 0) _exit(sc->fn(sc, r));
+    if (pids[r] == 0) {
+      gy_test_failures = 0; /* a rank counts its own checks, not the parent's so far */
+      int rc = sc->fn(sc, r);
+      fflush(NULL); /* _exit() does not flush: keep the rank's CHECK messages */
+      _exit(rc);
+    }
   }
   double start = now_s();
   if (control) *t_signal = control(sc, pids);
@@ -529,8 +534,20 @@ static void check_fault(const scen_t *sc, double (*control)(const scen_t *, pid_
     CHECK_MSG(WIFEXITED(status[r]) && WEXITSTATUS(status[r]) == 0,
               "%s: rank %d status 0x%x (141 would be SIGPIPE)", sc->name, r, status[r]);
     CHECK_MSG(s->rc == GY_ECOMM, "%s: rank %d got %s", sc->name, r, gy_err_name(s->rc));
-    CHECK_MSG(dt >= lo && dt <= hi, "%s: rank %d failed %.3f s after the signal, want %.1f..%.1f",
-              sc->name, r, dt, lo, hi);
+    /* Gloo's gap (docs/ARCHITECTURE.md, known problems): when the peer dies while a message
+     * to or from it is half transferred, Gloo's device loop sees the reset and closes the pair
+     * but does not fail that in-flight operation, which then waits for the collective's
+     * timeout (about 1 run in 6 on loopback). Allowed, and only then: at the timeout, with
+     * Gloo's own timeout message. */
+    double tmo = sc->timeout_ms / 1000.0;
+    int gap = control == kill_victim && strstr(s->msg, "Timed out waiting") &&
+              strstr(s->msg, " operation to complete") && dt >= tmo - 0.5 && dt <= tmo + 3.0;
+    if (gap)
+      printf("%s: rank %d hit Gloo's in-flight operation gap: failed at the timeout (%.3f s)\n",
+             sc->name, r, dt);
+    CHECK_MSG((dt >= lo && dt <= hi) || gap,
+              "%s: rank %d failed %.3f s after the signal, want %.1f..%.1f: %s", sc->name, r, dt,
+              lo, hi, s->msg);
     CHECK_MSG(s->msg[0] != '\0', "%s: rank %d: no message", sc->name, r);
     CHECK_MSG(s->next_rc == GY_ECOMM && s->next_s < 2.0, "%s: rank %d: next call %s after %.3f s",
               sc->name, r, gy_err_name(s->next_rc), s->next_s);

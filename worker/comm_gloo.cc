@@ -29,6 +29,8 @@
  *  - abort() marks the context dead and shuts its sockets down (shutdown_pairs() below): calls
  *    in flight on other threads fail at once, the peers read end of file at once, and every
  *    later call fails without touching the network.
+ *  - A transfer in flight when its peer dies is woken by the watcher (below) within about
+ *    0.3 s; Gloo alone would leave it waiting until the timeout.
  *  - MAX propagates NaN (a NaN on one rank is seen by all), unlike std::max.
  */
 #include "worker/comm_internal.h"
@@ -39,6 +41,8 @@
 #include <gloo/broadcast.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/store.h>
+#include <gloo/transport/context.h>
+#include <gloo/transport/unbound_buffer.h>
 #include <gloo/transport/tcp/address.h>
 #include <gloo/transport/tcp/device.h>
 
@@ -48,6 +52,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -56,11 +61,112 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/err.h"
+
+namespace {
+
+// ---- the in-flight watcher (Gloo's gap) ----
+//
+// When a peer dies while a message to or from it is half transferred, Gloo's device loop sees
+// the reset, fails the operations it still tracks and closes the pair, but the transfer in
+// progress is tracked nowhere (tcp::Pair::signalException walks bound buffers, queued
+// notifications and pending unbound operations, not the unbound buffer of the op being
+// written or read): its waiter sleeps until the collective's timeout (30 s by default; on
+// loopback about one SIGKILL in six). The watcher closes that gap from outside Gloo:
+//  - every unbound buffer a collective creates is wrapped (WatchedBuffer, through a proxy
+//    transport context installed after the rendezvous) and listed in a Registry while it lives;
+//  - a thread per communicator, while a collective is in flight, checks every 100 ms that each
+//    pair's socket still exists (Gloo closes it only on an error); once one has been gone for
+//    200 ms and the collective still runs, it aborts the waits of every listed buffer, again
+//    every 100 ms until the collective returns;
+//  - a collective during which the watcher fired fails (GY_ECOMM), even if Gloo then returned:
+//    an aborted wait returns as if its data had arrived.
+
+struct Registry {
+  std::mutex mu;
+  std::set<gloo::transport::UnboundBuffer *> live; // the inner buffers of live WatchedBuffers
+};
+
+// Forwards everything to the transport's own buffer (which is what pairs see: the inner
+// buffer's send() passes itself); lists that buffer while it lives.
+class WatchedBuffer : public gloo::transport::UnboundBuffer {
+public:
+  WatchedBuffer(std::unique_ptr<gloo::transport::UnboundBuffer> in, std::shared_ptr<Registry> r)
+      : gloo::transport::UnboundBuffer(in->ptr, in->size), in_(std::move(in)), reg_(std::move(r)) {
+    std::lock_guard<std::mutex> lock(reg_->mu);
+    reg_->live.insert(in_.get());
+  }
+  ~WatchedBuffer() override {
+    std::lock_guard<std::mutex> lock(reg_->mu); // the watcher never touches a freed buffer
+    reg_->live.erase(in_.get());
+    in_.reset();
+  }
+  bool waitRecv(int *rank, std::chrono::milliseconds timeout) override {
+    return in_->waitRecv(rank, timeout);
+  }
+  bool waitSend(int *rank, std::chrono::milliseconds timeout) override {
+    return in_->waitSend(rank, timeout);
+  }
+  void abortWaitRecv() override {
+    in_->abortWaitRecv();
+  }
+  void abortWaitSend() override {
+    in_->abortWaitSend();
+  }
+  void send(int dst, uint64_t slot, size_t offset, size_t nbytes) override {
+    in_->send(dst, slot, offset, nbytes);
+  }
+  void recv(int src, uint64_t slot, size_t offset, size_t nbytes) override {
+    in_->recv(src, slot, offset, nbytes);
+  }
+  void recv(std::vector<int> srcs, uint64_t slot, size_t offset, size_t nbytes) override {
+    in_->recv(std::move(srcs), slot, offset, nbytes);
+  }
+
+private:
+  std::unique_ptr<gloo::transport::UnboundBuffer> in_;
+  std::shared_ptr<Registry> reg_;
+};
+
+// The transport context the collectives see: the real one, with its unbound buffers wrapped.
+class WatchedTransport : public gloo::transport::Context {
+public:
+  WatchedTransport(std::shared_ptr<gloo::transport::Context> real, std::shared_ptr<Registry> r)
+      : gloo::transport::Context(real->rank, real->size), real_(std::move(real)),
+        reg_(std::move(r)) {}
+  std::unique_ptr<gloo::transport::Pair> &getPair(int rank) override {
+    return real_->getPair(rank);
+  }
+  std::unique_ptr<gloo::transport::Pair> &createPair(int rank) override {
+    return real_->createPair(rank);
+  }
+  std::unique_ptr<gloo::transport::UnboundBuffer> createUnboundBuffer(void *ptr,
+                                                                      size_t size) override {
+    return std::unique_ptr<gloo::transport::UnboundBuffer>(
+        new WatchedBuffer(real_->createUnboundBuffer(ptr, size), reg_));
+  }
+
+private:
+  std::shared_ptr<gloo::transport::Context> real_;
+  std::shared_ptr<Registry> reg_;
+};
+
+// The rendezvous context, able to put WatchedTransport in front of its transport context.
+class WatchedContext : public gloo::rendezvous::Context {
+public:
+  using gloo::rendezvous::Context::Context;
+  void watch(const std::shared_ptr<Registry> &reg) {
+    transportContext_ = std::make_shared<WatchedTransport>(transportContext_, reg);
+  }
+};
+
+} // namespace
 
 struct gy_gloo {
   std::string prefix;
@@ -68,12 +174,29 @@ struct gy_gloo {
   std::chrono::milliseconds timeout{0};
   // Declared before ctx so that it is destroyed after it: pairs unregister from the device loop.
   std::shared_ptr<gloo::transport::Device> dev;
-  std::shared_ptr<gloo::rendezvous::Context> ctx;
+  std::shared_ptr<WatchedContext> ctx;
   uint32_t tag = 0; // next collective's tag; only the calling thread touches it
   std::atomic<bool> dead{false};
   std::atomic<bool> aborted{false};
   std::mutex mu;   // guards why
   std::string why; // the first error
+  // the watcher (see above)
+  std::shared_ptr<Registry> reg = std::make_shared<Registry>();
+  std::vector<sockaddr_storage> pair_addrs; // each connected pair's local socket address
+  std::atomic<int> inflight{0};             // collectives running now
+  std::atomic<bool> fired{false};           // the watcher woke a collective's waits
+  std::mutex wmu;                           // guards stop, with wcv
+  std::condition_variable wcv;
+  bool stop = false;
+  std::thread watcher;
+  ~gy_gloo() {
+    {
+      std::lock_guard<std::mutex> lock(wmu);
+      stop = true;
+    }
+    wcv.notify_all();
+    if (watcher.joinable()) watcher.join();
+  }
 };
 
 namespace {
@@ -222,17 +345,11 @@ bool same_addr(const sockaddr_storage &a, const sockaddr_storage &b) {
 // waiting in a collective, exactly as when the peer dies. A connected pair's address() is its
 // socket's local address (getsockname), unique on the machine, which finds the socket among the
 // process's descriptors. Returns the number of sockets shut down.
-int shutdown_pairs(gy_gloo *g) {
-  std::vector<sockaddr_storage> mine;
-  for (int i = 0; i < g->size; i++) {
-    if (i == g->rank) continue;
-    auto &p = g->ctx->getPair(i);
-    if (!p) continue;
-    auto *a = dynamic_cast<const gloo::transport::tcp::Address *>(&p->address());
-    if (a) mine.push_back(a->getSockaddr());
-  }
+// Calls fn(fd) for each of the process's connected sockets whose local address is one of the
+// context's pairs'. Returns how many there were.
+template <typename F> int each_pair_socket(const gy_gloo *g, F &&fn) {
   DIR *d = opendir("/proc/self/fd");
-  if (!d) return 0;
+  if (!d) return -1;
   int n = 0;
   while (struct dirent *de = readdir(d)) {
     if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
@@ -243,15 +360,61 @@ int shutdown_pairs(gy_gloo *g) {
     socklen_t ilen = sizeof(listening);
     if (getsockname(fd, reinterpret_cast<sockaddr *>(&ss), &len) != 0) continue;
     if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ilen) != 0 || listening) continue;
-    for (const auto &m : mine) {
+    for (const auto &m : g->pair_addrs) {
       if (same_addr(ss, m)) {
-        if (shutdown(fd, SHUT_RDWR) == 0) n++;
+        fn(fd);
+        n++;
         break;
       }
     }
   }
   closedir(d);
   return n;
+}
+
+int shutdown_pairs(gy_gloo *g) {
+  int n = 0;
+  each_pair_socket(g, [&](int fd) {
+    if (shutdown(fd, SHUT_RDWR) == 0) n++;
+  });
+  return n;
+}
+
+// Aborts the waits of every unbound buffer alive now (the watcher's move).
+void wake_waits(gy_gloo *g) {
+  std::lock_guard<std::mutex> lock(g->reg->mu);
+  for (auto *b : g->reg->live) {
+    b->abortWaitRecv();
+    b->abortWaitSend();
+  }
+}
+
+// The watcher thread: see "the in-flight watcher" above.
+void watch_main(gy_gloo *g) {
+  using clock = std::chrono::steady_clock;
+  const auto grace = std::chrono::milliseconds(200);
+  clock::time_point gone_since{};
+  bool gone = false;
+  std::unique_lock<std::mutex> lock(g->wmu);
+  while (!g->stop) {
+    g->wcv.wait_for(lock, std::chrono::milliseconds(100));
+    if (g->stop) break;
+    if (g->inflight.load() == 0) {
+      gone = false;
+      continue;
+    }
+    lock.unlock();
+    int alive = each_pair_socket(g, [](int) {});
+    bool lost = alive >= 0 && alive < (int)g->pair_addrs.size();
+    if (lost && !gone) {
+      gone = true;
+      gone_since = clock::now();
+    } else if (lost && clock::now() - gone_since >= grace && g->inflight.load() > 0) {
+      g->fired.store(true);
+      wake_waits(g);
+    }
+    lock.lock();
+  }
 }
 
 // Records the first error and marks the context dead (any thread).
@@ -288,9 +451,27 @@ int guarded(gy_gloo *g, const char *what, char *errmsg, size_t errlen, F &&fn) {
             what, g->rank, g->size, g->prefix.c_str(), g->why.c_str());
     return GY_ECOMM;
   }
+  // Counts this call as in flight for the watcher while it runs.
+  struct Inflight {
+    gy_gloo *g;
+    explicit Inflight(gy_gloo *x) : g(x) {
+      g->inflight++;
+    }
+    ~Inflight() {
+      g->inflight--;
+    }
+  };
   try {
-    fn();
-    return 0;
+    {
+      Inflight in(g);
+      fn();
+    }
+    if (!g->fired.load()) return 0;
+    // The watcher woke this call's waits: what Gloo returned is not data.
+    fail(g, what,
+         "a connection to a peer was lost while a transfer was in flight (the peer died or "
+         "closed); the collective was woken before its timeout",
+         errmsg, errlen);
   } catch (const std::exception &e) {
     // A call woken by abort() fails with the socket's end of file; say what really happened.
     std::string m = g->aborted.load() ? std::string("aborted by the caller (") + e.what() + ")"
@@ -328,10 +509,19 @@ extern "C" int gy__gloo_create(gy_gloo_t **out, gy_store_t *store, const char *p
     gloo::transport::tcp::attr attr;
     attr.hostname = host;
     g->dev = gloo::transport::tcp::CreateDevice(attr);
-    g->ctx = std::make_shared<gloo::rendezvous::Context>(rank, size);
+    g->ctx = std::make_shared<WatchedContext>(rank, size);
     g->ctx->setTimeout(g->timeout); // before connecting: it bounds the connection too
     StoreAdapter st(store, g->prefix, g->timeout);
     g->ctx->connectFullMesh(st, g->dev);
+    g->ctx->watch(g->reg);
+    for (int i = 0; i < size; i++) {
+      if (i == rank) continue;
+      auto &p = g->ctx->getPair(i);
+      if (!p) continue;
+      auto *a = dynamic_cast<const gloo::transport::tcp::Address *>(&p->address());
+      if (a) g->pair_addrs.push_back(a->getSockaddr());
+    }
+    g->watcher = std::thread(watch_main, g);
   } catch (const std::exception &e) {
     set_err(errmsg, errlen, "gloo: connecting rank %d of %d (group %s, host %s): %s", rank, size,
             prefix, host, e.what());

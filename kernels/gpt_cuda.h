@@ -41,6 +41,7 @@ extern "C" {
 #include "kernels/optim.h"
 
 typedef struct gy_gpt_cuda gy_gpt_cuda_t;
+typedef struct gy_adamw_cuda gy_adamw_cuda_t; /* AdamW on the GPU: below */
 
 /* Creates the model on `device` with room for activations of up to max_batch x max_seq_len, in
  * dtype. The callee copies cfg. Parameters start at zero. errmsg (may be NULL) gets the reason of
@@ -70,6 +71,17 @@ int gy_gpt_cuda_upload_grads(gy_gpt_cuda_t *m, const float *grads);
  * uploaded. */
 int gy_gpt_cuda_init_params(gy_gpt_cuda_t *m, uint64_t seed);
 
+/* Asynchronous snapshot for a checkpoint: queues copies of the parameters (and, with o, the
+ * AdamW moments) into host buffers of num_params floats each, on a copy stream of their own,
+ * after everything queued so far; returns at once. The training work queued next (forward,
+ * backward) runs while they copy; whatever would overwrite the parameters or moments (the next
+ * update, an upload) waits for them on the device. Pin the host buffers (gy_cuda_pin) for a
+ * truly asynchronous copy. gy_gpt_cuda_snapshot_wait returns once the host buffers hold the
+ * snapshot (at once if none is pending); a new snapshot waits for the previous one. */
+int gy_gpt_cuda_snapshot_begin(gy_gpt_cuda_t *m, gy_adamw_cuda_t *o, float *params, float *mm,
+                               float *vv);
+int gy_gpt_cuda_snapshot_wait(gy_gpt_cuda_t *m);
+
 /* Device buffers (float, CPU layout, num_params): for collectives on the device. */
 float *gy_gpt_cuda_device_params(gy_gpt_cuda_t *m);
 float *gy_gpt_cuda_device_grads(gy_gpt_cuda_t *m);
@@ -82,6 +94,10 @@ int gy_gpt_cuda_forward(gy_gpt_cuda_t *m, const int *inputs, const int *targets,
                         float z_loss, float *mean_loss);
 /* Per-token cross-entropy of the last forward ([B*T], host, valid until the next forward). */
 const float *gy_gpt_cuda_token_losses(const gy_gpt_cuda_t *m);
+/* The top-1 prediction of each of the last forward's B*T positions (the first index of the
+ * largest logit, as the CPU argmax) into out (host, B*T ints): for cloze accuracy. GY_EINVAL
+ * after a backward (the logits then hold their gradient). */
+int gy_gpt_cuda_argmax(gy_gpt_cuda_t *m, int *out);
 /* Backward pass of the last forward (which must have had targets): overwrites the device
  * gradients with the gradient of the mean loss. Returns once all work is queued: the next call
  * on the model's stream (download, optimizer) orders after it. */
@@ -97,7 +113,6 @@ int gy_gpt_cuda_wait_layer(gy_gpt_cuda_t *m, int layer);
 
 /* ---- AdamW on the GPU: the same steps and statistics as gy_adamw_* (kernels/optim.h) ---- */
 
-typedef struct gy_adamw_cuda gy_adamw_cuda_t;
 /* Moments (zeroed) for model m's parameters, on m's device. */
 int gy_adamw_cuda_create(gy_adamw_cuda_t **out, gy_gpt_cuda_t *m);
 void gy_adamw_cuda_destroy(gy_adamw_cuda_t *o);

@@ -31,11 +31,13 @@
  * On the GPU (run.device cuda, built only with the CUDA kernels): the model and AdamW live on the
  * device (kernels/gpt_cuda.h) and the CPU model and optimizer stay as host buffers of the same
  * layout: the initial parameters are made there and uploaded (a seed gives the same start),
- * data-parallel gradients are downloaded into the CPU gradient buffer, averaged bucket by bucket
- * after the backward pass (no overlap) and uploaded back, and checkpoints download parameters and
- * moments into the host buffers they serialise (a restore uploads them), so checkpoints move
- * freely between cpu and cuda runs. Tensor parallelism and the NCCL backend are refused there;
- * evaluation reports no cloze accuracy (the GPU model keeps its logits on the device).
+ * data-parallel gradients are averaged by NCCL on the device (backend nccl: one all-reduce of
+ * the gradient buffer after the backward pass) or, with gloo, downloaded into the CPU gradient
+ * buffer, averaged bucket by bucket and uploaded back; the step report's host figures always go
+ * through Gloo groups. Checkpoints download parameters and moments into the host buffers they
+ * serialise (a restore uploads them), so checkpoints move freely between cpu and cuda runs.
+ * Tensor parallelism is refused there;
+ * evaluation's cloze accuracy uses the GPU's top-1 predictions (gy_gpt_cuda_argmax).
  */
 #include "worker/train.h"
 
@@ -73,8 +75,13 @@ struct gy_trainer {
   gy_adamw_t *opt; /* on cuda: host copies of the moments */
   int device;      /* GY_DEVICE_CPU or GY_DEVICE_CUDA (run.device) */
 #ifdef GY_HAVE_CUDA_KERNELS
-  gy_gpt_cuda_t *dmodel; /* cuda only: the model on the GPU (owned) */
-  gy_adamw_cuda_t *dopt; /* cuda only: AdamW on the GPU (owned) */
+  gy_gpt_cuda_t *dmodel;    /* cuda only: the model on the GPU (owned) */
+  gy_adamw_cuda_t *dopt;    /* cuda only: AdamW on the GPU (owned) */
+  gy_comm_groups_t ngroups; /* cuda with backend nccl: the groups over device buffers */
+  int have_ngroups;
+  char *snap_text;   /* a checkpoint in flight from the GPU: its state text (owned), or NULL */
+  int64_t snap_step; /* and its step */
+  int pinned;        /* the host parameters and moments are page-locked (gy_cuda_pin) */
 #endif
   gy_data_t *data;
   gy_skiplist_t skip;
@@ -90,6 +97,7 @@ struct gy_trainer {
   int keep_in_memory, keep;
   /* batch buffers */
   int *inputs, *targets, *chans;
+  int *top1; /* cuda only: the top-1 predictions of an evaluation forward pass [B*T] */
   uint64_t *ids;
   uint16_t *tok;
   /* checkpoints */
@@ -116,6 +124,8 @@ struct gy_trainer {
   int final_done, stop, dp_err;
   char last_error[1024];
 };
+
+static int settle_snapshot(gy_trainer_t *t, char *errmsg, size_t errlen);
 
 const char *gy_trainer_last_error(const gy_trainer_t *t) {
   return t->last_error;
@@ -223,20 +233,6 @@ static int cuda_fail(gy_trainer_t *t, int rc, const char *what) {
 }
 #endif
 
-/* On cuda: the device parameters and moments into the host buffers (for a checkpoint). */
-static int sync_to_host(gy_trainer_t *t, char *errmsg, size_t errlen) {
-#ifdef GY_HAVE_CUDA_KERNELS
-  if (!t->dmodel) return 0;
-  int rc = gy_gpt_cuda_download_params(t->dmodel, gy_gpt_params(t->model));
-  if (!rc) rc = gy_adamw_cuda_download(t->dopt, gy_adamw_m(t->opt), gy_adamw_v(t->opt));
-  if (rc) cuda_msg(errmsg, errlen, rc, "cannot copy the state from the GPU");
-  return rc;
-#else
-  (void)t, (void)errmsg, (void)errlen;
-  return 0;
-#endif
-}
-
 /* On cuda: the host parameters and moments onto the device (after a restore). */
 static int sync_to_device(gy_trainer_t *t, char *errmsg, size_t errlen) {
 #ifdef GY_HAVE_CUDA_KERNELS
@@ -304,11 +300,18 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
       rc = GY_ENOTSUP;
       goto err;
     }
-    if (par->world > 1 && par->backend && strcmp(par->backend, "gloo")) {
-      snprintf(errmsg, errlen,
-               "run.device cuda: data-parallel gradients are reduced on the host, which needs "
-               "the gloo backend, not %s",
+    if (par->world > 1 && par->backend && strcmp(par->backend, "gloo") &&
+        strcmp(par->backend, "nccl")) {
+      snprintf(errmsg, errlen, "run.device cuda: unknown collectives backend %s (gloo or nccl)",
                par->backend);
+      rc = GY_EINVAL;
+      goto err;
+    }
+    if (par->world > 1 && par->backend && !strcmp(par->backend, "nccl") &&
+        !gy_comm_backend_available("nccl")) {
+      snprintf(errmsg, errlen,
+               "run.device cuda: this gyro-worker was built without NCCL; use the gloo backend "
+               "(gradients are then reduced on the host)");
       rc = GY_ENOTSUP;
       goto err;
     }
@@ -325,7 +328,11 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
       if ((rc = gy_store_open(&t->store, par->rdzv, errmsg, errlen))) goto err;
       store = t->store;
     }
-    gy_comm_opts_t co = {.backend = par->backend ? par->backend : "gloo",
+    /* the step report's figures are host values: on cuda they go through Gloo, and NCCL (if
+     * asked for) gets its own groups over the device gradients once the model is on the GPU */
+    gy_comm_opts_t co = {.backend = t->device == GY_DEVICE_CUDA ? "gloo"
+                                    : par->backend              ? par->backend
+                                                                : "gloo",
                          .rank = par->rank,
                          .world = par->world,
                          .tp = tp,
@@ -388,6 +395,35 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
       goto err;
     }
     if ((rc = sync_to_device(t, errmsg, errlen))) goto err;
+    /* page-locked host state: checkpoint copies run asynchronously (without, they still work,
+     * staged by the driver) */
+    size_t nb = gy_gpt_num_params(t->model) * sizeof(float);
+    if (!gy_cuda_pin(gy_gpt_params(t->model), nb)) {
+      if (!gy_cuda_pin(gy_adamw_m(t->opt), nb)) {
+        if (!gy_cuda_pin(gy_adamw_v(t->opt), nb)) {
+          t->pinned = 1;
+        } else {
+          gy_cuda_unpin(gy_adamw_m(t->opt));
+          gy_cuda_unpin(gy_gpt_params(t->model));
+        }
+      } else {
+        gy_cuda_unpin(gy_gpt_params(t->model));
+      }
+    }
+    if (par->world > 1 && par->backend && !strcmp(par->backend, "nccl")) {
+      char pfx[300];
+      snprintf(pfx, sizeof(pfx), "%s/nccl", par->prefix ? par->prefix : "gyro");
+      gy_comm_opts_t no = {.backend = "nccl",
+                           .rank = par->rank,
+                           .world = par->world,
+                           .tp = tp,
+                           .store = par->store ? par->store : t->store,
+                           .prefix = pfx,
+                           .timeout_ms = par->timeout_ms > 0 ? par->timeout_ms : 30000,
+                           .device = dev};
+      if ((rc = gy_comm_groups_create(&t->ngroups, &no, errmsg, errlen))) goto err;
+      t->have_ngroups = 1;
+    }
   }
 #endif
   if (t->tp_size > 1) gy_gpt_set_tp_allreduce(t->model, tp_sum, t);
@@ -415,8 +451,11 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
   t->chans = malloc((size_t)t->B * sizeof(int));
   t->ids = malloc((size_t)t->B * sizeof(uint64_t));
   t->tok = malloc(((size_t)t->T + 1) * sizeof(uint16_t));
+  if (t->device == GY_DEVICE_CUDA) t->top1 = malloc(N * sizeof(int));
   rc = GY_ENOMEM;
-  if (!t->inputs || !t->targets || !t->chans || !t->ids || !t->tok) goto err;
+  if (!t->inputs || !t->targets || !t->chans || !t->ids || !t->tok ||
+      (t->device == GY_DEVICE_CUDA && !t->top1))
+    goto err;
   if ((rc = gy_ckpt_writer_create(&t->writer))) goto err;
   *out = t;
   return 0;
@@ -428,6 +467,10 @@ err:
 
 void gy_trainer_destroy(gy_trainer_t *t) {
   if (!t) return;
+  {
+    char err[256]; /* a checkpoint in flight still goes to the writer, which ends its writes */
+    (void)settle_snapshot(t, err, sizeof(err));
+  }
   if (t->reducer_started) {
     pthread_mutex_lock(&t->mu);
     t->stop = 1;
@@ -435,6 +478,9 @@ void gy_trainer_destroy(gy_trainer_t *t) {
     pthread_mutex_unlock(&t->mu);
     pthread_join(t->reducer, NULL);
   }
+#ifdef GY_HAVE_CUDA_KERNELS
+  if (t->have_ngroups) gy_comm_groups_destroy(&t->ngroups);
+#endif
   if (t->have_groups) gy_comm_groups_destroy(&t->groups);
   gy_store_destroy(t->store);
   pthread_mutex_destroy(&t->mu);
@@ -447,8 +493,15 @@ void gy_trainer_destroy(gy_trainer_t *t) {
   free(t->chans);
   free(t->targets);
   free(t->inputs);
+  free(t->top1);
   gy_data_destroy(t->data);
 #ifdef GY_HAVE_CUDA_KERNELS
+  free(t->snap_text);
+  if (t->pinned) {
+    gy_cuda_unpin(gy_gpt_params(t->model));
+    gy_cuda_unpin(gy_adamw_m(t->opt));
+    gy_cuda_unpin(gy_adamw_v(t->opt));
+  }
   gy_adamw_cuda_destroy(t->dopt);
   gy_gpt_cuda_destroy(t->dmodel);
 #endif
@@ -464,8 +517,14 @@ int64_t gy_trainer_step_count(const gy_trainer_t *t) {
 }
 gy_gpt_t *gy_trainer_model(gy_trainer_t *t) {
 #ifdef GY_HAVE_CUDA_KERNELS
-  /* on cuda the host copy gets the current parameters (a failed copy keeps the last ones) */
-  if (t->dmodel) gy_gpt_cuda_download_params(t->dmodel, gy_gpt_params(t->model));
+  /* on cuda the host copy gets the current parameters (a failed copy keeps the last ones); a
+   * checkpoint in flight into the same buffer is finished first */
+  if (t->dmodel) {
+    char err[256];
+    if (settle_snapshot(t, err, sizeof(err)))
+      snprintf(t->last_error, sizeof(t->last_error), "%s", err);
+    gy_gpt_cuda_download_params(t->dmodel, gy_gpt_params(t->model));
+  }
 #endif
   return t->model;
 }
@@ -603,14 +662,28 @@ fail:
 }
 
 #ifdef GY_HAVE_CUDA_KERNELS
-/* Forward, backward, data-parallel averaging (on the host) and AdamW on the GPU. */
+/* Forward, backward, data-parallel averaging (NCCL on the device, or Gloo on the host) and AdamW
+ * on the GPU. */
 static int step_cuda(gy_trainer_t *t, gy_step_report_t *rep) {
   float loss;
   int rc =
       gy_gpt_cuda_forward(t->dmodel, t->inputs, t->targets, t->B, t->T, t->knobs.z_loss, &loss);
   if (rc) return cuda_fail(t, rc, "forward pass on the GPU");
   if ((rc = gy_gpt_cuda_backward(t->dmodel))) return cuda_fail(t, rc, "backward pass on the GPU");
-  if (t->dp_size > 1) {
+  if (t->dp_size > 1 && t->have_ngroups) {
+    /* NCCL on the device gradients: one all-reduce (average) once the backward is done */
+    gy_comm_t *c = t->ngroups.dp;
+    if ((rc = gy_cuda_sync(gy_gpt_cuda_ctx(t->dmodel))))
+      return cuda_fail(t, rc, "backward pass on the GPU");
+    rc = c->ops->allreduce(c, gy_gpt_cuda_device_grads(t->dmodel),
+                           gy_gpt_cuda_num_params(t->dmodel), GY_DT_F32, GY_OP_AVG);
+    if (rc) {
+      snprintf(t->last_error, sizeof(t->last_error), "data-parallel all-reduce (nccl): %s",
+               c->errmsg);
+      c->ops->abort(c);
+      return comm_failure(t, rc);
+    }
+  } else if (t->dp_size > 1) {
     float *g = gy_gpt_grads(t->model);
     if ((rc = gy_gpt_cuda_download_grads(t->dmodel, g)))
       return cuda_fail(t, rc, "gradient copy from the GPU");
@@ -624,6 +697,12 @@ static int step_cuda(gy_trainer_t *t, gy_step_report_t *rep) {
     }
     if ((rc = gy_gpt_cuda_upload_grads(t->dmodel, g)))
       return cuda_fail(t, rc, "gradient copy to the GPU");
+  }
+  /* a checkpoint of the previous step was copying while the passes ran: commit it now */
+  char serr[sizeof(t->last_error)];
+  if ((rc = settle_snapshot(t, serr, sizeof(serr)))) {
+    snprintf(t->last_error, sizeof(t->last_error), "%s", serr);
+    return rc;
   }
   gy_grad_sq_t sq;
   if ((rc = gy_adamw_cuda_measure(t->dopt, &t->knobs, &sq)))
@@ -730,6 +809,18 @@ int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep) {
   return 0;
 }
 
+/* As cloze_count, from the top-1 predictions top1 [nb*T] (the GPU computes them). */
+static uint64_t cloze_count_top1(const int *top1, const int *targets, int nb, int T,
+                                 uint64_t *items) {
+  int first = T > GY_CLOZE_TOKENS ? T - GY_CLOZE_TOKENS : 0;
+  uint64_t right = 0;
+  for (int b = 0; b < nb; b++)
+    for (int i = first; i < T; i++)
+      right += top1[b * T + i] == targets[b * T + i];
+  *items += (uint64_t)nb * (uint64_t)(T - first);
+  return right;
+}
+
 /* Right cloze items among the last GY_CLOZE_TOKENS positions of each of the nb sequences of the
  * last forward pass (logits [nb*T, Vp]; targets [nb*T]); their number goes to *items. */
 static uint64_t cloze_count(const float *logits, const int *targets, int nb, int T, int V, int Vp,
@@ -773,13 +864,16 @@ int gy_trainer_eval(gy_trainer_t *t, gy_eval_report_t *rep) {
       }
       float l;
 #ifdef GY_HAVE_CUDA_KERNELS
-      if (t->dmodel) { /* no cloze items: the logits stay on the device */
+      if (t->dmodel) { /* the top-1 predictions come from the GPU, not the logits */
         int rc = gy_gpt_cuda_forward(t->dmodel, t->inputs, t->targets, nb, T, 0.0f, &l);
         if (rc) return cuda_fail(t, rc, "evaluation forward pass on the GPU");
         const float *tl = gy_gpt_cuda_token_losses(t->dmodel);
         for (int i = 0; i < nb * T; i++)
           sum += tl[i];
         ntok += (uint64_t)nb * (uint64_t)T;
+        if ((rc = gy_gpt_cuda_argmax(t->dmodel, t->top1)))
+          return cuda_fail(t, rc, "evaluation predictions on the GPU");
+        right += cloze_count_top1(t->top1, t->targets, nb, T, &items);
         continue;
       }
 #endif
@@ -914,8 +1008,16 @@ static int state_from_json(const char *text, size_t len, int64_t *step, uint64_t
   return 0;
 }
 
-/* Serializes the full state into a new buffer. */
-static int build_snapshot(gy_trainer_t *t, gy_ckpt_buf_t **out) {
+/* The run state (step, knobs, skips, data position...) as compact JSON text, malloc'ed. */
+static char *state_text(gy_trainer_t *t) {
+  json_t *st = state_to_json(t);
+  char *text = st ? json_dumps(st, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) : NULL;
+  json_decref(st);
+  return text;
+}
+
+/* Serializes the host parameters and moments with the state text of step into a new buffer. */
+static int build_snapshot(gy_trainer_t *t, const char *text, int64_t step, gy_ckpt_buf_t **out) {
   gy_ckpt_blob_t blobs[3 * GY_T_COUNT + 1];
   int n = 0;
   const float *p = gy_gpt_params(t->model), *mm = gy_adamw_m(t->opt), *vv = gy_adamw_v(t->opt);
@@ -931,23 +1033,17 @@ static int build_snapshot(gy_trainer_t *t, gy_ckpt_buf_t **out) {
       n++;
     }
   }
-  json_t *st = state_to_json(t);
-  char *text = st ? json_dumps(st, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) : NULL;
-  json_decref(st);
-  if (!text) return GY_ENOMEM;
   snprintf(blobs[n].name, GY_CKPT_NAME_MAX, "state");
   blobs[n].data = text;
   blobs[n].nbytes = strlen(text);
   n++;
-  gy_ckpt_meta_t meta = {.step = (uint64_t)t->step,
+  gy_ckpt_meta_t meta = {.step = (uint64_t)step,
                          .config_hash = t->config_hash,
                          .rank = t->rank,
                          .world = t->world,
                          .dp = t->dp,
                          .tp = t->tp};
-  int rc = gy_ckpt_build(out, &meta, blobs, n);
-  free(text);
-  return rc;
+  return gy_ckpt_build(out, &meta, blobs, n);
 }
 
 static int mkdir_p(const char *dir) {
@@ -963,16 +1059,11 @@ static int mkdir_p(const char *dir) {
   return 0;
 }
 
-int gy_trainer_checkpoint(gy_trainer_t *t, char *errmsg, size_t errlen) {
-  gy_ckpt_buf_t *b = NULL;
-  int rc = sync_to_host(t, errmsg, errlen);
-  if (rc) return rc;
-  rc = build_snapshot(t, &b);
-  if (rc) {
-    snprintf(errmsg, errlen, "cannot build the checkpoint of step %" PRId64 ": %s", t->step,
-             gy_strerror(rc));
-    return rc;
-  }
+/* Hands a built checkpoint of step to the writer, the retention and the in-memory ring (takes
+ * the reference b). */
+static int commit_snapshot(gy_trainer_t *t, gy_ckpt_buf_t *b, int64_t step, char *errmsg,
+                           size_t errlen) {
+  int rc;
   if (mkdir_p(t->ckpt_dir)) {
     snprintf(errmsg, errlen, "cannot create checkpoint folder %s: %s", t->ckpt_dir,
              strerror(errno));
@@ -987,7 +1078,7 @@ int gy_trainer_checkpoint(gy_trainer_t *t, char *errmsg, size_t errlen) {
     gy_trainer_ckpt_path(t, t->submitted[0], path, sizeof(path));
     /* the same step submitted again later (a CHECKPOINT directive at a periodic step) shares
      * the file: only the last entry of a step removes it */
-    int again = t->submitted[0] == t->step;
+    int again = t->submitted[0] == step;
     for (int i = 1; i < t->nsubmitted && !again; i++)
       again = t->submitted[i] == t->submitted[0];
     if (!again) unlink(path);
@@ -996,18 +1087,18 @@ int gy_trainer_checkpoint(gy_trainer_t *t, char *errmsg, size_t errlen) {
     first_index++;
   }
   char path[4096];
-  gy_trainer_ckpt_path(t, t->step, path, sizeof(path));
+  gy_trainer_ckpt_path(t, step, path, sizeof(path));
   if ((rc = gy_ckpt_writer_submit(t->writer, b, path))) {
     snprintf(errmsg, errlen, "cannot queue checkpoint %s: %s", path, gy_strerror(rc));
     gy_ckpt_buf_unref(b);
     return rc;
   }
-  if (t->nsubmitted < MAX_KEEP_TRACK) t->submitted[t->nsubmitted++] = t->step;
+  if (t->nsubmitted < MAX_KEEP_TRACK) t->submitted[t->nsubmitted++] = step;
   if (t->nunrep == MAX_UNREPORTED) { /* nobody asks: forget the oldest */
     memmove(t->unrep_step, t->unrep_step + 1, sizeof(t->unrep_step[0]) * (MAX_UNREPORTED - 1));
     t->nunrep--;
   }
-  t->unrep_step[t->nunrep++] = t->step;
+  t->unrep_step[t->nunrep++] = step;
   t->nsubmit_total++;
   /* in-memory ring: newest last */
   if (t->keep_in_memory > 0) {
@@ -1026,11 +1117,81 @@ int gy_trainer_checkpoint(gy_trainer_t *t, char *errmsg, size_t errlen) {
   return 0;
 }
 
+/* On cuda with a snapshot in flight: waits for its copies, builds the checkpoint from the host
+ * buffers and commits it. Every entry point that reads the host state, the checkpoint books or
+ * the writer calls it first; a step calls it once its forward and backward passes are queued,
+ * so the copies overlap them. A failure is kept for the caller's next error report. */
+static int settle_snapshot(gy_trainer_t *t, char *errmsg, size_t errlen) {
+#ifdef GY_HAVE_CUDA_KERNELS
+  if (!t->snap_text) return 0;
+  char *text = t->snap_text;
+  int64_t step = t->snap_step;
+  t->snap_text = NULL;
+  int rc = gy_gpt_cuda_snapshot_wait(t->dmodel);
+  if (rc) {
+    cuda_msg(errmsg, errlen, rc, "checkpoint: cannot copy the state from the GPU");
+    free(text);
+    return rc;
+  }
+  gy_ckpt_buf_t *b = NULL;
+  rc = build_snapshot(t, text, step, &b);
+  free(text);
+  if (rc) {
+    snprintf(errmsg, errlen, "cannot build the checkpoint of step %" PRId64 ": %s", step,
+             gy_strerror(rc));
+    return rc;
+  }
+  return commit_snapshot(t, b, step, errmsg, errlen);
+#else
+  (void)t, (void)errmsg, (void)errlen;
+  return 0;
+#endif
+}
+
+int gy_trainer_checkpoint(gy_trainer_t *t, char *errmsg, size_t errlen) {
+  int rc = settle_snapshot(t, errmsg, errlen);
+  if (rc) return rc;
+  char *text = state_text(t);
+  if (!text) {
+    snprintf(errmsg, errlen, "cannot build the checkpoint of step %" PRId64 ": out of memory",
+             t->step);
+    return GY_ENOMEM;
+  }
+#ifdef GY_HAVE_CUDA_KERNELS
+  if (t->dmodel) {
+    /* the copies run while the next step's passes do; settle_snapshot finishes the job */
+    rc = gy_gpt_cuda_snapshot_begin(t->dmodel, t->dopt, gy_gpt_params(t->model), gy_adamw_m(t->opt),
+                                    gy_adamw_v(t->opt));
+    if (rc) {
+      cuda_msg(errmsg, errlen, rc, "checkpoint: cannot copy the state from the GPU");
+      free(text);
+      return rc;
+    }
+    t->snap_text = text;
+    t->snap_step = t->step;
+    return 0;
+  }
+#endif
+  gy_ckpt_buf_t *b = NULL;
+  rc = build_snapshot(t, text, t->step, &b);
+  free(text);
+  if (rc) {
+    snprintf(errmsg, errlen, "cannot build the checkpoint of step %" PRId64 ": %s", t->step,
+             gy_strerror(rc));
+    return rc;
+  }
+  return commit_snapshot(t, b, t->step, errmsg, errlen);
+}
+
 int gy_trainer_flush(gy_trainer_t *t, char *errmsg, size_t errlen) {
+  int rc = settle_snapshot(t, errmsg, errlen);
+  if (rc) return rc;
   return gy_ckpt_writer_flush(t->writer, errmsg, errlen);
 }
 
 int gy_trainer_ckpt_written(gy_trainer_t *t, int64_t *steps, int max, char *errmsg, size_t errlen) {
+  int rc0 = settle_snapshot(t, errmsg, errlen);
+  if (rc0) return rc0;
   if (!t->nunrep || max <= 0) return 0;
   /* Only when the writer is idle: then its error status covers every write handed out, and
    * the flush that reads it does not wait (this thread is the only one that submits). */
@@ -1046,7 +1207,8 @@ int gy_trainer_ckpt_written(gy_trainer_t *t, int64_t *steps, int max, char *errm
 
 int gy_trainer_forget_after(gy_trainer_t *t, int64_t step, char *errmsg, size_t errlen) {
   /* the files are removed below: nothing of theirs may still be in the writer's queue */
-  int rc = gy_ckpt_writer_flush(t->writer, errmsg, errlen);
+  int rc = settle_snapshot(t, errmsg, errlen);
+  if (!rc) rc = gy_ckpt_writer_flush(t->writer, errmsg, errlen);
   /* the ring stays packed at its tail, newest last */
   int k = MAX_RING;
   for (int i = MAX_RING - 1; i >= 0; i--) {
@@ -1171,7 +1333,9 @@ static int apply_view(gy_trainer_t *t, const gy_ckpt_view_t *v, const char *what
 int gy_trainer_restore_file(gy_trainer_t *t, const char *path, char *errmsg, size_t errlen) {
   gy_ckpt_buf_t *b = NULL;
   gy_ckpt_view_t v;
-  int rc = gy_ckpt_load_file(path, &b, &v, errmsg, errlen);
+  int rc = settle_snapshot(t, errmsg, errlen); /* its copies write the host buffers */
+  if (rc) return rc;
+  rc = gy_ckpt_load_file(path, &b, &v, errmsg, errlen);
   if (rc) return rc;
   rc = apply_view(t, &v, path, errmsg, errlen);
   gy_ckpt_view_free(&v);
@@ -1180,12 +1344,18 @@ int gy_trainer_restore_file(gy_trainer_t *t, const char *path, char *errmsg, siz
 }
 
 int gy_trainer_in_memory(const gy_trainer_t *t, int64_t step) {
+#ifdef GY_HAVE_CUDA_KERNELS
+  /* a snapshot in flight joins the ring when settled (gy_trainer_restore settles first) */
+  if (t->snap_text && t->snap_step == step && t->keep_in_memory > 0) return 1;
+#endif
   for (int i = 0; i < MAX_RING; i++)
     if (t->ring[i] && (int64_t)gy_ckpt_buf_step(t->ring[i]) == step) return 1;
   return 0;
 }
 
 int gy_trainer_restore(gy_trainer_t *t, int64_t step, char *errmsg, size_t errlen) {
+  int rc0 = settle_snapshot(t, errmsg, errlen);
+  if (rc0) return rc0;
   for (int i = MAX_RING - 1; i >= 0; i--) {
     gy_ckpt_buf_t *b = t->ring[i];
     if (!b || (int64_t)gy_ckpt_buf_step(b) != step) continue;

@@ -1,7 +1,7 @@
 /*
  * classifier: fused softmax + cross-entropy + z-loss + logits gradient.
  *
- * API (classifier.h): gy_cuda_classifier.
+ * API (classifier.h): gy_cuda_classifier, gy_cuda_argmax.
  *
  * One block of 512 threads per row. Pass 1: row max over the real vocabulary; pass 2: sum of
  * exp(x - max) (float, block reduction in a fixed order); pass 3 (optional): the gradient written
@@ -53,6 +53,41 @@ __global__ void classifier_kernel(T *logits, float *token_losses, float *row_los
   }
 }
 
+/* One block per row: each thread keeps the first best of its strided columns, then a block
+ * reduction in shared memory keeps the larger value, the smaller index on a tie, so the result
+ * is the first maximum, as the CPU loop `if (row[v] > row[best]) best = v` finds it. */
+template <typename T> __global__ void argmax_kernel(const T *logits, int *out, int V, int Vp) {
+  __shared__ float sv[CLS_THREADS];
+  __shared__ int si[CLS_THREADS];
+  const T *x = logits + (size_t)blockIdx.x * Vp;
+  float best = -INFINITY;
+  int bi = V; /* none yet */
+  for (int j = threadIdx.x; j < V; j += blockDim.x) {
+    float v = gy_ld(x, j);
+    if (v > best || (bi == V && v == best)) { /* NaN compares false: never taken */
+      best = v;
+      bi = j;
+    }
+  }
+  sv[threadIdx.x] = best;
+  si[threadIdx.x] = bi;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) {
+      float ov = sv[threadIdx.x + s];
+      int oi = si[threadIdx.x + s];
+      float mv = sv[threadIdx.x];
+      int mi = si[threadIdx.x];
+      if (oi < V && (mi == V || ov > mv || (ov == mv && oi < mi))) {
+        sv[threadIdx.x] = ov;
+        si[threadIdx.x] = oi;
+      }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = si[0] < V ? si[0] : 0; /* all NaN: 0, as the CPU */
+}
+
 /* ---- launchers ----------------------------------------------------------------------------- */
 
 extern "C" int gy_cuda_classifier(gy_cuda_ctx_t *ctx, gy_cuda_dtype_t dt, void *logits,
@@ -64,5 +99,14 @@ extern "C" int gy_cuda_classifier(gy_cuda_ctx_t *ctx, gy_cuda_dtype_t dt, void *
       dt, classifier_kernel<E><<<(unsigned)N, CLS_THREADS, 0, ctx->stream>>>(
               (E *)logits, token_losses, row_losses, targets, V, Vp, z_loss, inv, write_dlogits));
   GY_LAUNCH_CHECK("classifier");
+  return 0;
+}
+
+extern "C" int gy_cuda_argmax(gy_cuda_ctx_t *ctx, gy_cuda_dtype_t dt, const void *logits, int *out,
+                              int N, int V, int Vp) {
+  GY_SHAPE_CHECK(N > 0 && V > 0 && Vp >= V);
+  GY_DISPATCH_DTYPE(dt, argmax_kernel<E>
+                    <<<(unsigned)N, CLS_THREADS, 0, ctx->stream>>>((const E *)logits, out, V, Vp));
+  GY_LAUNCH_CHECK("argmax");
   return 0;
 }

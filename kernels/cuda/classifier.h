@@ -2,7 +2,7 @@
  * and the logits' gradient, one row at a time, in place (CPU reference: gy_crossentropy_forward in
  * kernels/ops_cpu.h). logits [N, Vp] are dtype; columns >= V are padding (ignored by the softmax,
  * zero gradient). No probability matrix is ever stored: a row's probabilities live only while its
- * block handles it. */
+ * block handles it. Also the row-wise argmax (top-1 prediction) for evaluation. */
 #ifndef GY_CUDA_CLASSIFIER_H
 #define GY_CUDA_CLASSIFIER_H
 
@@ -20,6 +20,12 @@ extern "C" {
 int gy_cuda_classifier(gy_cuda_ctx_t *ctx, gy_cuda_dtype_t dt, void *logits, float *token_losses,
                        float *row_losses, const int *targets, int N, int V, int Vp, float z_loss,
                        float denom, int write_dlogits);
+
+/* out[n] = the first j < V with the largest logits[n, j] (NaN never wins), for each of the N
+ * rows: the model's top-1 prediction, for cloze accuracy (CPU reference: the argmax loop of
+ * worker/train.c's cloze count). out: N device ints. */
+int gy_cuda_argmax(gy_cuda_ctx_t *ctx, gy_cuda_dtype_t dt, const void *logits, int *out, int N,
+                   int V, int Vp);
 
 #ifdef __cplusplus
 }

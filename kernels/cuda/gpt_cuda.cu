@@ -63,6 +63,7 @@ struct gy_gpt_cuda {
   void *encoded, *lnf, *logits;
   float *lnf_mean, *lnf_rstd, *d_token_losses, *d_row_losses;
   int *d_inputs, *d_targets, *d_plan; /* plan: tokens [N], starts [N+1], positions [N] */
+  int *d_argmax;                      /* [N]: gy_gpt_cuda_argmax */
   void *dres, *dsmall, *dbig, *dqkv, *attn_scratch;
   float *ln_scratch, *bias_scratch;
 
@@ -75,6 +76,11 @@ struct gy_gpt_cuda {
   void *grads_ready_ctx;
 
   int B, T, have_targets;
+  int logits_valid; /* the last forward's logits are intact (no backward since) */
+  /* asynchronous snapshots (gy_gpt_cuda_snapshot_begin): made on first use */
+  cudaStream_t snap_stream;
+  cudaEvent_t snap_start, snap_done;
+  int snap_pending; /* a snapshot's copies are queued and nobody waited for them yet */
   float z_loss;
 };
 
@@ -159,6 +165,7 @@ static size_t carve(gy_gpt_cuda_t *m, char *base) {
   TAKE(m->d_row_losses, N * 4);
   TAKE(m->d_inputs, N * 4);
   TAKE(m->d_targets, N * 4);
+  TAKE(m->d_argmax, N * 4);
   TAKE(m->d_plan, (3 * N + 1) * 4);
   TAKE(m->dres, N * C * es);
   TAKE(m->dsmall, N * C * es);
@@ -251,6 +258,12 @@ err:
 extern "C" void gy_gpt_cuda_destroy(gy_gpt_cuda_t *m) {
   if (!m) return;
   if (m->ctx) gy_cuda_sync(m->ctx);
+  if (m->snap_stream) {
+    cudaStreamSynchronize(m->snap_stream);
+    cudaStreamDestroy(m->snap_stream);
+  }
+  if (m->snap_start) cudaEventDestroy(m->snap_start);
+  if (m->snap_done) cudaEventDestroy(m->snap_done);
   if (m->events)
     for (int i = 0; i <= m->cfg.num_layers; i++)
       if (m->events[i]) cudaEventDestroy(m->events[i]);
@@ -325,8 +338,16 @@ static int refresh_compute(gy_gpt_cuda_t *m) {
   return rc ? rc : gy_cuda_sync(m->ctx);
 }
 
+/* Orders the work queued next on the model's stream after a pending snapshot's copies: what
+ * overwrites the parameters or moments must not run before they are read. */
+static int snap_fence(gy_gpt_cuda_t *m) {
+  if (m->snap_pending) GY_CUDA_TRY(cudaStreamWaitEvent(m->ctx->stream, m->snap_done, 0));
+  return 0;
+}
+
 extern "C" int gy_gpt_cuda_upload_params(gy_gpt_cuda_t *m, const float *params) {
   int rc = use_device(m);
+  if (!rc) rc = snap_fence(m);
   if (!rc) rc = gy_cuda_upload(m->ctx, m->params, params, m->num_params * 4);
   return rc ? rc : refresh_compute(m);
 }
@@ -441,6 +462,18 @@ extern "C" int gy_gpt_cuda_forward(gy_gpt_cuda_t *m, const int *inputs, const in
   m->B = B;
   m->T = T;
   m->have_targets = targets != NULL;
+  m->logits_valid = 1;
+  return 0;
+}
+
+extern "C" int gy_gpt_cuda_argmax(gy_gpt_cuda_t *m, int *out) {
+  if (!m->B || !m->logits_valid || !out) return GY_EINVAL;
+  int N = m->B * m->T, rc;
+  gy_cuda_ctx_t *x = m->ctx;
+  TRY(use_device(m));
+  TRY(gy_cuda_argmax(x, m->dt, m->logits, m->d_argmax, N, m->cfg.vocab_size,
+                     m->cfg.padded_vocab_size));
+  TRY(gy_cuda_download(x, out, m->d_argmax, (size_t)N * sizeof(int)));
   return 0;
 }
 
@@ -461,6 +494,7 @@ extern "C" int gy_gpt_cuda_backward(gy_gpt_cuda_t *m) {
   gy_cuda_ctx_t *x = m->ctx;
   size_t es = m->es;
   m->have_targets = 0; /* the logits are about to hold their gradient: one backward per forward */
+  m->logits_valid = 0;
   TRY(use_device(m));
   TRY(gy_cuda_memset0(x, m->grads, m->num_params * 4));
 
@@ -558,7 +592,8 @@ extern "C" int gy_adamw_cuda_download(gy_adamw_cuda_t *o, float *m, float *v) {
 
 extern "C" int gy_adamw_cuda_upload(gy_adamw_cuda_t *o, const float *m, const float *v) {
   size_t n = o->model->num_params * 4;
-  int rc = gy_cuda_upload(o->model->ctx, o->m, m, n);
+  int rc = snap_fence(o->model);
+  if (!rc) rc = gy_cuda_upload(o->model->ctx, o->m, m, n);
   return rc ? rc : gy_cuda_upload(o->model->ctx, o->v, v, n);
 }
 
@@ -628,6 +663,7 @@ extern "C" int gy_adamw_cuda_update(gy_adamw_cuda_t *o, const gy_knobs_t *k, int
   gy_cuda_adamw_args_t a = {lr, k->beta1, k->beta2, k->eps, clip, step};
   double sq[2];
   int rc = use_device(m);
+  if (!rc) rc = snap_fence(m);
   if (rc) return rc;
   rc = gy_cuda_adamw_update(m->ctx, m->params, m->dt == GY_CUDA_BF16 ? m->wc : NULL, m->dt,
                             m->grads, o->m, o->v, segs, wd, n, &a, sq, o->scratch);
@@ -643,4 +679,37 @@ extern "C" int gy_adamw_cuda_step(gy_adamw_cuda_t *o, const gy_knobs_t *k, int64
   if (rc) return rc;
   return gy_adamw_cuda_update(o, k, step, sqrt(sq.shallow_repl + sq.shallow_shard),
                               sqrt(sq.deep_repl + sq.deep_shard), sq.nonfinite, st);
+}
+
+/* ---- asynchronous snapshots ---- */
+
+extern "C" int gy_gpt_cuda_snapshot_begin(gy_gpt_cuda_t *m, gy_adamw_cuda_t *o, float *params,
+                                          float *mm, float *vv) {
+  int rc = use_device(m);
+  if (rc) return rc;
+  if ((rc = gy_gpt_cuda_snapshot_wait(m))) return rc;
+  if (!m->snap_stream) {
+    GY_CUDA_TRY(cudaStreamCreateWithFlags(&m->snap_stream, cudaStreamNonBlocking));
+    GY_CUDA_TRY(cudaEventCreateWithFlags(&m->snap_start, cudaEventDisableTiming));
+    GY_CUDA_TRY(cudaEventCreateWithFlags(&m->snap_done, cudaEventDisableTiming));
+  }
+  size_t n = m->num_params * 4;
+  /* the copies start once everything queued so far (the step's update) is done */
+  GY_CUDA_TRY(cudaEventRecord(m->snap_start, m->ctx->stream));
+  GY_CUDA_TRY(cudaStreamWaitEvent(m->snap_stream, m->snap_start, 0));
+  GY_CUDA_TRY(cudaMemcpyAsync(params, m->params, n, cudaMemcpyDeviceToHost, m->snap_stream));
+  if (o && mm && vv) {
+    GY_CUDA_TRY(cudaMemcpyAsync(mm, o->m, n, cudaMemcpyDeviceToHost, m->snap_stream));
+    GY_CUDA_TRY(cudaMemcpyAsync(vv, o->v, n, cudaMemcpyDeviceToHost, m->snap_stream));
+  }
+  GY_CUDA_TRY(cudaEventRecord(m->snap_done, m->snap_stream));
+  m->snap_pending = 1;
+  return 0;
+}
+
+extern "C" int gy_gpt_cuda_snapshot_wait(gy_gpt_cuda_t *m) {
+  if (!m->snap_pending) return 0;
+  m->snap_pending = 0;
+  GY_CUDA_TRY(cudaEventSynchronize(m->snap_done));
+  return 0;
 }

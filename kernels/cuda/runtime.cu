@@ -176,6 +176,16 @@ extern "C" int gy_cuda_download(gy_cuda_ctx_t *ctx, void *dst, const void *src, 
   return 0;
 }
 
+extern "C" int gy_cuda_pin(void *p, size_t bytes) {
+  if (!p || !bytes) return GY_EINVAL;
+  GY_CUDA_TRY(cudaHostRegister(p, bytes, cudaHostRegisterDefault));
+  return 0;
+}
+
+extern "C" void gy_cuda_unpin(void *p) {
+  if (p) cudaHostUnregister(p);
+}
+
 /* ---- conversions ---------------------------------------------------------------------------- */
 
 /* ---- kernels ---- */

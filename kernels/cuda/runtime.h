@@ -49,6 +49,11 @@ int gy_cuda_memset0(gy_cuda_ctx_t *ctx, void *dptr, size_t bytes);
 /* Copies on the context's stream; they return once the copy is complete. */
 int gy_cuda_upload(gy_cuda_ctx_t *ctx, void *dst, const void *src, size_t bytes);
 int gy_cuda_download(gy_cuda_ctx_t *ctx, void *dst, const void *src, size_t bytes);
+/* Page-locks n bytes of host memory at p (cudaHostRegister) so that copies to and from it run
+ * asynchronously at full speed; gy_cuda_unpin(p) undoes it. Copies work on unpinned memory too,
+ * only slower and staged by the driver. */
+int gy_cuda_pin(void *p, size_t bytes);
+void gy_cuda_unpin(void *p);
 /* Host floats -> device array of dtype (rounded to nearest for bf16), and back. */
 int gy_cuda_upload_f32(gy_cuda_ctx_t *ctx, void *dst, gy_cuda_dtype_t dtype, const float *src,
                        size_t n);

@@ -7,13 +7,17 @@
  * Tolerances (stated per quantity):
  *  f32:  mean loss |d| <= 1e-5 * loss; token losses |d| <= 1e-5 * max + 1e-4 * |ref|;
  *        every gradient tensor, per element |d| <= 1e-4 * max|ref| + 2e-3 * |ref|;
- *        parameters after one AdamW step |d| <= 1e-6 * max|ref| + 1e-5 * |ref|.
+ *        parameters after one AdamW step |d| <= 1e-6 * max|ref| + 1e-5 * |ref|;
+ *        top-1 predictions equal on every row whose best logit leads by > 1e-4 * max|logit|
+ *        (at least half the rows).
  *  bf16: mean loss |d| <= 1e-2 * loss; token losses relative L2 error <= 3e-2;
  *        every gradient tensor relative L2 error ||gpu - cpu|| / ||cpu|| <= 8e-2 (bf16 keeps 8
  *        bits of mantissa in every activation, so elementwise bounds mean nothing for small
- *        entries; the tensor-wide error is what training sees).
+ *        entries; the tensor-wide error is what training sees); top-1 predictions equal on
+ *        every row whose best logit leads by > 3e-2 * max|logit|.
  *
  * Without a GPU (or in a build without CUDA kernels) it prints "skipped: no GPU" and exits 77. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,12 +148,48 @@ static void run(gy_cuda_dtype_t dt, int qk) {
   else
     cmp_l2("token losses", gy_gpt_cuda_token_losses(gpu), gy_gpt_token_losses(cpu), N, 3e-2);
 
+  /* top-1 predictions (cloze accuracy): the GPU's argmax is the CPU's first maximum on every
+   * row whose best logit leads the second by more than the dtype's rounding */
+  {
+    int *top1 = malloc(sizeof(int) * N);
+    REQUIRE(top1);
+    rc = gy_gpt_cuda_argmax(gpu, top1);
+    CHECK_MSG(rc == 0, "argmax: %s", gy_cuda_last_error());
+    const float *lc = gy_gpt_logits(cpu);
+    int checked = 0, wrong = 0;
+    for (int r = 0; r < N && rc == 0; r++) {
+      const float *row = lc + (size_t)r * cfg.padded_vocab_size;
+      int best = 0;
+      for (int v = 1; v < cfg.vocab_size; v++)
+        if (row[v] > row[best]) best = v;
+      float second = -INFINITY, mx = 0;
+      for (int v = 0; v < cfg.vocab_size; v++) {
+        if (v != best && row[v] > second) second = row[v];
+        if (fabsf(row[v]) > mx) mx = fabsf(row[v]);
+      }
+      double margin = dt == GY_CUDA_F32 ? 1e-4 * mx + 1e-6 : 3e-2 * mx + 1e-3;
+      if (row[best] - second <= margin) continue;
+      checked++;
+      if (top1[r] != best) {
+        if (wrong++ < 5) CHECK_MSG(0, "argmax row %d: gpu %d cpu %d", r, top1[r], best);
+      }
+    }
+    CHECK_MSG(wrong == 0, "argmax: %d of %d rows differ", wrong, checked);
+    if (dt == GY_CUDA_F32) CHECK_MSG(checked >= N / 2, "argmax: only %d of %d rows", checked, N);
+    printf("  top-1          %d of %d rows compared, all equal\n", checked, N);
+    free(top1);
+  }
+
   ready_calls = 0;
   gy_gpt_cuda_set_grads_ready(gpu, on_ready, NULL);
   REQUIRE(gy_gpt_backward(cpu) == 0);
   rc = gy_gpt_cuda_backward(gpu);
   CHECK_MSG(rc == 0, "backward: %s", gy_cuda_last_error());
   CHECK_EQ_INT(ready_calls, cfg.num_layers + 1);
+  {
+    int dummy[1];
+    CHECK(gy_gpt_cuda_argmax(gpu, dummy) == GY_EINVAL); /* the logits hold their gradient now */
+  }
   for (int l = -1; l < cfg.num_layers; l++)
     CHECK(gy_gpt_cuda_wait_layer(gpu, l) == 0);
   CHECK(gy_gpt_cuda_wait_layer(gpu, cfg.num_layers) == GY_EINVAL);

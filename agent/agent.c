@@ -84,8 +84,8 @@ struct gy_agent {
   gy_agent_assignment_t asg;
   char *asg_yaml, *asg_dir, *asg_prefix, *asg_session;
   uint64_t *asg_skip; /* the assignment's skip ranges, 2 per range */
-  int connected;   /* session stream up */
-  int64_t horizon; /* latest grant of this session */
+  int connected;      /* session stream up */
+  int64_t horizon;    /* latest grant of this session */
   int64_t steps_done;
   pending_t pending[MAX_PENDING];
   int npending;
@@ -1051,6 +1051,7 @@ int gy_agent_report(gy_agent_t *a, const gy_agent_report_t *rep) {
   }
   r.has_checkpoint = rep->has_checkpoint != 0;
   r.checkpoint_step = rep->has_checkpoint ? rep->checkpoint_step : -1;
+  r.checkpoint_bytes = rep->has_checkpoint ? rep->checkpoint_bytes : 0;
   Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
   m.msg_case = GYRO__WORKER_MSG__MSG_REPORT;
   m.report = &r;

@@ -155,6 +155,7 @@ typedef struct {
    * checkpoint once every rank has reported it). */
   int has_checkpoint;
   int64_t checkpoint_step;
+  uint64_t checkpoint_bytes; /* with has_checkpoint: the size of this rank's file */
 } gy_agent_report_t;
 
 /* One evaluation of the held-out sets (gyro.EvalReport). Pointers are borrowed for the call. */

@@ -100,7 +100,8 @@ struct gy_fleet {
   int ncommitted;
   struct {
     int64_t step;
-    int n; /* ranks that reported it */
+    int n;          /* ranks that reported it */
+    uint64_t bytes; /* the sum of their files' sizes */
   } pending[GY_FLEET_PENDING_CKPT];
   int npending;
   /* rollbacks: ring of records, rblog[(nrb - 1) % LOG] the newest */
@@ -355,7 +356,7 @@ static int is_committed(const gy_fleet_t *f, int64_t step) {
 }
 
 /* Records step as committed (sorted, newest first; the oldest falls off a full list). */
-static void commit(gy_fleet_t *f, int64_t step) {
+static void commit(gy_fleet_t *f, int64_t step, uint64_t bytes) {
   if (is_committed(f, step)) return;
   int i = 0;
   while (i < f->ncommitted && f->committed[i] > step)
@@ -366,7 +367,10 @@ static void commit(gy_fleet_t *f, int64_t step) {
   f->committed[i] = step;
   f->ncommitted = n + 1;
   gy_fleet_action_t *a = push(f, GY_FLEET_ACT_COMMITTED);
-  if (a) a->step = step;
+  if (a) {
+    a->step = step;
+    a->bytes = bytes;
+  }
   event(f, "checkpoint_committed", step, "checkpoint of step %lld committed: every rank wrote it",
         (long long)step);
 }
@@ -385,8 +389,9 @@ static void forget_committed(gy_fleet_t *f, int64_t step, int inclusive) {
   f->ncommitted = k;
 }
 
-/* Rank m says it wrote the checkpoint of step c: commits c once every rank has said so. */
-static void ckpt_reported(gy_fleet_t *f, gy_fleet_member_t *m, int64_t c) {
+/* Rank m says it wrote the checkpoint of step c (its file: bytes): commits c once every rank
+ * has said so. */
+static void ckpt_reported(gy_fleet_t *f, gy_fleet_member_t *m, int64_t c, uint64_t bytes) {
   if (c <= m->ckpt_step) return; /* said already (checkpoints come in step order) */
   m->ckpt_step = c;
   if (is_committed(f, c)) return;
@@ -406,15 +411,18 @@ static void ckpt_reported(gy_fleet_t *f, gy_fleet_member_t *m, int64_t c) {
     }
     f->pending[i].step = c;
     f->pending[i].n = 0;
+    f->pending[i].bytes = 0;
     f->npending++;
   }
+  f->pending[i].bytes += bytes;
   if (++f->pending[i].n < f->nmembers) return;
+  uint64_t total = f->pending[i].bytes;
   /* committed: older pending checkpoints cannot matter any more (a newer one is complete) */
   int k = 0;
   for (int j = 0; j < f->npending; j++)
     if (f->pending[j].step > c) f->pending[k++] = f->pending[j];
   f->npending = k;
-  commit(f, c);
+  commit(f, c, total);
 }
 
 /* The slowest rank's steps_done, in O(1): every rank starts at start_step and steps_done only
@@ -951,7 +959,7 @@ int gy_fleet_report(gy_fleet_t *f, int64_t now, int stream_rank, const gy_fleet_
   }
   m->steps_done = r->step + 1;
   m->tokens_per_s = r->tokens_per_s;
-  if (r->has_checkpoint) ckpt_reported(f, m, r->checkpoint_step);
+  if (r->has_checkpoint) ckpt_reported(f, m, r->checkpoint_step, r->checkpoint_bytes);
   /* A step is final when its slot counts a report from every rank; only the report that
    * completes the slowest step can move last_step, and then it may move past several steps. */
   for (;;) {

@@ -167,8 +167,10 @@ typedef struct {
   double grad_norm, grad_norm_shallow, grad_norm_deep, update_ratio, lr;
   int nonfinite;
   double step_ms, tokens_per_s;
-  int has_checkpoint;      /* it wrote the checkpoint of checkpoint_step since its last report */
-  int64_t checkpoint_step; /* 0 <= checkpoint_step <= step + 1 */
+  int has_checkpoint;        /* it wrote the checkpoint of checkpoint_step since its last report */
+  int64_t checkpoint_step;   /* 0 <= checkpoint_step <= step + 1 */
+  uint64_t checkpoint_bytes; /* with has_checkpoint: the size of the rank's file of it (0: not
+                                said) */
 } gy_fleet_report_t;
 
 /* One rollback as requested, and what became of it. */
@@ -228,6 +230,7 @@ typedef struct {
                                   destroyed or GY_FLEET_ROLLBACK_LOG later rollbacks were
                                   requested */
   int ok;                      /* ROLLED_BACK: every rank restored to_step */
+  uint64_t bytes; /* COMMITTED: the checkpoint's size, every rank's file (0: not known) */
 } gy_fleet_action_t;
 
 typedef struct gy_fleet gy_fleet_t;

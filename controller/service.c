@@ -67,6 +67,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/rpc.h"
+#include "controller/wire.h"
 #include "proto/gyro.pb-c.h"
 
 #define STORE_MAX_TIMEOUT_MS (3600 * 1000)
@@ -212,18 +213,18 @@ struct gy_service {
   int repair_pending;   /* the run's ROLLBACK is still to be asked of the fleet */
   int64_t repair_target;
   gy_policy_decision_t repair_dec;
-  uint64_t rb_seq;    /* the fleet rollback carrying the run's repair (0: none in flight) */
-  uint64_t journaled_seq;  /* the newest rollback whose intent is in the journal */
-  int64_t fence_ok_ms;     /* when the fence last said this controller leads (monotonic) */
-  int recovered_done;      /* the journal says the run finished */
-  int recovered_hold;      /* the journal says the run was paused (1) or halted (2) */
+  uint64_t rb_seq;        /* the fleet rollback carrying the run's repair (0: none in flight) */
+  uint64_t journaled_seq; /* the newest rollback whose intent is in the journal */
+  int64_t fence_ok_ms;    /* when the fence last said this controller leads (monotonic) */
+  int recovered_done;     /* the journal says the run finished */
+  int recovered_hold;     /* the journal says the run was paused (1) or halted (2) */
   char recovered_why[256];
-  int journaled_hold;      /* what the journal's hold key says now */
+  int journaled_hold;       /* what the journal's hold key says now */
   int64_t tick_grace_until; /* no liveness verdicts before this (after a store outage) */
-  int in_operator;    /* an operator command is feeding the run: its PAUSE is already sent */
-  uint64_t op_rb_seq; /* the operator's rollback the run's ROLLBACK action adopts */
-  evrec_t *evlog;     /* EVLOG_MAX entries, a ring: event id i is at (i - 1) % EVLOG_MAX */
-  ckeval_t *ckevals;  /* CKEVAL_MAX entries (allocated at the first), sorted by step */
+  int in_operator;          /* an operator command is feeding the run: its PAUSE is already sent */
+  uint64_t op_rb_seq;       /* the operator's rollback the run's ROLLBACK action adopts */
+  evrec_t *evlog;           /* EVLOG_MAX entries, a ring: event id i is at (i - 1) % EVLOG_MAX */
+  ckeval_t *ckevals;        /* CKEVAL_MAX entries (allocated at the first), sorted by step */
   int nckevals;
 };
 
@@ -839,8 +840,9 @@ static void loop_gang_formed(gy_service_t *s, uint64_t generation, int64_t start
       run_refused(s, "pause", gy_run_pause(s->run, now_ms(s)));
       hold(s);
     }
-    if (held) eventf(s, "recovered", "the run stays %s as before the restart (%s)",
-                     held == 2 ? "HALTED" : "PAUSED", s->recovered_why);
+    if (held)
+      eventf(s, "recovered", "the run stays %s as before the restart (%s)",
+             held == 2 ? "HALTED" : "PAUSED", s->recovered_why);
   } else if (st == GY_RUN_ROLLBACK) {
     s->repair_pending = 1;
     try_repair(s);
@@ -1376,12 +1378,13 @@ static int recover(gy_service_t *s, char *errmsg, size_t errlen) {
     const gy_journal_intent_t *in = &st.intents[i];
     char err[256];
     if (in->kind == GY_DIR_ROLLBACK)
-      rc = gy_journal_applied(s->o.journal, in->seq, in->to_step, s->in_force.r, s->in_force.n,
-                              err, sizeof(err));
+      rc = gy_journal_applied(s->o.journal, in->seq, in->to_step, s->in_force.r, s->in_force.n, err,
+                              sizeof(err));
     else
       rc = gy_journal_dropped(s->o.journal, in->seq, err, sizeof(err));
-    if (rc) gy_log(GY_LOG_WARN, "controller", "journal: intent %llu: %s",
-                   (unsigned long long)in->seq, err);
+    if (rc)
+      gy_log(GY_LOG_WARN, "controller", "journal: intent %llu: %s", (unsigned long long)in->seq,
+             err);
     rc = 0;
   }
   gy_journal_state_free(&st);
@@ -1550,7 +1553,7 @@ static void act(gy_service_t *s, const gy_fleet_action_t *a) {
     }
     break;
   case GY_FLEET_ACT_COMMITTED: { /* clean unless the run's own rule says suspect */
-    gy_telemetry_checkpoint(s->o.telemetry, a->step, wall_s(), 0);
+    gy_telemetry_checkpoint(s->o.telemetry, a->step, wall_s(), a->bytes);
     int clean = 0;
     run_refused(s, "checkpoint", gy_run_checkpoint(s->run, now_ms(s), a->step, 1, &clean));
     journal_must(s, "checkpoint manifest", JOURNAL_CKPT, a->step, (uint64_t)clean, NULL);
@@ -1604,7 +1607,9 @@ static void act(gy_service_t *s, const gy_fleet_action_t *a) {
 static void journal_hold(gy_service_t *s) {
   if (!s->o.journal || s->recovered_hold) return; /* a recovered hold is not applied yet */
   gy_run_state_t rs = gy_run_state(s->run);
-  int h = rs == GY_RUN_HALTED ? 2 : (rs == GY_RUN_PAUSED || gy_fleet_state(s->fleet) == GY_FLEET_PAUSED) ? 1 : 0;
+  int h = rs == GY_RUN_HALTED                                                    ? 2
+          : (rs == GY_RUN_PAUSED || gy_fleet_state(s->fleet) == GY_FLEET_PAUSED) ? 1
+                                                                                 : 0;
   if (h == s->journaled_hold) return;
   char err[256];
   if (gy_journal_hold(s->o.journal, h, h == 2 ? "halted" : h ? "paused" : NULL, err, sizeof(err)))
@@ -1741,33 +1746,9 @@ static void session_msg(gy_service_t *s, call_t *c, const Gyro__WorkerMsg *wm) {
   switch (wm->msg_case) {
   case GYRO__WORKER_MSG__MSG_REPORT: {
     const Gyro__StepReport *r = wm->report;
-    const char *names[GY_FLEET_MAX_CH];
-    double sums[GY_FLEET_MAX_CH];
-    uint64_t toks[GY_FLEET_MAX_CH];
-    size_t nch = r->n_channels;
-    for (size_t i = 0; i < nch && i < GY_FLEET_MAX_CH; i++) {
-      names[i] = r->channels[i]->name;
-      sums[i] = r->channels[i]->loss_sum;
-      toks[i] = r->channels[i]->tokens;
-    }
-    gy_fleet_report_t in = {.generation = r->generation,
-                            .rank = r->rank,
-                            .step = r->step,
-                            .loss = r->loss,
-                            .nch = nch > GY_FLEET_MAX_CH ? GY_FLEET_MAX_CH + 1 : (int)nch,
-                            .ch_name = names,
-                            .ch_loss_sum = sums,
-                            .ch_tokens = toks,
-                            .grad_norm = r->grad_norm,
-                            .grad_norm_shallow = r->grad_norm_shallow,
-                            .grad_norm_deep = r->grad_norm_deep,
-                            .update_ratio = r->update_ratio,
-                            .lr = r->lr,
-                            .nonfinite = r->nonfinite,
-                            .step_ms = r->step_ms,
-                            .tokens_per_s = r->tokens_per_s,
-                            .has_checkpoint = r->has_checkpoint,
-                            .checkpoint_step = r->checkpoint_step};
+    gy_wire_channels_t chans;
+    gy_fleet_report_t in;
+    gy_wire_step_report(r, &chans, &in);
     rc = gy_fleet_report(s->fleet, now, c->rank, &in);
     if (!rc && c->rank == 0) keep_top(s, r); /* aggregated (drain) after this returns */
     if (!rc && r->gpu) gpu_report(s, c->rank, r->step, r->gpu);

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "controller/fleet.h"
+#include "controller/wire.h"
 #include "fuzz/fuzz_util.h"
 #include "policies/policy.h"
 #include "proto/gyro.pb-c.h"
@@ -130,35 +131,11 @@ static void session_msg(gy_fleet_t *f, int64_t now, int *bound, int stream,
   switch (wm->msg_case) {
   case GYRO__WORKER_MSG__MSG_REPORT: {
     const Gyro__StepReport *r = wm->report;
-    const char *names[GY_FLEET_MAX_CH];
-    double sums[GY_FLEET_MAX_CH];
-    uint64_t toks[GY_FLEET_MAX_CH];
-    size_t nch = r->n_channels;
-    for (size_t i = 0; i < nch && i < GY_FLEET_MAX_CH; i++) {
-      names[i] = r->channels[i]->name;
-      sums[i] = r->channels[i]->loss_sum;
-      toks[i] = r->channels[i]->tokens;
-    }
     for (size_t i = 0; i < r->n_top; i++)
       (void)r->top[i]->channel; /* kept by the service for attribution (keep_top) */
-    gy_fleet_report_t in = {.generation = r->generation,
-                            .rank = r->rank,
-                            .step = r->step,
-                            .loss = r->loss,
-                            .nch = nch > GY_FLEET_MAX_CH ? GY_FLEET_MAX_CH + 1 : (int)nch,
-                            .ch_name = names,
-                            .ch_loss_sum = sums,
-                            .ch_tokens = toks,
-                            .grad_norm = r->grad_norm,
-                            .grad_norm_shallow = r->grad_norm_shallow,
-                            .grad_norm_deep = r->grad_norm_deep,
-                            .update_ratio = r->update_ratio,
-                            .lr = r->lr,
-                            .nonfinite = r->nonfinite,
-                            .step_ms = r->step_ms,
-                            .tokens_per_s = r->tokens_per_s,
-                            .has_checkpoint = r->has_checkpoint,
-                            .checkpoint_step = r->checkpoint_step};
+    gy_wire_channels_t chans;
+    gy_fleet_report_t in;
+    gy_wire_step_report(r, &chans, &in); /* the service's own translation */
     gy_fleet_report(f, now, stream, &in);
     break;
   }

@@ -233,7 +233,7 @@ static const gy_gpu_health_t *gpu_watch_read(gpu_watch_t *g, int64_t step) {
 }
 
 static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r, int64_t ckpt_step,
-                        const gy_gpu_health_t *h) {
+                        uint64_t ckpt_bytes, const gy_gpu_health_t *h) {
   gy_agent_gpu_t gpu;
   if (h)
     gpu = (gy_agent_gpu_t){.index = h->index,
@@ -264,8 +264,7 @@ static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r, 
     top[i] = (gy_agent_sample_t){r->top[i].id, gy_data_channel_name(d, r->top[i].channel),
                                  r->top[i].loss};
   for (int i = 0; i < r->nbottom; i++)
-    bottom[i] = (gy_agent_sample_t){r->bottom[i].id,
-                                    gy_data_channel_name(d, r->bottom[i].channel),
+    bottom[i] = (gy_agent_sample_t){r->bottom[i].id, gy_data_channel_name(d, r->bottom[i].channel),
                                     r->bottom[i].loss};
   gy_agent_report_t ar = {.step = r->step,
                           .loss = r->loss,
@@ -285,7 +284,8 @@ static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r, 
                           .gpu = h ? &gpu : NULL,
                           .ntop = r->ntop,
                           .has_checkpoint = ckpt_step >= 0,
-                          .checkpoint_step = ckpt_step};
+                          .checkpoint_step = ckpt_step,
+                          .checkpoint_bytes = ckpt_bytes};
   int rc = gy_agent_report(a, &ar);
   if (rc)
     gy_log(GY_LOG_WARN, "worker", "report of step %" PRId64 " not sent: %s", r->step,
@@ -622,20 +622,39 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
       break;
     }
     if (!so->quiet) emit_step(tr, d, &r);
+    done = gy_trainer_step_count(tr);
+    int ckpt_due = cfg.ckpt_every > 0 && (done % cfg.ckpt_every == 0 || done == steps);
+    /* The last step's checkpoint is written before its report, which then carries it: the
+     * controller commits it before the run is done (after, nothing would report it). */
+    int final_ckpt = ckpt_due && done == steps;
+    if (final_ckpt) {
+      if ((rc = gy_trainer_checkpoint(tr, err, sizeof(err))) ||
+          (rc = gy_trainer_flush(tr, err, sizeof(err)))) {
+        fprintf(stderr, "gyro-worker: checkpoint failed: %s\n", err);
+        exit_code = 1;
+        break;
+      }
+      char path[4096];
+      gy_trainer_ckpt_path(tr, done, path, sizeof(path));
+      gy_json_emit(json_pack("{s:s, s:I, s:s}", "type", "checkpoint", "step", (json_int_t)done,
+                             "path", path));
+    }
     /* a checkpoint that reached the disk since the last report travels with this one */
-    int64_t ckpt_step = -1;
-    if ((rc = gy_trainer_ckpt_written(tr, &ckpt_step, 1, err, sizeof(err))) < 0) {
+    /* (one per report, oldest first; the last report takes the newest, its final checkpoint) */
+    int64_t ckpt_steps[16];
+    uint64_t ckpt_bytes[16];
+    if ((rc = gy_trainer_ckpt_written(tr, ckpt_steps, ckpt_bytes, final_ckpt ? 16 : 1, err,
+                                      sizeof(err))) < 0) {
       fprintf(stderr, "gyro-worker: rank %d: checkpoint write failed: %s\n", par.rank, err);
       exit_code = 1;
       break;
     }
-    report_step(a, d, &r, rc == 1 ? ckpt_step : -1, gpu_watch_read(&gpu, r.step));
-    done = gy_trainer_step_count(tr);
+    report_step(a, d, &r, rc > 0 ? ckpt_steps[rc - 1] : -1, rc > 0 ? ckpt_bytes[rc - 1] : 0,
+                gpu_watch_read(&gpu, r.step));
     gy_eval_report_t ev;
     /* With evaluation on (eval.every > 0), every checkpoint is evaluated too: the controller
      * keeps each checkpoint's held-out figures (gyroctl checkpoints). Every rank takes the same
      * decision (evaluation is collective). */
-    int ckpt_due = cfg.ckpt_every > 0 && (done % cfg.ckpt_every == 0 || done == steps);
     if (cfg.eval_every > 0 && (done % cfg.eval_every == 0 || done == steps || ckpt_due)) {
       if ((rc = gy_trainer_eval(tr, &ev))) {
         fprintf(stderr, "gyro-worker: rank %d: evaluation at step %" PRId64 " failed: %s\n",
@@ -647,7 +666,7 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
       emit_eval(done, d, &ev);
       report_eval(a, par.rank, d, done, &ev, ckpt_due);
     }
-    if (ckpt_due) {
+    if (ckpt_due && !final_ckpt) {
       if ((rc = gy_trainer_checkpoint(tr, err, sizeof(err)))) {
         fprintf(stderr, "gyro-worker: checkpoint failed: %s\n", err);
         exit_code = 1;

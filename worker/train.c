@@ -108,6 +108,7 @@ struct gy_trainer {
   uint64_t nsubmit_total;
   /* steps of the submissions gy_trainer_ckpt_written has not handed out, oldest first */
   int64_t unrep_step[MAX_UNREPORTED];
+  uint64_t unrep_bytes[MAX_UNREPORTED]; /* and the size of each one's file */
   int nunrep;
   /* parallel */
   gy_store_t *store;
@@ -1088,6 +1089,7 @@ static int commit_snapshot(gy_trainer_t *t, gy_ckpt_buf_t *b, int64_t step, char
   }
   char path[4096];
   gy_trainer_ckpt_path(t, step, path, sizeof(path));
+  uint64_t nbytes = gy_ckpt_buf_len(b);
   if ((rc = gy_ckpt_writer_submit(t->writer, b, path))) {
     snprintf(errmsg, errlen, "cannot queue checkpoint %s: %s", path, gy_strerror(rc));
     gy_ckpt_buf_unref(b);
@@ -1096,8 +1098,10 @@ static int commit_snapshot(gy_trainer_t *t, gy_ckpt_buf_t *b, int64_t step, char
   if (t->nsubmitted < MAX_KEEP_TRACK) t->submitted[t->nsubmitted++] = step;
   if (t->nunrep == MAX_UNREPORTED) { /* nobody asks: forget the oldest */
     memmove(t->unrep_step, t->unrep_step + 1, sizeof(t->unrep_step[0]) * (MAX_UNREPORTED - 1));
+    memmove(t->unrep_bytes, t->unrep_bytes + 1, sizeof(t->unrep_bytes[0]) * (MAX_UNREPORTED - 1));
     t->nunrep--;
   }
+  t->unrep_bytes[t->nunrep] = nbytes;
   t->unrep_step[t->nunrep++] = step;
   t->nsubmit_total++;
   /* in-memory ring: newest last */
@@ -1189,7 +1193,8 @@ int gy_trainer_flush(gy_trainer_t *t, char *errmsg, size_t errlen) {
   return gy_ckpt_writer_flush(t->writer, errmsg, errlen);
 }
 
-int gy_trainer_ckpt_written(gy_trainer_t *t, int64_t *steps, int max, char *errmsg, size_t errlen) {
+int gy_trainer_ckpt_written(gy_trainer_t *t, int64_t *steps, uint64_t *bytes, int max, char *errmsg,
+                            size_t errlen) {
   int rc0 = settle_snapshot(t, errmsg, errlen);
   if (rc0) return rc0;
   if (!t->nunrep || max <= 0) return 0;
@@ -1200,7 +1205,9 @@ int gy_trainer_ckpt_written(gy_trainer_t *t, int64_t *steps, int max, char *errm
   if (rc) return rc;
   int n = t->nunrep < max ? t->nunrep : max;
   memcpy(steps, t->unrep_step, sizeof(steps[0]) * (size_t)n);
+  if (bytes) memcpy(bytes, t->unrep_bytes, sizeof(bytes[0]) * (size_t)n);
   memmove(t->unrep_step, t->unrep_step + n, sizeof(t->unrep_step[0]) * (size_t)(t->nunrep - n));
+  memmove(t->unrep_bytes, t->unrep_bytes + n, sizeof(t->unrep_bytes[0]) * (size_t)(t->nunrep - n));
   t->nunrep -= n;
   return n;
 }
@@ -1225,7 +1232,10 @@ int gy_trainer_forget_after(gy_trainer_t *t, int64_t step, char *errmsg, size_t 
   t->nsubmitted = k;
   k = 0;
   for (int i = 0; i < t->nunrep; i++)
-    if (t->unrep_step[i] <= step) t->unrep_step[k++] = t->unrep_step[i];
+    if (t->unrep_step[i] <= step) {
+      t->unrep_bytes[k] = t->unrep_bytes[i];
+      t->unrep_step[k++] = t->unrep_step[i];
+    }
   t->nunrep = k;
   /* This rank's files of later steps, also those an earlier process wrote: exactly the names
    * gy_trainer_ckpt_path gives. */

@@ -30,7 +30,7 @@ typedef struct {
   double step_ms;
   double tokens_per_s;
   int ntop;
-  gy_sample_loss_t top[GY_TOPK_MAX]; /* worst samples, highest loss first */
+  gy_sample_loss_t top[GY_TOPK_MAX];    /* worst samples, highest loss first */
   int nbottom;                          /* as many as ntop */
   gy_sample_loss_t bottom[GY_TOPK_MAX]; /* best samples, lowest loss first (a drop's suspects) */
 } gy_step_report_t;
@@ -106,7 +106,8 @@ int gy_trainer_flush(gy_trainer_t *t, char *errmsg, size_t errlen);
  * max into steps; the rest stay for the next call). Looks only while no write is pending (it
  * never waits): returns their number (0 while writes are pending), or the error of a failed
  * write (file named in errmsg). At most the last 64 unreturned ones are remembered. */
-int gy_trainer_ckpt_written(gy_trainer_t *t, int64_t *steps, int max, char *errmsg, size_t errlen);
+int gy_trainer_ckpt_written(gy_trainer_t *t, int64_t *steps, uint64_t *bytes, int max, char *errmsg,
+                            size_t errlen);
 /* A rollback to `step` abandoned the steps after it: waits for pending writes, drops the
  * snapshots of later steps from the in-memory ring, deletes this rank's checkpoint files of
  * later steps in the checkpoint folder and forgets their unreturned completions. Returns 0, or

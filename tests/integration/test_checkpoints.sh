@@ -64,13 +64,13 @@ for r in 0 1; do
   wait "${WP[$r]}" || fail "worker $r exited $?: $(tail -n 5 "$TMP/w$r.log")"
 done
 echo "run: $((SECONDS - t0)) s"
-# Committed: 20 and 40 (a checkpoint is committed when every rank has reported it in a step
-# report; the final one, 60, is written after the last step and never reported).
+# Committed: 20, 40 and 60 (a checkpoint is committed when every rank has reported it in a step
+# report; the final one is written before the last step's report, which carries it).
 "$G" checkpoints --json >"$TMP/ck.json" || fail "checkpoints --json: exit $?"
 "$G" checkpoints >"$TMP/ck.txt" || fail "checkpoints: exit $?"
 cat "$TMP/ck.txt"
 grep -q "<- best" "$TMP/ck.txt" || fail "table: no best marked"
-[ "$(grep -cE '^[ *] +(20|40) +clean' "$TMP/ck.txt")" -eq 2 ] || fail "table: want rows 20, 40"
+[ "$(grep -cE '^[ *] +(20|40|60) +clean' "$TMP/ck.txt")" -eq 3 ] || fail "table: want rows 20, 40, 60"
 
 python3 - "$TMP/ck.json" "$TMP/w0.jsonl" "$TMP/w1.jsonl" "$TMP/ctl.out" <<'PY'
 import json, math, sys
@@ -80,8 +80,8 @@ def close(a, b):
     return abs(a - b) <= 1e-9 * max(1.0, abs(b))
 r = json.load(open(sys.argv[1]))
 cks = r["checkpoints"]
-if [c["step"] for c in cks] != [20, 40]:
-    fail("committed checkpoints %s, want 20 40" % [c["step"] for c in cks])
+if [c["step"] for c in cks] != [20, 40, 60]:
+    fail("committed checkpoints %s, want 20 40 60" % [c["step"] for c in cks])
 recs = [[x for x in map(json.loads, open(p)) if x["type"] == "eval"] for p in sys.argv[2:4]]
 for rk in (0, 1):
     if [x["step"] for x in recs[rk]] != [20, 40, 60]:
@@ -128,6 +128,15 @@ for src in zh en code; do
   grep -qE "^gyro_eval_cloze_accuracy\{source=\"$src\"\} [0-9.e+-]+$" "$TMP/metrics" || fail "/metrics: no gyro_eval_cloze_accuracy for $src"
   grep -qE "^gyro_eval_step\{source=\"$src\"\} 60$" "$TMP/metrics" || fail "/metrics: eval step of $src is not 60"
 done
+# the newest committed checkpoint (60) and its size: both ranks' files, as on disk
+grep -q '^gyro_checkpoint_step 60$' "$TMP/metrics" || fail "gyro_checkpoint_step: $(grep checkpoint_step "$TMP/metrics")"
+[ "$(find "$TMP" -name 'step_00000060.rank*.gyck' | wc -l)" -eq 2 ] ||
+  fail "checkpoint 60 files: $(find "$TMP" -name '*.gyck')"
+want=$(find "$TMP" -name 'step_00000060.rank*.gyck' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
+got=$(awk '/^gyro_checkpoint_size_bytes /{print $2}' "$TMP/metrics")
+python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) == float(sys.argv[2]) else 1)' "${got:-0}" "$want" ||
+  fail "gyro_checkpoint_size_bytes ${got:-absent}, the files hold $want bytes"
+echo "checkpoint 60: $want bytes in two files, as /metrics says"
 curl -sf "$U/api/series" >"$TMP/series.json" || fail "/api/series"
 python3 - "$TMP/series.json" <<'PY'
 import json, sys

@@ -1,0 +1,24 @@
+/* wire: the controller's translations of worker messages (protobuf-c, proto/gyro.proto) into
+ * the inputs of its pure modules. One place, so that the service and the fuzz harness that
+ * feeds the fleet hostile messages run the same code.
+ *
+ * gy_wire_step_report: a StepReport as the fleet's gy_fleet_report_t. The channel arrays live
+ * in `ch` (the caller's, for as long as `out` is used); more channels than GY_FLEET_MAX_CH make
+ * out->nch GY_FLEET_MAX_CH + 1, which the fleet refuses with a message. */
+#ifndef GY_CONTROLLER_WIRE_H
+#define GY_CONTROLLER_WIRE_H
+
+#include <stdint.h>
+
+#include "controller/fleet.h"
+#include "proto/gyro.pb-c.h"
+
+typedef struct {
+  const char *name[GY_FLEET_MAX_CH];
+  double loss_sum[GY_FLEET_MAX_CH];
+  uint64_t tokens[GY_FLEET_MAX_CH];
+} gy_wire_channels_t;
+
+void gy_wire_step_report(const Gyro__StepReport *r, gy_wire_channels_t *ch, gy_fleet_report_t *out);
+
+#endif

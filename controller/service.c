@@ -67,6 +67,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/rpc.h"
+#include "controller/skipset.h"
 #include "controller/wire.h"
 #include "proto/gyro.pb-c.h"
 
@@ -121,14 +122,6 @@ typedef struct {
   int n;
   srceval_t src[GY_FLEET_MAX_CH];
 } ckeval_t;
-
-/* Sorted, merged (neither overlapping nor adjacent), half-open ranges of sample ids: the same
- * semantics as worker/data.h's gy_skiplist_t, so that the n-th unskipped id here is the one
- * the workers use (the controller library does not link the worker's). */
-typedef struct {
-  gy_fleet_skip_t *r;
-  size_t n, cap;
-} skipset_t;
 
 typedef struct call {
   call_kind_t kind;
@@ -203,14 +196,14 @@ struct gy_service {
   hw_slot_t *hw;        /* per rank: the hardware counters last seen (NULL until a GPU report) */
   gy_run_value_t *vals; /* the values of one step: losses, norms, then tokens/s per rank */
   char (*tps_names)[GY_DETECT_NAME_MAX]; /* "tokens_per_s/<rank>", per rank */
-  skipset_t in_force;   /* every id the workers skip: data.skip + every applied rollback's */
-  skipset_t sent;       /* the ranges of the applied rollbacks (resent to a re-formed gang) */
-  uint64_t gen_seen;    /* generation of the newest gang formed (0: none yet) */
-  int ngangs;           /* gangs formed */
-  int64_t formed_start; /* start step of the newest gang */
-  int fresh_gang;       /* the newest gang has neither aggregated a step nor rolled back yet */
-  int resend;           /* a gang re-formed: the next rollback also carries `sent` */
-  int repair_pending;   /* the run's ROLLBACK is still to be asked of the fleet */
+  gy_skipset_t in_force; /* every id the workers skip: data.skip + every applied rollback's */
+  gy_skipset_t sent;     /* the ranges of the applied rollbacks (resent to a re-formed gang) */
+  uint64_t gen_seen;     /* generation of the newest gang formed (0: none yet) */
+  int ngangs;            /* gangs formed */
+  int64_t formed_start;  /* start step of the newest gang */
+  int fresh_gang;        /* the newest gang has neither aggregated a step nor rolled back yet */
+  int resend;            /* a gang re-formed: the next rollback also carries `sent` */
+  int repair_pending;    /* the run's ROLLBACK is still to be asked of the fleet */
   int64_t repair_target;
   gy_policy_decision_t repair_dec;
   uint64_t rb_seq;        /* the fleet rollback carrying the run's repair (0: none in flight) */
@@ -545,59 +538,6 @@ static void emit_step(gy_service_t *s, int64_t step) {
 
 /* ---------------------------------------- closed loop ---------------------------------------- */
 
-/* The skip set (see skipset_t). Adds [first, last), merging; 0 or GY_ENOMEM. */
-static int skipset_add(skipset_t *k, uint64_t first, uint64_t last) {
-  if (first >= last) return 0;
-  size_t i = 0;
-  while (i < k->n && k->r[i].last < first) /* ranges wholly before, not even adjacent */
-    i++;
-  size_t j = i;
-  while (j < k->n && k->r[j].first <= last) { /* overlapping or adjacent: absorbed */
-    if (k->r[j].first < first) first = k->r[j].first;
-    if (k->r[j].last > last) last = k->r[j].last;
-    j++;
-  }
-  if (j == i) { /* nothing absorbed: insert at i */
-    if (k->n == k->cap) {
-      size_t cap = k->cap ? 2 * k->cap : 16;
-      gy_fleet_skip_t *r = realloc(k->r, cap * sizeof(*r));
-      if (!r) return GY_ENOMEM;
-      k->r = r;
-      k->cap = cap;
-    }
-    memmove(&k->r[i + 1], &k->r[i], (k->n - i) * sizeof(*k->r));
-    k->n++;
-  } else if (j > i + 1) {
-    memmove(&k->r[i + 1], &k->r[j], (k->n - j) * sizeof(*k->r));
-    k->n -= j - i - 1;
-  }
-  k->r[i] = (gy_fleet_skip_t){first, last};
-  return 0;
-}
-
-static void skipset_free(skipset_t *k) {
-  free(k->r);
-  memset(k, 0, sizeof(*k));
-}
-
-/* Adds to out the ids that the unskipped numbers [n0, n0 + count) of k stand for (as
- * gy_skiplist_map maps each number), range by range. */
-static int skipset_add_mapped(skipset_t *out, const skipset_t *k, uint64_t n0, uint64_t count) {
-  uint64_t id = n0;
-  size_t i = 0;
-  for (; i < k->n && k->r[i].first <= id; i++) /* gy_skiplist_map: skipped ids push it on */
-    id += k->r[i].last - k->r[i].first;
-  while (count) {
-    uint64_t lim = i < k->n ? k->r[i].first : UINT64_MAX, run = lim - id;
-    if (run > count) run = count;
-    int rc = skipset_add(out, id, id + run);
-    if (rc) return rc;
-    count -= run;
-    if (count) id = k->r[i++].last; /* merged ranges are not adjacent: id is unskipped */
-  }
-  return 0;
-}
-
 /* The policy's knob changes as SET_HPARAMS fields: factors multiply the run config's values. */
 static void knobs_to_hparams(const gy_service_t *s, const gy_policy_knobs_t *k,
                              gy_fleet_hparams_t *hp) {
@@ -708,10 +648,10 @@ static void try_repair(gy_service_t *s) {
   if (st != GY_FLEET_TRAIN && st != GY_FLEET_PAUSED) return; /* no gang: when it forms */
   const gy_policy_decision_t *d = &s->repair_dec;
   int64_t target = s->repair_target;
-  skipset_t add = {0};
+  gy_skipset_t add = {0};
   int rc = 0;
   for (int i = 0; i < d->nsamples && !rc; i++)
-    rc = skipset_add(&add, d->samples[i], d->samples[i] + 1);
+    rc = gy_skipset_add(&add, d->samples[i], d->samples[i] + 1);
   if (!rc && d->skip_steps) {
     int64_t a = d->step_first > target ? d->step_first : target, b = d->step_last;
     int tp = s->o.tp > 0 ? s->o.tp : 1;
@@ -720,22 +660,22 @@ static void try_repair(gy_service_t *s) {
       eventf(s, "error", "cannot skip the batches of steps [%lld, %lld): train.batch unknown",
              (long long)d->step_first, (long long)d->step_last);
     else if (b > a)
-      rc = skipset_add_mapped(&add, &s->in_force, (uint64_t)a * per_step,
-                              (uint64_t)(b - a) * per_step);
+      rc = gy_skipset_add_mapped(&add, &s->in_force, (uint64_t)a * per_step,
+                                 (uint64_t)(b - a) * per_step);
   }
   for (size_t i = 0; s->resend && i < s->sent.n && !rc; i++)
-    rc = skipset_add(&add, s->sent.r[i].first, s->sent.r[i].last);
+    rc = gy_skipset_add(&add, s->sent.r[i].first, s->sent.r[i].last);
   gy_fleet_hparams_t hp;
   knobs_to_hparams(s, &d->knobs, &hp);
   if (rc) {
-    skipset_free(&add);
+    gy_skipset_free(&add);
     s->repair_pending = 0;
     run_refused(s, "halt", gy_run_halt(s->run, now_ms(s), "out of memory building the skips"));
     return;
   }
   /* A gang that just formed from the target itself, with nothing to send, is repaired. */
   if (s->fresh_gang && s->formed_start == target && !add.n && !hp.present) {
-    skipset_free(&add);
+    gy_skipset_free(&add);
     s->repair_pending = 0;
     run_refused(s, "rollback done", gy_run_rollback_done(s->run, now_ms(s), target));
     return;
@@ -748,7 +688,7 @@ static void try_repair(gy_service_t *s) {
                                   : gy_fleet_rollback(s->fleet, now_ms(s), target, add.r,
                                                       (int)add.n, &hp, reason, &seq, &at);
   size_t nadd = add.n;
-  skipset_free(&add);
+  gy_skipset_free(&add);
   switch (rc) {
   case 0:
     s->repair_pending = 0;
@@ -925,14 +865,15 @@ static void loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, int
     for (int i = 0; i < gy_fleet_nrollbacks(s->fleet); i++) {
       const gy_fleet_rollback_t *rb = gy_fleet_rollback_record(s->fleet, i);
       if (!rb || rb->seq != seq) continue;
+      /* counted once: a re-formed gang is sent the skips already in force again */
       uint64_t nskipped = 0;
-      for (int k = 0; k < rb->nskip; k++)
-        nskipped += rb->skip[k].last - rb->skip[k].first;
-      gy_telemetry_rollback(s->o.telemetry, to_step, nskipped);
-      for (int k = 0; k < rb->nskip; k++)
-        if (skipset_add(&s->in_force, rb->skip[k].first, rb->skip[k].last) ||
-            skipset_add(&s->sent, rb->skip[k].first, rb->skip[k].last))
+      for (int k = 0; k < rb->nskip; k++) {
+        nskipped += gy_skipset_uncovered(&s->in_force, rb->skip[k].first, rb->skip[k].last);
+        if (gy_skipset_add(&s->in_force, rb->skip[k].first, rb->skip[k].last) ||
+            gy_skipset_add(&s->sent, rb->skip[k].first, rb->skip[k].last))
           gy_log(GY_LOG_ERROR, "controller", "out of memory: skip list incomplete");
+      }
+      gy_telemetry_rollback(s->o.telemetry, to_step, nskipped);
       break;
     }
   }
@@ -1314,7 +1255,7 @@ static int recover(gy_service_t *s, char *errmsg, size_t errlen) {
   }
   s->event_id = st.last_event_id;
   for (size_t i = 0; i < st.nskips && !rc; i++)
-    rc = skipset_add(&s->in_force, st.skips[i].first, st.skips[i].last);
+    rc = gy_skipset_add(&s->in_force, st.skips[i].first, st.skips[i].last);
   int64_t cut = INT64_MAX;
   uint64_t seq = st.last_seq;
   int ncompleted = 0;
@@ -1323,7 +1264,7 @@ static int recover(gy_service_t *s, char *errmsg, size_t errlen) {
     if (in->seq > seq) seq = in->seq;
     if (in->kind != GY_DIR_ROLLBACK) continue;
     for (int k = 0; k < in->nskip && !rc; k++)
-      rc = skipset_add(&s->in_force, in->skip[k].first, in->skip[k].last);
+      rc = gy_skipset_add(&s->in_force, in->skip[k].first, in->skip[k].last);
     if (in->to_step < cut) cut = in->to_step;
     ncompleted++;
   }
@@ -2007,7 +1948,7 @@ static void operator_to_run(gy_service_t *s, int kind, uint64_t seq, int64_t to_
  * ids r->skip names plus the ids the steps of r->skip_steps train on (mapped over the skip set
  * in force, as try_repair maps a decision's window). 0, or a gRPC status with why. */
 static int operator_skips(gy_service_t *s, const Gyro__CommandRequest *r, int64_t *to_step,
-                          skipset_t *add, char *why, size_t wlen) {
+                          gy_skipset_t *add, char *why, size_t wlen) {
   if (r->newest) {
     if (!gy_fleet_ncommitted(s->fleet)) {
       snprintf(why, wlen,
@@ -2023,7 +1964,7 @@ static int operator_skips(gy_service_t *s, const Gyro__CommandRequest *r, int64_
                r->skip[i]->last);
       return GY_RPC_INVALID_ARGUMENT;
     }
-    if (skipset_add(add, r->skip[i]->first, r->skip[i]->last)) goto oom;
+    if (gy_skipset_add(add, r->skip[i]->first, r->skip[i]->last)) goto oom;
   }
   if (!r->n_skip_steps) return 0;
   int tp = s->o.tp > 0 ? s->o.tp : 1;
@@ -2038,7 +1979,7 @@ static int operator_skips(gy_service_t *s, const Gyro__CommandRequest *r, int64_
       snprintf(why, wlen, "skip step range %" PRIu64 "-%" PRIu64 " is empty or too large", a, b);
       return GY_RPC_INVALID_ARGUMENT;
     }
-    if (skipset_add_mapped(add, &s->in_force, a * per_step, (b - a) * per_step)) goto oom;
+    if (gy_skipset_add_mapped(add, &s->in_force, a * per_step, (b - a) * per_step)) goto oom;
   }
   return 0;
 oom:
@@ -2281,11 +2222,11 @@ static void on_command(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t
   int kind = (int)r->kind;
   int64_t to_step = r->to_step;
   if (r->kind == GYRO__DIRECTIVE__KIND__ROLLBACK && (r->newest || r->n_skip_steps)) {
-    skipset_t add = {0};
+    gy_skipset_t add = {0};
     char why[300];
     int st = operator_skips(s, r, &to_step, &add, why, sizeof(why));
     if (st) {
-      skipset_free(&add);
+      gy_skipset_free(&add);
       gyro__command_request__free_unpacked(r, NULL);
       gy_rpc_reply(call, st, why, NULL, 0);
       return;
@@ -2294,7 +2235,7 @@ static void on_command(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t
     rc = gy_fleet_rollback(s->fleet, now_ms(s), to_step, add.r,
                            add.n > GY_FLEET_MAX_SKIPS ? GY_FLEET_MAX_SKIPS + 1 : (int)add.n, &hp,
                            r->newest ? "operator skip" : "operator rollback", &seq, &at);
-    skipset_free(&add);
+    gy_skipset_free(&add);
   } else if (r->kind == GYRO__DIRECTIVE__KIND__ROLLBACK) {
     /* more ranges than the fleet takes are refused by it: copy none of them */
     int n = r->n_skip > GY_FLEET_MAX_SKIPS ? GY_FLEET_MAX_SKIPS + 1 : (int)r->n_skip;
@@ -2432,7 +2373,7 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
     s->tops[i].step = -1;
   for (int i = 0; i < opts->nskip; i++)
     if (opts->skip[i].first < opts->skip[i].last &&
-        (rc = skipset_add(&s->in_force, opts->skip[i].first, opts->skip[i].last)))
+        (rc = gy_skipset_add(&s->in_force, opts->skip[i].first, opts->skip[i].last)))
       goto err;
   if (opts->policy && (rc = gy_policy_check(opts->policy, errmsg, errlen))) {
     rc = GY_EINVAL;
@@ -2507,7 +2448,7 @@ err:
   free(s->tps_names);
   free(s->evlog);
   free(s->ckevals);
-  skipset_free(&s->in_force);
+  gy_skipset_free(&s->in_force);
   free(s->sessions);
   free(s->fanout);
   free_opts(&s->o);
@@ -2595,8 +2536,8 @@ void gy_service_destroy(gy_service_t *s) {
   free(s->tps_names);
   free(s->evlog);
   free(s->ckevals);
-  skipset_free(&s->in_force);
-  skipset_free(&s->sent);
+  gy_skipset_free(&s->in_force);
+  gy_skipset_free(&s->sent);
   free_opts(&s->o);
   free(s);
 }

@@ -391,6 +391,35 @@ static int operator_ok(gy_service_t *s, gy_rpc_call_t *call, const char *req_tok
   return ok || (req_token && *req_token && gy_rpc_token_equal(req_token, tok));
 }
 
+/* The opening of every unary Operator call: unpacks the request (desc: its type) and checks
+ * the token (metadata, or the request's `token` field when it has one). Returns the message, to
+ * free with protobuf_c_message_free_unpacked; NULL after replying INVALID_ARGUMENT ("malformed
+ * X", a `malformed` event) or UNAUTHENTICATED ("VERB: missing or wrong token", a `refused`
+ * event). */
+static ProtobufCMessage *operator_request(gy_service_t *s, gy_rpc_call_t *call,
+                                          const ProtobufCMessageDescriptor *desc, const char *verb,
+                                          const uint8_t *req, size_t len) {
+  ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, req);
+  char msg[160];
+  if (!m) {
+    snprintf(msg, sizeof(msg), "malformed %s", desc->short_name);
+    refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed", msg);
+    return NULL;
+  }
+  const ProtobufCFieldDescriptor *f =
+      protobuf_c_message_descriptor_get_field_by_name(desc, "token");
+  const char *token = NULL;
+  if (f && f->type == PROTOBUF_C_TYPE_STRING && f->label != PROTOBUF_C_LABEL_REPEATED)
+    token = *(const char *const *)((const char *)m + f->offset);
+  if (!operator_ok(s, call, token)) {
+    protobuf_c_message_free_unpacked(m, NULL);
+    snprintf(msg, sizeof(msg), "%s: missing or wrong token", verb);
+    refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", msg);
+    return NULL;
+  }
+  return m;
+}
+
 /* ------------------------------------------ status ------------------------------------------ */
 
 /* Builds the StatusReply of the current state and packs it (as a WatchMsg when as_watch). */
@@ -1898,16 +1927,9 @@ static void on_store_get(void *ud, gy_rpc_call_t *call, const uint8_t *req, size
 
 static void on_status(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
-  Gyro__Empty *e = gyro__empty__unpack(NULL, len, req);
-  if (!e) {
-    refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed", "malformed Empty");
-    return;
-  }
-  gyro__empty__free_unpacked(e, NULL);
-  if (!operator_ok(s, call, NULL)) {
-    refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", "Status: missing or wrong token");
-    return;
-  }
+  ProtobufCMessage *e = operator_request(s, call, &gyro__empty__descriptor, "Status", req, len);
+  if (!e) return;
+  protobuf_c_message_free_unpacked(e, NULL);
   size_t n;
   uint8_t *buf = pack_status(s, 0, &n);
   if (!buf) {
@@ -1990,18 +2012,11 @@ oom:
 /* Unary /gyro.Operator/Events: the audit log kept in memory, events after since_id. */
 static void on_events(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
-  Gyro__EventsRequest *r = gyro__events_request__unpack(NULL, len, req);
-  if (!r) {
-    refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed", "malformed EventsRequest");
-    return;
-  }
-  int ok = operator_ok(s, call, r->token);
+  Gyro__EventsRequest *r = (Gyro__EventsRequest *)operator_request(
+      s, call, &gyro__events_request__descriptor, "Events", req, len);
+  if (!r) return;
   uint64_t since = r->since_id;
   gyro__events_request__free_unpacked(r, NULL);
-  if (!ok) {
-    refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", "Events: missing or wrong token");
-    return;
-  }
   uint64_t last = s->event_id;
   uint64_t first = last > EVLOG_MAX ? last - EVLOG_MAX + 1 : 1;
   if (since + 1 > first) first = since + 1;
@@ -2037,17 +2052,10 @@ static void on_events(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t 
  * mean held-out loss over its sources. */
 static void on_checkpoints(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
-  Gyro__CheckpointsRequest *r = gyro__checkpoints_request__unpack(NULL, len, req);
-  if (!r) {
-    refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed", "malformed CheckpointsRequest");
-    return;
-  }
-  int ok = operator_ok(s, call, r->token);
-  gyro__checkpoints_request__free_unpacked(r, NULL);
-  if (!ok) {
-    refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", "Checkpoints: missing or wrong token");
-    return;
-  }
+  ProtobufCMessage *r =
+      operator_request(s, call, &gyro__checkpoints_request__descriptor, "Checkpoints", req, len);
+  if (!r) return;
+  protobuf_c_message_free_unpacked(r, NULL);
   int n = 0;
   const gy_run_ckpt_t *ck = gy_run_checkpoints(s->run, &n);
   size_t m = n > 0 ? (size_t)n : 1;
@@ -2122,16 +2130,9 @@ static void reply_policy(gy_rpc_call_t *call, const gy_policy_t *p) {
 
 static void on_policy_show(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
-  Gyro__Empty *e = gyro__empty__unpack(NULL, len, req);
-  if (!e) {
-    refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed", "malformed Empty");
-    return;
-  }
-  gyro__empty__free_unpacked(e, NULL);
-  if (!operator_ok(s, call, NULL)) {
-    refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", "PolicyShow: missing or wrong token");
-    return;
-  }
+  ProtobufCMessage *e = operator_request(s, call, &gyro__empty__descriptor, "PolicyShow", req, len);
+  if (!e) return;
+  protobuf_c_message_free_unpacked(e, NULL);
   reply_policy(call, gy_run_policy(s->run));
 }
 
@@ -2140,20 +2141,13 @@ static void on_policy_show(void *ud, gy_rpc_call_t *call, const uint8_t *req, si
  * file) instead of the temporary path. A refusal keeps the old policy. */
 static void on_policy_set(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
-  Gyro__PolicySetRequest *r = gyro__policy_set_request__unpack(NULL, len, req);
-  if (!r) {
-    refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed", "malformed PolicySetRequest");
-    return;
-  }
+  Gyro__PolicySetRequest *r = (Gyro__PolicySetRequest *)operator_request(
+      s, call, &gyro__policy_set_request__descriptor, "PolicySet", req, len);
+  if (!r) return;
   char path[] = "/tmp/gyro-policy-XXXXXX";
   char err[600] = "", msg[800];
   gy_policy_t p;
   int st = GY_RPC_OK, fd = -1;
-  if (!operator_ok(s, call, r->token)) {
-    gyro__policy_set_request__free_unpacked(r, NULL);
-    refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", "PolicySet: missing or wrong token");
-    return;
-  }
   const char *name = r->name && *r->name ? r->name : "policy";
   size_t ylen = strlen(r->yaml);
   gy_policy_default(&p); /* gy_policy_load starts from what *p holds for keys not given */
@@ -2191,16 +2185,9 @@ static void on_policy_set(void *ud, gy_rpc_call_t *call, const uint8_t *req, siz
 
 static void on_command(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
-  Gyro__CommandRequest *r = gyro__command_request__unpack(NULL, len, req);
-  if (!r) {
-    refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed", "malformed CommandRequest");
-    return;
-  }
-  if (!operator_ok(s, call, r->token)) {
-    gyro__command_request__free_unpacked(r, NULL);
-    refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", "Command: missing or wrong token");
-    return;
-  }
+  Gyro__CommandRequest *r = (Gyro__CommandRequest *)operator_request(
+      s, call, &gyro__command_request__descriptor, "Command", req, len);
+  if (!r) return;
   gy_fleet_hparams_t hp = {0};
   if (r->hparams) {
     const Gyro__HParams *h = r->hparams;

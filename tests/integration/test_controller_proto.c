@@ -409,6 +409,26 @@ static void test_protocol(const char *cfg) {
                sizeof(err));
   CHECK_EQ_INT(st, GY_RPC_INVALID_ARGUMENT);
   free(resp);
+  /* and to every unary Operator call: INVALID_ARGUMENT naming the message, before any token
+   * check (the bytes are not a request at all) */
+  static const struct {
+    const char *method, *type;
+  } ops[] = {{"/gyro.Operator/Status", "Empty"},
+             {"/gyro.Operator/Events", "EventsRequest"},
+             {"/gyro.Operator/Checkpoints", "CheckpointsRequest"},
+             {"/gyro.Operator/PolicyShow", "Empty"},
+             {"/gyro.Operator/PolicySet", "PolicySetRequest"},
+             {"/gyro.Operator/Command", "CommandRequest"}};
+  for (size_t k = 0; k < sizeof(ops) / sizeof(ops[0]); k++) {
+    char want[96];
+    snprintf(want, sizeof(want), "malformed %s", ops[k].type);
+    err[0] = '\0';
+    gy_rpc_unary(cli, ops[k].method, NULL, NULL, junk, sizeof(junk), 5000, &resp, &n, &st, err,
+                 sizeof(err));
+    CHECK_MSG(st == GY_RPC_INVALID_ARGUMENT && strstr(err, want), "%s: status %d, '%s'",
+              ops[k].method, st, err);
+    free(resp);
+  }
   sr = status();
   CHECK(sr != NULL);
   if (sr) gyro__status_reply__free_unpacked(sr, NULL);

@@ -583,6 +583,14 @@ static void check_acks(gy_fleet_t *f) {
   f->inflight_on = f->inflight_sent = 0;
   event(f, "directive_applied", f->horizon, "directive seq %llu %s applied at step %lld",
         (unsigned long long)d.seq, gy_dir_kind_name(d.kind), (long long)f->horizon);
+  if (d.kind == GY_DIR_CHECKPOINT || d.kind == GY_DIR_STOP) {
+    /* a rank acks these once its checkpoint of at_step is on disk: every rank alive and ok
+     * commits it now (a STOP's would otherwise never be reported) */
+    int all = 1;
+    for (int r = 0; r < f->nmembers; r++)
+      all &= f->members[r].alive && f->members[r].ack_ok;
+    if (all) commit(f, f->horizon, 0);
+  }
   switch (d.kind) {
   case GY_DIR_ROLLBACK: {
     int nok = 0, nfail = 0;

@@ -438,7 +438,7 @@ static int rollback(gy_trainer_t *tr, const gy_agent_directive_t *dir, int64_t s
  * with step = to_step, and the trainer is then at to_step). steps: the run's steps. Returns 1
  * when the worker must stop (STOP), 0 to go on, or a negative error (reason printed). */
 static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_directive_t *dir,
-                           int64_t steps) {
+                           int64_t steps, const gy_run_config_t *cfg, int rank) {
   char err[1024] = "";
   int rc = 0, stop = 0, unchanged = 1;
   int64_t done = gy_trainer_step_count(tr);
@@ -446,11 +446,25 @@ static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_direc
   int from_memory = dir->kind == GY_DIRECTIVE_ROLLBACK && gy_trainer_in_memory(tr, dir->to_step);
   switch (dir->kind) {
   case GY_DIRECTIVE_CHECKPOINT:
-    rc = checkpoint_now(tr, err, sizeof(err));
-    break;
   case GY_DIRECTIVE_STOP:
     rc = checkpoint_now(tr, err, sizeof(err));
-    stop = 1;
+    stop = dir->kind == GY_DIRECTIVE_STOP;
+    /* With evaluation on, an operator's checkpoint is evaluated too, as the periodic ones are
+     * (unless a periodic one of this step was just evaluated): gyroctl checkpoints then has
+     * its held-out figures. Every rank applies the directive at the same step, so every rank
+     * evaluates (evaluation is collective). */
+    if (!rc && cfg->eval_every > 0 && done > 0 &&
+        !(cfg->ckpt_every > 0 && done % cfg->ckpt_every == 0)) {
+      gy_eval_report_t ev;
+      gy_data_t *d = gy_trainer_data(tr);
+      if ((rc = gy_trainer_eval(tr, &ev))) {
+        snprintf(err, sizeof(err), "evaluation of the checkpoint of step %" PRId64 ": %s", done,
+                 gy_trainer_last_error(tr)[0] ? gy_trainer_last_error(tr) : gy_strerror(rc));
+        break;
+      }
+      emit_eval(done, d, &ev);
+      report_eval(a, rank, d, done, &ev, 1);
+    }
     break;
   case GY_DIRECTIVE_SET_HPARAMS:
     rc = set_hparams(tr, &dir->hparams, done, steps, err, sizeof(err));
@@ -592,7 +606,7 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
     gy_agent_directive_t dir;
     rc = stop_requested ? GY_AGENT_INTERRUPTED : gy_agent_wait_grant(a, done, &dir);
     if (rc == GY_AGENT_DIRECTIVE) {
-      if ((rc = apply_directive(a, tr, &dir, steps)) == 0) continue;
+      if ((rc = apply_directive(a, tr, &dir, steps, &cfg, par.rank)) == 0) continue;
       exit_code = rc > 0 ? 0 : 1; /* STOP, or a directive that could not be carried out */
       break;
     }

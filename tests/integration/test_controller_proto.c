@@ -544,7 +544,7 @@ static void test_protocol(const char *cfg) {
   CHECK(!strcmp(sr->state, "TRAIN"));
   CHECK_EQ_INT(sr->step, 7);
   CHECK_EQ_INT(sr->horizon, 12);
-  CHECK_EQ_INT(sr->committed_step, 4);
+  CHECK_EQ_INT(sr->committed_step, 8); /* the CHECKPOINT both ranks acked ok: on disk everywhere */
   CHECK_EQ_INT(sr->generation, 1);
   CHECK_EQ_INT(sr->n_ranks, 2);
   CHECK(sr->loss == loss_of(0, 7));

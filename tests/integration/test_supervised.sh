@@ -4,7 +4,9 @@
 #     exactly the loss rank 0 printed (the figures travel over gRPC as doubles).
 #  2. Directives: pause (no step records while paused), set lr_scale, resume, checkpoint: all
 #     four ranks apply each one at the same step, between the step records of at_step - 1 and
-#     at_step, and the checkpoint file of that step exists. Then a worker is killed with -9: the
+#     at_step, and the checkpoint file of that step exists; every rank evaluated that
+#     checkpoint (the same figures) and the controller committed it at the acks, with its
+#     evaluation (gyroctl checkpoints). Then a worker is killed with -9: the
 #     controller reports worker_lost within lost_after_ms + 2 s.
 #  3. The controller is killed mid-run (-9): the workers stop at their grant horizon (no step
 #     records while it is down), and when it is restarted on the same port they rejoin with
@@ -36,7 +38,8 @@ config() {
   write_config "$f" "$2" "controller: {listen: \"127.0.0.1:$3\", world: 4, tp: 2, window: 4, heartbeat_ms: 200, lost_after_ms: $LOST_MS}"
   sed -i "s/^run: {\(.*\)threads: 2}/run: {\1threads: 1}/;
           s/^model: .*/model: {layers: 2, channels: 64, heads: 4, context: 64, vocab: 256}/;
-          s/^train: {batch: 8,/train: {batch: 4,/; s#$TMP/ckpt#$TMP/ckpt_$1#" "$f"
+          s/^train: {batch: 8,/train: {batch: 4,/; s#$TMP/ckpt#$TMP/ckpt_$1#;
+          s/^eval: .*/eval: {every: 1000, sequences: 8}/" "$f"
   echo "$f"
 }
 
@@ -149,9 +152,31 @@ for name, (seq, at) in zip(want, per_rank[0]):
     assert int(reply["seq"]) == seq and int(reply["at_step"]) == at, (name, reply, seq, at)
 ck = [x for x in recs[0] if x["type"] == "checkpoint"]
 assert ck and os.path.exists(ck[-1]["path"]), ck
+# with evaluation on, the operator's checkpoint is evaluated by every rank (the same figures)
+ck_at = per_rank[0][3][1]
+evs = [[x for x in rs if x["type"] == "eval" and x["step"] == ck_at] for rs in recs]
+assert all(len(e) == 1 for e in evs), ("evaluations of the checkpoint", ck_at, evs)
+assert all(e[0]["val_loss"] == evs[0][0]["val_loss"] for e in evs), evs
+open("%s/ck_at" % d, "w").write(str(ck_at))
 print("directives: all 4 ranks applied", ", ".join("%s@%d" % (k, a) for k, (_, a) in
                                                    zip(want, per_rank[0])))
 PY
+# every rank acked the checkpoint: it is committed, with its evaluation
+# (the records are written just before the acks: poll the controller for a few seconds)
+ck_at=$(cat "$TMP/ck_at")
+ck_committed() {
+  ctl checkpoints >"$TMP/cks.json" || return 1
+  python3 - "$TMP/cks.json" "$ck_at" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+c = [c for c in r["checkpoints"] if c["step"] == int(sys.argv[2])]
+if not (c and c[0]["has_eval"]):
+    sys.exit(1)
+print("checkpoint %s: committed at the acks, evaluated (mean held-out loss %.4f)" %
+      (sys.argv[2], c[0]["mean_loss"]))
+PY
+}
+wait_for 10 ck_committed || fail "checkpoint $ck_at not committed with its evaluation: $(cat "$TMP/cks.json")"
 t0=$(date +%s.%N)
 kill -9 "${WPIDS[3]}"
 lost() { grep -q worker_lost "$TMP/dirs.err" "$TMP/dirs.out"; }

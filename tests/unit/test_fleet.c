@@ -210,13 +210,14 @@ static void test_join_refusals(void) {
   for (size_t i = 0; i < na; i++)
     if (acts[i].kind == GY_FLEET_ACT_ASSIGN) {
       assigned++;
-      CHECK(acts[i].join_handle == 5 && acts[i].rank == ma->rank && !strcmp(acts[i].session_id, sess));
+      CHECK(acts[i].join_handle == 5 && acts[i].rank == ma->rank &&
+            !strcmp(acts[i].session_id, sess));
     }
   CHECK_EQ_INT(assigned, 1);
   CHECK_EQ_INT(ma->pid, 105);
   /* once it said Hello it is in the gang: a second process with its id is refused */
   CHECK(gy_fleet_hello(f, now_ms, sess, gy_fleet_generation(f), ma->rank) == 0);
-  CHECK_EQ_INT(join(f, "a", -1, 0, 7), GY_EBUSY); /* already in the current gang */
+  CHECK_EQ_INT(join(f, "a", -1, 0, 7), GY_EBUSY);   /* already in the current gang */
   CHECK_EQ_INT(join(f, "c", -1, 0, 6), GY_ENOTSUP); /* gang complete */
   CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
   gy_fleet_destroy(f);
@@ -368,6 +369,10 @@ static void test_directive(void) {
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
   CHECK(ack(f, 1, 1) == 0);
   CHECK(has_event(f, "directive_applied"));
+  /* every rank acked the CHECKPOINT ok: its checkpoint (of step 6) is on disk everywhere */
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 1);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_COMMITTED, 0)->step, 6);
+  CHECK(has_event(f, "checkpoint_committed"));
   const gy_fleet_action_t *g = find(f, GY_FLEET_ACT_GRANT, 0);
   REQUIRE(g);
   CHECK_EQ_INT(g->step, 10);
@@ -451,6 +456,35 @@ static void test_stop(void) {
   CHECK(!has_event(f, "worker_lost"));
   CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DONE);
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_DONE), 1);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 0); /* rank 1 never said its checkpoint is in */
+  gy_fleet_destroy(f);
+
+  /* both ranks ack the STOP: its checkpoint is committed, then the run is done */
+  f = mk(2, 3, 100, 1000);
+  form(f, 2);
+  CHECK(report(f, 0, 0) == 0 && report(f, 1, 0) == 0);
+  CHECK(gy_fleet_command(f, now_ms, GY_DIR_STOP, NULL, &seq, &at) == 0);
+  for (int s = 1; s < 4; s++)
+    CHECK(report(f, 0, s) == 0 && report(f, 1, s) == 0);
+  CHECK(ack(f, 0, seq) == 0);
+  CHECK(ack(f, 1, seq) == 0);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 1);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_COMMITTED, 0)->step, 4);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DONE);
+  gy_fleet_destroy(f);
+
+  /* a CHECKPOINT that one rank failed (its disk): nothing is committed */
+  f = mk(2, 3, 100, 1000);
+  form(f, 2);
+  CHECK(report(f, 0, 0) == 0 && report(f, 1, 0) == 0);
+  CHECK(gy_fleet_command(f, now_ms, GY_DIR_CHECKPOINT, NULL, &seq, &at) == 0);
+  for (int s = 1; s < 4; s++)
+    CHECK(report(f, 0, s) == 0 && report(f, 1, s) == 0);
+  CHECK(ack(f, 0, seq) == 0);
+  gy_fleet_actions_clear(f);
+  CHECK(gy_fleet_ack(f, now_ms, 1, gy_fleet_generation(f), seq, 1, 0, "disk full") == 0);
+  CHECK(has_event(f, "directive_failed"));
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 0);
   gy_fleet_destroy(f);
 }
 

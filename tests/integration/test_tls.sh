@@ -16,12 +16,34 @@ G=$BUILD/cli/gyroctl
 CTL=$BUILD/controller/gyro-controller
 for b in "$G" "$CTL" "$WORKER"; do [ -x "$b" ] || fail "$b not built"; done
 command -v openssl >/dev/null || fail "openssl not installed"
+# every gyroctl call is bounded (its RPCs are, by --timeout; its exit too, this way): a client
+# that hangs fails the test with exit 124 instead of hanging it
+GYROCTL=$G
+gctl() { timeout -k 5 60 "$GYROCTL" "$@"; }
+G=gctl
 
 PIDS=()
 cleanup() {
+  local rc=$? p i left
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  # every process must end within 20 s of SIGTERM; one that does not is named, killed, and
+  # fails the test (rather than hanging it until ctest's timeout)
+  for ((i = 0; i < 200; i++)); do
+    left=0
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && left=1; done
+    [ $left = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${PIDS[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then
+      echo "FAIL: process $p ($(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null | cut -c1-200)) did not stop within 20 s of SIGTERM" >&2
+      kill -9 "$p" 2>/dev/null || true
+      rc=1
+    fi
+  done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$TMP"
+  exit $rc
 }
 trap cleanup EXIT
 

@@ -6,6 +6,7 @@
  * "suppressed" note, the straggler streaks, the outcome counters in the telemetry record, bad
  * options refused with a message, and a shutdown with a dead receiver bounded in time. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -42,6 +43,7 @@ static const char *RECEIVER =
 
 static char logpath[256];
 static pid_t rpid = -1;
+static int rfd = -1; /* the read end of the receiver's stdout */
 
 static double now_s(void) {
   struct timespec ts;
@@ -63,10 +65,18 @@ static int start_receiver(const char *dir) {
     _exit(127);
   }
   close(fd[1]);
+  /* Up to the newline: print() may write the number and the newline in two writes, and the read
+   * end stays open for the receiver's life (closing it after the first write would kill the
+   * receiver with EPIPE on the second). */
   char buf[32] = "";
-  ssize_t n = read(fd[0], buf, sizeof(buf) - 1);
-  close(fd[0]);
-  REQUIRE(n > 0);
+  size_t len = 0;
+  while (len < sizeof(buf) - 1 && !memchr(buf, '\n', len)) {
+    ssize_t n = read(fd[0], buf + len, sizeof(buf) - 1 - len);
+    if (n < 0 && errno == EINTR) continue;
+    REQUIRE(n > 0);
+    len += (size_t)n;
+  }
+  rfd = fd[0];
   return atoi(buf);
 }
 
@@ -245,6 +255,7 @@ int main(void) {
   /* a dead receiver: shutdown is bounded even with alerts queued and retrying */
   kill(rpid, SIGKILL);
   waitpid(rpid, NULL, 0);
+  close(rfd);
   o = (gy_alert_opts_t){.url = url, .min_interval_ms = -1, .backoff_ms = 200};
   REQUIRE(gy_alert_create(&a, &o, err, sizeof(err)) == 0);
   for (int i = 0; i < 5; i++)

@@ -16,9 +16,14 @@
  * back. With dtype bf16, activations and the weights used by the matrix products are bf16
  * (rounded from the float master weights after each update); products accumulate in float.
  *
- * Not supported yet: tensor parallelism (tp_size > 1 is refused with GY_ENOTSUP). Data
- * parallelism works through the device gradient buffer (gy_gpt_cuda_device_grads) and the
- * per-layer events (gy_gpt_cuda_wait_layer), e.g. with the NCCL backend of worker/comm.h.
+ * Tensor parallelism (tp_size > 1) follows kernels/gpt.h: the model holds its rank's shard in
+ * the CPU shard layout (gy_gpt_cuda_init_params gives the same shard as the CPU model), and the
+ * four partial sums per block (the attention and MLP output projections forward, the inputs'
+ * gradients of qkv and fc backward; and the QK-norm weights' gradients) go through a
+ * caller-supplied sum over device buffers (gy_gpt_cuda_set_tp_allreduce), so the model knows
+ * nothing of the network. Data parallelism works through the device gradient buffer
+ * (gy_gpt_cuda_device_grads) and the per-layer events (gy_gpt_cuda_wait_layer), e.g. with the
+ * NCCL backend of worker/comm.h.
  *
  * Threads: calls may come from any thread, one at a time per model (each makes the model's
  * device current); gy_gpt_cuda_wait_layer may run concurrently with the backward pass.
@@ -56,6 +61,16 @@ size_t gy_gpt_cuda_num_params(const gy_gpt_cuda_t *m);
 /* Element count and offset of tensor i, identical to the CPU model's for the same config. */
 size_t gy_gpt_cuda_tensor_size(const gy_gpt_cuda_t *m, int i);
 size_t gy_gpt_cuda_tensor_offset(const gy_gpt_cuda_t *m, int i);
+/* 1 if tensor i is split across the tensor-parallel group (as gy_gpt_tensor_sharded). */
+int gy_gpt_cuda_tensor_sharded(const gy_gpt_cuda_t *m, int i);
+/* Sums `count` elements of dtype dt at the device pointer buf over the tensor-parallel group, in
+ * place; returns 0 or non-zero on failure (the pass then returns GY_ECOMM). The model's stream
+ * is synchronised before the call (buf is ready); the sum must be in buf when it returns.
+ * Activations are of the model's dtype; the QK-norm weight gradients are float. */
+typedef int (*gy_gpt_cuda_allreduce_fn)(void *ctx, void *buf, size_t count, gy_cuda_dtype_t dt);
+/* Sets the tensor-parallel sum (required when tp_size > 1: forward and backward return GY_EINVAL
+ * without it). */
+void gy_gpt_cuda_set_tp_allreduce(gy_gpt_cuda_t *m, gy_gpt_cuda_allreduce_fn fn, void *ctx);
 /* Device bytes held by the model (parameters, gradients, activations, scratch). */
 size_t gy_gpt_cuda_device_bytes(const gy_gpt_cuda_t *m);
 /* The model's execution context (its stream; see kernels/cuda/runtime.h). */

@@ -49,6 +49,8 @@ size_t gy_dtype_size(gy_dtype_t dt) {
     return 8;
   case GY_DT_I32:
     return 4;
+  case GY_DT_BF16:
+    return 2;
   }
   return 0;
 }
@@ -71,6 +73,7 @@ int gy__comm_check_args(gy_comm_t *c, const char *what, const void *a, const voi
     gy_errmsg(c->errmsg, sizeof(c->errmsg), "%s: unknown dtype %d", what, (int)dt);
     return GY_EINVAL;
   }
+
   if (op < GY_OP_SUM || op > GY_OP_MAX) {
     gy_errmsg(c->errmsg, sizeof(c->errmsg), "%s: unknown reduction %d", what, op);
     return GY_EINVAL;
@@ -109,6 +112,8 @@ static void divide(void *buf, size_t count, gy_dtype_t dt, int n) {
       p[i] /= n;
     break;
   }
+  case GY_DT_BF16: /* refused by the argument checks: no host bf16 arithmetic */
+    break;
   }
 }
 
@@ -117,6 +122,18 @@ static void divide(void *buf, size_t count, gy_dtype_t dt, int n) {
 typedef struct {
   atomic_int aborted;
 } self_t;
+
+/* As gy__comm_check_args, for the host communicators (self, gloo): bf16 has no host
+ * arithmetic here, so it is refused. */
+static int host_args(gy_comm_t *c, const char *what, const void *a, const void *b, size_t count,
+                     gy_dtype_t dt, int op, size_t nelem) {
+  if (dt == GY_DT_BF16) {
+    gy_errmsg(c->errmsg, sizeof(c->errmsg), "%s: bf16 is for device buffers (the nccl backend)",
+              what);
+    return GY_EINVAL;
+  }
+  return gy__comm_check_args(c, what, a, b, count, dt, op, nelem);
+}
 
 static int self_check(gy_comm_t *c, const char *what) {
   self_t *s = c->impl;
@@ -128,12 +145,12 @@ static int self_check(gy_comm_t *c, const char *what) {
 }
 
 static int self_allreduce(gy_comm_t *c, void *buf, size_t count, gy_dtype_t dt, gy_redop_t op) {
-  int rc = gy__comm_check_args(c, "allreduce", buf, buf, count, dt, (int)op, 1);
+  int rc = host_args(c, "allreduce", buf, buf, count, dt, (int)op, 1);
   return rc ? rc : self_check(c, "allreduce"); /* one rank: the result is the input */
 }
 
 static int self_allgather(gy_comm_t *c, const void *in, void *out, size_t count, gy_dtype_t dt) {
-  int rc = gy__comm_check_args(c, "allgather", in, out, count, dt, GY_OP_SUM, 1);
+  int rc = host_args(c, "allgather", in, out, count, dt, GY_OP_SUM, 1);
   if (!rc) rc = self_check(c, "allgather");
   if (!rc && count && in != out) memmove(out, in, count * gy_dtype_size(dt));
   return rc;
@@ -141,14 +158,14 @@ static int self_allgather(gy_comm_t *c, const void *in, void *out, size_t count,
 
 static int self_reduce_scatter(gy_comm_t *c, const void *in, void *out, size_t count, gy_dtype_t dt,
                                gy_redop_t op) {
-  int rc = gy__comm_check_args(c, "reduce_scatter", in, out, count, dt, (int)op, 1);
+  int rc = host_args(c, "reduce_scatter", in, out, count, dt, (int)op, 1);
   if (!rc) rc = self_check(c, "reduce_scatter");
   if (!rc && count && in != out) memmove(out, in, count * gy_dtype_size(dt));
   return rc;
 }
 
 static int self_broadcast(gy_comm_t *c, void *buf, size_t count, gy_dtype_t dt, int root) {
-  int rc = gy__comm_check_args(c, "broadcast", buf, buf, count, dt, GY_OP_SUM, 1);
+  int rc = host_args(c, "broadcast", buf, buf, count, dt, GY_OP_SUM, 1);
   if (!rc && root != 0) {
     gy_errmsg(c->errmsg, sizeof(c->errmsg), "broadcast: root %d outside the group of 1", root);
     rc = GY_EINVAL;
@@ -208,7 +225,7 @@ typedef struct {
 
 static int gloo_allreduce(gy_comm_t *c, void *buf, size_t count, gy_dtype_t dt, gy_redop_t op) {
   gloo_t *gl = c->impl;
-  int rc = gy__comm_check_args(c, "allreduce", buf, buf, count, dt, (int)op, 1);
+  int rc = host_args(c, "allreduce", buf, buf, count, dt, (int)op, 1);
   if (rc || count == 0) return rc;
   gy_redop_t wire = op == GY_OP_MAX ? GY_OP_MAX : GY_OP_SUM;
   rc = gy__gloo_allreduce(gl->g, buf, count, dt, wire, c->errmsg, sizeof(c->errmsg));
@@ -218,7 +235,7 @@ static int gloo_allreduce(gy_comm_t *c, void *buf, size_t count, gy_dtype_t dt, 
 
 static int gloo_allgather(gy_comm_t *c, const void *in, void *out, size_t count, gy_dtype_t dt) {
   gloo_t *gl = c->impl;
-  int rc = gy__comm_check_args(c, "allgather", in, out, count, dt, GY_OP_SUM, (size_t)c->size);
+  int rc = host_args(c, "allgather", in, out, count, dt, GY_OP_SUM, (size_t)c->size);
   if (rc || count == 0) return rc;
   return gy__gloo_allgather(gl->g, in, out, count, dt, c->errmsg, sizeof(c->errmsg));
 }
@@ -226,7 +243,7 @@ static int gloo_allgather(gy_comm_t *c, const void *in, void *out, size_t count,
 static int gloo_reduce_scatter(gy_comm_t *c, const void *in, void *out, size_t count, gy_dtype_t dt,
                                gy_redop_t op) {
   gloo_t *gl = c->impl;
-  int rc = gy__comm_check_args(c, "reduce_scatter", in, out, count, dt, (int)op, (size_t)c->size);
+  int rc = host_args(c, "reduce_scatter", in, out, count, dt, (int)op, (size_t)c->size);
   if (rc || count == 0) return rc;
   size_t block = count * gy_dtype_size(dt), total = block * (size_t)c->size;
   if (gl->scratch_bytes < total) {
@@ -250,7 +267,7 @@ static int gloo_reduce_scatter(gy_comm_t *c, const void *in, void *out, size_t c
 
 static int gloo_broadcast(gy_comm_t *c, void *buf, size_t count, gy_dtype_t dt, int root) {
   gloo_t *gl = c->impl;
-  int rc = gy__comm_check_args(c, "broadcast", buf, buf, count, dt, GY_OP_SUM, 1);
+  int rc = host_args(c, "broadcast", buf, buf, count, dt, GY_OP_SUM, 1);
   if (!rc && (root < 0 || root >= c->size)) {
     gy_errmsg(c->errmsg, sizeof(c->errmsg), "broadcast: root %d outside the group of %d", root,
               c->size);

@@ -23,7 +23,9 @@ int gy_store_open(gy_store_t **out, const char *spec, char *errmsg, size_t errle
 void gy_store_destroy(gy_store_t *s); /* NULL is a no-op */
 
 /* ---- communicators ---- */
-typedef enum { GY_DT_F32 = 0, GY_DT_F64 = 1, GY_DT_I32 = 2 } gy_dtype_t;
+/* GY_DT_BF16 (bfloat16, 2 bytes) is for device buffers: "nccl" only; the host communicators
+ * refuse it with GY_EINVAL. */
+typedef enum { GY_DT_F32 = 0, GY_DT_F64 = 1, GY_DT_I32 = 2, GY_DT_BF16 = 3 } gy_dtype_t;
 typedef enum { GY_OP_SUM = 0, GY_OP_AVG = 1, GY_OP_MAX = 2 } gy_redop_t;
 
 typedef struct gy_comm gy_comm_t;

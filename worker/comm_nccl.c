@@ -68,6 +68,8 @@ static ncclDataType_t nccl_dtype(gy_dtype_t dt) {
     return ncclFloat64;
   case GY_DT_I32:
     return ncclInt32;
+  case GY_DT_BF16:
+    return ncclBfloat16;
   case GY_DT_F32:
     break;
   }

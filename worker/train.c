@@ -36,8 +36,9 @@
  * buffer, averaged bucket by bucket and uploaded back; the step report's host figures always go
  * through Gloo groups. Checkpoints download parameters and moments into the host buffers they
  * serialise (a restore uploads them), so checkpoints move freely between cpu and cuda runs.
- * Tensor parallelism is refused there;
- * evaluation's cloze accuracy uses the GPU's top-1 predictions (gy_gpt_cuda_argmax).
+ * Tensor parallelism: the GPU model holds the same shard and calls tp_sum_cuda() for its partial
+ * sums (NCCL on the device with backend nccl, one GPU per rank; Gloo through host copies
+ * otherwise). Evaluation's cloze accuracy uses the GPU's top-1 predictions (gy_gpt_cuda_argmax).
  */
 #include "worker/train.h"
 
@@ -82,6 +83,8 @@ struct gy_trainer {
   char *snap_text;   /* a checkpoint in flight from the GPU: its state text (owned), or NULL */
   int64_t snap_step; /* and its step */
   int pinned;        /* the host parameters and moments are page-locked (gy_cuda_pin) */
+  float *tp_stage;   /* tensor parallelism over Gloo: host copy of the buffer being summed */
+  size_t tp_stage_n;
 #endif
   gy_data_t *data;
   gy_skiplist_t skip;
@@ -140,6 +143,52 @@ static int tp_sum(void *ctx, float *buf, size_t n) {
     snprintf(t->last_error, sizeof(t->last_error), "tensor-parallel all-reduce: %s", c->errmsg);
   return rc;
 }
+
+#ifdef GY_HAVE_CUDA_KERNELS
+/* Describes a failed GPU call (the CUDA text for GY_EIO) into buf. */
+static void cuda_msg(char *buf, size_t len, int rc, const char *what) {
+  snprintf(buf, len, "%s: %s", what, rc == GY_EIO ? gy_cuda_last_error() : gy_strerror(rc));
+}
+
+/* The GPU model's tensor-parallel sum of a device buffer (activations of the model's dtype, or
+ * float QK-norm gradients): NCCL on the device with backend nccl; otherwise through Gloo on the
+ * host (download as float, sum, upload: bf16 is rounded once, after the sum). */
+static int tp_sum_cuda(void *ctx, void *buf, size_t n, gy_cuda_dtype_t dt) {
+  gy_trainer_t *t = ctx;
+  int rc;
+  if (t->have_ngroups) {
+    gy_comm_t *c = t->ngroups.tp;
+    rc = c->ops->allreduce(c, buf, n, dt == GY_CUDA_BF16 ? GY_DT_BF16 : GY_DT_F32, GY_OP_SUM);
+    if (rc) {
+      snprintf(t->last_error, sizeof(t->last_error), "tensor-parallel all-reduce (nccl): %s",
+               c->errmsg);
+      c->ops->abort(c);
+    }
+    return rc;
+  }
+  if (n > t->tp_stage_n) {
+    float *p = realloc(t->tp_stage, n * sizeof(float));
+    if (!p) {
+      snprintf(t->last_error, sizeof(t->last_error),
+               "tensor-parallel all-reduce: out of host memory (%zu floats)", n);
+      return GY_ENOMEM;
+    }
+    t->tp_stage = p;
+    t->tp_stage_n = n;
+  }
+  gy_cuda_ctx_t *x = gy_gpt_cuda_ctx(t->dmodel);
+  if ((rc = gy_cuda_download_f32(x, t->tp_stage, buf, dt, n))) {
+    cuda_msg(t->last_error, sizeof(t->last_error), rc,
+             "tensor-parallel all-reduce: copy from the GPU");
+    return rc;
+  }
+  if ((rc = tp_sum(t, t->tp_stage, n))) return rc;
+  if ((rc = gy_cuda_upload_f32(x, buf, dt, t->tp_stage, n)))
+    cuda_msg(t->last_error, sizeof(t->last_error), rc,
+             "tensor-parallel all-reduce: copy to the GPU");
+  return rc;
+}
+#endif
 
 /* Averages the gradients of block `layer` (or, for -1, of the tensors outside the blocks) over
  * the data-parallel group. */
@@ -223,11 +272,6 @@ static void step_knobs(const gy_trainer_t *t, gy_knobs_t *k) {
 }
 
 #ifdef GY_HAVE_CUDA_KERNELS
-/* Describes a failed GPU call (the CUDA text for GY_EIO) into buf. */
-static void cuda_msg(char *buf, size_t len, int rc, const char *what) {
-  snprintf(buf, len, "%s: %s", what, rc == GY_EIO ? gy_cuda_last_error() : gy_strerror(rc));
-}
-
 static int cuda_fail(gy_trainer_t *t, int rc, const char *what) {
   cuda_msg(t->last_error, sizeof(t->last_error), rc, what);
   return rc;
@@ -295,12 +339,6 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
     rc = GY_ENOTSUP;
     goto err;
 #else
-    if (tp > 1) {
-      snprintf(errmsg, errlen,
-               "run.device cuda: tensor parallelism (tp %d) is not supported on the GPU yet", tp);
-      rc = GY_ENOTSUP;
-      goto err;
-    }
     if (par->world > 1 && par->backend && strcmp(par->backend, "gloo") &&
         strcmp(par->backend, "nccl")) {
       snprintf(errmsg, errlen, "run.device cuda: unknown collectives backend %s (gloo or nccl)",
@@ -428,6 +466,9 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
   }
 #endif
   if (t->tp_size > 1) gy_gpt_set_tp_allreduce(t->model, tp_sum, t);
+#ifdef GY_HAVE_CUDA_KERNELS
+  if (t->dmodel && t->tp_size > 1) gy_gpt_cuda_set_tp_allreduce(t->dmodel, tp_sum_cuda, t);
+#endif
   if (t->overlap) {
     gy_gpt_set_grads_ready(t->model, grads_ready, t);
     if (pthread_create(&t->reducer, NULL, reducer_main, t)) {
@@ -505,6 +546,7 @@ void gy_trainer_destroy(gy_trainer_t *t) {
   }
   gy_adamw_cuda_destroy(t->dopt);
   gy_gpt_cuda_destroy(t->dmodel);
+  free(t->tp_stage);
 #endif
   gy_adamw_destroy(t->opt);
   gy_gpt_destroy(t->model);
@@ -662,6 +704,23 @@ fail:
   return rc;
 }
 
+/* With tensor parallelism: the sharded squares summed over the group (host values, Gloo), the
+ * non-finite flag too (a NaN in one shard); replicated tensors count once. */
+static int tp_reduce_norms(gy_trainer_t *t, gy_grad_sq_t *sq) {
+  if (t->tp_size <= 1) return 0;
+  double v[3] = {sq->shallow_shard, sq->deep_shard, (double)sq->nonfinite};
+  gy_comm_t *c = t->groups.tp;
+  int rc = c->ops->allreduce(c, v, 3, GY_DT_F64, GY_OP_SUM);
+  if (rc) {
+    snprintf(t->last_error, sizeof(t->last_error), "tensor-parallel norm reduction: %s", c->errmsg);
+    return comm_failure(t, rc);
+  }
+  sq->shallow_shard = v[0];
+  sq->deep_shard = v[1];
+  sq->nonfinite = v[2] != 0.0;
+  return 0;
+}
+
 #ifdef GY_HAVE_CUDA_KERNELS
 /* Forward, backward, data-parallel averaging (NCCL on the device, or Gloo on the host) and AdamW
  * on the GPU. */
@@ -669,8 +728,11 @@ static int step_cuda(gy_trainer_t *t, gy_step_report_t *rep) {
   float loss;
   int rc =
       gy_gpt_cuda_forward(t->dmodel, t->inputs, t->targets, t->B, t->T, t->knobs.z_loss, &loss);
+  if (rc == GY_ECOMM) return comm_failure(t, rc); /* a tensor-parallel sum: the callee said why */
   if (rc) return cuda_fail(t, rc, "forward pass on the GPU");
-  if ((rc = gy_gpt_cuda_backward(t->dmodel))) return cuda_fail(t, rc, "backward pass on the GPU");
+  rc = gy_gpt_cuda_backward(t->dmodel);
+  if (rc == GY_ECOMM) return comm_failure(t, rc);
+  if (rc) return cuda_fail(t, rc, "backward pass on the GPU");
   if (t->dp_size > 1 && t->have_ngroups) {
     /* NCCL on the device gradients: one all-reduce (average) once the backward is done */
     gy_comm_t *c = t->ngroups.dp;
@@ -708,6 +770,7 @@ static int step_cuda(gy_trainer_t *t, gy_step_report_t *rep) {
   gy_grad_sq_t sq;
   if ((rc = gy_adamw_cuda_measure(t->dopt, &t->knobs, &sq)))
     return cuda_fail(t, rc, "gradient norms on the GPU");
+  if ((rc = tp_reduce_norms(t, &sq))) return rc;
   gy_knobs_t k;
   step_knobs(t, &k);
   if ((rc = gy_adamw_cuda_update(t->dopt, &k, t->step, sqrt(sq.shallow_repl + sq.shallow_shard),
@@ -740,19 +803,7 @@ static int step_cpu(gy_trainer_t *t, gy_step_report_t *rep) {
   }
   gy_grad_sq_t sq;
   gy_adamw_measure(t->model, &t->knobs, &sq);
-  if (t->tp_size > 1) {
-    /* sharded squares summed over the group; the non-finite flag too (a NaN in one shard) */
-    double v[3] = {sq.shallow_shard, sq.deep_shard, (double)sq.nonfinite};
-    gy_comm_t *c = t->groups.tp;
-    if ((rc = c->ops->allreduce(c, v, 3, GY_DT_F64, GY_OP_SUM))) {
-      snprintf(t->last_error, sizeof(t->last_error), "tensor-parallel norm reduction: %s",
-               c->errmsg);
-      return comm_failure(t, rc);
-    }
-    sq.shallow_shard = v[0];
-    sq.deep_shard = v[1];
-    sq.nonfinite = v[2] != 0.0;
-  }
+  if ((rc = tp_reduce_norms(t, &sq))) return rc;
   gy_knobs_t k;
   step_knobs(t, &k);
   gy_adamw_update(t->opt, t->model, &k, t->step, sqrt(sq.shallow_repl + sq.shallow_shard),
@@ -867,6 +918,7 @@ int gy_trainer_eval(gy_trainer_t *t, gy_eval_report_t *rep) {
 #ifdef GY_HAVE_CUDA_KERNELS
       if (t->dmodel) { /* the top-1 predictions come from the GPU, not the logits */
         int rc = gy_gpt_cuda_forward(t->dmodel, t->inputs, t->targets, nb, T, 0.0f, &l);
+        if (rc == GY_ECOMM) return comm_failure(t, rc);
         if (rc) return cuda_fail(t, rc, "evaluation forward pass on the GPU");
         const float *tl = gy_gpt_cuda_token_losses(t->dmodel);
         for (int i = 0; i < nb * T; i++)

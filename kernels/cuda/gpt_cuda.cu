@@ -74,6 +74,11 @@ struct gy_gpt_cuda {
   cudaEvent_t *events; /* [L+1]: after block l's gradients; [L]: after the embeddings' */
   gy_gpt_grads_ready_fn grads_ready;
   void *grads_ready_ctx;
+  /* tensor parallelism (kernels/gpt.h's layout): P ranks, NHl heads and Cl = C/P channels of
+   * the attention and 4*Cl of the MLP here; tp_sum sums a device buffer over the group */
+  int P, NHl, Cl;
+  gy_gpt_cuda_allreduce_fn tp_sum;
+  void *tp_ctx;
 
   int B, T, have_targets;
   int logits_valid; /* the last forward's logits are intact (no backward since) */
@@ -84,23 +89,24 @@ struct gy_gpt_cuda {
   float z_loss;
 };
 
-/* The CPU model's layout (kernels/gpt.c, tp_size 1): same sizes, same order. */
+/* The CPU model's layout (kernels/gpt.c): same sizes, same order; a tensor-parallel shard's
+ * when c->tp_size > 1. */
 static size_t layout(const gy_gpt_config_t *c, size_t *s, size_t *offsets) {
   size_t L = c->num_layers, C = c->channels, Vp = c->padded_vocab_size, T = c->max_seq_len;
-  size_t hs = C / c->num_heads;
+  size_t hs = C / c->num_heads, Cl = C / (size_t)(c->tp_size > 1 ? c->tp_size : 1);
   s[GY_T_WTE] = Vp * C;
   s[GY_T_WPE] = T * C;
   s[GY_T_LN1W] = L * C;
   s[GY_T_LN1B] = L * C;
-  s[GY_T_QKVW] = L * 3 * C * C;
-  s[GY_T_QKVB] = L * 3 * C;
-  s[GY_T_ATTPROJW] = L * C * C;
+  s[GY_T_QKVW] = L * 3 * Cl * C;
+  s[GY_T_QKVB] = L * 3 * Cl;
+  s[GY_T_ATTPROJW] = L * C * Cl;
   s[GY_T_ATTPROJB] = L * C;
   s[GY_T_LN2W] = L * C;
   s[GY_T_LN2B] = L * C;
-  s[GY_T_FCW] = L * 4 * C * C;
-  s[GY_T_FCB] = L * 4 * C;
-  s[GY_T_FCPROJW] = L * C * 4 * C;
+  s[GY_T_FCW] = L * 4 * Cl * C;
+  s[GY_T_FCB] = L * 4 * Cl;
+  s[GY_T_FCPROJW] = L * C * 4 * Cl;
   s[GY_T_FCPROJB] = L * C;
   s[GY_T_LNFW] = C;
   s[GY_T_LNFB] = C;
@@ -118,8 +124,9 @@ static size_t layout(const gy_gpt_config_t *c, size_t *s, size_t *offsets) {
 static size_t carve(gy_gpt_cuda_t *m, char *base) {
   const gy_gpt_config_t *c = &m->cfg;
   size_t N = (size_t)m->max_batch * c->max_seq_len, C = c->channels, L = c->num_layers;
-  size_t T = c->max_seq_len, Vp = c->padded_vocab_size, NH = c->num_heads, es = m->es;
-  size_t bnt = (size_t)m->max_batch * NH * T * (C / NH);
+  size_t T = c->max_seq_len, Vp = c->padded_vocab_size, es = m->es;
+  size_t NH = (size_t)m->NHl, Cl = (size_t)m->Cl; /* this rank's heads and attention width */
+  size_t bnt = (size_t)m->max_batch * NH * T * (C / c->num_heads);
   size_t off = 0;
 #define TAKE(ptr, bytes)                                                                           \
   do {                                                                                             \
@@ -131,7 +138,7 @@ static size_t carve(gy_gpt_cuda_t *m, char *base) {
     TAKE(a->ln1, N * C * es);
     TAKE(a->ln1_mean, N * 4);
     TAKE(a->ln1_rstd, N * 4);
-    TAKE(a->qkv, N * 3 * C * es);
+    TAKE(a->qkv, N * 3 * Cl * es);
     TAKE(a->att.q, bnt * es);
     TAKE(a->att.k, bnt * es);
     TAKE(a->att.v, bnt * es);
@@ -147,13 +154,13 @@ static size_t carve(gy_gpt_cuda_t *m, char *base) {
       a->att.qmean = a->att.qrstd = a->att.kmean = a->att.krstd = NULL;
     }
     TAKE(a->att.att, (size_t)m->max_batch * NH * T * T * es);
-    TAKE(a->atty, N * C * es);
+    TAKE(a->atty, N * Cl * es);
     TAKE(a->res2, N * C * es);
     TAKE(a->ln2, N * C * es);
     TAKE(a->ln2_mean, N * 4);
     TAKE(a->ln2_rstd, N * 4);
-    TAKE(a->fch, N * 4 * C * es);
-    TAKE(a->fchg, N * 4 * C * es);
+    TAKE(a->fch, N * 4 * Cl * es);
+    TAKE(a->fchg, N * 4 * Cl * es);
     TAKE(a->res3, N * C * es);
   }
   TAKE(m->encoded, N * C * es);
@@ -169,12 +176,12 @@ static size_t carve(gy_gpt_cuda_t *m, char *base) {
   TAKE(m->d_plan, (3 * N + 1) * 4);
   TAKE(m->dres, N * C * es);
   TAKE(m->dsmall, N * C * es);
-  TAKE(m->dbig, N * 4 * C * es);
-  TAKE(m->dqkv, N * 3 * C * es);
+  TAKE(m->dbig, N * 4 * Cl * es);
+  TAKE(m->dqkv, N * 3 * Cl * es);
   TAKE(m->ln_scratch, gy_cuda_layernorm_scratch_floats((int)C) * 4);
   TAKE(m->bias_scratch, gy_cuda_matmul_scratch_floats((int)(4 * C)) * 4);
   TAKE(m->attn_scratch,
-       gy_cuda_attention_scratch_bytes(m->dt, m->max_batch, (int)T, (int)C, (int)NH, c->qk_norm));
+       gy_cuda_attention_scratch_bytes(m->dt, m->max_batch, (int)T, (int)Cl, (int)NH, c->qk_norm));
 #undef TAKE
   return off;
 }
@@ -184,10 +191,6 @@ extern "C" int gy_gpt_cuda_create(gy_gpt_cuda_t **out, const gy_gpt_config_t *cf
   *out = NULL;
   int rc = gy_gpt_config_check(cfg, errmsg, errlen);
   if (rc) return rc;
-  if (cfg->tp_size > 1) {
-    gy_errmsg(errmsg, errlen, "model config: tensor parallelism is not supported on the GPU yet");
-    return GY_ENOTSUP;
-  }
   if (max_batch < 1 || (dtype != GY_CUDA_F32 && dtype != GY_CUDA_BF16)) {
     gy_errmsg(errmsg, errlen, "gpt_cuda: max_batch must be >= 1 and dtype f32 or bf16");
     return GY_EINVAL;
@@ -200,8 +203,11 @@ extern "C" int gy_gpt_cuda_create(gy_gpt_cuda_t **out, const gy_gpt_config_t *cf
   gy_gpt_cuda_t *m = (gy_gpt_cuda_t *)calloc(1, sizeof(*m));
   if (!m) return GY_ENOMEM;
   m->cfg = *cfg;
-  m->cfg.tp_size = 1;
-  m->cfg.tp_rank = 0;
+  m->P = cfg->tp_size > 1 ? cfg->tp_size : 1;
+  m->cfg.tp_size = m->P;
+  if (m->P == 1) m->cfg.tp_rank = 0;
+  m->NHl = cfg->num_heads / m->P;
+  m->Cl = cfg->channels / m->P;
   m->max_batch = max_batch;
   m->dt = dtype;
   m->es = gy_cuda_dtype_size(dtype);
@@ -316,6 +322,18 @@ extern "C" void gy_gpt_cuda_set_grads_ready(gy_gpt_cuda_t *m, gy_gpt_grads_ready
   m->grads_ready_ctx = ctx;
 }
 
+extern "C" void gy_gpt_cuda_set_tp_allreduce(gy_gpt_cuda_t *m, gy_gpt_cuda_allreduce_fn fn,
+                                             void *ctx) {
+  m->tp_sum = fn;
+  m->tp_ctx = ctx;
+}
+
+extern "C" int gy_gpt_cuda_tensor_sharded(const gy_gpt_cuda_t *m, int i) {
+  if (m->P <= 1) return 0;
+  return i == GY_T_QKVW || i == GY_T_QKVB || i == GY_T_ATTPROJW || i == GY_T_FCW || i == GY_T_FCB ||
+         i == GY_T_FCPROJW;
+}
+
 extern "C" int gy_gpt_cuda_wait_layer(gy_gpt_cuda_t *m, int layer) {
   int L = m->cfg.num_layers;
   if (layer < -1 || layer >= L) return GY_EINVAL;
@@ -383,12 +401,35 @@ static inline float *G(gy_gpt_cuda_t *m, int i, size_t off) {
   return m->grads + m->offsets[i] + off;
 }
 
+/* Sums n elements of dtype dt at buf over the tensor-parallel group (a no-op without tensor
+ * parallelism): the work queued so far is waited for, the caller's function runs the collective
+ * and returns with the sum in place. */
+static int tp_allreduce(gy_gpt_cuda_t *m, void *buf, size_t n, gy_cuda_dtype_t dt) {
+  if (m->P == 1) return 0;
+  if (!m->tp_sum) return GY_EINVAL;
+  int rc = gy_cuda_sync(m->ctx);
+  if (rc) return rc;
+  return m->tp_sum(m->tp_ctx, buf, n, dt) ? GY_ECOMM : 0;
+}
+
+/* out = inp @ W^T + bias for a row-parallel layer: with tensor parallelism the local product is
+ * a partial sum over the group, summed before the (replicated) bias is added. */
+static int row_parallel(gy_gpt_cuda_t *m, void *out, const void *inp, const void *w,
+                        const void *bias, int N, int Cin, int OC) {
+  gy_cuda_ctx_t *x = m->ctx;
+  if (m->P == 1) return gy_cuda_matmul_forward(x, m->dt, out, inp, w, bias, N, Cin, OC);
+  int rc = gy_cuda_matmul_forward(x, m->dt, out, inp, w, NULL, N, Cin, OC);
+  if (!rc) rc = tp_allreduce(m, out, (size_t)N * OC, m->dt);
+  if (!rc) rc = gy_cuda_add_bias(x, m->dt, out, bias, N, OC);
+  return rc;
+}
+
 extern "C" int gy_gpt_cuda_forward(gy_gpt_cuda_t *m, const int *inputs, const int *targets, int B,
                                    int T, float z_loss, float *mean_loss) {
   const gy_gpt_config_t *c = &m->cfg;
   if (B < 1 || B > m->max_batch || T < 1 || T > c->max_seq_len) return GY_EINVAL;
-  int N = B * T, C = c->channels, L = c->num_layers, V = c->vocab_size, NH = c->num_heads;
-  int Vp = c->padded_vocab_size, hs = C / NH, qk = c->qk_norm;
+  int N = B * T, C = c->channels, L = c->num_layers, V = c->vocab_size, NH = m->NHl;
+  int Vp = c->padded_vocab_size, hs = C / c->num_heads, qk = c->qk_norm, Cl = m->Cl;
   gy_cuda_dtype_t dt = m->dt;
   gy_cuda_ctx_t *x = m->ctx;
   for (int i = 0; i < N; i++) {
@@ -425,21 +466,22 @@ extern "C" int gy_gpt_cuda_forward(gy_gpt_cuda_t *m, const int *inputs, const in
     size_t lC = (size_t)l * C;
     TRY(gy_cuda_layernorm_forward(x, dt, a->ln1, a->ln1_mean, a->ln1_rstd, residual,
                                   W(m, GY_T_LN1W, lC), W(m, GY_T_LN1B, lC), N, C));
-    TRY(gy_cuda_matmul_forward(x, dt, a->qkv, a->ln1, W(m, GY_T_QKVW, lC * 3 * C),
-                               W(m, GY_T_QKVB, lC * 3), N, C, 3 * C));
+    size_t lCl = (size_t)l * Cl;
+    TRY(gy_cuda_matmul_forward(x, dt, a->qkv, a->ln1, W(m, GY_T_QKVW, lCl * 3 * C),
+                               W(m, GY_T_QKVB, lCl * 3), N, C, 3 * Cl));
     TRY(gy_cuda_attention_forward(
         x, dt, a->atty, &a->att, a->qkv, qk ? W(m, GY_T_QNW, (size_t)l * hs) : NULL,
-        qk ? W(m, GY_T_KNW, (size_t)l * hs) : NULL, B, T, C, NH, m->attn_scratch));
-    TRY(gy_cuda_matmul_forward(x, dt, m->dsmall, a->atty, W(m, GY_T_ATTPROJW, lC * C),
-                               W(m, GY_T_ATTPROJB, lC), N, C, C));
+        qk ? W(m, GY_T_KNW, (size_t)l * hs) : NULL, B, T, Cl, NH, m->attn_scratch));
+    TRY(row_parallel(m, m->dsmall, a->atty, W(m, GY_T_ATTPROJW, lC * Cl), W(m, GY_T_ATTPROJB, lC),
+                     N, Cl, C));
     TRY(gy_cuda_residual_forward(x, dt, a->res2, residual, m->dsmall, (size_t)N * C));
     TRY(gy_cuda_layernorm_forward(x, dt, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2,
                                   W(m, GY_T_LN2W, lC), W(m, GY_T_LN2B, lC), N, C));
-    TRY(gy_cuda_matmul_forward(x, dt, a->fch, a->ln2, W(m, GY_T_FCW, lC * 4 * C),
-                               W(m, GY_T_FCB, lC * 4), N, C, 4 * C));
-    TRY(gy_cuda_gelu_forward(x, dt, a->fchg, a->fch, (size_t)N * 4 * C));
-    TRY(gy_cuda_matmul_forward(x, dt, m->dsmall, a->fchg, W(m, GY_T_FCPROJW, lC * 4 * C),
-                               W(m, GY_T_FCPROJB, lC), N, 4 * C, C));
+    TRY(gy_cuda_matmul_forward(x, dt, a->fch, a->ln2, W(m, GY_T_FCW, lCl * 4 * C),
+                               W(m, GY_T_FCB, lCl * 4), N, C, 4 * Cl));
+    TRY(gy_cuda_gelu_forward(x, dt, a->fchg, a->fch, (size_t)N * 4 * Cl));
+    TRY(row_parallel(m, m->dsmall, a->fchg, W(m, GY_T_FCPROJW, lC * 4 * Cl), W(m, GY_T_FCPROJB, lC),
+                     N, 4 * Cl, C));
     TRY(gy_cuda_residual_forward(x, dt, a->res3, a->res2, m->dsmall, (size_t)N * C));
     residual = a->res3;
   }
@@ -488,8 +530,9 @@ static int layer_done(gy_gpt_cuda_t *m, int layer) {
 extern "C" int gy_gpt_cuda_backward(gy_gpt_cuda_t *m) {
   if (!m->B || !m->have_targets) return GY_EINVAL;
   const gy_gpt_config_t *c = &m->cfg;
-  int B = m->B, T = m->T, N = B * T, C = c->channels, L = c->num_layers, NH = c->num_heads;
-  int V = c->vocab_size, Vp = c->padded_vocab_size, hs = C / NH, qk = c->qk_norm, rc;
+  int B = m->B, T = m->T, N = B * T, C = c->channels, L = c->num_layers, NH = m->NHl;
+  int V = c->vocab_size, Vp = c->padded_vocab_size, hs = C / c->num_heads, qk = c->qk_norm, rc;
+  int Cl = m->Cl;
   gy_cuda_dtype_t dt = m->dt;
   gy_cuda_ctx_t *x = m->ctx;
   size_t es = m->es;
@@ -512,30 +555,38 @@ extern "C" int gy_gpt_cuda_backward(gy_gpt_cuda_t *m) {
   for (int l = L - 1; l >= 0; l--) {
     layer_acts_t *a = &m->layers[l];
     const void *res_in = l == 0 ? m->encoded : m->layers[l - 1].res3;
-    size_t lC = (size_t)l * C;
-    /* MLP */
-    TRY(gy_cuda_matmul_backward(x, dt, m->dbig, 0, G(m, GY_T_FCPROJW, lC * 4 * C),
+    size_t lC = (size_t)l * C, lCl = (size_t)l * Cl;
+    /* MLP: fcproj is row-parallel (its input gradient is local), fc column-parallel (its input
+     * gradient is a partial sum over the group) */
+    TRY(gy_cuda_matmul_backward(x, dt, m->dbig, 0, G(m, GY_T_FCPROJW, lC * 4 * Cl),
                                 G(m, GY_T_FCPROJB, lC), m->dres, a->fchg,
-                                W(m, GY_T_FCPROJW, lC * 4 * C), N, 4 * C, C, m->bias_scratch));
-    TRY(gy_cuda_gelu_backward(x, dt, m->dbig, a->fch, m->dbig, (size_t)N * 4 * C));
-    TRY(gy_cuda_matmul_backward(x, dt, m->dsmall, 0, G(m, GY_T_FCW, lC * 4 * C),
-                                G(m, GY_T_FCB, lC * 4), m->dbig, a->ln2, W(m, GY_T_FCW, lC * 4 * C),
-                                N, C, 4 * C, m->bias_scratch));
+                                W(m, GY_T_FCPROJW, lC * 4 * Cl), N, 4 * Cl, C, m->bias_scratch));
+    TRY(gy_cuda_gelu_backward(x, dt, m->dbig, a->fch, m->dbig, (size_t)N * 4 * Cl));
+    TRY(gy_cuda_matmul_backward(x, dt, m->dsmall, 0, G(m, GY_T_FCW, lCl * 4 * C),
+                                G(m, GY_T_FCB, lCl * 4), m->dbig, a->ln2,
+                                W(m, GY_T_FCW, lCl * 4 * C), N, C, 4 * Cl, m->bias_scratch));
+    TRY(tp_allreduce(m, m->dsmall, (size_t)N * C, dt));
     TRY(gy_cuda_layernorm_backward(x, dt, m->dres, G(m, GY_T_LN2W, lC), G(m, GY_T_LN2B, lC),
                                    m->dsmall, a->res2, W(m, GY_T_LN2W, lC), a->ln2_mean,
                                    a->ln2_rstd, N, C, m->ln_scratch));
-    /* attention */
-    TRY(gy_cuda_matmul_backward(x, dt, m->dsmall, 0, G(m, GY_T_ATTPROJW, lC * C),
+    /* attention: attproj row-parallel, qkv column-parallel */
+    TRY(gy_cuda_matmul_backward(x, dt, m->dsmall, 0, G(m, GY_T_ATTPROJW, lC * Cl),
                                 G(m, GY_T_ATTPROJB, lC), m->dres, a->atty,
-                                W(m, GY_T_ATTPROJW, lC * C), N, C, C, m->bias_scratch));
+                                W(m, GY_T_ATTPROJW, lC * Cl), N, Cl, C, m->bias_scratch));
     TRY(gy_cuda_attention_backward(x, dt, m->dqkv, qk ? G(m, GY_T_QNW, (size_t)l * hs) : NULL,
                                    qk ? G(m, GY_T_KNW, (size_t)l * hs) : NULL, m->dsmall, &a->att,
                                    qk ? W(m, GY_T_QNW, (size_t)l * hs) : NULL,
-                                   qk ? W(m, GY_T_KNW, (size_t)l * hs) : NULL, B, T, C, NH,
+                                   qk ? W(m, GY_T_KNW, (size_t)l * hs) : NULL, B, T, Cl, NH,
                                    m->attn_scratch));
-    TRY(gy_cuda_matmul_backward(x, dt, m->dsmall, 0, G(m, GY_T_QKVW, lC * 3 * C),
-                                G(m, GY_T_QKVB, lC * 3), m->dqkv, a->ln1,
-                                W(m, GY_T_QKVW, lC * 3 * C), N, C, 3 * C, m->bias_scratch));
+    if (qk && m->P > 1) {
+      /* the QK-norm weights are shared by all heads: sum the local heads' contributions */
+      TRY(tp_allreduce(m, G(m, GY_T_QNW, (size_t)l * hs), (size_t)hs, GY_CUDA_F32));
+      TRY(tp_allreduce(m, G(m, GY_T_KNW, (size_t)l * hs), (size_t)hs, GY_CUDA_F32));
+    }
+    TRY(gy_cuda_matmul_backward(x, dt, m->dsmall, 0, G(m, GY_T_QKVW, lCl * 3 * C),
+                                G(m, GY_T_QKVB, lCl * 3), m->dqkv, a->ln1,
+                                W(m, GY_T_QKVW, lCl * 3 * C), N, C, 3 * Cl, m->bias_scratch));
+    TRY(tp_allreduce(m, m->dsmall, (size_t)N * C, dt));
     TRY(gy_cuda_layernorm_backward(x, dt, m->dres, G(m, GY_T_LN1W, lC), G(m, GY_T_LN1B, lC),
                                    m->dsmall, res_in, W(m, GY_T_LN1W, lC), a->ln1_mean, a->ln1_rstd,
                                    N, C, m->ln_scratch));
@@ -620,12 +671,14 @@ extern "C" int gy_adamw_cuda_measure(gy_adamw_cuda_t *o, const gy_knobs_t *k, gy
     }
     if ((rc = gy_cuda_scale_segs(m->ctx, m->grads, segs, n, k->shallow_scale))) return rc;
   }
-  /* groups: 0 shallow, 2 deep (no tensor parallelism on the GPU: nothing is sharded) */
+  /* groups: 0 shallow replicated, 1 shallow sharded, 2 deep replicated, 3 deep sharded (a
+   * tensor-parallel caller sums the sharded ones over its group) */
   n = 0;
   for (int i = 0; i < GY_T_COUNT; i++) {
     size_t s = shallow_len(m, i, k->shallow_layers), total = m->sizes[i];
-    if (s) segs[n++] = gy_cuda_seg_t{m->offsets[i], s, 0};
-    if (total > s) segs[n++] = gy_cuda_seg_t{m->offsets[i] + s, total - s, 2};
+    int sh = gy_gpt_cuda_tensor_sharded(m, i);
+    if (s) segs[n++] = gy_cuda_seg_t{m->offsets[i], s, sh};
+    if (total > s) segs[n++] = gy_cuda_seg_t{m->offsets[i] + s, total - s, 2 + sh};
   }
   double g[GY_CUDA_NORM_GROUPS];
   int nf = 0;

@@ -2,8 +2,8 @@
  * matmul: dense layers through cuBLAS (cublasGemmEx / cublasGemmStridedBatchedEx), the bias add
  * and the bias gradient.
  *
- * API (matmul.h): gy_cuda_gemm, gy_cuda_matmul_forward, gy_cuda_matmul_scratch_floats,
- * gy_cuda_matmul_backward.
+ * API (matmul.h): gy_cuda_gemm, gy_cuda_matmul_forward, gy_cuda_add_bias,
+ * gy_cuda_matmul_scratch_floats, gy_cuda_matmul_backward.
  *
  * Row-major products are computed as their column-major transposes (cuBLAS is column-major): a
  * row-major [R, K] matrix is a column-major K x R one. So out[N,OC] = inp @ W^T is, column-major,
@@ -79,14 +79,18 @@ extern "C" int gy_cuda_matmul_forward(gy_cuda_ctx_t *ctx, gy_cuda_dtype_t dt, vo
   int rc =
       gy_cuda_gemm(ctx, dt, 1, 0, OC, N, C, 1.0f, weight, C, 0, inp, C, 0, 0.0f, out, 0, OC, 0, 1);
   if (rc) return rc;
-  if (bias) {
-    size_t n = (size_t)N * OC;
-    unsigned blocks = gy_ceil_div(n, 256);
-    if (blocks > 65535u * 16u) blocks = 65535u * 16u;
-    GY_DISPATCH_DTYPE(dt, add_bias_kernel<E>
-                      <<<blocks, 256, 0, ctx->stream>>>((E *)out, (const E *)bias, (size_t)N, OC));
-    GY_LAUNCH_CHECK("add_bias");
-  }
+  return bias ? gy_cuda_add_bias(ctx, dt, out, bias, N, OC) : 0;
+}
+
+extern "C" int gy_cuda_add_bias(gy_cuda_ctx_t *ctx, gy_cuda_dtype_t dt, void *out, const void *bias,
+                                int N, int OC) {
+  GY_SHAPE_CHECK(N > 0 && OC > 0 && out && bias);
+  size_t n = (size_t)N * OC;
+  unsigned blocks = gy_ceil_div(n, 256);
+  if (blocks > 65535u * 16u) blocks = 65535u * 16u;
+  GY_DISPATCH_DTYPE(dt, add_bias_kernel<E>
+                    <<<blocks, 256, 0, ctx->stream>>>((E *)out, (const E *)bias, (size_t)N, OC));
+  GY_LAUNCH_CHECK("add_bias");
   return 0;
 }
 

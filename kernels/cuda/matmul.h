@@ -19,6 +19,11 @@ extern "C" {
 int gy_cuda_matmul_forward(gy_cuda_ctx_t *ctx, gy_cuda_dtype_t dt, void *out, const void *inp,
                            const void *weight, const void *bias, int N, int C, int OC);
 
+/* out[N,OC] += bias[OC] on every row (dtype), queued on the stream: the bias of a row-parallel
+ * layer, added after its partial sums are summed over the tensor-parallel group. */
+int gy_cuda_add_bias(gy_cuda_ctx_t *ctx, gy_cuda_dtype_t dt, void *out, const void *bias, int N,
+                     int OC);
+
 /* Floats of scratch the bias gradient needs (GY_CUDA_BIAS_CHUNKS * OC). */
 size_t gy_cuda_matmul_scratch_floats(int OC);
 

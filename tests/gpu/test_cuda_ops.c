@@ -234,6 +234,12 @@ static void test_matmul(gy_cuda_dtype_t dt) {
   float *got = host(dout, (size_t)N * OC, dt);
   tl_t t = TL(dt, 1e-6, 1e-5, 2e-3, 8e-3);
   compare("matmul_forward", dt, got, ref, (size_t)N * OC, t.tol, t.eps);
+  /* a row-parallel layer's split form: the product, then the bias on its own */
+  CHECK(gy_cuda_matmul_forward(ctx, dt, dout, dx, dw, NULL, N, C, OC) == 0);
+  CHECK(gy_cuda_add_bias(ctx, dt, dout, db, N, OC) == 0);
+  free(got);
+  got = host(dout, (size_t)N * OC, dt);
+  compare("matmul_forward + add_bias", dt, got, ref, (size_t)N * OC, t.tol, t.eps);
 
   float *dy = rnd((size_t)N * OC, 1, 0, dt), *dinp = rnd((size_t)N * C, 1, 0, dt);
   float *gw = rnd((size_t)OC * C, 1, 0, GY_CUDA_F32), *gb = rnd(OC, 1, 0, GY_CUDA_F32);

@@ -2,7 +2,10 @@
  * (kernels/gpt.h) on the same checkpoint-like parameters and batch, in f32 and bf16, with and
  * without QK-norm: loss, per-token losses and every gradient tensor; the layout; the CPU <-> GPU
  * parameter round trip; an AdamW step on both sides; the error paths; and that a few bf16 steps
- * on one batch lower its loss.
+ * on one batch lower its loss; and tensor parallelism: two shards (tp 2) on the same GPU, one
+ * thread each, their partial sums added on the host by the test, against the full CPU model
+ * (loss, per-token losses, every gradient tensor against the matching slice of the full
+ * gradients, and the gradient norm assembled from the shards' groups).
  *
  * Tolerances (stated per quantity):
  *  f32:  mean loss |d| <= 1e-5 * loss; token losses |d| <= 1e-5 * max + 1e-4 * |ref|;
@@ -18,6 +21,7 @@
  *
  * Without a GPU (or in a build without CUDA kernels) it prints "skipped: no GPU" and exits 77. */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -300,32 +304,230 @@ static void learns(void) {
   gy_gpt_cuda_destroy(m);
 }
 
+/* ---- tensor parallelism: two shards on one GPU, summed on the host by the test ---- */
+
+enum { TP = 2 };
+
+typedef struct {
+  pthread_barrier_t bar;
+  float *host[TP], *sum[TP]; /* per rank: its downloaded part, and the sum it uploads */
+  size_t cap;
+  gy_gpt_cuda_t *m[TP];
+  int calls[TP], failed;
+} tp_group_t;
+
+typedef struct {
+  tp_group_t *g;
+  int r;
+  const int *in, *tg;
+  int B, T;
+  float z, loss;
+  int rc_fwd, rc_bwd;
+} tp_rank_t;
+
+/* The test's sum over the group: download, wait for the other rank, add in rank order (both get
+ * the same bits), wait again (nobody overwrites a part still being read), upload. */
+static int tp_sum_test(void *ctx, void *buf, size_t n, gy_cuda_dtype_t dt) {
+  tp_rank_t *rk = ctx;
+  tp_group_t *g = rk->g;
+  int r = rk->r, rc = 0;
+  g->calls[r]++;
+  if (n > g->cap) rc = GY_EINVAL;
+  if (!rc) rc = gy_cuda_download_f32(gy_gpt_cuda_ctx(g->m[r]), g->host[r], buf, dt, n);
+  if (rc) g->failed = 1;
+  pthread_barrier_wait(&g->bar);
+  if (!g->failed)
+    for (size_t i = 0; i < n; i++) {
+      float s = 0.0f;
+      for (int k = 0; k < TP; k++)
+        s += g->host[k][i];
+      g->sum[r][i] = s;
+    }
+  pthread_barrier_wait(&g->bar);
+  if (g->failed) return GY_EIO;
+  return gy_cuda_upload_f32(gy_gpt_cuda_ctx(g->m[r]), buf, dt, g->sum[r], n);
+}
+
+static void *tp_rank_main(void *arg) {
+  tp_rank_t *rk = arg;
+  rk->rc_fwd = gy_gpt_cuda_forward(rk->g->m[rk->r], rk->in, rk->tg, rk->B, rk->T, rk->z, &rk->loss);
+  if (!rk->rc_fwd) rk->rc_bwd = gy_gpt_cuda_backward(rk->g->m[rk->r]);
+  if (!rk->rc_fwd && !rk->rc_bwd) rk->rc_bwd = gy_cuda_sync(gy_gpt_cuda_ctx(rk->g->m[rk->r]));
+  return NULL;
+}
+
+static void tp_run(gy_cuda_dtype_t dt, int qk) {
+  printf("tensor parallel %d, dtype %s, qk_norm %d\n", TP, gy_cuda_dtype_name(dt), qk);
+  gy_gpt_config_t cfg = {.max_seq_len = 32,
+                         .vocab_size = 100,
+                         .padded_vocab_size = 128,
+                         .num_layers = 2,
+                         .num_heads = 4,
+                         .channels = 64,
+                         .qk_norm = qk};
+  int B = 4, T = 32, N = B * T;
+  float z = 1e-3f;
+  gy_gpt_t *full = NULL, *shard[TP] = {NULL};
+  REQUIRE(gy_gpt_create(&full, &cfg, B) == 0);
+  gy_gpt_init_params(full, 11);
+  float *p = gy_gpt_params(full);
+  for (int i = 0; i < GY_T_COUNT; i++) {
+    size_t off = gy_gpt_tensor_offset(full, i), sz = gy_gpt_tensor_size(full, i);
+    if (i == GY_T_WTE) sz = (size_t)cfg.vocab_size * cfg.channels;
+    for (size_t j = 0; j < sz; j++)
+      p[off + j] += 0.02f * frand();
+  }
+  int *in = malloc(sizeof(int) * N), *tg = malloc(sizeof(int) * N);
+  REQUIRE(in && tg);
+  for (int i = 0; i < N; i++) {
+    in[i] = (int)((frand() + 1.0f) * 0.5f * (cfg.vocab_size - 1));
+    tg[i] = (int)((frand() + 1.0f) * 0.5f * (cfg.vocab_size - 1));
+  }
+  float lc = 0;
+  REQUIRE(gy_gpt_forward(full, in, tg, B, T, z, &lc) == 0);
+  REQUIRE(gy_gpt_backward(full) == 0);
+
+  tp_group_t g = {.cap = (size_t)N * cfg.channels};
+  REQUIRE(pthread_barrier_init(&g.bar, NULL, TP) == 0);
+  tp_rank_t rk[TP];
+  char err[256] = "";
+  int ok = 1;
+  for (int r = 0; r < TP; r++) {
+    gy_gpt_config_t sc = cfg;
+    sc.tp_size = TP;
+    sc.tp_rank = r;
+    g.host[r] = malloc(g.cap * 4);
+    g.sum[r] = malloc(g.cap * 4);
+    REQUIRE(g.host[r] && g.sum[r]);
+    REQUIRE(gy_gpt_create(&shard[r], &sc, 1) == 0);
+    gy_gpt_shard_from_full(shard[r], p);
+    int rc = gy_gpt_cuda_create(&g.m[r], &sc, B, dt, 0, err, sizeof(err));
+    CHECK_MSG(rc == 0, "create shard %d: %s", r, err);
+    if (rc) {
+      ok = 0;
+      continue;
+    }
+    /* the shard's layout is the CPU shard's */
+    CHECK_EQ_INT(gy_gpt_cuda_num_params(g.m[r]), gy_gpt_num_params(shard[r]));
+    for (int i = 0; i < GY_T_COUNT; i++) {
+      CHECK_EQ_INT(gy_gpt_cuda_tensor_size(g.m[r], i), gy_gpt_tensor_size(shard[r], i));
+      CHECK_EQ_INT(gy_gpt_cuda_tensor_offset(g.m[r], i), gy_gpt_tensor_offset(shard[r], i));
+      CHECK_EQ_INT(gy_gpt_cuda_tensor_sharded(g.m[r], i), gy_gpt_tensor_sharded(shard[r], i));
+    }
+    REQUIRE(gy_gpt_cuda_upload_params(g.m[r], gy_gpt_params(shard[r])) == 0);
+    rk[r] = (tp_rank_t){.g = &g, .r = r, .in = in, .tg = tg, .B = B, .T = T, .z = z};
+  }
+  if (ok) {
+    /* without its sum a shard refuses to run */
+    float l;
+    CHECK(gy_gpt_cuda_forward(g.m[0], in, tg, B, T, z, &l) == GY_EINVAL);
+    pthread_t th[TP];
+    for (int r = 0; r < TP; r++) {
+      gy_gpt_cuda_set_tp_allreduce(g.m[r], tp_sum_test, &rk[r]);
+      REQUIRE(pthread_create(&th[r], NULL, tp_rank_main, &rk[r]) == 0);
+    }
+    for (int r = 0; r < TP; r++)
+      pthread_join(th[r], NULL);
+    double lbound = dt == GY_CUDA_F32 ? 1e-5 : 1e-2;
+    for (int r = 0; r < TP; r++) {
+      CHECK_MSG(rk[r].rc_fwd == 0 && rk[r].rc_bwd == 0, "rank %d: forward %d backward %d: %s", r,
+                rk[r].rc_fwd, rk[r].rc_bwd, gy_cuda_last_error());
+      CHECK_MSG(fabs(rk[r].loss - lc) <= lbound * fabs(lc), "rank %d loss %.8g cpu %.8g", r,
+                rk[r].loss, lc);
+      /* 2 forward + 2 backward sums per block, + 2 for the QK-norm weights */
+      CHECK_EQ_INT(g.calls[r], cfg.num_layers * (4 + (qk ? 2 : 0)));
+    }
+    printf("  loss           rank 0 %.7f rank 1 %.7f cpu %.7f\n", rk[0].loss, rk[1].loss, lc);
+    if (dt == GY_CUDA_F32)
+      cmp_elem("token losses", gy_gpt_cuda_token_losses(g.m[1]), gy_gpt_token_losses(full), N, 1e-5,
+               1e-4);
+    else
+      cmp_l2("token losses", gy_gpt_cuda_token_losses(g.m[1]), gy_gpt_token_losses(full), N, 3e-2);
+    /* every rank's gradients against its slice of the full model's (sliced by the CPU shard) */
+    double sq_shards[4] = {0}, sq_repl0 = 0;
+    for (int r = 0; r < TP; r++) {
+      size_t n = gy_gpt_num_params(shard[r]);
+      float *gg = malloc(n * 4);
+      REQUIRE(gg);
+      REQUIRE(gy_gpt_cuda_download_grads(g.m[r], gg) == 0);
+      gy_gpt_shard_from_full(shard[r], gy_gpt_grads(full));
+      const float *ref = gy_gpt_params(shard[r]);
+      for (int i = 0; i < GY_T_COUNT; i++) {
+        size_t off = gy_gpt_tensor_offset(shard[r], i), sz = gy_gpt_tensor_size(shard[r], i);
+        if (!sz) continue;
+        char name[64];
+        snprintf(name, sizeof(name), "%s/%d", gy_gpt_tensor_name(i), r);
+        if (dt == GY_CUDA_F32)
+          cmp_elem(name, gg + off, ref + off, sz, 1e-4, 2e-3);
+        else
+          cmp_l2(name, gg + off, ref + off, sz, 8e-2);
+      }
+      /* the norm groups: sharded parts add up over the ranks, replicated ones are equal */
+      gy_adamw_cuda_t *o = NULL;
+      REQUIRE(gy_adamw_cuda_create(&o, g.m[r]) == 0);
+      gy_knobs_t k;
+      gy_knobs_default(&k);
+      gy_grad_sq_t sq;
+      CHECK(gy_adamw_cuda_measure(o, &k, &sq) == 0);
+      sq_shards[0] += sq.shallow_shard;
+      sq_shards[1] += sq.deep_shard;
+      if (r == 0) sq_repl0 = sq.shallow_repl + sq.deep_repl;
+      sq_shards[2] = sq.shallow_repl + sq.deep_repl;
+      gy_adamw_cuda_destroy(o);
+      free(gg);
+    }
+    if (dt == GY_CUDA_F32) {
+      gy_grad_sq_t fsq;
+      gy_knobs_t k;
+      gy_knobs_default(&k);
+      gy_adamw_measure(full, &k, &fsq);
+      double want = fsq.shallow_repl + fsq.deep_repl;
+      double got = sq_repl0 + sq_shards[0] + sq_shards[1];
+      CHECK_MSG(fabs(got - want) <= 1e-4 * want, "squared gradient norm %.10g vs %.10g", got, want);
+      CHECK_MSG(fabs(sq_shards[2] - sq_repl0) <= 1e-6 * sq_repl0,
+                "replicated squares differ between ranks: %.10g vs %.10g", sq_shards[2], sq_repl0);
+      printf("  grad norm^2    shards %.8g full %.8g\n", got, want);
+    }
+  }
+  for (int r = 0; r < TP; r++) {
+    gy_gpt_cuda_destroy(g.m[r]);
+    gy_gpt_destroy(shard[r]);
+    free(g.host[r]);
+    free(g.sum[r]);
+  }
+  pthread_barrier_destroy(&g.bar);
+  free(in), free(tg);
+  gy_gpt_destroy(full);
+}
+
 int main(void) {
   if (gy_cuda_device_count() < 1) {
     printf("skipped: no GPU\n");
     return 77;
   }
-  /* tensor parallelism is refused with a reason */
-  gy_gpt_config_t tp = {.max_seq_len = 8,
-                        .vocab_size = 10,
-                        .padded_vocab_size = 16,
-                        .num_layers = 1,
-                        .num_heads = 2,
-                        .channels = 8,
-                        .tp_size = 2};
+  /* bad configurations are refused with a reason */
+  gy_gpt_config_t bad = {.max_seq_len = 8,
+                         .vocab_size = 10,
+                         .padded_vocab_size = 16,
+                         .num_layers = 1,
+                         .num_heads = 3, /* does not divide channels */
+                         .channels = 8};
   gy_gpt_cuda_t *m = NULL;
   char err[256] = "";
-  CHECK(gy_gpt_cuda_create(&m, &tp, 1, GY_CUDA_F32, 0, err, sizeof(err)) == GY_ENOTSUP);
-  CHECK(m == NULL && strstr(err, "tensor parallelism") != NULL);
-  tp.tp_size = 0;
-  tp.num_heads = 3; /* does not divide channels */
-  CHECK(gy_gpt_cuda_create(&m, &tp, 1, GY_CUDA_F32, 0, err, sizeof(err)) == GY_EINVAL);
-  CHECK(strstr(err, "num_heads") != NULL);
+  CHECK(gy_gpt_cuda_create(&m, &bad, 1, GY_CUDA_F32, 0, err, sizeof(err)) == GY_EINVAL);
+  CHECK(m == NULL && strstr(err, "num_heads") != NULL);
+  bad.num_heads = 2;
+  bad.tp_size = 4; /* does not divide the heads */
+  CHECK(gy_gpt_cuda_create(&m, &bad, 1, GY_CUDA_F32, 0, err, sizeof(err)) == GY_EINVAL);
+  CHECK(m == NULL && strstr(err, "tp_size") != NULL);
 
   for (int d = 0; d < 2; d++)
     for (int qk = 0; qk < 2; qk++)
       run(d ? GY_CUDA_BF16 : GY_CUDA_F32, qk);
   learns();
+  for (int d = 0; d < 2; d++)
+    for (int qk = 0; qk < 2; qk++)
+      tp_run(d ? GY_CUDA_BF16 : GY_CUDA_F32, qk);
   GY_TEST_END();
 }
 

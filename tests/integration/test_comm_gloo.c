@@ -99,6 +99,8 @@ static double get_el(const void *buf, gy_dtype_t dt, size_t i) {
     return ((const double *)buf)[i];
   case GY_DT_I32:
     return ((const int32_t *)buf)[i];
+  case GY_DT_BF16: /* device only: not used here */
+    break;
   }
   return 0;
 }
@@ -113,6 +115,8 @@ static void set_el(void *buf, gy_dtype_t dt, size_t i, double v) {
     break;
   case GY_DT_I32:
     ((int32_t *)buf)[i] = (int32_t)v;
+    break;
+  case GY_DT_BF16: /* device only: not used here */
     break;
   }
 }
@@ -270,6 +274,8 @@ static void check_collectives(gy_comm_t *c, const char *group) {
   CHECK_EQ_INT(c->ops->broadcast(c, &one, 1, GY_DT_F32, n), GY_EINVAL);
   CHECK(strstr(c->errmsg, "root") != NULL);
   CHECK_EQ_INT(c->ops->allreduce(c, NULL, 4, GY_DT_F32, GY_OP_SUM), GY_EINVAL);
+  CHECK_EQ_INT(c->ops->allreduce(c, &one, 1, GY_DT_BF16, GY_OP_SUM), GY_EINVAL); /* nccl only */
+  CHECK(strstr(c->errmsg, "bf16") != NULL);
 
   /* barrier: nobody leaves before the last rank arrives */
   if (r == n - 1) sleep_s(0.2);

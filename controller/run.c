@@ -14,7 +14,9 @@
  * checkpoints taken meanwhile stay suspect). Otherwise — or at once for NaN/Inf and drops —
  * gy_policy_decide picks the rung from the repair history, and the run rolls back to the
  * newest clean committed checkpoint strictly before S, applies the skips and knob changes, and
- * resumes. A lost worker rolls back with no skip. Whatever the policy refuses ends in HALTED.
+ * resumes. A jump among the steps replayed after such a repair is not watched: the repair
+ * missed part of the cause, and the escalation takes over at once. A lost worker rolls back
+ * with no skip. Whatever the policy refuses ends in HALTED.
  *
  * Invariants:
  * - Only move() writes r->state, and only pairs of the table `allowed` pass; every move appends
@@ -52,6 +54,10 @@ struct gy_run {
   int capkinds;
   int64_t last_step;
   int64_t last_eval; /* step of the newest held-out evaluation fed (-1: none) */
+  /* the newest step seen when the last repair of bad data (spike, drop, NaN) began: the steps
+   * up to it run again after its rollback, and a jump among them means the repair missed part
+   * of the cause (-1: none) */
+  int64_t replay_until;
   /* the suspicion (SPIKE_SUSPECTED) */
   int64_t susp_first, susp_last;
   char susp_series[MAX_FIRED][GY_DETECT_NAME_MAX];
@@ -329,6 +335,7 @@ int gy_run_create(gy_run_t **out, const gy_policy_t *policy) {
   r->state = GY_RUN_INIT;
   r->last_step = -1;
   r->last_eval = -1;
+  r->replay_until = -1;
   clear_suspicion(r);
   clear_repair(r);
   *out = r;
@@ -436,6 +443,7 @@ static int repair(gy_run_t *r, gy_trigger_t t, int64_t first, int64_t last,
     return halt(r, why, &x);
   }
   if ((rc = add_history(r, first, d.rung, t))) return refuse(r, rc, "out of memory");
+  if (t != GY_TRIG_WORKER_LOST && r->last_step > r->replay_until) r->replay_until = r->last_step;
   r->dec = d;
   r->target = target;
   r->repair_id++;
@@ -642,6 +650,12 @@ int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s) {
       rc = repair(r, nonfinite ? GY_TRIG_NONFINITE : GY_TRIG_DROP, s->step, s->step,
                   r->susp_samples, r->nsusp_samples, r->susp_evidence, r->susp_verdict,
                   r->nsusp_verdict);
+    } else if (jump && s->step <= r->replay_until) {
+      /* a spike again in the steps replayed after a repair of bad data: that repair missed
+       * part of it (e.g. poisoned samples that slid into the step after the skipped ones); no
+       * watching — the escalation takes over at once */
+      rc = repair(r, GY_TRIG_SPIKE_PERSISTS, s->step, s->step, r->susp_samples, r->nsusp_samples,
+                  r->susp_evidence, r->susp_verdict, r->nsusp_verdict);
     } else if (jump && r->pol.observe_steps == 0) {
       rc = repair(r, GY_TRIG_SPIKE, s->step, s->step, r->susp_samples, r->nsusp_samples,
                   r->susp_evidence, r->susp_verdict, r->nsusp_verdict);
@@ -1078,6 +1092,7 @@ char *gy_run_save(const gy_run_t *r) {
                                           r->hist[i].rung, (int)r->hist[i].trigger));
   json_object_set_new(o, "series", series);
   json_object_set_new(o, "repairs", reps);
+  json_object_set_new(o, "replay_until", json_integer((json_int_t)r->replay_until));
   free(vals);
   char *text = json_dumps(o, JSON_COMPACT);
   json_decref(o);
@@ -1142,6 +1157,11 @@ int gy_run_load(gy_run_t *r, const char *text, int what, char *errmsg, size_t er
     r->caphist = (int)cap;
     r->hist[r->nhist++] =
         (gy_policy_repair_t){.step = step, .rung = rung, .trigger = (gy_trigger_t)trig};
+  }
+  if (what & GY_RUN_LOAD_REPAIRS) {
+    json_t *ru = json_object_get(o, "replay_until"); /* absent in older snapshots */
+    if (json_is_integer(ru) && json_integer_value(ru) > r->replay_until)
+      r->replay_until = (int64_t)json_integer_value(ru);
   }
   rc = 0;
 out:

@@ -14,8 +14,9 @@
  * checkpoints taken meanwhile stay suspect). Otherwise — or at once for NaN/Inf and drops —
  * gy_policy_decide picks the rung from the repair history, and the run rolls back to the
  * newest clean committed checkpoint strictly before S, applies the skips and knob changes, and
- * resumes. A jump among the steps replayed after such a repair is not watched: the repair
- * missed part of the cause, and the escalation takes over at once. A lost worker rolls back
+ * resumes. A jump among the steps replayed after a repair that only skipped data is not
+ * watched: the repair missed part of the cause, and the escalation takes over at once (after
+ * a repair that changed knobs the usual watch applies: new knobs act over several steps). A lost worker rolls back
  * with no skip. Whatever the policy refuses ends in HALTED.
  *
  * Invariants:
@@ -54,9 +55,9 @@ struct gy_run {
   int capkinds;
   int64_t last_step;
   int64_t last_eval; /* step of the newest held-out evaluation fed (-1: none) */
-  /* the newest step seen when the last repair of bad data (spike, drop, NaN) began: the steps
-   * up to it run again after its rollback, and a jump among them means the repair missed part
-   * of the cause (-1: none) */
+  /* the newest step seen when the last repair of bad data (spike, drop, NaN) that changed no
+   * knobs began: the steps up to it run again after its rollback, and a jump among them means
+   * the repair missed part of the cause (-1: none) */
   int64_t replay_until;
   /* the suspicion (SPIKE_SUSPECTED) */
   int64_t susp_first, susp_last;
@@ -443,7 +444,13 @@ static int repair(gy_run_t *r, gy_trigger_t t, int64_t first, int64_t last,
     return halt(r, why, &x);
   }
   if ((rc = add_history(r, first, d.rung, t))) return refuse(r, rc, "out of memory");
-  if (t != GY_TRIG_WORKER_LOST && r->last_step > r->replay_until) r->replay_until = r->last_step;
+  /* the steps up to here run again: a jump among them says a data repair missed part of the
+   * cause (repaired at once, below in gy_run_step); after a repair that changes knobs they are
+   * watched as usual, since new knobs act over several steps */
+  if (d.knobs.set)
+    r->replay_until = -1;
+  else if (t != GY_TRIG_WORKER_LOST && r->last_step > r->replay_until)
+    r->replay_until = r->last_step;
   r->dec = d;
   r->target = target;
   r->repair_id++;

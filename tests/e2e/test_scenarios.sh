@@ -191,7 +191,11 @@ check code corrupt 150 code 1520 1568 clean || fail "scenario 1"
 #    poisoned zh ids were trained after the last rollback (a product gap, reported).
 #    top_k 8: the reports list the 8 worst and the 8 best of each step's 16 samples, and a drop
 #    is blamed on the best (the repeated-token samples are never among the worst).
-mkcfg zh 150 "{channel: zh, from: 1520, to: 1536, kind: repeat}" "$POLICY" "s/top_k: 16/top_k: 8/"
+#    zh weight 4 (about 10 of a step's 16 samples): the zh corpora hold near-duplicate texts
+#    (loss ~0.3 against a median of ~3), so with ~4 zh samples a step the channel's mean swings
+#    by most of a nat from one step to the next and its MAD hides a drop; with ~10 it does not.
+mkcfg zh 150 "{channel: zh, from: 1520, to: 1536, kind: repeat}" "$POLICY" \
+  "s/top_k: 16/top_k: 8/; s/{name: zh,/{name: zh, weight: 4,/"
 launch zh
 check zh drop 150 zh 1520 1536 - || fail "scenario 2"
 

@@ -1105,7 +1105,8 @@ int gy_agent_eval(gy_agent_t *a, const gy_agent_eval_t *ev) {
   return rc;
 }
 
-int gy_agent_ack(gy_agent_t *a, uint64_t seq, int64_t step, int ok, const char *error) {
+int gy_agent_ack(gy_agent_t *a, uint64_t seq, int64_t step, int ok, const char *error,
+                 uint64_t checkpoint_bytes) {
   if (!a) return GY_EINVAL;
   Gyro__DirectiveAck ack = GYRO__DIRECTIVE_ACK__INIT;
   pthread_mutex_lock(&a->mu);
@@ -1132,6 +1133,7 @@ int gy_agent_ack(gy_agent_t *a, uint64_t seq, int64_t step, int ok, const char *
   ack.step = step;
   ack.ok = ok != 0;
   ack.error = (char *)(error ? error : "");
+  ack.checkpoint_bytes = ok ? checkpoint_bytes : 0;
   Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
   m.msg_case = GYRO__WORKER_MSG__MSG_ACK;
   m.ack = &ack;

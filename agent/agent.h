@@ -8,7 +8,7 @@
  *   for (step = asg.start_step; step < total;) {
  *     switch (gy_agent_wait_grant(a, step, &dir)) {
  *     case GY_AGENT_GO:        train step; gy_agent_report(a, &figures); step++; break;
- *     case GY_AGENT_DIRECTIVE: apply dir; gy_agent_ack(a, dir.seq, step, ok, err);
+ *     case GY_AGENT_DIRECTIVE: apply dir; gy_agent_ack(a, dir.seq, step, ok, err, bytes);
  *                              if (ROLLBACK applied) step = dir.to_step; break;
  *     case GY_AGENT_REASSIGNED: exit so the process is restarted with the new assignment;
  *     ...
@@ -225,8 +225,11 @@ int gy_agent_eval(gy_agent_t *a, const gy_agent_eval_t *ev);
  * (the next gy_agent_wait_grant is for to_step; heartbeats say to_step) and parks there until
  * a Grant that arrived after the directive: the controller's next grant covers to_step +
  * window (a grant received between the directive and the ack already counts). Directives
- * still pending then keep their at_step. A failed ROLLBACK (ok = 0) changes nothing. */
-int gy_agent_ack(gy_agent_t *a, uint64_t seq, int64_t step, int ok, const char *error);
+ * still pending then keep their at_step. A failed ROLLBACK (ok = 0) changes nothing.
+ * checkpoint_bytes: for a CHECKPOINT or STOP acked ok, the size of this rank's checkpoint file
+ * (0 otherwise, or when not known): the controller reports the committed checkpoint's size. */
+int gy_agent_ack(gy_agent_t *a, uint64_t seq, int64_t step, int ok, const char *error,
+                 uint64_t checkpoint_bytes);
 
 /* The rendezvous store backed by the controller (unary StoreSet/StoreGet; a get waits on the
  * controller's side up to its timeout). Owned by the agent: valid until gy_agent_destroy; do

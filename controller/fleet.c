@@ -587,9 +587,14 @@ static void check_acks(gy_fleet_t *f) {
     /* a rank acks these once its checkpoint of at_step is on disk: every rank alive and ok
      * commits it now (a STOP's would otherwise never be reported) */
     int all = 1;
-    for (int r = 0; r < f->nmembers; r++)
-      all &= f->members[r].alive && f->members[r].ack_ok;
-    if (all) commit(f, f->horizon, 0);
+    uint64_t bytes = 0;
+    for (int r = 0; r < f->nmembers && all; r++) {
+      const gy_fleet_member_t *m = &f->members[r];
+      all = m->alive && m->ack_ok;
+      /* the size is known only when every rank said it */
+      bytes = (bytes || !r) && m->ack_bytes ? bytes + m->ack_bytes : 0;
+    }
+    if (all) commit(f, f->horizon, bytes);
   }
   switch (d.kind) {
   case GY_DIR_ROLLBACK: {
@@ -999,7 +1004,7 @@ int gy_fleet_heartbeat(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t gen
 }
 
 int gy_fleet_ack(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generation, uint64_t seq,
-                 int rank, int ok, const char *error) {
+                 int rank, int ok, const char *error, uint64_t checkpoint_bytes) {
   int rc = check_msg(f, "ack", stream_rank, generation, rank);
   if (rc) return rc;
   gy_fleet_member_t *m = &f->members[rank];
@@ -1007,6 +1012,7 @@ int gy_fleet_ack(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generatio
   if (!f->inflight_on || !f->inflight_sent || seq != f->inflight.seq) return 0; /* stale */
   if (!m->acked) {
     m->ack_ok = ok != 0;
+    m->ack_bytes = ok ? checkpoint_bytes : 0;
     if (!ok)
       event(f, "directive_failed", f->horizon, "rank %d failed directive seq %llu (%s): %s", rank,
             (unsigned long long)seq, gy_dir_kind_name(f->inflight.kind), error ? error : "");

@@ -120,6 +120,7 @@ typedef struct {
   int connected;        /* a session stream is open (Hello accepted, not closed) */
   int acked;            /* acked the directive in flight */
   int ack_ok;           /* ... with ok true */
+  uint64_t ack_bytes;   /* ... and the size of its checkpoint file (CHECKPOINT/STOP; 0: unknown) */
   double tokens_per_s;  /* of its last report */
   char session_id[GY_FLEET_SESSION_MAX];
   int64_t ckpt_step; /* newest checkpoint it reported in this timeline (-1: none) */
@@ -273,8 +274,10 @@ int gy_fleet_hello(gy_fleet_t *f, int64_t now, const char *session_id, uint64_t 
  * checkpoint_step outside [0, step + 1]). A checkpoint it carries may commit (COMMITTED). */
 int gy_fleet_report(gy_fleet_t *f, int64_t now, int stream_rank, const gy_fleet_report_t *r);
 int gy_fleet_heartbeat(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generation, int rank);
+/* checkpoint_bytes: with a CHECKPOINT or STOP acked ok, the size of the rank's file of it (0:
+ * not known); summed over the ranks into the COMMITTED action's bytes when every rank sent one. */
 int gy_fleet_ack(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generation, uint64_t seq,
-                 int rank, int ok, const char *error);
+                 int rank, int ok, const char *error, uint64_t checkpoint_bytes);
 /* The session stream of rank closed. TRAIN/PAUSED: the worker is lost (DEGRADED). STOPPING:
  * the worker exited (counts as its ack). */
 void gy_fleet_session_closed(gy_fleet_t *f, int64_t now, int rank);

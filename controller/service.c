@@ -1738,7 +1738,8 @@ static void session_msg(gy_service_t *s, call_t *c, const Gyro__WorkerMsg *wm) {
   }
   case GYRO__WORKER_MSG__MSG_ACK: {
     const Gyro__DirectiveAck *a = wm->ack;
-    rc = gy_fleet_ack(s->fleet, now, c->rank, a->generation, a->seq, a->rank, a->ok, a->error);
+    rc = gy_fleet_ack(s->fleet, now, c->rank, a->generation, a->seq, a->rank, a->ok, a->error,
+                      a->checkpoint_bytes);
     break;
   }
   default:

@@ -144,7 +144,8 @@ static void session_msg(gy_fleet_t *f, int64_t now, int *bound, int stream,
     break;
   case GYRO__WORKER_MSG__MSG_ACK: {
     const Gyro__DirectiveAck *a = wm->ack;
-    gy_fleet_ack(f, now, stream, a->generation, a->seq, a->rank, a->ok, a->error);
+    gy_fleet_ack(f, now, stream, a->generation, a->seq, a->rank, a->ok, a->error,
+                 a->checkpoint_bytes);
     break;
   }
   case GYRO__WORKER_MSG__MSG_HELLO:

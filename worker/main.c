@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -317,13 +318,15 @@ static void report_eval(gy_agent_t *a, int rank, gy_data_t *d, int64_t step,
 
 /* Checkpoint of the current step, written through (a directive's checkpoint must be on disk
  * when it is acknowledged). */
-static int checkpoint_now(gy_trainer_t *tr, char *err, size_t errlen) {
+static int checkpoint_now(gy_trainer_t *tr, uint64_t *bytes, char *err, size_t errlen) {
   int rc = gy_trainer_checkpoint(tr, err, errlen);
   if (!rc) rc = gy_trainer_flush(tr, err, errlen);
   if (rc) return rc;
   char path[4096];
   int64_t done = gy_trainer_step_count(tr);
   gy_trainer_ckpt_path(tr, done, path, sizeof(path));
+  struct stat st;
+  if (bytes) *bytes = stat(path, &st) == 0 && st.st_size > 0 ? (uint64_t)st.st_size : 0;
   gy_json_emit(
       json_pack("{s:s, s:I, s:s}", "type", "checkpoint", "step", (json_int_t)done, "path", path));
   return 0;
@@ -444,10 +447,11 @@ static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_direc
   int64_t done = gy_trainer_step_count(tr);
   double t0 = wall_s();
   int from_memory = dir->kind == GY_DIRECTIVE_ROLLBACK && gy_trainer_in_memory(tr, dir->to_step);
+  uint64_t ckpt_bytes = 0; /* CHECKPOINT / STOP: the size of this rank's file, for the ack */
   switch (dir->kind) {
   case GY_DIRECTIVE_CHECKPOINT:
   case GY_DIRECTIVE_STOP:
-    rc = checkpoint_now(tr, err, sizeof(err));
+    rc = checkpoint_now(tr, &ckpt_bytes, err, sizeof(err));
     stop = dir->kind == GY_DIRECTIVE_STOP;
     /* With evaluation on, an operator's checkpoint is evaluated too, as the periodic ones are
      * (unless a periodic one of this step was just evaluated): gyroctl checkpoints then has
@@ -502,7 +506,7 @@ static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_direc
     gy_log(GY_LOG_ERROR, "worker", "directive %s (seq %" PRIu64 ") failed: %s",
            gy_directive_kind_name(dir->kind), dir->seq, err);
   int64_t ack_step = dir->kind == GY_DIRECTIVE_ROLLBACK && !rc ? dir->to_step : done;
-  gy_agent_ack(a, dir->seq, ack_step, rc == 0, rc ? err : NULL);
+  gy_agent_ack(a, dir->seq, ack_step, rc == 0, rc ? err : NULL, rc ? 0 : ckpt_bytes);
   /* A failed checkpoint is a broken disk: stop rather than train on without one. A refused
    * hyper-parameter change leaves the knobs as they were, and a refused rollback the whole
    * state: training goes on (the controller decides what next). A rollback that failed half

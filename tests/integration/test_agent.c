@@ -369,7 +369,7 @@ static void *trainer_main(void *arg) {
         CHECK(d.hparams.present == GY_HP_LR_SCALE);
         t->dir_lr = d.hparams.lr_scale;
       }
-      CHECK_EQ_INT(gy_agent_ack(a, d.seq, step, 1, NULL), 0);
+      CHECK_EQ_INT(gy_agent_ack(a, d.seq, step, 1, NULL, 0), 0);
       continue;
     }
     if (rc != GY_AGENT_GO) break;

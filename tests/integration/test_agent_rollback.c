@@ -483,7 +483,7 @@ static void *trainer_main(void *arg) {
         CHECK_EQ_INT(d.nskip, 0);
         CHECK(d.skip == NULL);
         /* what the worker does without a checkpoint of 6: refuse, stay */
-        CHECK_EQ_INT(gy_agent_ack(a, d.seq, step, 0, "no checkpoint of step 6"), 0);
+        CHECK_EQ_INT(gy_agent_ack(a, d.seq, step, 0, "no checkpoint of step 6", 0), 0);
         continue;
       } else if (d.seq == 3) {
         CHECK_EQ_INT(d.to_step, 12);
@@ -493,7 +493,7 @@ static void *trainer_main(void *arg) {
       for (int i = 0; i < d.nskip; i++)
         REQUIRE(gy_skiplist_add(&sl, d.skip[i].first, d.skip[i].last) == 0);
       if (ckpt > d.to_step) ckpt = -1; /* the abandoned timeline's */
-      CHECK_EQ_INT(gy_agent_ack(a, d.seq, d.to_step, 1, NULL), 0);
+      CHECK_EQ_INT(gy_agent_ack(a, d.seq, d.to_step, 1, NULL, 0), 0);
       /* the reason stays readable until the next wait_grant */
       CHECK(!strcmp(d.reason, d.seq == 1 ? "loss spike at step 9" : "escalate: decay now"));
       int64_t old = step;

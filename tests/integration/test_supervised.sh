@@ -55,8 +55,8 @@ wait_for() {
 nsteps() { grep -c '"type":"step"' "$1" 2>/dev/null || true; }
 at_least() { [ "$(nsteps "$1")" -ge "$2" ]; }
 
-start_ctl() { # NAME CONFIG: sets CTL_PID
-  "$CTL" --config "$2" >>"$TMP/$1.out" 2>>"$TMP/$1.err" &
+start_ctl() { # NAME CONFIG [ARGS...]: sets CTL_PID
+  "$CTL" --config "$2" "${@:3}" >>"$TMP/$1.out" 2>>"$TMP/$1.err" &
   CTL_PID=$!
   PIDS+=($CTL_PID)
 }
@@ -110,7 +110,7 @@ PY
 # ---- 2. directives, then a lost worker ----
 PORT=$(free_port)
 CFG=$(config dirs 100000 "$PORT")
-start_ctl dirs "$CFG"
+start_ctl dirs "$CFG" --http 127.0.0.1:0
 start_workers dirs "$PORT"
 wait_for 60 at_least "$TMP/dirs.0.jsonl" 8 || fail "dirs: training did not start"
 ctl pause >"$TMP/pause.json" || fail "gyroctl pause failed"
@@ -177,6 +177,22 @@ print("checkpoint %s: committed at the acks, evaluated (mean held-out loss %.4f)
 PY
 }
 wait_for 10 ck_committed || fail "checkpoint $ck_at not committed with its evaluation: $(cat "$TMP/cks.json")"
+# its size on /metrics: the four ranks' files, as on disk (each ack says its rank's file size)
+HP=$(python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    r = json.loads(l) if l.startswith("{") else {}
+    if r.get("type") == "http": print(r["port"])' "$TMP/dirs.out")
+[ -n "$HP" ] || fail "no http line: $(cat "$TMP/dirs.out")"
+curl -sf "http://127.0.0.1:$HP/metrics" >"$TMP/dirs.metrics" || fail "/metrics"
+grep -q "^gyro_checkpoint_step $ck_at\$" "$TMP/dirs.metrics" ||
+  fail "gyro_checkpoint_step: $(grep checkpoint_step "$TMP/dirs.metrics"), want $ck_at"
+files=$(find "$TMP/ckpt_dirs" -name "$(printf 'step_%08d' "$ck_at").rank*.gyck")
+[ "$(echo "$files" | wc -l)" -eq 4 ] || fail "checkpoint $ck_at files: $files"
+want=$(echo "$files" | xargs stat -c %s | awk '{s += $1} END {print s + 0}')
+got=$(awk '/^gyro_checkpoint_size_bytes /{print $2}' "$TMP/dirs.metrics")
+python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) == float(sys.argv[2]) else 1)' "${got:-0}" "$want" ||
+  fail "gyro_checkpoint_size_bytes ${got:-absent}, the files of checkpoint $ck_at hold $want bytes"
+echo "checkpoint $ck_at: $want bytes in four files, as /metrics says"
 t0=$(date +%s.%N)
 kill -9 "${WPIDS[3]}"
 lost() { grep -q worker_lost "$TMP/dirs.err" "$TMP/dirs.out"; }

@@ -110,12 +110,12 @@ static void run_steps(gy_fleet_t *f, int w, int64_t from, int64_t to, int64_t ck
 
 static int nack(gy_fleet_t *f, int rank, uint64_t seq, const char *error) {
   gy_fleet_actions_clear(f);
-  return gy_fleet_ack(f, now_ms, rank, gy_fleet_generation(f), seq, rank, 0, error);
+  return gy_fleet_ack(f, now_ms, rank, gy_fleet_generation(f), seq, rank, 0, error, 0);
 }
 
 static int ack(gy_fleet_t *f, int rank, uint64_t seq) {
   gy_fleet_actions_clear(f);
-  return gy_fleet_ack(f, now_ms, rank, gy_fleet_generation(f), seq, rank, 1, NULL);
+  return gy_fleet_ack(f, now_ms, rank, gy_fleet_generation(f), seq, rank, 1, NULL, 0);
 }
 
 static void test_formation_ordinals(void) {
@@ -254,7 +254,7 @@ static void test_session_validation(void) {
   CHECK_EQ_INT(gy_fleet_report(f, now_ms, 0, &r), GY_EINVAL);
   CHECK_EQ_INT(gy_fleet_heartbeat(f, now_ms, 0, 1, 3), GY_ERANGE);
   CHECK_EQ_INT(gy_fleet_heartbeat(f, now_ms, 0, 0, 0), GY_EMISMATCH);
-  CHECK_EQ_INT(gy_fleet_ack(f, now_ms, 1, 1, 77, -1, 1, NULL), GY_ERANGE);
+  CHECK_EQ_INT(gy_fleet_ack(f, now_ms, 1, 1, 77, -1, 1, NULL, 0), GY_ERANGE);
   CHECK_EQ_INT(gy_fleet_member(f, 0)->steps_done, 0);
   gy_fleet_destroy(f);
 }
@@ -470,8 +470,28 @@ static void test_stop(void) {
   CHECK(ack(f, 1, seq) == 0);
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 1);
   CHECK_EQ_INT(find(f, GY_FLEET_ACT_COMMITTED, 0)->step, 4);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_COMMITTED, 0)->bytes, 0); /* no rank said its file's size */
   CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DONE);
   gy_fleet_destroy(f);
+
+  /* the acks of a CHECKPOINT carry each rank's file size: the committed size is their sum, and
+   * unknown (0) when a rank did not say */
+  for (int known = 0; known < 2; known++) {
+    f = mk(2, 3, 100, 1000);
+    form(f, 2);
+    CHECK(report(f, 0, 0) == 0 && report(f, 1, 0) == 0);
+    CHECK(gy_fleet_command(f, now_ms, GY_DIR_CHECKPOINT, NULL, &seq, &at) == 0);
+    for (int s = 1; s < 4; s++)
+      CHECK(report(f, 0, s) == 0 && report(f, 1, s) == 0);
+    CHECK(gy_fleet_ack(f, now_ms, 0, gy_fleet_generation(f), seq, 0, 1, NULL, 1000) == 0);
+    gy_fleet_actions_clear(f);
+    CHECK(gy_fleet_ack(f, now_ms, 1, gy_fleet_generation(f), seq, 1, 1, NULL, known ? 1500 : 0) ==
+          0);
+    CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 1);
+    CHECK_EQ_INT(find(f, GY_FLEET_ACT_COMMITTED, 0)->step, 4);
+    CHECK_EQ_INT(find(f, GY_FLEET_ACT_COMMITTED, 0)->bytes, known ? 2500 : 0);
+    gy_fleet_destroy(f);
+  }
 
   /* a CHECKPOINT that one rank failed (its disk): nothing is committed */
   f = mk(2, 3, 100, 1000);
@@ -482,7 +502,7 @@ static void test_stop(void) {
     CHECK(report(f, 0, s) == 0 && report(f, 1, s) == 0);
   CHECK(ack(f, 0, seq) == 0);
   gy_fleet_actions_clear(f);
-  CHECK(gy_fleet_ack(f, now_ms, 1, gy_fleet_generation(f), seq, 1, 0, "disk full") == 0);
+  CHECK(gy_fleet_ack(f, now_ms, 1, gy_fleet_generation(f), seq, 1, 0, "disk full", 0) == 0);
   CHECK(has_event(f, "directive_failed"));
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 0);
   gy_fleet_destroy(f);

@@ -174,7 +174,7 @@ static void test_fleet(void) {
                         &(gy_fleet_report_t){
                             .generation = gy_fleet_generation(f), .rank = 0, .step = 1, .nch = 0}),
         0);
-    gy_fleet_ack(f, 4, 1, gy_fleet_generation(f), seq, 1, 0, "disk \xff full");
+    gy_fleet_ack(f, 4, 1, gy_fleet_generation(f), seq, 1, 0, "disk \xff full", 0);
     events_utf8(f);
   }
   gy_fleet_destroy(f);

@@ -44,7 +44,9 @@ expect_rc 3 "$G" --controller "127.0.0.1:$DEAD" --timeout 2000 watch
 # ---- a real run: controller + 2 workers under gyroctl launch
 PORT=$(free_port)
 export GYRO_CONTROLLER=127.0.0.1:$PORT
-STEPS=${GY_TEST_GYROCTL_STEPS:-60}
+# Long enough that only the operator's stop ends it: under the sanitizers a 60-step run could
+# finish between the checkpoint and the stop (a STOP in state DONE is refused).
+STEPS=${GY_TEST_GYROCTL_STEPS:-20000}
 cat >"$TMP/run.yaml" <<YAML
 run: {name: ctl, seed: 7, steps: $STEPS, threads: 1}
 model: {layers: 2, channels: 64, heads: 4, context: 64, vocab: 256}

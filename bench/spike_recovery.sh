@@ -7,7 +7,8 @@
 #   loop-memory   corruption, the default policy: roll back (from the in-memory snapshot), skip
 #   loop-disk     the same with checkpoint.keep_in_memory: 0, so the rollback reads the disk
 # and reports the final validation loss per channel, steps lost to rollbacks, wall time from
-# detection (the spike_suspected event) to the first step trained after the resume, and a PNG
+# detection (the spike_suspected event, or the repair's decision when it was taken at once) to
+# the first step trained after the resume, and a PNG
 # of the loss curves with the events marked (gnuplot).
 #
 #   bash bench/spike_recovery.sh [--steps N] [--out DIR]     (after scripts/setup.sh)
@@ -137,8 +138,10 @@ for name in RUNS:
     val = [x for x in recs[0] if x["type"] == "eval" and x["step"] == STEPS][-1]["val_loss"]
     recov = []
     for rb in rbs:
-        # the detection that led to this rollback: the last spike_suspected before it
-        sus = [e for e in events if e["kind"] == "spike_suspected" and e["ts"] <= rb["ts"]]
+        # the detection that led to this rollback: the last spike_suspected before it, or a
+        # repair decided at once from TRAIN (a spike again in the steps a repair replays)
+        sus = [e for e in events if e["ts"] <= rb["ts"] and (e["kind"] == "spike_suspected" or (
+            e["kind"] == "rollback" and e["text"].startswith("TRAIN -> ROLLBACK")))]
         # the first step trained after the restore (rank 0): the record of step to_step after it
         after = [x for x in recs[0] if x["type"] == "step" and x.get("ts", 0) > rb["ts"]]
         if not sus or not after:

@@ -586,15 +586,15 @@ static void check_acks(gy_fleet_t *f) {
   if (d.kind == GY_DIR_CHECKPOINT || d.kind == GY_DIR_STOP) {
     /* a rank acks these once its checkpoint of at_step is on disk: every rank alive and ok
      * commits it now (a STOP's would otherwise never be reported) */
-    int all = 1;
+    int all = 1, sized = 1; /* the size is known only when every rank said it */
     uint64_t bytes = 0;
-    for (int r = 0; r < f->nmembers && all; r++) {
+    for (int r = 0; r < f->nmembers; r++) {
       const gy_fleet_member_t *m = &f->members[r];
-      all = m->alive && m->ack_ok;
-      /* the size is known only when every rank said it */
-      bytes = (bytes || !r) && m->ack_bytes ? bytes + m->ack_bytes : 0;
+      all &= m->alive && m->ack_ok;
+      sized &= m->ack_bytes > 0;
+      bytes += m->ack_bytes;
     }
-    if (all) commit(f, f->horizon, bytes);
+    if (all) commit(f, f->horizon, sized ? bytes : 0);
   }
   switch (d.kind) {
   case GY_DIR_ROLLBACK: {

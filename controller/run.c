@@ -15,9 +15,9 @@
  * gy_policy_decide picks the rung from the repair history, and the run rolls back to the
  * newest clean committed checkpoint strictly before S, applies the skips and knob changes, and
  * resumes. A jump among the steps replayed after a repair that only skipped data is not
- * watched: the repair missed part of the cause, and the escalation takes over at once (after
- * a repair that changed knobs the usual watch applies: new knobs act over several steps). A lost worker rolls back
- * with no skip. Whatever the policy refuses ends in HALTED.
+ * watched: the repair missed part of the cause, and the escalation takes over at once (after a
+ * repair that changed knobs the usual watch applies: new knobs act over several steps). A lost
+ * worker rolls back with no skip. Whatever the policy refuses ends in HALTED.
  *
  * Invariants:
  * - Only move() writes r->state, and only pairs of the table `allowed` pass; every move appends
@@ -231,8 +231,7 @@ static void clear_suspicion(gy_run_t *r) {
  * ended. Out of memory loses the interval (those checkpoints would count as clean). */
 static void keep_suspect(gy_run_t *r) {
   size_t cap = (size_t)r->capivals;
-  if (r->susp_first < 0 ||
-      grow((void **)&r->ivals, &cap, (size_t)r->nivals + 1, sizeof(*r->ivals)))
+  if (r->susp_first < 0 || grow((void **)&r->ivals, &cap, (size_t)r->nivals + 1, sizeof(*r->ivals)))
     return;
   r->capivals = (int)cap;
   r->ivals[r->nivals++] = (interval_t){r->susp_first, r->last_step + 1};
@@ -421,9 +420,8 @@ static int halt(gy_run_t *r, const char *reason, const extra_t *x) {
 
 /* Starts a repair for trigger t over the suspected steps [first, last], blaming samples;
  * ends in ROLLBACK, or in HALTED when the policy refuses or no clean checkpoint exists. */
-static int repair(gy_run_t *r, gy_trigger_t t, int64_t first, int64_t last,
-                  const uint64_t *samples, int nsamples, const char *evidence,
-                  const gy_verdict_t *v, int nv) {
+static int repair(gy_run_t *r, gy_trigger_t t, int64_t first, int64_t last, const uint64_t *samples,
+                  int nsamples, const char *evidence, const gy_verdict_t *v, int nv) {
   gy_policy_input_t in = {t, first, last, samples, nsamples};
   gy_policy_decision_t d;
   char dtext[256], why[400];
@@ -563,8 +561,8 @@ static int recovered(const gy_run_t *r, const gy_run_step_t *s, const gy_verdict
 
 int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s) {
   r->now = now_ms;
-  if (!s || s->nvalues < 0 || (s->nvalues && !s->values) || s->ntop < 0 ||
-      (s->ntop && !s->top) || s->nbottom < 0 || (s->nbottom && !s->bottom) || s->step < 0)
+  if (!s || s->nvalues < 0 || (s->nvalues && !s->values) || s->ntop < 0 || (s->ntop && !s->top) ||
+      s->nbottom < 0 || (s->nbottom && !s->bottom) || s->step < 0)
     return refuse(r, GY_EINVAL, "malformed step figures");
   for (int i = 0; i < s->nvalues; i++) {
     const gy_run_value_t *v = &s->values[i];
@@ -654,9 +652,9 @@ int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s) {
   switch (st) {
   case GY_RUN_TRAIN:
     if (nonfinite || drop) {
-      rc = repair(r, nonfinite ? GY_TRIG_NONFINITE : GY_TRIG_DROP, s->step, s->step,
-                  r->susp_samples, r->nsusp_samples, r->susp_evidence, r->susp_verdict,
-                  r->nsusp_verdict);
+      rc =
+          repair(r, nonfinite ? GY_TRIG_NONFINITE : GY_TRIG_DROP, s->step, s->step, r->susp_samples,
+                 r->nsusp_samples, r->susp_evidence, r->susp_verdict, r->nsusp_verdict);
     } else if (jump && s->step <= r->replay_until) {
       /* a spike again in the steps replayed after a repair of bad data: that repair missed
        * part of it (e.g. poisoned samples that slid into the step after the skipped ones); no
@@ -822,7 +820,9 @@ int gy_run_checkpoint(gy_run_t *r, int64_t now_ms, int64_t step, int clean, int 
   }
   char why[160];
   snprintf(why, sizeof(why), "checkpoint %lld committed, %s", (long long)step,
-           c ? "clean" : clean ? "suspect: taken while a spike was suspected" : "suspect");
+           c       ? "clean"
+           : clean ? "suspect: taken while a spike was suspected"
+                   : "suspect");
   event(r, "checkpoint", step, r->state, r->state, why, NULL);
   if (clean_out) *clean_out = c;
   return 0;
@@ -862,14 +862,18 @@ int gy_run_restore_failed(gy_run_t *r, int64_t now_ms, int64_t step, const char 
   int64_t prev = pick_ckpt(r, step - 1, 1);
   char text[256];
   if (prev < 0) {
-    snprintf(text, sizeof(text), "checkpoint %lld could not be restored (%s) and no older clean "
-             "checkpoint exists", (long long)step, why ? why : "?");
+    snprintf(text, sizeof(text),
+             "checkpoint %lld could not be restored (%s) and no older clean "
+             "checkpoint exists",
+             (long long)step, why ? why : "?");
     return halt(r, text, NULL);
   }
   r->target = prev;
   abandon_above(r, prev);
-  snprintf(text, sizeof(text), "checkpoint %lld could not be restored (%s): roll back to "
-           "checkpoint %lld instead", (long long)step, why ? why : "?", (long long)prev);
+  snprintf(text, sizeof(text),
+           "checkpoint %lld could not be restored (%s): roll back to "
+           "checkpoint %lld instead",
+           (long long)step, why ? why : "?", (long long)prev);
   return move(r, GY_RUN_ROLLBACK, "rollback", text, NULL);
 }
 
@@ -914,8 +918,8 @@ int gy_run_worker_lost(gy_run_t *r, int64_t now_ms, int rank, const char *why) {
   if ((rc = add_history(r, r->last_step + 1, 0, GY_TRIG_WORKER_LOST)))
     return refuse(r, rc, "out of memory");
   char full[400];
-  snprintf(full, sizeof(full), "%s during a repair: roll back to checkpoint %lld again",
-           text, (long long)r->target);
+  snprintf(full, sizeof(full), "%s during a repair: roll back to checkpoint %lld again", text,
+           (long long)r->target);
   return move(r, GY_RUN_ROLLBACK, "rollback", full, NULL);
 }
 
@@ -928,8 +932,10 @@ int gy_run_pause(gy_run_t *r, int64_t now_ms) {
                 NULL);
   if (st == GY_RUN_ROLLBACK || st == GY_RUN_SKIP_WINDOW || st == GY_RUN_RESUME) {
     r->pause_after = 1;
-    event(r, "deferred", r->last_step, st, st, "operator pause: the run pauses when the repair "
-          "in progress is done", NULL);
+    event(r, "deferred", r->last_step, st, st,
+          "operator pause: the run pauses when the repair "
+          "in progress is done",
+          NULL);
     return 0;
   }
   return refuse(r, GY_ENOTSUP, "cannot pause in state %s", gy_run_state_name(st));
@@ -941,8 +947,10 @@ int gy_run_resume(gy_run_t *r, int64_t now_ms) {
   if (st == GY_RUN_PAUSED) return move(r, GY_RUN_TRAIN, "resumed", "operator resume", NULL);
   if (st == GY_RUN_HALTED) {
     r->hist_base = r->nhist; /* a human decided: the escalation starts over */
-    return move(r, GY_RUN_TRAIN, "resumed", "operator resume after a halt; the escalation "
-                "starts over", NULL);
+    return move(r, GY_RUN_TRAIN, "resumed",
+                "operator resume after a halt; the escalation "
+                "starts over",
+                NULL);
   }
   if (r->pause_after &&
       (st == GY_RUN_ROLLBACK || st == GY_RUN_SKIP_WINDOW || st == GY_RUN_RESUME)) {
@@ -971,8 +979,7 @@ int gy_run_rollback_to(gy_run_t *r, int64_t now_ms, int64_t step) {
     return refuse(r, GY_ENOTSUP, "cannot roll back in state %s", gy_run_state_name(st));
   int64_t target = pick_ckpt(r, step, 0);
   if (target < 0)
-    return refuse(r, GY_ENOENT, "no committed checkpoint at or before step %lld",
-                  (long long)step);
+    return refuse(r, GY_ENOENT, "no committed checkpoint at or before step %lld", (long long)step);
   gy_policy_input_t in = {GY_TRIG_OPERATOR, r->last_step + 1, r->last_step + 1, NULL, 0};
   gy_policy_decision_t d;
   int rc = gy_policy_decide(&r->pol, &in, NULL, 0, &d);
@@ -1095,8 +1102,8 @@ char *gy_run_save(const gy_run_t *r) {
                                             (int)r->kinds[i], "values", a));
   }
   for (int i = r->hist_base; i < r->nhist; i++)
-    json_array_append_new(reps, json_pack("[I, i, i]", (json_int_t)r->hist[i].step,
-                                          r->hist[i].rung, (int)r->hist[i].trigger));
+    json_array_append_new(reps, json_pack("[I, i, i]", (json_int_t)r->hist[i].step, r->hist[i].rung,
+                                          (int)r->hist[i].trigger));
   json_object_set_new(o, "series", series);
   json_object_set_new(o, "repairs", reps);
   json_object_set_new(o, "replay_until", json_integer((json_int_t)r->replay_until));

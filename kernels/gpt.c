@@ -110,8 +110,7 @@ static int tp_of(const gy_gpt_config_t *c) {
   return c->tp_size > 1 ? c->tp_size : 1;
 }
 
-/* Sizes and offsets of every tensor of config c (a shard's when c->tp_size > 1). */
-static size_t layout(const gy_gpt_config_t *c, size_t *s, size_t *offsets) {
+size_t gy_gpt_layout(const gy_gpt_config_t *c, size_t *s, size_t *offsets) {
   size_t L = c->num_layers, C = c->channels, Vp = c->padded_vocab_size, T = c->max_seq_len;
   size_t hs = C / c->num_heads, Cl = C / (size_t)tp_of(c);
   s[GY_T_WTE] = Vp * C;
@@ -141,7 +140,7 @@ static size_t layout(const gy_gpt_config_t *c, size_t *s, size_t *offsets) {
 }
 
 static void compute_sizes(gy_gpt_t *m) {
-  m->num_params = layout(&m->cfg, m->sizes, m->offsets);
+  m->num_params = gy_gpt_layout(&m->cfg, m->sizes, m->offsets);
 }
 
 /* Carves activation buffers out of one allocation; with base == NULL it only counts. */
@@ -264,10 +263,13 @@ size_t gy_gpt_tensor_size(const gy_gpt_t *m, int i) {
 size_t gy_gpt_tensor_offset(const gy_gpt_t *m, int i) {
   return (i >= 0 && i < GY_T_COUNT) ? m->offsets[i] : 0;
 }
-int gy_gpt_tensor_sharded(const gy_gpt_t *m, int i) {
-  if (m->P <= 1) return 0;
+int gy_gpt_config_sharded(const gy_gpt_config_t *c, int i) {
+  if (tp_of(c) <= 1) return 0;
   return i == GY_T_QKVW || i == GY_T_QKVB || i == GY_T_ATTPROJW || i == GY_T_FCW || i == GY_T_FCB ||
          i == GY_T_FCPROJW;
+}
+int gy_gpt_tensor_sharded(const gy_gpt_t *m, int i) {
+  return gy_gpt_config_sharded(&m->cfg, i);
 }
 
 void gy_gpt_set_tp_allreduce(gy_gpt_t *m, gy_gpt_allreduce_fn fn, void *ctx) {
@@ -293,7 +295,7 @@ void gy_gpt_shard_from_full(gy_gpt_t *m, const float *full) {
   fc.tp_size = 1;
   fc.tp_rank = 0;
   size_t fsz[GY_T_COUNT], foff[GY_T_COUNT];
-  layout(&fc, fsz, foff);
+  gy_gpt_layout(&fc, fsz, foff);
   size_t L = fc.num_layers, C = fc.channels, Cl = (size_t)m->Cl, r = (size_t)m->cfg.tp_rank;
   for (int i = 0; i < GY_T_COUNT; i++) {
     float *d = m->params + m->offsets[i];
@@ -359,7 +361,7 @@ static void fill_normal(float *x, size_t n, float std, uint64_t *s) {
 /* Initialises the full (unsharded) parameters of c into params. */
 static void init_full(const gy_gpt_config_t *c, float *params, uint64_t seed) {
   size_t sizes[GY_T_COUNT], offsets[GY_T_COUNT];
-  size_t total = layout(c, sizes, offsets);
+  size_t total = gy_gpt_layout(c, sizes, offsets);
   uint64_t s = seed ^ 0x6779726full; /* "gyro" */
   float resid_std = 0.02f / sqrtf(2.0f * c->num_layers);
   memset(params, 0, total * sizeof(float));
@@ -405,7 +407,7 @@ void gy_gpt_init_params(gy_gpt_t *m, uint64_t seed) {
   fc.tp_size = 1;
   fc.tp_rank = 0;
   size_t sz[GY_T_COUNT], off[GY_T_COUNT];
-  size_t total = layout(&fc, sz, off);
+  size_t total = gy_gpt_layout(&fc, sz, off);
   float *full = malloc(total * sizeof(float));
   if (!full) { /* cannot happen for any model that fits; keep the shard zeroed and loud */
     memset(m->params, 0, m->num_params * sizeof(float));

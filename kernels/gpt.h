@@ -75,6 +75,11 @@ size_t gy_gpt_tensor_offset(const gy_gpt_t *m, int i);
 int gy_gpt_tensor_layered(int i);
 /* 1 if tensor i is split across the tensor-parallel group (0 when tp_size <= 1). */
 int gy_gpt_tensor_sharded(const gy_gpt_t *m, int i);
+/* The same for config c, and the sizes and offsets (in floats) of every tensor of c (a shard's
+ * when c->tp_size > 1) into sizes[GY_T_COUNT] and offsets[GY_T_COUNT]; returns the parameter
+ * count. For other implementations of this model (kernels/gpt_cuda.h), which share its layout. */
+int gy_gpt_config_sharded(const gy_gpt_config_t *c, int i);
+size_t gy_gpt_layout(const gy_gpt_config_t *c, size_t *sizes, size_t *offsets);
 /* Sets the tensor-parallel sum (required when tp_size > 1; forward/backward return GY_ECOMM
  * when it fails). */
 void gy_gpt_set_tp_allreduce(gy_gpt_t *m, gy_gpt_allreduce_fn fn, void *ctx);

@@ -73,7 +73,6 @@ int gy__comm_check_args(gy_comm_t *c, const char *what, const void *a, const voi
     gy_errmsg(c->errmsg, sizeof(c->errmsg), "%s: unknown dtype %d", what, (int)dt);
     return GY_EINVAL;
   }
-
   if (op < GY_OP_SUM || op > GY_OP_MAX) {
     gy_errmsg(c->errmsg, sizeof(c->errmsg), "%s: unknown reduction %d", what, op);
     return GY_EINVAL;

@@ -89,37 +89,6 @@ struct gy_gpt_cuda {
   float z_loss;
 };
 
-/* The CPU model's layout (kernels/gpt.c): same sizes, same order; a tensor-parallel shard's
- * when c->tp_size > 1. */
-static size_t layout(const gy_gpt_config_t *c, size_t *s, size_t *offsets) {
-  size_t L = c->num_layers, C = c->channels, Vp = c->padded_vocab_size, T = c->max_seq_len;
-  size_t hs = C / c->num_heads, Cl = C / (size_t)(c->tp_size > 1 ? c->tp_size : 1);
-  s[GY_T_WTE] = Vp * C;
-  s[GY_T_WPE] = T * C;
-  s[GY_T_LN1W] = L * C;
-  s[GY_T_LN1B] = L * C;
-  s[GY_T_QKVW] = L * 3 * Cl * C;
-  s[GY_T_QKVB] = L * 3 * Cl;
-  s[GY_T_ATTPROJW] = L * C * Cl;
-  s[GY_T_ATTPROJB] = L * C;
-  s[GY_T_LN2W] = L * C;
-  s[GY_T_LN2B] = L * C;
-  s[GY_T_FCW] = L * 4 * Cl * C;
-  s[GY_T_FCB] = L * 4 * Cl;
-  s[GY_T_FCPROJW] = L * C * 4 * Cl;
-  s[GY_T_FCPROJB] = L * C;
-  s[GY_T_LNFW] = C;
-  s[GY_T_LNFB] = C;
-  s[GY_T_QNW] = c->qk_norm ? L * hs : 0;
-  s[GY_T_KNW] = c->qk_norm ? L * hs : 0;
-  size_t off = 0;
-  for (int i = 0; i < GY_T_COUNT; i++) {
-    offsets[i] = off;
-    off += s[i];
-  }
-  return off;
-}
-
 /* Carves the activation allocation; with base == NULL it only counts bytes. */
 static size_t carve(gy_gpt_cuda_t *m, char *base) {
   const gy_gpt_config_t *c = &m->cfg;
@@ -211,7 +180,7 @@ extern "C" int gy_gpt_cuda_create(gy_gpt_cuda_t **out, const gy_gpt_config_t *cf
   m->max_batch = max_batch;
   m->dt = dtype;
   m->es = gy_cuda_dtype_size(dtype);
-  m->num_params = layout(&m->cfg, m->sizes, m->offsets);
+  m->num_params = gy_gpt_layout(&m->cfg, m->sizes, m->offsets); /* the CPU model's layout */
   int L = cfg->num_layers;
   m->layers = (layer_acts_t *)calloc((size_t)L, sizeof(layer_acts_t));
   m->events = (cudaEvent_t *)calloc((size_t)L + 1, sizeof(cudaEvent_t));
@@ -329,9 +298,7 @@ extern "C" void gy_gpt_cuda_set_tp_allreduce(gy_gpt_cuda_t *m, gy_gpt_cuda_allre
 }
 
 extern "C" int gy_gpt_cuda_tensor_sharded(const gy_gpt_cuda_t *m, int i) {
-  if (m->P <= 1) return 0;
-  return i == GY_T_QKVW || i == GY_T_QKVB || i == GY_T_ATTPROJW || i == GY_T_FCW || i == GY_T_FCB ||
-         i == GY_T_FCPROJW;
+  return gy_gpt_config_sharded(&m->cfg, i);
 }
 
 extern "C" int gy_gpt_cuda_wait_layer(gy_gpt_cuda_t *m, int layer) {

@@ -90,15 +90,45 @@ static void cmp_l2(const char *what, const float *got, const float *ref, size_t 
   printf("  %-14s rel L2 err %.3g\n", what, rel);
 }
 
+/* The model both comparisons use: 2 layers, width 64, 4 heads, context 32, vocabulary 100. */
+static gy_gpt_config_t small_config(int qk) {
+  return (gy_gpt_config_t){.max_seq_len = 32,
+                           .vocab_size = 100,
+                           .padded_vocab_size = 128,
+                           .num_layers = 2,
+                           .num_heads = 4,
+                           .channels = 64,
+                           .qk_norm = qk};
+}
+
+/* Checkpoint-like parameters: GPT-2 init, then every tensor perturbed so that biases and norm
+ * weights are not at their initial 0 / 1 (a trained model's are not). */
+static void checkpoint_like(gy_gpt_t *m, uint64_t seed) {
+  const gy_gpt_config_t *c = gy_gpt_config(m);
+  gy_gpt_init_params(m, seed);
+  float *p = gy_gpt_params(m);
+  for (int i = 0; i < GY_T_COUNT; i++) {
+    size_t off = gy_gpt_tensor_offset(m, i), sz = gy_gpt_tensor_size(m, i);
+    if (i == GY_T_WTE) sz = (size_t)c->vocab_size * c->channels; /* padded rows stay zero */
+    for (size_t j = 0; j < sz; j++)
+      p[off + j] += 0.02f * frand();
+  }
+}
+
+/* N random inputs and targets below V (malloc'ed). */
+static void random_batch(int **in, int **tg, int N, int V) {
+  *in = malloc(sizeof(int) * N);
+  *tg = malloc(sizeof(int) * N);
+  REQUIRE(*in && *tg);
+  for (int i = 0; i < N; i++) {
+    (*in)[i] = (int)((frand() + 1.0f) * 0.5f * (V - 1));
+    (*tg)[i] = (int)((frand() + 1.0f) * 0.5f * (V - 1));
+  }
+}
+
 static void run(gy_cuda_dtype_t dt, int qk) {
   printf("dtype %s, qk_norm %d\n", gy_cuda_dtype_name(dt), qk);
-  gy_gpt_config_t cfg = {.max_seq_len = 32,
-                         .vocab_size = 100,
-                         .padded_vocab_size = 128,
-                         .num_layers = 2,
-                         .num_heads = 4,
-                         .channels = 64,
-                         .qk_norm = qk};
+  gy_gpt_config_t cfg = small_config(qk);
   int B = 4, T = 32, N = B * T;
   float z = 1e-3f;
   gy_gpt_t *cpu = NULL;
@@ -118,27 +148,16 @@ static void run(gy_cuda_dtype_t dt, int qk) {
     CHECK_EQ_INT(gy_gpt_cuda_tensor_size(gpu, i), gy_gpt_tensor_size(cpu, i));
     CHECK_EQ_INT(gy_gpt_cuda_tensor_offset(gpu, i), gy_gpt_tensor_offset(cpu, i));
   }
-  /* checkpoint-like parameters: GPT-2 init, then every tensor perturbed so that biases and norm
-   * weights are not at their initial 0 / 1 (a trained model's are not) */
-  gy_gpt_init_params(cpu, 7);
+  checkpoint_like(cpu, 7);
   float *p = gy_gpt_params(cpu);
-  for (int i = 0; i < GY_T_COUNT; i++) {
-    size_t off = gy_gpt_tensor_offset(cpu, i), sz = gy_gpt_tensor_size(cpu, i);
-    if (i == GY_T_WTE) sz = (size_t)cfg.vocab_size * cfg.channels; /* padded rows stay zero */
-    for (size_t j = 0; j < sz; j++)
-      p[off + j] += 0.02f * frand();
-  }
   REQUIRE(gy_gpt_cuda_upload_params(gpu, p) == 0);
   float *back = malloc(n * 4);
   REQUIRE(back);
   REQUIRE(gy_gpt_cuda_download_params(gpu, back) == 0);
   CHECK(memcmp(back, p, n * 4) == 0); /* bitwise: the master weights are float */
 
-  int *in = malloc(sizeof(int) * N), *tg = malloc(sizeof(int) * N);
-  for (int i = 0; i < N; i++) {
-    in[i] = (int)((frand() + 1.0f) * 0.5f * (cfg.vocab_size - 1));
-    tg[i] = (int)((frand() + 1.0f) * 0.5f * (cfg.vocab_size - 1));
-  }
+  int *in, *tg;
+  random_batch(&in, &tg, N, cfg.vocab_size);
   float lc = 0, lg = 0;
   REQUIRE(gy_gpt_forward(cpu, in, tg, B, T, z, &lc) == 0);
   rc = gy_gpt_cuda_forward(gpu, in, tg, B, T, z, &lg);
@@ -358,31 +377,15 @@ static void *tp_rank_main(void *arg) {
 
 static void tp_run(gy_cuda_dtype_t dt, int qk) {
   printf("tensor parallel %d, dtype %s, qk_norm %d\n", TP, gy_cuda_dtype_name(dt), qk);
-  gy_gpt_config_t cfg = {.max_seq_len = 32,
-                         .vocab_size = 100,
-                         .padded_vocab_size = 128,
-                         .num_layers = 2,
-                         .num_heads = 4,
-                         .channels = 64,
-                         .qk_norm = qk};
+  gy_gpt_config_t cfg = small_config(qk);
   int B = 4, T = 32, N = B * T;
   float z = 1e-3f;
   gy_gpt_t *full = NULL, *shard[TP] = {NULL};
   REQUIRE(gy_gpt_create(&full, &cfg, B) == 0);
-  gy_gpt_init_params(full, 11);
+  checkpoint_like(full, 11);
   float *p = gy_gpt_params(full);
-  for (int i = 0; i < GY_T_COUNT; i++) {
-    size_t off = gy_gpt_tensor_offset(full, i), sz = gy_gpt_tensor_size(full, i);
-    if (i == GY_T_WTE) sz = (size_t)cfg.vocab_size * cfg.channels;
-    for (size_t j = 0; j < sz; j++)
-      p[off + j] += 0.02f * frand();
-  }
-  int *in = malloc(sizeof(int) * N), *tg = malloc(sizeof(int) * N);
-  REQUIRE(in && tg);
-  for (int i = 0; i < N; i++) {
-    in[i] = (int)((frand() + 1.0f) * 0.5f * (cfg.vocab_size - 1));
-    tg[i] = (int)((frand() + 1.0f) * 0.5f * (cfg.vocab_size - 1));
-  }
+  int *in, *tg;
+  random_batch(&in, &tg, N, cfg.vocab_size);
   float lc = 0;
   REQUIRE(gy_gpt_forward(full, in, tg, B, T, z, &lc) == 0);
   REQUIRE(gy_gpt_backward(full) == 0);

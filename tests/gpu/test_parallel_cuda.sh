@@ -16,33 +16,20 @@ if [ "${ngpu:-0}" -lt 1 ] || ! grep -q '^CMAKE_CUDA_COMPILER:[A-Z]*=.*nvcc' "$BU
   exit 77
 fi
 
-run_gang() { # name device world tp batch [extra worker args]
-  local name=$1 device=$2 world=$3 tp=$4 batch=$5
-  shift 5
-  write_config "$TMP/$name.yaml" $STEPS
-  sed -i "s/train: {batch: 8,/train: {batch: $batch,/; s#$TMP/ckpt#$TMP/ckpt_$name#" "$TMP/$name.yaml"
-  sed -i "s/^run: {/run: {device: $device, dtype: fp32, /" "$TMP/$name.yaml"
-  local pids=() r
-  mkdir -p "$TMP/rdzv_$name"
-  for ((r = 0; r < world; r++)); do
-    OMP_NUM_THREADS=1 "$WORKER" --standalone --config "$TMP/$name.yaml" --threads 1 \
-      --rank $r --world "$world" --tp "$tp" --rdzv "file:$TMP/rdzv_$name" --comm-timeout 60000 "$@" \
-      >"$TMP/$name.$r.jsonl" 2>"$TMP/$name.$r.err" &
-    pids+=($!)
-  done
-  local rc=0
-  for p in "${pids[@]}"; do wait "$p" || rc=1; done
-  [ $rc -eq 0 ] || { tail -n 3 "$TMP/$name".*.err >&2; fail "gang $name failed"; }
-}
+source "$GY_SOURCE_DIR/tests/lib/gang.sh"
+GANG_TIMEOUT_MS=60000
+on() { GANG_SED="s/^run: {/run: {device: $1, dtype: fp32, /"; } # the device of the next gangs
 
-run_gang single cpu 1 1 8
-run_gang cuda1 cuda 1 1 8
-run_gang tp2_gloo cuda 2 2 8 --backend gloo
-run_gang dp2_gloo cuda 2 1 4 --backend gloo
+on cpu
+run_gang single 1 1 8
+on cuda
+run_gang cuda1 1 1 8
+run_gang tp2_gloo 2 2 8 --backend gloo
+run_gang dp2_gloo 2 1 4 --backend gloo
 gangs="cuda1:1 tp2_gloo:2 dp2_gloo:2"
 if [ "$ngpu" -ge 2 ]; then
-  run_gang tp2_nccl cuda 2 2 8 --backend nccl
-  run_gang dp2_nccl cuda 2 1 4 --backend nccl
+  run_gang tp2_nccl 2 2 8 --backend nccl
+  run_gang dp2_nccl 2 1 4 --backend nccl
   gangs="$gangs tp2_nccl:2 dp2_nccl:2"
 else
   echo "one GPU: the nccl gangs need one GPU per rank and are not run"

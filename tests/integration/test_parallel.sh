@@ -7,23 +7,7 @@ source "$GY_SOURCE_DIR/tests/lib/common.sh"
 need_data
 STEPS=20
 
-run_gang() { # name world tp batch [extra worker args]
-  local name=$1 world=$2 tp=$3 batch=$4
-  shift 4
-  write_config "$TMP/$name.yaml" $STEPS
-  sed -i "s/train: {batch: 8,/train: {batch: $batch,/; s#$TMP/ckpt#$TMP/ckpt_$name#" "$TMP/$name.yaml"
-  local pids=() r
-  mkdir -p "$TMP/rdzv_$name"
-  for ((r = 0; r < world; r++)); do
-    OMP_NUM_THREADS=1 "$WORKER" --standalone --config "$TMP/$name.yaml" --threads 1 \
-      --rank $r --world "$world" --tp "$tp" --rdzv "file:$TMP/rdzv_$name" --comm-timeout 20000 "$@" \
-      >"$TMP/$name.$r.jsonl" 2>"$TMP/$name.$r.err" &
-    pids+=($!)
-  done
-  local rc=0
-  for p in "${pids[@]}"; do wait "$p" || rc=1; done
-  [ $rc -eq 0 ] || { tail -n 3 "$TMP/$name".*.err >&2; fail "gang $name failed"; }
-}
+source "$GY_SOURCE_DIR/tests/lib/gang.sh"
 
 run_gang single 1 1 8
 run_gang dp2 2 1 4

@@ -121,13 +121,15 @@ static void st_message(void *ud, gy_rpc_call_t *call, const uint8_t *msg, size_t
 static void st_close(void *ud, gy_rpc_call_t *call, int status) {
   (void)ud;
   free(gy_rpc_call_data(call));
-  atomic_fetch_add(&srv_close, 1);
+  /* the outcome first, then the total the test waits on: once it sees the total, the outcome
+   * is there too */
   if (status == GY_RPC_OK)
     atomic_fetch_add(&srv_close_ok, 1);
   else if (status == GY_RPC_CANCELLED)
     atomic_fetch_add(&srv_close_cancelled, 1);
   else
     atomic_fetch_add(&srv_close_other, 1);
+  atomic_fetch_add(&srv_close, 1);
 }
 
 static void on_server_done(void *ud) {

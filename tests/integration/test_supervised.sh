@@ -8,8 +8,8 @@
 #     checkpoint (the same figures) and the controller committed it at the acks, with its
 #     evaluation (gyroctl checkpoints). Then a worker is killed with -9: the
 #     controller reports worker_lost within lost_after_ms + 2 s.
-#  3. The controller is killed mid-run (-9): the workers stop at their grant horizon (no step
-#     records while it is down), and when it is restarted on the same port they rejoin with
+#  3. The controller is killed mid-run (-9): the workers stop at their grant horizon (at most
+#     window + 1 more step records, then none while it is down), and when it is restarted on the same port they rejoin with
 #     their steps done and train to the end; rank 0's records cover every step exactly once.
 source "$GY_SOURCE_DIR/tests/lib/common.sh"
 need_data
@@ -210,14 +210,24 @@ start_ctl rs "$CFG"
 start_workers rs "$PORT"
 wait_for 60 at_least "$TMP/rs.0.jsonl" 20 || fail "rs: training did not start"
 kill -9 "$CTL_PID"
+n0=$(nsteps "$TMP/rs.0.jsonl")
 wait "$CTL_PID" 2>/dev/null || true
-sleep 0.6
-n1=$(nsteps "$TMP/rs.0.jsonl")
-sleep 1
+# The workers may finish the steps already granted (up to window = 4 past the slowest rank's
+# count; a rank's step record may trail its report by one), then park: wait until rank 0's
+# count holds for 3 s (steps take far less, even under the sanitizers on a loaded machine).
+parked() {
+  local a b
+  a=$(nsteps "$TMP/rs.0.jsonl")
+  sleep 3
+  b=$(nsteps "$TMP/rs.0.jsonl")
+  [ "$a" -eq "$b" ]
+}
+wait_for 30 parked || fail "controller down, but rank 0 kept training: $(nsteps "$TMP/rs.0.jsonl") steps"
 n2=$(nsteps "$TMP/rs.0.jsonl")
-[ "$n1" -eq "$n2" ] || fail "controller down, but rank 0 went on from $n1 to $n2 steps"
+[ "$n2" -le $((n0 + 5)) ] ||
+  fail "controller down at rank 0's step $n0, but rank 0 went on to $n2 steps (past its grant)"
 [ "$n2" -lt $STEPS ] || fail "the run ended before the controller was restarted"
-echo "controller down: workers parked after $n2 steps"
+echo "controller down at $n0 steps: workers parked after $n2 steps"
 start_ctl rs "$CFG"
 wait_workers rs
 stop_ctl

@@ -21,8 +21,8 @@ ctest --test-dir build --output-on-failure -j2 "$@" || failed+=("ctest build $*"
 
 if cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGY_SANITIZE=ON &&
   cmake --build build-asan -j"$(nproc)"; then
-  # test_tls is left out here: under the sanitizers one run in several hangs in gRPC's TLS
-  # shutdown (a known open problem, see docs/ARCHITECTURE.md); it runs in the main pass.
+  # test_tls is left out here: under the sanitizers one CI run in several hung, where is not
+  # known (a known open problem, see docs/ARCHITECTURE.md); it runs in the main pass.
   ctest --test-dir build-asan --output-on-failure -j2 -L 'unit|integration|fuzz' \
     -E 'integration/test_tls' ||
     failed+=("ctest build-asan -L 'unit|integration|fuzz'")

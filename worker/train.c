@@ -152,7 +152,9 @@ static void cuda_msg(char *buf, size_t len, int rc, const char *what) {
 
 /* The GPU model's tensor-parallel sum of a device buffer (activations of the model's dtype, or
  * float QK-norm gradients): NCCL on the device with backend nccl; otherwise through Gloo on the
- * host (download as float, sum, upload: bf16 is rounded once, after the sum). */
+ * host (download as float, sum in float, upload). In bf16 each rank's partial product is already
+ * rounded to bf16 before the sum (NCCL's ring may round again between hops), so a TP run's bf16
+ * activations differ from a tp = 1 run's by more than its float ones. */
 static int tp_sum_cuda(void *ctx, void *buf, size_t n, gy_cuda_dtype_t dt) {
   gy_trainer_t *t = ctx;
   int rc;

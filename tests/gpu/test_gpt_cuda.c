@@ -327,13 +327,40 @@ static void learns(void) {
 
 enum { TP = 2 };
 
+/* The ranks meet in a barrier that a rank leaving (its forward or backward ended, perhaps early
+ * on an error) breaks, so a failure on one side is reported instead of hanging the other. */
 typedef struct {
-  pthread_barrier_t bar;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int waiting, gen, left;
   float *host[TP], *sum[TP]; /* per rank: its downloaded part, and the sum it uploads */
   size_t cap;
   gy_gpt_cuda_t *m[TP];
   int calls[TP], failed;
 } tp_group_t;
+
+/* 0 when every rank arrived; -1 when a rank left before it could. */
+static int tp_meet(tp_group_t *g) {
+  pthread_mutex_lock(&g->mu);
+  int gen = g->gen;
+  if (!g->left && ++g->waiting == TP) {
+    g->waiting = 0;
+    g->gen++;
+    pthread_cond_broadcast(&g->cv);
+  }
+  while (gen == g->gen && !g->left)
+    pthread_cond_wait(&g->cv, &g->mu);
+  int rc = gen == g->gen ? -1 : 0;
+  pthread_mutex_unlock(&g->mu);
+  return rc;
+}
+
+static void tp_leave(tp_group_t *g) {
+  pthread_mutex_lock(&g->mu);
+  g->left = 1;
+  pthread_cond_broadcast(&g->cv);
+  pthread_mutex_unlock(&g->mu);
+}
 
 typedef struct {
   tp_group_t *g;
@@ -354,7 +381,7 @@ static int tp_sum_test(void *ctx, void *buf, size_t n, gy_cuda_dtype_t dt) {
   if (n > g->cap) rc = GY_EINVAL;
   if (!rc) rc = gy_cuda_download_f32(gy_gpt_cuda_ctx(g->m[r]), g->host[r], buf, dt, n);
   if (rc) g->failed = 1;
-  pthread_barrier_wait(&g->bar);
+  if (tp_meet(g)) return GY_EIO;
   if (!g->failed)
     for (size_t i = 0; i < n; i++) {
       float s = 0.0f;
@@ -362,8 +389,7 @@ static int tp_sum_test(void *ctx, void *buf, size_t n, gy_cuda_dtype_t dt) {
         s += g->host[k][i];
       g->sum[r][i] = s;
     }
-  pthread_barrier_wait(&g->bar);
-  if (g->failed) return GY_EIO;
+  if (tp_meet(g) || g->failed) return GY_EIO;
   return gy_cuda_upload_f32(gy_gpt_cuda_ctx(g->m[r]), buf, dt, g->sum[r], n);
 }
 
@@ -372,6 +398,7 @@ static void *tp_rank_main(void *arg) {
   rk->rc_fwd = gy_gpt_cuda_forward(rk->g->m[rk->r], rk->in, rk->tg, rk->B, rk->T, rk->z, &rk->loss);
   if (!rk->rc_fwd) rk->rc_bwd = gy_gpt_cuda_backward(rk->g->m[rk->r]);
   if (!rk->rc_fwd && !rk->rc_bwd) rk->rc_bwd = gy_cuda_sync(gy_gpt_cuda_ctx(rk->g->m[rk->r]));
+  tp_leave(rk->g);
   return NULL;
 }
 
@@ -391,7 +418,8 @@ static void tp_run(gy_cuda_dtype_t dt, int qk) {
   REQUIRE(gy_gpt_backward(full) == 0);
 
   tp_group_t g = {.cap = (size_t)N * cfg.channels};
-  REQUIRE(pthread_barrier_init(&g.bar, NULL, TP) == 0);
+  REQUIRE(pthread_mutex_init(&g.mu, NULL) == 0);
+  REQUIRE(pthread_cond_init(&g.cv, NULL) == 0);
   tp_rank_t rk[TP];
   char err[256] = "";
   int ok = 1;
@@ -498,7 +526,8 @@ static void tp_run(gy_cuda_dtype_t dt, int qk) {
     free(g.host[r]);
     free(g.sum[r]);
   }
-  pthread_barrier_destroy(&g.bar);
+  pthread_cond_destroy(&g.cv);
+  pthread_mutex_destroy(&g.mu);
   free(in), free(tg);
   gy_gpt_destroy(full);
 }

@@ -625,6 +625,10 @@ static int comm_failure(gy_trainer_t *t, int rc) {
     if (t->groups.dp) t->groups.dp->ops->abort(t->groups.dp);
     if (t->groups.tp) t->groups.tp->ops->abort(t->groups.tp);
   }
+  if (t->have_ngroups) { /* NCCL: the device groups too, so no collective waits for its timeout */
+    if (t->ngroups.dp) t->ngroups.dp->ops->abort(t->ngroups.dp);
+    if (t->ngroups.tp) t->ngroups.tp->ops->abort(t->ngroups.tp);
+  }
   if (t->overlap) {
     grads_ready(t, -1);
     wait_reducer(t);

@@ -506,7 +506,7 @@ static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_direc
     gy_log(GY_LOG_ERROR, "worker", "directive %s (seq %" PRIu64 ") failed: %s",
            gy_directive_kind_name(dir->kind), dir->seq, err);
   int64_t ack_step = dir->kind == GY_DIRECTIVE_ROLLBACK && !rc ? dir->to_step : done;
-  gy_agent_ack(a, dir->seq, ack_step, rc == 0, rc ? err : NULL, rc ? 0 : ckpt_bytes);
+  gy_agent_ack(a, dir->seq, ack_step, rc == 0, rc ? err : NULL, ckpt_bytes);
   /* A failed checkpoint is a broken disk: stop rather than train on without one. A refused
    * hyper-parameter change leaves the knobs as they were, and a refused rollback the whole
    * state: training goes on (the controller decides what next). A rollback that failed half

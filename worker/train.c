@@ -618,17 +618,16 @@ static int cmp_loss_desc(const void *a, const void *b) {
   return x->id < y->id ? -1 : (x->id > y->id);
 }
 
+static void abort_groups(gy_comm_groups_t *g) {
+  if (g->dp) g->dp->ops->abort(g->dp);
+  if (g->tp) g->tp->ops->abort(g->tp);
+}
+
 /* Ends a step that failed in a collective: the reducer is drained (its calls fail fast once
  * the communicator is aborted) and the error is kept for the caller. */
 static int comm_failure(gy_trainer_t *t, int rc) {
-  if (t->have_groups) {
-    if (t->groups.dp) t->groups.dp->ops->abort(t->groups.dp);
-    if (t->groups.tp) t->groups.tp->ops->abort(t->groups.tp);
-  }
-  if (t->have_ngroups) { /* NCCL: the device groups too, so no collective waits for its timeout */
-    if (t->ngroups.dp) t->ngroups.dp->ops->abort(t->ngroups.dp);
-    if (t->ngroups.tp) t->ngroups.tp->ops->abort(t->ngroups.tp);
-  }
+  if (t->have_groups) abort_groups(&t->groups);
+  if (t->have_ngroups) abort_groups(&t->ngroups); /* NCCL's too: nothing waits for its timeout */
   if (t->overlap) {
     grads_ready(t, -1);
     wait_reducer(t);

@@ -432,6 +432,20 @@ static void test_pause_resume(void) {
   gy_fleet_destroy(f);
 }
 
+/* Two ranks formed, an operator command of KIND queued at H = 4 and both ranks at step 4, so
+ * the directive is out and waits for their acks; *seq is its sequence number. */
+static gy_fleet_t *sent_at_4(gy_dir_kind_t kind, uint64_t *seq) {
+  gy_fleet_t *f = mk(2, 3, 100, 1000);
+  int64_t at;
+  form(f, 2);
+  CHECK(report(f, 0, 0) == 0 && report(f, 1, 0) == 0);
+  CHECK(gy_fleet_command(f, now_ms, kind, NULL, seq, &at) == 0);
+  CHECK_EQ_INT(at, 4);
+  for (int s = 1; s < 4; s++)
+    CHECK(report(f, 0, s) == 0 && report(f, 1, s) == 0);
+  return f;
+}
+
 static void test_stop(void) {
   gy_fleet_t *f = mk(2, 3, 100, 1000);
   form(f, 2);
@@ -460,12 +474,7 @@ static void test_stop(void) {
   gy_fleet_destroy(f);
 
   /* both ranks ack the STOP: its checkpoint is committed, then the run is done */
-  f = mk(2, 3, 100, 1000);
-  form(f, 2);
-  CHECK(report(f, 0, 0) == 0 && report(f, 1, 0) == 0);
-  CHECK(gy_fleet_command(f, now_ms, GY_DIR_STOP, NULL, &seq, &at) == 0);
-  for (int s = 1; s < 4; s++)
-    CHECK(report(f, 0, s) == 0 && report(f, 1, s) == 0);
+  f = sent_at_4(GY_DIR_STOP, &seq);
   CHECK(ack(f, 0, seq) == 0);
   CHECK(ack(f, 1, seq) == 0);
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 1);
@@ -477,12 +486,7 @@ static void test_stop(void) {
   /* the acks of a CHECKPOINT carry each rank's file size: the committed size is their sum, and
    * unknown (0) when a rank did not say */
   for (int known = 0; known < 2; known++) {
-    f = mk(2, 3, 100, 1000);
-    form(f, 2);
-    CHECK(report(f, 0, 0) == 0 && report(f, 1, 0) == 0);
-    CHECK(gy_fleet_command(f, now_ms, GY_DIR_CHECKPOINT, NULL, &seq, &at) == 0);
-    for (int s = 1; s < 4; s++)
-      CHECK(report(f, 0, s) == 0 && report(f, 1, s) == 0);
+    f = sent_at_4(GY_DIR_CHECKPOINT, &seq);
     CHECK(gy_fleet_ack(f, now_ms, 0, gy_fleet_generation(f), seq, 0, 1, NULL, 1000) == 0);
     gy_fleet_actions_clear(f);
     CHECK(gy_fleet_ack(f, now_ms, 1, gy_fleet_generation(f), seq, 1, 1, NULL, known ? 1500 : 0) ==
@@ -494,12 +498,7 @@ static void test_stop(void) {
   }
 
   /* a CHECKPOINT that one rank failed (its disk): nothing is committed */
-  f = mk(2, 3, 100, 1000);
-  form(f, 2);
-  CHECK(report(f, 0, 0) == 0 && report(f, 1, 0) == 0);
-  CHECK(gy_fleet_command(f, now_ms, GY_DIR_CHECKPOINT, NULL, &seq, &at) == 0);
-  for (int s = 1; s < 4; s++)
-    CHECK(report(f, 0, s) == 0 && report(f, 1, s) == 0);
+  f = sent_at_4(GY_DIR_CHECKPOINT, &seq);
   CHECK(ack(f, 0, seq) == 0);
   gy_fleet_actions_clear(f);
   CHECK(gy_fleet_ack(f, now_ms, 1, gy_fleet_generation(f), seq, 1, 0, "disk full", 0) == 0);

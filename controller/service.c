@@ -1482,9 +1482,11 @@ static int64_t mono_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Every action is fenced, not only what goes to the workers: a controller resumed after a
+ * stop longer than its lease must not print a step, an event or write its journal either
+ * before it learns that it was replaced. */
 static void act(gy_service_t *s, const gy_fleet_action_t *a) {
-  if (s->o.fence && (a->kind == GY_FLEET_ACT_ASSIGN || a->kind == GY_FLEET_ACT_GRANT ||
-                     a->kind == GY_FLEET_ACT_DIRECTIVE)) {
+  if (s->o.fence) {
     int64_t now = mono_ms();
     if (now - s->fence_ok_ms > s->o.fence_every_ms) {
       if (!s->o.fence(s->o.fence_ud)) return; /* the caller has stopped everything */

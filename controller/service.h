@@ -65,7 +65,8 @@ typedef struct {
    * rollback that was committed but not confirmed is completed); then every event, committed
    * checkpoint and rollback goes to it, a rollback's intent before its directive is sent. */
   gy_journal_t *journal;
-  /* Fencing (NULL: none): before it assigns, grants or sends a directive, and at most every
+  /* Fencing (NULL: none): before it carries out an action of the fleet (assign, grant,
+   * directive, but also a step record, an event or a journal write), and at most every
    * fence_every_ms, the service asks fence(fence_ud) whether it still leads (a synchronous
    * look at the leader key in the store); on 0 it calls it once more with exit semantics left
    * to the caller: a controller that was stopped (SIGSTOP, a long pause) while its lease ran

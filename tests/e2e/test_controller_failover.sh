@@ -106,7 +106,9 @@ wait_grep 60 '"type":"step"' "$TMP/B.out" || fail "B never aggregated a step"
 t_step=$(now)
 grep -q " recovered step" "$TMP/B.err" || fail "B did not recover the run from the journal"
 python3 -c "print('1. A killed -> B elected %.2f s, -> first step aggregated by B %.2f s' % ($t_elect - $t_kill, $t_step - $t_kill))"
-python3 -c "import sys; sys.exit(0 if $t_elect - $t_kill < 8 else 1)" || fail "takeover took longer than 8 s"
+# the lease (2 s) plus about half a second on an idle machine (bench/RESULTS.md); the bound is
+# for a loaded one, where etcd's expiry, its fsyncs and this script's polling all run late
+python3 -c "import sys; sys.exit(0 if $t_elect - $t_kill < 15 else 1)" || fail "takeover took longer than 15 s"
 
 # 2. C stands by; B is stopped past its lease, C leads, B resumes and must not act
 ctl C "$PC"

@@ -119,10 +119,11 @@ run() {
       done
       grep -q "stays PAUSED" "$TMP/$name-ctl.err" || fail "$name: the restarted controller did not keep the pause"
       wait_grep_applied() { grep -c 'PAUSE applied' "$TMP/$name-ctl.err"; }
-      for ((i = 0; i < 600; i++)); do
+      for ((i = 0; i < 2400; i++)); do
         [ "$(wait_grep_applied)" -ge 2 ] && break
         sleep 0.05
       done
+      [ "$(wait_grep_applied)" -ge 2 ] || fail "$name: the re-formed gang never parked (120 s)"
       local n1 n2
       n1=$(cat "$TMP/$name"-w0.jsonl | grep -c '"type":"step"')
       sleep 2

@@ -33,7 +33,7 @@ grep -q 'every: 20' "$CFG" && grep -q 'sequences: 16' "$CFG" || fail "config not
 "$CTL" --config "$CFG" --http 127.0.0.1:0 --grace-ms 60000 >"$TMP/ctl.out" 2>"$TMP/ctl.err" &
 CTL_PID=$!
 PIDS+=($CTL_PID)
-for _ in $(seq 100); do
+for _ in $(seq 600); do
   grep -q '"type":"http"' "$TMP/ctl.out" 2>/dev/null && break
   sleep 0.1
 done

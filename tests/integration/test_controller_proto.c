@@ -80,7 +80,7 @@ static void ctl_start(ctl_t *c, const char *cfg, const char *tag) {
     _exit(127);
   }
   c->port = 0;
-  for (double t0 = now_s(); now_s() - t0 < 10 && !c->port;) {
+  for (double t0 = now_s(); now_s() - t0 < 60 && !c->port;) {
     FILE *f = fopen(c->out, "r");
     char line[512];
     while (f && fgets(line, sizeof(line), f)) {

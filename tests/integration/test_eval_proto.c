@@ -63,7 +63,7 @@ static pid_t ctl_start(const char *cfg, int *port) {
     _exit(127);
   }
   *port = 0;
-  for (double t0 = now_s(); now_s() - t0 < 10 && !*port;) {
+  for (double t0 = now_s(); now_s() - t0 < 60 && !*port;) {
     FILE *f = fopen(out, "r");
     char line[512];
     while (f && fgets(line, sizeof(line), f)) {

@@ -44,7 +44,7 @@ free_port() {
 }
 PORT=$(free_port)
 export GYRO_CONTROLLER=127.0.0.1:$PORT
-STEPS=400
+STEPS=20000 # only the operator's stop ends it: a short run could finish between two verbs
 cat >"$TMP/run.yaml" <<YAML
 run: {name: verbs, seed: 7, steps: $STEPS, threads: 1}
 model: {layers: 2, channels: 64, heads: 4, context: 64, vocab: 256}

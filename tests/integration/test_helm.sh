@@ -238,7 +238,7 @@ cleanup() {
 trap cleanup EXIT
 "${BIN[gyro-controller]}" "${CTL_ARGS[@]}" >"$TMP/ctl.out" 2>"$TMP/ctl.err" &
 pids+=($!)
-for _ in $(seq 100); do grep -q listening "$TMP/ctl.out" 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 600); do grep -q listening "$TMP/ctl.out" 2>/dev/null && break; sleep 0.1; done
 port=$(grep -m1 listening "$TMP/ctl.out" | grep -o '"port":[0-9]*' | cut -d: -f2) ||
   fail "controller did not start with the rendered args (${CTL_ARGS[*]}): $(cat "$TMP/ctl.err")"
 export GYRO_CONTROLLER=127.0.0.1:$port

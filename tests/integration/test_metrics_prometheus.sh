@@ -67,7 +67,7 @@ grep -q 'every: 20' "$CFG" || fail "config not written as intended"
 "$CTL" --config "$CFG" --grace-ms 60000 >"$TMP/ctl.out" 2>"$TMP/ctl.err" &
 CTL_PID=$!
 PIDS+=($CTL_PID)
-for i in $(seq 100); do
+for i in $(seq 600); do
   grep -q '"type":"http"' "$TMP/ctl.out" 2>/dev/null && break
   sleep 0.1
 done

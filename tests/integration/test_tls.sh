@@ -135,7 +135,7 @@ start_ctl() {
   PIDS+=($!)
   CPID=$!
   ADDR=
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 600); do
     ADDR=$(python3 -c 'import json,sys
 for l in open(sys.argv[1]):
     try: j = json.loads(l)
@@ -191,7 +191,7 @@ timeout 120 "$WORKER" --controller "$ADDR" "${GOOD[@]}" --worker-id good --threa
   --quiet-steps >"$TMP/good.out" 2>"$TMP/good.err" || rc=$?
 [ "$rc" -eq 0 ] || fail "the worker over mTLS exited $rc: $(tail -n 20 "$TMP/good.err")"
 grep -q 'worker good' "$TMP/mtls.err" || fail "no join event for the worker: $(cat "$TMP/mtls.err")"
-for _ in $(seq 1 100); do kill -0 "$CPID" 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq 1 600); do kill -0 "$CPID" 2>/dev/null || break; sleep 0.1; done
 grep -q '"type":"done"' "$TMP/mtls.out" || fail "the mTLS run did not finish: $(tail "$TMP/mtls.out")"
 grep -q '"type":"step","step":11' "$TMP/mtls.out" || fail "step 11 missing: $(tail "$TMP/mtls.out")"
 

@@ -80,7 +80,7 @@ GYRO_OPERATOR_TOKEN=$OP_TOKEN "$CTL" --config "$TMP/run.yaml" --grace-ms 200 \
 CPID=$!
 PIDS+=($CPID)
 ADDR=
-for _ in $(seq 1 100); do
+for _ in $(seq 1 600); do
   ADDR=$(python3 -c 'import json,sys
 for l in open(sys.argv[1]):
     try: j = json.loads(l)
@@ -125,7 +125,7 @@ j = json.load(open(sys.argv[1]))
 for r in j.get("ranks", []): r.pop("last_report_age_ms", None)
 print(json.dumps(j, sort_keys=True))' "$L/st$1.json"
 }
-for _ in $(seq 1 100); do
+for _ in $(seq 1 600); do
   s=$(status_json 0)
   case "$s" in *'"state": "PAUSED"'*) break ;; esac
   sleep 0.1

@@ -31,9 +31,6 @@ cleanup() {
   if [ -n "${GY_KEEP_TMP:-}" ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 STEPS=150
 echo "observe_steps: 1" >"$TMP/policy.yaml"
 

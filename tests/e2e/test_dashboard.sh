@@ -22,9 +22,6 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 POLICY=$TMP/policy.yaml
 echo "observe_steps: 1" >"$POLICY"

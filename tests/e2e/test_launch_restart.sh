@@ -14,7 +14,7 @@ cleanup() {
   if [ -n "${GY_KEEP_TMP:-}" ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 echo "observe_steps: 1" >"$TMP/policy.yaml"
 cfg=$TMP/run.yaml
 write_config "$cfg" 250 "controller: {listen: \"127.0.0.1:$PORT\", world: 2, tp: 1, window: 4, heartbeat_ms: 200, lost_after_ms: 20000, policy: $TMP/policy.yaml}"

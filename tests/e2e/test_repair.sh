@@ -41,7 +41,7 @@ set -e
 [ $brc -eq 2 ] || fail "a bad policy file: exit $brc, want 2"
 grep -q "badpolicy.yaml:2.*region_step" "$TMP/bad.err" || fail "bad policy message: $(cat "$TMP/bad.err")"
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 CFG=$TMP/repair.yaml
 write_config "$CFG" 120 "controller: {listen: \"127.0.0.1:$PORT\", world: 2, tp: 1, window: 4, heartbeat_ms: 200, lost_after_ms: 10000, policy: $POLICY}"
 sed -i "s/^run: {\(.*\)threads: 2}/run: {\1threads: 1}/;

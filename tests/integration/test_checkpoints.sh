@@ -17,9 +17,6 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 PORT=$(free_port)
 CFG=$TMP/run.yaml
 write_config "$CFG" 60 "controller: {listen: \"127.0.0.1:$PORT\", world: 2, tp: 1, heartbeat_ms: 200}"

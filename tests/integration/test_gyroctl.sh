@@ -33,9 +33,6 @@ expect_rc 0 "$G" --help
 grep -q "exit codes" "$TMP/out" || fail "--help does not document the exit codes"
 
 # ---- unreachable controller: exit 3 (a port nothing listens on)
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 DEAD=$(free_port)
 expect_rc 3 "$G" --controller "127.0.0.1:$DEAD" --timeout 2000 status
 expect_rc 3 "$G" --controller "127.0.0.1:$DEAD" --timeout 2000 pause

@@ -39,9 +39,6 @@ grep -q "rollback --to STEP" "$TMP/out" || fail "--help lacks rollback"
 grep -q "newest committed checkpoint" "$TMP/out" || fail "--help does not say what skip does"
 
 # ---- a real run: controller + 2 workers under gyroctl launch
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 PORT=$(free_port)
 export GYRO_CONTROLLER=127.0.0.1:$PORT
 STEPS=20000 # only the operator's stop ends it: a short run could finish between two verbs

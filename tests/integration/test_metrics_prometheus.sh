@@ -22,9 +22,6 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 expect_exit2() { # expect_exit2 PATTERN ARGS...: the controller refuses to start with PATTERN
   local pat=$1 rc=0
   shift

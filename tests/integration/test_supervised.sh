@@ -28,9 +28,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # config NAME STEPS PORT: the small model, one thread, a controller section for 4 workers.
 config() {

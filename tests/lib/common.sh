@@ -14,6 +14,33 @@ fail() {
   exit 1
 }
 
+# free_port: a loopback TCP port that nothing holds, picked at random below the kernel's
+# ephemeral range. A test binds it later (a controller, etcd, a standby), and a port from the
+# ephemeral range could meanwhile become the source port of some connection (a worker dialling
+# a standby that does not listen yet may even connect to itself); random, so tests running side
+# by side seldom pick the same. Where that range starts at 20000 or lower: any free port.
+free_port() {
+  python3 - <<'PY'
+import random, socket
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    low = 0
+for _ in range(500):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", random.randrange(20000, low) if low > 20000 else 0))
+        print(s.getsockname()[1])
+        break
+    except OSError:
+        pass
+    finally:
+        s.close()
+else:
+    raise SystemExit("free_port: no free port found")
+PY
+}
+
 need_data() {
   for ch in zh en code; do
     [ -f "$DATA/$ch/train_000.bin" ] && [ -f "$DATA/$ch/val.bin" ] ||

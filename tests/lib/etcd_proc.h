@@ -38,20 +38,37 @@ typedef struct {
 
 static gy_etcd_proc_t *gy_etcd_procs[GY_ETCD_PROC_MAX];
 
-/* A port that was free a moment ago (bind to 0, read it back, close). */
+/* A loopback port that was free a moment ago, picked at random below the kernel's ephemeral
+ * range (as tests/lib/common.sh's free_port: a port from that range, bound again later, could
+ * meanwhile become some connection's source port); any free port where that range starts at
+ * 20000 or lower. -1 if none was found. */
 static int gy_free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof(a));
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  int port = -1;
-  if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-      getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-    port = ntohs(a.sin_port);
-  if (fd >= 0) close(fd);
-  return port;
+  int low = 0;
+  FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+  if (f) {
+    if (fscanf(f, "%d", &low) != 1) low = 0;
+    fclose(f);
+  }
+  static unsigned seed;
+  if (!seed) seed = (unsigned)getpid() ^ (unsigned)time(NULL) ^ 0x9e3779b9u;
+  for (int i = 0; i < 500; i++) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (low > 20000)
+      a.sin_port = htons((uint16_t)(20000 + rand_r(&seed) % (unsigned)(low - 20000)));
+    socklen_t len = sizeof(a);
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+      port = ntohs(a.sin_port);
+    close(fd);
+    if (port > 0) return port;
+  }
+  return -1;
 }
 
 static double gy_etcd_now(void) {

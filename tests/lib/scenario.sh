@@ -21,7 +21,7 @@ trap cleanup EXIT
 # is a YAML flow map for data.corrupt or empty; POLICY_FILE empty for the built-in default).
 mkcfg() {
   local name=$1 steps=$2 corrupt=$3 policy=$4 extra=${5:-} port pol=
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   [ -n "$policy" ] && pol=", policy: $policy"
   local cfg=$TMP/$name.yaml
   write_config "$cfg" "$steps" "controller: {listen: \"127.0.0.1:$port\", world: 4, tp: 1, window: 4, heartbeat_ms: 200, lost_after_ms: 10000$pol}"

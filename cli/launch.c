@@ -1,7 +1,7 @@
 /*
  * launch: `gyroctl launch CONFIG`, the whole supervised job on one machine.
  *
- * API: gy_launch_main() (cli/launch.h). In order it: loads the run config (worker/config.h) for
+ * API: gy_launch_main() (cli/launch.h). In order it: loads the run config (config/run_config.h) for
  * controller.{listen, world}; finds gyro-controller and gyro-worker (--controller-bin /
  * --worker-bin, else next to gyroctl's own binary as ../controller/gyro-controller and
  * ../worker/gyro-worker, else $PATH); makes the run folder (default build/runs/<name>-<time>/);
@@ -55,7 +55,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "worker/config.h"
+#include "config/run_config.h"
 
 extern char **environ;
 

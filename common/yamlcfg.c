@@ -2,11 +2,11 @@
  * yamlcfg: one YAML document loaded with libyaml's document API, with typed, line-aware
  * look-ups for configuration files.
  *
- * API, in order: gy_yaml_load / gy_yaml_destroy; gy_yaml_path, gy_yaml_root, gy_yaml_line and
- * the node kind tests; mapping and sequence access (gy_yaml_get, gy_yaml_map_* including
- * gy_yaml_map_key_node, gy_yaml_seq_*, gy_yaml_scalar); gy_yaml_describe; typed conversions
- * (gy_yaml_to_int, gy_yaml_to_double and gy_yaml_to_double_in for open bounds, gy_yaml_to_bool,
- * gy_yaml_to_string); gy_yaml_error.
+ * API, in order: gy_yaml_load (a file) and gy_yaml_parse (text in memory) / gy_yaml_destroy;
+ * gy_yaml_path, gy_yaml_root, gy_yaml_line and the node kind tests; mapping and sequence access
+ * (gy_yaml_get, gy_yaml_map_* including gy_yaml_map_key_node, gy_yaml_seq_*, gy_yaml_scalar);
+ * gy_yaml_describe; typed conversions (gy_yaml_to_int, gy_yaml_to_double and gy_yaml_to_double_in
+ * for open bounds, gy_yaml_to_bool, gy_yaml_to_string); gy_yaml_error.
  *
  * Node handles are libyaml's own 1-based node indices, so 0 means "absent" and every accessor
  * accepts 0 (and any out-of-range handle) and answers "absent" or "not that kind".
@@ -230,6 +230,23 @@ int gy_yaml_load(gy_yaml_t **out, const char *path, char *errmsg, size_t errlen)
   *out = NULL;
   unsigned char *buf = NULL;
   size_t len = 0;
+  int rc = read_file(path, &buf, &len, errmsg, errlen);
+  if (rc) return rc;
+  rc = gy_yaml_parse(out, path, (const char *)buf, len, errmsg, errlen);
+  free(buf);
+  return rc;
+}
+
+int gy_yaml_parse(gy_yaml_t **out, const char *name, const char *text, size_t len, char *errmsg,
+                  size_t errlen) {
+  if (!out || !name || (!text && len))
+    return errf(errmsg, errlen, GY_EINVAL, "gy_yaml_parse: no name or text");
+  *out = NULL;
+  if (len > MAX_FILE_BYTES)
+    return errf(errmsg, errlen, GY_ECONFIG, "%s: %zu bytes is too big for a config (at most %u)",
+                name, len, MAX_FILE_BYTES);
+  const char *path = name; /* messages name the document as a file */
+  const unsigned char *buf = (const unsigned char *)(text ? text : "");
   int rc, have_doc = 0, have_parser = 0;
   yaml_parser_t parser;
   yaml_document_t extra;
@@ -239,7 +256,6 @@ int gy_yaml_load(gy_yaml_t **out, const char *path, char *errmsg, size_t errlen)
     rc = errf(errmsg, errlen, GY_ENOMEM, "%s: out of memory", path);
     goto err;
   }
-  if ((rc = read_file(path, &buf, &len, errmsg, errlen))) goto err;
 
   if (!yaml_parser_initialize(&parser)) {
     rc = errf(errmsg, errlen, GY_ENOMEM, "%s: out of memory", path);
@@ -275,8 +291,6 @@ int gy_yaml_load(gy_yaml_t **out, const char *path, char *errmsg, size_t errlen)
   }
   yaml_parser_delete(&parser);
   have_parser = 0;
-  free(buf);
-  buf = NULL;
   if ((rc = check_duplicate_keys(y, errmsg, errlen))) goto err;
   *out = y;
   return 0;
@@ -284,7 +298,6 @@ int gy_yaml_load(gy_yaml_t **out, const char *path, char *errmsg, size_t errlen)
 err:
   if (have_parser) yaml_parser_delete(&parser);
   if (have_doc) yaml_document_delete(&y->doc);
-  free(buf);
   free(y->path);
   free(y);
   return rc;

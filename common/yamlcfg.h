@@ -12,6 +12,11 @@ typedef int gy_ynode_t;
 
 /* Loads and parses path; a syntax error gets GY_ECONFIG with file, line and column. */
 int gy_yaml_load(gy_yaml_t **out, const char *path, char *errmsg, size_t errlen);
+/* Parses len bytes of text (need not be NUL-terminated) as one document; messages and
+ * gy_yaml_path name it `name`, as if it were a file of that name. The callee copies what it
+ * keeps. Errors as gy_yaml_load's. */
+int gy_yaml_parse(gy_yaml_t **out, const char *name, const char *text, size_t len, char *errmsg,
+                  size_t errlen);
 void gy_yaml_destroy(gy_yaml_t *y);
 const char *gy_yaml_path(const gy_yaml_t *y);
 gy_ynode_t gy_yaml_root(const gy_yaml_t *y);

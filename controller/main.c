@@ -11,7 +11,7 @@
  * *_token_file, then its inline *_token (which every worker receives with the config: a warning
  * says so). Tokens are never printed.
  *
- * Reads the run config (worker/config.h: the run, and its `controller:` section) and the repair
+ * Reads the run config (config/run_config.h: the run, and its `controller:` section) and the repair
  * policy it names (controller.policy; none: the built-in default), binds, prints
  * {"type":"listening","address":ADDR,"port":PORT} on stdout, then one {"type":"step",...} line
  * per aggregated step; events go to stderr as JSON log lines. Stops on SIGINT/SIGTERM. When the
@@ -60,7 +60,7 @@
 #include "controller/store.h"
 #include "controller/service.h"
 #include "policies/policy.h"
-#include "worker/config.h"
+#include "config/run_config.h"
 
 typedef struct {
   uv_loop_t *loop;

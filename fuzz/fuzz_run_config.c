@@ -1,4 +1,4 @@
-/* fuzz_run_config: the run config parser (worker/config.c over common/yamlcfg.c) on arbitrary
+/* fuzz_run_config: the run config parser (config/run_config.c over common/yamlcfg.c) on arbitrary
  * bytes. The input is written to a temporary file (the parser reads a path) and loaded with a
  * fixed base folder. Properties: no crash, leak or undefined behaviour; an error comes with a
  * message that names the file and is valid UTF-8 (it is printed and logged as JSON); an accepted
@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "fuzz/fuzz_util.h"
-#include "worker/config.h"
+#include "config/run_config.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;

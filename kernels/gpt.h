@@ -5,17 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct {
-  int max_seq_len;       /* T_max: rows of the position embedding */
-  int vocab_size;        /* V: real vocabulary */
-  int padded_vocab_size; /* Vp >= V: rows of the token embedding (llm.c pads to 128) */
-  int num_layers;        /* L */
-  int num_heads;         /* NH, divides channels */
-  int channels;          /* C */
-  int qk_norm;           /* 1: LayerNorm (no bias) on each head's queries and keys */
-  int tp_size;           /* tensor-parallel group size (0 or 1: no tensor parallelism) */
-  int tp_rank;           /* this model's rank in the tensor-parallel group */
-} gy_gpt_config_t;
+#include "config/model.h"
 
 /* Tensor parallelism (Megatron-style). With tp_size P > 1 a model holds one shard: the heads
  * NH/P of its rank (rows of qkvw/qkvb, columns of attprojw) and a 1/P slice of the MLP width
@@ -55,8 +45,6 @@ typedef struct gy_gpt gy_gpt_t;
 
 /* Static name of tensor i ("wte", "wpe", "ln1w", ...). */
 const char *gy_gpt_tensor_name(int i);
-/* Validates cfg; returns 0 or GY_EINVAL with a reason in errmsg. */
-int gy_gpt_config_check(const gy_gpt_config_t *cfg, char *errmsg, size_t errlen);
 
 /* Creates a model with parameters, gradients and room for activations of up to B x T_max.
  * The callee copies cfg. Parameters start at zero: call gy_gpt_init_params. */

@@ -409,20 +409,47 @@ static int parse_rung(ctx_t *c, gy_ynode_t item, int i, gy_policy_rung_t *g) {
   return 0;
 }
 
+static int policy_from_doc(ctx_t *c, gy_policy_t *out, const char *path);
+
 int gy_policy_load(gy_policy_t *out, const char *path, char *errmsg, size_t errlen) {
-  static const char *const top[] = {"detect",        "observe_steps", "recover_tolerance",
-                                    "region_steps",  "max_rollbacks", "max_restarts",
-                                    "on_drop",       "ladder",        NULL};
-  static const char *const on_drop[] = {"ladder", "skip_samples", NULL};
   ctx_t c = {.errmsg = errmsg, .errlen = errlen};
-  gy_policy_t p;
   int rc;
   if (!out || !path) {
     gy_errmsg(errmsg, errlen, "gy_policy_load: no policy or path");
     return GY_EINVAL;
   }
-  gy_policy_default(&p);
   if ((rc = gy_yaml_load(&c.y, path, errmsg, errlen))) return rc;
+  rc = policy_from_doc(&c, out, path);
+  gy_yaml_destroy(c.y);
+  return rc;
+}
+
+int gy_policy_parse(gy_policy_t *out, const char *name, const char *text, size_t len,
+                    char *errmsg, size_t errlen) {
+  ctx_t c = {.errmsg = errmsg, .errlen = errlen};
+  int rc;
+  if (!out || !name || !text) {
+    gy_errmsg(errmsg, errlen, "gy_policy_parse: no policy, name or text");
+    return GY_EINVAL;
+  }
+  if ((rc = gy_yaml_parse(&c.y, name, text, len, errmsg, errlen))) return rc;
+  rc = policy_from_doc(&c, out, name);
+  gy_yaml_destroy(c.y);
+  return rc;
+}
+
+/* The policy in c's document into *out (untouched on error); path names it in messages. */
+static int policy_from_doc(ctx_t *c0, gy_policy_t *out, const char *path) {
+  static const char *const top[] = {"detect",        "observe_steps", "recover_tolerance",
+                                    "region_steps",  "max_rollbacks", "max_restarts",
+                                    "on_drop",       "ladder",        NULL};
+  static const char *const on_drop[] = {"ladder", "skip_samples", NULL};
+  ctx_t c = *c0;
+  char *errmsg = c.errmsg;
+  size_t errlen = c.errlen;
+  gy_policy_t p;
+  int rc;
+  gy_policy_default(&p);
   gy_ynode_t root = gy_yaml_root(c.y);
   if (!gy_yaml_is_map(c.y, root)) {
     char got[80];
@@ -467,11 +494,9 @@ int gy_policy_load(gy_policy_t *out, const char *path, char *errmsg, size_t errl
     rc = GY_ECONFIG;
     goto err;
   }
-  gy_yaml_destroy(c.y);
   *out = p;
   return 0;
 err:
-  gy_yaml_destroy(c.y);
   return rc;
 }
 

@@ -36,7 +36,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "kernels/llmc_io.h"
-#include "worker/config.h"
+#include "config/run_config.h"
 #include "worker/nvml.h"
 #include "worker/train.h"
 
@@ -169,25 +169,6 @@ typedef struct {
   int threads;
   int quiet;
 } supervised_opts_t;
-
-/* Writes text to a fresh temporary file; its name goes to path (caller unlinks). */
-static int write_temp(const char *text, char *path, size_t len) {
-  const char *dir = getenv("TMPDIR");
-  snprintf(path, len, "%s/gyro-worker-config.XXXXXX", dir && dir[0] ? dir : "/tmp");
-  int fd = mkstemp(path);
-  if (fd < 0) return GY_EIO;
-  size_t n = strlen(text), off = 0;
-  while (off < n) {
-    ssize_t w = write(fd, text + off, n - off);
-    if (w <= 0) {
-      close(fd);
-      unlink(path);
-      return GY_EIO;
-    }
-    off += (size_t)w;
-  }
-  return close(fd) ? GY_EIO : 0;
-}
 
 /* ckpt_step >= 0: the checkpoint of that step reached the disk since the last report. */
 /* GPU health for the step reports. GYRO_GPU=N names this worker's GPU (NVML device N); NVML
@@ -522,7 +503,7 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
   gy_trainer_t *tr = NULL;
   gy_run_config_t cfg;
   int have_cfg = 0, exit_code = 1, rc;
-  char err[1024] = "", tmp[4096] = "", *prefix = NULL;
+  char err[1024] = "", *prefix = NULL;
   gpu_watch_t gpu;
   gpu_watch_open(&gpu);
   gy_agent_opts_t ao = {.controllers = so->controller,
@@ -548,12 +529,8 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
     goto out;
   }
   /* The config comes as text; relative paths in it are relative to the controller's folder. */
-  if ((rc = write_temp(asg.config_yaml, tmp, sizeof(tmp)))) {
-    fprintf(stderr, "gyro-worker: cannot write the run config to a temporary file %s\n", tmp);
-    goto out;
-  }
-  rc = gy_run_config_load_dir(&cfg, tmp, asg.config_dir, err, sizeof(err));
-  unlink(tmp);
+  rc = gy_run_config_parse(&cfg, "run config", asg.config_yaml, strlen(asg.config_yaml),
+                           asg.config_dir, err, sizeof(err));
   if (rc) {
     fprintf(stderr, "gyro-worker: the run config from the controller (folder %s): %s\n",
             asg.config_dir, err);

@@ -8,7 +8,7 @@
 
 #include "kernels/gpt.h"
 #include "kernels/optim.h"
-#include "worker/config.h"
+#include "config/run_config.h"
 #include "worker/data.h"
 
 #define GY_TOPK_MAX 64

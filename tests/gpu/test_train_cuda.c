@@ -14,7 +14,7 @@
 
 #include "common/err.h"
 #include "tests/test.h"
-#include "worker/config.h"
+#include "config/run_config.h"
 #include "worker/train.h"
 #ifdef GY_HAVE_CUDA_KERNELS
 #include "kernels/gpt_cuda.h"

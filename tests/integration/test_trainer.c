@@ -10,7 +10,7 @@
 
 #include "common/err.h"
 #include "tests/test.h"
-#include "worker/config.h"
+#include "config/run_config.h"
 #include "worker/train.h"
 
 static char dir[256];

@@ -14,7 +14,7 @@
 
 #include "tests/test.h"
 #include "tests/unit/data_fixture.h"
-#include "worker/config.h"
+#include "config/run_config.h"
 #include "worker/shard.h"
 #include "worker/train.h"
 

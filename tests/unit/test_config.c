@@ -12,7 +12,7 @@
 #include "common/err.h"
 #include "kernels/optim.h"
 #include "tests/test.h"
-#include "worker/config.h"
+#include "config/run_config.h"
 
 static char tmpdir[64];
 static char written[128][160];
@@ -488,11 +488,39 @@ static void test_bad_configs(void) {
   CHECK(contains(err, path));
 }
 
+/* A config sent as text (what a worker receives): the same config as from its file, relative
+ * paths from the folder given, messages under the name given. */
+static void test_parse_memory(void) {
+  char err[512] = "", dir[200];
+  gy_run_config_t a, b;
+  const char *path = write_file("mem.yaml", full_cfg);
+  setenv("GY_TEST_MODEL", "/models/x", 1);
+  REQUIRE(gy_run_config_load(&a, path, err, sizeof(err)) == 0);
+  snprintf(dir, sizeof(dir), "%s", path);
+  *strrchr(dir, '/') = '\0';
+  int rc = gy_run_config_parse(&b, "run config", full_cfg, strlen(full_cfg), dir, err, sizeof(err));
+  CHECK_MSG(rc == 0, "%s", err);
+  if (rc == 0) {
+    CHECK(gy_run_config_hash(&a) == gy_run_config_hash(&b));
+    CHECK(!strcmp(a.ckpt_dir, b.ckpt_dir));
+    CHECK(!strcmp(a.data.channels[0].files[0], b.data.channels[0].files[0]));
+    CHECK_EQ_INT(a.steps, b.steps);
+    gy_run_config_free(&b);
+  }
+  gy_run_config_free(&a);
+  const char *bad = "model:\n  vocab: 256\nrun:\n  steps: -3\n";
+  rc = gy_run_config_parse(&b, "sent", bad, strlen(bad), dir, err, sizeof(err));
+  CHECK_EQ_INT(rc, GY_ECONFIG);
+  CHECK_MSG(!strncmp(err, "sent:4: key 'run.steps'", 23), "%s", err);
+  CHECK_EQ_INT(gy_run_config_parse(&b, "sent", NULL, 0, dir, err, sizeof(err)), GY_EINVAL);
+}
+
 int main(void) {
   snprintf(tmpdir, sizeof(tmpdir), "/tmp/gy_config_XXXXXX");
   REQUIRE(mkdtemp(tmpdir));
   test_examples();
   test_full_and_defaults();
+  test_parse_memory();
   test_hash();
   test_device();
   test_bad_configs();

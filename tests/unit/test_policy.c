@@ -70,6 +70,11 @@ static void test_roundtrip(void) {
   int rc = gy_policy_load(&q, path, err, sizeof(err));
   CHECK_MSG(rc == 0, "%s\n%s", err, buf);
   CHECK(gy_policy_equal(&p, &q));
+  /* The formatted text parsed from memory reads back to the same policy. */
+  gy_policy_default(&q);
+  rc = gy_policy_parse(&q, "shown", buf, n, err, sizeof(err));
+  CHECK_MSG(rc == 0, "%s\n%s", err, buf);
+  CHECK(gy_policy_equal(&p, &q));
   q.rung[1].knobs.z_loss = 4e-5;
   CHECK(!gy_policy_equal(&p, &q));
   /* A file with one key keeps every other default. */
@@ -103,6 +108,13 @@ static void bad(const char *text, const char *line, const char *key) {
   snprintf(want, sizeof(want), "%s:%s:", path, line);
   CHECK_MSG(strstr(err, want) != NULL, "'%s' lacks '%s'", err, want);
   CHECK_MSG(strstr(err, key) != NULL, "'%s' lacks '%s'", err, key);
+  CHECK(gy_policy_equal(&p, &keep) && p.observe_steps == 42);
+  /* The same text from memory (a `policy set`): the same message, under the name given. */
+  char err2[512] = "", want2[600];
+  rc = gy_policy_parse(&p, "ops.yaml", text, strlen(text), err2, sizeof(err2));
+  CHECK_MSG(rc == GY_ECONFIG, "rc %d from memory for:\n%s", rc, text);
+  snprintf(want2, sizeof(want2), "ops.yaml%s", err + strlen(path));
+  CHECK_MSG(!strcmp(err2, want2), "'%s' is not '%s'", err2, want2);
   CHECK(gy_policy_equal(&p, &keep) && p.observe_steps == 42);
 }
 

@@ -17,7 +17,7 @@
 #include "common/rpc.h"
 #include "controller/fleet.h"
 #include "tests/test.h"
-#include "worker/config.h"
+#include "config/run_config.h"
 
 static int utf8_ok(const char *s) {
   const unsigned char *p = (const unsigned char *)s;

@@ -46,6 +46,44 @@ static void expect_load_error(const char *name, const char *text, size_t len, in
   CHECK_MSG(strncmp(err, prefix, strlen(prefix)) == 0, "%s: '%s' does not start with '%s'", name,
             err, prefix);
   CHECK_MSG(contains(err, what), "%s: '%s' lacks '%s'", name, err, what);
+  /* The same text parsed from memory (not NUL-terminated: a copy with junk after len) fails
+   * the same way, its message naming the document by the name it was given. */
+  char *copy = malloc(len + 8), err2[512] = "", want[600];
+  REQUIRE(copy);
+  memcpy(copy, text, len);
+  memcpy(copy + len, "\n: [{\x01\xff", 7);
+  y = (gy_yaml_t *)1;
+  rc = gy_yaml_parse(&y, name, copy, len, err2, sizeof(err2));
+  CHECK_MSG(rc == rc_want, "%s (memory): rc %d (%s), want %d", name, rc, err2, rc_want);
+  CHECK(y == NULL);
+  snprintf(want, sizeof(want), "%s%s", name, err + strlen(path));
+  CHECK_MSG(!strcmp(err2, want), "%s (memory): '%s' is not '%s'", name, err2, want);
+  free(copy);
+}
+
+/* A document in memory reads as the same document from a file, named as given. */
+static void test_parse_memory(void) {
+  const char *text = "a:\n  b: 7\nc: [x, y]\n";
+  char err[256] = "";
+  gy_yaml_t *y = NULL;
+  REQUIRE(gy_yaml_parse(&y, "sent policy", text, strlen(text), err, sizeof(err)) == 0);
+  CHECK(!strcmp(gy_yaml_path(y), "sent policy"));
+  int64_t v = 0;
+  gy_ynode_t a = gy_yaml_get(y, gy_yaml_root(y), "a");
+  CHECK(gy_yaml_to_int(y, gy_yaml_get(y, a, "b"), "a.b", 0, 10, &v, err, sizeof(err)) == 0);
+  CHECK_EQ_INT(v, 7);
+  CHECK_EQ_INT(gy_yaml_line(y, gy_yaml_get(y, a, "b")), 2);
+  CHECK(gy_yaml_to_int(y, gy_yaml_get(y, a, "b"), "a.b", 0, 5, &v, err, sizeof(err)) == GY_ECONFIG);
+  CHECK_MSG(!strncmp(err, "sent policy:2: key 'a.b'", 24), "%s", err);
+  gy_yaml_destroy(y);
+  /* Bad arguments and an oversized document are refused, nothing allocated. */
+  y = (gy_yaml_t *)1;
+  CHECK_EQ_INT(gy_yaml_parse(&y, NULL, text, 3, err, sizeof(err)), GY_EINVAL);
+  CHECK_EQ_INT(gy_yaml_parse(&y, "x", NULL, 3, err, sizeof(err)), GY_EINVAL);
+  size_t big = (64u << 20) + 1;
+  CHECK_EQ_INT(gy_yaml_parse(&y, "big", text, big, err, sizeof(err)), GY_ECONFIG);
+  CHECK_MSG(contains(err, "big: ") && contains(err, "too big"), "%s", err);
+  CHECK(y == NULL);
 }
 
 static void test_load_errors(void) {
@@ -374,6 +412,7 @@ int main(void) {
   snprintf(tmpdir, sizeof(tmpdir), "/tmp/gy_yamlcfg_XXXXXX");
   REQUIRE(mkdtemp(tmpdir));
   test_load_errors();
+  test_parse_memory();
   test_lookups();
   test_conversions();
   test_deep_and_wide();

@@ -1,7 +1,9 @@
 /*
- * config: the run configuration file of a worker (YAML), checked against a fixed schema.
+ * run_config: the run configuration (YAML) of a run, checked against a fixed schema. Read by
+ * the workers, the controller and gyroctl launch; it links no training library.
  *
- * API: gy_run_config_load(), gy_run_config_free(), gy_run_config_hash().
+ * API: gy_run_config_load() (a file; _load_dir with another base folder), gy_run_config_parse()
+ * (text in memory), gy_run_config_free(), gy_run_config_hash().
  *
  * The schema (every key optional unless marked required; defaults in brackets):
  *   run:        name ["gyro"], seed [1337], steps [1000], threads 0..1024 [0 = all cores],
@@ -41,7 +43,7 @@
  * - Numbers are range-checked here with the same bounds gy_knobs_check and
  *   gy_gpt_config_check use, and those checks run last as a safety net.
  */
-#include "config.h"
+#include "config/run_config.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -838,8 +840,7 @@ static int parse_controller(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
         (rc = get_str(c, m, "controller", "operator_token", &ot, NULL)) ||
         (rc = get_path(c, m, "controller", "policy", &cfg->ctl_policy)) ||
         (rc = get_path(c, m, "controller", "join_token_file", &cfg->ctl_join_token_file)) ||
-        (rc = get_path(c, m, "controller", "operator_token_file",
-                       &cfg->ctl_operator_token_file)) ||
+        (rc = get_path(c, m, "controller", "operator_token_file", &cfg->ctl_operator_token_file)) ||
         (rc = parse_controller_tls(c, m, cfg)) || (rc = parse_controller_http(c, m, cfg)))
       return rc;
     if (jt && *jt && cfg->ctl_join_token_file)
@@ -918,6 +919,8 @@ int gy_run_config_load(gy_run_config_t *cfg, const char *path, char *errmsg, siz
   return gy_run_config_load_dir(cfg, path, NULL, errmsg, errlen);
 }
 
+static int config_from_doc(ctx_t *c, gy_run_config_t *cfg, const char *path, const char *base_dir);
+
 int gy_run_config_load_dir(gy_run_config_t *cfg, const char *path, const char *base_dir,
                            char *errmsg, size_t errlen) {
   ctx_t c = {.errmsg = errmsg, .errlen = errlen};
@@ -927,7 +930,42 @@ int gy_run_config_load_dir(gy_run_config_t *cfg, const char *path, const char *b
     return GY_EINVAL;
   }
   set_defaults(cfg);
-  if ((rc = gy_yaml_load(&c.y, path, errmsg, errlen))) goto err;
+  if ((rc = gy_yaml_load(&c.y, path, errmsg, errlen))) {
+    gy_run_config_free(cfg);
+    return rc;
+  }
+  rc = config_from_doc(&c, cfg, path, base_dir);
+  gy_yaml_destroy(c.y);
+  return rc;
+}
+
+int gy_run_config_parse(gy_run_config_t *cfg, const char *name, const char *text, size_t len,
+                        const char *base_dir, char *errmsg, size_t errlen) {
+  ctx_t c = {.errmsg = errmsg, .errlen = errlen};
+  int rc;
+  if (!cfg || !name || !text) {
+    if (errmsg && errlen) snprintf(errmsg, errlen, "gy_run_config_parse: no config, name or text");
+    return GY_EINVAL;
+  }
+  set_defaults(cfg);
+  if ((rc = gy_yaml_parse(&c.y, name, text, len, errmsg, errlen))) {
+    gy_run_config_free(cfg);
+    return rc;
+  }
+  rc = config_from_doc(&c, cfg, name, base_dir);
+  gy_yaml_destroy(c.y);
+  return rc;
+}
+
+/* The run config in c's document into *cfg (set to its defaults); path names the document in
+ * messages and, without base_dir, its folder is where relative paths start. On error *cfg is
+ * freed. c->dir is the callee's. */
+static int config_from_doc(ctx_t *c0, gy_run_config_t *cfg, const char *path,
+                           const char *base_dir) {
+  ctx_t c = *c0;
+  char *errmsg = c.errmsg;
+  size_t errlen = c.errlen;
+  int rc;
 
   const char *slash = strrchr(path, '/');
   if (base_dir && *base_dir) {
@@ -977,13 +1015,11 @@ int gy_run_config_load_dir(gy_run_config_t *cfg, const char *path, const char *b
     rc = GY_ECONFIG;
     goto err;
   }
-  gy_yaml_destroy(c.y);
   free(c.dir);
   return 0;
 
 err:
   gy_run_config_free(cfg);
-  gy_yaml_destroy(c.y);
   free(c.dir);
   return rc;
 }

@@ -1,14 +1,15 @@
-/* config: the run configuration file (YAML) of a worker. See examples/ and the README's
- * configuration reference. Relative paths are resolved against the config file's folder. */
-#ifndef GY_CONFIG_H
-#define GY_CONFIG_H
+/* run_config: the run configuration (YAML) of a run: workers, the controller and gyroctl launch
+ * read it. See examples/ and the README's configuration reference. Relative paths are resolved
+ * against the config file's folder. */
+#ifndef GY_CONFIG_RUN_CONFIG_H
+#define GY_CONFIG_RUN_CONFIG_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kernels/gpt.h"
-#include "kernels/optim.h"
-#include "worker/data.h"
+#include "config/data_opts.h"
+#include "config/knobs.h"
+#include "config/model.h"
 
 /* run.device and run.dtype */
 enum { GY_DEVICE_CPU = 0, GY_DEVICE_CUDA = 1 };
@@ -58,7 +59,7 @@ typedef struct {
   int ctl_lost_after_ms; /* controller.lost_after_ms: silence that declares a worker lost (10000) */
   char *ctl_join_token;  /* controller.join_token: workers must present it (NULL: none) */
   char *ctl_operator_token; /* controller.operator_token: gyroctl must present it (NULL: none) */
-  char *ctl_policy;      /* controller.policy: repair policy file (NULL: the built-in default) */
+  char *ctl_policy;         /* controller.policy: repair policy file (NULL: the built-in default) */
   /* controller.join_token_file / operator_token_file: files holding the tokens (NULL: none;
    * read by gyro-controller; exclusive with the inline keys) */
   char *ctl_join_token_file, *ctl_operator_token_file;
@@ -74,10 +75,14 @@ typedef struct {
 /* Loads path. Unknown keys, wrong types and out-of-range values are refused: GY_ECONFIG with
  * "FILE:LINE: key 'a.b': problem" in errmsg. On error *cfg holds nothing to free. */
 int gy_run_config_load(gy_run_config_t *cfg, const char *path, char *errmsg, size_t errlen);
-/* The same, resolving relative paths against base_dir instead of path's folder (a worker
- * that received the config text from the controller writes it to a temporary file). */
+/* The same, resolving relative paths against base_dir instead of path's folder. */
 int gy_run_config_load_dir(gy_run_config_t *cfg, const char *path, const char *base_dir,
                            char *errmsg, size_t errlen);
+/* The same from len bytes of YAML text in memory (the config a worker receives from the
+ * controller); messages name it `name`, and relative paths start from base_dir (required for
+ * relative paths: text has no folder). */
+int gy_run_config_parse(gy_run_config_t *cfg, const char *name, const char *text, size_t len,
+                        const char *base_dir, char *errmsg, size_t errlen);
 /* Frees what load allocated. */
 void gy_run_config_free(gy_run_config_t *cfg);
 /* Hash of what a checkpoint must agree with (model shape, seq_len, channel names and files). */

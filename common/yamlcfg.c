@@ -598,3 +598,173 @@ int gy_yaml_to_string(const gy_yaml_t *y, gy_ynode_t n, const char *key, const c
   gy_yaml_describe(y, n, got, sizeof(got));
   return gy_yaml_error(y, n, key, errmsg, errlen, "expected a string, got %s", got);
 }
+
+/* ---- schema look-ups (gy_yread_t) ---- */
+
+/* Joins prefix and name into "prefix.name" (or just "name" at the top level). */
+void gy_yaml_join_key(char *buf, size_t len, const char *prefix, const char *name) {
+  if (prefix && *prefix)
+    snprintf(buf, len, "%s.%s", prefix, name);
+  else
+    snprintf(buf, len, "%s", name);
+}
+
+int gy_yread_map(const gy_yread_t *c, gy_ynode_t n, const char *key) {
+  if (gy_yaml_is_map(c->y, n)) return 0;
+  char got[80];
+  gy_yaml_describe(c->y, n, got, sizeof(got));
+  return gy_yaml_error(c->y, n, key, c->errmsg, c->errlen, "expected a mapping, got %s", got);
+}
+
+/* Refuses any key of map that is not in known (NULL-terminated). The message lists the keys
+ * that are allowed there, which is usually enough to spot a typo. */
+int gy_yread_keys(const gy_yread_t *c, gy_ynode_t map, const char *prefix,
+                  const char *const *known) {
+  int n = gy_yaml_map_len(c->y, map);
+  for (int i = 0; i < n; i++) {
+    const char *k = gy_yaml_map_key(c->y, map, i);
+    gy_ynode_t kn = gy_yaml_map_key_node(c->y, map, i);
+    if (!k)
+      return gy_yaml_error(c->y, kn, prefix, c->errmsg, c->errlen,
+                           "a key must be a plain string, not a mapping or sequence");
+    int ok = 0;
+    for (const char *const *p = known; *p; p++)
+      if (!strcmp(*p, k)) ok = 1;
+    if (ok) continue;
+    char list[256] = "", full[160], shown[64];
+    size_t o = 0;
+    for (const char *const *p = known; *p && o < sizeof(list); p++)
+      o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", p == known ? "" : ", ", *p);
+    /* Quote at most a printable excerpt of the key. */
+    gy_excerpt(shown, sizeof(shown), k);
+    gy_yaml_join_key(full, sizeof(full), prefix, shown);
+    return gy_yaml_error(c->y, kn, full, c->errmsg, c->errlen, "unknown key (expected one of: %s)",
+                         list);
+  }
+  return 0;
+}
+
+/* A section (or nested mapping) by name: 0 in *out when absent, an error when not a mapping. */
+int gy_yread_section(const gy_yread_t *c, gy_ynode_t parent, const char *prefix, const char *name,
+                     gy_ynode_t *out) {
+  char full[160];
+  gy_yaml_join_key(full, sizeof(full), prefix, name);
+  *out = gy_yaml_get(c->y, parent, name);
+  if (!*out) return 0;
+  return gy_yread_map(c, *out, full);
+}
+
+/* The key node of map.name (for the line of a section's name), or 0. */
+gy_ynode_t gy_yread_key_node(const gy_yread_t *c, gy_ynode_t map, const char *name) {
+  int n = gy_yaml_map_len(c->y, map);
+  for (int i = 0; i < n; i++) {
+    const char *k = gy_yaml_map_key(c->y, map, i);
+    if (k && !strcmp(k, name)) return gy_yaml_map_key_node(c->y, map, i);
+  }
+  return 0;
+}
+
+/* Reports prefix.name as missing at node `at` (the line of the mapping's own key, or of the
+ * list item, where the key belongs); at == 0 reports at the top of the document. */
+int gy_yread_missing(const gy_yread_t *c, gy_ynode_t at, const char *prefix, const char *name,
+                     const char *hint) {
+  char full[160];
+  gy_yaml_join_key(full, sizeof(full), prefix, name);
+  if (!at) at = gy_yaml_root(c->y);
+  return gy_yaml_error(c->y, at, full, c->errmsg, c->errlen, "required key is missing%s%s",
+                       hint ? ": " : "", hint ? hint : "");
+}
+
+/* Optional integer map.name in [min, max]; *out keeps its default when absent. */
+int gy_yread_int(const gy_yread_t *c, gy_ynode_t map, const char *prefix, const char *name,
+                 int64_t min, int64_t max, int64_t *out, gy_ynode_t *where) {
+  char full[160];
+  gy_yaml_join_key(full, sizeof(full), prefix, name);
+  gy_ynode_t n = gy_yaml_get(c->y, map, name);
+  if (where) *where = n;
+  if (!n) return 0;
+  return gy_yaml_to_int(c->y, n, full, min, max, out, c->errmsg, c->errlen);
+}
+
+/* get_int into an int (the bounds keep it in range). */
+int gy_yread_i32(const gy_yread_t *c, gy_ynode_t map, const char *prefix, const char *name,
+                 int64_t min, int64_t max, int *out, gy_ynode_t *where) {
+  int64_t v = *out;
+  int rc = gy_yread_int(c, map, prefix, name, min, max, &v, where);
+  if (!rc) *out = (int)v;
+  return rc;
+}
+
+/* Optional number map.name in the interval; *out keeps its default when absent. */
+int gy_yread_double(const gy_yread_t *c, gy_ynode_t map, const char *prefix, const char *name,
+                    double min, int min_open, double max, int max_open, double *out) {
+  char full[160];
+  gy_yaml_join_key(full, sizeof(full), prefix, name);
+  gy_ynode_t n = gy_yaml_get(c->y, map, name);
+  if (!n) return 0;
+  return gy_yaml_to_double_in(c->y, n, full, min, min_open, max, max_open, out, c->errmsg,
+                              c->errlen);
+}
+
+/* get_double into a float knob; a non-zero value that rounds to 0 as a float is refused. */
+int gy_yread_float(const gy_yread_t *c, gy_ynode_t map, const char *prefix, const char *name,
+                   double min, int min_open, double max, int max_open, float *out) {
+  double v = *out;
+  int rc = gy_yread_double(c, map, prefix, name, min, min_open, max, max_open, &v);
+  if (rc) return rc;
+  if (v != 0 && (float)v == 0) {
+    char full[160];
+    gy_yaml_join_key(full, sizeof(full), prefix, name);
+    return gy_yaml_error(c->y, gy_yaml_get(c->y, map, name), full, c->errmsg, c->errlen,
+                         "%g is too small: it rounds to 0 in single precision", v);
+  }
+  *out = (float)v;
+  return 0;
+}
+
+int gy_yread_bool(const gy_yread_t *c, gy_ynode_t map, const char *prefix, const char *name,
+                  int *out) {
+  char full[160];
+  gy_yaml_join_key(full, sizeof(full), prefix, name);
+  gy_ynode_t n = gy_yaml_get(c->y, map, name);
+  if (!n) return 0;
+  return gy_yaml_to_bool(c->y, n, full, out, c->errmsg, c->errlen);
+}
+
+/* Optional string; *out borrows the document's text (valid while c->y lives). */
+int gy_yread_str(const gy_yread_t *c, gy_ynode_t map, const char *prefix, const char *name,
+                 const char **out, gy_ynode_t *where) {
+  char full[160];
+  gy_yaml_join_key(full, sizeof(full), prefix, name);
+  gy_ynode_t n = gy_yaml_get(c->y, map, name);
+  if (where) *where = n;
+  if (!n) return 0;
+  return gy_yaml_to_string(c->y, n, full, out, c->errmsg, c->errlen);
+}
+
+/* Optional enumerated string: *out = its index into names (NULL-terminated). */
+int gy_yread_enum(const gy_yread_t *c, gy_ynode_t map, const char *prefix, const char *name,
+                  const char *const *names, int *out) {
+  char full[160];
+  gy_yaml_join_key(full, sizeof(full), prefix, name);
+  gy_ynode_t n = gy_yaml_get(c->y, map, name);
+  if (!n) return 0;
+  const char *s;
+  int rc = gy_yaml_to_string(c->y, n, full, &s, c->errmsg, c->errlen);
+  if (rc) return rc;
+  for (int i = 0; names[i]; i++)
+    if (!strcmp(names[i], s)) {
+      *out = i;
+      return 0;
+    }
+  char list[256] = "", got[80];
+  size_t o = 0;
+  for (int i = 0; names[i] && o < sizeof(list); i++)
+    o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s",
+                          !i             ? ""
+                          : names[i + 1] ? ", "
+                                         : " or ",
+                          names[i]);
+  gy_yaml_describe(c->y, n, got, sizeof(got));
+  return gy_yaml_error(c->y, n, full, c->errmsg, c->errlen, "expected %s, got %s", list, got);
+}

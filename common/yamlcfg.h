@@ -64,4 +64,51 @@ void gy_yaml_describe(const gy_yaml_t *y, gy_ynode_t n, char *buf, size_t len);
 int gy_yaml_error(const gy_yaml_t *y, gy_ynode_t n, const char *key, char *errmsg, size_t errlen,
                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
+/* ---- schema look-ups: what a config parser reads with ----
+ * A reader is a document and where its errors go. Each look-up takes the dotted key's prefix
+ * ("" or NULL at the top level) and name, so messages read "FILE:LINE: key 'PREFIX.NAME': ...";
+ * an absent optional key leaves *out as it was (its default) and returns 0. Errors are
+ * GY_ECONFIG. */
+typedef struct {
+  gy_yaml_t *y;
+  char *errmsg;
+  size_t errlen;
+} gy_yread_t;
+
+/* Joins prefix and name into "prefix.name" (just "name" when prefix is NULL or ""). */
+void gy_yaml_join_key(char *buf, size_t len, const char *prefix, const char *name);
+/* Refuses n unless it is a mapping ("expected a mapping, got ..."). */
+int gy_yread_map(const gy_yread_t *r, gy_ynode_t n, const char *key);
+/* Refuses any key of map not in known (NULL-terminated); the message lists the allowed keys. */
+int gy_yread_keys(const gy_yread_t *r, gy_ynode_t map, const char *prefix,
+                  const char *const *known);
+/* A nested mapping by name: *out = 0 when absent, an error when not a mapping. */
+int gy_yread_section(const gy_yread_t *r, gy_ynode_t parent, const char *prefix, const char *name,
+                     gy_ynode_t *out);
+/* The key node of map.name (for the line of a section's name), or 0. */
+gy_ynode_t gy_yread_key_node(const gy_yread_t *r, gy_ynode_t map, const char *name);
+/* Reports prefix.name as a missing required key at node `at` (0: the top of the document), with
+ * an optional hint; always returns GY_ECONFIG. */
+int gy_yread_missing(const gy_yread_t *r, gy_ynode_t at, const char *prefix, const char *name,
+                     const char *hint);
+/* Integers in [min, max]; *where (may be NULL) gets the value's node (0 when absent). */
+int gy_yread_int(const gy_yread_t *r, gy_ynode_t map, const char *prefix, const char *name,
+                 int64_t min, int64_t max, int64_t *out, gy_ynode_t *where);
+int gy_yread_i32(const gy_yread_t *r, gy_ynode_t map, const char *prefix, const char *name,
+                 int64_t min, int64_t max, int *out, gy_ynode_t *where);
+/* Numbers in the interval (either bound optionally open). */
+int gy_yread_double(const gy_yread_t *r, gy_ynode_t map, const char *prefix, const char *name,
+                    double min, int min_open, double max, int max_open, double *out);
+/* The same into a float; a non-zero value that rounds to 0 in single precision is refused. */
+int gy_yread_float(const gy_yread_t *r, gy_ynode_t map, const char *prefix, const char *name,
+                   double min, int min_open, double max, int max_open, float *out);
+int gy_yread_bool(const gy_yread_t *r, gy_ynode_t map, const char *prefix, const char *name,
+                  int *out);
+/* A string; *out borrows the document's text (valid while the document lives). */
+int gy_yread_str(const gy_yread_t *r, gy_ynode_t map, const char *prefix, const char *name,
+                 const char **out, gy_ynode_t *where);
+/* One of names (NULL-terminated): *out = its index ("expected a, b or c, got ..."). */
+int gy_yread_enum(const gy_yread_t *r, gy_ynode_t map, const char *prefix, const char *name,
+                  const char *const *names, int *out);
+
 #endif

@@ -67,149 +67,13 @@ typedef struct {
 
 /* ---- small helpers ---- */
 
+/* c's document and error buffer as the shared schema reader of common/yamlcfg.h. */
+#define RD(c) (&(gy_yread_t){.y = (c)->y, .errmsg = (c)->errmsg, .errlen = (c)->errlen})
+
 static int oom(ctx_t *c) {
   if (c->errmsg && c->errlen)
     snprintf(c->errmsg, c->errlen, "%s: out of memory", gy_yaml_path(c->y));
   return GY_ENOMEM;
-}
-
-/* Joins prefix and name into "prefix.name" (or just "name" at the top level). */
-static void join_key(char *buf, size_t len, const char *prefix, const char *name) {
-  if (prefix && *prefix)
-    snprintf(buf, len, "%s.%s", prefix, name);
-  else
-    snprintf(buf, len, "%s", name);
-}
-
-static int require_map(ctx_t *c, gy_ynode_t n, const char *key) {
-  if (gy_yaml_is_map(c->y, n)) return 0;
-  char got[80];
-  gy_yaml_describe(c->y, n, got, sizeof(got));
-  return gy_yaml_error(c->y, n, key, c->errmsg, c->errlen, "expected a mapping, got %s", got);
-}
-
-/* Refuses any key of map that is not in known (NULL-terminated). The message lists the keys
- * that are allowed there, which is usually enough to spot a typo. */
-static int check_keys(ctx_t *c, gy_ynode_t map, const char *prefix, const char *const *known) {
-  int n = gy_yaml_map_len(c->y, map);
-  for (int i = 0; i < n; i++) {
-    const char *k = gy_yaml_map_key(c->y, map, i);
-    gy_ynode_t kn = gy_yaml_map_key_node(c->y, map, i);
-    if (!k)
-      return gy_yaml_error(c->y, kn, prefix, c->errmsg, c->errlen,
-                           "a key must be a plain string, not a mapping or sequence");
-    int ok = 0;
-    for (const char *const *p = known; *p; p++)
-      if (!strcmp(*p, k)) ok = 1;
-    if (ok) continue;
-    char list[256] = "", full[160], shown[64];
-    size_t o = 0;
-    for (const char *const *p = known; *p && o < sizeof(list); p++)
-      o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", p == known ? "" : ", ", *p);
-    /* Quote at most a printable excerpt of the key. */
-    gy_excerpt(shown, sizeof(shown), k);
-    join_key(full, sizeof(full), prefix, shown);
-    return gy_yaml_error(c->y, kn, full, c->errmsg, c->errlen, "unknown key (expected one of: %s)",
-                         list);
-  }
-  return 0;
-}
-
-/* A section (or nested mapping) by name: 0 in *out when absent, an error when not a mapping. */
-static int get_map(ctx_t *c, gy_ynode_t parent, const char *prefix, const char *name,
-                   gy_ynode_t *out) {
-  char full[160];
-  join_key(full, sizeof(full), prefix, name);
-  *out = gy_yaml_get(c->y, parent, name);
-  if (!*out) return 0;
-  return require_map(c, *out, full);
-}
-
-/* The key node of map.name (for the line of a section's name), or 0. */
-static gy_ynode_t key_of(ctx_t *c, gy_ynode_t map, const char *name) {
-  int n = gy_yaml_map_len(c->y, map);
-  for (int i = 0; i < n; i++) {
-    const char *k = gy_yaml_map_key(c->y, map, i);
-    if (k && !strcmp(k, name)) return gy_yaml_map_key_node(c->y, map, i);
-  }
-  return 0;
-}
-
-/* Reports prefix.name as missing at node `at` (the line of the mapping's own key, or of the
- * list item, where the key belongs); at == 0 reports at the top of the document. */
-static int missing(ctx_t *c, gy_ynode_t at, const char *prefix, const char *name,
-                   const char *hint) {
-  char full[160];
-  join_key(full, sizeof(full), prefix, name);
-  if (!at) at = gy_yaml_root(c->y);
-  return gy_yaml_error(c->y, at, full, c->errmsg, c->errlen, "required key is missing%s%s",
-                       hint ? ": " : "", hint ? hint : "");
-}
-
-/* Optional integer map.name in [min, max]; *out keeps its default when absent. */
-static int get_int(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, int64_t min,
-                   int64_t max, int64_t *out, gy_ynode_t *where) {
-  char full[160];
-  join_key(full, sizeof(full), prefix, name);
-  gy_ynode_t n = gy_yaml_get(c->y, map, name);
-  if (where) *where = n;
-  if (!n) return 0;
-  return gy_yaml_to_int(c->y, n, full, min, max, out, c->errmsg, c->errlen);
-}
-
-/* get_int into an int (the bounds keep it in range). */
-static int get_i32(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, int64_t min,
-                   int64_t max, int *out, gy_ynode_t *where) {
-  int64_t v = *out;
-  int rc = get_int(c, map, prefix, name, min, max, &v, where);
-  if (!rc) *out = (int)v;
-  return rc;
-}
-
-/* Optional number map.name in the interval; *out keeps its default when absent. */
-static int get_double(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, double min,
-                      int min_open, double max, int max_open, double *out) {
-  char full[160];
-  join_key(full, sizeof(full), prefix, name);
-  gy_ynode_t n = gy_yaml_get(c->y, map, name);
-  if (!n) return 0;
-  return gy_yaml_to_double_in(c->y, n, full, min, min_open, max, max_open, out, c->errmsg,
-                              c->errlen);
-}
-
-/* get_double into a float knob; a non-zero value that rounds to 0 as a float is refused. */
-static int get_float(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, double min,
-                     int min_open, double max, int max_open, float *out) {
-  double v = *out;
-  int rc = get_double(c, map, prefix, name, min, min_open, max, max_open, &v);
-  if (rc) return rc;
-  if (v != 0 && (float)v == 0) {
-    char full[160];
-    join_key(full, sizeof(full), prefix, name);
-    return gy_yaml_error(c->y, gy_yaml_get(c->y, map, name), full, c->errmsg, c->errlen,
-                         "%g is too small: it rounds to 0 in single precision", v);
-  }
-  *out = (float)v;
-  return 0;
-}
-
-static int get_bool(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, int *out) {
-  char full[160];
-  join_key(full, sizeof(full), prefix, name);
-  gy_ynode_t n = gy_yaml_get(c->y, map, name);
-  if (!n) return 0;
-  return gy_yaml_to_bool(c->y, n, full, out, c->errmsg, c->errlen);
-}
-
-/* Optional string; *out borrows the document's text (valid while c->y lives). */
-static int get_str(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, const char **out,
-                   gy_ynode_t *where) {
-  char full[160];
-  join_key(full, sizeof(full), prefix, name);
-  gy_ynode_t n = gy_yaml_get(c->y, map, name);
-  if (where) *where = n;
-  if (!n) return 0;
-  return gy_yaml_to_string(c->y, n, full, out, c->errmsg, c->errlen);
 }
 
 /* A growable string. */
@@ -300,10 +164,10 @@ err:
 /* Optional path map.name into *out (owned; replaces and frees a previous value). */
 static int get_path(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, char **out) {
   char full[160];
-  join_key(full, sizeof(full), prefix, name);
+  gy_yaml_join_key(full, sizeof(full), prefix, name);
   const char *s;
   gy_ynode_t n;
-  int rc = get_str(c, map, prefix, name, &s, &n);
+  int rc = gy_yread_str(RD(c), map, prefix, name, &s, &n);
   if (rc || !n) return rc;
   char *p;
   if ((rc = make_path(c, n, full, s, &p))) return rc;
@@ -321,10 +185,10 @@ static int parse_run(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
   static const char *const keys[] = {"name", "seed", "steps", "threads", "device", "dtype", NULL};
   gy_ynode_t m, n;
   int rc;
-  if ((rc = get_map(c, root, "", "run", &m)) || !m) return rc;
-  if ((rc = check_keys(c, m, "run", keys))) return rc;
+  if ((rc = gy_yread_section(RD(c), root, "", "run", &m)) || !m) return rc;
+  if ((rc = gy_yread_keys(RD(c), m, "run", keys))) return rc;
   const char *name = NULL;
-  if ((rc = get_str(c, m, "run", "name", &name, &n))) return rc;
+  if ((rc = gy_yread_str(RD(c), m, "run", "name", &name, &n))) return rc;
   if (name) {
     if (!*name) return gy_yaml_error(c->y, n, "run.name", c->errmsg, c->errlen, "is empty");
     char *dup = strdup(name);
@@ -333,13 +197,13 @@ static int parse_run(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
     cfg->name = dup;
   }
   int64_t seed = (int64_t)cfg->seed;
-  if ((rc = get_int(c, m, "run", "seed", 0, U63_MAX, &seed, NULL))) return rc;
+  if ((rc = gy_yread_int(RD(c), m, "run", "seed", 0, U63_MAX, &seed, NULL))) return rc;
   cfg->seed = (uint64_t)seed;
-  if ((rc = get_int(c, m, "run", "steps", 0, MAX_STEPS, &cfg->steps, NULL))) return rc;
-  if ((rc = get_i32(c, m, "run", "threads", 0, 1024, &cfg->threads, NULL))) return rc;
+  if ((rc = gy_yread_int(RD(c), m, "run", "steps", 0, MAX_STEPS, &cfg->steps, NULL))) return rc;
+  if ((rc = gy_yread_i32(RD(c), m, "run", "threads", 0, 1024, &cfg->threads, NULL))) return rc;
   const char *dev = NULL, *dt = NULL;
   gy_ynode_t dt_n;
-  if ((rc = get_str(c, m, "run", "device", &dev, &n))) return rc;
+  if ((rc = gy_yread_str(RD(c), m, "run", "device", &dev, &n))) return rc;
   if (dev) {
     if (!strcmp(dev, "cpu"))
       cfg->device = GY_DEVICE_CPU;
@@ -353,7 +217,7 @@ static int parse_run(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
     }
   }
   cfg->dtype = cfg->device == GY_DEVICE_CUDA ? GY_DTYPE_BF16 : GY_DTYPE_FP32;
-  if ((rc = get_str(c, m, "run", "dtype", &dt, &dt_n))) return rc;
+  if ((rc = gy_yread_str(RD(c), m, "run", "dtype", &dt, &dt_n))) return rc;
   if (dt) {
     if (!strcmp(dt, "fp32"))
       cfg->dtype = GY_DTYPE_FP32;
@@ -378,17 +242,18 @@ static int parse_model(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
   gy_gpt_config_t *g = &cfg->model;
   gy_ynode_t m, heads_n, chan_n, vocab_n, pv_n;
   int rc;
-  if ((rc = get_map(c, root, "", "model", &m))) return rc;
-  if (m && (rc = check_keys(c, m, "model", keys))) return rc;
-  if ((rc = get_i32(c, m, "model", "layers", 1, 256, &g->num_layers, NULL)) ||
-      (rc = get_i32(c, m, "model", "channels", 8, 65536, &g->channels, &chan_n)) ||
-      (rc = get_i32(c, m, "model", "heads", 1, 1024, &g->num_heads, &heads_n)) ||
-      (rc = get_i32(c, m, "model", "context", 2, 65536, &g->max_seq_len, NULL)) ||
-      (rc = get_i32(c, m, "model", "vocab", 2, 65535, &g->vocab_size, &vocab_n)))
+  if ((rc = gy_yread_section(RD(c), root, "", "model", &m))) return rc;
+  if (m && (rc = gy_yread_keys(RD(c), m, "model", keys))) return rc;
+  if ((rc = gy_yread_i32(RD(c), m, "model", "layers", 1, 256, &g->num_layers, NULL)) ||
+      (rc = gy_yread_i32(RD(c), m, "model", "channels", 8, 65536, &g->channels, &chan_n)) ||
+      (rc = gy_yread_i32(RD(c), m, "model", "heads", 1, 1024, &g->num_heads, &heads_n)) ||
+      (rc = gy_yread_i32(RD(c), m, "model", "context", 2, 65536, &g->max_seq_len, NULL)) ||
+      (rc = gy_yread_i32(RD(c), m, "model", "vocab", 2, 65535, &g->vocab_size, &vocab_n)))
     return rc;
   if (!vocab_n)
-    return missing(c, key_of(c, gy_yaml_root(c->y), "model"), "model", "vocab",
-                   "the tokenizer's vocabulary size (256 for the byte-level tokenizer)");
+    return gy_yread_missing(RD(c), gy_yread_key_node(RD(c), gy_yaml_root(c->y), "model"), "model",
+                            "vocab",
+                            "the tokenizer's vocabulary size (256 for the byte-level tokenizer)");
   if (g->channels % g->num_heads) {
     if (heads_n)
       return gy_yaml_error(c->y, heads_n, "model.heads", c->errmsg, c->errlen,
@@ -398,10 +263,10 @@ static int parse_model(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
                          g->num_heads);
   }
   g->padded_vocab_size = (g->vocab_size + 127) / 128 * 128;
-  if ((rc = get_i32(c, m, "model", "padded_vocab", g->vocab_size, 1 << 20, &g->padded_vocab_size,
-                    &pv_n)))
+  if ((rc = gy_yread_i32(RD(c), m, "model", "padded_vocab", g->vocab_size, 1 << 20,
+                         &g->padded_vocab_size, &pv_n)))
     return rc;
-  if ((rc = get_bool(c, m, "model", "qk_norm", &g->qk_norm))) return rc;
+  if ((rc = gy_yread_bool(RD(c), m, "model", "qk_norm", &g->qk_norm))) return rc;
   return get_path(c, m, "model", "init_from", &cfg->init_from);
 }
 
@@ -410,13 +275,14 @@ static int parse_train(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
   gy_ynode_t m;
   int rc;
   cfg->seq_len = cfg->model.max_seq_len;
-  if ((rc = get_map(c, root, "", "train", &m)) || !m) return rc;
-  if ((rc = check_keys(c, m, "train", keys))) return rc;
-  if ((rc = get_i32(c, m, "train", "batch", 1, 65536, &cfg->batch, NULL))) return rc;
+  if ((rc = gy_yread_section(RD(c), root, "", "train", &m)) || !m) return rc;
+  if ((rc = gy_yread_keys(RD(c), m, "train", keys))) return rc;
+  if ((rc = gy_yread_i32(RD(c), m, "train", "batch", 1, 65536, &cfg->batch, NULL))) return rc;
   /* The upper bound names model.context in the message ("expected an integer in [2, 128]"). */
-  if ((rc = get_i32(c, m, "train", "seq_len", 2, cfg->model.max_seq_len, &cfg->seq_len, NULL)))
+  if ((rc = gy_yread_i32(RD(c), m, "train", "seq_len", 2, cfg->model.max_seq_len, &cfg->seq_len,
+                         NULL)))
     return rc;
-  return get_i32(c, m, "train", "top_k", 0, 64, &cfg->top_k, NULL);
+  return gy_yread_i32(RD(c), m, "train", "top_k", 0, 64, &cfg->top_k, NULL);
 }
 
 static int parse_optimizer(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
@@ -428,20 +294,20 @@ static int parse_optimizer(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
   gy_ynode_t m;
   int rc;
   if (k->shallow_layers > cfg->model.num_layers) k->shallow_layers = cfg->model.num_layers;
-  if ((rc = get_map(c, root, "", "optimizer", &m)) || !m) return rc;
-  if ((rc = check_keys(c, m, "optimizer", keys))) return rc;
+  if ((rc = gy_yread_section(RD(c), root, "", "optimizer", &m)) || !m) return rc;
+  if ((rc = gy_yread_keys(RD(c), m, "optimizer", keys))) return rc;
   const char *o = "optimizer";
-  if ((rc = get_float(c, m, o, "lr", 0, 1, 10, 0, &k->sched.lr)) ||
-      (rc = get_float(c, m, o, "beta1", 0, 0, 1, 1, &k->beta1)) ||
-      (rc = get_float(c, m, o, "beta2", 0, 0, 1, 1, &k->beta2)) ||
-      (rc = get_float(c, m, o, "eps", 0, 1, 1, 0, &k->eps)) ||
-      (rc = get_float(c, m, o, "weight_decay", 0, 0, 10, 0, &k->weight_decay)) ||
-      (rc = get_float(c, m, o, "grad_clip", 0, 0, 1e6, 0, &k->grad_clip)) ||
-      (rc = get_float(c, m, o, "shallow_scale", 0, 0, 1e3, 0, &k->shallow_scale)) ||
-      (rc = get_i32(c, m, o, "shallow_layers", 0, cfg->model.num_layers, &k->shallow_layers,
-                    NULL)) ||
-      (rc = get_float(c, m, o, "z_loss", 0, 0, 1, 0, &k->z_loss)) ||
-      (rc = get_float(c, m, o, "lr_scale", 0, 1, 1e3, 0, &k->lr_scale)))
+  if ((rc = gy_yread_float(RD(c), m, o, "lr", 0, 1, 10, 0, &k->sched.lr)) ||
+      (rc = gy_yread_float(RD(c), m, o, "beta1", 0, 0, 1, 1, &k->beta1)) ||
+      (rc = gy_yread_float(RD(c), m, o, "beta2", 0, 0, 1, 1, &k->beta2)) ||
+      (rc = gy_yread_float(RD(c), m, o, "eps", 0, 1, 1, 0, &k->eps)) ||
+      (rc = gy_yread_float(RD(c), m, o, "weight_decay", 0, 0, 10, 0, &k->weight_decay)) ||
+      (rc = gy_yread_float(RD(c), m, o, "grad_clip", 0, 0, 1e6, 0, &k->grad_clip)) ||
+      (rc = gy_yread_float(RD(c), m, o, "shallow_scale", 0, 0, 1e3, 0, &k->shallow_scale)) ||
+      (rc = gy_yread_i32(RD(c), m, o, "shallow_layers", 0, cfg->model.num_layers,
+                         &k->shallow_layers, NULL)) ||
+      (rc = gy_yread_float(RD(c), m, o, "z_loss", 0, 0, 1, 0, &k->z_loss)) ||
+      (rc = gy_yread_float(RD(c), m, o, "lr_scale", 0, 1, 1e3, 0, &k->lr_scale)))
     return rc;
   /* beta < 1 in double may round up to 1.0f; keep the float strictly below 1. */
   if (k->beta1 >= 1.0f || k->beta2 >= 1.0f)
@@ -457,11 +323,11 @@ static int parse_boost(ctx_t *c, gy_ynode_t sched, gy_run_config_t *cfg) {
   gy_ynode_t m, from_n, to_n;
   int from = -1, to = -1, rc;
   float factor = 0;
-  if ((rc = get_map(c, sched, "schedule", "boost", &m)) || !m) return rc;
-  if ((rc = check_keys(c, m, "schedule.boost", keys)) ||
-      (rc = get_i32(c, m, "schedule.boost", "from", 0, MAX_STEPS, &from, &from_n)) ||
-      (rc = get_i32(c, m, "schedule.boost", "to", 1, MAX_STEPS, &to, &to_n)) ||
-      (rc = get_float(c, m, "schedule.boost", "factor", 0, 1, 1e4, 0, &factor)))
+  if ((rc = gy_yread_section(RD(c), sched, "schedule", "boost", &m)) || !m) return rc;
+  if ((rc = gy_yread_keys(RD(c), m, "schedule.boost", keys)) ||
+      (rc = gy_yread_i32(RD(c), m, "schedule.boost", "from", 0, MAX_STEPS, &from, &from_n)) ||
+      (rc = gy_yread_i32(RD(c), m, "schedule.boost", "to", 1, MAX_STEPS, &to, &to_n)) ||
+      (rc = gy_yread_float(RD(c), m, "schedule.boost", "factor", 0, 1, 1e4, 0, &factor)))
     return rc;
   if (!from_n || !to_n || factor == 0)
     return gy_yaml_error(c->y, m, "schedule.boost", c->errmsg, c->errlen,
@@ -484,10 +350,10 @@ static int parse_schedule(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
   s->total_steps = (int)cfg->steps;
   s->decay_start = (int)(cfg->steps * 4 / 5);
   s->decay_steps = (int)(cfg->steps - s->decay_start);
-  if ((rc = get_map(c, root, "", "schedule", &m)) || !m) return rc;
-  if ((rc = check_keys(c, m, "schedule", keys))) return rc;
+  if ((rc = gy_yread_section(RD(c), root, "", "schedule", &m)) || !m) return rc;
+  if ((rc = gy_yread_keys(RD(c), m, "schedule", keys))) return rc;
   const char *kind = NULL;
-  if ((rc = get_str(c, m, "schedule", "kind", &kind, &n))) return rc;
+  if ((rc = gy_yread_str(RD(c), m, "schedule", "kind", &kind, &n))) return rc;
   if (kind) {
     if (!strcmp(kind, "constant"))
       s->kind = GY_SCHED_CONSTANT;
@@ -502,13 +368,15 @@ static int parse_schedule(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
                            "expected constant, cosine or wsd, got %s", got);
     }
   }
-  if ((rc = get_i32(c, m, "schedule", "warmup", 0, MAX_STEPS, &s->warmup, NULL)) ||
-      (rc = get_float(c, m, "schedule", "min_lr_frac", 0, 0, 1, 0, &s->min_lr_frac)) ||
-      (rc = get_i32(c, m, "schedule", "total_steps", 0, MAX_STEPS, &s->total_steps, NULL)) ||
-      (rc = get_i32(c, m, "schedule", "decay_start", 0, MAX_STEPS, &s->decay_start, &ds_n)))
+  if ((rc = gy_yread_i32(RD(c), m, "schedule", "warmup", 0, MAX_STEPS, &s->warmup, NULL)) ||
+      (rc = gy_yread_float(RD(c), m, "schedule", "min_lr_frac", 0, 0, 1, 0, &s->min_lr_frac)) ||
+      (rc = gy_yread_i32(RD(c), m, "schedule", "total_steps", 0, MAX_STEPS, &s->total_steps,
+                         NULL)) ||
+      (rc =
+           gy_yread_i32(RD(c), m, "schedule", "decay_start", 0, MAX_STEPS, &s->decay_start, &ds_n)))
     return rc;
   if (ds_n) s->decay_steps = cfg->steps > s->decay_start ? (int)(cfg->steps - s->decay_start) : 0;
-  if ((rc = get_i32(c, m, "schedule", "decay_steps", 0, MAX_STEPS, &s->decay_steps, NULL)))
+  if ((rc = gy_yread_i32(RD(c), m, "schedule", "decay_steps", 0, MAX_STEPS, &s->decay_steps, NULL)))
     return rc;
   return parse_boost(c, m, cfg);
 }
@@ -535,12 +403,13 @@ static int parse_channel(ctx_t *c, gy_ynode_t chs, int idx, gy_run_config_t *cfg
   snprintf(pre, sizeof(pre), "data.channels[%d]", idx);
   ch->weight = 1.0;
   ch->shuffle = 1;
-  if ((rc = require_map(c, item, pre)) || (rc = check_keys(c, item, pre, keys))) return rc;
+  if ((rc = gy_yread_map(RD(c), item, pre)) || (rc = gy_yread_keys(RD(c), item, pre, keys)))
+    return rc;
 
   const char *name = NULL;
-  if ((rc = get_str(c, item, pre, "name", &name, &n))) return rc;
+  if ((rc = gy_yread_str(RD(c), item, pre, "name", &name, &n))) return rc;
   snprintf(full, sizeof(full), "%s.name", pre);
-  if (!name) return missing(c, item, pre, "name", NULL);
+  if (!name) return gy_yread_missing(RD(c), item, pre, "name", NULL);
   if (!valid_channel_name(name))
     return gy_yaml_error(c->y, n, full, c->errmsg, c->errlen,
                          "a channel name has 1 to %d characters from [A-Za-z0-9_-]",
@@ -555,14 +424,14 @@ static int parse_channel(ctx_t *c, gy_ynode_t chs, int idx, gy_run_config_t *cfg
   }
   snprintf(ch->name, sizeof(ch->name), "%s", name);
 
-  if ((rc = get_double(c, item, pre, "weight", 0, 1, 1e6, 0, &ch->weight)) ||
-      (rc = get_bool(c, item, pre, "shuffle", &ch->shuffle)) ||
+  if ((rc = gy_yread_double(RD(c), item, pre, "weight", 0, 1, 1e6, 0, &ch->weight)) ||
+      (rc = gy_yread_bool(RD(c), item, pre, "shuffle", &ch->shuffle)) ||
       (rc = get_path(c, item, pre, "val", &ch->val_file)))
     return rc;
 
   snprintf(full, sizeof(full), "%s.train", pre);
   gy_ynode_t tr = gy_yaml_get(c->y, item, "train");
-  if (!tr) return missing(c, item, pre, "train", "a shard path or a list of them");
+  if (!tr) return gy_yread_missing(RD(c), item, pre, "train", "a shard path or a list of them");
   if (gy_yaml_is_seq(c->y, tr)) {
     int nf = gy_yaml_seq_len(c->y, tr);
     if (nf == 0)
@@ -596,11 +465,11 @@ static int parse_range(ctx_t *c, gy_ynode_t item, const char *pre, uint64_t *fir
   int64_t from = 0, to = 0;
   gy_ynode_t fn, tn;
   int rc;
-  if ((rc = get_int(c, item, pre, "from", 0, U63_MAX, &from, &fn)) ||
-      (rc = get_int(c, item, pre, "to", 0, U63_MAX, &to, &tn)))
+  if ((rc = gy_yread_int(RD(c), item, pre, "from", 0, U63_MAX, &from, &fn)) ||
+      (rc = gy_yread_int(RD(c), item, pre, "to", 0, U63_MAX, &to, &tn)))
     return rc;
-  if (!fn) return missing(c, item, pre, "from", "the first sample id of the range");
-  if (!tn) return missing(c, item, pre, "to", "the end (exclusive) of the range");
+  if (!fn) return gy_yread_missing(RD(c), item, pre, "from", "the first sample id of the range");
+  if (!tn) return gy_yread_missing(RD(c), item, pre, "to", "the end (exclusive) of the range");
   if (to <= from) {
     char full[112];
     snprintf(full, sizeof(full), "%s.to", pre);
@@ -623,11 +492,12 @@ static int parse_corrupt(ctx_t *c, gy_ynode_t item, int idx, gy_run_config_t *cf
   gy_ynode_t n;
   int rc;
   snprintf(pre, sizeof(pre), "data.corrupt[%d]", idx);
-  if ((rc = require_map(c, item, pre)) || (rc = check_keys(c, item, pre, keys))) return rc;
+  if ((rc = gy_yread_map(RD(c), item, pre)) || (rc = gy_yread_keys(RD(c), item, pre, keys)))
+    return rc;
 
   k->channel = -1;
   const char *chname = NULL;
-  if ((rc = get_str(c, item, pre, "channel", &chname, &n))) return rc;
+  if ((rc = gy_yread_str(RD(c), item, pre, "channel", &chname, &n))) return rc;
   if (chname) {
     for (int i = 0; i < cfg->data.nchannels; i++)
       if (!strcmp(cfg->data.channels[i].name, chname)) k->channel = i;
@@ -647,9 +517,10 @@ static int parse_corrupt(ctx_t *c, gy_ynode_t item, int idx, gy_run_config_t *cf
   if ((rc = parse_range(c, item, pre, &k->first, &k->last))) return rc;
 
   const char *kind = NULL;
-  if ((rc = get_str(c, item, pre, "kind", &kind, &n))) return rc;
+  if ((rc = gy_yread_str(RD(c), item, pre, "kind", &kind, &n))) return rc;
   if (!kind)
-    return missing(c, item, pre, "kind", "random_bytes, binary_noise, repeat or empty_lines");
+    return gy_yread_missing(RD(c), item, pre, "kind",
+                            "random_bytes, binary_noise, repeat or empty_lines");
   int found = -1;
   for (int i = 0; i < 4; i++)
     if (!strcmp(kind, kinds[i])) found = i;
@@ -664,7 +535,7 @@ static int parse_corrupt(ctx_t *c, gy_ynode_t item, int idx, gy_run_config_t *cf
 
   k->token = cfg->model.vocab_size > ' ' ? ' ' : 0;
   gy_ynode_t tn;
-  if ((rc = get_i32(c, item, pre, "token", 0, cfg->model.vocab_size - 1, &k->token, &tn)))
+  if ((rc = gy_yread_i32(RD(c), item, pre, "token", 0, cfg->model.vocab_size - 1, &k->token, &tn)))
     return rc;
   if (tn && k->kind != GY_CORRUPT_REPEAT) {
     snprintf(full, sizeof(full), "%s.token", pre);
@@ -679,12 +550,13 @@ static int parse_data(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
   gy_data_opts_t *d = &cfg->data;
   gy_ynode_t m, chs, cor, skip;
   int rc;
-  if ((rc = get_map(c, root, "", "data", &m))) return rc;
-  if (m && (rc = check_keys(c, m, "data", keys))) return rc;
+  if ((rc = gy_yread_section(RD(c), root, "", "data", &m))) return rc;
+  if (m && (rc = gy_yread_keys(RD(c), m, "data", keys))) return rc;
 
   chs = gy_yaml_get(c->y, m, "channels");
   if (!chs)
-    return missing(c, key_of(c, root, "data"), "data", "channels", "a list of {name, train, ...}");
+    return gy_yread_missing(RD(c), gy_yread_key_node(RD(c), root, "data"), "data", "channels",
+                            "a list of {name, train, ...}");
   if (!gy_yaml_is_seq(c->y, chs)) {
     char got[80];
     gy_yaml_describe(c->y, chs, got, sizeof(got));
@@ -732,7 +604,7 @@ static int parse_data(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
       char pre[48];
       gy_ynode_t it = gy_yaml_seq_item(c->y, skip, i);
       snprintf(pre, sizeof(pre), "data.skip[%d]", i);
-      if ((rc = require_map(c, it, pre)) || (rc = check_keys(c, it, pre, skeys)) ||
+      if ((rc = gy_yread_map(RD(c), it, pre)) || (rc = gy_yread_keys(RD(c), it, pre, skeys)) ||
           (rc = parse_range(c, it, pre, &cfg->skip[i].first, &cfg->skip[i].last)))
         return rc;
     }
@@ -744,10 +616,11 @@ static int parse_eval(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
   static const char *const keys[] = {"every", "sequences", NULL};
   gy_ynode_t m;
   int rc;
-  if ((rc = get_map(c, root, "", "eval", &m)) || !m) return rc;
-  if ((rc = check_keys(c, m, "eval", keys))) return rc;
-  if ((rc = get_i32(c, m, "eval", "every", 0, MAX_STEPS, &cfg->eval_every, NULL))) return rc;
-  return get_i32(c, m, "eval", "sequences", 1, 100000, &cfg->data.val_sequences, NULL);
+  if ((rc = gy_yread_section(RD(c), root, "", "eval", &m)) || !m) return rc;
+  if ((rc = gy_yread_keys(RD(c), m, "eval", keys))) return rc;
+  if ((rc = gy_yread_i32(RD(c), m, "eval", "every", 0, MAX_STEPS, &cfg->eval_every, NULL)))
+    return rc;
+  return gy_yread_i32(RD(c), m, "eval", "sequences", 1, 100000, &cfg->data.val_sequences, NULL);
 }
 
 static int dup_opt(ctx_t *c, const char *s, char **out) {
@@ -762,14 +635,15 @@ static int parse_controller_tls(ctx_t *c, gy_ynode_t m, gy_run_config_t *cfg) {
   static const char *const keys[] = {"cert", "key", "ca", "client_auth", NULL};
   gy_ynode_t t;
   int rc;
-  if ((rc = get_map(c, m, "controller", "tls", &t)) || !t) return rc;
-  if ((rc = check_keys(c, t, "controller.tls", keys)) ||
+  if ((rc = gy_yread_section(RD(c), m, "controller", "tls", &t)) || !t) return rc;
+  if ((rc = gy_yread_keys(RD(c), t, "controller.tls", keys)) ||
       (rc = get_path(c, t, "controller.tls", "cert", &cfg->ctl_tls_cert)) ||
       (rc = get_path(c, t, "controller.tls", "key", &cfg->ctl_tls_key)) ||
       (rc = get_path(c, t, "controller.tls", "ca", &cfg->ctl_tls_ca)))
     return rc;
   cfg->ctl_tls_client_auth = cfg->ctl_tls_ca != NULL;
-  if ((rc = get_bool(c, t, "controller.tls", "client_auth", &cfg->ctl_tls_client_auth))) return rc;
+  if ((rc = gy_yread_bool(RD(c), t, "controller.tls", "client_auth", &cfg->ctl_tls_client_auth)))
+    return rc;
   if (!cfg->ctl_tls_cert || !cfg->ctl_tls_key)
     return gy_yaml_error(c->y, t, "controller.tls", c->errmsg, c->errlen,
                          "needs both cert and key (PEM files)");
@@ -787,8 +661,8 @@ static int parse_controller_http(ctx_t *c, gy_ynode_t m, gy_run_config_t *cfg) {
   const char *http = NULL, *hook = NULL;
   gy_ynode_t hn, wn;
   int rc;
-  if ((rc = get_str(c, m, "controller", "http", &http, &hn)) ||
-      (rc = get_str(c, m, "controller", "webhook_url", &hook, &wn)))
+  if ((rc = gy_yread_str(RD(c), m, "controller", "http", &http, &hn)) ||
+      (rc = gy_yread_str(RD(c), m, "controller", "webhook_url", &hook, &wn)))
     return rc;
   if (http) {
     const char *colon = strrchr(http, ':'), *port = colon ? colon + 1 : http;
@@ -824,20 +698,20 @@ static int parse_controller(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
                                      NULL};
   gy_ynode_t m, wn;
   int rc;
-  if ((rc = get_map(c, root, "", "controller", &m))) return rc;
+  if ((rc = gy_yread_section(RD(c), root, "", "controller", &m))) return rc;
   const char *listen = "127.0.0.1:7070", *jt = NULL, *ot = NULL;
   if (m) {
-    if ((rc = check_keys(c, m, "controller", keys))) return rc;
-    if ((rc = get_str(c, m, "controller", "listen", &listen, NULL)) ||
-        (rc = get_i32(c, m, "controller", "world", 1, 65536, &cfg->ctl_world, &wn)) ||
-        (rc = get_i32(c, m, "controller", "tp", 1, 1024, &cfg->ctl_tp, NULL)) ||
-        (rc = get_i32(c, m, "controller", "window", 1, 1000000, &cfg->ctl_window, NULL)) ||
-        (rc = get_i32(c, m, "controller", "heartbeat_ms", 10, 600000, &cfg->ctl_heartbeat_ms,
-                      NULL)) ||
-        (rc = get_i32(c, m, "controller", "lost_after_ms", 100, 3600000, &cfg->ctl_lost_after_ms,
-                      NULL)) ||
-        (rc = get_str(c, m, "controller", "join_token", &jt, NULL)) ||
-        (rc = get_str(c, m, "controller", "operator_token", &ot, NULL)) ||
+    if ((rc = gy_yread_keys(RD(c), m, "controller", keys))) return rc;
+    if ((rc = gy_yread_str(RD(c), m, "controller", "listen", &listen, NULL)) ||
+        (rc = gy_yread_i32(RD(c), m, "controller", "world", 1, 65536, &cfg->ctl_world, &wn)) ||
+        (rc = gy_yread_i32(RD(c), m, "controller", "tp", 1, 1024, &cfg->ctl_tp, NULL)) ||
+        (rc = gy_yread_i32(RD(c), m, "controller", "window", 1, 1000000, &cfg->ctl_window, NULL)) ||
+        (rc = gy_yread_i32(RD(c), m, "controller", "heartbeat_ms", 10, 600000,
+                           &cfg->ctl_heartbeat_ms, NULL)) ||
+        (rc = gy_yread_i32(RD(c), m, "controller", "lost_after_ms", 100, 3600000,
+                           &cfg->ctl_lost_after_ms, NULL)) ||
+        (rc = gy_yread_str(RD(c), m, "controller", "join_token", &jt, NULL)) ||
+        (rc = gy_yread_str(RD(c), m, "controller", "operator_token", &ot, NULL)) ||
         (rc = get_path(c, m, "controller", "policy", &cfg->ctl_policy)) ||
         (rc = get_path(c, m, "controller", "join_token_file", &cfg->ctl_join_token_file)) ||
         (rc = get_path(c, m, "controller", "operator_token_file", &cfg->ctl_operator_token_file)) ||
@@ -869,8 +743,8 @@ static int parse_checkpoint(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
   static const char *const keys[] = {"dir", "every", "keep_in_memory", "keep", NULL};
   gy_ynode_t m;
   int rc;
-  if ((rc = get_map(c, root, "", "checkpoint", &m))) return rc;
-  if (m && (rc = check_keys(c, m, "checkpoint", keys))) return rc;
+  if ((rc = gy_yread_section(RD(c), root, "", "checkpoint", &m))) return rc;
+  if (m && (rc = gy_yread_keys(RD(c), m, "checkpoint", keys))) return rc;
   if ((rc = get_path(c, m, "checkpoint", "dir", &cfg->ckpt_dir))) return rc;
   if (!cfg->ckpt_dir) {
     /* Default: "checkpoints" beside the config file. */
@@ -883,10 +757,11 @@ static int parse_checkpoint(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
     }
   }
   if (!m) return 0;
-  if ((rc = get_i32(c, m, "checkpoint", "every", 0, MAX_STEPS, &cfg->ckpt_every, NULL)) ||
-      (rc = get_i32(c, m, "checkpoint", "keep_in_memory", 0, 64, &cfg->ckpt_keep_in_memory, NULL)))
+  if ((rc = gy_yread_i32(RD(c), m, "checkpoint", "every", 0, MAX_STEPS, &cfg->ckpt_every, NULL)) ||
+      (rc = gy_yread_i32(RD(c), m, "checkpoint", "keep_in_memory", 0, 64, &cfg->ckpt_keep_in_memory,
+                         NULL)))
     return rc;
-  return get_i32(c, m, "checkpoint", "keep", 1, 100000, &cfg->ckpt_keep, NULL);
+  return gy_yread_i32(RD(c), m, "checkpoint", "keep", 1, 100000, &cfg->ckpt_keep, NULL);
 }
 
 /* ---- public ---- */
@@ -996,7 +871,7 @@ static int config_from_doc(ctx_t *c0, gy_run_config_t *cfg, const char *path,
     goto err;
   }
   /* Model and run come first: later sections' ranges and defaults depend on them. */
-  if ((rc = check_keys(&c, root, "", top_keys)) || (rc = parse_model(&c, root, cfg)) ||
+  if ((rc = gy_yread_keys(RD(&c), root, "", top_keys)) || (rc = parse_model(&c, root, cfg)) ||
       (rc = parse_run(&c, root, cfg)) || (rc = parse_train(&c, root, cfg)) ||
       (rc = parse_optimizer(&c, root, cfg)) || (rc = parse_schedule(&c, root, cfg)) ||
       (rc = parse_data(&c, root, cfg)) || (rc = parse_eval(&c, root, cfg)) ||

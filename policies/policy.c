@@ -224,88 +224,20 @@ typedef struct {
   size_t errlen;
 } ctx_t;
 
-/* Refuses any key of map that is not in known (NULL-terminated), listing the allowed ones. */
-static int check_keys(ctx_t *c, gy_ynode_t map, const char *prefix, const char *const *known) {
-  int n = gy_yaml_map_len(c->y, map);
-  for (int i = 0; i < n; i++) {
-    const char *k = gy_yaml_map_key(c->y, map, i);
-    gy_ynode_t kn = gy_yaml_map_key_node(c->y, map, i);
-    if (!k)
-      return gy_yaml_error(c->y, kn, prefix, c->errmsg, c->errlen,
-                           "a key must be a plain string, not a mapping or sequence");
-    int ok = 0;
-    for (const char *const *p = known; *p; p++)
-      ok |= !strcmp(*p, k);
-    if (ok) continue;
-    char list[256] = "", full[160], shown[48];
-    size_t o = 0;
-    for (const char *const *p = known; *p && o < sizeof(list); p++)
-      o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", p == known ? "" : ", ", *p);
-    gy_excerpt(shown, sizeof(shown), k);
-    snprintf(full, sizeof(full), "%s%s%s", prefix, *prefix ? "." : "", shown);
-    return gy_yaml_error(c->y, kn, full, c->errmsg, c->errlen, "unknown key (expected one of: %s)",
-                         list);
-  }
-  return 0;
-}
-
-static int require_map(ctx_t *c, gy_ynode_t n, const char *key) {
-  if (gy_yaml_is_map(c->y, n)) return 0;
-  char got[80];
-  gy_yaml_describe(c->y, n, got, sizeof(got));
-  return gy_yaml_error(c->y, n, key, c->errmsg, c->errlen, "expected a mapping, got %s", got);
-}
+/* c's document and error buffer as the shared schema reader of common/yamlcfg.h. */
+#define RD(c) (&(gy_yread_t){.y = (c)->y, .errmsg = (c)->errmsg, .errlen = (c)->errlen})
 
 /* Optional int map.name in [min, max]; *out keeps its value when absent. */
 static int get_int(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, int64_t min,
                    int64_t max, int *out) {
-  char full[160];
-  snprintf(full, sizeof(full), "%s%s%s", prefix, *prefix ? "." : "", name);
-  gy_ynode_t n = gy_yaml_get(c->y, map, name);
-  if (!n) return 0;
-  int64_t v;
-  int rc = gy_yaml_to_int(c->y, n, full, min, max, &v, c->errmsg, c->errlen);
-  if (!rc) *out = (int)v;
-  return rc;
+  return gy_yread_i32(RD(c), map, prefix, name, min, max, out, NULL);
 }
 
+/* Optional number in [min, max] (min open when min_open); *present says whether it was given. */
 static int get_double(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, double min,
                       int min_open, double max, double *out, int *present) {
-  char full[160];
-  snprintf(full, sizeof(full), "%s%s%s", prefix, *prefix ? "." : "", name);
-  gy_ynode_t n = gy_yaml_get(c->y, map, name);
-  if (present) *present = n != 0;
-  if (!n) return 0;
-  return gy_yaml_to_double_in(c->y, n, full, min, min_open, max, 0, out, c->errmsg, c->errlen);
-}
-
-static int get_bool(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name, int *out) {
-  char full[160];
-  snprintf(full, sizeof(full), "%s%s%s", prefix, *prefix ? "." : "", name);
-  gy_ynode_t n = gy_yaml_get(c->y, map, name);
-  if (!n) return 0;
-  return gy_yaml_to_bool(c->y, n, full, out, c->errmsg, c->errlen);
-}
-
-/* Optional enumerated string: *out = index into names (NULL-terminated). */
-static int get_enum(ctx_t *c, gy_ynode_t map, const char *prefix, const char *name,
-                    const char *const *names, int *out) {
-  char full[160];
-  snprintf(full, sizeof(full), "%s%s%s", prefix, *prefix ? "." : "", name);
-  gy_ynode_t n = gy_yaml_get(c->y, map, name);
-  if (!n) return 0;
-  const char *s;
-  int rc = gy_yaml_to_string(c->y, n, full, &s, c->errmsg, c->errlen);
-  if (rc) return rc;
-  for (int i = 0; names[i]; i++)
-    if (!strcmp(names[i], s)) {
-      *out = i;
-      return 0;
-    }
-  char got[80];
-  gy_yaml_describe(c->y, n, got, sizeof(got));
-  return gy_yaml_error(c->y, n, full, c->errmsg, c->errlen, "expected %s or %s, got %s",
-                       names[0], names[1], got);
+  if (present) *present = gy_yaml_get(c->y, map, name) != 0;
+  return gy_yread_double(RD(c), map, prefix, name, min, min_open, max, 0, out);
 }
 
 static int parse_detect(ctx_t *c, gy_ynode_t m, gy_policy_t *p) {
@@ -317,22 +249,22 @@ static int parse_detect(ctx_t *c, gy_ynode_t m, gy_policy_t *p) {
   for (int k = 0; k < GY_SERIES_NKINDS; k++)
     kinds[k] = kind_names[k];
   kinds[GY_SERIES_NKINDS] = NULL;
-  if ((rc = require_map(c, m, "detect")) || (rc = check_keys(c, m, "detect", kinds))) return rc;
+  if ((rc = gy_yread_map(RD(c), m, "detect")) || (rc = gy_yread_keys(RD(c), m, "detect", kinds))) return rc;
   for (int k = 0; k < GY_SERIES_NKINDS; k++) {
     gy_ynode_t d = gy_yaml_get(c->y, m, kind_names[k]);
     if (!d) continue;
     char pre[64];
     snprintf(pre, sizeof(pre), "detect.%s", kind_names[k]);
-    if ((rc = require_map(c, d, pre)) || (rc = check_keys(c, d, pre, fields))) return rc;
+    if ((rc = gy_yread_map(RD(c), d, pre)) || (rc = gy_yread_keys(RD(c), d, pre, fields))) return rc;
     gy_policy_detect_t *o = &p->detect[k];
     if ((rc = get_int(c, d, pre, "window", 2, MAX_WINDOW, &o->window)) ||
         (rc = get_int(c, d, pre, "warmup", 1, MAX_WINDOW, &o->warmup)) ||
         (rc = get_double(c, d, pre, "z", 0, 1, 1e6, &o->z, NULL)) ||
         (rc = get_double(c, d, pre, "min_delta", 0, 0, 1e12, &o->min_delta, NULL)) ||
         (rc = get_double(c, d, pre, "min_rel", 0, 0, 1e6, &o->min_rel, NULL)) ||
-        (rc = get_bool(c, d, pre, "jump", &o->jump)) ||
-        (rc = get_bool(c, d, pre, "drop", &o->drop)) ||
-        (rc = get_enum(c, d, pre, "on_fire", on_fire, &o->alert_only)) ||
+        (rc = gy_yread_bool(RD(c), d, pre, "jump", &o->jump)) ||
+        (rc = gy_yread_bool(RD(c), d, pre, "drop", &o->drop)) ||
+        (rc = gy_yread_enum(RD(c), d, pre, "on_fire", on_fire, &o->alert_only)) ||
         (rc = get_int(c, d, pre, "sustain", 1, 10000, &o->sustain)))
       return rc;
     char why[200];
@@ -353,17 +285,17 @@ static int parse_rung(ctx_t *c, gy_ynode_t item, int i, gy_policy_rung_t *g) {
   int rc;
   snprintf(pre, sizeof(pre), "ladder[%d]", i);
   memset(g, 0, sizeof(*g));
-  if ((rc = require_map(c, item, pre)) || (rc = check_keys(c, item, pre, keys))) return rc;
+  if ((rc = gy_yread_map(RD(c), item, pre)) || (rc = gy_yread_keys(RD(c), item, pre, keys))) return rc;
   gy_ynode_t skip = gy_yaml_get(c->y, item, "skip");
   if (skip) {
     snprintf(sub, sizeof(sub), "%s.skip", pre);
-    if ((rc = require_map(c, skip, sub)) || (rc = check_keys(c, skip, sub, skip_keys)) ||
-        (rc = get_bool(c, skip, sub, "samples", &g->skip_samples)))
+    if ((rc = gy_yread_map(RD(c), skip, sub)) || (rc = gy_yread_keys(RD(c), skip, sub, skip_keys)) ||
+        (rc = gy_yread_bool(RD(c), skip, sub, "samples", &g->skip_samples)))
       return rc;
     gy_ynode_t w = gy_yaml_get(c->y, skip, "window");
     if (w) {
       snprintf(sub, sizeof(sub), "%s.skip.window", pre);
-      if ((rc = require_map(c, w, sub)) || (rc = check_keys(c, w, sub, win_keys)) ||
+      if ((rc = gy_yread_map(RD(c), w, sub)) || (rc = gy_yread_keys(RD(c), w, sub, win_keys)) ||
           (rc = get_int(c, w, sub, "before", 0, 100000, &g->before)) ||
           (rc = get_int(c, w, sub, "after", 0, 100000, &g->after)))
         return rc;
@@ -375,7 +307,7 @@ static int parse_rung(ctx_t *c, gy_ynode_t item, int i, gy_policy_rung_t *g) {
     gy_policy_knobs_t *k = &g->knobs;
     int has;
     snprintf(sub, sizeof(sub), "%s.knobs", pre);
-    if ((rc = require_map(c, kn, sub)) || (rc = check_keys(c, kn, sub, knob_keys))) return rc;
+    if ((rc = gy_yread_map(RD(c), kn, sub)) || (rc = gy_yread_keys(RD(c), kn, sub, knob_keys))) return rc;
     if ((rc = get_double(c, kn, sub, "grad_clip_factor", 0, 1, 1e6, &k->grad_clip_factor, &has)))
       return rc;
     if (has) k->set |= GY_KNOB_GRAD_CLIP;
@@ -387,7 +319,7 @@ static int parse_rung(ctx_t *c, gy_ynode_t item, int i, gy_policy_rung_t *g) {
     if ((rc = get_double(c, kn, sub, "z_loss", 0, 0, 1, &k->z_loss, &has))) return rc;
     if (has) k->set |= GY_KNOB_Z_LOSS;
     int wsd = 0;
-    if ((rc = get_bool(c, kn, sub, "wsd_decay", &wsd))) return rc;
+    if ((rc = gy_yread_bool(RD(c), kn, sub, "wsd_decay", &wsd))) return rc;
     if (wsd) k->set |= GY_KNOB_WSD_DECAY;
     gy_ynode_t ss = gy_yaml_get(c->y, kn, "shallow_scale");
     gy_ynode_t sl = gy_yaml_get(c->y, kn, "shallow_layers");
@@ -460,7 +392,7 @@ static int policy_from_doc(ctx_t *c0, gy_policy_t *out, const char *path) {
                        got);
     goto err;
   }
-  if ((rc = check_keys(&c, root, "", top))) goto err;
+  if ((rc = gy_yread_keys(RD(&c), root, "", top))) goto err;
   gy_ynode_t d = gy_yaml_get(c.y, root, "detect");
   if (d && (rc = parse_detect(&c, d, &p))) goto err;
   if ((rc = get_int(&c, root, "", "observe_steps", 0, 10000, &p.observe_steps)) ||
@@ -468,7 +400,7 @@ static int policy_from_doc(ctx_t *c0, gy_policy_t *out, const char *path) {
       (rc = get_int(&c, root, "", "region_steps", 0, MAX_STEPS, &p.region_steps)) ||
       (rc = get_int(&c, root, "", "max_rollbacks", 1, 100000, &p.max_rollbacks)) ||
       (rc = get_int(&c, root, "", "max_restarts", 0, 100000, &p.max_restarts)) ||
-      (rc = get_enum(&c, root, "", "on_drop", on_drop, &p.drop_skip_samples)))
+      (rc = gy_yread_enum(RD(&c), root, "", "on_drop", on_drop, &p.drop_skip_samples)))
     goto err;
   gy_ynode_t lad = gy_yaml_get(c.y, root, "ladder");
   if (lad) {

@@ -61,6 +61,47 @@ static void expect_load_error(const char *name, const char *text, size_t len, in
   free(copy);
 }
 
+/* The shared schema look-ups (gy_yread_*) the run config and policy parsers read with. */
+static void test_schema_reader(void) {
+  const char *text = "top:\n  mode: fast\n  small: 1e-50\n  n: 12\n  typo: 1\n"
+                     "list: [a]\n";
+  char err[256] = "";
+  gy_yread_t r = {.errmsg = err, .errlen = sizeof(err)};
+  REQUIRE(gy_yaml_parse(&r.y, "s.yaml", text, strlen(text), err, sizeof(err)) == 0);
+  gy_ynode_t root = gy_yaml_root(r.y), top = 0, none = 7;
+  CHECK(gy_yread_section(&r, root, "", "top", &top) == 0 && top != 0);
+  CHECK(gy_yread_section(&r, root, "", "absent", &none) == 0 && none == 0);
+  CHECK_EQ_INT(gy_yread_section(&r, root, "", "list", &none), GY_ECONFIG);
+  CHECK_MSG(!strcmp(err, "s.yaml:6: key 'list': expected a mapping, got a sequence"), "%s", err);
+  static const char *const known[] = {"mode", "small", "n", NULL};
+  CHECK_EQ_INT(gy_yread_keys(&r, top, "top", known), GY_ECONFIG);
+  CHECK_MSG(
+      contains(err, "s.yaml:5: key 'top.typo': unknown key (expected one of: mode, small, n)"),
+      "%s", err);
+  static const char *const modes[] = {"slow", "medium", "careful", NULL};
+  int mode = -1;
+  CHECK_EQ_INT(gy_yread_enum(&r, top, "top", "mode", modes, &mode), GY_ECONFIG);
+  CHECK_MSG(contains(err, "key 'top.mode': expected slow, medium or careful, got 'fast'"), "%s",
+            err);
+  CHECK_EQ_INT(mode, -1);
+  static const char *const two[] = {"slow", "fast", NULL};
+  CHECK(gy_yread_enum(&r, top, "top", "mode", two, &mode) == 0 && mode == 1);
+  float f = 2;
+  CHECK_EQ_INT(gy_yread_float(&r, top, "top", "small", 0, 0, 1, 0, &f), GY_ECONFIG);
+  CHECK_MSG(contains(err, "rounds to 0 in single precision"), "%s", err);
+  CHECK(f == 2);
+  int n = 0, absent = 5;
+  gy_ynode_t where = 0;
+  CHECK(gy_yread_i32(&r, top, "top", "n", 0, 100, &n, &where) == 0 && n == 12 && where);
+  CHECK(gy_yread_i32(&r, top, "top", "nope", 0, 100, &absent, &where) == 0 && absent == 5);
+  CHECK(where == 0);
+  CHECK_EQ_INT(gy_yread_i32(&r, top, "top", "n", 0, 10, &n, NULL), GY_ECONFIG);
+  CHECK_EQ_INT(gy_yread_missing(&r, top, "top", "need", "give one"), GY_ECONFIG);
+  CHECK_MSG(contains(err, "key 'top.need': required key is missing: give one"), "%s", err);
+  CHECK_EQ_INT(gy_yaml_line(r.y, gy_yread_key_node(&r, top, "n")), 4);
+  gy_yaml_destroy(r.y);
+}
+
 /* A document in memory reads as the same document from a file, named as given. */
 static void test_parse_memory(void) {
   const char *text = "a:\n  b: 7\nc: [x, y]\n";
@@ -413,6 +454,7 @@ int main(void) {
   REQUIRE(mkdtemp(tmpdir));
   test_load_errors();
   test_parse_memory();
+  test_schema_reader();
   test_lookups();
   test_conversions();
   test_deep_and_wide();

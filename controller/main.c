@@ -59,6 +59,7 @@
 #include "controller/leader.h"
 #include "controller/store.h"
 #include "controller/service.h"
+#include "config/policy_file.h"
 #include "policies/policy.h"
 #include "config/run_config.h"
 

@@ -67,6 +67,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/rpc.h"
+#include "config/policy_file.h"
 #include "controller/skipset.h"
 #include "controller/wire.h"
 #include "proto/gyro.pb-c.h"

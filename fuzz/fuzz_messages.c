@@ -19,6 +19,7 @@
 #include "controller/fleet.h"
 #include "controller/wire.h"
 #include "fuzz/fuzz_util.h"
+#include "config/policy_file.h"
 #include "policies/policy.h"
 #include "proto/gyro.pb-c.h"
 

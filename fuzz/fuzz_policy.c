@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "fuzz/fuzz_util.h"
+#include "config/policy_file.h"
 #include "policies/policy.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {

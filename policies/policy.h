@@ -1,7 +1,7 @@
 /* policy: the fix-on-the-fly policy (DESIGN.md §2, §5): detector thresholds per series kind,
  * the suspicion window, and the escalation ladder, loaded from a YAML file (examples/policies/
  * default.yaml is the built-in default, field for field), plus one pure function that turns a
- * trigger and the repair history into a decision. No I/O except gy_policy_load() (gy_policy_parse reads memory); no clock.
+ * trigger and the repair history into a decision. No I/O (the policy file is read by config/policy_file.h); no clock.
  *
  * A policy is a plain value (no pointers): copy it with `=`, nothing to free. */
 #ifndef GY_POLICY_H
@@ -98,6 +98,9 @@ typedef struct {
 } gy_policy_rung_t;
 
 #define GY_POLICY_MAX_RUNGS 16
+/* Bounds of a detector's window and warm-up, and of region_steps. */
+#define GY_POLICY_MAX_WINDOW 4096
+#define GY_POLICY_MAX_STEPS 100000000
 
 typedef struct {
   gy_policy_detect_t detect[GY_SERIES_NKINDS];
@@ -116,15 +119,6 @@ void gy_policy_default(gy_policy_t *p);
 /* Checks ranges; 0 or GY_ECONFIG with the offending field named in errmsg. */
 int gy_policy_check(const gy_policy_t *p, char *errmsg, size_t errlen);
 int gy_policy_detect_check(const gy_policy_detect_t *d, char *errmsg, size_t errlen);
-/* Loads a policy file. Keys absent from the file keep the built-in default (a `ladder`, when
- * given, replaces the default ladder as a whole). Unknown keys, wrong types and out-of-range
- * values are GY_ECONFIG with "FILE:LINE: key 'a.b': problem" in errmsg; on any error *p is left
- * unchanged (so a refused `policy set` keeps the old policy). */
-int gy_policy_load(gy_policy_t *p, const char *path, char *errmsg, size_t errlen);
-/* The same from len bytes of YAML text in memory (a `policy set` request); messages name the
- * text `name` as if it were a file ("NAME:LINE: key 'a.b': problem"). */
-int gy_policy_parse(gy_policy_t *p, const char *name, const char *text, size_t len,
-                    char *errmsg, size_t errlen);
 /* Writes p as a YAML policy file that gy_policy_load reads back to an equal policy ("policy
  * show"). Returns the length it needed (like snprintf); the text is truncated to len - 1. */
 size_t gy_policy_format(const gy_policy_t *p, char *buf, size_t len);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "config/policy_file.h"
 #include "policies/policy.h"
 #include "tests/test.h"
 

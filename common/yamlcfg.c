@@ -444,8 +444,8 @@ void gy_yaml_describe(const gy_yaml_t *y, gy_ynode_t n, char *buf, size_t len) {
       ex[o++] = (s[i] < 0x20 || s[i] == 0x7f) ? '?' : (char)s[i];
     o = utf8_cut(ex, o); /* never half a character: messages stay UTF-8 */
     ex[o] = '\0';
-    int n = snprintf(buf, len, "'%s%s'", ex, slen > EXCERPT_MAX ? "..." : "");
-    if (len && n >= 0 && (size_t)n >= len) buf[utf8_cut(buf, len - 1)] = '\0';
+    int w = snprintf(buf, len, "'%s%s'", ex, slen > EXCERPT_MAX ? "..." : "");
+    if (len && w >= 0 && (size_t)w >= len) buf[utf8_cut(buf, len - 1)] = '\0';
   }
 }
 

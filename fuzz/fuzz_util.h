@@ -12,6 +12,10 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The libFuzzer entry points each harness defines (prototypes for -Wmissing-prototypes). */
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 static void fuzz_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void fuzz_fail(const char *fmt, ...) {
   va_list ap;

@@ -178,10 +178,10 @@ static void run(gy_cuda_dtype_t dt, int qk) {
     REQUIRE(top1);
     rc = gy_gpt_cuda_argmax(gpu, top1);
     CHECK_MSG(rc == 0, "argmax: %s", gy_cuda_last_error());
-    const float *lc = gy_gpt_logits(cpu);
+    const float *logits = gy_gpt_logits(cpu);
     int checked = 0, wrong = 0;
     for (int r = 0; r < N && rc == 0; r++) {
-      const float *row = lc + (size_t)r * cfg.padded_vocab_size;
+      const float *row = logits + (size_t)r * cfg.padded_vocab_size;
       int best = 0;
       for (int v = 1; v < cfg.vocab_size; v++)
         if (row[v] > row[best]) best = v;

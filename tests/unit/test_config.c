@@ -508,8 +508,8 @@ static void test_parse_memory(void) {
     gy_run_config_free(&b);
   }
   gy_run_config_free(&a);
-  const char *bad = "model:\n  vocab: 256\nrun:\n  steps: -3\n";
-  rc = gy_run_config_parse(&b, "sent", bad, strlen(bad), dir, err, sizeof(err));
+  const char *wrong = "model:\n  vocab: 256\nrun:\n  steps: -3\n";
+  rc = gy_run_config_parse(&b, "sent", wrong, strlen(wrong), dir, err, sizeof(err));
   CHECK_EQ_INT(rc, GY_ECONFIG);
   CHECK_MSG(!strncmp(err, "sent:4: key 'run.steps'", 23), "%s", err);
   CHECK_EQ_INT(gy_run_config_parse(&b, "sent", NULL, 0, dir, err, sizeof(err)), GY_EINVAL);

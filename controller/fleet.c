@@ -3,7 +3,9 @@
  *
  * API, in order: create/destroy; inputs join, join_cancel, hello, report, heartbeat, ack,
  * session_closed, command, rollback, tick; outputs actions/actions_clear/errmsg; read-only
- * views; the internal state-change function for tests.
+ * views; the internal state-change function for tests. The directives (ack, command, rollback,
+ * and the pipeline that sends them) are in fleet_directive.c; struct gy_fleet and the
+ * gy__fleet_* calls between the files are in fleet_internal.h.
  *
  * How it works. Joins are held in `joiners` until `world` of them are present; then the gang
  * forms (generation + 1, ranks by ordinal else lowest free, start step = the newest committed
@@ -24,8 +26,9 @@
  * timeline, so ckpt_step dedupes), and c is committed when the count reaches the world. A
  * ROLLBACK is a queued directive like the others; its parameters live in a record of the
  * rollback log (a ring of the newest GY_FLEET_ROLLBACK_LOG), so that the DIRECTIVE action can
- * point at its skip ranges. When its acks are in, rollback_done() moves every rank, the history,
- * the committed list and the horizon back to to_step, or rollback_failed() handles refusals.
+ * point at its skip ranges. When its acks are in, gy__fleet_rollback_done() moves every rank, the
+ * history, the committed list and the horizon back to to_step, or gy__fleet_rollback_failed()
+ * handles refusals.
  *
  * Invariants:
  * - Only transition() writes f->state, and only pairs of the table `allowed` pass.
@@ -44,7 +47,7 @@
  * - A queued or in-flight ROLLBACK's record is among the newest QUEUE_MAX + 1 of the log, so
  *   the ring (GY_FLEET_ROLLBACK_LOG > QUEUE_MAX + 1) never frees a live one.
  */
-#include "fleet.h"
+#include "controller/fleet_internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -52,72 +55,6 @@
 #include <string.h>
 
 #include "common/err.h"
-
-#define QUEUE_MAX 64
-
-_Static_assert(GY_FLEET_ROLLBACK_LOG > QUEUE_MAX + 1, "the rollback log must outlive the queue");
-
-typedef struct {
-  gy_fleet_rollback_t pub; /* pub.skip points at skip */
-  gy_fleet_skip_t *skip;
-} rb_rec_t;
-
-typedef struct {
-  uint64_t seq;
-  int kind;
-  gy_fleet_hparams_t hp;
-  rb_rec_t *rb; /* ROLLBACK: its record in the log (owned by the log) */
-} directive_t;
-
-typedef struct {
-  gy_fleet_member_t m;
-  uint64_t handle;
-  uint64_t prev_generation;
-} joiner_t;
-
-struct gy_fleet {
-  gy_fleet_opts_t o;
-  gy_fleet_state_t state;
-  uint64_t generation;
-  int64_t start_step;
-  int64_t horizon;
-  gy_fleet_member_t *members; /* world entries once formed */
-  int nmembers;
-  joiner_t *joiners; /* world entries at most */
-  int njoiners;
-  /* directives */
-  uint64_t seq;
-  directive_t inflight;
-  int inflight_on, inflight_sent;
-  directive_t queue[QUEUE_MAX];
-  int nqueue;
-  int pause_intent; /* PAUSED, or a PAUSE accepted and no RESUME after it */
-  int stop_intent;
-  int rb_failed; /* every rank refused the last ROLLBACK: no grants until one succeeds or the
-                    operator resumes */
-  /* checkpoints */
-  int64_t committed[GY_FLEET_MAX_COMMITTED]; /* newest first */
-  int ncommitted;
-  struct {
-    int64_t step;
-    int n;          /* ranks that reported it */
-    uint64_t bytes; /* the sum of their files' sizes */
-  } pending[GY_FLEET_PENDING_CKPT];
-  int npending;
-  /* rollbacks: ring of records, rblog[(nrb - 1) % LOG] the newest */
-  rb_rec_t *rblog[GY_FLEET_ROLLBACK_LOG];
-  uint64_t nrb;
-  /* history */
-  gy_fleet_step_t *hist;
-  int64_t hcap;
-  int64_t last_step;
-  /* outputs */
-  gy_fleet_action_t *acts;
-  size_t nacts, capacts;
-  uint64_t event_id;
-  uint64_t session_ctr;
-  char errmsg[256];
-};
 
 /* ---------------------------------------- names ---------------------------------------- */
 
@@ -141,7 +78,7 @@ const char *gy_dir_kind_name(int kind) {
 
 /* Appends a zeroed action of kind k; NULL when out of memory (the action is lost; the caller's
  * state stays consistent). */
-static gy_fleet_action_t *push(gy_fleet_t *f, gy_fleet_act_kind_t k) {
+gy_fleet_action_t *gy__fleet_push(gy_fleet_t *f, gy_fleet_act_kind_t k) {
   if (f->nacts == f->capacts) {
     size_t cap = f->capacts ? 2 * f->capacts : 16;
     gy_fleet_action_t *a = realloc(f->acts, cap * sizeof(*a));
@@ -205,10 +142,8 @@ static int clean_str(const char *s) {
   return 1;
 }
 
-static void event(gy_fleet_t *f, const char *kind, int64_t step, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void event(gy_fleet_t *f, const char *kind, int64_t step, const char *fmt, ...) {
-  gy_fleet_action_t *a = push(f, GY_FLEET_ACT_EVENT);
+void gy__fleet_event(gy_fleet_t *f, const char *kind, int64_t step, const char *fmt, ...) {
+  gy_fleet_action_t *a = gy__fleet_push(f, GY_FLEET_ACT_EVENT);
   if (!a) return;
   a->event_id = ++f->event_id;
   a->event_kind = kind;
@@ -221,15 +156,13 @@ static void event(gy_fleet_t *f, const char *kind, int64_t step, const char *fmt
 }
 
 /* Records why a call is refused, appends an event "refused" and returns rc. */
-static int refuse(gy_fleet_t *f, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int refuse(gy_fleet_t *f, int rc, const char *fmt, ...) {
+int gy__fleet_refuse(gy_fleet_t *f, int rc, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(f->errmsg, sizeof(f->errmsg), fmt, ap);
   va_end(ap);
   utf8_scrub(f->errmsg);
-  event(f, "refused", f->last_step, "%s", f->errmsg);
+  gy__fleet_event(f, "refused", f->last_step, "%s", f->errmsg);
   return rc;
 }
 
@@ -249,13 +182,11 @@ int gy__fleet_transition_allowed(gy_fleet_state_t from, gy_fleet_state_t to) {
 }
 
 /* A directive that will never be sent (or completed): an event, and its rollback record. */
-static void drop_directive(gy_fleet_t *f, directive_t *d, const char *why) {
+void gy__fleet_drop_directive(gy_fleet_t *f, directive_t *d, const char *why) {
   if (d->rb) d->rb->pub.status = GY_FLEET_RB_DROPPED;
-  event(f, "directive_dropped", f->last_step, "directive seq %llu (%s) dropped: %s",
-        (unsigned long long)d->seq, gy_dir_kind_name(d->kind), why);
+  gy__fleet_event(f, "directive_dropped", f->last_step, "directive seq %llu (%s) dropped: %s",
+                  (unsigned long long)d->seq, gy_dir_kind_name(d->kind), why);
 }
-
-static void forget_committed(gy_fleet_t *f, int64_t step, int inclusive);
 
 /* A worker was lost with rollbacks queued or in flight (some ranks may have restored already):
  * the decision to leave the timeline after the earliest target stands, so the checkpoints
@@ -266,14 +197,14 @@ static void abandon_timeline(gy_fleet_t *f) {
   if (f->inflight_on && f->inflight.rb) to = f->inflight.rb->pub.to_step;
   for (int i = 0; i < f->nqueue; i++)
     if (f->queue[i].rb && f->queue[i].rb->pub.to_step < to) to = f->queue[i].rb->pub.to_step;
-  if (to != INT64_MAX) forget_committed(f, to, 0);
+  if (to != INT64_MAX) gy__fleet_forget_committed(f, to, 0);
 }
 
 /* Exit actions. */
 static void clear_directives(gy_fleet_t *f, const char *why) {
-  if (f->inflight_on) drop_directive(f, &f->inflight, why);
+  if (f->inflight_on) gy__fleet_drop_directive(f, &f->inflight, why);
   for (int i = 0; i < f->nqueue; i++)
-    drop_directive(f, &f->queue[i], why);
+    gy__fleet_drop_directive(f, &f->queue[i], why);
   f->inflight_on = f->inflight_sent = 0;
   f->nqueue = 0;
   f->pause_intent = f->stop_intent = 0;
@@ -293,13 +224,14 @@ int gy__fleet_transition(gy_fleet_t *f, gy_fleet_state_t to, const char *why) {
     return GY_EINVAL;
   }
   f->state = to;
-  event(f, "state", f->last_step, "%s -> %s: %s", gy_fleet_state_name(from),
-        gy_fleet_state_name(to), why ? why : "");
+  gy__fleet_event(f, "state", f->last_step, "%s -> %s: %s", gy_fleet_state_name(from),
+                  gy_fleet_state_name(to), why ? why : "");
   switch (to) {
   case GY_FLEET_DONE:
     clear_directives(f, "the run is done");
-    push(f, GY_FLEET_ACT_DONE);
-    event(f, "done", f->last_step, "run done at step %lld", (long long)(f->last_step + 1));
+    gy__fleet_push(f, GY_FLEET_ACT_DONE);
+    gy__fleet_event(f, "done", f->last_step, "run done at step %lld",
+                    (long long)(f->last_step + 1));
     break;
   case GY_FLEET_DEGRADED:
     abandon_timeline(f);
@@ -320,7 +252,7 @@ void gy__fleet_force_state(gy_fleet_t *f, gy_fleet_state_t s) {
 
 /* ---------------------------------------- helpers ---------------------------------------- */
 
-static void copy_str(char *dst, size_t n, const char *src) {
+void gy__fleet_copy_str(char *dst, size_t n, const char *src) {
   snprintf(dst, n, "%s", src ? src : "");
   utf8_scrub(dst); /* a sequence cut at n - 1 bytes included */
 }
@@ -349,15 +281,15 @@ int gy_fleet_restore(gy_fleet_t *f, const int64_t *committed, int n, uint64_t ge
   return 0;
 }
 
-static int is_committed(const gy_fleet_t *f, int64_t step) {
+int gy__fleet_is_committed(const gy_fleet_t *f, int64_t step) {
   for (int i = 0; i < f->ncommitted; i++)
     if (f->committed[i] == step) return 1;
   return 0;
 }
 
 /* Records step as committed (sorted, newest first; the oldest falls off a full list). */
-static void commit(gy_fleet_t *f, int64_t step, uint64_t bytes) {
-  if (is_committed(f, step)) return;
+void gy__fleet_commit(gy_fleet_t *f, int64_t step, uint64_t bytes) {
+  if (gy__fleet_is_committed(f, step)) return;
   int i = 0;
   while (i < f->ncommitted && f->committed[i] > step)
     i++;
@@ -366,23 +298,23 @@ static void commit(gy_fleet_t *f, int64_t step, uint64_t bytes) {
   memmove(&f->committed[i + 1], &f->committed[i], (size_t)(n - i) * sizeof(f->committed[0]));
   f->committed[i] = step;
   f->ncommitted = n + 1;
-  gy_fleet_action_t *a = push(f, GY_FLEET_ACT_COMMITTED);
+  gy_fleet_action_t *a = gy__fleet_push(f, GY_FLEET_ACT_COMMITTED);
   if (a) {
     a->step = step;
     a->bytes = bytes;
   }
-  event(f, "checkpoint_committed", step, "checkpoint of step %lld committed: every rank wrote it",
-        (long long)step);
+  gy__fleet_event(f, "checkpoint_committed", step,
+                  "checkpoint of step %lld committed: every rank wrote it", (long long)step);
 }
 
 /* Forgets the committed checkpoints after step (inclusive: also step itself). */
-static void forget_committed(gy_fleet_t *f, int64_t step, int inclusive) {
+void gy__fleet_forget_committed(gy_fleet_t *f, int64_t step, int inclusive) {
   int k = 0;
   for (int i = 0; i < f->ncommitted; i++) {
     int64_t c = f->committed[i];
     if (c > step || (inclusive && c == step))
-      event(f, "checkpoint_forgotten", c, "committed checkpoint of step %lld forgotten",
-            (long long)c);
+      gy__fleet_event(f, "checkpoint_forgotten", c, "committed checkpoint of step %lld forgotten",
+                      (long long)c);
     else
       f->committed[k++] = c;
   }
@@ -394,7 +326,7 @@ static void forget_committed(gy_fleet_t *f, int64_t step, int inclusive) {
 static void ckpt_reported(gy_fleet_t *f, gy_fleet_member_t *m, int64_t c, uint64_t bytes) {
   if (c <= m->ckpt_step) return; /* said already (checkpoints come in step order) */
   m->ckpt_step = c;
-  if (is_committed(f, c)) return;
+  if (gy__fleet_is_committed(f, c)) return;
   int i = 0;
   while (i < f->npending && f->pending[i].step != c)
     i++;
@@ -403,9 +335,9 @@ static void ckpt_reported(gy_fleet_t *f, gy_fleet_member_t *m, int64_t c, uint64
       int o = 0;
       for (int k = 1; k < f->npending; k++)
         if (f->pending[k].step < f->pending[o].step) o = k;
-      event(f, "checkpoint_incomplete", f->pending[o].step,
-            "checkpoint of step %lld: only %d of %d ranks reported it; no longer tracked",
-            (long long)f->pending[o].step, f->pending[o].n, f->nmembers);
+      gy__fleet_event(f, "checkpoint_incomplete", f->pending[o].step,
+                      "checkpoint of step %lld: only %d of %d ranks reported it; no longer tracked",
+                      (long long)f->pending[o].step, f->pending[o].n, f->nmembers);
       f->pending[o] = f->pending[--f->npending];
       i = f->npending;
     }
@@ -422,14 +354,14 @@ static void ckpt_reported(gy_fleet_t *f, gy_fleet_member_t *m, int64_t c, uint64
   for (int j = 0; j < f->npending; j++)
     if (f->pending[j].step > c) f->pending[k++] = f->pending[j];
   f->npending = k;
-  commit(f, c, total);
+  gy__fleet_commit(f, c, total);
 }
 
 /* The slowest rank's steps_done, in O(1): every rank starts at start_step and steps_done only
  * grows by one per accepted report, so the minimum is the first step not yet reported by every
  * rank, i.e. last_step + 1 (report() advances last_step past each step whose history slot
  * counts nmembers reports). */
-static int64_t min_steps(const gy_fleet_t *f) {
+int64_t gy__fleet_min_steps(const gy_fleet_t *f) {
   return f->nmembers ? f->last_step + 1 : 0;
 }
 
@@ -438,217 +370,34 @@ static int64_t cap_steps(const gy_fleet_t *f, int64_t h) {
 }
 
 /* Extends the horizon when nothing holds it frozen. */
-static void maybe_grant(gy_fleet_t *f) {
+void gy__fleet_maybe_grant(gy_fleet_t *f) {
   if (f->state != GY_FLEET_TRAIN || f->inflight_on || f->nqueue || f->rb_failed) return;
-  int64_t h = cap_steps(f, min_steps(f) + f->o.window);
+  int64_t h = cap_steps(f, gy__fleet_min_steps(f) + f->o.window);
   if (h <= f->horizon) return;
   f->horizon = h;
-  gy_fleet_action_t *a = push(f, GY_FLEET_ACT_GRANT);
+  gy_fleet_action_t *a = gy__fleet_push(f, GY_FLEET_ACT_GRANT);
   if (a) a->step = h;
 }
 
-static void send_directive(gy_fleet_t *f, int rank) {
-  gy_fleet_action_t *a = push(f, GY_FLEET_ACT_DIRECTIVE);
-  if (!a) return;
-  a->rank = rank;
-  a->seq = f->inflight.seq;
-  a->dir_kind = f->inflight.kind;
-  a->hparams = f->inflight.hp;
-  a->step = f->horizon;
-  const rb_rec_t *rb = f->inflight.rb;
-  if (rb) {
-    a->to_step = rb->pub.to_step;
-    a->nskip = rb->pub.nskip;
-    a->skip = rb->skip;
-    copy_str(a->msg, sizeof(a->msg), rb->pub.reason);
-  }
-}
-
-/* Moves the directive pipeline forward: takes the next queued directive, and sends the one in
- * flight once every rank stands at the horizon. */
-static void pump(gy_fleet_t *f) {
-  if (f->state != GY_FLEET_TRAIN && f->state != GY_FLEET_PAUSED) return;
-  while (!f->inflight_on) {
-    if (!f->nqueue) return;
-    f->inflight = f->queue[0];
-    memmove(f->queue, f->queue + 1, (size_t)(f->nqueue - 1) * sizeof(f->queue[0]));
-    f->nqueue--;
-    f->inflight_on = 1;
-    f->inflight_sent = 0;
-    /* an earlier rollback may have forgotten this one's checkpoint */
-    if (f->inflight.rb && !is_committed(f, f->inflight.rb->pub.to_step)) {
-      char why[96];
-      snprintf(why, sizeof(why), "the checkpoint of step %lld is no longer committed",
-               (long long)f->inflight.rb->pub.to_step);
-      drop_directive(f, &f->inflight, why);
-      f->inflight_on = 0;
-    }
-  }
-  if (f->inflight_sent) return;
-  /* every steps_done <= horizon, so all stand at the horizon iff the slowest does */
-  if (min_steps(f) != f->horizon) return;
-  for (int r = 0; r < f->nmembers; r++)
-    f->members[r].acked = 0;
-  f->inflight_sent = 1;
-  if (f->inflight.rb) {
-    f->inflight.rb->pub.status = GY_FLEET_RB_SENT;
-    f->inflight.rb->pub.at_step = f->horizon;
-  }
-  send_directive(f, -1);
-  event(f, "directive", f->horizon, "directive seq %llu %s sent, at_step %lld",
-        (unsigned long long)f->inflight.seq, gy_dir_kind_name(f->inflight.kind),
-        (long long)f->horizon);
-  if (f->inflight.kind == GY_DIR_STOP) gy__fleet_transition(f, GY_FLEET_STOPPING, "operator stop");
-}
-
-/* Every rank restored ROLLBACK d's checkpoint: the gang stands at to_step. Steps from to_step
- * on are run again, so their figures leave the history; the committed checkpoints after
- * to_step belong to the abandoned timeline. */
-static void rollback_done(gy_fleet_t *f, const directive_t *d) {
-  rb_rec_t *rb = d->rb;
-  int64_t to = rb->pub.to_step, h = f->horizon;
-  for (int r = 0; r < f->nmembers; r++) {
-    f->members[r].steps_done = to;
-    f->members[r].ckpt_step = -1;
-  }
-  /* every rank stood at h, so the steps with figures are <= h - 1 */
-  int64_t n = h - to < f->hcap ? h - to : f->hcap;
-  for (int64_t s = h - 1; s > h - 1 - n; s--) {
-    gy_fleet_step_t *st = &f->hist[s % f->hcap];
-    if (st->step == s) st->step = -1;
-  }
-  f->last_step = to - 1;
-  f->horizon = to;
-  f->npending = 0;
-  forget_committed(f, to, 0);
-  rb->pub.status = GY_FLEET_RB_APPLIED;
-  f->rb_failed = 0;
-  gy_fleet_action_t *a = push(f, GY_FLEET_ACT_ROLLED_BACK);
-  if (a) {
-    a->step = to;
-    a->seq = d->seq;
-    a->ok = 1;
-  }
-  event(f, "rollback", to,
-        "rollback seq %llu: every rank restored step %lld at step %lld (%lld steps to run "
-        "again), %d skip ranges: %s",
-        (unsigned long long)d->seq, (long long)to, (long long)h, (long long)(h - to), rb->pub.nskip,
-        rb->pub.reason);
-}
-
-static void lose(gy_fleet_t *f, int rank, const char *why);
-
-/* Some rank acked ROLLBACK d with ok false: it refused, its state unchanged (a rank that fails
- * half way exits instead: it is lost). The checkpoint of to_step cannot be restored, so it is
- * forgotten. Every rank refused: the gang still stands at the horizon, consistent; grants are
- * held until a rollback succeeds or the operator resumes. Some ranks restored and some did not:
- * the gang is split, the refusing ranks are lost (DEGRADED; the gang re-forms from the newest
- * committed checkpoint before to_step). */
-static void rollback_failed(gy_fleet_t *f, const directive_t *d, int nok) {
-  rb_rec_t *rb = d->rb;
-  int64_t to = rb->pub.to_step, h = f->horizon;
-  rb->pub.status = GY_FLEET_RB_FAILED;
-  forget_committed(f, to, 1);
-  gy_fleet_action_t *a = push(f, GY_FLEET_ACT_ROLLED_BACK);
-  if (a) {
-    a->step = to;
-    a->seq = d->seq;
-    a->ok = 0;
-  }
-  if (!nok) {
-    f->rb_failed = 1;
-    event(f, "rollback_failed", to,
-          "rollback seq %llu: every rank refused to restore step %lld; the gang stays at step "
-          "%lld, grants held until a rollback succeeds or the operator resumes",
-          (unsigned long long)d->seq, (long long)to, (long long)h);
-    return;
-  }
-  event(f, "rollback_failed", to,
-        "rollback seq %llu: %d of %d ranks restored step %lld, the others refused: the gang is "
-        "split and re-forms",
-        (unsigned long long)d->seq, nok, f->nmembers, (long long)to);
-  char why[96];
-  snprintf(why, sizeof(why), "could not restore step %lld (rollback seq %llu)", (long long)to,
-           (unsigned long long)d->seq);
-  for (int r = 0; r < f->nmembers; r++)
-    if (f->members[r].alive && !f->members[r].ack_ok) lose(f, r, why);
-}
-
-/* Called when an ack or an exit may have completed the directive in flight. */
-static void check_acks(gy_fleet_t *f) {
-  if (!f->inflight_on || !f->inflight_sent) return;
-  for (int r = 0; r < f->nmembers; r++)
-    if (f->members[r].alive && !f->members[r].acked) return;
-  directive_t d = f->inflight;
-  f->inflight_on = f->inflight_sent = 0;
-  event(f, "directive_applied", f->horizon, "directive seq %llu %s applied at step %lld",
-        (unsigned long long)d.seq, gy_dir_kind_name(d.kind), (long long)f->horizon);
-  if (d.kind == GY_DIR_CHECKPOINT || d.kind == GY_DIR_STOP) {
-    /* a rank acks these once its checkpoint of at_step is on disk: every rank alive and ok
-     * commits it now (a STOP's would otherwise never be reported) */
-    int all = 1, sized = 1; /* the size is known only when every rank said it */
-    uint64_t bytes = 0;
-    for (int r = 0; r < f->nmembers; r++) {
-      const gy_fleet_member_t *m = &f->members[r];
-      all &= m->alive && m->ack_ok;
-      sized &= m->ack_bytes > 0;
-      bytes += m->ack_bytes;
-    }
-    if (all) commit(f, f->horizon, sized ? bytes : 0);
-  }
-  switch (d.kind) {
-  case GY_DIR_ROLLBACK: {
-    int nok = 0, nfail = 0;
-    for (int r = 0; r < f->nmembers; r++)
-      if (f->members[r].alive) f->members[r].ack_ok ? nok++ : nfail++;
-    if (nfail) {
-      rollback_failed(f, &d, nok);
-      if (nok) return; /* split: DEGRADED */
-    } else {
-      rollback_done(f, &d);
-    }
-    break;
-  }
-  case GY_DIR_PAUSE:
-    gy__fleet_transition(f, GY_FLEET_PAUSED, "operator pause");
-    break;
-  case GY_DIR_RESUME:
-    if (f->state == GY_FLEET_PAUSED) gy__fleet_transition(f, GY_FLEET_TRAIN, "operator resume");
-    if (f->rb_failed)
-      event(f, "resumed", f->horizon,
-            "operator resume after a failed rollback: training goes on "
-            "from step %lld",
-            (long long)f->horizon);
-    f->rb_failed = 0;
-    break;
-  case GY_DIR_STOP:
-    gy__fleet_transition(f, GY_FLEET_DONE, "stopped");
-    return;
-  default:
-    break;
-  }
-  pump(f);
-  maybe_grant(f);
-}
-
-static void lose(gy_fleet_t *f, int rank, const char *why) {
+void gy__fleet_lose(gy_fleet_t *f, int rank, const char *why) {
   gy_fleet_member_t *m = &f->members[rank];
   if (!m->alive) return;
   m->alive = 0;
   if (f->state == GY_FLEET_STOPPING) {
     m->connected = 0;
-    event(f, "worker_exited", f->last_step, "rank %d (%s) exited: %s", rank, m->worker_id, why);
-    check_acks(f);
+    gy__fleet_event(f, "worker_exited", f->last_step, "rank %d (%s) exited: %s", rank, m->worker_id,
+                    why);
+    gy__fleet_check_acks(f);
     return;
   }
-  gy_fleet_action_t *a = push(f, GY_FLEET_ACT_LOST);
+  gy_fleet_action_t *a = gy__fleet_push(f, GY_FLEET_ACT_LOST);
   if (a) a->rank = rank;
   if (m->connected) { /* a silent worker's stream is finished: it must rejoin */
     m->connected = 0;
-    a = push(f, GY_FLEET_ACT_CLOSE);
+    a = gy__fleet_push(f, GY_FLEET_ACT_CLOSE);
     if (a) a->rank = rank;
   }
-  event(f, "worker_lost", f->last_step, "rank %d (%s) lost: %s", rank, m->worker_id, why);
+  gy__fleet_event(f, "worker_lost", f->last_step, "rank %d (%s) lost: %s", rank, m->worker_id, why);
   if (f->state == GY_FLEET_TRAIN || f->state == GY_FLEET_PAUSED)
     gy__fleet_transition(f, GY_FLEET_DEGRADED, "worker lost");
 }
@@ -665,7 +414,7 @@ static void form(gy_fleet_t *f, int64_t now) {
   int w = f->o.world;
   gy_fleet_member_t *mem = calloc((size_t)w, sizeof(*mem));
   if (!mem) {
-    event(f, "error", -1, "out of memory forming the gang");
+    gy__fleet_event(f, "error", -1, "out of memory forming the gang");
     return;
   }
   uint64_t gen = f->generation;
@@ -730,7 +479,7 @@ static void form(gy_fleet_t *f, int64_t now) {
   f->rb_failed = 0;
   f->npending = 0;
   for (int i = 0; i < f->njoiners; i++) {
-    gy_fleet_action_t *a = push(f, GY_FLEET_ACT_ASSIGN);
+    gy_fleet_action_t *a = gy__fleet_push(f, GY_FLEET_ACT_ASSIGN);
     if (!a) continue;
     a->rank = f->joiners[i].m.rank;
     a->join_handle = f->joiners[i].handle;
@@ -739,9 +488,9 @@ static void form(gy_fleet_t *f, int64_t now) {
   }
   f->njoiners = 0;
   gy__fleet_transition(f, GY_FLEET_TRAIN, "gang formed");
-  event(f, "gang_formed", start, "generation %llu formed: world %d, start step %lld%s",
-        (unsigned long long)f->generation, w, (long long)start,
-        from_ckpt ? " (the newest committed checkpoint)" : "");
+  gy__fleet_event(f, "gang_formed", start, "generation %llu formed: world %d, start step %lld%s",
+                  (unsigned long long)f->generation, w, (long long)start,
+                  from_ckpt ? " (the newest committed checkpoint)" : "");
   if (start >= f->o.steps) gy__fleet_transition(f, GY_FLEET_DONE, "every step already done");
 }
 
@@ -785,20 +534,23 @@ void gy_fleet_destroy(gy_fleet_t *f) {
 
 int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64_t join_handle) {
   f->errmsg[0] = 0;
-  if (!req->worker_id || !req->worker_id[0]) return refuse(f, GY_EINVAL, "join: empty worker_id");
+  if (!req->worker_id || !req->worker_id[0])
+    return gy__fleet_refuse(f, GY_EINVAL, "join: empty worker_id");
   if (strlen(req->worker_id) >= GY_FLEET_ID_MAX)
-    return refuse(f, GY_EINVAL, "join: worker_id longer than %d bytes", GY_FLEET_ID_MAX - 1);
+    return gy__fleet_refuse(f, GY_EINVAL, "join: worker_id longer than %d bytes",
+                            GY_FLEET_ID_MAX - 1);
   if (!clean_str(req->worker_id))
-    return refuse(f, GY_EINVAL, "join: worker_id '%s' is not UTF-8 text without control characters",
-                  req->worker_id);
+    return gy__fleet_refuse(f, GY_EINVAL,
+                            "join: worker_id '%s' is not UTF-8 text without control characters",
+                            req->worker_id);
   if (req->ordinal < -1 || req->ordinal >= f->o.world)
-    return refuse(f, GY_ERANGE, "join: worker %s: ordinal %d outside [0, %d)", req->worker_id,
-                  req->ordinal, f->o.world);
+    return gy__fleet_refuse(f, GY_ERANGE, "join: worker %s: ordinal %d outside [0, %d)",
+                            req->worker_id, req->ordinal, f->o.world);
   if (req->steps_done < 0)
-    return refuse(f, GY_EINVAL, "join: worker %s: negative steps_done", req->worker_id);
+    return gy__fleet_refuse(f, GY_EINVAL, "join: worker %s: negative steps_done", req->worker_id);
   switch (f->state) {
   case GY_FLEET_DONE:
-    return refuse(f, GY_ENOTSUP, "join: the run is done");
+    return gy__fleet_refuse(f, GY_ENOTSUP, "join: the run is done");
   case GY_FLEET_TRAIN:
   case GY_FLEET_PAUSED:
   case GY_FLEET_STOPPING:
@@ -810,32 +562,35 @@ int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64
        * same assignment again. */
       if (f->state != GY_FLEET_STOPPING && m->alive && !m->connected &&
           m->steps_done == f->start_step && (req->ordinal < 0 || req->ordinal == m->ordinal)) {
-        copy_str(m->host, sizeof(m->host), req->host);
+        gy__fleet_copy_str(m->host, sizeof(m->host), req->host);
         m->pid = req->pid;
         m->last_seen_ms = now;
-        gy_fleet_action_t *a = push(f, GY_FLEET_ACT_ASSIGN);
+        gy_fleet_action_t *a = gy__fleet_push(f, GY_FLEET_ACT_ASSIGN);
         if (a) {
           a->rank = r;
           a->join_handle = join_handle;
           a->step = f->start_step;
           memcpy(a->session_id, m->session_id, sizeof(a->session_id));
         }
-        event(f, "join", req->steps_done,
-              "worker %s (host %s, pid %d) comes back as rank %d of generation %llu: it starts "
-              "again from step %lld",
-              req->worker_id, m->host, req->pid, r, (unsigned long long)f->generation,
-              (long long)f->start_step);
+        gy__fleet_event(
+            f, "join", req->steps_done,
+            "worker %s (host %s, pid %d) comes back as rank %d of generation %llu: it starts "
+            "again from step %lld",
+            req->worker_id, m->host, req->pid, r, (unsigned long long)f->generation,
+            (long long)f->start_step);
         return 0;
       }
-      return refuse(f, GY_EBUSY, "join: worker id %s is already rank %d of generation %llu",
-                    req->worker_id, r, (unsigned long long)f->generation);
+      return gy__fleet_refuse(f, GY_EBUSY,
+                              "join: worker id %s is already rank %d of generation %llu",
+                              req->worker_id, r, (unsigned long long)f->generation);
     }
-    return refuse(f, GY_ENOTSUP, "join: worker %s: the gang of generation %llu is complete",
-                  req->worker_id, (unsigned long long)f->generation);
+    return gy__fleet_refuse(f, GY_ENOTSUP,
+                            "join: worker %s: the gang of generation %llu is complete",
+                            req->worker_id, (unsigned long long)f->generation);
   case GY_FLEET_DEGRADED:
     for (int r = 0; r < f->nmembers; r++)
       if (f->members[r].connected) {
-        gy_fleet_action_t *a = push(f, GY_FLEET_ACT_CLOSE);
+        gy_fleet_action_t *a = gy__fleet_push(f, GY_FLEET_ACT_CLOSE);
         if (a) a->rank = r;
       }
     gy__fleet_transition(f, GY_FLEET_INIT, "re-forming the gang");
@@ -846,23 +601,24 @@ int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64
   for (int i = 0; i < f->njoiners; i++) {
     const gy_fleet_member_t *m = &f->joiners[i].m;
     if (!strcmp(m->worker_id, req->worker_id))
-      return refuse(f, GY_EBUSY, "join: worker id %s already joined", req->worker_id);
+      return gy__fleet_refuse(f, GY_EBUSY, "join: worker id %s already joined", req->worker_id);
     if (req->ordinal >= 0 && m->ordinal == req->ordinal)
-      return refuse(f, GY_EBUSY, "join: worker %s: ordinal %d already taken by %s", req->worker_id,
-                    req->ordinal, m->worker_id);
+      return gy__fleet_refuse(f, GY_EBUSY, "join: worker %s: ordinal %d already taken by %s",
+                              req->worker_id, req->ordinal, m->worker_id);
   }
   joiner_t *j = &f->joiners[f->njoiners++];
   memset(j, 0, sizeof(*j));
-  copy_str(j->m.worker_id, sizeof(j->m.worker_id), req->worker_id);
-  copy_str(j->m.host, sizeof(j->m.host), req->host);
+  gy__fleet_copy_str(j->m.worker_id, sizeof(j->m.worker_id), req->worker_id);
+  gy__fleet_copy_str(j->m.host, sizeof(j->m.host), req->host);
   j->m.ordinal = req->ordinal;
   j->m.pid = req->pid;
   j->m.rank = -1;
   j->m.steps_done = req->steps_done;
   j->handle = join_handle;
   j->prev_generation = req->generation;
-  event(f, "join", req->steps_done, "worker %s (host %s, pid %d, ordinal %d) joined: %d of %d",
-        req->worker_id, j->m.host, req->pid, req->ordinal, f->njoiners, f->o.world);
+  gy__fleet_event(f, "join", req->steps_done,
+                  "worker %s (host %s, pid %d, ordinal %d) joined: %d of %d", req->worker_id,
+                  j->m.host, req->pid, req->ordinal, f->njoiners, f->o.world);
   if (f->njoiners == f->o.world) form(f, now);
   return 0;
 }
@@ -870,8 +626,8 @@ int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64
 void gy_fleet_join_cancel(gy_fleet_t *f, uint64_t join_handle) {
   for (int i = 0; i < f->njoiners; i++) {
     if (f->joiners[i].handle != join_handle) continue;
-    event(f, "join_cancelled", -1, "worker %s left before the gang formed",
-          f->joiners[i].m.worker_id);
+    gy__fleet_event(f, "join_cancelled", -1, "worker %s left before the gang formed",
+                    f->joiners[i].m.worker_id);
     memmove(&f->joiners[i], &f->joiners[i + 1], (size_t)(f->njoiners - i - 1) * sizeof(joiner_t));
     f->njoiners--;
     return;
@@ -879,74 +635,76 @@ void gy_fleet_join_cancel(gy_fleet_t *f, uint64_t join_handle) {
 }
 
 /* Checks what every session message shares: a formed gang, the generation, the rank. */
-static int check_msg(gy_fleet_t *f, const char *what, int stream_rank, uint64_t generation,
-                     int rank) {
+int gy__fleet_check_msg(gy_fleet_t *f, const char *what, int stream_rank, uint64_t generation,
+                        int rank) {
   f->errmsg[0] = 0;
   if (!f->nmembers || f->state == GY_FLEET_INIT)
-    return refuse(f, GY_ENOTSUP, "%s: no gang formed", what);
+    return gy__fleet_refuse(f, GY_ENOTSUP, "%s: no gang formed", what);
   if (generation != f->generation)
-    return refuse(f, GY_EMISMATCH, "%s: generation %llu, current is %llu", what,
-                  (unsigned long long)generation, (unsigned long long)f->generation);
+    return gy__fleet_refuse(f, GY_EMISMATCH, "%s: generation %llu, current is %llu", what,
+                            (unsigned long long)generation, (unsigned long long)f->generation);
   if (rank < 0 || rank >= f->nmembers)
-    return refuse(f, GY_ERANGE, "%s: rank %d outside [0, %d)", what, rank, f->nmembers);
+    return gy__fleet_refuse(f, GY_ERANGE, "%s: rank %d outside [0, %d)", what, rank, f->nmembers);
   if (stream_rank >= 0 && rank != stream_rank)
-    return refuse(f, GY_ERANGE, "%s: rank %d on the session of rank %d", what, rank, stream_rank);
+    return gy__fleet_refuse(f, GY_ERANGE, "%s: rank %d on the session of rank %d", what, rank,
+                            stream_rank);
   return 0;
 }
 
 int gy_fleet_hello(gy_fleet_t *f, int64_t now, const char *session_id, uint64_t generation,
                    int rank) {
-  int rc = check_msg(f, "hello", -1, generation, rank);
+  int rc = gy__fleet_check_msg(f, "hello", -1, generation, rank);
   if (rc) return rc;
   gy_fleet_member_t *m = &f->members[rank];
   if (!session_id || strcmp(session_id, m->session_id))
-    return refuse(f, GY_EMISMATCH, "hello: unknown session for rank %d", rank);
-  if (!m->alive) return refuse(f, GY_EMISMATCH, "hello: rank %d was declared lost", rank);
+    return gy__fleet_refuse(f, GY_EMISMATCH, "hello: unknown session for rank %d", rank);
+  if (!m->alive) return gy__fleet_refuse(f, GY_EMISMATCH, "hello: rank %d was declared lost", rank);
   if (f->state == GY_FLEET_DONE || f->state == GY_FLEET_DEGRADED)
-    return refuse(f, GY_ENOTSUP, "hello: rank %d: the run is %s", rank,
-                  gy_fleet_state_name(f->state));
+    return gy__fleet_refuse(f, GY_ENOTSUP, "hello: rank %d: the run is %s", rank,
+                            gy_fleet_state_name(f->state));
   m->connected = 1;
   m->last_seen_ms = now;
   /* a rank that acked a rollback still in flight stands at its to_step until the rollback
    * completes: its horizon is to_step, not the frozen horizon it restored from */
   int rb_acked = f->inflight_on && f->inflight_sent && f->inflight.rb && m->acked;
-  gy_fleet_action_t *a = push(f, GY_FLEET_ACT_GRANT);
+  gy_fleet_action_t *a = gy__fleet_push(f, GY_FLEET_ACT_GRANT);
   if (a) {
     a->rank = rank;
     a->step = rb_acked ? f->inflight.rb->pub.to_step : f->horizon;
   }
-  if (f->inflight_on && f->inflight_sent && !m->acked) send_directive(f, rank);
+  if (f->inflight_on && f->inflight_sent && !m->acked) gy__fleet_send_directive(f, rank);
   return 0;
 }
 
 int gy_fleet_report(gy_fleet_t *f, int64_t now, int stream_rank, const gy_fleet_report_t *r) {
-  int rc = check_msg(f, "report", stream_rank, r->generation, r->rank);
+  int rc = gy__fleet_check_msg(f, "report", stream_rank, r->generation, r->rank);
   if (rc) return rc;
   gy_fleet_member_t *m = &f->members[r->rank];
   m->last_seen_ms = now;
   if (f->inflight_on && f->inflight_sent && f->inflight.kind == GY_DIR_ROLLBACK && m->acked)
-    return refuse(f, GY_ERANGE,
-                  "report: rank %d ran step %lld after acking the rollback to step %lld, before "
-                  "its grant",
-                  r->rank, (long long)r->step, (long long)f->inflight.rb->pub.to_step);
+    return gy__fleet_refuse(
+        f, GY_ERANGE,
+        "report: rank %d ran step %lld after acking the rollback to step %lld, before "
+        "its grant",
+        r->rank, (long long)r->step, (long long)f->inflight.rb->pub.to_step);
   if (r->step < m->steps_done) return 0; /* a repeat after a reconnect: already counted */
   if (f->state != GY_FLEET_TRAIN && f->state != GY_FLEET_PAUSED)
-    return refuse(f, GY_ENOTSUP, "report: rank %d step %lld in state %s", r->rank,
-                  (long long)r->step, gy_fleet_state_name(f->state));
+    return gy__fleet_refuse(f, GY_ENOTSUP, "report: rank %d step %lld in state %s", r->rank,
+                            (long long)r->step, gy_fleet_state_name(f->state));
   if (r->step != m->steps_done)
-    return refuse(f, GY_ERANGE, "report: rank %d reported step %lld, expected %lld", r->rank,
-                  (long long)r->step, (long long)m->steps_done);
+    return gy__fleet_refuse(f, GY_ERANGE, "report: rank %d reported step %lld, expected %lld",
+                            r->rank, (long long)r->step, (long long)m->steps_done);
   if (r->step >= f->horizon)
-    return refuse(f, GY_ERANGE, "report: rank %d ran step %lld beyond its horizon %lld", r->rank,
-                  (long long)r->step, (long long)f->horizon);
+    return gy__fleet_refuse(f, GY_ERANGE, "report: rank %d ran step %lld beyond its horizon %lld",
+                            r->rank, (long long)r->step, (long long)f->horizon);
   if (r->nch < 0 || r->nch > GY_FLEET_MAX_CH ||
       (r->nch && (!r->ch_name || !r->ch_loss_sum || !r->ch_tokens)))
-    return refuse(f, GY_EINVAL, "report: rank %d: %d channels (at most %d)", r->rank, r->nch,
-                  GY_FLEET_MAX_CH);
+    return gy__fleet_refuse(f, GY_EINVAL, "report: rank %d: %d channels (at most %d)", r->rank,
+                            r->nch, GY_FLEET_MAX_CH);
   if (r->has_checkpoint && (r->checkpoint_step < 0 || r->checkpoint_step > r->step + 1))
-    return refuse(f, GY_EINVAL,
-                  "report: rank %d step %lld: checkpoint of step %lld is not in [0, %lld]", r->rank,
-                  (long long)r->step, (long long)r->checkpoint_step, (long long)(r->step + 1));
+    return gy__fleet_refuse(
+        f, GY_EINVAL, "report: rank %d step %lld: checkpoint of step %lld is not in [0, %lld]",
+        r->rank, (long long)r->step, (long long)r->checkpoint_step, (long long)(r->step + 1));
   gy_fleet_step_t *s = &f->hist[r->step % f->hcap];
   if (s->step != r->step) {
     memset(s, 0, sizeof(*s));
@@ -958,7 +716,7 @@ int gy_fleet_report(gy_fleet_t *f, int64_t now, int stream_rank, const gy_fleet_
     s->loss = r->loss;
     s->nch = r->nch;
     for (int c = 0; c < r->nch; c++) {
-      copy_str(s->ch[c].name, sizeof(s->ch[c].name), r->ch_name[c]);
+      gy__fleet_copy_str(s->ch[c].name, sizeof(s->ch[c].name), r->ch_name[c]);
       s->ch[c].loss_sum = r->ch_loss_sum[c];
       s->ch[c].tokens = r->ch_tokens[c];
     }
@@ -981,44 +739,25 @@ int gy_fleet_report(gy_fleet_t *f, int64_t now, int stream_rank, const gy_fleet_
     if (h->step != st || h->nreports < f->nmembers) break;
     f->last_step = st;
     h->aggregated = 1;
-    gy_fleet_action_t *a = push(f, GY_FLEET_ACT_STEP);
+    gy_fleet_action_t *a = gy__fleet_push(f, GY_FLEET_ACT_STEP);
     if (a) a->step = st;
     if (h->nonfinite)
-      event(f, "nonfinite", st, "step %lld: non-finite loss or gradient", (long long)st);
+      gy__fleet_event(f, "nonfinite", st, "step %lld: non-finite loss or gradient", (long long)st);
   }
-  int64_t lo = min_steps(f);
+  int64_t lo = gy__fleet_min_steps(f);
   if (lo >= f->o.steps) {
     gy__fleet_transition(f, GY_FLEET_DONE, "every rank reported the last step");
     return 0;
   }
-  pump(f);
-  maybe_grant(f);
+  gy__fleet_pump(f);
+  gy__fleet_maybe_grant(f);
   return 0;
 }
 
 int gy_fleet_heartbeat(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generation, int rank) {
-  int rc = check_msg(f, "heartbeat", stream_rank, generation, rank);
+  int rc = gy__fleet_check_msg(f, "heartbeat", stream_rank, generation, rank);
   if (rc) return rc;
   f->members[rank].last_seen_ms = now;
-  return 0;
-}
-
-int gy_fleet_ack(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generation, uint64_t seq,
-                 int rank, int ok, const char *error, uint64_t checkpoint_bytes) {
-  int rc = check_msg(f, "ack", stream_rank, generation, rank);
-  if (rc) return rc;
-  gy_fleet_member_t *m = &f->members[rank];
-  m->last_seen_ms = now;
-  if (!f->inflight_on || !f->inflight_sent || seq != f->inflight.seq) return 0; /* stale */
-  if (!m->acked) {
-    m->ack_ok = ok != 0;
-    m->ack_bytes = ok ? checkpoint_bytes : 0;
-    if (!ok)
-      event(f, "directive_failed", f->horizon, "rank %d failed directive seq %llu (%s): %s", rank,
-            (unsigned long long)seq, gy_dir_kind_name(f->inflight.kind), error ? error : "");
-  }
-  m->acked = 1;
-  check_acks(f);
   return 0;
 }
 
@@ -1028,124 +767,7 @@ void gy_fleet_session_closed(gy_fleet_t *f, int64_t now, int rank) {
   gy_fleet_member_t *m = &f->members[rank];
   m->connected = 0;
   if (f->state == GY_FLEET_TRAIN || f->state == GY_FLEET_PAUSED || f->state == GY_FLEET_STOPPING)
-    lose(f, rank, "session stream closed");
-}
-
-/* Whether a directive of kind can be queued now (0), else the refusal. */
-static int check_queueable(gy_fleet_t *f, int kind) {
-  if (f->state != GY_FLEET_TRAIN && f->state != GY_FLEET_PAUSED)
-    return refuse(f, GY_ENOTSUP, "command %s: not possible in state %s", gy_dir_kind_name(kind),
-                  gy_fleet_state_name(f->state));
-  if (f->stop_intent)
-    return refuse(f, GY_ENOTSUP, "command %s: a stop is under way", gy_dir_kind_name(kind));
-  if (kind == GY_DIR_PAUSE && f->pause_intent)
-    return refuse(f, GY_ENOTSUP, "command PAUSE: already paused");
-  if (kind == GY_DIR_RESUME && !f->pause_intent && !f->rb_failed)
-    return refuse(f, GY_ENOTSUP, "command RESUME: not paused");
-  if (kind != GY_DIR_STOP && f->horizon >= f->o.steps)
-    return refuse(f, GY_ENOTSUP, "command %s: the run ends at step %lld before it could apply",
-                  gy_dir_kind_name(kind), (long long)f->o.steps);
-  if (f->nqueue == QUEUE_MAX)
-    return refuse(f, GY_ENOTSUP, "command %s: %d commands already queued", gy_dir_kind_name(kind),
-                  QUEUE_MAX);
-  return 0;
-}
-
-int gy_fleet_command(gy_fleet_t *f, int64_t now, int kind, const gy_fleet_hparams_t *hp,
-                     uint64_t *seq, int64_t *at_step) {
-  (void)now;
-  f->errmsg[0] = 0;
-  if (kind == GY_DIR_ROLLBACK)
-    return refuse(f, GY_EINVAL, "command ROLLBACK: needs a target step (gy_fleet_rollback)");
-  if (kind < GY_DIR_PAUSE || kind > GY_DIR_SET_HPARAMS)
-    return refuse(f, GY_EINVAL, "command: unknown directive kind %d", kind);
-  if (kind == GY_DIR_SET_HPARAMS && (!hp || !hp->present))
-    return refuse(f, GY_EINVAL, "command: SET_HPARAMS without any field present");
-  int rc = check_queueable(f, kind);
-  if (rc) return rc;
-  directive_t *d = &f->queue[f->nqueue++];
-  memset(d, 0, sizeof(*d));
-  d->seq = ++f->seq;
-  d->kind = kind;
-  if (kind == GY_DIR_SET_HPARAMS) d->hp = *hp;
-  if (kind == GY_DIR_PAUSE) f->pause_intent = 1;
-  if (kind == GY_DIR_RESUME) f->pause_intent = 0;
-  if (kind == GY_DIR_STOP) f->stop_intent = 1;
-  *seq = d->seq;
-  *at_step = f->horizon;
-  event(f, "command", f->horizon, "operator %s: seq %llu, applies at step %lld",
-        gy_dir_kind_name(kind), (unsigned long long)d->seq, (long long)f->horizon);
-  pump(f);
-  return 0;
-}
-
-int gy_fleet_rollback(gy_fleet_t *f, int64_t now, int64_t to_step, const gy_fleet_skip_t *skips,
-                      int nskips, const gy_fleet_hparams_t *hp, const char *reason, uint64_t *seq,
-                      int64_t *at_step) {
-  (void)now;
-  f->errmsg[0] = 0;
-  if (to_step < 0) return refuse(f, GY_EINVAL, "rollback: negative step %lld", (long long)to_step);
-  if (nskips < 0 || nskips > GY_FLEET_MAX_SKIPS || (nskips && !skips))
-    return refuse(f, GY_EINVAL, "rollback to step %lld: %d skip ranges (at most %d)",
-                  (long long)to_step, nskips, GY_FLEET_MAX_SKIPS);
-  for (int i = 0; i < nskips; i++)
-    if (skips[i].first >= skips[i].last)
-      return refuse(f, GY_EINVAL, "rollback to step %lld: skip range %d [%llu, %llu) is empty",
-                    (long long)to_step, i, (unsigned long long)skips[i].first,
-                    (unsigned long long)skips[i].last);
-  int rc = check_queueable(f, GY_DIR_ROLLBACK);
-  if (rc) return rc;
-  if (!is_committed(f, to_step)) {
-    if (f->ncommitted)
-      return refuse(f, GY_ENOENT,
-                    "rollback to step %lld: no committed checkpoint of that step (newest "
-                    "committed: %lld)",
-                    (long long)to_step, (long long)f->committed[0]);
-    return refuse(f, GY_ENOENT, "rollback to step %lld: no checkpoint committed yet",
-                  (long long)to_step);
-  }
-  rb_rec_t *rb = calloc(1, sizeof(*rb));
-  gy_fleet_skip_t *sk = nskips ? malloc((size_t)nskips * sizeof(*sk)) : NULL;
-  if (!rb || (nskips && !sk)) {
-    free(rb);
-    free(sk);
-    return refuse(f, GY_ENOMEM, "rollback to step %lld: out of memory", (long long)to_step);
-  }
-  if (nskips) memcpy(sk, skips, (size_t)nskips * sizeof(*sk));
-  rb->skip = sk;
-  rb->pub.skip = sk;
-  rb->pub.nskip = nskips;
-  rb->pub.to_step = to_step;
-  rb->pub.from_step = f->last_step + 1;
-  rb->pub.at_step = f->horizon;
-  rb->pub.status = GY_FLEET_RB_QUEUED;
-  if (hp) rb->pub.hparams = *hp;
-  copy_str(rb->pub.reason, sizeof(rb->pub.reason), reason);
-  rb_rec_t **slot = &f->rblog[f->nrb % GY_FLEET_ROLLBACK_LOG];
-  if (*slot) { /* GY_FLEET_ROLLBACK_LOG requests old: long sent or dropped */
-    free((*slot)->skip);
-    free(*slot);
-  }
-  *slot = rb;
-  f->nrb++;
-  directive_t *d = &f->queue[f->nqueue++];
-  memset(d, 0, sizeof(*d));
-  d->seq = ++f->seq;
-  d->kind = GY_DIR_ROLLBACK;
-  d->hp = rb->pub.hparams;
-  d->rb = rb;
-  rb->pub.seq = d->seq;
-  uint64_t nsamples = 0;
-  for (int i = 0; i < nskips; i++)
-    nsamples += skips[i].last - skips[i].first;
-  *seq = d->seq;
-  *at_step = f->horizon;
-  event(f, "command", f->horizon,
-        "rollback to step %lld: seq %llu, applies at step %lld, %d skip ranges (%llu samples): %s",
-        (long long)to_step, (unsigned long long)d->seq, (long long)f->horizon, nskips,
-        (unsigned long long)nsamples, rb->pub.reason);
-  pump(f);
-  return 0;
+    gy__fleet_lose(f, rank, "session stream closed");
 }
 
 void gy_fleet_tick(gy_fleet_t *f, int64_t now) {
@@ -1156,7 +778,7 @@ void gy_fleet_tick(gy_fleet_t *f, int64_t now) {
     if (!m->alive || now - m->last_seen_ms <= f->o.lost_after_ms) continue;
     char why[64];
     snprintf(why, sizeof(why), "silent for %lld ms", (long long)(now - m->last_seen_ms));
-    lose(f, r, why);
+    gy__fleet_lose(f, r, why);
     if (f->state == GY_FLEET_DEGRADED || f->state == GY_FLEET_DONE) break;
   }
 }

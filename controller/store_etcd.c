@@ -2,19 +2,11 @@
  * store_etcd: the state store on etcd's v3 API, spoken over gRPC's C core with the messages of
  * proto/etcd.proto (etcd's own names and field numbers) and hand-written method paths.
  *
- * Endpoints: "etcd://h1:p1,h2:p2,...". One channel per endpoint, created on first use, with a
- * short reconnect back-off (100 ms .. 1 s) so a restarted etcd is found again within a second.
- * A call goes to the current endpoint; UNAVAILABLE (or an attempt deadline with several
- * endpoints) moves it to the next one, with a back-off from 50 ms doubling to 500 ms, until
- * the call's deadline; then GY_ETIMEDOUT with the last endpoint's error. Other statuses are
- * final: NOT_FOUND -> GY_ENOENT (a lease), anything else GY_EIO, each message naming the
- * endpoint, the method and etcd's words. A write retried after UNAVAILABLE may have been
- * applied by the first attempt when the connection broke after sending (etcd gives no
- * idempotency key): callers of txn/cas re-read on a conflict (the leader election does).
- *
- * TLS when opts.ca_file is set (client certificate with cert_file/key_file). With
- * username/password each endpoint gets a token from Auth/Authenticate on first use, sent as
- * the "token" metadata; UNAUTHENTICATED (an expired token) re-authenticates once.
+ * The gRPC client under it (endpoints, channels, fail-over and retries, TLS, auth tokens, the
+ * poller thread) is in store_etcd_client.c; the structs both files use are in
+ * store_etcd_internal.h. A write retried after UNAVAILABLE may have been applied by the first
+ * attempt when the connection broke after sending (etcd gives no idempotency key): callers of
+ * txn/cas re-read on a conflict (the leader election does).
  *
  * Leases: LeaseKeepAlive is a bidi stream in etcd; a keep-alive here is one short call on it
  * (one request, half-close, one response), which etcd answers and ends cleanly, so keep-alives
@@ -27,380 +19,21 @@
  * canceled by etcd end the watch with an error callback.
  *
  * Invariants: e->mu guards the endpoint table (channels, tokens, the current index) and is
- * never held across a network call; a watch's call pointer is read and cancelled under w->mu.
+ * never held across a network call (store_etcd_client.c); a watch's call pointer is read and
+ * cancelled under w->mu.
  */
+#include "controller/store_etcd_internal.h"
+
 #include <grpc/byte_buffer_reader.h>
-#include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "common/err.h"
-#include "controller/store_impl.h"
-#include "proto/etcd.pb-c.h"
-
-#define M_RANGE "/etcdserverpb.KV/Range"
-#define M_TXN "/etcdserverpb.KV/Txn"
-#define M_GRANT "/etcdserverpb.Lease/LeaseGrant"
-#define M_REVOKE "/etcdserverpb.Lease/LeaseRevoke"
-#define M_KEEPALIVE "/etcdserverpb.Lease/LeaseKeepAlive"
-#define M_WATCH "/etcdserverpb.Watch/Watch"
-#define M_AUTH "/etcdserverpb.Auth/Authenticate"
-
-typedef struct {
-  char *target; /* host:port */
-  grpc_channel *ch;
-  char *token;
-} ep_t;
-
-typedef struct {
-  ep_t *eps;
-  size_t n, cur;
-  pthread_mutex_t mu;
-  grpc_channel_credentials *creds; /* NULL: plaintext */
-  char *user, *pass;
-  int dial_ms;
-  grpc_completion_queue *poll_cq; /* polled by poll_th: keeps connection attempts moving */
-  pthread_t poll_th;
-  int poll_started;
-} et_t;
-
-typedef struct {
-  et_t *e;
-  char *key, *end;
-  int64_t next;
-  gy_cstore_watch_cb cb;
-  void *ud;
-  pthread_t th;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int stop;
-  grpc_call *call;
-} etw_t;
-
-static const char *status_name(int st) {
-  static const char *names[] = {"OK",
-                                "CANCELLED",
-                                "UNKNOWN",
-                                "INVALID_ARGUMENT",
-                                "DEADLINE_EXCEEDED",
-                                "NOT_FOUND",
-                                "ALREADY_EXISTS",
-                                "PERMISSION_DENIED",
-                                "RESOURCE_EXHAUSTED",
-                                "FAILED_PRECONDITION",
-                                "ABORTED",
-                                "OUT_OF_RANGE",
-                                "UNIMPLEMENTED",
-                                "INTERNAL",
-                                "UNAVAILABLE",
-                                "DATA_LOSS",
-                                "UNAUTHENTICATED"};
-  return st >= 0 && st <= 16 ? names[st] : "UNKNOWN";
-}
-
-static gpr_timespec abs_deadline(int64_t deadline_ms) {
-  int64_t left = deadline_ms - gy__cstore_now_ms();
-  if (left < 1) left = 1;
-  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(left, GPR_TIMESPAN));
-}
-
-static void sleep_ms(int64_t ms) {
-  if (ms <= 0) return;
-  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
-  nanosleep(&ts, NULL);
-}
-
-static char *slice_str(grpc_slice s) {
-  size_t n = GRPC_SLICE_LENGTH(s);
-  char *p = malloc(n + 1);
-  if (!p) return NULL;
-  memcpy(p, GRPC_SLICE_START_PTR(s), n);
-  p[n] = 0;
-  return p;
-}
-
-static grpc_channel *make_channel(et_t *e, const char *target) {
-  /* Reconnect back-off 100 ms .. 1 s. GRPC_ARG_MIN_RECONNECT_BACKOFF_MS is also the connect
-   * (TCP + HTTP/2 handshake) deadline: the dial timeout. Too short (100 ms) and attempts on a
-   * busy machine fail before etcd's SETTINGS frame arrives; the default (20 s) and a connection
-   * accepted by a restarting etcd before it serves hangs every call for 20 s. */
-  grpc_arg a[6];
-  memset(a, 0, sizeof(a));
-  const char *names[] = {GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
-                         GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
-                         GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
-                         GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-                         GRPC_ARG_KEEPALIVE_TIME_MS,
-                         GRPC_ARG_KEEPALIVE_TIMEOUT_MS};
-  int vals[] = {100, 1000, e->dial_ms, 64 << 20, 10000, 5000};
-  for (int i = 0; i < 6; i++) {
-    a[i].type = GRPC_ARG_INTEGER;
-    a[i].key = (char *)names[i];
-    a[i].value.integer = vals[i];
-  }
-  grpc_channel_args args = {6, a};
-  if (e->creds) return grpc_channel_create(target, e->creds, &args);
-  grpc_channel_credentials *c = grpc_insecure_credentials_create();
-  grpc_channel *ch = grpc_channel_create(target, c, &args);
-  grpc_channel_credentials_release(c);
-  return ch;
-}
-
-/* One gRPC call carrying req (unary, or a one-message bidi call). Returns the gRPC status;
- * *resp (malloc'ed) on OK, *details (malloc'ed) otherwise. */
-static int call_once(grpc_channel *ch, const char *token, const char *method, const uint8_t *req,
-                     size_t len, int64_t deadline_ms, uint8_t **resp, size_t *resp_len,
-                     char **details) {
-  *resp = NULL;
-  *resp_len = 0;
-  *details = NULL;
-  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  grpc_slice msl = grpc_slice_from_static_string(method);
-  grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, msl, NULL,
-                                             abs_deadline(deadline_ms), NULL);
-  grpc_metadata md;
-  memset(&md, 0, sizeof(md));
-  if (token) {
-    md.key = grpc_slice_from_static_string("token");
-    md.value = grpc_slice_from_copied_string(token);
-  }
-  grpc_slice rs = grpc_slice_from_copied_buffer((const char *)req, len);
-  grpc_byte_buffer *req_bb = grpc_raw_byte_buffer_create(&rs, 1);
-  grpc_slice_unref(rs);
-  grpc_byte_buffer *resp_bb = NULL;
-  grpc_metadata_array init_md, trail_md;
-  grpc_metadata_array_init(&init_md);
-  grpc_metadata_array_init(&trail_md);
-  grpc_status_code st = GRPC_STATUS_UNKNOWN;
-  grpc_slice det = grpc_empty_slice();
-  const char *err_str = NULL;
-  grpc_op ops[6];
-  memset(ops, 0, sizeof(ops));
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = token ? 1 : 0;
-  ops[0].data.send_initial_metadata.metadata = token ? &md : NULL;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = req_bb;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
-  ops[4].op = GRPC_OP_RECV_MESSAGE;
-  ops[4].data.recv_message.recv_message = &resp_bb;
-  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-  ops[5].data.recv_status_on_client.trailing_metadata = &trail_md;
-  ops[5].data.recv_status_on_client.status = &st;
-  ops[5].data.recv_status_on_client.status_details = &det;
-  ops[5].data.recv_status_on_client.error_string = &err_str;
-  if (grpc_call_start_batch(call, ops, 6, (void *)1, NULL) != GRPC_CALL_OK) {
-    st = GRPC_STATUS_INTERNAL;
-    *details = strdup("cannot start the call");
-  } else {
-    grpc_completion_queue_pluck(cq, (void *)1, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-    if (st == GRPC_STATUS_OK && resp_bb) {
-      grpc_byte_buffer_reader rd;
-      if (grpc_byte_buffer_reader_init(&rd, resp_bb)) {
-        grpc_slice all = grpc_byte_buffer_reader_readall(&rd);
-        grpc_byte_buffer_reader_destroy(&rd);
-        *resp_len = GRPC_SLICE_LENGTH(all);
-        *resp = malloc(*resp_len ? *resp_len : 1);
-        if (*resp) memcpy(*resp, GRPC_SLICE_START_PTR(all), *resp_len);
-        grpc_slice_unref(all);
-        if (!*resp) st = GRPC_STATUS_RESOURCE_EXHAUSTED;
-      }
-    } else if (st == GRPC_STATUS_OK) {
-      st = GRPC_STATUS_INTERNAL;
-      *details = strdup("the server ended the call without a reply");
-    } else {
-      *details = GRPC_SLICE_LENGTH(det) ? slice_str(det) : strdup(err_str ? err_str : "no details");
-    }
-  }
-  if (err_str) gpr_free((void *)err_str);
-  grpc_slice_unref(det);
-  if (resp_bb) grpc_byte_buffer_destroy(resp_bb);
-  grpc_byte_buffer_destroy(req_bb);
-  grpc_metadata_array_destroy(&init_md);
-  grpc_metadata_array_destroy(&trail_md);
-  if (token) grpc_slice_unref(md.value);
-  grpc_call_unref(call);
-  grpc_completion_queue_shutdown(cq);
-  while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
-         GRPC_QUEUE_SHUTDOWN) {
-  }
-  grpc_completion_queue_destroy(cq);
-  return (int)st;
-}
-
-/* Returns endpoint i's channel (created on first use) and a copy of its token (NULL if none
- * yet); under e->mu. */
-static grpc_channel *ep_get(et_t *e, size_t i, char **token) {
-  pthread_mutex_lock(&e->mu);
-  ep_t *p = &e->eps[i];
-  if (!p->ch) p->ch = make_channel(e, p->target);
-  grpc_channel *ch = p->ch;
-  *token = p->token ? strdup(p->token) : NULL;
-  pthread_mutex_unlock(&e->mu);
-  return ch;
-}
-
-static void ep_set_token(et_t *e, size_t i, const char *token) {
-  pthread_mutex_lock(&e->mu);
-  free(e->eps[i].token);
-  e->eps[i].token = token ? strdup(token) : NULL;
-  pthread_mutex_unlock(&e->mu);
-}
-
-/* Moves the current endpoint past i (unless another caller already did). */
-static void ep_fail(et_t *e, size_t i) {
-  pthread_mutex_lock(&e->mu);
-  if (e->cur == i) e->cur = (i + 1) % e->n;
-  pthread_mutex_unlock(&e->mu);
-}
-
-static size_t ep_cur(et_t *e) {
-  pthread_mutex_lock(&e->mu);
-  size_t i = e->cur;
-  pthread_mutex_unlock(&e->mu);
-  return i;
-}
-
-/* Authenticates on endpoint i; returns the gRPC status (-1 for a refused login, with errmsg). */
-static int authenticate(et_t *e, size_t i, grpc_channel *ch, int64_t deadline_ms, char **token,
-                        char **details) {
-  Etcdserverpb__AuthenticateRequest rq = ETCDSERVERPB__AUTHENTICATE_REQUEST__INIT;
-  rq.name = e->user;
-  rq.password = e->pass;
-  size_t len = etcdserverpb__authenticate_request__get_packed_size(&rq);
-  uint8_t *buf = malloc(len ? len : 1), *resp = NULL;
-  size_t rlen = 0;
-  if (!buf) return GRPC_STATUS_RESOURCE_EXHAUSTED;
-  etcdserverpb__authenticate_request__pack(&rq, buf);
-  int st = call_once(ch, NULL, M_AUTH, buf, len, deadline_ms, &resp, &rlen, details);
-  free(buf);
-  *token = NULL;
-  if (st == GRPC_STATUS_OK) {
-    Etcdserverpb__AuthenticateResponse *r =
-        etcdserverpb__authenticate_response__unpack(NULL, rlen, resp);
-    if (r && r->token && *r->token) {
-      *token = strdup(r->token);
-      ep_set_token(e, i, r->token);
-    } else {
-      st = GRPC_STATUS_INTERNAL;
-      *details = strdup("Authenticate answered no token");
-    }
-    if (r) etcdserverpb__authenticate_response__free_unpacked(r, NULL);
-  }
-  free(resp);
-  return st;
-}
-
-/* Packs req, calls method with fail-over and retries until deadline_ms, unpacks the reply with
- * rdesc into *out (caller frees with protobuf_c_message_free_unpacked). */
-static int rpc(et_t *e, const char *method, const ProtobufCMessage *req,
-               const ProtobufCMessageDescriptor *rdesc, ProtobufCMessage **out, int64_t deadline_ms,
-               char *errmsg, size_t errlen) {
-  *out = NULL;
-  size_t len = protobuf_c_message_get_packed_size(req);
-  uint8_t *buf = malloc(len ? len : 1);
-  if (!buf) return GY_ENOMEM;
-  protobuf_c_message_pack(req, buf);
-  int64_t start = gy__cstore_now_ms(), backoff = 50;
-  int attempts = 0, reauthed = 0, rc = 0;
-  char last[512] = "no attempt made";
-  for (;;) {
-    int64_t now = gy__cstore_now_ms();
-    if (now >= deadline_ms) {
-      gy_errmsg(errmsg, errlen,
-                "etcd: %s: no endpoint answered within %lld ms (%d attempts; last: %s)", method,
-                (long long)(deadline_ms - start), attempts, last);
-      rc = GY_ETIMEDOUT;
-      break;
-    }
-    size_t i = ep_cur(e);
-    const char *tgt = e->eps[i].target;
-    char *token = NULL, *details = NULL;
-    grpc_channel *ch = ep_get(e, i, &token);
-    /* With several endpoints, one that hangs must not eat the whole deadline. */
-    int64_t att_dl = deadline_ms;
-    if (e->n > 1 && att_dl > now + e->dial_ms) att_dl = now + e->dial_ms;
-    int st = GRPC_STATUS_OK;
-    attempts++;
-    if (e->user && !token) {
-      st = authenticate(e, i, ch, att_dl, &token, &details);
-      if (st != GRPC_STATUS_OK && st != GRPC_STATUS_UNAVAILABLE &&
-          st != GRPC_STATUS_DEADLINE_EXCEEDED) {
-        gy_errmsg(errmsg, errlen, "etcd %s: authenticate as '%s': %s: %s", tgt, e->user,
-                  status_name(st), details ? details : "");
-        free(details);
-        rc = GY_ECONFIG;
-        break;
-      }
-    }
-    uint8_t *resp = NULL;
-    size_t rlen = 0;
-    if (st == GRPC_STATUS_OK)
-      st = call_once(ch, token, method, buf, len, att_dl, &resp, &rlen, &details);
-    free(token);
-    if (st == GRPC_STATUS_OK) {
-      *out = protobuf_c_message_unpack(rdesc, NULL, rlen, resp);
-      free(resp);
-      if (!*out) {
-        gy_errmsg(errmsg, errlen, "etcd %s: %s: malformed reply (%zu bytes)", tgt, method, rlen);
-        rc = GY_EPROTO;
-      }
-      break;
-    }
-    snprintf(last, sizeof(last), "%s: %s: %s", tgt, status_name(st), details ? details : "");
-    if (st == GRPC_STATUS_UNAVAILABLE ||
-        (st == GRPC_STATUS_DEADLINE_EXCEEDED && att_dl < deadline_ms)) {
-      free(details);
-      ep_fail(e, i);
-      int64_t left = deadline_ms - gy__cstore_now_ms();
-      sleep_ms(backoff < left ? backoff : left);
-      backoff = backoff * 2 > 500 ? 500 : backoff * 2;
-      continue;
-    }
-    if (st == GRPC_STATUS_UNAUTHENTICATED && e->user && !reauthed) {
-      free(details);
-      ep_set_token(e, i, NULL);
-      reauthed = 1;
-      continue;
-    }
-    if (st == GRPC_STATUS_DEADLINE_EXCEEDED) {
-      gy_errmsg(errmsg, errlen, "etcd %s: %s: no answer within %lld ms (%d attempts)", tgt, method,
-                (long long)(deadline_ms - start), attempts);
-      rc = GY_ETIMEDOUT;
-    } else {
-      gy_errmsg(errmsg, errlen, "etcd %s: %s: %s: %s", tgt, method, status_name(st),
-                details ? details : "");
-      rc = st == GRPC_STATUS_NOT_FOUND ? GY_ENOENT : GY_EIO;
-    }
-    free(details);
-    break;
-  }
-  free(buf);
-  return rc;
-}
-
-/* gRPC core makes progress on a socket only while some thread polls: a unary call polls its
- * own queue while it waits, and nobody polls between calls. A connection attempt begun during a
- * call that then timed out would sit unnoticed (a refused or completed connect seen only at its
- * deadline). This thread blocks on an idle queue for the store's lifetime, so the poller always
- * runs (one epoll set serves every queue). */
-static void *poll_main(void *arg) {
-  et_t *e = arg;
-  for (;;) {
-    grpc_event ev =
-        grpc_completion_queue_next(e->poll_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-    if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
-  }
-  return NULL;
-}
 
 /* ------------------------------------- key helpers ------------------------------------- */
 
@@ -448,8 +81,8 @@ static int et_range(void *be, const char *key, const char *end, int64_t limit,
   if (end) rq.range_end = key_bytes(end);
   rq.limit = limit;
   ProtobufCMessage *m = NULL;
-  int rc = rpc(e, M_RANGE, &rq.base, &etcdserverpb__range_response__descriptor, &m, deadline_ms,
-               errmsg, errlen);
+  int rc = gy__etcd_rpc(e, M_RANGE, &rq.base, &etcdserverpb__range_response__descriptor, &m,
+                        deadline_ms, errmsg, errlen);
   if (rc < 0) return rc;
   rc = range_from(out, (Etcdserverpb__RangeResponse *)m);
   protobuf_c_message_free_unpacked(m, NULL);
@@ -566,8 +199,8 @@ static int et_txn(void *be, const gy_cstore_cmp_t *cmps, size_t ncmp,
   rq.success = rp;
   rq.n_failure = nelse;
   rq.failure = rp + nthen;
-  rc = rpc(e, M_TXN, &rq.base, &etcdserverpb__txn_response__descriptor, &m, deadline_ms, errmsg,
-           errlen);
+  rc = gy__etcd_rpc(e, M_TXN, &rq.base, &etcdserverpb__txn_response__descriptor, &m, deadline_ms,
+                    errmsg, errlen);
   if (rc < 0) goto done;
   Etcdserverpb__TxnResponse *r = (Etcdserverpb__TxnResponse *)m;
   out->succeeded = r->succeeded;
@@ -617,8 +250,8 @@ static int et_lease_grant(void *be, int64_t ttl_s, int64_t *id, int64_t *granted
   Etcdserverpb__LeaseGrantRequest rq = ETCDSERVERPB__LEASE_GRANT_REQUEST__INIT;
   rq.ttl = ttl_s;
   ProtobufCMessage *m = NULL;
-  int rc = rpc(be, M_GRANT, &rq.base, &etcdserverpb__lease_grant_response__descriptor, &m,
-               deadline_ms, errmsg, errlen);
+  int rc = gy__etcd_rpc(be, M_GRANT, &rq.base, &etcdserverpb__lease_grant_response__descriptor, &m,
+                        deadline_ms, errmsg, errlen);
   if (rc < 0) return rc;
   Etcdserverpb__LeaseGrantResponse *r = (Etcdserverpb__LeaseGrantResponse *)m;
   if (r->error && *r->error) {
@@ -636,8 +269,8 @@ static int et_lease_revoke(void *be, int64_t id, int64_t deadline_ms, char *errm
   Etcdserverpb__LeaseRevokeRequest rq = ETCDSERVERPB__LEASE_REVOKE_REQUEST__INIT;
   rq.id = id;
   ProtobufCMessage *m = NULL;
-  int rc = rpc(be, M_REVOKE, &rq.base, &etcdserverpb__lease_revoke_response__descriptor, &m,
-               deadline_ms, errmsg, errlen);
+  int rc = gy__etcd_rpc(be, M_REVOKE, &rq.base, &etcdserverpb__lease_revoke_response__descriptor,
+                        &m, deadline_ms, errmsg, errlen);
   if (m) protobuf_c_message_free_unpacked(m, NULL);
   return rc;
 }
@@ -647,8 +280,9 @@ static int et_lease_keepalive(void *be, int64_t id, int64_t *ttl, int64_t deadli
   Etcdserverpb__LeaseKeepAliveRequest rq = ETCDSERVERPB__LEASE_KEEP_ALIVE_REQUEST__INIT;
   rq.id = id;
   ProtobufCMessage *m = NULL;
-  int rc = rpc(be, M_KEEPALIVE, &rq.base, &etcdserverpb__lease_keep_alive_response__descriptor, &m,
-               deadline_ms, errmsg, errlen);
+  int rc =
+      gy__etcd_rpc(be, M_KEEPALIVE, &rq.base, &etcdserverpb__lease_keep_alive_response__descriptor,
+                   &m, deadline_ms, errmsg, errlen);
   if (rc < 0) return rc;
   Etcdserverpb__LeaseKeepAliveResponse *r = (Etcdserverpb__LeaseKeepAliveResponse *)m;
   if (r->ttl <= 0) {
@@ -730,9 +364,9 @@ static int watch_handle(etw_t *w, const uint8_t *buf, size_t len) {
 static int watch_stream(etw_t *w, size_t i, int *healthy) {
   et_t *e = w->e;
   char *token = NULL, *details = NULL;
-  grpc_channel *ch = ep_get(e, i, &token);
+  grpc_channel *ch = gy__etcd_ep_get(e, i, &token);
   if (e->user && !token) {
-    int st = authenticate(e, i, ch, gy__cstore_now_ms() + e->dial_ms, &token, &details);
+    int st = gy__etcd_authenticate(e, i, ch, gy__cstore_now_ms() + e->dial_ms, &token, &details);
     free(details);
     if (st != GRPC_STATUS_OK) return st;
   }
@@ -863,12 +497,13 @@ static void *watch_main(void *arg) {
     int stop = w->stop;
     pthread_mutex_unlock(&w->mu);
     if (stop) break;
-    size_t i = ep_cur(e);
+    size_t i = gy__etcd_ep_cur(e);
     int healthy = 0;
     int st = watch_stream(w, i, &healthy);
     if (st < 0) break;
-    if (st == GRPC_STATUS_UNAUTHENTICATED) ep_set_token(e, i, NULL);
-    if (st == GRPC_STATUS_UNAVAILABLE || st == GRPC_STATUS_DEADLINE_EXCEEDED) ep_fail(e, i);
+    if (st == GRPC_STATUS_UNAUTHENTICATED) gy__etcd_ep_set_token(e, i, NULL);
+    if (st == GRPC_STATUS_UNAVAILABLE || st == GRPC_STATUS_DEADLINE_EXCEEDED)
+      gy__etcd_ep_fail(e, i);
     if (healthy) backoff = 100;
     if (watch_sleep(w, backoff)) break;
     backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
@@ -1056,7 +691,7 @@ int gy__cstore_etcd_open(void **be, const char *endpoints, const gy_cstore_opts_
     }
   }
   e->poll_cq = grpc_completion_queue_create_for_next(NULL);
-  if (!e->poll_cq || pthread_create(&e->poll_th, NULL, poll_main, e) != 0) {
+  if (!e->poll_cq || pthread_create(&e->poll_th, NULL, gy__etcd_poll_main, e) != 0) {
     gy_errmsg(errmsg, errlen, "etcd://%s: cannot start the poller thread", endpoints);
     rc = GY_ENOMEM;
     goto err;

@@ -1,6 +1,6 @@
 /* fuzz_messages: every request the controller accepts, decoded from arbitrary bytes with the
  * protobuf-c code generated from proto/gyro.proto and then put through the validation the
- * controller runs (controller/service.c hands the decoded fields to the fleet,
+ * controller runs (controller/svc_*.c hand the decoded fields to the fleet,
  * controller/fleet.c, which refuses what is out of range; a PolicySet's YAML goes to
  * gy_policy_load).
  *
@@ -99,7 +99,7 @@ static gy_fleet_t *formed_fleet(char sess[WORLD][GY_FLEET_SESSION_MAX]) {
   return f;
 }
 
-/* The same mapping as service.c's on_join. */
+/* The same mapping as svc_session.c's gy__svc_on_join. */
 static void do_join(const uint8_t *p, size_t n) {
   Gyro__JoinRequest *jr = gyro__join_request__unpack(NULL, n, p);
   if (!jr) return;
@@ -120,7 +120,7 @@ static void do_join(const uint8_t *p, size_t n) {
   gyro__join_request__free_unpacked(jr, NULL);
 }
 
-/* The same mapping as service.c's session_msg. */
+/* The same mapping as svc_session.c's session_msg. */
 static void session_msg(gy_fleet_t *f, int64_t now, int *bound, int stream,
                         char sess[WORLD][GY_FLEET_SESSION_MAX], const Gyro__WorkerMsg *wm) {
   if (!bound[stream]) {
@@ -191,8 +191,8 @@ static void do_session(const uint8_t *p, size_t n) {
   gy_fleet_destroy(f);
 }
 
-/* The same mapping as service.c's on_command (without the step-to-sample conversion of
- * `newest`/skip_steps, which needs the service's skip set). */
+/* The same mapping as svc_operator.c's gy__svc_on_command (without the step-to-sample
+ * conversion of `newest`/skip_steps, which needs the service's skip set). */
 static void do_command(const uint8_t *p, size_t n) {
   Gyro__CommandRequest *r = gyro__command_request__unpack(NULL, n, p);
   if (!r) return;

@@ -1,0 +1,438 @@
+/*
+ * svc_operator: the Operator service: unary calls and Watch streams, each behind the operator
+ * token when one is configured.
+ *
+ * API, in order: on_status, on_events, on_checkpoints, on_policy_show, on_policy_set,
+ * on_command, on_watch_open, on_watch_message, on_watch_close.
+ *
+ * /gyro.Operator/Events lists evlog, the ring of the last EVLOG_MAX events;
+ * /gyro.Operator/Checkpoints lists the committed checkpoints with their kept evaluations;
+ * /gyro.Operator/PolicyShow formats the run's policy, /gyro.Operator/PolicySet reads the sent
+ * YAML from memory with gy_policy_parse (errors name the operator's file) and hands it to
+ * gy_run_set_policy. A Command of kind ROLLBACK goes to gy_fleet_rollback with the request's
+ * to_step and skip ranges (reason "operator rollback"); one with `newest` or `skip_steps`
+ * (gyroctl skip) goes to the newest committed checkpoint (`newest`) with its step ranges
+ * converted to sample ids as try_repair converts a decision's window (reason "operator skip").
+ * A command the fleet accepts is told to the run state machine too (operator_to_run).
+ *
+ * Invariants:
+ * - A Watch stream is in s->watchers from its accepted request (active) until it closes; a
+ *   stream's later requests are ignored.
+ * - A refused call is answered once, and told by an event.
+ */
+#include "controller/service_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "config/policy_file.h"
+
+/* Operator calls: when a token is configured, metadata "authorization: Bearer TOKEN" or the
+ * request's token field must carry it. */
+static int operator_ok(gy_service_t *s, gy_rpc_call_t *call, const char *req_token) {
+  const char *tok = s->o.operator_token;
+  if (!tok || !*tok) return 1;
+  /* Constant-time comparisons (gy_rpc_token_equal): the time of a refusal says nothing about
+   * how much of the token was right. Neither token is ever logged. */
+  const char *md = gy_rpc_call_metadata(call, "authorization");
+  int ok = md && !strncmp(md, "Bearer ", 7) && gy_rpc_token_equal(md + 7, tok);
+  return ok || (req_token && *req_token && gy_rpc_token_equal(req_token, tok));
+}
+
+/* The opening of every unary Operator call: unpacks the request (desc: its type) and checks
+ * the token (metadata, or the request's `token` field when it has one). Returns the message, to
+ * free with protobuf_c_message_free_unpacked; NULL after replying INVALID_ARGUMENT ("malformed
+ * X", a `malformed` event) or UNAUTHENTICATED ("VERB: missing or wrong token", a `refused`
+ * event). */
+static ProtobufCMessage *operator_request(gy_service_t *s, gy_rpc_call_t *call,
+                                          const ProtobufCMessageDescriptor *desc, const char *verb,
+                                          const uint8_t *req, size_t len) {
+  ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, req);
+  char msg[160];
+  if (!m) {
+    snprintf(msg, sizeof(msg), "malformed %s", desc->short_name);
+    gy__svc_refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed", msg);
+    return NULL;
+  }
+  const ProtobufCFieldDescriptor *f =
+      protobuf_c_message_descriptor_get_field_by_name(desc, "token");
+  const char *token = NULL;
+  if (f && f->type == PROTOBUF_C_TYPE_STRING && f->label != PROTOBUF_C_LABEL_REPEATED)
+    token = *(const char *const *)((const char *)m + f->offset);
+  if (!operator_ok(s, call, token)) {
+    protobuf_c_message_free_unpacked(m, NULL);
+    snprintf(msg, sizeof(msg), "%s: missing or wrong token", verb);
+    gy__svc_refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", msg);
+    return NULL;
+  }
+  return m;
+}
+
+/* ----------------------------------------- Operator ----------------------------------------- */
+
+void gy__svc_on_status(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
+  gy_service_t *s = ud;
+  ProtobufCMessage *e = operator_request(s, call, &gyro__empty__descriptor, "Status", req, len);
+  if (!e) return;
+  protobuf_c_message_free_unpacked(e, NULL);
+  size_t n;
+  uint8_t *buf = gy__svc_pack_status(s, 0, &n);
+  if (!buf) {
+    gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    return;
+  }
+  gy_rpc_reply(call, GY_RPC_OK, NULL, buf, n);
+  free(buf);
+}
+
+/* The operator's verb, accepted by the fleet, told to the run state machine too: pause, resume
+ * (also after a halt: the escalation starts over), rollback (the run adopts the fleet's
+ * rollback seq as its repair). A refusal leaves the run as it is (logged). */
+static void operator_to_run(gy_service_t *s, int kind, uint64_t seq, int64_t to_step) {
+  int64_t now = gy__svc_now_ms(s);
+  s->in_operator = 1;
+  switch (kind) {
+  case GY_DIR_PAUSE:
+    gy__svc_run_refused(s, "operator pause", gy_run_pause(s->run, now));
+    break;
+  case GY_DIR_RESUME:
+    gy__svc_run_refused(s, "operator resume", gy_run_resume(s->run, now));
+    break;
+  case GY_DIR_ROLLBACK:
+    s->op_rb_seq = seq;
+    gy__svc_run_refused(s, "operator rollback", gy_run_rollback_to(s->run, now, to_step));
+    break;
+  default:
+    break;
+  }
+  gy__svc_run_drain(s);
+  s->op_rb_seq = 0;
+  s->in_operator = 0;
+}
+
+/* The ranges of a ROLLBACK that names step ranges or the newest checkpoint (gyroctl skip): the
+ * target (*to_step: the newest committed checkpoint when r->newest), and into *add the sample
+ * ids r->skip names plus the ids the steps of r->skip_steps train on (mapped over the skip set
+ * in force, as try_repair maps a decision's window). 0, or a gRPC status with why. */
+static int operator_skips(gy_service_t *s, const Gyro__CommandRequest *r, int64_t *to_step,
+                          gy_skipset_t *add, char *why, size_t wlen) {
+  if (r->newest) {
+    if (!gy_fleet_ncommitted(s->fleet)) {
+      snprintf(why, wlen,
+               "skip: there is no committed checkpoint to roll back to yet "
+               "(take one with `gyroctl checkpoint`)");
+      return GY_RPC_FAILED_PRECONDITION;
+    }
+    *to_step = gy_fleet_committed(s->fleet, 0);
+  }
+  for (size_t i = 0; i < r->n_skip; i++) {
+    if (r->skip[i]->first >= r->skip[i]->last) {
+      snprintf(why, wlen, "skip range %" PRIu64 "-%" PRIu64 " is empty", r->skip[i]->first,
+               r->skip[i]->last);
+      return GY_RPC_INVALID_ARGUMENT;
+    }
+    if (gy_skipset_add(add, r->skip[i]->first, r->skip[i]->last)) goto oom;
+  }
+  if (!r->n_skip_steps) return 0;
+  int tp = s->o.tp > 0 ? s->o.tp : 1;
+  uint64_t per_step = (uint64_t)(s->o.world / tp) * (uint64_t)(s->o.batch > 0 ? s->o.batch : 0);
+  if (!per_step) {
+    snprintf(why, wlen, "cannot skip the batches of steps: train.batch unknown");
+    return GY_RPC_FAILED_PRECONDITION;
+  }
+  for (size_t i = 0; i < r->n_skip_steps; i++) {
+    uint64_t a = r->skip_steps[i]->first, b = r->skip_steps[i]->last;
+    if (a >= b || b > (uint64_t)INT64_MAX / per_step) {
+      snprintf(why, wlen, "skip step range %" PRIu64 "-%" PRIu64 " is empty or too large", a, b);
+      return GY_RPC_INVALID_ARGUMENT;
+    }
+    if (gy_skipset_add_mapped(add, &s->in_force, a * per_step, (b - a) * per_step)) goto oom;
+  }
+  return 0;
+oom:
+  snprintf(why, wlen, "out of memory");
+  return GY_RPC_RESOURCE_EXHAUSTED;
+}
+
+/* Unary /gyro.Operator/Events: the audit log kept in memory, events after since_id. */
+void gy__svc_on_events(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
+  gy_service_t *s = ud;
+  Gyro__EventsRequest *r = (Gyro__EventsRequest *)operator_request(
+      s, call, &gyro__events_request__descriptor, "Events", req, len);
+  if (!r) return;
+  uint64_t since = r->since_id;
+  gyro__events_request__free_unpacked(r, NULL);
+  uint64_t last = s->event_id;
+  uint64_t first = last > EVLOG_MAX ? last - EVLOG_MAX + 1 : 1;
+  if (since + 1 > first) first = since + 1;
+  size_t n = last >= first ? (size_t)(last - first + 1) : 0;
+  Gyro__Event *ev = n ? calloc(n, sizeof(*ev)) : NULL;
+  Gyro__Event **evp = n ? calloc(n, sizeof(*evp)) : NULL;
+  if (n && (!ev || !evp)) {
+    free(ev);
+    free(evp);
+    gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const evrec_t *e = &s->evlog[(first + i - 1) % EVLOG_MAX];
+    gyro__event__init(&ev[i]);
+    ev[i].id = e->id;
+    ev[i].time = e->time;
+    ev[i].step = e->step;
+    ev[i].kind = (char *)e->kind;
+    ev[i].message = (char *)e->msg;
+    evp[i] = &ev[i];
+  }
+  Gyro__EventsReply er = GYRO__EVENTS_REPLY__INIT;
+  er.n_events = n;
+  er.events = evp;
+  gy__svc_reply_msg(call, &er.base);
+  free(ev);
+  free(evp);
+}
+
+/* Unary /gyro.Operator/Checkpoints: the committed checkpoints the run knows (oldest first, with
+ * clean or suspect), each with its kept evaluation; the best is the clean one with the lowest
+ * mean held-out loss over its sources. */
+void gy__svc_on_checkpoints(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
+  gy_service_t *s = ud;
+  ProtobufCMessage *r =
+      operator_request(s, call, &gyro__checkpoints_request__descriptor, "Checkpoints", req, len);
+  if (!r) return;
+  protobuf_c_message_free_unpacked(r, NULL);
+  int n = 0;
+  const gy_run_ckpt_t *ck = gy_run_checkpoints(s->run, &n);
+  size_t m = n > 0 ? (size_t)n : 1;
+  Gyro__CheckpointInfo *ci = calloc(m, sizeof(*ci));
+  Gyro__CheckpointInfo **cip = calloc(m, sizeof(*cip));
+  Gyro__SourceEval *se = calloc(m * GY_FLEET_MAX_CH, sizeof(*se));
+  Gyro__SourceEval **sep = calloc(m * GY_FLEET_MAX_CH, sizeof(*sep));
+  if (!ci || !cip || !se || !sep) {
+    free(ci);
+    free(cip);
+    free(se);
+    free(sep);
+    gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    return;
+  }
+  Gyro__CheckpointsReply rep = GYRO__CHECKPOINTS_REPLY__INIT;
+  rep.best_step = -1;
+  int best = -1;
+  for (int i = 0; i < n; i++) {
+    gyro__checkpoint_info__init(&ci[i]);
+    cip[i] = &ci[i];
+    ci[i].step = ck[i].step;
+    ci[i].clean = ck[i].clean != 0;
+    const ckeval_t *e = gy__svc_ckeval_find(s, ck[i].step);
+    if (!e) continue;
+    ci[i].has_eval = 1;
+    ci[i].n_sources = (size_t)e->n;
+    ci[i].sources = &sep[(size_t)i * GY_FLEET_MAX_CH];
+    double sum = 0;
+    for (int k = 0; k < e->n; k++) {
+      Gyro__SourceEval *x = &se[(size_t)i * GY_FLEET_MAX_CH + (size_t)k];
+      gyro__source_eval__init(x);
+      x->source = (char *)e->src[k].name;
+      x->loss = e->src[k].loss;
+      x->ppl = e->src[k].ppl;
+      x->tokens = e->src[k].tokens;
+      x->cloze_accuracy = e->src[k].cloze;
+      x->cloze_items = e->src[k].items;
+      ci[i].sources[k] = x;
+      sum += e->src[k].loss;
+    }
+    ci[i].mean_loss = e->n ? sum / e->n : NAN;
+    if (ck[i].clean && e->n && (best < 0 || ci[i].mean_loss < ci[best].mean_loss)) best = i;
+  }
+  if (best >= 0) {
+    ci[best].best = 1;
+    rep.best_step = ci[best].step;
+  }
+  rep.n_checkpoints = (size_t)n;
+  rep.checkpoints = cip;
+  gy__svc_reply_msg(call, &rep.base);
+  free(ci);
+  free(cip);
+  free(se);
+  free(sep);
+}
+
+/* Replies the run's policy as YAML (gy_policy_format). */
+static void reply_policy(gy_rpc_call_t *call, const gy_policy_t *p) {
+  size_t need = gy_policy_format(p, NULL, 0);
+  char *buf = malloc(need + 1);
+  if (!buf) {
+    gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    return;
+  }
+  gy_policy_format(p, buf, need + 1);
+  Gyro__PolicyReply pr = GYRO__POLICY_REPLY__INIT;
+  pr.yaml = buf;
+  gy__svc_reply_msg(call, &pr.base);
+  free(buf);
+}
+
+void gy__svc_on_policy_show(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
+  gy_service_t *s = ud;
+  ProtobufCMessage *e = operator_request(s, call, &gyro__empty__descriptor, "PolicyShow", req, len);
+  if (!e) return;
+  protobuf_c_message_free_unpacked(e, NULL);
+  reply_policy(call, gy_run_policy(s->run));
+}
+
+/* Unary /gyro.Operator/PolicySet: the sent YAML is read from memory by gy_policy_parse (the one
+ * policy reader); its errors name the request's `name` (the operator's file). A refusal keeps
+ * the old policy. */
+void gy__svc_on_policy_set(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
+  gy_service_t *s = ud;
+  Gyro__PolicySetRequest *r = (Gyro__PolicySetRequest *)operator_request(
+      s, call, &gyro__policy_set_request__descriptor, "PolicySet", req, len);
+  if (!r) return;
+  char msg[800] = "";
+  gy_policy_t p;
+  int st = GY_RPC_OK;
+  const char *name = r->name && *r->name ? r->name : "policy";
+  gy_policy_default(&p);
+  if (gy_policy_parse(&p, name, r->yaml, strlen(r->yaml), msg, sizeof(msg))) {
+    st = GY_RPC_INVALID_ARGUMENT;
+  } else if (gy_run_set_policy(s->run, &p)) {
+    snprintf(msg, sizeof(msg), "%s: %s", name, gy_run_errmsg(s->run));
+    st = GY_RPC_INVALID_ARGUMENT;
+  }
+  if (st) {
+    gy__svc_eventf(s, "policy_refused", "policy set from %s refused: %s", gy_rpc_call_peer(call),
+                   msg);
+    gy_rpc_reply(call, st, msg, NULL, 0);
+  } else {
+    gy__svc_eventf(s, "policy_set", "policy replaced from %s (%s)", name, gy_rpc_call_peer(call));
+    reply_policy(call, gy_run_policy(s->run));
+  }
+  gyro__policy_set_request__free_unpacked(r, NULL);
+}
+
+void gy__svc_on_command(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
+  gy_service_t *s = ud;
+  Gyro__CommandRequest *r = (Gyro__CommandRequest *)operator_request(
+      s, call, &gyro__command_request__descriptor, "Command", req, len);
+  if (!r) return;
+  gy_fleet_hparams_t hp = {0};
+  if (r->hparams) {
+    const Gyro__HParams *h = r->hparams;
+    hp = (gy_fleet_hparams_t){.lr_scale = h->lr_scale,
+                              .grad_clip = h->grad_clip,
+                              .eps = h->eps,
+                              .weight_decay = h->weight_decay,
+                              .shallow_scale = h->shallow_scale,
+                              .shallow_layers = h->shallow_layers,
+                              .z_loss = h->z_loss,
+                              .beta1 = h->beta1,
+                              .beta2 = h->beta2,
+                              .present = h->present,
+                              .wsd_decay_now = h->wsd_decay_now};
+  }
+  uint64_t seq = 0;
+  int64_t at = 0;
+  int rc;
+  int kind = (int)r->kind;
+  int64_t to_step = r->to_step;
+  if (r->kind == GYRO__DIRECTIVE__KIND__ROLLBACK && (r->newest || r->n_skip_steps)) {
+    gy_skipset_t add = {0};
+    char why[300];
+    int st = operator_skips(s, r, &to_step, &add, why, sizeof(why));
+    if (st) {
+      gy_skipset_free(&add);
+      gyro__command_request__free_unpacked(r, NULL);
+      gy_rpc_reply(call, st, why, NULL, 0);
+      return;
+    }
+    /* more ranges than the fleet takes are refused by it (GY_EINVAL) */
+    rc = gy_fleet_rollback(s->fleet, gy__svc_now_ms(s), to_step, add.r,
+                           add.n > GY_FLEET_MAX_SKIPS ? GY_FLEET_MAX_SKIPS + 1 : (int)add.n, &hp,
+                           r->newest ? "operator skip" : "operator rollback", &seq, &at);
+    gy_skipset_free(&add);
+  } else if (r->kind == GYRO__DIRECTIVE__KIND__ROLLBACK) {
+    /* more ranges than the fleet takes are refused by it: copy none of them */
+    int n = r->n_skip > GY_FLEET_MAX_SKIPS ? GY_FLEET_MAX_SKIPS + 1 : (int)r->n_skip;
+    gy_fleet_skip_t *sk = n && n <= GY_FLEET_MAX_SKIPS ? malloc((size_t)n * sizeof(*sk)) : NULL;
+    if (n && n <= GY_FLEET_MAX_SKIPS && !sk) {
+      gyro__command_request__free_unpacked(r, NULL);
+      gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+      return;
+    }
+    for (int i = 0; sk && i < n; i++)
+      sk[i] = (gy_fleet_skip_t){r->skip[i]->first, r->skip[i]->last};
+    rc = gy_fleet_rollback(s->fleet, gy__svc_now_ms(s), r->to_step, sk, n, &hp, "operator rollback",
+                           &seq, &at);
+    free(sk);
+  } else {
+    rc = gy_fleet_command(s->fleet, gy__svc_now_ms(s), (int)r->kind, &hp, &seq, &at);
+  }
+  gyro__command_request__free_unpacked(r, NULL);
+  if (rc) {
+    gy_rpc_reply(call, gy__svc_rpc_status(rc), gy_fleet_errmsg(s->fleet), NULL, 0);
+  } else {
+    Gyro__CommandReply cr = GYRO__COMMAND_REPLY__INIT;
+    cr.seq = seq;
+    cr.at_step = at;
+    gy__svc_reply_msg(call, &cr.base);
+    operator_to_run(s, kind, seq, to_step);
+  }
+  gy__svc_drain(s);
+}
+
+void gy__svc_on_watch_open(void *ud, gy_rpc_call_t *call) {
+  (void)ud;
+  gy__svc_open_stream(call, CALL_WATCH);
+}
+
+void gy__svc_on_watch_message(void *ud, gy_rpc_call_t *call, const uint8_t *msg, size_t len) {
+  gy_service_t *s = ud;
+  call_t *c = gy_rpc_call_data(call);
+  if (!c || c->active) return; /* a server stream has one request; later ones are ignored */
+  Gyro__WatchRequest *r = gyro__watch_request__unpack(NULL, len, msg);
+  if (!r) {
+    gy__svc_eventf(s, "malformed", "Watch from %s: malformed WatchRequest", gy_rpc_call_peer(call));
+    gy_rpc_finish(call, GY_RPC_INVALID_ARGUMENT, "malformed WatchRequest");
+    return;
+  }
+  int ok = operator_ok(s, call, r->token);
+  c->steps = r->steps;
+  gyro__watch_request__free_unpacked(r, NULL);
+  if (!ok) {
+    gy__svc_eventf(s, "refused", "Watch from %s: missing or wrong token", gy_rpc_call_peer(call));
+    gy_rpc_finish(call, GY_RPC_UNAUTHENTICATED, "Watch: missing or wrong token");
+    return;
+  }
+  c->active = 1;
+  c->next = s->watchers;
+  if (s->watchers) s->watchers->prev = c;
+  s->watchers = c;
+  /* the current status first, so a watcher knows where the run stands */
+  size_t n;
+  uint8_t *buf = gy__svc_pack_status(s, 1, &n);
+  if (buf) gy_rpc_send(call, buf, n);
+  free(buf);
+}
+
+void gy__svc_on_watch_close(void *ud, gy_rpc_call_t *call, int status) {
+  gy_service_t *s = ud;
+  (void)status;
+  call_t *c = gy_rpc_call_data(call);
+  if (!c) return;
+  gy_rpc_call_set_data(call, NULL);
+  if (c->active) {
+    if (c->prev)
+      c->prev->next = c->next;
+    else
+      s->watchers = c->next;
+    if (c->next) c->next->prev = c->prev;
+  }
+  free(c);
+}

@@ -1,0 +1,399 @@
+/*
+ * svc_repair: the closed loop between the run state machine (controller/run.h, pure) and the
+ * fleet.
+ *
+ * API, in order: run_drain, run_refused, loop_gang_formed, loop_step, loop_rolled_back.
+ *
+ * The run is fed from the fleet's actions (svc_session.c) — the first ASSIGN of a generation
+ * (gang formed: started, or the repair of a lost worker goes on), STEP (the step's losses,
+ * per-channel losses, gradient norms, non-finite flag and rank 0's top samples), COMMITTED (a
+ * checkpoint), ROLLED_BACK (the repair's rollback applied: rollback_done, skips_applied,
+ * resumed — the one directive did all three; refused: restore_failed), LOST (worker_lost),
+ * DONE — and its actions are carried out by run_drain(): ROLLBACK becomes gy_fleet_rollback
+ * (try_repair: the decision's sample ids, plus its window of steps converted to the sample ids
+ * those steps trained on, plus, after a re-formed gang, every earlier skip; knob factors times
+ * the run config's values), HALT holds the gang with a PAUSE, ALERT is an event; its events are
+ * events (emit_run_event). A repair asked while there is no gang waits for the next one (gangs
+ * re-form from the fleet's newest committed checkpoint).
+ *
+ * Invariants:
+ * - in_force is the skip list every worker has in force (data.skip plus the skips of every
+ *   applied rollback), so step s on data-parallel rank r trained on the unskipped ids number
+ *   (s*dp + r)*B ... +B-1 of it; a decision's window is converted before its own ranges are
+ *   added. rb_seq is the fleet rollback that carries the run's repair in progress, or 0.
+ * - run_drain() does not nest: run inputs made while it carries out an action leave their
+ *   outputs for its loop, and fleet inputs leave theirs for drain()'s.
+ */
+#include "controller/service_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/log.h"
+
+/* ---------------------------------------- closed loop ---------------------------------------- */
+
+/* The policy's knob changes as SET_HPARAMS fields: factors multiply the run config's values. */
+static void knobs_to_hparams(const gy_service_t *s, const gy_policy_knobs_t *k,
+                             gy_fleet_hparams_t *hp) {
+  memset(hp, 0, sizeof(*hp));
+  if ((k->set & GY_KNOB_LR_SCALE) && s->o.base_lr_scale > 0) {
+    hp->lr_scale = (float)(s->o.base_lr_scale * k->lr_scale_factor);
+    hp->present |= 1u << 0;
+  }
+  if ((k->set & GY_KNOB_GRAD_CLIP) && s->o.base_grad_clip > 0) {
+    hp->grad_clip = (float)(s->o.base_grad_clip * k->grad_clip_factor);
+    hp->present |= 1u << 1;
+  }
+  if ((k->set & GY_KNOB_EPS) && s->o.base_eps > 0) {
+    hp->eps = (float)(s->o.base_eps * k->eps_factor);
+    hp->present |= 1u << 2;
+  }
+  if (k->set & GY_KNOB_SHALLOW) {
+    hp->shallow_scale = (float)k->shallow_scale;
+    hp->shallow_layers = k->shallow_layers;
+    hp->present |= (1u << 4) | (1u << 5);
+  }
+  if (k->set & GY_KNOB_Z_LOSS) {
+    hp->z_loss = (float)k->z_loss;
+    hp->present |= 1u << 6;
+  }
+  if (k->set & GY_KNOB_WSD_DECAY) {
+    hp->wsd_decay_now = 1;
+    hp->present |= GY_FLEET_HP_WSD_DECAY_NOW;
+  }
+}
+
+/* A run event as a service event: "FROM -> TO: reason; evidence: ...; decision: ...". */
+static void emit_run_event(gy_service_t *s, const gy_run_event_t *e) {
+  char msg[1400];
+  size_t o = 0;
+  if (e->from != e->to)
+    o += (size_t)snprintf(msg, sizeof(msg), "%s -> %s: ", gy_run_state_name(e->from),
+                          gy_run_state_name(e->to));
+  o += (size_t)snprintf(msg + o, sizeof(msg) - o, "%s", e->reason);
+  if (e->evidence[0] && o < sizeof(msg))
+    o += (size_t)snprintf(msg + o, sizeof(msg) - o, "; evidence: %s", e->evidence);
+  if (e->decision[0] && o < sizeof(msg))
+    snprintf(msg + o, sizeof(msg) - o, "; decision: %s", e->decision);
+  gy__svc_emit_event(s, e->kind, e->step, msg);
+}
+
+static void run_act(gy_service_t *s, const gy_run_action_t *a);
+
+/* Emits the run's events and carries out its actions until there are none. Does not nest: an
+ * input fed while carrying out an action leaves its outputs for the running loop. */
+void gy__svc_run_drain(gy_service_t *s) {
+  if (s->run_draining) return;
+  s->run_draining = 1;
+  for (;;) {
+    size_t ne, na;
+    const gy_run_event_t *ev = gy_run_events(s->run, &ne);
+    for (size_t i = 0; i < ne; i++)
+      emit_run_event(s, &ev[i]);
+    const gy_run_action_t *ac = gy_run_actions(s->run, &na);
+    if (na > s->caprbuf) {
+      gy_run_action_t *b = realloc(s->rbuf, na * sizeof(*b));
+      if (!b) {
+        gy_run_clear(s->run);
+        gy_log(GY_LOG_ERROR, "controller", "out of memory: %zu run actions lost", na);
+        break;
+      }
+      s->rbuf = b;
+      s->caprbuf = na;
+    }
+    if (na) memcpy(s->rbuf, ac, na * sizeof(*ac));
+    gy_run_clear(s->run);
+    if (!ne && !na) break;
+    for (size_t i = 0; i < na; i++)
+      run_act(s, &s->rbuf[i]);
+  }
+  s->run_draining = 0;
+}
+
+/* Logs a run input the state machine refused (they are expected now and then: a checkpoint of
+ * an abandoned timeline, figures out of order around a re-formed gang). */
+void gy__svc_run_refused(gy_service_t *s, const char *what, int rc) {
+  if (rc) gy_log(GY_LOG_DEBUG, "controller", "run: %s refused: %s", what, gy_run_errmsg(s->run));
+}
+
+/* Freezes the gang for a halted run: a PAUSE directive when it trains (a paused or degraded
+ * fleet gives no grants anyway; a gang formed later is paused when it forms). */
+static void hold(gy_service_t *s) {
+  if (gy_fleet_state(s->fleet) != GY_FLEET_TRAIN) return;
+  uint64_t seq;
+  int64_t at;
+  int rc = gy_fleet_command(s->fleet, gy__svc_now_ms(s), GY_DIR_PAUSE, NULL, &seq, &at);
+  if (rc) gy__svc_eventf(s, "error", "cannot hold the gang: %s", gy_fleet_errmsg(s->fleet));
+}
+
+/* Asks the fleet for the run's pending rollback: to repair_target, skipping the decision's
+ * samples and the sample ids of its step window (mapped over the skip set in force: they are
+ * the ids those steps trained on), plus every earlier skip after the gang re-formed. Waits
+ * while there is no gang to ask. */
+static void try_repair(gy_service_t *s) {
+  if (!s->repair_pending) return;
+  gy_fleet_state_t st = gy_fleet_state(s->fleet);
+  if (st == GY_FLEET_DONE || st == GY_FLEET_STOPPING) {
+    s->repair_pending = 0;
+    gy__svc_eventf(s, "rollback_dropped", "repair to checkpoint %lld dropped: the run is %s",
+                   (long long)s->repair_target, gy_fleet_state_name(st));
+    return;
+  }
+  if (st != GY_FLEET_TRAIN && st != GY_FLEET_PAUSED) return; /* no gang: when it forms */
+  const gy_policy_decision_t *d = &s->repair_dec;
+  int64_t target = s->repair_target;
+  gy_skipset_t add = {0};
+  int rc = 0;
+  for (int i = 0; i < d->nsamples && !rc; i++)
+    rc = gy_skipset_add(&add, d->samples[i], d->samples[i] + 1);
+  if (!rc && d->skip_steps) {
+    int64_t a = d->step_first > target ? d->step_first : target, b = d->step_last;
+    int tp = s->o.tp > 0 ? s->o.tp : 1;
+    uint64_t per_step = (uint64_t)(s->o.world / tp) * (uint64_t)(s->o.batch > 0 ? s->o.batch : 0);
+    if (!per_step)
+      gy__svc_eventf(s, "error",
+                     "cannot skip the batches of steps [%lld, %lld): train.batch unknown",
+                     (long long)d->step_first, (long long)d->step_last);
+    else if (b > a)
+      rc = gy_skipset_add_mapped(&add, &s->in_force, (uint64_t)a * per_step,
+                                 (uint64_t)(b - a) * per_step);
+  }
+  for (size_t i = 0; s->resend && i < s->sent.n && !rc; i++)
+    rc = gy_skipset_add(&add, s->sent.r[i].first, s->sent.r[i].last);
+  gy_fleet_hparams_t hp;
+  knobs_to_hparams(s, &d->knobs, &hp);
+  if (rc) {
+    gy_skipset_free(&add);
+    s->repair_pending = 0;
+    gy__svc_run_refused(s, "halt",
+                        gy_run_halt(s->run, gy__svc_now_ms(s), "out of memory building the skips"));
+    return;
+  }
+  /* A gang that just formed from the target itself, with nothing to send, is repaired. */
+  if (s->fresh_gang && s->formed_start == target && !add.n && !hp.present) {
+    gy_skipset_free(&add);
+    s->repair_pending = 0;
+    gy__svc_run_refused(s, "rollback done",
+                        gy_run_rollback_done(s->run, gy__svc_now_ms(s), target));
+    return;
+  }
+  char reason[GY_FLEET_REASON_MAX];
+  gy_policy_decision_format(d, reason, sizeof(reason));
+  uint64_t seq = 0;
+  int64_t at = 0;
+  rc = add.n > GY_FLEET_MAX_SKIPS ? GY_EINVAL
+                                  : gy_fleet_rollback(s->fleet, gy__svc_now_ms(s), target, add.r,
+                                                      (int)add.n, &hp, reason, &seq, &at);
+  size_t nadd = add.n;
+  gy_skipset_free(&add);
+  switch (rc) {
+  case 0:
+    s->repair_pending = 0;
+    s->rb_seq = seq;
+    break;
+  case GY_ENOENT: /* the fleet no longer has that checkpoint: the run picks an older one */
+    s->repair_pending = 0;
+    gy__svc_run_refused(
+        s, "restore failed",
+        gy_run_restore_failed(s->run, gy__svc_now_ms(s), target, gy_fleet_errmsg(s->fleet)));
+    break;
+  default: {
+    char why[300];
+    /* GY_ENOTSUP: e.g. the run ends before a directive could apply, or a stop is under way */
+    if (nadd > GY_FLEET_MAX_SKIPS)
+      snprintf(why, sizeof(why), "the repair needs %zu skip ranges (at most %d)", nadd,
+               GY_FLEET_MAX_SKIPS);
+    else
+      snprintf(why, sizeof(why), "the fleet cannot roll back: %s", gy_fleet_errmsg(s->fleet));
+    s->repair_pending = 0;
+    gy__svc_run_refused(s, "halt", gy_run_halt(s->run, gy__svc_now_ms(s), why));
+  }
+  }
+}
+
+static void run_act(gy_service_t *s, const gy_run_action_t *a) {
+  int64_t now = gy__svc_now_ms(s);
+  switch (a->kind) {
+  case GY_RUN_ACT_ROLLBACK:
+    s->repair_target = a->step;
+    s->repair_dec = a->decision;
+    if (s->in_operator && s->op_rb_seq) { /* the operator's rollback, already queued */
+      s->rb_seq = s->op_rb_seq;
+      s->op_rb_seq = 0;
+      s->repair_pending = 0;
+      break;
+    }
+    s->rb_seq = 0;
+    s->repair_pending = 1;
+    try_repair(s);
+    break;
+  case GY_RUN_ACT_APPLY: /* the ROLLBACK directive carried the skips and knobs */
+    gy__svc_run_refused(s, "skips applied", gy_run_skips_applied(s->run, now));
+    break;
+  case GY_RUN_ACT_RESUME: /* the fleet grants again once a rollback is applied */
+    if (gy_run_state(s->run) == GY_RUN_RESUME)
+      gy__svc_run_refused(s, "resumed", gy_run_resumed(s->run, now));
+    break;
+  case GY_RUN_ACT_PAUSE: /* a pause deferred until a repair ended */
+    if (!s->in_operator) hold(s);
+    break;
+  case GY_RUN_ACT_HALT:
+    s->repair_pending = 0;
+    hold(s);
+    break;
+  case GY_RUN_ACT_ALERT:
+    gy__svc_emit_event(s, "alert", a->step, a->msg);
+    gy_alert_post(s->o.alert, gy_alert_kind_of(a->msg), a->step, a->msg);
+    break;
+  case GY_RUN_ACT_DONE:
+    break;
+  }
+}
+
+/* A gang formed (the first ASSIGN of a new generation) and trains from start. */
+void gy__svc_loop_gang_formed(gy_service_t *s, uint64_t generation, int64_t start) {
+  s->gen_seen = generation;
+  if (s->o.journal) { /* the generation, so that a successor forms a newer one */
+    char err[256];
+    if (gy_journal_state(s->o.journal, generation, s->journaled_seq,
+                         (int64_t)gy_fleet_nrollbacks(s->fleet), err, sizeof(err)))
+      gy_log(GY_LOG_WARN, "controller", "journal: %s", err);
+  }
+  s->formed_start = start;
+  s->fresh_gang = 1;
+  s->rb_seq = 0; /* a rollback in flight was dropped with the old gang */
+  if (s->ngangs++) s->resend = 1;
+  gy_run_state_t st = gy_run_state(s->run);
+  if (st == GY_RUN_INIT) {
+    gy__svc_run_refused(s, "started", gy_run_started(s->run, gy__svc_now_ms(s), start));
+    /* a run that was held before the restart stays held: the gang parks at its first horizon */
+    int held = s->recovered_hold;
+    s->recovered_hold = 0;
+    if (held == 2) {
+      gy__svc_run_refused(s, "halt",
+                          gy_run_halt(s->run, gy__svc_now_ms(s),
+                                      "the run was HALTED before the controller restarted: a human "
+                                      "decides (gyroctl resume, rollback, skip)"));
+    } else if (held == 1) {
+      gy__svc_run_refused(s, "pause", gy_run_pause(s->run, gy__svc_now_ms(s)));
+      hold(s);
+    }
+    if (held)
+      gy__svc_eventf(s, "recovered", "the run stays %s as before the restart (%s)",
+                     held == 2 ? "HALTED" : "PAUSED", s->recovered_why);
+  } else if (st == GY_RUN_ROLLBACK) {
+    s->repair_pending = 1;
+    try_repair(s);
+  } else if (st == GY_RUN_HALTED || st == GY_RUN_PAUSED) {
+    hold(s);
+  }
+  gy__svc_run_drain(s);
+}
+
+/* One aggregated step feeds the detectors: losses (total and per channel), gradient norms,
+ * non-finite flag, and rank 0's top samples. */
+void gy__svc_loop_step(gy_service_t *s, int64_t step) {
+  const gy_fleet_step_t *h = gy_fleet_history(s->fleet, step);
+  if (!h) return;
+  s->fresh_gang = 0;
+  char names[GY_FLEET_MAX_CH][GY_DETECT_NAME_MAX];
+  int world = s->o.world;
+  if (!s->vals) { /* once: world is fixed for the controller's life */
+    s->vals = calloc((size_t)(GY_FLEET_MAX_CH + 3 + world), sizeof(*s->vals));
+    s->tps_names = calloc((size_t)world, sizeof(*s->tps_names));
+    if (!s->vals || !s->tps_names) {
+      free(s->vals);
+      free(s->tps_names);
+      s->vals = NULL;
+      s->tps_names = NULL;
+      return;
+    }
+    for (int r = 0; r < world; r++)
+      snprintf(s->tps_names[r], sizeof(s->tps_names[r]), "tokens_per_s/%d", r);
+  }
+  gy_run_value_t *v = s->vals;
+  int nv = 0;
+  v[nv++] = (gy_run_value_t){"loss", GY_SERIES_LOSS, h->loss, -1};
+  for (int c = 0; c < h->nch; c++) {
+    if (!h->ch[c].tokens) continue; /* the channel had no sample in this step */
+    snprintf(names[c], sizeof(names[c]), "loss/%s", h->ch[c].name);
+    v[nv++] = (gy_run_value_t){names[c], GY_SERIES_CHANNEL_LOSS,
+                               h->ch[c].loss_sum / (double)h->ch[c].tokens, -1};
+  }
+  v[nv++] = (gy_run_value_t){"grad_norm", GY_SERIES_GRAD_NORM, h->grad_norm, -1};
+  v[nv++] =
+      (gy_run_value_t){"grad_norm_shallow", GY_SERIES_GRAD_NORM_SHALLOW, h->grad_norm_shallow, -1};
+  /* each rank's tokens/s against its own baseline (alert-only: a sustained drop is told) */
+  for (int r = 0; r < world; r++) {
+    const gy_fleet_member_t *m = gy_fleet_member(s->fleet, r);
+    if (m && m->alive && m->tokens_per_s > 0)
+      v[nv++] = (gy_run_value_t){s->tps_names[r], GY_SERIES_THROUGHPUT, m->tokens_per_s, r};
+  }
+  gy_run_sample_t top[TOP_MAX], bottom[TOP_MAX];
+  int ntop = 0, nbottom = 0;
+  const top_slot_t *t = &s->tops[step % TOP_RING];
+  if (t->step == step) {
+    for (; ntop < t->n; ntop++)
+      top[ntop] = (gy_run_sample_t){t->id[ntop], t->ch[ntop][0] ? t->ch[ntop] : NULL,
+                                    (double)t->loss[ntop]};
+    for (; nbottom < t->nb; nbottom++) {
+      int at = TOP_MAX + nbottom;
+      bottom[nbottom] =
+          (gy_run_sample_t){t->id[at], t->ch[at][0] ? t->ch[at] : NULL, (double)t->loss[at]};
+    }
+  }
+  gy_run_step_t in = {.step = step,
+                      .nonfinite = h->nonfinite,
+                      .values = v,
+                      .nvalues = nv,
+                      .top = ntop ? top : NULL,
+                      .ntop = ntop,
+                      .bottom = nbottom ? bottom : NULL,
+                      .nbottom = nbottom};
+  gy__svc_run_refused(s, "step", gy_run_step(s->run, gy__svc_now_ms(s), &in));
+  gy__svc_run_drain(s);
+}
+
+/* A fleet rollback completed: its skips are in force; the run's own one ends its repair. */
+void gy__svc_loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, int ok) {
+  int64_t now = gy__svc_now_ms(s);
+  if (ok) {
+    s->fresh_gang = 0;
+    s->resend = 0;
+    for (int i = 0; i < gy_fleet_nrollbacks(s->fleet); i++) {
+      const gy_fleet_rollback_t *rb = gy_fleet_rollback_record(s->fleet, i);
+      if (!rb || rb->seq != seq) continue;
+      /* counted once: a re-formed gang is sent the skips already in force again */
+      uint64_t nskipped = 0;
+      for (int k = 0; k < rb->nskip; k++) {
+        nskipped += gy_skipset_uncovered(&s->in_force, rb->skip[k].first, rb->skip[k].last);
+        if (gy_skipset_add(&s->in_force, rb->skip[k].first, rb->skip[k].last) ||
+            gy_skipset_add(&s->sent, rb->skip[k].first, rb->skip[k].last))
+          gy_log(GY_LOG_ERROR, "controller", "out of memory: skip list incomplete");
+      }
+      gy_telemetry_rollback(s->o.telemetry, to_step, nskipped);
+      break;
+    }
+  }
+  if (ok) {
+    while (s->nckevals && s->ckevals[s->nckevals - 1].step > to_step) /* abandoned timeline */
+      s->nckevals--;
+    gy__svc_journal_must(s, "rollback applied", JOURNAL_APPLIED, to_step, seq, NULL);
+  } else if (s->o.journal) {
+    char err[256];
+    if (gy_journal_dropped(s->o.journal, seq, err, sizeof(err)))
+      gy_log(GY_LOG_WARN, "controller", "journal: rollback seq %llu failed: %s",
+             (unsigned long long)seq, err);
+  }
+  if (!seq || seq != s->rb_seq) return;
+  s->rb_seq = 0;
+  if (ok)
+    gy__svc_run_refused(s, "rollback done", gy_run_rollback_done(s->run, now, to_step));
+  else
+    gy__svc_run_refused(s, "restore failed",
+                        gy_run_restore_failed(s->run, now, to_step, "a rank could not restore it"));
+  gy__svc_run_drain(s);
+}

@@ -186,6 +186,7 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
     if (rc == GY_EINVAL) snprintf(errmsg, errlen, "service: the repair policy is not valid");
     goto err;
   }
+  if ((rc = gy_repair_create(&s->repair))) goto err;
   rc = GY_ENOMEM;
   s->arena_alloc = (ProtobufCAllocator){arena_alloc, arena_free, s};
   s->t0_ms = (int64_t)uv_now(loop);
@@ -249,6 +250,7 @@ err:
   }
   gy_fleet_destroy(s->fleet);
   gy_run_destroy(s->run);
+  gy_repair_destroy(s->repair);
   free(s->tops);
   free(s->hw);
   free(s->vals);
@@ -336,6 +338,7 @@ void gy_service_destroy(gy_service_t *s) {
   free(s->fanout);
   gy_fleet_destroy(s->fleet);
   gy_run_destroy(s->run);
+  gy_repair_destroy(s->repair);
   free(s->rbuf);
   free(s->tops);
   free(s->hw);

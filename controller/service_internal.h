@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "common/rpc.h"
+#include "controller/repair.h"
 #include "controller/skipset.h"
 #include "proto/gyro.pb-c.h"
 
@@ -138,26 +139,14 @@ struct gy_service {
   hw_slot_t *hw;        /* per rank: the hardware counters last seen (NULL until a GPU report) */
   gy_run_value_t *vals; /* the values of one step: losses, norms, then tokens/s per rank */
   char (*tps_names)[GY_DETECT_NAME_MAX]; /* "tokens_per_s/<rank>", per rank */
-  gy_skipset_t in_force; /* every id the workers skip: data.skip + every applied rollback's */
-  gy_skipset_t sent;     /* the ranges of the applied rollbacks (resent to a re-formed gang) */
-  uint64_t gen_seen;     /* generation of the newest gang formed (0: none yet) */
-  int ngangs;            /* gangs formed */
-  int64_t formed_start;  /* start step of the newest gang */
-  int fresh_gang;        /* the newest gang has neither aggregated a step nor rolled back yet */
-  int resend;            /* a gang re-formed: the next rollback also carries `sent` */
-  int repair_pending;    /* the run's ROLLBACK is still to be asked of the fleet */
-  int64_t repair_target;
-  gy_policy_decision_t repair_dec;
-  uint64_t rb_seq;        /* the fleet rollback carrying the run's repair (0: none in flight) */
-  uint64_t journaled_seq; /* the newest rollback whose intent is in the journal */
-  int64_t fence_ok_ms;    /* when the fence last said this controller leads (monotonic) */
-  int recovered_done;     /* the journal says the run finished */
-  int recovered_hold;     /* the journal says the run was paused (1) or halted (2) */
-  char recovered_why[256];
+  gy_skipset_t in_force;    /* every id the workers skip: data.skip + every applied rollback's */
+  gy_skipset_t sent;        /* the ranges of the applied rollbacks (resent to a re-formed gang) */
+  gy_repair_t *repair;      /* the coordination of the run's repairs with the fleet (repair.h) */
+  uint64_t journaled_seq;   /* the newest rollback whose intent is in the journal */
+  int64_t fence_ok_ms;      /* when the fence last said this controller leads (monotonic) */
+  int recovered_done;       /* the journal says the run finished */
   int journaled_hold;       /* what the journal's hold key says now */
   int64_t tick_grace_until; /* no liveness verdicts before this (after a store outage) */
-  int in_operator;          /* an operator command is feeding the run: its PAUSE is already sent */
-  uint64_t op_rb_seq;       /* the operator's rollback the run's ROLLBACK action adopts */
   evrec_t *evlog;           /* EVLOG_MAX entries, a ring: event id i is at (i - 1) % EVLOG_MAX */
   ckeval_t *ckevals;        /* CKEVAL_MAX entries (allocated at the first), sorted by step */
   int nckevals;

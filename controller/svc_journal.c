@@ -57,7 +57,7 @@ void gy__svc_journal_must(gy_service_t *s, const char *what, journal_op_t op, in
       rc = gy_journal_applied(s->o.journal, arg, step, s->in_force.r, s->in_force.n, err,
                               sizeof(err));
       if (!rc)
-        rc = gy_journal_state(s->o.journal, s->gen_seen, s->journaled_seq,
+        rc = gy_journal_state(s->o.journal, gy_repair_generation(s->repair), s->journaled_seq,
                               (int64_t)gy_fleet_nrollbacks(s->fleet), err, sizeof(err));
     }
     if (!rc) break;
@@ -157,8 +157,8 @@ int gy__svc_recover(gy_service_t *s, char *errmsg, size_t errlen) {
   }
   s->journaled_seq = seq;
   s->recovered_done = st.done;
-  s->recovered_hold = s->journaled_hold = st.hold;
-  snprintf(s->recovered_why, sizeof(s->recovered_why), "%s", st.hold_why);
+  s->journaled_hold = st.hold;
+  gy_repair_recovered(s->repair, st.hold, st.hold_why);
   gy__svc_eventf(
       s, "recovered",
       "restarted from the journal %s: %zu events, %d committed checkpoints (newest %lld), %zu "
@@ -186,7 +186,8 @@ int gy__svc_recover(gy_service_t *s, char *errmsg, size_t errlen) {
 /* The journal's hold key follows the run: paused (by the operator, or a deferred pause) or
  * halted, so that a successor holds the re-formed gang the same way. */
 void gy__svc_journal_hold(gy_service_t *s) {
-  if (!s->o.journal || s->recovered_hold) return; /* a recovered hold is not applied yet */
+  if (!s->o.journal || gy_repair_recovered_hold(s->repair))
+    return; /* a recovered hold is not applied yet */
   gy_run_state_t rs = gy_run_state(s->run);
   int h = rs == GY_RUN_HALTED                                                    ? 2
           : (rs == GY_RUN_PAUSED || gy_fleet_state(s->fleet) == GY_FLEET_PAUSED) ? 1

@@ -96,7 +96,7 @@ void gy__svc_on_status(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t
  * rollback seq as its repair). A refusal leaves the run as it is (logged). */
 static void operator_to_run(gy_service_t *s, int kind, uint64_t seq, int64_t to_step) {
   int64_t now = gy__svc_now_ms(s);
-  s->in_operator = 1;
+  gy_repair_operator(s->repair, 1, kind == GY_DIR_ROLLBACK ? seq : 0);
   switch (kind) {
   case GY_DIR_PAUSE:
     gy__svc_run_refused(s, "operator pause", gy_run_pause(s->run, now));
@@ -105,15 +105,13 @@ static void operator_to_run(gy_service_t *s, int kind, uint64_t seq, int64_t to_
     gy__svc_run_refused(s, "operator resume", gy_run_resume(s->run, now));
     break;
   case GY_DIR_ROLLBACK:
-    s->op_rb_seq = seq;
     gy__svc_run_refused(s, "operator rollback", gy_run_rollback_to(s->run, now, to_step));
     break;
   default:
     break;
   }
   gy__svc_run_drain(s);
-  s->op_rb_seq = 0;
-  s->in_operator = 0;
+  gy_repair_operator(s->repair, 0, 0);
 }
 
 /* The ranges of a ROLLBACK that names step ranges or the newest checkpoint (gyroctl skip): the

@@ -1,6 +1,6 @@
 /*
- * svc_repair: the closed loop between the run state machine (controller/run.h, pure) and the
- * fleet.
+ * svc_repair: the closed loop between the run state machine (controller/run.h, pure), the
+ * repair coordinator (controller/repair.h, pure) and the fleet.
  *
  * API, in order: run_drain, run_refused, loop_gang_formed, loop_step, loop_rolled_back.
  *
@@ -9,20 +9,24 @@
  * per-channel losses, gradient norms, non-finite flag and rank 0's top samples), COMMITTED (a
  * checkpoint), ROLLED_BACK (the repair's rollback applied: rollback_done, skips_applied,
  * resumed — the one directive did all three; refused: restore_failed), LOST (worker_lost),
- * DONE — and its actions are carried out by run_drain(): ROLLBACK becomes gy_fleet_rollback
- * (try_repair: the decision's sample ids, plus its window of steps converted to the sample ids
- * those steps trained on, plus, after a re-formed gang, every earlier skip; knob factors times
- * the run config's values), HALT holds the gang with a PAUSE, ALERT is an event; its events are
- * events (emit_run_event). A repair asked while there is no gang waits for the next one (gangs
- * re-form from the fleet's newest committed checkpoint).
+ * DONE — and its actions are carried out by run_drain(): ROLLBACK, PAUSE and HALT go to the
+ * repair coordinator, ALERT is an event; its events are events (emit_run_event). The
+ * coordinator decides when the run's rollback is asked of the fleet and what the run is told
+ * back; repair_drain() carries out its actions: ASK becomes gy_fleet_rollback (ask_fleet: the
+ * decision's sample ids, plus its window of steps converted to the sample ids those steps
+ * trained on, plus, after a re-formed gang, every earlier skip; knob factors times the run
+ * config's values) and its outcome goes back to the coordinator; RUN_* are run inputs; HOLD
+ * freezes the gang with a PAUSE. A repair asked while there is no gang waits for the next one
+ * (gangs re-form from the fleet's newest committed checkpoint).
  *
  * Invariants:
  * - in_force is the skip list every worker has in force (data.skip plus the skips of every
  *   applied rollback), so step s on data-parallel rank r trained on the unskipped ids number
  *   (s*dp + r)*B ... +B-1 of it; a decision's window is converted before its own ranges are
- *   added. rb_seq is the fleet rollback that carries the run's repair in progress, or 0.
+ *   added. The fleet rollback carrying the run's repair is the coordinator's (IN_FLIGHT).
  * - run_drain() does not nest: run inputs made while it carries out an action leave their
- *   outputs for its loop, and fleet inputs leave theirs for drain()'s.
+ *   outputs for its loop, and fleet inputs leave theirs for drain()'s. repair_drain() carries
+ *   out the coordinator's actions at once, where the run or the fleet asked for them.
  */
 #include "controller/service_internal.h"
 
@@ -129,22 +133,21 @@ static void hold(gy_service_t *s) {
   if (rc) gy__svc_eventf(s, "error", "cannot hold the gang: %s", gy_fleet_errmsg(s->fleet));
 }
 
-/* Asks the fleet for the run's pending rollback: to repair_target, skipping the decision's
- * samples and the sample ids of its step window (mapped over the skip set in force: they are
- * the ids those steps trained on), plus every earlier skip after the gang re-formed. Waits
- * while there is no gang to ask. */
-static void try_repair(gy_service_t *s) {
-  if (!s->repair_pending) return;
+/* What the fleet is, for the repair coordinator. */
+static gy_repair_fleet_t fleet_cond(const gy_service_t *s) {
   gy_fleet_state_t st = gy_fleet_state(s->fleet);
-  if (st == GY_FLEET_DONE || st == GY_FLEET_STOPPING) {
-    s->repair_pending = 0;
-    gy__svc_eventf(s, "rollback_dropped", "repair to checkpoint %lld dropped: the run is %s",
-                   (long long)s->repair_target, gy_fleet_state_name(st));
-    return;
-  }
-  if (st != GY_FLEET_TRAIN && st != GY_FLEET_PAUSED) return; /* no gang: when it forms */
-  const gy_policy_decision_t *d = &s->repair_dec;
-  int64_t target = s->repair_target;
+  if (st == GY_FLEET_DONE || st == GY_FLEET_STOPPING) return GY_REPAIR_FLEET_ENDED;
+  return st == GY_FLEET_TRAIN || st == GY_FLEET_PAUSED ? GY_REPAIR_FLEET_GANG
+                                                       : GY_REPAIR_FLEET_NO_GANG;
+}
+
+/* The coordinator's ASK: asks the fleet to roll back to target, skipping the decision's samples
+ * and the sample ids of its step window (mapped over the skip set in force: they are the ids
+ * those steps trained on), plus every earlier skip when a re-formed gang needs them again
+ * (resend); then tells the coordinator how it went. */
+static void ask_fleet(gy_service_t *s, int64_t target, int resend) {
+  const gy_policy_decision_t *d = gy_repair_decision(s->repair);
+  int64_t now = gy__svc_now_ms(s);
   gy_skipset_t add = {0};
   int rc = 0;
   for (int i = 0; i < d->nsamples && !rc; i++)
@@ -161,44 +164,37 @@ static void try_repair(gy_service_t *s) {
       rc = gy_skipset_add_mapped(&add, &s->in_force, (uint64_t)a * per_step,
                                  (uint64_t)(b - a) * per_step);
   }
-  for (size_t i = 0; s->resend && i < s->sent.n && !rc; i++)
+  for (size_t i = 0; resend && i < s->sent.n && !rc; i++)
     rc = gy_skipset_add(&add, s->sent.r[i].first, s->sent.r[i].last);
   gy_fleet_hparams_t hp;
   knobs_to_hparams(s, &d->knobs, &hp);
   if (rc) {
     gy_skipset_free(&add);
-    s->repair_pending = 0;
-    gy__svc_run_refused(s, "halt",
-                        gy_run_halt(s->run, gy__svc_now_ms(s), "out of memory building the skips"));
+    gy_repair_asked(s->repair, now, GY_REPAIR_ASK_REFUSED, 0, "out of memory building the skips");
     return;
   }
   /* A gang that just formed from the target itself, with nothing to send, is repaired. */
-  if (s->fresh_gang && s->formed_start == target && !add.n && !hp.present) {
+  if (gy_repair_fresh_gang(s->repair) && gy_repair_formed_start(s->repair) == target && !add.n &&
+      !hp.present) {
     gy_skipset_free(&add);
-    s->repair_pending = 0;
-    gy__svc_run_refused(s, "rollback done",
-                        gy_run_rollback_done(s->run, gy__svc_now_ms(s), target));
+    gy_repair_asked(s->repair, now, GY_REPAIR_ASK_NOTHING, 0, NULL);
     return;
   }
   char reason[GY_FLEET_REASON_MAX];
   gy_policy_decision_format(d, reason, sizeof(reason));
   uint64_t seq = 0;
   int64_t at = 0;
-  rc = add.n > GY_FLEET_MAX_SKIPS ? GY_EINVAL
-                                  : gy_fleet_rollback(s->fleet, gy__svc_now_ms(s), target, add.r,
-                                                      (int)add.n, &hp, reason, &seq, &at);
+  rc = add.n > GY_FLEET_MAX_SKIPS
+           ? GY_EINVAL
+           : gy_fleet_rollback(s->fleet, now, target, add.r, (int)add.n, &hp, reason, &seq, &at);
   size_t nadd = add.n;
   gy_skipset_free(&add);
   switch (rc) {
   case 0:
-    s->repair_pending = 0;
-    s->rb_seq = seq;
+    gy_repair_asked(s->repair, now, GY_REPAIR_ASK_SENT, seq, NULL);
     break;
   case GY_ENOENT: /* the fleet no longer has that checkpoint: the run picks an older one */
-    s->repair_pending = 0;
-    gy__svc_run_refused(
-        s, "restore failed",
-        gy_run_restore_failed(s->run, gy__svc_now_ms(s), target, gy_fleet_errmsg(s->fleet)));
+    gy_repair_asked(s->repair, now, GY_REPAIR_ASK_NO_CHECKPOINT, 0, gy_fleet_errmsg(s->fleet));
     break;
   default: {
     char why[300];
@@ -208,27 +204,77 @@ static void try_repair(gy_service_t *s) {
                GY_FLEET_MAX_SKIPS);
     else
       snprintf(why, sizeof(why), "the fleet cannot roll back: %s", gy_fleet_errmsg(s->fleet));
-    s->repair_pending = 0;
-    gy__svc_run_refused(s, "halt", gy_run_halt(s->run, gy__svc_now_ms(s), why));
+    gy_repair_asked(s->repair, now, GY_REPAIR_ASK_REFUSED, 0, why);
   }
   }
+}
+
+/* Carries out one action of the repair coordinator. */
+static void repair_act(gy_service_t *s, const gy_repair_action_t *a) {
+  int64_t now = gy__svc_now_ms(s);
+  switch (a->kind) {
+  case GY_REPAIR_ACT_ASK:
+    ask_fleet(s, a->step, a->resend);
+    break;
+  case GY_REPAIR_ACT_RUN_STARTED:
+    gy__svc_run_refused(s, "started", gy_run_started(s->run, now, a->step));
+    break;
+  case GY_REPAIR_ACT_RUN_DONE:
+    gy__svc_run_refused(s, "rollback done", gy_run_rollback_done(s->run, now, a->step));
+    break;
+  case GY_REPAIR_ACT_RUN_FAILED:
+    gy__svc_run_refused(s, "restore failed", gy_run_restore_failed(s->run, now, a->step, a->msg));
+    break;
+  case GY_REPAIR_ACT_RUN_HALT:
+    gy__svc_run_refused(s, "halt", gy_run_halt(s->run, now, a->msg));
+    break;
+  case GY_REPAIR_ACT_RUN_PAUSE:
+    gy__svc_run_refused(s, "pause", gy_run_pause(s->run, now));
+    break;
+  case GY_REPAIR_ACT_HOLD:
+    hold(s);
+    break;
+  case GY_REPAIR_ACT_EVENT:
+    if (a->event == GY_REPAIR_EV_DROPPED)
+      gy__svc_eventf(s, "rollback_dropped", "repair to checkpoint %lld dropped: the run is %s",
+                     (long long)a->step, gy_fleet_state_name(gy_fleet_state(s->fleet)));
+    else
+      gy__svc_eventf(s, "recovered", "%s", a->msg);
+    break;
+  }
+}
+
+/* Carries out the coordinator's actions (and logs its moves) until there are none; an ASK's
+ * answer appends more. Returns the number of actions carried out. */
+static size_t repair_drain(gy_service_t *s, const char *what, int rc) {
+  if (rc)
+    gy_log(GY_LOG_DEBUG, "controller", "repair: %s refused: %s", what, gy_repair_errmsg(s->repair));
+  size_t total = 0;
+  for (;;) {
+    size_t nm, na;
+    const gy_repair_move_t *m = gy_repair_moves(s->repair, &nm);
+    for (size_t i = 0; i < nm; i++)
+      gy_log(GY_LOG_DEBUG, "controller", "repair: %s -> %s (%s)", gy_repair_state_name(m[i].from),
+             gy_repair_state_name(m[i].to), what);
+    const gy_repair_action_t *a = gy_repair_actions(s->repair, &na);
+    gy_repair_action_t buf[16];
+    if (na > sizeof(buf) / sizeof(buf[0])) na = sizeof(buf) / sizeof(buf[0]);
+    memcpy(buf, a, na * sizeof(*a));
+    gy_repair_clear(s->repair);
+    if (!na) break;
+    total += na;
+    for (size_t i = 0; i < na; i++)
+      repair_act(s, &buf[i]);
+  }
+  return total;
 }
 
 static void run_act(gy_service_t *s, const gy_run_action_t *a) {
   int64_t now = gy__svc_now_ms(s);
   switch (a->kind) {
   case GY_RUN_ACT_ROLLBACK:
-    s->repair_target = a->step;
-    s->repair_dec = a->decision;
-    if (s->in_operator && s->op_rb_seq) { /* the operator's rollback, already queued */
-      s->rb_seq = s->op_rb_seq;
-      s->op_rb_seq = 0;
-      s->repair_pending = 0;
-      break;
-    }
-    s->rb_seq = 0;
-    s->repair_pending = 1;
-    try_repair(s);
+    repair_drain(s, "rollback",
+                 gy_repair_run_rollback(s->repair, now, a->step, &a->decision, fleet_cond(s)));
     break;
   case GY_RUN_ACT_APPLY: /* the ROLLBACK directive carried the skips and knobs */
     gy__svc_run_refused(s, "skips applied", gy_run_skips_applied(s->run, now));
@@ -237,12 +283,11 @@ static void run_act(gy_service_t *s, const gy_run_action_t *a) {
     if (gy_run_state(s->run) == GY_RUN_RESUME)
       gy__svc_run_refused(s, "resumed", gy_run_resumed(s->run, now));
     break;
-  case GY_RUN_ACT_PAUSE: /* a pause deferred until a repair ended */
-    if (!s->in_operator) hold(s);
+  case GY_RUN_ACT_PAUSE: /* a pause deferred until a repair ended (held unless the operator's) */
+    repair_drain(s, "pause", gy_repair_run_pause(s->repair, now));
     break;
   case GY_RUN_ACT_HALT:
-    s->repair_pending = 0;
-    hold(s);
+    repair_drain(s, "halt", gy_repair_run_halt(s->repair, now));
     break;
   case GY_RUN_ACT_ALERT:
     gy__svc_emit_event(s, "alert", a->step, a->msg);
@@ -255,41 +300,15 @@ static void run_act(gy_service_t *s, const gy_run_action_t *a) {
 
 /* A gang formed (the first ASSIGN of a new generation) and trains from start. */
 void gy__svc_loop_gang_formed(gy_service_t *s, uint64_t generation, int64_t start) {
-  s->gen_seen = generation;
   if (s->o.journal) { /* the generation, so that a successor forms a newer one */
     char err[256];
     if (gy_journal_state(s->o.journal, generation, s->journaled_seq,
                          (int64_t)gy_fleet_nrollbacks(s->fleet), err, sizeof(err)))
       gy_log(GY_LOG_WARN, "controller", "journal: %s", err);
   }
-  s->formed_start = start;
-  s->fresh_gang = 1;
-  s->rb_seq = 0; /* a rollback in flight was dropped with the old gang */
-  if (s->ngangs++) s->resend = 1;
-  gy_run_state_t st = gy_run_state(s->run);
-  if (st == GY_RUN_INIT) {
-    gy__svc_run_refused(s, "started", gy_run_started(s->run, gy__svc_now_ms(s), start));
-    /* a run that was held before the restart stays held: the gang parks at its first horizon */
-    int held = s->recovered_hold;
-    s->recovered_hold = 0;
-    if (held == 2) {
-      gy__svc_run_refused(s, "halt",
-                          gy_run_halt(s->run, gy__svc_now_ms(s),
-                                      "the run was HALTED before the controller restarted: a human "
-                                      "decides (gyroctl resume, rollback, skip)"));
-    } else if (held == 1) {
-      gy__svc_run_refused(s, "pause", gy_run_pause(s->run, gy__svc_now_ms(s)));
-      hold(s);
-    }
-    if (held)
-      gy__svc_eventf(s, "recovered", "the run stays %s as before the restart (%s)",
-                     held == 2 ? "HALTED" : "PAUSED", s->recovered_why);
-  } else if (st == GY_RUN_ROLLBACK) {
-    s->repair_pending = 1;
-    try_repair(s);
-  } else if (st == GY_RUN_HALTED || st == GY_RUN_PAUSED) {
-    hold(s);
-  }
+  repair_drain(s, "gang formed",
+               gy_repair_gang_formed(s->repair, gy__svc_now_ms(s), generation, start,
+                                     gy_run_state(s->run), fleet_cond(s)));
   gy__svc_run_drain(s);
 }
 
@@ -298,7 +317,7 @@ void gy__svc_loop_gang_formed(gy_service_t *s, uint64_t generation, int64_t star
 void gy__svc_loop_step(gy_service_t *s, int64_t step) {
   const gy_fleet_step_t *h = gy_fleet_history(s->fleet, step);
   if (!h) return;
-  s->fresh_gang = 0;
+  gy_repair_step(s->repair);
   char names[GY_FLEET_MAX_CH][GY_DETECT_NAME_MAX];
   int world = s->o.world;
   if (!s->vals) { /* once: world is fixed for the controller's life */
@@ -361,8 +380,6 @@ void gy__svc_loop_step(gy_service_t *s, int64_t step) {
 void gy__svc_loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, int ok) {
   int64_t now = gy__svc_now_ms(s);
   if (ok) {
-    s->fresh_gang = 0;
-    s->resend = 0;
     for (int i = 0; i < gy_fleet_nrollbacks(s->fleet); i++) {
       const gy_fleet_rollback_t *rb = gy_fleet_rollback_record(s->fleet, i);
       if (!rb || rb->seq != seq) continue;
@@ -388,12 +405,7 @@ void gy__svc_loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, in
       gy_log(GY_LOG_WARN, "controller", "journal: rollback seq %llu failed: %s",
              (unsigned long long)seq, err);
   }
-  if (!seq || seq != s->rb_seq) return;
-  s->rb_seq = 0;
-  if (ok)
-    gy__svc_run_refused(s, "rollback done", gy_run_rollback_done(s->run, now, to_step));
-  else
-    gy__svc_run_refused(s, "restore failed",
-                        gy_run_restore_failed(s->run, now, to_step, "a rank could not restore it"));
-  gy__svc_run_drain(s);
+  /* the run's own rollback ends its repair */
+  if (repair_drain(s, "rolled back", gy_repair_rolled_back(s->repair, now, seq, to_step, ok)))
+    gy__svc_run_drain(s);
 }

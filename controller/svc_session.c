@@ -187,7 +187,8 @@ static void act(gy_service_t *s, const gy_fleet_action_t *a) {
   switch (a->kind) {
   case GY_FLEET_ACT_ASSIGN:
     do_assign(s, a);
-    if (a->generation != s->gen_seen) gy__svc_loop_gang_formed(s, a->generation, a->step);
+    if (a->generation != gy_repair_generation(s->repair))
+      gy__svc_loop_gang_formed(s, a->generation, a->step);
     break;
   case GY_FLEET_ACT_GRANT: {
     Gyro__Grant g = GYRO__GRANT__INIT;

@@ -44,6 +44,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/rpc.h"
+#include "proto/contract.h"
 #include "proto/gyro.pb-c.h"
 
 #define MAX_PENDING 32   /* directives received but not applied yet */
@@ -455,7 +456,7 @@ static int store_set(gy_store_t *s, const char *key, const void *val, size_t len
       return GY_ETIMEDOUT;
     }
     int rc =
-        unary(a, "/gyro.Worker/StoreSet", &req.base, left, &resp, &rlen, &status, err, sizeof(err));
+        unary(a, GY_METHOD_WORKER_STORE_SET, &req.base, left, &resp, &rlen, &status, err, sizeof(err));
     free(resp);
     if (rc == 0) return 0;
     if (!transient(status)) {
@@ -490,7 +491,7 @@ static int store_get(gy_store_t *s, const char *key, void **val, size_t *len, in
     char err[256];
     /* the controller holds the call up to req.timeout_ms; give the answer time to arrive */
     double t0 = now_s();
-    int rc = unary(a, "/gyro.Worker/StoreGet", &req.base, req.timeout_ms + a->rpc_timeout_ms, &resp,
+    int rc = unary(a, GY_METHOD_WORKER_STORE_GET, &req.base, req.timeout_ms + a->rpc_timeout_ms, &resp,
                    &rlen, &status, err, sizeof(err));
     if (rc == 0) {
       Gyro__StoreValue *v = gyro__store_value__unpack(NULL, rlen, resp);
@@ -645,7 +646,7 @@ static int do_join(gy_agent_t *a, int64_t steps_done, uint64_t prev_gen, int tim
     int status;
     char err[256];
     int rc =
-        unary(a, "/gyro.Worker/Join", &req.base, left, &resp, &rlen, &status, err, sizeof(err));
+        unary(a, GY_METHOD_WORKER_JOIN, &req.base, left, &resp, &rlen, &status, err, sizeof(err));
     attempts++;
     if (rc == 0) {
       Gyro__Assignment *m = gyro__assignment__unpack(NULL, rlen, resp);
@@ -705,7 +706,7 @@ static int open_session(gy_agent_t *a) {
   a->connected = 1; /* before open: on_close may run as soon as the stream exists */
   pthread_mutex_unlock(&a->mu);
   int rc =
-      gy_rpc_cstream_open(c, "/gyro.Worker/Session", NULL, NULL, &cbs, a, &s, err, sizeof(err));
+      gy_rpc_cstream_open(c, GY_METHOD_WORKER_SESSION, NULL, NULL, &cbs, a, &s, err, sizeof(err));
   if (rc) {
     pthread_mutex_lock(&a->mu);
     a->connected = 0;

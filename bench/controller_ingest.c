@@ -57,6 +57,7 @@
 
 #include "common/err.h"
 #include "common/rpc.h"
+#include "proto/contract.h"
 #include "proto/gyro.pb-c.h"
 
 #define CHECK(cond, ...)                                                                           \
@@ -277,7 +278,7 @@ static void *sim_start(void *arg) {
   void *resp = NULL;
   size_t rlen = 0;
   int st = 0;
-  int rc = gy_rpc_unary(r->cl, "/gyro.Worker/Join", NULL, NULL, buf, len, 120000, &resp, &rlen, &st,
+  int rc = gy_rpc_unary(r->cl, GY_METHOD_WORKER_JOIN, NULL, NULL, buf, len, 120000, &resp, &rlen, &st,
                         err, sizeof(err));
   CHECK(!rc, "rank %d: Join failed: status %d %s", r->idx, st, err);
   Gyro__Assignment *a = gyro__assignment__unpack(NULL, rlen, resp);
@@ -294,7 +295,7 @@ static void *sim_start(void *arg) {
   gy_rpc_cstream_cbs_t cbs = {.on_message = sim_on_message, .on_close = sim_on_close};
   gy_rpc_cstream_t *s = NULL;
   rc =
-      gy_rpc_cstream_open(r->cl, "/gyro.Worker/Session", NULL, NULL, &cbs, r, &s, err, sizeof(err));
+      gy_rpc_cstream_open(r->cl, GY_METHOD_WORKER_SESSION, NULL, NULL, &cbs, r, &s, err, sizeof(err));
   CHECK(!rc, "rank %d: Session: %s", r->idx, err);
   atomic_store(&r->s, s);
   Gyro__Hello h = GYRO__HELLO__INIT;

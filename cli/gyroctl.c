@@ -37,6 +37,7 @@
 #include "cli/launch.h"
 #include "common/err.h"
 #include "common/rpc.h"
+#include "proto/contract.h"
 #include "proto/gyro.pb-c.h"
 
 enum { EXIT_OK = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
@@ -386,7 +387,7 @@ static int cmd_status(const ctl_opts_t *o, int argc, char **argv) {
   Gyro__Empty req = GYRO__EMPTY__INIT;
   ProtobufCMessage *m = NULL;
   int code =
-      operator_call(o, "/gyro.Operator/Status", &req.base, &gyro__status_reply__descriptor, &m);
+      operator_call(o, GY_METHOD_OPERATOR_STATUS, &req.base, &gyro__status_reply__descriptor, &m);
   if (code) return code;
   if (o->json)
     print_json(m);
@@ -475,7 +476,7 @@ static int cmd_directive(const ctl_opts_t *o, int argc, char **argv, Gyro__Direc
   }
   ProtobufCMessage *m = NULL;
   int code =
-      operator_call(o, "/gyro.Operator/Command", &req.base, &gyro__command_reply__descriptor, &m);
+      operator_call(o, GY_METHOD_OPERATOR_COMMAND, &req.base, &gyro__command_reply__descriptor, &m);
   if (code) return code;
   const Gyro__CommandReply *r = (const Gyro__CommandReply *)m;
   if (o->json)
@@ -528,7 +529,7 @@ bad:
 static int send_rollback(const ctl_opts_t *o, Gyro__CommandRequest *req, const char *what) {
   ProtobufCMessage *m = NULL;
   int code =
-      operator_call(o, "/gyro.Operator/Command", &req->base, &gyro__command_reply__descriptor, &m);
+      operator_call(o, GY_METHOD_OPERATOR_COMMAND, &req->base, &gyro__command_reply__descriptor, &m);
   if (code) return code;
   const Gyro__CommandReply *r = (const Gyro__CommandReply *)m;
   if (o->json)
@@ -630,7 +631,7 @@ static int cmd_events(const ctl_opts_t *o, int argc, char **argv) {
   req.token = (char *)(o->token ? o->token : "");
   ProtobufCMessage *m = NULL;
   int code =
-      operator_call(o, "/gyro.Operator/Events", &req.base, &gyro__events_reply__descriptor, &m);
+      operator_call(o, GY_METHOD_OPERATOR_EVENTS, &req.base, &gyro__events_reply__descriptor, &m);
   if (code) return code;
   const Gyro__EventsReply *r = (const Gyro__EventsReply *)m;
   for (size_t i = 0; i < r->n_events; i++) {
@@ -677,7 +678,7 @@ static int cmd_checkpoints(const ctl_opts_t *o, int argc, char **argv) {
   Gyro__CheckpointsRequest req = GYRO__CHECKPOINTS_REQUEST__INIT;
   req.token = (char *)(o->token ? o->token : "");
   ProtobufCMessage *m = NULL;
-  int code = operator_call(o, "/gyro.Operator/Checkpoints", &req.base,
+  int code = operator_call(o, GY_METHOD_OPERATOR_CHECKPOINTS, &req.base,
                            &gyro__checkpoints_reply__descriptor, &m);
   if (code) return code;
   const Gyro__CheckpointsReply *r = (const Gyro__CheckpointsReply *)m;
@@ -708,7 +709,7 @@ static int cmd_policy(const ctl_opts_t *o, int argc, char **argv) {
   int code;
   if (argc == 2 && !strcmp(argv[1], "show")) {
     Gyro__Empty req = GYRO__EMPTY__INIT;
-    code = operator_call(o, "/gyro.Operator/PolicyShow", &req.base,
+    code = operator_call(o, GY_METHOD_OPERATOR_POLICY_SHOW, &req.base,
                          &gyro__policy_reply__descriptor, &m);
   } else if (argc == 3 && !strcmp(argv[1], "set")) {
     const char *path = argv[2];
@@ -733,7 +734,7 @@ static int cmd_policy(const ctl_opts_t *o, int argc, char **argv) {
     req.yaml = text;
     req.name = (char *)path;
     req.token = (char *)(o->token ? o->token : "");
-    code = operator_call(o, "/gyro.Operator/PolicySet", &req.base,
+    code = operator_call(o, GY_METHOD_OPERATOR_POLICY_SET, &req.base,
                          &gyro__policy_reply__descriptor, &m);
     free(text);
     if (!code && !o->json) {
@@ -832,10 +833,10 @@ static int cmd_watch(const ctl_opts_t *o, int argc, char **argv) {
     return crc == GY_EIO || crc == GY_EINVAL ? EXIT_USAGE : EXIT_UNREACHABLE;
   }
   gy_rpc_cstream_cbs_t cbs = {.on_message = watch_on_message, .on_close = watch_on_close};
-  int rc = gy_rpc_cstream_open(cl, "/gyro.Operator/Watch", o->auth[0] ? "authorization" : NULL,
+  int rc = gy_rpc_cstream_open(cl, GY_METHOD_OPERATOR_WATCH, o->auth[0] ? "authorization" : NULL,
                                o->auth[0] ? o->auth : NULL, &cbs, &w, &s, err, sizeof(err));
   if (rc) {
-    code = call_failed(o, "/gyro.Operator/Watch", rc, GY_RPC_UNAVAILABLE, err);
+    code = call_failed(o, GY_METHOD_OPERATOR_WATCH, rc, GY_RPC_UNAVAILABLE, err);
     goto done;
   }
   Gyro__WatchRequest req = GYRO__WATCH_REQUEST__INIT;
@@ -871,7 +872,7 @@ static int cmd_watch(const ctl_opts_t *o, int argc, char **argv) {
     if (!o->json) printf("(the controller ended the stream)\n");
     code = EXIT_OK;
   } else {
-    code = call_failed(o, "/gyro.Operator/Watch", GY_ECOMM, st, w.details);
+    code = call_failed(o, GY_METHOD_OPERATOR_WATCH, GY_ECOMM, st, w.details);
   }
 done:
   gy_rpc_cstream_close(s);

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "proto/contract.h"
 
 /* ------------------------------------------ helpers ------------------------------------------ */
 
@@ -214,19 +215,19 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
       gy__svc_on_session_open, gy__svc_on_session_message, gy__svc_on_session_close};
   static const gy_rpc_stream_cbs_t watch_cbs = {gy__svc_on_watch_open, gy__svc_on_watch_message,
                                                 gy__svc_on_watch_close};
-  if ((rc = gy_rpc_server_add_unary(s->srv, "/gyro.Worker/Join", gy__svc_on_join, s)) ||
-      (rc = gy_rpc_server_add_stream(s->srv, "/gyro.Worker/Session", &session_cbs, s)) ||
-      (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Worker/StoreSet", gy__svc_on_store_set, s)) ||
-      (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Worker/StoreGet", gy__svc_on_store_get, s)) ||
-      (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Operator/Status", gy__svc_on_status, s)) ||
-      (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Operator/Command", gy__svc_on_command, s)) ||
-      (rc = gy_rpc_server_add_stream(s->srv, "/gyro.Operator/Watch", &watch_cbs, s)) ||
-      (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Operator/Events", gy__svc_on_events, s)) ||
-      (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Operator/PolicyShow", gy__svc_on_policy_show,
+  if ((rc = gy_rpc_server_add_unary(s->srv, GY_METHOD_WORKER_JOIN, gy__svc_on_join, s)) ||
+      (rc = gy_rpc_server_add_stream(s->srv, GY_METHOD_WORKER_SESSION, &session_cbs, s)) ||
+      (rc = gy_rpc_server_add_unary(s->srv, GY_METHOD_WORKER_STORE_SET, gy__svc_on_store_set, s)) ||
+      (rc = gy_rpc_server_add_unary(s->srv, GY_METHOD_WORKER_STORE_GET, gy__svc_on_store_get, s)) ||
+      (rc = gy_rpc_server_add_unary(s->srv, GY_METHOD_OPERATOR_STATUS, gy__svc_on_status, s)) ||
+      (rc = gy_rpc_server_add_unary(s->srv, GY_METHOD_OPERATOR_COMMAND, gy__svc_on_command, s)) ||
+      (rc = gy_rpc_server_add_stream(s->srv, GY_METHOD_OPERATOR_WATCH, &watch_cbs, s)) ||
+      (rc = gy_rpc_server_add_unary(s->srv, GY_METHOD_OPERATOR_EVENTS, gy__svc_on_events, s)) ||
+      (rc = gy_rpc_server_add_unary(s->srv, GY_METHOD_OPERATOR_POLICY_SHOW, gy__svc_on_policy_show,
                                     s)) ||
       (rc =
-           gy_rpc_server_add_unary(s->srv, "/gyro.Operator/PolicySet", gy__svc_on_policy_set, s)) ||
-      (rc = gy_rpc_server_add_unary(s->srv, "/gyro.Operator/Checkpoints", gy__svc_on_checkpoints,
+           gy_rpc_server_add_unary(s->srv, GY_METHOD_OPERATOR_POLICY_SET, gy__svc_on_policy_set, s)) ||
+      (rc = gy_rpc_server_add_unary(s->srv, GY_METHOD_OPERATOR_CHECKPOINTS, gy__svc_on_checkpoints,
                                     s)) ||
       (rc = gy_rpc_server_start(s->srv))) {
     snprintf(errmsg, errlen, "service: cannot register methods: %s", gy_strerror(rc));

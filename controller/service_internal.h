@@ -12,13 +12,14 @@
 #include "common/rpc.h"
 #include "controller/repair.h"
 #include "controller/skipset.h"
+#include "proto/contract.h"
 #include "proto/gyro.pb-c.h"
 
 #define STORE_MAX_TIMEOUT_MS (3600 * 1000)
 #define ARENA_BYTES 16384 /* a decoded StepReport takes ~1 KiB */
 
 #define TOP_RING 64    /* steps whose top samples are kept until aggregated */
-#define TOP_MAX 64     /* top samples kept per step (the worker's GY_TOPK_MAX) */
+#define TOP_MAX GY_WIRE_TOPK_MAX /* top samples kept per step (proto/contract.h) */
 #define EVLOG_MAX 4096 /* events kept for /gyro.Operator/Events (the newest) */
 #define EVLOG_KIND 32
 #define EVLOG_MSG 1400 /* emit_run_event's longest message */

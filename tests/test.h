@@ -6,9 +6,24 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int gy_test_failures = 0;
 static int gy_test_checks = 0;
+static int gy_test_cases_run = 0;
+
+/* One test case: main() runs its cases with RUN(test_x). tests/CMakeLists.txt makes every RUN
+ * line of a unit test its own ctest entry ("unit/test_file/test_x"), which runs the binary with
+ * GY_TEST_CASE=test_x: only that case runs, so a failure names it. Without GY_TEST_CASE every
+ * case runs, in order. */
+#define RUN(fn)                                                                                    \
+  do {                                                                                             \
+    const char *gy_only_ = getenv("GY_TEST_CASE");                                                 \
+    if (!gy_only_ || !*gy_only_ || !strcmp(gy_only_, #fn)) {                                       \
+      gy_test_cases_run++;                                                                         \
+      fn();                                                                                        \
+    }                                                                                              \
+  } while (0)
 
 #define CHECK(cond)                                                                                \
   do {                                                                                             \
@@ -47,6 +62,11 @@ static int gy_test_checks = 0;
 
 #define GY_TEST_END()                                                                              \
   do {                                                                                             \
+    const char *gy_only_end_ = getenv("GY_TEST_CASE");                                             \
+    if (gy_only_end_ && *gy_only_end_ && !gy_test_cases_run) {                                     \
+      fprintf(stderr, "no test case named %s here\n", gy_only_end_);                               \
+      gy_test_failures++;                                                                          \
+    }                                                                                              \
     printf("%d checks, %d failed\n", gy_test_checks, gy_test_failures);                            \
     return gy_test_failures ? 1 : 0;                                                               \
   } while (0)

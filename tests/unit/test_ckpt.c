@@ -391,9 +391,9 @@ static void test_writer(void) {
 int main(void) {
   strcpy(tmpdir, "/tmp/gy_test_ckpt.XXXXXX");
   REQUIRE(mkdtemp(tmpdir) != NULL);
-  test_roundtrip();
-  test_corruption();
-  test_writer();
+  RUN(test_roundtrip);
+  RUN(test_corruption);
+  RUN(test_writer);
   rm_tree(tmpdir);
   GY_TEST_END();
 }

@@ -518,12 +518,12 @@ static void test_parse_memory(void) {
 int main(void) {
   snprintf(tmpdir, sizeof(tmpdir), "/tmp/gy_config_XXXXXX");
   REQUIRE(mkdtemp(tmpdir));
-  test_examples();
-  test_full_and_defaults();
-  test_parse_memory();
-  test_hash();
-  test_device();
-  test_bad_configs();
+  RUN(test_examples);
+  RUN(test_full_and_defaults);
+  RUN(test_parse_memory);
+  RUN(test_hash);
+  RUN(test_device);
+  RUN(test_bad_configs);
   for (int k = 0; k < nwritten; k++)
     unlink(written[k]);
   rmdir(tmpdir);

@@ -699,17 +699,17 @@ static void test_copies_opts(void) {
 
 int main(void) {
   setup();
-  test_accessors();
-  test_pure_function();
-  test_skip();
-  test_mixing();
-  test_permutation();
-  test_corruption();
-  test_boundaries();
-  test_errors();
-  test_unigram();
-  test_val();
-  test_copies_opts();
+  RUN(test_accessors);
+  RUN(test_pure_function);
+  RUN(test_skip);
+  RUN(test_mixing);
+  RUN(test_permutation);
+  RUN(test_corruption);
+  RUN(test_boundaries);
+  RUN(test_errors);
+  RUN(test_unigram);
+  RUN(test_val);
+  RUN(test_copies_opts);
   for (int c = 0; c < 3; c++)
     free(stream[c]);
   free(val_tok);

@@ -315,16 +315,16 @@ static void test_set_opts(void) {
 }
 
 int main(void) {
-  test_clean_series();
-  test_exact_evidence();
-  test_jump_and_drop();
-  test_nonfinite();
-  test_no_poisoning();
-  test_warmup();
-  test_window_rolls();
-  test_floors();
-  test_one_sided();
-  test_set();
-  test_set_opts();
+  RUN(test_clean_series);
+  RUN(test_exact_evidence);
+  RUN(test_jump_and_drop);
+  RUN(test_nonfinite);
+  RUN(test_no_poisoning);
+  RUN(test_warmup);
+  RUN(test_window_rolls);
+  RUN(test_floors);
+  RUN(test_one_sided);
+  RUN(test_set);
+  RUN(test_set_opts);
   GY_TEST_END();
 }

@@ -1127,28 +1127,28 @@ static void test_create_refusals(void) {
 }
 
 int main(void) {
-  test_formation_ordinals();
-  test_formation_plain();
-  test_join_refusals();
-  test_session_validation();
-  test_grants();
-  test_cap_and_done();
-  test_command_at_end_refused();
-  test_directive();
-  test_pause_resume();
-  test_stop();
-  test_queued();
-  test_aggregation();
-  test_lost_by_silence();
-  test_lost_by_close();
-  test_checkpoint_commit();
-  test_rollback_refusals();
-  test_rollback();
-  test_rollback_queued_dropped();
-  test_rollback_refused_and_paused();
-  test_rollback_split();
-  test_reform_from_committed();
-  test_transitions();
-  test_create_refusals();
+  RUN(test_formation_ordinals);
+  RUN(test_formation_plain);
+  RUN(test_join_refusals);
+  RUN(test_session_validation);
+  RUN(test_grants);
+  RUN(test_cap_and_done);
+  RUN(test_command_at_end_refused);
+  RUN(test_directive);
+  RUN(test_pause_resume);
+  RUN(test_stop);
+  RUN(test_queued);
+  RUN(test_aggregation);
+  RUN(test_lost_by_silence);
+  RUN(test_lost_by_close);
+  RUN(test_checkpoint_commit);
+  RUN(test_rollback_refusals);
+  RUN(test_rollback);
+  RUN(test_rollback_queued_dropped);
+  RUN(test_rollback_refused_and_paused);
+  RUN(test_rollback_split);
+  RUN(test_reform_from_committed);
+  RUN(test_transitions);
+  RUN(test_create_refusals);
   GY_TEST_END();
 }

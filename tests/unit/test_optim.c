@@ -221,12 +221,12 @@ static void test_bad_tokens(void) {
 }
 
 int main(void) {
-  test_schedules();
-  test_knob_checks();
-  test_shallow_scale_and_clip();
-  test_weight_decay_targets();
-  test_nonfinite_skips_update();
-  test_zloss_and_determinism();
-  test_bad_tokens();
+  RUN(test_schedules);
+  RUN(test_knob_checks);
+  RUN(test_shallow_scale_and_clip);
+  RUN(test_weight_decay_targets);
+  RUN(test_nonfinite_skips_update);
+  RUN(test_zloss_and_determinism);
+  RUN(test_bad_tokens);
   GY_TEST_END();
 }

@@ -327,11 +327,11 @@ static void test_special_triggers(void) {
 int main(void) {
   snprintf(dir, sizeof(dir), "/tmp/gy_policy_XXXXXX");
   REQUIRE(mkdtemp(dir));
-  test_default_file();
-  test_roundtrip();
-  test_errors();
-  test_ladder();
-  test_special_triggers();
+  RUN(test_default_file);
+  RUN(test_roundtrip);
+  RUN(test_errors);
+  RUN(test_ladder);
+  RUN(test_special_triggers);
   char cmd[128];
   snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

@@ -370,14 +370,14 @@ static void test_recovered_hold(void) {
 }
 
 int main(void) {
-  test_table();
-  test_happy_path();
-  test_ask_outcomes();
-  test_waiting();
-  test_reformed_gang();
-  test_operator();
-  test_halt();
-  test_recovered_hold();
+  RUN(test_table);
+  RUN(test_happy_path);
+  RUN(test_ask_outcomes);
+  RUN(test_waiting);
+  RUN(test_reformed_gang);
+  RUN(test_operator);
+  RUN(test_halt);
+  RUN(test_recovered_hold);
   /* every legal transition was taken by some test; no illegal one ever was */
   for (int a = 0; a < GY_REPAIR_NSTATES; a++)
     for (int b = 0; b < GY_REPAIR_NSTATES; b++)

@@ -823,17 +823,17 @@ static void test_eval(void) {
 }
 
 int main(void) {
-  test_table();
-  test_recovered_spike();
-  test_full_repair();
-  test_escalation();
-  test_drop();
-  test_nonfinite();
-  test_worker_lost();
-  test_target_selection();
-  test_bounded();
-  test_operator();
-  test_alert_only();
-  test_eval();
+  RUN(test_table);
+  RUN(test_recovered_spike);
+  RUN(test_full_repair);
+  RUN(test_escalation);
+  RUN(test_drop);
+  RUN(test_nonfinite);
+  RUN(test_worker_lost);
+  RUN(test_target_selection);
+  RUN(test_bounded);
+  RUN(test_operator);
+  RUN(test_alert_only);
+  RUN(test_eval);
   GY_TEST_END();
 }

@@ -232,9 +232,9 @@ static void test_config(void) {
 
 int main(void) {
   REQUIRE(mkdtemp(tmpdir));
-  test_tokens();
-  test_fleet();
-  test_config();
+  RUN(test_tokens);
+  RUN(test_fleet);
+  RUN(test_config);
   char cmd[600];
   snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
   if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", tmpdir);

@@ -135,7 +135,7 @@ static void test_random(void) {
 }
 
 int main(void) {
-  test_add_cases();
-  test_random();
+  RUN(test_add_cases);
+  RUN(test_random);
   GY_TEST_END();
 }

@@ -430,10 +430,10 @@ static void test_threads(void) {
 }
 
 int main(void) {
-  test_opts();
-  test_escape();
-  test_series_and_metrics();
-  test_bounds();
-  test_threads();
+  RUN(test_opts);
+  RUN(test_escape);
+  RUN(test_series_and_metrics);
+  RUN(test_bounds);
+  RUN(test_threads);
   GY_TEST_END();
 }

@@ -452,13 +452,13 @@ static void test_excerpt(void) {
 int main(void) {
   snprintf(tmpdir, sizeof(tmpdir), "/tmp/gy_yamlcfg_XXXXXX");
   REQUIRE(mkdtemp(tmpdir));
-  test_load_errors();
-  test_parse_memory();
-  test_schema_reader();
-  test_lookups();
-  test_conversions();
-  test_deep_and_wide();
-  test_excerpt();
+  RUN(test_load_errors);
+  RUN(test_parse_memory);
+  RUN(test_schema_reader);
+  RUN(test_lookups);
+  RUN(test_conversions);
+  RUN(test_deep_and_wide);
+  RUN(test_excerpt);
   for (int k = 0; k < nwritten; k++)
     unlink(written[k]);
   rmdir(tmpdir);

@@ -25,13 +25,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #ifdef GY_HAVE_AGENT
 #include "agent/agent.h"
 #include "common/rpc.h"
+#include "worker/directive.h"
 #endif
 #include "common/err.h"
 #include "common/log.h"
@@ -297,205 +297,24 @@ static void report_eval(gy_agent_t *a, int rank, gy_data_t *d, int64_t step,
            gy_strerror(rc));
 }
 
-/* Checkpoint of the current step, written through (a directive's checkpoint must be on disk
- * when it is acknowledged). */
-static int checkpoint_now(gy_trainer_t *tr, uint64_t *bytes, char *err, size_t errlen) {
-  int rc = gy_trainer_checkpoint(tr, err, errlen);
-  if (!rc) rc = gy_trainer_flush(tr, err, errlen);
-  if (rc) return rc;
-  char path[4096];
-  int64_t done = gy_trainer_step_count(tr);
-  gy_trainer_ckpt_path(tr, done, path, sizeof(path));
-  struct stat st;
-  if (bytes) *bytes = stat(path, &st) == 0 && st.st_size > 0 ? (uint64_t)st.st_size : 0;
-  gy_json_emit(
-      json_pack("{s:s, s:I, s:s}", "type", "checkpoint", "step", (json_int_t)done, "path", path));
-  return 0;
+/* The directive semantics (worker/directive.h) reach libgyro-agent through these. */
+typedef struct {
+  gy_agent_t *a;
+  int rank;
+  gy_data_t *d;
+} directive_ctx_t;
+
+static int directive_ack(void *ctx, uint64_t seq, int64_t step, int ok, const char *error,
+                         uint64_t checkpoint_bytes) {
+  directive_ctx_t *c = ctx;
+  return gy_agent_ack(c->a, seq, step, ok, error, checkpoint_bytes);
 }
 
-/* The present fields of h over base. wsd_decay_now: the schedule becomes WSD decaying linearly
- * from the learning rate it had at `from` (no jump up when it was cosine) to the same floor
- * over the steps left of the run's `steps`. */
-static void merge_hparams(gy_knobs_t *k, const gy_agent_hparams_t *h, int64_t from, int64_t steps) {
-  if (h->present & GY_HP_LR_SCALE) k->lr_scale = h->lr_scale;
-  if (h->present & GY_HP_GRAD_CLIP) k->grad_clip = h->grad_clip;
-  if (h->present & GY_HP_EPS) k->eps = h->eps;
-  if (h->present & GY_HP_WEIGHT_DECAY) k->weight_decay = h->weight_decay;
-  if (h->present & GY_HP_SHALLOW_SCALE) k->shallow_scale = h->shallow_scale;
-  if (h->present & GY_HP_SHALLOW_LAYERS) k->shallow_layers = h->shallow_layers;
-  if (h->present & GY_HP_Z_LOSS) k->z_loss = h->z_loss;
-  if (h->present & GY_HP_BETA1) k->beta1 = h->beta1;
-  if (h->present & GY_HP_BETA2) k->beta2 = h->beta2;
-  if ((h->present & GY_HP_WSD_DECAY_NOW) && h->wsd_decay_now) {
-    gy_sched_t *sc = &k->sched;
-    double now = gy_sched_lr(sc, from), floor_lr = (double)sc->lr * sc->min_lr_frac;
-    if (now > 0 && isfinite(now)) {
-      sc->lr = (float)now;
-      sc->min_lr_frac = (float)(floor_lr >= now ? 1.0 : floor_lr / now);
-    }
-    sc->kind = GY_SCHED_WSD;
-    sc->warmup = 0; /* the decay starts at `from`, whatever phase the run was in */
-    sc->decay_start = from > INT32_MAX ? INT32_MAX : (int)from;
-    int64_t left = steps - from;
-    sc->decay_steps = left <= 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
-  }
-}
-
-/* Applies the present fields of h over the trainer's knobs (from: the step they apply at). */
-static int set_hparams(gy_trainer_t *tr, const gy_agent_hparams_t *h, int64_t from, int64_t steps,
-                       char *err, size_t errlen) {
-  gy_knobs_t k;
-  gy_trainer_knobs(tr, &k);
-  merge_hparams(&k, h, from, steps);
-  return gy_trainer_set_knobs(tr, &k, err, errlen);
-}
-
-/* Checks a ROLLBACK before anything changes: to_step within [0, done], every skip range
- * non-empty, and the hyper-parameters acceptable over the current knobs (the restored ones are
- * checked again when applied). */
-static int check_rollback(gy_trainer_t *tr, const gy_agent_directive_t *dir, int64_t done,
-                          int64_t steps, char *err, size_t errlen) {
-  if (dir->to_step < 0 || dir->to_step > done) {
-    snprintf(err, errlen,
-             "rollback to step %" PRId64 ": must be within 0..%" PRId64 " (the steps done)",
-             dir->to_step, done);
-    return GY_EINVAL;
-  }
-  for (int i = 0; i < dir->nskip; i++)
-    if (dir->skip[i].first >= dir->skip[i].last) {
-      snprintf(err, errlen, "rollback: skip range #%d [%" PRIu64 ", %" PRIu64 ") is empty", i,
-               dir->skip[i].first, dir->skip[i].last);
-      return GY_EINVAL;
-    }
-  gy_knobs_t k;
-  gy_trainer_knobs(tr, &k);
-  merge_hparams(&k, &dir->hparams, dir->to_step, steps);
-  int rc = gy_knobs_check(&k, err, errlen);
-  if (rc) return rc;
-  int layers = gy_gpt_config(gy_trainer_model(tr))->num_layers;
-  if (k.shallow_layers > layers) {
-    snprintf(err, errlen, "knobs: shallow_layers %d exceeds the model's %d layers",
-             k.shallow_layers, layers);
-    return GY_ERANGE;
-  }
-  return 0;
-}
-
-/* Carries out a checked ROLLBACK. Returns 0 or an error; then *unchanged is 1 when the restore
- * was refused (nothing changed: training can go on from where it was) and 0 when the state is
- * half changed (the worker must stop). */
-static int rollback(gy_trainer_t *tr, const gy_agent_directive_t *dir, int64_t steps,
-                    int *unchanged, char *err, size_t errlen) {
-  *unchanged = 1;
-  /* the skip list in force now: restoring puts back the checkpoint's, which may predate some */
-  const gy_skiplist_t *cur = gy_trainer_skiplist(tr);
-  size_t nkeep = cur->n;
-  gy_range_t *keep = malloc((nkeep ? nkeep : 1) * sizeof(*keep));
-  if (!keep) {
-    snprintf(err, errlen, "out of memory");
-    return GY_ENOMEM;
-  }
-  if (nkeep) memcpy(keep, cur->r, nkeep * sizeof(*keep));
-  char why[1024] = "";
-  int rc = gy_trainer_restore(tr, dir->to_step, why, sizeof(why));
-  if (rc) {
-    snprintf(err, errlen, "cannot restore step %" PRId64 ": %s", dir->to_step, why);
-    free(keep);
-    return rc;
-  }
-  *unchanged = 0;
-  if ((rc = gy_trainer_forget_after(tr, dir->to_step, why, sizeof(why))))
-    snprintf(err, errlen, "restored step %" PRId64 ", then: %s", dir->to_step, why);
-  for (size_t i = 0; i < nkeep && !rc; i++)
-    rc = gy_trainer_skip(tr, keep[i].first, keep[i].last);
-  for (int i = 0; i < dir->nskip && !rc; i++)
-    rc = gy_trainer_skip(tr, dir->skip[i].first, dir->skip[i].last);
-  if (rc && !err[0]) snprintf(err, errlen, "skip list: %s", gy_strerror(rc));
-  free(keep);
-  if (!rc && (rc = set_hparams(tr, &dir->hparams, dir->to_step, steps, why, sizeof(why))))
-    snprintf(err, errlen, "restored step %" PRId64 ", then the hyper-parameters: %s", dir->to_step,
-             why);
-  return rc;
-}
-
-/* Applies one directive between two steps, prints its record and acknowledges it (ROLLBACK:
- * with step = to_step, and the trainer is then at to_step). steps: the run's steps. Returns 1
- * when the worker must stop (STOP), 0 to go on, or a negative error (reason printed). */
-static int apply_directive(gy_agent_t *a, gy_trainer_t *tr, const gy_agent_directive_t *dir,
-                           int64_t steps, const gy_run_config_t *cfg, int rank) {
-  char err[1024] = "";
-  int rc = 0, stop = 0, unchanged = 1;
-  int64_t done = gy_trainer_step_count(tr);
-  double t0 = wall_s();
-  int from_memory = dir->kind == GY_DIRECTIVE_ROLLBACK && gy_trainer_in_memory(tr, dir->to_step);
-  uint64_t ckpt_bytes = 0; /* CHECKPOINT / STOP: the size of this rank's file, for the ack */
-  switch (dir->kind) {
-  case GY_DIRECTIVE_CHECKPOINT:
-  case GY_DIRECTIVE_STOP:
-    rc = checkpoint_now(tr, &ckpt_bytes, err, sizeof(err));
-    stop = dir->kind == GY_DIRECTIVE_STOP;
-    /* With evaluation on, an operator's checkpoint is evaluated too, as the periodic ones are
-     * (unless a periodic one of this step was just evaluated): gyroctl checkpoints then has
-     * its held-out figures. Every rank applies the directive at the same step, so every rank
-     * evaluates (evaluation is collective). */
-    if (!rc && cfg->eval_every > 0 && done > 0 &&
-        !(cfg->ckpt_every > 0 && done % cfg->ckpt_every == 0)) {
-      gy_eval_report_t ev;
-      gy_data_t *d = gy_trainer_data(tr);
-      if ((rc = gy_trainer_eval(tr, &ev))) {
-        snprintf(err, sizeof(err), "evaluation of the checkpoint of step %" PRId64 ": %s", done,
-                 gy_trainer_last_error(tr)[0] ? gy_trainer_last_error(tr) : gy_strerror(rc));
-        break;
-      }
-      emit_eval(done, d, &ev);
-      report_eval(a, rank, d, done, &ev, 1);
-    }
-    break;
-  case GY_DIRECTIVE_SET_HPARAMS:
-    rc = set_hparams(tr, &dir->hparams, done, steps, err, sizeof(err));
-    break;
-  case GY_DIRECTIVE_ROLLBACK:
-    rc = check_rollback(tr, dir, done, steps, err, sizeof(err));
-    if (!rc) rc = rollback(tr, dir, steps, &unchanged, err, sizeof(err));
-    break;
-  case GY_DIRECTIVE_PAUSE: /* the controller withholds grants until RESUME: nothing to do */
-  case GY_DIRECTIVE_RESUME:
-  default:
-    break;
-  }
-  if (rc && !err[0]) snprintf(err, sizeof(err), "%s", gy_strerror(rc));
-  json_t *o =
-      json_pack("{s:s, s:I, s:s, s:I}", "type", "directive", "seq", (json_int_t)dir->seq, "kind",
-                gy_directive_kind_name(dir->kind), "at_step", (json_int_t)dir->at_step);
-  if (dir->kind == GY_DIRECTIVE_ROLLBACK) {
-    json_t *sk = json_array();
-    for (int i = 0; i < dir->nskip; i++)
-      json_array_append_new(
-          sk, json_pack("[I, I]", (json_int_t)dir->skip[i].first, (json_int_t)dir->skip[i].last));
-    json_object_set_new(o, "to_step", json_integer(dir->to_step));
-    json_object_set_new(o, "skip", sk);
-    json_object_set_new(o, "reason", json_string(dir->reason));
-    json_object_set_new(o, "restored_from", json_string(from_memory ? "memory" : "disk"));
-  }
-  double t1 = wall_s();
-  json_object_set_new(o, "ts", json_real(t1));
-  json_object_set_new(o, "apply_ms", json_real((t1 - t0) * 1e3));
-  json_object_set_new(o, "ok", json_boolean(rc == 0));
-  if (rc) json_object_set_new(o, "error", json_string(err));
-  gy_json_emit(o);
-  if (rc)
-    gy_log(GY_LOG_ERROR, "worker", "directive %s (seq %" PRIu64 ") failed: %s",
-           gy_directive_kind_name(dir->kind), dir->seq, err);
-  int64_t ack_step = dir->kind == GY_DIRECTIVE_ROLLBACK && !rc ? dir->to_step : done;
-  gy_agent_ack(a, dir->seq, ack_step, rc == 0, rc ? err : NULL, ckpt_bytes);
-  /* A failed checkpoint is a broken disk: stop rather than train on without one. A refused
-   * hyper-parameter change leaves the knobs as they were, and a refused rollback the whole
-   * state: training goes on (the controller decides what next). A rollback that failed half
-   * way has left a state nobody asked for: stop. */
-  if (rc && dir->kind != GY_DIRECTIVE_SET_HPARAMS &&
-      !(dir->kind == GY_DIRECTIVE_ROLLBACK && unchanged))
-    return rc;
-  return stop;
+/* A directive's checkpoint was evaluated: the record on stdout, the figures to the controller. */
+static void directive_eval(void *ctx, int64_t step, const gy_eval_report_t *ev) {
+  directive_ctx_t *c = ctx;
+  emit_eval(step, c->d, ev);
+  report_eval(c->a, c->rank, c->d, step, ev, 1);
 }
 
 static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
@@ -576,6 +395,8 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
     }
   gy_data_t *d = gy_trainer_data(tr);
   int64_t steps = cfg.steps;
+  directive_ctx_t dctx = {.a = a, .rank = par.rank, .d = d};
+  gy_directive_agent_t dag = {.ctx = &dctx, .ack = directive_ack, .eval = directive_eval};
   gy_log(GY_LOG_INFO, "worker",
          "run '%s': rank %d of %d (tp %d), generation %" PRIu64 ", %zu "
          "parameters, steps %" PRId64 "..%" PRId64,
@@ -587,7 +408,7 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
     gy_agent_directive_t dir;
     rc = stop_requested ? GY_AGENT_INTERRUPTED : gy_agent_wait_grant(a, done, &dir);
     if (rc == GY_AGENT_DIRECTIVE) {
-      if ((rc = apply_directive(a, tr, &dir, steps, &cfg, par.rank)) == 0) continue;
+      if ((rc = gy_directive_apply(&dag, tr, &dir, steps, &cfg)) == 0) continue;
       exit_code = rc > 0 ? 0 : 1; /* STOP, or a directive that could not be carried out */
       break;
     }

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "worker/shard.h"
+
 /* Makes a fresh folder under /tmp; the caller frees the returned path. */
 static char *fx_tmpdir(void) {
   char tmpl[] = "/tmp/gy-test-XXXXXX";
@@ -80,6 +82,26 @@ static uint16_t *fx_text_tokens(const char *path, size_t *n) {
   free(b);
   *n = len;
   return t;
+}
+
+/* Channel c < nch of real text as two shards in dir: the bytes of texts[c][0] as
+ * "c<c>_train.bin" and those of texts[c][1] as "c<c>_val.bin" (inline: not every test uses it). */
+static inline void fx_write_text_shards(const char *dir, const char *const texts[][2], int nch) {
+  char err[256];
+  for (int c = 0; c < nch; c++)
+    for (int k = 0; k < 2; k++) {
+      size_t n;
+      uint16_t *tok = fx_text_tokens(texts[c][k], &n);
+      char name[64];
+      snprintf(name, sizeof(name), "c%d_%s.bin", c, k ? "val" : "train");
+      char *p = fx_path(dir, name);
+      if (gy_shard_write(p, tok, n, err, sizeof(err))) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+      }
+      free(p);
+      free(tok);
+    }
 }
 
 #endif

@@ -22,25 +22,8 @@
 #define NSEQ 5 /* held-out sequences per channel: one full batch of 4 and one of 1 */
 #define B 4
 
-static const char *texts[2][2] = {{"/usr/include/stdio.h", "/usr/include/stdlib.h"},
-                                  {"/usr/include/string.h", "/usr/include/unistd.h"}};
-
-static void write_shards(const char *dir) {
-  char err[256];
-  for (int c = 0; c < 2; c++)
-    for (int k = 0; k < 2; k++) {
-      size_t n;
-      uint16_t *tok = fx_text_tokens(texts[c][k], &n);
-      char name[64];
-      snprintf(name, sizeof(name), "c%d_%s.bin", c, k ? "val" : "train");
-      char *p = fx_path(dir, name);
-      int rc = gy_shard_write(p, tok, n, err, sizeof(err));
-      CHECK_MSG(rc == 0, "%s", err);
-      REQUIRE(rc == 0);
-      free(p);
-      free(tok);
-    }
-}
+static const char *const texts[2][2] = {{"/usr/include/stdio.h", "/usr/include/stdlib.h"},
+                                        {"/usr/include/string.h", "/usr/include/unistd.h"}};
 
 static gy_trainer_t *make(const char *dir) {
   char *path = fx_path(dir, "run.yaml"), err[1024] = "";
@@ -74,7 +57,7 @@ static gy_trainer_t *make(const char *dir) {
 int main(void) {
   (void)fx_write;
   char *dir = fx_tmpdir();
-  write_shards(dir);
+  fx_write_text_shards(dir, texts, 2);
   gy_trainer_t *t = make(dir);
   for (int i = 0; i < 8; i++) {
     gy_step_report_t r;

@@ -9,9 +9,10 @@
 #include "kernels/gpt.h"
 #include "kernels/optim.h"
 #include "config/run_config.h"
+#include "proto/contract.h"
 #include "worker/data.h"
 
-#define GY_TOPK_MAX 64
+#define GY_TOPK_MAX GY_WIRE_TOPK_MAX /* proto/contract.h: what a StepReport carries */
 
 typedef struct {
   uint64_t id;

@@ -155,7 +155,9 @@ static void abort_groups(gy_comm_groups_t *g) {
  * the communicator is aborted) and the error is kept for the caller. */
 int gy__train_comm_failure(gy_trainer_t *t, int rc) {
   if (t->have_groups) abort_groups(&t->groups);
+#ifdef GY_HAVE_CUDA_KERNELS
   if (t->have_ngroups) abort_groups(&t->ngroups); /* NCCL's too: nothing waits for its timeout */
+#endif
   if (t->overlap) {
     gy__train_grads_ready(t, -1);
     gy__train_wait_reducer(t);

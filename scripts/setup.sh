@@ -5,7 +5,8 @@
 #
 # 1. Installs the Debian packages gyro needs (apt-get update + install, only when one is
 #    missing, so a second run is fast). Runs apt-get directly as root, through sudo otherwise.
-# 2. Configures and builds gyro in ./build (RelWithDebInfo, all cores).
+# 2. Configures and builds gyro in ./build (RelWithDebInfo, all cores), tuned for this machine's
+#    CPU (-DGY_NATIVE=ON: -march=native), since it runs where it is built.
 # 3. Prepares the training shards in ./data/shards (scripts/prep-data.sh; cheap when they are
 #    up to date).
 # Idempotent: run it as often as you like.
@@ -58,7 +59,7 @@ if [[ -f scripts/setup-node.sh ]]; then
   bash scripts/setup-node.sh
 fi
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGY_NATIVE=ON
 cmake --build build -j"$(nproc)"
 
 bash scripts/prep-data.sh build data/shards

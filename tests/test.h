@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int gy_test_failures = 0;
-static int gy_test_checks = 0;
-static int gy_test_cases_run = 0;
+static int gy_test_failures __attribute__((unused)) = 0;
+static int gy_test_checks __attribute__((unused)) = 0;
+static int gy_test_cases_run __attribute__((unused)) = 0;
 
 /* One test case: main() runs its cases with RUN(test_x). tests/CMakeLists.txt makes every RUN
  * line of a unit test its own ctest entry ("unit/test_file/test_x"), which runs the binary with

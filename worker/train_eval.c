@@ -21,6 +21,7 @@
 
 #include "common/err.h"
 
+#ifdef GY_HAVE_CUDA_KERNELS
 /* As cloze_count, from the top-1 predictions top1 [nb*T] (the GPU computes them). */
 static uint64_t cloze_count_top1(const int *top1, const int *targets, int nb, int T,
                                  uint64_t *items) {
@@ -32,6 +33,7 @@ static uint64_t cloze_count_top1(const int *top1, const int *targets, int nb, in
   *items += (uint64_t)nb * (uint64_t)(T - first);
   return right;
 }
+#endif
 
 /* Right cloze items among the last GY_CLOZE_TOKENS positions of each of the nb sequences of the
  * last forward pass (logits [nb*T, Vp]; targets [nb*T]); their number goes to *items. */

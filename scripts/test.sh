@@ -1,7 +1,8 @@
 #!/bin/bash
 # test.sh: sets up and builds gyro (scripts/setup.sh), runs the test suite, then the unit and
-# integration and fuzz tests again in an AddressSanitizer/UBSan build (build-asan), then the
-# libFuzzer harnesses (scripts/fuzz.sh).
+# integration and fuzz tests again in an AddressSanitizer/UBSan build (build-asan), compiles the
+# CPU-only tree where nvcc is installed (build-cpu), then the libFuzzer harnesses
+# (scripts/fuzz.sh).
 #
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -L unit    # extra arguments go to the first ctest run
@@ -28,6 +29,15 @@ if cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGY_SANITIZE=ON &
     failed+=("ctest build-asan -L 'unit|integration|fuzz'")
 else
   failed+=("sanitizer build")
+fi
+
+# Where nvcc is installed the main build has the CUDA parts: the CPU-only tree (what a machine
+# without the CUDA toolkit builds) must compile too.
+if command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]]; then
+  if ! { cmake -S . -B build-cpu -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGY_CUDA=OFF \
+    -DGY_BUILD_BENCH=OFF >/dev/null && cmake --build build-cpu -j"$(nproc)"; }; then
+    failed+=("CPU-only build")
+  fi
 fi
 
 # libFuzzer harnesses (clang), each for a bounded time; crashes found earlier are replayed.

@@ -1,7 +1,7 @@
 /*
  * alert: webhook alerts on a background thread (see alert.h).
  *
- * API, in order: create, destroy, post, kind_of, stragglers, counts.
+ * API, in order: create, destroy, post, stragglers, counts.
  *
  * The loop thread only appends to `q` (a ring of queue_max items, under mu) and signals `cv`;
  * the sender thread takes the oldest item, POSTs it with libcurl (one easy handle, reused), and
@@ -307,14 +307,6 @@ int gy_alert_post(gy_alert_t *a, const char *kind, int64_t step, const char *tex
   pthread_cond_signal(&a->cv);
   pthread_mutex_unlock(&a->mu);
   return 1;
-}
-
-const char *gy_alert_kind_of(const char *text) {
-  if (!text) return "alert";
-  if (!strncmp(text, "run halted", 10)) return "halted";
-  if (!strncmp(text, "repeated spike", 14)) return "repeated_spikes";
-  if (!strncmp(text, "anomaly", 7)) return "anomaly";
-  return "alert";
 }
 
 int gy_alert_stragglers(gy_alert_t *a, int64_t step, int nranks,

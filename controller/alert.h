@@ -45,11 +45,6 @@ void gy_alert_destroy(gy_alert_t *a);
  * network. */
 int gy_alert_post(gy_alert_t *a, const char *kind, int64_t step, const char *text);
 
-/* The kind of a run-state-machine alert, from its text (controller/run.c words them): "run
- * halted..." -> "halted", "repeated spike..." -> "repeated_spikes", "anomaly..." -> "anomaly",
- * else "alert". */
-const char *gy_alert_kind_of(const char *text);
-
 /* Straggler check for one aggregated step: rank_rate(ud, r) for r < nranks (NaN or <= 0:
  * unknown). A rank whose rate stays below straggler_frac x the mean of the other ranks' for
  * straggler_steps steps in a row starts a straggler streak: an alert is posted, msg (may be

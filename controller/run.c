@@ -53,6 +53,15 @@ const char *gy_run_state_name(gy_run_state_t s) {
   return (s >= 0 && s < GY_RUN_NSTATES) ? state_names[s] : "?";
 }
 
+const char *gy_alert_class_name(gy_alert_class_t c) {
+  static const char *const names[] = {
+#define GY_ALERT_CLASS_STR(name, str) str,
+      GY_ALERT_CLASS_MAP(GY_ALERT_CLASS_STR)
+#undef GY_ALERT_CLASS_STR
+  };
+  return (c >= 0 && c < GY_ALERT_NCLASSES) ? names[c] : "alert";
+}
+
 const char *gy_run_act_name(gy_run_act_kind_t k) {
   static const char *const names[] = {"ROLLBACK", "APPLY", "RESUME", "PAUSE",
                                       "HALT",     "ALERT", "DONE"};
@@ -104,9 +113,10 @@ static gy_run_action_t *action(gy_run_t *r, gy_run_act_kind_t k, int64_t step) {
   return a;
 }
 
-void gy__run_alert(gy_run_t *r, const char *fmt, ...) {
+void gy__run_alert(gy_run_t *r, gy_alert_class_t cls, const char *fmt, ...) {
   gy_run_action_t *a = action(r, GY_RUN_ACT_ALERT, r->last_step);
   if (!a) return;
+  a->alert_class = cls;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(a->msg, sizeof(a->msg), fmt, ap);
@@ -237,7 +247,7 @@ int gy__run_move(gy_run_t *r, gy_run_state_t to, const char *kind, const char *r
     r->pause_after = 0;
     if ((a = action(r, GY_RUN_ACT_HALT, r->last_step)))
       snprintf(a->msg, sizeof(a->msg), "%s", reason ? reason : "");
-    gy__run_alert(r, "run halted at step %lld: %s", (long long)r->last_step, reason ? reason : "");
+    gy__run_alert(r, GY_ALERT_HALTED, "run halted at step %lld: %s", (long long)r->last_step, reason ? reason : "");
     break;
   case GY_RUN_DONE:
     clear_repair(r);
@@ -403,7 +413,7 @@ int gy__run_repair(gy_run_t *r, gy_trigger_t t, int64_t first, int64_t last,
     snprintf(why, sizeof(why), "%s; roll back to checkpoint %lld", d.reason, (long long)target);
   if ((rc = gy__run_move(r, GY_RUN_ROLLBACK, "rollback", why, &x))) return rc;
   if (d.rung >= 2)
-    gy__run_alert(r, "repeated spike near step %lld: escalated to rung %d of %d (%s)",
+    gy__run_alert(r, GY_ALERT_REPEATED_SPIKES, "repeated spike near step %lld: escalated to rung %d of %d (%s)",
                   (long long)first, d.rung, r->pol.nrungs, dtext);
   return 0;
 }

@@ -36,7 +36,7 @@
   XX(TRAIN)           /* training; every step feeds the detectors */                               \
   XX(SPIKE_SUSPECTED) /* a series jumped: watching observe_steps more steps */                     \
   XX(ROLLBACK)        /* every rank restores the target checkpoint */                              \
-  XX(SKIP_WINDOW)     /* the decision's skips and knob changes are being applied */               \
+  XX(SKIP_WINDOW)     /* the decision's skips and knob changes are being applied */                \
   XX(RESUME)          /* grants are extended again; waiting for training to restart */             \
   XX(PAUSED)          /* the operator paused */                                                    \
   XX(HALTED)          /* unrecoverable or stopped by the operator: a human decides */              \
@@ -59,7 +59,7 @@ typedef struct {
                             "ppl/<source>", "tokens_per_s/<rank>" (< GY_DETECT_NAME_MAX) */
   gy_series_kind_t kind; /* which of the policy's thresholds apply */
   double value;
-  int rank;              /* the rank it belongs to, -1 for gang-wide figures */
+  int rank; /* the rank it belongs to, -1 for gang-wide figures */
 } gy_run_value_t;
 
 /* One attributed sample (from a rank's report). */
@@ -97,28 +97,46 @@ typedef enum {
 
 const char *gy_run_act_name(gy_run_act_kind_t k); /* "ROLLBACK", ... */
 
+/* The classes of the run's alerts: the webhook's `kind`, which the alert sender rate-limits per
+ * class. Routed by this value, never by the wording of the message. */
+#define GY_ALERT_CLASS_MAP(XX)                                                                     \
+  XX(OTHER, "alert")                     /* e.g. a held-out regression */                          \
+  XX(HALTED, "halted")                   /* the run halted: a human decides */                     \
+  XX(REPEATED_SPIKES, "repeated_spikes") /* the escalation ladder climbed a rung */                \
+  XX(ANOMALY, "anomaly")                 /* an alert-only detector fired */
+
+typedef enum {
+#define GY_ALERT_CLASS_ENUM(name, str) GY_ALERT_##name,
+  GY_ALERT_CLASS_MAP(GY_ALERT_CLASS_ENUM)
+#undef GY_ALERT_CLASS_ENUM
+      GY_ALERT_NCLASSES
+} gy_alert_class_t;
+
+const char *gy_alert_class_name(gy_alert_class_t c); /* "halted", ...; "alert" when out of range */
+
 typedef struct {
   gy_run_act_kind_t kind;
   int64_t step;                  /* ROLLBACK, RESUME: the target checkpoint; else the step */
   uint64_t repair_id;            /* shared by the ROLLBACK/APPLY/RESUME of one repair; 0: none */
   gy_policy_decision_t decision; /* ROLLBACK, APPLY */
   char msg[256];                 /* ALERT, HALT: why */
+  gy_alert_class_t alert_class;  /* ALERT */
 } gy_run_action_t;
 
 #define GY_RUN_EVIDENCE_MAX 4
 
 typedef struct {
-  uint64_t id;          /* 1, 2, ... over the life of the run */
-  int64_t time_ms;      /* the input's time */
-  int64_t step;         /* the step it is about */
+  uint64_t id;             /* 1, 2, ... over the life of the run */
+  int64_t time_ms;         /* the input's time */
+  int64_t step;            /* the step it is about */
   gy_run_state_t from, to; /* equal when no transition happened */
   const char *kind;        /* static: "started", "spike_suspected", "recovered_spike", "rollback",
                               "skip", "resume", "resumed", "paused", "halted", "done", "checkpoint",
                               "anomaly", "deferred", "eval_regression" */
   char reason[400];
-  char evidence[512];   /* the verdicts that fired, as text ("" when none) */
-  char decision[256];   /* the decision taken, as text ("" when none) */
-  int nverdicts;        /* the first verdicts, structured */
+  char evidence[512]; /* the verdicts that fired, as text ("" when none) */
+  char decision[256]; /* the decision taken, as text ("" when none) */
+  int nverdicts;      /* the first verdicts, structured */
   gy_verdict_t verdict[GY_RUN_EVIDENCE_MAX];
 } gy_run_event_t;
 

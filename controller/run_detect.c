@@ -153,9 +153,9 @@ int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s) {
         extra_t x = {line, &v[i], 1, NULL};
         gy__run_event(r, "anomaly", s->step, st, st, "an alert-only series left its baseline", &x);
         if (s->values[i].rank >= 0)
-          gy__run_alert(r, "anomaly on rank %d: %s", s->values[i].rank, line);
+          gy__run_alert(r, GY_ALERT_ANOMALY, "anomaly on rank %d: %s", s->values[i].rank, line);
         else
-          gy__run_alert(r, "anomaly: %s", line);
+          gy__run_alert(r, GY_ALERT_ANOMALY, "anomaly: %s", line);
       }
       continue;
     }
@@ -337,11 +337,11 @@ int gy_run_eval(gy_run_t *r, int64_t now_ms, int64_t step, const gy_run_value_t 
              "by a repair)",
              (long long)step);
     gy__run_event(r, "eval_regression", step, st, st, why, &x);
-    gy__run_alert(r, "held-out regression at step %lld: %s", (long long)step, ev);
+    gy__run_alert(r, GY_ALERT_OTHER, "held-out regression at step %lld: %s", (long long)step, ev);
   } else {
     gy__run_event(r, "anomaly", step, st, st, "an alert-only held-out series left its baseline",
                   &x);
-    gy__run_alert(r, "anomaly: %s", ev);
+    gy__run_alert(r, GY_ALERT_ANOMALY, "anomaly: %s", ev);
   }
   return 0;
 }

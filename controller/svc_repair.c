@@ -291,7 +291,7 @@ static void run_act(gy_service_t *s, const gy_run_action_t *a) {
     break;
   case GY_RUN_ACT_ALERT:
     gy__svc_emit_event(s, "alert", a->step, a->msg);
-    gy_alert_post(s->o.alert, gy_alert_kind_of(a->msg), a->step, a->msg);
+    gy_alert_post(s->o.alert, gy_alert_class_name(a->alert_class), a->step, a->msg);
     break;
   case GY_RUN_ACT_DONE:
     break;

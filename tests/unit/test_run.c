@@ -76,8 +76,8 @@ static const twist_t CLEAN = {0, 0, 0, 0, 0, 1};
 /* Feeds step `step` with figures around loss 3, code 2.5, zh 3.5, grad 1; top samples are
  * step*10 + {0 code, 1 zh, 2 code, 3 zh}, bottom samples step*10 + {5 zh, 6 code}. */
 static int feed(gy_run_t *r, int64_t step, twist_t t) {
-  static char names[6][32] = {"loss", "loss/code", "loss/zh", "grad_norm", "tokens_per_s/1",
-                              "tokens_per_s/2"};
+  static char names[6][32] = {"loss",      "loss/code",      "loss/zh",
+                              "grad_norm", "tokens_per_s/1", "tokens_per_s/2"};
   gy_run_value_t v[6] = {
       {names[0], GY_SERIES_LOSS, 3.0 + noise(step, 1.1) + t.loss, -1},
       {names[1], GY_SERIES_CHANNEL_LOSS, 2.5 + noise(step, 1.7) + t.code, -1},
@@ -87,8 +87,8 @@ static int feed(gy_run_t *r, int64_t step, twist_t t) {
       {names[5], GY_SERIES_THROUGHPUT, 1000.0 * (1 + noise(step, 1.3)) * t.tps2, 2},
   };
   uint64_t b = (uint64_t)step * 10;
-  gy_run_sample_t top[4] = {{b + 0, "code", 9}, {b + 1, "zh", 8}, {b + 2, "code", 7},
-                            {b + 3, "zh", 6}};
+  gy_run_sample_t top[4] = {
+      {b + 0, "code", 9}, {b + 1, "zh", 8}, {b + 2, "code", 7}, {b + 3, "zh", 6}};
   gy_run_sample_t bottom[2] = {{b + 5, "zh", 0.01}, {b + 6, "code", 0.5}};
   gy_run_step_t s = {.step = step,
                      .nonfinite = t.nonfinite,
@@ -117,8 +117,7 @@ static void ckpt(gy_run_t *r, int64_t step, int clean, int want_clean) {
   int c = -1;
   now_ms += 10;
   CHECK_EQ_INT(gy_run_checkpoint(r, now_ms, step, clean, &c), 0);
-  CHECK_MSG(c == want_clean, "checkpoint %lld: clean %d, want %d", (long long)step, c,
-            want_clean);
+  CHECK_MSG(c == want_clean, "checkpoint %lld: clean %d, want %d", (long long)step, c, want_clean);
 }
 
 static gy_run_t *started(const gy_policy_t *p) {
@@ -394,6 +393,7 @@ static void test_escalation(void) {
     if (rung == 4) CHECK(a->decision.knobs.set & GY_KNOB_WSD_DECAY);
     /* Repeated spikes alert a human from rung 2 on. */
     CHECK_EQ_INT(count_act(r, GY_RUN_ACT_ALERT), rung >= 2);
+    if (rung >= 2) CHECK(act(r, GY_RUN_ACT_ALERT)->alert_class == GY_ALERT_REPEATED_SPIKES);
     finish_repair(r, 1);
     from = 20;
   }
@@ -401,6 +401,7 @@ static void test_escalation(void) {
   CHECK(act(r, GY_RUN_ACT_HALT) != NULL);
   const gy_run_action_t *al = act(r, GY_RUN_ACT_ALERT);
   CHECK(al && strstr(al->msg, "halted") != NULL);
+  CHECK(al && al->alert_class == GY_ALERT_HALTED);
   const gy_run_event_t *e = ev(r, "halted");
   CHECK(e && e->from == GY_RUN_SPIKE_SUSPECTED && strstr(e->reason, "exhausted") != NULL);
   CHECK_EQ_INT(gy_run_rollbacks(r), 4);
@@ -426,8 +427,7 @@ static void test_escalation(void) {
   CHECK(strstr(snap, "\"replay_until\":42") != NULL);
   gy_run_t *r2 = started(NULL);
   char err[128];
-  CHECK_EQ_INT(gy_run_load(r2, snap, GY_RUN_LOAD_BASELINES | GY_RUN_LOAD_REPAIRS, err,
-                           sizeof(err)),
+  CHECK_EQ_INT(gy_run_load(r2, snap, GY_RUN_LOAD_BASELINES | GY_RUN_LOAD_REPAIRS, err, sizeof(err)),
                0);
   ckpt(r2, 20, 1, 1);
   gy_run_clear(r2);
@@ -681,8 +681,7 @@ static void test_operator(void) {
   CHECK_EQ_INT(gy_run_rollback_to(r, ++now_ms, 12), 0);
   CHECK_EQ_INT(gy_run_state(r), GY_RUN_ROLLBACK);
   const gy_run_action_t *a = act(r, GY_RUN_ACT_ROLLBACK);
-  CHECK(a && a->step == 10 && a->decision.trigger == GY_TRIG_OPERATOR &&
-        a->decision.nsamples == 0);
+  CHECK(a && a->step == 10 && a->decision.trigger == GY_TRIG_OPERATOR && a->decision.nsamples == 0);
   /* A pause during a repair is deferred to its end. */
   gy_run_clear(r);
   CHECK_EQ_INT(gy_run_pause(r, ++now_ms), 0);
@@ -747,6 +746,7 @@ static void test_alert_only(void) {
   CHECK_EQ_INT(count_act(r, GY_RUN_ACT_ALERT), 1);
   const gy_run_action_t *a = act(r, GY_RUN_ACT_ALERT);
   CHECK(a && strstr(a->msg, "rank 2") && strstr(a->msg, "tokens_per_s/2"));
+  CHECK(a && a->alert_class == GY_ALERT_ANOMALY);
   const gy_run_event_t *e = ev(r, "anomaly");
   CHECK(e && e->nverdicts == 1 && e->verdict[0].dir == GY_DETECT_DROP);
   gy_run_clear(r);
@@ -791,6 +791,7 @@ static void test_eval(void) {
   const gy_run_event_t *e = ev(r, "eval_regression");
   CHECK(e && e->step == 70 && e->nverdicts == 1 && strstr(e->evidence, "ppl/en"));
   CHECK_EQ_INT(count_act(r, GY_RUN_ACT_ALERT), 1);
+  CHECK(act(r, GY_RUN_ACT_ALERT)->alert_class == GY_ALERT_OTHER);
   CHECK(!act(r, GY_RUN_ACT_ROLLBACK));
   ckpt(r, 70, 1, 0); /* the parameters it evaluated: suspect */
   /* out of order, or bad input: refused, nothing changes */

@@ -32,6 +32,7 @@
 
 #include "common/err.h"
 #include "config/policy_file.h"
+#include "controller/wire.h"
 
 /* Operator calls: when a token is configured, metadata "authorization: Bearer TOKEN" or the
  * request's token field must carry it. */
@@ -320,21 +321,8 @@ void gy__svc_on_command(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_
   Gyro__CommandRequest *r = (Gyro__CommandRequest *)operator_request(
       s, call, &gyro__command_request__descriptor, "Command", req, len);
   if (!r) return;
-  gy_fleet_hparams_t hp = {0};
-  if (r->hparams) {
-    const Gyro__HParams *h = r->hparams;
-    hp = (gy_fleet_hparams_t){.lr_scale = h->lr_scale,
-                              .grad_clip = h->grad_clip,
-                              .eps = h->eps,
-                              .weight_decay = h->weight_decay,
-                              .shallow_scale = h->shallow_scale,
-                              .shallow_layers = h->shallow_layers,
-                              .z_loss = h->z_loss,
-                              .beta1 = h->beta1,
-                              .beta2 = h->beta2,
-                              .present = h->present,
-                              .wsd_decay_now = h->wsd_decay_now};
-  }
+  gy_fleet_hparams_t hp;
+  gy_wire_hparams_in(r->hparams, &hp);
   uint64_t seq = 0;
   int64_t at = 0;
   int rc;

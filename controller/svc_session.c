@@ -137,18 +137,7 @@ static void do_directive(gy_service_t *s, const gy_fleet_action_t *a) {
     }
   }
   if (a->dir_kind == GY_DIR_SET_HPARAMS || (a->dir_kind == GY_DIR_ROLLBACK && a->hparams.present)) {
-    const gy_fleet_hparams_t *h = &a->hparams;
-    hp.lr_scale = h->lr_scale;
-    hp.grad_clip = h->grad_clip;
-    hp.eps = h->eps;
-    hp.weight_decay = h->weight_decay;
-    hp.shallow_scale = h->shallow_scale;
-    hp.shallow_layers = h->shallow_layers;
-    hp.z_loss = h->z_loss;
-    hp.beta1 = h->beta1;
-    hp.beta2 = h->beta2;
-    hp.wsd_decay_now = h->wsd_decay_now;
-    hp.present = h->present;
+    gy_wire_hparams_out(&a->hparams, &hp);
     d.hparams = &hp;
   }
   Gyro__ControllerMsg cm = GYRO__CONTROLLER_MSG__INIT;

@@ -29,3 +29,35 @@ void gy_wire_step_report(const Gyro__StepReport *r, gy_wire_channels_t *ch,
                              .checkpoint_step = r->checkpoint_step,
                              .checkpoint_bytes = r->has_checkpoint ? r->checkpoint_bytes : 0};
 }
+
+void gy_wire_hparams_in(const Gyro__HParams *h, gy_fleet_hparams_t *out) {
+  if (!h) {
+    *out = (gy_fleet_hparams_t){0};
+    return;
+  }
+  *out = (gy_fleet_hparams_t){.lr_scale = h->lr_scale,
+                              .grad_clip = h->grad_clip,
+                              .eps = h->eps,
+                              .weight_decay = h->weight_decay,
+                              .shallow_scale = h->shallow_scale,
+                              .shallow_layers = h->shallow_layers,
+                              .z_loss = h->z_loss,
+                              .beta1 = h->beta1,
+                              .beta2 = h->beta2,
+                              .present = h->present,
+                              .wsd_decay_now = h->wsd_decay_now};
+}
+
+void gy_wire_hparams_out(const gy_fleet_hparams_t *h, Gyro__HParams *out) {
+  out->lr_scale = h->lr_scale;
+  out->grad_clip = h->grad_clip;
+  out->eps = h->eps;
+  out->weight_decay = h->weight_decay;
+  out->shallow_scale = h->shallow_scale;
+  out->shallow_layers = h->shallow_layers;
+  out->z_loss = h->z_loss;
+  out->beta1 = h->beta1;
+  out->beta2 = h->beta2;
+  out->wsd_decay_now = h->wsd_decay_now;
+  out->present = h->present;
+}

@@ -21,4 +21,10 @@ typedef struct {
 
 void gy_wire_step_report(const Gyro__StepReport *r, gy_wire_channels_t *ch, gy_fleet_report_t *out);
 
+/* gy_wire_hparams_in: an HParams (a Command's; NULL: none) as the fleet's knobs (all zero and
+ * nothing present when NULL). gy_wire_hparams_out: the fleet's knobs into an HParams the caller
+ * initialised (GYRO__HPARAMS__INIT), as a directive carries them. */
+void gy_wire_hparams_in(const Gyro__HParams *h, gy_fleet_hparams_t *out);
+void gy_wire_hparams_out(const gy_fleet_hparams_t *h, Gyro__HParams *out);
+
 #endif

@@ -198,21 +198,8 @@ static void do_command(const uint8_t *p, size_t n) {
   if (!r) return;
   char sess[WORLD][GY_FLEET_SESSION_MAX];
   gy_fleet_t *f = formed_fleet(sess);
-  gy_fleet_hparams_t hp = {0};
-  if (r->hparams) {
-    const Gyro__HParams *h = r->hparams;
-    hp = (gy_fleet_hparams_t){.lr_scale = h->lr_scale,
-                              .grad_clip = h->grad_clip,
-                              .eps = h->eps,
-                              .weight_decay = h->weight_decay,
-                              .shallow_scale = h->shallow_scale,
-                              .shallow_layers = h->shallow_layers,
-                              .z_loss = h->z_loss,
-                              .beta1 = h->beta1,
-                              .beta2 = h->beta2,
-                              .present = h->present,
-                              .wsd_decay_now = h->wsd_decay_now};
-  }
+  gy_fleet_hparams_t hp;
+  gy_wire_hparams_in(r->hparams, &hp);
   uint64_t seq;
   int64_t at;
   if (r->kind == GYRO__DIRECTIVE__KIND__ROLLBACK) {

@@ -1,6 +1,7 @@
 /* service_internal: what the files of the controller's service (service.c, svc_*.c) share:
  * struct gy_service, its parts, and the gy__svc_* calls between the files. Not part of the
- * public API. Everything here runs on the loop thread. */
+ * public API. Everything here runs on the loop thread; the store is used only from the
+ * writer's thread (jw, svc_journal.c), which never reads the service. */
 #ifndef GY_CONTROLLER_SERVICE_INTERNAL_H
 #define GY_CONTROLLER_SERVICE_INTERNAL_H
 
@@ -10,6 +11,7 @@
 #include <stdint.h>
 
 #include "common/rpc.h"
+#include "controller/jwriter.h"
 #include "controller/skipset.h"
 #include "proto/gyro.pb-c.h"
 
@@ -111,8 +113,13 @@ struct gy_service {
   held_get_t *gets;
   kv_t *kv; /* sorted by key */
   size_t nkv, capkv;
+  /* The action queue: the fleet's actions copied out, carried out in order from ahead; the
+   * head waits (waiting) for the writer when it needs the fence's answer or a must-write. */
   gy_fleet_action_t *abuf;
-  size_t capabuf;
+  size_t capabuf, nabuf, ahead;
+  int head_state;         /* head_state_t: how far the head action got */
+  int waiting;            /* the head waits for the writer (fence_done or must_done resumes it) */
+  gy_jwriter_t *jw;       /* the store's thread (NULL without journal and fence) */
   gy_rpc_call_t **fanout; /* world entries: the streams one broadcast goes to */
   /* Session messages decode into this arena (bump allocation, reset after each message);
    * what does not fit falls back to malloc. Not reentrant: one message at a time. */
@@ -154,17 +161,37 @@ struct gy_service {
   int recovered_done;     /* the journal says the run finished */
   int recovered_hold;     /* the journal says the run was paused (1) or halted (2) */
   char recovered_why[256];
-  int journaled_hold;       /* what the journal's hold key says now */
-  int64_t tick_grace_until; /* no liveness verdicts before this (after a store outage) */
-  int in_operator;          /* an operator command is feeding the run: its PAUSE is already sent */
-  uint64_t op_rb_seq;       /* the operator's rollback the run's ROLLBACK action adopts */
-  evrec_t *evlog;           /* EVLOG_MAX entries, a ring: event id i is at (i - 1) % EVLOG_MAX */
-  ckeval_t *ckevals;        /* CKEVAL_MAX entries (allocated at the first), sorted by step */
+  int journaled_hold; /* what the journal's hold key says now */
+  int in_operator;    /* an operator command is feeding the run: its PAUSE is already sent */
+  uint64_t op_rb_seq; /* the operator's rollback the run's ROLLBACK action adopts */
+  evrec_t *evlog;     /* EVLOG_MAX entries, a ring: event id i is at (i - 1) % EVLOG_MAX */
+  ckeval_t *ckevals;  /* CKEVAL_MAX entries (allocated at the first), sorted by step */
   int nckevals;
 };
 
 /* The journal's records that must precede what follows them (see gy__svc_journal_must). */
 typedef enum { JOURNAL_CKPT, JOURNAL_INTENT, JOURNAL_APPLIED } journal_op_t;
+
+/* How far the head of the action queue got: not started, fenced (the fence, when due, said
+ * this controller leads), waiting for its must-write, written (or given up): it resumes after
+ * the write. */
+typedef enum { HEAD_NEW, HEAD_FENCED, HEAD_WRITING, HEAD_WRITTEN } head_state_t;
+
+/* What the writer's thread does for the service (svc_journal.c). */
+typedef enum {
+  JOP_EVENT,
+  JOP_CKPT,
+  JOP_CKPT_EVAL,
+  JOP_INTENT,
+  JOP_BASELINES,
+  JOP_APPLIED,
+  JOP_DROPPED,
+  JOP_STATE,
+  JOP_HOLD,
+  JOP_DONE,
+  JOP_FENCE
+} jop_kind_t;
+typedef struct jop jop_t;
 
 /* service.c: helpers shared by the files. */
 int64_t gy__svc_now_ms(gy_service_t *s);
@@ -188,7 +215,7 @@ void gy__svc_run_drain(gy_service_t *s);
 void gy__svc_run_refused(gy_service_t *s, const char *what, int rc);
 void gy__svc_loop_gang_formed(gy_service_t *s, uint64_t generation, int64_t start);
 void gy__svc_loop_step(gy_service_t *s, int64_t step);
-void gy__svc_loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, int ok);
+int gy__svc_loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, int ok, int resumed);
 
 /* svc_ckeval.c: held-out evaluations, GPU reports, top samples. */
 ckeval_t *gy__svc_ckeval_find(gy_service_t *s, int64_t step);
@@ -198,9 +225,16 @@ int gy__svc_eval_msg(gy_service_t *s, int rank, const Gyro__EvalReport *r, char 
 void gy__svc_gpu_report(gy_service_t *s, int rank, int64_t step, const Gyro__GpuHealth *g);
 void gy__svc_keep_top(gy_service_t *s, const Gyro__StepReport *r);
 
-/* svc_journal.c: the journal. */
-void gy__svc_journal_must(gy_service_t *s, const char *what, journal_op_t op, int64_t step,
-                          uint64_t arg, const gy_fleet_action_t *a);
+/* svc_journal.c: the journal, on the writer's thread. */
+int gy__svc_journal_start(gy_service_t *s);
+jop_t *gy__svc_jop(gy_service_t *s, jop_kind_t kind);
+int gy__svc_journal_must(gy_service_t *s, const char *what, journal_op_t op, int64_t step,
+                         uint64_t arg, const gy_fleet_action_t *a);
+void gy__svc_journal_event(gy_service_t *s, uint64_t id, double t, int64_t step, const char *kind,
+                           const char *msg);
+void gy__svc_journal_best(gy_service_t *s, jop_t *op, const char *what);
+void gy__svc_jop_set(jop_t *op, int64_t step, uint64_t seq, uint64_t gen, int64_t nrb, char *text);
+int gy__svc_fence_submit(gy_service_t *s);
 int gy__svc_recover(gy_service_t *s, char *errmsg, size_t errlen);
 void gy__svc_journal_hold(gy_service_t *s);
 

@@ -257,10 +257,10 @@ static void run_act(gy_service_t *s, const gy_run_action_t *a) {
 void gy__svc_loop_gang_formed(gy_service_t *s, uint64_t generation, int64_t start) {
   s->gen_seen = generation;
   if (s->o.journal) { /* the generation, so that a successor forms a newer one */
-    char err[256];
-    if (gy_journal_state(s->o.journal, generation, s->journaled_seq,
-                         (int64_t)gy_fleet_nrollbacks(s->fleet), err, sizeof(err)))
-      gy_log(GY_LOG_WARN, "controller", "journal: %s", err);
+    jop_t *op = gy__svc_jop(s, JOP_STATE);
+    gy__svc_jop_set(op, 0, s->journaled_seq, generation, (int64_t)gy_fleet_nrollbacks(s->fleet),
+                    NULL);
+    gy__svc_journal_best(s, op, "state");
   }
   s->formed_start = start;
   s->fresh_gang = 1;
@@ -357,38 +357,42 @@ void gy__svc_loop_step(gy_service_t *s, int64_t step) {
   gy__svc_run_drain(s);
 }
 
-/* A fleet rollback completed: its skips are in force; the run's own one ends its repair. */
-void gy__svc_loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, int ok) {
-  int64_t now = gy__svc_now_ms(s);
-  if (ok) {
-    s->fresh_gang = 0;
-    s->resend = 0;
-    for (int i = 0; i < gy_fleet_nrollbacks(s->fleet); i++) {
-      const gy_fleet_rollback_t *rb = gy_fleet_rollback_record(s->fleet, i);
-      if (!rb || rb->seq != seq) continue;
-      /* counted once: a re-formed gang is sent the skips already in force again */
-      uint64_t nskipped = 0;
-      for (int k = 0; k < rb->nskip; k++) {
-        nskipped += gy_skipset_uncovered(&s->in_force, rb->skip[k].first, rb->skip[k].last);
-        if (gy_skipset_add(&s->in_force, rb->skip[k].first, rb->skip[k].last) ||
-            gy_skipset_add(&s->sent, rb->skip[k].first, rb->skip[k].last))
-          gy_log(GY_LOG_ERROR, "controller", "out of memory: skip list incomplete");
+/* A fleet rollback completed: its skips are in force; the run's own one ends its repair. The
+ * applied rollback is journaled first: returns 1 when that write is submitted (the caller waits
+ * and calls again with resumed 1 once it is written), 0 when done. */
+int gy__svc_loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, int ok, int resumed) {
+  if (!resumed) {
+    if (ok) {
+      s->fresh_gang = 0;
+      s->resend = 0;
+      for (int i = 0; i < gy_fleet_nrollbacks(s->fleet); i++) {
+        const gy_fleet_rollback_t *rb = gy_fleet_rollback_record(s->fleet, i);
+        if (!rb || rb->seq != seq) continue;
+        /* counted once: a re-formed gang is sent the skips already in force again */
+        uint64_t nskipped = 0;
+        for (int k = 0; k < rb->nskip; k++) {
+          nskipped += gy_skipset_uncovered(&s->in_force, rb->skip[k].first, rb->skip[k].last);
+          if (gy_skipset_add(&s->in_force, rb->skip[k].first, rb->skip[k].last) ||
+              gy_skipset_add(&s->sent, rb->skip[k].first, rb->skip[k].last))
+            gy_log(GY_LOG_ERROR, "controller", "out of memory: skip list incomplete");
+        }
+        gy_telemetry_rollback(s->o.telemetry, to_step, nskipped);
+        break;
       }
-      gy_telemetry_rollback(s->o.telemetry, to_step, nskipped);
-      break;
+      while (s->nckevals && s->ckevals[s->nckevals - 1].step > to_step) /* abandoned timeline */
+        s->nckevals--;
+      if (gy__svc_journal_must(s, "rollback applied", JOURNAL_APPLIED, to_step, seq, NULL))
+        return 1;
+    } else if (s->o.journal) {
+      char what[64];
+      snprintf(what, sizeof(what), "rollback seq %llu failed", (unsigned long long)seq);
+      jop_t *op = gy__svc_jop(s, JOP_DROPPED);
+      gy__svc_jop_set(op, 0, seq, 0, 0, NULL);
+      gy__svc_journal_best(s, op, what);
     }
   }
-  if (ok) {
-    while (s->nckevals && s->ckevals[s->nckevals - 1].step > to_step) /* abandoned timeline */
-      s->nckevals--;
-    gy__svc_journal_must(s, "rollback applied", JOURNAL_APPLIED, to_step, seq, NULL);
-  } else if (s->o.journal) {
-    char err[256];
-    if (gy_journal_dropped(s->o.journal, seq, err, sizeof(err)))
-      gy_log(GY_LOG_WARN, "controller", "journal: rollback seq %llu failed: %s",
-             (unsigned long long)seq, err);
-  }
-  if (!seq || seq != s->rb_seq) return;
+  if (!seq || seq != s->rb_seq) return 0;
+  int64_t now = gy__svc_now_ms(s);
   s->rb_seq = 0;
   if (ok)
     gy__svc_run_refused(s, "rollback done", gy_run_rollback_done(s->run, now, to_step));
@@ -396,4 +400,5 @@ void gy__svc_loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, in
     gy__svc_run_refused(s, "restore failed",
                         gy_run_restore_failed(s->run, now, to_step, "a rank could not restore it"));
   gy__svc_run_drain(s);
+  return 0;
 }

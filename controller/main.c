@@ -187,7 +187,8 @@ static void on_deposed(void *ud, int64_t token, const char *why) {
  * still protects the leadership for a TTL after the last confirmation: the fence holds that
  * long (the elector deposes this controller by then if its keep-alives keep failing). A key
  * that is another's or gone, or an unconfirmed leadership older than the TTL, means it must not
- * act: it exits at once (status 3). */
+ * act: it exits at once (status 3). It runs on the service's writer thread (service.h: fence),
+ * never on the loop thread, and only there: confirmed_ms needs no lock. */
 typedef struct {
   gy_cstore_t *store;
   gy_leader_t *leader;

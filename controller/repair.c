@@ -2,7 +2,8 @@
  * repair: the coordination between the run's decisions and the fleet's rollbacks (repair.h).
  *
  * API, in order: names; create/destroy; inputs (recovered, operator, run_rollback, run_pause,
- * run_halt, asked, gang_formed, step, rolled_back); outputs (actions, moves, clear) and state.
+ * run_halt, asked, gang_formed, step, applied, rolled_back); outputs (actions, moves, clear) and
+ * state.
  *
  * The protocol it makes explicit. The run (controller/run.h) decides a repair and says ROLLBACK
  * to a target with a decision (skips, knobs). The controller asks the fleet for a rollback
@@ -296,12 +297,14 @@ void gy_repair_step(gy_repair_t *r) {
   r->fresh = 0;
 }
 
+void gy_repair_applied(gy_repair_t *r) {
+  r->fresh = 0;
+  r->resend = 0;
+}
+
 int gy_repair_rolled_back(gy_repair_t *r, int64_t now, uint64_t seq, int64_t to_step, int ok) {
   r->now = now;
-  if (ok) {
-    r->fresh = 0;
-    r->resend = 0;
-  }
+  if (ok) gy_repair_applied(r);
   if (r->state != GY_REPAIR_IN_FLIGHT || !seq || seq != r->seq) return 0; /* not the run's */
   move(r, GY_REPAIR_IDLE);
   if (ok)

@@ -125,6 +125,9 @@ int gy_repair_gang_formed(gy_repair_t *r, int64_t now, uint64_t generation, int6
                           gy_run_state_t run_state, gy_repair_fleet_t fleet);
 /* The gang aggregated a step (it is no longer fresh). */
 void gy_repair_step(gy_repair_t *r);
+/* A fleet rollback was applied (any, the run's or the operator's): the gang is no longer fresh
+ * and has every earlier skip. Told as soon as it is known (gy_repair_rolled_back says it too). */
+void gy_repair_applied(gy_repair_t *r);
 /* A fleet rollback ended: applied (ok) or failed, to to_step. */
 int gy_repair_rolled_back(gy_repair_t *r, int64_t now, uint64_t seq, int64_t to_step, int ok);
 

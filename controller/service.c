@@ -1,7 +1,10 @@
 /*
  * service: the controller's gRPC side (see service.h), and the composition root of its files.
  * Everything runs on the loop thread: gy_rpc calls the handlers there, the liveness timer fires
- * there, so no lock is needed.
+ * there, so no lock is needed. The one exception is the store: the journal's writes and the
+ * fence check run on the writer's thread (jw, controller/jwriter.h), which works only on what
+ * the loop copied into each operation and tells the outcome back on the loop; nothing on the
+ * loop thread waits for the store (the recovery at create excepted: it runs before serving).
  *
  * API, in order: create (fleet + run + recovery from the journal + server + timer),
  * recovered_done, port, fleet, run, on_done, shutdown, destroy. Also the helpers the svc_*.c
@@ -16,8 +19,9 @@
  * - svc_events.c: events (and their ring, evlog), the status, aggregated steps.
  * - svc_ckeval.c: held-out (checkpoint) evaluations, GPU reports, rank 0's top samples.
  * - svc_repair.c: the closed loop between the run state machine and the fleet.
- * - svc_journal.c: the journal writes that must precede what follows them, and the recovery
- *   from the journal at create.
+ * - svc_journal.c: the journal's writes (submitted to the writer's thread; those that must
+ *   precede what follows them hold the action queue until done), the fence check, and the
+ *   recovery from the journal at create.
  *
  * Flow: a handler decodes the message (protobuf-c; a decode failure is INVALID_ARGUMENT and an
  * event; session messages decode into a per-service arena, so a StepReport costs no malloc),
@@ -125,7 +129,9 @@ void gy__svc_reply_msg(gy_rpc_call_t *call, const ProtobufCMessage *m) {
 
 static void on_tick(uv_timer_t *t) {
   gy_service_t *s = t->data;
-  if (gy__svc_now_ms(s) >= s->tick_grace_until) gy_fleet_tick(s->fleet, gy__svc_now_ms(s));
+  /* No grace after a store outage: the loop keeps running through it, so the heartbeats of the
+   * workers parked at their horizon are heard meanwhile. */
+  gy_fleet_tick(s->fleet, gy__svc_now_ms(s));
   gy__svc_drain(s);
 }
 
@@ -207,7 +213,16 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
              opts->world, opts->window, (long long)opts->steps, opts->lost_after_ms);
     goto err;
   }
+  if ((s->o.journal || s->o.fence) && (rc = gy_jwriter_create(&s->jw, loop, NULL))) {
+    snprintf(errmsg, errlen, "service: cannot create the journal writer: %s", gy_strerror(rc));
+    goto err;
+  }
+  /* Synchronous, before serving; what it submits (events) waits for the writer's thread. */
   if (s->o.journal && (rc = gy__svc_recover(s, errmsg, errlen))) goto err;
+  if ((rc = gy__svc_journal_start(s))) {
+    snprintf(errmsg, errlen, "service: cannot start the journal writer's thread");
+    goto err;
+  }
   gy_rpc_server_opts_t so = {
       .bind = s->o.listen, .max_message = opts->max_message, .health = opts->health};
   if ((rc = gy_rpc_server_create(&s->srv, loop, &so, &s->port, errmsg, errlen))) goto err;
@@ -241,11 +256,16 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
   return 0;
 err:
   /* A server that was created must be shut down through the loop: the caller runs the loop
-   * until it is gone. Here it never started serving, so the synchronous path is enough. */
+   * until it is gone. Here it never started serving, so the synchronous path is enough. The
+   * writer's async handle is closed on the loop too. */
+  if (s->jw) gy_jwriter_close(s->jw, NULL, NULL);
   if (s->srv) {
     s->shutting_down = 1;
     gy_rpc_server_shutdown(s->srv, NULL, NULL);
-    uv_run(loop, UV_RUN_DEFAULT);
+  }
+  if (s->srv || s->jw) uv_run(loop, UV_RUN_DEFAULT);
+  gy_jwriter_destroy(s->jw);
+  if (s->srv) {
     gy_rpc_server_destroy(s->srv);
     s->srv = NULL;
   }
@@ -298,6 +318,12 @@ static void tick_closed(uv_handle_t *h) {
   maybe_shutdown_done(s);
 }
 
+static void jw_closed(void *ud) {
+  gy_service_t *s = ud;
+  s->pending_closes--;
+  maybe_shutdown_done(s);
+}
+
 static void server_down(void *ud) {
   gy_service_t *s = ud;
   s->server_down = 1;
@@ -323,11 +349,18 @@ void gy_service_shutdown(gy_service_t *s, void (*done)(void *ud), void *ud) {
     uv_close((uv_handle_t *)&s->tick, tick_closed);
     s->tick_init = 0;
   }
+  if (s->jw) { /* no outcome is heard after this; what is queued is written by destroy */
+    s->pending_closes++;
+    gy_jwriter_close(s->jw, jw_closed, s);
+  }
   gy_rpc_server_shutdown(s->srv, server_down, s);
 }
 
 void gy_service_destroy(gy_service_t *s) {
   if (!s) return;
+  /* first: writes what is still queued (each tried once) and joins the thread; no outcome
+   * reaches the service any more (closed at shutdown) */
+  gy_jwriter_destroy(s->jw);
   gy_rpc_server_destroy(s->srv);
   for (size_t i = 0; i < s->nkv; i++) {
     free(s->kv[i].key);

@@ -63,14 +63,18 @@ typedef struct {
   /* The run's durable record (borrowed; NULL: none). At create the service reads it back (a
    * restart or a standby taking over: events, committed checkpoints, skips in force, and a
    * rollback that was committed but not confirmed is completed); then every event, committed
-   * checkpoint and rollback goes to it, a rollback's intent before its directive is sent. */
+   * checkpoint and rollback goes to it, a rollback's intent before its directive is sent.
+   * The service writes it from its own writer thread (never the loop's), so the journal is
+   * not used by the caller while the service lives (after gy_service_destroy it may be). */
   gy_journal_t *journal;
   /* Fencing (NULL: none): before it carries out an action of the fleet (assign, grant,
    * directive, but also a step record, an event or a journal write), and at most every
-   * fence_every_ms, the service asks fence(fence_ud) whether it still leads (a synchronous
-   * look at the leader key in the store); on 0 it calls it once more with exit semantics left
-   * to the caller: a controller that was stopped (SIGSTOP, a long pause) while its lease ran
-   * out must not send anything before it learns it was replaced. */
+   * fence_every_ms, the service asks fence(fence_ud) whether it still leads (a look at the
+   * leader key in the store). fence runs on the service's writer thread, not the loop's, in
+   * order with the journal's writes; the actions wait for its answer. On 0 the action is not
+   * carried out and the next one asks again (exit semantics are left to the caller): a
+   * controller that was stopped (SIGSTOP, a long pause) while its lease ran out must not send
+   * anything before it learns it was replaced. */
   int (*fence)(void *ud);
   void *fence_ud;
   int fence_every_ms;

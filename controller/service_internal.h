@@ -1,6 +1,7 @@
 /* service_internal: what the files of the controller's service (service.c, svc_*.c) share:
  * struct gy_service, its parts, and the gy__svc_* calls between the files. Not part of the
- * public API. Everything here runs on the loop thread. */
+ * public API. Everything here runs on the loop thread; the store is used only from the
+ * writer's thread (jw, svc_journal.c), which never reads the service. */
 #ifndef GY_CONTROLLER_SERVICE_INTERNAL_H
 #define GY_CONTROLLER_SERVICE_INTERNAL_H
 
@@ -10,6 +11,7 @@
 #include <stdint.h>
 
 #include "common/rpc.h"
+#include "controller/jwriter.h"
 #include "controller/repair.h"
 #include "controller/skipset.h"
 #include "proto/contract.h"
@@ -18,9 +20,9 @@
 #define STORE_MAX_TIMEOUT_MS (3600 * 1000)
 #define ARENA_BYTES 16384 /* a decoded StepReport takes ~1 KiB */
 
-#define TOP_RING 64    /* steps whose top samples are kept until aggregated */
+#define TOP_RING 64              /* steps whose top samples are kept until aggregated */
 #define TOP_MAX GY_WIRE_TOPK_MAX /* top samples kept per step (proto/contract.h) */
-#define EVLOG_MAX 4096 /* events kept for /gyro.Operator/Events (the newest) */
+#define EVLOG_MAX 4096           /* events kept for /gyro.Operator/Events (the newest) */
 #define EVLOG_KIND 32
 #define EVLOG_MSG 1400 /* emit_run_event's longest message */
 
@@ -113,8 +115,13 @@ struct gy_service {
   held_get_t *gets;
   kv_t *kv; /* sorted by key */
   size_t nkv, capkv;
+  /* The action queue: the fleet's actions copied out, carried out in order from ahead; the
+   * head waits (waiting) for the writer when it needs the fence's answer or a must-write. */
   gy_fleet_action_t *abuf;
-  size_t capabuf;
+  size_t capabuf, nabuf, ahead;
+  int head_state;         /* head_state_t: how far the head action got */
+  int waiting;            /* the head waits for the writer (fence_done or must_done resumes it) */
+  gy_jwriter_t *jw;       /* the store's thread (NULL without journal and fence) */
   gy_rpc_call_t **fanout; /* world entries: the streams one broadcast goes to */
   /* Session messages decode into this arena (bump allocation, reset after each message);
    * what does not fit falls back to malloc. Not reentrant: one message at a time. */
@@ -140,21 +147,41 @@ struct gy_service {
   hw_slot_t *hw;        /* per rank: the hardware counters last seen (NULL until a GPU report) */
   gy_run_value_t *vals; /* the values of one step: losses, norms, then tokens/s per rank */
   char (*tps_names)[GY_DETECT_NAME_MAX]; /* "tokens_per_s/<rank>", per rank */
-  gy_skipset_t in_force;    /* every id the workers skip: data.skip + every applied rollback's */
-  gy_skipset_t sent;        /* the ranges of the applied rollbacks (resent to a re-formed gang) */
-  gy_repair_t *repair;      /* the coordination of the run's repairs with the fleet (repair.h) */
-  uint64_t journaled_seq;   /* the newest rollback whose intent is in the journal */
-  int64_t fence_ok_ms;      /* when the fence last said this controller leads (monotonic) */
-  int recovered_done;       /* the journal says the run finished */
-  int journaled_hold;       /* what the journal's hold key says now */
-  int64_t tick_grace_until; /* no liveness verdicts before this (after a store outage) */
-  evrec_t *evlog;           /* EVLOG_MAX entries, a ring: event id i is at (i - 1) % EVLOG_MAX */
-  ckeval_t *ckevals;        /* CKEVAL_MAX entries (allocated at the first), sorted by step */
+  gy_skipset_t in_force;  /* every id the workers skip: data.skip + every applied rollback's */
+  gy_skipset_t sent;      /* the ranges of the applied rollbacks (resent to a re-formed gang) */
+  gy_repair_t *repair;    /* the coordination of the run's repairs with the fleet (repair.h) */
+  uint64_t journaled_seq; /* the newest rollback whose intent is in the journal */
+  int64_t fence_ok_ms;    /* when the fence last said this controller leads (monotonic) */
+  int recovered_done;     /* the journal says the run finished */
+  int journaled_hold;     /* what the journal's hold key says now */
+  evrec_t *evlog;         /* EVLOG_MAX entries, a ring: event id i is at (i - 1) % EVLOG_MAX */
+  ckeval_t *ckevals;      /* CKEVAL_MAX entries (allocated at the first), sorted by step */
   int nckevals;
 };
 
 /* The journal's records that must precede what follows them (see gy__svc_journal_must). */
 typedef enum { JOURNAL_CKPT, JOURNAL_INTENT, JOURNAL_APPLIED } journal_op_t;
+
+/* How far the head of the action queue got: not started, fenced (the fence, when due, said
+ * this controller leads), waiting for its must-write, written (or given up): it resumes after
+ * the write. */
+typedef enum { HEAD_NEW, HEAD_FENCED, HEAD_WRITING, HEAD_WRITTEN } head_state_t;
+
+/* What the writer's thread does for the service (svc_journal.c). */
+typedef enum {
+  JOP_EVENT,
+  JOP_CKPT,
+  JOP_CKPT_EVAL,
+  JOP_INTENT,
+  JOP_BASELINES,
+  JOP_APPLIED,
+  JOP_DROPPED,
+  JOP_STATE,
+  JOP_HOLD,
+  JOP_DONE,
+  JOP_FENCE
+} jop_kind_t;
+typedef struct jop jop_t;
 
 /* service.c: helpers shared by the files. */
 int64_t gy__svc_now_ms(gy_service_t *s);
@@ -178,7 +205,7 @@ void gy__svc_run_drain(gy_service_t *s);
 void gy__svc_run_refused(gy_service_t *s, const char *what, int rc);
 void gy__svc_loop_gang_formed(gy_service_t *s, uint64_t generation, int64_t start);
 void gy__svc_loop_step(gy_service_t *s, int64_t step);
-void gy__svc_loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, int ok);
+int gy__svc_loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, int ok, int resumed);
 
 /* svc_ckeval.c: held-out evaluations, GPU reports, top samples. */
 ckeval_t *gy__svc_ckeval_find(gy_service_t *s, int64_t step);
@@ -188,9 +215,16 @@ int gy__svc_eval_msg(gy_service_t *s, int rank, const Gyro__EvalReport *r, char 
 void gy__svc_gpu_report(gy_service_t *s, int rank, int64_t step, const Gyro__GpuHealth *g);
 void gy__svc_keep_top(gy_service_t *s, const Gyro__StepReport *r);
 
-/* svc_journal.c: the journal. */
-void gy__svc_journal_must(gy_service_t *s, const char *what, journal_op_t op, int64_t step,
-                          uint64_t arg, const gy_fleet_action_t *a);
+/* svc_journal.c: the journal, on the writer's thread. */
+int gy__svc_journal_start(gy_service_t *s);
+jop_t *gy__svc_jop(gy_service_t *s, jop_kind_t kind);
+int gy__svc_journal_must(gy_service_t *s, const char *what, journal_op_t op, int64_t step,
+                         uint64_t arg, const gy_fleet_action_t *a);
+void gy__svc_journal_event(gy_service_t *s, uint64_t id, double t, int64_t step, const char *kind,
+                           const char *msg);
+void gy__svc_journal_best(gy_service_t *s, jop_t *op, const char *what);
+void gy__svc_jop_set(jop_t *op, int64_t step, uint64_t seq, uint64_t gen, int64_t nrb, char *text);
+int gy__svc_fence_submit(gy_service_t *s);
 int gy__svc_recover(gy_service_t *s, char *errmsg, size_t errlen);
 void gy__svc_journal_hold(gy_service_t *s);
 

@@ -75,18 +75,23 @@ static json_t *ckeval_json(const ckeval_t *e) {
   return json_pack("{s:I, s:o}", "step", (json_int_t)e->step, "sources", a);
 }
 
-/* Writes the kept evaluation of checkpoint step into its journal manifest (once the manifest
- * exists: a failure is logged, the run goes on). */
+/* Writes the kept evaluation of checkpoint step into its journal manifest, on the writer's
+ * thread behind the manifest's own write (a failure is logged, the run goes on). */
 void gy__svc_ckeval_journal(gy_service_t *s, int64_t step) {
   const ckeval_t *e;
   if (!s->o.journal || !(e = gy__svc_ckeval_find(s, step))) return;
   json_t *o = ckeval_json(e);
-  char *text = o ? json_dumps(o, JSON_COMPACT) : NULL, err[256] = "";
+  char *text = o ? json_dumps(o, JSON_COMPACT) : NULL, what[64];
   json_decref(o);
-  if (!text || gy_journal_checkpoint_eval(s->o.journal, step, text, err, sizeof(err)))
-    gy_log(GY_LOG_WARN, "controller", "journal: evaluation of checkpoint %lld: %s", (long long)step,
-           text ? err : "out of memory");
-  free(text);
+  if (!text) {
+    gy_log(GY_LOG_WARN, "controller", "journal: evaluation of checkpoint %lld: out of memory",
+           (long long)step);
+    return;
+  }
+  snprintf(what, sizeof(what), "evaluation of checkpoint %lld", (long long)step);
+  jop_t *op = gy__svc_jop(s, JOP_CKPT_EVAL);
+  gy__svc_jop_set(op, step, 0, 0, 0, text);
+  gy__svc_journal_best(s, op, what);
 }
 
 /* 1 when name is a source name: 1..GY_FLEET_CH_NAME-1 bytes of UTF-8 text without control

@@ -3,7 +3,8 @@
  *
  * API, in order: emit_event, eventf, pack_status, emit_step.
  *
- * An event goes to the ring evlog (for /gyro.Operator/Events), the telemetry, the journal, a
+ * An event goes to the ring evlog (for /gyro.Operator/Events), the telemetry, the journal (a
+ * best-effort write submitted to the writer's thread, in order with the other writes), a
  * JSON log line on stderr and every active Watch stream. An aggregated step goes to the
  * telemetry and the straggler check, a JSON line on stdout (when emit_steps) and, as a
  * StatusReply, to the Watch streams that asked for steps. The state a StatusReply says is the
@@ -57,7 +58,7 @@ void gy__svc_emit_event(gy_service_t *s, const char *kind, int64_t step, const c
     snprintf(e->msg, sizeof(e->msg), "%s", msg);
   }
   gy_telemetry_event(s->o.telemetry, id, t, step, kind, msg);
-  gy_journal_event(s->o.journal, id, t, step, kind, msg);
+  gy__svc_journal_event(s, id, t, step, kind, msg); /* on the writer's thread */
   tm_state(s);
   gy_log(!strcmp(kind, "worker_lost") || !strcmp(kind, "refused") || !strcmp(kind, "malformed") ||
                  !strcmp(kind, "rollback_failed") || !strcmp(kind, "directive_failed") ||

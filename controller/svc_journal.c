@@ -1,20 +1,33 @@
 /*
- * svc_journal: the service's records in the journal (controller/journal.h) that must not be
- * lost, and the recovery from the journal at create.
+ * svc_journal: the service's records in the journal (controller/journal.h), written off the
+ * loop thread by the service's writer (controller/jwriter.h), and the recovery from the
+ * journal at create.
  *
- * API, in order: journal_must, recover, journal_hold.
+ * API, in order: journal_start, journal_must, journal_event, journal_best, fence_submit,
+ * recover, journal_hold.
+ *
+ * Threads: every journal write and the fence check run on the writer's thread, in the order
+ * the loop submitted them; what they write is copied on the loop thread at submit (snapshots,
+ * skip ranges, generation and directive numbers), so the thread never reads the service.
+ * Their outcomes come back on the loop thread (must_done, fence_done, hold_done). recover()
+ * alone is synchronous: it runs in gy_service_create, before the loop serves anything and
+ * before the writer's thread starts (what it submits waits for the thread).
  *
  * journal_must writes a record that must precede what follows it (a checkpoint's manifest
- * before the checkpoint is used, a rollback's intent before a rank can act on it, an applied
- * rollback's skips), holding the loop through a store outage. recover restores the service from
- * a journal that holds the run and completes a rollback that was committed but never confirmed.
- * journal_hold keeps the journal's hold key in step with the run.
+ * before the commit's later effects, a rollback's intent before a rank can act on it, an
+ * applied rollback's skips): the head of the action queue (svc_session.c drain()) waits for
+ * it while the loop goes on serving; the writer retries through a store outage with back-off
+ * for up to 10 minutes, then gives it up (an error event) and the controller goes on without
+ * it. The workers park at their granted horizon meanwhile and keep sending heartbeats, which
+ * the running loop hears, so the liveness verdicts need no grace after an outage.
  *
  * Invariants:
- * - journaled_seq is the newest rollback whose intent is in the journal; journaled_hold is what
- *   the hold key says now.
- * - The other journal writes (events, generation, baselines, done) are best effort: a failure
- *   is logged (or ignored, for events) and the run goes on.
+ * - journaled_seq is the newest rollback whose intent was written (or given up);
+ *   journaled_hold is what the hold key says once the writes submitted so far are done (-1:
+ *   unknown after a failed write, so the next drain writes it again).
+ * - The other journal writes (events, generation, baselines, evaluations, done, dropped) are
+ *   best effort: a failure is logged (events wait in the journal's memory) and the run goes on.
+ * - waiting is 1 while the head action waits for the writer; nothing else is acted meanwhile.
  */
 #include "controller/service_internal.h"
 
@@ -22,63 +35,243 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/err.h"
 #include "common/log.h"
 
-/* Writes one record that must precede what follows it (the directive is not sent, the
- * checkpoint not used, until it is in the store). A store outage holds the loop here, retrying
- * with back-off: the workers park at their horizon meanwhile, and once the store answers the
- * liveness verdicts wait one lost_after_ms so that parked workers are not declared lost. After
- * 10 minutes the record is given up (an error event) and the controller goes on without it.
- * JOURNAL_CKPT: step, arg = clean; JOURNAL_INTENT: the directive a; JOURNAL_APPLIED: step =
- * to_step, arg = the rollback's seq. */
-void gy__svc_journal_must(gy_service_t *s, const char *what, journal_op_t op, int64_t step,
-                          uint64_t arg, const gy_fleet_action_t *a) {
-  if (!s->o.journal) return;
-  char err[512] = "";
-  int64_t t0 = gy__svc_now_ms(s), backoff = 100, outage = 0;
-  for (;;) {
-    int rc;
-    if (op == JOURNAL_CKPT) {
-      rc = gy_journal_checkpoint(s->o.journal, step, (int)arg, err, sizeof(err));
-    } else if (op == JOURNAL_INTENT) {
-      gy_journal_intent_t in = {.seq = a->seq,
-                                .kind = a->dir_kind,
-                                .at_step = a->step,
-                                .to_step = a->to_step,
-                                .skip = (gy_fleet_skip_t *)a->skip,
-                                .nskip = a->nskip};
-      snprintf(in.reason, sizeof(in.reason), "%.199s", a->msg);
-      char *snap = gy_run_save(s->run); /* the repair history that decided it */
-      rc = gy_journal_intent(s->o.journal, &in, snap, err, sizeof(err));
-      free(snap);
-    } else {
-      rc = gy_journal_applied(s->o.journal, arg, step, s->in_force.r, s->in_force.n, err,
-                              sizeof(err));
-      if (!rc)
-        rc = gy_journal_state(s->o.journal, gy_repair_generation(s->repair), s->journaled_seq,
-                              (int64_t)gy_fleet_nrollbacks(s->fleet), err, sizeof(err));
-    }
-    if (!rc) break;
-    if (!outage++)
-      gy_log(GY_LOG_ERROR, "controller",
-             "journal: cannot write the %s: %s; holding the run until the store answers", what,
-             err);
-    uv_update_time(s->loop);
-    if (gy__svc_now_ms(s) - t0 > 600000) {
-      gy__svc_eventf(s, "error", "journal: gave up writing the %s after 10 minutes: %s", what, err);
-      break;
-    }
-    uv_sleep((unsigned)backoff);
-    backoff = backoff < 2000 ? backoff * 2 : 2000;
+/* One operation for the writer: everything copied at submit. */
+struct jop {
+  jop_kind_t kind;
+  gy_journal_t *j; /* borrowed: it outlives the service and so the writer */
+  int64_t step;
+  uint64_t id, seq, gen;
+  int64_t nrb;
+  int flag; /* CKPT: clean; HOLD: the hold */
+  double time;
+  char ekind[32];
+  char *text; /* EVENT: the message; INTENT, BASELINES: the run's snapshot; CKPT_EVAL: JSON;
+                 HOLD: why */
+  gy_journal_intent_t in; /* INTENT (in.skip owned) */
+  gy_fleet_skip_t *skips; /* APPLIED: the skips in force */
+  size_t nskips;
+  int (*fence)(void *);
+  void *fence_ud;
+};
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void jop_free(void *p) {
+  jop_t *op = p;
+  free(op->text);
+  free(op->in.skip);
+  free(op->skips);
+  free(op);
+}
+
+/* Writer thread. */
+static int jop_run(void *p, char *err, size_t errlen) {
+  jop_t *op = p;
+  switch (op->kind) {
+  case JOP_EVENT:
+    return gy_journal_event(op->j, op->id, op->time, op->step, op->ekind, op->text);
+  case JOP_CKPT:
+    return gy_journal_checkpoint(op->j, op->step, op->flag, err, errlen);
+  case JOP_CKPT_EVAL:
+    return gy_journal_checkpoint_eval(op->j, op->step, op->text, err, errlen);
+  case JOP_INTENT:
+    return gy_journal_intent(op->j, &op->in, op->text, err, errlen);
+  case JOP_BASELINES:
+    return gy_journal_baselines(op->j, op->step, op->text, err, errlen);
+  case JOP_APPLIED: {
+    int rc = gy_journal_applied(op->j, op->seq, op->step, op->skips, op->nskips, err, errlen);
+    return rc ? rc : gy_journal_state(op->j, op->gen, op->id, op->nrb, err, errlen);
   }
-  if (outage) {
-    uv_update_time(s->loop);
-    s->tick_grace_until = gy__svc_now_ms(s) + s->o.lost_after_ms;
+  case JOP_DROPPED:
+    return gy_journal_dropped(op->j, op->seq, err, errlen);
+  case JOP_STATE:
+    return gy_journal_state(op->j, op->gen, op->seq, op->nrb, err, errlen);
+  case JOP_HOLD:
+    return gy_journal_hold(op->j, op->flag, op->text, err, errlen);
+  case JOP_DONE:
+    return gy_journal_done(op->j, op->step, err, errlen);
+  case JOP_FENCE:
+    if (op->fence(op->fence_ud)) return 0;
+    snprintf(err, errlen, "this controller no longer leads");
+    return GY_EBUSY;
+  }
+  return GY_EINVAL;
+}
+
+/* Starts the writer's thread (gy_service_create, after recover). */
+int gy__svc_journal_start(gy_service_t *s) {
+  return s->jw ? gy_jwriter_start(s->jw) : 0;
+}
+
+/* A new operation of kind for s's journal (NULL: out of memory, logged). */
+jop_t *gy__svc_jop(gy_service_t *s, jop_kind_t kind) {
+  jop_t *op = calloc(1, sizeof(*op));
+  if (!op) {
+    gy_log(GY_LOG_ERROR, "controller", "journal: out of memory: a record is not written");
+    return NULL;
+  }
+  op->kind = kind;
+  op->j = s->o.journal;
+  return op;
+}
+
+/* Fills a best-effort operation: CKPT_EVAL, BASELINES: step and text; STATE: gen, seq, nrb;
+ * DROPPED: seq; DONE: step. text (malloc'ed, may be NULL) is the operation's from now on. */
+void gy__svc_jop_set(jop_t *op, int64_t step, uint64_t seq, uint64_t gen, int64_t nrb, char *text) {
+  if (!op) {
+    free(text);
+    return;
+  }
+  op->step = step;
+  op->seq = seq;
+  op->gen = gen;
+  op->nrb = nrb;
+  op->text = text;
+}
+
+/* Loop thread: a must-write ended; the head action goes on where it stopped. */
+static void must_done(void *ud, void *p, const gy_jwriter_result_t *r) {
+  gy_service_t *s = ud;
+  jop_t *op = p;
+  const char *what = op->kind == JOP_CKPT     ? "checkpoint manifest"
+                     : op->kind == JOP_INTENT ? "rollback intent"
+                                              : "rollback applied";
+  if (r->rc)
+    gy__svc_eventf(s, "error", "journal: gave up writing the %s after 10 minutes: %s", what,
+                   r->errmsg);
+  else if (r->tries > 1)
     gy__svc_eventf(s, "store", "journal: the store answered again after %lld ms; the %s is written",
-                   (long long)(gy__svc_now_ms(s) - t0), what);
+                   (long long)r->elapsed_ms, what);
+  s->waiting = 0;
+  s->head_state = HEAD_WRITTEN;
+  gy__svc_drain(s);
+}
+
+/* Submits a record that must precede what follows it (see the design block). Returns 1 when
+ * the caller waits (the head action resumes at HEAD_WRITTEN once it is written or given up),
+ * 0 when there is nothing to wait for (no journal; out of memory, logged: the run goes on as
+ * after a give-up). JOURNAL_CKPT: step, arg = clean; JOURNAL_INTENT: the directive a;
+ * JOURNAL_APPLIED: step = to_step, arg = the rollback's seq. */
+int gy__svc_journal_must(gy_service_t *s, const char *what, journal_op_t kind, int64_t step,
+                         uint64_t arg, const gy_fleet_action_t *a) {
+  if (!s->o.journal || !s->jw) return 0;
+  jop_t *op = gy__svc_jop(s, kind == JOURNAL_CKPT     ? JOP_CKPT
+                             : kind == JOURNAL_INTENT ? JOP_INTENT
+                                                      : JOP_APPLIED);
+  if (!op) return 0;
+  op->step = step;
+  if (kind == JOURNAL_CKPT) {
+    op->flag = (int)arg;
+  } else if (kind == JOURNAL_INTENT) {
+    op->in = (gy_journal_intent_t){.seq = a->seq,
+                                   .kind = a->dir_kind,
+                                   .at_step = a->step,
+                                   .to_step = a->to_step,
+                                   .nskip = a->nskip};
+    snprintf(op->in.reason, sizeof(op->in.reason), "%.199s", a->msg);
+    if (a->nskip > 0) {
+      op->in.skip = malloc((size_t)a->nskip * sizeof(*op->in.skip));
+      if (!op->in.skip) {
+        jop_free(op);
+        gy_log(GY_LOG_ERROR, "controller", "journal: out of memory: the %s is not written", what);
+        return 0;
+      }
+      memcpy(op->in.skip, a->skip, (size_t)a->nskip * sizeof(*op->in.skip));
+    }
+    op->text = gy_run_save(s->run); /* the repair history that decided it */
+  } else {
+    op->seq = arg;
+    op->gen = gy_repair_generation(s->repair);
+    op->id = s->journaled_seq;
+    op->nrb = (int64_t)gy_fleet_nrollbacks(s->fleet);
+    op->nskips = s->in_force.n;
+    if (op->nskips) {
+      op->skips = malloc(op->nskips * sizeof(*op->skips));
+      if (!op->skips) {
+        jop_free(op);
+        gy_log(GY_LOG_ERROR, "controller", "journal: out of memory: the %s is not written", what);
+        return 0;
+      }
+      memcpy(op->skips, s->in_force.r, op->nskips * sizeof(*op->skips));
+    }
   }
+  gy_jwriter_req_t req = {
+      .what = what, .must = 1, .run = jop_run, .free_op = jop_free, .done = must_done, .ud = s};
+  if (gy_jwriter_submit(s->jw, &req, op)) return 0;
+  s->waiting = 1;
+  s->head_state = HEAD_WRITING;
+  return 1;
+}
+
+/* An event, best effort (the journal keeps what fails in memory and writes it first later). */
+void gy__svc_journal_event(gy_service_t *s, uint64_t id, double t, int64_t step, const char *kind,
+                           const char *msg) {
+  if (!s->o.journal || !s->jw) return;
+  jop_t *op = gy__svc_jop(s, JOP_EVENT);
+  if (!op) return;
+  op->id = id;
+  op->time = t;
+  op->step = step;
+  snprintf(op->ekind, sizeof(op->ekind), "%s", kind);
+  if (!(op->text = strdup(msg))) {
+    jop_free(op);
+    return;
+  }
+  gy_jwriter_req_t req = {.what = "event", .run = jop_run, .free_op = jop_free};
+  gy_jwriter_submit(s->jw, &req, op);
+}
+
+/* Submits op (from gy__svc_jop, filled; NULL is a no-op) as a best-effort write: tried once, a
+ * failure logged as "journal: <what>: <error>". The writer owns op. */
+void gy__svc_journal_best(gy_service_t *s, jop_t *op, const char *what) {
+  if (!op) return;
+  if (!s->o.journal || !s->jw) {
+    jop_free(op);
+    return;
+  }
+  gy_jwriter_req_t req = {.what = what, .run = jop_run, .free_op = jop_free};
+  gy_jwriter_submit(s->jw, &req, op);
+}
+
+/* Loop thread: the fence answered. 0: this controller leads, the head action goes on; else
+ * (the fence's caller has stopped everything) the head action is dropped, and the next one
+ * asks again. */
+static void fence_done(void *ud, void *p, const gy_jwriter_result_t *r) {
+  gy_service_t *s = ud;
+  (void)p;
+  s->waiting = 0;
+  if (!r->rc) {
+    s->fence_ok_ms = mono_ms();
+    s->head_state = HEAD_FENCED;
+  } else {
+    s->ahead++;
+    s->head_state = HEAD_NEW;
+  }
+  gy__svc_drain(s);
+}
+
+/* Asks the fence on the writer's thread, behind the writes submitted before. Returns 1 (the
+ * head action waits for fence_done), 0 when it cannot be asked (out of memory: the head
+ * action is dropped, as when the fence says no). */
+int gy__svc_fence_submit(gy_service_t *s) {
+  jop_t *op = s->jw ? gy__svc_jop(s, JOP_FENCE) : NULL;
+  if (!op) return 0;
+  op->fence = s->o.fence;
+  op->fence_ud = s->o.fence_ud;
+  gy_jwriter_req_t req = {
+      .what = "fence check", .run = jop_run, .free_op = jop_free, .done = fence_done, .ud = s};
+  if (gy_jwriter_submit(s->jw, &req, op)) return 0;
+  s->waiting = 1;
+  return 1;
 }
 
 /* At create, with a journal that holds the run: the events (the audit log goes on with the
@@ -87,6 +280,8 @@ void gy__svc_journal_must(gy_service_t *s, const char *what, journal_op_t op, in
  * is completed: its skips are in force and the checkpoints after its target are forgotten, so
  * the re-formed gang restores that target with the skips (the Assignment carries them). */
 int gy__svc_recover(gy_service_t *s, char *errmsg, size_t errlen) {
+  /* Synchronous on purpose: this runs in gy_service_create, before the server serves and
+   * before the writer's thread starts, so nothing waits for it but the caller. */
   gy_journal_state_t st;
   int rc = gy_journal_load(s->o.journal, &st, EVLOG_MAX, errmsg, errlen);
   if (rc) return rc;
@@ -183,19 +378,33 @@ int gy__svc_recover(gy_service_t *s, char *errmsg, size_t errlen) {
   return 0;
 }
 
+/* Loop thread: a hold write failed: the next drain writes the hold key again. */
+static void hold_done(void *ud, void *p, const gy_jwriter_result_t *r) {
+  gy_service_t *s = ud;
+  jop_t *op = p;
+  if (!r->rc) return;
+  gy_log(GY_LOG_WARN, "controller", "journal: hold: %s", r->errmsg);
+  if (s->journaled_hold == op->flag) s->journaled_hold = -1;
+}
+
 /* The journal's hold key follows the run: paused (by the operator, or a deferred pause) or
  * halted, so that a successor holds the re-formed gang the same way. */
 void gy__svc_journal_hold(gy_service_t *s) {
-  if (!s->o.journal || gy_repair_recovered_hold(s->repair))
+  if (!s->o.journal || !s->jw || gy_repair_recovered_hold(s->repair))
     return; /* a recovered hold is not applied yet */
   gy_run_state_t rs = gy_run_state(s->run);
   int h = rs == GY_RUN_HALTED                                                    ? 2
           : (rs == GY_RUN_PAUSED || gy_fleet_state(s->fleet) == GY_FLEET_PAUSED) ? 1
                                                                                  : 0;
   if (h == s->journaled_hold) return;
-  char err[256];
-  if (gy_journal_hold(s->o.journal, h, h == 2 ? "halted" : h ? "paused" : NULL, err, sizeof(err)))
-    gy_log(GY_LOG_WARN, "controller", "journal: hold: %s", err);
-  else
-    s->journaled_hold = h;
+  jop_t *op = gy__svc_jop(s, JOP_HOLD);
+  if (!op) return;
+  op->flag = h;
+  if (h && !(op->text = strdup(h == 2 ? "halted" : "paused"))) {
+    jop_free(op);
+    return;
+  }
+  gy_jwriter_req_t req = {
+      .what = "hold", .run = jop_run, .free_op = jop_free, .done = hold_done, .ud = s};
+  if (!gy_jwriter_submit(s->jw, &req, op)) s->journaled_hold = h;
 }

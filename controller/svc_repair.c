@@ -301,10 +301,10 @@ static void run_act(gy_service_t *s, const gy_run_action_t *a) {
 /* A gang formed (the first ASSIGN of a new generation) and trains from start. */
 void gy__svc_loop_gang_formed(gy_service_t *s, uint64_t generation, int64_t start) {
   if (s->o.journal) { /* the generation, so that a successor forms a newer one */
-    char err[256];
-    if (gy_journal_state(s->o.journal, generation, s->journaled_seq,
-                         (int64_t)gy_fleet_nrollbacks(s->fleet), err, sizeof(err)))
-      gy_log(GY_LOG_WARN, "controller", "journal: %s", err);
+    jop_t *op = gy__svc_jop(s, JOP_STATE);
+    gy__svc_jop_set(op, 0, s->journaled_seq, generation, (int64_t)gy_fleet_nrollbacks(s->fleet),
+                    NULL);
+    gy__svc_journal_best(s, op, "state");
   }
   repair_drain(s, "gang formed",
                gy_repair_gang_formed(s->repair, gy__svc_now_ms(s), generation, start,
@@ -376,36 +376,42 @@ void gy__svc_loop_step(gy_service_t *s, int64_t step) {
   gy__svc_run_drain(s);
 }
 
-/* A fleet rollback completed: its skips are in force; the run's own one ends its repair. */
-void gy__svc_loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, int ok) {
-  int64_t now = gy__svc_now_ms(s);
-  if (ok) {
-    for (int i = 0; i < gy_fleet_nrollbacks(s->fleet); i++) {
-      const gy_fleet_rollback_t *rb = gy_fleet_rollback_record(s->fleet, i);
-      if (!rb || rb->seq != seq) continue;
-      /* counted once: a re-formed gang is sent the skips already in force again */
-      uint64_t nskipped = 0;
-      for (int k = 0; k < rb->nskip; k++) {
-        nskipped += gy_skipset_uncovered(&s->in_force, rb->skip[k].first, rb->skip[k].last);
-        if (gy_skipset_add(&s->in_force, rb->skip[k].first, rb->skip[k].last) ||
-            gy_skipset_add(&s->sent, rb->skip[k].first, rb->skip[k].last))
-          gy_log(GY_LOG_ERROR, "controller", "out of memory: skip list incomplete");
+/* A fleet rollback completed: its skips are in force; the run's own one ends its repair. The
+ * applied rollback is journaled first: returns 1 when that write is submitted (the caller waits
+ * and calls again with resumed 1 once it is written), 0 when done. */
+int gy__svc_loop_rolled_back(gy_service_t *s, uint64_t seq, int64_t to_step, int ok, int resumed) {
+  if (!resumed) {
+    if (ok) {
+      gy_repair_applied(s->repair); /* the gang is no longer fresh, and has every skip */
+      for (int i = 0; i < gy_fleet_nrollbacks(s->fleet); i++) {
+        const gy_fleet_rollback_t *rb = gy_fleet_rollback_record(s->fleet, i);
+        if (!rb || rb->seq != seq) continue;
+        /* counted once: a re-formed gang is sent the skips already in force again */
+        uint64_t nskipped = 0;
+        for (int k = 0; k < rb->nskip; k++) {
+          nskipped += gy_skipset_uncovered(&s->in_force, rb->skip[k].first, rb->skip[k].last);
+          if (gy_skipset_add(&s->in_force, rb->skip[k].first, rb->skip[k].last) ||
+              gy_skipset_add(&s->sent, rb->skip[k].first, rb->skip[k].last))
+            gy_log(GY_LOG_ERROR, "controller", "out of memory: skip list incomplete");
+        }
+        gy_telemetry_rollback(s->o.telemetry, to_step, nskipped);
+        break;
       }
-      gy_telemetry_rollback(s->o.telemetry, to_step, nskipped);
-      break;
+      while (s->nckevals && s->ckevals[s->nckevals - 1].step > to_step) /* abandoned timeline */
+        s->nckevals--;
+      if (gy__svc_journal_must(s, "rollback applied", JOURNAL_APPLIED, to_step, seq, NULL))
+        return 1;
+    } else if (s->o.journal) {
+      char what[64];
+      snprintf(what, sizeof(what), "rollback seq %llu failed", (unsigned long long)seq);
+      jop_t *op = gy__svc_jop(s, JOP_DROPPED);
+      gy__svc_jop_set(op, 0, seq, 0, 0, NULL);
+      gy__svc_journal_best(s, op, what);
     }
   }
-  if (ok) {
-    while (s->nckevals && s->ckevals[s->nckevals - 1].step > to_step) /* abandoned timeline */
-      s->nckevals--;
-    gy__svc_journal_must(s, "rollback applied", JOURNAL_APPLIED, to_step, seq, NULL);
-  } else if (s->o.journal) {
-    char err[256];
-    if (gy_journal_dropped(s->o.journal, seq, err, sizeof(err)))
-      gy_log(GY_LOG_WARN, "controller", "journal: rollback seq %llu failed: %s",
-             (unsigned long long)seq, err);
-  }
   /* the run's own rollback ends its repair */
-  if (repair_drain(s, "rolled back", gy_repair_rolled_back(s->repair, now, seq, to_step, ok)))
+  if (repair_drain(s, "rolled back",
+                   gy_repair_rolled_back(s->repair, gy__svc_now_ms(s), seq, to_step, ok)))
     gy__svc_run_drain(s);
+  return 0;
 }

@@ -13,12 +13,22 @@
  * ROLLED_BACK are told by their events. The same actions feed the run state machine
  * (svc_repair.c). Every action is fenced (o.fence).
  *
+ * The actions form an ordered queue (abuf[ahead, nabuf), then the fleet's newer ones): an
+ * action that must be journaled first (a rollback's intent before its directive, a checkpoint's
+ * manifest before the commit's later effects, an applied rollback) submits its write to the
+ * writer's thread and waits at the head; nothing behind it is carried out until the write is
+ * done (messages on the session streams keep their order), while the loop goes on serving and
+ * feeding the fleet (the workers park at their granted horizon). The fence works the same way
+ * when it is due. Nothing here waits for the store on the loop thread.
+ *
  * Invariants:
  * - sessions[r] is the one stream bound to rank r (after an accepted Hello) or NULL; a stream
  *   replaced by a newer Hello of the same rank is unbound first, so its close does not count as
  *   the worker's loss.
  * - drain() copies the actions out before acting, and does not nest: a callback that feeds the
  *   fleet while actions are being carried out leaves its actions for the running drain loop.
+ * - While waiting is set, the head action (abuf[ahead]) is the only one begun and not finished;
+ *   only the writer's done callback (svc_journal.c) clears waiting and resumes drain().
  */
 #include "controller/service_internal.h"
 
@@ -97,13 +107,8 @@ static void do_assign(gy_service_t *s, const gy_fleet_action_t *a) {
   free(j);
 }
 
+/* Sends a directive (a rollback's intent is already written: see act()). */
 static void do_directive(gy_service_t *s, const gy_fleet_action_t *a) {
-  /* Write-ahead: a rollback's intent (target, skips, reason) is in the journal before any rank
-   * can act on it, once per directive (a reconnecting rank gets the same one again). */
-  if (a->dir_kind == GY_DIR_ROLLBACK && a->seq > s->journaled_seq) {
-    gy__svc_journal_must(s, "rollback intent", JOURNAL_INTENT, a->step, 0, a);
-    s->journaled_seq = a->seq;
-  }
   Gyro__HParams hp = GYRO__HPARAMS__INIT;
   Gyro__Directive d = GYRO__DIRECTIVE__INIT;
   d.generation = a->generation;
@@ -162,17 +167,20 @@ static int64_t mono_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Every action is fenced, not only what goes to the workers: a controller resumed after a
- * stop longer than its lease must not print a step, an event or write its journal either
- * before it learns that it was replaced. */
-static void act(gy_service_t *s, const gy_fleet_action_t *a) {
-  if (s->o.fence) {
-    int64_t now = mono_ms();
-    if (now - s->fence_ok_ms > s->o.fence_every_ms) {
-      if (!s->o.fence(s->o.fence_ud)) return; /* the caller has stopped everything */
-      s->fence_ok_ms = mono_ms();
+/* Carries out the head action a, from where it got (head_state). Every action is fenced, not
+ * only what goes to the workers: a controller resumed after a stop longer than its lease must
+ * not print a step, an event or write its journal either before it learns that it was
+ * replaced. Returns 1 when a waits for the writer (the fence's answer, or a must-write): the
+ * writer's done callback resumes drain(), and a goes on from head_state. */
+static int act(gy_service_t *s, const gy_fleet_action_t *a) {
+  if (s->head_state == HEAD_NEW) {
+    if (s->o.fence && mono_ms() - s->fence_ok_ms > s->o.fence_every_ms) {
+      if (gy__svc_fence_submit(s)) return 1;
+      return 0; /* not asked (out of memory): the action is dropped, the next one asks again */
     }
+    s->head_state = HEAD_FENCED;
   }
+  int resumed = s->head_state == HEAD_WRITTEN;
   switch (a->kind) {
   case GY_FLEET_ACT_ASSIGN:
     do_assign(s, a);
@@ -190,6 +198,13 @@ static void act(gy_service_t *s, const gy_fleet_action_t *a) {
     break;
   }
   case GY_FLEET_ACT_DIRECTIVE:
+    /* Write-ahead: a rollback's intent (target, skips, reason) is in the journal before any
+     * rank can act on it, once per directive (a reconnecting rank gets the same one again). */
+    if (a->dir_kind == GY_DIR_ROLLBACK && a->seq > s->journaled_seq) {
+      if (!resumed && gy__svc_journal_must(s, "rollback intent", JOURNAL_INTENT, a->step, 0, a))
+        return 1;
+      s->journaled_seq = a->seq;
+    }
     do_directive(s, a);
     break;
   case GY_FLEET_ACT_EVENT:
@@ -207,24 +222,30 @@ static void act(gy_service_t *s, const gy_fleet_action_t *a) {
     }
     break;
   case GY_FLEET_ACT_COMMITTED: { /* clean unless the run's own rule says suspect */
-    gy_telemetry_checkpoint(s->o.telemetry, a->step, gy__svc_wall_s(), a->bytes);
-    int clean = 0;
-    gy__svc_run_refused(s, "checkpoint",
-                        gy_run_checkpoint(s->run, gy__svc_now_ms(s), a->step, 1, &clean));
-    gy__svc_journal_must(s, "checkpoint manifest", JOURNAL_CKPT, a->step, (uint64_t)clean, NULL);
-    gy__svc_ckeval_journal(s, a->step); /* its evaluation, when it came before the commit */
-    if (s->o.journal) { /* the baselines a successor restoring this checkpoint starts from */
-      char *snap = gy_run_save(s->run), err[256];
-      if (snap && gy_journal_baselines(s->o.journal, a->step, snap, err, sizeof(err)))
-        gy_log(GY_LOG_WARN, "controller", "journal: baselines of checkpoint %lld: %s",
-               (long long)a->step, err);
-      free(snap);
+    if (!resumed) {
+      gy_telemetry_checkpoint(s->o.telemetry, a->step, gy__svc_wall_s(), a->bytes);
+      int clean = 0;
+      gy__svc_run_refused(s, "checkpoint",
+                          gy_run_checkpoint(s->run, gy__svc_now_ms(s), a->step, 1, &clean));
+      int wait = gy__svc_journal_must(s, "checkpoint manifest", JOURNAL_CKPT, a->step,
+                                      (uint64_t)clean, NULL);
+      /* behind the manifest (the writer keeps the order): its evaluation, when it came before
+       * the commit, and the baselines a successor restoring this checkpoint starts from */
+      gy__svc_ckeval_journal(s, a->step);
+      if (s->o.journal) {
+        char what[64];
+        snprintf(what, sizeof(what), "baselines of checkpoint %lld", (long long)a->step);
+        jop_t *op = gy__svc_jop(s, JOP_BASELINES);
+        gy__svc_jop_set(op, a->step, 0, 0, 0, gy_run_save(s->run));
+        gy__svc_journal_best(s, op, what);
+      }
+      if (wait) return 1; /* the run hears of the commit once its manifest is written */
     }
     gy__svc_run_drain(s);
     break;
   }
   case GY_FLEET_ACT_ROLLED_BACK:
-    gy__svc_loop_rolled_back(s, a->seq, a->step, a->ok);
+    if (gy__svc_loop_rolled_back(s, a->seq, a->step, a->ok, resumed)) return 1;
     break;
   case GY_FLEET_ACT_STEP:
     gy__svc_emit_step(s, a->step);
@@ -244,9 +265,9 @@ static void act(gy_service_t *s, const gy_fleet_action_t *a) {
       gy__svc_run_drain(s);
     }
     if (s->o.journal) {
-      char err[256];
-      if (gy_journal_done(s->o.journal, s->o.steps, err, sizeof(err)))
-        gy_log(GY_LOG_WARN, "controller", "journal: %s", err);
+      jop_t *op = gy__svc_jop(s, JOP_DONE);
+      gy__svc_jop_set(op, s->o.steps, 0, 0, 0, NULL);
+      gy__svc_journal_best(s, op, "done");
     }
     if (!s->done_fired) {
       s->done_fired = 1;
@@ -254,30 +275,38 @@ static void act(gy_service_t *s, const gy_fleet_action_t *a) {
     }
     break;
   }
+  return 0;
 }
 
-/* Carries out the fleet's actions until there are none (see the invariants). */
+/* Carries out the fleet's actions in order until there are none, or until the head waits for
+ * the writer (see the invariants). */
 void gy__svc_drain(gy_service_t *s) {
   if (s->draining) return;
   s->draining = 1;
-  for (;;) {
-    size_t n;
-    const gy_fleet_action_t *a = gy_fleet_actions(s->fleet, &n);
-    if (!n) break;
-    if (n > s->capabuf) {
-      gy_fleet_action_t *b = realloc(s->abuf, n * sizeof(*b));
-      if (!b) {
-        gy_fleet_actions_clear(s->fleet);
-        gy_log(GY_LOG_ERROR, "controller", "out of memory: %zu actions lost", n);
-        break;
+  while (!s->waiting) {
+    if (s->ahead >= s->nabuf) { /* the queue is done: the fleet's newer actions */
+      s->ahead = s->nabuf = 0;
+      size_t n;
+      const gy_fleet_action_t *a = gy_fleet_actions(s->fleet, &n);
+      if (!n) break;
+      if (n > s->capabuf) {
+        gy_fleet_action_t *b = realloc(s->abuf, n * sizeof(*b));
+        if (!b) {
+          gy_fleet_actions_clear(s->fleet);
+          gy_log(GY_LOG_ERROR, "controller", "out of memory: %zu actions lost", n);
+          break;
+        }
+        s->abuf = b;
+        s->capabuf = n;
       }
-      s->abuf = b;
-      s->capabuf = n;
+      memcpy(s->abuf, a, n * sizeof(*a));
+      gy_fleet_actions_clear(s->fleet);
+      s->nabuf = n;
+      s->head_state = HEAD_NEW;
     }
-    memcpy(s->abuf, a, n * sizeof(*a));
-    gy_fleet_actions_clear(s->fleet);
-    for (size_t i = 0; i < n; i++)
-      act(s, &s->abuf[i]);
+    if (act(s, &s->abuf[s->ahead])) break;
+    s->ahead++;
+    s->head_state = HEAD_NEW;
   }
   s->draining = 0;
   gy__svc_journal_hold(s);

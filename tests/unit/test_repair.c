@@ -191,6 +191,11 @@ static void test_waiting(void) {
   CHECK_EQ_INT(take(r, a, 16), 1);
   CHECK(a[0].kind == GY_REPAIR_ACT_ASK && a[0].step == 10 && a[0].resend);
   REQUIRE(gy_repair_asked(r, clock_ms, GY_REPAIR_ASK_SENT, 4, NULL) == 0);
+  /* applied: told as soon as known (before its journal write), it clears both flags and
+   * leaves the state to the end of the rollback */
+  gy_repair_applied(r);
+  CHECK(!gy_repair_resend(r) && !gy_repair_fresh_gang(r));
+  CHECK_EQ_INT(gy_repair_state(r), F);
   REQUIRE(gy_repair_rolled_back(r, clock_ms, 4, 10, 1) == 0);
   CHECK(!gy_repair_resend(r) && !gy_repair_fresh_gang(r)); /* an applied rollback clears both */
   take(r, a, 16);

@@ -1,6 +1,8 @@
 /* rpc_client: the gRPC client of the glue (see rpc.h), usable from any thread.
  *
- * API, in order: gy_rpc_client_create, gy_rpc_client_create_tls, gy_rpc_client_destroy,
+ * API, in order: gy_rpc_status_name, gy_rpc_client_create, gy_rpc_client_create_tls,
+ * gy_rpc_client_create_opts (channel options: size limit, keepalive, connect deadline and
+ * reconnect back-off, which the etcd store sets to its own values), gy_rpc_client_destroy,
  * gy_rpc_unary, gy_rpc_cstream_open, gy_rpc_cstream_send, gy_rpc_cstream_close. Channel
  * credentials come from rpc_tls.c.
  *
@@ -61,6 +63,27 @@ struct gy_rpc_cstream {
   int has_md;
   int recv_pending, status_done, closing, closed, ended, closed_cb_done, halfclosed;
 };
+
+const char *gy_rpc_status_name(int status) {
+  static const char *const names[] = {"OK",
+                                      "CANCELLED",
+                                      "UNKNOWN",
+                                      "INVALID_ARGUMENT",
+                                      "DEADLINE_EXCEEDED",
+                                      "NOT_FOUND",
+                                      "ALREADY_EXISTS",
+                                      "PERMISSION_DENIED",
+                                      "RESOURCE_EXHAUSTED",
+                                      "FAILED_PRECONDITION",
+                                      "ABORTED",
+                                      "OUT_OF_RANGE",
+                                      "UNIMPLEMENTED",
+                                      "INTERNAL",
+                                      "UNAVAILABLE",
+                                      "DATA_LOSS",
+                                      "UNAUTHENTICATED"};
+  return status >= 0 && status <= 16 ? names[status] : "UNKNOWN";
+}
 
 static void cstream_start(gy_rpc_cstream_t *s, grpc_op *ops, size_t n, ctag_t *t) {
   grpc_call_error e = grpc_call_start_batch(s->call, ops, n, t, NULL);
@@ -182,11 +205,31 @@ int gy_rpc_client_create(gy_rpc_client_t **out, const char *target, char *errmsg
 
 int gy_rpc_client_create_tls(gy_rpc_client_t **out, const char *target,
                              const gy_rpc_client_tls_t *tls, char *errmsg, size_t errlen) {
+  gy_rpc_client_opts_t o;
+  memset(&o, 0, sizeof(o));
+  o.tls = tls;
+  return gy_rpc_client_create_opts(out, target, &o, errmsg, errlen);
+}
+
+/* Appends an integer channel argument. */
+static void int_arg(grpc_arg *a, size_t *n, const char *key, int value) {
+  a[*n].type = GRPC_ARG_INTEGER;
+  a[*n].key = (char *)key;
+  a[*n].value.integer = value;
+  (*n)++;
+}
+
+int gy_rpc_client_create_opts(gy_rpc_client_t **out, const char *target,
+                              const gy_rpc_client_opts_t *opts, char *errmsg, size_t errlen) {
   *out = NULL;
   if (!target || !*target) {
     gy_errmsg(errmsg, errlen, "rpc client: missing target address");
     return GY_EINVAL;
   }
+  gy_rpc_client_opts_t o;
+  memset(&o, 0, sizeof(o));
+  if (opts) o = *opts;
+  const gy_rpc_client_tls_t *tls = o.tls;
   gy_rpc_client_t *c = calloc(1, sizeof(*c));
   if (!c) {
     gy_errmsg(errmsg, errlen, "rpc client: out of memory");
@@ -201,30 +244,33 @@ int gy_rpc_client_create_tls(gy_rpc_client_t **out, const char *target,
     return rc ? rc : GY_ENOMEM;
   }
   pthread_mutex_init(&c->mu, NULL);
-  grpc_arg a[6];
-  gy__rpc_limit_args(a, GY__RPC_DEFAULT_MAX_MESSAGE);
+  size_t max = o.max_message ? o.max_message : GY__RPC_DEFAULT_MAX_MESSAGE;
+  if (max > 0x7fffffff) max = 0x7fffffff;
+  grpc_arg a[8];
+  size_t n = 2;
+  gy__rpc_limit_args(a, max);
   /* A peer that stops answering (a stopped or partitioned controller keeps its TCP connection)
-   * fails the open streams after GY__RPC_KEEPALIVE_MS + GY__RPC_KEEPALIVE_TIMEOUT_MS, so that a
-   * worker moves on to the next controller address instead of waiting for ever. */
-  a[2].type = GRPC_ARG_INTEGER;
-  a[2].key = (char *)GRPC_ARG_KEEPALIVE_TIME_MS;
-  a[2].value.integer = GY__RPC_KEEPALIVE_MS;
-  a[3].type = GRPC_ARG_INTEGER;
-  a[3].key = (char *)GRPC_ARG_KEEPALIVE_TIMEOUT_MS;
-  a[3].value.integer = GY__RPC_KEEPALIVE_TIMEOUT_MS;
+   * fails the open streams after KEEPALIVE_MS + KEEPALIVE_TIMEOUT_MS, so that a worker moves on
+   * to the next controller address instead of waiting for ever. */
+  int_arg(a, &n, GRPC_ARG_KEEPALIVE_TIME_MS,
+          o.keepalive_ms ? o.keepalive_ms : GY__RPC_KEEPALIVE_MS);
+  int_arg(a, &n, GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+          o.keepalive_timeout_ms ? o.keepalive_timeout_ms : GY__RPC_KEEPALIVE_TIMEOUT_MS);
   /* gRPC's minimum reconnect back-off is also its connect deadline (20 s by default): a peer
    * that accepts TCP but never speaks HTTP/2 (a stopped process) would hold a call that long
    * before the next address is tried. */
-  a[4].type = GRPC_ARG_INTEGER;
-  a[4].key = (char *)GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
-  a[4].value.integer = GY__RPC_CONNECT_TIMEOUT_MS;
-  grpc_channel_args args = {5, a};
+  int_arg(a, &n, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+          o.connect_timeout_ms ? o.connect_timeout_ms : GY__RPC_CONNECT_TIMEOUT_MS);
+  if (o.backoff_initial_ms)
+    int_arg(a, &n, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, o.backoff_initial_ms);
+  if (o.backoff_max_ms) int_arg(a, &n, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, o.backoff_max_ms);
   if (tls && !empty(tls->target_name)) {
-    a[5].type = GRPC_ARG_STRING;
-    a[5].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
-    a[5].value.string = (char *)tls->target_name;
-    args.num_args = 6;
+    a[n].type = GRPC_ARG_STRING;
+    a[n].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+    a[n].value.string = (char *)tls->target_name;
+    n++;
   }
+  grpc_channel_args args = {n, a};
   c->ch = grpc_channel_create(target, creds, &args);
   grpc_channel_credentials_release(creds);
   c->cq = grpc_completion_queue_create_for_next(NULL);

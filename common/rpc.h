@@ -25,8 +25,12 @@ enum {
   GY_RPC_UNIMPLEMENTED = 12,
   GY_RPC_INTERNAL = 13,
   GY_RPC_UNAVAILABLE = 14,
+  GY_RPC_DATA_LOSS = 15,
   GY_RPC_UNAUTHENTICATED = 16,
 };
+
+/* The name of a gRPC status ("UNAVAILABLE"); "UNKNOWN" for a value outside the table. */
+const char *gy_rpc_status_name(int status);
 
 /* ================================ bearer tokens ================================ */
 
@@ -142,6 +146,20 @@ int gy_rpc_client_create(gy_rpc_client_t **out, const char *target, char *errmsg
  * file), errmsg naming the file. */
 int gy_rpc_client_create_tls(gy_rpc_client_t **out, const char *target,
                              const gy_rpc_client_tls_t *tls, char *errmsg, size_t errlen);
+/* Channel options; a zero field takes the default written beside it. */
+typedef struct {
+  const gy_rpc_client_tls_t *tls; /* NULL: plaintext */
+  size_t max_message;             /* largest message either way (4 MiB) */
+  int keepalive_ms;               /* HTTP/2 ping interval while a call is open (2000) */
+  int keepalive_timeout_ms;       /* an unanswered ping closes the transport after (3000) */
+  int connect_timeout_ms;         /* connect deadline, also the minimum reconnect back-off (3000) */
+  int backoff_initial_ms, backoff_max_ms; /* reconnect back-off (gRPC's own: 1 s, 120 s) */
+} gy_rpc_client_opts_t;
+
+/* The same with channel options (NULL: all defaults, as gy_rpc_client_create). The callee copies
+ * opts. Errors as gy_rpc_client_create_tls. */
+int gy_rpc_client_create_opts(gy_rpc_client_t **out, const char *target,
+                              const gy_rpc_client_opts_t *opts, char *errmsg, size_t errlen);
 void gy_rpc_client_destroy(gy_rpc_client_t *c); /* NULL is a no-op; closes its streams first */
 
 /* Blocking unary call with a deadline. On success returns 0 and *resp (malloc'ed, caller frees;

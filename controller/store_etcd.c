@@ -2,32 +2,32 @@
  * store_etcd: the state store on etcd's v3 API, spoken over gRPC's C core with the messages of
  * proto/etcd.proto (etcd's own names and field numbers) and hand-written method paths.
  *
- * The gRPC client under it (endpoints, channels, fail-over and retries, TLS, auth tokens, the
- * poller thread) is in store_etcd_client.c; the structs both files use are in
- * store_etcd_internal.h. A write retried after UNAVAILABLE may have been applied by the first
- * attempt when the connection broke after sending (etcd gives no idempotency key): callers of
- * txn/cas re-read on a conflict (the leader election does).
+ * gRPC is reached only through the common client (common/rpc.h): one gy_rpc_client_t per
+ * endpoint. Endpoints, fail-over and retries, TLS options and auth tokens are in
+ * store_etcd_client.c; the structs both files use are in store_etcd_internal.h. A write
+ * retried after UNAVAILABLE may have been applied by the first attempt when the connection
+ * broke after sending (etcd gives no idempotency key): callers of txn/cas re-read on a
+ * conflict (the leader election does).
  *
  * Leases: LeaseKeepAlive is a bidi stream in etcd; a keep-alive here is one short call on it
  * (one request, half-close, one response), which etcd answers and ends cleanly, so keep-alives
  * get the same fail-over and deadlines as every other call.
  *
- * Watches: one thread per watch owns a Watch stream (its own completion queue). It delivers
- * each WatchResponse's events in order and remembers the revision after the last one; when the
- * stream breaks it reconnects (next endpoint, back-off 100 ms .. 1 s) and asks etcd to start
- * from that revision, so no revision is skipped or repeated. Compacted history and a watch
- * canceled by etcd end the watch with an error callback.
+ * Watches: one thread per watch drives a Watch stream of the common client (gy_rpc_cstream_t).
+ * The client's completion-queue thread only queues a copy of each response and signals; the
+ * watch thread delivers each WatchResponse's events in order, on its own thread, and remembers
+ * the revision after the last one; when the stream breaks it reconnects (next endpoint,
+ * back-off 100 ms .. 1 s) and asks etcd to start from that revision, so no revision is skipped
+ * or repeated. Compacted history and a watch canceled by etcd end the watch with an error
+ * callback.
  *
- * Invariants: e->mu guards the endpoint table (channels, tokens, the current index) and is
- * never held across a network call (store_etcd_client.c); a watch's call pointer is read and
- * cancelled under w->mu.
+ * Invariants: e->mu guards the endpoint table (tokens, the current index) and is
+ * never held across a network call (store_etcd_client.c); a watch's queue, stop flag and
+ * stream end are under w->mu, which no callback holds while the user's callback runs; a
+ * stream is closed (its callbacks over) before the next one opens.
  */
 #include "controller/store_etcd_internal.h"
 
-#include <grpc/byte_buffer_reader.h>
-#include <grpc/grpc_security.h>
-#include <grpc/support/alloc.h>
-#include <grpc/support/time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -359,16 +359,61 @@ static int watch_handle(etw_t *w, const uint8_t *buf, size_t len) {
   return ret;
 }
 
+/* Client-thread callbacks of a watch's stream: they only queue (a copy of each message) and
+ * signal, so the user's callback runs on the watch's own thread, as before the stream was
+ * shared, and may block or cancel other watches of the same store. */
+static void watch_on_message(void *ud, const uint8_t *msg, size_t len) {
+  etw_t *w = ud;
+  etw_msg_t *m = malloc(sizeof(*m) + len);
+  pthread_mutex_lock(&w->mu);
+  if (!m) {
+    /* A lost response would skip revisions: end this stream, the watch resumes from w->next. */
+    w->closed = 1;
+    w->status = GY_RPC_RESOURCE_EXHAUSTED;
+  } else {
+    m->next = NULL;
+    m->len = len;
+    memcpy(m->data, msg, len);
+    if (w->q_tail)
+      w->q_tail->next = m;
+    else
+      w->q_head = m;
+    w->q_tail = m;
+  }
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+static void watch_on_close(void *ud, int status, const char *details) {
+  etw_t *w = ud;
+  (void)details;
+  pthread_mutex_lock(&w->mu);
+  if (!w->closed) w->status = status;
+  w->closed = 1;
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+/* Under w->mu: drops the messages still queued. */
+static void watch_drop_queue(etw_t *w) {
+  while (w->q_head) {
+    etw_msg_t *m = w->q_head;
+    w->q_head = m->next;
+    free(m);
+  }
+  w->q_tail = NULL;
+}
+
 /* One Watch stream from w->next until it breaks. Returns < 0 when the watch has ended for
  * good, else the gRPC status the stream closed with (*healthy: it delivered something). */
 static int watch_stream(etw_t *w, size_t i, int *healthy) {
   et_t *e = w->e;
-  char *token = NULL, *details = NULL;
-  grpc_channel *ch = gy__etcd_ep_get(e, i, &token);
+  char *token = NULL, details[512];
+  gy_rpc_client_t *c = gy__etcd_ep_get(e, i, &token);
   if (e->user && !token) {
-    int st = gy__etcd_authenticate(e, i, ch, gy__cstore_now_ms() + e->dial_ms, &token, &details);
-    free(details);
-    if (st != GRPC_STATUS_OK) return st;
+    int st = gy__etcd_authenticate(e, i, c, gy__cstore_now_ms() + e->dial_ms, &token, details,
+                                   sizeof(details));
+    if (st != GY_RPC_OK) return st;
   }
   Etcdserverpb__WatchCreateRequest cr = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
   cr.key = key_bytes(w->key);
@@ -381,111 +426,55 @@ static int watch_stream(etw_t *w, size_t i, int *healthy) {
   uint8_t *buf = malloc(len ? len : 1);
   if (!buf) {
     free(token);
-    return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    return GY_RPC_RESOURCE_EXHAUSTED;
   }
   etcdserverpb__watch_request__pack(&rq, buf);
-  grpc_slice rs = grpc_slice_from_copied_buffer((const char *)buf, len);
-  free(buf);
-  grpc_byte_buffer *req_bb = grpc_raw_byte_buffer_create(&rs, 1);
-  grpc_slice_unref(rs);
 
-  grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
-  grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
-                                             grpc_slice_from_static_string(M_WATCH), NULL,
-                                             gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
   pthread_mutex_lock(&w->mu);
-  w->call = call;
-  if (w->stop) grpc_call_cancel(call, NULL);
+  w->closed = 0;
+  w->status = GY_RPC_UNKNOWN;
   pthread_mutex_unlock(&w->mu);
-
-  grpc_metadata md;
-  memset(&md, 0, sizeof(md));
-  if (token) {
-    md.key = grpc_slice_from_static_string("token");
-    md.value = grpc_slice_from_copied_string(token);
-  }
-  grpc_metadata_array init_md, trail_md;
-  grpc_metadata_array_init(&init_md);
-  grpc_metadata_array_init(&trail_md);
-  grpc_status_code st = GRPC_STATUS_UNKNOWN;
-  grpc_slice det = grpc_empty_slice();
-  grpc_byte_buffer *recv_bb = NULL;
-  int pending = 0, ended = 0;
-  grpc_op ops[3];
-  memset(ops, 0, sizeof(ops));
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = token ? 1 : 0;
-  ops[0].data.send_initial_metadata.metadata = token ? &md : NULL;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = req_bb;
-  ops[2].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[2].data.recv_initial_metadata.recv_initial_metadata = &init_md;
-  if (grpc_call_start_batch(call, ops, 3, (void *)1, NULL) == GRPC_CALL_OK) pending++;
-  memset(ops, 0, sizeof(ops));
-  ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-  ops[0].data.recv_status_on_client.trailing_metadata = &trail_md;
-  ops[0].data.recv_status_on_client.status = &st;
-  ops[0].data.recv_status_on_client.status_details = &det;
-  if (grpc_call_start_batch(call, ops, 1, (void *)2, NULL) == GRPC_CALL_OK) pending++;
-  memset(ops, 0, sizeof(ops));
-  ops[0].op = GRPC_OP_RECV_MESSAGE;
-  ops[0].data.recv_message.recv_message = &recv_bb;
-  if (grpc_call_start_batch(call, ops, 1, (void *)3, NULL) == GRPC_CALL_OK) pending++;
-  if (pending < 3) grpc_call_cancel(call, NULL);
-
-  while (pending > 0) {
-    grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-    if (ev.type != GRPC_OP_COMPLETE) break;
-    pending--;
-    if (ev.tag == (void *)1 && !ev.success) grpc_call_cancel(call, NULL);
-    if (ev.tag != (void *)3) continue;
-    if (!ev.success || !recv_bb) {
-      if (recv_bb) grpc_byte_buffer_destroy(recv_bb);
-      recv_bb = NULL;
-      grpc_call_cancel(call, NULL); /* the stream is over: collect the status */
-      continue;
-    }
-    grpc_byte_buffer_reader rd;
-    int h = 0;
-    if (grpc_byte_buffer_reader_init(&rd, recv_bb)) {
-      grpc_slice all = grpc_byte_buffer_reader_readall(&rd);
-      grpc_byte_buffer_reader_destroy(&rd);
-      h = watch_handle(w, GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all));
-      grpc_slice_unref(all);
-    }
-    grpc_byte_buffer_destroy(recv_bb);
-    recv_bb = NULL;
-    if (h > 0) *healthy = 1;
-    pthread_mutex_lock(&w->mu);
-    int stop = w->stop;
-    pthread_mutex_unlock(&w->mu);
-    if (h < 0 || stop) {
-      ended = h < 0;
-      grpc_call_cancel(call, NULL);
-      continue;
-    }
-    if (grpc_call_start_batch(call, ops, 1, (void *)3, NULL) == GRPC_CALL_OK)
-      pending++;
-    else
-      grpc_call_cancel(call, NULL);
-  }
-  pthread_mutex_lock(&w->mu);
-  w->call = NULL;
-  pthread_mutex_unlock(&w->mu);
-  if (recv_bb) grpc_byte_buffer_destroy(recv_bb);
-  grpc_byte_buffer_destroy(req_bb);
-  grpc_metadata_array_destroy(&init_md);
-  grpc_metadata_array_destroy(&trail_md);
-  grpc_slice_unref(det);
-  if (token) grpc_slice_unref(md.value);
+  static const gy_rpc_cstream_cbs_t cbs = {watch_on_message, watch_on_close};
+  gy_rpc_cstream_t *s = NULL;
+  int rc = gy_rpc_cstream_open(c, M_WATCH, token ? "token" : NULL, token, &cbs, w, &s, details,
+                               sizeof(details));
   free(token);
-  grpc_call_unref(call);
-  grpc_completion_queue_shutdown(cq);
-  while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
-         GRPC_QUEUE_SHUTDOWN) {
+  if (rc < 0) {
+    free(buf);
+    return GY_RPC_UNKNOWN;
   }
-  grpc_completion_queue_destroy(cq);
-  return ended ? -1 : (int)st;
+  gy_rpc_cstream_send(s, buf, len); /* a failure shows as the stream's end */
+  free(buf);
+
+  int ended = 0;
+  pthread_mutex_lock(&w->mu);
+  for (;;) {
+    if (w->stop) break;
+    if (w->q_head) {
+      etw_msg_t *m = w->q_head;
+      w->q_head = m->next;
+      if (!w->q_head) w->q_tail = NULL;
+      pthread_mutex_unlock(&w->mu);
+      int h = watch_handle(w, m->data, m->len);
+      free(m);
+      if (h > 0) *healthy = 1;
+      pthread_mutex_lock(&w->mu);
+      if (h < 0) {
+        ended = 1;
+        break;
+      }
+      continue;
+    }
+    if (w->closed) break;
+    pthread_cond_wait(&w->cv, &w->mu);
+  }
+  pthread_mutex_unlock(&w->mu);
+  gy_rpc_cstream_close(s); /* cancels unless over; on_close has run when it returns */
+  pthread_mutex_lock(&w->mu);
+  watch_drop_queue(w);
+  int st = w->status;
+  pthread_mutex_unlock(&w->mu);
+  return ended ? -1 : st;
 }
 
 static void *watch_main(void *arg) {
@@ -501,9 +490,8 @@ static void *watch_main(void *arg) {
     int healthy = 0;
     int st = watch_stream(w, i, &healthy);
     if (st < 0) break;
-    if (st == GRPC_STATUS_UNAUTHENTICATED) gy__etcd_ep_set_token(e, i, NULL);
-    if (st == GRPC_STATUS_UNAVAILABLE || st == GRPC_STATUS_DEADLINE_EXCEEDED)
-      gy__etcd_ep_fail(e, i);
+    if (st == GY_RPC_UNAUTHENTICATED) gy__etcd_ep_set_token(e, i, NULL);
+    if (st == GY_RPC_UNAVAILABLE || st == GY_RPC_DEADLINE_EXCEEDED) gy__etcd_ep_fail(e, i);
     if (healthy) backoff = 100;
     if (watch_sleep(w, backoff)) break;
     backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
@@ -549,7 +537,6 @@ static void et_watch_stop(void *handle) {
   etw_t *w = handle;
   pthread_mutex_lock(&w->mu);
   w->stop = 1;
-  if (w->call) grpc_call_cancel(w->call, NULL);
   pthread_cond_broadcast(&w->cv);
   pthread_mutex_unlock(&w->mu);
   pthread_join(w->th, NULL);
@@ -561,68 +548,27 @@ static void et_watch_stop(void *handle) {
 static void et_destroy(void *be) {
   et_t *e = be;
   if (!e) return;
-  if (e->poll_cq) {
-    grpc_completion_queue_shutdown(e->poll_cq);
-    if (e->poll_started) pthread_join(e->poll_th, NULL);
-    grpc_completion_queue_destroy(e->poll_cq);
-  }
   for (size_t i = 0; i < e->n; i++) {
-    if (e->eps[i].ch) grpc_channel_destroy(e->eps[i].ch);
+    gy_rpc_client_destroy(e->eps[i].c);
     free(e->eps[i].target);
     free(e->eps[i].token);
   }
   free(e->eps);
-  if (e->creds) grpc_channel_credentials_release(e->creds);
   free(e->user);
   free(e->pass);
   pthread_mutex_destroy(&e->mu);
   free(e);
-  grpc_shutdown();
-}
-
-/* Reads a whole PEM file; NULL with errmsg when it cannot. */
-static char *read_pem(const char *what, const char *path, char *errmsg, size_t errlen) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    gy_errmsg(errmsg, errlen, "etcd TLS: cannot read %s file %s", what, path);
-    return NULL;
-  }
-  char *buf = NULL;
-  size_t n = 0, cap = 0;
-  for (;;) {
-    if (n + 4096 + 1 > cap) {
-      cap = cap ? 2 * cap : 8192;
-      char *nb = realloc(buf, cap);
-      if (!nb) break;
-      buf = nb;
-    }
-    size_t got = fread(buf + n, 1, 4096, f);
-    n += got;
-    if (got < 4096) break;
-  }
-  fclose(f);
-  if (!buf) return NULL;
-  buf[n] = 0;
-  if (!strstr(buf, "-----BEGIN")) {
-    gy_errmsg(errmsg, errlen, "etcd TLS: %s file %s holds no PEM block", what, path);
-    free(buf);
-    return NULL;
-  }
-  return buf;
 }
 
 int gy__cstore_etcd_open(void **be, const char *endpoints, const gy_cstore_opts_t *opts,
                          char *errmsg, size_t errlen) {
   *be = NULL;
-  grpc_init();
   int rc = 0;
-  char *ca = NULL, *cert = NULL, *key = NULL;
   et_t *e = calloc(1, sizeof(*e));
   char *list = strdup(endpoints);
   if (!e || !list) {
     free(e);
     free(list);
-    grpc_shutdown();
     return GY_ENOMEM;
   }
   pthread_mutex_init(&e->mu, NULL);
@@ -656,32 +602,7 @@ int gy__cstore_etcd_open(void **be, const char *endpoints, const gy_cstore_opts_
     rc = GY_ECONFIG;
     goto err;
   }
-  if (opts->ca_file) {
-    if (!(ca = read_pem("CA", opts->ca_file, errmsg, errlen))) {
-      rc = GY_ECONFIG;
-      goto err;
-    }
-    grpc_ssl_pem_key_cert_pair pair = {NULL, NULL};
-    if (opts->cert_file) {
-      if (!(cert = read_pem("certificate", opts->cert_file, errmsg, errlen)) ||
-          !(key = read_pem("key", opts->key_file, errmsg, errlen))) {
-        rc = GY_ECONFIG;
-        goto err;
-      }
-      pair.private_key = key;
-      pair.cert_chain = cert;
-    }
-    e->creds = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);
-    if (!e->creds) {
-      gy_errmsg(errmsg, errlen, "etcd TLS: cannot build credentials from %s", opts->ca_file);
-      rc = GY_ECONFIG;
-      goto err;
-    }
-  } else if (opts->cert_file) {
-    gy_errmsg(errmsg, errlen, "etcd TLS: a client certificate needs ca_file too");
-    rc = GY_ECONFIG;
-    goto err;
-  }
+  if ((rc = gy__etcd_ep_open(e, opts, errmsg, errlen)) < 0) goto err;
   if (opts->username) {
     e->user = strdup(opts->username);
     e->pass = strdup(opts->password);
@@ -690,24 +611,11 @@ int gy__cstore_etcd_open(void **be, const char *endpoints, const gy_cstore_opts_
       goto err;
     }
   }
-  e->poll_cq = grpc_completion_queue_create_for_next(NULL);
-  if (!e->poll_cq || pthread_create(&e->poll_th, NULL, gy__etcd_poll_main, e) != 0) {
-    gy_errmsg(errmsg, errlen, "etcd://%s: cannot start the poller thread", endpoints);
-    rc = GY_ENOMEM;
-    goto err;
-  }
-  e->poll_started = 1;
   free(list);
-  free(ca);
-  free(cert);
-  free(key);
   *be = e;
   return 0;
 err:
   free(list);
-  free(ca);
-  free(cert);
-  free(key);
   et_destroy(e);
   return rc;
 }

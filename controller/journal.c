@@ -42,7 +42,7 @@ struct gy_journal {
   int64_t retry_at_ms;   /* with events pending, the next event write tries no sooner */
 };
 
-#define EVENT_TIMEOUT_MS 1000 /* an event write never holds the loop longer */
+#define EVENT_TIMEOUT_MS 1000 /* an event write holds the writer thread no longer */
 #define EVENT_RETRY_MS 1000
 
 static int64_t mono_ms(void) {

@@ -12,7 +12,7 @@
  * gy_run_set_policy. A Command of kind ROLLBACK goes to gy_fleet_rollback with the request's
  * to_step and skip ranges (reason "operator rollback"); one with `newest` or `skip_steps`
  * (gyroctl skip) goes to the newest committed checkpoint (`newest`) with its step ranges
- * converted to sample ids as try_repair converts a decision's window (reason "operator skip").
+ * converted to sample ids as ask_fleet (svc_repair.c) converts a decision's window (reason "operator skip").
  * A command the fleet accepts is told to the run state machine too (operator_to_run).
  *
  * Invariants:
@@ -118,7 +118,7 @@ static void operator_to_run(gy_service_t *s, int kind, uint64_t seq, int64_t to_
 /* The ranges of a ROLLBACK that names step ranges or the newest checkpoint (gyroctl skip): the
  * target (*to_step: the newest committed checkpoint when r->newest), and into *add the sample
  * ids r->skip names plus the ids the steps of r->skip_steps train on (mapped over the skip set
- * in force, as try_repair maps a decision's window). 0, or a gRPC status with why. */
+ * in force, as ask_fleet maps a decision's window). 0, or a gRPC status with why. */
 static int operator_skips(gy_service_t *s, const Gyro__CommandRequest *r, int64_t *to_step,
                           gy_skipset_t *add, char *why, size_t wlen) {
   if (r->newest) {

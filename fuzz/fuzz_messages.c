@@ -2,7 +2,7 @@
  * protobuf-c code generated from proto/gyro.proto and then put through the validation the
  * controller runs (controller/svc_*.c hand the decoded fields to the fleet,
  * controller/fleet.c, which refuses what is out of range; a PolicySet's YAML goes to
- * gy_policy_load).
+ * gy_policy_parse, from memory, as in the operator service).
  *
  * Input: byte 0 picks the request type (its value modulo the number of types), the rest is the
  * message. For Worker session messages the rest is a sequence of frames [rank byte][length u16
@@ -222,11 +222,11 @@ static void do_policy_set(const uint8_t *p, size_t n) {
   Gyro__PolicySetRequest *r = gyro__policy_set_request__unpack(NULL, n, p);
   if (!r) return;
   const char *yaml = r->yaml ? r->yaml : "";
-  const char *path = fuzz_write_temp((const uint8_t *)yaml, strlen(yaml), ".yaml");
   gy_policy_t pol;
   gy_policy_default(&pol);
   char errmsg[512];
-  if (gy_policy_load(&pol, path, errmsg, sizeof(errmsg)) == 0 &&
+  /* from memory, as the operator service reads it */
+  if (gy_policy_parse(&pol, "policy", yaml, strlen(yaml), errmsg, sizeof(errmsg)) == 0 &&
       gy_policy_check(&pol, errmsg, sizeof(errmsg)))
     fuzz_fail("an accepted policy fails its check: %s", errmsg);
   gyro__policy_set_request__free_unpacked(r, NULL);

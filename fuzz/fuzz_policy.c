@@ -1,4 +1,4 @@
-/* fuzz_policy: the repair policy parser (policies/policy.c) on arbitrary bytes, as
+/* fuzz_policy: the repair policy parser (config/policy_file.c) on arbitrary bytes, as
  * `gyroctl policy set FILE` hands them to the controller. Properties: no crash, leak or
  * undefined behaviour; a refused file leaves the policy unchanged and the error names the file
  * in valid UTF-8; an accepted policy passes gy_policy_check, and its formatted text (`policy

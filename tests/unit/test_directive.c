@@ -436,9 +436,9 @@ static void test_checkpoint_failure(void) {
 int main(void) {
   dir = fx_tmpdir();
   fx_write_text_shards(dir, texts, 2);
-  test_merge_hparams();
-  test_trainer_directives();
-  test_checkpoint_failure();
+  RUN(test_merge_hparams);
+  RUN(test_trainer_directives);
+  RUN(test_checkpoint_failure);
   fx_rmtree(dir);
   free(dir);
   GY_TEST_END();

@@ -365,11 +365,19 @@ static int is_suspect(const gy_run_t *r, int64_t step) {
   return 0;
 }
 
-static int add_history(gy_run_t *r, int64_t step, int rung, gy_trigger_t t) {
+/* Room for one more repair in the history: 0 or GY_ENOMEM. The figures (gy_run_step,
+ * gy_run_eval) reserve it before they touch the detectors, so that the repair they may start
+ * cannot run out of memory half way (after the step was counted). */
+int gy__run_reserve_hist(gy_run_t *r) {
   size_t cap = (size_t)r->caphist;
   if (gy__run_grow((void **)&r->hist, &cap, (size_t)r->nhist + 1, sizeof(*r->hist)))
     return GY_ENOMEM;
   r->caphist = (int)cap;
+  return 0;
+}
+
+static int add_history(gy_run_t *r, int64_t step, int rung, gy_trigger_t t) {
+  if (gy__run_reserve_hist(r)) return GY_ENOMEM;
   r->hist[r->nhist++] = (gy_policy_repair_t){.step = step, .rung = rung, .trigger = t};
   return 0;
 }

@@ -132,8 +132,10 @@ int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s) {
     return gy__run_refuse(r, GY_ERANGE, "step %lld arrived after step %lld", (long long)s->step,
                           (long long)r->last_step);
 
-  /* room for the suspect interval a watch this step may open will need (keep_suspect) */
-  if (gy__run_reserve_ivals(r, 1)) return gy__run_refuse(r, GY_ENOMEM, "out of memory");
+  /* room for the suspect interval a watch this step may open will need (keep_suspect), and for
+   * the repair it may start: nothing below runs out of memory after the step is counted */
+  if (gy__run_reserve_ivals(r, 1) || gy__run_reserve_hist(r))
+    return gy__run_refuse(r, GY_ENOMEM, "out of memory");
   gy_verdict_t *v = gy_calloc((size_t)s->nvalues + 1, sizeof(*v));
   if (!v) return gy__run_refuse(r, GY_ENOMEM, "out of memory");
   int rc = detect_all(r, s, v);
@@ -297,7 +299,7 @@ int gy_run_eval(gy_run_t *r, int64_t now_ms, int64_t step, const gy_run_value_t 
                           "evaluation at step %lld arrived after the one at step %lld",
                           (long long)step, (long long)r->last_eval);
   /* room for this evaluation's suspect interval, and in SPIKE_SUSPECTED for the watch's too */
-  if (gy__run_reserve_ivals(r, st == GY_RUN_SPIKE_SUSPECTED ? 2 : 1))
+  if (gy__run_reserve_ivals(r, st == GY_RUN_SPIKE_SUSPECTED ? 2 : 1) || gy__run_reserve_hist(r))
     return gy__run_refuse(r, GY_ENOMEM, "out of memory");
   gy_verdict_t *v = gy_calloc((size_t)n + 1, sizeof(*v));
   if (!v) return gy__run_refuse(r, GY_ENOMEM, "out of memory");

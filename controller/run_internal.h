@@ -72,6 +72,7 @@ typedef struct {
 /* run.c: outputs. */
 int gy__run_grow(void **p, size_t *cap, size_t need, size_t size);
 int gy__run_reserve_ivals(gy_run_t *r, int extra);
+int gy__run_reserve_hist(gy_run_t *r);
 gy_run_event_t *gy__run_event(gy_run_t *r, const char *kind, int64_t step, gy_run_state_t from,
                               gy_run_state_t to, const char *reason, const extra_t *x);
 void gy__run_alert(gy_run_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/err.h"
 
 #define MAD_SIGMA 1.4826
@@ -104,11 +105,11 @@ int gy_series_create(gy_series_t **out, const char *name, const gy_detect_opts_t
   if (!out || !name || !*name || strlen(name) >= GY_DETECT_NAME_MAX || !opts ||
       gy_policy_detect_check(opts, NULL, 0))
     return GY_EINVAL;
-  if (!(s = calloc(1, sizeof(*s)))) goto err;
+  if (!(s = gy_calloc(1, sizeof(*s)))) goto err;
   snprintf(s->name, sizeof(s->name), "%s", name);
   s->o = *opts;
-  if (!(s->vals = malloc((size_t)opts->window * sizeof(double)))) goto err;
-  if (!(s->scratch = malloc((size_t)opts->window * sizeof(double)))) goto err;
+  if (!(s->vals = gy_malloc((size_t)opts->window * sizeof(double)))) goto err;
+  if (!(s->scratch = gy_malloc((size_t)opts->window * sizeof(double)))) goto err;
   *out = s;
   return 0;
 err:
@@ -118,9 +119,9 @@ err:
 
 void gy_series_destroy(gy_series_t *s) {
   if (!s) return;
-  free(s->scratch);
-  free(s->vals);
-  free(s);
+  gy_free(s->scratch);
+  gy_free(s->vals);
+  gy_free(s);
 }
 
 int gy_series_push(gy_series_t *s, int64_t step, double value, gy_verdict_t *v) {
@@ -167,18 +168,18 @@ int gy_series_baseline(const gy_series_t *s, double *median, double *mad, double
 int gy_series_set_opts(gy_series_t *s, const gy_detect_opts_t *opts) {
   if (!opts || gy_policy_detect_check(opts, NULL, 0)) return GY_EINVAL;
   int w = opts->window, keep = s->n < w ? s->n : w;
-  double *vals = malloc((size_t)w * sizeof(double));
-  double *scratch = malloc((size_t)w * sizeof(double));
+  double *vals = gy_malloc((size_t)w * sizeof(double));
+  double *scratch = gy_malloc((size_t)w * sizeof(double));
   if (!vals || !scratch) {
-    free(vals);
-    free(scratch);
+    gy_free(vals);
+    gy_free(scratch);
     return GY_ENOMEM;
   }
   /* Keep the newest `keep` values, oldest first. */
   for (int i = 0; i < keep; i++)
     vals[i] = s->vals[(s->head + s->n - keep + i) % s->o.window];
-  free(s->vals);
-  free(s->scratch);
+  gy_free(s->vals);
+  gy_free(s->scratch);
   s->vals = vals;
   s->scratch = scratch;
   s->head = 0;
@@ -207,7 +208,7 @@ void gy_series_reset(gy_series_t *s) {
 
 int gy_detect_create(gy_detect_t **out) {
   if (!out) return GY_EINVAL;
-  if (!(*out = calloc(1, sizeof(gy_detect_t)))) return GY_ENOMEM;
+  if (!(*out = gy_calloc(1, sizeof(gy_detect_t)))) return GY_ENOMEM;
   return 0;
 }
 
@@ -215,8 +216,8 @@ void gy_detect_destroy(gy_detect_t *d) {
   if (!d) return;
   for (int i = 0; i < d->n; i++)
     gy_series_destroy(d->s[i]);
-  free(d->s);
-  free(d);
+  gy_free(d->s);
+  gy_free(d);
 }
 
 /* A linear search: a run has tens of series, and a push already sorts a window. */
@@ -226,23 +227,25 @@ gy_series_t *gy_detect_get(const gy_detect_t *d, const char *name) {
   return NULL;
 }
 
+/* The series named name, or NULL; O(1) when the names come in the order of the last lookups
+ * (the hint moves past the one found). */
+static gy_series_t *lookup(gy_detect_t *d, const char *name) {
+  if (d->hint < d->n && !strcmp(d->s[d->hint]->name, name)) return d->s[d->hint++];
+  for (int i = 0; i < d->n; i++)
+    if (!strcmp(d->s[i]->name, name)) {
+      d->hint = i + 1;
+      return d->s[i];
+    }
+  return NULL;
+}
+
 int gy_detect_push(gy_detect_t *d, const char *name, const gy_detect_opts_t *opts, int64_t step,
                    double value, gy_verdict_t *v) {
-  gy_series_t *s = NULL;
-  if (d->hint < d->n && !strcmp(d->s[d->hint]->name, name)) {
-    s = d->s[d->hint++];
-  } else {
-    for (int i = 0; i < d->n; i++)
-      if (!strcmp(d->s[i]->name, name)) {
-        s = d->s[i];
-        d->hint = i + 1;
-        break;
-      }
-  }
+  gy_series_t *s = lookup(d, name);
   if (!s) {
     if (d->n == d->cap) {
       int cap = d->cap ? 2 * d->cap : 16;
-      gy_series_t **ns = realloc(d->s, (size_t)cap * sizeof(*ns));
+      gy_series_t **ns = gy_realloc(d->s, (size_t)cap * sizeof(*ns));
       if (!ns) return GY_ENOMEM;
       d->s = ns;
       d->cap = cap;
@@ -256,17 +259,18 @@ int gy_detect_push(gy_detect_t *d, const char *name, const gy_detect_opts_t *opt
 }
 
 gy_series_t *gy_detect_ensure(gy_detect_t *d, const char *name, const gy_detect_opts_t *opts) {
-  gy_series_t *s = gy_detect_get(d, name);
+  gy_series_t *s = lookup(d, name);
   if (s) return s;
   if (d->n == d->cap) {
     int cap = d->cap ? 2 * d->cap : 16;
-    gy_series_t **ns = realloc(d->s, (size_t)cap * sizeof(*ns));
+    gy_series_t **ns = gy_realloc(d->s, (size_t)cap * sizeof(*ns));
     if (!ns) return NULL;
     d->s = ns;
     d->cap = cap;
   }
   if (gy_series_create(&s, name, opts)) return NULL;
   d->s[d->n++] = s;
+  d->hint = d->n;
   return s;
 }
 

@@ -42,6 +42,10 @@
  * - hcap = GY_FLEET_HISTORY + window + 1: the slots of the last GY_FLEET_HISTORY aggregated
  *   steps and of every step a rank may run ahead (< horizon) are distinct.
  * - Every refusal sets errmsg and appends an event "refused".
+ * - Out of memory: an input that needs memory for its state (the members of a gang that forms,
+ *   a rollback record) allocates it before changing anything and is refused with GY_ENOMEM;
+ *   an action that cannot be appended is dropped and counted (gy_fleet_dropped), never half
+ *   written, and the state it reports on stays whole.
  * - committed[] is sorted by decreasing step, without repeats; every committed step is
  *   <= last_step + 1 of the timeline that committed it (a rollback forgets the later ones).
  * - A queued or in-flight ROLLBACK's record is among the newest QUEUE_MAX + 1 of the log, so
@@ -54,6 +58,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/err.h"
 
 /* ---------------------------------------- names ---------------------------------------- */
@@ -76,13 +81,16 @@ const char *gy_dir_kind_name(int kind) {
 
 /* ---------------------------------------- actions ---------------------------------------- */
 
-/* Appends a zeroed action of kind k; NULL when out of memory (the action is lost; the caller's
- * state stays consistent). */
+/* Appends a zeroed action of kind k; NULL when out of memory (the action is dropped and counted
+ * in f->dropped; the caller's state stays consistent). */
 gy_fleet_action_t *gy__fleet_push(gy_fleet_t *f, gy_fleet_act_kind_t k) {
   if (f->nacts == f->capacts) {
     size_t cap = f->capacts ? 2 * f->capacts : 16;
-    gy_fleet_action_t *a = realloc(f->acts, cap * sizeof(*a));
-    if (!a) return NULL;
+    gy_fleet_action_t *a = gy_realloc(f->acts, cap * sizeof(*a));
+    if (!a) {
+      f->dropped++;
+      return NULL;
+    }
     f->acts = a;
     f->capacts = cap;
   }
@@ -211,7 +219,7 @@ static void clear_directives(gy_fleet_t *f, const char *why) {
 }
 
 static void clear_gang(gy_fleet_t *f) {
-  free(f->members);
+  gy_free(f->members);
   f->members = NULL;
   f->nmembers = 0;
 }
@@ -409,14 +417,11 @@ static uint64_t splitmix(uint64_t *x) {
   return z ^ (z >> 31);
 }
 
-/* The world-th joiner arrived: forms the gang and answers every joiner. */
-static void form(gy_fleet_t *f, int64_t now) {
+/* The world-th joiner arrived: forms the gang in mem (world zeroed members, allocated by the
+ * caller before it changed anything; the fleet owns it after the call) and answers every
+ * joiner. */
+static void form(gy_fleet_t *f, int64_t now, gy_fleet_member_t *mem) {
   int w = f->o.world;
-  gy_fleet_member_t *mem = calloc((size_t)w, sizeof(*mem));
-  if (!mem) {
-    gy__fleet_event(f, "error", -1, "out of memory forming the gang");
-    return;
-  }
   uint64_t gen = f->generation;
   int64_t start = INT64_MAX;
   for (int i = 0; i < f->njoiners; i++) {
@@ -465,7 +470,7 @@ static void form(gy_fleet_t *f, int64_t now) {
     snprintf(m->session_id, sizeof(m->session_id), "%016llx%016llx", (unsigned long long)a,
              (unsigned long long)b);
   }
-  free(f->members);
+  gy_free(f->members);
   f->members = mem;
   f->nmembers = w;
   f->start_step = start;
@@ -500,14 +505,14 @@ int gy_fleet_create(gy_fleet_t **out, const gy_fleet_opts_t *opts) {
   *out = NULL;
   if (!opts || opts->world < 1 || opts->window < 1 || opts->steps < 1 || opts->lost_after_ms < 1)
     return GY_EINVAL;
-  gy_fleet_t *f = calloc(1, sizeof(*f));
+  gy_fleet_t *f = gy_calloc(1, sizeof(*f));
   if (!f) return GY_ENOMEM;
   f->o = *opts;
   f->state = GY_FLEET_INIT;
   f->last_step = -1;
   f->hcap = GY_FLEET_HISTORY + (int64_t)opts->window + 1;
-  f->hist = calloc((size_t)f->hcap, sizeof(*f->hist));
-  f->joiners = calloc((size_t)opts->world, sizeof(*f->joiners));
+  f->hist = gy_calloc((size_t)f->hcap, sizeof(*f->hist));
+  f->joiners = gy_calloc((size_t)opts->world, sizeof(*f->joiners));
   if (!f->hist || !f->joiners) goto err;
   for (int64_t i = 0; i < f->hcap; i++)
     f->hist[i].step = -1;
@@ -522,14 +527,14 @@ void gy_fleet_destroy(gy_fleet_t *f) {
   if (!f) return;
   for (int i = 0; i < GY_FLEET_ROLLBACK_LOG; i++) {
     if (!f->rblog[i]) continue;
-    free(f->rblog[i]->skip);
-    free(f->rblog[i]);
+    gy_free(f->rblog[i]->skip);
+    gy_free(f->rblog[i]);
   }
-  free(f->acts);
-  free(f->hist);
-  free(f->joiners);
-  free(f->members);
-  free(f);
+  gy_free(f->acts);
+  gy_free(f->hist);
+  gy_free(f->joiners);
+  gy_free(f->members);
+  gy_free(f);
 }
 
 int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64_t join_handle) {
@@ -606,6 +611,13 @@ int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64
       return gy__fleet_refuse(f, GY_EBUSY, "join: worker %s: ordinal %d already taken by %s",
                               req->worker_id, req->ordinal, m->worker_id);
   }
+  /* The members of the gang this join completes, before anything changes: out of memory then
+   * refuses the join (the caller answers it; the worker joins again) instead of leaving `world`
+   * joiners and no gang, where the next join would write past the joiners. */
+  gy_fleet_member_t *mem = NULL;
+  if (f->njoiners + 1 == f->o.world && !(mem = gy_calloc((size_t)f->o.world, sizeof(*mem))))
+    return gy__fleet_refuse(f, GY_ENOMEM, "join: worker %s: out of memory forming the gang",
+                            req->worker_id);
   joiner_t *j = &f->joiners[f->njoiners++];
   memset(j, 0, sizeof(*j));
   gy__fleet_copy_str(j->m.worker_id, sizeof(j->m.worker_id), req->worker_id);
@@ -619,7 +631,7 @@ int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64
   gy__fleet_event(f, "join", req->steps_done,
                   "worker %s (host %s, pid %d, ordinal %d) joined: %d of %d", req->worker_id,
                   j->m.host, req->pid, req->ordinal, f->njoiners, f->o.world);
-  if (f->njoiners == f->o.world) form(f, now);
+  if (mem) form(f, now, mem);
   return 0;
 }
 
@@ -796,6 +808,9 @@ const char *gy_fleet_errmsg(const gy_fleet_t *f) {
 }
 gy_fleet_state_t gy_fleet_state(const gy_fleet_t *f) {
   return f->state;
+}
+uint64_t gy_fleet_dropped(const gy_fleet_t *f) {
+  return f->dropped;
 }
 uint64_t gy_fleet_generation(const gy_fleet_t *f) {
   return f->generation;

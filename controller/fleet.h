@@ -6,6 +6,8 @@
  * rollback, tick) appends zero or more actions; the caller reads them with gy_fleet_actions() and
  * clears them with gy_fleet_actions_clear() before the next input. Refusals return a negative error
  * code from common/err.h (with a message in gy_fleet_errmsg()) and append an event:
+ *   GY_ENOMEM    out of memory: the call changed nothing (a join that would have formed the
+ *                gang is refused; a DEGRADED gang it dismantled stays dismantled, in INIT)
  *   GY_EINVAL    malformed or missing field          -> INVALID_ARGUMENT
  *   GY_ERANGE    rank or ordinal outside the world   -> OUT_OF_RANGE
  *   GY_EBUSY     worker id or ordinal already taken  -> ALREADY_EXISTS
@@ -306,6 +308,11 @@ void gy_fleet_tick(gy_fleet_t *f, int64_t now);
 /* Actions produced since the last clear (valid until the next input call or clear). */
 const gy_fleet_action_t *gy_fleet_actions(const gy_fleet_t *f, size_t *n);
 void gy_fleet_actions_clear(gy_fleet_t *f);
+/* Out of memory growing the action list drops that one action (an event, a grant, an assign
+ * ...) and the call goes on: the fleet's own state stays whole. This counts the actions dropped
+ * since create; a caller that sees it grow has lost an output (a worker may wait for a grant or
+ * an assign it will never get) and should treat the gang as suspect. */
+uint64_t gy_fleet_dropped(const gy_fleet_t *f);
 const char *gy_fleet_errmsg(const gy_fleet_t *f); /* why the last call was refused */
 
 /* Read-only views. */

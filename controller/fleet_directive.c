@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/err.h"
 
 void gy__fleet_send_directive(gy_fleet_t *f, int rank) {
@@ -310,11 +311,11 @@ int gy_fleet_rollback(gy_fleet_t *f, int64_t now, int64_t to_step, const gy_flee
     return gy__fleet_refuse(f, GY_ENOENT, "rollback to step %lld: no checkpoint committed yet",
                             (long long)to_step);
   }
-  rb_rec_t *rb = calloc(1, sizeof(*rb));
-  gy_fleet_skip_t *sk = nskips ? malloc((size_t)nskips * sizeof(*sk)) : NULL;
+  rb_rec_t *rb = gy_calloc(1, sizeof(*rb));
+  gy_fleet_skip_t *sk = nskips ? gy_malloc((size_t)nskips * sizeof(*sk)) : NULL;
   if (!rb || (nskips && !sk)) {
-    free(rb);
-    free(sk);
+    gy_free(rb);
+    gy_free(sk);
     return gy__fleet_refuse(f, GY_ENOMEM, "rollback to step %lld: out of memory",
                             (long long)to_step);
   }
@@ -330,8 +331,8 @@ int gy_fleet_rollback(gy_fleet_t *f, int64_t now, int64_t to_step, const gy_flee
   gy__fleet_copy_str(rb->pub.reason, sizeof(rb->pub.reason), reason);
   rb_rec_t **slot = &f->rblog[f->nrb % GY_FLEET_ROLLBACK_LOG];
   if (*slot) { /* GY_FLEET_ROLLBACK_LOG requests old: long sent or dropped */
-    free((*slot)->skip);
-    free(*slot);
+    gy_free((*slot)->skip);
+    gy_free(*slot);
   }
   *slot = rb;
   f->nrb++;

@@ -71,6 +71,7 @@ struct gy_fleet {
   gy_fleet_action_t *acts;
   size_t nacts, capacts;
   uint64_t event_id;
+  uint64_t dropped; /* actions lost to out of memory (gy_fleet_dropped) */
   uint64_t session_ctr;
   char errmsg[256];
 };

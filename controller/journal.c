@@ -26,6 +26,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/alloc.h"
 #include "common/err.h"
 #include "common/log.h"
 
@@ -71,9 +72,9 @@ int gy_journal_open(gy_journal_t **out, gy_cstore_t *store, const char *run, cha
               run ? run : "");
     return GY_EINVAL;
   }
-  gy_journal_t *j = calloc(1, sizeof(*j));
-  if (!j || !(j->pending = calloc(PENDING_MAX, sizeof(*j->pending)))) {
-    free(j);
+  gy_journal_t *j = gy_calloc(1, sizeof(*j));
+  if (!j || !(j->pending = gy_calloc(PENDING_MAX, sizeof(*j->pending)))) {
+    gy_free(j);
     return GY_ENOMEM;
   }
   j->store = store;
@@ -86,8 +87,8 @@ void gy_journal_close(gy_journal_t *j) {
   if (!j) return;
   if (j->npending)
     gy_log(GY_LOG_WARN, "journal", "%zu events never reached the store", j->npending);
-  free(j->pending);
-  free(j);
+  gy_free(j->pending);
+  gy_free(j);
 }
 
 const char *gy_journal_prefix(const gy_journal_t *j) {
@@ -102,6 +103,8 @@ static void key_of(const gy_journal_t *j, char *buf, const char *kind, uint64_t 
   snprintf(buf, KEY_MAX, "%s%s/%016" PRIu64, j->prefix, kind, n);
 }
 
+/* The compact text of o (which it releases): jansson's memory, released with free(), not
+ * gy_free; NULL when out of memory. */
 static char *dump(json_t *o) {
   char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
@@ -115,24 +118,30 @@ static json_t *skips_json(const gy_fleet_skip_t *sk, size_t n) {
   return a;
 }
 
-/* Ranges from a JSON array of [first, last] pairs (first < last); NULL on a bad one. */
-static gy_fleet_skip_t *skips_parse(json_t *a, size_t *n) {
+/* Ranges from a JSON array of [first, last] pairs (first < last) into *out (from gy_calloc,
+ * the caller's to gy_free; never NULL on success, even for no range): 0, GY_EINVAL for a bad
+ * array (nothing allocated) or GY_ENOMEM. The two failures differ: a bad value is skipped, but
+ * out of memory must fail the load, else the skips in force would be silently forgotten. */
+static int skips_parse(json_t *a, gy_fleet_skip_t **out, size_t *n) {
+  *out = NULL;
   *n = 0;
-  if (!json_is_array(a)) return NULL;
+  if (!json_is_array(a)) return GY_EINVAL;
   size_t m = json_array_size(a);
-  gy_fleet_skip_t *r = calloc(m ? m : 1, sizeof(*r));
-  if (!r) return NULL;
   for (size_t i = 0; i < m; i++) {
     json_int_t f, l;
-    if (json_unpack(json_array_get(a, i), "[I, I]", &f, &l) || f < 0 || l <= f) {
-      free(r);
-      return NULL;
-    }
+    if (json_unpack(json_array_get(a, i), "[I, I]", &f, &l) || f < 0 || l <= f) return GY_EINVAL;
+  }
+  gy_fleet_skip_t *r = gy_calloc(m ? m : 1, sizeof(*r));
+  if (!r) return GY_ENOMEM;
+  for (size_t i = 0; i < m; i++) {
+    json_int_t f, l;
+    json_unpack(json_array_get(a, i), "[I, I]", &f, &l);
     r[i].first = (uint64_t)f;
     r[i].last = (uint64_t)l;
   }
+  *out = r;
   *n = m;
-  return r;
+  return 0;
 }
 
 static int put_event(gy_journal_t *j, const gy_journal_event_t *e) {
@@ -361,19 +370,19 @@ static json_t *parse(const gy_cstore_kv_t *kv) {
 
 void gy_journal_state_free(gy_journal_state_t *st) {
   if (!st) return;
-  free(st->events);
+  gy_free(st->events);
   for (size_t i = 0; st->ckpts && i < st->nckpts; i++)
-    free(st->ckpts[i].eval);
-  free(st->ckpts);
-  free(st->skips);
+    gy_free(st->ckpts[i].eval);
+  gy_free(st->ckpts);
+  gy_free(st->skips);
   for (size_t i = 0; i < st->nintents; i++)
-    free(st->intents[i].skip);
-  free(st->intents);
-  free(st->run_snapshot);
+    gy_free(st->intents[i].skip);
+  gy_free(st->intents);
+  gy_free(st->run_snapshot);
   for (size_t i = 0; i < st->nbase; i++)
-    free(st->base_texts[i]);
-  free(st->base_steps);
-  free(st->base_texts);
+    gy_free(st->base_texts[i]);
+  gy_free(st->base_steps);
+  gy_free(st->base_texts);
   memset(st, 0, sizeof(*st));
 }
 
@@ -386,11 +395,11 @@ int gy_journal_load(gy_journal_t *j, gy_journal_state_t *st, size_t max_events, 
   size_t plen = strlen(j->prefix), nev = 0;
   for (size_t i = 0; i < r.n; i++)
     if (!strncmp(r.kvs[i].key + plen, "events/", 7)) nev++;
-  st->events = calloc(nev ? nev : 1, sizeof(*st->events));
-  st->ckpts = calloc(r.n ? r.n : 1, sizeof(*st->ckpts));
-  st->intents = calloc(r.n ? r.n : 1, sizeof(*st->intents));
-  st->base_steps = calloc(r.n ? r.n : 1, sizeof(*st->base_steps));
-  st->base_texts = calloc(r.n ? r.n : 1, sizeof(*st->base_texts));
+  st->events = gy_calloc(nev ? nev : 1, sizeof(*st->events));
+  st->ckpts = gy_calloc(r.n ? r.n : 1, sizeof(*st->ckpts));
+  st->intents = gy_calloc(r.n ? r.n : 1, sizeof(*st->intents));
+  st->base_steps = gy_calloc(r.n ? r.n : 1, sizeof(*st->base_steps));
+  st->base_texts = gy_calloc(r.n ? r.n : 1, sizeof(*st->base_texts));
   if (!st->events || !st->ckpts || !st->intents || !st->base_steps || !st->base_texts) {
     rc = GY_ENOMEM;
     goto out;
@@ -426,14 +435,29 @@ int gy_journal_load(gy_journal_t *j, gy_journal_state_t *st, size_t max_events, 
       if (!(o = parse(kv))) continue;
       if (json_unpack(o, "{s:I, s:b}", "step", &step, "clean", &clean) == 0 && step >= 0) {
         json_t *ev = json_object_get(o, "eval");
-        st->ckpts[st->nckpts++] = (gy_journal_ckpt_t){
-            step, clean, json_is_object(ev) ? json_dumps(ev, JSON_COMPACT) : NULL};
+        char *text = NULL;
+        if (json_is_object(ev)) { /* jansson's text, copied into memory of ours */
+          char *js = json_dumps(ev, JSON_COMPACT);
+          text = gy_strdup(js);
+          free(js);
+          if (!text) {
+            json_decref(o);
+            rc = GY_ENOMEM;
+            goto out;
+          }
+        }
+        st->ckpts[st->nckpts++] = (gy_journal_ckpt_t){step, clean, text};
       }
     } else if (!strcmp(k, "skips")) {
       if (!(o = parse(kv))) continue;
-      free(st->skips);
-      st->skips = skips_parse(json_object_get(o, "ranges"), &st->nskips);
-      if (!st->skips) gy_log(GY_LOG_WARN, "journal", "%s: bad ranges: ignored", kv->key);
+      gy_free(st->skips);
+      int prc = skips_parse(json_object_get(o, "ranges"), &st->skips, &st->nskips);
+      if (prc == GY_ENOMEM) {
+        json_decref(o);
+        rc = prc;
+        goto out;
+      }
+      if (prc) gy_log(GY_LOG_WARN, "journal", "%s: bad ranges: ignored", kv->key);
     } else if (!strncmp(k, "intent/", 7)) {
       json_int_t seq, at, to;
       int kind;
@@ -444,8 +468,13 @@ int gy_journal_load(gy_journal_t *j, gy_journal_state_t *st, size_t max_events, 
                       &at, "to_step", &to, "skip", &sk, "reason", &reason) == 0) {
         gy_journal_intent_t *in = &st->intents[st->nintents];
         size_t n;
-        in->skip = skips_parse(sk, &n);
-        if (in->skip) {
+        int prc = skips_parse(sk, &in->skip, &n);
+        if (prc == GY_ENOMEM) { /* a lost intent would never be redone */
+          json_decref(o);
+          rc = prc;
+          goto out;
+        }
+        if (!prc) {
           in->seq = (uint64_t)seq;
           in->kind = kind;
           in->at_step = at;
@@ -465,7 +494,7 @@ int gy_journal_load(gy_journal_t *j, gy_journal_state_t *st, size_t max_events, 
         snprintf(st->hold_why, sizeof(st->hold_why), "%s", why);
       }
     } else if (!strcmp(k, "run") || !strncmp(k, "baselines/", 10)) {
-      char *t = malloc(kv->value_len + 1);
+      char *t = gy_malloc(kv->value_len + 1);
       if (!t) {
         rc = GY_ENOMEM;
         goto out;
@@ -473,7 +502,7 @@ int gy_journal_load(gy_journal_t *j, gy_journal_state_t *st, size_t max_events, 
       memcpy(t, kv->value, kv->value_len);
       t[kv->value_len] = 0;
       if (k[0] == 'r') {
-        free(st->run_snapshot);
+        gy_free(st->run_snapshot);
         st->run_snapshot = t;
       } else {
         st->base_steps[st->nbase] = strtoll(k + 10, NULL, 10);

@@ -44,7 +44,7 @@ typedef struct {
 typedef struct {
   int64_t step;
   int clean;
-  char *eval; /* the manifest's "eval" object as JSON text (malloc'ed), NULL when none */
+  char *eval; /* the manifest's "eval" object as JSON text (gy_malloc), NULL when none */
 } gy_journal_ckpt_t;
 
 typedef struct {
@@ -56,7 +56,7 @@ typedef struct {
   char reason[GY_FLEET_REASON_MAX];
 } gy_journal_intent_t;
 
-/* What load() found. Arrays are malloc'ed (gy_journal_state_free). */
+/* What load() found. Arrays are from gy_malloc (common/alloc.h): gy_journal_state_free. */
 typedef struct {
   int found;                  /* 1: the run has a record (a restart, not a first start) */
   gy_journal_event_t *events; /* the newest ones, oldest first */
@@ -87,7 +87,9 @@ void gy_journal_close(gy_journal_t *j); /* NULL is a no-op */
 /* The key prefix ("/gyro/<run>/"). */
 const char *gy_journal_prefix(const gy_journal_t *j);
 
-/* Reads the run's record; keeps at most max_events of the newest events. */
+/* Reads the run's record; keeps at most max_events of the newest events. 0, the store's error,
+ * or GY_ENOMEM; on failure *st is empty (nothing to free) and nothing was half loaded: a value
+ * that does not parse is skipped, but out of memory fails the whole load. */
 int gy_journal_load(gy_journal_t *j, gy_journal_state_t *st, size_t max_events, char *errmsg,
                     size_t errlen);
 void gy_journal_state_free(gy_journal_state_t *st);

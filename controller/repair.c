@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/err.h"
 
 #define ACTS_MAX 16
@@ -72,14 +73,14 @@ struct gy_repair {
 };
 
 int gy_repair_create(gy_repair_t **out) {
-  *out = calloc(1, sizeof(**out));
+  *out = gy_calloc(1, sizeof(**out));
   if (!*out) return GY_ENOMEM;
   (*out)->target = -1;
   return 0;
 }
 
 void gy_repair_destroy(gy_repair_t *r) {
-  free(r);
+  gy_free(r);
 }
 
 static int refuse(gy_repair_t *r, int rc, const char *fmt, ...)

@@ -31,6 +31,10 @@
  * - Bounded: each repair adds one entry to the history, and gy_policy_decide refuses a repair
  *   past the ladder or past max_rollbacks / max_restarts, so no input sequence loops forever.
  * - Figures arriving outside TRAIN, SPIKE_SUSPECTED and PAUSED never reach the detectors.
+ * - Out of memory: an input allocates what its state needs before it changes anything and is
+ *   refused with GY_ENOMEM; an event or action that cannot be appended is dropped and counted
+ *   (gy_run_dropped). In SPIKE_SUSPECTED there is always room for one more suspect interval,
+ *   so the checkpoints of a watch are never taken for clean because memory ran out.
  */
 #include "controller/run_internal.h"
 
@@ -39,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/err.h"
 
 /* ---------------------------------------- names ---------------------------------------- */
@@ -75,17 +80,30 @@ int gy__run_grow(void **p, size_t *cap, size_t need, size_t size) {
   size_t c = *cap ? *cap : 8;
   while (c < need)
     c *= 2;
-  void *q = realloc(*p, c * size);
+  void *q = gy_realloc(*p, c * size);
   if (!q) return GY_ENOMEM;
   *p = q;
   *cap = c;
   return 0;
 }
 
-/* Appends an event; NULL when out of memory (the event is lost, the state stays consistent). */
+/* Room for `extra` more suspect intervals: 0 or GY_ENOMEM. */
+int gy__run_reserve_ivals(gy_run_t *r, int extra) {
+  size_t cap = (size_t)r->capivals;
+  if (gy__run_grow((void **)&r->ivals, &cap, (size_t)r->nivals + (size_t)extra, sizeof(*r->ivals)))
+    return GY_ENOMEM;
+  r->capivals = (int)cap;
+  return 0;
+}
+
+/* Appends an event; NULL when out of memory (the event is dropped and counted, the state stays
+ * consistent). */
 gy_run_event_t *gy__run_event(gy_run_t *r, const char *kind, int64_t step, gy_run_state_t from,
                               gy_run_state_t to, const char *reason, const extra_t *x) {
-  if (gy__run_grow((void **)&r->evs, &r->capevs, r->nevs + 1, sizeof(*r->evs))) return NULL;
+  if (gy__run_grow((void **)&r->evs, &r->capevs, r->nevs + 1, sizeof(*r->evs))) {
+    r->dropped++;
+    return NULL;
+  }
   gy_run_event_t *e = &r->evs[r->nevs++];
   memset(e, 0, sizeof(*e));
   e->id = ++r->event_id;
@@ -105,7 +123,10 @@ gy_run_event_t *gy__run_event(gy_run_t *r, const char *kind, int64_t step, gy_ru
 }
 
 static gy_run_action_t *action(gy_run_t *r, gy_run_act_kind_t k, int64_t step) {
-  if (gy__run_grow((void **)&r->acts, &r->capacts, r->nacts + 1, sizeof(*r->acts))) return NULL;
+  if (gy__run_grow((void **)&r->acts, &r->capacts, r->nacts + 1, sizeof(*r->acts))) {
+    r->dropped++;
+    return NULL;
+  }
   gy_run_action_t *a = &r->acts[r->nacts++];
   memset(a, 0, sizeof(*a));
   a->kind = k;
@@ -177,13 +198,11 @@ static void clear_suspicion(gy_run_t *r) {
 }
 
 /* Records (susp_first, last_step + 1] as suspect: the checkpoints of the watch, however it
- * ended. Out of memory loses the interval (those checkpoints would count as clean). */
+ * ended. The room was reserved before the run entered SPIKE_SUSPECTED (and kept by every
+ * input that used some of it): the interval is never lost. */
 static void keep_suspect(gy_run_t *r) {
-  size_t cap = (size_t)r->capivals;
-  if (r->susp_first < 0 ||
-      gy__run_grow((void **)&r->ivals, &cap, (size_t)r->nivals + 1, sizeof(*r->ivals)))
-    return;
-  r->capivals = (int)cap;
+  if (r->susp_first < 0) return;
+  if (gy__run_reserve_ivals(r, 1)) return; /* not reached: reserved */
   r->ivals[r->nivals++] = (interval_t){r->susp_first, r->last_step + 1};
 }
 
@@ -276,7 +295,7 @@ int gy_run_create(gy_run_t **out, const gy_policy_t *policy) {
   int rc = GY_ENOMEM;
   if (!out) return GY_EINVAL;
   if (policy && gy_policy_check(policy, NULL, 0)) return GY_EINVAL;
-  if (!(r = calloc(1, sizeof(*r)))) goto err;
+  if (!(r = gy_calloc(1, sizeof(*r)))) goto err;
   if (policy)
     r->pol = *policy;
   else
@@ -298,13 +317,13 @@ err:
 void gy_run_destroy(gy_run_t *r) {
   if (!r) return;
   gy_detect_destroy(r->det);
-  free(r->kinds);
-  free(r->ckpts);
-  free(r->ivals);
-  free(r->hist);
-  free(r->evs);
-  free(r->acts);
-  free(r);
+  gy_free(r->kinds);
+  gy_free(r->ckpts);
+  gy_free(r->ivals);
+  gy_free(r->hist);
+  gy_free(r->evs);
+  gy_free(r->acts);
+  gy_free(r);
 }
 
 int gy_run_set_policy(gy_run_t *r, const gy_policy_t *policy) {
@@ -356,11 +375,19 @@ static int is_suspect(const gy_run_t *r, int64_t step) {
   return 0;
 }
 
-static int add_history(gy_run_t *r, int64_t step, int rung, gy_trigger_t t) {
+/* Room for one more repair in the history: 0 or GY_ENOMEM. The figures (gy_run_step,
+ * gy_run_eval) reserve it before they touch the detectors, so that the repair they may start
+ * cannot run out of memory half way (after the step was counted). */
+int gy__run_reserve_hist(gy_run_t *r) {
   size_t cap = (size_t)r->caphist;
   if (gy__run_grow((void **)&r->hist, &cap, (size_t)r->nhist + 1, sizeof(*r->hist)))
     return GY_ENOMEM;
   r->caphist = (int)cap;
+  return 0;
+}
+
+static int add_history(gy_run_t *r, int64_t step, int rung, gy_trigger_t t) {
+  if (gy__run_reserve_hist(r)) return GY_ENOMEM;
   r->hist[r->nhist++] = (gy_policy_repair_t){.step = step, .rung = rung, .trigger = t};
   return 0;
 }
@@ -669,6 +696,10 @@ void gy_run_clear(gy_run_t *r) {
 
 const char *gy_run_errmsg(const gy_run_t *r) {
   return r->errmsg;
+}
+
+uint64_t gy_run_dropped(const gy_run_t *r) {
+  return r->dropped;
 }
 
 /* ----------------------------------------- views ----------------------------------------- */

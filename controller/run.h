@@ -6,7 +6,10 @@
  * and gy_run_actions() (carry them out), and gy_run_clear() before the next input. Refusals
  * return a negative code from common/err.h with a message in gy_run_errmsg() and change
  * nothing (GY_ENOTSUP: not possible in this state; GY_EINVAL: bad argument; GY_ERANGE: a step
- * out of order or a stale checkpoint; GY_ENOENT: no checkpoint for an operator rollback).
+ * out of order or a stale checkpoint; GY_ENOENT: no checkpoint for an operator rollback;
+ * GY_ENOMEM: out of memory before anything changed, so the same input can be given again).
+ * Out of memory while appending an event or an action drops that one output and the input
+ * goes on (the state stays whole); gy_run_dropped() counts them.
  *
  * Steps and checkpoints: figures are "of step s" (the loss of the batch of step s); a
  * checkpoint's step is the number of steps completed (it holds the parameters that step s = its
@@ -221,15 +224,18 @@ const gy_run_action_t *gy_run_actions(const gy_run_t *r, size_t *n);
 void gy_run_clear(gy_run_t *r);
 /* What the run has learnt, for a successor controller (controller/journal.h): every
  * detector's accepted values and the repairs the escalation counts, as a JSON text
- * (malloc'ed; NULL when out of memory). */
+ * (jansson's memory: release it with free(), not gy_free; NULL when out of memory). */
 char *gy_run_save(const gy_run_t *r);
 /* Takes a gy_run_save text: with GY_RUN_LOAD_BASELINES the detectors' baselines are replaced
  * (series of unknown kinds are skipped), with GY_RUN_LOAD_REPAIRS the repair history is
- * appended. GY_EINVAL (with errmsg) for a text that is not one. Emits nothing. */
+ * appended. GY_EINVAL (with errmsg) for a text that is not one; GY_ENOMEM with nothing loaded
+ * (new series of the text may exist, empty). Emits nothing. */
 #define GY_RUN_LOAD_BASELINES 1
 #define GY_RUN_LOAD_REPAIRS 2
 int gy_run_load(gy_run_t *r, const char *text, int what, char *errmsg, size_t errlen);
 const char *gy_run_errmsg(const gy_run_t *r);
+/* Events and actions dropped since create because memory ran out appending them. */
+uint64_t gy_run_dropped(const gy_run_t *r);
 
 /* ---- read-only views ---- */
 

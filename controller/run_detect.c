@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/err.h"
 
 static int is_loss(gy_series_kind_t k) {
@@ -74,20 +75,26 @@ static void add_evidence(gy_run_t *r, const gy_verdict_t *v) {
   if (r->nsusp_verdict < GY_RUN_EVIDENCE_MAX) r->susp_verdict[r->nsusp_verdict++] = *v;
 }
 
-/* Pushes the figures of s through the detectors; out[i] is the verdict of s->values[i]. */
+/* Pushes the figures of s through the detectors; out[i] is the verdict of s->values[i]. Out of
+ * memory pushes no value (a series created empty may stay): every series exists before the
+ * first push, so a refused step given again is not counted twice by the series before the
+ * one that could not be created. */
 static int detect_all(gy_run_t *r, const gy_run_step_t *s, gy_verdict_t *out) {
-  for (int i = 0; i < s->nvalues; i++) {
+  size_t cap = (size_t)r->capkinds;
+  if (gy__run_grow((void **)&r->kinds, &cap, (size_t)gy_detect_count(r->det) + (size_t)s->nvalues,
+                   sizeof(*r->kinds)))
+    return GY_ENOMEM;
+  r->capkinds = (int)cap;
+  for (int i = 0; i < s->nvalues; i++) { /* by name, in O(1) for the usual order */
     const gy_run_value_t *v = &s->values[i];
-    /* room for the kind of a series the push may create (no name lookup here: the push does
-     * it, in O(1) for the usual order) */
     int before = gy_detect_count(r->det);
-    size_t cap = (size_t)r->capkinds;
-    if (gy__run_grow((void **)&r->kinds, &cap, (size_t)before + 1, sizeof(*r->kinds)))
-      return GY_ENOMEM;
-    r->capkinds = (int)cap;
+    if (!gy_detect_ensure(r->det, v->series, &r->pol.detect[v->kind])) return GY_ENOMEM;
+    if (gy_detect_count(r->det) > before) r->kinds[before] = v->kind;
+  }
+  for (int i = 0; i < s->nvalues; i++) { /* every series exists: nothing allocates */
+    const gy_run_value_t *v = &s->values[i];
     int rc = gy_detect_push(r->det, v->series, &r->pol.detect[v->kind], s->step, v->value, &out[i]);
     if (rc < 0) return rc;
-    if (gy_detect_count(r->det) > before) r->kinds[before] = v->kind;
   }
   return 0;
 }
@@ -125,11 +132,15 @@ int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s) {
     return gy__run_refuse(r, GY_ERANGE, "step %lld arrived after step %lld", (long long)s->step,
                           (long long)r->last_step);
 
-  gy_verdict_t *v = calloc((size_t)s->nvalues + 1, sizeof(*v));
+  /* room for the suspect interval a watch this step may open will need (keep_suspect), and for
+   * the repair it may start: nothing below runs out of memory after the step is counted */
+  if (gy__run_reserve_ivals(r, 1) || gy__run_reserve_hist(r))
+    return gy__run_refuse(r, GY_ENOMEM, "out of memory");
+  gy_verdict_t *v = gy_calloc((size_t)s->nvalues + 1, sizeof(*v));
   if (!v) return gy__run_refuse(r, GY_ENOMEM, "out of memory");
   int rc = detect_all(r, s, v);
   if (rc) {
-    free(v);
+    gy_free(v);
     return gy__run_refuse(r, rc, "out of memory creating a detector");
   }
   r->last_step = s->step;
@@ -256,18 +267,16 @@ int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s) {
   default:
     break;
   }
-  free(v);
+  gy_free(v);
   return rc;
 }
 
 /* Marks the checkpoint of `step` suspect: an interval (step - 1, step], and the flag of the
- * checkpoint when it is already committed. Out of memory loses the interval. */
+ * checkpoint when it is already committed. gy_run_eval reserved the room. */
 static void suspect_one(gy_run_t *r, int64_t step) {
   for (int i = 0; i < r->nckpts; i++)
     if (r->ckpts[i].step == step) r->ckpts[i].clean = 0;
-  size_t cap = (size_t)r->capivals;
-  if (gy__run_grow((void **)&r->ivals, &cap, (size_t)r->nivals + 1, sizeof(*r->ivals))) return;
-  r->capivals = (int)cap;
+  if (gy__run_reserve_ivals(r, 1)) return; /* not reached: reserved */
   r->ivals[r->nivals++] = (interval_t){step - 1, step};
 }
 
@@ -289,12 +298,15 @@ int gy_run_eval(gy_run_t *r, int64_t now_ms, int64_t step, const gy_run_value_t 
     return gy__run_refuse(r, GY_ERANGE,
                           "evaluation at step %lld arrived after the one at step %lld",
                           (long long)step, (long long)r->last_eval);
-  gy_verdict_t *v = calloc((size_t)n + 1, sizeof(*v));
+  /* room for this evaluation's suspect interval, and in SPIKE_SUSPECTED for the watch's too */
+  if (gy__run_reserve_ivals(r, st == GY_RUN_SPIKE_SUSPECTED ? 2 : 1) || gy__run_reserve_hist(r))
+    return gy__run_refuse(r, GY_ENOMEM, "out of memory");
+  gy_verdict_t *v = gy_calloc((size_t)n + 1, sizeof(*v));
   if (!v) return gy__run_refuse(r, GY_ENOMEM, "out of memory");
   gy_run_step_t in = {.step = step, .values = values, .nvalues = n};
   int rc = detect_all(r, &in, v);
   if (rc) {
-    free(v);
+    gy_free(v);
     return gy__run_refuse(r, rc, "out of memory creating a detector");
   }
   r->last_eval = step;
@@ -318,7 +330,7 @@ int gy_run_eval(gy_run_t *r, int64_t now_ms, int64_t step, const gy_run_value_t 
     size_t o = strlen(ev);
     if (o + 3 < sizeof(ev)) snprintf(ev + o, sizeof(ev) - o, "%s%s", o ? "; " : "", line);
   }
-  free(v);
+  gy_free(v);
   if (nonfinite) {
     /* The parameters are broken: roll back now (and pause again afterwards when paused). */
     int64_t first = st == GY_RUN_SPIKE_SUSPECTED && r->susp_first >= 0 && r->susp_first < step

@@ -56,7 +56,8 @@ struct gy_run {
   gy_run_action_t *acts;
   size_t nacts, capacts;
   uint64_t event_id;
-  int64_t now; /* the current input's time */
+  uint64_t dropped; /* events and actions lost to out of memory (gy_run_dropped) */
+  int64_t now;      /* the current input's time */
   char errmsg[256];
 };
 
@@ -70,6 +71,8 @@ typedef struct {
 
 /* run.c: outputs. */
 int gy__run_grow(void **p, size_t *cap, size_t need, size_t size);
+int gy__run_reserve_ivals(gy_run_t *r, int extra);
+int gy__run_reserve_hist(gy_run_t *r);
 gy_run_event_t *gy__run_event(gy_run_t *r, const char *kind, int64_t step, gy_run_state_t from,
                               gy_run_state_t to, const char *reason, const extra_t *x);
 void gy__run_alert(gy_run_t *r, gy_alert_class_t cls, const char *fmt, ...)

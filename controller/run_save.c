@@ -5,7 +5,9 @@
  * API, in order: save, load (gy_run_save, gy_run_load of run.h).
  *
  * Invariants:
- * - load changes nothing when the text is refused (an error in errmsg).
+ * - load changes nothing when the text is refused (an error in errmsg), and nothing but new,
+ *   empty series when memory runs out: it allocates everything before it sets a value or
+ *   appends a repair, so a load given again after GY_ENOMEM does not count a repair twice.
  */
 #include "controller/run_internal.h"
 
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/err.h"
 
 /* ------------------------------------ save and load ------------------------------------ */
@@ -26,7 +29,7 @@ char *gy_run_save(const gy_run_t *r) {
     const gy_series_t *s = gy_detect_at(r->det, i);
     if (gy_series_opts(s)->window > maxw) maxw = gy_series_opts(s)->window;
   }
-  if (!(vals = malloc((size_t)(maxw ? maxw : 1) * sizeof(*vals)))) goto oom;
+  if (!(vals = gy_malloc((size_t)(maxw ? maxw : 1) * sizeof(*vals)))) goto oom;
   for (int i = 0; i < gy_detect_count(r->det); i++) {
     const gy_series_t *s = gy_detect_at(r->det, i);
     int n = gy_series_values(s, vals, maxw);
@@ -42,7 +45,7 @@ char *gy_run_save(const gy_run_t *r) {
   json_object_set_new(o, "series", series);
   json_object_set_new(o, "repairs", reps);
   json_object_set_new(o, "replay_until", json_integer((json_int_t)r->replay_until));
-  free(vals);
+  gy_free(vals);
   char *text = json_dumps(o, JSON_COMPACT);
   json_decref(o);
   return text;
@@ -67,43 +70,53 @@ int gy_run_load(gy_run_t *r, const char *text, int what, char *errmsg, size_t er
   json_t *e;
   if (!(what & GY_RUN_LOAD_BASELINES)) series = NULL;
   if (!(what & GY_RUN_LOAD_REPAIRS)) reps = NULL;
+  /* Memory first: room for the kinds of new series, the repairs and the longest values. */
+  size_t maxn = 1, nseries = json_array_size(series), nreps = json_array_size(reps);
   json_array_foreach(series, i, e) {
-    const char *name;
-    int kind;
-    json_t *a;
-    if (json_unpack(e, "{s:s, s:i, s:o}", "name", &name, "kind", &kind, "values", &a) ||
-        !json_is_array(a) || kind < 0 || kind >= GY_SERIES_NKINDS)
-      continue;
-    int before = gy_detect_count(r->det);
-    size_t cap = (size_t)r->capkinds;
-    if (gy__run_grow((void **)&r->kinds, &cap, (size_t)before + 1, sizeof(*r->kinds))) {
-      rc = GY_ENOMEM;
-      goto out;
+    size_t n = json_array_size(json_object_get(e, "values"));
+    if (n > maxn) maxn = n;
+  }
+  size_t kcap = (size_t)r->capkinds, hcap = (size_t)r->caphist;
+  if (gy__run_grow((void **)&r->kinds, &kcap, (size_t)gy_detect_count(r->det) + nseries,
+                   sizeof(*r->kinds)) ||
+      gy__run_grow((void **)&r->hist, &hcap, (size_t)r->nhist + nreps, sizeof(*r->hist)) ||
+      !(vals = gy_malloc(maxn * sizeof(*vals)))) {
+    r->capkinds = (int)kcap;
+    r->caphist = (int)hcap;
+    rc = GY_ENOMEM;
+    goto out;
+  }
+  r->capkinds = (int)kcap;
+  r->caphist = (int)hcap;
+  /* Then every series (new ones empty), and only then the values and repairs. */
+  for (int pass = 0; pass < 2; pass++) {
+    json_array_foreach(series, i, e) {
+      const char *name;
+      int kind;
+      json_t *a;
+      if (json_unpack(e, "{s:s, s:i, s:o}", "name", &name, "kind", &kind, "values", &a) ||
+          !json_is_array(a) || kind < 0 || kind >= GY_SERIES_NKINDS)
+        continue;
+      int before = gy_detect_count(r->det);
+      gy_series_t *s =
+          pass ? gy_detect_get(r->det, name) : gy_detect_ensure(r->det, name, &r->pol.detect[kind]);
+      if (!s) {
+        if (pass || strlen(name) >= GY_DETECT_NAME_MAX || !*name) continue; /* a bad name */
+        rc = GY_ENOMEM;
+        goto out;
+      }
+      if (gy_detect_count(r->det) > before) r->kinds[before] = (gy_series_kind_t)kind;
+      if (!pass) continue;
+      size_t n = json_array_size(a);
+      for (size_t k = 0; k < n; k++)
+        vals[k] = json_number_value(json_array_get(a, k));
+      gy_series_set_values(s, vals, (int)n);
     }
-    r->capkinds = (int)cap;
-    gy_series_t *s = gy_detect_ensure(r->det, name, &r->pol.detect[kind]);
-    if (!s) continue;
-    if (gy_detect_count(r->det) > before) r->kinds[before] = (gy_series_kind_t)kind;
-    size_t n = json_array_size(a);
-    free(vals);
-    if (!(vals = malloc((n ? n : 1) * sizeof(*vals)))) {
-      rc = GY_ENOMEM;
-      goto out;
-    }
-    for (size_t k = 0; k < n; k++)
-      vals[k] = json_number_value(json_array_get(a, k));
-    gy_series_set_values(s, vals, (int)n);
   }
   json_array_foreach(reps, i, e) {
     json_int_t step;
     int rung, trig;
     if (json_unpack(e, "[I, i, i]", &step, &rung, &trig)) continue;
-    size_t cap = (size_t)r->caphist;
-    if (gy__run_grow((void **)&r->hist, &cap, (size_t)r->nhist + 1, sizeof(*r->hist))) {
-      rc = GY_ENOMEM;
-      goto out;
-    }
-    r->caphist = (int)cap;
     r->hist[r->nhist++] =
         (gy_policy_repair_t){.step = step, .rung = rung, .trigger = (gy_trigger_t)trig};
   }
@@ -114,7 +127,7 @@ int gy_run_load(gy_run_t *r, const char *text, int what, char *errmsg, size_t er
   }
   rc = 0;
 out:
-  free(vals);
+  gy_free(vals);
   json_decref(o);
   return rc;
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/err.h"
 
 /* Adds [first, last), merging. */
@@ -21,7 +22,7 @@ int gy_skipset_add(gy_skipset_t *k, uint64_t first, uint64_t last) {
   if (j == i) { /* nothing absorbed: insert at i */
     if (k->n == k->cap) {
       size_t cap = k->cap ? 2 * k->cap : 16;
-      gy_fleet_skip_t *r = realloc(k->r, cap * sizeof(*r));
+      gy_fleet_skip_t *r = gy_realloc(k->r, cap * sizeof(*r));
       if (!r) return GY_ENOMEM;
       k->r = r;
       k->cap = cap;
@@ -49,7 +50,7 @@ uint64_t gy_skipset_uncovered(const gy_skipset_t *k, uint64_t first, uint64_t la
 }
 
 void gy_skipset_free(gy_skipset_t *k) {
-  free(k->r);
+  gy_free(k->r);
   memset(k, 0, sizeof(*k));
 }
 

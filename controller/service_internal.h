@@ -147,8 +147,9 @@ struct gy_service {
   hw_slot_t *hw;        /* per rank: the hardware counters last seen (NULL until a GPU report) */
   gy_run_value_t *vals; /* the values of one step: losses, norms, then tokens/s per rank */
   char (*tps_names)[GY_DETECT_NAME_MAX]; /* "tokens_per_s/<rank>", per rank */
-  gy_skipset_t in_force;  /* every id the workers skip: data.skip + every applied rollback's */
-  gy_skipset_t sent;      /* the ranges of the applied rollbacks (resent to a re-formed gang) */
+  gy_skipset_t in_force; /* every id the workers skip: data.skip + every applied rollback's */
+  gy_skipset_t sent;     /* the ranges of the applied rollbacks (resent to a re-formed gang) */
+  uint64_t fleet_dropped, run_dropped; /* outputs the pure machines dropped (OOM), as told */
   gy_repair_t *repair;    /* the coordination of the run's repairs with the fleet (repair.h) */
   uint64_t journaled_seq; /* the newest rollback whose intent is in the journal */
   int64_t fence_ok_ms;    /* when the fence last said this controller leads (monotonic) */

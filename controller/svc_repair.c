@@ -115,6 +115,12 @@ void gy__svc_run_drain(gy_service_t *s) {
       run_act(s, &s->rbuf[i]);
   }
   s->run_draining = 0;
+  uint64_t dropped = gy_run_dropped(s->run);
+  if (dropped != s->run_dropped) { /* a lost repair action can leave the run waiting */
+    gy_log(GY_LOG_ERROR, "controller", "out of memory: the run dropped %llu actions or events",
+           (unsigned long long)(dropped - s->run_dropped));
+    s->run_dropped = dropped;
+  }
 }
 
 /* Logs a run input the state machine refused (they are expected now and then: a checkpoint of

@@ -309,6 +309,12 @@ void gy__svc_drain(gy_service_t *s) {
     s->head_state = HEAD_NEW;
   }
   s->draining = 0;
+  uint64_t dropped = gy_fleet_dropped(s->fleet);
+  if (dropped != s->fleet_dropped) { /* a lost grant or assignment can stall the gang */
+    gy_log(GY_LOG_ERROR, "controller", "out of memory: the fleet dropped %llu actions or events",
+           (unsigned long long)(dropped - s->fleet_dropped));
+    s->fleet_dropped = dropped;
+  }
   gy__svc_journal_hold(s);
 }
 

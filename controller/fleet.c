@@ -150,7 +150,7 @@ static int clean_str(const char *s) {
   return 1;
 }
 
-void gy__fleet_event(gy_fleet_t *f, const char *kind, int64_t step, const char *fmt, ...) {
+void gy__fleet_event(gy_fleet_t *f, gy_event_kind_t kind, int64_t step, const char *fmt, ...) {
   gy_fleet_action_t *a = gy__fleet_push(f, GY_FLEET_ACT_EVENT);
   if (!a) return;
   a->event_id = ++f->event_id;
@@ -170,7 +170,7 @@ int gy__fleet_refuse(gy_fleet_t *f, int rc, const char *fmt, ...) {
   vsnprintf(f->errmsg, sizeof(f->errmsg), fmt, ap);
   va_end(ap);
   utf8_scrub(f->errmsg);
-  gy__fleet_event(f, "refused", f->last_step, "%s", f->errmsg);
+  gy__fleet_event(f, GY_EVENT_REFUSED, f->last_step, "%s", f->errmsg);
   return rc;
 }
 
@@ -192,8 +192,9 @@ int gy__fleet_transition_allowed(gy_fleet_state_t from, gy_fleet_state_t to) {
 /* A directive that will never be sent (or completed): an event, and its rollback record. */
 void gy__fleet_drop_directive(gy_fleet_t *f, directive_t *d, const char *why) {
   if (d->rb) d->rb->pub.status = GY_FLEET_RB_DROPPED;
-  gy__fleet_event(f, "directive_dropped", f->last_step, "directive seq %llu (%s) dropped: %s",
-                  (unsigned long long)d->seq, gy_dir_kind_name(d->kind), why);
+  gy__fleet_event(f, GY_EVENT_DIRECTIVE_DROPPED, f->last_step,
+                  "directive seq %llu (%s) dropped: %s", (unsigned long long)d->seq,
+                  gy_dir_kind_name(d->kind), why);
 }
 
 /* A worker was lost with rollbacks queued or in flight (some ranks may have restored already):
@@ -232,13 +233,13 @@ int gy__fleet_transition(gy_fleet_t *f, gy_fleet_state_t to, const char *why) {
     return GY_EINVAL;
   }
   f->state = to;
-  gy__fleet_event(f, "state", f->last_step, "%s -> %s: %s", gy_fleet_state_name(from),
+  gy__fleet_event(f, GY_EVENT_STATE, f->last_step, "%s -> %s: %s", gy_fleet_state_name(from),
                   gy_fleet_state_name(to), why ? why : "");
   switch (to) {
   case GY_FLEET_DONE:
     clear_directives(f, "the run is done");
     gy__fleet_push(f, GY_FLEET_ACT_DONE);
-    gy__fleet_event(f, "done", f->last_step, "run done at step %lld",
+    gy__fleet_event(f, GY_EVENT_DONE, f->last_step, "run done at step %lld",
                     (long long)(f->last_step + 1));
     break;
   case GY_FLEET_DEGRADED:
@@ -311,7 +312,7 @@ void gy__fleet_commit(gy_fleet_t *f, int64_t step, uint64_t bytes) {
     a->step = step;
     a->bytes = bytes;
   }
-  gy__fleet_event(f, "checkpoint_committed", step,
+  gy__fleet_event(f, GY_EVENT_CHECKPOINT_COMMITTED, step,
                   "checkpoint of step %lld committed: every rank wrote it", (long long)step);
 }
 
@@ -321,8 +322,8 @@ void gy__fleet_forget_committed(gy_fleet_t *f, int64_t step, int inclusive) {
   for (int i = 0; i < f->ncommitted; i++) {
     int64_t c = f->committed[i];
     if (c > step || (inclusive && c == step))
-      gy__fleet_event(f, "checkpoint_forgotten", c, "committed checkpoint of step %lld forgotten",
-                      (long long)c);
+      gy__fleet_event(f, GY_EVENT_CHECKPOINT_FORGOTTEN, c,
+                      "committed checkpoint of step %lld forgotten", (long long)c);
     else
       f->committed[k++] = c;
   }
@@ -343,7 +344,7 @@ static void ckpt_reported(gy_fleet_t *f, gy_fleet_member_t *m, int64_t c, uint64
       int o = 0;
       for (int k = 1; k < f->npending; k++)
         if (f->pending[k].step < f->pending[o].step) o = k;
-      gy__fleet_event(f, "checkpoint_incomplete", f->pending[o].step,
+      gy__fleet_event(f, GY_EVENT_CHECKPOINT_INCOMPLETE, f->pending[o].step,
                       "checkpoint of step %lld: only %d of %d ranks reported it; no longer tracked",
                       (long long)f->pending[o].step, f->pending[o].n, f->nmembers);
       f->pending[o] = f->pending[--f->npending];
@@ -393,8 +394,8 @@ void gy__fleet_lose(gy_fleet_t *f, int rank, const char *why) {
   m->alive = 0;
   if (f->state == GY_FLEET_STOPPING) {
     m->connected = 0;
-    gy__fleet_event(f, "worker_exited", f->last_step, "rank %d (%s) exited: %s", rank, m->worker_id,
-                    why);
+    gy__fleet_event(f, GY_EVENT_WORKER_EXITED, f->last_step, "rank %d (%s) exited: %s", rank,
+                    m->worker_id, why);
     gy__fleet_check_acks(f);
     return;
   }
@@ -405,7 +406,8 @@ void gy__fleet_lose(gy_fleet_t *f, int rank, const char *why) {
     a = gy__fleet_push(f, GY_FLEET_ACT_CLOSE);
     if (a) a->rank = rank;
   }
-  gy__fleet_event(f, "worker_lost", f->last_step, "rank %d (%s) lost: %s", rank, m->worker_id, why);
+  gy__fleet_event(f, GY_EVENT_WORKER_LOST, f->last_step, "rank %d (%s) lost: %s", rank,
+                  m->worker_id, why);
   if (f->state == GY_FLEET_TRAIN || f->state == GY_FLEET_PAUSED)
     gy__fleet_transition(f, GY_FLEET_DEGRADED, "worker lost");
 }
@@ -493,7 +495,8 @@ static void form(gy_fleet_t *f, int64_t now, gy_fleet_member_t *mem) {
   }
   f->njoiners = 0;
   gy__fleet_transition(f, GY_FLEET_TRAIN, "gang formed");
-  gy__fleet_event(f, "gang_formed", start, "generation %llu formed: world %d, start step %lld%s",
+  gy__fleet_event(f, GY_EVENT_GANG_FORMED, start,
+                  "generation %llu formed: world %d, start step %lld%s",
                   (unsigned long long)f->generation, w, (long long)start,
                   from_ckpt ? " (the newest committed checkpoint)" : "");
   if (start >= f->o.steps) gy__fleet_transition(f, GY_FLEET_DONE, "every step already done");
@@ -578,7 +581,7 @@ int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64
           memcpy(a->session_id, m->session_id, sizeof(a->session_id));
         }
         gy__fleet_event(
-            f, "join", req->steps_done,
+            f, GY_EVENT_JOIN, req->steps_done,
             "worker %s (host %s, pid %d) comes back as rank %d of generation %llu: it starts "
             "again from step %lld",
             req->worker_id, m->host, req->pid, r, (unsigned long long)f->generation,
@@ -628,7 +631,7 @@ int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64
   j->m.steps_done = req->steps_done;
   j->handle = join_handle;
   j->prev_generation = req->generation;
-  gy__fleet_event(f, "join", req->steps_done,
+  gy__fleet_event(f, GY_EVENT_JOIN, req->steps_done,
                   "worker %s (host %s, pid %d, ordinal %d) joined: %d of %d", req->worker_id,
                   j->m.host, req->pid, req->ordinal, f->njoiners, f->o.world);
   if (mem) form(f, now, mem);
@@ -638,7 +641,7 @@ int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64
 void gy_fleet_join_cancel(gy_fleet_t *f, uint64_t join_handle) {
   for (int i = 0; i < f->njoiners; i++) {
     if (f->joiners[i].handle != join_handle) continue;
-    gy__fleet_event(f, "join_cancelled", -1, "worker %s left before the gang formed",
+    gy__fleet_event(f, GY_EVENT_JOIN_CANCELLED, -1, "worker %s left before the gang formed",
                     f->joiners[i].m.worker_id);
     memmove(&f->joiners[i], &f->joiners[i + 1], (size_t)(f->njoiners - i - 1) * sizeof(joiner_t));
     f->njoiners--;
@@ -754,7 +757,8 @@ int gy_fleet_report(gy_fleet_t *f, int64_t now, int stream_rank, const gy_fleet_
     gy_fleet_action_t *a = gy__fleet_push(f, GY_FLEET_ACT_STEP);
     if (a) a->step = st;
     if (h->nonfinite)
-      gy__fleet_event(f, "nonfinite", st, "step %lld: non-finite loss or gradient", (long long)st);
+      gy__fleet_event(f, GY_EVENT_NONFINITE, st, "step %lld: non-finite loss or gradient",
+                      (long long)st);
   }
   int64_t lo = gy__fleet_min_steps(f);
   if (lo >= f->o.steps) {

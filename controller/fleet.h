@@ -42,6 +42,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "controller/event_kinds.h"
+
 /* Run states. The transition table is in fleet.c (one function changes state). */
 #define GY_FLEET_STATE_MAP(XX)                                                                     \
   XX(INIT)     /* gang forming: joins are held until `world` workers joined */                     \
@@ -225,7 +227,7 @@ typedef struct {
   int dir_kind;                          /* DIRECTIVE */
   gy_fleet_hparams_t hparams;            /* DIRECTIVE (SET_HPARAMS, ROLLBACK) */
   uint64_t event_id;                     /* EVENT */
-  const char *event_kind;      /* EVENT: static string ("gang_formed", "worker_lost", ...) */
+  gy_event_kind_t event_kind;  /* EVENT: what happened (its wire name: gy_event_kind_name) */
   char msg[256];               /* EVENT: the text; DIRECTIVE (ROLLBACK): the reason */
   int64_t to_step;             /* DIRECTIVE (ROLLBACK): the checkpoint to restore */
   int nskip;                   /* DIRECTIVE (ROLLBACK): skip ranges */

@@ -76,7 +76,7 @@ void gy__fleet_pump(gy_fleet_t *f) {
     f->inflight.rb->pub.at_step = f->horizon;
   }
   gy__fleet_send_directive(f, -1);
-  gy__fleet_event(f, "directive", f->horizon, "directive seq %llu %s sent, at_step %lld",
+  gy__fleet_event(f, GY_EVENT_DIRECTIVE, f->horizon, "directive seq %llu %s sent, at_step %lld",
                   (unsigned long long)f->inflight.seq, gy_dir_kind_name(f->inflight.kind),
                   (long long)f->horizon);
   if (f->inflight.kind == GY_DIR_STOP) gy__fleet_transition(f, GY_FLEET_STOPPING, "operator stop");
@@ -111,7 +111,7 @@ void gy__fleet_rollback_done(gy_fleet_t *f, const directive_t *d) {
     a->ok = 1;
   }
   gy__fleet_event(
-      f, "rollback", to,
+      f, GY_EVENT_ROLLBACK, to,
       "rollback seq %llu: every rank restored step %lld at step %lld (%lld steps to run "
       "again), %d skip ranges: %s",
       (unsigned long long)d->seq, (long long)to, (long long)h, (long long)(h - to), rb->pub.nskip,
@@ -138,14 +138,14 @@ void gy__fleet_rollback_failed(gy_fleet_t *f, const directive_t *d, int nok) {
   if (!nok) {
     f->rb_failed = 1;
     gy__fleet_event(
-        f, "rollback_failed", to,
+        f, GY_EVENT_ROLLBACK_FAILED, to,
         "rollback seq %llu: every rank refused to restore step %lld; the gang stays at step "
         "%lld, grants held until a rollback succeeds or the operator resumes",
         (unsigned long long)d->seq, (long long)to, (long long)h);
     return;
   }
   gy__fleet_event(
-      f, "rollback_failed", to,
+      f, GY_EVENT_ROLLBACK_FAILED, to,
       "rollback seq %llu: %d of %d ranks restored step %lld, the others refused: the gang is "
       "split and re-forms",
       (unsigned long long)d->seq, nok, f->nmembers, (long long)to);
@@ -163,8 +163,9 @@ void gy__fleet_check_acks(gy_fleet_t *f) {
     if (f->members[r].alive && !f->members[r].acked) return;
   directive_t d = f->inflight;
   f->inflight_on = f->inflight_sent = 0;
-  gy__fleet_event(f, "directive_applied", f->horizon, "directive seq %llu %s applied at step %lld",
-                  (unsigned long long)d.seq, gy_dir_kind_name(d.kind), (long long)f->horizon);
+  gy__fleet_event(f, GY_EVENT_DIRECTIVE_APPLIED, f->horizon,
+                  "directive seq %llu %s applied at step %lld", (unsigned long long)d.seq,
+                  gy_dir_kind_name(d.kind), (long long)f->horizon);
   if (d.kind == GY_DIR_CHECKPOINT || d.kind == GY_DIR_STOP) {
     /* a rank acks these once its checkpoint of at_step is on disk: every rank alive and ok
      * commits it now (a STOP's would otherwise never be reported) */
@@ -197,7 +198,7 @@ void gy__fleet_check_acks(gy_fleet_t *f) {
   case GY_DIR_RESUME:
     if (f->state == GY_FLEET_PAUSED) gy__fleet_transition(f, GY_FLEET_TRAIN, "operator resume");
     if (f->rb_failed)
-      gy__fleet_event(f, "resumed", f->horizon,
+      gy__fleet_event(f, GY_EVENT_RESUMED, f->horizon,
                       "operator resume after a failed rollback: training goes on "
                       "from step %lld",
                       (long long)f->horizon);
@@ -224,7 +225,7 @@ int gy_fleet_ack(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generatio
     m->ack_ok = ok != 0;
     m->ack_bytes = ok ? checkpoint_bytes : 0;
     if (!ok)
-      gy__fleet_event(f, "directive_failed", f->horizon,
+      gy__fleet_event(f, GY_EVENT_DIRECTIVE_FAILED, f->horizon,
                       "rank %d failed directive seq %llu (%s): %s", rank, (unsigned long long)seq,
                       gy_dir_kind_name(f->inflight.kind), error ? error : "");
   }
@@ -278,7 +279,7 @@ int gy_fleet_command(gy_fleet_t *f, int64_t now, int kind, const gy_fleet_hparam
   if (kind == GY_DIR_STOP) f->stop_intent = 1;
   *seq = d->seq;
   *at_step = f->horizon;
-  gy__fleet_event(f, "command", f->horizon, "operator %s: seq %llu, applies at step %lld",
+  gy__fleet_event(f, GY_EVENT_COMMAND, f->horizon, "operator %s: seq %llu, applies at step %lld",
                   gy_dir_kind_name(kind), (unsigned long long)d->seq, (long long)f->horizon);
   gy__fleet_pump(f);
   return 0;
@@ -349,7 +350,7 @@ int gy_fleet_rollback(gy_fleet_t *f, int64_t now, int64_t to_step, const gy_flee
   *seq = d->seq;
   *at_step = f->horizon;
   gy__fleet_event(
-      f, "command", f->horizon,
+      f, GY_EVENT_COMMAND, f->horizon,
       "rollback to step %lld: seq %llu, applies at step %lld, %d skip ranges (%llu samples): %s",
       (long long)to_step, (unsigned long long)d->seq, (long long)f->horizon, nskips,
       (unsigned long long)nsamples, rb->pub.reason);

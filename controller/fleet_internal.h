@@ -78,7 +78,7 @@ struct gy_fleet {
 
 /* fleet.c: actions and refusals. */
 gy_fleet_action_t *gy__fleet_push(gy_fleet_t *f, gy_fleet_act_kind_t k);
-void gy__fleet_event(gy_fleet_t *f, const char *kind, int64_t step, const char *fmt, ...)
+void gy__fleet_event(gy_fleet_t *f, gy_event_kind_t kind, int64_t step, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 int gy__fleet_refuse(gy_fleet_t *f, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -197,6 +197,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
       return text(c, MHD_HTTP_BAD_REQUEST, "since: want an event id >= 0\n");
     return json(c, gy_telemetry_events(h->t, (uint64_t)since, 500));
   }
+  if (!strcmp(url, "/api/event_kinds")) return json(c, gy_telemetry_event_kinds());
   const char *path = !strcmp(url, "/index.html") ? "/" : url;
   for (size_t i = 0; i < gy_dashboard_nassets; i++) {
     const gy_http_asset_t *a = &gy_dashboard_assets[i];

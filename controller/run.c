@@ -98,7 +98,7 @@ int gy__run_reserve_ivals(gy_run_t *r, int extra) {
 
 /* Appends an event; NULL when out of memory (the event is dropped and counted, the state stays
  * consistent). */
-gy_run_event_t *gy__run_event(gy_run_t *r, const char *kind, int64_t step, gy_run_state_t from,
+gy_run_event_t *gy__run_event(gy_run_t *r, gy_event_kind_t kind, int64_t step, gy_run_state_t from,
                               gy_run_state_t to, const char *reason, const extra_t *x) {
   if (gy__run_grow((void **)&r->evs, &r->capevs, r->nevs + 1, sizeof(*r->evs))) {
     r->dropped++;
@@ -214,7 +214,7 @@ static void clear_repair(gy_run_t *r) {
 
 /* The one function that changes state: checks the pair, records the event, runs the exit
  * action of the old state and the entry action of the new one. */
-int gy__run_move(gy_run_t *r, gy_run_state_t to, const char *kind, const char *reason,
+int gy__run_move(gy_run_t *r, gy_run_state_t to, gy_event_kind_t kind, const char *reason,
                  const extra_t *x) {
   gy_run_state_t from = r->state;
   if (!gy__run_transition_allowed(from, to))
@@ -282,10 +282,10 @@ void gy__run_force_state(gy_run_t *r, gy_run_state_t s) {
   r->state = s;
 }
 
-int gy__run_transition(gy_run_t *r, int64_t now_ms, gy_run_state_t to, const char *kind,
+int gy__run_transition(gy_run_t *r, int64_t now_ms, gy_run_state_t to, gy_event_kind_t kind,
                        const char *reason) {
   r->now = now_ms;
-  return gy__run_move(r, to, kind ? kind : "forced", reason, NULL);
+  return gy__run_move(r, to, kind, reason, NULL);
 }
 
 /* ---------------------------------------- create ---------------------------------------- */
@@ -393,7 +393,7 @@ static int add_history(gy_run_t *r, int64_t step, int rung, gy_trigger_t t) {
 }
 
 static int halt(gy_run_t *r, const char *reason, const extra_t *x) {
-  return gy__run_move(r, GY_RUN_HALTED, "halted", reason, x);
+  return gy__run_move(r, GY_RUN_HALTED, GY_EVENT_HALTED, reason, x);
 }
 
 /* Starts a repair for trigger t over the suspected steps [first, last], blaming samples;
@@ -438,7 +438,7 @@ int gy__run_repair(gy_run_t *r, gy_trigger_t t, int64_t first, int64_t last,
              (long long)target);
   else
     snprintf(why, sizeof(why), "%s; roll back to checkpoint %lld", d.reason, (long long)target);
-  if ((rc = gy__run_move(r, GY_RUN_ROLLBACK, "rollback", why, &x))) return rc;
+  if ((rc = gy__run_move(r, GY_RUN_ROLLBACK, GY_EVENT_ROLLBACK, why, &x))) return rc;
   if (d.rung >= 2)
     gy__run_alert(r, GY_ALERT_REPEATED_SPIKES, "repeated spike near step %lld: escalated to rung %d of %d (%s)",
                   (long long)first, d.rung, r->pol.nrungs, dtext);
@@ -456,7 +456,7 @@ int gy_run_started(gy_run_t *r, int64_t now_ms, int64_t start_step) {
   r->last_step = start_step - 1;
   char why[96];
   snprintf(why, sizeof(why), "the gang formed; training from step %lld", (long long)start_step);
-  return gy__run_move(r, GY_RUN_TRAIN, "started", why, NULL);
+  return gy__run_move(r, GY_RUN_TRAIN, GY_EVENT_STARTED, why, NULL);
 }
 
 int gy_run_checkpoint(gy_run_t *r, int64_t now_ms, int64_t step, int clean, int *clean_out) {
@@ -487,7 +487,7 @@ int gy_run_checkpoint(gy_run_t *r, int64_t now_ms, int64_t step, int clean, int 
            c       ? "clean"
            : clean ? "suspect: taken while a spike was suspected"
                    : "suspect");
-  gy__run_event(r, "checkpoint", step, r->state, r->state, why, NULL);
+  gy__run_event(r, GY_EVENT_CHECKPOINT, step, r->state, r->state, why, NULL);
   if (clean_out) *clean_out = c;
   return 0;
 }
@@ -504,11 +504,11 @@ int gy_run_rollback_done(gy_run_t *r, int64_t now_ms, int64_t step) {
   if (d->nsamples || d->skip_steps || d->knobs.set) {
     snprintf(why, sizeof(why), "every rank restored checkpoint %lld; applying the skips and knobs",
              (long long)step);
-    return gy__run_move(r, GY_RUN_SKIP_WINDOW, "skip", why, NULL);
+    return gy__run_move(r, GY_RUN_SKIP_WINDOW, GY_EVENT_SKIP, why, NULL);
   }
   snprintf(why, sizeof(why), "every rank restored checkpoint %lld; nothing to skip",
            (long long)step);
-  return gy__run_move(r, GY_RUN_RESUME, "resume", why, NULL);
+  return gy__run_move(r, GY_RUN_RESUME, GY_EVENT_RESUME, why, NULL);
 }
 
 int gy_run_restore_failed(gy_run_t *r, int64_t now_ms, int64_t step, const char *why) {
@@ -539,15 +539,15 @@ int gy_run_restore_failed(gy_run_t *r, int64_t now_ms, int64_t step, const char 
            "checkpoint %lld could not be restored (%s): roll back to "
            "checkpoint %lld instead",
            (long long)step, why ? why : "?", (long long)prev);
-  return gy__run_move(r, GY_RUN_ROLLBACK, "rollback", text, NULL);
+  return gy__run_move(r, GY_RUN_ROLLBACK, GY_EVENT_ROLLBACK, text, NULL);
 }
 
 int gy_run_skips_applied(gy_run_t *r, int64_t now_ms) {
   r->now = now_ms;
   if (r->state != GY_RUN_SKIP_WINDOW)
     return gy__run_refuse(r, GY_ENOTSUP, "skips applied in state %s", gy_run_state_name(r->state));
-  return gy__run_move(r, GY_RUN_RESUME, "resume", "every rank applied the skips and knob changes",
-                      NULL);
+  return gy__run_move(r, GY_RUN_RESUME, GY_EVENT_RESUME,
+                      "every rank applied the skips and knob changes", NULL);
 }
 
 int gy_run_resumed(gy_run_t *r, int64_t now_ms) {
@@ -557,8 +557,8 @@ int gy_run_resumed(gy_run_t *r, int64_t now_ms) {
   char why[128];
   snprintf(why, sizeof(why), "training restarted from checkpoint %lld%s", (long long)r->target,
            r->pause_after ? "; paused as the operator asked" : "");
-  if (r->pause_after) return gy__run_move(r, GY_RUN_PAUSED, "paused", why, NULL);
-  return gy__run_move(r, GY_RUN_TRAIN, "resumed", why, NULL);
+  if (r->pause_after) return gy__run_move(r, GY_RUN_PAUSED, GY_EVENT_PAUSED, why, NULL);
+  return gy__run_move(r, GY_RUN_TRAIN, GY_EVENT_RESUMED, why, NULL);
 }
 
 int gy_run_worker_lost(gy_run_t *r, int64_t now_ms, int rank, const char *why) {
@@ -567,7 +567,7 @@ int gy_run_worker_lost(gy_run_t *r, int64_t now_ms, int rank, const char *why) {
   snprintf(text, sizeof(text), "rank %d lost%s%s", rank, why ? ": " : "", why ? why : "");
   gy_run_state_t st = r->state;
   if (st == GY_RUN_INIT || st == GY_RUN_HALTED || st == GY_RUN_DONE) {
-    gy__run_event(r, "worker_lost", r->last_step, st, st, text, NULL);
+    gy__run_event(r, GY_EVENT_WORKER_LOST, r->last_step, st, st, text, NULL);
     return 0;
   }
   if (st == GY_RUN_PAUSED) r->pause_after = 1;
@@ -586,7 +586,7 @@ int gy_run_worker_lost(gy_run_t *r, int64_t now_ms, int rank, const char *why) {
   char full[400];
   snprintf(full, sizeof(full), "%s during a repair: roll back to checkpoint %lld again", text,
            (long long)r->target);
-  return gy__run_move(r, GY_RUN_ROLLBACK, "rollback", full, NULL);
+  return gy__run_move(r, GY_RUN_ROLLBACK, GY_EVENT_ROLLBACK, full, NULL);
 }
 
 int gy_run_pause(gy_run_t *r, int64_t now_ms) {
@@ -594,11 +594,11 @@ int gy_run_pause(gy_run_t *r, int64_t now_ms) {
   gy_run_state_t st = r->state;
   if (st == GY_RUN_TRAIN || st == GY_RUN_SPIKE_SUSPECTED)
     return gy__run_move(
-        r, GY_RUN_PAUSED, "paused",
+        r, GY_RUN_PAUSED, GY_EVENT_PAUSED,
         st == GY_RUN_TRAIN ? "operator pause" : "operator pause (the suspicion is dropped)", NULL);
   if (st == GY_RUN_ROLLBACK || st == GY_RUN_SKIP_WINDOW || st == GY_RUN_RESUME) {
     r->pause_after = 1;
-    gy__run_event(r, "deferred", r->last_step, st, st,
+    gy__run_event(r, GY_EVENT_DEFERRED, r->last_step, st, st,
                   "operator pause: the run pauses when the repair "
                   "in progress is done",
                   NULL);
@@ -610,10 +610,11 @@ int gy_run_pause(gy_run_t *r, int64_t now_ms) {
 int gy_run_resume(gy_run_t *r, int64_t now_ms) {
   r->now = now_ms;
   gy_run_state_t st = r->state;
-  if (st == GY_RUN_PAUSED) return gy__run_move(r, GY_RUN_TRAIN, "resumed", "operator resume", NULL);
+  if (st == GY_RUN_PAUSED)
+    return gy__run_move(r, GY_RUN_TRAIN, GY_EVENT_RESUMED, "operator resume", NULL);
   if (st == GY_RUN_HALTED) {
     r->hist_base = r->nhist; /* a human decided: the escalation starts over */
-    return gy__run_move(r, GY_RUN_TRAIN, "resumed",
+    return gy__run_move(r, GY_RUN_TRAIN, GY_EVENT_RESUMED,
                         "operator resume after a halt; the escalation "
                         "starts over",
                         NULL);
@@ -621,7 +622,7 @@ int gy_run_resume(gy_run_t *r, int64_t now_ms) {
   if (r->pause_after &&
       (st == GY_RUN_ROLLBACK || st == GY_RUN_SKIP_WINDOW || st == GY_RUN_RESUME)) {
     r->pause_after = 0;
-    gy__run_event(r, "deferred", r->last_step, st, st,
+    gy__run_event(r, GY_EVENT_DEFERRED, r->last_step, st, st,
                   "operator resume: the deferred pause is cancelled", NULL);
     return 0;
   }
@@ -663,7 +664,7 @@ int gy_run_rollback_to(gy_run_t *r, int64_t now_ms, int64_t step) {
   snprintf(why, sizeof(why), "operator rollback to step %lld: checkpoint %lld", (long long)step,
            (long long)target);
   extra_t x = {NULL, NULL, 0, dtext};
-  return gy__run_move(r, GY_RUN_ROLLBACK, "rollback", why, &x);
+  return gy__run_move(r, GY_RUN_ROLLBACK, GY_EVENT_ROLLBACK, why, &x);
 }
 
 int gy_run_finished(gy_run_t *r, int64_t now_ms) {
@@ -672,7 +673,7 @@ int gy_run_finished(gy_run_t *r, int64_t now_ms) {
   if (st != GY_RUN_TRAIN && st != GY_RUN_SPIKE_SUSPECTED && st != GY_RUN_PAUSED &&
       st != GY_RUN_HALTED)
     return gy__run_refuse(r, GY_ENOTSUP, "cannot finish in state %s", gy_run_state_name(st));
-  return gy__run_move(r, GY_RUN_DONE, "done",
+  return gy__run_move(r, GY_RUN_DONE, GY_EVENT_DONE,
                       st == GY_RUN_SPIKE_SUSPECTED ? "the run finished with a spike still suspected"
                                                    : "the run finished",
                       NULL);

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "controller/detect.h"
+#include "controller/event_kinds.h"
 #include "policies/policy.h"
 
 /* States. The transition table is in run.c (one function changes state):
@@ -133,9 +134,9 @@ typedef struct {
   int64_t time_ms;         /* the input's time */
   int64_t step;            /* the step it is about */
   gy_run_state_t from, to; /* equal when no transition happened */
-  const char *kind;        /* static: "started", "spike_suspected", "recovered_spike", "rollback",
-                              "skip", "resume", "resumed", "paused", "halted", "done", "checkpoint",
-                              "anomaly", "deferred", "eval_regression" */
+  gy_event_kind_t kind;    /* GY_EVENT_STARTED, _SPIKE_SUSPECTED, _RECOVERED_SPIKE, _ROLLBACK,
+                              _SKIP, _RESUME, _RESUMED, _PAUSED, _HALTED, _DONE, _CHECKPOINT,
+                              _ANOMALY, _DEFERRED, _EVAL_REGRESSION, _WORKER_LOST, _FORCED */
   char reason[400];
   char evidence[512]; /* the verdicts that fired, as text ("" when none) */
   char decision[256]; /* the decision taken, as text ("" when none) */
@@ -255,7 +256,7 @@ gy_detect_t *gy_run_detectors(const gy_run_t *r);
 /* Internal, for tests (CONVENTIONS §9): force a state, the one function that changes state
  * (GY_EINVAL for a pair outside the table, state unchanged), and the table itself. */
 void gy__run_force_state(gy_run_t *r, gy_run_state_t s);
-int gy__run_transition(gy_run_t *r, int64_t now_ms, gy_run_state_t to, const char *kind,
+int gy__run_transition(gy_run_t *r, int64_t now_ms, gy_run_state_t to, gy_event_kind_t kind,
                        const char *reason);
 int gy__run_transition_allowed(gy_run_state_t from, gy_run_state_t to);
 

@@ -162,7 +162,8 @@ int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s) {
         char line[200];
         gy_verdict_format(&v[i], line, sizeof(line));
         extra_t x = {line, &v[i], 1, NULL};
-        gy__run_event(r, "anomaly", s->step, st, st, "an alert-only series left its baseline", &x);
+        gy__run_event(r, GY_EVENT_ANOMALY, s->step, st, st,
+                      "an alert-only series left its baseline", &x);
         if (s->values[i].rank >= 0)
           gy__run_alert(r, GY_ALERT_ANOMALY, "anomaly on rank %d: %s", s->values[i].rank, line);
         else
@@ -229,7 +230,7 @@ int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s) {
                (long long)s->step, r->pol.observe_steps);
       extra_t x = {r->susp_evidence, r->susp_verdict, r->nsusp_verdict, "RECOVER_WATCH"};
       /* gy__run_move() keeps the suspicion gathered above when it enters SPIKE_SUSPECTED. */
-      if (!(rc = gy__run_move(r, GY_RUN_SPIKE_SUSPECTED, "spike_suspected", why, &x)))
+      if (!(rc = gy__run_move(r, GY_RUN_SPIKE_SUSPECTED, GY_EVENT_SPIKE_SUSPECTED, why, &x)))
         r->susp_first = r->susp_last = s->step;
     }
     break;
@@ -245,7 +246,7 @@ int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s) {
                "baseline at step %lld",
                (long long)r->susp_first, r->pol.recover_tolerance, (long long)s->step);
       extra_t x = {r->susp_evidence, r->susp_verdict, r->nsusp_verdict, "none"};
-      rc = gy__run_move(r, GY_RUN_TRAIN, "recovered_spike", why, &x);
+      rc = gy__run_move(r, GY_RUN_TRAIN, GY_EVENT_RECOVERED_SPIKE, why, &x);
     } else {
       if (jump) r->susp_last = s->step;
       if (s->step - r->susp_first >= r->pol.observe_steps)
@@ -260,8 +261,8 @@ int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s) {
       rc = gy__run_repair(r, GY_TRIG_NONFINITE, s->step, s->step, NULL, 0, ev, fired, nfired);
     } else if (nfired) {
       extra_t x = {ev, fired, nfired, NULL};
-      gy__run_event(r, "anomaly", s->step, st, st, "a spike while paused: no repair until resumed",
-                    &x);
+      gy__run_event(r, GY_EVENT_ANOMALY, s->step, st, st,
+                    "a spike while paused: no repair until resumed", &x);
     }
     break;
   default:
@@ -348,11 +349,11 @@ int gy_run_eval(gy_run_t *r, int64_t now_ms, int64_t step, const gy_run_value_t 
              "held-out figures got worse at step %lld: its checkpoint is suspect (never restored "
              "by a repair)",
              (long long)step);
-    gy__run_event(r, "eval_regression", step, st, st, why, &x);
+    gy__run_event(r, GY_EVENT_EVAL_REGRESSION, step, st, st, why, &x);
     gy__run_alert(r, GY_ALERT_OTHER, "held-out regression at step %lld: %s", (long long)step, ev);
   } else {
-    gy__run_event(r, "anomaly", step, st, st, "an alert-only held-out series left its baseline",
-                  &x);
+    gy__run_event(r, GY_EVENT_ANOMALY, step, st, st,
+                  "an alert-only held-out series left its baseline", &x);
     gy__run_alert(r, GY_ALERT_ANOMALY, "anomaly: %s", ev);
   }
   return 0;

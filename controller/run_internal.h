@@ -73,14 +73,14 @@ typedef struct {
 int gy__run_grow(void **p, size_t *cap, size_t need, size_t size);
 int gy__run_reserve_ivals(gy_run_t *r, int extra);
 int gy__run_reserve_hist(gy_run_t *r);
-gy_run_event_t *gy__run_event(gy_run_t *r, const char *kind, int64_t step, gy_run_state_t from,
+gy_run_event_t *gy__run_event(gy_run_t *r, gy_event_kind_t kind, int64_t step, gy_run_state_t from,
                               gy_run_state_t to, const char *reason, const extra_t *x);
 void gy__run_alert(gy_run_t *r, gy_alert_class_t cls, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int gy__run_refuse(gy_run_t *r, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* run.c: the state machine. */
-int gy__run_move(gy_run_t *r, gy_run_state_t to, const char *kind, const char *reason,
+int gy__run_move(gy_run_t *r, gy_run_state_t to, gy_event_kind_t kind, const char *reason,
                  const extra_t *x);
 int gy__run_repair(gy_run_t *r, gy_trigger_t t, int64_t first, int64_t last,
                    const uint64_t *samples, int nsamples, const char *evidence,

@@ -99,7 +99,7 @@ json_t *gy__svc_num(double v) {
 }
 
 /* Answers a unary call with an error and records it as an event. */
-void gy__svc_refuse_unary(gy_service_t *s, gy_rpc_call_t *call, int status, const char *kind,
+void gy__svc_refuse_unary(gy_service_t *s, gy_rpc_call_t *call, int status, gy_event_kind_t kind,
                           const char *msg) {
   gy__svc_eventf(s, kind, "%s from %s: %s", gy_rpc_call_method(call), gy_rpc_call_peer(call), msg);
   gy_rpc_reply(call, status, msg, NULL, 0);

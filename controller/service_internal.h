@@ -189,14 +189,14 @@ int64_t gy__svc_now_ms(gy_service_t *s);
 double gy__svc_wall_s(void);
 int gy__svc_rpc_status(int rc);
 json_t *gy__svc_num(double v);
-void gy__svc_refuse_unary(gy_service_t *s, gy_rpc_call_t *call, int status, const char *kind,
+void gy__svc_refuse_unary(gy_service_t *s, gy_rpc_call_t *call, int status, gy_event_kind_t kind,
                           const char *msg);
 uint8_t *gy__svc_pack(const ProtobufCMessage *m, size_t *len);
 void gy__svc_reply_msg(gy_rpc_call_t *call, const ProtobufCMessage *m);
 
 /* svc_events.c: events, the status, aggregated steps. */
-void gy__svc_emit_event(gy_service_t *s, const char *kind, int64_t step, const char *msg);
-void gy__svc_eventf(gy_service_t *s, const char *kind, const char *fmt, ...)
+void gy__svc_emit_event(gy_service_t *s, gy_event_kind_t kind, int64_t step, const char *msg);
+void gy__svc_eventf(gy_service_t *s, gy_event_kind_t kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 uint8_t *gy__svc_pack_status(gy_service_t *s, int as_watch, size_t *len);
 void gy__svc_emit_step(gy_service_t *s, int64_t step);

@@ -264,7 +264,7 @@ void gy__svc_gpu_report(gy_service_t *s, int rank, int64_t step, const Gyro__Gpu
   char msg[512];
   snprintf(msg, sizeof(msg), "rank %d GPU %d (%.64s) at step %lld: %s", rank, g->index,
            g->name ? g->name : "", (long long)step, what);
-  gy__svc_eventf(s, "hardware", "%s", msg);
+  gy__svc_eventf(s, GY_EVENT_HARDWARE, "%s", msg);
   gy_alert_post(s->o.alert, "hardware", step, msg);
 }
 

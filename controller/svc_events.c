@@ -46,7 +46,8 @@ static void tm_state(gy_service_t *s) {
 }
 
 /* Emits an event: a JSON log line on stderr and a WatchMsg to every active watcher. */
-void gy__svc_emit_event(gy_service_t *s, const char *kind, int64_t step, const char *msg) {
+void gy__svc_emit_event(gy_service_t *s, gy_event_kind_t kind, int64_t step, const char *msg) {
+  const char *name = gy_event_kind_name(kind); /* the wire form */
   uint64_t id = ++s->event_id;
   double t = gy__svc_wall_s();
   if (s->evlog) {
@@ -54,26 +55,21 @@ void gy__svc_emit_event(gy_service_t *s, const char *kind, int64_t step, const c
     e->id = id;
     e->time = t;
     e->step = step;
-    snprintf(e->kind, sizeof(e->kind), "%s", kind);
+    snprintf(e->kind, sizeof(e->kind), "%s", name);
     snprintf(e->msg, sizeof(e->msg), "%s", msg);
   }
   gy_telemetry_event(s->o.telemetry, id, t, step, kind, msg);
-  gy__svc_journal_event(s, id, t, step, kind, msg); /* on the writer's thread */
+  gy__svc_journal_event(s, id, t, step, name, msg); /* on the writer's thread */
   tm_state(s);
-  gy_log(!strcmp(kind, "worker_lost") || !strcmp(kind, "refused") || !strcmp(kind, "malformed") ||
-                 !strcmp(kind, "rollback_failed") || !strcmp(kind, "directive_failed") ||
-                 !strcmp(kind, "spike_suspected") || !strcmp(kind, "halted") ||
-                 !strcmp(kind, "alert") || !strcmp(kind, "anomaly")
-             ? GY_LOG_WARN
-             : GY_LOG_INFO,
-         "controller", "event %llu %s step %lld: %s", (unsigned long long)id, kind, (long long)step,
+  gy_log(gy_event_kind_info(kind)->level == GY_EVENT_LEVEL_WARN ? GY_LOG_WARN : GY_LOG_INFO,
+         "controller", "event %llu %s step %lld: %s", (unsigned long long)id, name, (long long)step,
          msg);
   if (!s->watchers) return;
   Gyro__Event ev = GYRO__EVENT__INIT;
   ev.id = id;
   ev.time = t;
   ev.step = step;
-  ev.kind = (char *)kind;
+  ev.kind = (char *)name;
   ev.message = (char *)msg;
   Gyro__WatchMsg wm = GYRO__WATCH_MSG__INIT;
   wm.msg_case = GYRO__WATCH_MSG__MSG_EVENT;
@@ -87,7 +83,7 @@ void gy__svc_emit_event(gy_service_t *s, const char *kind, int64_t step, const c
   free(buf);
 }
 
-void gy__svc_eventf(gy_service_t *s, const char *kind, const char *fmt, ...) {
+void gy__svc_eventf(gy_service_t *s, gy_event_kind_t kind, const char *fmt, ...) {
   char msg[512];
   va_list ap;
   va_start(ap, fmt);
@@ -199,7 +195,7 @@ static void tm_step(gy_service_t *s, int64_t step, const gy_fleet_step_t *h) {
   }
   char msg[300];
   if (gy_alert_stragglers(s->o.alert, step, nranks, member_rate, s->fleet, msg, sizeof(msg)))
-    gy__svc_emit_event(s, "straggler", step, msg);
+    gy__svc_emit_event(s, GY_EVENT_STRAGGLER, step, msg);
 }
 
 /* One aggregated step: a JSON line on stdout and a StatusReply to watchers that want steps. */

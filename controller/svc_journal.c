@@ -146,10 +146,11 @@ static void must_done(void *ud, void *p, const gy_jwriter_result_t *r) {
                      : op->kind == JOP_INTENT ? "rollback intent"
                                               : "rollback applied";
   if (r->rc)
-    gy__svc_eventf(s, "error", "journal: gave up writing the %s after 10 minutes: %s", what,
+    gy__svc_eventf(s, GY_EVENT_ERROR, "journal: gave up writing the %s after 10 minutes: %s", what,
                    r->errmsg);
   else if (r->tries > 1)
-    gy__svc_eventf(s, "store", "journal: the store answered again after %lld ms; the %s is written",
+    gy__svc_eventf(s, GY_EVENT_STORE,
+                   "journal: the store answered again after %lld ms; the %s is written",
                    (long long)r->elapsed_ms, what);
   s->waiting = 0;
   s->head_state = HEAD_WRITTEN;
@@ -355,7 +356,7 @@ int gy__svc_recover(gy_service_t *s, char *errmsg, size_t errlen) {
   s->journaled_hold = st.hold;
   gy_repair_recovered(s->repair, st.hold, st.hold_why);
   gy__svc_eventf(
-      s, "recovered",
+      s, GY_EVENT_RECOVERED,
       "restarted from the journal %s: %zu events, %d committed checkpoints (newest %lld), %zu "
       "skip ranges in force, generation %llu, directive %llu%s",
       gy_journal_prefix(s->o.journal), st.nevents, n, (long long)newest, s->in_force.n,

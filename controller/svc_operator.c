@@ -58,7 +58,7 @@ static ProtobufCMessage *operator_request(gy_service_t *s, gy_rpc_call_t *call,
   char msg[160];
   if (!m) {
     snprintf(msg, sizeof(msg), "malformed %s", desc->short_name);
-    gy__svc_refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed", msg);
+    gy__svc_refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, GY_EVENT_MALFORMED, msg);
     return NULL;
   }
   const ProtobufCFieldDescriptor *f =
@@ -69,7 +69,7 @@ static ProtobufCMessage *operator_request(gy_service_t *s, gy_rpc_call_t *call,
   if (!operator_ok(s, call, token)) {
     protobuf_c_message_free_unpacked(m, NULL);
     snprintf(msg, sizeof(msg), "%s: missing or wrong token", verb);
-    gy__svc_refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", msg);
+    gy__svc_refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, GY_EVENT_REFUSED, msg);
     return NULL;
   }
   return m;
@@ -306,11 +306,12 @@ void gy__svc_on_policy_set(void *ud, gy_rpc_call_t *call, const uint8_t *req, si
     st = GY_RPC_INVALID_ARGUMENT;
   }
   if (st) {
-    gy__svc_eventf(s, "policy_refused", "policy set from %s refused: %s", gy_rpc_call_peer(call),
-                   msg);
+    gy__svc_eventf(s, GY_EVENT_POLICY_REFUSED, "policy set from %s refused: %s",
+                   gy_rpc_call_peer(call), msg);
     gy_rpc_reply(call, st, msg, NULL, 0);
   } else {
-    gy__svc_eventf(s, "policy_set", "policy replaced from %s (%s)", name, gy_rpc_call_peer(call));
+    gy__svc_eventf(s, GY_EVENT_POLICY_SET, "policy replaced from %s (%s)", name,
+                   gy_rpc_call_peer(call));
     reply_policy(call, gy_run_policy(s->run));
   }
   gyro__policy_set_request__free_unpacked(r, NULL);
@@ -384,7 +385,8 @@ void gy__svc_on_watch_message(void *ud, gy_rpc_call_t *call, const uint8_t *msg,
   if (!c || c->active) return; /* a server stream has one request; later ones are ignored */
   Gyro__WatchRequest *r = gyro__watch_request__unpack(NULL, len, msg);
   if (!r) {
-    gy__svc_eventf(s, "malformed", "Watch from %s: malformed WatchRequest", gy_rpc_call_peer(call));
+    gy__svc_eventf(s, GY_EVENT_MALFORMED, "Watch from %s: malformed WatchRequest",
+                   gy_rpc_call_peer(call));
     gy_rpc_finish(call, GY_RPC_INVALID_ARGUMENT, "malformed WatchRequest");
     return;
   }
@@ -392,7 +394,8 @@ void gy__svc_on_watch_message(void *ud, gy_rpc_call_t *call, const uint8_t *msg,
   c->steps = r->steps;
   gyro__watch_request__free_unpacked(r, NULL);
   if (!ok) {
-    gy__svc_eventf(s, "refused", "Watch from %s: missing or wrong token", gy_rpc_call_peer(call));
+    gy__svc_eventf(s, GY_EVENT_REFUSED, "Watch from %s: missing or wrong token",
+                   gy_rpc_call_peer(call));
     gy_rpc_finish(call, GY_RPC_UNAUTHENTICATED, "Watch: missing or wrong token");
     return;
   }

@@ -78,7 +78,7 @@ void gy__svc_on_store_set(void *ud, gy_rpc_call_t *call, const uint8_t *req, siz
   Gyro__StoreSetRequest *r = gyro__store_set_request__unpack(NULL, len, req);
   if (!r || !r->key[0]) {
     if (r) gyro__store_set_request__free_unpacked(r, NULL);
-    gy__svc_refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed",
+    gy__svc_refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, GY_EVENT_MALFORMED,
                          r ? "StoreSet: empty key" : "malformed StoreSetRequest");
     return;
   }
@@ -124,7 +124,7 @@ void gy__svc_on_store_get(void *ud, gy_rpc_call_t *call, const uint8_t *req, siz
   Gyro__StoreGetRequest *r = gyro__store_get_request__unpack(NULL, len, req);
   if (!r || !r->key[0]) {
     if (r) gyro__store_get_request__free_unpacked(r, NULL);
-    gy__svc_refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed",
+    gy__svc_refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, GY_EVENT_MALFORMED,
                          r ? "StoreGet: empty key" : "malformed StoreGetRequest");
     return;
   }

@@ -136,7 +136,7 @@ static void hold(gy_service_t *s) {
   uint64_t seq;
   int64_t at;
   int rc = gy_fleet_command(s->fleet, gy__svc_now_ms(s), GY_DIR_PAUSE, NULL, &seq, &at);
-  if (rc) gy__svc_eventf(s, "error", "cannot hold the gang: %s", gy_fleet_errmsg(s->fleet));
+  if (rc) gy__svc_eventf(s, GY_EVENT_ERROR, "cannot hold the gang: %s", gy_fleet_errmsg(s->fleet));
 }
 
 /* What the fleet is, for the repair coordinator. */
@@ -163,7 +163,7 @@ static void ask_fleet(gy_service_t *s, int64_t target, int resend) {
     int tp = s->o.tp > 0 ? s->o.tp : 1;
     uint64_t per_step = (uint64_t)(s->o.world / tp) * (uint64_t)(s->o.batch > 0 ? s->o.batch : 0);
     if (!per_step)
-      gy__svc_eventf(s, "error",
+      gy__svc_eventf(s, GY_EVENT_ERROR,
                      "cannot skip the batches of steps [%lld, %lld): train.batch unknown",
                      (long long)d->step_first, (long long)d->step_last);
     else if (b > a)
@@ -242,10 +242,11 @@ static void repair_act(gy_service_t *s, const gy_repair_action_t *a) {
     break;
   case GY_REPAIR_ACT_EVENT:
     if (a->event == GY_REPAIR_EV_DROPPED)
-      gy__svc_eventf(s, "rollback_dropped", "repair to checkpoint %lld dropped: the run is %s",
-                     (long long)a->step, gy_fleet_state_name(gy_fleet_state(s->fleet)));
+      gy__svc_eventf(s, GY_EVENT_ROLLBACK_DROPPED,
+                     "repair to checkpoint %lld dropped: the run is %s", (long long)a->step,
+                     gy_fleet_state_name(gy_fleet_state(s->fleet)));
     else
-      gy__svc_eventf(s, "recovered", "%s", a->msg);
+      gy__svc_eventf(s, GY_EVENT_RECOVERED, "%s", a->msg);
     break;
   }
 }
@@ -296,7 +297,7 @@ static void run_act(gy_service_t *s, const gy_run_action_t *a) {
     repair_drain(s, "halt", gy_repair_run_halt(s->repair, now));
     break;
   case GY_RUN_ACT_ALERT:
-    gy__svc_emit_event(s, "alert", a->step, a->msg);
+    gy__svc_emit_event(s, GY_EVENT_ALERT, a->step, a->msg);
     gy_alert_post(s->o.alert, gy_alert_class_name(a->alert_class), a->step, a->msg);
     break;
   case GY_RUN_ACT_DONE:

@@ -324,7 +324,8 @@ void gy__svc_on_join(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t l
   gy_service_t *s = ud;
   Gyro__JoinRequest *jr = gyro__join_request__unpack(NULL, len, req);
   if (!jr) {
-    gy__svc_refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, "malformed", "malformed JoinRequest");
+    gy__svc_refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, GY_EVENT_MALFORMED,
+                         "malformed JoinRequest");
     return;
   }
   const char *tok = s->o.join_token;
@@ -339,7 +340,7 @@ void gy__svc_on_join(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t l
     snprintf(msg, sizeof(msg), "worker %s: %s join token", id,
              jr->join_token && *jr->join_token ? "wrong" : "missing");
     gyro__join_request__free_unpacked(jr, NULL);
-    gy__svc_refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, "refused", msg);
+    gy__svc_refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, GY_EVENT_REFUSED, msg);
     return;
   }
   held_join_t *j = calloc(1, sizeof(*j));
@@ -389,7 +390,8 @@ void gy__svc_on_session_open(void *ud, gy_rpc_call_t *call) {
 /* Ends a session stream after a refusal: the status, and an event (the fleet's, or ours). */
 static void session_refuse(gy_service_t *s, call_t *c, int status, const char *msg, int ev) {
   c->finished = 1;
-  if (ev) gy__svc_eventf(s, "malformed", "session from %s: %s", gy_rpc_call_peer(c->rpc), msg);
+  if (ev)
+    gy__svc_eventf(s, GY_EVENT_MALFORMED, "session from %s: %s", gy_rpc_call_peer(c->rpc), msg);
   gy_rpc_finish(c->rpc, status, msg);
 }
 

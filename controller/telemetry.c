@@ -241,10 +241,9 @@ void gy_telemetry_report(gy_telemetry_t *t) {
   if (t) atomic_fetch_add_explicit(&t->reports, 1, memory_order_relaxed);
 }
 
-void gy_telemetry_event(gy_telemetry_t *t, uint64_t id, double time, int64_t step, const char *kind,
-                        const char *text) {
+void gy_telemetry_event(gy_telemetry_t *t, uint64_t id, double time, int64_t step,
+                        gy_event_kind_t kind, const char *text) {
   if (!t) return;
-  if (!kind) kind = "";
   pthread_mutex_lock(&t->mu);
   int cap = t->o.max_events;
   ev_t *e;
@@ -257,21 +256,26 @@ void gy_telemetry_event(gy_telemetry_t *t, uint64_t id, double time, int64_t ste
   e->id = id;
   e->time = time;
   e->step = step;
-  snprintf(e->kind, sizeof(e->kind), "%s", kind);
+  snprintf(e->kind, sizeof(e->kind), "%s", gy_event_kind_name(kind));
   snprintf(e->text, sizeof(e->text), "%s", text ? text : "");
   t->nevents++;
-  int k = 0;
-  while (k < t->nkinds && strcmp(t->kind[k], e->kind))
-    k++;
-  if (k == t->nkinds && k < MAX_KINDS)
-    snprintf(t->kind[t->nkinds++], GY_TM_EVENT_KIND, "%s", e->kind);
-  if (k < MAX_KINDS)
-    t->kind_n[k]++;
+  if (kind >= 0 && kind < GY_EVENT_NKINDS)
+    t->kind_n[kind]++;
   else
     t->kind_other++;
-  if (!strcmp(kind, "spike_suspected")) t->spikes++;
-  if (!strcmp(kind, "recovered_spike")) t->recovered++;
-  if (!strcmp(kind, "directive")) t->directives++;
+  switch (gy_event_kind_info(kind)->tally) {
+  case GY_EVENT_TALLY_SPIKES:
+    t->spikes++;
+    break;
+  case GY_EVENT_TALLY_RECOVERED:
+    t->recovered++;
+    break;
+  case GY_EVENT_TALLY_DIRECTIVES:
+    t->directives++;
+    break;
+  case GY_EVENT_TALLY_NONE:
+    break;
+  }
   pthread_mutex_unlock(&t->mu);
 }
 
@@ -388,8 +392,6 @@ int gy__tm_snap_take(const gy_telemetry_t *t, snap_t *s) {
   s->nevents = t->nevents;
   s->nckpt = t->nckpt;
   s->reports = atomic_load_explicit(&t->reports, memory_order_relaxed);
-  s->nkinds = t->nkinds;
-  memcpy(s->kind, t->kind, sizeof(s->kind));
   memcpy(s->kind_n, t->kind_n, sizeof(s->kind_n));
   s->kind_other = t->kind_other;
   s->nalert = t->nalert;
@@ -621,8 +623,9 @@ int gy_telemetry_metrics(gy_telemetry_t *t, double now, char **out, size_t *len)
           (double)s.nonfinite);
   counter(&b, "gyro_checkpoints_committed_total", "Checkpoints every rank wrote.", (double)s.nckpt);
   family(&b, "gyro_events_total", "counter", "Audit events, by kind.");
-  for (int k = 0; k < s.nkinds; k++) {
-    snprintf(l, sizeof(l), "kind=\"%s\"", esc(e1, sizeof(e1), s.kind[k]));
+  for (int k = 0; k < GY_EVENT_NKINDS; k++) {
+    if (!s.kind_n[k]) continue;
+    snprintf(l, sizeof(l), "kind=\"%s\"", esc(e1, sizeof(e1), gy_event_kind_name(k)));
     sample(&b, "gyro_events_total", l, (double)s.kind_n[k]);
   }
   if (s.kind_other) sample(&b, "gyro_events_total", "kind=\"other\"", (double)s.kind_other);

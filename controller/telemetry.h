@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "controller/event_kinds.h"
+
 #define GY_TM_MAX_CH 16 /* channels (and held-out sources) kept */
 #define GY_TM_NAME 32   /* a channel or source name, with the NUL */
 #define GY_TM_RANK_SERIES                                                                          \
@@ -84,10 +86,10 @@ void gy_telemetry_state(gy_telemetry_t *t, const char *state, uint64_t generatio
 void gy_telemetry_step(gy_telemetry_t *t, const gy_telemetry_step_t *s);
 /* A step report was ingested (lock-free: an atomic counter). */
 void gy_telemetry_report(gy_telemetry_t *t);
-/* An audit event. Counts it by kind; "spike_suspected", "recovered_spike" and "directive" also
- * count as spikes detected, spikes recovered and directives sent. */
-void gy_telemetry_event(gy_telemetry_t *t, uint64_t id, double time, int64_t step, const char *kind,
-                        const char *text);
+/* An audit event. Counts it by kind; the kind's tally (event_kinds.h: spike_suspected,
+ * recovered_spike, directive) also counts it as a spike detected, recovered or a directive sent. */
+void gy_telemetry_event(gy_telemetry_t *t, uint64_t id, double time, int64_t step,
+                        gy_event_kind_t kind, const char *text);
 /* A rollback was applied by every rank (to checkpoint to_step), skipping `samples` more ids. */
 void gy_telemetry_rollback(gy_telemetry_t *t, int64_t to_step, uint64_t samples);
 /* A checkpoint was committed at `time`; bytes 0: unknown. */
@@ -120,6 +122,10 @@ int gy_telemetry_metrics(gy_telemetry_t *t, double now, char **out, size_t *len)
 json_t *gy_telemetry_series(gy_telemetry_t *t, int64_t since, double now);
 /* The events with id > since, oldest first, at most max (<= 0: 500). New reference. */
 json_t *gy_telemetry_events(gy_telemetry_t *t, uint64_t since, int max);
+/* The event kinds (/api/event_kinds), from event_kinds.h: {"kinds": [{"name", "level" ("info" or
+ * "warn"), "marker" (the dashboard's marker class, "" for none), "notable"}...]} in the table's
+ * order. New reference; NULL when out of memory. */
+json_t *gy_telemetry_event_kinds(void);
 /* 1 when ready; why (may be NULL) gets the reason given to set_ready and the gang's state. */
 int gy_telemetry_ready(gy_telemetry_t *t, char *why, size_t len);
 

@@ -11,7 +11,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MAX_KINDS 64       /* distinct event kinds counted (later ones count as "other") */
 #define MAX_ALERT_KINDS 16 /* distinct alert kinds counted */
 #define EVAL_RING 1024     /* held-out records kept */
 
@@ -84,10 +83,8 @@ struct gy_telemetry {
   /* counters */
   uint64_t spikes, recovered, rollbacks, skipped, directives, nonfinite, nevents, nckpt;
   atomic_uint_fast64_t reports;
-  int nkinds;
-  char kind[MAX_KINDS][GY_TM_EVENT_KIND];
-  uint64_t kind_n[MAX_KINDS];
-  uint64_t kind_other;
+  uint64_t kind_n[GY_EVENT_NKINDS]; /* events by kind */
+  uint64_t kind_other;              /* events of a kind out of range */
   int nalert;
   char alert_kind[MAX_ALERT_KINDS][GY_TM_EVENT_KIND];
   uint64_t alert_n[MAX_ALERT_KINDS][4]; /* sent, suppressed, failed, dropped */
@@ -109,9 +106,8 @@ typedef struct {
   rank_t *ranks;
   eval_t eval_last[GY_TM_MAX_CH];
   uint64_t spikes, recovered, rollbacks, skipped, directives, nonfinite, nevents, nckpt, reports;
-  int nkinds, nalert;
-  char kind[MAX_KINDS][GY_TM_EVENT_KIND];
-  uint64_t kind_n[MAX_KINDS], kind_other;
+  int nalert;
+  uint64_t kind_n[GY_EVENT_NKINDS], kind_other;
   char alert_kind[MAX_ALERT_KINDS][GY_TM_EVENT_KIND];
   uint64_t alert_n[MAX_ALERT_KINDS][4];
   int64_t ckpt_step;

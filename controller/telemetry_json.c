@@ -1,7 +1,8 @@
 /*
  * telemetry_json: the telemetry's JSON readers (see telemetry.c): /api/series and the events.
  *
- * API, in order: series, events (gy_telemetry_series, gy_telemetry_events of telemetry.h).
+ * API, in order: series, events, event kinds (gy_telemetry_series, gy_telemetry_events,
+ * gy_telemetry_event_kinds of telemetry.h).
  *
  * /api/series (gy_telemetry_series) is one JSON object, columns rather than rows so that the
  * dashboard hands them to its charts as they are (null for NaN):
@@ -258,4 +259,21 @@ json_t *gy_telemetry_events(gy_telemetry_t *t, uint64_t since, int max) {
   json_object_set_new(o, "events", a);
   free(ev);
   return o;
+}
+
+/* ---- /api/event_kinds ---- */
+
+json_t *gy_telemetry_event_kinds(void) {
+  json_t *a = json_array();
+  for (int k = 0; a && k < GY_EVENT_NKINDS; k++) {
+    const gy_event_kind_info_t *in = gy_event_kind_info((gy_event_kind_t)k);
+    if (json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:b}", "name", in->name, "level",
+                                           in->level == GY_EVENT_LEVEL_WARN ? "warn" : "info",
+                                           "marker", gy_event_marker_name(in->marker), "notable",
+                                           in->notable))) {
+      json_decref(a);
+      return NULL;
+    }
+  }
+  return a ? json_pack("{s:o}", "kinds", a) : NULL;
 }

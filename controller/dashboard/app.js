@@ -7,7 +7,8 @@
 // (?since=-1), which also brings the steps the rollback abandoned (drawn dashed and faint).
 // Events (?since=ID) are the audit log: the notable ones become markers on every chart (one
 // absolutely positioned element per event over the plot, with the event's text as its tooltip)
-// and rows of the table below.
+// and rows of the table below. Which kinds are notable, and their marker classes, come from
+// /api/event_kinds (the controller's table of kinds), fetched once.
 "use strict";
 
 const POLL_MS = 1000;
@@ -15,23 +16,30 @@ const MAX_POINTS = 50000; // client-side bound on the points kept
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b",
                  "#e377c2", "#bcbd22", "#7f7f7f"];
 
-// Marker class of an event (null: listed only, no marker).
-function markerClass(ev) {
-  const k = ev.kind, t = ev.text || "";
-  if (k === "spike_suspected" || k === "nonfinite" || k === "anomaly" || k === "eval_regression")
-    return "spike";
-  if (k === "recovered_spike") return "recovered";
-  if (k === "rollback" || k === "rollback_failed") return "rollback";
-  if (k === "skip") return /lr|clip|eps|z_loss|shallow|wsd/i.test(t) ? "hparams" : "skip";
-  if (k === "command" && /SET_HPARAMS/.test(t)) return "hparams";
-  if (k === "halted") return "halt";
-  if (k === "worker_lost" || k === "straggler" || k === "hardware") return "lost";
-  return null;
+// The event kinds come from the controller (/api/event_kinds, generated from the table in
+// controller/event_kinds.h): name -> {marker, notable}. Fetched once, before the first events.
+let KINDS = null;
+async function loadKinds() {
+  const r = await getJSON("/api/event_kinds");
+  const m = new Map();
+  for (const k of r.kinds) m.set(k.name, k);
+  KINDS = m;
 }
-const NOTABLE = new Set(["spike_suspected", "recovered_spike", "rollback", "rollback_failed",
-  "skip", "resume", "resumed", "halted", "alert", "anomaly", "straggler", "worker_lost", "command",
-  "nonfinite", "gang_formed", "done", "paused", "rollback_dropped", "error", "hardware",
-  "eval_regression"]);
+
+// Marker class of an event (null: listed only, no marker). The table gives the class; a repair's
+// knob changes ("skip" with hparams in its text, an operator's SET_HPARAMS "command") are drawn
+// as "hparams".
+function markerClass(ev) {
+  const k = KINDS && KINDS.get(ev.kind), t = ev.text || "";
+  const m = k ? k.marker : "";
+  if (m === "skip") return /lr|clip|eps|z_loss|shallow|wsd/i.test(t) ? "hparams" : "skip";
+  if (m === "hparams") return /SET_HPARAMS/.test(t) ? "hparams" : null;
+  return m || null;
+}
+function notable(ev) {
+  const k = KINDS && KINDS.get(ev.kind);
+  return !!(k && k.notable);
+}
 
 const st = {
   timeline: null,
@@ -342,7 +350,7 @@ function renderEvents() {
   const all = $("#all-events").checked;
   const body = $("#ev-body");
   body.textContent = "";
-  const list = st.events.filter(e => all || NOTABLE.has(e.kind) || markerClass(e)).slice(-400).reverse();
+  const list = st.events.filter(e => all || notable(e) || markerClass(e)).slice(-400).reverse();
   for (const ev of list) {
     const cls = markerClass(ev);
     const tr = el("tr", "ev ev-" + ev.kind + (cls ? " k-" + cls : "") + (st.highlight === ev.id ? " hl" : ""));
@@ -368,6 +376,7 @@ function selectEvent(id) {
 let evCount = -1;
 async function tick() {
   try {
+    if (!KINDS) await loadKinds();
     await pollEvents();
     await pollSeries();
     render();

@@ -43,11 +43,11 @@ static const gy_fleet_action_t *find(gy_fleet_t *f, gy_fleet_act_kind_t k, int n
   return NULL;
 }
 
-static int has_event(gy_fleet_t *f, const char *kind) {
+static int has_event(gy_fleet_t *f, gy_event_kind_t kind) {
   size_t n;
   const gy_fleet_action_t *a = gy_fleet_actions(f, &n);
   for (size_t i = 0; i < n; i++)
-    if (a[i].kind == GY_FLEET_ACT_EVENT && !strcmp(a[i].event_kind, kind)) return 1;
+    if (a[i].kind == GY_FLEET_ACT_EVENT && a[i].event_kind == kind) return 1;
   return 0;
 }
 
@@ -132,7 +132,7 @@ static void test_formation_ordinals(void) {
   CHECK(join(f, "c", 0, 7, 13) == 0);
   CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_ASSIGN), 3);
-  CHECK(has_event(f, "gang_formed"));
+  CHECK(has_event(f, GY_EVENT_GANG_FORMED));
   CHECK_EQ_INT(gy_fleet_generation(f), 1);
   CHECK_EQ_INT(gy_fleet_start_step(f), 3);
   CHECK_EQ_INT(gy_fleet_horizon(f), 7);
@@ -162,7 +162,7 @@ static void test_formation_plain(void) {
   gy_fleet_actions_clear(f);
   gy_fleet_join_cancel(f, 2); /* y left before the gang formed */
   CHECK_EQ_INT(gy_fleet_forming(f), 1);
-  CHECK(has_event(f, "join_cancelled"));
+  CHECK(has_event(f, GY_EVENT_JOIN_CANCELLED));
   CHECK(join(f, "y2", -1, 0, 3) == 0);
   gy_fleet_join_t j = {
       .worker_id = "z", .ordinal = -1, .host = "h", .steps_done = 0, .generation = 6};
@@ -183,7 +183,7 @@ static void test_join_refusals(void) {
   CHECK(join(f, "a", 1, 0, 1) == 0);
   gy_fleet_actions_clear(f);
   CHECK_EQ_INT(join(f, "a", -1, 0, 2), GY_EBUSY);
-  CHECK(has_event(f, "refused"));
+  CHECK(has_event(f, GY_EVENT_REFUSED));
   CHECK(strstr(gy_fleet_errmsg(f), "already joined"));
   CHECK_EQ_INT(join(f, "b", 1, 0, 3), GY_EBUSY);  /* ordinal taken */
   CHECK_EQ_INT(join(f, "b", 2, 0, 3), GY_ERANGE); /* ordinal outside the world */
@@ -268,7 +268,7 @@ static void test_grants(void) {
     CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0); /* rank 1 is still at 0 */
   }
   CHECK_EQ_INT(report(f, 0, 4), GY_ERANGE); /* beyond the horizon */
-  CHECK(has_event(f, "refused"));
+  CHECK(has_event(f, GY_EVENT_REFUSED));
   CHECK(report(f, 1, 0) == 0);
   const gy_fleet_action_t *g = find(f, GY_FLEET_ACT_GRANT, 0);
   REQUIRE(g);
@@ -299,7 +299,7 @@ static void test_cap_and_done(void) {
   CHECK_EQ_INT(gy_fleet_horizon(f), 6);
   CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DONE);
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_DONE), 1);
-  CHECK(has_event(f, "done"));
+  CHECK(has_event(f, GY_EVENT_DONE));
   CHECK_EQ_INT(gy_fleet_last_step(f), 5);
   uint64_t seq;
   int64_t at;
@@ -368,11 +368,11 @@ static void test_directive(void) {
   CHECK(ack(f, 1, 99) == 0); /* a stale seq is ignored */
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
   CHECK(ack(f, 1, 1) == 0);
-  CHECK(has_event(f, "directive_applied"));
+  CHECK(has_event(f, GY_EVENT_DIRECTIVE_APPLIED));
   /* every rank acked the CHECKPOINT ok: its checkpoint (of step 6) is on disk everywhere */
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 1);
   CHECK_EQ_INT(find(f, GY_FLEET_ACT_COMMITTED, 0)->step, 6);
-  CHECK(has_event(f, "checkpoint_committed"));
+  CHECK(has_event(f, GY_EVENT_CHECKPOINT_COMMITTED));
   const gy_fleet_action_t *g = find(f, GY_FLEET_ACT_GRANT, 0);
   REQUIRE(g);
   CHECK_EQ_INT(g->step, 10);
@@ -466,8 +466,8 @@ static void test_stop(void) {
   CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_STOPPING);
   gy_fleet_actions_clear(f);
   gy_fleet_session_closed(f, now_ms, 1); /* rank 1 exited without acking: that is fine too */
-  CHECK(has_event(f, "worker_exited"));
-  CHECK(!has_event(f, "worker_lost"));
+  CHECK(has_event(f, GY_EVENT_WORKER_EXITED));
+  CHECK(!has_event(f, GY_EVENT_WORKER_LOST));
   CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DONE);
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_DONE), 1);
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 0); /* rank 1 never said its checkpoint is in */
@@ -502,7 +502,7 @@ static void test_stop(void) {
   CHECK(ack(f, 0, seq) == 0);
   gy_fleet_actions_clear(f);
   CHECK(gy_fleet_ack(f, now_ms, 1, gy_fleet_generation(f), seq, 1, 0, "disk full", 0) == 0);
-  CHECK(has_event(f, "directive_failed"));
+  CHECK(has_event(f, GY_EVENT_DIRECTIVE_FAILED));
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 0);
   gy_fleet_destroy(f);
 }
@@ -583,7 +583,7 @@ static void test_aggregation(void) {
     }
     CHECK_EQ_INT(count(f, GY_FLEET_ACT_STEP), 1);
     CHECK_EQ_INT(find(f, GY_FLEET_ACT_STEP, 0)->step, s);
-    if (s == 7) CHECK(has_event(f, "nonfinite"));
+    if (s == 7) CHECK(has_event(f, GY_EVENT_NONFINITE));
     const gy_fleet_step_t *st = gy_fleet_history(f, s);
     REQUIRE(st);
     if (s < 10 || s % 997 == 0) {
@@ -626,7 +626,7 @@ static void test_lost_by_silence(void) {
   CHECK_EQ_INT(find(f, GY_FLEET_ACT_LOST, 0)->rank, 1);
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_CLOSE), 1); /* its stream, if still open, is finished */
   CHECK_EQ_INT(find(f, GY_FLEET_ACT_CLOSE, 0)->rank, 1);
-  CHECK(has_event(f, "worker_lost"));
+  CHECK(has_event(f, GY_EVENT_WORKER_LOST));
   CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DEGRADED);
   CHECK_EQ_INT(gy_fleet_member(f, 1)->alive, 0);
   CHECK_EQ_INT(gy_fleet_member(f, 0)->alive, 1);
@@ -658,8 +658,8 @@ static void test_lost_by_close(void) {
   gy_fleet_actions_clear(f);
   gy_fleet_session_closed(f, now_ms, 2);
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_LOST), 1);
-  CHECK(has_event(f, "worker_lost"));
-  CHECK(has_event(f, "directive_dropped"));
+  CHECK(has_event(f, GY_EVENT_WORKER_LOST));
+  CHECK(has_event(f, GY_EVENT_DIRECTIVE_DROPPED));
   CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DEGRADED);
   CHECK_EQ_INT(gy_fleet_inflight(f, NULL), 0);
   gy_fleet_actions_clear(f);
@@ -684,7 +684,7 @@ static void test_checkpoint_commit(void) {
   CHECK(report_ck(f, 2, 2, 2, 3.0) == 0);
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_COMMITTED), 1);
   CHECK_EQ_INT(find(f, GY_FLEET_ACT_COMMITTED, 0)->step, 2);
-  CHECK(has_event(f, "checkpoint_committed"));
+  CHECK(has_event(f, GY_EVENT_CHECKPOINT_COMMITTED));
   CHECK_EQ_INT(gy_fleet_ncommitted(f), 1);
   CHECK_EQ_INT(gy_fleet_committed(f, 0), 2);
   CHECK_EQ_INT(gy_fleet_committed(f, 1), -1);
@@ -710,7 +710,7 @@ static void test_checkpoint_commit(void) {
   CHECK_EQ_INT(gy_fleet_committed(f, 2), 2);
   /* a checkpoint later than the steps the rank ran is refused */
   CHECK_EQ_INT(report_ck(f, 0, 6, 8, 7.0), GY_EINVAL);
-  CHECK(has_event(f, "refused"));
+  CHECK(has_event(f, GY_EVENT_REFUSED));
   CHECK_EQ_INT(gy_fleet_member(f, 0)->steps_done, 6);
   /* a world of one commits at once */
   gy_fleet_t *g = mk(1, 4, 100, 1000000);
@@ -730,7 +730,7 @@ static void test_rollback_refusals(void) {
   gy_fleet_skip_t sk[2] = {{10, 20}, {30, 30}};
   CHECK_EQ_INT(gy_fleet_rollback(f, now_ms, 0, NULL, 0, NULL, "x", &seq, &at), GY_ENOENT);
   CHECK(strstr(gy_fleet_errmsg(f), "no checkpoint committed yet"));
-  CHECK(has_event(f, "refused"));
+  CHECK(has_event(f, GY_EVENT_REFUSED));
   run_steps(f, 2, 0, 4, 2); /* checkpoint of step 2 committed */
   CHECK_EQ_INT(gy_fleet_committed(f, 0), 2);
   gy_fleet_actions_clear(f);
@@ -774,7 +774,7 @@ static void test_rollback(void) {
   sk[0].first = 0; /* the fleet copied the ranges */
   CHECK_EQ_INT(seq, 1);
   CHECK_EQ_INT(at, 10);
-  CHECK(has_event(f, "command"));
+  CHECK(has_event(f, GY_EVENT_COMMAND));
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_DIRECTIVE), 0);
   CHECK_EQ_INT(gy_fleet_nrollbacks(f), 1);
   const gy_fleet_rollback_t *rec = gy_fleet_rollback_record(f, 0);
@@ -833,8 +833,8 @@ static void test_rollback(void) {
   CHECK_EQ_INT(rb->step, 2);
   CHECK_EQ_INT(rb->seq, 1);
   CHECK_EQ_INT(rb->ok, 1);
-  CHECK(has_event(f, "rollback"));
-  CHECK(has_event(f, "checkpoint_forgotten"));
+  CHECK(has_event(f, GY_EVENT_ROLLBACK));
+  CHECK(has_event(f, GY_EVENT_CHECKPOINT_FORGOTTEN));
   const gy_fleet_action_t *g = find(f, GY_FLEET_ACT_GRANT, 0);
   REQUIRE(g);
   CHECK_EQ_INT(g->rank, -1);
@@ -903,7 +903,7 @@ static void test_rollback_queued_dropped(void) {
   run_steps(f, 2, 4, 6, -1);
   CHECK(ack(f, 0, s1) == 0 && ack(f, 1, s1) == 0);
   /* the first forgot the checkpoint of step 3: the second is dropped, grants resume */
-  CHECK(has_event(f, "directive_dropped"));
+  CHECK(has_event(f, GY_EVENT_DIRECTIVE_DROPPED));
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_DIRECTIVE), 0);
   CHECK_EQ_INT(find(f, GY_FLEET_ACT_GRANT, 0)->step, 3);
   CHECK_EQ_INT(gy_fleet_rollback_record(f, 0)->status, GY_FLEET_RB_DROPPED);
@@ -925,13 +925,13 @@ static void test_rollback_refused_and_paused(void) {
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_DIRECTIVE), 1);
   /* every rank refuses (its state unchanged): the gang stays at 6, grants held */
   CHECK(nack(f, 0, seq, "shard 0: checksum mismatch") == 0);
-  CHECK(has_event(f, "directive_failed"));
+  CHECK(has_event(f, GY_EVENT_DIRECTIVE_FAILED));
   CHECK(nack(f, 1, seq, "shard 1: checksum mismatch") == 0);
   const gy_fleet_action_t *rb = find(f, GY_FLEET_ACT_ROLLED_BACK, 0);
   REQUIRE(rb);
   CHECK_EQ_INT(rb->ok, 0);
   CHECK_EQ_INT(rb->step, 3);
-  CHECK(has_event(f, "rollback_failed"));
+  CHECK(has_event(f, GY_EVENT_ROLLBACK_FAILED));
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_GRANT), 0);
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_LOST), 0);
   CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
@@ -981,7 +981,7 @@ static void test_rollback_refused_and_paused(void) {
   CHECK(gy_fleet_command(f, now_ms, GY_DIR_RESUME, NULL, &seq, &at) == 0);
   CHECK_EQ_INT(at, 4);
   CHECK(ack(f, 0, seq) == 0 && ack(f, 1, seq) == 0);
-  CHECK(has_event(f, "resumed"));
+  CHECK(has_event(f, GY_EVENT_RESUMED));
   CHECK_EQ_INT(gy_fleet_rollback_failed(f), 0);
   CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
   REQUIRE(find(f, GY_FLEET_ACT_GRANT, 0));
@@ -1007,7 +1007,7 @@ static void test_rollback_split(void) {
   const gy_fleet_action_t *rb = find(f, GY_FLEET_ACT_ROLLED_BACK, 0);
   REQUIRE(rb);
   CHECK_EQ_INT(rb->ok, 0);
-  CHECK(has_event(f, "rollback_failed"));
+  CHECK(has_event(f, GY_EVENT_ROLLBACK_FAILED));
   CHECK_EQ_INT(count(f, GY_FLEET_ACT_LOST), 1);
   CHECK_EQ_INT(find(f, GY_FLEET_ACT_LOST, 0)->rank, 1);
   CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DEGRADED);
@@ -1046,7 +1046,7 @@ static void test_reform_from_committed(void) {
   const gy_fleet_action_t *a = gy_fleet_actions(f, &n);
   int said = 0;
   for (size_t i = 0; i < n; i++)
-    if (a[i].kind == GY_FLEET_ACT_EVENT && !strcmp(a[i].event_kind, "gang_formed"))
+    if (a[i].kind == GY_FLEET_ACT_EVENT && a[i].event_kind == GY_EVENT_GANG_FORMED)
       said = strstr(a[i].msg, "newest committed checkpoint") != NULL;
   CHECK(said);
   for (int r = 0; r < 2; r++)
@@ -1066,8 +1066,8 @@ static void test_reform_from_committed(void) {
   CHECK(ack(f, 0, seq) == 0);
   gy_fleet_session_closed(f, now_ms, 1);
   CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DEGRADED);
-  CHECK(has_event(f, "directive_dropped"));
-  CHECK(has_event(f, "checkpoint_forgotten"));
+  CHECK(has_event(f, GY_EVENT_DIRECTIVE_DROPPED));
+  CHECK(has_event(f, GY_EVENT_CHECKPOINT_FORGOTTEN));
   CHECK_EQ_INT(gy_fleet_rollback_record(f, 0)->status, GY_FLEET_RB_DROPPED);
   CHECK_EQ_INT(gy_fleet_ncommitted(f), 1);
   CHECK(join(f, "w0", -1, 2, 30) == 0 && join(f, "w1", -1, 10, 31) == 0);
@@ -1105,7 +1105,7 @@ static void test_transitions(void) {
         CHECK(strstr(gy_fleet_errmsg(f), "illegal state transition"));
         CHECK_EQ_INT(count(f, GY_FLEET_ACT_EVENT), 0);
       } else {
-        CHECK(has_event(f, "state"));
+        CHECK(has_event(f, GY_EVENT_STATE));
       }
     }
   CHECK_EQ_INT(refused, 36 - 10);

@@ -52,11 +52,11 @@ static int count_act(gy_run_t *r, gy_run_act_kind_t k) {
   return c;
 }
 
-static const gy_run_event_t *ev(gy_run_t *r, const char *kind) {
+static const gy_run_event_t *ev(gy_run_t *r, gy_event_kind_t kind) {
   size_t n;
   const gy_run_event_t *e = gy_run_events(r, &n);
   for (size_t i = 0; i < n; i++)
-    if (!strcmp(e[i].kind, kind)) return &e[i];
+    if (e[i].kind == kind) return &e[i];
   return NULL;
 }
 
@@ -173,13 +173,13 @@ static void test_table(void) {
       gy__run_force_state(r, from);
       gy_run_clear(r);
       now_ms += 7;
-      int rc = gy__run_transition(r, now_ms, to, "test", "table");
+      int rc = gy__run_transition(r, now_ms, to, GY_EVENT_FORCED, "table");
       CHECK_EQ_INT(gy__run_transition_allowed(from, to), want[from][to]);
       if (want[from][to]) {
         legal++;
         CHECK_MSG(rc == 0, "%s -> %s refused", gy_run_state_name(from), gy_run_state_name(to));
         CHECK_EQ_INT((int)gy_run_state(r), to);
-        const gy_run_event_t *e = ev(r, "test");
+        const gy_run_event_t *e = ev(r, GY_EVENT_FORCED);
         CHECK(e && e->from == (gy_run_state_t)from && e->to == (gy_run_state_t)to &&
               e->time_ms == now_ms && !strcmp(e->reason, "table"));
       } else {
@@ -214,7 +214,7 @@ static void test_recovered_spike(void) {
   CHECK_EQ_INT(feed(r, 30, t), 0);
   CHECK_EQ_INT(gy_run_state(r), GY_RUN_SPIKE_SUSPECTED);
   CHECK_EQ_INT(gy_run_suspect_step(r), 30);
-  const gy_run_event_t *e = ev(r, "spike_suspected");
+  const gy_run_event_t *e = ev(r, GY_EVENT_SPIKE_SUSPECTED);
   REQUIRE(e);
   CHECK(e->from == GY_RUN_TRAIN && e->to == GY_RUN_SPIKE_SUSPECTED && e->step == 30);
   CHECK_EQ_INT(e->time_ms, now_ms);
@@ -227,7 +227,7 @@ static void test_recovered_spike(void) {
   gy_run_clear(r);
   CHECK_EQ_INT(feed(r, 31, CLEAN), 0);
   CHECK_EQ_INT(gy_run_state(r), GY_RUN_TRAIN);
-  e = ev(r, "recovered_spike");
+  e = ev(r, GY_EVENT_RECOVERED_SPIKE);
   REQUIRE(e);
   CHECK(e->from == GY_RUN_SPIKE_SUSPECTED && e->to == GY_RUN_TRAIN && e->step == 31);
   CHECK(strstr(e->evidence, "loss/code") != NULL);
@@ -251,7 +251,7 @@ static void test_recovered_spike(void) {
   t.code = 1.5;
   gy_run_clear(r);
   CHECK_EQ_INT(feed(r, 30, t), 0);
-  e = ev(r, "spike_suspected");
+  e = ev(r, GY_EVENT_SPIKE_SUSPECTED);
   REQUIRE(e && e->nverdicts >= 1);
   double med = e->verdict[0].median, thr = e->verdict[0].threshold;
   CHECK(thr >= 0.1);
@@ -302,7 +302,7 @@ static void test_full_repair(void) {
               (unsigned long long)id);
   }
   CHECK(!a->decision.skip_steps);
-  const gy_run_event_t *e = ev(r, "rollback");
+  const gy_run_event_t *e = ev(r, GY_EVENT_ROLLBACK);
   REQUIRE(e);
   CHECK(e->from == GY_RUN_SPIKE_SUSPECTED && e->to == GY_RUN_ROLLBACK && e->step == 20);
   CHECK(strstr(e->decision, "ROLLBACK rung 1") != NULL);
@@ -336,7 +336,7 @@ static void test_full_repair(void) {
   gy_run_clear(r);
   CHECK_EQ_INT(gy_run_resumed(r, ++now_ms), 0);
   CHECK_EQ_INT(gy_run_state(r), GY_RUN_TRAIN);
-  e = ev(r, "resumed");
+  e = ev(r, GY_EVENT_RESUMED);
   CHECK(e && e->from == GY_RUN_RESUME && e->to == GY_RUN_TRAIN && e->time_ms == now_ms);
   CHECK_EQ_INT(gy_run_last_step(r), 19);
   CHECK(gy_run_decision(r) == NULL);
@@ -375,7 +375,7 @@ static void test_escalation(void) {
        * watching, the next rung at once */
       gy_run_clear(r);
       CHECK_EQ_INT(feed(r, 35, t), 0);
-      CHECK(ev(r, "spike_suspected") == NULL);
+      CHECK(ev(r, GY_EVENT_SPIKE_SUSPECTED) == NULL);
     }
     if (rung == 5) break;
     CHECK_EQ_INT(gy_run_state(r), GY_RUN_ROLLBACK);
@@ -402,7 +402,7 @@ static void test_escalation(void) {
   const gy_run_action_t *al = act(r, GY_RUN_ACT_ALERT);
   CHECK(al && strstr(al->msg, "halted") != NULL);
   CHECK(al && al->alert_class == GY_ALERT_HALTED);
-  const gy_run_event_t *e = ev(r, "halted");
+  const gy_run_event_t *e = ev(r, GY_EVENT_HALTED);
   CHECK(e && e->from == GY_RUN_SPIKE_SUSPECTED && strstr(e->reason, "exhausted") != NULL);
   CHECK_EQ_INT(gy_run_rollbacks(r), 4);
   /* HALTED: steps are ignored; a repair cannot start; a human resumes, and the ladder starts
@@ -455,7 +455,7 @@ static void test_drop(void) {
   /* The lowest-loss zh sample of the step, not the worst ones. */
   CHECK_EQ_INT(a->decision.nsamples, 1);
   CHECK_EQ_INT(a->decision.samples[0], 305);
-  const gy_run_event_t *e = ev(r, "rollback");
+  const gy_run_event_t *e = ev(r, GY_EVENT_ROLLBACK);
   CHECK(e && e->from == GY_RUN_TRAIN && strstr(e->evidence, "loss/zh") &&
         strstr(e->evidence, "drop"));
   finish_repair(r, 1);
@@ -489,7 +489,7 @@ static void test_nonfinite(void) {
   CHECK_EQ_INT(gy_run_state(r), GY_RUN_ROLLBACK);
   a = act(r, GY_RUN_ACT_ROLLBACK);
   CHECK(a && a->step == 28 && a->decision.trigger == GY_TRIG_NONFINITE);
-  const gy_run_event_t *e = ev(r, "rollback");
+  const gy_run_event_t *e = ev(r, GY_EVENT_ROLLBACK);
   CHECK(e && strstr(e->evidence, "non-finite") != NULL);
   gy_run_destroy(r);
 }
@@ -499,7 +499,7 @@ static void test_worker_lost(void) {
   /* Before the gang formed: an event only. */
   CHECK_EQ_INT(gy_run_worker_lost(r, ++now_ms, 1, "gone"), 0);
   CHECK_EQ_INT(gy_run_state(r), GY_RUN_INIT);
-  CHECK(ev(r, "worker_lost") != NULL && nacts(r) == 0);
+  CHECK(ev(r, GY_EVENT_WORKER_LOST) != NULL && nacts(r) == 0);
   CHECK_EQ_INT(gy_run_started(r, ++now_ms, 0), 0);
   feed_clean(r, 0, 30);
   ckpt(r, 20, 1, 1);
@@ -512,7 +512,7 @@ static void test_worker_lost(void) {
   CHECK_EQ_INT(a->step, 30); /* the newest clean one: no spike to stay before */
   CHECK(a->decision.trigger == GY_TRIG_WORKER_LOST && a->decision.rung == 0 &&
         a->decision.nsamples == 0 && !a->decision.skip_steps && a->decision.knobs.set == 0);
-  CHECK(strstr(ev(r, "rollback")->reason, "rank 3 lost") != NULL);
+  CHECK(strstr(ev(r, GY_EVENT_ROLLBACK)->reason, "rank 3 lost") != NULL);
   finish_repair(r, 0); /* straight to RESUME: nothing to skip */
   CHECK_EQ_INT(gy_run_restarts(r), 1);
   CHECK_EQ_INT(gy_run_rollbacks(r), 0);
@@ -579,7 +579,7 @@ static void test_target_selection(void) {
   gy_run_clear(r);
   CHECK_EQ_INT(feed(r, 30, t), 0);
   CHECK_EQ_INT(gy_run_state(r), GY_RUN_HALTED);
-  const gy_run_event_t *e = ev(r, "halted");
+  const gy_run_event_t *e = ev(r, GY_EVENT_HALTED);
   CHECK(e && strstr(e->reason, "no clean committed checkpoint") != NULL);
   CHECK_EQ_INT(gy_run_rollbacks(r), 0);
   gy_run_destroy(r);
@@ -605,7 +605,7 @@ static void test_target_selection(void) {
   CHECK_EQ_INT(gy_run_target(r), 15);
   const gy_run_action_t *a = act(r, GY_RUN_ACT_ROLLBACK);
   CHECK(a && a->step == 15 && a->decision.trigger == GY_TRIG_NONFINITE);
-  e = ev(r, "rollback");
+  e = ev(r, GY_EVENT_ROLLBACK);
   CHECK(e && e->from == GY_RUN_ROLLBACK && e->to == GY_RUN_ROLLBACK &&
         strstr(e->reason, "CRC-32C") != NULL);
   CHECK_EQ_INT(gy_run_restore_failed(r, ++now_ms, 15, "gone"), 0);
@@ -643,7 +643,7 @@ static void test_bounded(void) {
   }
   CHECK_EQ_INT(rollbacks, 3);
   CHECK_EQ_INT(gy_run_state(r), GY_RUN_HALTED);
-  CHECK(strstr(ev(r, "halted")->reason, "max_rollbacks") != NULL);
+  CHECK(strstr(ev(r, GY_EVENT_HALTED)->reason, "max_rollbacks") != NULL);
   gy_run_destroy(r);
 }
 
@@ -669,7 +669,7 @@ static void test_operator(void) {
   gy_run_clear(r);
   CHECK_EQ_INT(feed(r, 20, t), 0);
   CHECK_EQ_INT(gy_run_state(r), GY_RUN_PAUSED);
-  CHECK(ev(r, "anomaly") != NULL && nacts(r) == 0);
+  CHECK(ev(r, GY_EVENT_ANOMALY) != NULL && nacts(r) == 0);
   gy_run_clear(r);
   CHECK_EQ_INT(gy_run_resume(r, ++now_ms), 0);
   CHECK_EQ_INT(gy_run_state(r), GY_RUN_TRAIN);
@@ -686,7 +686,7 @@ static void test_operator(void) {
   gy_run_clear(r);
   CHECK_EQ_INT(gy_run_pause(r, ++now_ms), 0);
   CHECK_EQ_INT(gy_run_state(r), GY_RUN_ROLLBACK);
-  CHECK(ev(r, "deferred") != NULL);
+  CHECK(ev(r, GY_EVENT_DEFERRED) != NULL);
   CHECK_EQ_INT(gy_run_rollback_to(r, ++now_ms, 12), GY_ENOTSUP);
   CHECK_EQ_INT(gy_run_rollback_done(r, ++now_ms, 10), 0);
   CHECK_EQ_INT(gy_run_state(r), GY_RUN_RESUME);
@@ -740,14 +740,14 @@ static void test_alert_only(void) {
   for (int s = 30; s < 34; s++) /* four slow steps: not sustained yet */
     CHECK_EQ_INT(feed(r, s, t), 0);
   CHECK_EQ_INT(nacts(r), 0);
-  CHECK(!ev(r, "anomaly"));
+  CHECK(!ev(r, GY_EVENT_ANOMALY));
   CHECK_EQ_INT(feed(r, 34, t), 0); /* the fifth */
   CHECK_EQ_INT(gy_run_state(r), GY_RUN_TRAIN);
   CHECK_EQ_INT(count_act(r, GY_RUN_ACT_ALERT), 1);
   const gy_run_action_t *a = act(r, GY_RUN_ACT_ALERT);
   CHECK(a && strstr(a->msg, "rank 2") && strstr(a->msg, "tokens_per_s/2"));
   CHECK(a && a->alert_class == GY_ALERT_ANOMALY);
-  const gy_run_event_t *e = ev(r, "anomaly");
+  const gy_run_event_t *e = ev(r, GY_EVENT_ANOMALY);
   CHECK(e && e->nverdicts == 1 && e->verdict[0].dir == GY_DETECT_DROP);
   gy_run_clear(r);
   CHECK_EQ_INT(feed(r, 35, t), 0); /* same streak: quiet */
@@ -781,14 +781,14 @@ static void test_eval(void) {
     gy_run_clear(r);
     CHECK_EQ_INT(feed_eval(r, s, 1.0), 0);
     CHECK_EQ_INT(nacts(r), 0);
-    CHECK(!ev(r, "eval_regression"));
+    CHECK(!ev(r, GY_EVENT_EVAL_REGRESSION));
     ckpt(r, s, 1, 1);
   }
   /* en's held-out perplexity jumps by half: an event with the evidence, an alert, no repair */
   gy_run_clear(r);
   CHECK_EQ_INT(feed_eval(r, 70, 1.5), 0);
   CHECK_EQ_INT(gy_run_state(r), GY_RUN_TRAIN);
-  const gy_run_event_t *e = ev(r, "eval_regression");
+  const gy_run_event_t *e = ev(r, GY_EVENT_EVAL_REGRESSION);
   CHECK(e && e->step == 70 && e->nverdicts == 1 && strstr(e->evidence, "ppl/en"));
   CHECK_EQ_INT(count_act(r, GY_RUN_ACT_ALERT), 1);
   CHECK(act(r, GY_RUN_ACT_ALERT)->alert_class == GY_ALERT_OTHER);
@@ -819,7 +819,7 @@ static void test_eval(void) {
   /* the new timeline evaluates step 70 again */
   gy_run_clear(r);
   CHECK_EQ_INT(feed_eval(r, 70, 1.0), 0);
-  CHECK(!ev(r, "eval_regression"));
+  CHECK(!ev(r, GY_EVENT_EVAL_REGRESSION));
   gy_run_destroy(r);
 }
 

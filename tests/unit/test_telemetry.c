@@ -184,7 +184,7 @@ static void test_opts(void) {
   CHECK(strstr(err, "ring_steps") != NULL);
   /* NULL is a no-op everywhere */
   gy_telemetry_step(NULL, NULL);
-  gy_telemetry_event(NULL, 1, 0, 0, "x", "y");
+  gy_telemetry_event(NULL, 1, 0, 0, GY_EVENT_STATE, "y");
   gy_telemetry_report(NULL);
   gy_telemetry_state(NULL, "TRAIN", 1, 1);
   gy_telemetry_checkpoint(NULL, 1, 0, 0);
@@ -232,10 +232,10 @@ static void test_series_and_metrics(void) {
     feed(t, s, names, 3);
   for (int i = 0; i < 250; i++)
     gy_telemetry_report(t);
-  gy_telemetry_event(t, 1, 1e9, 10, "spike_suspected", "loss/en=8.5 (median 2.6)");
-  gy_telemetry_event(t, 2, 1e9, 12, "recovered_spike", "back");
-  gy_telemetry_event(t, 3, 1e9, 12, "directive", "sent");
-  gy_telemetry_event(t, 4, 1e9, 12, "odd\"kind", "text");
+  gy_telemetry_event(t, 1, 1e9, 10, GY_EVENT_SPIKE_SUSPECTED, "loss/en=8.5 (median 2.6)");
+  gy_telemetry_event(t, 2, 1e9, 12, GY_EVENT_RECOVERED_SPIKE, "back");
+  gy_telemetry_event(t, 3, 1e9, 12, GY_EVENT_DIRECTIVE, "sent");
+  gy_telemetry_event(t, 4, 1e9, 12, GY_EVENT_NKINDS, "text"); /* out of range: "other" */
   gy_telemetry_rollback(t, 50, 16);
   gy_telemetry_checkpoint(t, 90, 1000.0, 4096);
   gy_telemetry_eval(t, 100, "en", 2.5, 12.18);
@@ -259,7 +259,10 @@ static void test_series_and_metrics(void) {
   CHECK_NEAR(sample_value(m, "gyro_train_channel_loss_nats{channel=\"zh\"} "), 2.099, 1e-9);
   CHECK(strstr(m, "gyro_train_channel_loss_nats{channel=\"we\\\"ird\\\\name\\nx\"} NaN\n"));
   CHECK(strstr(m, "gyro_run_info{run=\"r\\\"1\"} 1\n"));
-  CHECK(strstr(m, "gyro_events_total{kind=\"odd\\\"kind\"} 1\n"));
+  CHECK(sample_value(m, "gyro_events_total{kind=\"spike_suspected\"} ") == 1);
+  CHECK(sample_value(m, "gyro_events_total{kind=\"directive\"} ") == 1);
+  CHECK(sample_value(m, "gyro_events_total{kind=\"other\"} ") == 1);
+  CHECK(!strstr(m, "gyro_events_total{kind=\"halted\"}")); /* none: no sample */
   CHECK(sample_value(m, "gyro_rank_throughput_tokens_per_second{rank=\"3\"} ") == 400);
   CHECK_NEAR(sample_value(m, "gyro_train_step_duration_seconds "), 0.0125, 1e-12);
   CHECK(sample_value(m, "gyro_checkpoint_step ") == 90);
@@ -358,7 +361,8 @@ static void test_bounds(void) {
   json_decref(j);
   /* events: a ring of 16; since and max */
   for (uint64_t id = 1; id <= 100; id++)
-    gy_telemetry_event(t, id, 0, (int64_t)id, "k", id == 100 ? "bad \xff\xfe utf-8 \"q\"\n" : "x");
+    gy_telemetry_event(t, id, 0, (int64_t)id, GY_EVENT_STATE,
+                       id == 100 ? "bad \xff\xfe utf-8 \"q\"\n" : "x");
   j = gy_telemetry_events(t, 0, 0);
   json_t *ev = json_object_get(j, "events");
   CHECK_EQ_INT(json_array_size(ev), 16);
@@ -418,7 +422,7 @@ static void test_threads(void) {
   int64_t s = 0;
   for (; s < 20000 || (r.reads < 20 && s < 50000000); s++) {
     feed(t, s % 3000 == 2999 ? s - 100 : s, names, 3);
-    if (s % 50 == 0) gy_telemetry_event(t, (uint64_t)s + 1, 0, s, "state", "x");
+    if (s % 50 == 0) gy_telemetry_event(t, (uint64_t)s + 1, 0, s, GY_EVENT_STATE, "x");
     gy_telemetry_report(t);
   }
   r.stop = 1;

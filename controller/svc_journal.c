@@ -45,7 +45,7 @@ struct jop {
   jop_kind_t kind;
   gy_journal_t *j; /* borrowed: it outlives the service and so the writer */
   int64_t step;
-  uint64_t id, seq, gen;
+  uint64_t id, seq, gen; /* id: EVENT: the event id; APPLIED: the state record's last seq */
   int64_t nrb;
   int flag; /* CKPT: clean; HOLD: the hold */
   double time;

@@ -241,27 +241,6 @@ static void print_json(const ProtobufCMessage *m) {
 
 /* ---------------------------------------- calls ---------------------------------------- */
 
-static const char *status_name(int st) {
-  static const char *const names[] = {"OK",
-                                      "CANCELLED",
-                                      "UNKNOWN",
-                                      "INVALID_ARGUMENT",
-                                      "DEADLINE_EXCEEDED",
-                                      "NOT_FOUND",
-                                      "ALREADY_EXISTS",
-                                      "PERMISSION_DENIED",
-                                      "RESOURCE_EXHAUSTED",
-                                      "FAILED_PRECONDITION",
-                                      "ABORTED",
-                                      "OUT_OF_RANGE",
-                                      "UNIMPLEMENTED",
-                                      "INTERNAL",
-                                      "UNAVAILABLE",
-                                      "DATA_LOSS",
-                                      "UNAUTHENTICATED"};
-  return st >= 0 && st <= 16 ? names[st] : "?";
-}
-
 /* The exit code for a failed call, after printing why on stderr. */
 static int call_failed(const ctl_opts_t *o, const char *method, int rc, int st, const char *err) {
   if (st == GY_RPC_UNAVAILABLE || st == GY_RPC_DEADLINE_EXCEEDED || rc == GY_ETIMEDOUT) {
@@ -271,7 +250,7 @@ static int call_failed(const ctl_opts_t *o, const char *method, int rc, int st, 
     return EXIT_UNREACHABLE;
   }
   if (st)
-    fprintf(stderr, "gyroctl: %s refused: %s%s%s\n", method, status_name(st), *err ? ": " : "",
+    fprintf(stderr, "gyroctl: %s refused: %s%s%s\n", method, gy_rpc_status_name(st), *err ? ": " : "",
             err);
   else
     fprintf(stderr, "gyroctl: %s failed: %s%s%s\n", method, gy_strerror(rc), *err ? ": " : "", err);

@@ -353,12 +353,8 @@ void gy__svc_on_join(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t l
   j->rpc = call;
   j->next = s->joins;
   s->joins = j;
-  gy_fleet_join_t in = {.worker_id = jr->worker_id,
-                        .ordinal = jr->ordinal,
-                        .host = jr->host,
-                        .pid = jr->pid,
-                        .steps_done = jr->steps_done,
-                        .generation = jr->generation};
+  gy_fleet_join_t in;
+  gy_wire_join(jr, &in);
   int rc = gy_fleet_join(s->fleet, gy__svc_now_ms(s), &in, j->handle);
   gyro__join_request__free_unpacked(jr, NULL);
   if (rc) {

@@ -61,3 +61,12 @@ void gy_wire_hparams_out(const gy_fleet_hparams_t *h, Gyro__HParams *out) {
   out->wsd_decay_now = h->wsd_decay_now;
   out->present = h->present;
 }
+
+void gy_wire_join(const Gyro__JoinRequest *jr, gy_fleet_join_t *out) {
+  *out = (gy_fleet_join_t){.worker_id = jr->worker_id,
+                           .ordinal = jr->ordinal,
+                           .host = jr->host,
+                           .pid = jr->pid,
+                           .steps_done = jr->steps_done,
+                           .generation = jr->generation};
+}

@@ -21,6 +21,9 @@ typedef struct {
 
 void gy_wire_step_report(const Gyro__StepReport *r, gy_wire_channels_t *ch, gy_fleet_report_t *out);
 
+/* gy_wire_join: a JoinRequest as the fleet's join (its strings borrowed from jr). */
+void gy_wire_join(const Gyro__JoinRequest *jr, gy_fleet_join_t *out);
+
 /* gy_wire_hparams_in: an HParams (a Command's; NULL: none) as the fleet's knobs (all zero and
  * nothing present when NULL). gy_wire_hparams_out: the fleet's knobs into an HParams the caller
  * initialised (GYRO__HPARAMS__INIT), as a directive carries them. */

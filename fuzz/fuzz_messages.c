@@ -99,17 +99,13 @@ static gy_fleet_t *formed_fleet(char sess[WORLD][GY_FLEET_SESSION_MAX]) {
   return f;
 }
 
-/* The same mapping as svc_session.c's gy__svc_on_join. */
+/* The same mapping as svc_session.c's gy__svc_on_join (gy_wire_join). */
 static void do_join(const uint8_t *p, size_t n) {
   Gyro__JoinRequest *jr = gyro__join_request__unpack(NULL, n, p);
   if (!jr) return;
   gy_fleet_t *f = new_fleet();
-  gy_fleet_join_t in = {.worker_id = jr->worker_id,
-                        .ordinal = jr->ordinal,
-                        .host = jr->host,
-                        .pid = jr->pid,
-                        .steps_done = jr->steps_done,
-                        .generation = jr->generation};
+  gy_fleet_join_t in;
+  gy_wire_join(jr, &in);
   gy_fleet_join(f, 0, &in, 1);
   drain(f, NULL);
   gy_fleet_join_t other = {.worker_id = "other", .ordinal = -1, .host = "h", .pid = 2};

@@ -1,14 +1,15 @@
 # test_link_deps: gyro-controller and gyroctl link no training library. They read the run config
 # through gy_config (config/), so neither the binaries nor any library they load names OpenBLAS,
 # OpenMP, Gloo, CUDA or NCCL, and neither binary itself needs libstdc++ (Debian's gRPC core is
-# C++ inside, so libstdc++ does appear among the libraries libgrpc loads: only through it).
+# C++ inside, so libstdc++ does appear among the libraries libgrpc loads: only through it, and
+# through the sanitizer runtimes in a sanitizer build).
 source "$GY_SOURCE_DIR/tests/lib/common.sh"
 
 for bin in "$BUILD/controller/gyro-controller" "$BUILD/cli/gyroctl"; do
   [[ -x $bin ]] || fail "$bin is not built"
   needed=$(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
   [[ -n $needed ]] || fail "readelf found no NEEDED entries in $bin"
-  if grep -Ei 'openblas|blas|gomp|omp|gloo|stdc\+\+|cuda|cublas|nccl|nvidia-ml' <<<"$needed"; then
+  if grep -Ei 'openblas|blas|gomp|libomp|gloo|stdc\+\+|cuda|cublas|nccl|nvidia-ml' <<<"$needed"; then
     fail "$(basename "$bin") itself needs a training library (above)"
   fi
   loaded=$(ldd "$bin")
@@ -23,8 +24,9 @@ for bin in "$BUILD/controller/gyro-controller" "$BUILD/cli/gyroctl"; do
       # (the whole output first: grep -q would close the pipe early, a failure under pipefail)
       [[ -n $path ]] && deps=$(ldd "$path") && grep -q 'libstdc++' <<<"$deps" && via="$via $lib"
     done
+    # (a sanitizer build's runtime, libasan/libubsan, is C++ too)
     grep -q 'libgrpc' <<<"$via" || fail "$(basename "$bin") loads libstdc++ through:$via"
-    grep -qv 'libgrpc\|libgpr' <<<"$(tr ' ' '\n' <<<"$via" | sed '/^$/d')" &&
+    grep -qv 'libgrpc\|libgpr\|libasan\|libubsan' <<<"$(tr ' ' '\n' <<<"$via" | sed '/^$/d')" &&
       fail "$(basename "$bin") loads libstdc++ through more than gRPC:$via"
   fi
   echo "ok: $(basename "$bin") needs: $(tr '\n' ' ' <<<"$needed")"

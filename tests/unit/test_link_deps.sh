@@ -24,10 +24,11 @@ for bin in "$BUILD/controller/gyro-controller" "$BUILD/cli/gyroctl"; do
       # (the whole output first: grep -q would close the pipe early, a failure under pipefail)
       [[ -n $path ]] && deps=$(ldd "$path") && grep -q 'libstdc++' <<<"$deps" && via="$via $lib"
     done
-    # (a sanitizer build's runtime, libasan/libubsan, is C++ too)
+    # (gRPC's own libraries, Abseil and RE2, may be named directly, as in a sanitizer build,
+    # whose runtime, libasan/libubsan, is C++ too)
     grep -q 'libgrpc' <<<"$via" || fail "$(basename "$bin") loads libstdc++ through:$via"
-    grep -qv 'libgrpc\|libgpr\|libasan\|libubsan' <<<"$(tr ' ' '\n' <<<"$via" | sed '/^$/d')" &&
-      fail "$(basename "$bin") loads libstdc++ through more than gRPC:$via"
+    grep -qv 'libgrpc\|libgpr\|libabsl_\|libre2\|libasan\|libubsan' <<<"$(tr ' ' '\n' <<<"$via" | sed '/^$/d')" &&
+      fail "$(basename "$bin") loads libstdc++ through more than gRPC's stack:$via"
   fi
   echo "ok: $(basename "$bin") needs: $(tr '\n' ' ' <<<"$needed")"
 done

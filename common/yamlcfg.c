@@ -601,6 +601,15 @@ int gy_yaml_to_string(const gy_yaml_t *y, gy_ynode_t n, const char *key, const c
 
 /* ---- schema look-ups (gy_yread_t) ---- */
 
+int gy_yread_root(const gy_yread_t *c, const char *what, const char *keys, gy_ynode_t *root) {
+  *root = gy_yaml_root(c->y);
+  if (gy_yaml_is_map(c->y, *root)) return 0;
+  char got[80];
+  gy_yaml_describe(c->y, *root, got, sizeof(got));
+  return gy_yaml_error(c->y, *root, NULL, c->errmsg, c->errlen,
+                       "the top level of a %s must be a mapping (%s), got %s", what, keys, got);
+}
+
 /* Joins prefix and name into "prefix.name" (or just "name" at the top level). */
 void gy_yaml_join_key(char *buf, size_t len, const char *prefix, const char *name) {
   if (prefix && *prefix)

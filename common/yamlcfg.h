@@ -77,6 +77,9 @@ typedef struct {
 
 /* Joins prefix and name into "prefix.name" (just "name" when prefix is NULL or ""). */
 void gy_yaml_join_key(char *buf, size_t len, const char *prefix, const char *name);
+/* The document's top-level mapping into *root; anything else is refused with "the top level of
+ * a WHAT must be a mapping (KEYS), got ..." (what: "run config"; keys: "run:, model:, ..."). */
+int gy_yread_root(const gy_yread_t *r, const char *what, const char *keys, gy_ynode_t *root);
 /* Refuses n unless it is a mapping ("expected a mapping, got ..."). */
 int gy_yread_map(const gy_yread_t *r, gy_ynode_t n, const char *key);
 /* Refuses any key of map not in known (NULL-terminated); the message lists the allowed keys. */

@@ -188,17 +188,10 @@ static int policy_from_doc(ctx_t *c0, gy_policy_t *out, const char *path) {
   gy_policy_t p;
   int rc;
   gy_policy_default(&p);
-  gy_ynode_t root = gy_yaml_root(c.y);
-  if (!gy_yaml_is_map(c.y, root)) {
-    char got[80];
-    gy_yaml_describe(c.y, root, got, sizeof(got));
-    rc = gy_yaml_error(c.y, root, NULL, errmsg, errlen,
-                       "the top level of a policy must be a mapping (detect:, ladder:, ...), "
-                       "got %s",
-                       got);
+  gy_ynode_t root;
+  if ((rc = gy_yread_root(RD(&c), "policy", "detect:, ladder:, ...", &root)) ||
+      (rc = gy_yread_keys(RD(&c), root, "", top)))
     goto err;
-  }
-  if ((rc = gy_yread_keys(RD(&c), root, "", top))) goto err;
   gy_ynode_t d = gy_yaml_get(c.y, root, "detect");
   if (d && (rc = parse_detect(&c, d, &p))) goto err;
   if ((rc = get_int(&c, root, "", "observe_steps", 0, 10000, &p.observe_steps)) ||

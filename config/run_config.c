@@ -860,16 +860,8 @@ static int config_from_doc(ctx_t *c0, gy_run_config_t *cfg, const char *path,
     goto err;
   }
 
-  gy_ynode_t root = gy_yaml_root(c.y);
-  if (!gy_yaml_is_map(c.y, root)) {
-    char got[80];
-    gy_yaml_describe(c.y, root, got, sizeof(got));
-    rc = gy_yaml_error(c.y, root, NULL, errmsg, errlen,
-                       "the top level of a run config must be a mapping (run:, model:, data:, "
-                       "...), got %s",
-                       got);
-    goto err;
-  }
+  gy_ynode_t root;
+  if ((rc = gy_yread_root(RD(&c), "run config", "run:, model:, data:, ...", &root))) goto err;
   /* Model and run come first: later sections' ranges and defaults depend on them. */
   if ((rc = gy_yread_keys(RD(&c), root, "", top_keys)) || (rc = parse_model(&c, root, cfg)) ||
       (rc = parse_run(&c, root, cfg)) || (rc = parse_train(&c, root, cfg)) ||

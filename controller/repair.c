@@ -22,7 +22,7 @@
  *   recorded (gy_repair_moves) with its time.
  * - seq != 0 exactly in IN_FLIGHT; target is the last repair decided (kept in IDLE: a gang that
  *   re-forms while the run still rolls back asks for it again).
- * - Each input appends at most ACTS_MAX actions; nothing here allocates after create.
+ * - Each input appends at most GY_REPAIR_ACTS_MAX actions; nothing here allocates after create.
  */
 #include "controller/repair.h"
 
@@ -34,7 +34,6 @@
 #include "common/alloc.h"
 #include "common/err.h"
 
-#define ACTS_MAX 16
 #define MOVES_MAX 16
 
 static const char *const state_names[] = {
@@ -65,7 +64,7 @@ struct gy_repair {
   /* an operator command feeding the run */
   int in_operator;
   uint64_t op_seq;
-  gy_repair_action_t acts[ACTS_MAX];
+  gy_repair_action_t acts[GY_REPAIR_ACTS_MAX];
   size_t nacts;
   gy_repair_move_t moves[MOVES_MAX];
   size_t nmoves;
@@ -95,7 +94,7 @@ static int refuse(gy_repair_t *r, int rc, const char *fmt, ...) {
 
 static gy_repair_action_t *action(gy_repair_t *r, gy_repair_act_kind_t k, int64_t step) {
   /* bounded by construction (the most one input appends is 5); the check keeps it so */
-  if (r->nacts >= ACTS_MAX) return NULL;
+  if (r->nacts >= GY_REPAIR_ACTS_MAX) return NULL;
   gy_repair_action_t *a = &r->acts[r->nacts++];
   memset(a, 0, sizeof(*a));
   a->kind = k;

@@ -79,6 +79,9 @@ typedef enum {
   GY_REPAIR_EV_RECOVERED, /* a hold found in the journal is applied to the first gang */
 } gy_repair_event_t;
 
+/* The most actions the machine holds between two gy_repair_clear() calls. */
+#define GY_REPAIR_ACTS_MAX 16
+
 typedef struct {
   gy_repair_act_kind_t kind;
   int64_t step;

@@ -264,8 +264,7 @@ static size_t repair_drain(gy_service_t *s, const char *what, int rc) {
       gy_log(GY_LOG_DEBUG, "controller", "repair: %s -> %s (%s)", gy_repair_state_name(m[i].from),
              gy_repair_state_name(m[i].to), what);
     const gy_repair_action_t *a = gy_repair_actions(s->repair, &na);
-    gy_repair_action_t buf[16];
-    if (na > sizeof(buf) / sizeof(buf[0])) na = sizeof(buf) / sizeof(buf[0]);
+    gy_repair_action_t buf[GY_REPAIR_ACTS_MAX]; /* na never exceeds it */
     memcpy(buf, a, na * sizeof(*a));
     gy_repair_clear(s->repair);
     if (!na) break;

@@ -179,14 +179,30 @@ static void test_writer(const char *dir) {
 
 static atomic_int fence_entered, fence_release, fence_calls;
 
-/* A store that does not answer until the test says so (runs on the service's writer thread). */
+static pthread_mutex_t fence_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fence_cv = PTHREAD_COND_INITIALIZER;
+
+/* Lets the hanging fence answer. */
+static void release_fence(void) {
+  pthread_mutex_lock(&fence_mu);
+  atomic_store(&fence_release, 1);
+  pthread_cond_broadcast(&fence_cv);
+  pthread_mutex_unlock(&fence_mu);
+}
+
+/* A store that does not answer until the test says so (runs on the service's writer thread):
+ * it waits for release_fence(), 120 s at most. */
 static int slow_fence(void *ud) {
   (void)ud;
   atomic_fetch_add(&fence_calls, 1);
   atomic_store(&fence_entered, 1);
-  double t0 = now_s();
-  while (!atomic_load(&fence_release) && now_s() - t0 < 120)
-    usleep(1000);
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 120;
+  pthread_mutex_lock(&fence_mu);
+  while (!atomic_load(&fence_release))
+    if (pthread_cond_timedwait(&fence_cv, &fence_mu, &until)) break;
+  pthread_mutex_unlock(&fence_mu);
   return 1;
 }
 
@@ -262,12 +278,12 @@ static void on_tick2(uv_timer_t *t) {
   }
   if (atomic_load(&c->status_done) && !atomic_load(&fence_release)) {
     CHECK_MSG(!atomic_load(&c->join_done), "the Join was answered before the fence");
-    atomic_store(&fence_release, 1);
+    release_fence();
   }
   if (!c->stopping &&
       ((atomic_load(&c->join_done) && atomic_load(&fence_release)) || now_s() - c->t0 > 150)) {
     c->stopping = 1;
-    atomic_store(&fence_release, 1);
+    release_fence();
     uv_timer_stop(t);
     uv_close((uv_handle_t *)t, NULL);
     gy_service_shutdown(c->svc, svc_down, NULL);

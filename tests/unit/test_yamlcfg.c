@@ -99,6 +99,15 @@ static void test_schema_reader(void) {
   CHECK_EQ_INT(gy_yread_missing(&r, top, "top", "need", "give one"), GY_ECONFIG);
   CHECK_MSG(contains(err, "key 'top.need': required key is missing: give one"), "%s", err);
   CHECK_EQ_INT(gy_yaml_line(r.y, gy_yread_key_node(&r, top, "n")), 4);
+  gy_ynode_t root2 = 0;
+  CHECK(gy_yread_root(&r, "thing", "top:", &root2) == 0 && root2 == root);
+  gy_yaml_destroy(r.y);
+  const char *list = "- a\n- b\n";
+  REQUIRE(gy_yaml_parse(&r.y, "l.yaml", list, strlen(list), err, sizeof(err)) == 0);
+  CHECK_EQ_INT(gy_yread_root(&r, "thing", "top:, ...", &root2), GY_ECONFIG);
+  CHECK_MSG(!strcmp(err, "l.yaml:1: the top level of a thing must be a mapping (top:, ...), got a "
+                         "sequence"),
+            "%s", err);
   gy_yaml_destroy(r.y);
 }
 

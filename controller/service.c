@@ -1,36 +1,40 @@
 /*
  * service: the controller's gRPC side (see service.h), and the composition root of its files.
+ * The decisions are the core's (controller/core.h: fleet, run, repair coordinator, the
+ * journal's write-ahead order), which acts only through its io table (controller/io.h); the
+ * service is that io: streams, the journal writer's thread, a libuv timer, the clocks.
  * Everything runs on the loop thread: gy_rpc calls the handlers there, the liveness timer fires
  * there, so no lock is needed. The one exception is the store: the journal's writes and the
  * fence check run on the writer's thread (jw, controller/jwriter.h), which works only on what
- * the loop copied into each operation and tells the outcome back on the loop; nothing on the
+ * the core copied into each record and tells the outcome back on the loop; nothing on the
  * loop thread waits for the store (the recovery at create excepted: it runs before serving).
  *
- * API, in order: create (fleet + run + recovery from the journal + server + timer),
- * recovered_done, port, fleet, run, on_done, shutdown, destroy. Also the helpers the svc_*.c
- * files share: now_ms, wall_s, rpc_status, num, refuse_unary, pack, reply_msg.
+ * API, in order: create (core + recovery from the journal + server + timer), recovered_done,
+ * port, fleet, run, on_done, shutdown, destroy. Also the helpers the svc_*.c files share:
+ * now_ms, wall_s, rpc_status, num, refuse_unary, pack, reply_msg; and the io's clocks, alert,
+ * done and timer.
  *
  * One file per concern; struct gy_service and the gy__svc_* calls between the files are in
  * service_internal.h:
- * - svc_session.c: Worker Join and Session streams; drain() carries out the fleet's actions.
+ * - svc_session.c: Worker Join and Session streams; the io's assign, send and close.
  * - svc_rendezvous.c: StoreSet and StoreGet, the workers' rendezvous store (held gets).
  * - svc_operator.c: the Operator's unary calls (Status, Command, Events, Checkpoints,
  *   PolicyShow, PolicySet) and its Watch streams.
- * - svc_events.c: events (and their ring, evlog), the status, aggregated steps.
- * - svc_ckeval.c: held-out (checkpoint) evaluations, GPU reports, rank 0's top samples.
- * - svc_repair.c: the closed loop between the run state machine and the fleet.
- * - svc_journal.c: the journal's writes (submitted to the writer's thread; those that must
- *   precede what follows them hold the action queue until done), the fence check, and the
- *   recovery from the journal at create.
+ * - svc_events.c: events (and their ring, evlog), the status, aggregated steps, evaluations
+ *   (the io's event, step and eval).
+ * - svc_gpu.c: GPU reports (a new hardware fault is an event and an alert).
+ * - svc_journal.c: the io's journal and fence on the writer's thread, and the journal's load
+ *   at create (the core recovers from what it holds).
  *
  * Flow: a handler decodes the message (protobuf-c; a decode failure is INVALID_ARGUMENT and an
  * event; session messages decode into a per-service arena, so a StepReport costs no malloc),
- * checks tokens, calls the fleet, answers the call, then drain() carries out the fleet's
- * actions, and the run's actions they lead to (run_drain()).
+ * checks tokens, feeds the core the input, answers the call, then gy_core_drain() carries out
+ * what followed through the io.
  *
  * Invariants:
  * - Every held unary call (joins, store gets) is in exactly one list and is answered exactly
- *   once: by the fleet, by a key arriving, by its timer, or at shutdown.
+ *   once: by the core (io assign, or a refusal), by a key arriving, by its timer, or at
+ *   shutdown.
  * - Each call's data (call_t) is freed in on_close (streams); unary calls have none.
  */
 #include "controller/service_internal.h"
@@ -127,12 +131,49 @@ void gy__svc_reply_msg(gy_rpc_call_t *call, const ProtobufCMessage *m) {
 /* --------------------------------------------- API ---------------------------------------------
  */
 
+/* ------------------------------------------- the io ------------------------------------------ */
+
+static int64_t io_now(void *ud) {
+  return gy__svc_now_ms(ud);
+}
+
+/* Monotonic milliseconds, read now (the loop's cached time can be old after a stop). */
+static int64_t io_mono(void *ud) {
+  (void)ud;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double io_wall(void *ud) {
+  (void)ud;
+  return gy__svc_wall_s();
+}
+
+static void io_alert(void *ud, const char *cls, int64_t step, const char *msg) {
+  gy_service_t *s = ud;
+  gy_alert_post(s->o.alert, cls, step, msg);
+}
+
+static void io_done(void *ud) {
+  gy_service_t *s = ud;
+  if (s->done_cb) s->done_cb(s->done_ud);
+}
+
 static void on_tick(uv_timer_t *t) {
   gy_service_t *s = t->data;
-  /* No grace after a store outage: the loop keeps running through it, so the heartbeats of the
-   * workers parked at their horizon are heard meanwhile. */
-  gy_fleet_tick(s->fleet, gy__svc_now_ms(s));
+  gy_core_tick(s->core);
   gy__svc_drain(s);
+}
+
+static int io_timer(void *ud, int64_t period_ms) {
+  gy_service_t *s = ud;
+  if (s->tick_init) return GY_EBUSY;
+  uv_timer_init(s->loop, &s->tick);
+  s->tick.data = s;
+  s->tick_init = 1;
+  uv_timer_start(&s->tick, on_tick, (uint64_t)period_ms, (uint64_t)period_ms);
+  return 0;
 }
 
 static char *dup_or_null(const char *p) {
@@ -176,43 +217,48 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
     goto err;
   s->sessions = calloc((size_t)opts->world, sizeof(*s->sessions));
   s->fanout = calloc((size_t)opts->world, sizeof(*s->fanout));
-  s->tops = malloc(TOP_RING * sizeof(*s->tops));
   s->evlog = calloc(EVLOG_MAX, sizeof(*s->evlog));
-  if (!s->sessions || !s->fanout || !s->tops || !s->evlog) goto err;
-  for (int i = 0; i < TOP_RING; i++)
-    s->tops[i].step = -1;
-  for (int i = 0; i < opts->nskip; i++)
-    if (opts->skip[i].first < opts->skip[i].last &&
-        (rc = gy_skipset_add(&s->in_force, opts->skip[i].first, opts->skip[i].last)))
-      goto err;
-  if (opts->policy && (rc = gy_policy_check(opts->policy, errmsg, errlen))) {
-    rc = GY_EINVAL;
-    goto err;
-  }
-  if ((rc = gy_run_create(&s->run, opts->policy))) {
-    if (rc == GY_EINVAL) snprintf(errmsg, errlen, "service: the repair policy is not valid");
-    goto err;
-  }
-  if ((rc = gy_repair_create(&s->repair))) goto err;
-  rc = GY_ENOMEM;
+  if (!s->sessions || !s->fanout || !s->evlog) goto err;
   s->arena_alloc = (ProtobufCAllocator){arena_alloc, arena_free, s};
   s->t0_ms = (int64_t)uv_now(loop);
+  s->io = (gy_io_t){.ud = s,
+                    .now_ms = io_now,
+                    .mono_ms = io_mono,
+                    .wall_s = io_wall,
+                    .send = gy__svc_io_send,
+                    .assign = gy__svc_io_assign,
+                    .close = gy__svc_io_close,
+                    .event = gy__svc_io_event,
+                    .step = gy__svc_io_step,
+                    .eval = gy__svc_io_eval,
+                    .alert = io_alert,
+                    .done = io_done,
+                    .journal = gy__svc_io_journal,
+                    .fence = gy__svc_io_fence,
+                    .timer = io_timer};
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
-  gy_fleet_opts_t fo = {.world = opts->world,
-                        .tp = opts->tp,
-                        .window = opts->window,
-                        .steps = opts->steps,
-                        .lost_after_ms = opts->lost_after_ms,
-                        .seed = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^
-                                ((uint64_t)getpid() << 40)};
-  if ((rc = gy_fleet_create(&s->fleet, &fo))) {
-    snprintf(errmsg, errlen,
-             "service: bad fleet options (world %d, window %d, steps %lld, "
-             "lost_after_ms %d)",
-             opts->world, opts->window, (long long)opts->steps, opts->lost_after_ms);
-    goto err;
-  }
+  gy_core_opts_t co = {.world = opts->world,
+                       .tp = opts->tp,
+                       .window = opts->window,
+                       .lost_after_ms = opts->lost_after_ms,
+                       .steps = opts->steps,
+                       .seed = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^
+                               ((uint64_t)getpid() << 40),
+                       .policy = opts->policy,
+                       .batch = opts->batch,
+                       .base_lr_scale = opts->base_lr_scale,
+                       .base_grad_clip = opts->base_grad_clip,
+                       .base_eps = opts->base_eps,
+                       .skip = opts->skip,
+                       .nskip = opts->nskip,
+                       .journal = opts->journal != NULL,
+                       .fence = opts->fence != NULL,
+                       .fence_every_ms = opts->fence_every_ms,
+                       .telemetry = opts->telemetry};
+  if ((rc = gy_core_create(&s->core, &co, &s->io, errmsg, errlen))) goto err;
+  s->fleet = gy_core_fleet(s->core);
+  s->run = gy_core_run(s->core);
   if ((s->o.journal || s->o.fence) && (rc = gy_jwriter_create(&s->jw, loop, NULL))) {
     snprintf(errmsg, errlen, "service: cannot create the journal writer: %s", gy_strerror(rc));
     goto err;
@@ -240,18 +286,15 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
       (rc = gy_rpc_server_add_unary(s->srv, GY_METHOD_OPERATOR_EVENTS, gy__svc_on_events, s)) ||
       (rc = gy_rpc_server_add_unary(s->srv, GY_METHOD_OPERATOR_POLICY_SHOW, gy__svc_on_policy_show,
                                     s)) ||
-      (rc =
-           gy_rpc_server_add_unary(s->srv, GY_METHOD_OPERATOR_POLICY_SET, gy__svc_on_policy_set, s)) ||
+      (rc = gy_rpc_server_add_unary(s->srv, GY_METHOD_OPERATOR_POLICY_SET, gy__svc_on_policy_set,
+                                    s)) ||
       (rc = gy_rpc_server_add_unary(s->srv, GY_METHOD_OPERATOR_CHECKPOINTS, gy__svc_on_checkpoints,
                                     s)) ||
       (rc = gy_rpc_server_start(s->srv))) {
     snprintf(errmsg, errlen, "service: cannot register methods: %s", gy_strerror(rc));
     goto err;
   }
-  uv_timer_init(loop, &s->tick);
-  s->tick.data = s;
-  s->tick_init = 1;
-  uv_timer_start(&s->tick, on_tick, (uint64_t)s->o.tick_ms, (uint64_t)s->o.tick_ms);
+  if ((rc = gy_core_start(s->core, s->o.tick_ms))) goto err;
   *out = s;
   return 0;
 err:
@@ -269,16 +312,9 @@ err:
     gy_rpc_server_destroy(s->srv);
     s->srv = NULL;
   }
-  gy_fleet_destroy(s->fleet);
-  gy_run_destroy(s->run);
-  gy_repair_destroy(s->repair);
-  free(s->tops);
+  gy_core_destroy(s->core);
   free(s->hw);
-  free(s->vals);
-  free(s->tps_names);
   free(s->evlog);
-  free(s->ckevals);
-  gy_skipset_free(&s->in_force);
   free(s->sessions);
   free(s->fanout);
   free_opts(&s->o);
@@ -287,7 +323,7 @@ err:
 }
 
 int gy_service_recovered_done(const gy_service_t *s) {
-  return s->recovered_done;
+  return gy_core_recovered_done(s->core);
 }
 
 int gy_service_port(const gy_service_t *s) {
@@ -367,21 +403,11 @@ void gy_service_destroy(gy_service_t *s) {
     free(s->kv[i].val);
   }
   free(s->kv);
-  free(s->abuf);
   free(s->sessions);
   free(s->fanout);
-  gy_fleet_destroy(s->fleet);
-  gy_run_destroy(s->run);
-  gy_repair_destroy(s->repair);
-  free(s->rbuf);
-  free(s->tops);
+  gy_core_destroy(s->core);
   free(s->hw);
-  free(s->vals);
-  free(s->tps_names);
   free(s->evlog);
-  free(s->ckevals);
-  gy_skipset_free(&s->in_force);
-  gy_skipset_free(&s->sent);
   free_opts(&s->o);
   free(s);
 }

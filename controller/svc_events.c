@@ -1,7 +1,9 @@
 /*
  * svc_events: what the service tells: events, the status, aggregated steps.
  *
- * API, in order: emit_event, eventf, pack_status, emit_step.
+ * API, in order: emit_event, eventf, io_event, pack_status, io_step, io_eval.
+ *
+ * The io_* functions are the core's io (controller/io.h) for what it tells.
  *
  * An event goes to the ring evlog (for /gyro.Operator/Events), the telemetry, the journal (a
  * best-effort write submitted to the writer's thread, in order with the other writes), a
@@ -93,6 +95,11 @@ void gy__svc_eventf(gy_service_t *s, gy_event_kind_t kind, const char *fmt, ...)
 }
 
 /* ------------------------------------------ status ------------------------------------------ */
+
+/* The core's events. */
+void gy__svc_io_event(void *ud, gy_event_kind_t kind, int64_t step, const char *msg) {
+  gy__svc_emit_event(ud, kind, step, msg);
+}
 
 /* Builds the StatusReply of the current state and packs it (as a WatchMsg when as_watch). */
 uint8_t *gy__svc_pack_status(gy_service_t *s, int as_watch, size_t *len) {
@@ -199,7 +206,8 @@ static void tm_step(gy_service_t *s, int64_t step, const gy_fleet_step_t *h) {
 }
 
 /* One aggregated step: a JSON line on stdout and a StatusReply to watchers that want steps. */
-void gy__svc_emit_step(gy_service_t *s, int64_t step) {
+void gy__svc_io_step(void *ud, int64_t step) {
+  gy_service_t *s = ud;
   const gy_fleet_step_t *h = gy_fleet_history(s->fleet, step);
   if (!h) return;
   tm_step(s, step, h);
@@ -235,4 +243,15 @@ void gy__svc_emit_step(gy_service_t *s, int64_t step) {
   for (call_t *w = s->watchers; w; w = w->next)
     if (w->steps) gy_rpc_send(w->rpc, buf, n);
   free(buf);
+}
+
+/* A held-out evaluation: a JSON line on stdout (when emit_steps). */
+void gy__svc_io_eval(void *ud, const gy_ckeval_t *e, int checkpoint) {
+  gy_service_t *s = ud;
+  if (!s->o.emit_steps) return;
+  json_t *o = gy_core_ckeval_json(e);
+  if (!o) return;
+  json_object_set_new(o, "type", json_string("eval"));
+  json_object_set_new(o, "checkpoint", json_boolean(checkpoint));
+  gy_json_emit(o);
 }

@@ -12,8 +12,9 @@
  * gy_run_set_policy. A Command of kind ROLLBACK goes to gy_fleet_rollback with the request's
  * to_step and skip ranges (reason "operator rollback"); one with `newest` or `skip_steps`
  * (gyroctl skip) goes to the newest committed checkpoint (`newest`) with its step ranges
- * converted to sample ids as ask_fleet (svc_repair.c) converts a decision's window (reason "operator skip").
- * A command the fleet accepts is told to the run state machine too (operator_to_run).
+ * converted to sample ids as ask_fleet (svc_repair.c) converts a decision's window (reason
+ * "operator skip"). A command the fleet accepts is told to the run state machine too
+ * (operator_to_run).
  *
  * Invariants:
  * - A Watch stream is in s->watchers from its accepted request (active) until it closes; a
@@ -92,73 +93,6 @@ void gy__svc_on_status(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t
   free(buf);
 }
 
-/* The operator's verb, accepted by the fleet, told to the run state machine too: pause, resume
- * (also after a halt: the escalation starts over), rollback (the run adopts the fleet's
- * rollback seq as its repair). A refusal leaves the run as it is (logged). */
-static void operator_to_run(gy_service_t *s, int kind, uint64_t seq, int64_t to_step) {
-  int64_t now = gy__svc_now_ms(s);
-  gy_repair_operator(s->repair, 1, kind == GY_DIR_ROLLBACK ? seq : 0);
-  switch (kind) {
-  case GY_DIR_PAUSE:
-    gy__svc_run_refused(s, "operator pause", gy_run_pause(s->run, now));
-    break;
-  case GY_DIR_RESUME:
-    gy__svc_run_refused(s, "operator resume", gy_run_resume(s->run, now));
-    break;
-  case GY_DIR_ROLLBACK:
-    gy__svc_run_refused(s, "operator rollback", gy_run_rollback_to(s->run, now, to_step));
-    break;
-  default:
-    break;
-  }
-  gy__svc_run_drain(s);
-  gy_repair_operator(s->repair, 0, 0);
-}
-
-/* The ranges of a ROLLBACK that names step ranges or the newest checkpoint (gyroctl skip): the
- * target (*to_step: the newest committed checkpoint when r->newest), and into *add the sample
- * ids r->skip names plus the ids the steps of r->skip_steps train on (mapped over the skip set
- * in force, as ask_fleet maps a decision's window). 0, or a gRPC status with why. */
-static int operator_skips(gy_service_t *s, const Gyro__CommandRequest *r, int64_t *to_step,
-                          gy_skipset_t *add, char *why, size_t wlen) {
-  if (r->newest) {
-    if (!gy_fleet_ncommitted(s->fleet)) {
-      snprintf(why, wlen,
-               "skip: there is no committed checkpoint to roll back to yet "
-               "(take one with `gyroctl checkpoint`)");
-      return GY_RPC_FAILED_PRECONDITION;
-    }
-    *to_step = gy_fleet_committed(s->fleet, 0);
-  }
-  for (size_t i = 0; i < r->n_skip; i++) {
-    if (r->skip[i]->first >= r->skip[i]->last) {
-      snprintf(why, wlen, "skip range %" PRIu64 "-%" PRIu64 " is empty", r->skip[i]->first,
-               r->skip[i]->last);
-      return GY_RPC_INVALID_ARGUMENT;
-    }
-    if (gy_skipset_add(add, r->skip[i]->first, r->skip[i]->last)) goto oom;
-  }
-  if (!r->n_skip_steps) return 0;
-  int tp = s->o.tp > 0 ? s->o.tp : 1;
-  uint64_t per_step = (uint64_t)(s->o.world / tp) * (uint64_t)(s->o.batch > 0 ? s->o.batch : 0);
-  if (!per_step) {
-    snprintf(why, wlen, "cannot skip the batches of steps: train.batch unknown");
-    return GY_RPC_FAILED_PRECONDITION;
-  }
-  for (size_t i = 0; i < r->n_skip_steps; i++) {
-    uint64_t a = r->skip_steps[i]->first, b = r->skip_steps[i]->last;
-    if (a >= b || b > (uint64_t)INT64_MAX / per_step) {
-      snprintf(why, wlen, "skip step range %" PRIu64 "-%" PRIu64 " is empty or too large", a, b);
-      return GY_RPC_INVALID_ARGUMENT;
-    }
-    if (gy_skipset_add_mapped(add, &s->in_force, a * per_step, (b - a) * per_step)) goto oom;
-  }
-  return 0;
-oom:
-  snprintf(why, wlen, "out of memory");
-  return GY_RPC_RESOURCE_EXHAUSTED;
-}
-
 /* Unary /gyro.Operator/Events: the audit log kept in memory, events after since_id. */
 void gy__svc_on_events(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
@@ -229,7 +163,7 @@ void gy__svc_on_checkpoints(void *ud, gy_rpc_call_t *call, const uint8_t *req, s
     cip[i] = &ci[i];
     ci[i].step = ck[i].step;
     ci[i].clean = ck[i].clean != 0;
-    const ckeval_t *e = gy__svc_ckeval_find(s, ck[i].step);
+    const gy_ckeval_t *e = gy_core_ckeval(s->core, ck[i].step);
     if (!e) continue;
     ci[i].has_eval = 1;
     ci[i].n_sources = (size_t)e->n;
@@ -301,8 +235,8 @@ void gy__svc_on_policy_set(void *ud, gy_rpc_call_t *call, const uint8_t *req, si
   gy_policy_default(&p);
   if (gy_policy_parse(&p, name, r->yaml, strlen(r->yaml), msg, sizeof(msg))) {
     st = GY_RPC_INVALID_ARGUMENT;
-  } else if (gy_run_set_policy(s->run, &p)) {
-    snprintf(msg, sizeof(msg), "%s: %s", name, gy_run_errmsg(s->run));
+  } else if (gy_core_set_policy(s->core, &p)) {
+    snprintf(msg, sizeof(msg), "%s: %s", name, gy_core_errmsg(s->core));
     st = GY_RPC_INVALID_ARGUMENT;
   }
   if (st) {
@@ -322,54 +256,35 @@ void gy__svc_on_command(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_
   Gyro__CommandRequest *r = (Gyro__CommandRequest *)operator_request(
       s, call, &gyro__command_request__descriptor, "Command", req, len);
   if (!r) return;
-  gy_fleet_hparams_t hp;
-  gy_wire_hparams_in(r->hparams, &hp);
+  gy_core_cmd_t cmd = {.kind = (int)r->kind, .to_step = r->to_step, .newest = r->newest};
+  gy_wire_hparams_in(r->hparams, &cmd.hp);
+  gy_fleet_skip_t *sk = malloc((r->n_skip + r->n_skip_steps + 1) * sizeof(*sk));
+  if (!sk) {
+    gyro__command_request__free_unpacked(r, NULL);
+    gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    return;
+  }
+  for (size_t i = 0; i < r->n_skip; i++)
+    sk[i] = (gy_fleet_skip_t){r->skip[i]->first, r->skip[i]->last};
+  for (size_t i = 0; i < r->n_skip_steps; i++)
+    sk[r->n_skip + i] = (gy_fleet_skip_t){r->skip_steps[i]->first, r->skip_steps[i]->last};
+  cmd.skip = sk;
+  cmd.nskip = r->n_skip;
+  cmd.skip_steps = sk + r->n_skip;
+  cmd.nskip_steps = r->n_skip_steps;
+  gyro__command_request__free_unpacked(r, NULL);
   uint64_t seq = 0;
   int64_t at = 0;
-  int rc;
-  int kind = (int)r->kind;
-  int64_t to_step = r->to_step;
-  if (r->kind == GYRO__DIRECTIVE__KIND__ROLLBACK && (r->newest || r->n_skip_steps)) {
-    gy_skipset_t add = {0};
-    char why[300];
-    int st = operator_skips(s, r, &to_step, &add, why, sizeof(why));
-    if (st) {
-      gy_skipset_free(&add);
-      gyro__command_request__free_unpacked(r, NULL);
-      gy_rpc_reply(call, st, why, NULL, 0);
-      return;
-    }
-    /* more ranges than the fleet takes are refused by it (GY_EINVAL) */
-    rc = gy_fleet_rollback(s->fleet, gy__svc_now_ms(s), to_step, add.r,
-                           add.n > GY_FLEET_MAX_SKIPS ? GY_FLEET_MAX_SKIPS + 1 : (int)add.n, &hp,
-                           r->newest ? "operator skip" : "operator rollback", &seq, &at);
-    gy_skipset_free(&add);
-  } else if (r->kind == GYRO__DIRECTIVE__KIND__ROLLBACK) {
-    /* more ranges than the fleet takes are refused by it: copy none of them */
-    int n = r->n_skip > GY_FLEET_MAX_SKIPS ? GY_FLEET_MAX_SKIPS + 1 : (int)r->n_skip;
-    gy_fleet_skip_t *sk = n && n <= GY_FLEET_MAX_SKIPS ? malloc((size_t)n * sizeof(*sk)) : NULL;
-    if (n && n <= GY_FLEET_MAX_SKIPS && !sk) {
-      gyro__command_request__free_unpacked(r, NULL);
-      gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
-      return;
-    }
-    for (int i = 0; sk && i < n; i++)
-      sk[i] = (gy_fleet_skip_t){r->skip[i]->first, r->skip[i]->last};
-    rc = gy_fleet_rollback(s->fleet, gy__svc_now_ms(s), r->to_step, sk, n, &hp, "operator rollback",
-                           &seq, &at);
-    free(sk);
-  } else {
-    rc = gy_fleet_command(s->fleet, gy__svc_now_ms(s), (int)r->kind, &hp, &seq, &at);
-  }
-  gyro__command_request__free_unpacked(r, NULL);
+  char why[300];
+  int rc = gy_core_command(s->core, &cmd, &seq, &at, why, sizeof(why));
+  free(sk);
   if (rc) {
-    gy_rpc_reply(call, gy__svc_rpc_status(rc), gy_fleet_errmsg(s->fleet), NULL, 0);
+    gy_rpc_reply(call, gy__svc_rpc_status(rc), why, NULL, 0);
   } else {
     Gyro__CommandReply cr = GYRO__COMMAND_REPLY__INIT;
     cr.seq = seq;
     cr.at_step = at;
     gy__svc_reply_msg(call, &cr.base);
-    operator_to_run(s, kind, seq, to_step);
   }
   gy__svc_drain(s);
 }

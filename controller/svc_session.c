@@ -1,41 +1,28 @@
 /*
  * svc_session: the Worker side of the service (Join, held until the fleet assigns a rank, and
- * the Session streams), and drain(), which carries out the fleet's actions.
+ * the Session streams), and the core's io towards the workers.
  *
- * API, in order: drain, on_join, open_stream, on_session_open, on_session_message,
- * on_session_close.
+ * API, in order: io_send, io_assign, io_close, drain, on_join, open_stream, on_session_open,
+ * on_session_message, on_session_close.
  *
- * drain() carries out the fleet's actions: answer held joins (ASSIGN), send grants and
- * directives on session streams (a message for every rank is encoded once and its bytes shared
- * by the streams), emit events (stderr JSON line + Watch streams), emit aggregated steps (stdout
- * JSON line + Watch streams that asked for steps), finish sessions (CLOSE), report DONE. A
- * ROLLBACK directive carries the fleet's to_step, skip ranges and reason; COMMITTED and
- * ROLLED_BACK are told by their events. The same actions feed the run state machine
- * (svc_repair.c). Every action is fenced (o.fence).
- *
- * The actions form an ordered queue (abuf[ahead, nabuf), then the fleet's newer ones): an
- * action that must be journaled first (a rollback's intent before its directive, a checkpoint's
- * manifest before the commit's later effects, an applied rollback) submits its write to the
- * writer's thread and waits at the head; nothing behind it is carried out until the write is
- * done (messages on the session streams keep their order), while the loop goes on serving and
- * feeding the fleet (the workers park at their granted horizon). The fence works the same way
- * when it is due. Nothing here waits for the store on the loop thread.
+ * A handler decodes the message (a decode failure ends the stream as INVALID_ARGUMENT, with an
+ * event), feeds the core the input (controller/core.h), then drain() lets the core carry out
+ * what follows. The core's actions come back through its io: io_assign answers a held join,
+ * io_send puts a grant or directive on a session stream (a message for every rank is encoded
+ * once and its bytes shared by the streams), io_close ends a session.
  *
  * Invariants:
  * - sessions[r] is the one stream bound to rank r (after an accepted Hello) or NULL; a stream
  *   replaced by a newer Hello of the same rank is unbound first, so its close does not count as
  *   the worker's loss.
- * - drain() copies the actions out before acting, and does not nest: a callback that feeds the
- *   fleet while actions are being carried out leaves its actions for the running drain loop.
- * - While waiting is set, the head action (abuf[ahead]) is the only one begun and not finished;
- *   only the writer's done callback (svc_journal.c) clears waiting and resumes drain().
+ * - A held join is in s->joins until the core assigns it (io_assign) or refuses it, or the
+ *   service shuts down.
  */
 #include "controller/service_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/err.h"
 #include "common/log.h"
@@ -62,7 +49,8 @@ static void send_ctl(gy_service_t *s, int rank, const Gyro__ControllerMsg *cm) {
   if (buf != small) free(buf);
 }
 
-static void do_assign(gy_service_t *s, const gy_fleet_action_t *a) {
+void gy__svc_io_assign(void *ud, const gy_fleet_action_t *a, const gy_skipset_t *skips) {
+  gy_service_t *s = ud;
   held_join_t **pp = &s->joins;
   while (*pp && (*pp)->handle != a->join_handle)
     pp = &(*pp)->next;
@@ -83,7 +71,7 @@ static void do_assign(gy_service_t *s, const gy_fleet_action_t *a) {
   as.heartbeat_ms = s->o.heartbeat_ms;
   as.config_dir = (char *)(s->o.config_dir ? s->o.config_dir : "");
   /* the skips in force travel with the assignment (a checkpoint older than a skip lacks it) */
-  size_t nsk = s->in_force.n;
+  size_t nsk = skips->n;
   Gyro__SkipRange *sk = nsk ? malloc(nsk * sizeof(*sk)) : NULL;
   Gyro__SkipRange **skp = nsk ? malloc(nsk * sizeof(*skp)) : NULL;
   if (nsk && (!sk || !skp)) {
@@ -95,8 +83,8 @@ static void do_assign(gy_service_t *s, const gy_fleet_action_t *a) {
   }
   for (size_t i = 0; i < nsk; i++) {
     gyro__skip_range__init(&sk[i]);
-    sk[i].first = s->in_force.r[i].first;
-    sk[i].last = s->in_force.r[i].last;
+    sk[i].first = skips->r[i].first;
+    sk[i].last = skips->r[i].last;
     skp[i] = &sk[i];
   }
   as.n_skip = nsk;
@@ -107,8 +95,8 @@ static void do_assign(gy_service_t *s, const gy_fleet_action_t *a) {
   free(j);
 }
 
-/* Sends a directive (a rollback's intent is already written: see act()). */
-static void do_directive(gy_service_t *s, const gy_fleet_action_t *a) {
+/* A directive (a rollback's intent is already written: the core saw to it). */
+static void send_directive(gy_service_t *s, const gy_fleet_action_t *a) {
   Gyro__HParams hp = GYRO__HPARAMS__INIT;
   Gyro__Directive d = GYRO__DIRECTIVE__INIT;
   d.generation = a->generation;
@@ -160,162 +148,35 @@ static void unbind(gy_service_t *s, int rank) {
   c->rank = -1;
 }
 
-/* Monotonic milliseconds, read now (the loop's cached time can be old after a stop). */
-static int64_t mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+/* The core's GRANT and DIRECTIVE actions. */
+void gy__svc_io_send(void *ud, const gy_fleet_action_t *a) {
+  gy_service_t *s = ud;
+  if (a->kind == GY_FLEET_ACT_DIRECTIVE) {
+    send_directive(s, a);
+    return;
+  }
+  Gyro__Grant g = GYRO__GRANT__INIT;
+  g.generation = a->generation;
+  g.horizon = a->step;
+  Gyro__ControllerMsg cm = GYRO__CONTROLLER_MSG__INIT;
+  cm.msg_case = GYRO__CONTROLLER_MSG__MSG_GRANT;
+  cm.grant = &g;
+  send_ctl(s, a->rank, &cm);
 }
 
-/* Carries out the head action a, from where it got (head_state). Every action is fenced, not
- * only what goes to the workers: a controller resumed after a stop longer than its lease must
- * not print a step, an event or write its journal either before it learns that it was
- * replaced. Returns 1 when a waits for the writer (the fence's answer, or a must-write): the
- * writer's done callback resumes drain(), and a goes on from head_state. */
-static int act(gy_service_t *s, const gy_fleet_action_t *a) {
-  if (s->head_state == HEAD_NEW) {
-    if (s->o.fence && mono_ms() - s->fence_ok_ms > s->o.fence_every_ms) {
-      if (gy__svc_fence_submit(s)) return 1;
-      return 0; /* not asked (out of memory): the action is dropped, the next one asks again */
-    }
-    s->head_state = HEAD_FENCED;
-  }
-  int resumed = s->head_state == HEAD_WRITTEN;
-  switch (a->kind) {
-  case GY_FLEET_ACT_ASSIGN:
-    do_assign(s, a);
-    if (a->generation != gy_repair_generation(s->repair))
-      gy__svc_loop_gang_formed(s, a->generation, a->step);
-    break;
-  case GY_FLEET_ACT_GRANT: {
-    Gyro__Grant g = GYRO__GRANT__INIT;
-    g.generation = a->generation;
-    g.horizon = a->step;
-    Gyro__ControllerMsg cm = GYRO__CONTROLLER_MSG__INIT;
-    cm.msg_case = GYRO__CONTROLLER_MSG__MSG_GRANT;
-    cm.grant = &g;
-    send_ctl(s, a->rank, &cm);
-    break;
-  }
-  case GY_FLEET_ACT_DIRECTIVE:
-    /* Write-ahead: a rollback's intent (target, skips, reason) is in the journal before any
-     * rank can act on it, once per directive (a reconnecting rank gets the same one again). */
-    if (a->dir_kind == GY_DIR_ROLLBACK && a->seq > s->journaled_seq) {
-      if (!resumed && gy__svc_journal_must(s, "rollback intent", JOURNAL_INTENT, a->step, 0, a))
-        return 1;
-      s->journaled_seq = a->seq;
-    }
-    do_directive(s, a);
-    break;
-  case GY_FLEET_ACT_EVENT:
-    gy__svc_emit_event(s, a->event_kind, a->step, a->msg);
-    break;
-  case GY_FLEET_ACT_LOST:
-    /* An event says it; the run rolls back when the gang re-forms. With no checkpoint
-     * committed yet there is nothing to roll back to (the run would halt): the gang re-forms
-     * from the workers' steps as the fleet decides, and the run trains on. */
-    if (gy_fleet_ncommitted(s->fleet) || gy_run_state(s->run) == GY_RUN_ROLLBACK) {
-      gy__svc_run_refused(
-          s, "worker lost",
-          gy_run_worker_lost(s->run, gy__svc_now_ms(s), a->rank, "declared lost by the fleet"));
-      gy__svc_run_drain(s);
-    }
-    break;
-  case GY_FLEET_ACT_COMMITTED: { /* clean unless the run's own rule says suspect */
-    if (!resumed) {
-      gy_telemetry_checkpoint(s->o.telemetry, a->step, gy__svc_wall_s(), a->bytes);
-      int clean = 0;
-      gy__svc_run_refused(s, "checkpoint",
-                          gy_run_checkpoint(s->run, gy__svc_now_ms(s), a->step, 1, &clean));
-      int wait = gy__svc_journal_must(s, "checkpoint manifest", JOURNAL_CKPT, a->step,
-                                      (uint64_t)clean, NULL);
-      /* behind the manifest (the writer keeps the order): its evaluation, when it came before
-       * the commit, and the baselines a successor restoring this checkpoint starts from */
-      gy__svc_ckeval_journal(s, a->step);
-      if (s->o.journal) {
-        char what[64];
-        snprintf(what, sizeof(what), "baselines of checkpoint %lld", (long long)a->step);
-        jop_t *op = gy__svc_jop(s, JOP_BASELINES);
-        gy__svc_jop_set(op, a->step, 0, 0, 0, gy_run_save(s->run));
-        gy__svc_journal_best(s, op, what);
-      }
-      if (wait) return 1; /* the run hears of the commit once its manifest is written */
-    }
-    gy__svc_run_drain(s);
-    break;
-  }
-  case GY_FLEET_ACT_ROLLED_BACK:
-    if (gy__svc_loop_rolled_back(s, a->seq, a->step, a->ok, resumed)) return 1;
-    break;
-  case GY_FLEET_ACT_STEP:
-    gy__svc_emit_step(s, a->step);
-    gy__svc_loop_step(s, a->step);
-    break;
-  case GY_FLEET_ACT_CLOSE:
-    if (a->rank >= 0 && a->rank < s->o.world && s->sessions[a->rank]) {
-      gy_rpc_call_t *rpc = s->sessions[a->rank]->rpc;
-      s->sessions[a->rank]->finished = 1;
-      unbind(s, a->rank);
-      gy_rpc_finish(rpc, GY_RPC_ABORTED, "the gang is re-forming: join again");
-    }
-    break;
-  case GY_FLEET_ACT_DONE:
-    if (gy_run_state(s->run) != GY_RUN_DONE) {
-      gy__svc_run_refused(s, "finished", gy_run_finished(s->run, gy__svc_now_ms(s)));
-      gy__svc_run_drain(s);
-    }
-    if (s->o.journal) {
-      jop_t *op = gy__svc_jop(s, JOP_DONE);
-      gy__svc_jop_set(op, s->o.steps, 0, 0, 0, NULL);
-      gy__svc_journal_best(s, op, "done");
-    }
-    if (!s->done_fired) {
-      s->done_fired = 1;
-      if (s->done_cb) s->done_cb(s->done_ud);
-    }
-    break;
-  }
-  return 0;
+/* Ends rank's session (the fleet re-forms the gang: the worker joins again). */
+void gy__svc_io_close(void *ud, int rank, const char *why) {
+  gy_service_t *s = ud;
+  if (rank < 0 || rank >= s->o.world || !s->sessions[rank]) return;
+  gy_rpc_call_t *rpc = s->sessions[rank]->rpc;
+  s->sessions[rank]->finished = 1;
+  unbind(s, rank);
+  gy_rpc_finish(rpc, GY_RPC_ABORTED, why);
 }
 
-/* Carries out the fleet's actions in order until there are none, or until the head waits for
- * the writer (see the invariants). */
+/* Lets the core carry out what the last input led to. */
 void gy__svc_drain(gy_service_t *s) {
-  if (s->draining) return;
-  s->draining = 1;
-  while (!s->waiting) {
-    if (s->ahead >= s->nabuf) { /* the queue is done: the fleet's newer actions */
-      s->ahead = s->nabuf = 0;
-      size_t n;
-      const gy_fleet_action_t *a = gy_fleet_actions(s->fleet, &n);
-      if (!n) break;
-      if (n > s->capabuf) {
-        gy_fleet_action_t *b = realloc(s->abuf, n * sizeof(*b));
-        if (!b) {
-          gy_fleet_actions_clear(s->fleet);
-          gy_log(GY_LOG_ERROR, "controller", "out of memory: %zu actions lost", n);
-          break;
-        }
-        s->abuf = b;
-        s->capabuf = n;
-      }
-      memcpy(s->abuf, a, n * sizeof(*a));
-      gy_fleet_actions_clear(s->fleet);
-      s->nabuf = n;
-      s->head_state = HEAD_NEW;
-    }
-    if (act(s, &s->abuf[s->ahead])) break;
-    s->ahead++;
-    s->head_state = HEAD_NEW;
-  }
-  s->draining = 0;
-  uint64_t dropped = gy_fleet_dropped(s->fleet);
-  if (dropped != s->fleet_dropped) { /* a lost grant or assignment can stall the gang */
-    gy_log(GY_LOG_ERROR, "controller", "out of memory: the fleet dropped %llu actions or events",
-           (unsigned long long)(dropped - s->fleet_dropped));
-    s->fleet_dropped = dropped;
-  }
-  gy__svc_journal_hold(s);
+  gy_core_drain(s->core);
 }
 
 /* ------------------------------------------ Worker ------------------------------------------ */
@@ -355,12 +216,12 @@ void gy__svc_on_join(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t l
   s->joins = j;
   gy_fleet_join_t in;
   gy_wire_join(jr, &in);
-  int rc = gy_fleet_join(s->fleet, gy__svc_now_ms(s), &in, j->handle);
+  int rc = gy_core_join(s->core, &in, j->handle);
   gyro__join_request__free_unpacked(jr, NULL);
   if (rc) {
     s->joins = j->next; /* a refused join is not held: it is still the list head */
     free(j);
-    gy_rpc_reply(call, gy__svc_rpc_status(rc), gy_fleet_errmsg(s->fleet), NULL, 0);
+    gy_rpc_reply(call, gy__svc_rpc_status(rc), gy_core_errmsg(s->core), NULL, 0);
   }
   gy__svc_drain(s);
 }
@@ -392,7 +253,6 @@ static void session_refuse(gy_service_t *s, call_t *c, int status, const char *m
 }
 
 static void session_msg(gy_service_t *s, call_t *c, const Gyro__WorkerMsg *wm) {
-  int64_t now = gy__svc_now_ms(s);
   int rc = 0;
   if (c->rank < 0) {
     if (wm->msg_case != GYRO__WORKER_MSG__MSG_HELLO || !wm->hello) {
@@ -400,9 +260,9 @@ static void session_msg(gy_service_t *s, call_t *c, const Gyro__WorkerMsg *wm) {
       return;
     }
     const Gyro__Hello *h = wm->hello;
-    rc = gy_fleet_hello(s->fleet, now, h->session_id, h->generation, h->rank);
+    rc = gy_core_hello(s->core, h->session_id, h->generation, h->rank);
     if (rc) {
-      session_refuse(s, c, gy__svc_rpc_status(rc), gy_fleet_errmsg(s->fleet), 0);
+      session_refuse(s, c, gy__svc_rpc_status(rc), gy_core_errmsg(s->core), 0);
       return;
     }
     call_t *old = s->sessions[h->rank];
@@ -421,18 +281,22 @@ static void session_msg(gy_service_t *s, call_t *c, const Gyro__WorkerMsg *wm) {
     gy_wire_channels_t chans;
     gy_fleet_report_t in;
     gy_wire_step_report(r, &chans, &in);
-    rc = gy_fleet_report(s->fleet, now, c->rank, &in);
-    if (!rc && c->rank == 0) gy__svc_keep_top(s, r); /* aggregated (drain) after this returns */
+    gy_core_sample_t top[2 * GY_WIRE_TOPK_MAX];
+    size_t ntop = 0, nbottom = 0;
+    if (c->rank == 0) /* only rank 0's samples are kept; at most GY_WIRE_TOPK_MAX of each */
+      gy_wire_samples(r, top, GY_WIRE_TOPK_MAX, &ntop, &nbottom);
+    rc = gy_core_report(s->core, c->rank, &in, top, ntop, top + GY_WIRE_TOPK_MAX, nbottom);
     if (!rc && r->gpu) gy__svc_gpu_report(s, c->rank, r->step, r->gpu);
-    if (!rc) gy_telemetry_report(s->o.telemetry);
     break;
   }
   case GYRO__WORKER_MSG__MSG_HEARTBEAT:
-    rc = gy_fleet_heartbeat(s->fleet, now, c->rank, wm->heartbeat->generation, wm->heartbeat->rank);
+    rc = gy_core_heartbeat(s->core, c->rank, wm->heartbeat->generation, wm->heartbeat->rank);
     break;
   case GYRO__WORKER_MSG__MSG_EVAL: {
     char why[256];
-    if ((rc = gy__svc_eval_msg(s, c->rank, wm->eval, why, sizeof(why)))) {
+    gy_wire_eval_t ev;
+    gy_wire_eval(wm->eval, &ev);
+    if ((rc = gy_core_eval(s->core, c->rank, &ev.in, why, sizeof(why)))) {
       session_refuse(s, c, gy__svc_rpc_status(rc), why, rc != GY_EMISMATCH);
       return;
     }
@@ -440,15 +304,15 @@ static void session_msg(gy_service_t *s, call_t *c, const Gyro__WorkerMsg *wm) {
   }
   case GYRO__WORKER_MSG__MSG_ACK: {
     const Gyro__DirectiveAck *a = wm->ack;
-    rc = gy_fleet_ack(s->fleet, now, c->rank, a->generation, a->seq, a->rank, a->ok, a->error,
-                      a->checkpoint_bytes);
+    rc = gy_core_ack(s->core, c->rank, a->generation, a->seq, a->rank, a->ok, a->error,
+                     a->checkpoint_bytes);
     break;
   }
   default:
     session_refuse(s, c, GY_RPC_INVALID_ARGUMENT, "unexpected session message", 1);
     return;
   }
-  if (rc) session_refuse(s, c, gy__svc_rpc_status(rc), gy_fleet_errmsg(s->fleet), 0);
+  if (rc) session_refuse(s, c, gy__svc_rpc_status(rc), gy_core_errmsg(s->core), 0);
 }
 
 void gy__svc_on_session_message(void *ud, gy_rpc_call_t *call, const uint8_t *msg, size_t len) {
@@ -477,7 +341,7 @@ void gy__svc_on_session_close(void *ud, gy_rpc_call_t *call, int status) {
   if (c->rank >= 0 && s->sessions[c->rank] == c) {
     int rank = c->rank;
     unbind(s, rank);
-    if (!s->shutting_down) gy_fleet_session_closed(s->fleet, gy__svc_now_ms(s), rank);
+    if (!s->shutting_down) gy_core_session_closed(s->core, rank);
   }
   free(c);
   gy__svc_drain(s);

@@ -70,3 +70,38 @@ void gy_wire_join(const Gyro__JoinRequest *jr, gy_fleet_join_t *out) {
                            .steps_done = jr->steps_done,
                            .generation = jr->generation};
 }
+
+void gy_wire_samples(const Gyro__StepReport *r, gy_core_sample_t *out, size_t max, size_t *ntop,
+                     size_t *nbottom) {
+  *ntop = *nbottom = 0;
+  for (size_t i = 0; i < r->n_top && *ntop < max; i++)
+    out[(*ntop)++] = (gy_core_sample_t){r->top[i]->id, r->top[i]->loss, r->top[i]->channel};
+  for (size_t i = 0; i < r->n_bottom && *nbottom < max; i++)
+    out[max + (*nbottom)++] =
+        (gy_core_sample_t){r->bottom[i]->id, r->bottom[i]->loss, r->bottom[i]->channel};
+}
+
+void gy_wire_eval(const Gyro__EvalReport *r, gy_wire_eval_t *out) {
+  size_t n = r->n_sources < GY_FLEET_MAX_CH ? r->n_sources : GY_FLEET_MAX_CH;
+  for (size_t i = 0; i < n; i++) {
+    const Gyro__SourceEval *x = r->sources[i];
+    out->source[i] = x->source;
+    out->loss[i] = x->loss;
+    out->ppl[i] = x->ppl;
+    out->cloze[i] = x->cloze_accuracy;
+    out->tokens[i] = x->tokens;
+    out->items[i] = x->cloze_items;
+  }
+  out->in = (gy_core_eval_in_t){.generation = r->generation,
+                                .rank = r->rank,
+                                .step = r->step,
+                                .has_checkpoint = r->has_checkpoint,
+                                .checkpoint_step = r->checkpoint_step,
+                                .nsources = r->n_sources,
+                                .source = out->source,
+                                .loss = out->loss,
+                                .ppl = out->ppl,
+                                .cloze = out->cloze,
+                                .tokens = out->tokens,
+                                .items = out->items};
+}

@@ -1,0 +1,151 @@
+/* core: the controller's decisions without its I/O — the fleet (controller/fleet.h), the run
+ * state machine (controller/run.h), the repair coordinator between them (controller/repair.h)
+ * and the journal's write-ahead order — driven one input at a time, acting on the world only
+ * through an io table (controller/io.h). The service (controller/service.h) decodes gRPC
+ * messages into these inputs and implements the io with streams, the writer's thread and a
+ * libuv timer; the fixture test (tests/unit/test_core_fixture.c) implements it with a
+ * deterministic stub and scripted workers, no sockets.
+ *
+ * Usage: gy_core_create; gy_core_recover (a journal that holds the run: before any other
+ * input); gy_core_start (the tick); then any input, each followed by gy_core_drain(), which
+ * carries out the fleet's actions in order (a must-write or the fence holds the queue until
+ * gy_core_journaled / gy_core_fenced answers). Errors are negative gy_err_t codes; inputs that
+ * fail say why in gy_core_errmsg(). Everything runs on one thread. */
+#ifndef GY_CONTROLLER_CORE_H
+#define GY_CONTROLLER_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "controller/alert.h"
+#include "controller/fleet.h"
+#include "controller/io.h"
+#include "controller/journal.h"
+#include "controller/repair.h"
+#include "controller/run.h"
+#include "controller/skipset.h"
+#include "controller/telemetry.h"
+#include "policies/policy.h"
+
+typedef struct {
+  int world, tp, window, lost_after_ms;
+  int64_t steps;
+  uint64_t seed;             /* the fleet's session ids */
+  const gy_policy_t *policy; /* copied; NULL: gy_policy_default() */
+  int batch;                 /* train.batch (0: unknown: a step window cannot be skipped) */
+  float base_lr_scale, base_grad_clip, base_eps; /* the factors' bases (0: unknown) */
+  const gy_fleet_skip_t *skip;                   /* data.skip (copied) */
+  int nskip;
+  int journal; /* 1: journal records are written (io->journal) */
+  int fence;   /* 1: every action is fenced (io->fence), at most every fence_every_ms */
+  int fence_every_ms;
+  gy_telemetry_t *telemetry; /* borrowed, may be NULL */
+} gy_core_opts_t;
+
+typedef struct gy_core gy_core_t;
+
+/* A held-out evaluation of one source, and one evaluation (of a checkpoint when kept). */
+#define GY_CORE_CKEVAL_MAX 512 /* checkpoint evaluations kept (the oldest steps go first) */
+typedef struct {
+  char name[GY_FLEET_CH_NAME];
+  double loss, ppl, cloze;
+  uint64_t tokens;
+  uint32_t items;
+} gy_srceval_t;
+typedef struct gy_ckeval {
+  int64_t step;
+  int n;
+  gy_srceval_t src[GY_FLEET_MAX_CH];
+} gy_ckeval_t;
+
+/* An EvalReport's figures (checked by gy_core_eval). */
+typedef struct {
+  uint64_t generation;
+  int rank;
+  int64_t step;
+  int has_checkpoint;
+  int64_t checkpoint_step;
+  size_t nsources;
+  const char *const *source; /* nsources names */
+  const double *loss, *ppl, *cloze;
+  const uint64_t *tokens, *items;
+} gy_core_eval_in_t;
+
+/* Rank 0's top and bottom samples of one step (a StepReport's). */
+typedef struct {
+  uint64_t id;
+  float loss;
+  const char *channel; /* may be NULL */
+} gy_core_sample_t;
+
+/* An operator's Command. */
+typedef struct {
+  int kind; /* gy_fleet_dir_kind_t */
+  gy_fleet_hparams_t hp;
+  int64_t to_step;
+  int newest;                               /* ROLLBACK: to the newest committed checkpoint */
+  const gy_fleet_skip_t *skip, *skip_steps; /* sample id ranges, step ranges */
+  size_t nskip, nskip_steps;
+  const char *reason; /* NULL: "operator rollback" / "operator skip" */
+} gy_core_cmd_t;
+
+/* Creates the core (fleet, run, coordinator) on io (copied; io->ud borrowed). The callee
+ * copies opts. GY_EINVAL with errmsg (bad options, a policy that fails gy_policy_check),
+ * GY_ENOMEM. */
+int gy_core_create(gy_core_t **out, const gy_core_opts_t *opts, const gy_io_t *io, char *errmsg,
+                   size_t errlen);
+void gy_core_destroy(gy_core_t *c); /* NULL is a no-op */
+
+/* What a journal said at load (a restart, or a standby taking over): skips in force, the
+ * committed checkpoints (the gang re-forms from the newest clean one), baselines, the repair
+ * history, generation and directive numbers, the hold; a rollback committed but not confirmed
+ * is completed. An event says so. Before any other input. */
+int gy_core_recover(gy_core_t *c, const gy_journal_state_t *st, const char *prefix, char *errmsg,
+                    size_t errlen);
+/* Starts the liveness tick (io->timer). */
+int gy_core_start(gy_core_t *c, int64_t tick_ms);
+
+/* ---- inputs (follow each with gy_core_drain) ---- */
+int gy_core_join(gy_core_t *c, const gy_fleet_join_t *in, uint64_t handle);
+int gy_core_hello(gy_core_t *c, const char *session_id, uint64_t generation, int rank);
+/* A step report of rank; top/bottom: rank 0's samples (others: none). */
+int gy_core_report(gy_core_t *c, int rank, const gy_fleet_report_t *in, const gy_core_sample_t *top,
+                   size_t ntop, const gy_core_sample_t *bottom, size_t nbottom);
+int gy_core_heartbeat(gy_core_t *c, int rank, uint64_t generation, int claimed_rank);
+int gy_core_ack(gy_core_t *c, int rank, uint64_t generation, uint64_t seq, int claimed_rank, int ok,
+                const char *error, uint64_t checkpoint_bytes);
+/* An EvalReport on rank's session. GY_EMISMATCH (an older generation's: the session ends
+ * quietly), GY_EINVAL (bad figures): why says which. */
+int gy_core_eval(gy_core_t *c, int rank, const gy_core_eval_in_t *e, char *why, size_t len);
+void gy_core_session_closed(gy_core_t *c, int rank);
+void gy_core_tick(gy_core_t *c);
+/* An operator command: *seq and *at as the fleet queued it. Refusals: GY_EINVAL (bad ranges),
+ * GY_ENOTSUP (not now: why), GY_ENOMEM, or the fleet's (why = its message). */
+int gy_core_command(gy_core_t *c, const gy_core_cmd_t *cmd, uint64_t *seq, int64_t *at, char *why,
+                    size_t wlen);
+/* Replaces the repair policy (checked): 0, or GY_EINVAL with gy_core_errmsg. */
+int gy_core_set_policy(gy_core_t *c, const gy_policy_t *p);
+/* Completions of io->journal (records with notify) and io->fence (rc 0: this controller
+ * leads). */
+void gy_core_journaled(gy_core_t *c, const gy_jrec_t *rec, const gy_io_result_t *r);
+void gy_core_fenced(gy_core_t *c, int rc);
+/* Carries out the fleet's (and so the run's and the coordinator's) actions in order, until
+ * there are none or the head waits for the store. */
+void gy_core_drain(gy_core_t *c);
+
+/* ---- state ---- */
+const gy_fleet_t *gy_core_fleet(const gy_core_t *c);
+const gy_run_t *gy_core_run(const gy_core_t *c);
+const gy_repair_t *gy_core_repair(const gy_core_t *c);
+const gy_skipset_t *gy_core_in_force(const gy_core_t *c); /* every id the workers skip */
+int gy_core_waiting(const gy_core_t *c); /* 1: the head action waits for the store */
+int gy_core_recovered_done(const gy_core_t *c);
+/* The kept evaluation of checkpoint step, or NULL. */
+const gy_ckeval_t *gy_core_ckeval(const gy_core_t *c, int64_t step);
+/* e as JSON {"step", "sources": [...]} (new reference; NULL when out of memory). */
+struct json_t *gy_core_ckeval_json(const gy_ckeval_t *e);
+/* Every move of the repair coordinator so far, counted by (from, to): for tests. */
+uint64_t gy_core_repair_moves(const gy_core_t *c, int from, int to);
+const char *gy_core_errmsg(const gy_core_t *c);
+
+#endif

@@ -118,6 +118,11 @@ int gy_rpc_send(gy_rpc_call_t *call, const void *msg, size_t len);
 size_t gy_rpc_send_many(gy_rpc_call_t *const *calls, size_t n, const void *msg, size_t len);
 /* Ends a streaming call with a status (after queued messages); on_close follows. */
 void gy_rpc_finish(gy_rpc_call_t *call, int status, const char *details);
+/* A held unary call whose client goes away (its deadline passed, it cancelled, the connection
+ * dropped) before gy_rpc_reply: cb(ud, call) runs once on the loop thread. The handler still
+ * calls gy_rpc_reply afterwards (nothing is sent; the call is released). */
+void gy_rpc_call_on_cancel(gy_rpc_call_t *call, void (*cb)(void *ud, gy_rpc_call_t *call),
+                           void *ud);
 void gy_rpc_call_set_data(gy_rpc_call_t *call, void *data);
 void *gy_rpc_call_data(const gy_rpc_call_t *call);
 const char *gy_rpc_call_method(const gy_rpc_call_t *call);

@@ -82,6 +82,8 @@ struct gy_rpc_call {
   method_kind_t kind;
   method_t *m;
   void *data;
+  void (*cancel_cb)(void *, gy_rpc_call_t *); /* a held unary call's client went away */
+  void *cancel_ud;
   tag_t t_recv, t_send, t_close, t_status, t_init;
   grpc_byte_buffer *recv_bb;
   grpc_byte_buffer *send_bb; /* in flight */
@@ -429,6 +431,14 @@ static void on_close_tag(gy_rpc_call_t *c) {
     free(q);
   }
   c->q_tail = NULL;
+  if (c->kind == M_UNARY && c->held && !c->status_sent && c->cancel_cb) {
+    void (*cb)(void *, gy_rpc_call_t *) = c->cancel_cb;
+    c->cancel_cb = NULL;
+    c->ops++; /* pinned: the handler's gy_rpc_reply must not free it under dispatch */
+    cb(c->cancel_ud, c);
+    c->ops--;
+    return;
+  }
   if (c->kind == M_STREAM && c->held) {
     /* grpc reports cancelled = 0 only when our status went out without error. */
     int st = c->status_sent && !c->cancelled ? c->fin_status : GY_RPC_CANCELLED;
@@ -728,6 +738,12 @@ void gy_rpc_server_destroy(gy_rpc_server_t *s) {
   free(s->bind);
   free(s);
   grpc_shutdown();
+}
+
+void gy_rpc_call_on_cancel(gy_rpc_call_t *c, void (*cb)(void *ud, gy_rpc_call_t *call), void *ud) {
+  if (!c || c->kind != M_UNARY) return;
+  c->cancel_cb = cb;
+  c->cancel_ud = ud;
 }
 
 void gy_rpc_reply(gy_rpc_call_t *c, int status, const char *details, const void *resp, size_t len) {

@@ -3,10 +3,10 @@
  * core's life (create, recover is in core_journal.c, destroy), the workers' and operator's
  * inputs, and drain(), which carries out the fleet's actions.
  *
- * API, in order: create, destroy, start, join, hello, report, heartbeat, ack, session_closed,
- * tick, command, set_policy, journaled, fenced, drain, and the state accessors.
+ * API, in order: create, destroy, start, join, join_cancel, hello, report, heartbeat, ack,
+ * session_closed, tick, command, set_policy, journaled, fenced, drain, and the state accessors.
  *
- * drain() carries out the fleet's actions: answer held joins (ASSIGN), send grants and
+ * drain() carries out the fleet's actions: answer held joins (ASSIGN, DISMISS), send grants and
  * directives (io->send), emit events and aggregated steps, end sessions (CLOSE), report DONE.
  * The same actions feed the run state machine and the repair coordinator (core_repair.c).
  * Every action is fenced (o.fence).
@@ -136,6 +136,10 @@ static int fleet_refused(gy_core_t *c, int rc) {
 
 int gy_core_join(gy_core_t *c, const gy_fleet_join_t *in, uint64_t handle) {
   return fleet_refused(c, gy_fleet_join(c->fleet, gy__core_now(c), in, handle));
+}
+
+void gy_core_join_cancel(gy_core_t *c, uint64_t handle) {
+  gy_fleet_join_cancel(c->fleet, handle);
 }
 
 int gy_core_hello(gy_core_t *c, const char *session_id, uint64_t generation, int rank) {
@@ -318,6 +322,9 @@ static int act(gy_core_t *c, const gy_fleet_action_t *a) {
     c->io.assign(c->io.ud, a, &c->in_force);
     if (a->generation != gy_repair_generation(c->repair))
       gy__core_gang_formed(c, a->generation, a->step);
+    break;
+  case GY_FLEET_ACT_DISMISS:
+    c->io.dismiss(c->io.ud, a->join_handle, a->msg);
     break;
   case GY_FLEET_ACT_GRANT:
     c->io.send(c->io.ud, a);

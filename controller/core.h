@@ -107,6 +107,8 @@ int gy_core_start(gy_core_t *c, int64_t tick_ms);
 
 /* ---- inputs (follow each with gy_core_drain) ---- */
 int gy_core_join(gy_core_t *c, const gy_fleet_join_t *in, uint64_t handle);
+/* The held join `handle` was given up by its caller: it leaves the forming gang. */
+void gy_core_join_cancel(gy_core_t *c, uint64_t handle);
 int gy_core_hello(gy_core_t *c, const char *session_id, uint64_t generation, int rank);
 /* A step report of rank; top/bottom: rank 0's samples (others: none). */
 int gy_core_report(gy_core_t *c, int rank, const gy_fleet_report_t *in, const gy_core_sample_t *top,

@@ -556,6 +556,7 @@ int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64
                             req->worker_id, req->ordinal, f->o.world);
   if (req->steps_done < 0)
     return gy__fleet_refuse(f, GY_EINVAL, "join: worker %s: negative steps_done", req->worker_id);
+  int superseded = 0;
   switch (f->state) {
   case GY_FLEET_DONE:
     return gy__fleet_refuse(f, GY_ENOTSUP, "join: the run is done");
@@ -588,14 +589,22 @@ int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64
             (long long)f->start_step);
         return 0;
       }
-      return gy__fleet_refuse(f, GY_EBUSY,
-                              "join: worker id %s is already rank %d of generation %llu",
-                              req->worker_id, r, (unsigned long long)f->generation);
+      if (f->state == GY_FLEET_STOPPING)
+        return gy__fleet_refuse(f, GY_ENOTSUP, "join: worker %s: the run is stopping",
+                                req->worker_id);
+      /* The same worker id joins again: its earlier process is gone (it restarted, or its
+       * session is a leftover the controller has not seen end). The rank is lost now, not
+       * after lost_after_ms of silence, and the gang re-forms with the newcomer. */
+      gy__fleet_lose(f, r, "the worker joined again: its earlier process is gone");
+      superseded = 1;
+      break;
     }
+    if (superseded) goto degraded;
     return gy__fleet_refuse(f, GY_ENOTSUP,
                             "join: worker %s: the gang of generation %llu is complete",
                             req->worker_id, (unsigned long long)f->generation);
   case GY_FLEET_DEGRADED:
+  degraded:
     for (int r = 0; r < f->nmembers; r++)
       if (f->members[r].connected) {
         gy_fleet_action_t *a = gy__fleet_push(f, GY_FLEET_ACT_CLOSE);
@@ -606,13 +615,38 @@ int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64
   default:
     break;
   }
+  int same = -1; /* a held join of the same worker id: superseded by this one */
   for (int i = 0; i < f->njoiners; i++) {
     const gy_fleet_member_t *m = &f->joiners[i].m;
-    if (!strcmp(m->worker_id, req->worker_id))
-      return gy__fleet_refuse(f, GY_EBUSY, "join: worker id %s already joined", req->worker_id);
+    if (!strcmp(m->worker_id, req->worker_id)) {
+      same = i;
+      continue;
+    }
     if (req->ordinal >= 0 && m->ordinal == req->ordinal)
       return gy__fleet_refuse(f, GY_EBUSY, "join: worker %s: ordinal %d already taken by %s",
                               req->worker_id, req->ordinal, m->worker_id);
+  }
+  if (same >= 0) {
+    /* The worker's earlier Join is still held here, though its caller gave up on it (its
+     * deadline passed, or its process restarted): the newer one takes its place, and the
+     * earlier call is answered. */
+    joiner_t *j = &f->joiners[same];
+    gy_fleet_action_t *a = gy__fleet_push(f, GY_FLEET_ACT_DISMISS);
+    if (a) {
+      a->join_handle = j->handle;
+      snprintf(a->msg, sizeof(a->msg), "superseded by a newer join of worker %s", req->worker_id);
+    }
+    gy__fleet_copy_str(j->m.host, sizeof(j->m.host), req->host);
+    j->m.ordinal = req->ordinal;
+    j->m.pid = req->pid;
+    j->m.steps_done = req->steps_done;
+    j->handle = join_handle;
+    j->prev_generation = req->generation;
+    gy__fleet_event(f, GY_EVENT_JOIN, req->steps_done,
+                    "worker %s (host %s, pid %d, ordinal %d) joined again: its newer join "
+                    "replaces the held one; %d of %d",
+                    req->worker_id, j->m.host, req->pid, req->ordinal, f->njoiners, f->o.world);
+    return 0;
   }
   /* The members of the gang this join completes, before anything changes: out of memory then
    * refuses the join (the caller answers it; the worker joins again) instead of leaving `world`

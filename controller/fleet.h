@@ -213,6 +213,8 @@ typedef enum {
   GY_FLEET_ACT_COMMITTED,   /* every rank reported the checkpoint of step `step`: committed */
   GY_FLEET_ACT_ROLLED_BACK, /* ROLLBACK seq completed: ok 1, every rank stands at `step`
                                (to_step); ok 0, it failed (see above) */
+  GY_FLEET_ACT_DISMISS,     /* answer held join `join_handle` with a refusal (msg): a newer
+                               join of the same worker id took its place */
 } gy_fleet_act_kind_t;
 
 typedef struct {
@@ -228,7 +230,8 @@ typedef struct {
   gy_fleet_hparams_t hparams;            /* DIRECTIVE (SET_HPARAMS, ROLLBACK) */
   uint64_t event_id;                     /* EVENT */
   gy_event_kind_t event_kind;  /* EVENT: what happened (its wire name: gy_event_kind_name) */
-  char msg[256];               /* EVENT: the text; DIRECTIVE (ROLLBACK): the reason */
+  char msg[256];               /* EVENT: the text; DIRECTIVE (ROLLBACK): the reason; DISMISS:
+                                  why */
   int64_t to_step;             /* DIRECTIVE (ROLLBACK): the checkpoint to restore */
   int nskip;                   /* DIRECTIVE (ROLLBACK): skip ranges */
   const gy_fleet_skip_t *skip; /* DIRECTIVE (ROLLBACK): owned by the fleet; valid until it is
@@ -258,9 +261,13 @@ int gy_fleet_restore(gy_fleet_t *f, const int64_t *committed, int n, uint64_t ge
  * both the fleet's and every joiner's previous generation. Start step: the newest committed
  * checkpoint when there is one (every rank restores it), else the joiners' minimum
  * steps_done. In DEGRADED a join dissolves the old gang (CLOSE for its connected ranks) and
- * starts forming a new one. Refusals: GY_EINVAL (empty worker_id), GY_ERANGE (ordinal),
- * GY_EBUSY (worker id or ordinal already in the forming/current gang), GY_ENOTSUP (gang
- * complete, or the run is DONE). */
+ * starts forming a new one. A worker id that joins again is never refused for it: a held join
+ * of the same id is superseded (DISMISS answers the earlier call; the newer one is held in its
+ * place), and a member of the current gang with the same id (its process restarted) is lost at
+ * once and the gang re-forms (unless the member merely reconnects before its first report: it
+ * gets its assignment again). Refusals: GY_EINVAL (empty worker_id), GY_ERANGE (ordinal),
+ * GY_EBUSY (ordinal taken by another worker), GY_ENOTSUP (gang complete, the run is stopping
+ * or DONE). */
 int gy_fleet_join(gy_fleet_t *f, int64_t now, const gy_fleet_join_t *req, uint64_t join_handle);
 /* The joiner behind join_handle went away before the gang formed (its call was cancelled). */
 void gy_fleet_join_cancel(gy_fleet_t *f, uint64_t join_handle);

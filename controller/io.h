@@ -82,9 +82,12 @@ typedef struct gy_io {
   double (*wall_s)(void *ud);
   /* Workers. send: a GRANT or DIRECTIVE action to its rank's session, or to every connected
    * rank when a->rank is -1. assign: answers the held join a->join_handle with the assignment
-   * (skips: every id skipped in force). close: ends rank's session (it joins again). */
+   * (skips: every id skipped in force). dismiss: answers the held join `handle` with a refusal
+   * (a newer join of the same worker took its place). close: ends rank's session (it joins
+   * again). */
   void (*send)(void *ud, const gy_fleet_action_t *a);
   void (*assign)(void *ud, const gy_fleet_action_t *a, const gy_skipset_t *skips);
+  void (*dismiss)(void *ud, uint64_t handle, const char *why);
   void (*close)(void *ud, int rank, const char *why);
   /* What the controller tells: an event, an aggregated step (the fleet's history has it), a
    * held-out evaluation (checkpoint: of a checkpoint's parameters), an alert (class name), the

@@ -227,6 +227,7 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
                     .wall_s = io_wall,
                     .send = gy__svc_io_send,
                     .assign = gy__svc_io_assign,
+                    .dismiss = gy__svc_io_dismiss,
                     .close = gy__svc_io_close,
                     .event = gy__svc_io_event,
                     .step = gy__svc_io_step,

@@ -148,6 +148,7 @@ void gy__svc_io_eval(void *ud, const gy_ckeval_t *e, int checkpoint);
 void gy__svc_drain(gy_service_t *s);
 void gy__svc_io_send(void *ud, const gy_fleet_action_t *a);
 void gy__svc_io_assign(void *ud, const gy_fleet_action_t *a, const gy_skipset_t *skips);
+void gy__svc_io_dismiss(void *ud, uint64_t handle, const char *why);
 void gy__svc_io_close(void *ud, int rank, const char *why);
 void gy__svc_on_join(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len);
 void gy__svc_open_stream(gy_rpc_call_t *call, int kind);

@@ -2,12 +2,13 @@
  * svc_session: the Worker side of the service (Join, held until the fleet assigns a rank, and
  * the Session streams), and the core's io towards the workers.
  *
- * API, in order: io_send, io_assign, io_close, drain, on_join, open_stream, on_session_open,
- * on_session_message, on_session_close.
+ * API, in order: io_assign, io_dismiss, io_send, io_close, drain, on_join, open_stream,
+ * on_session_open, on_session_message, on_session_close.
  *
  * A handler decodes the message (a decode failure ends the stream as INVALID_ARGUMENT, with an
  * event), feeds the core the input (controller/core.h), then drain() lets the core carry out
- * what follows. The core's actions come back through its io: io_assign answers a held join,
+ * what follows. The core's actions come back through its io: io_assign answers a held join
+ * (io_dismiss refuses one a newer join of the same worker replaced),
  * io_send puts a grant or directive on a session stream (a message for every rank is encoded
  * once and its bytes shared by the streams), io_close ends a session.
  *
@@ -92,6 +93,19 @@ void gy__svc_io_assign(void *ud, const gy_fleet_action_t *a, const gy_skipset_t 
   gy__svc_reply_msg(j->rpc, &as.base);
   free(sk);
   free(skp);
+  free(j);
+}
+
+/* Answers the held join `handle` with a refusal: a newer join of its worker took its place. */
+void gy__svc_io_dismiss(void *ud, uint64_t handle, const char *why) {
+  gy_service_t *s = ud;
+  held_join_t **pp = &s->joins;
+  while (*pp && (*pp)->handle != handle)
+    pp = &(*pp)->next;
+  held_join_t *j = *pp;
+  if (!j) return;
+  *pp = j->next;
+  gy_rpc_reply(j->rpc, GY_RPC_ABORTED, why, NULL, 0);
   free(j);
 }
 
@@ -181,6 +195,22 @@ void gy__svc_drain(gy_service_t *s) {
 
 /* ------------------------------------------ Worker ------------------------------------------ */
 
+/* A held Join's client went away (its deadline passed, its process ended): it no longer counts
+ * towards the gang. */
+static void join_cancelled(void *ud, gy_rpc_call_t *call) {
+  gy_service_t *s = ud;
+  held_join_t **pp = &s->joins;
+  while (*pp && (*pp)->rpc != call)
+    pp = &(*pp)->next;
+  held_join_t *j = *pp;
+  if (!j) return;
+  *pp = j->next;
+  gy_core_join_cancel(s->core, j->handle);
+  free(j);
+  gy_rpc_reply(call, GY_RPC_CANCELLED, "the caller went away", NULL, 0);
+  gy__svc_drain(s);
+}
+
 void gy__svc_on_join(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
   Gyro__JoinRequest *jr = gyro__join_request__unpack(NULL, len, req);
@@ -217,6 +247,7 @@ void gy__svc_on_join(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t l
   gy_fleet_join_t in;
   gy_wire_join(jr, &in);
   int rc = gy_core_join(s->core, &in, j->handle);
+  if (!rc) gy_rpc_call_on_cancel(call, join_cancelled, s);
   gyro__join_request__free_unpacked(jr, NULL);
   if (rc) {
     s->joins = j->next; /* a refused join is not held: it is still the list head */

@@ -476,10 +476,11 @@ static void test_protocol(const char *cfg) {
   CHECK(wait_grant(&s0, 4));
   CHECK(wait_grant(&s1, 4));
 
-  /* a duplicate worker id once the member is in its session: ALREADY_EXISTS */
-  join_t dup = {.id = "w0", .ordinal = -1};
-  join_thread(&dup);
-  CHECK_EQ_INT(dup.status, GY_RPC_ALREADY_EXISTS);
+  /* another worker once the gang is complete: FAILED_PRECONDITION (the same id is not
+   * refused: test_rejoin) */
+  join_t extra = {.id = "w9", .ordinal = -1};
+  join_thread(&extra);
+  CHECK_EQ_INT(extra.status, GY_RPC_FAILED_PRECONDITION);
 
   /* grants follow the slowest rank */
   for (int s = 0; s < 4; s++)
@@ -826,6 +827,68 @@ static void test_lost_and_signal(const char *cfg) {
   CHECK(lost);
 }
 
+/* A worker whose Join ran past its deadline while the controller held it joins again, and is
+ * not refused (the controller heard the call end and let the held join go, or the newer join
+ * superseded it: either way the gang forms); later a worker's process restarts while the controller
+ * still has its session open: the newcomer with its id is not refused either, the rank is lost at
+ * once and the gang re-forms (the old sessions end with ABORTED), generation 2. */
+static void test_rejoin(const char *cfg) {
+  ctl_t c;
+  ctl_start(&c, cfg, "ctl3");
+  char target[64], err[256];
+  snprintf(target, sizeof(target), "127.0.0.1:%d", c.port);
+  REQUIRE(gy_rpc_client_create(&cli, target, err, sizeof(err)) == 0);
+  join_t gone = {.id = "w0", .ordinal = -1};
+  join_thread(&gone); /* held until its client's deadline (5 s) passes */
+  CHECK_EQ_INT(gone.status, GY_RPC_DEADLINE_EXCEEDED);
+  join_t j[2];
+  form_gang(j); /* w0 joins again: the held join is superseded, not a refusal */
+  CHECK_EQ_INT(j[0].as->generation, 1);
+  sess_t s0, s1;
+  sess_open(&s0);
+  sess_open(&s1);
+  hello(&s0, j[0].as, 1);
+  hello(&s1, j[1].as, 1);
+  CHECK(wait_grant(&s0, 4));
+  CHECK(wait_grant(&s1, 4));
+  /* w1's process restarts: its new process joins while the old session is still open */
+  pthread_t t1;
+  join_t again[2] = {{.id = "w0", .ordinal = -1}, {.id = "w1", .ordinal = 1}};
+  REQUIRE(pthread_create(&t1, NULL, join_thread, &again[1]) == 0);
+  for (double t0 = now_s(); now_s() - t0 < 4 && !s1.closed;)
+    next_raw(&s1, 100);
+  CHECK(s1.closed);
+  CHECK_EQ_INT(s1.close_status, GY_RPC_ABORTED);
+  join_thread(&again[0]); /* the survivor joins again: the gang re-forms */
+  pthread_join(t1, NULL);
+  CHECK_EQ_INT(again[0].status, 0);
+  CHECK_EQ_INT(again[1].status, 0);
+  CHECK(again[0].as && again[0].as->generation == 2);
+  CHECK(again[1].as && again[1].as->generation == 2 && again[1].as->rank == 1);
+  kill(c.pid, SIGTERM);
+  int code = ctl_wait(&c, 10);
+  CHECK_EQ_INT(code, 0);
+  if (code < 0) {
+    kill(c.pid, SIGKILL);
+    waitpid(c.pid, NULL, 0);
+  }
+  sess_close(&s0);
+  sess_close(&s1);
+  for (int i = 0; i < 2; i++) {
+    gyro__assignment__free_unpacked(j[i].as, NULL);
+    if (again[i].as) gyro__assignment__free_unpacked(again[i].as, NULL);
+  }
+  gy_rpc_client_destroy(cli);
+  cli = NULL;
+  FILE *f = fopen(c.err, "r");
+  char line[4096];
+  int lost = 0;
+  while (f && fgets(line, sizeof(line), f))
+    lost |= strstr(line, "its earlier process is gone") != NULL;
+  if (f) fclose(f);
+  CHECK(lost);
+}
+
 static void test_bad_config(void) {
   char path[300];
   snprintf(path, sizeof(path), "%s/bad.yaml", tmpdir);
@@ -865,6 +928,7 @@ int main(void) {
   write_file(cfg, text);
   test_protocol(cfg);
   test_lost_and_signal(cfg);
+  test_rejoin(cfg);
   test_bad_config();
   nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
   GY_TEST_END();

@@ -45,6 +45,7 @@ static atomic_int echo_calls;
 static atomic_int srv_open, srv_close, srv_close_ok, srv_close_cancelled, srv_close_other;
 static atomic_int srv_send_after_finish; /* gy_rpc_send after finish returned GY_ECOMM */
 static atomic_int srv_msgs;
+static atomic_int held_cancelled; /* /t.T/Hold: the held call's client went away */
 
 static void echo_cb(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   (void)ud;
@@ -82,6 +83,17 @@ static void later_cb(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t l
   l->t.data = l;
   uv_update_time(&loop); /* the loop's cached time may be old when the call comes in */
   uv_timer_start(&l->t, later_fire, (uint64_t)(uintptr_t)ud, 0);
+}
+
+/* /t.T/Hold: holds the call until its client goes away, then releases it. */
+static void hold_cancelled(void *ud, gy_rpc_call_t *call) {
+  (void)ud;
+  atomic_fetch_add(&held_cancelled, 1);
+  gy_rpc_reply(call, GY_RPC_CANCELLED, "gone", NULL, 0);
+}
+static void hold_cb(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
+  (void)ud, (void)req, (void)len;
+  gy_rpc_call_on_cancel(call, hold_cancelled, NULL);
 }
 
 static void md_cb(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
@@ -270,6 +282,14 @@ static void *driver(void *arg) {
   CHECK_EQ_INT(st, GY_RPC_DEADLINE_EXCEEDED);
   CHECK_MSG(dt < 1.5, "deadline took %.3f s", dt);
 
+  /* A held call whose client's deadline passes: the handler hears of it (once) and releases
+   * the call; the server goes on serving. */
+  rc = gy_rpc_unary(c, "/t.T/Hold", NULL, NULL, "h", 1, 100, &resp, &rlen, &st, err, sizeof(err));
+  CHECK_EQ_INT(st, GY_RPC_DEADLINE_EXCEEDED);
+  for (t0 = now_s(); now_s() - t0 < 10 && !atomic_load(&held_cancelled);)
+    usleep(10000);
+  CHECK_EQ_INT(atomic_load(&held_cancelled), 1);
+
   /* Metadata reaches the handler; its absence is seen too. */
   rc = gy_rpc_unary(c, "/t.T/Md", "authorization", "Bearer s3cret", "", 0, 5000, &resp, &rlen, &st,
                     err, sizeof(err));
@@ -419,6 +439,7 @@ int main(void) {
   REQUIRE(gy_rpc_server_add_unary(server, "/t.T/Later", later_cb, (void *)(uintptr_t)50) == 0);
   REQUIRE(gy_rpc_server_add_unary(server, "/t.T/Slow", later_cb, (void *)(uintptr_t)2000) == 0);
   REQUIRE(gy_rpc_server_add_unary(server, "/t.T/Md", md_cb, NULL) == 0);
+  REQUIRE(gy_rpc_server_add_unary(server, "/t.T/Hold", hold_cb, NULL) == 0);
   CHECK_EQ_INT(gy_rpc_server_add_unary(server, "/t.T/Echo", echo_cb, NULL), GY_EINVAL);
   gy_rpc_stream_cbs_t cbs = {st_open, st_message, st_close};
   REQUIRE(gy_rpc_server_add_stream(server, "/t.T/Chat", &cbs, NULL) == 0);

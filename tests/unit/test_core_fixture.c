@@ -60,6 +60,7 @@ typedef struct {
   int nsteps, done;
   int bad; /* invariant violations seen */
   int64_t mono_reads;
+  int dismissed;
 } fx_t;
 
 static fx_t *g_fx; /* the stub's io->ud */
@@ -137,6 +138,15 @@ static void io_assign(void *ud, const gy_fleet_action_t *a, const gy_skipset_t *
     w->has_dir = 0;
     snprintf(w->session, sizeof(w->session), "%s", a->session_id);
   }
+}
+
+/* A held join was superseded by a newer one of the same worker. */
+static void io_dismiss(void *ud, uint64_t handle, const char *why) {
+  fx_t *f = ud;
+  (void)why;
+  for (int i = 0; i < NW; i++)
+    if (f->w[i].used && f->w[i].handle == handle) f->w[i].handle = 0;
+  f->dismissed++;
 }
 
 /* The session ends: the worker joins again (a process that restarts). */
@@ -222,6 +232,7 @@ static fx_t *fx_new(const gy_core_opts_t *o) {
                 .wall_s = io_wall,
                 .send = io_send,
                 .assign = io_assign,
+                .dismiss = io_dismiss,
                 .close = io_close,
                 .event = io_event,
                 .step = io_step,
@@ -591,6 +602,38 @@ static void test_operator_during_repair(void) {
   fx_free(f);
 }
 
+/* A worker joins again while its first join is held (that call's deadline passed on its
+ * side): the newer join replaces the held one, which is answered. Later the same worker's
+ * process restarts while the controller still sees its session: the newcomer with its id is
+ * not refused; the rank is lost at once and the gang re-forms with it. */
+static void test_rejoin_supersedes(void) {
+  gy_core_opts_t o = default_opts();
+  fx_t *f = fx_new(&o);
+  f->w[1].running = 0;
+  fx_step(f); /* w0 joins (held: the gang needs two) */
+  REQUIRE(f->w[0].handle);
+  uint64_t first = f->w[0].handle;
+  f->w[0].handle = 0; /* its call gave up: it joins again */
+  fx_step(f);
+  CHECK_EQ_INT(f->dismissed, 1);
+  CHECK(f->w[0].handle != first);
+  f->w[1].running = 1;
+  STEP_UNTIL(f, last_step(f) >= 30, 5000);
+  CHECK_EQ_INT(gy_fleet_generation(gy_core_fleet(f->c)), 1);
+  /* w1's process restarts: a new process with the same id and a fresh state */
+  worker_t *w = &f->w[1];
+  w->handle = 0;
+  w->assigned = w->hello = 0;
+  w->has_dir = 0;
+  w->done = 0;
+  STEP_UNTIL(f, gy_fleet_generation(gy_core_fleet(f->c)) == 2 && f->w[1].hello, 5000);
+  CHECK(f->events_by_kind[GY_EVENT_WORKER_LOST] == 1);
+  STEP_UNTIL(f, f->done, 20000);
+  CHECK_EQ_INT(runstate(f), GY_RUN_DONE);
+  collect(f);
+  fx_free(f);
+}
+
 /* The fence: with fencing on every action waits for it when due; a fence that says another
  * controller leads drops the action (nothing reaches the workers). */
 static void test_fence(void) {
@@ -624,6 +667,7 @@ static void test_transitions_covered(void) {
     test_lost_nothing_to_send();
     test_waiting_dropped();
     test_operator_during_repair();
+    test_rejoin_supersedes();
     test_fence();
   }
   static const int unreachable[][2] = {{GY_REPAIR_WAITING, GY_REPAIR_IN_FLIGHT},
@@ -646,6 +690,7 @@ int main(void) {
   RUN(test_lost_nothing_to_send);
   RUN(test_waiting_dropped);
   RUN(test_operator_during_repair);
+  RUN(test_rejoin_supersedes);
   RUN(test_fence);
   RUN(test_transitions_covered);
   GY_TEST_END();

@@ -182,10 +182,18 @@ static void test_join_refusals(void) {
   gy_fleet_t *f = mk(2, 4, 100, 1000);
   CHECK(join(f, "a", 1, 0, 1) == 0);
   gy_fleet_actions_clear(f);
-  CHECK_EQ_INT(join(f, "a", -1, 0, 2), GY_EBUSY);
-  CHECK(has_event(f, GY_EVENT_REFUSED));
-  CHECK(strstr(gy_fleet_errmsg(f), "already joined"));
+  /* the same worker joins again while its first join is held (that call's deadline passed,
+   * or its process restarted): the newer join takes the place of the held one, which is
+   * answered (DISMISS) */
+  CHECK_EQ_INT(join(f, "a", 1, 0, 2), 0);
+  const gy_fleet_action_t *dm = find(f, GY_FLEET_ACT_DISMISS, 0);
+  REQUIRE(dm);
+  CHECK_EQ_INT(dm->join_handle, 1);
+  CHECK(strstr(dm->msg, "superseded") != NULL);
+  CHECK_EQ_INT(gy_fleet_forming(f), 1);
+  gy_fleet_actions_clear(f);
   CHECK_EQ_INT(join(f, "b", 1, 0, 3), GY_EBUSY);  /* ordinal taken */
+  CHECK(has_event(f, GY_EVENT_REFUSED));
   CHECK_EQ_INT(join(f, "b", 2, 0, 3), GY_ERANGE); /* ordinal outside the world */
   CHECK_EQ_INT(join(f, "b", -2, 0, 3), GY_ERANGE);
   CHECK_EQ_INT(join(f, "", -1, 0, 3), GY_EINVAL);
@@ -215,11 +223,24 @@ static void test_join_refusals(void) {
     }
   CHECK_EQ_INT(assigned, 1);
   CHECK_EQ_INT(ma->pid, 105);
-  /* once it said Hello it is in the gang: a second process with its id is refused */
+  /* once it said Hello it is in the gang; another worker is refused (the gang is complete),
+   * but a new process with its id means the earlier one is gone: that rank is lost at once
+   * and the gang re-forms with the newcomer */
   CHECK(gy_fleet_hello(f, now_ms, sess, gy_fleet_generation(f), ma->rank) == 0);
-  CHECK_EQ_INT(join(f, "a", -1, 0, 7), GY_EBUSY);   /* already in the current gang */
   CHECK_EQ_INT(join(f, "c", -1, 0, 6), GY_ENOTSUP); /* gang complete */
+  uint64_t gen = gy_fleet_generation(f);
+  int rank_a = ma->rank;
+  gy_fleet_actions_clear(f);
+  CHECK_EQ_INT(join(f, "a", -1, 0, 7), 0);
+  const gy_fleet_action_t *lost = find(f, GY_FLEET_ACT_LOST, 0);
+  REQUIRE(lost);
+  CHECK_EQ_INT(lost->rank, rank_a);
+  CHECK(has_event(f, GY_EVENT_WORKER_LOST));
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_INIT);
+  CHECK_EQ_INT(gy_fleet_forming(f), 1);
+  CHECK_EQ_INT(join(f, "b", -1, 0, 8), 0);
   CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
+  CHECK(gy_fleet_generation(f) > gen);
   gy_fleet_destroy(f);
 }
 

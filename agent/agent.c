@@ -27,6 +27,8 @@
  * the new timeline once every rank has acked). A pending directive owns its skip ranges and
  * reason; once acked they are kept ("retired") until the next wait_grant, so the trainer can
  * still read them after the ack.
+ *
+ * Every message is encoded and decoded by wire/agent_wire.c; this file sees bytes only.
  */
 #include "agent/agent.h"
 
@@ -45,7 +47,7 @@
 #include "common/log.h"
 #include "common/rpc.h"
 #include "proto/contract.h"
-#include "proto/gyro.pb-c.h"
+#include "wire/agent_wire.h"
 
 #define MAX_PENDING 32   /* directives received but not applied yet */
 #define APPLIED_RING 256 /* seqs remembered as applied in this session */
@@ -170,37 +172,26 @@ static void rotate(gy_agent_t *a, int idx) {
   pthread_mutex_unlock(&a->mu);
 }
 
-/* One unary call of a protobuf message on the current controller. Returns gy_rpc_unary's code;
- * *status is the gRPC status (GY_RPC_UNAVAILABLE also for local failures to pack). */
-static int unary(gy_agent_t *a, const char *method, const ProtobufCMessage *req, int timeout_ms,
+/* One unary call of an encoded request (buf, len: borrowed) on the current controller. Returns
+ * gy_rpc_unary's code; *status is the gRPC status. */
+static int unary(gy_agent_t *a, const char *method, const uint8_t *buf, size_t len, int timeout_ms,
                  void **resp, size_t *rlen, int *status, char *err, size_t errlen) {
-  size_t len = protobuf_c_message_get_packed_size(req);
-  uint8_t *buf = malloc(len ? len : 1);
   *resp = NULL;
   *rlen = 0;
-  if (!buf) {
-    *status = GY_RPC_RESOURCE_EXHAUSTED;
-    snprintf(err, errlen, "out of memory");
-    return GY_ENOMEM;
-  }
-  protobuf_c_message_pack(req, buf);
   int idx;
   gy_rpc_client_t *c = current_client(a, &idx);
   *status = GY_RPC_OK;
   err[0] = '\0';
   int rc =
       gy_rpc_unary(c, method, NULL, NULL, buf, len, timeout_ms, resp, rlen, status, err, errlen);
-  free(buf);
   if (rc && *status == GY_RPC_UNAVAILABLE) rotate(a, idx);
   return rc;
 }
 
-/* Packs and queues one WorkerMsg on the session stream. GY_ECOMM when no session is up. */
-static int send_msg(gy_agent_t *a, const Gyro__WorkerMsg *m) {
-  size_t len = gyro__worker_msg__get_packed_size(m);
-  uint8_t *buf = malloc(len ? len : 1);
-  if (!buf) return GY_ENOMEM;
-  gyro__worker_msg__pack(m, buf);
+/* Queues one encoded WorkerMsg on the session stream and frees buf; enc is the encoder's return
+ * code (not 0: nothing to send, enc is returned). GY_ECOMM when no session is up. */
+static int send_msg(gy_agent_t *a, int enc, uint8_t *buf, size_t len) {
+  if (enc) return enc;
   int rc = GY_ECOMM;
   pthread_mutex_lock(&a->send_mu);
   if (a->stream) rc = gy_rpc_cstream_send(a->stream, buf, len);
@@ -274,33 +265,14 @@ static void mark_applied(gy_agent_t *a, uint64_t seq) {
 
 /* ------------------------------------- stream callbacks --------------------------------- */
 
-static void decode_hparams(const Gyro__HParams *h, gy_agent_hparams_t *o) {
-  memset(o, 0, sizeof(*o));
-  if (!h) return;
-  o->present = h->present;
-  o->lr_scale = h->lr_scale;
-  o->grad_clip = h->grad_clip;
-  o->eps = h->eps;
-  o->weight_decay = h->weight_decay;
-  o->shallow_scale = h->shallow_scale;
-  o->shallow_layers = h->shallow_layers;
-  o->z_loss = h->z_loss;
-  o->beta1 = h->beta1;
-  o->beta2 = h->beta2;
-  o->wsd_decay_now = h->wsd_decay_now != 0;
-}
-
-/* Copies d into a new pending entry p (mu held). GY_ENOMEM leaves p empty. */
-static int pending_fill(pending_t *p, const Gyro__Directive *d, uint64_t grants) {
+/* Copies d (a decoded directive) into a new pending entry p (mu held). GY_ENOMEM leaves p
+ * empty. */
+static int pending_fill(pending_t *p, const gy_agent_directive_t *d, uint64_t grants) {
   memset(p, 0, sizeof(*p));
-  if (d->kind == GYRO__DIRECTIVE__KIND__ROLLBACK) {
-    if (d->n_skip) {
-      if (d->n_skip > INT32_MAX || !(p->skip = calloc(d->n_skip, sizeof(*p->skip))))
-        return GY_ENOMEM;
-      for (size_t i = 0; i < d->n_skip; i++) {
-        p->skip[i].first = d->skip[i] ? d->skip[i]->first : 0;
-        p->skip[i].last = d->skip[i] ? d->skip[i]->last : 0;
-      }
+  if (d->kind == GY_DIRECTIVE_ROLLBACK) {
+    if (d->nskip) {
+      if (!(p->skip = calloc((size_t)d->nskip, sizeof(*p->skip)))) return GY_ENOMEM;
+      memcpy(p->skip, d->skip, (size_t)d->nskip * sizeof(*p->skip));
     }
     if (d->reason && d->reason[0] && !(p->reason = strdup(d->reason))) {
       pending_free(p);
@@ -308,13 +280,13 @@ static int pending_fill(pending_t *p, const Gyro__Directive *d, uint64_t grants)
     }
     p->d.to_step = d->to_step;
     p->d.skip = p->skip;
-    p->d.nskip = (int)d->n_skip;
+    p->d.nskip = d->nskip;
   }
   p->d.reason = p->reason ? p->reason : "";
   p->d.seq = d->seq;
   p->d.at_step = d->at_step;
-  p->d.kind = (gy_directive_kind_t)d->kind;
-  decode_hparams(d->hparams, &p->d.hparams);
+  p->d.kind = d->kind;
+  p->d.hparams = d->hparams;
   p->grants_at = grants;
   return 0;
 }
@@ -322,31 +294,36 @@ static int pending_fill(pending_t *p, const Gyro__Directive *d, uint64_t grants)
 /* Client CQ thread: a ControllerMsg arrived. */
 static void on_message(void *ud, const uint8_t *msg, size_t len) {
   gy_agent_t *a = ud;
-  Gyro__ControllerMsg *m = gyro__controller_msg__unpack(NULL, len, msg);
-  if (!m) {
-    gy_log(GY_LOG_WARN, "agent", "malformed message from the controller (%zu bytes) ignored", len);
+  gy_wire_agent_ctl_t m;
+  int drc = gy_wire_agent_ctl_decode(msg, len, &m);
+  if (drc) {
+    if (drc == GY_EPROTO)
+      gy_log(GY_LOG_WARN, "agent", "malformed message from the controller (%zu bytes) ignored",
+             len);
+    else
+      gy_log(GY_LOG_ERROR, "agent", "out of memory: message from the controller dropped");
     return;
   }
   pthread_mutex_lock(&a->mu);
   uint64_t gen = a->asg.generation;
-  if (m->msg_case == GYRO__CONTROLLER_MSG__MSG_GRANT && m->grant) {
-    if (m->grant->generation == gen) {
-      a->horizon = m->grant->horizon;
+  if (m.kind == GY_WIRE_AGENT_CTL_GRANT) {
+    if (m.generation == gen) {
+      a->horizon = m.horizon;
       a->grants++;
       pthread_cond_broadcast(&a->cv);
     } else {
       gy_log(GY_LOG_WARN, "agent", "grant of generation %" PRIu64 " ignored (mine is %" PRIu64 ")",
-             m->grant->generation, gen);
+             m.generation, gen);
     }
-  } else if (m->msg_case == GYRO__CONTROLLER_MSG__MSG_DIRECTIVE && m->directive) {
-    const Gyro__Directive *d = m->directive;
+  } else if (m.kind == GY_WIRE_AGENT_CTL_DIRECTIVE) {
+    const gy_agent_directive_t *d = &m.dir;
     int dup = seq_applied(a, d->seq);
     for (int i = 0; i < a->npending && !dup; i++)
       dup = a->pending[i].d.seq == d->seq;
-    if (d->generation != gen) {
+    if (m.generation != gen) {
       gy_log(GY_LOG_WARN, "agent",
              "directive seq %" PRIu64 " of generation %" PRIu64 " ignored (mine is %" PRIu64 ")",
-             d->seq, d->generation, gen);
+             d->seq, m.generation, gen);
     } else if (dup) {
       gy_log(GY_LOG_INFO, "agent", "directive seq %" PRIu64 " already seen: ignored", d->seq);
     } else if ((int)d->kind < GY_DIRECTIVE_PAUSE || (int)d->kind > GY_DIRECTIVE_ROLLBACK) {
@@ -363,7 +340,7 @@ static void on_message(void *ud, const uint8_t *msg, size_t len) {
     }
   }
   pthread_mutex_unlock(&a->mu);
-  gyro__controller_msg__free_unpacked(m, NULL);
+  gy_wire_agent_ctl_free(&m);
 }
 
 /* Client CQ thread: the session ended (controller gone, or it refused the session). */
@@ -387,15 +364,14 @@ static void *heartbeat_main(void *arg) {
     int period = a->joined && a->asg.heartbeat_ms > 0 ? a->asg.heartbeat_ms : a->hb_default_ms;
     double due = a->last_send + period / 1000.0, t = now_s();
     if (a->connected && t >= due) {
-      Gyro__Heartbeat hb = GYRO__HEARTBEAT__INIT;
-      hb.generation = a->asg.generation;
-      hb.rank = a->asg.rank;
-      hb.steps_done = a->steps_done;
+      uint64_t hb_gen = a->asg.generation;
+      int hb_rank = a->asg.rank;
+      int64_t hb_done = a->steps_done;
       pthread_mutex_unlock(&a->mu);
-      Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
-      m.msg_case = GYRO__WORKER_MSG__MSG_HEARTBEAT;
-      m.heartbeat = &hb;
-      if (send_msg(a, &m)) {
+      uint8_t *buf;
+      size_t len;
+      int enc = gy_wire_agent_heartbeat_encode(hb_gen, hb_rank, hb_done, &buf, &len);
+      if (send_msg(a, enc, buf, len)) {
         /* the session is going down; on_close follows and wait_grant reconnects */
         pthread_mutex_lock(&a->mu);
         a->last_send = now_s();
@@ -439,10 +415,9 @@ static int store_set(gy_store_t *s, const char *key, const void *val, size_t len
     gy_log(GY_LOG_ERROR, "agent", "store: refused key '%s'", key ? key : "(null)");
     return GY_EINVAL;
   }
-  Gyro__StoreSetRequest req = GYRO__STORE_SET_REQUEST__INIT;
-  req.key = (char *)key;
-  req.value.data = (uint8_t *)val;
-  req.value.len = len;
+  uint8_t *req;
+  size_t req_len;
+  if (gy_wire_agent_store_set_encode(key, val, len, &req, &req_len)) return GY_ENOMEM;
   double deadline = now_s() + a->rpc_timeout_ms / 1000.0;
   int backoff = BACKOFF_MIN_MS;
   for (;;) {
@@ -453,14 +428,19 @@ static int store_set(gy_store_t *s, const char *key, const void *val, size_t len
     int left = (int)((deadline - now_s()) * 1000);
     if (left <= 0) {
       gy_log(GY_LOG_ERROR, "agent", "store: set '%s': controller unreachable", key);
+      free(req);
       return GY_ETIMEDOUT;
     }
-    int rc =
-        unary(a, GY_METHOD_WORKER_STORE_SET, &req.base, left, &resp, &rlen, &status, err, sizeof(err));
+    int rc = unary(a, GY_METHOD_WORKER_STORE_SET, req, req_len, left, &resp, &rlen, &status, err,
+                   sizeof(err));
     free(resp);
-    if (rc == 0) return 0;
+    if (rc == 0) {
+      free(req);
+      return 0;
+    }
     if (!transient(status)) {
       gy_log(GY_LOG_ERROR, "agent", "store: set '%s' refused (status %d): %s", key, status, err);
+      free(req);
       return status == GY_RPC_INVALID_ARGUMENT ? GY_EINVAL : GY_ECOMM;
     }
     sleep_ms(a, backoff);
@@ -477,38 +457,30 @@ static int store_get(gy_store_t *s, const char *key, void **val, size_t *len, in
     gy_log(GY_LOG_ERROR, "agent", "store: refused key '%s'", key ? key : "(null)");
     return GY_EINVAL;
   }
-  Gyro__StoreGetRequest req = GYRO__STORE_GET_REQUEST__INIT;
-  req.key = (char *)key;
   double deadline = now_s() + (timeout_ms > 0 ? timeout_ms : 0) / 1000.0;
   int backoff = BACKOFF_MIN_MS;
   for (;;) {
     int left = timeout_ms < 0 ? STORE_CHUNK_MS : (int)((deadline - now_s()) * 1000);
     if (left < 0) left = 0;
-    req.timeout_ms = left > STORE_CHUNK_MS ? STORE_CHUNK_MS : left;
+    int req_timeout = left > STORE_CHUNK_MS ? STORE_CHUNK_MS : left;
     void *resp;
     size_t rlen;
     int status;
     char err[256];
-    /* the controller holds the call up to req.timeout_ms; give the answer time to arrive */
+    uint8_t *req;
+    size_t req_len;
+    if (gy_wire_agent_store_get_encode(key, req_timeout, &req, &req_len)) return GY_ENOMEM;
+    /* the controller holds the call up to req_timeout; give the answer time to arrive */
     double t0 = now_s();
-    int rc = unary(a, GY_METHOD_WORKER_STORE_GET, &req.base, req.timeout_ms + a->rpc_timeout_ms, &resp,
-                   &rlen, &status, err, sizeof(err));
+    int rc = unary(a, GY_METHOD_WORKER_STORE_GET, req, req_len, req_timeout + a->rpc_timeout_ms,
+                   &resp, &rlen, &status, err, sizeof(err));
+    free(req);
     if (rc == 0) {
-      Gyro__StoreValue *v = gyro__store_value__unpack(NULL, rlen, resp);
+      rc = gy_wire_agent_store_value_decode(resp, rlen, val, len);
       free(resp);
-      if (!v) {
+      if (rc == GY_EPROTO)
         gy_log(GY_LOG_ERROR, "agent", "store: malformed value of '%s' from the controller", key);
-        return GY_EPROTO;
-      }
-      *val = malloc(v->value.len ? v->value.len : 1);
-      if (!*val) {
-        gyro__store_value__free_unpacked(v, NULL);
-        return GY_ENOMEM;
-      }
-      memcpy(*val, v->value.data, v->value.len);
-      *len = v->value.len;
-      gyro__store_value__free_unpacked(v, NULL);
-      return 0;
+      return rc;
     }
     free(resp);
     int missing = status == GY_RPC_DEADLINE_EXCEEDED || status == GY_RPC_NOT_FOUND;
@@ -520,7 +492,7 @@ static int store_get(gy_store_t *s, const char *key, void **val, size_t *len, in
     if (a->interrupted) return GY_ETIMEDOUT;
     /* The controller is away, or answered "missing" without holding the call: wait a little
      * (not past the caller's deadline) rather than ask again at once. */
-    if (!missing || (now_s() - t0) * 1000 < req.timeout_ms / 2) {
+    if (!missing || (now_s() - t0) * 1000 < req_timeout / 2) {
       int ms = backoff;
       if (timeout_ms >= 0) {
         int rest = (int)((deadline - now_s()) * 1000) + 1;
@@ -558,19 +530,19 @@ static char *dup_str(const char *s) {
 }
 
 /* An assignment's skip ranges: at most 1 << 20, each first < last. */
-static int skips_ok(const Gyro__Assignment *m) {
-  if (m->n_skip > (1u << 20)) return 0;
-  for (size_t i = 0; i < m->n_skip; i++)
-    if (!m->skip[i] || m->skip[i]->first >= m->skip[i]->last) return 0;
+static int skips_ok(const gy_agent_assignment_t *m) {
+  if (m->nskip > (1 << 20)) return 0;
+  for (int i = 0; i < m->nskip; i++)
+    if (m->skip[2 * i] >= m->skip[2 * i + 1]) return 0;
   return 1;
 }
 
-/* Installs an Assignment (mu not held; decoded and validated by the caller). */
-static int install(gy_agent_t *a, const Gyro__Assignment *m, int64_t steps_done) {
+/* Installs an Assignment (mu not held; decoded and validated by the caller, which keeps m). */
+static int install(gy_agent_t *a, const gy_agent_assignment_t *m, int64_t steps_done) {
   char *yaml = dup_str(m->config_yaml), *dir = dup_str(m->config_dir);
   char *prefix = dup_str(m->rdzv_prefix), *sess = dup_str(m->session_id);
-  uint64_t *skip = m->n_skip ? malloc(m->n_skip * 2 * sizeof(*skip)) : NULL;
-  if (!yaml || !dir || !prefix || !sess || (m->n_skip && !skip)) {
+  uint64_t *skip = m->nskip ? malloc((size_t)m->nskip * 2 * sizeof(*skip)) : NULL;
+  if (!yaml || !dir || !prefix || !sess || (m->nskip && !skip)) {
     free(yaml);
     free(dir);
     free(prefix);
@@ -578,15 +550,12 @@ static int install(gy_agent_t *a, const Gyro__Assignment *m, int64_t steps_done)
     free(skip);
     return GY_ENOMEM;
   }
-  for (size_t i = 0; i < m->n_skip; i++) {
-    skip[2 * i] = m->skip[i]->first;
-    skip[2 * i + 1] = m->skip[i]->last;
-  }
+  if (m->nskip) memcpy(skip, m->skip, (size_t)m->nskip * 2 * sizeof(*skip));
   pthread_mutex_lock(&a->mu);
   free(a->asg_skip);
   a->asg_skip = skip;
   a->asg.skip = skip;
-  a->asg.nskip = (int)m->n_skip;
+  a->asg.nskip = m->nskip;
   free(a->asg_yaml);
   free(a->asg_dir);
   free(a->asg_prefix);
@@ -618,17 +587,31 @@ static int install(gy_agent_t *a, const Gyro__Assignment *m, int64_t steps_done)
   return 0;
 }
 
+static int join_loop(gy_agent_t *a, const uint8_t *req, size_t req_len, int timeout_ms);
+
 /* Join with back-off. steps_done/prev_gen: what this worker reports. On success the new
  * assignment is installed with steps_done = its start_step. */
 static int do_join(gy_agent_t *a, int64_t steps_done, uint64_t prev_gen, int timeout_ms) {
-  Gyro__JoinRequest req = GYRO__JOIN_REQUEST__INIT;
-  req.worker_id = a->worker_id;
-  req.ordinal = a->ordinal;
-  req.join_token = a->join_token;
-  req.host = a->host;
-  req.pid = (int32_t)getpid();
-  req.steps_done = steps_done;
-  req.generation = prev_gen;
+  gy_wire_agent_join_t jr = {.worker_id = a->worker_id,
+                             .ordinal = a->ordinal,
+                             .join_token = a->join_token,
+                             .host = a->host,
+                             .pid = (int32_t)getpid(),
+                             .steps_done = steps_done,
+                             .generation = prev_gen};
+  uint8_t *req;
+  size_t req_len;
+  if (gy_wire_agent_join_encode(&jr, &req, &req_len)) {
+    set_err(a, "out of memory");
+    return GY_ENOMEM;
+  }
+  int rc = join_loop(a, req, req_len, timeout_ms);
+  free(req);
+  return rc;
+}
+
+/* do_join's attempts with the encoded request (borrowed). */
+static int join_loop(gy_agent_t *a, const uint8_t *req, size_t req_len, int timeout_ms) {
   double deadline = timeout_ms < 0 ? 0 : now_s() + timeout_ms / 1000.0;
   int backoff = BACKOFF_MIN_MS, attempts = 0;
   for (;;) {
@@ -645,25 +628,25 @@ static int do_join(gy_agent_t *a, int64_t steps_done, uint64_t prev_gen, int tim
     size_t rlen;
     int status;
     char err[256];
-    int rc =
-        unary(a, GY_METHOD_WORKER_JOIN, &req.base, left, &resp, &rlen, &status, err, sizeof(err));
+    int rc = unary(a, GY_METHOD_WORKER_JOIN, req, req_len, left, &resp, &rlen, &status, err,
+                   sizeof(err));
     attempts++;
     if (rc == 0) {
-      Gyro__Assignment *m = gyro__assignment__unpack(NULL, rlen, resp);
+      gy_wire_agent_assignment_t dec;
+      rc = gy_wire_agent_assignment_decode(resp, rlen, &dec);
       free(resp);
-      if (!m) {
-        set_err(a, "malformed assignment from the controller");
-        return GY_EPROTO;
+      if (rc) {
+        set_err(a, rc == GY_EPROTO ? "malformed assignment from the controller" : "out of memory");
+        return rc;
       }
+      const gy_agent_assignment_t *m = &dec.asg;
       if (m->world < 1 || m->tp < 1 || m->world % m->tp || m->rank < 0 || m->rank >= m->world ||
-          m->start_step < 0 || !m->config_yaml || !m->config_yaml[0] || !m->rdzv_prefix ||
-          !m->rdzv_prefix[0] || !skips_ok(m)) {
+          m->start_step < 0 || !m->config_yaml[0] || !m->rdzv_prefix[0] || !skips_ok(m)) {
         set_err(a,
                 "invalid assignment from the controller: rank %d world %d tp %d start step %" PRId64
                 "%s",
-                m->rank, m->world, m->tp, m->start_step,
-                m->config_yaml && m->config_yaml[0] ? "" : ", no config");
-        gyro__assignment__free_unpacked(m, NULL);
+                m->rank, m->world, m->tp, m->start_step, m->config_yaml[0] ? "" : ", no config");
+        gy_wire_agent_assignment_free(&dec);
         return GY_EPROTO;
       }
       rc = install(a, m, m->start_step);
@@ -671,7 +654,7 @@ static int do_join(gy_agent_t *a, int64_t steps_done, uint64_t prev_gen, int tim
              "joined generation %" PRIu64 " as rank %d of %d (tp %d), "
              "start step %" PRId64,
              m->generation, m->rank, m->world, m->tp, m->start_step);
-      gyro__assignment__free_unpacked(m, NULL);
+      gy_wire_agent_assignment_free(&dec);
       a->errmsg[0] = '\0';
       return rc;
     }
@@ -718,17 +701,13 @@ static int open_session(gy_agent_t *a) {
   a->stream = s;
   pthread_mutex_unlock(&a->send_mu);
   a->session_at = now_s();
-  Gyro__Hello hello = GYRO__HELLO__INIT;
+  uint8_t *buf;
+  size_t len;
   pthread_mutex_lock(&a->mu);
-  hello.session_id = a->asg_session;
-  hello.generation = a->asg.generation;
-  hello.rank = a->asg.rank;
+  /* the session id stays valid: only this thread installs assignments */
+  int enc = gy_wire_agent_hello_encode(a->asg_session, a->asg.generation, a->asg.rank, &buf, &len);
   pthread_mutex_unlock(&a->mu);
-  Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
-  m.msg_case = GYRO__WORKER_MSG__MSG_HELLO;
-  m.hello = &hello;
-  /* the strings stay valid: only this thread installs assignments */
-  rc = send_msg(a, &m);
+  rc = send_msg(a, enc, buf, len);
   if (rc) gy_log(GY_LOG_WARN, "agent", "hello not sent: the session closed at once");
   return 0;
 }
@@ -973,90 +952,19 @@ int gy_agent_report(gy_agent_t *a, const gy_agent_report_t *rep) {
       rep->ntop > 1024 || (rep->nchannels && !rep->channels) || (rep->ntop && !rep->top) ||
       rep->nbottom < 0 || rep->nbottom > 1024 || (rep->nbottom && !rep->bottom))
     return GY_EINVAL;
-  Gyro__ChannelStat cs[rep->nchannels > 0 ? rep->nchannels : 1];
-  Gyro__ChannelStat *csp[rep->nchannels > 0 ? rep->nchannels : 1];
-  Gyro__SampleLoss sl[rep->ntop > 0 ? rep->ntop : 1];
-  Gyro__SampleLoss *slp[rep->ntop > 0 ? rep->ntop : 1];
-  Gyro__SampleLoss bl[rep->nbottom > 0 ? rep->nbottom : 1];
-  Gyro__SampleLoss *blp[rep->nbottom > 0 ? rep->nbottom : 1];
-  Gyro__StepReport r = GYRO__STEP_REPORT__INIT;
   pthread_mutex_lock(&a->mu);
   if (!a->joined) {
     pthread_mutex_unlock(&a->mu);
     return GY_EINVAL;
   }
-  r.generation = a->asg.generation;
-  r.rank = a->asg.rank;
+  uint64_t gen = a->asg.generation;
+  int rank = a->asg.rank;
   a->steps_done = rep->step + 1;
   pthread_mutex_unlock(&a->mu);
-  r.step = rep->step;
-  r.loss = rep->loss;
-  for (int i = 0; i < rep->nchannels; i++) {
-    gyro__channel_stat__init(&cs[i]);
-    cs[i].name = (char *)(rep->channels[i].name ? rep->channels[i].name : "");
-    cs[i].loss_sum = rep->channels[i].loss_sum;
-    cs[i].tokens = rep->channels[i].tokens;
-    csp[i] = &cs[i];
-  }
-  r.n_channels = (size_t)rep->nchannels;
-  r.channels = csp;
-  r.grad_norm = rep->grad_norm;
-  r.grad_norm_shallow = rep->grad_norm_shallow;
-  r.grad_norm_deep = rep->grad_norm_deep;
-  r.update_ratio = rep->update_ratio;
-  r.lr = rep->lr;
-  r.nonfinite = rep->nonfinite != 0;
-  r.step_ms = rep->step_ms;
-  r.tokens_per_s = rep->tokens_per_s;
-  for (int i = 0; i < rep->ntop; i++) {
-    gyro__sample_loss__init(&sl[i]);
-    sl[i].id = rep->top[i].id;
-    sl[i].channel = (char *)(rep->top[i].channel ? rep->top[i].channel : "");
-    sl[i].loss = rep->top[i].loss;
-    slp[i] = &sl[i];
-  }
-  r.n_top = (size_t)rep->ntop;
-  r.top = slp;
-  for (int i = 0; i < rep->nbottom; i++) {
-    gyro__sample_loss__init(&bl[i]);
-    bl[i].id = rep->bottom[i].id;
-    bl[i].channel = (char *)(rep->bottom[i].channel ? rep->bottom[i].channel : "");
-    bl[i].loss = rep->bottom[i].loss;
-    blp[i] = &bl[i];
-  }
-  r.n_bottom = (size_t)rep->nbottom;
-  r.bottom = blp;
-  Gyro__GpuHealth gh = GYRO__GPU_HEALTH__INIT;
-  if (rep->gpu) {
-    const gy_agent_gpu_t *g = rep->gpu;
-    gh.index = g->index;
-    gh.name = (char *)(g->name ? g->name : "");
-    gh.has_temp = g->has_temp != 0;
-    gh.temp_c = g->temp_c;
-    gh.has_mem = g->has_mem != 0;
-    gh.mem_used_bytes = g->mem_used_bytes;
-    gh.mem_total_bytes = g->mem_total_bytes;
-    gh.has_util = g->has_util != 0;
-    gh.util_gpu_pct = g->util_gpu_pct;
-    gh.util_mem_pct = g->util_mem_pct;
-    gh.has_sm_clock = g->has_sm_clock != 0;
-    gh.sm_clock_mhz = g->sm_clock_mhz;
-    gh.has_throttle = g->has_throttle != 0;
-    gh.throttle_reasons = g->throttle_reasons;
-    gh.has_ecc = g->has_ecc != 0;
-    gh.ecc_uncorrected = g->ecc_uncorrected;
-    gh.has_xid = g->has_xid != 0;
-    gh.xid_count = g->xid_count;
-    gh.last_xid = g->last_xid;
-    r.gpu = &gh;
-  }
-  r.has_checkpoint = rep->has_checkpoint != 0;
-  r.checkpoint_step = rep->has_checkpoint ? rep->checkpoint_step : -1;
-  r.checkpoint_bytes = rep->has_checkpoint ? rep->checkpoint_bytes : 0;
-  Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
-  m.msg_case = GYRO__WORKER_MSG__MSG_REPORT;
-  m.report = &r;
-  int rc = send_msg(a, &m);
+  uint8_t *buf;
+  size_t len;
+  int enc = gy_wire_agent_report_encode(gen, rank, rep, &buf, &len);
+  int rc = send_msg(a, enc, buf, len);
   if (rc == GY_ECOMM) {
     gy_log(GY_LOG_DEBUG, "agent", "report of step %" PRId64 " dropped: no session", rep->step);
     return 0;
@@ -1067,38 +975,18 @@ int gy_agent_report(gy_agent_t *a, const gy_agent_report_t *rep) {
 int gy_agent_eval(gy_agent_t *a, const gy_agent_eval_t *ev) {
   if (!a || !ev || ev->nsources < 0 || ev->nsources > 1024 || (ev->nsources && !ev->sources))
     return GY_EINVAL;
-  int n = ev->nsources > 0 ? ev->nsources : 1;
-  Gyro__SourceEval se[n];
-  Gyro__SourceEval *sep[n];
-  Gyro__EvalReport r = GYRO__EVAL_REPORT__INIT;
   pthread_mutex_lock(&a->mu);
   if (!a->joined) {
     pthread_mutex_unlock(&a->mu);
     return GY_EINVAL;
   }
-  r.generation = a->asg.generation;
-  r.rank = a->asg.rank;
+  uint64_t gen = a->asg.generation;
+  int rank = a->asg.rank;
   pthread_mutex_unlock(&a->mu);
-  r.step = ev->step;
-  for (int i = 0; i < ev->nsources; i++) {
-    const gy_agent_source_eval_t *x = &ev->sources[i];
-    gyro__source_eval__init(&se[i]);
-    se[i].source = (char *)(x->source ? x->source : "");
-    se[i].loss = x->loss;
-    se[i].ppl = x->ppl;
-    se[i].tokens = x->tokens;
-    se[i].cloze_accuracy = x->cloze_accuracy;
-    se[i].cloze_items = x->cloze_items;
-    sep[i] = &se[i];
-  }
-  r.n_sources = (size_t)ev->nsources;
-  r.sources = sep;
-  r.has_checkpoint = ev->has_checkpoint != 0;
-  r.checkpoint_step = ev->has_checkpoint ? ev->checkpoint_step : -1;
-  Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
-  m.msg_case = GYRO__WORKER_MSG__MSG_EVAL;
-  m.eval = &r;
-  int rc = send_msg(a, &m);
+  uint8_t *buf;
+  size_t len;
+  int enc = gy_wire_agent_eval_encode(gen, rank, ev, &buf, &len);
+  int rc = send_msg(a, enc, buf, len);
   if (rc == GY_ECOMM) {
     gy_log(GY_LOG_DEBUG, "agent", "evaluation of step %" PRId64 " dropped: no session", ev->step);
     return 0;
@@ -1109,7 +997,6 @@ int gy_agent_eval(gy_agent_t *a, const gy_agent_eval_t *ev) {
 int gy_agent_ack(gy_agent_t *a, uint64_t seq, int64_t step, int ok, const char *error,
                  uint64_t checkpoint_bytes) {
   if (!a) return GY_EINVAL;
-  Gyro__DirectiveAck ack = GYRO__DIRECTIVE_ACK__INIT;
   pthread_mutex_lock(&a->mu);
   mark_applied(a, seq);
   for (int i = 0; i < a->npending; i++) {
@@ -1127,18 +1014,13 @@ int gy_agent_ack(gy_agent_t *a, uint64_t seq, int64_t step, int ok, const char *
     pending_remove(a, i, 1);
     break;
   }
-  ack.generation = a->asg.generation;
-  ack.rank = a->asg.rank;
+  uint64_t gen = a->asg.generation;
+  int rank = a->asg.rank;
   pthread_mutex_unlock(&a->mu);
-  ack.seq = seq;
-  ack.step = step;
-  ack.ok = ok != 0;
-  ack.error = (char *)(error ? error : "");
-  ack.checkpoint_bytes = ok ? checkpoint_bytes : 0;
-  Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
-  m.msg_case = GYRO__WORKER_MSG__MSG_ACK;
-  m.ack = &ack;
-  int rc = send_msg(a, &m);
+  uint8_t *buf;
+  size_t len;
+  int enc = gy_wire_agent_ack_encode(gen, rank, seq, step, ok, error, checkpoint_bytes, &buf, &len);
+  int rc = send_msg(a, enc, buf, len);
   return rc == GY_ECOMM ? 0 : rc; /* a lost ack: the controller re-forms from the reports */
 }
 

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "common/kvstore.h" /* gy_store_t */
+#include "wire/hparams.h"   /* gy_hparams_t, GY_HP_* */
 
 typedef struct gy_agent gy_agent_t;
 
@@ -73,27 +74,9 @@ typedef enum {
   GY_DIRECTIVE_ROLLBACK = 6, /* restore to_step, add the skip ranges, apply hparams, go on */
 } gy_directive_kind_t;
 
-/* Presence bits of gy_agent_hparams_t.present: 1 << (field number in gyro.HParams - 1). */
-enum {
-  GY_HP_LR_SCALE = 1u << 0,
-  GY_HP_GRAD_CLIP = 1u << 1,
-  GY_HP_EPS = 1u << 2,
-  GY_HP_WEIGHT_DECAY = 1u << 3,
-  GY_HP_SHALLOW_SCALE = 1u << 4,
-  GY_HP_SHALLOW_LAYERS = 1u << 5,
-  GY_HP_Z_LOSS = 1u << 6,
-  GY_HP_BETA1 = 1u << 7,
-  GY_HP_BETA2 = 1u << 8,
-  GY_HP_WSD_DECAY_NOW = 1u << 9, /* switch to WSD and start its decay at the step applied */
-};
-
-typedef struct {
-  uint32_t present; /* which fields below are set */
-  float lr_scale, grad_clip, eps, weight_decay, shallow_scale;
-  int shallow_layers;
-  float z_loss, beta1, beta2;
-  int wsd_decay_now; /* 1 when the field is true */
-} gy_agent_hparams_t;
+/* The hyper-parameters of SET_HPARAMS and ROLLBACK: gyro.HParams as the wire layer's one value
+ * (wire/hparams.h, with the presence bits GY_HP_*: 1 << (field number in gyro.HParams - 1)). */
+typedef gy_hparams_t gy_agent_hparams_t;
 
 /* A half-open range of sample ids [first, last) (gyro.SkipRange), as the controller sent it:
  * not validated (first >= last is possible; the trainer refuses it). */

@@ -58,7 +58,7 @@
 #include "common/err.h"
 #include "common/rpc.h"
 #include "proto/contract.h"
-#include "proto/gyro.pb-c.h"
+#include "wire/agent_wire.h"
 
 #define CHECK(cond, ...)                                                                           \
   do {                                                                                             \
@@ -121,46 +121,30 @@ static void atomic_max(atomic_llong *a, long long v) {
 /* ------------------------------------ one simulated rank ------------------------------------ */
 
 static void send_report(sim_t *r, gy_rpc_cstream_t *s, int64_t step) {
-  Gyro__ChannelStat ch[3] = {GYRO__CHANNEL_STAT__INIT, GYRO__CHANNEL_STAT__INIT,
-                             GYRO__CHANNEL_STAT__INIT};
-  Gyro__ChannelStat *chp[3] = {&ch[0], &ch[1], &ch[2]};
-  static char *names[3] = {"zh", "en", "code"};
-  Gyro__SampleLoss top[4] = {GYRO__SAMPLE_LOSS__INIT, GYRO__SAMPLE_LOSS__INIT,
-                             GYRO__SAMPLE_LOSS__INIT, GYRO__SAMPLE_LOSS__INIT};
-  Gyro__SampleLoss *topp[4] = {&top[0], &top[1], &top[2], &top[3]};
-  for (int c = 0; c < 3; c++) {
-    ch[c].name = names[c];
-    ch[c].loss_sum = 1500.0 + step * 0.01 + c;
-    ch[c].tokens = 384;
-  }
-  for (int k = 0; k < 4; k++) {
-    top[k].id = (uint64_t)step * 8 + (uint64_t)k;
-    top[k].channel = names[k % 3];
-    top[k].loss = 5.0f - 0.1f * (float)k;
-  }
-  Gyro__StepReport rep = GYRO__STEP_REPORT__INIT;
-  rep.generation = r->gen;
-  rep.rank = r->rank;
-  rep.step = step;
-  rep.loss = 3.9 - step * 1e-4;
-  rep.n_channels = 3;
-  rep.channels = chp;
-  rep.grad_norm = 0.8;
-  rep.grad_norm_shallow = 0.5;
-  rep.grad_norm_deep = 0.6;
-  rep.update_ratio = 1e-3;
-  rep.lr = 1e-3;
-  rep.step_ms = 10.0;
-  rep.tokens_per_s = 100000.0;
-  rep.n_top = 4;
-  rep.top = topp;
-  Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
-  m.msg_case = GYRO__WORKER_MSG__MSG_REPORT;
-  m.report = &rep;
-  uint8_t buf[512];
-  size_t len = gyro__worker_msg__get_packed_size(&m);
-  CHECK(len <= sizeof(buf), "report too big");
-  gyro__worker_msg__pack(&m, buf);
+  static const char *names[3] = {"zh", "en", "code"};
+  gy_agent_channel_t ch[3];
+  gy_agent_sample_t top[4];
+  for (int c = 0; c < 3; c++)
+    ch[c] = (gy_agent_channel_t){names[c], 1500.0 + step * 0.01 + c, 384};
+  for (int k = 0; k < 4; k++)
+    top[k] =
+        (gy_agent_sample_t){(uint64_t)step * 8 + (uint64_t)k, names[k % 3], 5.0f - 0.1f * (float)k};
+  gy_agent_report_t rep = {.step = step,
+                           .loss = 3.9 - step * 1e-4,
+                           .channels = ch,
+                           .nchannels = 3,
+                           .grad_norm = 0.8,
+                           .grad_norm_shallow = 0.5,
+                           .grad_norm_deep = 0.6,
+                           .update_ratio = 1e-3,
+                           .lr = 1e-3,
+                           .step_ms = 10.0,
+                           .tokens_per_s = 100000.0,
+                           .top = top,
+                           .ntop = 4};
+  uint8_t *buf;
+  size_t len;
+  CHECK(!gy_wire_agent_report_encode(r->gen, r->rank, &rep, &buf, &len), "report not encoded");
   /* Counted before the send: the grant it may complete cannot arrive before the count. */
   int64_t t = now_ns();
   atomic_fetch_add(&B.total_sent, 1);
@@ -172,6 +156,7 @@ static void send_report(sim_t *r, gy_rpc_cstream_t *s, int64_t step) {
     }
   }
   gy_rpc_cstream_send(s, buf, len);
+  free(buf);
 }
 
 static void on_grant(sim_t *r, gy_rpc_cstream_t *s, int64_t h) {
@@ -226,29 +211,19 @@ static void *pacer(void *arg) {
 static void sim_on_message(void *ud, const uint8_t *msg, size_t len) {
   sim_t *r = ud;
   gy_rpc_cstream_t *s = atomic_load(&r->s);
-  Gyro__ControllerMsg *m = gyro__controller_msg__unpack(NULL, len, msg);
-  if (!m || !s) {
-    if (m) gyro__controller_msg__free_unpacked(m, NULL);
-    return;
+  gy_wire_agent_ctl_t m;
+  if (!s || gy_wire_agent_ctl_decode(msg, len, &m)) return;
+  if (m.kind == GY_WIRE_AGENT_CTL_GRANT) {
+    on_grant(r, s, m.horizon);
+  } else if (m.kind == GY_WIRE_AGENT_CTL_DIRECTIVE) {
+    uint8_t *buf;
+    size_t n;
+    if (!gy_wire_agent_ack_encode(r->gen, r->rank, m.dir.seq, r->done, 1, "", 0, &buf, &n)) {
+      gy_rpc_cstream_send(s, buf, n);
+      free(buf);
+    }
   }
-  if (m->msg_case == GYRO__CONTROLLER_MSG__MSG_GRANT) {
-    on_grant(r, s, m->grant->horizon);
-  } else if (m->msg_case == GYRO__CONTROLLER_MSG__MSG_DIRECTIVE) {
-    Gyro__DirectiveAck ack = GYRO__DIRECTIVE_ACK__INIT;
-    ack.generation = r->gen;
-    ack.seq = m->directive->seq;
-    ack.rank = r->rank;
-    ack.step = r->done;
-    ack.ok = 1;
-    Gyro__WorkerMsg w = GYRO__WORKER_MSG__INIT;
-    w.msg_case = GYRO__WORKER_MSG__MSG_ACK;
-    w.ack = &ack;
-    uint8_t buf[128];
-    size_t n = gyro__worker_msg__get_packed_size(&w);
-    gyro__worker_msg__pack(&w, buf);
-    gy_rpc_cstream_send(s, buf, n);
-  }
-  gyro__controller_msg__free_unpacked(m, NULL);
+  gy_wire_agent_ctl_free(&m);
 }
 
 static void sim_on_close(void *ud, int status, const char *details) {
@@ -266,23 +241,22 @@ static void *sim_start(void *arg) {
   sim_t *r = arg;
   char err[512] = "", id[32];
   snprintf(id, sizeof(id), "sim-%d", r->idx);
-  Gyro__JoinRequest jr = GYRO__JOIN_REQUEST__INIT;
-  jr.worker_id = id;
-  jr.ordinal = r->idx;
-  jr.join_token = "";
-  jr.host = "bench";
-  jr.pid = getpid();
-  uint8_t buf[256];
-  size_t len = gyro__join_request__get_packed_size(&jr);
-  gyro__join_request__pack(&jr, buf);
+  gy_wire_agent_join_t jr = {
+      .worker_id = id, .ordinal = r->idx, .join_token = "", .host = "bench", .pid = getpid()};
+  uint8_t *buf;
+  size_t len;
+  CHECK(!gy_wire_agent_join_encode(&jr, &buf, &len), "join not encoded");
   void *resp = NULL;
   size_t rlen = 0;
   int st = 0;
-  int rc = gy_rpc_unary(r->cl, GY_METHOD_WORKER_JOIN, NULL, NULL, buf, len, 120000, &resp, &rlen, &st,
-                        err, sizeof(err));
+  int rc = gy_rpc_unary(r->cl, GY_METHOD_WORKER_JOIN, NULL, NULL, buf, len, 120000, &resp, &rlen,
+                        &st, err, sizeof(err));
+  free(buf);
   CHECK(!rc, "rank %d: Join failed: status %d %s", r->idx, st, err);
-  Gyro__Assignment *a = gyro__assignment__unpack(NULL, rlen, resp);
-  CHECK(a, "rank %d: Assignment does not decode", r->idx);
+  gy_wire_agent_assignment_t dec;
+  CHECK(!gy_wire_agent_assignment_decode(resp, rlen, &dec), "rank %d: Assignment does not decode",
+        r->idx);
+  const gy_agent_assignment_t *a = &dec.asg;
   r->gen = a->generation;
   r->rank = a->rank;
   r->done = a->start_step;
@@ -290,25 +264,17 @@ static void *sim_start(void *arg) {
   r->parked_step = -1;
   B.start_step = a->start_step;
   snprintf(r->session, sizeof(r->session), "%s", a->session_id);
-  gyro__assignment__free_unpacked(a, NULL);
+  gy_wire_agent_assignment_free(&dec);
   free(resp);
   gy_rpc_cstream_cbs_t cbs = {.on_message = sim_on_message, .on_close = sim_on_close};
   gy_rpc_cstream_t *s = NULL;
-  rc =
-      gy_rpc_cstream_open(r->cl, GY_METHOD_WORKER_SESSION, NULL, NULL, &cbs, r, &s, err, sizeof(err));
+  rc = gy_rpc_cstream_open(r->cl, GY_METHOD_WORKER_SESSION, NULL, NULL, &cbs, r, &s, err,
+                           sizeof(err));
   CHECK(!rc, "rank %d: Session: %s", r->idx, err);
   atomic_store(&r->s, s);
-  Gyro__Hello h = GYRO__HELLO__INIT;
-  h.session_id = r->session;
-  h.generation = r->gen;
-  h.rank = r->rank;
-  Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
-  m.msg_case = GYRO__WORKER_MSG__MSG_HELLO;
-  m.hello = &h;
-  len = gyro__worker_msg__get_packed_size(&m);
-  CHECK(len <= sizeof(buf), "hello too big");
-  gyro__worker_msg__pack(&m, buf);
+  CHECK(!gy_wire_agent_hello_encode(r->session, r->gen, r->rank, &buf, &len), "hello not encoded");
   CHECK(!gy_rpc_cstream_send(s, buf, len), "rank %d: hello not sent", r->idx);
+  free(buf);
   return NULL;
 }
 

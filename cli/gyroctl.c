@@ -14,9 +14,10 @@
  *   2  usage error (unknown command or option, bad KEY=VALUE, bad config file)
  *   3  the controller is unreachable (UNAVAILABLE, or no answer within --timeout)
  *
- * Invariants: replies are decoded with protobuf-c and printed through one generic
- * message-to-JSON walker (msg_json) so that --json shows every field the controller sent; the
- * human tables read the decoded structs directly. Nothing here keeps state between commands.
+ * Invariants: every request is encoded and every reply decoded by wire/operator_wire.c (this
+ * file names no protobuf type); --json prints the wire layer's JSON of the reply, a generic
+ * walk that shows every field the controller sent; the human tables read the decoded plain
+ * structs. Nothing here keeps state between commands.
  * watch's stream callbacks run on the client's completion-queue thread: they only print and
  * set atomics; the main thread waits for the stream's end or SIGINT/SIGTERM with sigtimedwait
  * (both signals are blocked before any thread starts, so every thread inherits the mask).
@@ -38,7 +39,7 @@
 #include "common/err.h"
 #include "common/rpc.h"
 #include "proto/contract.h"
-#include "proto/gyro.pb-c.h"
+#include "wire/operator_wire.h"
 
 enum { EXIT_OK = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
 
@@ -108,127 +109,11 @@ static void usage(FILE *f) {
           "            2 usage error; 3 controller unreachable\n");
 }
 
-/* ---------------------------------- protobuf -> JSON ---------------------------------- */
+/* ---------------------------------------- JSON ---------------------------------------- */
 
-static json_t *msg_json(const ProtobufCMessage *m);
-
-static json_t *num_json(double v) {
-  return isfinite(v) ? json_real(v) : json_null();
-}
-
-static json_t *str_json(const char *s) {
-  json_t *j = json_string(s ? s : "");
-  return j ? j : json_string("(not UTF-8)");
-}
-
-static size_t elem_size(ProtobufCType t) {
-  switch (t) {
-  case PROTOBUF_C_TYPE_INT32:
-  case PROTOBUF_C_TYPE_SINT32:
-  case PROTOBUF_C_TYPE_SFIXED32:
-  case PROTOBUF_C_TYPE_UINT32:
-  case PROTOBUF_C_TYPE_FIXED32:
-  case PROTOBUF_C_TYPE_FLOAT:
-    return 4;
-  case PROTOBUF_C_TYPE_INT64:
-  case PROTOBUF_C_TYPE_SINT64:
-  case PROTOBUF_C_TYPE_SFIXED64:
-  case PROTOBUF_C_TYPE_UINT64:
-  case PROTOBUF_C_TYPE_FIXED64:
-  case PROTOBUF_C_TYPE_DOUBLE:
-    return 8;
-  case PROTOBUF_C_TYPE_BOOL:
-    return sizeof(protobuf_c_boolean);
-  case PROTOBUF_C_TYPE_ENUM:
-    return sizeof(int);
-  case PROTOBUF_C_TYPE_STRING:
-  case PROTOBUF_C_TYPE_MESSAGE:
-    return sizeof(void *);
-  case PROTOBUF_C_TYPE_BYTES:
-    return sizeof(ProtobufCBinaryData);
-  }
-  return 0;
-}
-
-/* The JSON value of one (non-repeated) field value at p; NULL for an absent sub-message. */
-static json_t *value_json(const ProtobufCFieldDescriptor *f, const void *p) {
-  switch (f->type) {
-  case PROTOBUF_C_TYPE_INT32:
-  case PROTOBUF_C_TYPE_SINT32:
-  case PROTOBUF_C_TYPE_SFIXED32:
-    return json_integer(*(const int32_t *)p);
-  case PROTOBUF_C_TYPE_INT64:
-  case PROTOBUF_C_TYPE_SINT64:
-  case PROTOBUF_C_TYPE_SFIXED64:
-    return json_integer(*(const int64_t *)p);
-  case PROTOBUF_C_TYPE_UINT32:
-  case PROTOBUF_C_TYPE_FIXED32:
-    return json_integer(*(const uint32_t *)p);
-  case PROTOBUF_C_TYPE_UINT64:
-  case PROTOBUF_C_TYPE_FIXED64:
-    return json_integer((json_int_t) * (const uint64_t *)p);
-  case PROTOBUF_C_TYPE_FLOAT:
-    return num_json(*(const float *)p);
-  case PROTOBUF_C_TYPE_DOUBLE:
-    return num_json(*(const double *)p);
-  case PROTOBUF_C_TYPE_BOOL:
-    return json_boolean(*(const protobuf_c_boolean *)p);
-  case PROTOBUF_C_TYPE_ENUM: {
-    int v = *(const int *)p;
-    const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(f->descriptor, v);
-    return ev ? json_string(ev->name) : json_integer(v);
-  }
-  case PROTOBUF_C_TYPE_STRING:
-    return str_json(*(char *const *)p);
-  case PROTOBUF_C_TYPE_BYTES: {
-    const ProtobufCBinaryData *b = p;
-    char *hex = malloc(b->len * 2 + 1);
-    if (!hex) return json_null();
-    for (size_t i = 0; i < b->len; i++)
-      snprintf(hex + 2 * i, 3, "%02x", b->data[i]);
-    hex[b->len * 2] = '\0';
-    json_t *j = json_string(hex);
-    free(hex);
-    return j;
-  }
-  case PROTOBUF_C_TYPE_MESSAGE: {
-    const ProtobufCMessage *sub = *(ProtobufCMessage *const *)p;
-    return sub ? msg_json(sub) : NULL;
-  }
-  }
-  return json_null();
-}
-
-/* Every field of m, named as in gyro.proto; a oneof shows only its set member. Returns a new
- * reference. */
-static json_t *msg_json(const ProtobufCMessage *m) {
-  const ProtobufCMessageDescriptor *d = m->descriptor;
-  const char *base = (const char *)m;
-  json_t *o = json_object();
-  for (unsigned i = 0; i < d->n_fields; i++) {
-    const ProtobufCFieldDescriptor *f = &d->fields[i];
-    if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-      size_t n = *(const size_t *)(base + f->quantifier_offset);
-      const char *arr = *(char *const *)(base + f->offset);
-      json_t *a = json_array();
-      for (size_t k = 0; k < n; k++) {
-        json_t *v = value_json(f, arr + k * elem_size(f->type));
-        json_array_append_new(a, v ? v : json_null());
-      }
-      json_object_set_new(o, f->name, a);
-      continue;
-    }
-    if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
-        *(const uint32_t *)(base + f->quantifier_offset) != f->id)
-      continue;
-    json_t *v = value_json(f, base + f->offset);
-    if (v) json_object_set_new(o, f->name, v);
-  }
-  return o;
-}
-
-static void print_json(const ProtobufCMessage *m) {
-  json_t *j = msg_json(m);
+/* Prints j (a new reference, taken) on one line. */
+static void print_json(json_t *j) {
+  if (!j) return;
   char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(10));
   if (s) {
     fputs(s, stdout);
@@ -250,48 +135,50 @@ static int call_failed(const ctl_opts_t *o, const char *method, int rc, int st, 
     return EXIT_UNREACHABLE;
   }
   if (st)
-    fprintf(stderr, "gyroctl: %s refused: %s%s%s\n", method, gy_rpc_status_name(st), *err ? ": " : "",
-            err);
+    fprintf(stderr, "gyroctl: %s refused: %s%s%s\n", method, gy_rpc_status_name(st),
+            *err ? ": " : "", err);
   else
     fprintf(stderr, "gyroctl: %s failed: %s%s%s\n", method, gy_strerror(rc), *err ? ": " : "", err);
   return EXIT_REFUSED;
 }
 
-/* One unary Operator call: packs req, calls method, unpacks the reply with rdesc into *out.
- * Returns an exit code (0 on success, *out then owned by the caller). */
-static int operator_call(const ctl_opts_t *o, const char *method, const ProtobufCMessage *req,
-                         const ProtobufCMessageDescriptor *rdesc, ProtobufCMessage **out) {
+/* One unary Operator call: sends the request (enc: its encoder's return code; buf, len: the
+ * encoding, taken and freed here), calls method, decodes the reply as `kind` into *out.
+ * Returns an exit code (0 on success, *out then to be freed with gy_wire_op_reply_free). */
+static int operator_call(const ctl_opts_t *o, const char *method, int enc, uint8_t *buf, size_t len,
+                         gy_wire_op_reply_kind_t kind, gy_wire_op_reply_t *out) {
   char err[512] = "";
   gy_rpc_client_t *c = NULL;
-  uint8_t *buf = NULL;
   void *resp = NULL;
   size_t resp_len = 0;
   int st = 0, code;
-  *out = NULL;
+  memset(out, 0, sizeof(*out));
   int rc = gy_rpc_client_create_tls(&c, o->addr, &o->tls, err, sizeof(err));
   if (rc) {
     fprintf(stderr, "gyroctl: cannot reach controller %s: %s\n", o->addr,
             *err ? err : gy_strerror(rc));
+    free(buf);
     return rc == GY_EIO || rc == GY_EINVAL ? EXIT_USAGE : EXIT_UNREACHABLE;
   }
-  size_t len = protobuf_c_message_get_packed_size(req);
-  buf = malloc(len ? len : 1);
-  if (!buf) {
-    code = call_failed(o, method, GY_ENOMEM, 0, "");
+  if (enc) {
+    code = call_failed(o, method, enc, 0, "");
     goto done;
   }
-  protobuf_c_message_pack(req, buf);
   rc = gy_rpc_unary(c, method, o->auth[0] ? "authorization" : NULL, o->auth[0] ? o->auth : NULL,
                     buf, len, o->timeout_ms, &resp, &resp_len, &st, err, sizeof(err));
   if (rc) {
     code = call_failed(o, method, rc, st, err);
     goto done;
   }
-  *out = protobuf_c_message_unpack(rdesc, NULL, resp_len, resp);
-  if (!*out) {
+  rc = gy_wire_op_reply_decode(kind, resp, resp_len, out);
+  if (rc == GY_EPROTO) {
     fprintf(stderr, "gyroctl: %s: the controller's reply does not decode as %s\n", method,
-            rdesc->name);
+            gy_wire_op_reply_name(kind));
     code = EXIT_REFUSED;
+    goto done;
+  }
+  if (rc) {
+    code = call_failed(o, method, rc, 0, "");
     goto done;
   }
   code = EXIT_OK;
@@ -315,10 +202,10 @@ static void fmt_rate(char *buf, size_t len, double v) {
     snprintf(buf, len, "%.0f", v);
 }
 
-static void print_losses(const Gyro__StatusReply *r) {
+static void print_losses(const gy_wire_op_status_t *r) {
   printf("loss %.4f", r->loss);
-  for (size_t i = 0; i < r->n_channels; i++) {
-    const Gyro__ChannelStat *c = r->channels[i];
+  for (size_t i = 0; i < r->nchannels; i++) {
+    const gy_wire_op_channel_t *c = &r->channels[i];
     if (c->tokens)
       printf("  %s %.4f", c->name, c->loss_sum / (double)c->tokens);
     else
@@ -326,7 +213,7 @@ static void print_losses(const Gyro__StatusReply *r) {
   }
 }
 
-static void print_status(const Gyro__StatusReply *r) {
+static void print_status(const gy_wire_op_status_t *r) {
   char rate[32];
   printf("run %s   state %s   step %" PRId64 "/%" PRId64 "   horizon %" PRId64
          "   generation %" PRIu64 "   world %d (tp %d, dp %d)\n",
@@ -335,17 +222,17 @@ static void print_status(const Gyro__StatusReply *r) {
   print_losses(r);
   fmt_rate(rate, sizeof(rate), r->tokens_per_s);
   printf("   grad_norm %.4g   tokens/s %s\n", r->grad_norm, rate);
-  if (!r->n_ranks) return;
+  if (!r->nranks) return;
   int ww = 6, hw = 4;
-  for (size_t i = 0; i < r->n_ranks; i++) {
-    int a = (int)strlen(r->ranks[i]->worker_id), b = (int)strlen(r->ranks[i]->host);
+  for (size_t i = 0; i < r->nranks; i++) {
+    int a = (int)strlen(r->ranks[i].worker_id), b = (int)strlen(r->ranks[i].host);
     if (a > ww) ww = a;
     if (b > hw) hw = b;
   }
   printf("\n%-4s  %-*s  %-*s  %8s  %8s  %8s  %8s  %s\n", "RANK", ww, "WORKER", hw, "HOST", "PID",
          "STEPS", "TOK/S", "AGE", "ALIVE");
-  for (size_t i = 0; i < r->n_ranks; i++) {
-    const Gyro__RankStatus *k = r->ranks[i];
+  for (size_t i = 0; i < r->nranks; i++) {
+    const gy_wire_op_rank_t *k = &r->ranks[i];
     char age[32];
     fmt_rate(rate, sizeof(rate), k->tokens_per_s);
     if (k->last_report_age_ms < 0 || !isfinite(k->last_report_age_ms))
@@ -363,16 +250,18 @@ static int cmd_status(const ctl_opts_t *o, int argc, char **argv) {
     fprintf(stderr, "gyroctl: status takes no arguments\n");
     return EXIT_USAGE;
   }
-  Gyro__Empty req = GYRO__EMPTY__INIT;
-  ProtobufCMessage *m = NULL;
+  uint8_t *buf;
+  size_t len;
+  int enc = gy_wire_op_empty_encode(&buf, &len);
+  gy_wire_op_reply_t m;
   int code =
-      operator_call(o, GY_METHOD_OPERATOR_STATUS, &req.base, &gyro__status_reply__descriptor, &m);
+      operator_call(o, GY_METHOD_OPERATOR_STATUS, enc, buf, len, GY_WIRE_OP_STATUS_REPLY, &m);
   if (code) return code;
   if (o->json)
-    print_json(m);
+    print_json(gy_wire_op_reply_json(&m));
   else
-    print_status((const Gyro__StatusReply *)m);
-  protobuf_c_message_free_unpacked(m, NULL);
+    print_status(&m.status);
+  gy_wire_op_reply_free(&m);
   return EXIT_OK;
 }
 
@@ -387,8 +276,10 @@ static const struct {
                {"weight_decay", 4, 0}, {"shallow_scale", 5, 0}, {"shallow_layers", 6, 1},
                {"z_loss", 7, 0},       {"beta1", 8, 0},         {"beta2", 9, 0}};
 
+static int send_command(const ctl_opts_t *o, const gy_wire_op_command_t *req, const char *what);
+
 /* Parses KEY=VALUE into hp; prints why and returns -1 on a bad key or value. */
-static int parse_hparam(const char *arg, Gyro__HParams *hp) {
+static int parse_hparam(const char *arg, gy_hparams_t *hp) {
   const char *eq = strchr(arg, '=');
   if (!eq || eq == arg || !eq[1]) {
     fprintf(stderr, "gyroctl: set: '%s' is not KEY=VALUE\n", arg);
@@ -436,12 +327,10 @@ static int parse_hparam(const char *arg, Gyro__HParams *hp) {
   return -1;
 }
 
-static int cmd_directive(const ctl_opts_t *o, int argc, char **argv, Gyro__Directive__Kind kind) {
-  Gyro__CommandRequest req = GYRO__COMMAND_REQUEST__INIT;
-  Gyro__HParams hp = GYRO__HPARAMS__INIT;
-  req.kind = kind;
-  req.token = (char *)(o->token ? o->token : "");
-  if (kind == GYRO__DIRECTIVE__KIND__SET_HPARAMS) {
+static int cmd_directive(const ctl_opts_t *o, int argc, char **argv, gy_wire_op_kind_t kind) {
+  gy_wire_op_command_t req = {.kind = kind, .token = o->token};
+  gy_hparams_t hp = {0};
+  if (kind == GY_WIRE_OP_SET_HPARAMS) {
     if (argc < 2) {
       fprintf(stderr, "gyroctl: set wants at least one KEY=VALUE\n");
       return EXIT_USAGE;
@@ -453,18 +342,7 @@ static int cmd_directive(const ctl_opts_t *o, int argc, char **argv, Gyro__Direc
     fprintf(stderr, "gyroctl: %s takes no arguments\n", argv[0]);
     return EXIT_USAGE;
   }
-  ProtobufCMessage *m = NULL;
-  int code =
-      operator_call(o, GY_METHOD_OPERATOR_COMMAND, &req.base, &gyro__command_reply__descriptor, &m);
-  if (code) return code;
-  const Gyro__CommandReply *r = (const Gyro__CommandReply *)m;
-  if (o->json)
-    print_json(m);
-  else
-    printf("%s: accepted as directive %" PRIu64 ", applied by every rank at step %" PRId64 "\n",
-           argv[0], r->seq, r->at_step);
-  protobuf_c_message_free_unpacked(m, NULL);
-  return EXIT_OK;
+  return send_command(o, &req, argv[0]);
 }
 
 /* ------------------------------------- rollback, skip ------------------------------------- */
@@ -481,7 +359,7 @@ static int parse_u64(const char *s, uint64_t *v) {
 }
 
 /* Parses "A-B" (inclusive, A <= B) or "A" into the half-open range [A, B + 1). */
-static int parse_range(const char *verb, const char *opt, const char *arg, Gyro__SkipRange *r) {
+static int parse_range(const char *verb, const char *opt, const char *arg, gy_wire_op_range_t *r) {
   char buf[64];
   uint64_t a, b;
   if (strlen(arg) >= sizeof(buf)) goto bad;
@@ -494,7 +372,6 @@ static int parse_range(const char *verb, const char *opt, const char *arg, Gyro_
   else if (parse_u64(dash + 1, &b) || b < a)
     goto bad;
   if (b == (uint64_t)INT64_MAX) goto bad;
-  gyro__skip_range__init(r);
   r->first = a;
   r->last = b + 1;
   return 0;
@@ -504,19 +381,21 @@ bad:
   return -1;
 }
 
-/* Sends a ROLLBACK and prints the reply; what says what was asked. */
-static int send_rollback(const ctl_opts_t *o, Gyro__CommandRequest *req, const char *what) {
-  ProtobufCMessage *m = NULL;
+/* Sends a Command and prints the reply; what says what was asked. */
+static int send_command(const ctl_opts_t *o, const gy_wire_op_command_t *req, const char *what) {
+  uint8_t *buf;
+  size_t len;
+  int enc = gy_wire_op_command_encode(req, &buf, &len);
+  gy_wire_op_reply_t m;
   int code =
-      operator_call(o, GY_METHOD_OPERATOR_COMMAND, &req->base, &gyro__command_reply__descriptor, &m);
+      operator_call(o, GY_METHOD_OPERATOR_COMMAND, enc, buf, len, GY_WIRE_OP_COMMAND_REPLY, &m);
   if (code) return code;
-  const Gyro__CommandReply *r = (const Gyro__CommandReply *)m;
   if (o->json)
-    print_json(m);
+    print_json(gy_wire_op_reply_json(&m));
   else
     printf("%s: accepted as directive %" PRIu64 ", applied by every rank at step %" PRId64 "\n",
-           what, r->seq, r->at_step);
-  protobuf_c_message_free_unpacked(m, NULL);
+           what, m.seq, m.at_step);
+  gy_wire_op_reply_free(&m);
   return EXIT_OK;
 }
 
@@ -528,8 +407,7 @@ static int cmd_rollback(const ctl_opts_t *o, int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
     if (c != 't') return EXIT_USAGE;
     if (parse_u64(optarg, &to)) {
-      fprintf(stderr, "gyroctl: rollback: --to wants a step (an integer >= 0), got '%s'\n",
-              optarg);
+      fprintf(stderr, "gyroctl: rollback: --to wants a step (an integer >= 0), got '%s'\n", optarg);
       return EXIT_USAGE;
     }
     have = 1;
@@ -538,13 +416,11 @@ static int cmd_rollback(const ctl_opts_t *o, int argc, char **argv) {
     fprintf(stderr, "gyroctl: rollback wants --to STEP and nothing else\n");
     return EXIT_USAGE;
   }
-  Gyro__CommandRequest req = GYRO__COMMAND_REQUEST__INIT;
-  req.kind = GYRO__DIRECTIVE__KIND__ROLLBACK;
-  req.token = (char *)(o->token ? o->token : "");
-  req.to_step = (int64_t)to;
+  gy_wire_op_command_t req = {
+      .kind = GY_WIRE_OP_ROLLBACK, .token = o->token, .to_step = (int64_t)to};
   char what[64];
   snprintf(what, sizeof(what), "rollback to step %" PRIu64, to);
-  return send_rollback(o, &req, what);
+  return send_command(o, &req, what);
 }
 
 #define SKIP_ARGS_MAX 256
@@ -552,8 +428,7 @@ static int cmd_rollback(const ctl_opts_t *o, int argc, char **argv) {
 static int cmd_skip(const ctl_opts_t *o, int argc, char **argv) {
   static const struct option opts[] = {
       {"samples", required_argument, 0, 's'}, {"steps", required_argument, 0, 'S'}, {0, 0, 0, 0}};
-  static Gyro__SkipRange rs[SKIP_ARGS_MAX], rt[SKIP_ARGS_MAX];
-  static Gyro__SkipRange *ps[SKIP_ARGS_MAX], *pt[SKIP_ARGS_MAX];
+  static gy_wire_op_range_t rs[SKIP_ARGS_MAX], rt[SKIP_ARGS_MAX];
   size_t ns = 0, nt = 0;
   int c;
   optind = 0;
@@ -563,31 +438,30 @@ static int cmd_skip(const ctl_opts_t *o, int argc, char **argv) {
       fprintf(stderr, "gyroctl: skip: at most %d ranges\n", SKIP_ARGS_MAX);
       return EXIT_USAGE;
     }
-    Gyro__SkipRange *r = c == 's' ? &rs[ns] : &rt[nt];
+    gy_wire_op_range_t *r = c == 's' ? &rs[ns] : &rt[nt];
     if (parse_range("skip", c == 's' ? "--samples" : "--steps", optarg, r)) return EXIT_USAGE;
     if (c == 's')
-      ps[ns] = r, ns++;
+      ns++;
     else
-      pt[nt] = r, nt++;
+      nt++;
   }
   if (optind != argc || !(ns + nt)) {
     fprintf(stderr, "gyroctl: skip wants --samples A-B and/or --steps A-B, and nothing else\n");
     return EXIT_USAGE;
   }
-  Gyro__CommandRequest req = GYRO__COMMAND_REQUEST__INIT;
-  req.kind = GYRO__DIRECTIVE__KIND__ROLLBACK;
-  req.token = (char *)(o->token ? o->token : "");
-  req.newest = 1;
-  req.n_skip = ns;
-  req.skip = ps;
-  req.n_skip_steps = nt;
-  req.skip_steps = pt;
-  return send_rollback(o, &req, "skip (rollback to the newest committed checkpoint)");
+  gy_wire_op_command_t req = {.kind = GY_WIRE_OP_ROLLBACK,
+                              .token = o->token,
+                              .newest = 1,
+                              .skip = rs,
+                              .nskip = ns,
+                              .skip_steps = rt,
+                              .nskip_steps = nt};
+  return send_command(o, &req, "skip (rollback to the newest committed checkpoint)");
 }
 
 /* ----------------------------------------- events ----------------------------------------- */
 
-static void print_event(const Gyro__Event *e);
+static void print_event(const gy_wire_op_event_t *e);
 
 static int cmd_events(const ctl_opts_t *o, int argc, char **argv) {
   static const struct option opts[] = {{"since", required_argument, 0, 's'}, {0, 0, 0, 0}};
@@ -605,37 +479,36 @@ static int cmd_events(const ctl_opts_t *o, int argc, char **argv) {
     fprintf(stderr, "gyroctl: events: unexpected argument '%s'\n", argv[optind]);
     return EXIT_USAGE;
   }
-  Gyro__EventsRequest req = GYRO__EVENTS_REQUEST__INIT;
-  req.since_id = since;
-  req.token = (char *)(o->token ? o->token : "");
-  ProtobufCMessage *m = NULL;
+  uint8_t *buf;
+  size_t len;
+  int enc = gy_wire_op_events_encode(since, o->token, &buf, &len);
+  gy_wire_op_reply_t m;
   int code =
-      operator_call(o, GY_METHOD_OPERATOR_EVENTS, &req.base, &gyro__events_reply__descriptor, &m);
+      operator_call(o, GY_METHOD_OPERATOR_EVENTS, enc, buf, len, GY_WIRE_OP_EVENTS_REPLY, &m);
   if (code) return code;
-  const Gyro__EventsReply *r = (const Gyro__EventsReply *)m;
-  for (size_t i = 0; i < r->n_events; i++) {
+  for (size_t i = 0; i < m.nevents; i++) {
     if (o->json) {
-      print_json(&r->events[i]->base); /* one object per line, like watch */
+      print_json(gy_wire_op_event_json(&m, i)); /* one object per line, like watch */
     } else {
-      printf("%-6" PRIu64 " ", r->events[i]->id);
-      print_event(r->events[i]);
+      printf("%-6" PRIu64 " ", m.events[i].id);
+      print_event(&m.events[i]);
     }
   }
-  protobuf_c_message_free_unpacked(m, NULL);
+  gy_wire_op_reply_free(&m);
   return EXIT_OK;
 }
 
 /* -------------------------------------- checkpoints -------------------------------------- */
 
-static void print_checkpoint(const Gyro__CheckpointInfo *c) {
+static void print_checkpoint(const gy_wire_op_checkpoint_t *c) {
   printf("%s %8" PRId64 "  %-7s", c->best ? "*" : " ", c->step, c->clean ? "clean" : "suspect");
   if (!c->has_eval) {
     printf("  (not evaluated)\n");
     return;
   }
   printf("  mean %7.4f", c->mean_loss);
-  for (size_t k = 0; k < c->n_sources; k++) {
-    const Gyro__SourceEval *x = c->sources[k];
+  for (size_t k = 0; k < c->nsources; k++) {
+    const gy_wire_op_source_eval_t *x = &c->sources[k];
     printf("  %s %.4f ppl %.2f", x->source, x->loss, x->ppl);
     if (x->cloze_items) printf(" cloze %.1f%%", 100.0 * x->cloze_accuracy);
   }
@@ -654,28 +527,29 @@ static int cmd_checkpoints(const ctl_opts_t *o, int argc, char **argv) {
     fprintf(stderr, "gyroctl: checkpoints: unexpected argument '%s'\n", argv[optind]);
     return EXIT_USAGE;
   }
-  Gyro__CheckpointsRequest req = GYRO__CHECKPOINTS_REQUEST__INIT;
-  req.token = (char *)(o->token ? o->token : "");
-  ProtobufCMessage *m = NULL;
-  int code = operator_call(o, GY_METHOD_OPERATOR_CHECKPOINTS, &req.base,
-                           &gyro__checkpoints_reply__descriptor, &m);
+  uint8_t *buf;
+  size_t len;
+  int enc = gy_wire_op_checkpoints_encode(o->token, &buf, &len);
+  gy_wire_op_reply_t m;
+  int code = operator_call(o, GY_METHOD_OPERATOR_CHECKPOINTS, enc, buf, len,
+                           GY_WIRE_OP_CHECKPOINTS_REPLY, &m);
   if (code) return code;
-  const Gyro__CheckpointsReply *r = (const Gyro__CheckpointsReply *)m;
+  const gy_wire_op_reply_t *r = &m;
   if (json) {
-    print_json(m);
-  } else if (!r->n_checkpoints) {
+    print_json(gy_wire_op_reply_json(&m));
+  } else if (!r->ncheckpoints) {
     printf("no committed checkpoint yet\n");
   } else {
     printf("  %8s  %-7s  held-out figures per source (loss in nats)\n", "step", "state");
-    for (size_t i = 0; i < r->n_checkpoints; i++)
-      print_checkpoint(r->checkpoints[i]);
+    for (size_t i = 0; i < r->ncheckpoints; i++)
+      print_checkpoint(&r->checkpoints[i]);
     if (r->best_step >= 0)
       printf("best: checkpoint %" PRId64 " (lowest mean held-out loss among the clean ones)\n",
              r->best_step);
     else
       printf("best: none (no clean checkpoint has an evaluation)\n");
   }
-  protobuf_c_message_free_unpacked(m, NULL);
+  gy_wire_op_reply_free(&m);
   return EXIT_OK;
 }
 
@@ -684,12 +558,14 @@ static int cmd_checkpoints(const ctl_opts_t *o, int argc, char **argv) {
 #define POLICY_FILE_MAX (1 << 20)
 
 static int cmd_policy(const ctl_opts_t *o, int argc, char **argv) {
-  ProtobufCMessage *m = NULL;
+  gy_wire_op_reply_t m;
   int code;
+  uint8_t *buf;
+  size_t len;
   if (argc == 2 && !strcmp(argv[1], "show")) {
-    Gyro__Empty req = GYRO__EMPTY__INIT;
-    code = operator_call(o, GY_METHOD_OPERATOR_POLICY_SHOW, &req.base,
-                         &gyro__policy_reply__descriptor, &m);
+    int enc = gy_wire_op_empty_encode(&buf, &len);
+    code = operator_call(o, GY_METHOD_OPERATOR_POLICY_SHOW, enc, buf, len, GY_WIRE_OP_POLICY_REPLY,
+                         &m);
   } else if (argc == 3 && !strcmp(argv[1], "set")) {
     const char *path = argv[2];
     FILE *f = fopen(path, "rb");
@@ -703,21 +579,19 @@ static int cmd_policy(const ctl_opts_t *o, int argc, char **argv) {
     fclose(f);
     if (bad) {
       fprintf(stderr, "gyroctl: policy set: %s: %s\n", path,
-              !text ? "out of memory" : n > POLICY_FILE_MAX ? "larger than 1 MiB"
-                                                            : "unreadable or not text");
+              !text                 ? "out of memory"
+              : n > POLICY_FILE_MAX ? "larger than 1 MiB"
+                                    : "unreadable or not text");
       free(text);
       return EXIT_USAGE;
     }
     text[n] = 0;
-    Gyro__PolicySetRequest req = GYRO__POLICY_SET_REQUEST__INIT;
-    req.yaml = text;
-    req.name = (char *)path;
-    req.token = (char *)(o->token ? o->token : "");
-    code = operator_call(o, GY_METHOD_OPERATOR_POLICY_SET, &req.base,
-                         &gyro__policy_reply__descriptor, &m);
+    int enc = gy_wire_op_policy_set_encode(text, path, o->token, &buf, &len);
     free(text);
+    code =
+        operator_call(o, GY_METHOD_OPERATOR_POLICY_SET, enc, buf, len, GY_WIRE_OP_POLICY_REPLY, &m);
     if (!code && !o->json) {
-      protobuf_c_message_free_unpacked(m, NULL);
+      gy_wire_op_reply_free(&m);
       printf("policy set: %s accepted; the run uses it from now on\n", path);
       return EXIT_OK;
     }
@@ -727,10 +601,10 @@ static int cmd_policy(const ctl_opts_t *o, int argc, char **argv) {
   }
   if (code) return code;
   if (o->json)
-    print_json(m);
+    print_json(gy_wire_op_reply_json(&m));
   else
-    fputs(((const Gyro__PolicyReply *)m)->yaml, stdout);
-  protobuf_c_message_free_unpacked(m, NULL);
+    fputs(m.yaml, stdout);
+  gy_wire_op_reply_free(&m);
   return EXIT_OK;
 }
 
@@ -744,7 +618,7 @@ typedef struct {
   char details[256]; /* written before done is set */
 } watch_t;
 
-static void print_event(const Gyro__Event *e) {
+static void print_event(const gy_wire_op_event_t *e) {
   char when[32] = "";
   time_t t = (time_t)e->time;
   struct tm tm;
@@ -752,7 +626,7 @@ static void print_event(const Gyro__Event *e) {
   printf("%s  step %-7" PRId64 " %-14s %s\n", when, e->step, e->kind, e->message);
 }
 
-static void print_step_line(const Gyro__StatusReply *r) {
+static void print_step_line(const gy_wire_op_status_t *r) {
   char rate[32];
   fmt_rate(rate, sizeof(rate), r->tokens_per_s);
   printf("step %-7" PRId64 " ", r->step);
@@ -762,21 +636,21 @@ static void print_step_line(const Gyro__StatusReply *r) {
 
 static void watch_on_message(void *ud, const uint8_t *msg, size_t len) {
   watch_t *w = ud;
-  Gyro__WatchMsg *m = gyro__watch_msg__unpack(NULL, len, msg);
-  if (!m) {
+  gy_wire_op_reply_t m;
+  if (gy_wire_op_reply_decode(GY_WIRE_OP_WATCH_MSG, msg, len, &m)) {
     fprintf(stderr, "gyroctl: watch: a message from the controller does not decode (%zu bytes)\n",
             len);
     return;
   }
   atomic_fetch_add(&w->received, 1);
   if (w->o->json)
-    print_json(&m->base);
-  else if (m->msg_case == GYRO__WATCH_MSG__MSG_EVENT)
-    print_event(m->event);
-  else if (m->msg_case == GYRO__WATCH_MSG__MSG_STATUS)
-    print_step_line(m->status);
+    print_json(gy_wire_op_reply_json(&m));
+  else if (m.watch == GY_WIRE_OP_WATCH_EVENT)
+    print_event(&m.events[0]);
+  else if (m.watch == GY_WIRE_OP_WATCH_STATUS)
+    print_step_line(&m.status);
   fflush(stdout);
-  gyro__watch_msg__free_unpacked(m, NULL);
+  gy_wire_op_reply_free(&m);
 }
 
 static void watch_on_close(void *ud, int status, const char *details) {
@@ -818,18 +692,20 @@ static int cmd_watch(const ctl_opts_t *o, int argc, char **argv) {
     code = call_failed(o, GY_METHOD_OPERATOR_WATCH, rc, GY_RPC_UNAVAILABLE, err);
     goto done;
   }
-  Gyro__WatchRequest req = GYRO__WATCH_REQUEST__INIT;
-  req.steps = steps;
-  req.token = (char *)(o->token ? o->token : "");
-  uint8_t buf[1200];
-  size_t len = gyro__watch_request__get_packed_size(&req);
-  if (len > sizeof(buf)) {
+  uint8_t *buf;
+  size_t len;
+  if ((rc = gy_wire_op_watch_encode(steps, o->token, &buf, &len))) {
+    code = call_failed(o, GY_METHOD_OPERATOR_WATCH, rc, 0, "");
+    goto done;
+  }
+  if (len > 1200) {
+    free(buf);
     fprintf(stderr, "gyroctl: --token is too long\n");
     code = EXIT_USAGE;
     goto done;
   }
-  gyro__watch_request__pack(&req, buf);
   gy_rpc_cstream_send(s, buf, len); /* a closed stream reports itself through on_close */
+  free(buf);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
@@ -982,13 +858,11 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "watch")) pthread_sigmask(SIG_BLOCK, &set, NULL);
   if (!strcmp(cmd, "status")) return cmd_status(&o, cargc, cargv);
   if (!strcmp(cmd, "watch")) return cmd_watch(&o, cargc, cargv);
-  if (!strcmp(cmd, "pause")) return cmd_directive(&o, cargc, cargv, GYRO__DIRECTIVE__KIND__PAUSE);
-  if (!strcmp(cmd, "resume")) return cmd_directive(&o, cargc, cargv, GYRO__DIRECTIVE__KIND__RESUME);
-  if (!strcmp(cmd, "stop")) return cmd_directive(&o, cargc, cargv, GYRO__DIRECTIVE__KIND__STOP);
-  if (!strcmp(cmd, "checkpoint"))
-    return cmd_directive(&o, cargc, cargv, GYRO__DIRECTIVE__KIND__CHECKPOINT);
-  if (!strcmp(cmd, "set"))
-    return cmd_directive(&o, cargc, cargv, GYRO__DIRECTIVE__KIND__SET_HPARAMS);
+  if (!strcmp(cmd, "pause")) return cmd_directive(&o, cargc, cargv, GY_WIRE_OP_PAUSE);
+  if (!strcmp(cmd, "resume")) return cmd_directive(&o, cargc, cargv, GY_WIRE_OP_RESUME);
+  if (!strcmp(cmd, "stop")) return cmd_directive(&o, cargc, cargv, GY_WIRE_OP_STOP);
+  if (!strcmp(cmd, "checkpoint")) return cmd_directive(&o, cargc, cargv, GY_WIRE_OP_CHECKPOINT);
+  if (!strcmp(cmd, "set")) return cmd_directive(&o, cargc, cargv, GY_WIRE_OP_SET_HPARAMS);
   if (!strcmp(cmd, "rollback")) return cmd_rollback(&o, cargc, cargv);
   if (!strcmp(cmd, "skip")) return cmd_skip(&o, cargc, cargv);
   if (!strcmp(cmd, "events")) return cmd_events(&o, cargc, cargv);

@@ -43,6 +43,7 @@
 #include <stdint.h>
 
 #include "controller/event_kinds.h"
+#include "wire/hparams.h"
 
 /* Run states. The transition table is in fleet.c (one function changes state). */
 #define GY_FLEET_STATE_MAP(XX)                                                                     \
@@ -75,15 +76,10 @@ typedef enum {
 
 const char *gy_dir_kind_name(int kind); /* "PAUSE", ...; "?" when out of range */
 
-/* The run-time knobs of SET_HPARAMS and ROLLBACK; `present` has bit 1 << (field number - 1)
- * of gyro.HParams for each field to change (wsd_decay_now: bit 1 << 9). */
-typedef struct {
-  float lr_scale, grad_clip, eps, weight_decay, shallow_scale;
-  int32_t shallow_layers;
-  float z_loss, beta1, beta2;
-  uint32_t present;
-  int wsd_decay_now; /* switch the schedule to WSD and start its decay */
-} gy_fleet_hparams_t;
+/* The run-time knobs of SET_HPARAMS and ROLLBACK: gyro.HParams as the wire layer's one value
+ * (wire/hparams.h); `present` has bit 1 << (field number - 1) of gyro.HParams for each field
+ * to change (wsd_decay_now: bit 1 << 9). */
+typedef gy_hparams_t gy_fleet_hparams_t;
 
 #define GY_FLEET_HP_WSD_DECAY_NOW (1u << 9)
 

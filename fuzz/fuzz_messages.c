@@ -1,8 +1,10 @@
-/* fuzz_messages: every request the controller accepts, decoded from arbitrary bytes with the
- * protobuf-c code generated from proto/gyro.proto and then put through the validation the
- * controller runs (controller/svc_*.c hand the decoded fields to the fleet,
- * controller/fleet.c, which refuses what is out of range; a PolicySet's YAML goes to
- * gy_policy_parse, from memory, as in the operator service).
+/* fuzz_messages: every message gyro decodes, from arbitrary bytes, through the wire layer's
+ * decoders: the requests the controller accepts (controller/wire.c: decoded and converted as
+ * the services convert them, then put through the validation the controller runs — the fleet,
+ * controller/fleet.c, refuses what is out of range; a PolicySet's YAML goes to
+ * gy_policy_parse, from memory, as in the operator service), what the agent receives
+ * (wire/agent_wire.c: Assignment, ControllerMsg, StoreValue) and every reply gyroctl reads
+ * (wire/operator_wire.c, with its JSON).
  *
  * Input: byte 0 picks the request type (its value modulo the number of types), the rest is the
  * message. For Worker session messages the rest is a sequence of frames [rank byte][length u16
@@ -21,7 +23,8 @@
 #include "fuzz/fuzz_util.h"
 #include "config/policy_file.h"
 #include "policies/policy.h"
-#include "proto/gyro.pb-c.h"
+#include "wire/agent_wire.h"
+#include "wire/operator_wire.h"
 
 enum {
   T_JOIN,
@@ -33,6 +36,15 @@ enum {
   T_POLICY_SET,
   T_WATCH,
   T_EMPTY,
+  T_ASSIGNMENT, /* what the agent receives */
+  T_CONTROLLER_MSG,
+  T_STORE_VALUE,
+  T_STATUS_REPLY, /* what gyroctl receives */
+  T_COMMAND_REPLY,
+  T_EVENTS_REPLY,
+  T_CHECKPOINTS_REPLY,
+  T_POLICY_REPLY,
+  T_WATCH_MSG,
   T_COUNT
 };
 
@@ -101,57 +113,45 @@ static gy_fleet_t *formed_fleet(char sess[WORLD][GY_FLEET_SESSION_MAX]) {
 
 /* The same mapping as svc_session.c's gy__svc_on_join (gy_wire_join). */
 static void do_join(const uint8_t *p, size_t n) {
-  Gyro__JoinRequest *jr = gyro__join_request__unpack(NULL, n, p);
-  if (!jr) return;
+  gy_wire_join_req_t jr;
+  if (gy_wire_join_decode(p, n, &jr)) return;
   gy_fleet_t *f = new_fleet();
-  gy_fleet_join_t in;
-  gy_wire_join(jr, &in);
-  gy_fleet_join(f, 0, &in, 1);
+  gy_fleet_join(f, 0, &jr.join, 1);
   drain(f, NULL);
   gy_fleet_join_t other = {.worker_id = "other", .ordinal = -1, .host = "h", .pid = 2};
   gy_fleet_join(f, 1, &other, 2);
   drain(f, NULL);
   check_status(f);
   gy_fleet_destroy(f);
-  gyro__join_request__free_unpacked(jr, NULL);
+  gy_wire_join_free(&jr);
 }
 
-/* The same mapping as svc_session.c's session_msg. */
+/* The same mapping as svc_session.c's session_msg (the report through gy_wire_step_report,
+ * inside gy_wire_session_decode). */
 static void session_msg(gy_fleet_t *f, int64_t now, int *bound, int stream,
-                        char sess[WORLD][GY_FLEET_SESSION_MAX], const Gyro__WorkerMsg *wm) {
+                        const gy_wire_worker_msg_t *wm) {
   if (!bound[stream]) {
-    if (wm->msg_case != GYRO__WORKER_MSG__MSG_HELLO || !wm->hello) return;
-    const Gyro__Hello *h = wm->hello;
-    if (!gy_fleet_hello(f, now, h->session_id, h->generation, h->rank)) bound[stream] = 1;
+    if (wm->kind != GY_WIRE_WORKER_HELLO) return;
+    if (!gy_fleet_hello(f, now, wm->session_id, wm->generation, wm->rank)) bound[stream] = 1;
     return;
   }
-  switch (wm->msg_case) {
-  case GYRO__WORKER_MSG__MSG_REPORT: {
-    const Gyro__StepReport *r = wm->report;
-    for (size_t i = 0; i < r->n_top; i++)
-      (void)r->top[i]->channel; /* kept by the service for attribution (keep_top) */
-    gy_wire_channels_t chans;
-    gy_fleet_report_t in;
-    gy_wire_step_report(r, &chans, &in); /* the service's own translation */
-    gy_fleet_report(f, now, stream, &in);
+  switch (wm->kind) {
+  case GY_WIRE_WORKER_REPORT:
+    gy_fleet_report(f, now, stream, &wm->report);
     break;
-  }
-  case GYRO__WORKER_MSG__MSG_HEARTBEAT:
-    gy_fleet_heartbeat(f, now, stream, wm->heartbeat->generation, wm->heartbeat->rank);
+  case GY_WIRE_WORKER_HEARTBEAT:
+    gy_fleet_heartbeat(f, now, stream, wm->generation, wm->rank);
     break;
-  case GYRO__WORKER_MSG__MSG_ACK: {
-    const Gyro__DirectiveAck *a = wm->ack;
-    gy_fleet_ack(f, now, stream, a->generation, a->seq, a->rank, a->ok, a->error,
-                 a->checkpoint_bytes);
+  case GY_WIRE_WORKER_ACK:
+    gy_fleet_ack(f, now, stream, wm->generation, wm->seq, wm->rank, wm->ok, wm->error,
+                 wm->checkpoint_bytes);
     break;
-  }
-  case GYRO__WORKER_MSG__MSG_HELLO:
-    gy_fleet_hello(f, now, wm->hello->session_id, wm->hello->generation, wm->hello->rank);
+  case GY_WIRE_WORKER_HELLO:
+    gy_fleet_hello(f, now, wm->session_id, wm->generation, wm->rank);
     break;
   default:
     break;
   }
-  (void)sess;
 }
 
 static void do_session(const uint8_t *p, size_t n) {
@@ -166,12 +166,13 @@ static void do_session(const uint8_t *p, size_t n) {
     p += 3;
     n -= 3;
     if (len > n) len = n;
-    Gyro__WorkerMsg *wm = gyro__worker_msg__unpack(NULL, len, p);
+    gy_wire_worker_msg_t wm;
+    int rc = gy_wire_session_decode(p, len, &wm);
     p += len;
     n -= len;
-    if (!wm) continue;
-    session_msg(f, now++, bound, stream, sess, wm);
-    gyro__worker_msg__free_unpacked(wm, NULL);
+    if (rc) continue;
+    session_msg(f, now++, bound, stream, &wm);
+    gy_wire_session_free(&wm);
     drain(f, NULL);
     /* an operator command now and then, so that directives and acks meet */
     if ((now & 7) == 0) {
@@ -190,34 +191,26 @@ static void do_session(const uint8_t *p, size_t n) {
 /* The same mapping as svc_operator.c's gy__svc_on_command (without the step-to-sample
  * conversion of `newest`/skip_steps, which needs the service's skip set). */
 static void do_command(const uint8_t *p, size_t n) {
-  Gyro__CommandRequest *r = gyro__command_request__unpack(NULL, n, p);
-  if (!r) return;
+  gy_wire_command_t r;
+  if (gy_wire_command_decode(p, n, &r)) return;
   char sess[WORLD][GY_FLEET_SESSION_MAX];
   gy_fleet_t *f = formed_fleet(sess);
-  gy_fleet_hparams_t hp;
-  gy_wire_hparams_in(r->hparams, &hp);
   uint64_t seq;
   int64_t at;
-  if (r->kind == GYRO__DIRECTIVE__KIND__ROLLBACK) {
-    int k = r->n_skip > GY_FLEET_MAX_SKIPS ? GY_FLEET_MAX_SKIPS + 1 : (int)r->n_skip;
-    gy_fleet_skip_t *sk = k && k <= GY_FLEET_MAX_SKIPS ? malloc((size_t)k * sizeof(*sk)) : NULL;
-    for (int i = 0; sk && i < k; i++)
-      sk[i] = (gy_fleet_skip_t){r->skip[i]->first, r->skip[i]->last};
-    gy_fleet_rollback(f, 3, r->to_step, sk, k, &hp, "operator rollback", &seq, &at);
-    free(sk);
-  } else {
-    gy_fleet_command(f, 3, (int)r->kind, &hp, &seq, &at);
-  }
+  if (r.kind == GY_DIR_ROLLBACK)
+    gy_fleet_rollback(f, 3, r.to_step, r.skip, r.nskip, &r.hparams, "operator rollback", &seq, &at);
+  else
+    gy_fleet_command(f, 3, r.kind, &r.hparams, &seq, &at);
   drain(f, NULL);
   check_status(f);
   gy_fleet_destroy(f);
-  gyro__command_request__free_unpacked(r, NULL);
+  gy_wire_command_free(&r);
 }
 
 static void do_policy_set(const uint8_t *p, size_t n) {
-  Gyro__PolicySetRequest *r = gyro__policy_set_request__unpack(NULL, n, p);
-  if (!r) return;
-  const char *yaml = r->yaml ? r->yaml : "";
+  gy_wire_request_t r;
+  if (gy_wire_request_decode(GY_WIRE_REQ_POLICY_SET, p, n, &r)) return;
+  const char *yaml = r.yaml;
   gy_policy_t pol;
   gy_policy_default(&pol);
   char errmsg[512];
@@ -225,7 +218,56 @@ static void do_policy_set(const uint8_t *p, size_t n) {
   if (gy_policy_parse(&pol, "policy", yaml, strlen(yaml), errmsg, sizeof(errmsg)) == 0 &&
       gy_policy_check(&pol, errmsg, sizeof(errmsg)))
     fuzz_fail("an accepted policy fails its check: %s", errmsg);
-  gyro__policy_set_request__free_unpacked(r, NULL);
+  gy_wire_request_free(&r);
+}
+
+/* A request that carries plain fields only: decoded and freed. */
+static void do_request(gy_wire_req_kind_t kind, const uint8_t *p, size_t n) {
+  gy_wire_request_t r;
+  if (gy_wire_request_decode(kind, p, n, &r)) return;
+  (void)strlen(r.key);
+  gy_wire_request_free(&r);
+}
+
+/* What the agent receives, decoded as the agent decodes it. */
+static void do_agent(int type, const uint8_t *p, size_t n) {
+  if (type == T_ASSIGNMENT) {
+    gy_wire_agent_assignment_t a;
+    if (gy_wire_agent_assignment_decode(p, n, &a)) return;
+    for (int i = 0; i < a.asg.nskip; i++)
+      (void)(a.asg.skip[2 * i] < a.asg.skip[2 * i + 1]);
+    (void)strlen(a.asg.config_yaml);
+    gy_wire_agent_assignment_free(&a);
+  } else if (type == T_CONTROLLER_MSG) {
+    gy_wire_agent_ctl_t m;
+    if (gy_wire_agent_ctl_decode(p, n, &m)) return;
+    for (int i = 0; i < m.dir.nskip; i++)
+      (void)(m.dir.skip[i].first < m.dir.skip[i].last);
+    (void)strlen(m.dir.reason);
+    gy_wire_agent_ctl_free(&m);
+  } else {
+    void *v;
+    size_t vlen;
+    if (!gy_wire_agent_store_value_decode(p, n, &v, &vlen)) free(v);
+  }
+}
+
+/* What gyroctl receives, decoded and turned into JSON as gyroctl prints it. */
+static void do_reply(gy_wire_op_reply_kind_t kind, const uint8_t *p, size_t n) {
+  gy_wire_op_reply_t r;
+  if (gy_wire_op_reply_decode(kind, p, n, &r)) return;
+  json_t *j = gy_wire_op_reply_json(&r);
+  char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(10));
+  free(s);
+  json_decref(j);
+  for (size_t i = 0; i < r.nevents && kind == GY_WIRE_OP_EVENTS_REPLY; i++)
+    json_decref(gy_wire_op_event_json(&r, i));
+  for (size_t i = 0; i < r.status.nranks; i++)
+    (void)strlen(r.status.ranks[i].worker_id);
+  for (size_t i = 0; i < r.ncheckpoints; i++)
+    for (size_t k = 0; k < r.checkpoints[i].nsources; k++)
+      (void)strlen(r.checkpoints[i].sources[k].source);
+  gy_wire_op_reply_free(&r);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -242,34 +284,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   case T_COMMAND:
     do_command(p, n);
     break;
-  case T_STORE_SET: {
-    Gyro__StoreSetRequest *r = gyro__store_set_request__unpack(NULL, n, p);
-    if (r) gyro__store_set_request__free_unpacked(r, NULL);
+  case T_STORE_SET:
+    do_request(GY_WIRE_REQ_STORE_SET, p, n);
     break;
-  }
-  case T_STORE_GET: {
-    Gyro__StoreGetRequest *r = gyro__store_get_request__unpack(NULL, n, p);
-    if (r) gyro__store_get_request__free_unpacked(r, NULL);
+  case T_STORE_GET:
+    do_request(GY_WIRE_REQ_STORE_GET, p, n);
     break;
-  }
-  case T_EVENTS: {
-    Gyro__EventsRequest *r = gyro__events_request__unpack(NULL, n, p);
-    if (r) gyro__events_request__free_unpacked(r, NULL);
+  case T_EVENTS:
+    do_request(GY_WIRE_REQ_EVENTS, p, n);
     break;
-  }
   case T_POLICY_SET:
     do_policy_set(p, n);
     break;
-  case T_WATCH: {
-    Gyro__WatchRequest *r = gyro__watch_request__unpack(NULL, n, p);
-    if (r) gyro__watch_request__free_unpacked(r, NULL);
+  case T_WATCH:
+    do_request(GY_WIRE_REQ_WATCH, p, n);
     break;
-  }
-  case T_EMPTY: {
-    Gyro__Empty *r = gyro__empty__unpack(NULL, n, p);
-    if (r) gyro__empty__free_unpacked(r, NULL);
+  case T_EMPTY:
+    do_request(GY_WIRE_REQ_EMPTY, p, n);
     break;
-  }
+  case T_ASSIGNMENT:
+  case T_CONTROLLER_MSG:
+  case T_STORE_VALUE:
+    do_agent(data[0] % T_COUNT, p, n);
+    break;
+  case T_STATUS_REPLY:
+  case T_COMMAND_REPLY:
+  case T_EVENTS_REPLY:
+  case T_CHECKPOINTS_REPLY:
+  case T_POLICY_REPLY:
+  case T_WATCH_MSG:
+    do_reply((gy_wire_op_reply_kind_t)(data[0] % T_COUNT - T_STATUS_REPLY), p, n);
+    break;
   }
   return 0;
 }

@@ -1,0 +1,491 @@
+/* test_wire: the wire layer's conversions (wire/hparams, wire/agent_wire, wire/operator_wire,
+ * controller/wire). Round trips: a C value is encoded by one side and decoded by the other
+ * (agent -> controller, gyroctl -> controller), or a message built with the generated code the
+ * way the controller builds it is decoded by the agent's or gyroctl's decoder; every field
+ * comes back. Malformed bytes are GY_EPROTO everywhere, and the free functions are safe after a
+ * failed decode. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "controller/wire.h"
+#include "proto/gyro.pb-c.h"
+#include "tests/test.h"
+#include "wire/agent_wire.h"
+#include "wire/hparams.h"
+#include "wire/operator_wire.h"
+
+/* Bytes that unpack as no message: a field 1 of wire type 2 whose length runs past the end. */
+static const uint8_t bad[] = {0x0a, 0x7f, 0x01};
+
+static uint8_t *pack_msg(const ProtobufCMessage *m, size_t *len) {
+  *len = protobuf_c_message_get_packed_size(m);
+  uint8_t *b = malloc(*len ? *len : 1);
+  REQUIRE(b);
+  protobuf_c_message_pack(m, b);
+  return b;
+}
+
+static gy_hparams_t sample_hparams(void) {
+  return (gy_hparams_t){.present = GY_HP_LR_SCALE | GY_HP_SHALLOW_LAYERS | GY_HP_BETA2 |
+                                   GY_HP_WSD_DECAY_NOW,
+                        .lr_scale = 0.5f,
+                        .grad_clip = 1.25f,
+                        .eps = 1e-7f,
+                        .weight_decay = 0.1f,
+                        .shallow_scale = 0.25f,
+                        .shallow_layers = 3,
+                        .z_loss = 1e-4f,
+                        .beta1 = 0.8f,
+                        .beta2 = 0.95f,
+                        .wsd_decay_now = 1};
+}
+
+static void test_hparams_round_trip(void) {
+  gy_hparams_t h = sample_hparams(), back;
+  Gyro__HParams m = GYRO__HPARAMS__INIT;
+  gy_wire_hparams_out(&h, &m);
+  size_t len;
+  uint8_t *b = pack_msg(&m.base, &len);
+  Gyro__HParams *u = gyro__hparams__unpack(NULL, len, b);
+  REQUIRE(u);
+  gy_wire_hparams_in(u, &back);
+  CHECK(!memcmp(&h, &back, sizeof(h)));
+  gyro__hparams__free_unpacked(u, NULL);
+  free(b);
+  gy_wire_hparams_in(NULL, &back);
+  CHECK(back.present == 0 && back.lr_scale == 0 && back.wsd_decay_now == 0);
+}
+
+static void test_agent_join_round_trip(void) {
+  gy_wire_agent_join_t j = {.worker_id = "w-1",
+                            .ordinal = 3,
+                            .join_token = "tok",
+                            .host = "node7",
+                            .pid = 4242,
+                            .steps_done = 17,
+                            .generation = 5};
+  uint8_t *b;
+  size_t len;
+  REQUIRE(!gy_wire_agent_join_encode(&j, &b, &len));
+  gy_wire_join_req_t d;
+  REQUIRE(!gy_wire_join_decode(b, len, &d));
+  CHECK(!strcmp(d.join.worker_id, "w-1") && !strcmp(d.join.host, "node7"));
+  CHECK(!strcmp(d.join_token, "tok"));
+  CHECK_EQ_INT(d.join.ordinal, 3);
+  CHECK_EQ_INT(d.join.pid, 4242);
+  CHECK_EQ_INT(d.join.steps_done, 17);
+  CHECK_EQ_INT(d.join.generation, 5);
+  gy_wire_join_free(&d);
+  free(b);
+  CHECK_EQ_INT(gy_wire_join_decode(bad, sizeof(bad), &d), GY_EPROTO);
+  gy_wire_join_free(&d);
+}
+
+static void test_agent_session_round_trip(void) {
+  gy_agent_channel_t ch[2] = {{"en", 12.5, 100}, {"zh", 3.25, 40}};
+  gy_agent_sample_t top[1] = {{99, "en", 7.5f}};
+  gy_agent_gpu_t gpu = {.index = 1, .name = "H100", .has_temp = 1, .temp_c = 70};
+  gy_agent_report_t rep = {.step = 41,
+                           .loss = 2.5,
+                           .channels = ch,
+                           .nchannels = 2,
+                           .grad_norm = 1.5,
+                           .grad_norm_shallow = 0.5,
+                           .grad_norm_deep = 1.0,
+                           .update_ratio = 1e-3,
+                           .lr = 3e-4,
+                           .nonfinite = 1,
+                           .step_ms = 12,
+                           .tokens_per_s = 1000,
+                           .top = top,
+                           .ntop = 1,
+                           .gpu = &gpu,
+                           .has_checkpoint = 1,
+                           .checkpoint_step = 40,
+                           .checkpoint_bytes = 1234};
+  uint8_t *b;
+  size_t len;
+  REQUIRE(!gy_wire_agent_report_encode(9, 1, &rep, &b, &len));
+  gy_wire_worker_msg_t m;
+  REQUIRE(!gy_wire_session_decode(b, len, &m));
+  free(b);
+  CHECK(m.kind == GY_WIRE_WORKER_REPORT);
+  const gy_fleet_report_t *r = &m.report;
+  CHECK_EQ_INT(r->generation, 9);
+  CHECK_EQ_INT(r->rank, 1);
+  CHECK_EQ_INT(r->step, 41);
+  CHECK(r->loss == 2.5 && r->grad_norm == 1.5 && r->grad_norm_shallow == 0.5);
+  CHECK(r->grad_norm_deep == 1.0 && r->update_ratio == 1e-3 && r->lr == 3e-4);
+  CHECK(r->nonfinite && r->step_ms == 12 && r->tokens_per_s == 1000);
+  CHECK_EQ_INT(r->nch, 2);
+  CHECK(!strcmp(r->ch_name[1], "zh") && r->ch_loss_sum[1] == 3.25 && r->ch_tokens[1] == 40);
+  CHECK(r->has_checkpoint && r->checkpoint_step == 40 && r->checkpoint_bytes == 1234);
+  gy_wire_session_free(&m);
+
+  /* without a checkpoint the step goes as -1 and the bytes as 0 */
+  rep.has_checkpoint = 0;
+  REQUIRE(!gy_wire_agent_report_encode(9, 1, &rep, &b, &len));
+  REQUIRE(!gy_wire_session_decode(b, len, &m));
+  free(b);
+  CHECK(!m.report.has_checkpoint && m.report.checkpoint_step == -1 &&
+        m.report.checkpoint_bytes == 0);
+  gy_wire_session_free(&m);
+
+  REQUIRE(!gy_wire_agent_hello_encode("s-1", 9, 1, &b, &len));
+  REQUIRE(!gy_wire_session_decode(b, len, &m));
+  free(b);
+  CHECK(m.kind == GY_WIRE_WORKER_HELLO && !strcmp(m.session_id, "s-1") && m.generation == 9 &&
+        m.rank == 1);
+  gy_wire_session_free(&m);
+
+  REQUIRE(!gy_wire_agent_heartbeat_encode(9, 1, 77, &b, &len));
+  REQUIRE(!gy_wire_session_decode(b, len, &m));
+  free(b);
+  CHECK(m.kind == GY_WIRE_WORKER_HEARTBEAT && m.steps_done == 77 && m.generation == 9);
+  gy_wire_session_free(&m);
+
+  REQUIRE(!gy_wire_agent_ack_encode(9, 1, 5, 30, 1, "", 4096, &b, &len));
+  REQUIRE(!gy_wire_session_decode(b, len, &m));
+  free(b);
+  CHECK(m.kind == GY_WIRE_WORKER_ACK && m.seq == 5 && m.step == 30 && m.ok &&
+        m.checkpoint_bytes == 4096 && !strcmp(m.error, ""));
+  gy_wire_session_free(&m);
+  /* a failed ack carries its reason and no size */
+  REQUIRE(!gy_wire_agent_ack_encode(9, 1, 6, 30, 0, "no such step", 4096, &b, &len));
+  REQUIRE(!gy_wire_session_decode(b, len, &m));
+  free(b);
+  CHECK(!m.ok && m.checkpoint_bytes == 0 && !strcmp(m.error, "no such step"));
+  gy_wire_session_free(&m);
+
+  gy_agent_source_eval_t src[2] = {{"en", 3.0, 20.1, 500, 0.5, 10}, {"zh", 2.0, 7.4, 300, 0, 0}};
+  gy_agent_eval_t ev = {.step = 50, .sources = src, .nsources = 2};
+  REQUIRE(!gy_wire_agent_eval_encode(9, 0, &ev, &b, &len));
+  REQUIRE(!gy_wire_session_decode(b, len, &m));
+  free(b);
+  CHECK(m.kind == GY_WIRE_WORKER_EVAL && m.step == 50 && m.nsources == 2 && m.rank == 0);
+  gy_wire_session_free(&m);
+
+  CHECK_EQ_INT(gy_wire_agent_report_encode(9, 1, &(gy_agent_report_t){.nchannels = 2}, &b, &len),
+               GY_EINVAL);
+  CHECK_EQ_INT(gy_wire_session_decode(bad, sizeof(bad), &m), GY_EPROTO);
+  gy_wire_session_free(&m);
+}
+
+static void test_agent_store_round_trip(void) {
+  uint8_t *b;
+  size_t len;
+  REQUIRE(!gy_wire_agent_store_set_encode("g1/rank0", "abc", 3, &b, &len));
+  gy_wire_request_t r;
+  REQUIRE(!gy_wire_request_decode(GY_WIRE_REQ_STORE_SET, b, len, &r));
+  free(b);
+  CHECK(!strcmp(r.key, "g1/rank0") && r.value_len == 3 && !memcmp(r.value, "abc", 3));
+  gy_wire_request_free(&r);
+  REQUIRE(!gy_wire_agent_store_get_encode("g1/x", 2500, &b, &len));
+  REQUIRE(!gy_wire_request_decode(GY_WIRE_REQ_STORE_GET, b, len, &r));
+  free(b);
+  CHECK(!strcmp(r.key, "g1/x") && r.timeout_ms == 2500);
+  gy_wire_request_free(&r);
+
+  Gyro__StoreValue v = GYRO__STORE_VALUE__INIT;
+  v.value.data = (uint8_t *)"\x01\x02";
+  v.value.len = 2;
+  b = pack_msg(&v.base, &len);
+  void *val;
+  size_t vlen;
+  REQUIRE(!gy_wire_agent_store_value_decode(b, len, &val, &vlen));
+  CHECK(vlen == 2 && !memcmp(val, "\x01\x02", 2));
+  free(val);
+  free(b);
+  CHECK_EQ_INT(gy_wire_agent_store_value_decode(bad, sizeof(bad), &val, &vlen), GY_EPROTO);
+  CHECK(val == NULL && vlen == 0);
+}
+
+static void test_agent_assignment_decode(void) {
+  Gyro__SkipRange s0 = GYRO__SKIP_RANGE__INIT, s1 = GYRO__SKIP_RANGE__INIT;
+  s0.first = 10, s0.last = 20, s1.first = 30, s1.last = 31;
+  Gyro__SkipRange *sp[2] = {&s0, &s1};
+  Gyro__Assignment a = GYRO__ASSIGNMENT__INIT;
+  a.generation = 4, a.rank = 1, a.world = 2, a.tp = 1, a.start_step = 100, a.heartbeat_ms = 250;
+  a.config_yaml = "run: x\n", a.config_dir = "/cfg", a.rdzv_prefix = "g4", a.session_id = "s";
+  a.n_skip = 2, a.skip = sp;
+  size_t len;
+  uint8_t *b = pack_msg(&a.base, &len);
+  gy_wire_agent_assignment_t d;
+  REQUIRE(!gy_wire_agent_assignment_decode(b, len, &d));
+  free(b);
+  const gy_agent_assignment_t *g = &d.asg;
+  CHECK(g->generation == 4 && g->rank == 1 && g->world == 2 && g->tp == 1);
+  CHECK(g->start_step == 100 && g->heartbeat_ms == 250);
+  CHECK(!strcmp(g->config_yaml, "run: x\n") && !strcmp(g->config_dir, "/cfg"));
+  CHECK(!strcmp(g->rdzv_prefix, "g4") && !strcmp(g->session_id, "s"));
+  CHECK(g->nskip == 2 && g->skip[0] == 10 && g->skip[1] == 20 && g->skip[2] == 30 &&
+        g->skip[3] == 31);
+  gy_wire_agent_assignment_free(&d);
+  CHECK_EQ_INT(gy_wire_agent_assignment_decode(bad, sizeof(bad), &d), GY_EPROTO);
+  gy_wire_agent_assignment_free(&d);
+}
+
+static void test_agent_controller_msg_decode(void) {
+  Gyro__Grant gr = GYRO__GRANT__INIT;
+  gr.generation = 3, gr.horizon = 64;
+  Gyro__ControllerMsg cm = GYRO__CONTROLLER_MSG__INIT;
+  cm.msg_case = GYRO__CONTROLLER_MSG__MSG_GRANT, cm.grant = &gr;
+  size_t len;
+  uint8_t *b = pack_msg(&cm.base, &len);
+  gy_wire_agent_ctl_t m;
+  REQUIRE(!gy_wire_agent_ctl_decode(b, len, &m));
+  free(b);
+  CHECK(m.kind == GY_WIRE_AGENT_CTL_GRANT && m.generation == 3 && m.horizon == 64);
+  gy_wire_agent_ctl_free(&m);
+
+  /* a directive as the session service builds it: the knobs through gy_wire_hparams_out */
+  gy_hparams_t h = sample_hparams();
+  Gyro__HParams hp = GYRO__HPARAMS__INIT;
+  gy_wire_hparams_out(&h, &hp);
+  Gyro__SkipRange s0 = GYRO__SKIP_RANGE__INIT;
+  s0.first = 5, s0.last = 9;
+  Gyro__SkipRange *sp[1] = {&s0};
+  Gyro__Directive d = GYRO__DIRECTIVE__INIT;
+  d.generation = 3, d.seq = 12, d.at_step = 40, d.kind = GYRO__DIRECTIVE__KIND__ROLLBACK;
+  d.hparams = &hp, d.to_step = 30, d.n_skip = 1, d.skip = sp, d.reason = "spike";
+  cm.msg_case = GYRO__CONTROLLER_MSG__MSG_DIRECTIVE, cm.grant = NULL, cm.directive = &d;
+  b = pack_msg(&cm.base, &len);
+  REQUIRE(!gy_wire_agent_ctl_decode(b, len, &m));
+  free(b);
+  CHECK(m.kind == GY_WIRE_AGENT_CTL_DIRECTIVE && m.generation == 3);
+  CHECK(m.dir.seq == 12 && m.dir.at_step == 40 && m.dir.kind == GY_DIRECTIVE_ROLLBACK);
+  CHECK(m.dir.to_step == 30 && m.dir.nskip == 1 && m.dir.skip[0].first == 5 &&
+        m.dir.skip[0].last == 9);
+  CHECK(!strcmp(m.dir.reason, "spike"));
+  CHECK(!memcmp(&m.dir.hparams, &h, sizeof(h)));
+  gy_wire_agent_ctl_free(&m);
+
+  /* an empty ControllerMsg decodes as NONE */
+  Gyro__ControllerMsg empty = GYRO__CONTROLLER_MSG__INIT;
+  b = pack_msg(&empty.base, &len);
+  REQUIRE(!gy_wire_agent_ctl_decode(b, len, &m));
+  free(b);
+  CHECK(m.kind == GY_WIRE_AGENT_CTL_NONE && !strcmp(m.dir.reason, ""));
+  gy_wire_agent_ctl_free(&m);
+  CHECK_EQ_INT(gy_wire_agent_ctl_decode(bad, sizeof(bad), &m), GY_EPROTO);
+  gy_wire_agent_ctl_free(&m);
+}
+
+static void test_operator_command_round_trip(void) {
+  gy_hparams_t h = sample_hparams();
+  gy_wire_op_range_t skip[2] = {{1, 5}, {9, 10}}, steps[1] = {{20, 22}};
+  gy_wire_op_command_t c = {.kind = GY_WIRE_OP_ROLLBACK,
+                            .hparams = &h,
+                            .token = "t0k",
+                            .to_step = 300,
+                            .skip = skip,
+                            .nskip = 2,
+                            .skip_steps = steps,
+                            .nskip_steps = 1,
+                            .newest = 1};
+  uint8_t *b;
+  size_t len;
+  REQUIRE(!gy_wire_op_command_encode(&c, &b, &len));
+  gy_wire_command_t d;
+  REQUIRE(!gy_wire_command_decode(b, len, &d));
+  free(b);
+  CHECK_EQ_INT(d.kind, GY_DIR_ROLLBACK);
+  CHECK(!memcmp(&d.hparams, &h, sizeof(h)));
+  CHECK(!strcmp(d.token, "t0k") && d.to_step == 300 && d.newest && d.nskip_steps == 1);
+  CHECK(d.nskip == 2 && d.skip[0].first == 1 && d.skip[0].last == 5 && d.skip[1].first == 9 &&
+        d.skip[1].last == 10);
+  gy_wire_command_free(&d);
+
+  /* no hparams: nothing present */
+  c = (gy_wire_op_command_t){.kind = GY_WIRE_OP_PAUSE};
+  REQUIRE(!gy_wire_op_command_encode(&c, &b, &len));
+  REQUIRE(!gy_wire_command_decode(b, len, &d));
+  free(b);
+  CHECK(d.kind == GY_DIR_PAUSE && d.hparams.present == 0 && d.nskip == 0 && !d.skip &&
+        !strcmp(d.token, ""));
+  gy_wire_command_free(&d);
+
+  c.nskip = GY_WIRE_OP_RANGES_MAX + 1;
+  c.skip = skip;
+  CHECK_EQ_INT(gy_wire_op_command_encode(&c, &b, &len), GY_EINVAL);
+  CHECK_EQ_INT(gy_wire_command_decode(bad, sizeof(bad), &d), GY_EPROTO);
+  gy_wire_command_free(&d);
+}
+
+static void test_operator_requests_round_trip(void) {
+  uint8_t *b;
+  size_t len;
+  gy_wire_request_t r;
+  REQUIRE(!gy_wire_op_events_encode(42, "tk", &b, &len));
+  REQUIRE(!gy_wire_request_decode(GY_WIRE_REQ_EVENTS, b, len, &r));
+  free(b);
+  CHECK(r.since_id == 42 && !strcmp(r.token, "tk"));
+  gy_wire_request_free(&r);
+  REQUIRE(!gy_wire_op_watch_encode(1, NULL, &b, &len));
+  REQUIRE(!gy_wire_request_decode(GY_WIRE_REQ_WATCH, b, len, &r));
+  free(b);
+  CHECK(r.steps == 1 && !strcmp(r.token, ""));
+  gy_wire_request_free(&r);
+  REQUIRE(!gy_wire_op_policy_set_encode("spike: {}\n", "p.yaml", "tk", &b, &len));
+  REQUIRE(!gy_wire_request_decode(GY_WIRE_REQ_POLICY_SET, b, len, &r));
+  free(b);
+  CHECK(!strcmp(r.yaml, "spike: {}\n") && !strcmp(r.name, "p.yaml") && !strcmp(r.token, "tk"));
+  gy_wire_request_free(&r);
+  REQUIRE(!gy_wire_op_checkpoints_encode("tk", &b, &len));
+  REQUIRE(!gy_wire_request_decode(GY_WIRE_REQ_CHECKPOINTS, b, len, &r));
+  free(b);
+  CHECK(!strcmp(r.token, "tk"));
+  gy_wire_request_free(&r);
+  REQUIRE(!gy_wire_op_empty_encode(&b, &len));
+  REQUIRE(!gy_wire_request_decode(GY_WIRE_REQ_EMPTY, b, len, &r));
+  free(b);
+  CHECK(len == 0);
+  gy_wire_request_free(&r);
+  CHECK_EQ_INT(gy_wire_request_decode(GY_WIRE_REQ_EVENTS, bad, sizeof(bad), &r), GY_EPROTO);
+  gy_wire_request_free(&r);
+}
+
+static void test_operator_status_decode(void) {
+  Gyro__ChannelStat c0 = GYRO__CHANNEL_STAT__INIT;
+  c0.name = "en", c0.loss_sum = 30, c0.tokens = 10;
+  Gyro__ChannelStat *cp[1] = {&c0};
+  Gyro__RankStatus k0 = GYRO__RANK_STATUS__INIT, k1 = GYRO__RANK_STATUS__INIT;
+  k0.rank = 0, k0.worker_id = "w0", k0.host = "h0", k0.pid = 10, k0.steps_done = 7, k0.alive = 1;
+  k1.rank = 1, k1.worker_id = "w1", k1.host = "h1", k1.last_report_age_ms = 2500;
+  Gyro__RankStatus *kp[2] = {&k0, &k1};
+  Gyro__StatusReply s = GYRO__STATUS_REPLY__INIT;
+  s.run = "demo", s.state = "TRAIN", s.step = 7, s.horizon = 11, s.generation = 2, s.world = 2;
+  s.tp = 1, s.loss = 3.5, s.n_channels = 1, s.channels = cp, s.grad_norm = 0.7;
+  s.tokens_per_s = 900, s.n_ranks = 2, s.ranks = kp, s.steps_total = 100, s.committed_step = 5;
+  size_t len;
+  uint8_t *b = pack_msg(&s.base, &len);
+  gy_wire_op_reply_t r;
+  REQUIRE(!gy_wire_op_reply_decode(GY_WIRE_OP_STATUS_REPLY, b, len, &r));
+  const gy_wire_op_status_t *st = &r.status;
+  CHECK(!strcmp(st->run, "demo") && !strcmp(st->state, "TRAIN"));
+  CHECK(st->step == 7 && st->horizon == 11 && st->generation == 2 && st->world == 2);
+  CHECK(st->tp == 1 && st->loss == 3.5 && st->grad_norm == 0.7 && st->tokens_per_s == 900);
+  CHECK(st->steps_total == 100 && st->committed_step == 5);
+  CHECK(st->nchannels == 1 && !strcmp(st->channels[0].name, "en") &&
+        st->channels[0].loss_sum == 30 && st->channels[0].tokens == 10);
+  CHECK(st->nranks == 2 && !strcmp(st->ranks[1].worker_id, "w1") &&
+        !strcmp(st->ranks[0].host, "h0"));
+  CHECK(st->ranks[0].pid == 10 && st->ranks[0].steps_done == 7 && st->ranks[0].alive);
+  CHECK(!st->ranks[1].alive && st->ranks[1].last_report_age_ms == 2500);
+  /* the JSON names every field as gyro.proto does */
+  json_t *j = gy_wire_op_reply_json(&r);
+  CHECK(!strcmp(json_string_value(json_object_get(j, "state")), "TRAIN"));
+  CHECK(json_integer_value(json_object_get(j, "committed_step")) == 5);
+  CHECK(json_array_size(json_object_get(j, "ranks")) == 2);
+  json_decref(j);
+  gy_wire_op_reply_free(&r);
+
+  /* the same status inside a WatchMsg */
+  Gyro__WatchMsg w = GYRO__WATCH_MSG__INIT;
+  w.msg_case = GYRO__WATCH_MSG__MSG_STATUS, w.status = &s;
+  free(b);
+  b = pack_msg(&w.base, &len);
+  REQUIRE(!gy_wire_op_reply_decode(GY_WIRE_OP_WATCH_MSG, b, len, &r));
+  CHECK(r.watch == GY_WIRE_OP_WATCH_STATUS && r.status.nranks == 2 && r.status.step == 7);
+  gy_wire_op_reply_free(&r);
+  free(b);
+  CHECK_EQ_INT(gy_wire_op_reply_decode(GY_WIRE_OP_STATUS_REPLY, bad, sizeof(bad), &r), GY_EPROTO);
+  gy_wire_op_reply_free(&r);
+  CHECK(!strcmp(gy_wire_op_reply_name(GY_WIRE_OP_STATUS_REPLY), "gyro.StatusReply"));
+}
+
+static void test_operator_replies_decode(void) {
+  Gyro__Event e0 = GYRO__EVENT__INIT, e1 = GYRO__EVENT__INIT;
+  e0.id = 1, e0.time = 1700000000.5, e0.step = 3, e0.kind = "gang_formed", e0.message = "g1";
+  e1.id = 2, e1.kind = "done";
+  Gyro__Event *ep[2] = {&e0, &e1};
+  Gyro__EventsReply er = GYRO__EVENTS_REPLY__INIT;
+  er.n_events = 2, er.events = ep;
+  size_t len;
+  uint8_t *b = pack_msg(&er.base, &len);
+  gy_wire_op_reply_t r;
+  REQUIRE(!gy_wire_op_reply_decode(GY_WIRE_OP_EVENTS_REPLY, b, len, &r));
+  free(b);
+  CHECK(r.nevents == 2 && r.events[0].id == 1 && r.events[0].time == 1700000000.5);
+  CHECK(r.events[0].step == 3 && !strcmp(r.events[0].kind, "gang_formed") &&
+        !strcmp(r.events[0].message, "g1") && !strcmp(r.events[1].message, ""));
+  json_t *j = gy_wire_op_event_json(&r, 1);
+  CHECK(j && !strcmp(json_string_value(json_object_get(j, "kind")), "done"));
+  json_decref(j);
+  CHECK(gy_wire_op_event_json(&r, 2) == NULL);
+  gy_wire_op_reply_free(&r);
+
+  Gyro__SourceEval s0 = GYRO__SOURCE_EVAL__INIT;
+  s0.source = "en", s0.loss = 2.5, s0.ppl = 12.2, s0.tokens = 64, s0.cloze_accuracy = 0.5;
+  s0.cloze_items = 8;
+  Gyro__SourceEval *sp[1] = {&s0};
+  Gyro__CheckpointInfo c0 = GYRO__CHECKPOINT_INFO__INIT, c1 = GYRO__CHECKPOINT_INFO__INIT;
+  c0.step = 10, c0.clean = 1, c0.has_eval = 1, c0.n_sources = 1, c0.sources = sp;
+  c0.mean_loss = 2.5, c0.best = 1;
+  c1.step = 20;
+  Gyro__CheckpointInfo *cp[2] = {&c0, &c1};
+  Gyro__CheckpointsReply cr = GYRO__CHECKPOINTS_REPLY__INIT;
+  cr.n_checkpoints = 2, cr.checkpoints = cp, cr.best_step = 10;
+  b = pack_msg(&cr.base, &len);
+  REQUIRE(!gy_wire_op_reply_decode(GY_WIRE_OP_CHECKPOINTS_REPLY, b, len, &r));
+  free(b);
+  CHECK(r.ncheckpoints == 2 && r.best_step == 10);
+  const gy_wire_op_checkpoint_t *c = &r.checkpoints[0];
+  CHECK(c->step == 10 && c->clean && c->has_eval && c->best && c->mean_loss == 2.5);
+  CHECK(c->nsources == 1 && !strcmp(c->sources[0].source, "en") && c->sources[0].ppl == 12.2 &&
+        c->sources[0].tokens == 64 && c->sources[0].cloze_items == 8 &&
+        c->sources[0].cloze_accuracy == 0.5 && c->sources[0].loss == 2.5);
+  CHECK(r.checkpoints[1].step == 20 && !r.checkpoints[1].clean && r.checkpoints[1].nsources == 0);
+  gy_wire_op_reply_free(&r);
+
+  Gyro__CommandReply cmr = GYRO__COMMAND_REPLY__INIT;
+  cmr.seq = 8, cmr.at_step = 99;
+  b = pack_msg(&cmr.base, &len);
+  REQUIRE(!gy_wire_op_reply_decode(GY_WIRE_OP_COMMAND_REPLY, b, len, &r));
+  free(b);
+  CHECK(r.seq == 8 && r.at_step == 99);
+  gy_wire_op_reply_free(&r);
+
+  Gyro__PolicyReply pr = GYRO__POLICY_REPLY__INIT;
+  pr.yaml = "a: 1\n";
+  b = pack_msg(&pr.base, &len);
+  REQUIRE(!gy_wire_op_reply_decode(GY_WIRE_OP_POLICY_REPLY, b, len, &r));
+  free(b);
+  CHECK(!strcmp(r.yaml, "a: 1\n"));
+  gy_wire_op_reply_free(&r);
+
+  Gyro__WatchMsg w = GYRO__WATCH_MSG__INIT;
+  w.msg_case = GYRO__WATCH_MSG__MSG_EVENT, w.event = &e0;
+  b = pack_msg(&w.base, &len);
+  REQUIRE(!gy_wire_op_reply_decode(GY_WIRE_OP_WATCH_MSG, b, len, &r));
+  free(b);
+  CHECK(r.watch == GY_WIRE_OP_WATCH_EVENT && r.nevents == 1 && r.events[0].id == 1);
+  j = gy_wire_op_reply_json(&r);
+  CHECK(json_object_get(j, "event") && !json_object_get(j, "status"));
+  json_decref(j);
+  gy_wire_op_reply_free(&r);
+
+  gy_wire_op_reply_kind_t kinds[] = {GY_WIRE_OP_COMMAND_REPLY, GY_WIRE_OP_EVENTS_REPLY,
+                                     GY_WIRE_OP_CHECKPOINTS_REPLY, GY_WIRE_OP_POLICY_REPLY,
+                                     GY_WIRE_OP_WATCH_MSG};
+  for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+    CHECK_EQ_INT(gy_wire_op_reply_decode(kinds[i], bad, sizeof(bad), &r), GY_EPROTO);
+    gy_wire_op_reply_free(&r);
+  }
+}
+
+int main(void) {
+  RUN(test_hparams_round_trip);
+  RUN(test_agent_join_round_trip);
+  RUN(test_agent_session_round_trip);
+  RUN(test_agent_store_round_trip);
+  RUN(test_agent_assignment_decode);
+  RUN(test_agent_controller_msg_decode);
+  RUN(test_operator_command_round_trip);
+  RUN(test_operator_requests_round_trip);
+  RUN(test_operator_status_decode);
+  RUN(test_operator_replies_decode);
+  GY_TEST_END();
+}

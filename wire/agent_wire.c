@@ -1,0 +1,339 @@
+/* agent_wire: the Worker protocol's messages to and from the agent's C types (see
+ * agent_wire.h).
+ *
+ * API, in order: the encoders of what the agent sends (join, hello, heartbeat, report, eval,
+ * ack, store set, store get), then the decoders of what it receives (assignment, controller
+ * message, store value).
+ *
+ * Invariants: outgoing messages live on the encoder's stack (*__INIT, arrays sized by the
+ * caller's counts, at most 1024 each) and only borrow the caller's pointers for the call; the
+ * encoding is the only thing allocated. A decoder never leaves a half-built value: on error its
+ * private fields are NULL. The HParams of a directive go through wire/hparams.c. */
+#include "wire/agent_wire.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "proto/gyro.pb-c.h"
+#include "wire/hparams.h"
+
+#define LIST_MAX 1024
+
+static char *s_(const char *s) {
+  return (char *)(s ? s : "");
+}
+
+/* Encodes m into a new buffer. */
+static int pack(const ProtobufCMessage *m, uint8_t **buf, size_t *len) {
+  size_t n = protobuf_c_message_get_packed_size(m);
+  *buf = malloc(n ? n : 1);
+  *len = 0;
+  if (!*buf) return GY_ENOMEM;
+  *len = protobuf_c_message_pack(m, *buf);
+  return 0;
+}
+
+static int pack_worker(Gyro__WorkerMsg *m, uint8_t **buf, size_t *len) {
+  return pack(&m->base, buf, len);
+}
+
+/* ------------------------------------ what it sends ------------------------------------ */
+
+int gy_wire_agent_join_encode(const gy_wire_agent_join_t *j, uint8_t **buf, size_t *len) {
+  Gyro__JoinRequest req = GYRO__JOIN_REQUEST__INIT;
+  req.worker_id = s_(j->worker_id);
+  req.ordinal = j->ordinal;
+  req.join_token = s_(j->join_token);
+  req.host = s_(j->host);
+  req.pid = j->pid;
+  req.steps_done = j->steps_done;
+  req.generation = j->generation;
+  return pack(&req.base, buf, len);
+}
+
+int gy_wire_agent_hello_encode(const char *session_id, uint64_t generation, int rank, uint8_t **buf,
+                               size_t *len) {
+  Gyro__Hello hello = GYRO__HELLO__INIT;
+  hello.session_id = s_(session_id);
+  hello.generation = generation;
+  hello.rank = rank;
+  Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
+  m.msg_case = GYRO__WORKER_MSG__MSG_HELLO;
+  m.hello = &hello;
+  return pack_worker(&m, buf, len);
+}
+
+int gy_wire_agent_heartbeat_encode(uint64_t generation, int rank, int64_t steps_done, uint8_t **buf,
+                                   size_t *len) {
+  Gyro__Heartbeat hb = GYRO__HEARTBEAT__INIT;
+  hb.generation = generation;
+  hb.rank = rank;
+  hb.steps_done = steps_done;
+  Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
+  m.msg_case = GYRO__WORKER_MSG__MSG_HEARTBEAT;
+  m.heartbeat = &hb;
+  return pack_worker(&m, buf, len);
+}
+
+static void sample_out(const gy_agent_sample_t *x, Gyro__SampleLoss *o) {
+  gyro__sample_loss__init(o);
+  o->id = x->id;
+  o->channel = s_(x->channel);
+  o->loss = x->loss;
+}
+
+static void gpu_out(const gy_agent_gpu_t *g, Gyro__GpuHealth *gh) {
+  gh->index = g->index;
+  gh->name = s_(g->name);
+  gh->has_temp = g->has_temp != 0;
+  gh->temp_c = g->temp_c;
+  gh->has_mem = g->has_mem != 0;
+  gh->mem_used_bytes = g->mem_used_bytes;
+  gh->mem_total_bytes = g->mem_total_bytes;
+  gh->has_util = g->has_util != 0;
+  gh->util_gpu_pct = g->util_gpu_pct;
+  gh->util_mem_pct = g->util_mem_pct;
+  gh->has_sm_clock = g->has_sm_clock != 0;
+  gh->sm_clock_mhz = g->sm_clock_mhz;
+  gh->has_throttle = g->has_throttle != 0;
+  gh->throttle_reasons = g->throttle_reasons;
+  gh->has_ecc = g->has_ecc != 0;
+  gh->ecc_uncorrected = g->ecc_uncorrected;
+  gh->has_xid = g->has_xid != 0;
+  gh->xid_count = g->xid_count;
+  gh->last_xid = g->last_xid;
+}
+
+static int count_ok(int n, const void *arr) {
+  return n >= 0 && n <= LIST_MAX && (!n || arr);
+}
+
+int gy_wire_agent_report_encode(uint64_t generation, int rank, const gy_agent_report_t *rep,
+                                uint8_t **buf, size_t *len) {
+  if (!rep || !count_ok(rep->nchannels, rep->channels) || !count_ok(rep->ntop, rep->top) ||
+      !count_ok(rep->nbottom, rep->bottom))
+    return GY_EINVAL;
+  Gyro__ChannelStat cs[rep->nchannels > 0 ? rep->nchannels : 1];
+  Gyro__ChannelStat *csp[rep->nchannels > 0 ? rep->nchannels : 1];
+  Gyro__SampleLoss sl[rep->ntop > 0 ? rep->ntop : 1];
+  Gyro__SampleLoss *slp[rep->ntop > 0 ? rep->ntop : 1];
+  Gyro__SampleLoss bl[rep->nbottom > 0 ? rep->nbottom : 1];
+  Gyro__SampleLoss *blp[rep->nbottom > 0 ? rep->nbottom : 1];
+  Gyro__StepReport r = GYRO__STEP_REPORT__INIT;
+  r.generation = generation;
+  r.rank = rank;
+  r.step = rep->step;
+  r.loss = rep->loss;
+  for (int i = 0; i < rep->nchannels; i++) {
+    gyro__channel_stat__init(&cs[i]);
+    cs[i].name = s_(rep->channels[i].name);
+    cs[i].loss_sum = rep->channels[i].loss_sum;
+    cs[i].tokens = rep->channels[i].tokens;
+    csp[i] = &cs[i];
+  }
+  r.n_channels = (size_t)rep->nchannels;
+  r.channels = csp;
+  r.grad_norm = rep->grad_norm;
+  r.grad_norm_shallow = rep->grad_norm_shallow;
+  r.grad_norm_deep = rep->grad_norm_deep;
+  r.update_ratio = rep->update_ratio;
+  r.lr = rep->lr;
+  r.nonfinite = rep->nonfinite != 0;
+  r.step_ms = rep->step_ms;
+  r.tokens_per_s = rep->tokens_per_s;
+  for (int i = 0; i < rep->ntop; i++) {
+    sample_out(&rep->top[i], &sl[i]);
+    slp[i] = &sl[i];
+  }
+  r.n_top = (size_t)rep->ntop;
+  r.top = slp;
+  for (int i = 0; i < rep->nbottom; i++) {
+    sample_out(&rep->bottom[i], &bl[i]);
+    blp[i] = &bl[i];
+  }
+  r.n_bottom = (size_t)rep->nbottom;
+  r.bottom = blp;
+  Gyro__GpuHealth gh = GYRO__GPU_HEALTH__INIT;
+  if (rep->gpu) {
+    gpu_out(rep->gpu, &gh);
+    r.gpu = &gh;
+  }
+  r.has_checkpoint = rep->has_checkpoint != 0;
+  r.checkpoint_step = rep->has_checkpoint ? rep->checkpoint_step : -1;
+  r.checkpoint_bytes = rep->has_checkpoint ? rep->checkpoint_bytes : 0;
+  Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
+  m.msg_case = GYRO__WORKER_MSG__MSG_REPORT;
+  m.report = &r;
+  return pack_worker(&m, buf, len);
+}
+
+int gy_wire_agent_eval_encode(uint64_t generation, int rank, const gy_agent_eval_t *ev,
+                              uint8_t **buf, size_t *len) {
+  if (!ev || !count_ok(ev->nsources, ev->sources)) return GY_EINVAL;
+  int n = ev->nsources > 0 ? ev->nsources : 1;
+  Gyro__SourceEval se[n];
+  Gyro__SourceEval *sep[n];
+  Gyro__EvalReport r = GYRO__EVAL_REPORT__INIT;
+  r.generation = generation;
+  r.rank = rank;
+  r.step = ev->step;
+  for (int i = 0; i < ev->nsources; i++) {
+    const gy_agent_source_eval_t *x = &ev->sources[i];
+    gyro__source_eval__init(&se[i]);
+    se[i].source = s_(x->source);
+    se[i].loss = x->loss;
+    se[i].ppl = x->ppl;
+    se[i].tokens = x->tokens;
+    se[i].cloze_accuracy = x->cloze_accuracy;
+    se[i].cloze_items = x->cloze_items;
+    sep[i] = &se[i];
+  }
+  r.n_sources = (size_t)ev->nsources;
+  r.sources = sep;
+  r.has_checkpoint = ev->has_checkpoint != 0;
+  r.checkpoint_step = ev->has_checkpoint ? ev->checkpoint_step : -1;
+  Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
+  m.msg_case = GYRO__WORKER_MSG__MSG_EVAL;
+  m.eval = &r;
+  return pack_worker(&m, buf, len);
+}
+
+int gy_wire_agent_ack_encode(uint64_t generation, int rank, uint64_t seq, int64_t step, int ok,
+                             const char *error, uint64_t checkpoint_bytes, uint8_t **buf,
+                             size_t *len) {
+  Gyro__DirectiveAck ack = GYRO__DIRECTIVE_ACK__INIT;
+  ack.generation = generation;
+  ack.rank = rank;
+  ack.seq = seq;
+  ack.step = step;
+  ack.ok = ok != 0;
+  ack.error = s_(error);
+  ack.checkpoint_bytes = ok ? checkpoint_bytes : 0;
+  Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
+  m.msg_case = GYRO__WORKER_MSG__MSG_ACK;
+  m.ack = &ack;
+  return pack_worker(&m, buf, len);
+}
+
+int gy_wire_agent_store_set_encode(const char *key, const void *val, size_t vlen, uint8_t **buf,
+                                   size_t *len) {
+  if (!val && vlen) return GY_EINVAL;
+  Gyro__StoreSetRequest req = GYRO__STORE_SET_REQUEST__INIT;
+  req.key = s_(key);
+  req.value.data = (uint8_t *)val;
+  req.value.len = vlen;
+  return pack(&req.base, buf, len);
+}
+
+int gy_wire_agent_store_get_encode(const char *key, int32_t timeout_ms, uint8_t **buf,
+                                   size_t *len) {
+  Gyro__StoreGetRequest req = GYRO__STORE_GET_REQUEST__INIT;
+  req.key = s_(key);
+  req.timeout_ms = timeout_ms;
+  return pack(&req.base, buf, len);
+}
+
+/* ---------------------------------- what it receives ---------------------------------- */
+
+int gy_wire_agent_assignment_decode(const uint8_t *buf, size_t len,
+                                    gy_wire_agent_assignment_t *out) {
+  memset(out, 0, sizeof(*out));
+  Gyro__Assignment *m = gyro__assignment__unpack(NULL, len, buf);
+  if (!m) return GY_EPROTO;
+  if (m->n_skip > INT32_MAX / 2) {
+    gyro__assignment__free_unpacked(m, NULL);
+    return GY_EPROTO;
+  }
+  if (m->n_skip && !(out->skip_ = malloc(m->n_skip * 2 * sizeof(*out->skip_)))) {
+    gyro__assignment__free_unpacked(m, NULL);
+    return GY_ENOMEM;
+  }
+  for (size_t i = 0; i < m->n_skip; i++) {
+    out->skip_[2 * i] = m->skip[i] ? m->skip[i]->first : 0;
+    out->skip_[2 * i + 1] = m->skip[i] ? m->skip[i]->last : 0;
+  }
+  out->msg_ = m;
+  out->asg = (gy_agent_assignment_t){.generation = m->generation,
+                                     .rank = m->rank,
+                                     .world = m->world,
+                                     .tp = m->tp,
+                                     .start_step = m->start_step,
+                                     .heartbeat_ms = m->heartbeat_ms,
+                                     .config_yaml = s_(m->config_yaml),
+                                     .config_dir = s_(m->config_dir),
+                                     .rdzv_prefix = s_(m->rdzv_prefix),
+                                     .session_id = s_(m->session_id),
+                                     .skip = out->skip_,
+                                     .nskip = (int)m->n_skip};
+  return 0;
+}
+
+void gy_wire_agent_assignment_free(gy_wire_agent_assignment_t *a) {
+  if (a->msg_) gyro__assignment__free_unpacked(a->msg_, NULL);
+  free(a->skip_);
+  a->msg_ = NULL;
+  a->skip_ = NULL;
+}
+
+int gy_wire_agent_ctl_decode(const uint8_t *buf, size_t len, gy_wire_agent_ctl_t *out) {
+  memset(out, 0, sizeof(*out));
+  Gyro__ControllerMsg *m = gyro__controller_msg__unpack(NULL, len, buf);
+  if (!m) return GY_EPROTO;
+  out->dir.reason = "";
+  if (m->msg_case == GYRO__CONTROLLER_MSG__MSG_GRANT && m->grant) {
+    out->kind = GY_WIRE_AGENT_CTL_GRANT;
+    out->generation = m->grant->generation;
+    out->horizon = m->grant->horizon;
+  } else if (m->msg_case == GYRO__CONTROLLER_MSG__MSG_DIRECTIVE && m->directive) {
+    const Gyro__Directive *d = m->directive;
+    if (d->n_skip > INT32_MAX) {
+      gyro__controller_msg__free_unpacked(m, NULL);
+      return GY_EPROTO;
+    }
+    if (d->n_skip && !(out->skip_ = calloc(d->n_skip, sizeof(*out->skip_)))) {
+      gyro__controller_msg__free_unpacked(m, NULL);
+      return GY_ENOMEM;
+    }
+    for (size_t i = 0; i < d->n_skip; i++) {
+      out->skip_[i].first = d->skip[i] ? d->skip[i]->first : 0;
+      out->skip_[i].last = d->skip[i] ? d->skip[i]->last : 0;
+    }
+    out->kind = GY_WIRE_AGENT_CTL_DIRECTIVE;
+    out->generation = d->generation;
+    out->dir.seq = d->seq;
+    out->dir.at_step = d->at_step;
+    out->dir.kind = (gy_directive_kind_t)d->kind;
+    gy_wire_hparams_in(d->hparams, &out->dir.hparams);
+    out->dir.to_step = d->to_step;
+    out->dir.skip = out->skip_;
+    out->dir.nskip = (int)d->n_skip;
+    out->dir.reason = s_(d->reason);
+  }
+  out->msg_ = m;
+  return 0;
+}
+
+void gy_wire_agent_ctl_free(gy_wire_agent_ctl_t *m) {
+  if (m->msg_) gyro__controller_msg__free_unpacked(m->msg_, NULL);
+  free(m->skip_);
+  m->msg_ = NULL;
+  m->skip_ = NULL;
+}
+
+int gy_wire_agent_store_value_decode(const uint8_t *buf, size_t len, void **val, size_t *vlen) {
+  *val = NULL;
+  *vlen = 0;
+  Gyro__StoreValue *v = gyro__store_value__unpack(NULL, len, buf);
+  if (!v) return GY_EPROTO;
+  *val = malloc(v->value.len ? v->value.len : 1);
+  if (!*val) {
+    gyro__store_value__free_unpacked(v, NULL);
+    return GY_ENOMEM;
+  }
+  if (v->value.len) memcpy(*val, v->value.data, v->value.len);
+  *vlen = v->value.len;
+  gyro__store_value__free_unpacked(v, NULL);
+  return 0;
+}

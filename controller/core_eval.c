@@ -30,6 +30,11 @@ static json_t *num(double v) {
   return isfinite(v) ? json_real(v) : json_null();
 }
 
+/* A figure read back: null (what num() wrote for a NaN or infinite one) is NaN. */
+static double num_in(const json_t *j) {
+  return json_is_number(j) ? json_number_value(j) : NAN;
+}
+
 /* ------------------------------------ held-out evaluations ------------------------------------ */
 
 /* The kept evaluation of checkpoint step, or NULL. */
@@ -122,11 +127,14 @@ static int source_check(gy_srceval_t *x, const char *name, double loss, double p
     snprintf(why, len, "source name must be 1..%d bytes of UTF-8 text", GY_FLEET_CH_NAME - 1);
     return GY_EINVAL;
   }
-  if (!isfinite(loss) || loss < 0 || !isfinite(ppl) || ppl <= 0 || !isfinite(cloze) || cloze < 0 ||
-      cloze > 1 || items > UINT32_MAX) {
+  /* A NaN or infinite loss or perplexity is what a broken model measures, not a malformed
+   * message: it is kept and goes to the run, whose detectors roll back on it. A negative loss,
+   * a perplexity <= 0 or an accuracy outside [0, 1] cannot be measured at all. */
+  if (loss < 0 || ppl <= 0 || !isfinite(cloze) || cloze < 0 || cloze > 1 || items > UINT32_MAX) {
     snprintf(why, len,
-             "source %s: loss %g, ppl %g, cloze accuracy %g: the loss must be finite and >= 0, "
-             "the perplexity finite and > 0, the accuracy in [0, 1]",
+             "source %s: loss %g, ppl %g, cloze accuracy %g: the loss must be >= 0 and the "
+             "perplexity > 0 (either may be NaN or infinite: a broken model), the accuracy in "
+             "[0, 1]",
              name, loss, ppl, cloze);
     return GY_EINVAL;
   }
@@ -152,8 +160,8 @@ void gy__core_ckeval_from_json(gy_core_t *c, int64_t step, const char *text) {
     json_int_t tok = json_integer_value(json_object_get(x, "tokens"));
     json_int_t items = json_integer_value(json_object_get(x, "cloze_items"));
     ok = tok >= 0 && items >= 0 &&
-         !source_check(&e.src[e.n++], name, json_number_value(json_object_get(x, "loss")),
-                       json_number_value(json_object_get(x, "ppl")), (uint64_t)tok,
+         !source_check(&e.src[e.n++], name, num_in(json_object_get(x, "loss")),
+                       num_in(json_object_get(x, "ppl")), (uint64_t)tok,
                        json_is_number(cz) ? json_number_value(cz) : 0, (uint64_t)items, why,
                        sizeof(why));
   }

@@ -7,7 +7,9 @@
  * generation; the worker re-joins each time) and the controller still answers and keeps the
  * good figures: wrong generation, rank out of range, negative step, a checkpoint's evaluation
  * of another step, 17 sources, an empty, non-UTF-8, control-character or too long name, a name
- * twice, NaN loss, zero or infinite perplexity, cloze accuracy above 1. */
+ * twice, a negative loss, a zero perplexity, a NaN or above-1 cloze accuracy. Last, on a fresh
+ * controller: a NaN held-out loss and perplexity is a broken model, not a malformed message:
+ * the session stays open and the run rolls back to the newest clean checkpoint. */
 #include <errno.h>
 #include <ftw.h>
 #include <jansson.h>
@@ -255,6 +257,57 @@ static Gyro__CheckpointsReply *wait_eval(int64_t step, double loss) {
   return NULL;
 }
 
+/* Events with the token (since_id 0); NULL on failure. */
+static Gyro__EventsReply *events(void) {
+  Gyro__EventsRequest q = GYRO__EVENTS_REQUEST__INIT;
+  void *resp;
+  size_t n;
+  Gyro__EventsReply *r = NULL;
+  if (call("/gyro.Operator/Events", 1, &q.base, &resp, &n) == 0)
+    r = gyro__events_reply__unpack(NULL, n, resp);
+  free(resp);
+  return r;
+}
+
+/* A NaN held-out loss and perplexity (the model's parameters are broken) on a fresh
+ * controller: the session stays open and the run rolls back to checkpoint 2 at once. */
+static void test_nonfinite(const char *cfg) {
+  int port;
+  pid_t pid = ctl_start(cfg, &port);
+  char target[64], err[256];
+  snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+  gy_rpc_client_destroy(cli);
+  REQUIRE(gy_rpc_client_create(&cli, target, err, sizeof(err)) == 0);
+  Gyro__Assignment *as = join();
+  uint64_t gen = as->generation;
+  sess_t s;
+  sess_open(&s, as);
+  report(&s, gen, 0, -1);
+  report(&s, gen, 1, -1);
+  report(&s, gen, 2, 2); /* checkpoint 2 committed */
+  report(&s, gen, 3, -1);
+  src_t broken[1] = {{"web", NAN, NAN, 0.25, 512}};
+  send_eval(&s, gen, 0, 3, 0, -1, broken, 1);
+  CHECK_EQ_INT(sess_end(&s, 500), -1); /* not malformed: the session goes on */
+  int rolled = 0;
+  for (double t0 = now_s(); !rolled && now_s() - t0 < 10; sleep_ms(50)) {
+    Gyro__EventsReply *r = events();
+    for (size_t i = 0; r && i < r->n_events; i++)
+      rolled |= !strcmp(r->events[i]->kind, "rollback") &&
+                strstr(r->events[i]->message, "checkpoint 2") != NULL &&
+                strstr(r->events[i]->message, "ppl/web") != NULL;
+    if (r) gyro__events_reply__free_unpacked(r, NULL);
+  }
+  CHECK_MSG(rolled, "no rollback to checkpoint 2 on a NaN held-out perplexity");
+  sess_close(&s);
+  gyro__assignment__free_unpacked(as, NULL);
+  gy_rpc_client_destroy(cli);
+  cli = NULL;
+  kill(pid, SIGTERM);
+  int wst;
+  waitpid(pid, &wst, 0);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   snprintf(tmpdir, sizeof(tmpdir), "/tmp/gy-evalproto-XXXXXX");
@@ -374,15 +427,15 @@ int main(void) {
        {{"web", 1, 2.7, 0.5, 10}, {"web", 1, 2.7, 0.5, 10}},
        2,
        GY_RPC_INVALID_ARGUMENT},
-      {"NaN loss", 0, 0, 0, 5, -1, {{"web", NAN, 2.7, 0.5, 10}}, 1, GY_RPC_INVALID_ARGUMENT},
+      {"negative loss", 0, 0, 0, 5, -1, {{"web", -1, 2.7, 0.5, 10}}, 1, GY_RPC_INVALID_ARGUMENT},
       {"zero perplexity", 0, 0, 0, 5, -1, {{"web", 1, 0, 0.5, 10}}, 1, GY_RPC_INVALID_ARGUMENT},
-      {"infinite perplexity",
+      {"NaN cloze accuracy",
        0,
        0,
        0,
        5,
        -1,
-       {{"web", 1, INFINITY, 0.5, 10}},
+       {{"web", 1, 2.7, NAN, 10}},
        1,
        GY_RPC_INVALID_ARGUMENT},
       {"cloze accuracy 1.5",
@@ -425,6 +478,7 @@ int main(void) {
   if (p && fscanf(p, "%d", &nmal) != 1) nmal = 0;
   if (p) pclose(p);
   CHECK_MSG(nmal >= 13, "%d malformed events, want one per refusal but the stale generation", nmal);
+  test_nonfinite(cfg);
   nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
   GY_TEST_END();
 }

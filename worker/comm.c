@@ -372,8 +372,13 @@ static int group_create(gy_comm_t **out, const gy_comm_opts_t *o, const char *na
   if (rc) {
     gy_errmsg(errmsg, errlen, "comm: building group %s (rank %d of %d, %s): %s", prefix, rank, size,
               o->backend, why);
+    return rc;
   }
-  return rc;
+  if (!(*out = gy__comm_timed_wrap(*out))) { /* every call timed (comm_timed.c) */
+    gy_errmsg(errmsg, errlen, "comm: building group %s: out of memory", prefix);
+    return GY_ENOMEM;
+  }
+  return 0;
 }
 
 /* On error g is left empty (nothing to destroy) and errmsg says why. */

@@ -92,6 +92,13 @@ int gy_comm_groups_create(gy_comm_groups_t *g, const gy_comm_opts_t *opts, char 
                           size_t errlen);
 void gy_comm_groups_destroy(gy_comm_groups_t *g);
 
+/* The time this process spends in collectives (every communicator of gy_comm_groups_create
+ * counts; any thread may read these): in total since it started, and the collective in progress
+ * (0: none; else nanoseconds since it began, at least 1). A step's compute time is its wall time
+ * minus the growth of gy_comm_blocked_ns over it. */
+int64_t gy_comm_blocked_ns(void);
+int64_t gy_comm_in_collective_ns(void);
+
 /* Element size of dt. */
 size_t gy_dtype_size(gy_dtype_t dt);
 /* 1 if the backend was compiled in. */

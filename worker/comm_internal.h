@@ -13,6 +13,10 @@ extern "C" {
  * for collectives without one: pass GY_OP_SUM), count * nelem elements addressable, buffers not
  * NULL when count > 0. nelem is the largest buffer's size in units of count (1 or the group
  * size). Returns 0 or GY_EINVAL with c->errmsg set. */
+/* comm_timed.c: wraps a communicator so that its calls are timed (see comm.h's
+ * gy_comm_blocked_ns); owns inner; NULL when out of memory (inner destroyed). */
+gy_comm_t *gy__comm_timed_wrap(gy_comm_t *inner);
+
 int gy__comm_check_args(gy_comm_t *c, const char *what, const void *a, const void *b, size_t count,
                         gy_dtype_t dt, int op, size_t nelem);
 

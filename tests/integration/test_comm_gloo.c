@@ -407,9 +407,15 @@ static int rank_abort(const scen_t *sc, int rank) {
     pthread_t th;
     REQUIRE(pthread_create(&th, NULL, blocked_main, &b) == 0);
     sleep_s(0.3); /* the thread is blocked in its all-reduce by now */
+    /* the process knows it waits in a collective, and for how long (comm_timed.c) */
+    int64_t blocked0 = gy_comm_blocked_ns();
+    CHECK_MSG(gy_comm_in_collective_ns() >= 200000000, "in a collective for %lld ns",
+              (long long)gy_comm_in_collective_ns());
     double t_abort = now_s();
     g.world->ops->abort(g.world);
     pthread_join(th, NULL);
+    CHECK_EQ_INT(gy_comm_in_collective_ns(), 0);
+    CHECK(gy_comm_blocked_ns() - blocked0 >= 200000000);
     me->rc = b.rc;
     me->next_s = b.t_end - t_abort;
     snprintf(me->msg, sizeof(me->msg), "%s", g.world->errmsg);

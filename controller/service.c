@@ -11,7 +11,7 @@
  *
  * API, in order: create (core + recovery from the journal + server + timer), recovered_done,
  * port, fleet, run, on_done, shutdown, destroy. Also the helpers the svc_*.c files share:
- * now_ms, wall_s, rpc_status, num, refuse_unary, pack, reply_msg; and the io's clocks, alert,
+ * now_ms, wall_s, rpc_status, num, refuse_unary, reply_encoded; and the io's clocks, alert,
  * done and timer.
  *
  * One file per concern; struct gy_service and the gy__svc_* calls between the files are in
@@ -26,10 +26,10 @@
  * - svc_journal.c: the io's journal and fence on the writer's thread, and the journal's load
  *   at create (the core recovers from what it holds).
  *
- * Flow: a handler decodes the message (protobuf-c; a decode failure is INVALID_ARGUMENT and an
- * event; session messages decode into a per-service arena, so a StepReport costs no malloc),
- * checks tokens, feeds the core the input, answers the call, then gy_core_drain() carries out
- * what followed through the io.
+ * Flow: a handler decodes the message (controller/wire.h; a decode failure is INVALID_ARGUMENT
+ * and an event; session messages decode into a per-service arena, so a StepReport costs no
+ * malloc), checks tokens, feeds the core the input, answers the call (the reply encoded by
+ * controller/wire.h), then gy_core_drain() carries out what followed through the io.
  *
  * Invariants:
  * - Every held unary call (joins, store gets) is in exactly one list and is answered exactly
@@ -109,22 +109,12 @@ void gy__svc_refuse_unary(gy_service_t *s, gy_rpc_call_t *call, int status, gy_e
   gy_rpc_reply(call, status, msg, NULL, 0);
 }
 
-/* Packs m into a malloc'ed buffer (*len its size); NULL when out of memory. */
-uint8_t *gy__svc_pack(const ProtobufCMessage *m, size_t *len) {
-  *len = protobuf_c_message_get_packed_size(m);
-  uint8_t *buf = malloc(*len ? *len : 1);
-  if (buf) protobuf_c_message_pack(m, buf);
-  return buf;
-}
-
-void gy__svc_reply_msg(gy_rpc_call_t *call, const ProtobufCMessage *m) {
-  size_t n;
-  uint8_t *buf = gy__svc_pack(m, &n);
-  if (!buf) {
+void gy__svc_reply_encoded(gy_rpc_call_t *call, int rc, uint8_t *buf, size_t len) {
+  if (rc) {
     gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
     return;
   }
-  gy_rpc_reply(call, GY_RPC_OK, NULL, buf, n);
+  gy_rpc_reply(call, GY_RPC_OK, NULL, buf, len);
   free(buf);
 }
 
@@ -219,7 +209,7 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
   s->fanout = calloc((size_t)opts->world, sizeof(*s->fanout));
   s->evlog = calloc(EVLOG_MAX, sizeof(*s->evlog));
   if (!s->sessions || !s->fanout || !s->evlog) goto err;
-  s->arena_alloc = (ProtobufCAllocator){arena_alloc, arena_free, s};
+  s->arena_alloc = (gy_wire_alloc_t){arena_alloc, arena_free, s};
   s->t0_ms = (int64_t)uv_now(loop);
   s->io = (gy_io_t){.ud = s,
                     .now_ms = io_now,

@@ -1,10 +1,11 @@
 /* service_internal: what the files of the controller's service (service.c, svc_*.c) share:
  * struct gy_service, its parts, and the gy__svc_* calls between the files. Not part of the
  * public API. The service is the shell around the core (controller/core.h): it decodes gRPC
- * messages into the core's inputs and implements the core's io (controller/io.h) with the
- * streams, the writer's thread and a libuv timer. Everything here runs on the loop thread; the
- * store is used only from the writer's thread (jw, svc_journal.c), which never reads the
- * service. */
+ * messages into the core's inputs and encodes its replies through the wire layer
+ * (controller/wire.h: no file of the service names a generated type), and implements the core's io
+ * (controller/io.h) with the streams, the writer's thread and a libuv timer. Everything here runs
+ * on the loop thread; the store is used only from the writer's thread (jw, svc_journal.c), which
+ * never reads the service. */
 #ifndef GY_CONTROLLER_SERVICE_INTERNAL_H
 #define GY_CONTROLLER_SERVICE_INTERNAL_H
 
@@ -16,8 +17,8 @@
 #include "common/rpc.h"
 #include "controller/core.h"
 #include "controller/jwriter.h"
+#include "controller/wire.h"
 #include "proto/contract.h"
-#include "proto/gyro.pb-c.h"
 
 #define STORE_MAX_TIMEOUT_MS (3600 * 1000)
 #define ARENA_BYTES 16384 /* a decoded StepReport takes ~1 KiB */
@@ -97,7 +98,7 @@ struct gy_service {
   gy_rpc_call_t **fanout; /* world entries: the streams one broadcast goes to */
   /* Session messages decode into this arena (bump allocation, reset after each message);
    * what does not fit falls back to malloc. Not reentrant: one message at a time. */
-  ProtobufCAllocator arena_alloc;
+  gy_wire_alloc_t arena_alloc;
   size_t arena_used;
   _Alignas(16) uint8_t arena[ARENA_BYTES];
   uint64_t event_id;
@@ -119,8 +120,9 @@ int gy__svc_rpc_status(int rc);
 json_t *gy__svc_num(double v);
 void gy__svc_refuse_unary(gy_service_t *s, gy_rpc_call_t *call, int status, gy_event_kind_t kind,
                           const char *msg);
-uint8_t *gy__svc_pack(const ProtobufCMessage *m, size_t *len);
-void gy__svc_reply_msg(gy_rpc_call_t *call, const ProtobufCMessage *m);
+/* Answers call with the encoding an encoder returned (rc, buf, len; frees buf): OK, or
+ * RESOURCE_EXHAUSTED "out of memory" when the encoder failed. */
+void gy__svc_reply_encoded(gy_rpc_call_t *call, int rc, uint8_t *buf, size_t len);
 
 /* svc_events.c: events, the status, aggregated steps. */
 void gy__svc_emit_event(gy_service_t *s, gy_event_kind_t kind, int64_t step, const char *msg);
@@ -129,7 +131,7 @@ void gy__svc_eventf(gy_service_t *s, gy_event_kind_t kind, const char *fmt, ...)
 uint8_t *gy__svc_pack_status(gy_service_t *s, int as_watch, size_t *len);
 
 /* svc_gpu.c: GPU reports. */
-void gy__svc_gpu_report(gy_service_t *s, int rank, int64_t step, const Gyro__GpuHealth *g);
+void gy__svc_gpu_report(gy_service_t *s, int rank, int64_t step, const gy_wire_gpu_t *g);
 
 /* svc_journal.c: the core's journal and fence on the writer's thread; the load at create. */
 int gy__svc_journal_start(gy_service_t *s);

@@ -9,8 +9,9 @@
  * best-effort write submitted to the writer's thread, in order with the other writes), a
  * JSON log line on stderr and every active Watch stream. An aggregated step goes to the
  * telemetry and the straggler check, a JSON line on stdout (when emit_steps) and, as a
- * StatusReply, to the Watch streams that asked for steps. The state a StatusReply says is the
- * run's when it says more, else the fleet's (status_state).
+ * StatusReply, to the Watch streams that asked for steps. Events and the status are
+ * wire/operator_wire.h's plain structs, encoded by controller/wire.h. The state a StatusReply says
+ * is the run's when it says more, else the fleet's (status_state).
  *
  * Invariants:
  * - Event ids count up from 1 (after a restart, on from the journal's); event id i is kept at
@@ -67,19 +68,12 @@ void gy__svc_emit_event(gy_service_t *s, gy_event_kind_t kind, int64_t step, con
          "controller", "event %llu %s step %lld: %s", (unsigned long long)id, name, (long long)step,
          msg);
   if (!s->watchers) return;
-  Gyro__Event ev = GYRO__EVENT__INIT;
-  ev.id = id;
-  ev.time = t;
-  ev.step = step;
-  ev.kind = (char *)name;
-  ev.message = (char *)msg;
-  Gyro__WatchMsg wm = GYRO__WATCH_MSG__INIT;
-  wm.msg_case = GYRO__WATCH_MSG__MSG_EVENT;
-  wm.event = &ev;
-  size_t n = gyro__watch_msg__get_packed_size(&wm);
-  uint8_t *buf = malloc(n ? n : 1);
-  if (!buf) return;
-  gyro__watch_msg__pack(&wm, buf);
+  gy_wire_op_event_t ev = {id, t, step, name, msg};
+  gy_wire_op_reply_t wm = {
+      .kind = GY_WIRE_OP_WATCH_MSG, .watch = GY_WIRE_OP_WATCH_EVENT, .events = &ev, .nevents = 1};
+  uint8_t *buf;
+  size_t n;
+  if (gy_wire_reply_encode(&wm, &buf, &n)) return;
   for (call_t *w = s->watchers; w; w = w->next)
     gy_rpc_send(w->rpc, buf, n);
   free(buf);
@@ -101,67 +95,55 @@ void gy__svc_io_event(void *ud, gy_event_kind_t kind, int64_t step, const char *
   gy__svc_emit_event(ud, kind, step, msg);
 }
 
-/* Builds the StatusReply of the current state and packs it (as a WatchMsg when as_watch). */
+/* Builds the StatusReply of the current state and encodes it (as a WatchMsg when as_watch);
+ * NULL when out of memory. */
 uint8_t *gy__svc_pack_status(gy_service_t *s, int as_watch, size_t *len) {
   const gy_fleet_t *f = s->fleet;
-  Gyro__StatusReply st = GYRO__STATUS_REPLY__INIT;
-  st.run = (char *)(s->o.run_name ? s->o.run_name : "");
-  st.state = (char *)status_state(s);
-  st.step = gy_fleet_last_step(f);
-  st.horizon = gy_fleet_horizon(f);
-  st.generation = gy_fleet_generation(f);
-  st.world = s->o.world;
-  st.tp = s->o.tp;
-  st.steps_total = s->o.steps;
-  st.committed_step = gy_fleet_ncommitted(f) ? gy_fleet_committed(f, 0) : -1;
+  gy_wire_op_status_t st = {.run = s->o.run_name,
+                            .state = status_state(s),
+                            .step = gy_fleet_last_step(f),
+                            .horizon = gy_fleet_horizon(f),
+                            .generation = gy_fleet_generation(f),
+                            .world = s->o.world,
+                            .tp = s->o.tp,
+                            .steps_total = s->o.steps,
+                            .committed_step =
+                                gy_fleet_ncommitted(f) ? gy_fleet_committed(f, 0) : -1};
   const gy_fleet_step_t *h = gy_fleet_history(f, st.step);
-  Gyro__ChannelStat chs[GY_FLEET_MAX_CH], *chp[GY_FLEET_MAX_CH];
+  gy_wire_op_channel_t chs[GY_FLEET_MAX_CH];
   if (h) {
     st.loss = h->loss;
     st.grad_norm = h->grad_norm;
     st.tokens_per_s = h->tokens_per_s;
-    for (int c = 0; c < h->nch; c++) {
-      gyro__channel_stat__init(&chs[c]);
-      chs[c].name = (char *)h->ch[c].name;
-      chs[c].loss_sum = h->ch[c].loss_sum;
-      chs[c].tokens = h->ch[c].tokens;
-      chp[c] = &chs[c];
-    }
-    st.n_channels = (size_t)h->nch;
-    st.channels = chp;
+    for (int c = 0; c < h->nch; c++)
+      chs[c] = (gy_wire_op_channel_t){h->ch[c].name, h->ch[c].loss_sum, h->ch[c].tokens};
+    st.nchannels = (size_t)h->nch;
+    st.channels = chs;
   }
   int nm = gy_fleet_nmembers(f);
-  Gyro__RankStatus *rs = nm ? calloc((size_t)nm, sizeof(*rs)) : NULL;
-  Gyro__RankStatus **rsp = nm ? calloc((size_t)nm, sizeof(*rsp)) : NULL;
+  gy_wire_op_rank_t *rs = nm ? calloc((size_t)nm, sizeof(*rs)) : NULL;
   uint8_t *buf = NULL;
-  if (nm && (!rs || !rsp)) goto out;
+  *len = 0;
+  if (nm && !rs) return NULL;
   int64_t now = gy__svc_now_ms(s);
   for (int r = 0; r < nm; r++) {
     const gy_fleet_member_t *m = gy_fleet_member(f, r);
-    gyro__rank_status__init(&rs[r]);
-    rs[r].rank = r;
-    rs[r].worker_id = (char *)m->worker_id;
-    rs[r].host = (char *)m->host;
-    rs[r].pid = m->pid;
-    rs[r].steps_done = m->steps_done;
-    rs[r].tokens_per_s = m->tokens_per_s;
-    rs[r].last_report_age_ms = (double)(now - m->last_seen_ms);
-    rs[r].alive = m->alive;
-    rsp[r] = &rs[r];
+    rs[r] = (gy_wire_op_rank_t){.rank = r,
+                                .worker_id = m->worker_id,
+                                .host = m->host,
+                                .pid = m->pid,
+                                .steps_done = m->steps_done,
+                                .tokens_per_s = m->tokens_per_s,
+                                .last_report_age_ms = (double)(now - m->last_seen_ms),
+                                .alive = m->alive};
   }
-  st.n_ranks = (size_t)nm;
-  st.ranks = rsp;
-  if (as_watch) {
-    Gyro__WatchMsg wm = GYRO__WATCH_MSG__INIT;
-    wm.msg_case = GYRO__WATCH_MSG__MSG_STATUS;
-    wm.status = &st;
-    buf = gy__svc_pack(&wm.base, len);
-  } else {
-    buf = gy__svc_pack(&st.base, len);
-  }
-out:
+  st.nranks = (size_t)nm;
+  st.ranks = rs;
+  gy_wire_op_reply_t r = {.kind = as_watch ? GY_WIRE_OP_WATCH_MSG : GY_WIRE_OP_STATUS_REPLY,
+                          .watch = GY_WIRE_OP_WATCH_STATUS,
+                          .status = st};
+  if (gy_wire_reply_encode(&r, &buf, len)) buf = NULL;
   free(rs);
-  free(rsp);
   return buf;
 }
 

@@ -1,7 +1,7 @@
 /*
- * svc_gpu: a rank's GPU health (the GpuHealth of a StepReport): into the telemetry, and a new
- * hardware fault (an Xid, an uncorrected ECC error, a protective throttle) is told once, as an
- * event and an alert.
+ * svc_gpu: a rank's GPU health (the GpuHealth of a StepReport, as controller/wire.h decodes it):
+ * into the telemetry, and a new hardware fault (an Xid, an uncorrected ECC error, a protective
+ * throttle) is told once, as an event and an alert.
  *
  * API: gpu_report.
  *
@@ -20,7 +20,7 @@
 
 /* A rank's GPU health: into the telemetry, and a "hardware" event (and alert) when an Xid
  * error or an uncorrected ECC error is new, or a protective throttle starts. */
-void gy__svc_gpu_report(gy_service_t *s, int rank, int64_t step, const Gyro__GpuHealth *g) {
+void gy__svc_gpu_report(gy_service_t *s, int rank, int64_t step, const gy_wire_gpu_t *g) {
   gy_telemetry_gpu(s->o.telemetry, rank, g->has_temp ? (double)g->temp_c : NAN,
                    g->has_mem ? (double)g->mem_used_bytes : NAN,
                    g->has_mem ? (double)g->mem_total_bytes : NAN,
@@ -47,8 +47,8 @@ void gy__svc_gpu_report(gy_service_t *s, int rank, int64_t step, const Gyro__Gpu
   if (!what[0]) return;
   if (n >= 2 && n < sizeof(what)) what[n - 2] = 0; /* the last "; " */
   char msg[512];
-  snprintf(msg, sizeof(msg), "rank %d GPU %d (%.64s) at step %lld: %s", rank, g->index,
-           g->name ? g->name : "", (long long)step, what);
+  snprintf(msg, sizeof(msg), "rank %d GPU %d (%.64s) at step %lld: %s", rank, g->index, g->name,
+           (long long)step, what);
   gy__svc_eventf(s, GY_EVENT_HARDWARE, "%s", msg);
   gy_alert_post(s->o.alert, "hardware", step, msg);
 }

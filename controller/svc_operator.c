@@ -47,88 +47,77 @@ static int operator_ok(gy_service_t *s, gy_rpc_call_t *call, const char *req_tok
   return ok || (req_token && *req_token && gy_rpc_token_equal(req_token, tok));
 }
 
-/* The opening of every unary Operator call: unpacks the request (desc: its type) and checks
- * the token (metadata, or the request's `token` field when it has one). Returns the message, to
- * free with protobuf_c_message_free_unpacked; NULL after replying INVALID_ARGUMENT ("malformed
- * X", a `malformed` event) or UNAUTHENTICATED ("VERB: missing or wrong token", a `refused`
- * event). */
-static ProtobufCMessage *operator_request(gy_service_t *s, gy_rpc_call_t *call,
-                                          const ProtobufCMessageDescriptor *desc, const char *verb,
-                                          const uint8_t *req, size_t len) {
-  ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, req);
+/* Refuses an Operator call whose token is missing or wrong: "VERB: missing or wrong token"
+ * (UNAUTHENTICATED, a `refused` event). */
+static void refuse_token(gy_service_t *s, gy_rpc_call_t *call, const char *verb) {
   char msg[160];
-  if (!m) {
-    snprintf(msg, sizeof(msg), "malformed %s", desc->short_name);
+  snprintf(msg, sizeof(msg), "%s: missing or wrong token", verb);
+  gy__svc_refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, GY_EVENT_REFUSED, msg);
+}
+
+/* The opening of every unary Operator call but Command: decodes the request (kind) and checks
+ * the token (metadata, or the request's `token` field when it has one). Returns 0 with *r
+ * decoded (to free with gy_wire_request_free); -1 after replying INVALID_ARGUMENT ("malformed
+ * X", a `malformed` event) or UNAUTHENTICATED (refuse_token). */
+static int operator_request(gy_service_t *s, gy_rpc_call_t *call, gy_wire_req_kind_t kind,
+                            const char *verb, const uint8_t *req, size_t len,
+                            gy_wire_request_t *r) {
+  if (gy_wire_request_decode(kind, req, len, r)) {
+    char msg[160];
+    snprintf(msg, sizeof(msg), "malformed %s", gy_wire_request_name(kind));
     gy__svc_refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, GY_EVENT_MALFORMED, msg);
-    return NULL;
+    return -1;
   }
-  const ProtobufCFieldDescriptor *f =
-      protobuf_c_message_descriptor_get_field_by_name(desc, "token");
-  const char *token = NULL;
-  if (f && f->type == PROTOBUF_C_TYPE_STRING && f->label != PROTOBUF_C_LABEL_REPEATED)
-    token = *(const char *const *)((const char *)m + f->offset);
-  if (!operator_ok(s, call, token)) {
-    protobuf_c_message_free_unpacked(m, NULL);
-    snprintf(msg, sizeof(msg), "%s: missing or wrong token", verb);
-    gy__svc_refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, GY_EVENT_REFUSED, msg);
-    return NULL;
+  if (!operator_ok(s, call, r->token)) {
+    gy_wire_request_free(r);
+    refuse_token(s, call, verb);
+    return -1;
   }
-  return m;
+  return 0;
+}
+
+/* Encodes the reply r (controller/wire.h) and answers call with it. */
+static void reply(gy_rpc_call_t *call, const gy_wire_op_reply_t *r) {
+  uint8_t *buf;
+  size_t n;
+  int rc = gy_wire_reply_encode(r, &buf, &n);
+  gy__svc_reply_encoded(call, rc, buf, n);
 }
 
 /* ----------------------------------------- Operator ----------------------------------------- */
 
 void gy__svc_on_status(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
-  ProtobufCMessage *e = operator_request(s, call, &gyro__empty__descriptor, "Status", req, len);
-  if (!e) return;
-  protobuf_c_message_free_unpacked(e, NULL);
+  gy_wire_request_t r;
+  if (operator_request(s, call, GY_WIRE_REQ_EMPTY, "Status", req, len, &r)) return;
+  gy_wire_request_free(&r);
   size_t n;
   uint8_t *buf = gy__svc_pack_status(s, 0, &n);
-  if (!buf) {
-    gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
-    return;
-  }
-  gy_rpc_reply(call, GY_RPC_OK, NULL, buf, n);
-  free(buf);
+  gy__svc_reply_encoded(call, buf ? 0 : GY_ENOMEM, buf, n);
 }
 
 /* Unary /gyro.Operator/Events: the audit log kept in memory, events after since_id. */
 void gy__svc_on_events(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
-  Gyro__EventsRequest *r = (Gyro__EventsRequest *)operator_request(
-      s, call, &gyro__events_request__descriptor, "Events", req, len);
-  if (!r) return;
-  uint64_t since = r->since_id;
-  gyro__events_request__free_unpacked(r, NULL);
+  gy_wire_request_t r;
+  if (operator_request(s, call, GY_WIRE_REQ_EVENTS, "Events", req, len, &r)) return;
+  uint64_t since = r.since_id;
+  gy_wire_request_free(&r);
   uint64_t last = s->event_id;
   uint64_t first = last > EVLOG_MAX ? last - EVLOG_MAX + 1 : 1;
   if (since + 1 > first) first = since + 1;
   size_t n = last >= first ? (size_t)(last - first + 1) : 0;
-  Gyro__Event *ev = n ? calloc(n, sizeof(*ev)) : NULL;
-  Gyro__Event **evp = n ? calloc(n, sizeof(*evp)) : NULL;
-  if (n && (!ev || !evp)) {
-    free(ev);
-    free(evp);
+  gy_wire_op_event_t *ev = n ? calloc(n, sizeof(*ev)) : NULL;
+  if (n && !ev) {
     gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
     return;
   }
   for (size_t i = 0; i < n; i++) {
     const evrec_t *e = &s->evlog[(first + i - 1) % EVLOG_MAX];
-    gyro__event__init(&ev[i]);
-    ev[i].id = e->id;
-    ev[i].time = e->time;
-    ev[i].step = e->step;
-    ev[i].kind = (char *)e->kind;
-    ev[i].message = (char *)e->msg;
-    evp[i] = &ev[i];
+    ev[i] = (gy_wire_op_event_t){e->id, e->time, e->step, e->kind, e->msg};
   }
-  Gyro__EventsReply er = GYRO__EVENTS_REPLY__INIT;
-  er.n_events = n;
-  er.events = evp;
-  gy__svc_reply_msg(call, &er.base);
+  reply(call, &(gy_wire_op_reply_t){.kind = GY_WIRE_OP_EVENTS_REPLY, .events = ev, .nevents = n});
   free(ev);
-  free(evp);
 }
 
 /* Unary /gyro.Operator/Checkpoints: the committed checkpoints the run knows (oldest first, with
@@ -136,49 +125,39 @@ void gy__svc_on_events(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t
  * mean held-out loss over its sources. */
 void gy__svc_on_checkpoints(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
-  ProtobufCMessage *r =
-      operator_request(s, call, &gyro__checkpoints_request__descriptor, "Checkpoints", req, len);
-  if (!r) return;
-  protobuf_c_message_free_unpacked(r, NULL);
+  gy_wire_request_t r;
+  if (operator_request(s, call, GY_WIRE_REQ_CHECKPOINTS, "Checkpoints", req, len, &r)) return;
+  gy_wire_request_free(&r);
   int n = 0;
   const gy_run_ckpt_t *ck = gy_run_checkpoints(s->run, &n);
   size_t m = n > 0 ? (size_t)n : 1;
-  Gyro__CheckpointInfo *ci = calloc(m, sizeof(*ci));
-  Gyro__CheckpointInfo **cip = calloc(m, sizeof(*cip));
-  Gyro__SourceEval *se = calloc(m * GY_FLEET_MAX_CH, sizeof(*se));
-  Gyro__SourceEval **sep = calloc(m * GY_FLEET_MAX_CH, sizeof(*sep));
-  if (!ci || !cip || !se || !sep) {
+  gy_wire_op_checkpoint_t *ci = calloc(m, sizeof(*ci));
+  gy_wire_op_source_eval_t *se = calloc(m * GY_FLEET_MAX_CH, sizeof(*se));
+  if (!ci || !se) {
     free(ci);
-    free(cip);
     free(se);
-    free(sep);
     gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
     return;
   }
-  Gyro__CheckpointsReply rep = GYRO__CHECKPOINTS_REPLY__INIT;
-  rep.best_step = -1;
+  gy_wire_op_reply_t rep = {.kind = GY_WIRE_OP_CHECKPOINTS_REPLY, .best_step = -1};
   int best = -1;
   for (int i = 0; i < n; i++) {
-    gyro__checkpoint_info__init(&ci[i]);
-    cip[i] = &ci[i];
     ci[i].step = ck[i].step;
     ci[i].clean = ck[i].clean != 0;
     const gy_ckeval_t *e = gy_core_ckeval(s->core, ck[i].step);
     if (!e) continue;
+    gy_wire_op_source_eval_t *x = &se[(size_t)i * GY_FLEET_MAX_CH];
     ci[i].has_eval = 1;
-    ci[i].n_sources = (size_t)e->n;
-    ci[i].sources = &sep[(size_t)i * GY_FLEET_MAX_CH];
+    ci[i].nsources = (size_t)e->n;
+    ci[i].sources = x;
     double sum = 0;
     for (int k = 0; k < e->n; k++) {
-      Gyro__SourceEval *x = &se[(size_t)i * GY_FLEET_MAX_CH + (size_t)k];
-      gyro__source_eval__init(x);
-      x->source = (char *)e->src[k].name;
-      x->loss = e->src[k].loss;
-      x->ppl = e->src[k].ppl;
-      x->tokens = e->src[k].tokens;
-      x->cloze_accuracy = e->src[k].cloze;
-      x->cloze_items = e->src[k].items;
-      ci[i].sources[k] = x;
+      x[k] = (gy_wire_op_source_eval_t){.source = e->src[k].name,
+                                        .loss = e->src[k].loss,
+                                        .ppl = e->src[k].ppl,
+                                        .tokens = e->src[k].tokens,
+                                        .cloze_accuracy = e->src[k].cloze,
+                                        .cloze_items = e->src[k].items};
       sum += e->src[k].loss;
     }
     ci[i].mean_loss = e->n ? sum / e->n : NAN;
@@ -188,13 +167,11 @@ void gy__svc_on_checkpoints(void *ud, gy_rpc_call_t *call, const uint8_t *req, s
     ci[best].best = 1;
     rep.best_step = ci[best].step;
   }
-  rep.n_checkpoints = (size_t)n;
-  rep.checkpoints = cip;
-  gy__svc_reply_msg(call, &rep.base);
+  rep.ncheckpoints = (size_t)n;
+  rep.checkpoints = ci;
+  reply(call, &rep);
   free(ci);
-  free(cip);
   free(se);
-  free(sep);
 }
 
 /* Replies the run's policy as YAML (gy_policy_format). */
@@ -206,17 +183,15 @@ static void reply_policy(gy_rpc_call_t *call, const gy_policy_t *p) {
     return;
   }
   gy_policy_format(p, buf, need + 1);
-  Gyro__PolicyReply pr = GYRO__POLICY_REPLY__INIT;
-  pr.yaml = buf;
-  gy__svc_reply_msg(call, &pr.base);
+  reply(call, &(gy_wire_op_reply_t){.kind = GY_WIRE_OP_POLICY_REPLY, .yaml = buf});
   free(buf);
 }
 
 void gy__svc_on_policy_show(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
-  ProtobufCMessage *e = operator_request(s, call, &gyro__empty__descriptor, "PolicyShow", req, len);
-  if (!e) return;
-  protobuf_c_message_free_unpacked(e, NULL);
+  gy_wire_request_t r;
+  if (operator_request(s, call, GY_WIRE_REQ_EMPTY, "PolicyShow", req, len, &r)) return;
+  gy_wire_request_free(&r);
   reply_policy(call, gy_run_policy(s->run));
 }
 
@@ -225,15 +200,14 @@ void gy__svc_on_policy_show(void *ud, gy_rpc_call_t *call, const uint8_t *req, s
  * the old policy. */
 void gy__svc_on_policy_set(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
-  Gyro__PolicySetRequest *r = (Gyro__PolicySetRequest *)operator_request(
-      s, call, &gyro__policy_set_request__descriptor, "PolicySet", req, len);
-  if (!r) return;
+  gy_wire_request_t r;
+  if (operator_request(s, call, GY_WIRE_REQ_POLICY_SET, "PolicySet", req, len, &r)) return;
   char msg[800] = "";
   gy_policy_t p;
   int st = GY_RPC_OK;
-  const char *name = r->name && *r->name ? r->name : "policy";
+  const char *name = *r.name ? r.name : "policy";
   gy_policy_default(&p);
-  if (gy_policy_parse(&p, name, r->yaml, strlen(r->yaml), msg, sizeof(msg))) {
+  if (gy_policy_parse(&p, name, r.yaml, strlen(r.yaml), msg, sizeof(msg))) {
     st = GY_RPC_INVALID_ARGUMENT;
   } else if (gy_core_set_policy(s->core, &p)) {
     snprintf(msg, sizeof(msg), "%s: %s", name, gy_core_errmsg(s->core));
@@ -248,44 +222,36 @@ void gy__svc_on_policy_set(void *ud, gy_rpc_call_t *call, const uint8_t *req, si
                    gy_rpc_call_peer(call));
     reply_policy(call, gy_run_policy(s->run));
   }
-  gyro__policy_set_request__free_unpacked(r, NULL);
+  gy_wire_request_free(&r);
 }
 
 void gy__svc_on_command(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
-  Gyro__CommandRequest *r = (Gyro__CommandRequest *)operator_request(
-      s, call, &gyro__command_request__descriptor, "Command", req, len);
-  if (!r) return;
-  gy_core_cmd_t cmd = {.kind = (int)r->kind, .to_step = r->to_step, .newest = r->newest};
-  gy_wire_hparams_in(r->hparams, &cmd.hp);
-  gy_fleet_skip_t *sk = malloc((r->n_skip + r->n_skip_steps + 1) * sizeof(*sk));
-  if (!sk) {
-    gyro__command_request__free_unpacked(r, NULL);
+  gy_wire_command_t r;
+  int rc = gy_wire_command_decode(req, len, &r);
+  if (rc == GY_ENOMEM) {
     gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
     return;
   }
-  for (size_t i = 0; i < r->n_skip; i++)
-    sk[i] = (gy_fleet_skip_t){r->skip[i]->first, r->skip[i]->last};
-  for (size_t i = 0; i < r->n_skip_steps; i++)
-    sk[r->n_skip + i] = (gy_fleet_skip_t){r->skip_steps[i]->first, r->skip_steps[i]->last};
-  cmd.skip = sk;
-  cmd.nskip = r->n_skip;
-  cmd.skip_steps = sk + r->n_skip;
-  cmd.nskip_steps = r->n_skip_steps;
-  gyro__command_request__free_unpacked(r, NULL);
+  if (rc) {
+    gy__svc_refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, GY_EVENT_MALFORMED,
+                         "malformed CommandRequest");
+    return;
+  }
+  if (!operator_ok(s, call, r.token)) {
+    gy_wire_command_free(&r);
+    refuse_token(s, call, "Command");
+    return;
+  }
   uint64_t seq = 0;
   int64_t at = 0;
   char why[300];
-  int rc = gy_core_command(s->core, &cmd, &seq, &at, why, sizeof(why));
-  free(sk);
-  if (rc) {
+  rc = gy_core_command(s->core, &r.cmd, &seq, &at, why, sizeof(why));
+  gy_wire_command_free(&r);
+  if (rc)
     gy_rpc_reply(call, gy__svc_rpc_status(rc), why, NULL, 0);
-  } else {
-    Gyro__CommandReply cr = GYRO__COMMAND_REPLY__INIT;
-    cr.seq = seq;
-    cr.at_step = at;
-    gy__svc_reply_msg(call, &cr.base);
-  }
+  else
+    reply(call, &(gy_wire_op_reply_t){.kind = GY_WIRE_OP_COMMAND_REPLY, .seq = seq, .at_step = at});
   gy__svc_drain(s);
 }
 
@@ -298,16 +264,16 @@ void gy__svc_on_watch_message(void *ud, gy_rpc_call_t *call, const uint8_t *msg,
   gy_service_t *s = ud;
   call_t *c = gy_rpc_call_data(call);
   if (!c || c->active) return; /* a server stream has one request; later ones are ignored */
-  Gyro__WatchRequest *r = gyro__watch_request__unpack(NULL, len, msg);
-  if (!r) {
+  gy_wire_request_t r;
+  if (gy_wire_request_decode(GY_WIRE_REQ_WATCH, msg, len, &r)) {
     gy__svc_eventf(s, GY_EVENT_MALFORMED, "Watch from %s: malformed WatchRequest",
                    gy_rpc_call_peer(call));
     gy_rpc_finish(call, GY_RPC_INVALID_ARGUMENT, "malformed WatchRequest");
     return;
   }
-  int ok = operator_ok(s, call, r->token);
-  c->steps = r->steps;
-  gyro__watch_request__free_unpacked(r, NULL);
+  int ok = operator_ok(s, call, r.token);
+  c->steps = r.steps;
+  gy_wire_request_free(&r);
   if (!ok) {
     gy__svc_eventf(s, GY_EVENT_REFUSED, "Watch from %s: missing or wrong token",
                    gy_rpc_call_peer(call));

@@ -36,10 +36,10 @@ static size_t kv_find(const gy_service_t *s, const char *key, int *found) {
 }
 
 static void reply_value(gy_rpc_call_t *call, const kv_t *e) {
-  Gyro__StoreValue v = GYRO__STORE_VALUE__INIT;
-  v.value.data = e->val;
-  v.value.len = e->len;
-  gy__svc_reply_msg(call, &v.base);
+  uint8_t *buf;
+  size_t n;
+  int rc = gy_wire_store_value_encode(e->val, e->len, &buf, &n);
+  gy__svc_reply_encoded(call, rc, buf, n);
 }
 
 static void get_closed(uv_handle_t *h) {
@@ -73,21 +73,33 @@ static void get_timeout(uv_timer_t *t) {
   gy__svc_get_release(g, GY_RPC_DEADLINE_EXCEEDED, msg, NULL);
 }
 
+/* Decodes a StoreSet or StoreGet request; 0, or -1 after refusing it (malformed, empty key). */
+static int store_request(gy_service_t *s, gy_rpc_call_t *call, gy_wire_req_kind_t kind,
+                         const uint8_t *req, size_t len, gy_wire_request_t *r) {
+  const char *verb = kind == GY_WIRE_REQ_STORE_SET ? "StoreSet" : "StoreGet";
+  char msg[80];
+  if (gy_wire_request_decode(kind, req, len, r)) {
+    snprintf(msg, sizeof(msg), "malformed %s", gy_wire_request_name(kind));
+  } else if (!r->key[0]) {
+    gy_wire_request_free(r);
+    snprintf(msg, sizeof(msg), "%s: empty key", verb);
+  } else {
+    return 0;
+  }
+  gy__svc_refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, GY_EVENT_MALFORMED, msg);
+  return -1;
+}
+
 void gy__svc_on_store_set(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
-  Gyro__StoreSetRequest *r = gyro__store_set_request__unpack(NULL, len, req);
-  if (!r || !r->key[0]) {
-    if (r) gyro__store_set_request__free_unpacked(r, NULL);
-    gy__svc_refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, GY_EVENT_MALFORMED,
-                         r ? "StoreSet: empty key" : "malformed StoreSetRequest");
-    return;
-  }
+  gy_wire_request_t r;
+  if (store_request(s, call, GY_WIRE_REQ_STORE_SET, req, len, &r)) return;
   int found;
-  size_t i = kv_find(s, r->key, &found);
-  uint8_t *val = malloc(r->value.len ? r->value.len : 1);
-  char *key = found ? NULL : strdup(r->key);
+  size_t i = kv_find(s, r.key, &found);
+  uint8_t *val = malloc(r.value_len ? r.value_len : 1);
+  char *key = found ? NULL : strdup(r.key);
   if (!val || (!found && !key)) goto oom;
-  if (r->value.len) memcpy(val, r->value.data, r->value.len);
+  if (r.value_len) memcpy(val, r.value, r.value_len);
   if (found) {
     free(s->kv[i].val);
   } else {
@@ -103,10 +115,12 @@ void gy__svc_on_store_set(void *ud, gy_rpc_call_t *call, const uint8_t *req, siz
     s->kv[i].key = key;
   }
   s->kv[i].val = val;
-  s->kv[i].len = r->value.len;
-  gyro__store_set_request__free_unpacked(r, NULL);
-  Gyro__Empty e = GYRO__EMPTY__INIT;
-  gy__svc_reply_msg(call, &e.base);
+  s->kv[i].len = r.value_len;
+  gy_wire_request_free(&r);
+  uint8_t *buf;
+  size_t n;
+  int rc = gy_wire_empty_encode(&buf, &n);
+  gy__svc_reply_encoded(call, rc, buf, n);
   for (held_get_t *g = s->gets, *next; g; g = next) {
     next = g->next;
     if (!strcmp(g->key, s->kv[i].key)) gy__svc_get_release(g, GY_RPC_OK, NULL, &s->kv[i]);
@@ -115,30 +129,25 @@ void gy__svc_on_store_set(void *ud, gy_rpc_call_t *call, const uint8_t *req, siz
 oom:
   free(val);
   free(key);
-  gyro__store_set_request__free_unpacked(r, NULL);
+  gy_wire_request_free(&r);
   gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
 }
 
 void gy__svc_on_store_get(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
-  Gyro__StoreGetRequest *r = gyro__store_get_request__unpack(NULL, len, req);
-  if (!r || !r->key[0]) {
-    if (r) gyro__store_get_request__free_unpacked(r, NULL);
-    gy__svc_refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, GY_EVENT_MALFORMED,
-                         r ? "StoreGet: empty key" : "malformed StoreGetRequest");
-    return;
-  }
+  gy_wire_request_t r;
+  if (store_request(s, call, GY_WIRE_REQ_STORE_GET, req, len, &r)) return;
   int found;
-  size_t i = kv_find(s, r->key, &found);
+  size_t i = kv_find(s, r.key, &found);
   if (found) {
     reply_value(call, &s->kv[i]);
-  } else if (r->timeout_ms <= 0 || s->shutting_down) {
+  } else if (r.timeout_ms <= 0 || s->shutting_down) {
     char msg[300];
-    snprintf(msg, sizeof(msg), "store key %.250s: not set", r->key);
+    snprintf(msg, sizeof(msg), "store key %.250s: not set", r.key);
     gy_rpc_reply(call, GY_RPC_DEADLINE_EXCEEDED, msg, NULL, 0);
   } else {
     held_get_t *g = calloc(1, sizeof(*g));
-    char *key = strdup(r->key);
+    char *key = strdup(r.key);
     if (!g || !key) {
       free(g);
       free(key);
@@ -149,12 +158,12 @@ void gy__svc_on_store_get(void *ud, gy_rpc_call_t *call, const uint8_t *req, siz
       g->key = key;
       uv_timer_init(s->loop, &g->timer);
       g->timer.data = g;
-      int ms = r->timeout_ms < STORE_MAX_TIMEOUT_MS ? r->timeout_ms : STORE_MAX_TIMEOUT_MS;
+      int ms = r.timeout_ms < STORE_MAX_TIMEOUT_MS ? r.timeout_ms : STORE_MAX_TIMEOUT_MS;
       uv_timer_start(&g->timer, get_timeout, (uint64_t)ms, 0);
       g->next = s->gets;
       if (s->gets) s->gets->prev = g;
       s->gets = g;
     }
   }
-  gyro__store_get_request__free_unpacked(r, NULL);
+  gy_wire_request_free(&r);
 }

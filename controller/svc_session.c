@@ -10,7 +10,8 @@
  * what follows. The core's actions come back through its io: io_assign answers a held join
  * (io_dismiss refuses one a newer join of the same worker replaced),
  * io_send puts a grant or directive on a session stream (a message for every rank is encoded
- * once and its bytes shared by the streams), io_close ends a session.
+ * once and its bytes shared by the streams), io_close ends a session. Every message is decoded
+ * and encoded by controller/wire.h (session messages into the service's arena).
  *
  * Invariants:
  * - sessions[r] is the one stream bound to rank r (after an accepted Hello) or NULL; a stream
@@ -31,14 +32,9 @@
 
 /* ------------------------------------------ actions ------------------------------------------ */
 
-/* Sends cm to rank, or to every connected rank (rank -1): encoded once, and for a broadcast
- * the bytes are shared by all the streams (gy_rpc_send_many). */
-static void send_ctl(gy_service_t *s, int rank, const Gyro__ControllerMsg *cm) {
-  uint8_t small[256];
-  size_t n = protobuf_c_message_get_packed_size(&cm->base);
-  uint8_t *buf = n <= sizeof(small) ? small : malloc(n);
-  if (!buf) return;
-  protobuf_c_message_pack(&cm->base, buf);
+/* Sends the bytes of a ControllerMsg to rank, or to every connected rank (rank -1): for a
+ * broadcast the bytes are shared by all the streams (gy_rpc_send_many). */
+static void send_bytes(gy_service_t *s, int rank, const uint8_t *buf, size_t n) {
   if (rank >= 0) {
     if (rank < s->o.world && s->sessions[rank]) gy_rpc_send(s->sessions[rank]->rpc, buf, n);
   } else {
@@ -47,7 +43,6 @@ static void send_ctl(gy_service_t *s, int rank, const Gyro__ControllerMsg *cm) {
       if (s->sessions[r]) s->fanout[k++] = s->sessions[r]->rpc;
     gy_rpc_send_many(s->fanout, k, buf, n);
   }
-  if (buf != small) free(buf);
 }
 
 void gy__svc_io_assign(void *ud, const gy_fleet_action_t *a, const gy_skipset_t *skips) {
@@ -60,39 +55,23 @@ void gy__svc_io_assign(void *ud, const gy_fleet_action_t *a, const gy_skipset_t 
   *pp = j->next;
   char prefix[32];
   snprintf(prefix, sizeof(prefix), "g%llu", (unsigned long long)a->generation);
-  Gyro__Assignment as = GYRO__ASSIGNMENT__INIT;
-  as.generation = a->generation;
-  as.rank = a->rank;
-  as.world = s->o.world;
-  as.tp = s->o.tp;
-  as.config_yaml = (char *)(s->o.config_yaml ? s->o.config_yaml : "");
-  as.session_id = (char *)a->session_id;
-  as.start_step = a->step;
-  as.rdzv_prefix = prefix;
-  as.heartbeat_ms = s->o.heartbeat_ms;
-  as.config_dir = (char *)(s->o.config_dir ? s->o.config_dir : "");
   /* the skips in force travel with the assignment (a checkpoint older than a skip lacks it) */
-  size_t nsk = skips->n;
-  Gyro__SkipRange *sk = nsk ? malloc(nsk * sizeof(*sk)) : NULL;
-  Gyro__SkipRange **skp = nsk ? malloc(nsk * sizeof(*skp)) : NULL;
-  if (nsk && (!sk || !skp)) {
-    free(sk);
-    free(skp);
-    gy_rpc_reply(j->rpc, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
-    free(j);
-    return;
-  }
-  for (size_t i = 0; i < nsk; i++) {
-    gyro__skip_range__init(&sk[i]);
-    sk[i].first = skips->r[i].first;
-    sk[i].last = skips->r[i].last;
-    skp[i] = &sk[i];
-  }
-  as.n_skip = nsk;
-  as.skip = skp;
-  gy__svc_reply_msg(j->rpc, &as.base);
-  free(sk);
-  free(skp);
+  gy_wire_assignment_t as = {.generation = a->generation,
+                             .rank = a->rank,
+                             .world = s->o.world,
+                             .tp = s->o.tp,
+                             .config_yaml = s->o.config_yaml,
+                             .session_id = a->session_id,
+                             .start_step = a->step,
+                             .rdzv_prefix = prefix,
+                             .heartbeat_ms = s->o.heartbeat_ms,
+                             .config_dir = s->o.config_dir,
+                             .skip = skips->r,
+                             .nskip = skips->n};
+  uint8_t *buf;
+  size_t n;
+  int rc = gy_wire_assignment_encode(&as, &buf, &n);
+  gy__svc_reply_encoded(j->rpc, rc, buf, n);
   free(j);
 }
 
@@ -109,52 +88,6 @@ void gy__svc_io_dismiss(void *ud, uint64_t handle, const char *why) {
   free(j);
 }
 
-/* A directive (a rollback's intent is already written: the core saw to it). */
-static void send_directive(gy_service_t *s, const gy_fleet_action_t *a) {
-  Gyro__HParams hp = GYRO__HPARAMS__INIT;
-  Gyro__Directive d = GYRO__DIRECTIVE__INIT;
-  d.generation = a->generation;
-  d.seq = a->seq;
-  d.at_step = a->step;
-  d.kind = (Gyro__Directive__Kind)a->dir_kind;
-  Gyro__SkipRange *sk = NULL, **skp = NULL;
-  if (a->dir_kind == GY_DIR_ROLLBACK) {
-    d.to_step = a->to_step;
-    d.reason = (char *)a->msg;
-    if (a->nskip > 0) {
-      sk = malloc((size_t)a->nskip * sizeof(*sk));
-      skp = malloc((size_t)a->nskip * sizeof(*skp));
-      if (!sk || !skp) {
-        /* a rollback without its skips would train on them again: send nothing; the rank
-         * gets the directive again when it reconnects */
-        gy_log(GY_LOG_ERROR, "controller", "out of memory: directive seq %llu not sent",
-               (unsigned long long)a->seq);
-        free(sk);
-        free(skp);
-        return;
-      }
-      for (int i = 0; i < a->nskip; i++) {
-        gyro__skip_range__init(&sk[i]);
-        sk[i].first = a->skip[i].first;
-        sk[i].last = a->skip[i].last;
-        skp[i] = &sk[i];
-      }
-      d.n_skip = (size_t)a->nskip;
-      d.skip = skp;
-    }
-  }
-  if (a->dir_kind == GY_DIR_SET_HPARAMS || (a->dir_kind == GY_DIR_ROLLBACK && a->hparams.present)) {
-    gy_wire_hparams_out(&a->hparams, &hp);
-    d.hparams = &hp;
-  }
-  Gyro__ControllerMsg cm = GYRO__CONTROLLER_MSG__INIT;
-  cm.msg_case = GYRO__CONTROLLER_MSG__MSG_DIRECTIVE;
-  cm.directive = &d;
-  send_ctl(s, a->rank, &cm);
-  free(sk);
-  free(skp);
-}
-
 static void unbind(gy_service_t *s, int rank) {
   call_t *c = s->sessions[rank];
   if (!c) return;
@@ -162,20 +95,23 @@ static void unbind(gy_service_t *s, int rank) {
   c->rank = -1;
 }
 
-/* The core's GRANT and DIRECTIVE actions. */
+/* The core's GRANT and DIRECTIVE actions (a rollback's intent is already written: the core saw
+ * to it). A message for every rank is encoded once. */
 void gy__svc_io_send(void *ud, const gy_fleet_action_t *a) {
   gy_service_t *s = ud;
-  if (a->kind == GY_FLEET_ACT_DIRECTIVE) {
-    send_directive(s, a);
+  uint8_t small[256], *buf;
+  size_t n;
+  int rc = gy_wire_ctl_encode(a, small, sizeof(small), &buf, &n);
+  if (rc) {
+    /* a rollback without its skips would train on them again: send nothing; the rank gets the
+     * directive again when it reconnects */
+    if (a->kind == GY_FLEET_ACT_DIRECTIVE)
+      gy_log(GY_LOG_ERROR, "controller", "out of memory: directive seq %llu not sent",
+             (unsigned long long)a->seq);
     return;
   }
-  Gyro__Grant g = GYRO__GRANT__INIT;
-  g.generation = a->generation;
-  g.horizon = a->step;
-  Gyro__ControllerMsg cm = GYRO__CONTROLLER_MSG__INIT;
-  cm.msg_case = GYRO__CONTROLLER_MSG__MSG_GRANT;
-  cm.grant = &g;
-  send_ctl(s, a->rank, &cm);
+  send_bytes(s, a->rank, buf, n);
+  if (buf != small) free(buf);
 }
 
 /* Ends rank's session (the fleet re-forms the gang: the worker joins again). */
@@ -213,30 +149,30 @@ static void join_cancelled(void *ud, gy_rpc_call_t *call) {
 
 void gy__svc_on_join(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
   gy_service_t *s = ud;
-  Gyro__JoinRequest *jr = gyro__join_request__unpack(NULL, len, req);
-  if (!jr) {
+  gy_wire_join_req_t jr;
+  if (gy_wire_join_decode(req, len, &jr)) {
     gy__svc_refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, GY_EVENT_MALFORMED,
                          "malformed JoinRequest");
     return;
   }
   const char *tok = s->o.join_token;
-  if (tok && *tok && !gy_rpc_token_equal(jr->join_token, tok)) {
+  if (tok && *tok && !gy_rpc_token_equal(jr.join_token, tok)) {
     /* The event names the worker (printable ASCII only: the id is the peer's bytes and goes
      * into JSON and protobuf strings), never the token it sent. */
     char msg[300], id[201];
     size_t i = 0;
-    for (const char *p = jr->worker_id; p && *p && i < sizeof(id) - 1; p++)
+    for (const char *p = jr.join.worker_id; p && *p && i < sizeof(id) - 1; p++)
       id[i++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
     id[i] = '\0';
     snprintf(msg, sizeof(msg), "worker %s: %s join token", id,
-             jr->join_token && *jr->join_token ? "wrong" : "missing");
-    gyro__join_request__free_unpacked(jr, NULL);
+             *jr.join_token ? "wrong" : "missing");
+    gy_wire_join_free(&jr);
     gy__svc_refuse_unary(s, call, GY_RPC_UNAUTHENTICATED, GY_EVENT_REFUSED, msg);
     return;
   }
   held_join_t *j = calloc(1, sizeof(*j));
   if (!j) {
-    gyro__join_request__free_unpacked(jr, NULL);
+    gy_wire_join_free(&jr);
     gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
     return;
   }
@@ -244,11 +180,9 @@ void gy__svc_on_join(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t l
   j->rpc = call;
   j->next = s->joins;
   s->joins = j;
-  gy_fleet_join_t in;
-  gy_wire_join(jr, &in);
-  int rc = gy_core_join(s->core, &in, j->handle);
+  int rc = gy_core_join(s->core, &jr.join, j->handle);
   if (!rc) gy_rpc_call_on_cancel(call, join_cancelled, s);
-  gyro__join_request__free_unpacked(jr, NULL);
+  gy_wire_join_free(&jr);
   if (rc) {
     s->joins = j->next; /* a refused join is not held: it is still the list head */
     free(j);
@@ -283,62 +217,55 @@ static void session_refuse(gy_service_t *s, call_t *c, int status, const char *m
   gy_rpc_finish(c->rpc, status, msg);
 }
 
-static void session_msg(gy_service_t *s, call_t *c, const Gyro__WorkerMsg *wm) {
+static void session_msg(gy_service_t *s, call_t *c, const gy_wire_worker_msg_t *wm) {
   int rc = 0;
   if (c->rank < 0) {
-    if (wm->msg_case != GYRO__WORKER_MSG__MSG_HELLO || !wm->hello) {
+    if (wm->kind != GY_WIRE_WORKER_HELLO) {
       session_refuse(s, c, GY_RPC_INVALID_ARGUMENT, "the first session message must be Hello", 1);
       return;
     }
-    const Gyro__Hello *h = wm->hello;
-    rc = gy_core_hello(s->core, h->session_id, h->generation, h->rank);
+    rc = gy_core_hello(s->core, wm->session_id, wm->generation, wm->rank);
     if (rc) {
       session_refuse(s, c, gy__svc_rpc_status(rc), gy_core_errmsg(s->core), 0);
       return;
     }
-    call_t *old = s->sessions[h->rank];
+    call_t *old = s->sessions[wm->rank];
     if (old && old != c) {
-      unbind(s, h->rank);
+      unbind(s, wm->rank);
       old->finished = 1;
       gy_rpc_finish(old->rpc, GY_RPC_ABORTED, "replaced by a newer session of this rank");
     }
-    s->sessions[h->rank] = c;
-    c->rank = h->rank;
+    s->sessions[wm->rank] = c;
+    c->rank = wm->rank;
     return;
   }
-  switch (wm->msg_case) {
-  case GYRO__WORKER_MSG__MSG_REPORT: {
-    const Gyro__StepReport *r = wm->report;
-    gy_wire_channels_t chans;
-    gy_fleet_report_t in;
-    gy_wire_step_report(r, &chans, &in);
+  switch (wm->kind) {
+  case GY_WIRE_WORKER_REPORT: {
     gy_core_sample_t top[2 * GY_WIRE_TOPK_MAX];
     size_t ntop = 0, nbottom = 0;
     if (c->rank == 0) /* only rank 0's samples are kept; at most GY_WIRE_TOPK_MAX of each */
-      gy_wire_samples(r, top, GY_WIRE_TOPK_MAX, &ntop, &nbottom);
-    rc = gy_core_report(s->core, c->rank, &in, top, ntop, top + GY_WIRE_TOPK_MAX, nbottom);
-    if (!rc && r->gpu) gy__svc_gpu_report(s, c->rank, r->step, r->gpu);
+      gy_wire_samples(wm, top, GY_WIRE_TOPK_MAX, &ntop, &nbottom);
+    rc = gy_core_report(s->core, c->rank, &wm->report, top, ntop, top + GY_WIRE_TOPK_MAX, nbottom);
+    if (!rc && wm->has_gpu) gy__svc_gpu_report(s, c->rank, wm->step, &wm->gpu);
     break;
   }
-  case GYRO__WORKER_MSG__MSG_HEARTBEAT:
-    rc = gy_core_heartbeat(s->core, c->rank, wm->heartbeat->generation, wm->heartbeat->rank);
+  case GY_WIRE_WORKER_HEARTBEAT:
+    rc = gy_core_heartbeat(s->core, c->rank, wm->generation, wm->rank);
     break;
-  case GYRO__WORKER_MSG__MSG_EVAL: {
+  case GY_WIRE_WORKER_EVAL: {
     char why[256];
     gy_wire_eval_t ev;
-    gy_wire_eval(wm->eval, &ev);
+    gy_wire_eval(wm, &ev);
     if ((rc = gy_core_eval(s->core, c->rank, &ev.in, why, sizeof(why)))) {
       session_refuse(s, c, gy__svc_rpc_status(rc), why, rc != GY_EMISMATCH);
       return;
     }
     break;
   }
-  case GYRO__WORKER_MSG__MSG_ACK: {
-    const Gyro__DirectiveAck *a = wm->ack;
-    rc = gy_core_ack(s->core, c->rank, a->generation, a->seq, a->rank, a->ok, a->error,
-                     a->checkpoint_bytes);
+  case GY_WIRE_WORKER_ACK:
+    rc = gy_core_ack(s->core, c->rank, wm->generation, wm->seq, wm->rank, wm->ok, wm->error,
+                     wm->checkpoint_bytes);
     break;
-  }
   default:
     session_refuse(s, c, GY_RPC_INVALID_ARGUMENT, "unexpected session message", 1);
     return;
@@ -351,13 +278,13 @@ void gy__svc_on_session_message(void *ud, gy_rpc_call_t *call, const uint8_t *ms
   call_t *c = gy_rpc_call_data(call);
   if (!c || c->finished) return;
   s->arena_used = 0;
-  Gyro__WorkerMsg *wm = gyro__worker_msg__unpack(&s->arena_alloc, len, msg);
-  if (!wm) {
+  gy_wire_worker_msg_t wm;
+  if (gy_wire_session_decode_with(msg, len, &s->arena_alloc, &wm)) {
     s->arena_used = 0;
     session_refuse(s, c, GY_RPC_INVALID_ARGUMENT, "malformed WorkerMsg", 1);
   } else {
-    session_msg(s, c, wm);
-    gyro__worker_msg__free_unpacked(wm, &s->arena_alloc);
+    session_msg(s, c, &wm);
+    gy_wire_session_free(&wm);
     s->arena_used = 0;
   }
   gy__svc_drain(s);

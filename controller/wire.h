@@ -1,22 +1,29 @@
-/* wire: the controller's side of the wire layer: worker and operator requests (protobuf-c,
- * proto/gyro.proto) into the inputs of its pure modules. One place, so that the service and the
- * fuzz harness that feeds the fleet hostile messages run the same code. The HParams conversion
- * is wire/hparams.h's (gy_wire_hparams_in/out), shared with the agent and gyroctl.
+/* wire: the controller's side of the wire layer: the worker and operator requests (protobuf-c,
+ * proto/gyro.proto) decoded into the inputs of its pure modules, and every message the service
+ * sends encoded from plain C values. One place, so that the service, the fuzz harness that
+ * feeds the fleet hostile messages and the unit tests run the same code. The HParams
+ * conversion is wire/hparams.h's (gy_wire_hparams_in/out), shared with the agent and gyroctl;
+ * the Operator's replies are wire/operator_wire.h's plain structs, which gyroctl decodes into
+ * and the controller fills and encodes (one shape per message on both sides).
  *
- * Two levels:
- *  - conversions of an unpacked message (the session and operator services unpack into their
- *    arena and call these): gy_wire_step_report, gy_wire_join;
- *  - decoders from bytes, each an unpack followed by the same conversions (the fuzz harness and
- *    the unit tests; an unpack failure is GY_EPROTO): gy_wire_join_decode,
- *    gy_wire_session_decode, gy_wire_command_decode, gy_wire_request_decode. A decoded value
- *    borrows its strings and arrays from the message it keeps in `msg_`: valid until its
- *    *_free, which frees everything (and is a no-op on a value whose decode failed).
+ * Decoders from bytes, each an unpack followed by the conversions (an unpack failure is
+ * GY_EPROTO): gy_wire_join_decode, gy_wire_session_decode (and gy_wire_session_decode_with, which
+ * unpacks through the caller's allocator: the service's per-message arena, so that a StepReport
+ * costs no malloc), gy_wire_command_decode, gy_wire_request_decode. A decoded value borrows its
+ * strings and arrays from the message it keeps in `msg_`: valid until its *_free, which frees
+ * everything (and is a no-op on a value whose decode failed). gy_wire_samples and gy_wire_eval
+ * read a decoded session message's top and bottom samples and evaluation.
  *
- * gy_wire_step_report: a StepReport as the fleet's gy_fleet_report_t. The channel arrays live
- * in `ch` (the caller's, for as long as `out` is used); more channels than GY_FLEET_MAX_CH make
- * out->nch GY_FLEET_MAX_CH + 1, which the fleet refuses with a message.
+ * A StepReport's channels: the arrays live in the decoded value's `ch`; more channels than
+ * GY_FLEET_MAX_CH make report.nch GY_FLEET_MAX_CH + 1, which the fleet refuses with a message.
  *
- * This header declares the message types without including the generated code. */
+ * Encoders: each builds the message on its stack (*__INIT) from borrowed pointers and returns 0
+ * with *buf a malloc'd encoding of *len bytes (freed with free()), GY_EINVAL for a bad argument,
+ * or GY_ENOMEM: gy_wire_assignment_encode, gy_wire_ctl_encode (a Grant or Directive from a
+ * fleet action, into the caller's buffer when it fits), gy_wire_reply_encode (every Operator
+ * reply and WatchMsg), gy_wire_store_value_encode, gy_wire_empty_encode.
+ *
+ * This header names no generated type. */
 #ifndef GY_CONTROLLER_WIRE_H
 #define GY_CONTROLLER_WIRE_H
 
@@ -26,10 +33,7 @@
 #include "controller/core.h"
 #include "controller/fleet.h"
 #include "wire/hparams.h"
-
-struct Gyro__StepReport;
-struct Gyro__JoinRequest;
-struct Gyro__EvalReport;
+#include "wire/operator_wire.h"
 
 typedef struct {
   const char *name[GY_FLEET_MAX_CH];
@@ -37,11 +41,13 @@ typedef struct {
   uint64_t tokens[GY_FLEET_MAX_CH];
 } gy_wire_channels_t;
 
-void gy_wire_step_report(const struct Gyro__StepReport *r, gy_wire_channels_t *ch,
-                         gy_fleet_report_t *out);
-
-/* gy_wire_join: a JoinRequest as the fleet's join (its strings borrowed from jr). */
-void gy_wire_join(const struct Gyro__JoinRequest *jr, gy_fleet_join_t *out);
+/* An allocator for the unpack (the layout of protobuf-c's ProtobufCAllocator): alloc and free
+ * with ud as their first argument. */
+typedef struct {
+  void *(*alloc)(void *ud, size_t n);
+  void (*free)(void *ud, void *p);
+  void *ud;
+} gy_wire_alloc_t;
 
 /* ------------------------------------- from bytes ------------------------------------- */
 
@@ -54,7 +60,28 @@ typedef struct {
 int gy_wire_join_decode(const uint8_t *buf, size_t len, gy_wire_join_req_t *out);
 void gy_wire_join_free(gy_wire_join_req_t *j);
 
-/* One WorkerMsg of the Session stream. kind NONE: no member set (the service ignores it). */
+/* A StepReport's GPU health (gyro.GpuHealth), every field as sent (name never NULL). */
+typedef struct {
+  int32_t index;
+  const char *name;
+  int has_temp;
+  uint32_t temp_c;
+  int has_mem;
+  uint64_t mem_used_bytes, mem_total_bytes;
+  int has_util;
+  uint32_t util_gpu_pct, util_mem_pct;
+  int has_sm_clock;
+  uint32_t sm_clock_mhz;
+  int has_throttle;
+  uint64_t throttle_reasons;
+  int has_ecc;
+  uint64_t ecc_uncorrected;
+  int has_xid;
+  uint32_t xid_count;
+  uint64_t last_xid;
+} gy_wire_gpu_t;
+
+/* One WorkerMsg of the Session stream. kind NONE: no member set (the service refuses it). */
 typedef enum {
   GY_WIRE_WORKER_NONE = 0,
   GY_WIRE_WORKER_HELLO,
@@ -67,35 +94,63 @@ typedef struct {
   gy_wire_worker_kind_t kind;
   uint64_t generation; /* every kind but NONE */
   int32_t rank;
-  const char *session_id;    /* HELLO (never NULL) */
-  gy_fleet_report_t report;  /* REPORT, through gy_wire_step_report */
-  gy_wire_channels_t ch;     /* the report's channel arrays */
-  int64_t steps_done;        /* HEARTBEAT */
-  uint64_t seq;              /* ACK: */
-  int64_t step;              /* ACK and EVAL: */
-  int ok;                    /* ACK: */
-  const char *error;         /* ACK (never NULL) */
-  uint64_t checkpoint_bytes; /* ACK */
-  size_t nsources;           /* EVAL: the number of sources */
-  void *msg_;                /* private: the unpacked message */
+  const char *session_id;        /* HELLO (never NULL) */
+  gy_fleet_report_t report;      /* REPORT */
+  gy_wire_channels_t ch;         /* the report's channel arrays */
+  int has_gpu;                   /* REPORT: the report carried a GpuHealth, in gpu */
+  gy_wire_gpu_t gpu;             /* REPORT */
+  int64_t steps_done;            /* HEARTBEAT */
+  uint64_t seq;                  /* ACK: */
+  int64_t step;                  /* REPORT, ACK and EVAL: */
+  int ok;                        /* ACK: */
+  const char *error;             /* ACK (never NULL) */
+  uint64_t checkpoint_bytes;     /* ACK */
+  size_t nsources;               /* EVAL: the number of sources */
+  void *msg_;                    /* private: the unpacked message */
+  const gy_wire_alloc_t *alloc_; /* private: what unpacked it (NULL: malloc) */
 } gy_wire_worker_msg_t;
 int gy_wire_session_decode(const uint8_t *buf, size_t len, gy_wire_worker_msg_t *out);
+/* The same through alloc (NULL: malloc), which must outlive the value (its free uses it). */
+int gy_wire_session_decode_with(const uint8_t *buf, size_t len, const gy_wire_alloc_t *alloc,
+                                gy_wire_worker_msg_t *out);
 void gy_wire_session_free(gy_wire_worker_msg_t *m);
 
-/* An Operator CommandRequest as the operator service reads it: kind (gyro.Directive.Kind, as
- * sent), the knobs (gy_wire_hparams_in), and for ROLLBACK the sample ranges as the fleet takes
- * them: nskip is the number sent, or GY_FLEET_MAX_SKIPS + 1 when more were sent (then skip is
- * NULL: the fleet refuses the count); skip is NULL when nskip is 0. */
+/* gy_wire_samples: a decoded REPORT's top and bottom samples as the core's: at most max of
+ * each, the top into out[0, *ntop), the bottom into out[max, max + *nbottom) (out holds
+ * 2 * max; channels borrowed from m). None for another kind. */
+void gy_wire_samples(const gy_wire_worker_msg_t *m, gy_core_sample_t *out, size_t max, size_t *ntop,
+                     size_t *nbottom);
+
+/* gy_wire_eval: a decoded EVAL as the core's input (arrays in `out`, names borrowed from m);
+ * more sources than GY_FLEET_MAX_CH are counted, not copied (the core refuses them). Another
+ * kind gives an evaluation of no source. */
 typedef struct {
+  gy_core_eval_in_t in;
+  const char *source[GY_FLEET_MAX_CH];
+  double loss[GY_FLEET_MAX_CH], ppl[GY_FLEET_MAX_CH], cloze[GY_FLEET_MAX_CH];
+  uint64_t tokens[GY_FLEET_MAX_CH], items[GY_FLEET_MAX_CH];
+} gy_wire_eval_t;
+void gy_wire_eval(const gy_wire_worker_msg_t *m, gy_wire_eval_t *out);
+
+/* An Operator CommandRequest as the operator service reads it: `cmd`, the core's input, with
+ * every range sent (skip: the sample id ranges, skip_steps: the step ranges, which the core
+ * maps to sample ids); and the same request as the fleet takes a ROLLBACK: kind
+ * (gyro.Directive.Kind, as sent), the knobs (gy_wire_hparams_in), and the sample ranges:
+ * nskip is the number sent, or GY_FLEET_MAX_SKIPS + 1 when more were sent (then skip is NULL:
+ * the fleet refuses the count); skip is NULL when nskip is 0. The ranges are owned by the
+ * value (freed by gy_wire_command_free). */
+typedef struct {
+  gy_core_cmd_t cmd;
   int kind;
   gy_fleet_hparams_t hparams;
   int64_t to_step;
-  gy_fleet_skip_t *skip; /* owned by the value (freed by gy_wire_command_free) */
+  gy_fleet_skip_t *skip;
   int nskip;
-  size_t nskip_steps; /* step ranges the service maps to sample ids */
+  size_t nskip_steps;
   int newest;
-  const char *token; /* never NULL */
-  void *msg_;        /* private: the unpacked message */
+  const char *token;     /* never NULL */
+  void *msg_;            /* private: the unpacked message */
+  gy_fleet_skip_t *mem_; /* private: the ranges */
 } gy_wire_command_t;
 int gy_wire_command_decode(const uint8_t *buf, size_t len, gy_wire_command_t *out);
 void gy_wire_command_free(gy_wire_command_t *c);
@@ -124,21 +179,38 @@ typedef struct {
 int gy_wire_request_decode(gy_wire_req_kind_t kind, const uint8_t *buf, size_t len,
                            gy_wire_request_t *out);
 void gy_wire_request_free(gy_wire_request_t *r);
+/* The request message's name ("StoreSetRequest", "Empty", ...), for errors; "?" out of range. */
+const char *gy_wire_request_name(gy_wire_req_kind_t kind);
 
-/* gy_wire_samples: a StepReport's top and bottom samples as the core's: at most max of each,
- * the top into out[0, *ntop), the bottom into out[max, max + *nbottom) (out holds 2 * max;
- * channels borrowed from r). */
-void gy_wire_samples(const struct Gyro__StepReport *r, gy_core_sample_t *out, size_t max,
-                     size_t *ntop, size_t *nbottom);
+/* -------------------------------------- encoders -------------------------------------- */
 
-/* gy_wire_eval: an EvalReport as the core's input (arrays in `out`, names borrowed from r);
- * more sources than GY_FLEET_MAX_CH are counted, not copied (the core refuses them). */
+/* An Assignment: the answer to a held Join (the skips in force travel with it). */
 typedef struct {
-  gy_core_eval_in_t in;
-  const char *source[GY_FLEET_MAX_CH];
-  double loss[GY_FLEET_MAX_CH], ppl[GY_FLEET_MAX_CH], cloze[GY_FLEET_MAX_CH];
-  uint64_t tokens[GY_FLEET_MAX_CH], items[GY_FLEET_MAX_CH];
-} gy_wire_eval_t;
-void gy_wire_eval(const struct Gyro__EvalReport *r, gy_wire_eval_t *out);
+  uint64_t generation;
+  int32_t rank, world, tp;
+  const char *config_yaml, *session_id, *rdzv_prefix, *config_dir; /* NULL: "" */
+  int64_t start_step;
+  int32_t heartbeat_ms;
+  const gy_fleet_skip_t *skip; /* nskip ranges */
+  size_t nskip;
+} gy_wire_assignment_t;
+int gy_wire_assignment_encode(const gy_wire_assignment_t *a, uint8_t **buf, size_t *len);
+
+/* A ControllerMsg for the fleet's GRANT (a Grant of horizon a->step) or DIRECTIVE action (a
+ * Directive: to_step, skips and reason for a ROLLBACK; the knobs for SET_HPARAMS, and for a
+ * ROLLBACK that carries some). Encoded into small (cap bytes) when it fits, else into a malloc'd
+ * buffer: the caller frees *buf when it is not small. GY_EINVAL for another kind of action. */
+int gy_wire_ctl_encode(const gy_fleet_action_t *a, uint8_t *small, size_t cap, uint8_t **buf,
+                       size_t *len);
+
+/* An Operator reply, or a WatchMsg, from the struct gyroctl decodes it into
+ * (gy_wire_op_reply_decode): r->kind says which message, and the fields its decode fills are
+ * read (WATCH_MSG: r->watch says which of events[0] and status; NONE sends an empty one).
+ * NULL strings go as "". GY_EINVAL for an unknown kind or a NULL array with a count. */
+int gy_wire_reply_encode(const gy_wire_op_reply_t *r, uint8_t **buf, size_t *len);
+
+/* The rendezvous store's replies: a StoreValue, and the Empty that answers a StoreSet. */
+int gy_wire_store_value_encode(const void *val, size_t vlen, uint8_t **buf, size_t *len);
+int gy_wire_empty_encode(uint8_t **buf, size_t *len);
 
 #endif

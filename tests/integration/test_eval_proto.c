@@ -467,6 +467,7 @@ int main(void) {
   if (r) gyro__checkpoints_reply__free_unpacked(r, NULL);
   gyro__assignment__free_unpacked(as, NULL);
   gy_rpc_client_destroy(cli);
+  cli = NULL;
   kill(pid, SIGTERM);
   int wst;
   waitpid(pid, &wst, 0);

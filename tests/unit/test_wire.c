@@ -1,9 +1,9 @@
 /* test_wire: the wire layer's conversions (wire/hparams, wire/agent_wire, wire/operator_wire,
  * controller/wire). Round trips: a C value is encoded by one side and decoded by the other
- * (agent -> controller, gyroctl -> controller), or a message built with the generated code the
- * way the controller builds it is decoded by the agent's or gyroctl's decoder; every field
- * comes back. Malformed bytes are GY_EPROTO everywhere, and the free functions are safe after a
- * failed decode. */
+ * (agent -> controller, gyroctl -> controller, controller -> agent, controller -> gyroctl), or a
+ * message built with the generated code the way the controller builds it is decoded by the agent's
+ * or gyroctl's decoder; every field comes back. Malformed bytes are GY_EPROTO everywhere, and the
+ * free functions are safe after a failed decode. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -476,6 +476,409 @@ static void test_operator_replies_decode(void) {
   }
 }
 
+/* ---------------------------- controller/wire.c: the rest ---------------------------- */
+
+/* A counting allocator: what the session decoder takes through gy_wire_alloc_t. */
+typedef struct {
+  int allocs, frees;
+} count_t;
+static void *count_alloc(void *ud, size_t n) {
+  ((count_t *)ud)->allocs++;
+  return malloc(n);
+}
+static void count_free(void *ud, void *p) {
+  ((count_t *)ud)->frees++;
+  free(p);
+}
+
+static void test_controller_session_details(void) {
+  gy_agent_channel_t ch[1] = {{"en", 12.5, 100}};
+  gy_agent_sample_t top[2] = {{99, "en", 7.5f}, {98, "zh", 7.0f}}, bottom[1] = {{5, "en", 0.5f}};
+  gy_agent_gpu_t gpu = {.index = 1,
+                        .name = "H100",
+                        .has_temp = 1,
+                        .temp_c = 70,
+                        .has_mem = 1,
+                        .mem_used_bytes = 10,
+                        .mem_total_bytes = 80,
+                        .has_util = 1,
+                        .util_gpu_pct = 95,
+                        .util_mem_pct = 40,
+                        .has_sm_clock = 1,
+                        .sm_clock_mhz = 1980,
+                        .has_throttle = 1,
+                        .throttle_reasons = 0x20,
+                        .has_ecc = 1,
+                        .ecc_uncorrected = 2,
+                        .has_xid = 1,
+                        .xid_count = 3,
+                        .last_xid = 79};
+  gy_agent_report_t rep = {.step = 41,
+                           .loss = 2.5,
+                           .channels = ch,
+                           .nchannels = 1,
+                           .top = top,
+                           .ntop = 2,
+                           .bottom = bottom,
+                           .nbottom = 1,
+                           .gpu = &gpu};
+  uint8_t *b;
+  size_t len;
+  REQUIRE(!gy_wire_agent_report_encode(9, 0, &rep, &b, &len));
+  count_t cnt = {0};
+  gy_wire_alloc_t a = {count_alloc, count_free, &cnt};
+  gy_wire_worker_msg_t m;
+  REQUIRE(!gy_wire_session_decode_with(b, len, &a, &m));
+  free(b);
+  CHECK(cnt.allocs > 0);
+  CHECK(m.kind == GY_WIRE_WORKER_REPORT && m.step == 41 && m.report.step == 41);
+  CHECK(m.has_gpu && m.gpu.index == 1 && !strcmp(m.gpu.name, "H100"));
+  CHECK(m.gpu.has_temp && m.gpu.temp_c == 70 && m.gpu.has_mem && m.gpu.mem_used_bytes == 10 &&
+        m.gpu.mem_total_bytes == 80);
+  CHECK(m.gpu.has_util && m.gpu.util_gpu_pct == 95 && m.gpu.util_mem_pct == 40);
+  CHECK(m.gpu.has_sm_clock && m.gpu.sm_clock_mhz == 1980);
+  CHECK(m.gpu.has_throttle && m.gpu.throttle_reasons == 0x20 && m.gpu.has_ecc &&
+        m.gpu.ecc_uncorrected == 2);
+  CHECK(m.gpu.has_xid && m.gpu.xid_count == 3 && m.gpu.last_xid == 79);
+  gy_core_sample_t s[2 * 4];
+  size_t ntop, nbottom;
+  gy_wire_samples(&m, s, 4, &ntop, &nbottom);
+  CHECK(ntop == 2 && nbottom == 1);
+  CHECK(s[0].id == 99 && s[0].loss == 7.5f && !strcmp(s[0].channel, "en") && s[1].id == 98);
+  CHECK(s[4].id == 5 && s[4].loss == 0.5f);
+  gy_wire_samples(&m, s, 1, &ntop, &nbottom); /* at most max of each */
+  CHECK(ntop == 1 && nbottom == 1 && s[1].id == 5);
+  gy_wire_eval_t ev;
+  gy_wire_eval(&m, &ev); /* not an evaluation: none */
+  CHECK(ev.in.nsources == 0);
+  gy_wire_session_free(&m);
+  CHECK_EQ_INT(cnt.allocs, cnt.frees);
+  gy_wire_session_free(&m); /* twice: a no-op */
+
+  /* no GPU: none */
+  rep.gpu = NULL;
+  REQUIRE(!gy_wire_agent_report_encode(9, 0, &rep, &b, &len));
+  REQUIRE(!gy_wire_session_decode_with(b, len, NULL, &m));
+  free(b);
+  CHECK(m.kind == GY_WIRE_WORKER_REPORT && !m.has_gpu);
+  gy_wire_session_free(&m);
+
+  gy_agent_source_eval_t src[2] = {{"en", 3.0, 20.1, 500, 0.5, 10}, {"zh", 2.0, 7.4, 300, 0, 0}};
+  gy_agent_eval_t e = {
+      .step = 50, .sources = src, .nsources = 2, .has_checkpoint = 1, .checkpoint_step = 50};
+  REQUIRE(!gy_wire_agent_eval_encode(9, 0, &e, &b, &len));
+  REQUIRE(!gy_wire_session_decode_with(b, len, &a, &m));
+  free(b);
+  gy_wire_eval(&m, &ev);
+  CHECK(ev.in.generation == 9 && ev.in.rank == 0 && ev.in.step == 50 && ev.in.nsources == 2);
+  CHECK(ev.in.has_checkpoint && ev.in.checkpoint_step == 50);
+  CHECK(!strcmp(ev.in.source[1], "zh") && ev.in.loss[0] == 3.0 && ev.in.ppl[0] == 20.1 &&
+        ev.in.cloze[0] == 0.5 && ev.in.tokens[1] == 300 && ev.in.items[0] == 10);
+  gy_wire_samples(&m, s, 4, &ntop, &nbottom);
+  CHECK(ntop == 0 && nbottom == 0);
+  gy_wire_session_free(&m);
+  CHECK_EQ_INT(cnt.allocs, cnt.frees);
+
+  /* malformed through the allocator: GY_EPROTO, nothing kept */
+  CHECK_EQ_INT(gy_wire_session_decode_with(bad, sizeof(bad), &a, &m), GY_EPROTO);
+  CHECK(m.msg_ == NULL);
+  gy_wire_session_free(&m);
+  CHECK_EQ_INT(cnt.allocs, cnt.frees);
+}
+
+static void test_controller_command_ranges(void) {
+  gy_wire_op_range_t skip[2] = {{1, 5}, {9, 10}}, steps[1] = {{20, 22}};
+  gy_wire_op_command_t c = {.kind = GY_WIRE_OP_ROLLBACK,
+                            .skip = skip,
+                            .nskip = 2,
+                            .skip_steps = steps,
+                            .nskip_steps = 1,
+                            .newest = 1};
+  uint8_t *b;
+  size_t len;
+  REQUIRE(!gy_wire_op_command_encode(&c, &b, &len));
+  gy_wire_command_t d;
+  REQUIRE(!gy_wire_command_decode(b, len, &d));
+  free(b);
+  CHECK(d.cmd.kind == GY_DIR_ROLLBACK && d.cmd.newest && d.cmd.reason == NULL);
+  CHECK(d.cmd.nskip == 2 && d.cmd.skip[1].first == 9 && d.cmd.skip[1].last == 10);
+  CHECK(d.cmd.nskip_steps == 1 && d.cmd.skip_steps[0].first == 20 &&
+        d.cmd.skip_steps[0].last == 22);
+  gy_wire_command_free(&d);
+
+  /* more ranges than the fleet takes: the core still gets them all, the fleet's view none */
+  size_t n = GY_FLEET_MAX_SKIPS + 1;
+  gy_wire_op_range_t *many = calloc(n, sizeof(*many));
+  REQUIRE(many);
+  for (size_t i = 0; i < n; i++)
+    many[i] = (gy_wire_op_range_t){2 * i, 2 * i + 1};
+  /* (gyroctl sends at most GY_WIRE_OP_RANGES_MAX: build the request in pieces of that) */
+  Gyro__SkipRange *rs = calloc(n, sizeof(*rs));
+  Gyro__SkipRange **rp = calloc(n, sizeof(*rp));
+  REQUIRE(rs && rp);
+  for (size_t i = 0; i < n; i++) {
+    gyro__skip_range__init(&rs[i]);
+    rs[i].first = many[i].first, rs[i].last = many[i].last;
+    rp[i] = &rs[i];
+  }
+  Gyro__CommandRequest req = GYRO__COMMAND_REQUEST__INIT;
+  req.kind = GYRO__DIRECTIVE__KIND__ROLLBACK, req.n_skip = n, req.skip = rp;
+  b = pack_msg(&req.base, &len);
+  REQUIRE(!gy_wire_command_decode(b, len, &d));
+  free(b);
+  CHECK(d.nskip == GY_FLEET_MAX_SKIPS + 1 && d.skip == NULL);
+  CHECK(d.cmd.nskip == n && d.cmd.skip[n - 1].first == 2 * (n - 1));
+  gy_wire_command_free(&d);
+  free(rs);
+  free(rp);
+  free(many);
+}
+
+static void test_controller_assignment_round_trip(void) {
+  gy_fleet_skip_t sk[2] = {{10, 20}, {30, 31}};
+  gy_wire_assignment_t as = {.generation = 4,
+                             .rank = 1,
+                             .world = 2,
+                             .tp = 1,
+                             .config_yaml = "run: x\n",
+                             .session_id = "s",
+                             .rdzv_prefix = "g4",
+                             .config_dir = NULL,
+                             .start_step = 100,
+                             .heartbeat_ms = 250,
+                             .skip = sk,
+                             .nskip = 2};
+  uint8_t *b;
+  size_t len;
+  REQUIRE(!gy_wire_assignment_encode(&as, &b, &len));
+  gy_wire_agent_assignment_t d;
+  REQUIRE(!gy_wire_agent_assignment_decode(b, len, &d));
+  free(b);
+  const gy_agent_assignment_t *g = &d.asg;
+  CHECK(g->generation == 4 && g->rank == 1 && g->world == 2 && g->tp == 1);
+  CHECK(g->start_step == 100 && g->heartbeat_ms == 250);
+  CHECK(!strcmp(g->config_yaml, "run: x\n") && !strcmp(g->config_dir, ""));
+  CHECK(!strcmp(g->rdzv_prefix, "g4") && !strcmp(g->session_id, "s"));
+  CHECK(g->nskip == 2 && g->skip[0] == 10 && g->skip[1] == 20 && g->skip[2] == 30 &&
+        g->skip[3] == 31);
+  gy_wire_agent_assignment_free(&d);
+  as.nskip = 0;
+  REQUIRE(!gy_wire_assignment_encode(&as, &b, &len));
+  REQUIRE(!gy_wire_agent_assignment_decode(b, len, &d));
+  free(b);
+  CHECK(d.asg.nskip == 0);
+  gy_wire_agent_assignment_free(&d);
+  as.nskip = 1, as.skip = NULL;
+  CHECK_EQ_INT(gy_wire_assignment_encode(&as, &b, &len), GY_EINVAL);
+}
+
+static void test_controller_ctl_round_trip(void) {
+  gy_fleet_action_t a = {.kind = GY_FLEET_ACT_GRANT, .rank = -1, .generation = 3, .step = 64};
+  uint8_t small[256], *b;
+  size_t len;
+  REQUIRE(!gy_wire_ctl_encode(&a, small, sizeof(small), &b, &len));
+  CHECK(b == small); /* a grant fits the caller's buffer */
+  gy_wire_agent_ctl_t m;
+  REQUIRE(!gy_wire_agent_ctl_decode(b, len, &m));
+  CHECK(m.kind == GY_WIRE_AGENT_CTL_GRANT && m.generation == 3 && m.horizon == 64);
+  gy_wire_agent_ctl_free(&m);
+
+  /* a rollback with its skips, reason and knobs; without a buffer of the caller's */
+  gy_fleet_skip_t sk[1] = {{5, 9}};
+  a = (gy_fleet_action_t){.kind = GY_FLEET_ACT_DIRECTIVE,
+                          .generation = 3,
+                          .step = 40,
+                          .seq = 12,
+                          .dir_kind = GY_DIR_ROLLBACK,
+                          .hparams = sample_hparams(),
+                          .to_step = 30,
+                          .nskip = 1,
+                          .skip = sk};
+  snprintf(a.msg, sizeof(a.msg), "spike");
+  REQUIRE(!gy_wire_ctl_encode(&a, NULL, 0, &b, &len));
+  REQUIRE(!gy_wire_agent_ctl_decode(b, len, &m));
+  free(b);
+  CHECK(m.kind == GY_WIRE_AGENT_CTL_DIRECTIVE && m.generation == 3);
+  CHECK(m.dir.seq == 12 && m.dir.at_step == 40 && m.dir.kind == GY_DIRECTIVE_ROLLBACK);
+  CHECK(m.dir.to_step == 30 && m.dir.nskip == 1 && m.dir.skip[0].first == 5 &&
+        m.dir.skip[0].last == 9 && !strcmp(m.dir.reason, "spike"));
+  gy_hparams_t h = sample_hparams();
+  CHECK(!memcmp(&m.dir.hparams, &h, sizeof(h)));
+  gy_wire_agent_ctl_free(&m);
+
+  /* a rollback without knobs sends none; a pause sends neither target, skips nor reason */
+  a.hparams.present = 0;
+  REQUIRE(!gy_wire_ctl_encode(&a, small, sizeof(small), &b, &len));
+  REQUIRE(!gy_wire_agent_ctl_decode(b, len, &m));
+  CHECK(m.dir.hparams.present == 0 && m.dir.nskip == 1);
+  gy_wire_agent_ctl_free(&m);
+  a.dir_kind = GY_DIR_PAUSE;
+  a.hparams = sample_hparams();
+  REQUIRE(!gy_wire_ctl_encode(&a, small, sizeof(small), &b, &len));
+  REQUIRE(!gy_wire_agent_ctl_decode(b, len, &m));
+  CHECK(m.dir.kind == GY_DIRECTIVE_PAUSE && m.dir.to_step == 0 && m.dir.nskip == 0 &&
+        !strcmp(m.dir.reason, "") && m.dir.hparams.present == 0);
+  gy_wire_agent_ctl_free(&m);
+  /* set_hparams: the knobs */
+  a.dir_kind = GY_DIR_SET_HPARAMS;
+  REQUIRE(!gy_wire_ctl_encode(&a, small, sizeof(small), &b, &len));
+  REQUIRE(!gy_wire_agent_ctl_decode(b, len, &m));
+  CHECK(m.dir.kind == GY_DIRECTIVE_SET_HPARAMS && !memcmp(&m.dir.hparams, &h, sizeof(h)));
+  gy_wire_agent_ctl_free(&m);
+
+  a.kind = GY_FLEET_ACT_EVENT;
+  CHECK_EQ_INT(gy_wire_ctl_encode(&a, small, sizeof(small), &b, &len), GY_EINVAL);
+}
+
+static void test_controller_store_round_trip(void) {
+  uint8_t *b;
+  size_t len;
+  REQUIRE(!gy_wire_store_value_encode("abc", 3, &b, &len));
+  void *val;
+  size_t vlen;
+  REQUIRE(!gy_wire_agent_store_value_decode(b, len, &val, &vlen));
+  free(b);
+  CHECK(vlen == 3 && !memcmp(val, "abc", 3));
+  free(val);
+  REQUIRE(!gy_wire_store_value_encode(NULL, 0, &b, &len));
+  REQUIRE(!gy_wire_agent_store_value_decode(b, len, &val, &vlen));
+  free(b);
+  CHECK(vlen == 0);
+  free(val);
+  CHECK_EQ_INT(gy_wire_store_value_encode(NULL, 1, &b, &len), GY_EINVAL);
+  REQUIRE(!gy_wire_empty_encode(&b, &len));
+  CHECK(len == 0);
+  gy_wire_request_t r;
+  REQUIRE(!gy_wire_request_decode(GY_WIRE_REQ_EMPTY, b, len, &r));
+  free(b);
+  gy_wire_request_free(&r);
+  CHECK(!strcmp(gy_wire_request_name(GY_WIRE_REQ_STORE_SET), "StoreSetRequest"));
+  CHECK(!strcmp(gy_wire_request_name(GY_WIRE_REQ_EMPTY), "Empty"));
+  CHECK(!strcmp(gy_wire_request_name((gy_wire_req_kind_t)99), "?"));
+}
+
+/* The controller fills gyroctl's plain structs and encodes them; gyroctl's decoder gives the
+ * same values back. */
+static void test_controller_replies_round_trip(void) {
+  gy_wire_op_channel_t ch[1] = {{"en", 30, 10}};
+  gy_wire_op_rank_t rk[2] = {
+      {.rank = 0, .worker_id = "w0", .host = "h0", .pid = 10, .steps_done = 7, .alive = 1},
+      {.rank = 1, .worker_id = "w1", .host = NULL, .last_report_age_ms = 2500, .tokens_per_s = 5}};
+  gy_wire_op_status_t st = {.run = "demo",
+                            .state = "TRAIN",
+                            .step = 7,
+                            .horizon = 11,
+                            .generation = 2,
+                            .world = 2,
+                            .tp = 1,
+                            .loss = 3.5,
+                            .channels = ch,
+                            .nchannels = 1,
+                            .grad_norm = 0.7,
+                            .tokens_per_s = 900,
+                            .ranks = rk,
+                            .nranks = 2,
+                            .steps_total = 100,
+                            .committed_step = 5};
+  uint8_t *b;
+  size_t len;
+  gy_wire_op_reply_t r;
+  for (int watch = 0; watch < 2; watch++) {
+    gy_wire_op_reply_t in = {.kind = watch ? GY_WIRE_OP_WATCH_MSG : GY_WIRE_OP_STATUS_REPLY,
+                             .watch = GY_WIRE_OP_WATCH_STATUS,
+                             .status = st};
+    REQUIRE(!gy_wire_reply_encode(&in, &b, &len));
+    REQUIRE(!gy_wire_op_reply_decode(in.kind, b, len, &r));
+    free(b);
+    const gy_wire_op_status_t *o = &r.status;
+    CHECK(!watch || r.watch == GY_WIRE_OP_WATCH_STATUS);
+    CHECK(!strcmp(o->run, "demo") && !strcmp(o->state, "TRAIN"));
+    CHECK(o->step == 7 && o->horizon == 11 && o->generation == 2 && o->world == 2 && o->tp == 1);
+    CHECK(o->loss == 3.5 && o->grad_norm == 0.7 && o->tokens_per_s == 900);
+    CHECK(o->steps_total == 100 && o->committed_step == 5);
+    CHECK(o->nchannels == 1 && !strcmp(o->channels[0].name, "en") &&
+          o->channels[0].loss_sum == 30 && o->channels[0].tokens == 10);
+    CHECK(o->nranks == 2 && !strcmp(o->ranks[0].worker_id, "w0") &&
+          !strcmp(o->ranks[0].host, "h0") && !strcmp(o->ranks[1].host, ""));
+    CHECK(o->ranks[0].pid == 10 && o->ranks[0].steps_done == 7 && o->ranks[0].alive);
+    CHECK(o->ranks[1].rank == 1 && !o->ranks[1].alive && o->ranks[1].last_report_age_ms == 2500 &&
+          o->ranks[1].tokens_per_s == 5);
+    gy_wire_op_reply_free(&r);
+  }
+
+  gy_wire_op_event_t ev[2] = {{1, 1700000000.5, 3, "gang_formed", "g1"}, {2, 0, 0, "done", NULL}};
+  gy_wire_op_reply_t in = {.kind = GY_WIRE_OP_EVENTS_REPLY, .events = ev, .nevents = 2};
+  REQUIRE(!gy_wire_reply_encode(&in, &b, &len));
+  REQUIRE(!gy_wire_op_reply_decode(GY_WIRE_OP_EVENTS_REPLY, b, len, &r));
+  free(b);
+  CHECK(r.nevents == 2 && r.events[0].id == 1 && r.events[0].time == 1700000000.5 &&
+        r.events[0].step == 3 && !strcmp(r.events[0].kind, "gang_formed") &&
+        !strcmp(r.events[0].message, "g1") && !strcmp(r.events[1].kind, "done") &&
+        !strcmp(r.events[1].message, ""));
+  gy_wire_op_reply_free(&r);
+  in = (gy_wire_op_reply_t){.kind = GY_WIRE_OP_EVENTS_REPLY};
+  REQUIRE(!gy_wire_reply_encode(&in, &b, &len));
+  REQUIRE(!gy_wire_op_reply_decode(GY_WIRE_OP_EVENTS_REPLY, b, len, &r));
+  free(b);
+  CHECK(r.nevents == 0);
+  gy_wire_op_reply_free(&r);
+
+  in = (gy_wire_op_reply_t){
+      .kind = GY_WIRE_OP_WATCH_MSG, .watch = GY_WIRE_OP_WATCH_EVENT, .events = ev, .nevents = 1};
+  REQUIRE(!gy_wire_reply_encode(&in, &b, &len));
+  REQUIRE(!gy_wire_op_reply_decode(GY_WIRE_OP_WATCH_MSG, b, len, &r));
+  free(b);
+  CHECK(r.watch == GY_WIRE_OP_WATCH_EVENT && r.nevents == 1 && r.events[0].id == 1 &&
+        !strcmp(r.events[0].message, "g1"));
+  gy_wire_op_reply_free(&r);
+
+  gy_wire_op_source_eval_t se[2] = {{"en", 2.5, 12.2, 64, 0.5, 8}, {"zh", 3.5, 33.1, 32, 0, 0}};
+  gy_wire_op_checkpoint_t ck[2] = {{.step = 10,
+                                    .clean = 1,
+                                    .has_eval = 1,
+                                    .best = 1,
+                                    .sources = se,
+                                    .nsources = 2,
+                                    .mean_loss = 3.0},
+                                   {.step = 20}};
+  in = (gy_wire_op_reply_t){
+      .kind = GY_WIRE_OP_CHECKPOINTS_REPLY, .checkpoints = ck, .ncheckpoints = 2, .best_step = 10};
+  REQUIRE(!gy_wire_reply_encode(&in, &b, &len));
+  REQUIRE(!gy_wire_op_reply_decode(GY_WIRE_OP_CHECKPOINTS_REPLY, b, len, &r));
+  free(b);
+  CHECK(r.ncheckpoints == 2 && r.best_step == 10);
+  const gy_wire_op_checkpoint_t *c = &r.checkpoints[0];
+  CHECK(c->step == 10 && c->clean && c->has_eval && c->best && c->mean_loss == 3.0);
+  CHECK(c->nsources == 2 && !strcmp(c->sources[1].source, "zh") && c->sources[0].ppl == 12.2 &&
+        c->sources[0].tokens == 64 && c->sources[0].cloze_items == 8 &&
+        c->sources[0].cloze_accuracy == 0.5 && c->sources[1].loss == 3.5);
+  CHECK(r.checkpoints[1].step == 20 && !r.checkpoints[1].clean && !r.checkpoints[1].has_eval &&
+        r.checkpoints[1].nsources == 0);
+  gy_wire_op_reply_free(&r);
+
+  in = (gy_wire_op_reply_t){.kind = GY_WIRE_OP_COMMAND_REPLY, .seq = 8, .at_step = 99};
+  REQUIRE(!gy_wire_reply_encode(&in, &b, &len));
+  REQUIRE(!gy_wire_op_reply_decode(GY_WIRE_OP_COMMAND_REPLY, b, len, &r));
+  free(b);
+  CHECK(r.seq == 8 && r.at_step == 99);
+  gy_wire_op_reply_free(&r);
+
+  in = (gy_wire_op_reply_t){.kind = GY_WIRE_OP_POLICY_REPLY, .yaml = "a: 1\n"};
+  REQUIRE(!gy_wire_reply_encode(&in, &b, &len));
+  REQUIRE(!gy_wire_op_reply_decode(GY_WIRE_OP_POLICY_REPLY, b, len, &r));
+  free(b);
+  CHECK(!strcmp(r.yaml, "a: 1\n"));
+  gy_wire_op_reply_free(&r);
+
+  /* bad arguments */
+  in = (gy_wire_op_reply_t){.kind = GY_WIRE_OP_EVENTS_REPLY, .nevents = 1};
+  CHECK_EQ_INT(gy_wire_reply_encode(&in, &b, &len), GY_EINVAL);
+  in = (gy_wire_op_reply_t){.kind = GY_WIRE_OP_WATCH_MSG, .watch = GY_WIRE_OP_WATCH_EVENT};
+  CHECK_EQ_INT(gy_wire_reply_encode(&in, &b, &len), GY_EINVAL);
+  in = (gy_wire_op_reply_t){.kind = (gy_wire_op_reply_kind_t)42};
+  CHECK_EQ_INT(gy_wire_reply_encode(&in, &b, &len), GY_EINVAL);
+}
+
 int main(void) {
   RUN(test_hparams_round_trip);
   RUN(test_agent_join_round_trip);
@@ -487,5 +890,11 @@ int main(void) {
   RUN(test_operator_requests_round_trip);
   RUN(test_operator_status_decode);
   RUN(test_operator_replies_decode);
+  RUN(test_controller_session_details);
+  RUN(test_controller_command_ranges);
+  RUN(test_controller_assignment_round_trip);
+  RUN(test_controller_ctl_round_trip);
+  RUN(test_controller_store_round_trip);
+  RUN(test_controller_replies_round_trip);
   GY_TEST_END();
 }

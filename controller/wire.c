@@ -152,6 +152,9 @@ int gy_wire_session_decode_with(const uint8_t *buf, size_t len, const gy_wire_al
     out->generation = wm->heartbeat->generation;
     out->rank = wm->heartbeat->rank;
     out->steps_done = wm->heartbeat->steps_done;
+    out->progress = (gy_fleet_progress_t){.stepping = wm->heartbeat->stepping != 0,
+                                          .own_ms = wm->heartbeat->own_ms,
+                                          .in_collective_ms = wm->heartbeat->in_collective_ms};
     break;
   case GYRO__WORKER_MSG__MSG_EVAL:
     out->kind = GY_WIRE_WORKER_EVAL;
@@ -385,6 +388,8 @@ int gy_wire_assignment_encode(const gy_wire_assignment_t *a, uint8_t **buf, size
   as.start_step = a->start_step;
   as.rdzv_prefix = s_(a->rdzv_prefix);
   as.heartbeat_ms = a->heartbeat_ms;
+  as.hang_floor_ms = a->hang_floor_ms;
+  as.hang_factor = a->hang_factor;
   as.config_dir = s_(a->config_dir);
   void *mem;
   int rc = skip_ranges(a->skip, a->nskip, &mem, &as.skip);
@@ -452,10 +457,11 @@ static int status_out(const gy_wire_op_status_t *st, Gyro__StatusReply *o, void 
              st->nranks * (sizeof(Gyro__RankStatus) + sizeof(Gyro__RankStatus *));
   char *m = n ? malloc(n) : NULL;
   if (n && !m) return GY_ENOMEM;
+  /* (no arithmetic on a NULL block: every count is 0 then) */
   Gyro__ChannelStat *ch = (Gyro__ChannelStat *)m;
-  Gyro__RankStatus *rk = (Gyro__RankStatus *)(ch + st->nchannels);
-  Gyro__ChannelStat **chp = (Gyro__ChannelStat **)(rk + st->nranks);
-  Gyro__RankStatus **rkp = (Gyro__RankStatus **)(chp + st->nchannels);
+  Gyro__RankStatus *rk = m ? (Gyro__RankStatus *)(ch + st->nchannels) : NULL;
+  Gyro__ChannelStat **chp = m ? (Gyro__ChannelStat **)(rk + st->nranks) : NULL;
+  Gyro__RankStatus **rkp = m ? (Gyro__RankStatus **)(chp + st->nchannels) : NULL;
   for (size_t i = 0; i < st->nchannels; i++) {
     gyro__channel_stat__init(&ch[i]);
     ch[i].name = s_(st->channels[i].name);
@@ -512,7 +518,7 @@ static int events_reply(const gy_wire_op_reply_t *r, uint8_t **buf, size_t *len)
   char *m = r->nevents ? malloc(r->nevents * (sizeof(Gyro__Event) + sizeof(Gyro__Event *))) : NULL;
   if (r->nevents && !m) return GY_ENOMEM;
   Gyro__Event *ev = (Gyro__Event *)m;
-  Gyro__Event **evp = (Gyro__Event **)(ev + r->nevents);
+  Gyro__Event **evp = m ? (Gyro__Event **)(ev + r->nevents) : NULL;
   for (size_t i = 0; i < r->nevents; i++) {
     event_out(&r->events[i], &ev[i]);
     evp[i] = &ev[i];
@@ -536,9 +542,9 @@ static int checkpoints_reply(const gy_wire_op_reply_t *r, uint8_t **buf, size_t 
   char *m = bytes ? malloc(bytes) : NULL;
   if (bytes && !m) return GY_ENOMEM;
   Gyro__CheckpointInfo *ci = (Gyro__CheckpointInfo *)m;
-  Gyro__SourceEval *se = (Gyro__SourceEval *)(ci + r->ncheckpoints);
-  Gyro__CheckpointInfo **cip = (Gyro__CheckpointInfo **)(se + nsrc);
-  Gyro__SourceEval **sep = (Gyro__SourceEval **)(cip + r->ncheckpoints);
+  Gyro__SourceEval *se = m ? (Gyro__SourceEval *)(ci + r->ncheckpoints) : NULL;
+  Gyro__CheckpointInfo **cip = m ? (Gyro__CheckpointInfo **)(se + nsrc) : NULL;
+  Gyro__SourceEval **sep = m ? (Gyro__SourceEval **)(cip + r->ncheckpoints) : NULL;
   size_t k = 0;
   for (size_t i = 0; i < r->ncheckpoints; i++) {
     const gy_wire_op_checkpoint_t *c = &r->checkpoints[i];

@@ -4,7 +4,11 @@
  * controller/fleet.c, refuses what is out of range; a PolicySet's YAML goes to
  * gy_policy_parse, from memory, as in the operator service), what the agent receives
  * (wire/agent_wire.c: Assignment, ControllerMsg, StoreValue) and every reply gyroctl reads
- * (wire/operator_wire.c, with its JSON).
+ * (wire/operator_wire.c, with its JSON; then encoded again by the controller's encoder,
+ * controller/wire.c, from the same plain struct, and decoded to the same view). Session
+ * messages decode through a small arena as the service's, or through malloc, by the frame's
+ * length; a report's samples and GPU health and an evaluation's sources are read as the
+ * service reads them.
  *
  * Input: byte 0 picks the request type (its value modulo the number of types), the rest is the
  * message. For Worker session messages the rest is a sequence of frames [rank byte][length u16
@@ -16,6 +20,7 @@
  * every string the status shows (worker ids, hosts, channel names), is valid UTF-8: they go
  * into JSON log lines and into protobuf string fields of replies. */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "controller/fleet.h"
@@ -23,6 +28,7 @@
 #include "fuzz/fuzz_util.h"
 #include "config/policy_file.h"
 #include "policies/policy.h"
+#include "proto/contract.h"
 #include "wire/agent_wire.h"
 #include "wire/operator_wire.h"
 
@@ -126,8 +132,8 @@ static void do_join(const uint8_t *p, size_t n) {
   gy_wire_join_free(&jr);
 }
 
-/* The same mapping as svc_session.c's session_msg (the report through gy_wire_step_report,
- * inside gy_wire_session_decode). */
+/* The same mapping as svc_session.c's session_msg: the report with rank 0's samples
+ * (gy_wire_samples) and its GPU health read, an evaluation's sources (gy_wire_eval). */
 static void session_msg(gy_fleet_t *f, int64_t now, int *bound, int stream,
                         const gy_wire_worker_msg_t *wm) {
   if (!bound[stream]) {
@@ -136,11 +142,29 @@ static void session_msg(gy_fleet_t *f, int64_t now, int *bound, int stream,
     return;
   }
   switch (wm->kind) {
-  case GY_WIRE_WORKER_REPORT:
+  case GY_WIRE_WORKER_REPORT: {
+    gy_core_sample_t s[2 * GY_WIRE_TOPK_MAX];
+    size_t ntop, nbottom;
+    gy_wire_samples(wm, s, GY_WIRE_TOPK_MAX, &ntop, &nbottom);
+    for (size_t i = 0; i < ntop; i++)
+      (void)(s[i].channel && strlen(s[i].channel));
+    for (size_t i = 0; i < nbottom; i++)
+      (void)(s[GY_WIRE_TOPK_MAX + i].channel && strlen(s[GY_WIRE_TOPK_MAX + i].channel));
+    if (wm->has_gpu) (void)strlen(wm->gpu.name);
     gy_fleet_report(f, now, stream, &wm->report);
     break;
+  }
+  case GY_WIRE_WORKER_EVAL: {
+    gy_wire_eval_t ev;
+    gy_wire_eval(wm, &ev);
+    for (size_t i = 0; i < ev.in.nsources && i < GY_FLEET_MAX_CH; i++)
+      (void)strlen(ev.in.source[i]);
+    break;
+  }
   case GY_WIRE_WORKER_HEARTBEAT:
-    gy_fleet_heartbeat(f, now, stream, wm->generation, wm->rank);
+    if (!gy_fleet_heartbeat(f, now, stream, wm->generation, wm->rank))
+      gy_fleet_progress(f, now, stream, &wm->progress);
+    gy_fleet_tick(f, now + 100000); /* the hang rule on hostile progress figures */
     break;
   case GY_WIRE_WORKER_ACK:
     gy_fleet_ack(f, now, stream, wm->generation, wm->seq, wm->rank, wm->ok, wm->error,
@@ -154,7 +178,31 @@ static void session_msg(gy_fleet_t *f, int64_t now, int *bound, int stream,
   }
 }
 
+/* A small bump arena as the service's (what does not fit goes to malloc), so that the session
+ * decoder runs through a caller's allocator as in the controller. */
+typedef struct {
+  size_t used;
+  _Alignas(16) uint8_t mem[2048];
+} arena_t;
+static void *arena_alloc(void *ud, size_t n) {
+  arena_t *a = ud;
+  size_t need = (n + 15) & ~(size_t)15;
+  if (need >= n && need <= sizeof(a->mem) - a->used) {
+    void *r = a->mem + a->used;
+    a->used += need;
+    return r;
+  }
+  return malloc(n);
+}
+static void arena_free(void *ud, void *p) {
+  arena_t *a = ud;
+  if ((uint8_t *)p >= a->mem && (uint8_t *)p < a->mem + sizeof(a->mem)) return;
+  free(p);
+}
+
 static void do_session(const uint8_t *p, size_t n) {
+  static arena_t arena;
+  const gy_wire_alloc_t alloc = {arena_alloc, arena_free, &arena};
   char sess[WORLD][GY_FLEET_SESSION_MAX];
   memset(sess, 0, sizeof(sess));
   gy_fleet_t *f = formed_fleet(sess);
@@ -167,7 +215,9 @@ static void do_session(const uint8_t *p, size_t n) {
     n -= 3;
     if (len > n) len = n;
     gy_wire_worker_msg_t wm;
-    int rc = gy_wire_session_decode(p, len, &wm);
+    arena.used = 0;
+    int rc = (len & 1) ? gy_wire_session_decode_with(p, len, &alloc, &wm)
+                       : gy_wire_session_decode(p, len, &wm);
     p += len;
     n -= len;
     if (rc) continue;
@@ -267,6 +317,19 @@ static void do_reply(gy_wire_op_reply_kind_t kind, const uint8_t *p, size_t n) {
   for (size_t i = 0; i < r.ncheckpoints; i++)
     for (size_t k = 0; k < r.checkpoints[i].nsources; k++)
       (void)strlen(r.checkpoints[i].sources[k].source);
+  /* the controller encodes the same plain struct: it decodes back to the same view */
+  uint8_t *b;
+  size_t blen;
+  if (!gy_wire_reply_encode(&r, &b, &blen)) {
+    gy_wire_op_reply_t back;
+    if (gy_wire_op_reply_decode(kind, b, blen, &back)) fuzz_fail("a re-encoded reply fails");
+    if (back.nevents != r.nevents || back.ncheckpoints != r.ncheckpoints ||
+        back.status.nranks != r.status.nranks || back.watch != r.watch || back.seq != r.seq ||
+        strcmp(back.yaml, r.yaml))
+      fuzz_fail("a re-encoded reply differs");
+    gy_wire_op_reply_free(&back);
+    free(b);
+  }
   gy_wire_op_reply_free(&r);
 }
 

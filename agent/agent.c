@@ -110,6 +110,16 @@ struct gy_agent {
   gy_rpc_cstream_t *stream;
 
   volatile sig_atomic_t interrupted;
+
+  /* Progress (under mu): inside a step since step_t0 (monotonic seconds), with the collective
+   * clock at blocked_t0 then; recent_ms is the steps' recent wall time (an average over about
+   * eight steps), for the watchdog's threshold. */
+  int64_t (*blocked_ns)(void);
+  int64_t (*in_collective_ns)(void);
+  int stepping;
+  double step_t0;
+  int64_t blocked_t0;
+  double recent_ms;
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -353,9 +363,66 @@ static void on_close(void *ud, int status, const char *details) {
   gy_log(status == GY_RPC_OK || status == GY_RPC_CANCELLED ? GY_LOG_INFO : GY_LOG_WARN, "agent",
          "session closed (status %d%s%s)", status, details && details[0] ? ": " : "",
          details ? details : "");
+  if (details && !strncmp(details, GY_WIRE_HUNG_PREFIX, strlen(GY_WIRE_HUNG_PREFIX))) {
+    /* The trainer thread is stuck and cannot be woken: the process ends, so that it is
+     * started again (gyroctl launch, Kubernetes) and joins with a fresh trainer. */
+    gy_log(GY_LOG_ERROR, "agent", "the controller declared this worker hung: ending the process");
+    abort();
+  }
 }
 
 /* ---------------------------------------- heartbeat ------------------------------------- */
+
+/* The progress now; called with mu held. */
+static gy_agent_progress_t progress_locked(gy_agent_t *a) {
+  gy_agent_progress_t p = {0};
+  if (!a->stepping) return p;
+  p.stepping = 1;
+  p.in_step_ms = (int64_t)((now_s() - a->step_t0) * 1000);
+  int64_t coll = a->in_collective_ns ? a->in_collective_ns() : 0;
+  int64_t blocked = a->blocked_ns ? a->blocked_ns() - a->blocked_t0 + coll : 0;
+  p.own_ms = p.in_step_ms - blocked / 1000000;
+  if (p.own_ms < 0) p.own_ms = 0;
+  p.in_collective_ms = coll ? (coll + 999999) / 1000000 : 0;
+  return p;
+}
+
+gy_agent_progress_t gy_agent_progress(gy_agent_t *a) {
+  pthread_mutex_lock(&a->mu);
+  gy_agent_progress_t p = progress_locked(a);
+  pthread_mutex_unlock(&a->mu);
+  return p;
+}
+
+void gy_agent_set_collective_clock(gy_agent_t *a, int64_t (*blocked_ns)(void),
+                                   int64_t (*in_collective_ns)(void)) {
+  pthread_mutex_lock(&a->mu);
+  a->blocked_ns = blocked_ns;
+  a->in_collective_ns = in_collective_ns;
+  pthread_mutex_unlock(&a->mu);
+}
+
+/* The watchdog, called with mu held: it ends the process, so that it is started again, when
+ * the trainer is stuck inside a step: with a session, when its own work (outside collectives)
+ * lasts twice the hang rule's threshold (the controller's verdict normally comes at the
+ * threshold itself; this is for a controller that cannot be heard); without one (the gang is
+ * re-forming, or the controller is gone), when the step lasts longer than the threshold in any
+ * phase: a healthy trainer fails its collectives at the communication timeout and returns to
+ * the agent, which the default floor (60 s) leaves room for. */
+static void watchdog_locked(gy_agent_t *a, const gy_agent_progress_t *p) {
+  if (!a->joined || !a->asg.hang_floor_ms || !p->stepping) return;
+  double thr = a->asg.hang_factor * a->recent_ms;
+  if (thr < a->asg.hang_floor_ms) thr = a->asg.hang_floor_ms;
+  if (a->connected ? p->in_collective_ms || (double)p->own_ms <= 2 * thr
+                   : (double)p->in_step_ms <= thr)
+    return;
+  gy_log(GY_LOG_ERROR, "agent",
+         "watchdog: the trainer has been stuck inside step %" PRId64 " (%" PRId64 " ms, %" PRId64
+         " ms of its own work; hang threshold %.0f ms%s): ending the process",
+         a->steps_done, p->in_step_ms, p->own_ms, thr,
+         a->connected ? "" : ", no session to the controller");
+  abort();
+}
 
 static void *heartbeat_main(void *arg) {
   gy_agent_t *a = arg;
@@ -367,10 +434,12 @@ static void *heartbeat_main(void *arg) {
       uint64_t hb_gen = a->asg.generation;
       int hb_rank = a->asg.rank;
       int64_t hb_done = a->steps_done;
+      gy_agent_progress_t prog = progress_locked(a);
+      watchdog_locked(a, &prog);
       pthread_mutex_unlock(&a->mu);
       uint8_t *buf;
       size_t len;
-      int enc = gy_wire_agent_heartbeat_encode(hb_gen, hb_rank, hb_done, &buf, &len);
+      int enc = gy_wire_agent_heartbeat_encode(hb_gen, hb_rank, hb_done, &prog, &buf, &len);
       if (send_msg(a, enc, buf, len)) {
         /* the session is going down; on_close follows and wait_grant reconnects */
         pthread_mutex_lock(&a->mu);
@@ -380,6 +449,8 @@ static void *heartbeat_main(void *arg) {
       pthread_mutex_lock(&a->mu);
       continue;
     }
+    gy_agent_progress_t prog = progress_locked(a);
+    watchdog_locked(a, &prog); /* also while the session is down */
     int ms = a->connected ? (int)((due - t) * 1000) + 1 : period;
     cv_wait_ms(a, ms < 1 ? 1 : ms > period ? period : ms);
   }
@@ -932,6 +1003,9 @@ int gy_agent_wait_grant(gy_agent_t *a, int64_t step, gy_agent_directive_t *dir) 
     }
     if (step < a->horizon) {
       rc = GY_AGENT_GO;
+      a->stepping = 1;
+      a->step_t0 = now_s();
+      a->blocked_t0 = a->blocked_ns ? a->blocked_ns() : 0;
       break;
     }
     if (!a->connected) {
@@ -960,6 +1034,11 @@ int gy_agent_report(gy_agent_t *a, const gy_agent_report_t *rep) {
   uint64_t gen = a->asg.generation;
   int rank = a->asg.rank;
   a->steps_done = rep->step + 1;
+  if (a->stepping) { /* the step ended: its wall time into the recent average */
+    double ms = (now_s() - a->step_t0) * 1000;
+    a->recent_ms = a->recent_ms > 0 ? 0.875 * a->recent_ms + 0.125 * ms : ms;
+    a->stepping = 0;
+  }
   pthread_mutex_unlock(&a->mu);
   uint8_t *buf;
   size_t len;

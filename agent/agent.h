@@ -53,6 +53,10 @@ typedef struct {
   int rank, world, tp;
   int64_t start_step; /* the step every rank starts from (restore its checkpoint if > 0) */
   int heartbeat_ms;
+  /* The hang rule (gyro.Assignment): a step whose own work (outside collectives) lasts longer
+   * than max(hang_floor_ms, hang_factor x the recent step time) is hung; the agent's watchdog
+   * ends the process at twice that (0: no watchdog). */
+  uint32_t hang_floor_ms, hang_factor;
   const char *config_yaml; /* the run config, as text */
   const char *config_dir;  /* relative paths in config_yaml are relative to this folder */
   const char *rdzv_prefix; /* key prefix of this generation's rendezvous ("g<generation>") */
@@ -228,5 +232,24 @@ int gy_agent_connected(gy_agent_t *a);
 void gy_agent_interrupt(gy_agent_t *a);
 /* Reason of the last error ("" if none). */
 const char *gy_agent_errmsg(const gy_agent_t *a);
+
+/* A trainer's progress inside a step, as its heartbeats tell the controller: liveness is
+ * progress, not the heartbeat thread's beat. A step begins when gy_agent_wait_grant returns
+ * GY_AGENT_GO and ends with its gy_agent_report. */
+typedef struct {
+  int stepping;             /* inside a step */
+  int64_t in_step_ms;       /* since it began */
+  int64_t own_ms;           /* of which outside collectives: the trainer's own work */
+  int64_t in_collective_ms; /* inside a collective now, for this long (0: not) */
+} gy_agent_progress_t;
+
+/* The process's time in collectives (any thread may call them): blocked_ns the total so far,
+ * in_collective_ns the call in progress (0: none). With them a step's own work excludes the
+ * time waiting for peers, so a rank stuck in its own work is told from the ranks waiting for it
+ * (NULL: every moment inside a step is the trainer's own). Call before gy_agent_join. */
+void gy_agent_set_collective_clock(gy_agent_t *a, int64_t (*blocked_ns)(void),
+                                   int64_t (*in_collective_ns)(void));
+/* The progress now (from any thread). */
+gy_agent_progress_t gy_agent_progress(gy_agent_t *a);
 
 #endif

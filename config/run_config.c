@@ -27,7 +27,8 @@
  *               skip: [{from, to > from}]
  *   eval:       every [100], sequences 1..100000 [200]
  *   checkpoint: dir ["checkpoints"], every [0 = never], keep_in_memory 0..64 [2], keep [5]
- *   controller: listen, world, tp, window, heartbeat_ms, lost_after_ms, join_token |
+ *   controller: listen, world, tp, window, heartbeat_ms, lost_after_ms, hang_floor_ms,
+ *     hang_factor, join_token |
  *               join_token_file, operator_token | operator_token_file, policy,
  *               tls: {cert, key (both required), ca, client_auth [true when ca is given]}
  *
@@ -687,6 +688,8 @@ static int parse_controller(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
                                      "window",
                                      "heartbeat_ms",
                                      "lost_after_ms",
+                                     "hang_floor_ms",
+                                     "hang_factor",
                                      "join_token",
                                      "operator_token",
                                      "join_token_file",
@@ -710,6 +713,10 @@ static int parse_controller(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
                            &cfg->ctl_heartbeat_ms, NULL)) ||
         (rc = gy_yread_i32(RD(c), m, "controller", "lost_after_ms", 100, 3600000,
                            &cfg->ctl_lost_after_ms, NULL)) ||
+        (rc = gy_yread_i32(RD(c), m, "controller", "hang_floor_ms", 0, 86400000,
+                           &cfg->ctl_hang_floor_ms, NULL)) ||
+        (rc = gy_yread_i32(RD(c), m, "controller", "hang_factor", 1, 100000, &cfg->ctl_hang_factor,
+                           NULL)) ||
         (rc = gy_yread_str(RD(c), m, "controller", "join_token", &jt, NULL)) ||
         (rc = gy_yread_str(RD(c), m, "controller", "operator_token", &ot, NULL)) ||
         (rc = get_path(c, m, "controller", "policy", &cfg->ctl_policy)) ||
@@ -788,6 +795,8 @@ static void set_defaults(gy_run_config_t *cfg) {
   cfg->ctl_window = 4;
   cfg->ctl_heartbeat_ms = 1000;
   cfg->ctl_lost_after_ms = 10000;
+  cfg->ctl_hang_floor_ms = 60000;
+  cfg->ctl_hang_factor = 20;
 }
 
 int gy_run_config_load(gy_run_config_t *cfg, const char *path, char *errmsg, size_t errlen) {

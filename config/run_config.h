@@ -57,7 +57,11 @@ typedef struct {
   int ctl_window;        /* controller.window: grant horizon ahead of the slowest rank (4) */
   int ctl_heartbeat_ms;  /* controller.heartbeat_ms: parked workers report this often (1000) */
   int ctl_lost_after_ms; /* controller.lost_after_ms: silence that declares a worker lost (10000) */
-  char *ctl_join_token;  /* controller.join_token: workers must present it (NULL: none) */
+  /* controller.hang_floor_ms, controller.hang_factor: a rank whose own work inside one step
+   * (outside collectives) lasts longer than max(floor, factor x its recent step time) is hung
+   * and replaced (60000, 20; floor 0: off) */
+  int ctl_hang_floor_ms, ctl_hang_factor;
+  char *ctl_join_token;     /* controller.join_token: workers must present it (NULL: none) */
   char *ctl_operator_token; /* controller.operator_token: gyroctl must present it (NULL: none) */
   char *ctl_policy;         /* controller.policy: repair policy file (NULL: the built-in default) */
   /* controller.join_token_file / operator_token_file: files holding the tokens (NULL: none;

@@ -92,6 +92,8 @@ int gy_core_create(gy_core_t **out, const gy_core_opts_t *opts, const gy_io_t *i
                         .window = opts->window,
                         .steps = opts->steps,
                         .lost_after_ms = opts->lost_after_ms,
+                        .hang_floor_ms = opts->hang_floor_ms,
+                        .hang_factor = opts->hang_factor,
                         .seed = opts->seed};
   if ((rc = gy_fleet_create(&c->fleet, &fo))) {
     snprintf(errmsg, errlen,
@@ -164,6 +166,10 @@ int gy_core_ack(gy_core_t *c, int rank, uint64_t generation, uint64_t seq, int c
                 const char *error, uint64_t checkpoint_bytes) {
   return fleet_refused(c, gy_fleet_ack(c->fleet, gy__core_now(c), rank, generation, seq,
                                        claimed_rank, ok, error, checkpoint_bytes));
+}
+
+void gy_core_progress(gy_core_t *c, int rank, const gy_fleet_progress_t *p) {
+  gy_fleet_progress(c->fleet, gy__core_now(c), rank, p);
 }
 
 void gy_core_session_closed(gy_core_t *c, int rank) {
@@ -341,6 +347,7 @@ static int act(gy_core_t *c, const gy_fleet_action_t *a) {
     break;
   case GY_FLEET_ACT_EVENT:
     gy__core_event(c, a->event_kind, a->step, a->msg);
+    if (a->event_kind == GY_EVENT_WORKER_HUNG) c->io.alert(c->io.ud, "hung", a->step, a->msg);
     break;
   case GY_FLEET_ACT_LOST:
     /* An event says it; the run rolls back when the gang re-forms. With no checkpoint
@@ -388,7 +395,7 @@ static int act(gy_core_t *c, const gy_fleet_action_t *a) {
     gy__core_step(c, a->step);
     break;
   case GY_FLEET_ACT_CLOSE:
-    c->io.close(c->io.ud, a->rank, "the gang is re-forming: join again");
+    c->io.close(c->io.ud, a->rank, a->msg[0] ? a->msg : "the gang is re-forming: join again");
     break;
   case GY_FLEET_ACT_DONE:
     if (gy_run_state(c->run) != GY_RUN_DONE) {

@@ -29,6 +29,7 @@
 
 typedef struct {
   int world, tp, window, lost_after_ms;
+  int hang_floor_ms, hang_factor; /* the hang rule (gy_fleet_opts_t; 0: off) */
   int64_t steps;
   uint64_t seed;             /* the fleet's session ids */
   const gy_policy_t *policy; /* copied; NULL: gy_policy_default() */
@@ -114,6 +115,8 @@ int gy_core_hello(gy_core_t *c, const char *session_id, uint64_t generation, int
 int gy_core_report(gy_core_t *c, int rank, const gy_fleet_report_t *in, const gy_core_sample_t *top,
                    size_t ntop, const gy_core_sample_t *bottom, size_t nbottom);
 int gy_core_heartbeat(gy_core_t *c, int rank, uint64_t generation, int claimed_rank);
+/* What an accepted heartbeat says of rank's progress (the hang rule's input). */
+void gy_core_progress(gy_core_t *c, int rank, const gy_fleet_progress_t *p);
 int gy_core_ack(gy_core_t *c, int rank, uint64_t generation, uint64_t seq, int claimed_rank, int ok,
                 const char *error, uint64_t checkpoint_bytes);
 /* An EvalReport on rank's session. GY_EMISMATCH (an older generation's: the session ends

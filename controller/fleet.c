@@ -60,6 +60,7 @@
 
 #include "common/alloc.h"
 #include "common/err.h"
+#include "proto/contract.h"
 
 /* ---------------------------------------- names ---------------------------------------- */
 
@@ -404,7 +405,10 @@ void gy__fleet_lose(gy_fleet_t *f, int rank, const char *why) {
   if (m->connected) { /* a silent worker's stream is finished: it must rejoin */
     m->connected = 0;
     a = gy__fleet_push(f, GY_FLEET_ACT_CLOSE);
-    if (a) a->rank = rank;
+    if (a) {
+      a->rank = rank;
+      if (m->hung) snprintf(a->msg, sizeof(a->msg), "%s: %s", GY_WIRE_HUNG_PREFIX, why);
+    }
   }
   gy__fleet_event(f, GY_EVENT_WORKER_LOST, f->last_step, "rank %d (%s) lost: %s", rank,
                   m->worker_id, why);
@@ -506,7 +510,8 @@ static void form(gy_fleet_t *f, int64_t now, gy_fleet_member_t *mem) {
 
 int gy_fleet_create(gy_fleet_t **out, const gy_fleet_opts_t *opts) {
   *out = NULL;
-  if (!opts || opts->world < 1 || opts->window < 1 || opts->steps < 1 || opts->lost_after_ms < 1)
+  if (!opts || opts->world < 1 || opts->window < 1 || opts->steps < 1 || opts->lost_after_ms < 1 ||
+      opts->hang_floor_ms < 0 || opts->hang_factor < 0)
     return GY_EINVAL;
   gy_fleet_t *f = gy_calloc(1, sizeof(*f));
   if (!f) return GY_ENOMEM;
@@ -779,6 +784,10 @@ int gy_fleet_report(gy_fleet_t *f, int64_t now, int stream_rank, const gy_fleet_
   }
   m->steps_done = r->step + 1;
   m->tokens_per_s = r->tokens_per_s;
+  m->stepping = 0; /* the step ended: progress; its time into the recent average */
+  if (r->step_ms > 0 && r->step_ms < 1e9)
+    m->recent_step_ms =
+        m->recent_step_ms > 0 ? 0.875 * m->recent_step_ms + 0.125 * r->step_ms : r->step_ms;
   if (r->has_checkpoint) ckpt_reported(f, m, r->checkpoint_step, r->checkpoint_bytes);
   /* A step is final when its slot counts a report from every rank; only the report that
    * completes the slowest step can move last_step, and then it may move past several steps. */
@@ -811,6 +820,32 @@ int gy_fleet_heartbeat(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t gen
   return 0;
 }
 
+void gy_fleet_progress(gy_fleet_t *f, int64_t now, int rank, const gy_fleet_progress_t *p) {
+  if (rank < 0 || rank >= f->nmembers || !p) return;
+  gy_fleet_member_t *m = &f->members[rank];
+  m->stepping = p->stepping != 0;
+  m->own_ms = p->own_ms > 0 ? p->own_ms : 0;
+  m->coll_ms = p->in_collective_ms > 0 ? p->in_collective_ms : 0;
+  m->progress_ms = now;
+}
+
+/* The hang rule on member r (see gy_fleet_opts_t): 1 when it is hung, with the evidence. Its
+ * own work goes on growing after its last heartbeat when that said it was working (not waiting
+ * in a collective). */
+static int hung(const gy_fleet_t *f, const gy_fleet_member_t *m, int64_t now, char *why,
+                size_t len) {
+  if (!f->o.hang_floor_ms || !m->stepping || m->coll_ms) return 0;
+  int64_t own = m->own_ms + (now > m->progress_ms ? now - m->progress_ms : 0);
+  double thr = (double)f->o.hang_factor * m->recent_step_ms;
+  if (thr < f->o.hang_floor_ms) thr = f->o.hang_floor_ms;
+  if ((double)own <= thr) return 0;
+  snprintf(why, len,
+           "inside step %lld for %lld ms of its own work, not waiting for its peers; its recent "
+           "steps took %.0f ms; the threshold is %.0f ms",
+           (long long)m->steps_done, (long long)own, m->recent_step_ms, thr);
+  return 1;
+}
+
 void gy_fleet_session_closed(gy_fleet_t *f, int64_t now, int rank) {
   (void)now;
   if (rank < 0 || rank >= f->nmembers) return;
@@ -825,9 +860,17 @@ void gy_fleet_tick(gy_fleet_t *f, int64_t now) {
     return;
   for (int r = 0; r < f->nmembers; r++) {
     gy_fleet_member_t *m = &f->members[r];
-    if (!m->alive || now - m->last_seen_ms <= f->o.lost_after_ms) continue;
-    char why[64];
-    snprintf(why, sizeof(why), "silent for %lld ms", (long long)(now - m->last_seen_ms));
+    if (!m->alive) continue;
+    char why[240];
+    if (now - m->last_seen_ms > f->o.lost_after_ms) {
+      snprintf(why, sizeof(why), "silent for %lld ms", (long long)(now - m->last_seen_ms));
+    } else if (f->state != GY_FLEET_STOPPING && hung(f, m, now, why, sizeof(why))) {
+      gy__fleet_event(f, GY_EVENT_WORKER_HUNG, f->last_step, "rank %d (%s) hung: %s", r,
+                      m->worker_id, why);
+      m->hung = 1; /* its session ends "declared hung": its process ends and is started again */
+    } else {
+      continue;
+    }
     gy__fleet_lose(f, r, why);
     if (f->state == GY_FLEET_DEGRADED || f->state == GY_FLEET_DONE) break;
   }

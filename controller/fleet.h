@@ -105,7 +105,11 @@ typedef struct {
   int window;        /* horizon = slowest rank's steps_done + window (>= 1) */
   int64_t steps;     /* run.steps: the run is DONE when every rank reported steps-1 */
   int lost_after_ms; /* silence that declares a worker lost */
-  uint64_t seed;     /* makes session ids unguessable (the service passes random bits) */
+  /* The hang rule (0: off): a rank inside a step whose own work (outside collectives, as its
+   * heartbeats say) lasts longer than max(hang_floor_ms, hang_factor x its recent step time)
+   * is hung: a worker_hung event, and it is lost (its session ends "declared hung"). */
+  int hang_floor_ms, hang_factor;
+  uint64_t seed; /* makes session ids unguessable (the service passes random bits) */
 } gy_fleet_opts_t;
 
 typedef struct {
@@ -124,6 +128,13 @@ typedef struct {
   double tokens_per_s;  /* of its last report */
   char session_id[GY_FLEET_SESSION_MAX];
   int64_t ckpt_step; /* newest checkpoint it reported in this timeline (-1: none) */
+  /* Progress, as its last heartbeat said it (at progress_ms): inside a step, own_ms of its own
+   * work then, waiting in a collective (coll_ms > 0); recent_step_ms: its reports' step time
+   * (an average over about eight steps). */
+  int stepping;
+  int64_t own_ms, coll_ms, progress_ms;
+  double recent_step_ms;
+  int hung; /* declared hung (its session ends "declared hung") */
 } gy_fleet_member_t;
 
 /* One step's gang figures. With data parallelism the engine has reduced loss and channel
@@ -226,8 +237,8 @@ typedef struct {
   gy_fleet_hparams_t hparams;            /* DIRECTIVE (SET_HPARAMS, ROLLBACK) */
   uint64_t event_id;                     /* EVENT */
   gy_event_kind_t event_kind;  /* EVENT: what happened (its wire name: gy_event_kind_name) */
-  char msg[256];               /* EVENT: the text; DIRECTIVE (ROLLBACK): the reason; DISMISS:
-                                  why */
+  char msg[256];               /* EVENT: the text; DIRECTIVE (ROLLBACK): the reason; DISMISS,
+                                  CLOSE: why (CLOSE: "" for a re-forming gang) */
   int64_t to_step;             /* DIRECTIVE (ROLLBACK): the checkpoint to restore */
   int nskip;                   /* DIRECTIVE (ROLLBACK): skip ranges */
   const gy_fleet_skip_t *skip; /* DIRECTIVE (ROLLBACK): owned by the fleet; valid until it is
@@ -281,6 +292,14 @@ int gy_fleet_hello(gy_fleet_t *f, int64_t now, const char *session_id, uint64_t 
  * checkpoint_step outside [0, step + 1]). A checkpoint it carries may commit (COMMITTED). */
 int gy_fleet_report(gy_fleet_t *f, int64_t now, int stream_rank, const gy_fleet_report_t *r);
 int gy_fleet_heartbeat(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generation, int rank);
+/* What a heartbeat (accepted by gy_fleet_heartbeat) says of rank's progress: inside a step,
+ * how much of it was its own work, and whether it waits in a collective now. The liveness tick
+ * applies the hang rule to it (gy_fleet_opts_t). */
+typedef struct {
+  int stepping;
+  int64_t own_ms, in_collective_ms;
+} gy_fleet_progress_t;
+void gy_fleet_progress(gy_fleet_t *f, int64_t now, int rank, const gy_fleet_progress_t *p);
 /* checkpoint_bytes: with a CHECKPOINT or STOP acked ok, the size of the rank's file of it (0:
  * not known); summed over the ranks into the COMMITTED action's bytes when every rank sent one. */
 int gy_fleet_ack(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generation, uint64_t seq,

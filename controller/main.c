@@ -615,6 +615,8 @@ int main(int argc, char **argv) {
       .window = cfg.ctl_window,
       .heartbeat_ms = cfg.ctl_heartbeat_ms,
       .lost_after_ms = cfg.ctl_lost_after_ms,
+      .hang_floor_ms = cfg.ctl_hang_floor_ms,
+      .hang_factor = cfg.ctl_hang_factor,
       .steps = cfg.steps,
       .join_token = join_token,
       .operator_token = op_token,

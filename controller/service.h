@@ -35,6 +35,7 @@ typedef struct {
   const char *listen;   /* "127.0.0.1:7070"; port 0 picks a free one */
   const char *run_name; /* StatusReply.run */
   int world, tp, window, heartbeat_ms, lost_after_ms;
+  int hang_floor_ms, hang_factor; /* the hang rule (fleet.h; sent in every Assignment) */
   int64_t steps;              /* run.steps */
   const char *join_token;     /* NULL or "": workers need none */
   const char *operator_token; /* NULL or "": operator calls need none */

@@ -65,6 +65,8 @@ void gy__svc_io_assign(void *ud, const gy_fleet_action_t *a, const gy_skipset_t 
                              .start_step = a->step,
                              .rdzv_prefix = prefix,
                              .heartbeat_ms = s->o.heartbeat_ms,
+                             .hang_floor_ms = (uint32_t)s->o.hang_floor_ms,
+                             .hang_factor = (uint32_t)s->o.hang_factor,
                              .config_dir = s->o.config_dir,
                              .skip = skips->r,
                              .nskip = skips->n};
@@ -251,6 +253,7 @@ static void session_msg(gy_service_t *s, call_t *c, const gy_wire_worker_msg_t *
   }
   case GY_WIRE_WORKER_HEARTBEAT:
     rc = gy_core_heartbeat(s->core, c->rank, wm->generation, wm->rank);
+    if (!rc) gy_core_progress(s->core, c->rank, &wm->progress);
     break;
   case GY_WIRE_WORKER_EVAL: {
     char why[256];

@@ -100,6 +100,7 @@ typedef struct {
   int has_gpu;                   /* REPORT: the report carried a GpuHealth, in gpu */
   gy_wire_gpu_t gpu;             /* REPORT */
   int64_t steps_done;            /* HEARTBEAT */
+  gy_fleet_progress_t progress;  /* HEARTBEAT: the trainer's progress inside a step */
   uint64_t seq;                  /* ACK: */
   int64_t step;                  /* REPORT, ACK and EVAL: */
   int ok;                        /* ACK: */
@@ -191,7 +192,8 @@ typedef struct {
   const char *config_yaml, *session_id, *rdzv_prefix, *config_dir; /* NULL: "" */
   int64_t start_step;
   int32_t heartbeat_ms;
-  const gy_fleet_skip_t *skip; /* nskip ranges */
+  uint32_t hang_floor_ms, hang_factor; /* the hang rule, for the worker's watchdog */
+  const gy_fleet_skip_t *skip;         /* nskip ranges */
   size_t nskip;
 } gy_wire_assignment_t;
 int gy_wire_assignment_encode(const gy_wire_assignment_t *a, uint8_t **buf, size_t *len);

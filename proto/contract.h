@@ -7,16 +7,16 @@
 
 /* XX(NAME, service, method, path): every method of gyro_services.proto, in its order. */
 #define GY_METHOD_MAP(XX)                                                                          \
-  XX(WORKER_JOIN, "Worker", "Join", "/gyro.Worker/Join")                                         \
-  XX(WORKER_SESSION, "Worker", "Session", "/gyro.Worker/Session")                                \
-  XX(WORKER_STORE_SET, "Worker", "StoreSet", "/gyro.Worker/StoreSet")                            \
-  XX(WORKER_STORE_GET, "Worker", "StoreGet", "/gyro.Worker/StoreGet")                            \
-  XX(OPERATOR_STATUS, "Operator", "Status", "/gyro.Operator/Status")                             \
-  XX(OPERATOR_COMMAND, "Operator", "Command", "/gyro.Operator/Command")                          \
-  XX(OPERATOR_WATCH, "Operator", "Watch", "/gyro.Operator/Watch")                                \
-  XX(OPERATOR_EVENTS, "Operator", "Events", "/gyro.Operator/Events")                             \
-  XX(OPERATOR_POLICY_SHOW, "Operator", "PolicyShow", "/gyro.Operator/PolicyShow")                \
-  XX(OPERATOR_POLICY_SET, "Operator", "PolicySet", "/gyro.Operator/PolicySet")                   \
+  XX(WORKER_JOIN, "Worker", "Join", "/gyro.Worker/Join")                                           \
+  XX(WORKER_SESSION, "Worker", "Session", "/gyro.Worker/Session")                                  \
+  XX(WORKER_STORE_SET, "Worker", "StoreSet", "/gyro.Worker/StoreSet")                              \
+  XX(WORKER_STORE_GET, "Worker", "StoreGet", "/gyro.Worker/StoreGet")                              \
+  XX(OPERATOR_STATUS, "Operator", "Status", "/gyro.Operator/Status")                               \
+  XX(OPERATOR_COMMAND, "Operator", "Command", "/gyro.Operator/Command")                            \
+  XX(OPERATOR_WATCH, "Operator", "Watch", "/gyro.Operator/Watch")                                  \
+  XX(OPERATOR_EVENTS, "Operator", "Events", "/gyro.Operator/Events")                               \
+  XX(OPERATOR_POLICY_SHOW, "Operator", "PolicyShow", "/gyro.Operator/PolicyShow")                  \
+  XX(OPERATOR_POLICY_SET, "Operator", "PolicySet", "/gyro.Operator/PolicySet")                     \
   XX(OPERATOR_CHECKPOINTS, "Operator", "Checkpoints", "/gyro.Operator/Checkpoints")
 
 #define GY_METHOD_WORKER_JOIN "/gyro.Worker/Join"
@@ -34,5 +34,9 @@
 /* The most worst (and best) samples a StepReport carries per step: a worker reports at most
  * this many, the controller keeps at most this many. */
 #define GY_WIRE_TOPK_MAX 64
+
+/* How the details of a session the controller ends because the rank is hung begin: the agent
+ * then ends its process (its trainer thread cannot be woken). */
+#define GY_WIRE_HUNG_PREFIX "declared hung"
 
 #endif

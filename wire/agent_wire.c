@@ -65,12 +65,22 @@ int gy_wire_agent_hello_encode(const char *session_id, uint64_t generation, int 
   return pack_worker(&m, buf, len);
 }
 
-int gy_wire_agent_heartbeat_encode(uint64_t generation, int rank, int64_t steps_done, uint8_t **buf,
-                                   size_t *len) {
+static uint32_t ms32(int64_t ms) {
+  return ms <= 0 ? 0 : ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+}
+
+int gy_wire_agent_heartbeat_encode(uint64_t generation, int rank, int64_t steps_done,
+                                   const gy_agent_progress_t *p, uint8_t **buf, size_t *len) {
   Gyro__Heartbeat hb = GYRO__HEARTBEAT__INIT;
   hb.generation = generation;
   hb.rank = rank;
   hb.steps_done = steps_done;
+  if (p && p->stepping) {
+    hb.stepping = 1;
+    hb.in_step_ms = ms32(p->in_step_ms);
+    hb.own_ms = ms32(p->own_ms);
+    hb.in_collective_ms = ms32(p->in_collective_ms);
+  }
   Gyro__WorkerMsg m = GYRO__WORKER_MSG__INIT;
   m.msg_case = GYRO__WORKER_MSG__MSG_HEARTBEAT;
   m.heartbeat = &hb;
@@ -261,6 +271,8 @@ int gy_wire_agent_assignment_decode(const uint8_t *buf, size_t len,
                                      .tp = m->tp,
                                      .start_step = m->start_step,
                                      .heartbeat_ms = m->heartbeat_ms,
+                                     .hang_floor_ms = m->hang_floor_ms,
+                                     .hang_factor = m->hang_factor,
                                      .config_yaml = s_(m->config_yaml),
                                      .config_dir = s_(m->config_dir),
                                      .rdzv_prefix = s_(m->rdzv_prefix),

@@ -37,8 +37,9 @@ int gy_wire_agent_join_encode(const gy_wire_agent_join_t *j, uint8_t **buf, size
 /* Session messages (a WorkerMsg each). */
 int gy_wire_agent_hello_encode(const char *session_id, uint64_t generation, int rank, uint8_t **buf,
                                size_t *len);
-int gy_wire_agent_heartbeat_encode(uint64_t generation, int rank, int64_t steps_done, uint8_t **buf,
-                                   size_t *len);
+/* A Heartbeat: where the worker is, and its progress inside a step (p; NULL: parked). */
+int gy_wire_agent_heartbeat_encode(uint64_t generation, int rank, int64_t steps_done,
+                                   const gy_agent_progress_t *p, uint8_t **buf, size_t *len);
 /* A StepReport; without a checkpoint, checkpoint_step goes as -1 and checkpoint_bytes as 0. */
 int gy_wire_agent_report_encode(uint64_t generation, int rank, const gy_agent_report_t *rep,
                                 uint8_t **buf, size_t *len);

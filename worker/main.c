@@ -31,6 +31,7 @@
 #ifdef GY_HAVE_AGENT
 #include "agent/agent.h"
 #include "common/rpc.h"
+#include "worker/comm.h"
 #include "worker/directive.h"
 #endif
 #include "common/err.h"
@@ -337,6 +338,8 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
     fprintf(stderr, "gyro-worker: --controller '%s': %s\n", so->controller, gy_strerror(rc));
     return 2;
   }
+  /* the heartbeats' progress excludes the time waiting for peers (worker/comm_timed.c) */
+  gy_agent_set_collective_clock(a, gy_comm_blocked_ns, gy_comm_in_collective_ns);
   signal_agent = a;
   signal(SIGINT, on_signal);
   signal(SIGTERM, on_signal);

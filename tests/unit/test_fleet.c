@@ -192,7 +192,7 @@ static void test_join_refusals(void) {
   CHECK(strstr(dm->msg, "superseded") != NULL);
   CHECK_EQ_INT(gy_fleet_forming(f), 1);
   gy_fleet_actions_clear(f);
-  CHECK_EQ_INT(join(f, "b", 1, 0, 3), GY_EBUSY);  /* ordinal taken */
+  CHECK_EQ_INT(join(f, "b", 1, 0, 3), GY_EBUSY); /* ordinal taken */
   CHECK(has_event(f, GY_EVENT_REFUSED));
   CHECK_EQ_INT(join(f, "b", 2, 0, 3), GY_ERANGE); /* ordinal outside the world */
   CHECK_EQ_INT(join(f, "b", -2, 0, 3), GY_ERANGE);
@@ -667,6 +667,91 @@ static void test_lost_by_silence(void) {
   CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_TRAIN);
   CHECK_EQ_INT(gy_fleet_generation(f), 2);
   gy_fleet_destroy(f);
+}
+
+/* Liveness is progress: a rank inside a step whose own work outlasts the hang rule is hung
+ * (an event with the evidence, lost, its session ends "declared hung"); a rank waiting in a
+ * collective for it is not; a parked rank is not; the threshold follows its recent step time. */
+static void test_hung(void) {
+  gy_fleet_opts_t o = {.world = 2,
+                       .tp = 1,
+                       .window = 4,
+                       .steps = 100,
+                       .lost_after_ms = 100000,
+                       .hang_floor_ms = 5000,
+                       .hang_factor = 20,
+                       .seed = 42};
+  gy_fleet_t *f = NULL;
+  REQUIRE(gy_fleet_create(&f, &o) == 0);
+  form(f, 2);
+  run_steps(f, 2, 0, 2, -1); /* step_ms 10: the floor (5000 ms) rules */
+  CHECK(gy_fleet_member(f, 0)->recent_step_ms == 10);
+  int64_t t0 = now_ms;
+  /* rank 1 in its own work in step 2, rank 0 waiting for it in the all-reduce */
+  gy_fleet_progress_t busy = {.stepping = 1, .own_ms = 100, .in_collective_ms = 0};
+  gy_fleet_progress_t waiting = {.stepping = 1, .own_ms = 10, .in_collective_ms = 4000};
+  CHECK(gy_fleet_heartbeat(f, now_ms, 1, 1, 1) == 0);
+  gy_fleet_progress(f, now_ms, 1, &busy);
+  CHECK(gy_fleet_heartbeat(f, now_ms, 0, 1, 0) == 0);
+  gy_fleet_progress(f, now_ms, 0, &waiting);
+  gy_fleet_actions_clear(f);
+  now_ms = t0 + 4900; /* own work 5000 ms: exactly the threshold, not more */
+  gy_fleet_tick(f, now_ms);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_LOST), 0);
+  now_ms = t0 + 4901;
+  gy_fleet_tick(f, now_ms);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_LOST), 1);
+  CHECK_EQ_INT(find(f, GY_FLEET_ACT_LOST, 0)->rank, 1);
+  CHECK(has_event(f, GY_EVENT_WORKER_HUNG));
+  const gy_fleet_action_t *cl = find(f, GY_FLEET_ACT_CLOSE, 0);
+  REQUIRE(cl);
+  CHECK_EQ_INT(cl->rank, 1);
+  CHECK(!strncmp(cl->msg, "declared hung: ", 15) && strstr(cl->msg, "step 2"));
+  CHECK(gy_fleet_member(f, 1)->hung && !gy_fleet_member(f, 0)->hung);
+  CHECK_EQ_INT(gy_fleet_state(f), GY_FLEET_DEGRADED);
+  gy_fleet_destroy(f);
+
+  /* the threshold follows the recent step time: 20 x 1000 ms */
+  REQUIRE(gy_fleet_create(&f, &o) == 0);
+  form(f, 2);
+  for (int64_t s = 0; s < 3; s++)
+    for (int r = 0; r < 2; r++) {
+      gy_fleet_report_t rep = {.generation = gy_fleet_generation(f),
+                               .rank = r,
+                               .step = s,
+                               .loss = 1,
+                               .tokens_per_s = 10,
+                               .step_ms = 1000};
+      REQUIRE(gy_fleet_report(f, now_ms, r, &rep) == 0);
+    }
+  t0 = now_ms;
+  CHECK(gy_fleet_heartbeat(f, now_ms, 0, 1, 0) == 0);
+  gy_fleet_progress(f, now_ms, 0, &busy);
+  gy_fleet_actions_clear(f);
+  now_ms = t0 + 15000; /* more than the floor, less than 20 x 1000 */
+  gy_fleet_tick(f, now_ms);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_LOST), 0);
+  now_ms = t0 + 20000; /* 100 + 20000 ms of own work */
+  gy_fleet_tick(f, now_ms);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_LOST), 1);
+  /* a report is progress: a parked rank is never hung */
+  gy_fleet_destroy(f);
+  REQUIRE(gy_fleet_create(&f, &o) == 0);
+  form(f, 2);
+  gy_fleet_progress_t parked = {0};
+  CHECK(gy_fleet_heartbeat(f, now_ms, 0, 1, 0) == 0);
+  gy_fleet_progress(f, now_ms, 0, &busy);
+  REQUIRE(report(f, 0, 0) == 0); /* the step ended */
+  gy_fleet_progress(f, now_ms, 1, &parked);
+  gy_fleet_actions_clear(f);
+  now_ms += 60000;
+  CHECK(gy_fleet_heartbeat(f, now_ms, 0, 1, 0) == 0 && gy_fleet_heartbeat(f, now_ms, 1, 1, 1) == 0);
+  gy_fleet_tick(f, now_ms);
+  CHECK_EQ_INT(count(f, GY_FLEET_ACT_LOST), 0);
+  gy_fleet_destroy(f);
+  /* a negative hang option is refused */
+  o.hang_factor = -1;
+  CHECK_EQ_INT(gy_fleet_create(&f, &o), GY_EINVAL);
 }
 
 static void test_lost_by_close(void) {
@@ -1161,6 +1246,7 @@ int main(void) {
   RUN(test_queued);
   RUN(test_aggregation);
   RUN(test_lost_by_silence);
+  RUN(test_hung);
   RUN(test_lost_by_close);
   RUN(test_checkpoint_commit);
   RUN(test_rollback_refusals);

@@ -140,10 +140,18 @@ static void test_agent_session_round_trip(void) {
         m.rank == 1);
   gy_wire_session_free(&m);
 
-  REQUIRE(!gy_wire_agent_heartbeat_encode(9, 1, 77, &b, &len));
+  REQUIRE(!gy_wire_agent_heartbeat_encode(9, 1, 77, NULL, &b, &len));
   REQUIRE(!gy_wire_session_decode(b, len, &m));
   free(b);
   CHECK(m.kind == GY_WIRE_WORKER_HEARTBEAT && m.steps_done == 77 && m.generation == 9);
+  CHECK(!m.progress.stepping);
+  gy_wire_session_free(&m);
+  /* a heartbeat from inside a step carries the trainer's progress */
+  gy_agent_progress_t pg = {.stepping = 1, .in_step_ms = 900, .own_ms = 700, .in_collective_ms = 5};
+  REQUIRE(!gy_wire_agent_heartbeat_encode(9, 1, 77, &pg, &b, &len));
+  REQUIRE(!gy_wire_session_decode(b, len, &m));
+  free(b);
+  CHECK(m.progress.stepping && m.progress.own_ms == 700 && m.progress.in_collective_ms == 5);
   gy_wire_session_free(&m);
 
   REQUIRE(!gy_wire_agent_ack_encode(9, 1, 5, 30, 1, "", 4096, &b, &len));

@@ -1,11 +1,12 @@
 /*
  * fleet: the controller's pure logic (DESIGN.md §2-§4, control-plane design): no I/O, no clock.
  *
- * API, in order: create/destroy; inputs join, join_cancel, hello, report, heartbeat, ack,
- * session_closed, command, rollback, tick; outputs actions/actions_clear/errmsg; read-only
- * views; the internal state-change function for tests. The directives (ack, command, rollback,
- * and the pipeline that sends them) are in fleet_directive.c; struct gy_fleet and the
- * gy__fleet_* calls between the files are in fleet_internal.h.
+ * API, in order: create/destroy; inputs join, join_cancel, hello, report; outputs
+ * actions/actions_clear/errmsg; read-only views; the internal state-change function for tests.
+ * The directives (ack, command, rollback, and the pipeline that sends them) are in
+ * fleet_directive.c; liveness (heartbeat, progress, session_closed, tick, and losing a rank) in
+ * fleet_liveness.c; struct gy_fleet and the gy__fleet_* calls between the files are in
+ * fleet_internal.h.
  *
  * How it works. Joins are held in `joiners` until `world` of them are present; then the gang
  * forms (generation + 1, ranks by ordinal else lowest free, start step = the newest committed
@@ -60,7 +61,6 @@
 
 #include "common/alloc.h"
 #include "common/err.h"
-#include "proto/contract.h"
 
 /* ---------------------------------------- names ---------------------------------------- */
 
@@ -387,33 +387,6 @@ void gy__fleet_maybe_grant(gy_fleet_t *f) {
   f->horizon = h;
   gy_fleet_action_t *a = gy__fleet_push(f, GY_FLEET_ACT_GRANT);
   if (a) a->step = h;
-}
-
-void gy__fleet_lose(gy_fleet_t *f, int rank, const char *why) {
-  gy_fleet_member_t *m = &f->members[rank];
-  if (!m->alive) return;
-  m->alive = 0;
-  if (f->state == GY_FLEET_STOPPING) {
-    m->connected = 0;
-    gy__fleet_event(f, GY_EVENT_WORKER_EXITED, f->last_step, "rank %d (%s) exited: %s", rank,
-                    m->worker_id, why);
-    gy__fleet_check_acks(f);
-    return;
-  }
-  gy_fleet_action_t *a = gy__fleet_push(f, GY_FLEET_ACT_LOST);
-  if (a) a->rank = rank;
-  if (m->connected) { /* a silent worker's stream is finished: it must rejoin */
-    m->connected = 0;
-    a = gy__fleet_push(f, GY_FLEET_ACT_CLOSE);
-    if (a) {
-      a->rank = rank;
-      if (m->hung) snprintf(a->msg, sizeof(a->msg), "%s: %s", GY_WIRE_HUNG_PREFIX, why);
-    }
-  }
-  gy__fleet_event(f, GY_EVENT_WORKER_LOST, f->last_step, "rank %d (%s) lost: %s", rank,
-                  m->worker_id, why);
-  if (f->state == GY_FLEET_TRAIN || f->state == GY_FLEET_PAUSED)
-    gy__fleet_transition(f, GY_FLEET_DEGRADED, "worker lost");
 }
 
 static uint64_t splitmix(uint64_t *x) {
@@ -811,69 +784,6 @@ int gy_fleet_report(gy_fleet_t *f, int64_t now, int stream_rank, const gy_fleet_
   gy__fleet_pump(f);
   gy__fleet_maybe_grant(f);
   return 0;
-}
-
-int gy_fleet_heartbeat(gy_fleet_t *f, int64_t now, int stream_rank, uint64_t generation, int rank) {
-  int rc = gy__fleet_check_msg(f, "heartbeat", stream_rank, generation, rank);
-  if (rc) return rc;
-  f->members[rank].last_seen_ms = now;
-  return 0;
-}
-
-void gy_fleet_progress(gy_fleet_t *f, int64_t now, int rank, const gy_fleet_progress_t *p) {
-  if (rank < 0 || rank >= f->nmembers || !p) return;
-  gy_fleet_member_t *m = &f->members[rank];
-  m->stepping = p->stepping != 0;
-  m->own_ms = p->own_ms > 0 ? p->own_ms : 0;
-  m->coll_ms = p->in_collective_ms > 0 ? p->in_collective_ms : 0;
-  m->progress_ms = now;
-}
-
-/* The hang rule on member r (see gy_fleet_opts_t): 1 when it is hung, with the evidence. Its
- * own work goes on growing after its last heartbeat when that said it was working (not waiting
- * in a collective). */
-static int hung(const gy_fleet_t *f, const gy_fleet_member_t *m, int64_t now, char *why,
-                size_t len) {
-  if (!f->o.hang_floor_ms || !m->stepping || m->coll_ms) return 0;
-  int64_t own = m->own_ms + (now > m->progress_ms ? now - m->progress_ms : 0);
-  double thr = (double)f->o.hang_factor * m->recent_step_ms;
-  if (thr < f->o.hang_floor_ms) thr = f->o.hang_floor_ms;
-  if ((double)own <= thr) return 0;
-  snprintf(why, len,
-           "inside step %lld for %lld ms of its own work, not waiting for its peers; its recent "
-           "steps took %.0f ms; the threshold is %.0f ms",
-           (long long)m->steps_done, (long long)own, m->recent_step_ms, thr);
-  return 1;
-}
-
-void gy_fleet_session_closed(gy_fleet_t *f, int64_t now, int rank) {
-  (void)now;
-  if (rank < 0 || rank >= f->nmembers) return;
-  gy_fleet_member_t *m = &f->members[rank];
-  m->connected = 0;
-  if (f->state == GY_FLEET_TRAIN || f->state == GY_FLEET_PAUSED || f->state == GY_FLEET_STOPPING)
-    gy__fleet_lose(f, rank, "session stream closed");
-}
-
-void gy_fleet_tick(gy_fleet_t *f, int64_t now) {
-  if (f->state != GY_FLEET_TRAIN && f->state != GY_FLEET_PAUSED && f->state != GY_FLEET_STOPPING)
-    return;
-  for (int r = 0; r < f->nmembers; r++) {
-    gy_fleet_member_t *m = &f->members[r];
-    if (!m->alive) continue;
-    char why[240];
-    if (now - m->last_seen_ms > f->o.lost_after_ms) {
-      snprintf(why, sizeof(why), "silent for %lld ms", (long long)(now - m->last_seen_ms));
-    } else if (f->state != GY_FLEET_STOPPING && hung(f, m, now, why, sizeof(why))) {
-      gy__fleet_event(f, GY_EVENT_WORKER_HUNG, f->last_step, "rank %d (%s) hung: %s", r,
-                      m->worker_id, why);
-      m->hung = 1; /* its session ends "declared hung": its process ends and is started again */
-    } else {
-      continue;
-    }
-    gy__fleet_lose(f, r, why);
-    if (f->state == GY_FLEET_DEGRADED || f->state == GY_FLEET_DONE) break;
-  }
 }
 
 const gy_fleet_action_t *gy_fleet_actions(const gy_fleet_t *f, size_t *n) {

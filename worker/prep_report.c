@@ -91,11 +91,10 @@ static json_t *safe_string(const char *s, size_t n) {
 /* Sets "preview" (text) or "preview_hex" on obj from the first bytes of s. */
 static int set_preview(json_t *obj, const char *s, size_t n) {
   size_t m = n < PREVIEW_BYTES ? n : PREVIEW_BYTES;
-  gy_prep_text_stats_t st;
-  gy_prep_text_stats(s, m, &st);
-  /* A cut inside the last character shows as invalid: cut at a character boundary instead. */
+  /* A cut inside the last character would show as invalid: cut at a character boundary. */
   while (m < n && m > 0 && ((unsigned char)s[m] & 0xC0) == 0x80)
     m--;
+  gy_prep_text_stats_t st;
   gy_prep_text_stats(s, m, &st);
   json_t *v;
   const char *key;

@@ -5,10 +5,12 @@
 #   bash scripts/prep-data.sh BUILD_DIR OUT_DIR
 #
 # BUILD_DIR holds the built gyro-prep (BUILD_DIR/worker/gyro-prep). The output is
-# OUT_DIR/{zh,en,code}/{train_000.bin,...,val.bin}; see data/README.md. Each channel's training
-# text is capped at 4 MiB (GY_PREP_MAX_BYTES overrides, e.g. GY_PREP_MAX_BYTES=16M). A channel
-# is rebuilt only when its shards are missing, older than gyro-prep, or were made with other
-# inputs or options, so running this again is cheap.
+# OUT_DIR/{zh,en,code}/{train_000.bin,...,val.bin}, with summary.json and prep_report.json
+# (what gyro-prep's filters dropped and why: non-text, repeated spans, exact and near
+# duplicates, boilerplate lines; their defaults apply); see data/README.md. Each channel's
+# training text is capped at 4 MiB (GY_PREP_MAX_BYTES overrides, e.g. GY_PREP_MAX_BYTES=16M),
+# after the filters. A channel is rebuilt only when its shards are missing, older than
+# gyro-prep, or were made with other inputs or options, so running this again is cheap.
 set -euo pipefail
 
 die() {
@@ -74,7 +76,8 @@ prep_channel() {
   local dir=$out_dir/$name
   local args
   args=$(printf '%s\n' --max-bytes "$max_bytes" "$@")
-  if [[ -f $dir/val.bin && -f $dir/train_000.bin && -f $dir/prep.args ]] &&
+  if [[ -f $dir/val.bin && -f $dir/train_000.bin && -f $dir/prep.args &&
+    -f $dir/prep_report.json ]] &&
     [[ $dir/val.bin -nt $prep && $(cat "$dir/prep.args") == "$args" ]]; then
     echo "prep-data: $name is up to date ($dir)" >&2
     [[ -f $dir/summary.json ]] && cat "$dir/summary.json"

@@ -2,28 +2,34 @@
  * gyro-prep: turns real text into byte-level token shards (token = byte, vocab 256).
  *
  *   gyro-prep --out DIR --name CHANNEL [--max-bytes N] [--val-tokens N] [--shard-tokens N]
- *             [--seed S] [--ext .html,.h,.py] [--fortune PATH]... INPUT...
+ *             [--seed S] [--ext .html,.h,.py] [--fortune PATH]... [filter options] INPUT...
  *
  * Inputs are files or folders (recursed; in folders only names ending in one of --ext are
  * taken when --ext is given). Each file is one document, except fortune files (--fortune PATH,
  * repeatable), whose "%"-separated entries are one document each. Text extraction by type:
  * .html/.htm through libxml2's HTML parser (recover, no network; text nodes only, script and
  * style skipped, whitespace runs collapsed (a line break between two CJK characters vanishes),
- * block boundaries kept as "\n"); .gz/.dz through
- * zlib (the inner name decides html or plain); fortunes lose their ANSI colour escapes and
- * backspace overstrikes; everything else is plain UTF-8 text. Files that are not valid UTF-8
- * text (or hold NUL bytes) are binary and skipped.
+ * block boundaries kept as "\n"); .gz/.dz through zlib (the inner name decides html or plain);
+ * fortunes lose their ANSI colour escapes and backspace overstrikes; everything else is plain
+ * text. A file holding a NUL byte is binary and skipped whole.
+ *
+ * Then the documents are filtered (worker/prep_filter.h, the rules; worker/prep_report.h, the
+ * report): every document's lines are counted per input (each command-line INPUT is a group);
+ * then, in order, each document loses its boilerplate lines and is judged (non-text, repeated
+ * spans, exact and near duplicates of a document kept earlier). What was dropped and why goes to
+ * DIR/CHANNEL/prep_report.json and, as counts, to the summary line.
  *
  * Invariants: the output is a pure function of the inputs' paths and bytes and of the options:
- * the file list is sorted by path (hard links and symlinks to one file count once), and the
- * held-out split is a hash of (path, document index, seed). Documents are joined by "\n\n".
- * A document whose FNV-1a hash % 10 == 0 goes to the held-out set while it is below
- * --val-tokens (default 205000: 200 sequences of 1024+1); the others fill the training text up
- * to --max-bytes (default 8 MiB), cut at a UTF-8 character boundary. Outputs are
- * DIR/CHANNEL/train_000.bin ... (--shard-tokens tokens each, default 10,000,000) and
- * DIR/CHANNEL/val.bin, written atomically; stale train shards of an earlier run are removed.
- * A one-line JSON summary (counts and the unigram entropy of the training bytes in nats) goes
- * to stdout. Exit status: 0 ok, 1 I/O or input error, 2 usage.
+ * the file list is sorted by path (hard links and symlinks to one file count once), the filters
+ * are deterministic, and the held-out split is a hash of (path, document index, seed). Documents
+ * are joined by "\n\n". A kept document whose FNV-1a hash % 10 == 0 goes to the held-out set
+ * while it is below --val-tokens (default 205000: 200 sequences of 1024+1); the others fill the
+ * training text up to --max-bytes (default 8 MiB), cut at a UTF-8 character boundary; documents
+ * after that are not judged. Outputs are DIR/CHANNEL/train_000.bin ... (--shard-tokens tokens
+ * each, default 10,000,000), DIR/CHANNEL/val.bin and DIR/CHANNEL/prep_report.json, written
+ * atomically; stale train shards of an earlier run are removed. A one-line JSON summary (counts,
+ * the unigram entropy of the training bytes in nats, the filters' counts) goes to stdout. Exit
+ * status: 0 ok, 1 I/O or input error, 2 usage.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -43,7 +49,10 @@
 #include <libxml/tree.h>
 #include <zlib.h>
 
+#include "common/fsutil.h"
 #include "worker/data.h"
+#include "worker/prep_filter.h"
+#include "worker/prep_report.h"
 #include "worker/shard.h"
 
 #define EXIT_IO 1
@@ -95,6 +104,7 @@ static void buf_free(buf_t *b) {
 typedef struct {
   char *path;
   int fortune;
+  uint32_t group; /* the command-line input it came from: boilerplate is counted per group */
   dev_t dev;
   ino_t ino;
   int dup;
@@ -114,7 +124,8 @@ static int has_suffix(const char *s, const char *suf) {
   return n >= m && strcmp(s + n - m, suf) == 0;
 }
 
-static void list_add(list_t *l, const char *path, int fortune, const struct stat *st) {
+static void list_add(list_t *l, const char *path, int fortune, uint32_t group,
+                     const struct stat *st) {
   if (l->n == l->cap) {
     size_t cap = l->cap ? l->cap * 2 : 256;
     entry_t *v = realloc(l->v, cap * sizeof(entry_t));
@@ -126,12 +137,14 @@ static void list_add(list_t *l, const char *path, int fortune, const struct stat
   e->path = strdup(path);
   if (!e->path) die_oom();
   e->fortune = fortune;
+  e->group = group;
   e->dev = st->st_dev;
   e->ino = st->st_ino;
   e->dup = 0;
 }
 
-static int walk(list_t *l, const char *path, int fortune, const filter_t *f, int depth, int top) {
+static int walk(list_t *l, const char *path, int fortune, uint32_t group, const filter_t *f,
+                int depth, int top) {
   struct stat st;
   if (stat(path, &st) != 0) {
     fprintf(stderr, "gyro-prep: %s: %s\n", path, strerror(errno));
@@ -147,7 +160,7 @@ static int walk(list_t *l, const char *path, int fortune, const filter_t *f, int
         if (!ok) return 0;
       }
     }
-    list_add(l, path, fortune, &st);
+    list_add(l, path, fortune, group, &st);
     return 0;
   }
   if (!S_ISDIR(st.st_mode)) {
@@ -172,7 +185,7 @@ static int walk(list_t *l, const char *path, int fortune, const filter_t *f, int
     char *child = malloc(n);
     if (!child) die_oom();
     snprintf(child, n, "%s%s%s", path, has_suffix(path, "/") ? "" : "/", de->d_name);
-    rc = walk(l, child, fortune, f, depth + 1, 0);
+    rc = walk(l, child, fortune, group, f, depth + 1, 0);
     free(child);
   }
   closedir(dir);
@@ -210,6 +223,18 @@ static void list_finish(list_t *l) {
 
 /* ---- reading and text checks ---- */
 
+/* A file cut at MAX_FILE_BYTES may end inside a UTF-8 character: drop that character's bytes,
+ * so that the cut does not make the text look binary. */
+static void cut_partial_char(buf_t *b) {
+  size_t k = b->n;
+  while (k > 0 && b->n - k < 3 && ((unsigned char)b->p[k - 1] & 0xC0) == 0x80)
+    k--;
+  if (k == 0) return;
+  unsigned c = (unsigned char)b->p[k - 1];
+  size_t want = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+  if (b->n - (k - 1) < want) b->n = k - 1;
+}
+
 /* Reads a whole file; .gz/.dz through zlib. Returns 0, or -1 with a message printed. */
 static int read_file(const char *path, buf_t *out) {
   out->n = 0;
@@ -235,6 +260,7 @@ static int read_file(const char *path, buf_t *out) {
         fprintf(stderr, "gyro-prep: %s: more than %u bytes uncompressed, only those kept\n", path,
                 MAX_FILE_BYTES);
         out->n = MAX_FILE_BYTES;
+        cut_partial_char(out);
         break;
       }
     }
@@ -254,6 +280,7 @@ static int read_file(const char *path, buf_t *out) {
     if (out->n > MAX_FILE_BYTES) {
       fprintf(stderr, "gyro-prep: %s: more than %u bytes, only those kept\n", path, MAX_FILE_BYTES);
       out->n = MAX_FILE_BYTES;
+      cut_partial_char(out);
       break;
     }
   }
@@ -264,44 +291,6 @@ static int read_file(const char *path, buf_t *out) {
     return -1;
   }
   return 0;
-}
-
-/* Valid UTF-8 (no overlongs, surrogates or code points past U+10FFFF) and no NUL byte.
- * A sequence cut by the MAX_FILE_BYTES cap at the very end is tolerated. */
-static int is_utf8_text(const unsigned char *s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = s[i];
-    if (c == 0) return 0;
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    size_t len;
-    uint32_t cp;
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-      cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return 0;
-    }
-    if (i + len > n) return n >= MAX_FILE_BYTES;
-    for (size_t k = 1; k < len; k++) {
-      if ((s[i + k] & 0xC0) != 0x80) return 0;
-      cp = (cp << 6) | (s[i + k] & 0x3F);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-      return 0;
-    i += len;
-  }
-  return 1;
 }
 
 /* ---- HTML text extraction ---- */
@@ -336,16 +325,6 @@ static uint32_t utf8_at(const unsigned char *s) {
          ((uint32_t)(s[2] & 0x3F) << 6) | (s[3] & 0x3F);
 }
 
-/* East Asian wide characters (CJK ideographs, kana, fullwidth forms and punctuation;
- * Hangul is left out, as CSS does, because Korean separates words with spaces). */
-static int is_wide(uint32_t c) {
-  return (c >= 0x2E80 && c <= 0x303E) || (c >= 0x3041 && c <= 0x33FF) ||
-         (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x4E00 && c <= 0x9FFF) ||
-         (c >= 0xA000 && c <= 0xA4CF) || (c >= 0xF900 && c <= 0xFAFF) ||
-         (c >= 0xFE30 && c <= 0xFE4F) || (c >= 0xFF00 && c <= 0xFF60) ||
-         (c >= 0xFFE0 && c <= 0xFFE6) || (c >= 0x20000 && c <= 0x3FFFD);
-}
-
 /* Turns the pending whitespace into output before the character at next (NULL: none). A line
  * break between two wide characters is dropped, as browsers do (CSS Text 3 segment breaks):
  * Chinese source wrapped over lines must not gain spaces. */
@@ -360,8 +339,8 @@ static void flush_pending(htmltext_t *h, const char *next) {
         size_t k = o->n - 1;
         while (k > 0 && ((unsigned char)o->p[k] & 0xC0) == 0x80)
           k--;
-        drop = is_wide(utf8_at((const unsigned char *)o->p + k)) &&
-               is_wide(utf8_at((const unsigned char *)next));
+        drop = gy_prep_is_wide(utf8_at((const unsigned char *)o->p + k)) &&
+               gy_prep_is_wide(utf8_at((const unsigned char *)next));
       }
       if (!drop) buf_addc(o, ' ');
     }
@@ -409,7 +388,7 @@ static int html_text(const char *path, const buf_t *raw, buf_t *out) {
   if (raw->n > (size_t)INT32_MAX) return -1;
   /* Bytes that are valid UTF-8 are read as UTF-8 whatever the page declares (pages without a
    * declaration would otherwise be read as Latin-1); others follow their declared charset. */
-  const char *enc = is_utf8_text((const unsigned char *)raw->p, raw->n) ? "UTF-8" : NULL;
+  const char *enc = gy_prep_is_utf8(raw->p, raw->n) ? "UTF-8" : NULL;
   int opts = HTML_PARSE_RECOVER | HTML_PARSE_NONET | HTML_PARSE_NOERROR | HTML_PARSE_NOWARNING;
   htmlDocPtr doc = htmlReadMemory(raw->p, (int)raw->n, path, enc, opts);
   if (!doc) return -1;
@@ -451,14 +430,125 @@ static size_t strip_terminal(char *s, size_t n) {
   return o;
 }
 
-/* ---- the split and the output ---- */
+/* ---- the documents ---- */
+
+typedef struct {
+  uint32_t file;   /* index in the file list */
+  uint64_t index;  /* in its file: the fortune's number, else 0 */
+  size_t off, len; /* bytes of prep_t.all */
+} doc_t;
 
 typedef struct {
   const char *out_dir, *name;
   uint64_t max_bytes, val_tokens, shard_tokens, seed;
+  const list_t *files;
+  buf_t all; /* the text of every document read, in order */
+  doc_t *docs;
+  size_t ndocs, capdocs;
+  gy_prep_filter_t *filter;
+  gy_prep_report_t *report;
   buf_t train, val;
-  uint64_t docs_train, docs_val, files, skipped;
+  uint64_t docs_train, docs_val, files_read, skipped;
 } prep_t;
+
+/* Keeps a document's text (trimmed of surrounding whitespace; an empty one is dropped). */
+static void store_document(prep_t *p, uint32_t file, uint64_t index, const char *text, size_t n) {
+  while (n > 0 && (*text == ' ' || *text == '\n' || *text == '\t' || *text == '\r')) {
+    text++;
+    n--;
+  }
+  while (n > 0 &&
+         (text[n - 1] == ' ' || text[n - 1] == '\n' || text[n - 1] == '\t' || text[n - 1] == '\r'))
+    n--;
+  if (n == 0) return;
+  if (p->ndocs == p->capdocs) {
+    size_t cap = p->capdocs ? p->capdocs * 2 : 1024;
+    doc_t *d = realloc(p->docs, cap * sizeof(doc_t));
+    if (!d) die_oom();
+    p->docs = d;
+    p->capdocs = cap;
+  }
+  doc_t *d = &p->docs[p->ndocs++];
+  d->file = file;
+  d->index = index;
+  d->off = p->all.n;
+  d->len = n;
+  buf_add(&p->all, text, n);
+}
+
+/* Splits a fortune file on lines that are exactly "%". */
+static void add_fortunes(prep_t *p, uint32_t file, char *s, size_t n) {
+  n = strip_terminal(s, n);
+  uint64_t index = 0;
+  size_t start = 0, i = 0;
+  while (i <= n) {
+    size_t eol = i;
+    while (eol < n && s[eol] != '\n')
+      eol++;
+    size_t len = eol - i;
+    if (len > 0 && s[eol - 1] == '\r') len--;
+    int sep = (len == 1 && s[i] == '%');
+    if (sep || eol >= n) {
+      size_t end = sep ? i : n;
+      store_document(p, file, index++, s + start, end - start);
+      start = eol + 1;
+    }
+    if (eol >= n) break;
+    i = eol + 1;
+  }
+}
+
+/* Skips a whole file: named on stderr and counted under "nontext" in the report. */
+static void skip_file(prep_t *p, const char *path, const char *why, const buf_t *raw) {
+  fprintf(stderr, "gyro-prep: %s: %s, skipped\n", path, why);
+  p->skipped++;
+  if (gy_prep_report_file(p->report, path, why, raw->p, raw->n) != 0) die_oom();
+}
+
+/* Reads file number fi and keeps its documents. */
+static int read_documents(prep_t *p, uint32_t fi, buf_t *raw, buf_t *text) {
+  const entry_t *e = &p->files->v[fi];
+  if (read_file(e->path, raw) != 0) return -1;
+  const char *path = e->path;
+  char inner[16] = "";
+  /* The type of a compressed file is the type of the name without .gz/.dz. */
+  size_t len = strlen(path);
+  const char *name_end = path + len;
+  if (has_suffix(path, ".gz") || has_suffix(path, ".dz")) name_end -= 3;
+  for (const char *q = name_end; q > path && q[-1] != '/'; q--) {
+    if (q[-1] == '.') {
+      size_t m = (size_t)(name_end - q);
+      if (m < sizeof(inner)) {
+        memcpy(inner, q, m);
+        inner[m] = '\0';
+      }
+      break;
+    }
+  }
+  /* A NUL byte marks a binary file; other bad bytes are judged per document (nontext). */
+  if (memchr(raw->p, '\0', raw->n)) {
+    skip_file(p, path, "NUL bytes: not text (binary?)", raw);
+    return 0;
+  }
+  int html = !e->fortune && (strcmp(inner, "html") == 0 || strcmp(inner, "htm") == 0);
+  if (html) {
+    if (html_text(path, raw, text) != 0) {
+      skip_file(p, path, "not HTML text", raw);
+      return 0;
+    }
+    p->files_read++;
+    store_document(p, fi, 0, text->p, text->n);
+    return 0;
+  }
+  p->files_read++;
+  if (e->fortune)
+    add_fortunes(p, fi, raw->p, raw->n);
+  else
+    store_document(p, fi, 0, raw->p, raw->n);
+  return 0;
+}
+
+/* ---- the filters and the split ---- */
 
 static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
   const unsigned char *s = p;
@@ -490,16 +580,8 @@ static int append_capped(buf_t *b, uint64_t cap, const char *text, size_t n) {
   return 1;
 }
 
-static void add_document(prep_t *p, const char *path, uint64_t index, const char *text, size_t n) {
-  /* Documents are trimmed of surrounding whitespace; empty ones are dropped. */
-  while (n > 0 && (*text == ' ' || *text == '\n' || *text == '\t' || *text == '\r')) {
-    text++;
-    n--;
-  }
-  while (n > 0 &&
-         (text[n - 1] == ' ' || text[n - 1] == '\n' || text[n - 1] == '\t' || text[n - 1] == '\r'))
-    n--;
-  if (n == 0) return;
+static void split_document(prep_t *p, const char *path, uint64_t index, const char *text,
+                           size_t n) {
   char num[48];
   int k = snprintf(num, sizeof(num), "#%" PRIu64 "#%" PRIu64, index, p->seed);
   uint64_t h = fnv1a(0xcbf29ce484222325ULL, path, strlen(path));
@@ -511,68 +593,53 @@ static void add_document(prep_t *p, const char *path, uint64_t index, const char
   }
 }
 
-/* Splits a fortune file on lines that are exactly "%". */
-static void add_fortunes(prep_t *p, const char *path, char *s, size_t n) {
-  n = strip_terminal(s, n);
-  uint64_t index = 0;
-  size_t start = 0, i = 0;
-  while (i <= n) {
-    size_t eol = i;
-    while (eol < n && s[eol] != '\n')
-      eol++;
-    size_t len = eol - i;
-    if (len > 0 && s[eol - 1] == '\r') len--;
-    int sep = (len == 1 && s[i] == '%');
-    if (sep || eol >= n) {
-      size_t end = sep ? i : n;
-      add_document(p, path, index++, s + start, end - start);
-      start = eol + 1;
-    }
-    if (eol >= n) break;
-    i = eol + 1;
-  }
+typedef struct {
+  prep_t *p;
+  const doc_t *d;
+} line_ctx_t;
+
+static void on_boilerplate(void *ud, const char *line, size_t n, uint32_t docs) {
+  line_ctx_t *c = ud;
+  const char *path = c->p->files->v[c->d->file].path;
+  if (gy_prep_report_line(c->p->report, path, (int64_t)c->d->index, line, n, docs) != 0) die_oom();
 }
 
-static int process_file(prep_t *p, const entry_t *e, buf_t *raw, buf_t *text) {
-  if (read_file(e->path, raw) != 0) return -1;
-  const char *path = e->path;
-  char inner[16] = "";
-  /* The type of a compressed file is the type of the name without .gz/.dz. */
-  size_t len = strlen(path);
-  const char *name_end = path + len;
-  if (has_suffix(path, ".gz") || has_suffix(path, ".dz")) name_end -= 3;
-  for (const char *q = name_end; q > path && q[-1] != '/'; q--) {
-    if (q[-1] == '.') {
-      size_t m = (size_t)(name_end - q);
-      if (m < sizeof(inner)) {
-        memcpy(inner, q, m);
-        inner[m] = '\0';
-      }
-      break;
+/* Round one: every document's lines are counted, for the boilerplate rule. Round two, in order
+ * until the text is full: boilerplate lines go, the document is judged, and a kept one is split
+ * between training and held-out text. */
+static void filter_and_split(prep_t *p) {
+  for (size_t i = 0; i < p->ndocs; i++) {
+    const doc_t *d = &p->docs[i];
+    if (gy_prep_filter_count(p->filter, p->files->v[d->file].group, p->all.p + d->off, d->len))
+      die_oom();
+  }
+  for (size_t i = 0; i < p->ndocs && !full(p); i++) {
+    doc_t *d = &p->docs[i];
+    const entry_t *e = &p->files->v[d->file];
+    char *t = p->all.p + d->off;
+    line_ctx_t ctx = {p, d};
+    size_t lines = 0;
+    size_t n = gy_prep_filter_strip(p->filter, e->group, t, d->len, &lines, on_boilerplate, &ctx);
+    gy_prep_report_line_doc(p->report, lines > 0);
+    while (n > 0 && (*t == ' ' || *t == '\n' || *t == '\t' || *t == '\r')) {
+      t++;
+      n--;
     }
-  }
-  int html = !e->fortune && (strcmp(inner, "html") == 0 || strcmp(inner, "htm") == 0);
-  if (html) {
-    if (memchr(raw->p, '\0', raw->n) || html_text(path, raw, text) != 0) {
-      fprintf(stderr, "gyro-prep: %s: not HTML text, skipped\n", path);
-      p->skipped++;
-      return 0;
+    while (n > 0 && (t[n - 1] == ' ' || t[n - 1] == '\n' || t[n - 1] == '\t' || t[n - 1] == '\r'))
+      n--;
+    gy_prep_verdict_t v;
+    if (gy_prep_filter_judge(p->filter, i, t, n, &v) != 0) die_oom();
+    const char *dup_file = NULL;
+    int64_t dup_doc = 0;
+    if (v.rule == GY_PREP_EXACT_DUP || v.rule == GY_PREP_NEAR_DUP) {
+      const doc_t *o = &p->docs[v.dup_of];
+      dup_file = p->files->v[o->file].path;
+      dup_doc = (int64_t)o->index;
     }
-    p->files++;
-    add_document(p, path, 0, text->p, text->n);
-    return 0;
+    if (gy_prep_report_doc(p->report, e->path, (int64_t)d->index, t, n, &v, dup_file, dup_doc))
+      die_oom();
+    if (v.rule == GY_PREP_KEEP) split_document(p, e->path, d->index, t, n);
   }
-  if (!is_utf8_text((const unsigned char *)raw->p, raw->n)) {
-    fprintf(stderr, "gyro-prep: %s: not UTF-8 text (binary?), skipped\n", path);
-    p->skipped++;
-    return 0;
-  }
-  p->files++;
-  if (e->fortune)
-    add_fortunes(p, path, raw->p, raw->n);
-  else
-    add_document(p, path, 0, raw->p, raw->n);
-  return 0;
 }
 
 static int mkdirs(const char *path) {
@@ -610,6 +677,24 @@ static int write_tokens(const char *path, const char *bytes, size_t n) {
   return 0;
 }
 
+/* The report of what the filters dropped, pretty-printed, replaced atomically. */
+static int write_report(const prep_t *p, const char *path) {
+  json_t *j = gy_prep_report_json(p->report);
+  if (!j) die_oom();
+  char *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(5));
+  json_decref(j);
+  if (!text) die_oom();
+  struct iovec iov[2] = {{text, strlen(text)}, {"\n", 1}};
+  char err[512];
+  int rc = gy_write_file_atomic(path, iov, 2, err, sizeof(err));
+  free(text);
+  if (rc) {
+    fprintf(stderr, "gyro-prep: %s\n", err);
+    return -1;
+  }
+  return 0;
+}
+
 static int write_outputs(prep_t *p, int *nshards) {
   size_t dlen = strlen(p->out_dir) + strlen(p->name) + 32;
   char *dir = malloc(dlen), *file = malloc(dlen + 32);
@@ -631,6 +716,8 @@ static int write_outputs(prep_t *p, int *nshards) {
   }
   snprintf(file, dlen + 32, "%s/val.bin", dir);
   if (write_tokens(file, p->val.p, p->val.n) != 0) goto out;
+  snprintf(file, dlen + 32, "%s/prep_report.json", dir);
+  if (write_report(p, file) != 0) goto out;
   rc = 0;
 out:
   free(dir);
@@ -641,12 +728,30 @@ out:
 /* ---- the command line ---- */
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: gyro-prep --out DIR --name CHANNEL [--max-bytes N] [--val-tokens N]\n"
-             "                 [--shard-tokens N] [--seed S] [--ext .html,.h,.py]\n"
-             "                 [--fortune PATH]... INPUT...\n"
-             "Turns text files (plain, .html/.htm, .gz/.dz, fortune files) into byte-level\n"
-             "llm.c token shards DIR/CHANNEL/train_NNN.bin and DIR/CHANNEL/val.bin.\n"
-             "Sizes accept a k, M or G suffix (powers of 1024).\n");
+  fprintf(f,
+          "usage: gyro-prep --out DIR --name CHANNEL [--max-bytes N] [--val-tokens N]\n"
+          "                 [--shard-tokens N] [--seed S] [--ext .html,.h,.py]\n"
+          "                 [--fortune PATH]... [filter options] INPUT...\n"
+          "Turns text files (plain, .html/.htm, .gz/.dz, fortune files) into byte-level\n"
+          "llm.c token shards DIR/CHANNEL/train_NNN.bin and DIR/CHANNEL/val.bin, and writes\n"
+          "DIR/CHANNEL/prep_report.json (what the filters dropped and why).\n"
+          "Sizes accept a k, M or G suffix (powers of 1024).\n"
+          "Filters (defaults in brackets; data/README.md describes them):\n"
+          "  --nontext-max F            drop documents with more than this share of invalid\n"
+          "                             UTF-8 or control bytes [0]; a NUL skips the file\n"
+          "  --rep-max-times N          drop documents where a span of tokens repeats N times\n"
+          "                             in a row [32]; 0: off\n"
+          "  --rep-min-period N, --rep-max-period N   that span's length in tokens [1, 13]\n"
+          "  --exact-dedup 0|1          drop exact duplicates (normalised text) [1]\n"
+          "  --near-threshold F         drop near duplicates: MinHash Jaccard >= F [0.8]; 0: off\n"
+          "  --shingle N                tokens per shingle [5]\n"
+          "  --minhash-bands N, --minhash-rows N      LSH bands and rows per band [16, 8]\n"
+          "  --boilerplate-min-docs N   remove lines found in N documents or more of one input\n"
+          "                             [10]; 0: off\n"
+          "  --boilerplate-min-share F  ... and in at least this share of them [0.5]\n"
+          "  --boilerplate-min-bytes N  shorter lines are never boilerplate [4]\n"
+          "  --no-filter                every rule off\n"
+          "  --report-examples N        examples per rule in the report [5]\n");
 }
 
 static int parse_size(const char *opt, const char *s, uint64_t *out, int allow_zero) {
@@ -671,6 +776,48 @@ bad:
   return -1;
 }
 
+/* A whole number within [lo, hi]. */
+static int parse_u32(const char *opt, const char *s, uint32_t lo, uint32_t hi, uint32_t *out) {
+  uint64_t v;
+  if (parse_size(opt, s, &v, 1) != 0) return -1;
+  if (v < lo || v > hi) {
+    fprintf(stderr, "gyro-prep: %s: %s is not within [%u, %u]\n", opt, s, lo, hi);
+    return -1;
+  }
+  *out = (uint32_t)v;
+  return 0;
+}
+
+/* A real number within [0, 1]. */
+static int parse_share(const char *opt, const char *s, double *out) {
+  char *end;
+  errno = 0;
+  double v = s && *s ? strtod(s, &end) : -1.0;
+  if (!s || !*s || errno || *end || !(v >= 0.0 && v <= 1.0)) {
+    fprintf(stderr, "gyro-prep: %s: bad value '%s' (a number within [0, 1])\n", opt, s ? s : "");
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+enum {
+  OPT_NONTEXT = 256,
+  OPT_REP_TIMES,
+  OPT_REP_MIN,
+  OPT_REP_MAX,
+  OPT_EXACT,
+  OPT_NEAR,
+  OPT_SHINGLE,
+  OPT_BANDS,
+  OPT_ROWS,
+  OPT_BP_DOCS,
+  OPT_BP_SHARE,
+  OPT_BP_BYTES,
+  OPT_NO_FILTER,
+  OPT_EXAMPLES
+};
+
 int main(int argc, char **argv) {
   prep_t p = {0};
   filter_t filt = {NULL};
@@ -679,24 +826,43 @@ int main(int argc, char **argv) {
   char **fortunes = NULL;
   int nfortunes = 0, status = EXIT_IO;
   buf_t raw = {0}, text = {0};
+  gy_prep_filter_opts_t fo;
+  uint32_t examples = 5, exact = 1;
+  gy_prep_filter_opts_default(&fo);
   p.max_bytes = 8ULL << 20;
   p.val_tokens = 205000;
   p.shard_tokens = 10000000;
 
-  static const struct option longopts[] = {{"out", required_argument, NULL, 'o'},
-                                           {"name", required_argument, NULL, 'n'},
-                                           {"max-bytes", required_argument, NULL, 'm'},
-                                           {"val-tokens", required_argument, NULL, 'v'},
-                                           {"shard-tokens", required_argument, NULL, 's'},
-                                           {"seed", required_argument, NULL, 'S'},
-                                           {"ext", required_argument, NULL, 'e'},
-                                           {"fortune", required_argument, NULL, 'f'},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {NULL, 0, NULL, 0}};
+  static const struct option longopts[] = {
+      {"out", required_argument, NULL, 'o'},
+      {"name", required_argument, NULL, 'n'},
+      {"max-bytes", required_argument, NULL, 'm'},
+      {"val-tokens", required_argument, NULL, 'v'},
+      {"shard-tokens", required_argument, NULL, 's'},
+      {"seed", required_argument, NULL, 'S'},
+      {"ext", required_argument, NULL, 'e'},
+      {"fortune", required_argument, NULL, 'f'},
+      {"nontext-max", required_argument, NULL, OPT_NONTEXT},
+      {"rep-max-times", required_argument, NULL, OPT_REP_TIMES},
+      {"rep-min-period", required_argument, NULL, OPT_REP_MIN},
+      {"rep-max-period", required_argument, NULL, OPT_REP_MAX},
+      {"exact-dedup", required_argument, NULL, OPT_EXACT},
+      {"near-threshold", required_argument, NULL, OPT_NEAR},
+      {"shingle", required_argument, NULL, OPT_SHINGLE},
+      {"minhash-bands", required_argument, NULL, OPT_BANDS},
+      {"minhash-rows", required_argument, NULL, OPT_ROWS},
+      {"boilerplate-min-docs", required_argument, NULL, OPT_BP_DOCS},
+      {"boilerplate-min-share", required_argument, NULL, OPT_BP_SHARE},
+      {"boilerplate-min-bytes", required_argument, NULL, OPT_BP_BYTES},
+      {"no-filter", no_argument, NULL, OPT_NO_FILTER},
+      {"report-examples", required_argument, NULL, OPT_EXAMPLES},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0}};
   int c;
   fortunes = calloc((size_t)argc, sizeof(char *));
   if (!fortunes) die_oom();
   while ((c = getopt_long(argc, argv, "o:n:h", longopts, NULL)) != -1) {
+    int bad = 0;
     switch (c) {
     case 'o':
       p.out_dir = optarg;
@@ -705,20 +871,20 @@ int main(int argc, char **argv) {
       p.name = optarg;
       break;
     case 'm':
-      if (parse_size("--max-bytes", optarg, &p.max_bytes, 0)) goto usage_err;
+      bad = parse_size("--max-bytes", optarg, &p.max_bytes, 0);
       break;
     case 'v':
-      if (parse_size("--val-tokens", optarg, &p.val_tokens, 1)) goto usage_err;
+      bad = parse_size("--val-tokens", optarg, &p.val_tokens, 1);
       break;
     case 's':
-      if (parse_size("--shard-tokens", optarg, &p.shard_tokens, 0)) goto usage_err;
-      if (p.shard_tokens > INT32_MAX) {
+      bad = parse_size("--shard-tokens", optarg, &p.shard_tokens, 0);
+      if (!bad && p.shard_tokens > INT32_MAX) {
         fprintf(stderr, "gyro-prep: --shard-tokens: at most %d\n", INT32_MAX);
-        goto usage_err;
+        bad = 1;
       }
       break;
     case 'S':
-      if (parse_size("--seed", optarg, &p.seed, 1)) goto usage_err;
+      bad = parse_size("--seed", optarg, &p.seed, 1);
       break;
     case 'e': {
       free(ext_copy);
@@ -731,20 +897,68 @@ int main(int argc, char **argv) {
         if (*tok) filt.ext[k++] = tok;
       if (k == 0) {
         fprintf(stderr, "gyro-prep: --ext: no suffix given\n");
-        goto usage_err;
+        bad = 1;
       }
       break;
     }
     case 'f':
       fortunes[nfortunes++] = optarg;
       break;
+    case OPT_NONTEXT:
+      bad = parse_share("--nontext-max", optarg, &fo.nontext_max);
+      break;
+    case OPT_REP_TIMES:
+      bad = parse_u32("--rep-max-times", optarg, 0, UINT32_MAX, &fo.rep_max_times);
+      break;
+    case OPT_REP_MIN:
+      bad = parse_u32("--rep-min-period", optarg, 1, 1024, &fo.rep_min_period);
+      break;
+    case OPT_REP_MAX:
+      bad = parse_u32("--rep-max-period", optarg, 1, 1024, &fo.rep_max_period);
+      break;
+    case OPT_EXACT:
+      bad = parse_u32("--exact-dedup", optarg, 0, 1, &exact);
+      fo.exact_dedup = (int)exact;
+      break;
+    case OPT_NEAR:
+      bad = parse_share("--near-threshold", optarg, &fo.near_threshold);
+      break;
+    case OPT_SHINGLE:
+      bad = parse_u32("--shingle", optarg, 1, 64, &fo.shingle);
+      break;
+    case OPT_BANDS:
+      bad = parse_u32("--minhash-bands", optarg, 1, GY_PREP_MINHASH_MAX, &fo.bands);
+      break;
+    case OPT_ROWS:
+      bad = parse_u32("--minhash-rows", optarg, 1, GY_PREP_MINHASH_MAX, &fo.rows);
+      break;
+    case OPT_BP_DOCS:
+      bad = parse_u32("--boilerplate-min-docs", optarg, 0, UINT32_MAX, &fo.boiler_min_docs);
+      break;
+    case OPT_BP_SHARE:
+      bad = parse_share("--boilerplate-min-share", optarg, &fo.boiler_min_share);
+      break;
+    case OPT_BP_BYTES:
+      bad = parse_u32("--boilerplate-min-bytes", optarg, 0, UINT32_MAX, &fo.boiler_min_bytes);
+      break;
+    case OPT_NO_FILTER:
+      fo.nontext_max = 1.0;
+      fo.rep_max_times = 0;
+      fo.exact_dedup = 0;
+      fo.near_threshold = 0.0;
+      fo.boiler_min_docs = 0;
+      break;
+    case OPT_EXAMPLES:
+      bad = parse_u32("--report-examples", optarg, 0, 1000, &examples);
+      break;
     case 'h':
       usage(stdout);
       status = 0;
       goto out;
     default:
-      goto usage_err;
+      bad = 1;
     }
+    if (bad) goto usage_err;
   }
   if (!p.out_dir || !*p.out_dir || !p.name) {
     fprintf(stderr, "gyro-prep: --out and --name are required\n");
@@ -756,24 +970,40 @@ int main(int argc, char **argv) {
             p.name, GY_CHANNEL_NAME_MAX - 1);
     goto usage_err;
   }
+  char ferr[256];
+  if (gy_prep_filter_opts_check(&fo, ferr, sizeof(ferr)) != 0) {
+    fprintf(stderr, "gyro-prep: filter options: %s\n", ferr);
+    goto usage_err;
+  }
   if (optind >= argc && nfortunes == 0) {
     fprintf(stderr, "gyro-prep: no INPUT given\n");
     goto usage_err;
   }
 
+  /* Each command-line input is a group of its own for the boilerplate rule. */
+  uint32_t group = 0;
   for (int i = optind; i < argc; i++)
-    if (walk(&files, argv[i], 0, &filt, 0, 1) != 0) goto out;
+    if (walk(&files, argv[i], 0, group++, &filt, 0, 1) != 0) goto out;
   for (int i = 0; i < nfortunes; i++)
-    if (walk(&files, fortunes[i], 1, &filt, 0, 1) != 0) goto out;
+    if (walk(&files, fortunes[i], 1, group++, &filt, 0, 1) != 0) goto out;
   list_finish(&files);
   if (files.n == 0) {
     fprintf(stderr, "gyro-prep: no input files found\n");
     goto out;
   }
+  if (files.n > UINT32_MAX) {
+    fprintf(stderr, "gyro-prep: too many input files\n");
+    goto out;
+  }
+  p.files = &files;
+  if (gy_prep_filter_create(&p.filter, &fo) != 0) die_oom();
+  p.report = gy_prep_report_create(p.name, examples, &fo);
+  if (!p.report) die_oom();
 
   LIBXML_TEST_VERSION;
-  for (size_t i = 0; i < files.n && !full(&p); i++)
-    if (process_file(&p, &files.v[i], &raw, &text) != 0) goto out;
+  for (size_t i = 0; i < files.n; i++)
+    if (read_documents(&p, (uint32_t)i, &raw, &text) != 0) goto out;
+  filter_and_split(&p);
   if (p.train.n == 0) {
     fprintf(stderr, "gyro-prep: channel '%s': no usable text in %zu file(s)\n", p.name, files.n);
     goto out;
@@ -796,12 +1026,14 @@ int main(int argc, char **argv) {
     double q = (double)hist[v] / (double)p.train.n;
     unigram -= q * log(q);
   }
-  json_t *sum = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:i, s:I, s:I, s:f}", "channel", p.name,
-                          "documents", (json_int_t)(p.docs_train + p.docs_val), "train_documents",
-                          (json_int_t)p.docs_train, "val_documents", (json_int_t)p.docs_val,
-                          "train_tokens", (json_int_t)p.train.n, "val_tokens", (json_int_t)p.val.n,
-                          "train_shards", nshards, "files", (json_int_t)p.files, "skipped_files",
-                          (json_int_t)p.skipped, "unigram_nats", unigram);
+  json_t *filtered = gy_prep_report_summary(p.report);
+  if (!filtered) die_oom();
+  json_t *sum = json_pack(
+      "{s:s, s:I, s:I, s:I, s:I, s:I, s:i, s:I, s:I, s:f, s:o}", "channel", p.name, "documents",
+      (json_int_t)(p.docs_train + p.docs_val), "train_documents", (json_int_t)p.docs_train,
+      "val_documents", (json_int_t)p.docs_val, "train_tokens", (json_int_t)p.train.n, "val_tokens",
+      (json_int_t)p.val.n, "train_shards", nshards, "files", (json_int_t)p.files_read,
+      "skipped_files", (json_int_t)p.skipped, "unigram_nats", unigram, "filtered", filtered);
   if (!sum) die_oom();
   char *line = json_dumps(sum, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(5));
   json_decref(sum);
@@ -824,8 +1056,12 @@ out:
   free(ext_copy);
   buf_free(&raw);
   buf_free(&text);
+  buf_free(&p.all);
+  free(p.docs);
   buf_free(&p.train);
   buf_free(&p.val);
+  gy_prep_filter_destroy(p.filter);
+  gy_prep_report_destroy(p.report);
   xmlCleanupParser();
   return status;
 }

@@ -161,7 +161,9 @@ void gy__svc_on_checkpoints(void *ud, gy_rpc_call_t *call, const uint8_t *req, s
       sum += e->src[k].loss;
     }
     ci[i].mean_loss = e->n ? sum / e->n : NAN;
-    if (ck[i].clean && e->n && (best < 0 || ci[i].mean_loss < ci[best].mean_loss)) best = i;
+    if (ck[i].clean && isfinite(ci[i].mean_loss) &&
+        (best < 0 || ci[i].mean_loss < ci[best].mean_loss))
+      best = i; /* a broken model (NaN, infinite) is never the best */
   }
   if (best >= 0) {
     ci[best].best = 1;

@@ -57,6 +57,9 @@ static pid_t ctl_start(const char *cfg, int *port) {
   snprintf(bin, sizeof(bin), "%s/controller/gyro-controller", bd);
   snprintf(out, sizeof(out), "%s/ctl.out", tmpdir);
   snprintf(err, sizeof(err), "%s/ctl.err", tmpdir);
+  /* a second controller must not be taken for the first: its port is read from a fresh file */
+  unlink(out);
+  unlink(err);
   pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {

@@ -8,6 +8,9 @@
 #     required fields, unknown fields), and the key facts asserted (2 controller replicas,
 #     Parallel/OnDelete StatefulSet, GPU requests, PDB, anti-affinity, /dev/shm, preStop,
 #     non-root read-only containers, etcd members, no token outside the Secret, ...).
+#     Every file in helm/examples renders and validates, and one whose workers request
+#     nvidia.com/gpu must train on it: run.device cuda in the rendered run config and GYRO_GPU
+#     (the GPU's index, which turns NVML health on) in the worker's environment.
 #  3. Bad values files are refused, each with a message naming the field.
 #  4. The flags the chart passes exist in the binaries' --help (the ones not built yet are listed
 #     in PENDING_FLAGS and reported), every binary the chart runs is a CMake target that a
@@ -80,6 +83,53 @@ render tls '{"controllerReplicas":2,"etcd":"bundled"}' \
 grep -q 'secretName: gyro-certs' "$TMP/tls.yaml" || fail "tls.existingSecret not mounted"
 grep -q 'secretName: gyro-auth' "$TMP/tls.yaml" || fail "auth.existingSecret not used"
 ! grep -q 'kind: Secret' "$TMP/tls.yaml" || fail "a Secret rendered although both are existing ones"
+# Every example renders and validates; one whose workers request a GPU must train on it.
+# gpu_check NDJSON: says why and returns 1 when the render's workers request nvidia.com/gpu but
+# the run config they are sent would train on the CPU (run.device not cuda) or the worker
+# container does not name its GPU for NVML health (GYRO_GPU, an index below its GPU count).
+# The run config's sections are JSON (configmap.yaml); one that cannot be read fails.
+gpu_check() {
+  local nd=$1 gpus dev idx
+  gpus=$(jq -r 'select(.kind == "StatefulSet" and (.metadata.name | endswith("-worker")))
+      | .spec.template.spec.containers[] | select(.name == "worker")
+      | (.resources.limits["nvidia.com/gpu"] // .resources.requests["nvidia.com/gpu"] // 0)' \
+    "$nd") || { echo "cannot read the workers' resources"; return 1; }
+  [[ $gpus =~ ^[0-9]+$ ]] || { echo "no worker StatefulSet, or GPUs '$gpus'"; return 1; }
+  [ "$gpus" -gt 0 ] || return 0
+  dev=$(jq -r 'select(.kind == "ConfigMap") | .data["run.yaml"] // empty' "$nd" |
+    awk '/^run:[[:space:]]*$/ {f = 1; next} /^[^[:space:]]/ {f = 0} f' |
+    jq -r '.device // "cpu"') || { echo "cannot read run: of the rendered run.yaml"; return 1; }
+  [ "$dev" = cuda ] ||
+    { echo "workers request $gpus nvidia.com/gpu but run.device is ${dev:-cpu}: they would train on the CPU"; return 1; }
+  idx=$(jq -r 'select(.kind == "StatefulSet" and (.metadata.name | endswith("-worker")))
+      | .spec.template.spec.containers[] | select(.name == "worker")
+      | [.env[]? | select(.name == "GYRO_GPU") | .value] | last // empty' "$nd")
+  [[ $idx =~ ^[0-9]+$ ]] && [ "$idx" -lt "$gpus" ] ||
+    { echo "workers request $gpus nvidia.com/gpu but GYRO_GPU is '${idx}': no GPU index, no NVML health"; return 1; }
+}
+nex=0
+for ex in "$SRC"/helm/examples/*.yaml; do
+  n=$(basename "$ex" .yaml)
+  render "example-$n" '{}' -f "$ex" "${TOKENS[@]}"
+  why=$(gpu_check "$TMP/example-$n.ndjson") || fail "helm/examples/$n.yaml: $why"
+  nex=$((nex + 1))
+done
+why=$(gpu_check "$TMP/default.ndjson") || fail "default values: $why"
+# The check has teeth: GPU workers on the CPU, or without NVML, are caught.
+jq -c 'if .kind == "ConfigMap" and .data["run.yaml"] then
+         .data["run.yaml"] |= sub("\"device\": \"cuda\""; "\"device\": \"cpu\"") else . end' \
+  "$TMP/gpu.ndjson" >"$TMP/gpu-on-cpu.ndjson"
+why=$(gpu_check "$TMP/gpu-on-cpu.ndjson") && fail "gpu_check passed GPU workers with run.device cpu"
+grep -q 'would train on the CPU' <<<"$why" || fail "gpu_check on run.device cpu: $why"
+jq -c 'if .kind == "ConfigMap" and .data["run.yaml"] then
+         .data["run.yaml"] |= sub("\"device\": \"cuda\",?"; "") else . end' \
+  "$TMP/gpu.ndjson" >"$TMP/gpu-no-device.ndjson"
+why=$(gpu_check "$TMP/gpu-no-device.ndjson") && fail "gpu_check passed GPU workers without run.device"
+render gpu-no-nvml '{}' -f "$SRC/helm/examples/multi-node-gpu.yaml" "${TOKENS[@]}" \
+  --set workers.gpuHealth=false
+why=$(gpu_check "$TMP/gpu-no-nvml.ndjson") && fail "gpu_check passed GPU workers without GYRO_GPU"
+grep -q 'GYRO_GPU' <<<"$why" || fail "gpu_check without GYRO_GPU: $why"
+echo "examples: $nex rendered; GPU workers train on their GPU (run.device cuda, GYRO_GPU, NVML)"
 # perPod checkpoints give each worker a claim template; shared mode one RWX claim.
 grep -q 'volumeClaimTemplates' "$TMP/cpu.yaml" && grep -q 'name: checkpoints' "$TMP/cpu.yaml" ||
   fail "checkpoints.mode perPod has no volumeClaimTemplates"
@@ -132,6 +182,11 @@ printf 'etcd:\n  mode: none\n' >"$TMP/bad-election.yaml"
 bad election "at '/controller/replicas': maximum: got 2, want 1"
 printf 'workers:\n  gpusPerPod: 0\n' >"$TMP/bad-nccl.yaml"
 bad nccl "at '/workers/backend': value must be 'gloo'"
+printf 'run:\n  config:\n    run: {device: cpu}\n' >"$TMP/bad-gpu-idle.yaml"
+bad gpu-idle "at '/run/config/run/device': value must be 'cuda'"
+printf 'workers:\n  gpusPerPod: 0\n  backend: gloo\nrun:\n  config:\n    run: {device: cuda}\n' \
+  >"$TMP/bad-cuda-nogpu.yaml"
+bad cuda-nogpu "at '/run/config/run/device': value must be 'cpu'"
 printf 'controller:\n  probes: {type: grpc}\ntls:\n  enabled: true\n  existingSecret: x\n' \
   >"$TMP/bad-probe.yaml"
 bad probe "at '/controller/probes/type': value must be 'http'"

@@ -132,6 +132,7 @@ typedef struct {
   double grad_norm, grad_norm_shallow, grad_norm_deep, update_ratio, lr;
   int nonfinite;
   double step_ms, tokens_per_s;
+  double compute_ms; /* step_ms minus the time waited in collectives (0: not measured) */
   const gy_agent_sample_t *top;
   int ntop;
   const gy_agent_sample_t *bottom; /* the best (lowest-loss) samples, lowest first */

@@ -87,6 +87,9 @@ int gy_core_create(gy_core_t **out, const gy_core_opts_t *opts, const gy_io_t *i
     goto err;
   }
   if ((rc = gy_repair_create(&c->repair))) goto err;
+  if ((rc = gy_straggler_create(&c->straggler, opts->world, NULL))) goto err;
+  rc = GY_ENOMEM;
+  if (!(c->compute = calloc((size_t)opts->world, sizeof(*c->compute)))) goto err;
   gy_fleet_opts_t fo = {.world = opts->world,
                         .tp = opts->tp,
                         .window = opts->window,
@@ -114,6 +117,8 @@ void gy_core_destroy(gy_core_t *c) {
   gy_fleet_destroy(c->fleet);
   gy_run_destroy(c->run);
   gy_repair_destroy(c->repair);
+  gy_straggler_destroy(c->straggler);
+  free(c->compute);
   free(c->abuf);
   free(c->rbuf);
   free(c->tops);
@@ -309,6 +314,22 @@ void gy_core_fenced(gy_core_t *c, int rc) {
 
 /* ------------------------------------------ actions ------------------------------------------ */
 
+/* The compute-time straggler rule on an aggregated step (each rank's own work, its last
+ * report's): a streak that starts is an event and an alert (posted when alerts are
+ * configured). */
+static void stragglers(gy_core_t *c, int64_t step) {
+  int n = gy_fleet_nmembers(c->fleet);
+  if (n < 2 || n > c->o.world) return;
+  for (int r = 0; r < n; r++) {
+    const gy_fleet_member_t *m = gy_fleet_member(c->fleet, r);
+    c->compute[r] = m && m->alive ? m->compute_ms : 0;
+  }
+  char msg[300];
+  if (gy_straggler_step(c->straggler, c->compute, n, msg, sizeof(msg)) < 0) return;
+  gy__core_event(c, GY_EVENT_STRAGGLER, step, msg);
+  c->io.alert(c->io.ud, "straggler", step, msg);
+}
+
 /* Carries out the head action a, from where it got (head_state). Every action is fenced, not
  * only what goes to the workers: a controller resumed after a stop longer than its lease must
  * not print a step, an event or write its journal either before it learns that it was
@@ -392,6 +413,7 @@ static int act(gy_core_t *c, const gy_fleet_action_t *a) {
     break;
   case GY_FLEET_ACT_STEP:
     c->io.step(c->io.ud, a->step);
+    stragglers(c, a->step);
     gy__core_step(c, a->step);
     break;
   case GY_FLEET_ACT_CLOSE:

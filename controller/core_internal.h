@@ -10,6 +10,7 @@
 
 #include "controller/repair.h"
 #include "controller/skipset.h"
+#include "controller/straggler.h"
 #include "proto/contract.h"
 
 #define TOP_RING 64              /* steps whose top samples are kept until aggregated */
@@ -64,6 +65,8 @@ struct gy_core {
   gy_ckeval_t *ckevals; /* GY_CORE_CKEVAL_MAX entries (allocated at the first), by step */
   int nckevals;
   uint64_t moves[GY_REPAIR_NSTATES][GY_REPAIR_NSTATES]; /* the coordinator's, counted */
+  gy_straggler_t *straggler; /* the compute-time straggler rule (straggler.h) */
+  double *compute;           /* world entries: each rank's compute time, for one step */
 };
 
 /* core.c */

@@ -757,6 +757,7 @@ int gy_fleet_report(gy_fleet_t *f, int64_t now, int stream_rank, const gy_fleet_
   }
   m->steps_done = r->step + 1;
   m->tokens_per_s = r->tokens_per_s;
+  m->compute_ms = r->compute_ms > 0 && r->compute_ms < 1e9 ? r->compute_ms : 0;
   m->stepping = 0; /* the step ended: progress; its time into the recent average */
   if (r->step_ms > 0 && r->step_ms < 1e9)
     m->recent_step_ms =

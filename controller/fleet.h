@@ -126,6 +126,7 @@ typedef struct {
   int ack_ok;           /* ... with ok true */
   uint64_t ack_bytes;   /* ... and the size of its checkpoint file (CHECKPOINT/STOP; 0: unknown) */
   double tokens_per_s;  /* of its last report */
+  double compute_ms;    /* of its last report: its own work in the step (0: unknown) */
   char session_id[GY_FLEET_SESSION_MAX];
   int64_t ckpt_step; /* newest checkpoint it reported in this timeline (-1: none) */
   /* Progress, as its last heartbeat said it (at progress_ms): inside a step, own_ms of its own
@@ -179,6 +180,7 @@ typedef struct {
   double grad_norm, grad_norm_shallow, grad_norm_deep, update_ratio, lr;
   int nonfinite;
   double step_ms, tokens_per_s;
+  double compute_ms;         /* step_ms minus the time it waited in collectives (0: unknown) */
   int has_checkpoint;        /* it wrote the checkpoint of checkpoint_step since its last report */
   int64_t checkpoint_step;   /* 0 <= checkpoint_step <= step + 1 */
   uint64_t checkpoint_bytes; /* with has_checkpoint: the size of the rank's file of it (0: not

@@ -182,9 +182,6 @@ static void tm_step(gy_service_t *s, int64_t step, const gy_fleet_step_t *h) {
     gy_telemetry_step(s->o.telemetry, &ts);
     tm_state(s);
   }
-  char msg[300];
-  if (gy_alert_stragglers(s->o.alert, step, nranks, member_rate, s->fleet, msg, sizeof(msg)))
-    gy__svc_emit_event(s, GY_EVENT_STRAGGLER, step, msg);
 }
 
 /* One aggregated step: a JSON line on stdout and a StatusReply to watchers that want steps. */

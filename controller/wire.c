@@ -40,6 +40,7 @@ static void step_report(const Gyro__StepReport *r, gy_wire_channels_t *ch, gy_fl
                              .lr = r->lr,
                              .nonfinite = r->nonfinite,
                              .step_ms = r->step_ms,
+                             .compute_ms = r->compute_ms,
                              .tokens_per_s = r->tokens_per_s,
                              .has_checkpoint = r->has_checkpoint,
                              .checkpoint_step = r->checkpoint_step,

@@ -152,6 +152,7 @@ int gy_wire_agent_report_encode(uint64_t generation, int rank, const gy_agent_re
   r.lr = rep->lr;
   r.nonfinite = rep->nonfinite != 0;
   r.step_ms = rep->step_ms;
+  r.compute_ms = rep->compute_ms;
   r.tokens_per_s = rep->tokens_per_s;
   for (int i = 0; i < rep->ntop; i++) {
     sample_out(&rep->top[i], &sl[i]);

@@ -215,8 +215,8 @@ static const gy_gpu_health_t *gpu_watch_read(gpu_watch_t *g, int64_t step) {
   return &g->h;
 }
 
-static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r, int64_t ckpt_step,
-                        uint64_t ckpt_bytes, const gy_gpu_health_t *h) {
+static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r, double compute_ms,
+                        int64_t ckpt_step, uint64_t ckpt_bytes, const gy_gpu_health_t *h) {
   gy_agent_gpu_t gpu;
   if (h)
     gpu = (gy_agent_gpu_t){.index = h->index,
@@ -260,6 +260,7 @@ static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r, 
                           .lr = r->opt.lr,
                           .nonfinite = r->opt.nonfinite,
                           .step_ms = r->step_ms,
+                          .compute_ms = compute_ms,
                           .tokens_per_s = r->tokens_per_s,
                           .top = top,
                           .bottom = bottom,
@@ -434,12 +435,15 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
       break;
     }
     gy_step_report_t r;
+    int64_t waited0 = gy_comm_blocked_ns(); /* the step's own work excludes waiting for peers */
     if ((rc = gy_trainer_step(tr, &r))) {
       fprintf(stderr, "gyro-worker: rank %d: step %" PRId64 " failed: %s\n", par.rank, done,
               gy_trainer_last_error(tr)[0] ? gy_trainer_last_error(tr) : gy_strerror(rc));
       exit_code = 1;
       break;
     }
+    double compute_ms = r.step_ms - (double)(gy_comm_blocked_ns() - waited0) / 1e6;
+    if (compute_ms < 0) compute_ms = 0;
     if (!so->quiet) emit_step(tr, d, &r);
     done = gy_trainer_step_count(tr);
     int ckpt_due = cfg.ckpt_every > 0 && (done % cfg.ckpt_every == 0 || done == steps);
@@ -468,8 +472,8 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
       exit_code = 1;
       break;
     }
-    report_step(a, d, &r, rc > 0 ? ckpt_steps[rc - 1] : -1, rc > 0 ? ckpt_bytes[rc - 1] : 0,
-                gpu_watch_read(&gpu, r.step));
+    report_step(a, d, &r, compute_ms, rc > 0 ? ckpt_steps[rc - 1] : -1,
+                rc > 0 ? ckpt_bytes[rc - 1] : 0, gpu_watch_read(&gpu, r.step));
     gy_eval_report_t ev;
     /* With evaluation on (eval.every > 0), every checkpoint is evaluated too: the controller
      * keeps each checkpoint's held-out figures (gyroctl checkpoints). Every rank takes the same

@@ -38,7 +38,8 @@ typedef struct worker {
   int64_t done, horizon;
   int has_dir;
   gy_fleet_action_t dir;
-  int rollbacks; /* applied: the bad data is skipped from then on */
+  int rollbacks;     /* applied: the bad data is skipped from then on */
+  double compute_ms; /* its own work per step, as its reports say (0: not measured) */
   int64_t spike_from, spike_to;
 } worker_t;
 
@@ -61,6 +62,7 @@ typedef struct {
   int bad; /* invariant violations seen */
   int64_t mono_reads;
   int dismissed;
+  int straggler_alerts;
 } fx_t;
 
 static fx_t *g_fx; /* the stub's io->ud */
@@ -177,10 +179,9 @@ static void io_eval(void *ud, const gy_ckeval_t *e, int checkpoint) {
   (void)checkpoint;
 }
 static void io_alert(void *ud, const char *cls, int64_t step, const char *msg) {
-  (void)ud;
-  (void)cls;
   (void)step;
   (void)msg;
+  if (!strcmp(cls, "straggler")) ((fx_t *)ud)->straggler_alerts++;
 }
 static void io_done(void *ud) {
   ((fx_t *)ud)->done = 1;
@@ -329,6 +330,7 @@ static int worker_turn(fx_t *f, worker_t *w) {
                            .grad_norm_shallow = 0.5,
                            .lr = 1e-3,
                            .step_ms = 10,
+                           .compute_ms = w->compute_ms,
                            .tokens_per_s = 1000,
                            .has_checkpoint = (s + 1) % CKPT_EVERY == 0,
                            .checkpoint_step = s + 1};
@@ -634,6 +636,25 @@ static void test_rejoin_supersedes(void) {
   fx_free(f);
 }
 
+/* A slow rank, judged on its own work per step (the reports' compute_ms), not on the step time
+ * every rank of a synchronous gang shares: after 20 steps over 1.5x the other's, one straggler
+ * event and one alert, and no repair. */
+static void test_straggler(void) {
+  gy_core_opts_t o = default_opts();
+  fx_t *f = fx_new(&o);
+  f->w[0].compute_ms = 100;
+  f->w[1].compute_ms = 300;
+  STEP_UNTIL(f, last_step(f) >= 40, 10000);
+  CHECK_EQ_INT(f->events_by_kind[GY_EVENT_STRAGGLER], 1);
+  CHECK_EQ_INT(f->straggler_alerts, 1);
+  CHECK_EQ_INT(rstate(f), GY_REPAIR_IDLE);
+  f->w[1].compute_ms = 100; /* back in line: no more events */
+  STEP_UNTIL(f, f->done, 20000);
+  CHECK_EQ_INT(f->events_by_kind[GY_EVENT_STRAGGLER], 1);
+  collect(f);
+  fx_free(f);
+}
+
 /* The fence: with fencing on every action waits for it when due; a fence that says another
  * controller leads drops the action (nothing reaches the workers). */
 static void test_fence(void) {
@@ -668,6 +689,7 @@ static void test_transitions_covered(void) {
     test_waiting_dropped();
     test_operator_during_repair();
     test_rejoin_supersedes();
+    test_straggler();
     test_fence();
   }
   static const int unreachable[][2] = {{GY_REPAIR_WAITING, GY_REPAIR_IN_FLIGHT},
@@ -691,6 +713,7 @@ int main(void) {
   RUN(test_waiting_dropped);
   RUN(test_operator_during_repair);
   RUN(test_rejoin_supersedes);
+  RUN(test_straggler);
   RUN(test_fence);
   RUN(test_transitions_covered);
   GY_TEST_END();

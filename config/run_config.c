@@ -28,7 +28,7 @@
  *   eval:       every [100], sequences 1..100000 [200]
  *   checkpoint: dir ["checkpoints"], every [0 = never], keep_in_memory 0..64 [2], keep [5]
  *   controller: listen, world, tp, window, heartbeat_ms, lost_after_ms, hang_floor_ms,
- *     hang_factor, join_token |
+ *     hang_factor, reform_alert_ms, join_token |
  *               join_token_file, operator_token | operator_token_file, policy,
  *               tls: {cert, key (both required), ca, client_auth [true when ca is given]}
  *
@@ -690,6 +690,7 @@ static int parse_controller(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
                                      "lost_after_ms",
                                      "hang_floor_ms",
                                      "hang_factor",
+                                     "reform_alert_ms",
                                      "join_token",
                                      "operator_token",
                                      "join_token_file",
@@ -717,6 +718,8 @@ static int parse_controller(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
                            &cfg->ctl_hang_floor_ms, NULL)) ||
         (rc = gy_yread_i32(RD(c), m, "controller", "hang_factor", 1, 100000, &cfg->ctl_hang_factor,
                            NULL)) ||
+        (rc = gy_yread_i32(RD(c), m, "controller", "reform_alert_ms", 0, 86400000,
+                           &cfg->ctl_reform_alert_ms, NULL)) ||
         (rc = gy_yread_str(RD(c), m, "controller", "join_token", &jt, NULL)) ||
         (rc = gy_yread_str(RD(c), m, "controller", "operator_token", &ot, NULL)) ||
         (rc = get_path(c, m, "controller", "policy", &cfg->ctl_policy)) ||
@@ -797,6 +800,7 @@ static void set_defaults(gy_run_config_t *cfg) {
   cfg->ctl_lost_after_ms = 10000;
   cfg->ctl_hang_floor_ms = 60000;
   cfg->ctl_hang_factor = 20;
+  cfg->ctl_reform_alert_ms = 300000;
 }
 
 int gy_run_config_load(gy_run_config_t *cfg, const char *path, char *errmsg, size_t errlen) {

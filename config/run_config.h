@@ -61,6 +61,9 @@ typedef struct {
    * (outside collectives) lasts longer than max(floor, factor x its recent step time) is hung
    * and replaced (60000, 20; floor 0: off) */
   int ctl_hang_floor_ms, ctl_hang_factor;
+  /* controller.reform_alert_ms: a gang that lost a worker and has not re-formed within this is
+   * told: a reform_stalled event and alert (300000; 0: never) */
+  int ctl_reform_alert_ms;
   char *ctl_join_token;     /* controller.join_token: workers must present it (NULL: none) */
   char *ctl_operator_token; /* controller.operator_token: gyroctl must present it (NULL: none) */
   char *ctl_policy;         /* controller.policy: repair policy file (NULL: the built-in default) */

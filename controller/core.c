@@ -97,6 +97,7 @@ int gy_core_create(gy_core_t **out, const gy_core_opts_t *opts, const gy_io_t *i
                         .lost_after_ms = opts->lost_after_ms,
                         .hang_floor_ms = opts->hang_floor_ms,
                         .hang_factor = opts->hang_factor,
+                        .reform_alert_ms = opts->reform_alert_ms,
                         .seed = opts->seed};
   if ((rc = gy_fleet_create(&c->fleet, &fo))) {
     snprintf(errmsg, errlen,
@@ -369,6 +370,8 @@ static int act(gy_core_t *c, const gy_fleet_action_t *a) {
   case GY_FLEET_ACT_EVENT:
     gy__core_event(c, a->event_kind, a->step, a->msg);
     if (a->event_kind == GY_EVENT_WORKER_HUNG) c->io.alert(c->io.ud, "hung", a->step, a->msg);
+    if (a->event_kind == GY_EVENT_REFORM_STALLED)
+      c->io.alert(c->io.ud, "reform_stalled", a->step, a->msg);
     break;
   case GY_FLEET_ACT_LOST:
     /* An event says it; the run rolls back when the gang re-forms. With no checkpoint

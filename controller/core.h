@@ -30,6 +30,7 @@
 typedef struct {
   int world, tp, window, lost_after_ms;
   int hang_floor_ms, hang_factor; /* the hang rule (gy_fleet_opts_t; 0: off) */
+  int reform_alert_ms;            /* a gang not re-formed within this is told (0: never) */
   int64_t steps;
   uint64_t seed;             /* the fleet's session ids */
   const gy_policy_t *policy; /* copied; NULL: gy_policy_default() */

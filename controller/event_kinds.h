@@ -49,6 +49,8 @@
   XX(WORKER_LOST, "worker_lost", WARN, LOST, 1, NONE)                                              \
   /* fleet: a rank made no progress (stuck in its own work inside a step): it is replaced */       \
   XX(WORKER_HUNG, "worker_hung", WARN, LOST, 1, NONE)                                              \
+  /* fleet: a gang lost a worker and has not re-formed within reform_alert_ms */                   \
+  XX(REFORM_STALLED, "reform_stalled", WARN, LOST, 1, NONE)                                        \
   /* fleet: a step's loss or gradient was not finite */                                            \
   XX(NONFINITE, "nonfinite", INFO, SPIKE, 1, NONE)                                                 \
   /* fleet or run: a rollback was applied (fleet) or decided (run) */                              \

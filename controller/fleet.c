@@ -484,7 +484,7 @@ static void form(gy_fleet_t *f, int64_t now, gy_fleet_member_t *mem) {
 int gy_fleet_create(gy_fleet_t **out, const gy_fleet_opts_t *opts) {
   *out = NULL;
   if (!opts || opts->world < 1 || opts->window < 1 || opts->steps < 1 || opts->lost_after_ms < 1 ||
-      opts->hang_floor_ms < 0 || opts->hang_factor < 0)
+      opts->hang_floor_ms < 0 || opts->hang_factor < 0 || opts->reform_alert_ms < 0)
     return GY_EINVAL;
   gy_fleet_t *f = gy_calloc(1, sizeof(*f));
   if (!f) return GY_ENOMEM;
@@ -497,6 +497,7 @@ int gy_fleet_create(gy_fleet_t **out, const gy_fleet_opts_t *opts) {
   if (!f->hist || !f->joiners) goto err;
   for (int64_t i = 0; i < f->hcap; i++)
     f->hist[i].step = -1;
+  f->gangless_since = -1;
   *out = f;
   return 0;
 err:

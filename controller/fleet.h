@@ -109,6 +109,9 @@ typedef struct {
    * heartbeats say) lasts longer than max(hang_floor_ms, hang_factor x its recent step time)
    * is hung: a worker_hung event, and it is lost (its session ends "declared hung"). */
   int hang_floor_ms, hang_factor;
+  /* A gang that lost a worker and has not re-formed within this many ms is told (a
+   * reform_stalled event, once per outage; 0: never). */
+  int reform_alert_ms;
   uint64_t seed; /* makes session ids unguessable (the service passes random bits) */
 } gy_fleet_opts_t;
 

@@ -34,6 +34,8 @@ typedef struct {
 struct gy_fleet {
   gy_fleet_opts_t o;
   gy_fleet_state_t state;
+  int64_t gangless_since; /* the tick that first saw no gang after one formed (-1: a gang) */
+  int reform_told;        /* the reform_stalled event of this outage was appended */
   uint64_t generation;
   int64_t start_step;
   int64_t horizon;

@@ -3,7 +3,8 @@
  * closed session, the tick's verdicts (silence past lost_after_ms; the hang rule), and losing a
  * rank.
  *
- * API, in order: gy__fleet_lose (fleet_internal.h); heartbeat, progress, session_closed, tick.
+ * API, in order: gy__fleet_lose (fleet_internal.h); heartbeat, progress, session_closed, tick
+ * (with the re-forming watch: a gang not back within reform_alert_ms is told once).
  *
  * Liveness is progress, not a heartbeat: a rank whose heartbeats say it is inside a step, in
  * its own work (not waiting for its peers in a collective), for longer than
@@ -91,23 +92,43 @@ void gy_fleet_session_closed(gy_fleet_t *f, int64_t now, int rank) {
     gy__fleet_lose(f, rank, "session stream closed");
 }
 
-void gy_fleet_tick(gy_fleet_t *f, int64_t now) {
-  if (f->state != GY_FLEET_TRAIN && f->state != GY_FLEET_PAUSED && f->state != GY_FLEET_STOPPING)
+/* Re-forming is bounded: a gang lost since `gangless_since` and not back within reform_alert_ms
+ * is told once per outage (an event, which the core also alerts on). */
+static void reform_watch(gy_fleet_t *f, int64_t now) {
+  if (f->state == GY_FLEET_TRAIN || f->state == GY_FLEET_PAUSED || f->state == GY_FLEET_STOPPING ||
+      f->state == GY_FLEET_DONE || !f->generation) {
+    f->gangless_since = -1;
+    f->reform_told = 0;
     return;
-  for (int r = 0; r < f->nmembers; r++) {
-    gy_fleet_member_t *m = &f->members[r];
-    if (!m->alive) continue;
-    char why[240];
-    if (now - m->last_seen_ms > f->o.lost_after_ms) {
-      snprintf(why, sizeof(why), "silent for %lld ms", (long long)(now - m->last_seen_ms));
-    } else if (f->state != GY_FLEET_STOPPING && hung(f, m, now, why, sizeof(why))) {
-      gy__fleet_event(f, GY_EVENT_WORKER_HUNG, f->last_step, "rank %d (%s) hung: %s", r,
-                      m->worker_id, why);
-      m->hung = 1; /* its session ends "declared hung": its process ends and is started again */
-    } else {
-      continue;
-    }
-    gy__fleet_lose(f, r, why);
-    if (f->state == GY_FLEET_DEGRADED || f->state == GY_FLEET_DONE) break;
   }
+  if (f->gangless_since < 0) f->gangless_since = now;
+  if (!f->o.reform_alert_ms || f->reform_told || now - f->gangless_since <= f->o.reform_alert_ms)
+    return;
+  f->reform_told = 1;
+  gy__fleet_event(f, GY_EVENT_REFORM_STALLED, f->last_step,
+                  "the gang of generation %llu lost a worker and has not re-formed for %lld ms: "
+                  "%d of %d workers joined again (state %s); it waits for the rest",
+                  (unsigned long long)f->generation, (long long)(now - f->gangless_since),
+                  f->njoiners, f->o.world, gy_fleet_state_name(f->state));
+}
+
+void gy_fleet_tick(gy_fleet_t *f, int64_t now) {
+  if (f->state == GY_FLEET_TRAIN || f->state == GY_FLEET_PAUSED || f->state == GY_FLEET_STOPPING)
+    for (int r = 0; r < f->nmembers; r++) {
+      gy_fleet_member_t *m = &f->members[r];
+      if (!m->alive) continue;
+      char why[240];
+      if (now - m->last_seen_ms > f->o.lost_after_ms) {
+        snprintf(why, sizeof(why), "silent for %lld ms", (long long)(now - m->last_seen_ms));
+      } else if (f->state != GY_FLEET_STOPPING && hung(f, m, now, why, sizeof(why))) {
+        gy__fleet_event(f, GY_EVENT_WORKER_HUNG, f->last_step, "rank %d (%s) hung: %s", r,
+                        m->worker_id, why);
+        m->hung = 1; /* its session ends "declared hung": its process ends and is started again */
+      } else {
+        continue;
+      }
+      gy__fleet_lose(f, r, why);
+      if (f->state == GY_FLEET_DEGRADED || f->state == GY_FLEET_DONE) break;
+    }
+  reform_watch(f, now); /* after the verdicts: the tick that lost the gang starts the clock */
 }

@@ -208,9 +208,9 @@ static int fence_check(void *ud) {
   char err[256] = "";
   gy_cstore_kv_t kv = {0};
   int lead = gy_leader_is_leader(f->leader, &token);
-  int rc = lead ? gy_cstore_get(f->store, gy_leader_key(f->leader), &kv, NULL, 2000, err,
-                                sizeof(err))
-                : GY_ENOENT;
+  int rc =
+      lead ? gy_cstore_get(f->store, gy_leader_key(f->leader), &kv, NULL, 2000, err, sizeof(err))
+           : GY_ENOENT;
   int ok = lead && !rc && kv.create_revision == token;
   gy_cstore_kv_clear(&kv);
   if (ok) {
@@ -220,13 +220,14 @@ static int fence_check(void *ud) {
   /* unreachable store: still ours while the lease confirmed before the call surely lasts (a
    * keep-alive every TTL/3 leaves at least 2/3 TTL) */
   if (lead && rc && rc != GY_ENOENT && t0 - f->confirmed_ms < f->ttl_ms) {
-    gy_log(GY_LOG_WARN, "controller", "fence: the store does not answer (%s); the lease holds", err);
+    gy_log(GY_LOG_WARN, "controller", "fence: the store does not answer (%s); the lease holds",
+           err);
     return 1;
   }
   gy_log(GY_LOG_ERROR, "controller",
          "fence: this controller no longer leads (token %lld; %s): exiting before it acts",
          (long long)token,
-         !lead              ? "deposed"
+         !lead                    ? "deposed"
          : rc == GY_ENOENT || !rc ? "the leader key is another's or gone"
                                   : err);
   fflush(stdout);
@@ -282,16 +283,15 @@ static int store_open(const store_args_t *st, const char *run_name, gy_cstore_t 
   int said = 0;
   while (!elected && !standby_signal) {
     if (!said++)
-      gy_log(GY_LOG_INFO, "controller", "standby: waiting for the leadership of run %s on %s",
-             run, st->url);
+      gy_log(GY_LOG_INFO, "controller", "standby: waiting for the leadership of run %s on %s", run,
+             st->url);
     struct timespec ts = {0, 50 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
   signal(SIGINT, old_int);
   signal(SIGTERM, old_term);
   if (!elected) {
-    gy_log(GY_LOG_INFO, "controller", "signal %d while standing by: stopping",
-           (int)standby_signal);
+    gy_log(GY_LOG_INFO, "controller", "signal %d while standing by: stopping", (int)standby_signal);
     return 0 - 1; /* the caller exits 0 */
   }
   return 0;
@@ -369,8 +369,7 @@ int main(int argc, char **argv) {
                                            {"store-cert", required_argument, NULL, 1004},
                                            {"store-key", required_argument, NULL, 1005},
                                            {"store-user", required_argument, NULL, 1006},
-                                           {"store-password-file", required_argument, NULL,
-                                            1007},
+                                           {"store-password-file", required_argument, NULL, 1007},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
   int ch;
@@ -495,8 +494,8 @@ int main(int argc, char **argv) {
       .key = tls_key ? tls_key : cfg.ctl_tls_key,
       .ca = tls_ca ? tls_ca : cfg.ctl_tls_ca,
       .client_auth = tls_client_auth >= 0 ? tls_client_auth
-                     : tls_ca               ? 1
-                                            : cfg.ctl_tls_client_auth,
+                     : tls_ca             ? 1
+                                          : cfg.ctl_tls_client_auth,
   };
   if (tls.cert || tls.key || tls.ca) {
     if (gy_rpc_server_tls_default(&tls, errmsg, sizeof(errmsg)) != 0) {
@@ -582,8 +581,8 @@ int main(int argc, char **argv) {
     int port;
     gy_telemetry_opts_t to = {
         .run_name = cfg.name, .world = cfg.ctl_world, .tp = cfg.ctl_tp, .steps = cfg.steps};
-    if (http_addr && gy_http_parse_addr(http_addr, host, sizeof(host), &port, errmsg,
-                                        sizeof(errmsg))) {
+    if (http_addr &&
+        gy_http_parse_addr(http_addr, host, sizeof(host), &port, errmsg, sizeof(errmsg))) {
       fprintf(stderr, "gyro-controller: %s: %s\n", http ? "--http" : "controller.http", errmsg);
       rc = 2;
       goto out;
@@ -617,6 +616,7 @@ int main(int argc, char **argv) {
       .lost_after_ms = cfg.ctl_lost_after_ms,
       .hang_floor_ms = cfg.ctl_hang_floor_ms,
       .hang_factor = cfg.ctl_hang_factor,
+      .reform_alert_ms = cfg.ctl_reform_alert_ms,
       .steps = cfg.steps,
       .join_token = join_token,
       .operator_token = op_token,

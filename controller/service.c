@@ -235,6 +235,7 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
                        .lost_after_ms = opts->lost_after_ms,
                        .hang_floor_ms = opts->hang_floor_ms,
                        .hang_factor = opts->hang_factor,
+                       .reform_alert_ms = opts->reform_alert_ms,
                        .steps = opts->steps,
                        .seed = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^
                                ((uint64_t)getpid() << 40),

@@ -36,15 +36,16 @@ typedef struct {
   const char *run_name; /* StatusReply.run */
   int world, tp, window, heartbeat_ms, lost_after_ms;
   int hang_floor_ms, hang_factor; /* the hang rule (fleet.h; sent in every Assignment) */
-  int64_t steps;              /* run.steps */
-  const char *join_token;     /* NULL or "": workers need none */
-  const char *operator_token; /* NULL or "": operator calls need none */
-  const char *config_yaml;    /* the run config text sent in every Assignment */
-  const char *config_dir;     /* the folder its relative paths are relative to */
-  int health;                 /* 1: serve grpc.health.v1.Health/Check */
-  size_t max_message;         /* 0: gy_rpc's default (4 MiB) */
-  int tick_ms;                /* liveness tick period (0: 100 ms) */
-  int emit_steps;             /* 1: a JSON line per aggregated step on stdout */
+  int reform_alert_ms;            /* fleet.h */
+  int64_t steps;                  /* run.steps */
+  const char *join_token;         /* NULL or "": workers need none */
+  const char *operator_token;     /* NULL or "": operator calls need none */
+  const char *config_yaml;        /* the run config text sent in every Assignment */
+  const char *config_dir;         /* the folder its relative paths are relative to */
+  int health;                     /* 1: serve grpc.health.v1.Health/Check */
+  size_t max_message;             /* 0: gy_rpc's default (4 MiB) */
+  int tick_ms;                    /* liveness tick period (0: 100 ms) */
+  int emit_steps;                 /* 1: a JSON line per aggregated step on stdout */
   /* The closed loop (all optional). */
   const gy_policy_t *policy; /* the repair policy (copied; NULL: gy_policy_default()) */
   int batch;                 /* train.batch: sequences per step per data-parallel rank; 0:

@@ -44,9 +44,9 @@ static void test_names(void) {
 
 /* The log level and the tallies, as svc_events.c and telemetry.c decided them by name. */
 static void test_attributes(void) {
-  const char *warn[] = {"worker_lost",     "worker_hung",      "refused",         "malformed",
-                        "rollback_failed", "directive_failed", "spike_suspected", "halted",
-                        "alert",           "anomaly"};
+  const char *warn[] = {"worker_lost", "worker_hung",     "reform_stalled",   "refused",
+                        "malformed",   "rollback_failed", "directive_failed", "spike_suspected",
+                        "halted",      "alert",           "anomaly"};
   int nwarn = 0;
   for (int k = 0; k < GY_EVENT_NKINDS; k++) {
     const gy_event_kind_info_t *in = gy_event_kind_info((gy_event_kind_t)k);

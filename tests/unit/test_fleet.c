@@ -754,6 +754,52 @@ static void test_hung(void) {
   CHECK_EQ_INT(gy_fleet_create(&f, &o), GY_EINVAL);
 }
 
+/* Re-forming is bounded: a gang that lost a worker and is not back within reform_alert_ms is
+ * told once per outage (a reform_stalled event), and the watch starts over once it re-forms. */
+static void test_reform_stalled(void) {
+  gy_fleet_opts_t o = {.world = 2,
+                       .tp = 1,
+                       .window = 4,
+                       .steps = 100,
+                       .lost_after_ms = 1000,
+                       .reform_alert_ms = 5000,
+                       .seed = 42};
+  gy_fleet_t *f = NULL;
+  REQUIRE(gy_fleet_create(&f, &o) == 0);
+  gy_fleet_tick(f, now_ms); /* no gang yet: forming for the first time is not an outage */
+  now_ms += 60000;
+  gy_fleet_tick(f, now_ms);
+  CHECK(!has_event(f, GY_EVENT_REFORM_STALLED));
+  form(f, 2);
+  int64_t t0 = now_ms;
+  CHECK(gy_fleet_heartbeat(f, now_ms, 0, 1, 0) == 0);
+  now_ms = t0 + 1001;
+  gy_fleet_tick(f, now_ms); /* both silent: lost, DEGRADED */
+  REQUIRE(gy_fleet_state(f) == GY_FLEET_DEGRADED);
+  gy_fleet_actions_clear(f);
+  int64_t t1 = now_ms;
+  gy_fleet_tick(f, t1 + 5000);
+  CHECK(!has_event(f, GY_EVENT_REFORM_STALLED));
+  gy_fleet_tick(f, t1 + 5001);
+  CHECK(has_event(f, GY_EVENT_REFORM_STALLED));
+  gy_fleet_actions_clear(f);
+  gy_fleet_tick(f, t1 + 60000); /* once per outage */
+  CHECK(!has_event(f, GY_EVENT_REFORM_STALLED));
+  /* the gang re-forms: the next outage is watched afresh */
+  now_ms = t1 + 60000;
+  REQUIRE(join(f, "w0", -1, 0, 20) == 0 && join(f, "w1", -1, 0, 21) == 0);
+  REQUIRE(gy_fleet_state(f) == GY_FLEET_TRAIN);
+  gy_fleet_tick(f, now_ms);
+  gy_fleet_actions_clear(f);
+  gy_fleet_session_closed(f, now_ms, 1);
+  gy_fleet_tick(f, now_ms);
+  gy_fleet_tick(f, now_ms + 5001);
+  CHECK(has_event(f, GY_EVENT_REFORM_STALLED));
+  gy_fleet_destroy(f);
+  o.reform_alert_ms = -1;
+  CHECK_EQ_INT(gy_fleet_create(&f, &o), GY_EINVAL);
+}
+
 static void test_lost_by_close(void) {
   gy_fleet_t *f = mk(3, 4, 100, 100000);
   form(f, 3);
@@ -1247,6 +1293,7 @@ int main(void) {
   RUN(test_aggregation);
   RUN(test_lost_by_silence);
   RUN(test_hung);
+  RUN(test_reform_stalled);
   RUN(test_lost_by_close);
   RUN(test_checkpoint_commit);
   RUN(test_rollback_refusals);

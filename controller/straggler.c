@@ -3,9 +3,9 @@
  *
  * API, in order: create, destroy, step, median.
  *
- * Invariants: streak[r] counts the consecutive steps rank r was over the threshold; it fires
- * when it reaches `steps` and not again until it fell back to 0. O(n log n) per step (a sort of
- * n values into `tmp`).
+ * Invariants: ring holds each rank's last `steps` known compute times; med[r] is their median
+ * once the window is full (0 before); streak[r] is 1 from the step the rank was told until its
+ * median falls back under the threshold. O(n x steps log steps) per step.
  */
 #include "controller/straggler.h"
 
@@ -20,8 +20,12 @@
 struct gy_straggler {
   gy_straggler_opts_t o;
   int world;
-  int *streak;
-  double *tmp;
+  int *streak;  /* per rank: 1 while its streak lasts (told) */
+  double *ring; /* world x steps: each rank's last compute times */
+  int *nring;   /* per rank: values in its ring (<= steps) */
+  int *at;      /* per rank: where the next value goes */
+  double *med;  /* per rank: the median of its ring (0: not full yet) */
+  double *tmp;  /* scratch for the medians */
   double median;
 };
 
@@ -35,9 +39,14 @@ int gy_straggler_create(gy_straggler_t **out, int world, const gy_straggler_opts
   if (!s) return GY_ENOMEM;
   s->o = o;
   s->world = world;
-  s->streak = gy_calloc((size_t)world, sizeof(*s->streak));
-  s->tmp = gy_calloc((size_t)world, sizeof(*s->tmp));
-  if (!s->streak || !s->tmp) {
+  size_t w = (size_t)world, k = (size_t)(world > o.steps ? world : o.steps);
+  s->streak = gy_calloc(w, sizeof(*s->streak));
+  s->ring = gy_calloc(w * (size_t)o.steps, sizeof(*s->ring));
+  s->nring = gy_calloc(w, sizeof(*s->nring));
+  s->at = gy_calloc(w, sizeof(*s->at));
+  s->med = gy_calloc(w, sizeof(*s->med));
+  s->tmp = gy_calloc(k, sizeof(*s->tmp));
+  if (!s->streak || !s->ring || !s->nring || !s->at || !s->med || !s->tmp) {
     gy_straggler_destroy(s);
     return GY_ENOMEM;
   }
@@ -48,6 +57,10 @@ int gy_straggler_create(gy_straggler_t **out, int world, const gy_straggler_opts
 void gy_straggler_destroy(gy_straggler_t *s) {
   if (!s) return;
   gy_free(s->streak);
+  gy_free(s->ring);
+  gy_free(s->nring);
+  gy_free(s->at);
+  gy_free(s->med);
   gy_free(s->tmp);
   gy_free(s);
 }
@@ -61,33 +74,52 @@ static int known(double v) {
   return v > 0 && isfinite(v);
 }
 
-/* The median of the known values but index `skip` (-1: none); 0 when none is known. */
-static double median_of(gy_straggler_t *s, const double *v, int n, int skip) {
+/* The median of tmp[0..n), sorted in place; 0 when n is 0. */
+static double median_tmp(gy_straggler_t *s, int n) {
+  if (!n) return 0;
+  qsort(s->tmp, (size_t)n, sizeof(*s->tmp), cmp_double);
+  return n % 2 ? s->tmp[n / 2] : 0.5 * (s->tmp[n / 2 - 1] + s->tmp[n / 2]);
+}
+
+/* The median of the ranks' window medians, but rank `skip` (-1: none); 0 when none is known. */
+static double median_of(gy_straggler_t *s, int n, int skip) {
   int k = 0;
   for (int i = 0; i < n; i++)
-    if (i != skip && known(v[i])) s->tmp[k++] = v[i];
-  if (!k) return 0;
-  qsort(s->tmp, (size_t)k, sizeof(*s->tmp), cmp_double);
-  return k % 2 ? s->tmp[k / 2] : 0.5 * (s->tmp[k / 2 - 1] + s->tmp[k / 2]);
+    if (i != skip && s->med[i] > 0) s->tmp[k++] = s->med[i];
+  return median_tmp(s, k);
 }
 
 int gy_straggler_step(gy_straggler_t *s, const double *compute_ms, int n, char *msg, size_t len) {
   if (n > s->world) n = s->world;
-  s->median = median_of(s, compute_ms, n, -1);
+  int w = s->o.steps;
+  for (int r = 0; r < n; r++) { /* each rank's window: its last `steps` known figures */
+    if (known(compute_ms[r])) {
+      s->ring[(size_t)r * (size_t)w + (size_t)s->at[r]] = compute_ms[r];
+      s->at[r] = (s->at[r] + 1) % w;
+      if (s->nring[r] < w) s->nring[r]++;
+    }
+    s->med[r] = 0;
+    if (s->nring[r] == w) {
+      memcpy(s->tmp, &s->ring[(size_t)r * (size_t)w], (size_t)w * sizeof(*s->tmp));
+      s->med[r] = median_tmp(s, w);
+    }
+  }
+  s->median = median_of(s, n, -1);
   int fired = -1;
   for (int r = 0; r < n; r++) {
-    double others = known(compute_ms[r]) ? median_of(s, compute_ms, n, r) : 0;
-    if (!others || compute_ms[r] <= s->o.factor * others) {
+    double others = s->med[r] > 0 ? median_of(s, n, r) : 0;
+    if (!others || s->med[r] <= s->o.factor * others) {
       s->streak[r] = 0;
       continue;
     }
-    if (++s->streak[r] != s->o.steps || fired >= 0) continue;
+    if (s->streak[r] || fired >= 0) continue;
+    s->streak[r] = 1;
     fired = r;
     if (msg && len)
       snprintf(msg, len,
-               "rank %d computes each step in %.1f ms, %.2fx the other ranks' median %.1f ms, "
-               "for %d steps in a row (time waiting for peers in collectives not counted)",
-               r, compute_ms[r], compute_ms[r] / others, others, s->o.steps);
+               "rank %d computes a step in %.1f ms (median of its last %d), %.2fx the other "
+               "ranks' median %.1f ms (time waiting for peers in collectives not counted)",
+               r, s->med[r], w, s->med[r] / others, others);
   }
   return fired;
 }

@@ -3,9 +3,11 @@
  * all-reduce), so those cannot single a rank out; a rank's compute time — its step time minus
  * the time it waited in collectives (worker/comm_timed.c) — can. Pure: no I/O, no clock.
  *
- * Rule: a rank whose compute time exceeds `factor` x the median of the other ranks' for `steps`
- * aggregated steps in a row starts a straggler streak (told once; the streak ends when it comes
- * back under). Ranks whose compute time is unknown (0, NaN) are left out. */
+ * Rule: each rank's compute time is taken as the median of its last `steps` known figures (a
+ * window, so a noisy machine's outliers do not decide); a rank whose median exceeds `factor` x
+ * the median of the other ranks' medians starts a straggler streak, told once; the streak ends
+ * when its median comes back under. Ranks whose compute time is unknown (0, NaN) are left out,
+ * and a rank is judged only once its window is full. */
 #ifndef GY_CONTROLLER_STRAGGLER_H
 #define GY_CONTROLLER_STRAGGLER_H
 
@@ -14,7 +16,7 @@
 
 typedef struct {
   double factor; /* > 1 (0: 1.5) */
-  int steps;     /* >= 1 (0: 20) */
+  int steps;     /* the window, >= 1 (0: 20) */
 } gy_straggler_opts_t;
 
 typedef struct gy_straggler gy_straggler_t;

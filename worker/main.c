@@ -99,7 +99,9 @@ static json_t *num_or_null(double v) {
   return isfinite(v) ? json_real(v) : json_null();
 }
 
-static void emit_step(const gy_trainer_t *tr, gy_data_t *d, const gy_step_report_t *r) {
+/* A step's JSON line; compute_ms < 0: not measured (not written). */
+static void emit_step(const gy_trainer_t *tr, gy_data_t *d, const gy_step_report_t *r,
+                      double compute_ms) {
   (void)tr;
   json_t *o = json_object();
   json_object_set_new(o, "type", json_string("step"));
@@ -122,6 +124,7 @@ static void emit_step(const gy_trainer_t *tr, gy_data_t *d, const gy_step_report
   json_object_set_new(o, "update_ratio", num_or_null(r->opt.update_ratio));
   json_object_set_new(o, "lr", json_real(r->opt.lr));
   json_object_set_new(o, "step_ms", json_real(r->step_ms));
+  if (compute_ms >= 0) json_object_set_new(o, "compute_ms", json_real(compute_ms));
   json_object_set_new(o, "tokens_per_s", json_real(r->tokens_per_s));
   json_t *top = json_array();
   for (int i = 0; i < r->ntop; i++)
@@ -444,7 +447,7 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
     }
     double compute_ms = r.step_ms - (double)(gy_comm_blocked_ns() - waited0) / 1e6;
     if (compute_ms < 0) compute_ms = 0;
-    if (!so->quiet) emit_step(tr, d, &r);
+    if (!so->quiet) emit_step(tr, d, &r, compute_ms);
     done = gy_trainer_step_count(tr);
     int ckpt_due = cfg.ckpt_every > 0 && (done % cfg.ckpt_every == 0 || done == steps);
     /* The last step's checkpoint is written before its report, which then carries it: the
@@ -788,7 +791,7 @@ int main(int argc, char **argv) {
       exit_code = 1;
       goto out;
     }
-    if (!quiet) emit_step(tr, d, &r);
+    if (!quiet) emit_step(tr, d, &r, -1);
     int64_t done = gy_trainer_step_count(tr);
     if (cfg.eval_every > 0 && (done % cfg.eval_every == 0 || done == steps)) {
       if ((rc = gy_trainer_eval(tr, &ev)) == 0) emit_eval(done, d, &ev);

@@ -208,6 +208,15 @@ static int io_timer(void *ud, int64_t period_ms) {
 /* ----------------------------------------- the fixture -----------------------------------------
  */
 
+/* Worker process i ("w<i>") starts: it joins on its next turn; no bad data. */
+static worker_t *add_worker(fx_t *f, int i) {
+  worker_t *w = &f->w[i];
+  w->used = w->running = 1;
+  snprintf(w->id, sizeof(w->id), "w%d", i);
+  w->spike_from = w->spike_to = -1;
+  return w;
+}
+
 static gy_core_opts_t default_opts(void) {
   return (gy_core_opts_t){.world = WORLD,
                           .tp = 1,
@@ -247,11 +256,8 @@ static fx_t *fx_new(const gy_core_opts_t *o) {
   REQUIRE(gy_core_create(&f->c, o, &io, err, sizeof(err)) == 0);
   REQUIRE(gy_core_start(f->c, 100) == 0);
   CHECK_EQ_INT(f->tick_ms, 100);
-  for (int i = 0; i < WORLD; i++) {
-    f->w[i].used = f->w[i].running = 1;
-    snprintf(f->w[i].id, sizeof(f->w[i].id), "w%d", i);
-    f->w[i].spike_from = f->w[i].spike_to = -1;
-  }
+  for (int i = 0; i < WORLD; i++)
+    add_worker(f, i);
   return f;
 }
 
@@ -506,10 +512,7 @@ static void test_worker_lost_during_repair(void) {
   CHECK(gy_fleet_state(gy_core_fleet(f->c)) != GY_FLEET_TRAIN);
   CHECK(f->events_by_kind[GY_EVENT_WORKER_LOST] >= 1);
   /* a replacement process with the same rank's data joins; the survivor rejoins */
-  worker_t *nw = &f->w[2];
-  nw->used = nw->running = 1;
-  snprintf(nw->id, sizeof(nw->id), "w2");
-  nw->spike_from = nw->spike_to = -1;
+  add_worker(f, 2);
   STEP_UNTIL(f, rstate(f) == GY_REPAIR_IDLE && runstate(f) == GY_RUN_TRAIN, 10000);
   CHECK(gy_core_repair_moves(f->c, GY_REPAIR_IN_FLIGHT, GY_REPAIR_WAITING) >= 1);
   CHECK(gy_core_repair_moves(f->c, GY_REPAIR_WAITING, GY_REPAIR_WAITING) >= 1);
@@ -527,10 +530,7 @@ static void test_lost_nothing_to_send(void) {
   STEP_UNTIL(f, last_step(f) >= 25, 5000);
   f->w[1].running = 0;
   STEP_UNTIL(f, rstate(f) == GY_REPAIR_WAITING, 5000);
-  worker_t *nw = &f->w[2];
-  nw->used = nw->running = 1;
-  snprintf(nw->id, sizeof(nw->id), "w2");
-  nw->spike_from = nw->spike_to = -1;
+  add_worker(f, 2);
   STEP_UNTIL(f, gy_core_repair_moves(f->c, GY_REPAIR_ASKING, GY_REPAIR_IDLE) >= 1, 10000);
   CHECK_EQ_INT(rstate(f), GY_REPAIR_IDLE);
   STEP_UNTIL(f, f->done, 20000);
@@ -558,10 +558,7 @@ static void test_waiting_dropped(void) {
   STEP_UNTIL(f, rstate(f) == GY_REPAIR_WAITING, 10000);
   STEP_UNTIL(f, f->w[0].handle && !f->w[0].assigned, 10000); /* the survivor joined again */
   f->hold_store = 1;
-  worker_t *nw = &f->w[2];
-  nw->used = nw->running = 1;
-  snprintf(nw->id, sizeof(nw->id), "w2");
-  nw->spike_from = nw->spike_to = -1;
+  worker_t *nw = add_worker(f, 2);
   STEP_UNTIL(f, gy_fleet_state(gy_core_fleet(f->c)) == GY_FLEET_TRAIN, 10000);
   CHECK(gy_core_waiting(f->c));
   STEP_UNTIL(f, gy_fleet_state(gy_core_fleet(f->c)) != GY_FLEET_TRAIN, 10000); /* lost */

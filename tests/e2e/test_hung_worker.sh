@@ -22,23 +22,14 @@ trap cleanup EXIT
 PORT=$(free_port)
 STEPS=600
 cfg=$TMP/run.yaml
-write_config "$cfg" $STEPS "controller: {listen: \"127.0.0.1:$PORT\", world: 2, tp: 1, window: 4, heartbeat_ms: 200, lost_after_ms: 20000, hang_floor_ms: 5000}"
-sed -i "s/^run: {\(.*\)threads: 2}/run: {\1threads: 1}/;
-        s/^model: .*/model: {layers: 2, channels: 64, heads: 4, context: 64, vocab: 256}/;
-        s/^train: .*/train: {batch: 4, top_k: 4}/;
-        s|^checkpoint: {dir: [^,]*, every: 0,|checkpoint: {dir: $TMP/ckpt, every: 10,|" "$cfg"
+small_job_config "$cfg" $STEPS "controller: {listen: \"127.0.0.1:$PORT\", world: 2, tp: 1, window: 4, heartbeat_ms: 200, lost_after_ms: 20000, hang_floor_ms: 5000}"
+sed -i "s|^checkpoint: {dir: [^,]*, every: 0,|checkpoint: {dir: $TMP/ckpt, every: 10,|" "$cfg"
 grep -q 'every: 10,' "$cfg" || fail "config not written"
 
 "$GYROCTL" launch "$cfg" --run-dir "$TMP/run" >"$TMP/launch.out" 2>&1 &
 LPID=$!
 # wait until the run is well under way (a checkpoint committed, steps going on)
-for ((i = 0; i < 1800; i++)); do
-  n=$(grep -c '"type": *"step"' "$TMP/run/worker-1.jsonl" 2>/dev/null || true)
-  [ "${n:-0}" -ge 40 ] && break
-  kill -0 "$LPID" 2>/dev/null || break
-  sleep 0.1
-done
-[ "${n:-0}" -ge 40 ] || { tail -n 20 "$TMP/launch.out" >&2; fail "the run did not get going"; }
+wait_worker_steps "$TMP/run" 1 40 "$LPID" || { tail -n 20 "$TMP/launch.out" >&2; fail "the run did not get going"; }
 wpid=$(pgrep -f "gyro-worker --controller 127.0.0.1:$PORT --worker-id w1 " | head -n 1)
 [ -n "$wpid" ] || fail "cannot find worker 1's pid"
 # Stop the trainer (the main thread) alone: PTRACE_SEIZE + PTRACE_INTERRUPT stop that one

@@ -19,20 +19,11 @@ trap cleanup EXIT
 PORT=$(free_port)
 STEPS=400
 cfg=$TMP/run.yaml
-write_config "$cfg" $STEPS "controller: {listen: \"127.0.0.1:$PORT\", world: 2, tp: 1, window: 4, heartbeat_ms: 200, lost_after_ms: 20000}"
-sed -i "s/^run: {\(.*\)threads: 2}/run: {\1threads: 1}/;
-        s/^model: .*/model: {layers: 2, channels: 64, heads: 4, context: 64, vocab: 256}/;
-        s/^train: .*/train: {batch: 4, top_k: 4}/" "$cfg"
+small_job_config "$cfg" $STEPS "controller: {listen: \"127.0.0.1:$PORT\", world: 2, tp: 1, window: 4, heartbeat_ms: 200, lost_after_ms: 20000}"
 
 "$GYROCTL" launch "$cfg" --run-dir "$TMP/run" >"$TMP/launch.out" 2>&1 &
 LPID=$!
-for ((i = 0; i < 1800; i++)); do
-  n=$(grep -c '"type": *"step"' "$TMP/run/worker-1.jsonl" 2>/dev/null || true)
-  [ "${n:-0}" -ge 30 ] && break
-  kill -0 "$LPID" 2>/dev/null || break
-  sleep 0.1
-done
-[ "${n:-0}" -ge 30 ] || { tail -n 20 "$TMP/launch.out" >&2; fail "the run did not get going"; }
+wait_worker_steps "$TMP/run" 1 30 "$LPID" || { tail -n 20 "$TMP/launch.out" >&2; fail "the run did not get going"; }
 wpid=$(pgrep -f "gyro-worker --controller 127.0.0.1:$PORT --worker-id w1 " | head -n 1)
 [ -n "$wpid" ] || fail "cannot find worker 1's pid"
 # The punisher: worker 1 runs 10 ms, then stands 30 ms (SIGSTOP, SIGCONT), until it is gone:

@@ -68,3 +68,25 @@ checkpoint: {dir: $TMP/ckpt, every: 0, keep_in_memory: 2, keep: 100}
 $extra
 YAML
 }
+
+# small_job_config FILE STEPS EXTRA: write_config for a small two-layer model, one thread per
+# worker, batch 4 (jobs of several workers on a 2-core machine).
+small_job_config() {
+  write_config "$@"
+  sed -i "s/^run: {\(.*\)threads: 2}/run: {\1threads: 1}/;
+          s/^model: .*/model: {layers: 2, channels: 64, heads: 4, context: 64, vocab: 256}/;
+          s/^train: .*/train: {batch: 4, top_k: 4}/" "$1"
+}
+
+# wait_worker_steps RUN_DIR RANK N PID: waits (bounded: 180 s) until rank RANK of a gyroctl launch
+# run has logged N steps, or PID (the launch) is gone. 0 when it has.
+wait_worker_steps() {
+  local n=0 i
+  for ((i = 0; i < 1800; i++)); do
+    n=$(grep -c '"type": *"step"' "$1/worker-$2.jsonl" 2>/dev/null || true)
+    [ "${n:-0}" -ge "$3" ] && return 0
+    kill -0 "$4" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}

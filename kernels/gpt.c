@@ -8,7 +8,9 @@
  * the optimizer scales is a set of prefixes.
  *
  * API: create/destroy, accessors, init_params, forward (per-token losses), backward (writes the
- * gradient of the mean loss).
+ * gradient of the mean loss), backward_masked (the same over the kept samples only: the mask
+ * zeroes the masked samples' dlogits rows and changes the denominator, nothing else, so every
+ * later operator and every collective runs as in an unmasked pass).
  *
  * Invariants: activations are sized for max_batch x max_seq_len; a forward pass keeps what its
  * backward needs until the next forward. Forward and backward are deterministic for a fixed
@@ -474,7 +476,7 @@ int gy_gpt_forward(gy_gpt_t *m, const int *inputs, const int *targets, int B, in
   gy_matmul_forward(m->logits, m->lnf, P(GY_T_WTE), NULL, N, C, Vp);
   if (targets) {
     double total = gy_crossentropy_forward(m->token_losses, NULL, m->logits, targets, N, V, Vp,
-                                           z_loss, (float)N);
+                                           z_loss, (float)N, NULL, T);
     if (mean_loss) *mean_loss = (float)(total / N);
   } else if (mean_loss) {
     *mean_loss = NAN;
@@ -486,17 +488,31 @@ int gy_gpt_forward(gy_gpt_t *m, const int *inputs, const int *targets, int B, in
 }
 
 int gy_gpt_backward(gy_gpt_t *m) {
+  return gy_gpt_backward_masked(m, NULL);
+}
+
+int gy_gpt_backward_masked(gy_gpt_t *m, const uint8_t *keep) {
   if (!m->B || !m->have_targets) return GY_EINVAL;
   const gy_gpt_config_t *c = &m->cfg;
   int B = m->B, T = m->T, N = B * T, C = c->channels, L = c->num_layers;
   int V = c->vocab_size, Vp = c->padded_vocab_size, hs = C / c->num_heads;
   int Cl = m->Cl, NHl = m->NHl, rc;
+  /* The mean runs over the kept tokens. With none kept the denominator is moot (every dlogits
+   * row is written as zero) and 1 merely keeps it finite. */
+  int kept = B;
+  if (keep) {
+    kept = 0;
+    for (int b = 0; b < B; b++)
+      kept += keep[b] != 0;
+  }
+  float denom = kept ? (float)(kept * T) : 1.0f;
   memset(m->grads, 0, m->num_params * sizeof(float));
   m->have_targets = 0; /* the logits are about to hold their gradient: one backward per forward */
 
-  /* classifier: logits are overwritten by their gradient */
+  /* classifier: logits are overwritten by their gradient; the token losses are recomputed from
+   * the same logits, so they keep the forward's values whatever the mask */
   gy_crossentropy_forward(m->token_losses, m->logits, m->logits, m->targets, N, V, Vp, m->z_loss,
-                          (float)N);
+                          denom, keep, T);
   float *dlnf = m->dsmall;
   memset(dlnf, 0, sizeof(float) * N * C);
   gy_matmul_backward(dlnf, G(GY_T_WTE), NULL, m->logits, m->lnf, P(GY_T_WTE), N, C, Vp, m->chunks);

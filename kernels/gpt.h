@@ -100,7 +100,19 @@ const float *gy_gpt_token_losses(const gy_gpt_t *m);
  * backward pass overwrites them with their gradient). */
 const float *gy_gpt_logits(const gy_gpt_t *m);
 /* Backward pass of the last forward (which must have had targets): writes (overwrites) the
- * gradient of the mean loss into the gradient buffer. */
+ * gradient of the mean loss into the gradient buffer. Same as gy_gpt_backward_masked(m, NULL). */
 int gy_gpt_backward(gy_gpt_t *m);
+/* Backward pass with a per-sample loss mask. keep is [B] of the last forward (1: the sample
+ * counts, 0: it is masked; the caller keeps ownership) or NULL (every sample counts). Writes the
+ * gradient of the mean loss (cross-entropy plus z_loss * log(Z)^2) over the kept samples' tokens
+ * only: the denominator is T * (number of kept samples), as PyTorch's ignore_index with mean
+ * reduction. The masked samples' rows of dlogits are exactly zero, so a masked sample contributes
+ * exactly nothing to any gradient (samples of a batch are independent). With no sample kept every
+ * gradient is zero, but the pass still runs in full: every tensor-parallel sum and every
+ * grads_ready call happens exactly as usual, so data- and tensor-parallel peers stay in lockstep.
+ * The denominator is local: data-parallel ranks that mask different counts must weigh their
+ * gradients themselves. The last forward's token losses are unchanged (the mask touches only
+ * the gradient). keep == NULL and all ones give bitwise the gradients of gy_gpt_backward. */
+int gy_gpt_backward_masked(gy_gpt_t *m, const uint8_t *keep);
 
 #endif

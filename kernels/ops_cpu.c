@@ -344,8 +344,8 @@ void gy_residual_forward(float *out, const float *a, const float *b, size_t n) {
 /* classifier */
 
 double gy_crossentropy_forward(float *token_losses, float *dlogits, const float *logits,
-                               const int *targets, int N, int V, int Vp, float z_loss,
-                               float denom) {
+                               const int *targets, int N, int V, int Vp, float z_loss, float denom,
+                               const uint8_t *keep, int T) {
   double *full = targets ? malloc(sizeof(double) * (size_t)N) : NULL;
   if (targets && !full) return NAN;
 #pragma omp parallel for schedule(static)
@@ -363,7 +363,11 @@ double gy_crossentropy_forward(float *token_losses, float *dlogits, const float 
     double ce = logz - (double)lg[tgt];
     token_losses[n] = (float)ce;
     full[n] = ce + (double)z_loss * logz * logz;
-    if (dlogits) {
+    if (dlogits && keep && !keep[n / T]) {
+      /* A masked sample's rows are written as zeros, not scaled by a zero weight: 0 * inf would
+       * be NaN, and the guard that masked it may have done so because its logits blew up. */
+      memset(dlogits + (size_t)n * Vp, 0, sizeof(float) * (size_t)Vp);
+    } else if (dlogits) {
       float *d = dlogits + (size_t)n * Vp;
       float zf = 1.0f + 2.0f * z_loss * (float)logz;
       float inv = 1.0f / denom;

@@ -5,6 +5,7 @@
 #define GY_OPS_CPU_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* ---- embeddings ---- */
 void gy_encoder_forward(float *out, const int *inp, const float *wte, const float *wpe, int B,
@@ -60,9 +61,14 @@ void gy_residual_forward(float *out, const float *a, const float *b, size_t n);
 /* ---- classifier: logits [N,Vp] -> per-token cross-entropy, z-loss, and dlogits ----
  * Columns >= V are padding: ignored by the softmax, zero gradient. Returns the sum over rows
  * of (CE + z_loss * logZ^2). With targets == NULL, only losses are skipped (returns 0).
- * If dlogits != NULL it receives d(mean loss)/dlogits with mean over `denom` tokens. */
+ * If dlogits != NULL it receives d(mean loss)/dlogits with mean over `denom` tokens.
+ * keep (may be NULL: every row counts) masks the gradient per sample: it holds one flag per T
+ * consecutive rows, and the dlogits rows of a sample whose flag is 0 are exactly zero (denom is
+ * the caller's: the number of kept tokens). Token losses and the returned sum cover every row,
+ * kept or not. */
 double gy_crossentropy_forward(float *token_losses, float *dlogits, const float *logits,
-                               const int *targets, int N, int V, int Vp, float z_loss, float denom);
+                               const int *targets, int N, int V, int Vp, float z_loss, float denom,
+                               const uint8_t *keep, int T);
 
 #define GY_OPS_CHUNKS 16
 

@@ -21,7 +21,7 @@ extern "C" {
 template <typename T>
 __global__ void classifier_kernel(T *logits, float *token_losses, float *row_losses,
                                   const int *targets, int V, int Vp, float z_loss, float inv_denom,
-                                  int write_dlogits) {
+                                  int write_dlogits, const uint8_t *keep, int seq_len) {
   __shared__ float red[32];
   size_t n = blockIdx.x;
   T *x = logits + n * Vp;
@@ -42,10 +42,13 @@ __global__ void classifier_kernel(T *logits, float *token_losses, float *row_los
     if (row_losses) row_losses[n] = ce + z_loss * logz * logz;
   }
   if (!write_dlogits) return;
+  /* A masked sample's row is written as plain zeros rather than scaled by a zero weight, so it
+   * is exactly zero even if its logits are not finite. */
+  int kept = !keep || keep[n / seq_len];
   float zf = 1.0f + 2.0f * z_loss * logz;
   for (int j = threadIdx.x; j < Vp; j += blockDim.x) {
     float d = 0.0f;
-    if (j < V) {
+    if (kept && j < V) {
       float p = expf(gy_ld(x, j) - logz);
       d = (p * zf - (j == tgt ? 1.0f : 0.0f)) * inv_denom;
     }
@@ -92,12 +95,13 @@ template <typename T> __global__ void argmax_kernel(const T *logits, int *out, i
 
 extern "C" int gy_cuda_classifier(gy_cuda_ctx_t *ctx, gy_cuda_dtype_t dt, void *logits,
                                   float *token_losses, float *row_losses, const int *targets, int N,
-                                  int V, int Vp, float z_loss, float denom, int write_dlogits) {
-  GY_SHAPE_CHECK(N > 0 && V > 0 && Vp >= V && denom > 0);
+                                  int V, int Vp, float z_loss, float denom, int write_dlogits,
+                                  const uint8_t *keep, int T) {
+  GY_SHAPE_CHECK(N > 0 && V > 0 && Vp >= V && denom > 0 && (!keep || T > 0));
   float inv = 1.0f / denom;
-  GY_DISPATCH_DTYPE(
-      dt, classifier_kernel<E><<<(unsigned)N, CLS_THREADS, 0, ctx->stream>>>(
-              (E *)logits, token_losses, row_losses, targets, V, Vp, z_loss, inv, write_dlogits));
+  GY_DISPATCH_DTYPE(dt, classifier_kernel<E><<<(unsigned)N, CLS_THREADS, 0, ctx->stream>>>(
+                            (E *)logits, token_losses, row_losses, targets, V, Vp, z_loss, inv,
+                            write_dlogits, keep, T));
   GY_LAUNCH_CHECK("classifier");
   return 0;
 }

@@ -6,6 +6,8 @@
 #ifndef GY_CUDA_CLASSIFIER_H
 #define GY_CUDA_CLASSIFIER_H
 
+#include <stdint.h>
+
 #include "kernels/cuda/runtime.h"
 
 #ifdef __cplusplus
@@ -16,10 +18,12 @@ extern "C" {
  *   logZ = log sum_{j<V} exp(logits[n,j]);  token_losses[n] = logZ - logits[n, target];
  *   row_losses[n] = token_losses[n] + z_loss * logZ^2  (row_losses may be NULL);
  * and with write_dlogits, logits[n,:] is overwritten by d(mean loss)/dlogits =
- *   (softmax * (1 + 2 z_loss logZ) - onehot(target)) / denom, zero on the padding. */
+ *   (softmax * (1 + 2 z_loss logZ) - onehot(target)) / denom, zero on the padding.
+ * keep (device, may be NULL: every row counts) holds one flag per T consecutive rows (a sample):
+ * the dlogits rows of a sample whose flag is 0 are exactly zero. The losses cover every row. */
 int gy_cuda_classifier(gy_cuda_ctx_t *ctx, gy_cuda_dtype_t dt, void *logits, float *token_losses,
                        float *row_losses, const int *targets, int N, int V, int Vp, float z_loss,
-                       float denom, int write_dlogits);
+                       float denom, int write_dlogits, const uint8_t *keep, int T);
 
 /* out[n] = the first j < V with the largest logits[n, j] (NaN never wins), for each of the N
  * rows: the model's top-1 prediction, for cloze accuracy (CPU reference: the argmax loop of

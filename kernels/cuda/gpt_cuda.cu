@@ -2,9 +2,9 @@
  * gpt_cuda: the GPT-2 model of kernels/gpt.c on one GPU, and AdamW on the GPU.
  *
  * API (kernels/gpt_cuda.h): create/destroy and accessors; upload/download of parameters and
- * gradients in the CPU layout; init_params; forward (per-token losses to the host); backward
- * (device gradients, per-layer events and callbacks); gy_adamw_cuda_* (measure, update, step,
- * moments up/down).
+ * gradients in the CPU layout; init_params; forward (per-token losses to the host); backward and
+ * backward_masked (device gradients, per-layer events and callbacks; the mask only reaches the
+ * classifier, as on the CPU); gy_adamw_cuda_* (measure, update, step, moments up/down).
  *
  * The pass is the CPU model's, operator for operator (the headers of kernels/cuda/ mirror
  * kernels/ops_cpu.h), in the same order and with the same buffers' roles, so the two can be
@@ -64,6 +64,7 @@ struct gy_gpt_cuda {
   float *lnf_mean, *lnf_rstd, *d_token_losses, *d_row_losses;
   int *d_inputs, *d_targets, *d_plan; /* plan: tokens [N], starts [N+1], positions [N] */
   int *d_argmax;                      /* [N]: gy_gpt_cuda_argmax */
+  uint8_t *d_keep;                    /* [max_batch]: gy_gpt_cuda_backward_masked's mask */
   void *dres, *dsmall, *dbig, *dqkv, *attn_scratch;
   float *ln_scratch, *bias_scratch;
 
@@ -142,6 +143,7 @@ static size_t carve(gy_gpt_cuda_t *m, char *base) {
   TAKE(m->d_inputs, N * 4);
   TAKE(m->d_targets, N * 4);
   TAKE(m->d_argmax, N * 4);
+  TAKE(m->d_keep, (size_t)m->max_batch);
   TAKE(m->d_plan, (3 * N + 1) * 4);
   TAKE(m->dres, N * C * es);
   TAKE(m->dsmall, N * C * es);
@@ -457,7 +459,7 @@ extern "C" int gy_gpt_cuda_forward(gy_gpt_cuda_t *m, const int *inputs, const in
   TRY(gy_cuda_matmul_forward(x, dt, m->logits, m->lnf, W(m, GY_T_WTE, 0), NULL, N, C, Vp));
   if (targets) {
     TRY(gy_cuda_classifier(x, dt, m->logits, m->d_token_losses, m->d_row_losses, m->d_targets, N, V,
-                           Vp, z_loss, (float)N, 0));
+                           Vp, z_loss, (float)N, 0, NULL, T));
     TRY(gy_cuda_download(x, m->h_token_losses, m->d_token_losses, (size_t)N * 4));
     TRY(gy_cuda_download(x, m->h_row_losses, m->d_row_losses, (size_t)N * 4));
     double total = 0.0;
@@ -495,6 +497,10 @@ static int layer_done(gy_gpt_cuda_t *m, int layer) {
 }
 
 extern "C" int gy_gpt_cuda_backward(gy_gpt_cuda_t *m) {
+  return gy_gpt_cuda_backward_masked(m, NULL);
+}
+
+extern "C" int gy_gpt_cuda_backward_masked(gy_gpt_cuda_t *m, const uint8_t *keep) {
   if (!m->B || !m->have_targets) return GY_EINVAL;
   const gy_gpt_config_t *c = &m->cfg;
   int B = m->B, T = m->T, N = B * T, C = c->channels, L = c->num_layers, NH = m->NHl;
@@ -506,11 +512,22 @@ extern "C" int gy_gpt_cuda_backward(gy_gpt_cuda_t *m) {
   m->have_targets = 0; /* the logits are about to hold their gradient: one backward per forward */
   m->logits_valid = 0;
   TRY(use_device(m));
+  /* The mean runs over the kept tokens (as on the CPU); with none kept every dlogits row is
+   * zero and the denominator 1 merely stays finite. The mask goes up before any work is queued
+   * (gy_cuda_upload waits), so the caller's array is free again when this returns. */
+  int kept = B;
+  if (keep) {
+    kept = 0;
+    for (int b = 0; b < B; b++)
+      kept += keep[b] != 0;
+    TRY(gy_cuda_upload(x, m->d_keep, keep, (size_t)B));
+  }
+  float denom = kept ? (float)(kept * T) : 1.0f;
   TRY(gy_cuda_memset0(x, m->grads, m->num_params * 4));
 
   /* classifier: the logits are overwritten by their gradient */
   TRY(gy_cuda_classifier(x, dt, m->logits, m->d_token_losses, NULL, m->d_targets, N, V, Vp,
-                         m->z_loss, (float)N, 1));
+                         m->z_loss, denom, 1, keep ? m->d_keep : NULL, T));
   void *dlnf = m->dsmall;
   TRY(gy_cuda_matmul_backward(x, dt, dlnf, 0, G(m, GY_T_WTE, 0), NULL, m->logits, m->lnf,
                               W(m, GY_T_WTE, 0), N, C, Vp, m->bias_scratch));

@@ -370,11 +370,12 @@ static void test_classifier(gy_cuda_dtype_t dt, float z) {
   for (int i = 0; i < N; i++)
     tg[i] = (i * 131) % V;
   float *tl = malloc(N * 4), *dl = malloc((size_t)N * Vp * 4);
-  double total = gy_crossentropy_forward(tl, dl, lg, tg, N, V, Vp, z, (float)N);
+  double total = gy_crossentropy_forward(tl, dl, lg, tg, N, V, Vp, z, (float)N, NULL, 1);
   void *d_lg = dev(lg, (size_t)N * Vp, dt);
   int *d_tg = dev_ints(tg, N);
   float *d_tl = dev_zero(N * 4), *d_rl = dev_zero(N * 4);
-  CHECK(gy_cuda_classifier(ctx, dt, d_lg, d_tl, d_rl, d_tg, N, V, Vp, z, (float)N, 0) == 0);
+  CHECK(gy_cuda_classifier(ctx, dt, d_lg, d_tl, d_rl, d_tg, N, V, Vp, z, (float)N, 0, NULL, 1) ==
+        0);
   float *g_tl = host(d_tl, N, GY_CUDA_F32), *g_rl = host(d_rl, N, GY_CUDA_F32);
   double gtotal = 0;
   for (int i = 0; i < N; i++)
@@ -382,11 +383,36 @@ static void test_classifier(gy_cuda_dtype_t dt, float z) {
   compare("classifier token losses", dt, g_tl, tl, N, 1e-6, 1e-5);
   CHECK_MSG(fabs(gtotal - total) <= 1e-5 * fabs(total), "classifier loss sum %.9g vs %.9g", gtotal,
             total);
-  CHECK(gy_cuda_classifier(ctx, dt, d_lg, d_tl, NULL, d_tg, N, V, Vp, z, (float)N, 1) == 0);
+  CHECK(gy_cuda_classifier(ctx, dt, d_lg, d_tl, NULL, d_tg, N, V, Vp, z, (float)N, 1, NULL, 1) ==
+        0);
   float *g_dl = host(d_lg, (size_t)N * Vp, dt);
   tl_t t = TL(dt, 1e-6, 1e-4, 1e-4, 8e-3);
   compare(z > 0 ? "classifier dlogits (z-loss)" : "classifier dlogits", dt, g_dl, dl,
           (size_t)N * Vp, t.tol, t.eps);
+  /* A per-sample mask (samples of one row each, here): the masked rows' gradient is exactly zero
+   * on both sides, the kept rows' is scaled by the kept count. */
+  uint8_t *keep = malloc((size_t)N);
+  REQUIRE(keep);
+  int kept = 0;
+  for (int i = 0; i < N; i++) {
+    keep[i] = i % 3 != 0;
+    kept += keep[i];
+  }
+  gy_crossentropy_forward(tl, dl, lg, tg, N, V, Vp, z, (float)kept, keep, 1);
+  void *d_keep = dev_zero((size_t)N);
+  REQUIRE(gy_cuda_upload(ctx, d_keep, keep, (size_t)N) == 0);
+  REQUIRE(gy_cuda_upload_f32(ctx, d_lg, dt, lg, (size_t)N * Vp) == 0);
+  CHECK(gy_cuda_classifier(ctx, dt, d_lg, d_tl, NULL, d_tg, N, V, Vp, z, (float)kept, 1, d_keep,
+                           1) == 0);
+  free(g_dl);
+  g_dl = host(d_lg, (size_t)N * Vp, dt);
+  compare("classifier dlogits (masked)", dt, g_dl, dl, (size_t)N * Vp, t.tol, t.eps);
+  int masked_zero = 1;
+  for (int i = 0; i < N; i += 3)
+    for (int j = 0; j < Vp; j++)
+      if (g_dl[(size_t)i * Vp + j] != 0.0f) masked_zero = 0;
+  CHECK(masked_zero);
+  gy_cuda_free(d_keep), free(keep);
   gy_cuda_free(d_lg), gy_cuda_free(d_tg), gy_cuda_free(d_tl), gy_cuda_free(d_rl);
   free(lg), free(tg), free(tl), free(dl), free(g_tl), free(g_rl), free(g_dl);
 }

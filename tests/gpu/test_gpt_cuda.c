@@ -5,7 +5,10 @@
  * on one batch lower its loss; and tensor parallelism: two shards (tp 2) on the same GPU, one
  * thread each, their partial sums added on the host by the test, against the full CPU model
  * (loss, per-token losses, every gradient tensor against the matching slice of the full
- * gradients, and the gradient norm assembled from the shards' groups).
+ * gradients, and the gradient norm assembled from the shards' groups); and the per-sample loss
+ * mask (gy_gpt_cuda_backward_masked against gy_gpt_backward_masked: every gradient tensor under
+ * the rules below, the forward's host token losses untouched, and with no sample kept every
+ * gradient exactly zero after the usual grads_ready calls).
  *
  * Tolerances (stated per quantity):
  *  f32:  mean loss |d| <= 1e-5 * loss; token losses |d| <= 1e-5 * max + 1e-4 * |ref|;
@@ -276,6 +279,77 @@ static void run(gy_cuda_dtype_t dt, int qk) {
   CHECK(gy_gpt_cuda_backward(gpu) == 0);
 
   free(gg), free(back), free(in), free(tg);
+  gy_gpt_cuda_destroy(gpu);
+  gy_gpt_destroy(cpu);
+}
+
+/* The per-sample loss mask: the GPU's masked backward against the CPU's, on the same parameters,
+ * batch and mask; then with every sample masked. */
+static void masked_run(gy_cuda_dtype_t dt, int qk) {
+  printf("masked backward, dtype %s, qk_norm %d\n", gy_cuda_dtype_name(dt), qk);
+  gy_gpt_config_t cfg = small_config(qk);
+  int B = 4, T = 32, N = B * T;
+  float z = 1e-3f;
+  gy_gpt_t *cpu = NULL;
+  gy_gpt_cuda_t *gpu = NULL;
+  char err[256] = "";
+  REQUIRE(gy_gpt_create(&cpu, &cfg, B) == 0);
+  int rc = gy_gpt_cuda_create(&gpu, &cfg, B, dt, 0, err, sizeof(err));
+  CHECK_MSG(rc == 0, "create: %s", err);
+  if (rc) {
+    gy_gpt_destroy(cpu);
+    return;
+  }
+  checkpoint_like(cpu, 5);
+  REQUIRE(gy_gpt_cuda_upload_params(gpu, gy_gpt_params(cpu)) == 0);
+  int *in, *tg;
+  random_batch(&in, &tg, N, cfg.vocab_size);
+  size_t n = gy_gpt_num_params(cpu);
+  float *gg = malloc(n * 4), *tl = malloc((size_t)N * 4);
+  REQUIRE(gg && tl);
+
+  const uint8_t keep[4] = {0, 1, 1, 0};
+  float lc = 0, lg = 0;
+  REQUIRE(gy_gpt_forward(cpu, in, tg, B, T, z, &lc) == 0);
+  rc = gy_gpt_cuda_forward(gpu, in, tg, B, T, z, &lg);
+  CHECK_MSG(rc == 0, "forward: %s", gy_cuda_last_error());
+  memcpy(tl, gy_gpt_cuda_token_losses(gpu), (size_t)N * 4);
+  REQUIRE(gy_gpt_backward_masked(cpu, keep) == 0);
+  ready_calls = 0;
+  gy_gpt_cuda_set_grads_ready(gpu, on_ready, NULL);
+  rc = gy_gpt_cuda_backward_masked(gpu, keep);
+  CHECK_MSG(rc == 0, "masked backward: %s", gy_cuda_last_error());
+  CHECK_EQ_INT(ready_calls, cfg.num_layers + 1);
+  REQUIRE(gy_gpt_cuda_download_grads(gpu, gg) == 0);
+  CHECK(memcmp(tl, gy_gpt_cuda_token_losses(gpu), (size_t)N * 4) == 0);
+  const float *gc = gy_gpt_grads(cpu);
+  for (int i = 0; i < GY_T_COUNT; i++) {
+    size_t off = gy_gpt_tensor_offset(cpu, i), sz = gy_gpt_tensor_size(cpu, i);
+    if (!sz) continue;
+    char name[64];
+    snprintf(name, sizeof(name), "%s/masked", gy_gpt_tensor_name(i));
+    if (dt == GY_CUDA_F32)
+      cmp_elem(name, gg + off, gc + off, sz, 1e-4, 2e-3);
+    else
+      cmp_l2(name, gg + off, gc + off, sz, 8e-2);
+  }
+
+  /* no sample kept: exactly zero gradients, over the ones just computed, every layer reported */
+  const uint8_t none[4] = {0, 0, 0, 0};
+  rc = gy_gpt_cuda_forward(gpu, in, tg, B, T, z, &lg);
+  CHECK_MSG(rc == 0, "forward: %s", gy_cuda_last_error());
+  ready_calls = 0;
+  rc = gy_gpt_cuda_backward_masked(gpu, none);
+  CHECK_MSG(rc == 0, "all-masked backward: %s", gy_cuda_last_error());
+  CHECK_EQ_INT(ready_calls, cfg.num_layers + 1);
+  REQUIRE(gy_gpt_cuda_download_grads(gpu, gg) == 0);
+  size_t nonzero = 0;
+  for (size_t j = 0; j < n; j++)
+    nonzero += gg[j] != 0.0f;
+  CHECK_MSG(nonzero == 0, "all masked: %zu gradient entries are not zero", nonzero);
+  gy_gpt_cuda_set_grads_ready(gpu, NULL, NULL);
+
+  free(gg), free(tl), free(in), free(tg);
   gy_gpt_cuda_destroy(gpu);
   gy_gpt_destroy(cpu);
 }
@@ -556,6 +630,9 @@ int main(void) {
   for (int d = 0; d < 2; d++)
     for (int qk = 0; qk < 2; qk++)
       run(d ? GY_CUDA_BF16 : GY_CUDA_F32, qk);
+  for (int d = 0; d < 2; d++)
+    for (int qk = 0; qk < 2; qk++)
+      masked_run(d ? GY_CUDA_BF16 : GY_CUDA_F32, qk);
   learns();
   for (int d = 0; d < 2; d++)
     for (int qk = 0; qk < 2; qk++)

@@ -108,9 +108,29 @@ const char *gy_directive_kind_name(int kind);
 /* One rank's figures of one step (gyro.StepReport). Pointers are borrowed for the call. */
 typedef struct {
   const char *name;
-  double loss_sum; /* cross-entropy summed over the channel's tokens */
+  double loss_sum; /* cross-entropy summed over the channel's tokens (kept samples only) */
   uint64_t tokens;
+  uint64_t masked; /* samples of the channel the trainer's guard masked out of the loss */
 } gy_agent_channel_t;
+/* Where a sample's tokens come from (gyro.Provenance). */
+typedef struct {
+  const char *file;   /* the shard it starts in; NULL: unknown (the other fields are ignored) */
+  uint64_t offset;    /* token offset of its first token in that file */
+  uint32_t length;    /* its tokens */
+  int64_t document;   /* document ordinal from gyro-prep's index, -1: none */
+  uint64_t region_offset, region_length; /* the region quarantined for it, in that file */
+} gy_agent_provenance_t;
+/* A sample masked out of the loss before the backward pass (gyro.MaskedSample). */
+typedef struct {
+  uint64_t id;
+  const char *channel;
+  float loss;
+  const char *reason; /* "loss_high", "repeat_high", "nonfinite", ... */
+  float median, threshold;
+  float entropy, repeat, nontext, highbyte;
+  int rank;
+  gy_agent_provenance_t where;
+} gy_agent_masked_t;
 typedef struct {
   uint64_t id;
   const char *channel;
@@ -138,6 +158,9 @@ typedef struct {
   const gy_agent_sample_t *bottom; /* the best (lowest-loss) samples, lowest first */
   int nbottom;
   const gy_agent_gpu_t *gpu; /* this rank's GPU health, NULL: none (CPU, or no NVML) */
+  int samples;                     /* samples of the step, masked ones included (0: unknown) */
+  const gy_agent_masked_t *masked; /* what the guard masked (at most 64 are sent) */
+  int nmasked;
   /* has_checkpoint != 0: the checkpoint of step checkpoint_step (steps done when it was taken)
    * is complete on disk on this rank and was not reported before (the controller commits a
    * checkpoint once every rank has reported it). */

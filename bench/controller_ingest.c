@@ -125,7 +125,7 @@ static void send_report(sim_t *r, gy_rpc_cstream_t *s, int64_t step) {
   gy_agent_channel_t ch[3];
   gy_agent_sample_t top[4];
   for (int c = 0; c < 3; c++)
-    ch[c] = (gy_agent_channel_t){names[c], 1500.0 + step * 0.01 + c, 384};
+    ch[c] = (gy_agent_channel_t){names[c], 1500.0 + step * 0.01 + c, 384, 0};
   for (int k = 0; k < 4; k++)
     top[k] =
         (gy_agent_sample_t){(uint64_t)step * 8 + (uint64_t)k, names[k % 3], 5.0f - 0.1f * (float)k};

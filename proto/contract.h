@@ -35,6 +35,10 @@
  * this many, the controller keeps at most this many. */
 #define GY_WIRE_TOPK_MAX 64
 
+/* The most masked samples (the guard's) a StepReport lists per step; counts per channel are
+ * exact beyond it. */
+#define GY_WIRE_MASKED_MAX 64
+
 /* How the details of a session the controller ends because the rank is hung begin: the agent
  * then ends its process (its trainer thread cannot be woken). */
 #define GY_WIRE_HUNG_PREFIX "declared hung"

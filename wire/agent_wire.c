@@ -16,10 +16,13 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "proto/contract.h"
 #include "proto/gyro.pb-c.h"
 #include "wire/hparams.h"
 
 #define LIST_MAX 1024
+/* The most masked samples a step report carries (gyro.StepReport.masked). */
+#define MASKED_MAX GY_WIRE_MASKED_MAX
 
 static char *s_(const char *s) {
   return (char *)(s ? s : "");
@@ -123,8 +126,12 @@ static int count_ok(int n, const void *arr) {
 int gy_wire_agent_report_encode(uint64_t generation, int rank, const gy_agent_report_t *rep,
                                 uint8_t **buf, size_t *len) {
   if (!rep || !count_ok(rep->nchannels, rep->channels) || !count_ok(rep->ntop, rep->top) ||
-      !count_ok(rep->nbottom, rep->bottom))
+      !count_ok(rep->nbottom, rep->bottom) || !count_ok(rep->nmasked, rep->masked) ||
+      rep->nmasked > MASKED_MAX || rep->samples < 0)
     return GY_EINVAL;
+  Gyro__MaskedSample ms[rep->nmasked > 0 ? rep->nmasked : 1];
+  Gyro__MaskedSample *msp[rep->nmasked > 0 ? rep->nmasked : 1];
+  Gyro__Provenance pv[rep->nmasked > 0 ? rep->nmasked : 1];
   Gyro__ChannelStat cs[rep->nchannels > 0 ? rep->nchannels : 1];
   Gyro__ChannelStat *csp[rep->nchannels > 0 ? rep->nchannels : 1];
   Gyro__SampleLoss sl[rep->ntop > 0 ? rep->ntop : 1];
@@ -141,6 +148,7 @@ int gy_wire_agent_report_encode(uint64_t generation, int rank, const gy_agent_re
     cs[i].name = s_(rep->channels[i].name);
     cs[i].loss_sum = rep->channels[i].loss_sum;
     cs[i].tokens = rep->channels[i].tokens;
+    cs[i].masked = rep->channels[i].masked;
     csp[i] = &cs[i];
   }
   r.n_channels = (size_t)rep->nchannels;
@@ -166,6 +174,35 @@ int gy_wire_agent_report_encode(uint64_t generation, int rank, const gy_agent_re
   }
   r.n_bottom = (size_t)rep->nbottom;
   r.bottom = blp;
+  r.samples = (uint32_t)rep->samples;
+  for (int i = 0; i < rep->nmasked; i++) {
+    const gy_agent_masked_t *x = &rep->masked[i];
+    gyro__masked_sample__init(&ms[i]);
+    ms[i].id = x->id;
+    ms[i].channel = s_(x->channel);
+    ms[i].loss = x->loss;
+    ms[i].reason = s_(x->reason);
+    ms[i].median = x->median;
+    ms[i].threshold = x->threshold;
+    ms[i].entropy = x->entropy;
+    ms[i].repeat = x->repeat;
+    ms[i].nontext = x->nontext;
+    ms[i].highbyte = x->highbyte;
+    ms[i].rank = x->rank;
+    if (x->where.file) {
+      gyro__provenance__init(&pv[i]);
+      pv[i].file = s_(x->where.file);
+      pv[i].offset = x->where.offset;
+      pv[i].length = x->where.length;
+      pv[i].document = x->where.document;
+      pv[i].region_offset = x->where.region_offset;
+      pv[i].region_length = x->where.region_length;
+      ms[i].where = &pv[i];
+    }
+    msp[i] = &ms[i];
+  }
+  r.n_masked = (size_t)rep->nmasked;
+  r.masked = msp;
   Gyro__GpuHealth gh = GYRO__GPU_HEALTH__INIT;
   if (rep->gpu) {
     gpu_out(rep->gpu, &gh);

@@ -649,11 +649,125 @@ static void corrupt_tokens(const gy_corrupt_t *e, uint64_t seed, uint64_t id, in
 }
 
 void gy_data_sample(const gy_data_t *d, uint64_t id, uint16_t *tokens, int *channel) {
-  int c;
-  uint64_t idx;
+  gy_data_sample_q(d, NULL, id, tokens, channel, NULL);
+}
+
+/* ---- quarantine ---- */
+
+void gy_quarantine_init(gy_quarantine_t *q) {
+  memset(q, 0, sizeof(*q));
+}
+
+void gy_quarantine_free(gy_quarantine_t *q) {
+  if (!q) return;
+  free(q->r);
+  gy_quarantine_init(q);
+}
+
+static int qless(int c1, uint64_t f1, int c2, uint64_t f2) {
+  return c1 != c2 ? c1 < c2 : f1 < f2;
+}
+
+int gy_quarantine_add(gy_quarantine_t *q, int channel, uint64_t first, uint64_t last) {
+  if (first >= last || channel < 0) return GY_EINVAL;
+  /* the ranges of the channel that overlap or touch [first, last) merge with it */
+  size_t i = 0;
+  while (i < q->n && qless(q->r[i].channel, q->r[i].last, channel, first))
+    i++;
+  size_t j = i;
+  while (j < q->n && q->r[j].channel == channel && q->r[j].first <= last) {
+    if (q->r[j].first < first) first = q->r[j].first;
+    if (q->r[j].last > last) last = q->r[j].last;
+    j++;
+  }
+  if (j - i == 1 && q->r[i].first == first && q->r[i].last == last) return 0; /* already held */
+  if (i == j) {
+    if (q->n == q->cap) {
+      size_t cap = q->cap ? 2 * q->cap : 16;
+      gy_qregion_t *r = realloc(q->r, cap * sizeof(*r));
+      if (!r) return GY_ENOMEM;
+      q->r = r;
+      q->cap = cap;
+    }
+    memmove(q->r + i + 1, q->r + i, (q->n - i) * sizeof(*q->r));
+    q->n++;
+  } else if (j - i > 1) {
+    memmove(q->r + i + 1, q->r + j, (q->n - j) * sizeof(*q->r));
+    q->n -= j - i - 1;
+  }
+  q->r[i] = (gy_qregion_t){channel, first, last};
+  return 1;
+}
+
+int gy_quarantine_remove(gy_quarantine_t *q, int channel, uint64_t first, uint64_t last) {
+  int changed = 0;
+  for (size_t i = 0; i < q->n; i++) {
+    gy_qregion_t *r = &q->r[i];
+    if (r->channel != channel || r->last <= first || r->first >= last) continue;
+    changed = 1;
+    if (r->first < first && r->last > last) { /* a hole in the middle: split */
+      gy_qregion_t tail = {channel, last, r->last};
+      r->last = first;
+      if (q->n == q->cap) {
+        size_t cap = q->cap ? 2 * q->cap : 16;
+        gy_qregion_t *nr = realloc(q->r, cap * sizeof(*nr));
+        if (!nr) return GY_ENOMEM;
+        q->r = nr;
+        q->cap = cap;
+        r = &q->r[i];
+      }
+      memmove(q->r + i + 2, q->r + i + 1, (q->n - i - 1) * sizeof(*q->r));
+      q->r[i + 1] = tail;
+      q->n++;
+      i++;
+    } else if (r->first < first) {
+      r->last = first;
+    } else if (r->last > last) {
+      r->first = last;
+    } else {
+      memmove(q->r + i, q->r + i + 1, (q->n - i - 1) * sizeof(*q->r));
+      q->n--;
+      i--;
+    }
+  }
+  return changed;
+}
+
+int gy_quarantine_overlaps(const gy_quarantine_t *q, int channel, uint64_t first, uint64_t last) {
+  if (!q || !q->n) return 0;
+  /* the first range not entirely before (channel, first) */
+  size_t lo = 0, hi = q->n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (qless(q->r[mid].channel, q->r[mid].last, channel, first + 1))
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < q->n && q->r[lo].channel == channel && q->r[lo].first < last;
+}
+
+void gy_data_sample_q(const gy_data_t *d, const gy_quarantine_t *q, uint64_t id, uint16_t *tokens,
+                      int *channel, uint64_t *used) {
   size_t n = (size_t)d->opts.seq_len + 1;
-  gy_data_sample_locate(d, id, &c, NULL, &idx);
-  read_stream(&d->ch[c], idx * (uint64_t)d->opts.seq_len, n, tokens);
+  uint64_t T = (uint64_t)d->opts.seq_len;
+  uint32_t ppos = (uint32_t)(id % d->P);
+  int c = d->pattern[ppos];
+  const channel_t *ch = &d->ch[c];
+  uint64_t j = (id / d->P) * ch->w + d->rank[ppos];
+  uint64_t ep = j / ch->nsamples, i = j % ch->nsamples;
+  int shuffle = d->opts.channels[c].shuffle;
+  uint64_t idx0 = shuffle ? permute(d->opts.seed, c, ep, i, ch->nsamples, ch->half_bits) : i;
+  uint64_t idx = idx0;
+  /* a quarantined sample is replaced by the next one of its channel's epoch order that is not
+   * (wrapping; when the whole channel is quarantined the sample stays as it is) */
+  uint64_t tries = 1;
+  for (; tries < ch->nsamples && gy_quarantine_overlaps(q, c, idx * T, idx * T + n); tries++) {
+    uint64_t ii = (i + tries) % ch->nsamples;
+    idx = shuffle ? permute(d->opts.seed, c, ep, ii, ch->nsamples, ch->half_bits) : ii;
+  }
+  if (tries == ch->nsamples && ch->nsamples > 1) idx = idx0;
+  read_stream(ch, idx * T, n, tokens);
   /* Entries apply in order, so when ranges overlap the last matching entry wins. */
   for (int k = 0; k < d->opts.ncorrupt; k++) {
     const gy_corrupt_t *e = &d->opts.corrupt[k];
@@ -661,6 +775,7 @@ void gy_data_sample(const gy_data_t *d, uint64_t id, uint16_t *tokens, int *chan
       corrupt_tokens(e, d->opts.seed, id, d->opts.vocab_size, tokens, n);
   }
   if (channel) *channel = c;
+  if (used) *used = idx;
 }
 
 void gy_data_batch_ids(const gy_data_t *d, const gy_skiplist_t *skip, uint64_t step, int rank,
@@ -688,4 +803,32 @@ void gy_data_val_sample(const gy_data_t *d, int ch, int i, uint16_t *tokens) {
 double gy_data_unigram_nats(const gy_data_t *d, int ch) {
   if (ch < 0 || ch >= d->opts.nchannels) return 0.0;
   return d->ch[ch].unigram;
+}
+
+int gy_data_document(const gy_data_t *d, int ch, uint64_t stream, int64_t *doc, uint64_t *first,
+                     uint64_t *last) {
+  (void)d, (void)ch, (void)stream, (void)doc, (void)first, (void)last;
+  return GY_ENOENT; /* TEMP until the document index lands */
+}
+
+int gy_data_file_offset(const gy_data_t *d, int ch, uint64_t stream, int *file, uint64_t *offset) {
+  if (ch < 0 || ch >= d->opts.nchannels) return GY_ERANGE;
+  const channel_t *c = &d->ch[ch];
+  if (stream >= c->ntokens) return GY_ERANGE;
+  int f = 0;
+  while (f + 1 < c->nshards && c->starts[f + 1] <= stream)
+    f++;
+  *file = f;
+  *offset = stream - c->starts[f];
+  return 0;
+}
+
+const char *gy_data_file_path(const gy_data_t *d, int ch, int file) {
+  if (ch < 0 || ch >= d->opts.nchannels || file < 0 || file >= d->ch[ch].nshards) return NULL;
+  return d->opts.channels[ch].files[file];
+}
+
+uint64_t gy_data_file_tokens(const gy_data_t *d, int ch, int file) {
+  if (ch < 0 || ch >= d->opts.nchannels || file < 0 || file >= d->ch[ch].nshards) return 0;
+  return d->ch[ch].shards[file].ntokens;
 }

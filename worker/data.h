@@ -54,6 +54,47 @@ void gy_data_sample_locate(const gy_data_t *d, uint64_t id, int *channel, uint64
                            uint64_t *index);
 /* Number of training tokens in channel ch (all its shards). */
 uint64_t gy_data_channel_tokens(const gy_data_t *d, int ch);
+/* ---- quarantine: regions of a channel's token stream never trained on again ---- */
+typedef struct {
+  int channel;
+  uint64_t first, last; /* stream tokens [first, last) */
+} gy_qregion_t;
+/* Sorted by (channel, first), merged: never overlapping nor touching within a channel. */
+typedef struct {
+  gy_qregion_t *r;
+  size_t n, cap;
+} gy_quarantine_t;
+
+void gy_quarantine_init(gy_quarantine_t *q);
+void gy_quarantine_free(gy_quarantine_t *q);
+/* Adds [first, last) of channel's stream (merging). Returns 1 when the set grew, 0 when it held
+ * the range already, GY_EINVAL (empty range) or GY_ENOMEM (set unchanged). */
+int gy_quarantine_add(gy_quarantine_t *q, int channel, uint64_t first, uint64_t last);
+/* Removes [first, last) of channel's stream (splitting ranges). Returns 1 when the set changed,
+ * 0 when not, GY_ENOMEM. */
+int gy_quarantine_remove(gy_quarantine_t *q, int channel, uint64_t first, uint64_t last);
+/* 1 when [first, last) of channel's stream overlaps a quarantined range. */
+int gy_quarantine_overlaps(const gy_quarantine_t *q, int channel, uint64_t first, uint64_t last);
+
+/* gy_data_sample with quarantine q (NULL: none): a sample whose tokens overlap a quarantined
+ * range is replaced by the next sample of its channel's order in that epoch that does not (so
+ * ids, batch shapes and every skip keep their meaning). *used: the sample index whose tokens
+ * were read (may be NULL). A pure function of (seed, weights, shards, q, id). */
+void gy_data_sample_q(const gy_data_t *d, const gy_quarantine_t *q, uint64_t id, uint16_t *tokens,
+                      int *channel, uint64_t *used);
+
+/* The document of channel ch holding stream token `stream`, from gyro-prep's index: its ordinal
+ * into *doc and its stream tokens [*first, *last). GY_ENOENT when the channel has no (valid)
+ * index. */
+int gy_data_document(const gy_data_t *d, int ch, uint64_t stream, int64_t *doc, uint64_t *first,
+                     uint64_t *last);
+
+/* The shard file of channel ch holding stream token `stream` and the offset in it; GY_ERANGE. */
+int gy_data_file_offset(const gy_data_t *d, int ch, uint64_t stream, int *file, uint64_t *offset);
+/* The path of shard file `file` of channel ch (NULL when out of range), and its tokens. */
+const char *gy_data_file_path(const gy_data_t *d, int ch, int file);
+uint64_t gy_data_file_tokens(const gy_data_t *d, int ch, int file);
+
 /* Ids of the B samples that step consumes on data-parallel rank (of world ranks): the
  * unskipped ids number (step*world + rank)*B ... +B-1, in order. */
 void gy_data_batch_ids(const gy_data_t *d, const gy_skiplist_t *skip, uint64_t step, int rank,

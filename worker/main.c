@@ -99,10 +99,59 @@ static json_t *num_or_null(double v) {
   return isfinite(v) ? json_real(v) : json_null();
 }
 
+/* Where a masked sample's tokens and its quarantined region lie, in shard-file terms. */
+typedef struct {
+  const char *file;
+  uint64_t offset, q_offset, q_length;
+  uint32_t length;
+} where_t;
+
+static void masked_where(const gy_trainer_t *tr, gy_data_t *d, const gy_masked_sample_t *m,
+                         where_t *w) {
+  uint64_t T = (uint64_t)gy_trainer_seq_len(tr);
+  int file = -1, qfile = -1;
+  uint64_t off = 0, qoff = 0;
+  memset(w, 0, sizeof(*w));
+  if (gy_data_file_offset(d, m->channel, m->index * T, &file, &off)) return;
+  w->file = gy_data_file_path(d, m->channel, file);
+  w->offset = off;
+  w->length = (uint32_t)(T + 1);
+  /* the region, clipped to the file the sample starts in (a document may cross a shard's end) */
+  if (gy_data_file_offset(d, m->channel, m->q_first, &qfile, &qoff) || qfile != file) qoff = 0;
+  uint64_t file_end = off + (gy_data_file_tokens(d, m->channel, file) - off);
+  uint64_t qend = qoff + (m->q_last - m->q_first);
+  w->q_offset = qoff;
+  w->q_length = (qend < file_end ? qend : file_end) - qoff;
+}
+
+static json_t *masked_json(const gy_trainer_t *tr, gy_data_t *d, const gy_masked_sample_t *m) {
+  char why[48];
+  gy_guard_reason(&m->verdict, why, sizeof(why));
+  where_t w;
+  masked_where(tr, d, m, &w);
+  json_t *o = json_pack("{s:I, s:s, s:i, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id",
+                        (json_int_t)m->id, "channel", gy_data_channel_name(d, m->channel), "rank",
+                        m->rank, "reason", why, "loss", num_or_null(m->stats[GY_GSTAT_LOSS]),
+                        "median", num_or_null(m->verdict.median), "threshold",
+                        num_or_null(m->verdict.threshold), "entropy",
+                        num_or_null(m->stats[GY_GSTAT_ENTROPY]), "repeat",
+                        num_or_null(m->stats[GY_GSTAT_REPEAT]), "nontext",
+                        num_or_null(m->stats[GY_GSTAT_NONTEXT]), "highbyte",
+                        num_or_null(m->stats[GY_GSTAT_HIGHBYTE]));
+  if (w.file) {
+    json_object_set_new(o, "file", json_string(w.file));
+    json_object_set_new(o, "offset", json_integer((json_int_t)w.offset));
+    json_object_set_new(o, "document", json_integer((json_int_t)m->document));
+    json_object_set_new(o, "quarantine",
+                        json_pack("{s:I, s:I, s:b}", "offset", (json_int_t)w.q_offset, "length",
+                                  (json_int_t)w.q_length, "new", m->q_new));
+  }
+  return o;
+}
+
 /* A step's JSON line; compute_ms < 0: not measured (not written). */
 static void emit_step(const gy_trainer_t *tr, gy_data_t *d, const gy_step_report_t *r,
                       double compute_ms) {
-  (void)tr;
   json_t *o = json_object();
   json_object_set_new(o, "type", json_string("step"));
   json_object_set_new(o, "step", json_integer(r->step));
@@ -139,6 +188,14 @@ static void emit_step(const gy_trainer_t *tr, gy_data_t *d, const gy_step_report
                                     gy_data_channel_name(d, r->bottom[i].channel), "loss",
                                     num_or_null(r->bottom[i].loss)));
   json_object_set_new(o, "bottom", bottom);
+  json_object_set_new(o, "samples", json_integer(r->samples));
+  json_t *mc = json_object(), *ml = json_array();
+  for (int c = 0; c < gy_data_nchannels(d); c++)
+    json_object_set_new(mc, gy_data_channel_name(d, c), json_integer((json_int_t)r->ch_masked[c]));
+  for (int i = 0; i < r->nmasked; i++)
+    json_array_append_new(ml, masked_json(tr, d, &r->masked[i]));
+  json_object_set_new(o, "masked_ch", mc);
+  json_object_set_new(o, "masked", ml);
   gy_json_emit(o);
 }
 
@@ -218,7 +275,8 @@ static const gy_gpu_health_t *gpu_watch_read(gpu_watch_t *g, int64_t step) {
   return &g->h;
 }
 
-static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r, double compute_ms,
+static void report_step(gy_agent_t *a, const gy_trainer_t *tr, gy_data_t *d,
+                        const gy_step_report_t *r, double compute_ms,
                         int64_t ckpt_step, uint64_t ckpt_bytes, const gy_gpu_health_t *h) {
   gy_agent_gpu_t gpu;
   if (h)
@@ -245,7 +303,33 @@ static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r, 
   gy_agent_sample_t top[GY_TOPK_MAX], bottom[GY_TOPK_MAX];
   int nch = gy_data_nchannels(d);
   for (int c = 0; c < nch; c++)
-    ch[c] = (gy_agent_channel_t){gy_data_channel_name(d, c), r->ch_loss_sum[c], r->ch_tokens[c]};
+    ch[c] = (gy_agent_channel_t){gy_data_channel_name(d, c), r->ch_loss_sum[c], r->ch_tokens[c],
+                                 r->ch_masked[c]};
+  gy_agent_masked_t masked[GY_MASKED_MAX];
+  char why[GY_MASKED_MAX][48];
+  for (int i = 0; i < r->nmasked; i++) {
+    const gy_masked_sample_t *m = &r->masked[i];
+    gy_guard_reason(&m->verdict, why[i], sizeof(why[i]));
+    where_t w;
+    masked_where(tr, d, m, &w);
+    masked[i] = (gy_agent_masked_t){.id = m->id,
+                                    .channel = gy_data_channel_name(d, m->channel),
+                                    .loss = m->stats[GY_GSTAT_LOSS],
+                                    .reason = why[i],
+                                    .median = m->verdict.median,
+                                    .threshold = m->verdict.threshold,
+                                    .entropy = m->stats[GY_GSTAT_ENTROPY],
+                                    .repeat = m->stats[GY_GSTAT_REPEAT],
+                                    .nontext = m->stats[GY_GSTAT_NONTEXT],
+                                    .highbyte = m->stats[GY_GSTAT_HIGHBYTE],
+                                    .rank = m->rank,
+                                    .where = {.file = w.file,
+                                              .offset = w.offset,
+                                              .length = w.length,
+                                              .document = m->document,
+                                              .region_offset = w.q_offset,
+                                              .region_length = w.q_length}};
+  }
   for (int i = 0; i < r->ntop; i++)
     top[i] = (gy_agent_sample_t){r->top[i].id, gy_data_channel_name(d, r->top[i].channel),
                                  r->top[i].loss};
@@ -269,6 +353,9 @@ static void report_step(gy_agent_t *a, gy_data_t *d, const gy_step_report_t *r, 
                           .bottom = bottom,
                           .nbottom = r->nbottom,
                           .gpu = h ? &gpu : NULL,
+                          .samples = r->samples,
+                          .masked = masked,
+                          .nmasked = r->nmasked,
                           .ntop = r->ntop,
                           .has_checkpoint = ckpt_step >= 0,
                           .checkpoint_step = ckpt_step,
@@ -475,7 +562,7 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
       exit_code = 1;
       break;
     }
-    report_step(a, d, &r, compute_ms, rc > 0 ? ckpt_steps[rc - 1] : -1,
+    report_step(a, tr, d, &r, compute_ms, rc > 0 ? ckpt_steps[rc - 1] : -1,
                 rc > 0 ? ckpt_bytes[rc - 1] : 0, gpu_watch_read(&gpu, r.step));
     gy_eval_report_t ev;
     /* With evaluation on (eval.every > 0), every checkpoint is evaluated too: the controller

@@ -102,6 +102,7 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
   gy_trainer_t *t = calloc(1, sizeof(*t));
   if (!t) return GY_ENOMEM;
   gy_skiplist_init(&t->skip);
+  gy_quarantine_init(&t->quar);
   pthread_mutex_init(&t->mu, NULL);
   pthread_cond_init(&t->cv, NULL);
   int threads = cfg->threads > 0 ? cfg->threads : omp_get_num_procs();
@@ -293,11 +294,20 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
   t->chans = malloc((size_t)t->B * sizeof(int));
   t->ids = malloc((size_t)t->B * sizeof(uint64_t));
   t->tok = malloc(((size_t)t->T + 1) * sizeof(uint16_t));
+  t->gstats = malloc((size_t)t->B * sizeof(*t->gstats));
+  t->verdict = malloc((size_t)t->B * sizeof(*t->verdict));
+  t->gkeep = malloc((size_t)t->B);
+  t->used = malloc((size_t)t->B * sizeof(uint64_t));
   if (t->device == GY_DEVICE_CUDA) t->top1 = malloc(N * sizeof(int));
   rc = GY_ENOMEM;
-  if (!t->inputs || !t->targets || !t->chans || !t->ids || !t->tok ||
-      (t->device == GY_DEVICE_CUDA && !t->top1))
+  if (!t->inputs || !t->targets || !t->chans || !t->ids || !t->tok || !t->gstats ||
+      !t->verdict || !t->gkeep || !t->used || (t->device == GY_DEVICE_CUDA && !t->top1))
     goto err;
+  {
+    gy_guard_opts_t go;
+    gy_guard_default(&go);
+    if ((rc = gy_guard_create(&t->guard, &go, gy_data_nchannels(t->data)))) goto err;
+  }
   if ((rc = gy_ckpt_writer_create(&t->writer))) goto err;
   *out = t;
   return 0;
@@ -330,6 +340,12 @@ void gy_trainer_destroy(gy_trainer_t *t) {
   gy_ckpt_writer_destroy(t->writer);
   for (int i = 0; i < MAX_RING; i++)
     gy_ckpt_buf_unref(t->ring[i]);
+  gy_guard_destroy(t->guard);
+  gy_quarantine_free(&t->quar);
+  free(t->used);
+  free(t->gkeep);
+  free(t->verdict);
+  free(t->gstats);
   free(t->tok);
   free(t->ids);
   free(t->chans);
@@ -357,6 +373,9 @@ void gy_trainer_destroy(gy_trainer_t *t) {
 
 int64_t gy_trainer_step_count(const gy_trainer_t *t) {
   return t->step;
+}
+int gy_trainer_seq_len(const gy_trainer_t *t) {
+  return t->T;
 }
 gy_gpt_t *gy_trainer_model(gy_trainer_t *t) {
 #ifdef GY_HAVE_CUDA_KERNELS
@@ -393,21 +412,101 @@ int gy_trainer_set_knobs(gy_trainer_t *t, const gy_knobs_t *k, char *errmsg, siz
   return 0;
 }
 
+int gy_trainer_set_guard(gy_trainer_t *t, const gy_guard_opts_t *o, char *errmsg, size_t errlen) {
+  int rc = gy_guard_check(o, errmsg, errlen);
+  if (rc) return rc;
+  return gy_guard_set_opts(t->guard, o);
+}
+
+const gy_guard_opts_t *gy_trainer_guard(const gy_trainer_t *t) {
+  return gy_guard_opts(t->guard);
+}
+
+int gy_trainer_quarantine_add(gy_trainer_t *t, int channel, uint64_t first, uint64_t last) {
+  if (channel < 0 || channel >= gy_data_nchannels(t->data)) return GY_EINVAL;
+  return gy_quarantine_add(&t->quar, channel, first, last);
+}
+
+int gy_trainer_quarantine_remove(gy_trainer_t *t, int channel, uint64_t first, uint64_t last) {
+  if (channel < 0 || channel >= gy_data_nchannels(t->data) || first >= last) return GY_EINVAL;
+  return gy_quarantine_remove(&t->quar, channel, first, last);
+}
+
+const gy_quarantine_t *gy_trainer_quarantined(const gy_trainer_t *t) {
+  return &t->quar;
+}
+
+/* The region a masked sample quarantines: its document when gyro-prep's index names one of at
+ * most quarantine_max_tokens tokens, else its tokens widened by quarantine_margin, clipped to
+ * the channel's stream. */
+static void masked_region(const gy_trainer_t *t, gy_masked_sample_t *m) {
+  const gy_guard_opts_t *o = gy_guard_opts(t->guard);
+  uint64_t T = (uint64_t)t->T, first = m->index * T, last = first + T + 1;
+  uint64_t total = gy_data_channel_tokens(t->data, m->channel);
+  int64_t doc = -1;
+  uint64_t df, dl;
+  m->document = -1;
+  if (!gy_data_document(t->data, m->channel, first, &doc, &df, &dl)) {
+    m->document = doc;
+    if (dl - df <= o->quarantine_max_tokens && df <= first) {
+      m->q_first = df;
+      m->q_last = dl > last ? dl : last;
+      return;
+    }
+  }
+  m->q_first = first > o->quarantine_margin ? first - o->quarantine_margin : 0;
+  m->q_last = last + o->quarantine_margin < total ? last + o->quarantine_margin : total;
+}
+
+/* After a step: where each of the gang's masked samples came from, and its region added to the
+ * quarantine (on every rank alike: the list is the gang's). The indexes are found with the
+ * quarantine as it was during the step, before any of the step's regions is added. */
+static int quarantine_masked(gy_trainer_t *t, gy_step_report_t *rep) {
+  for (int i = 0; i < rep->nmasked; i++) {
+    gy_masked_sample_t *m = &rep->masked[i];
+    int ch;
+    gy_data_sample_q(t->data, &t->quar, m->id, t->tok, &ch, &m->index);
+    masked_region(t, m);
+  }
+  if (!gy_guard_opts(t->guard)->quarantine) return 0;
+  for (int i = 0; i < rep->nmasked; i++) {
+    gy_masked_sample_t *m = &rep->masked[i];
+    int rc = gy_quarantine_add(&t->quar, m->channel, m->q_first, m->q_last);
+    if (rc < 0) return rc;
+    m->q_new = rc;
+  }
+  return 0;
+}
+
 int gy_trainer_skip(gy_trainer_t *t, uint64_t first, uint64_t last) {
   if (first >= last) return GY_EINVAL;
   return gy_skiplist_add(&t->skip, first, last);
 }
 
-/* Loads the samples of `ids` into inputs/targets. */
+/* Loads the samples of `ids` into inputs/targets, and measures their content for the guard. */
 static void load_batch(gy_trainer_t *t) {
-  int T = t->T;
+  int T = t->T, V = gy_gpt_config(t->model)->vocab_size;
   for (int b = 0; b < t->B; b++) {
-    gy_data_sample(t->data, t->ids[b], t->tok, &t->chans[b]);
+    gy_data_sample_q(t->data, &t->quar, t->ids[b], t->tok, &t->chans[b], &t->used[b]);
+    gy_guard_content(t->tok, T + 1, V, t->gstats[b]);
     for (int i = 0; i < T; i++) {
       t->inputs[b * T + i] = t->tok[i];
       t->targets[b * T + i] = t->tok[i + 1];
     }
   }
+}
+
+void gy__train_guard(gy_trainer_t *t, const float *tl) {
+  int T = t->T;
+  for (int b = 0; b < t->B; b++) {
+    double s = 0;
+    for (int i = 0; i < T; i++)
+      s += tl[b * T + i];
+    t->gstats[b][GY_GSTAT_LOSS] = (float)(s / T);
+  }
+  gy_guard_judge(t->guard, t->B, t->chans, (const float(*)[GY_GSTAT_COUNT])t->gstats, t->verdict);
+  for (int b = 0; b < t->B; b++)
+    t->gkeep[b] = !t->verdict[b].masked;
 }
 
 int gy__train_cmp_loss_desc(const void *a, const void *b) {
@@ -426,7 +525,8 @@ static int step_cuda(gy_trainer_t *t, gy_step_report_t *rep) {
   if (rc == GY_ECOMM)
     return gy__train_comm_failure(t, rc); /* a tensor-parallel sum: the callee said why */
   if (rc) return gy__train_cuda_fail(t, rc, "forward pass on the GPU");
-  rc = gy_gpt_cuda_backward(t->dmodel);
+  gy__train_guard(t, gy_gpt_cuda_token_losses(t->dmodel));
+  rc = gy_gpt_cuda_backward_masked(t->dmodel, t->gkeep);
   if (rc == GY_ECOMM) return gy__train_comm_failure(t, rc);
   if (rc) return gy__train_cuda_fail(t, rc, "backward pass on the GPU");
   if (t->dp_size > 1 && t->have_ngroups) {
@@ -483,7 +583,9 @@ static int step_cpu(gy_trainer_t *t, gy_step_report_t *rep) {
   float loss;
   int rc = gy_gpt_forward(t->model, t->inputs, t->targets, B, T, t->knobs.z_loss, &loss);
   if (rc) return rc == GY_ECOMM ? gy__train_comm_failure(t, rc) : rc;
-  if ((rc = gy_gpt_backward(t->model))) return rc == GY_ECOMM ? gy__train_comm_failure(t, rc) : rc;
+  gy__train_guard(t, gy_gpt_token_losses(t->model));
+  if ((rc = gy_gpt_backward_masked(t->model, t->gkeep)))
+    return rc == GY_ECOMM ? gy__train_comm_failure(t, rc) : rc;
   if (t->dp_size > 1) {
     if (t->overlap) {
       rc = gy__train_wait_reducer(t);
@@ -528,29 +630,55 @@ int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep) {
   }
   gy_sample_loss_t *all = malloc(sizeof(*all) * (size_t)B);
   if (!all) return GY_ENOMEM;
-  double total = 0;
+  double total = 0, total_all = 0;
+  int nkept = 0;
   for (int b = 0; b < B; b++) {
     double s = 0;
     for (int i = 0; i < T; i++)
       s += tl[b * T + i];
     int ch = t->chans[b];
+    total_all += s;
+    if (!t->gkeep[b]) {
+      /* masked: not trained, so not in the step's loss; listed with why */
+      rep->ch_masked[ch]++;
+      if (rep->nmasked < GY_MASKED_MAX) {
+        gy_masked_sample_t *m = &rep->masked[rep->nmasked++];
+        m->id = t->ids[b];
+        m->channel = ch;
+        m->rank = t->dp_rank;
+        memcpy(m->stats, t->gstats[b], sizeof(m->stats));
+        m->verdict = t->verdict[b];
+      }
+      continue;
+    }
     rep->ch_loss_sum[ch] += s;
     rep->ch_tokens[ch] += (uint64_t)T;
     total += s;
-    all[b].id = t->ids[b];
-    all[b].channel = ch;
-    all[b].loss = (float)(s / T);
+    all[nkept].id = t->ids[b];
+    all[nkept].channel = ch;
+    all[nkept].loss = (float)(s / T);
+    nkept++;
   }
-  qsort(all, (size_t)B, sizeof(*all), gy__train_cmp_loss_desc);
-  rep->ntop = t->top_k < B ? t->top_k : B;
+  rep->samples = B;
+  qsort(all, (size_t)nkept, sizeof(*all), gy__train_cmp_loss_desc);
+  rep->ntop = t->top_k < nkept ? t->top_k : nkept;
   memcpy(rep->top, all, sizeof(*all) * (size_t)rep->ntop);
   rep->nbottom = rep->ntop;
   for (int i = 0; i < rep->nbottom; i++)
-    rep->bottom[i] = all[B - 1 - i];
+    rep->bottom[i] = all[nkept - 1 - i];
   free(all);
-  if (t->dp_size > 1 && (rc = gy__train_reduce_report(t, rep, &total)))
+  if (t->dp_size > 1 && (rc = gy__train_reduce_report(t, rep, &total, &total_all)))
     return gy__train_comm_failure(t, rc);
-  rep->loss = total / ((double)B * T * t->dp_size);
+  if ((rc = quarantine_masked(t, rep))) {
+    snprintf(t->last_error, sizeof(t->last_error), "quarantine: %s", gy_strerror(rc));
+    return rc;
+  }
+  uint64_t kept_tokens = 0;
+  for (int c = 0; c < GY_MAX_CHANNELS; c++)
+    kept_tokens += rep->ch_tokens[c];
+  /* the mean over the kept tokens; when the guard masked every sample of the gang, over all
+   * of them (the masked share then tells the controller) */
+  rep->loss = kept_tokens ? total / (double)kept_tokens : total_all / ((double)B * T * t->dp_size);
   rep->step = t->step;
   t->step++;
   rep->step_ms = now_ms() - t0;

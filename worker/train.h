@@ -11,6 +11,7 @@
 #include "config/run_config.h"
 #include "proto/contract.h"
 #include "worker/data.h"
+#include "worker/guard.h"
 
 #define GY_TOPK_MAX GY_WIRE_TOPK_MAX /* proto/contract.h: what a StepReport carries */
 
@@ -19,6 +20,25 @@ typedef struct {
   int channel;
   float loss; /* mean cross-entropy over the sample's tokens */
 } gy_sample_loss_t;
+
+/* The most masked samples a step report lists (the gang's, in rank order); the counts per
+ * channel are exact beyond it. */
+#define GY_MASKED_MAX GY_WIRE_MASKED_MAX
+
+/* A sample the guard masked out of the loss before the backward pass. */
+typedef struct {
+  uint64_t id;
+  int channel;
+  int rank;                    /* the data-parallel rank that drew it */
+  float stats[GY_GSTAT_COUNT]; /* its loss (nats) and content statistics */
+  gy_guard_verdict_t verdict;  /* which rule fired, against which median and threshold */
+  uint64_t index;              /* the channel's sample index whose tokens it held */
+  /* the region quarantined for it (channel stream tokens [q_first, q_last)), the document when
+   * gyro-prep's index names one (-1: none), and whether the region was new */
+  uint64_t q_first, q_last;
+  int64_t document;
+  int q_new;
+} gy_masked_sample_t;
 
 /* What one step produced: sums and counts per channel so ranks aggregate exactly; in a
  * data-parallel gang they are already summed over the gang, and `top` is the gang's worst. */
@@ -34,6 +54,12 @@ typedef struct {
   gy_sample_loss_t top[GY_TOPK_MAX];    /* worst samples, highest loss first */
   int nbottom;                          /* as many as ntop */
   gy_sample_loss_t bottom[GY_TOPK_MAX]; /* best samples, lowest loss first (a drop's suspects) */
+  /* The guard. The figures above count only the kept samples (a masked sample is not trained,
+   * so it is not in the step's loss either); top and bottom are kept samples. */
+  int samples;                          /* samples of the step (the gang's), masked included */
+  uint64_t ch_masked[GY_MAX_CHANNELS];  /* masked samples per channel */
+  int nmasked;                          /* listed in masked (at most GY_MASKED_MAX) */
+  gy_masked_sample_t masked[GY_MASKED_MAX];
 } gy_step_report_t;
 
 /* Cloze items: the last GY_CLOZE_TOKENS positions of every held-out sequence (all of them when
@@ -89,11 +115,25 @@ int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep);
  * same figures; a fixed layout gives the same figures every time. */
 int gy_trainer_eval(gy_trainer_t *t, gy_eval_report_t *rep);
 int64_t gy_trainer_step_count(const gy_trainer_t *t); /* steps completed */
+int gy_trainer_seq_len(const gy_trainer_t *t);       /* T: a sample is T + 1 tokens */
 
 /* The run-time knobs: read them, or change any of them between two steps (validated; on error
  * nothing changes). */
 void gy_trainer_knobs(const gy_trainer_t *t, gy_knobs_t *out);
 int gy_trainer_set_knobs(gy_trainer_t *t, const gy_knobs_t *k, char *errmsg, size_t errlen);
+/* The guard's options (from the run's policy; the default until set). Validated; the recent
+ * figures are kept. */
+int gy_trainer_set_guard(gy_trainer_t *t, const gy_guard_opts_t *o, char *errmsg, size_t errlen);
+const gy_guard_opts_t *gy_trainer_guard(const gy_trainer_t *t);
+
+/* Quarantine by content (worker/data.h): ranges of a channel's token stream never trained on
+ * again; a sample that overlaps one is replaced by the next of its channel's order (the step
+ * after a masked sample quarantines its region on every rank alike). The set survives a restore
+ * (a checkpoint's set is added to it). add: 1 grew, 0 held already; remove: 1 changed. */
+int gy_trainer_quarantine_add(gy_trainer_t *t, int channel, uint64_t first, uint64_t last);
+int gy_trainer_quarantine_remove(gy_trainer_t *t, int channel, uint64_t first, uint64_t last);
+const gy_quarantine_t *gy_trainer_quarantined(const gy_trainer_t *t);
+
 /* Adds [first, last) to the skip list (applies from the next step). */
 int gy_trainer_skip(gy_trainer_t *t, uint64_t first, uint64_t last);
 const gy_skiplist_t *gy_trainer_skiplist(const gy_trainer_t *t);

@@ -7,7 +7,8 @@
  * gy_trainer_in_memory, gy_trainer_restore.
  *
  * Checkpoint blobs: "param/<tensor>", "adam_m/<tensor>", "adam_v/<tensor>" for every tensor of
- * the model, and "state", a JSON object (step, RNG, knobs, skip list, data cursor). Restoring
+ * the model, and "state", a JSON object (step, RNG, knobs, skip list, data cursor, and the guard's
+ * recent figures as hex, worker/guard.h; a checkpoint without them starts the guard afresh). Restoring
  * validates everything before it changes anything: a refused checkpoint leaves the trainer as
  * it was.
  *
@@ -82,6 +83,10 @@ static int state_from_json(const char *text, size_t len, int64_t *step, uint64_t
   json_t *sk = NULL;
   double lr_scale, clip, b1, b2, eps, wd, shs, zl, lr, mlf;
   int shl, wu, tot, ds, dsteps;
+  /* the guard and the quarantine are read by their own parsers (guard_from_state,
+   * quarantine_from_state) */
+  json_object_del(j, "guard");
+  json_object_del(j, "quarantine");
   int rc = json_unpack_ex(
       j, &jerr, JSON_STRICT,
       "{s:i, s:I, s:s, s:I, s:o, s:{s:F, s:F, s:F, s:F, s:F, s:F, s:F, s:i, s:F, s:{s:i, s:F, "
@@ -131,9 +136,120 @@ static int state_from_json(const char *text, size_t len, int64_t *step, uint64_t
   return 0;
 }
 
-/* The run state (step, knobs, skips, data position...) as compact JSON text, malloc'ed. */
+/* The guard's state (worker/guard.h) as a hex string in the state, so it is captured with the
+ * rest of the state at the checkpoint's step (on cuda the checkpoint is built later). */
+static int add_guard(json_t *st, const gy_trainer_t *t) {
+  uint8_t *b;
+  size_t n;
+  if (!st || gy_guard_save(t->guard, &b, &n)) return -1;
+  char *hex = malloc(2 * n + 1);
+  if (!hex) {
+    free(b);
+    return -1;
+  }
+  static const char digits[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) {
+    hex[2 * i] = digits[b[i] >> 4];
+    hex[2 * i + 1] = digits[b[i] & 15];
+  }
+  hex[2 * n] = 0;
+  free(b);
+  int rc = json_object_set_new(st, "guard", json_string(hex));
+  free(hex);
+  return rc;
+}
+
+/* The quarantine (worker/data.h) as [[channel, first, last], ...] with hexadecimal offsets. */
+static int add_quarantine(json_t *st, const gy_trainer_t *t) {
+  json_t *a = json_array();
+  char h1[17], h2[17];
+  for (size_t i = 0; a && i < t->quar.n; i++)
+    if (json_array_append_new(a, json_pack("[i s s]", t->quar.r[i].channel,
+                                           hex64(t->quar.r[i].first, h1),
+                                           hex64(t->quar.r[i].last, h2))))
+      break;
+  return !a || json_object_set_new(st, "quarantine", a);
+}
+
+/* The quarantine of a state blob into *q (initialised here; empty when the checkpoint has none),
+ * each range checked against this run's channels. */
+static int quarantine_from_state(const gy_trainer_t *t, const char *text, size_t len,
+                                 gy_quarantine_t *q, char *errmsg, size_t errlen) {
+  gy_quarantine_init(q);
+  json_t *j = json_loadb(text, len, 0, NULL);
+  json_t *a = j ? json_object_get(j, "quarantine") : NULL;
+  size_t i;
+  json_t *r;
+  int rc = 0;
+  if (a && !json_is_array(a)) rc = GY_ECORRUPT;
+  json_array_foreach(a, i, r) {
+    int ch;
+    const char *f = NULL, *l = NULL;
+    if (rc || json_unpack(r, "[i s s]", &ch, &f, &l) || ch < 0 ||
+        ch >= gy_data_nchannels(t->data)) {
+      rc = GY_ECORRUPT;
+      break;
+    }
+    uint64_t first = strtoull(f, NULL, 16), last = strtoull(l, NULL, 16);
+    if (first >= last || last > gy_data_channel_tokens(t->data, ch)) {
+      rc = GY_ECORRUPT;
+      break;
+    }
+    if (gy_quarantine_add(q, ch, first, last) < 0) {
+      rc = GY_ENOMEM;
+      break;
+    }
+  }
+  if (rc) {
+    snprintf(errmsg, errlen, "quarantine: bad range #%zu", i);
+    gy_quarantine_free(q);
+  }
+  json_decref(j);
+  return rc;
+}
+
+/* The guard of a state blob, checked against this run's guard: a new guard (the trainer's
+ * options) into *out, or NULL when the checkpoint has none (an older checkpoint: the guard starts
+ * afresh). Nothing of the trainer changes. */
+static int guard_from_state(const gy_trainer_t *t, const char *text, size_t len, gy_guard_t **out,
+                            char *errmsg, size_t errlen) {
+  *out = NULL;
+  json_t *j = json_loadb(text, len, 0, NULL);
+  const char *hex = j ? json_string_value(json_object_get(j, "guard")) : NULL;
+  if (!hex) {
+    json_decref(j);
+    return 0;
+  }
+  size_t n = strlen(hex) / 2;
+  uint8_t *b = malloc(n ? n : 1);
+  int rc = b ? 0 : GY_ENOMEM;
+  for (size_t i = 0; !rc && i < n; i++) {
+    unsigned v;
+    if (sscanf(hex + 2 * i, "%2x", &v) != 1) rc = GY_ECORRUPT;
+    b[i] = (uint8_t)v;
+  }
+  if (rc == GY_ECORRUPT || strlen(hex) % 2) {
+    snprintf(errmsg, errlen, "guard state: not hexadecimal");
+    rc = GY_ECORRUPT;
+  }
+  if (!rc) rc = gy_guard_create(out, gy_guard_opts(t->guard), gy_data_nchannels(t->data));
+  if (!rc && (rc = gy_guard_load(*out, b, n, errmsg, errlen))) {
+    gy_guard_destroy(*out);
+    *out = NULL;
+  }
+  free(b);
+  json_decref(j);
+  return rc;
+}
+
+/* The run state (step, knobs, skips, data position, the guard...) as compact JSON text,
+ * malloc'ed. */
 static char *state_text(gy_trainer_t *t) {
   json_t *st = state_to_json(t);
+  if (add_guard(st, t) || add_quarantine(st, t)) {
+    json_decref(st);
+    return NULL;
+  }
   char *text = st ? json_dumps(st, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) : NULL;
   json_decref(st);
   return text;
@@ -447,6 +563,26 @@ static int apply_view(gy_trainer_t *t, const gy_ckpt_view_t *v, const char *what
     gy_skiplist_free(&skip);
     return GY_ECORRUPT;
   }
+  gy_guard_t *guard = NULL;
+  gy_quarantine_t quar;
+  if ((rc = guard_from_state(t, sb->data, sb->nbytes, &guard, sub, sizeof(sub))) ||
+      (rc = quarantine_from_state(t, sb->data, sb->nbytes, &quar, sub, sizeof(sub)))) {
+    snprintf(errmsg, errlen, "%s: blob 'state': %s", what, sub);
+    gy_guard_destroy(guard);
+    gy_skiplist_free(&skip);
+    return rc;
+  }
+  /* the quarantine is kept across a restore: what was found bad stays bad (the checkpoint's
+   * ranges are added to those held) */
+  for (size_t i = 0; i < quar.n; i++)
+    if (gy_quarantine_add(&t->quar, quar.r[i].channel, quar.r[i].first, quar.r[i].last) < 0) {
+      snprintf(errmsg, errlen, "%s: out of memory restoring the quarantine", what);
+      gy_quarantine_free(&quar);
+      gy_guard_destroy(guard);
+      gy_skiplist_free(&skip);
+      return GY_ENOMEM;
+    }
+  gy_quarantine_free(&quar);
   /* everything checked: apply */
   float *base[3] = {gy_gpt_params(t->model), gy_adamw_m(t->opt), gy_adamw_v(t->opt)};
   for (int s = 0; s < 3; s++)
@@ -458,6 +594,12 @@ static int apply_view(gy_trainer_t *t, const gy_ckpt_view_t *v, const char *what
   t->knobs = k;
   gy_skiplist_free(&t->skip);
   t->skip = skip;
+  if (guard) {
+    gy_guard_destroy(t->guard);
+    t->guard = guard;
+  } else {
+    gy_guard_reset(t->guard);
+  }
   /* on cuda a failed copy leaves the GPU's state behind the host's: the error says so */
   return gy__train_sync_to_device(t, errmsg, errlen);
 }

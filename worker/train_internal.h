@@ -52,6 +52,13 @@ struct gy_trainer {
   int *top1; /* cuda only: the top-1 predictions of an evaluation forward pass [B*T] */
   uint64_t *ids;
   uint16_t *tok;
+  /* the guard: its state, and the step's figures and verdicts per sample [B] */
+  gy_guard_t *guard;
+  float (*gstats)[GY_GSTAT_COUNT];
+  gy_guard_verdict_t *verdict;
+  uint8_t *gkeep;        /* [B]: 1 = the sample is in the loss */
+  uint64_t *used;       /* [B]: the sample index each id's tokens came from */
+  gy_quarantine_t quar; /* quarantined regions (worker/data.h) */
   /* checkpoints */
   gy_ckpt_buf_t *ring[MAX_RING];
   gy_ckpt_writer_t *writer;
@@ -87,6 +94,9 @@ int gy__train_cuda_fail(gy_trainer_t *t, int rc, const char *what);
 #endif
 /* On cuda: the host parameters and moments onto the device (after a restore); 0 on cpu. */
 int gy__train_sync_to_device(gy_trainer_t *t, char *errmsg, size_t errlen);
+/* Between the forward and the backward pass: each sample's loss from the token losses tl, the
+ * guard's verdicts into t->verdict and t->keep. */
+void gy__train_guard(gy_trainer_t *t, const float *tl);
 /* qsort order of gy_sample_loss_t: highest loss first, then lowest id. */
 int gy__train_cmp_loss_desc(const void *a, const void *b);
 
@@ -107,8 +117,10 @@ void gy__train_grads_ready(void *ctx, int layer);
 int gy__train_wait_reducer(gy_trainer_t *t);
 /* Ends a step that failed in a collective (aborts the groups, drains the reducer); returns rc. */
 int gy__train_comm_failure(gy_trainer_t *t, int rc);
-/* Reduces the step's figures (loss sums, token counts, worst and best samples) over DP. */
-int gy__train_reduce_report(gy_trainer_t *t, gy_step_report_t *rep, double *total);
+/* Reduces the step's figures (loss sums, token counts, worst and best samples, masked samples
+ * and their counts) over DP; total and total_all are the kept and all samples' loss sums. */
+int gy__train_reduce_report(gy_trainer_t *t, gy_step_report_t *rep, double *total,
+                            double *total_all);
 /* With tensor parallelism: the sharded squares and the non-finite flag summed over TP. */
 int gy__train_tp_reduce_norms(gy_trainer_t *t, gy_grad_sq_t *sq);
 

@@ -12,7 +12,7 @@
  * soon as the backward pass has finished them (so reduction overlaps the backward of the layers
  * below); the DP communicator is used by that thread only, the TP one by the training thread
  * only. Then norms (sharded parts summed over TP), the clip and AdamW run identically on every
- * rank, and the step's loss sums, token counts and worst samples are reduced over DP so every
+ * rank, and the step's loss sums, token counts, worst samples and masked samples are reduced over DP so every
  * rank reports, and would decide, the same.
  *
  * Invariants: the reducer's queue, final_done, stop and dp_err are read and written under
@@ -168,70 +168,130 @@ int gy__train_comm_failure(gy_trainer_t *t, int rc) {
 
 /* Reduces the step's figures over the data-parallel group: loss sums and token counts per
  * channel, and the worst samples (gathered, then the top k of all). */
-int gy__train_reduce_report(gy_trainer_t *t, gy_step_report_t *rep, double *total) {
+/* Doubles per masked sample on the wire: valid, id, channel, rank, stats, stat, high, nonfinite,
+ * masked, median, threshold. */
+#define MASK_FIELDS (4 + GY_GSTAT_COUNT + 6)
+
+static void pack_masked(const gy_masked_sample_t *m, double *o) {
+  o[0] = 1;
+  o[1] = (double)m->id; /* ids stay below 2^53 */
+  o[2] = m->channel;
+  o[3] = m->rank;
+  for (int s = 0; s < GY_GSTAT_COUNT; s++)
+    o[4 + s] = m->stats[s];
+  double *v = o + 4 + GY_GSTAT_COUNT;
+  v[0] = m->verdict.stat;
+  v[1] = m->verdict.high;
+  v[2] = m->verdict.nonfinite;
+  v[3] = m->verdict.masked;
+  v[4] = m->verdict.median;
+  v[5] = m->verdict.threshold;
+}
+
+static void unpack_masked(const double *o, gy_masked_sample_t *m) {
+  m->id = (uint64_t)o[1];
+  m->channel = (int)o[2];
+  m->rank = (int)o[3];
+  for (int s = 0; s < GY_GSTAT_COUNT; s++)
+    m->stats[s] = (float)o[4 + s];
+  const double *v = o + 4 + GY_GSTAT_COUNT;
+  m->verdict.stat = (int)v[0];
+  m->verdict.high = (int)v[1];
+  m->verdict.nonfinite = (int)v[2];
+  m->verdict.masked = (int)v[3];
+  m->verdict.median = (float)v[4];
+  m->verdict.threshold = (float)v[5];
+}
+
+int gy__train_reduce_report(gy_trainer_t *t, gy_step_report_t *rep, double *total,
+                            double *total_all) {
   gy_comm_t *c = t->groups.dp;
-  double v[2 * GY_MAX_CHANNELS + 1];
+  enum { NV = 3 * GY_MAX_CHANNELS + 3 };
+  double v[NV];
   for (int i = 0; i < GY_MAX_CHANNELS; i++) {
     v[i] = rep->ch_loss_sum[i];
     v[GY_MAX_CHANNELS + i] = (double)rep->ch_tokens[i];
+    v[2 * GY_MAX_CHANNELS + i] = (double)rep->ch_masked[i];
   }
-  v[2 * GY_MAX_CHANNELS] = *total;
-  int rc = c->ops->allreduce(c, v, 2 * GY_MAX_CHANNELS + 1, GY_DT_F64, GY_OP_SUM);
+  v[3 * GY_MAX_CHANNELS] = *total;
+  v[3 * GY_MAX_CHANNELS + 1] = *total_all;
+  v[3 * GY_MAX_CHANNELS + 2] = rep->samples;
+  int rc = c->ops->allreduce(c, v, NV, GY_DT_F64, GY_OP_SUM);
   if (rc) goto fail;
   for (int i = 0; i < GY_MAX_CHANNELS; i++) {
     rep->ch_loss_sum[i] = v[i];
     rep->ch_tokens[i] = (uint64_t)v[GY_MAX_CHANNELS + i];
+    rep->ch_masked[i] = (uint64_t)v[2 * GY_MAX_CHANNELS + i];
   }
-  *total = v[2 * GY_MAX_CHANNELS];
-  /* each rank offers k top and k bottom samples: 2k triples (id, channel, loss) */
-  int k = rep->ntop;
-  if (k > 0) {
-    double *mine = calloc((size_t)k * 6, sizeof(double));
-    double *all = calloc((size_t)k * 6 * (size_t)c->size, sizeof(double));
-    gy_sample_loss_t *merged = calloc((size_t)k * (size_t)c->size, sizeof(*merged));
-    gy_sample_loss_t *low = calloc((size_t)k * (size_t)c->size, sizeof(*low));
-    if (!mine || !all || !merged || !low) {
-      free(mine);
-      free(all);
-      free(merged);
-      free(low);
-      return GY_ENOMEM;
-    }
-    for (int i = 0; i < 2 * k; i++) {
-      const gy_sample_loss_t *sl = i < k ? &rep->top[i] : &rep->bottom[i - k];
-      mine[3 * i] = (double)sl->id; /* ids stay below 2^53 */
-      mine[3 * i + 1] = sl->channel;
-      mine[3 * i + 2] = sl->loss;
-    }
-    rc = c->ops->allgather(c, mine, all, (size_t)k * 6, GY_DT_F64);
-    if (!rc) {
-      int nm = 0, nl = 0;
-      for (int i = 0; i < 2 * k * c->size; i++) {
-        gy_sample_loss_t *dst = (i / k) % 2 == 0 ? &merged[nm++] : &low[nl++];
-        dst->id = (uint64_t)all[3 * i];
-        dst->channel = (int)all[3 * i + 1];
-        dst->loss = (float)all[3 * i + 2];
-      }
-      qsort(merged, (size_t)k * (size_t)c->size, sizeof(*merged), gy__train_cmp_loss_desc);
-      qsort(low, (size_t)k * (size_t)c->size, sizeof(*low), gy__train_cmp_loss_desc);
-      /* top_k counts the whole data-parallel batch: each rank offers at most its batch, the
-       * merged list keeps top_k of all (with top_k = dp x batch every trained id is listed). */
-      int keep = k * c->size;
-      if (keep > t->top_k) keep = t->top_k;
-      if (keep > GY_TOPK_MAX) keep = GY_TOPK_MAX;
-      memcpy(rep->top, merged, sizeof(*merged) * (size_t)keep);
-      rep->ntop = keep;
-      /* the lowest of all, lowest first (low is sorted highest first) */
-      for (int i = 0; i < keep; i++)
-        rep->bottom[i] = low[k * c->size - 1 - i];
-      rep->nbottom = keep;
-    }
+  *total = v[3 * GY_MAX_CHANNELS];
+  *total_all = v[3 * GY_MAX_CHANNELS + 1];
+  rep->samples = (int)v[3 * GY_MAX_CHANNELS + 2];
+  /* Each rank offers the same number of slots (the guard may have masked a different number
+   * of samples on each): k top, k bottom and m masked, each with a validity flag. */
+  int k = t->top_k < t->B ? t->top_k : t->B;
+  int m = t->B < GY_MASKED_MAX ? t->B : GY_MASKED_MAX;
+  size_t per = (size_t)k * 2 * 4 + (size_t)m * MASK_FIELDS;
+  double *mine = calloc(per, sizeof(double));
+  double *all = calloc(per * (size_t)c->size, sizeof(double));
+  gy_sample_loss_t *merged = calloc((size_t)(k ? k : 1) * (size_t)c->size, sizeof(*merged));
+  gy_sample_loss_t *low = calloc((size_t)(k ? k : 1) * (size_t)c->size, sizeof(*low));
+  if (!mine || !all || !merged || !low) {
     free(mine);
     free(all);
     free(merged);
     free(low);
-    if (rc) goto fail;
+    return GY_ENOMEM;
   }
+  for (int i = 0; i < 2 * k; i++) {
+    int top = i < k, j = top ? i : i - k;
+    if (j >= (top ? rep->ntop : rep->nbottom)) continue;
+    const gy_sample_loss_t *sl = top ? &rep->top[j] : &rep->bottom[j];
+    mine[4 * i] = 1;
+    mine[4 * i + 1] = (double)sl->id; /* ids stay below 2^53 */
+    mine[4 * i + 2] = sl->channel;
+    mine[4 * i + 3] = sl->loss;
+  }
+  for (int i = 0; i < rep->nmasked && i < m; i++)
+    pack_masked(&rep->masked[i], mine + (size_t)k * 8 + (size_t)i * MASK_FIELDS);
+  rc = c->ops->allgather(c, mine, all, per, GY_DT_F64);
+  if (!rc) {
+    int nm = 0, nl = 0;
+    rep->nmasked = 0;
+    for (int r = 0; r < c->size; r++) {
+      const double *o = all + per * (size_t)r;
+      for (int i = 0; i < 2 * k; i++) {
+        if (o[4 * i] == 0) continue;
+        gy_sample_loss_t *dst = i < k ? &merged[nm++] : &low[nl++];
+        dst->id = (uint64_t)o[4 * i + 1];
+        dst->channel = (int)o[4 * i + 2];
+        dst->loss = (float)o[4 * i + 3];
+      }
+      for (int i = 0; i < m; i++) {
+        const double *x = o + (size_t)k * 8 + (size_t)i * MASK_FIELDS;
+        if (x[0] == 0 || rep->nmasked >= GY_MASKED_MAX) continue;
+        unpack_masked(x, &rep->masked[rep->nmasked++]);
+      }
+    }
+    qsort(merged, (size_t)nm, sizeof(*merged), gy__train_cmp_loss_desc);
+    qsort(low, (size_t)nl, sizeof(*low), gy__train_cmp_loss_desc);
+    /* top_k counts the whole data-parallel batch: each rank offers at most its batch, the
+     * merged list keeps top_k of all (with top_k = dp x batch every trained id is listed). */
+    int keep = nm;
+    if (keep > t->top_k) keep = t->top_k;
+    if (keep > GY_TOPK_MAX) keep = GY_TOPK_MAX;
+    memcpy(rep->top, merged, sizeof(*merged) * (size_t)keep);
+    rep->ntop = keep;
+    /* the lowest of all, lowest first (low is sorted highest first) */
+    int keepl = nl < keep ? nl : keep;
+    for (int i = 0; i < keepl; i++)
+      rep->bottom[i] = low[nl - 1 - i];
+    rep->nbottom = keepl;
+  }
+  free(mine);
+  free(all);
+  free(merged);
+  free(low);
+  if (rc) goto fail;
   return 0;
 fail:
   snprintf(t->last_error, sizeof(t->last_error), "data-parallel reduction of the step report: %s",

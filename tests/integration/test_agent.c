@@ -379,7 +379,7 @@ static void *trainer_main(void *arg) {
     int64_t limit = cur->generation == 1 ? (t->directives >= 2 ? 10 : 5) : TOTAL;
     if (step >= limit) t->go_at_or_past_horizon++;
     gy_agent_report_t r = {.step = step, .loss = 5.0 - 0.1 * step};
-    gy_agent_channel_t ch = {"en", 3.0, 100};
+    gy_agent_channel_t ch = {"en", 3.0, 100, 0};
     r.channels = &ch;
     r.nchannels = 1;
     CHECK_EQ_INT(gy_agent_report(a, &r), 0);

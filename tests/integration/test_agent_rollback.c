@@ -518,7 +518,7 @@ static void *trainer_main(void *arg) {
     }
     int decayed = t->ctl->granted_after_rb3;
     double lr = decayed && step > 12 ? 1e-3 / (double)step : 1e-3;
-    gy_agent_channel_t ch = {"en", 3.0, 100};
+    gy_agent_channel_t ch = {"en", 3.0, 100, 0};
     gy_agent_report_t r = {.step = step,
                            .loss = 5.0 - 0.01 * (double)step + 1e-4 * sum,
                            .channels = &ch,

@@ -84,7 +84,7 @@ static void test_agent_join_round_trip(void) {
 }
 
 static void test_agent_session_round_trip(void) {
-  gy_agent_channel_t ch[2] = {{"en", 12.5, 100}, {"zh", 3.25, 40}};
+  gy_agent_channel_t ch[2] = {{"en", 12.5, 100, 0}, {"zh", 3.25, 40, 0}};
   gy_agent_sample_t top[1] = {{99, "en", 7.5f}};
   gy_agent_gpu_t gpu = {.index = 1, .name = "H100", .has_temp = 1, .temp_c = 70};
   gy_agent_report_t rep = {.step = 41,
@@ -500,7 +500,7 @@ static void count_free(void *ud, void *p) {
 }
 
 static void test_controller_session_details(void) {
-  gy_agent_channel_t ch[1] = {{"en", 12.5, 100}};
+  gy_agent_channel_t ch[1] = {{"en", 12.5, 100, 0}};
   gy_agent_sample_t top[2] = {{99, "en", 7.5f}, {98, "zh", 7.0f}}, bottom[1] = {{5, "en", 0.5f}};
   gy_agent_gpu_t gpu = {.index = 1,
                         .name = "H100",

@@ -1,0 +1,106 @@
+/* guard: the per-sample guard (tier 1 of data repair, DESIGN.md §12). After the forward pass and
+ * before the backward pass, every sample of a rank's batch is judged against its channel's recent
+ * samples: a sample that is an outlier for its channel on its loss or on a cheap statistic of its
+ * content is masked out of the loss, so it never produces a gradient. Pure: no I/O, no clock, no
+ * randomness; the state (each channel's recent figures) travels in the checkpoint, so a replay
+ * decides the same way. */
+#ifndef GY_GUARD_H
+#define GY_GUARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* XX(NAME, name, unit): the figures of one sample the guard judges, in this order. The content
+ * statistics that need bytes (nontext, highbyte) exist only for a byte-level vocabulary (256);
+ * with another tokenizer they are 0 and their rules never fire. */
+#define GY_GUARD_STAT_MAP(XX)                                                                     \
+  XX(LOSS, "loss", "nats")          /* mean cross-entropy over the sample's tokens */           \
+  XX(ENTROPY, "entropy", "bits")    /* Shannon entropy of the sample's token histogram */       \
+  XX(REPEAT, "repeat", "share")     /* share of tokens inside periodic spans (period <= 16) */  \
+  XX(NONTEXT, "nontext", "share")   /* share of control bytes and bytes of broken UTF-8 */      \
+  XX(HIGHBYTE, "highbyte", "share") /* share of bytes >= 0x80 (the script of the text) */
+
+typedef enum {
+#define GY_GUARD_STAT_ENUM(n, s, u) GY_GSTAT_##n,
+  GY_GUARD_STAT_MAP(GY_GUARD_STAT_ENUM)
+#undef GY_GUARD_STAT_ENUM
+      GY_GSTAT_COUNT
+} gy_guard_stat_t;
+
+const char *gy_guard_stat_name(int s); /* "loss", ...; "?" when out of range */
+
+/* One rule: a figure v of a sample fires when, with median m and MAD d of its channel's recent
+ * kept samples and threshold = max(z * 1.4826 * d, floor), (high and v > m + threshold) or
+ * (low and v < m - threshold). z == 0 turns the rule off. */
+typedef struct {
+  double z;     /* robust sigmas, >= 0 */
+  double floor; /* absolute floor of the threshold, > 0 */
+  int high, low;
+} gy_guard_rule_t;
+
+#define GY_GUARD_MAX_WINDOW 4096
+
+typedef struct {
+  int enabled;   /* 0: nothing is masked (the figures are still measured and reported) */
+  int window;    /* per channel: the figures of its last `window` kept samples, 8..4096 */
+  int warmup;    /* kept samples of a channel before its rules may fire, 1..window */
+  gy_guard_rule_t rule[GY_GSTAT_COUNT];
+  double max_step_share; /* the controller: a step that masks more than this share of its
+                            samples is a spike the samples alone do not explain, (0, 1] */
+  double budget;         /* the false-positive budget on clean data: the share of samples a
+                            clean run may mask (documentation and benchmarks), [0, 1] */
+  /* Quarantine by content: a masked sample's document (gyro-prep's index) is never trained
+   * again when it holds at most quarantine_max_tokens tokens; otherwise, or without an index,
+   * the sample's tokens widened by quarantine_margin on each side. 0 in `quarantine`: off. */
+  int quarantine;
+  uint64_t quarantine_max_tokens; /* 1..2^40 */
+  uint64_t quarantine_margin;     /* 0..2^40 */
+} gy_guard_opts_t;
+
+/* The shipped default (identical to the `guard:` section of examples/policies/default.yaml). */
+void gy_guard_default(gy_guard_opts_t *o);
+/* 0, or GY_ECONFIG with the field named in errmsg. */
+int gy_guard_check(const gy_guard_opts_t *o, char *errmsg, size_t errlen);
+
+/* The content statistics of n tokens (the sample's T + 1). vocab: the tokenizer's size (the byte
+ * statistics need 256). Writes every stat except LOSS. */
+void gy_guard_content(const uint16_t *tokens, int n, int vocab, float stats[GY_GSTAT_COUNT]);
+
+/* A verdict on one sample. */
+typedef struct {
+  int masked;          /* 1: out of the loss */
+  int stat;            /* the rule that fired first (in stat order), -1 when kept */
+  int high;            /* 1: above the median, 0: below */
+  int nonfinite;       /* the loss was NaN or Inf (masked whatever the rules say) */
+  float median, threshold; /* of that stat in the sample's channel (0 when none fired) */
+} gy_guard_verdict_t;
+
+/* "loss_high", "repeat_high", "nonfinite", ...; "" when kept. */
+void gy_guard_reason(const gy_guard_verdict_t *v, char *buf, size_t len);
+
+typedef struct gy_guard gy_guard_t;
+
+int gy_guard_create(gy_guard_t **out, const gy_guard_opts_t *opts, int nchannels);
+void gy_guard_destroy(gy_guard_t *g); /* NULL is a no-op */
+/* New options (the recent figures are kept; a smaller window keeps the newest). */
+int gy_guard_set_opts(gy_guard_t *g, const gy_guard_opts_t *opts);
+const gy_guard_opts_t *gy_guard_opts(const gy_guard_t *g);
+
+/* Judges a batch: n samples, their channels and figures (stats[i][GY_GSTAT_COUNT]). Every sample
+ * is judged against the state before the batch (the order of the batch does not matter), then
+ * the kept samples' figures enter their channels' windows. Writes n verdicts. */
+void gy_guard_judge(gy_guard_t *g, int n, const int *channels, const float (*stats)[GY_GSTAT_COUNT],
+                    gy_guard_verdict_t *out);
+
+/* Kept samples seen per channel (for reports and tests). */
+uint64_t gy_guard_seen(const gy_guard_t *g, int channel);
+
+/* The state as bytes (for the checkpoint): malloc'ed into *out, its length into *len. */
+int gy_guard_save(const gy_guard_t *g, uint8_t **out, size_t *len);
+/* Restores a state saved by gy_guard_save (the options stay). A malformed blob is refused with
+ * GY_ECORRUPT and errmsg; the state is unchanged. */
+int gy_guard_load(gy_guard_t *g, const uint8_t *data, size_t len, char *errmsg, size_t errlen);
+/* Forgets every channel's figures (a fresh start). */
+void gy_guard_reset(gy_guard_t *g);
+
+#endif

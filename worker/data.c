@@ -4,7 +4,8 @@
  *
  * API, in order: the skip list (gy_skiplist_*), corruption kind names, gy_data_create() /
  * gy_data_destroy(), channel accessors, the sampler (gy_data_sample_channel, _locate, _sample,
- * _batch_ids), held-out sequences and the unigram entropy.
+ * _batch_ids), provenance and the sampler's inverse (gy_data_provenance, _stream_offset,
+ * _file_offset, _region_ids), held-out sequences and the unigram entropy.
  *
  * The sample order. Every training sample has a global id 0, 1, 2, ... The channel of id p is
  * pattern[p % P], where the pattern is built once from the mixing weights turned into small
@@ -20,6 +21,24 @@
  * channel does not shuffle. So the tokens of an id are a pure function of (seed, weights,
  * shards, id): any rank can compute what any step consumes on any rank, after any restart.
  *
+ * The inverse. Every step above is a bijection, so the ids that read a region of a channel's
+ * stream are found without scanning ids: for each sample index k overlapping the region and
+ * each epoch e the id range reaches, the Feistel rounds run backwards (cycle walking backwards:
+ * apply the inverse until the value lands in [0, N_c)) give i, then j = e*N_c + i, and the id is
+ * (j / w_c) * P + occ_c[j % w_c], where occ_c lists the pattern positions of channel c in order.
+ * Sorting each epoch's i gives the ids in increasing order, since the id grows with j.
+ *
+ * Documents. gyro-prep writes X.docs beside each training shard X.bin (worker/docindex.h). A
+ * channel's indexes are loaded when every shard has one that is well formed and matches the
+ * shard (token count and CRC-32C) and are merged into one sorted table of (stream offset,
+ * ordinal) document starts; an entry at offset 0 whose ordinal is the previous shard's last
+ * ordinal is that document continuing and is not a new start. Indexes are all or nothing per
+ * channel, because a document's extent needs its neighbours: one absent, malformed or stale
+ * index (a shard changed after gyro-prep) leaves the channel without document ids, and one
+ * warning names the file and why. A channel assembled from several gyro-prep runs has ordinals
+ * that restart (and a run's first document is taken for a continuation when its ordinal happens
+ * to equal the last one before it); the stream offsets still tell its documents apart.
+ *
  * Skip lists hold sorted, merged (never overlapping nor adjacent) half-open ranges; the n-th
  * unskipped id is found by walking the ranges in order. A step consumes the unskipped ids
  * (step*world + rank)*B ... + B - 1, so a skipped id is replaced by the next one and batch
@@ -27,8 +46,10 @@
  *
  * Invariants after gy_data_create(): every shard is mapped and validated, every token is
  * < vocab_size, every channel has at least T + 1 tokens, the options are a deep copy owned by
- * the gy_data_t, and nothing below allocates or fails: the sampler functions are pure reads and
- * safe to call from several threads at once.
+ * the gy_data_t, a channel's document table is empty or covers its whole stream (doc_start[0]
+ * == 0, strictly increasing), and nothing below allocates or fails except
+ * gy_data_region_ids() (its sort buffer): the sampler functions are pure reads and safe to call
+ * from several threads at once.
  */
 #include "worker/data.h"
 
@@ -39,6 +60,9 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/log.h"
+#include "worker/data_internal.h"
+#include "worker/docindex.h"
 #include "worker/shard.h"
 
 #define DEFAULT_VAL_SEQUENCES 200
@@ -176,10 +200,13 @@ typedef struct {
   gy_shard_t *shards;
   uint64_t *starts; /* nshards + 1 stream offsets: shard s holds [starts[s], starts[s+1]) */
   uint64_t ntokens;
-  uint64_t nsamples; /* N_c per epoch */
-  int half_bits;     /* Feistel half width: the domain is 2^(2*half_bits) >= nsamples */
-  uint64_t w;        /* integer mixing weight */
-  double unigram;    /* nats/token */
+  uint64_t nsamples;   /* N_c per epoch */
+  int half_bits;       /* Feistel half width: the domain is 2^(2*half_bits) >= nsamples */
+  uint64_t w;          /* integer mixing weight */
+  double unigram;      /* nats/token */
+  uint64_t ndocs;      /* document starts in the stream; 0: no document index */
+  uint64_t *doc_start; /* ndocs stream offsets, strictly increasing, doc_start[0] == 0 */
+  uint64_t *doc_ord;   /* their ordinals */
   int has_val;
   gy_shard_t val;
   int val_count;
@@ -191,6 +218,8 @@ struct gy_data {
   uint32_t P;       /* pattern length = sum of integer weights */
   uint8_t *pattern; /* P channel indices */
   uint32_t *rank;   /* rank[k]: positions before k in the pattern with the same channel */
+  uint32_t *occ;    /* occ[occ_start[c] + r]: position of channel c's r-th slot in the pattern */
+  uint32_t occ_start[GY_MAX_CHANNELS + 1];
 };
 
 static void free_opts(gy_data_opts_t *o) {
@@ -282,6 +311,84 @@ static uint64_t gcd64(uint64_t a, uint64_t b) {
   return a;
 }
 
+/* Half the bit width of the Feistel domain for n samples: the smallest even number of bits
+ * whose power of two is >= n, halved (at least 1). */
+static int half_bits_for(uint64_t n) {
+  int bits = 2;
+  while (bits < 64 && (1ULL << bits) < n)
+    bits += 2;
+  return bits / 2;
+}
+
+/* Loads the document indexes of channel c's training shards into one table of document starts
+ * (see the design block). An absent, malformed or stale index is not an error: the channel then
+ * has no document ids, and one warning names the file and why. Only running out of memory
+ * fails. */
+static int load_docs(gy_data_t *d, int c) {
+  const gy_channel_opts_t *co = &d->opts.channels[c];
+  channel_t *ch = &d->ch[c];
+  gy_docindex_t *ix = calloc((size_t)ch->nshards, sizeof(gy_docindex_t));
+  char *path = NULL;
+  char why[1024], sub[256];
+  uint64_t total = 0;
+  int rc = GY_OK;
+
+  if (!ix) return GY_ENOMEM;
+  for (int f = 0; f < ch->nshards; f++) {
+    path = gy_docindex_path(co->files[f]);
+    if (!path) {
+      rc = GY_ENOMEM;
+      goto out;
+    }
+    int r = gy_docindex_read(&ix[f], path, why, sizeof(why));
+    if (r == GY_ENOMEM) {
+      rc = r;
+      goto out;
+    }
+    if (r == GY_OK) {
+      r = gy_docindex_check(&ix[f], ch->shards[f].tokens, ch->shards[f].ntokens, sub, sizeof(sub));
+      if (r) gy_errmsg(why, sizeof(why), "document index %s: %s", path, sub);
+    }
+    if (r) {
+      gy_log(GY_LOG_WARN, "data", "channel '%s': %s; its samples have no document ids", co->name,
+             why);
+      goto out;
+    }
+    free(path);
+    path = NULL;
+    total += ix[f].count;
+  }
+  ch->doc_start = malloc((size_t)(total ? total : 1) * sizeof(uint64_t));
+  ch->doc_ord = malloc((size_t)(total ? total : 1) * sizeof(uint64_t));
+  if (!ch->doc_start || !ch->doc_ord) {
+    rc = GY_ENOMEM;
+    goto out;
+  }
+  uint64_t n = 0;
+  for (int f = 0; f < ch->nshards; f++)
+    for (uint64_t i = 0; i < ix[f].count; i++) {
+      uint64_t ord = ix[f].first_doc + i;
+      /* Entry 0 carrying the previous shard's last ordinal is that document continuing. */
+      if (i == 0 && n > 0 && ord == ch->doc_ord[n - 1]) continue;
+      ch->doc_start[n] = ch->starts[f] + ix[f].offsets[i];
+      ch->doc_ord[n] = ord;
+      n++;
+    }
+  ch->ndocs = n;
+
+out:
+  if (!ch->ndocs) {
+    free(ch->doc_start);
+    free(ch->doc_ord);
+    ch->doc_start = ch->doc_ord = NULL;
+  }
+  free(path);
+  for (int f = 0; f < ch->nshards; f++)
+    gy_docindex_free(&ix[f]);
+  free(ix);
+  return rc;
+}
+
 /* Opens the shards of channel c, checks them and fills its stream table and statistics. */
 static int open_channel(gy_data_t *d, int c, char *errmsg, size_t errlen) {
   const gy_data_opts_t *o = &d->opts;
@@ -325,13 +432,14 @@ static int open_channel(gy_data_t *d, int c, char *errmsg, size_t errlen) {
     goto err;
   }
   ch->nsamples = (ch->ntokens - 1) / (uint64_t)o->seq_len;
-  int bits = 2;
-  while (bits < 64 && (1ULL << bits) < ch->nsamples)
-    bits += 2;
-  ch->half_bits = bits / 2;
+  ch->half_bits = half_bits_for(ch->nsamples);
   ch->unigram = entropy_nats(hist, o->vocab_size, ch->ntokens);
   free(hist);
   hist = NULL;
+  if ((rc = load_docs(d, c))) {
+    gy_errmsg(errmsg, errlen, "channel '%s': out of memory loading document indexes", co->name);
+    goto err;
+  }
 
   if (co->val_file) {
     if ((rc = gy_shard_open(&ch->val, co->val_file, sub, sizeof(sub)))) {
@@ -372,7 +480,8 @@ static int build_pattern(gy_data_t *d, char *errmsg, size_t errlen) {
   d->P = (uint32_t)P;
   d->pattern = malloc(P);
   d->rank = malloc(P * sizeof(uint32_t));
-  if (!d->pattern || !d->rank) {
+  d->occ = malloc(P * sizeof(uint32_t));
+  if (!d->pattern || !d->rank || !d->occ) {
     gy_errmsg(errmsg, errlen, "data: out of memory");
     return GY_ENOMEM;
   }
@@ -388,6 +497,12 @@ static int build_pattern(gy_data_t *d, char *errmsg, size_t errlen) {
     d->pattern[k] = (uint8_t)best;
     d->rank[k] = seen[best]++;
   }
+  /* The inverse of (position -> channel, rank): channel c's slots, in pattern order. */
+  d->occ_start[0] = 0;
+  for (int c = 0; c < o->nchannels; c++)
+    d->occ_start[c + 1] = d->occ_start[c] + (uint32_t)d->ch[c].w;
+  for (uint32_t k = 0; k < P; k++)
+    d->occ[d->occ_start[d->pattern[k]] + d->rank[k]] = k;
   return GY_OK;
 }
 
@@ -494,10 +609,13 @@ void gy_data_destroy(gy_data_t *d) {
       gy_shard_close(&ch->shards[f]);
     free(ch->shards);
     free(ch->starts);
+    free(ch->doc_start);
+    free(ch->doc_ord);
     if (ch->has_val) gy_shard_close(&ch->val);
   }
   free(d->pattern);
   free(d->rank);
+  free(d->occ);
   free_opts(&d->opts);
   free(d);
 }
@@ -532,12 +650,17 @@ int gy_data_sample_channel(const gy_data_t *d, uint64_t id) {
   return d->pattern[id % d->P];
 }
 
+/* The round function of the Feistel network: round r's keyed hash of one half. */
+static uint64_t feistel_f(uint64_t key, uint64_t half_value, uint64_t round, uint64_t mask) {
+  return mix64(key ^ mix64(half_value ^ (round << 56))) & mask;
+}
+
 /* A balanced Feistel network on 2*half bits: a bijection of [0, 2^(2*half)) for any key. */
 static uint64_t feistel(uint64_t x, uint64_t key, int half) {
   uint64_t mask = (1ULL << half) - 1;
   uint64_t l = x >> half, r = x & mask;
   for (uint64_t round = 0; round < 4; round++) {
-    uint64_t f = mix64(key ^ mix64(r ^ (round << 56))) & mask;
+    uint64_t f = feistel_f(key, r, round, mask);
     uint64_t nl = r;
     r = l ^ f;
     l = nl;
@@ -545,16 +668,53 @@ static uint64_t feistel(uint64_t x, uint64_t key, int half) {
   return (l << half) | r;
 }
 
+/* The inverse of feistel(): a round maps (l, r) to (r, l ^ F(r)), so from (l', r') the earlier
+ * halves are (r' ^ F(l'), l'), undone from the last round to the first. */
+static uint64_t feistel_inv(uint64_t x, uint64_t key, int half) {
+  uint64_t mask = (1ULL << half) - 1;
+  uint64_t l = x >> half, r = x & mask;
+  for (uint64_t round = 4; round-- > 0;) {
+    uint64_t pl = r ^ feistel_f(key, l, round, mask);
+    r = l;
+    l = pl;
+  }
+  return (l << half) | r;
+}
+
+static uint64_t perm_key(uint64_t seed, int c, uint64_t epoch) {
+  return hash3(seed, 0x6779726f00000000ULL | (uint64_t)c, epoch);
+}
+
 /* perm(seed, channel, epoch, i): a bijection of [0, n). The domain is at most 4n, so cycle
  * walking takes fewer than 4 rounds on average; it ends because i's cycle returns to i < n. */
 static uint64_t permute(uint64_t seed, int c, uint64_t epoch, uint64_t i, uint64_t n, int half) {
   if (n <= 1) return 0;
-  uint64_t key = hash3(seed, 0x6779726f00000000ULL | (uint64_t)c, epoch);
+  uint64_t key = perm_key(seed, c, epoch);
   uint64_t x = i;
   do
     x = feistel(x, key, half);
   while (x >= n);
   return x;
+}
+
+/* The inverse of permute() for the same key: walking forwards from i passes only values >= n
+ * before it lands on k, so walking backwards from k passes the same values and the first one
+ * below n is i. */
+static uint64_t unpermute_key(uint64_t key, uint64_t k, uint64_t n, int half) {
+  if (n <= 1) return 0;
+  uint64_t x = k;
+  do
+    x = feistel_inv(x, key, half);
+  while (x >= n);
+  return x;
+}
+
+uint64_t gy__data_permute(uint64_t seed, int channel, uint64_t epoch, uint64_t i, uint64_t n) {
+  return permute(seed, channel, epoch, i, n, half_bits_for(n));
+}
+
+uint64_t gy__data_unpermute(uint64_t seed, int channel, uint64_t epoch, uint64_t k, uint64_t n) {
+  return unpermute_key(perm_key(seed, channel, epoch), k, n, half_bits_for(n));
 }
 
 void gy_data_sample_locate(const gy_data_t *d, uint64_t id, int *channel, uint64_t *epoch,
@@ -570,10 +730,9 @@ void gy_data_sample_locate(const gy_data_t *d, uint64_t id, int *channel, uint64
   if (index) *index = i;
 }
 
-/* Copies n tokens of channel ch's stream starting at pos (pos + n <= ntokens). */
-static void read_stream(const channel_t *ch, uint64_t pos, size_t n, uint16_t *out) {
-  /* The shard holding pos: the last s with starts[s] <= pos (never an empty shard, since an
-   * empty shard's start equals the next one's). */
+/* The shard holding stream position pos < ntokens: the last s with starts[s] <= pos (never an
+ * empty shard, since an empty shard's start equals the next one's). */
+static int shard_of(const channel_t *ch, uint64_t pos) {
   int lo = 0, hi = ch->nshards; /* find the first s in [0, nshards] with starts[s] > pos */
   while (lo < hi) {
     int mid = lo + (hi - lo) / 2;
@@ -582,7 +741,12 @@ static void read_stream(const channel_t *ch, uint64_t pos, size_t n, uint16_t *o
     else
       hi = mid;
   }
-  int s = lo - 1;
+  return lo - 1;
+}
+
+/* Copies n tokens of channel ch's stream starting at pos (pos + n <= ntokens). */
+static void read_stream(const channel_t *ch, uint64_t pos, size_t n, uint16_t *out) {
+  int s = shard_of(ch, pos);
   while (n > 0 && s < ch->nshards) {
     uint64_t off = pos - ch->starts[s];
     uint64_t avail = ch->shards[s].ntokens - off;
@@ -786,6 +950,138 @@ void gy_data_batch_ids(const gy_data_t *d, const gy_skiplist_t *skip, uint64_t s
     ids[b] = gy_skiplist_map(skip, base + (uint64_t)b);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* provenance and the inverse of the sampler                                                 */
+/* ---------------------------------------------------------------------------------------- */
+
+void gy_data_provenance(const gy_data_t *d, uint64_t id, gy_provenance_t *p) {
+  int c;
+  uint64_t k;
+  gy_data_sample_locate(d, id, &c, NULL, &k);
+  const channel_t *ch = &d->ch[c];
+  uint64_t stream = k * (uint64_t)d->opts.seq_len;
+  int f = shard_of(ch, stream);
+  p->channel = c;
+  p->file = f;
+  p->path = d->opts.channels[c].files[f];
+  p->offset = stream - ch->starts[f];
+  p->stream = stream;
+  p->length = (uint32_t)d->opts.seq_len + 1;
+  if (!ch->ndocs) {
+    p->document = -1;
+    p->doc_stream = stream;
+    p->doc_length = p->length;
+    return;
+  }
+  /* The document holding the first token: the last start at or before it (doc_start[0] == 0). */
+  uint64_t lo = 0, hi = ch->ndocs;
+  while (lo < hi) {
+    uint64_t mid = lo + (hi - lo) / 2;
+    if (ch->doc_start[mid] <= stream)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  uint64_t x = lo - 1;
+  uint64_t end = x + 1 < ch->ndocs ? ch->doc_start[x + 1] : ch->ntokens;
+  p->document = (int64_t)ch->doc_ord[x];
+  p->doc_stream = ch->doc_start[x];
+  p->doc_length = end - ch->doc_start[x];
+}
+
+int gy_data_stream_offset(const gy_data_t *d, int ch, int file, uint64_t offset, uint64_t *stream) {
+  if (ch < 0 || ch >= d->opts.nchannels) return GY_ERANGE;
+  const channel_t *c = &d->ch[ch];
+  if (file < 0 || file >= c->nshards || offset > c->shards[file].ntokens) return GY_ERANGE;
+  *stream = c->starts[file] + offset;
+  return GY_OK;
+}
+
+int gy_data_file_offset(const gy_data_t *d, int ch, uint64_t stream, int *file, uint64_t *offset) {
+  *file = -1;
+  if (ch < 0 || ch >= d->opts.nchannels || stream >= d->ch[ch].ntokens) return GY_ERANGE;
+  const channel_t *c = &d->ch[ch];
+  int f = shard_of(c, stream);
+  *file = f;
+  *offset = stream - c->starts[f];
+  return GY_OK;
+}
+
+uint64_t gy_data_channel_documents(const gy_data_t *d, int ch) {
+  if (ch < 0 || ch >= d->opts.nchannels) return 0;
+  return d->ch[ch].ndocs;
+}
+
+/* Number of ids below p drawn from channel c: whole patterns, then c's slots before p % P. */
+static uint64_t channel_count_below(const gy_data_t *d, int c, uint64_t p) {
+  const uint32_t *occ = d->occ + d->occ_start[c];
+  uint32_t pos = (uint32_t)(p % d->P), lo = 0, hi = (uint32_t)d->ch[c].w;
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (occ[mid] < pos)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return (p / d->P) * d->ch[c].w + lo;
+}
+
+/* The id of the j-th sample drawn from channel c: the inverse of the pattern. */
+static uint64_t channel_id(const gy_data_t *d, int c, uint64_t j) {
+  uint64_t w = d->ch[c].w;
+  return (j / w) * d->P + d->occ[d->occ_start[c] + j % w];
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+int gy_data_region_ids(const gy_data_t *d, int c, uint64_t first, uint64_t last, uint64_t id_from,
+                       uint64_t id_to, int (*fn)(void *ctx, uint64_t id), void *ctx) {
+  if (c < 0 || c >= d->opts.nchannels || !fn) return GY_EINVAL;
+  const channel_t *ch = &d->ch[c];
+  uint64_t T = (uint64_t)d->opts.seq_len, N = ch->nsamples;
+  if (first >= last || id_from >= id_to) return GY_OK;
+  /* Sample k is [k*T, k*T + T + 1): it overlaps [first, last) when k*T < last and
+   * k*T + T + 1 > first, that is k*T >= first - T, so k >= ceil(first / T) - 1. */
+  uint64_t kmin = first > 0 ? (first - 1) / T : 0;
+  uint64_t kmax = (last - 1) / T;
+  if (kmax > N - 1) kmax = N - 1;
+  if (kmin > kmax) return GY_OK;
+  /* The channel's draws j in [jlo, jhi) are the ids in [id_from, id_to); they span the epochs
+   * jlo / N .. (jhi - 1) / N. */
+  uint64_t jlo = channel_count_below(d, c, id_from), jhi = channel_count_below(d, c, id_to);
+  if (jlo >= jhi) return GY_OK;
+  uint64_t elo = jlo / N, ehi = (jhi - 1) / N, K = kmax - kmin + 1;
+  int shuffle = d->opts.channels[c].shuffle && N > 1;
+  uint64_t *pos = NULL;
+  if (shuffle) {
+    if (K > SIZE_MAX / sizeof(uint64_t) || !(pos = malloc((size_t)K * sizeof(uint64_t))))
+      return GY_ENOMEM;
+  }
+  int rc = GY_OK;
+  for (uint64_t e = elo; e <= ehi && rc == GY_OK; e++) {
+    /* Epoch e's positions i that draw the indices kmin..kmax, increasing: the identity without
+     * shuffling, else the inverse permutation of each, sorted. */
+    if (shuffle) {
+      uint64_t key = perm_key(d->opts.seed, c, e);
+      for (uint64_t k = kmin; k <= kmax; k++)
+        pos[k - kmin] = unpermute_key(key, k, N, ch->half_bits);
+      qsort(pos, (size_t)K, sizeof(uint64_t), cmp_u64);
+    }
+    for (uint64_t m = 0; m < K; m++) {
+      uint64_t i = shuffle ? pos[m] : kmin + m;
+      uint64_t j = e * N + i;
+      if (j < jlo) continue;
+      if (j >= jhi) break;
+      if ((rc = fn(ctx, channel_id(d, c, j))) != 0) break;
+    }
+  }
+  free(pos);
+  return rc;
+}
+
 int gy_data_val_count(const gy_data_t *d, int ch) {
   if (ch < 0 || ch >= d->opts.nchannels) return 0;
   return d->ch[ch].val_count;
@@ -807,19 +1103,23 @@ double gy_data_unigram_nats(const gy_data_t *d, int ch) {
 
 int gy_data_document(const gy_data_t *d, int ch, uint64_t stream, int64_t *doc, uint64_t *first,
                      uint64_t *last) {
-  (void)d, (void)ch, (void)stream, (void)doc, (void)first, (void)last;
-  return GY_ENOENT; /* TEMP until the document index lands */
-}
-
-int gy_data_file_offset(const gy_data_t *d, int ch, uint64_t stream, int *file, uint64_t *offset) {
   if (ch < 0 || ch >= d->opts.nchannels) return GY_ERANGE;
   const channel_t *c = &d->ch[ch];
+  if (!c->ndocs) return GY_ENOENT;
   if (stream >= c->ntokens) return GY_ERANGE;
-  int f = 0;
-  while (f + 1 < c->nshards && c->starts[f + 1] <= stream)
-    f++;
-  *file = f;
-  *offset = stream - c->starts[f];
+  /* the last document start at or before stream (doc_start[0] == 0) */
+  uint64_t lo = 0, hi = c->ndocs;
+  while (lo < hi) {
+    uint64_t mid = lo + (hi - lo) / 2;
+    if (c->doc_start[mid] <= stream)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  uint64_t x = lo - 1;
+  *doc = (int64_t)c->doc_ord[x];
+  *first = c->doc_start[x];
+  *last = x + 1 < c->ndocs ? c->doc_start[x + 1] : c->ntokens;
   return 0;
 }
 

@@ -89,8 +89,6 @@ void gy_data_sample_q(const gy_data_t *d, const gy_quarantine_t *q, uint64_t id,
 int gy_data_document(const gy_data_t *d, int ch, uint64_t stream, int64_t *doc, uint64_t *first,
                      uint64_t *last);
 
-/* The shard file of channel ch holding stream token `stream` and the offset in it; GY_ERANGE. */
-int gy_data_file_offset(const gy_data_t *d, int ch, uint64_t stream, int *file, uint64_t *offset);
 /* The path of shard file `file` of channel ch (NULL when out of range), and its tokens. */
 const char *gy_data_file_path(const gy_data_t *d, int ch, int file);
 uint64_t gy_data_file_tokens(const gy_data_t *d, int ch, int file);
@@ -99,6 +97,44 @@ uint64_t gy_data_file_tokens(const gy_data_t *d, int ch, int file);
  * unskipped ids number (step*world + rank)*B ... +B-1, in order. */
 void gy_data_batch_ids(const gy_data_t *d, const gy_skiplist_t *skip, uint64_t step, int rank,
                        int world, int B, uint64_t *ids);
+
+/* ---- provenance: where a sample comes from, and which samples hold a region ---- */
+
+/* Where a sample's tokens lie. Documents come from the document index gyro-prep writes beside
+ * each training shard (worker/docindex.h); a channel whose shards lack a valid index has none. */
+typedef struct {
+  int channel;
+  int file;            /* index of the shard file in the channel's list (where the sample starts) */
+  const char *path;    /* that file's path (owned by the data object) */
+  uint64_t offset;     /* token offset of the sample's first token within that file */
+  uint64_t stream;     /* token offset of the sample's first token in the channel's stream */
+  uint32_t length;     /* T + 1 */
+  int64_t document;    /* document ordinal (from the index), -1 without an index */
+  uint64_t doc_stream; /* the document's first token in the stream (without an index: = stream) */
+  uint64_t doc_length; /* its length in tokens (without an index: = length) */
+} gy_provenance_t;
+
+/* Where sample id comes from: the document is the one holding the sample's first token. Pure, no
+ * allocation; a pure function of (seed, weights, shards, id). */
+void gy_data_provenance(const gy_data_t *d, uint64_t id, gy_provenance_t *p);
+/* Converts a token offset within file `file` of channel ch to a stream offset (offset may equal
+ * the file's token count: the end of a half-open range), and back: a stream offset < the channel's
+ * token count to the file holding that token (an empty file never holds one) and the offset in it.
+ * GY_ERANGE when ch, file, offset or stream is out of range (then *file is -1). */
+int gy_data_stream_offset(const gy_data_t *d, int ch, int file, uint64_t offset, uint64_t *stream);
+int gy_data_file_offset(const gy_data_t *d, int ch, uint64_t stream, int *file, uint64_t *offset);
+/* Calls fn(ctx, id) for every sample id in [id_from, id_to), in increasing order, whose tokens
+ * [k*T, k*T+T+1) in channel ch's stream overlap the stream range [first, last). Runs the sampler
+ * backwards (the inverse Feistel permutation with cycle walking, the inverse of the pattern), so
+ * the cost is proportional to (sample indices overlapping the range) x (epochs of ch the id range
+ * spans), not to id_to - id_from. Allocates 8 bytes per overlapping sample index when the channel
+ * shuffles. Returns 0, fn's nonzero return (it stops there), GY_EINVAL for a bad channel or a
+ * NULL fn, or GY_ENOMEM; on those two errors fn is never called. */
+int gy_data_region_ids(const gy_data_t *d, int ch, uint64_t first, uint64_t last, uint64_t id_from,
+                       uint64_t id_to, int (*fn)(void *ctx, uint64_t id), void *ctx);
+/* Number of document entries of channel ch's index across its shards (a document crossing a
+ * shard boundary counts once); 0 when the channel has no valid index. */
+uint64_t gy_data_channel_documents(const gy_data_t *d, int ch);
 
 /* Held-out set: number of sequences of channel ch (min(val_sequences, what the file holds)),
  * and sequence i (T+1 tokens). */

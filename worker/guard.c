@@ -20,7 +20,7 @@
  *
  * Content statistics are cheap (one pass over T + 1 tokens): the entropy of the token histogram
  * (a run of one token or of newlines has none, random bytes have the most), the share of tokens
- * inside periodic spans, and for a byte vocabulary the shares of non-text bytes (control bytes
+ * inside periodic spans (runs of one blank excepted: indentation and aligned columns), and for a byte vocabulary the shares of non-text bytes (control bytes
  * other than tab, newline, carriage return and form feed, and bytes that break UTF-8) and of
  * bytes >= 0x80 (text of another script).
  *
@@ -53,7 +53,7 @@ void gy_guard_default(gy_guard_opts_t *o) {
   o->window = 256;
   o->warmup = 48;
   o->rule[GY_GSTAT_LOSS] = (gy_guard_rule_t){.z = 6, .floor = 1.5, .high = 1, .low = 1};
-  o->rule[GY_GSTAT_ENTROPY] = (gy_guard_rule_t){.z = 6, .floor = 1.5, .high = 1, .low = 1};
+  o->rule[GY_GSTAT_ENTROPY] = (gy_guard_rule_t){.z = 6, .floor = 2.5, .high = 1, .low = 1};
   o->rule[GY_GSTAT_REPEAT] = (gy_guard_rule_t){.z = 6, .floor = 0.5, .high = 1};
   o->rule[GY_GSTAT_NONTEXT] = (gy_guard_rule_t){.z = 6, .floor = 0.1, .high = 1};
   o->rule[GY_GSTAT_HIGHBYTE] = (gy_guard_rule_t){.z = 6, .floor = 0.5, .high = 1, .low = 1};
@@ -171,7 +171,9 @@ void gy_guard_content(const uint16_t *tok, int n, int vocab, float stats[GY_GSTA
       int need = 2 * p > 8 ? 2 * p : 8;
       int run = 0;
       for (int i = p; i <= n; i++) {
-        if (i < n && tok[i] == tok[i - p]) {
+        /* runs of one blank (indentation, aligned columns) are how code and tables look */
+        int blank = p == 1 && i < n && (tok[i] == ' ' || tok[i] == '\t');
+        if (i < n && tok[i] == tok[i - p] && !blank) {
           run++;
           continue;
         }

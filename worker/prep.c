@@ -26,10 +26,13 @@
  * while it is below --val-tokens (default 205000: 200 sequences of 1024+1); the others fill the
  * training text up to --max-bytes (default 8 MiB), cut at a UTF-8 character boundary; documents
  * after that are not judged. Outputs are DIR/CHANNEL/train_000.bin ... (--shard-tokens tokens
- * each, default 10,000,000), DIR/CHANNEL/val.bin and DIR/CHANNEL/prep_report.json, written
- * atomically; stale train shards of an earlier run are removed. A one-line JSON summary (counts,
- * the unigram entropy of the training bytes in nats, the filters' counts) goes to stdout. Exit
- * status: 0 ok, 1 I/O or input error, 2 usage.
+ * each, default 10,000,000), beside each its document index train_000.docs ...
+ * (worker/docindex.h: where each document starts in the shard, with the shard's token count and
+ * CRC-32C), DIR/CHANNEL/val.bin and DIR/CHANNEL/prep_report.json, written atomically; stale train
+ * shards and indexes of an earlier run are removed. Documents are numbered 0, 1, 2, ... in the
+ * order they enter the training text; the "\n\n" joining two belongs to the one before. A one-line
+ * JSON summary (counts, the unigram entropy of the training bytes in nats, the filters' counts)
+ * goes to stdout. Exit status: 0 ok, 1 I/O or input error, 2 usage.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -51,6 +54,7 @@
 
 #include "common/fsutil.h"
 #include "worker/data.h"
+#include "worker/docindex.h"
 #include "worker/prep_filter.h"
 #include "worker/prep_report.h"
 #include "worker/shard.h"
@@ -448,6 +452,8 @@ typedef struct {
   gy_prep_filter_t *filter;
   gy_prep_report_t *report;
   buf_t train, val;
+  uint64_t *train_starts; /* where each training document starts in train: the document index */
+  size_t ntrain_starts, cap_train_starts;
   uint64_t docs_train, docs_val, files_read, skipped;
 } prep_t;
 
@@ -588,7 +594,18 @@ static void split_document(prep_t *p, const char *path, uint64_t index, const ch
   h = fnv1a(h, num, (size_t)k);
   if (h % 10 == 0 && p->val.n < p->val_tokens) {
     if (append_capped(&p->val, p->val_tokens, text, n)) p->docs_val++;
-  } else if (append_capped(&p->train, p->max_bytes, text, n)) {
+  } else {
+    /* The document starts after the joiner, which belongs to the document before it. */
+    uint64_t start = p->train.n ? p->train.n + 2 : 0;
+    if (!append_capped(&p->train, p->max_bytes, text, n)) return;
+    if (p->ntrain_starts == p->cap_train_starts) {
+      size_t cap = p->cap_train_starts ? p->cap_train_starts * 2 : 1024;
+      uint64_t *v = realloc(p->train_starts, cap * sizeof(uint64_t));
+      if (!v) die_oom();
+      p->train_starts = v;
+      p->cap_train_starts = cap;
+    }
+    p->train_starts[p->ntrain_starts++] = start;
     p->docs_train++;
   }
 }
@@ -662,13 +679,15 @@ static int mkdirs(const char *path) {
   return 0;
 }
 
-static int write_tokens(const char *path, const char *bytes, size_t n) {
+/* Writes bytes as a shard of byte tokens; *crc (when not NULL) gets their CRC for the index. */
+static int write_tokens(const char *path, const char *bytes, size_t n, uint32_t *crc) {
   char err[512];
   uint16_t *tok = malloc((n ? n : 1) * sizeof(uint16_t));
   if (!tok) die_oom();
   for (size_t i = 0; i < n; i++)
     tok[i] = (unsigned char)bytes[i];
   int rc = gy_shard_write(path, tok, n, err, sizeof(err));
+  if (crc) *crc = gy_docindex_crc(tok, n);
   free(tok);
   if (rc) {
     fprintf(stderr, "gyro-prep: %s\n", err);
@@ -705,17 +724,35 @@ static int write_outputs(prep_t *p, int *nshards) {
   int k = 0;
   for (size_t off = 0; off < p->train.n; off += p->shard_tokens, k++) {
     size_t n = p->train.n - off < p->shard_tokens ? p->train.n - off : (size_t)p->shard_tokens;
+    uint32_t crc;
     snprintf(file, dlen + 32, "%s/train_%03d.bin", dir, k);
-    if (write_tokens(file, p->train.p + off, n) != 0) goto out;
+    if (write_tokens(file, p->train.p + off, n, &crc) != 0) goto out;
+    /* The index goes after its shard: a crash between the two leaves an index of an earlier
+     * run, which the loader finds stale by its CRC. */
+    gy_docindex_t ix;
+    if (gy_docindex_build(&ix, p->train_starts, p->ntrain_starts, off, n) != 0) die_oom();
+    ix.crc = crc;
+    snprintf(file, dlen + 32, "%s/train_%03d.docs", dir, k);
+    char err[512];
+    int wrc = gy_docindex_write(file, &ix, err, sizeof(err));
+    gy_docindex_free(&ix);
+    if (wrc != 0) {
+      fprintf(stderr, "gyro-prep: %s\n", err);
+      goto out;
+    }
   }
   *nshards = k;
-  /* Shards beyond this run's count are left from a larger earlier run: remove them. */
+  /* Shards and indexes beyond this run's count are left from a larger earlier run: remove
+   * them (an index without its shard too, as an earlier run may have stopped between them). */
   for (int s = k;; s++) {
     snprintf(file, dlen + 32, "%s/train_%03d.bin", dir, s);
-    if (unlink(file) != 0) break;
+    int had_shard = unlink(file) == 0;
+    snprintf(file, dlen + 32, "%s/train_%03d.docs", dir, s);
+    int had_index = unlink(file) == 0;
+    if (!had_shard && !had_index) break;
   }
   snprintf(file, dlen + 32, "%s/val.bin", dir);
-  if (write_tokens(file, p->val.p, p->val.n) != 0) goto out;
+  if (write_tokens(file, p->val.p, p->val.n, NULL) != 0) goto out;
   snprintf(file, dlen + 32, "%s/prep_report.json", dir);
   if (write_report(p, file) != 0) goto out;
   rc = 0;
@@ -734,6 +771,7 @@ static void usage(FILE *f) {
           "                 [--fortune PATH]... [filter options] INPUT...\n"
           "Turns text files (plain, .html/.htm, .gz/.dz, fortune files) into byte-level\n"
           "llm.c token shards DIR/CHANNEL/train_NNN.bin and DIR/CHANNEL/val.bin, and writes\n"
+          "DIR/CHANNEL/train_NNN.docs (where each document starts in the shard) and\n"
           "DIR/CHANNEL/prep_report.json (what the filters dropped and why).\n"
           "Sizes accept a k, M or G suffix (powers of 1024).\n"
           "Filters (defaults in brackets; data/README.md describes them):\n"
@@ -1058,6 +1096,7 @@ out:
   buf_free(&text);
   buf_free(&p.all);
   free(p.docs);
+  free(p.train_starts);
   buf_free(&p.train);
   buf_free(&p.val);
   gy_prep_filter_destroy(p.filter);

@@ -4,7 +4,9 @@
 # duplicate, a near duplicate, a repeated span, a document with control bytes and clean
 # documents, and a binary file. Checks the shards (what went, what stayed), the report
 # (counts per rule, examples with file, document and preview), the summary line, the
-# thresholds' options, --no-filter, and that the output is deterministic.
+# thresholds' options, --no-filter, that the output is deterministic, and the document indexes
+# beside the shards (valid, matching, removed when stale; a shard changed after prep makes the
+# loader drop its index with a warning while the run still loads).
 set -euo pipefail
 
 prep=${GY_BUILD_DIR:?GY_BUILD_DIR is not set}/worker/gyro-prep
@@ -152,6 +154,110 @@ rc=0
 "$prep" --out "$tmp/o" --name ch --rep-min-period 9 --rep-max-period 3 "$tmp/in/site" \
   2>/dev/null || rc=$?
 check "min period above max period: exit 2" test $rc -eq 2
+
+# 6. Document indexes: small shards, so that documents cross shard boundaries. Every
+# train_NNN.bin has a train_NNN.docs that matches it (token count, CRC-32C) and lists where each
+# document starts; the ordinals run 0 .. train_documents - 1 across the shards, a document
+# crossing a boundary is entry 0 of the next shard under its own ordinal, and each document but
+# the first starts right after the "\n\n" that joins it to the one before.
+out6=$tmp/out6
+summary=$("$prep" --out "$out6" --name ch --val-tokens 0 --shard-tokens 700 \
+  --fortune "$tmp/in/fortunes/mixed" "$tmp/in/site")
+ndocs=$(sed -n 's/.*"train_documents":\([0-9]*\).*/\1/p' <<<"$summary")
+check_docs() { # check_docs DIR NDOCS: prints "ok", or fails saying what is wrong
+  python3 - "$1" "$2" <<'PY'
+import glob, os, struct, sys
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+folder, ndocs = sys.argv[1], int(sys.argv[2])
+shards = sorted(glob.glob(os.path.join(folder, "train_*.bin")))
+stream, starts, ords, crossed = b"", [], [], 0
+for path in shards:
+    raw = open(path, "rb").read()
+    ntok = struct.unpack_from("<i", raw, 8)[0]
+    tokens = raw[1024:]
+    docs = open(path[:-4] + ".docs", "rb").read()
+    magic, n, crc, res, first, count = struct.unpack_from("<8sQIIQQ", docs)
+    offs = struct.unpack_from("<%dQ" % count, docs, 40)
+    assert magic == b"GYDOCS1\0", (path, magic)
+    assert n == ntok and res == 0 and len(docs) == 40 + 8 * count, (path, n, ntok, res)
+    assert crc == crc32c(tokens), (path, "crc")
+    assert count >= 1 and offs[0] == 0, (path, offs[:1])
+    assert all(a < b for a, b in zip(offs, offs[1:])) and offs[-1] < ntok, (path, "order")
+    for i, o in enumerate(offs):
+        if i == 0 and ords and first == ords[-1]:
+            crossed += 1  # the previous shard's last document continues here
+            continue
+        starts.append(len(stream) // 2 + o)
+        ords.append(first + i)
+    stream += tokens
+text = stream[::2]
+assert ords == list(range(ndocs)), ("ordinals", ords[:5], len(ords), ndocs)
+assert starts[0] == 0 and all(text[s - 2:s] == b"\n\n" for s in starts[1:]), "joiners"
+assert crossed > 0, "no document crosses a shard boundary"
+docs = [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)])]
+assert any(d.startswith(b"A clean fortune about cats") for d in docs), "a fortune"
+assert any(d.startswith(b"Page 7 of the manual") for d in docs), "a page"
+print("ok")
+PY
+}
+nbin() { find "$1" -maxdepth 1 -name 'train_*.bin' | wc -l; }
+ndocsfiles() { find "$1" -maxdepth 1 -name 'train_*.docs' | wc -l; }
+check "index beside every shard" test "$(nbin "$out6/ch")" -ge 3 -a \
+  "$(ndocsfiles "$out6/ch")" = "$(nbin "$out6/ch")"
+res=$(check_docs "$out6/ch" "$ndocs" 2>&1) || true
+[[ $res == ok ]] || echo "$res" >&2
+check "indexes valid and matching the shards" test "$res" = ok
+before=$(nbin "$out6/ch")
+"$prep" --out "$out6" --name ch --val-tokens 0 --shard-tokens 1400 \
+  --fortune "$tmp/in/fortunes/mixed" "$tmp/in/site" >/dev/null
+check "stale indexes removed with their shards" test "$(nbin "$out6/ch")" -lt "$before" -a \
+  "$(ndocsfiles "$out6/ch")" = "$(nbin "$out6/ch")"
+res=$(check_docs "$out6/ch" "$ndocs" 2>&1) || true
+[[ $res == ok ]] || echo "$res" >&2
+check "indexes valid after a run with fewer shards" test "$res" = ok
+
+# The loader: a run on these shards loads their indexes silently; after a byte of one shard
+# changes (junk spliced in after prep), the run still loads and trains, and one warning names
+# that shard's index and why.
+worker=$GY_BUILD_DIR/worker/gyro-worker
+trains=$(printf "'%s'," "$out6"/ch/train_*.bin)
+trains=${trains%,}
+cat >"$tmp/run.yaml" <<YAML
+run: {name: docs, seed: 7, steps: 1, threads: 1}
+model: {layers: 1, channels: 32, heads: 2, context: 32, vocab: 256}
+train: {batch: 2, seq_len: 32, top_k: 1}
+data:
+  channels:
+    - {name: ch, train: [$trains]}
+eval: {every: 0}
+checkpoint: {dir: $tmp/ckpt, every: 0}
+YAML
+rc=0
+"$worker" --standalone --config "$tmp/run.yaml" >"$tmp/run.out" 2>"$tmp/run.err" || rc=$?
+check "run on indexed shards: exit 0" test $rc -eq 0
+check "run on indexed shards: no index warning" lacks "document index" "$(cat "$tmp/run.err")"
+python3 - "$out6/ch/train_001.bin" <<'PY'
+import sys
+p = sys.argv[1]; b = bytearray(open(p, "rb").read())
+b[1024 + 2 * 10] = ord("#") if b[1024 + 2 * 10] != ord("#") else ord("!")
+open(p, "wb").write(bytes(b))
+PY
+rc=0
+"$worker" --standalone --config "$tmp/run.yaml" >"$tmp/run.out" 2>"$tmp/run.err" || rc=$?
+err=$(cat "$tmp/run.err")
+check "run on a changed shard: exit 0" test $rc -eq 0
+check "run on a changed shard: trained a step" has '"step"' "$(cat "$tmp/run.out")"
+check "run on a changed shard: the warning names the index and why" \
+  has '"level":"warn".*train_001.docs: stale' "$err"
+check "run on a changed shard: one warning" test "$(grep -c 'document index' <<<"$err")" = 1
 
 if [[ $fails -ne 0 ]]; then
   echo "$fails check(s) failed" >&2

@@ -79,6 +79,7 @@ void gy_policy_default(gy_policy_t *p) {
   p->region_steps = 200;
   p->max_rollbacks = 8;
   p->max_restarts = 100;
+  gy_guard_default(&p->guard);
   p->drop_skip_samples = 1;
   p->nrungs = 4;
   p->rung[0].skip_samples = 1;
@@ -172,6 +173,10 @@ int gy_policy_check(const gy_policy_t *p, char *errmsg, size_t errlen) {
       gy_errmsg(errmsg, errlen, "detect.%s: %s", gy_series_kind_name(k), why);
       return GY_ECONFIG;
     }
+  if (gy_guard_check(&p->guard, why, sizeof(why))) {
+    gy_errmsg(errmsg, errlen, "%s", why);
+    return GY_ECONFIG;
+  }
   if (p->observe_steps < 0 || p->observe_steps > 10000) {
     gy_errmsg(errmsg, errlen, "observe_steps %d is outside 0..10000", p->observe_steps);
     return GY_ECONFIG;
@@ -325,6 +330,7 @@ int gy_policy_equal(const gy_policy_t *a, const gy_policy_t *b) {
       a->max_restarts != b->max_restarts || a->drop_skip_samples != b->drop_skip_samples ||
       a->nrungs != b->nrungs)
     return 0;
+  if (!gy_guard_equal(&a->guard, &b->guard)) return 0;
   for (int r = 0; r < a->nrungs; r++) {
     const gy_policy_rung_t *x = &a->rung[r], *y = &b->rung[r];
     if (x->skip_samples != y->skip_samples || x->skip_window != y->skip_window ||

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "policies/guard_policy.h"
+
 /* ---- vocabulary ---- */
 
 /* Kinds of series the detectors watch; each kind has its own thresholds. The YAML names are
@@ -112,6 +114,7 @@ typedef struct {
   int drop_skip_samples;    /* on_drop: skip_samples (1) or ladder (0) */
   int nrungs;               /* 1..GY_POLICY_MAX_RUNGS */
   gy_policy_rung_t rung[GY_POLICY_MAX_RUNGS];
+  gy_guard_opts_t guard;    /* the workers' per-sample guard (policies/guard_policy.h) */
 } gy_policy_t;
 
 /* Fills p with the built-in default (identical to examples/policies/default.yaml). */

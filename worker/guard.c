@@ -20,9 +20,9 @@
  *
  * Content statistics are cheap (one pass over T + 1 tokens): the entropy of the token histogram
  * (a run of one token or of newlines has none, random bytes have the most), the share of tokens
- * inside periodic spans (runs of one blank excepted: indentation and aligned columns), and for a byte vocabulary the shares of non-text bytes (control bytes
- * other than tab, newline, carriage return and form feed, and bytes that break UTF-8) and of
- * bytes >= 0x80 (text of another script).
+ * inside periodic spans (runs of one blank excepted: indentation and aligned columns), and for a
+ * byte vocabulary the shares of non-text bytes (control bytes other than tab, newline, carriage
+ * return and form feed, and bytes that break UTF-8) and of bytes >= 0x80 (text of another script).
  *
  * State blob (little-endian): "GYGUARD1", uint32 nchannels, uint32 window, uint32 nstats, then
  * per channel uint64 seen, uint32 count, uint32 reserved, and `count` rows of nstats float32,
@@ -36,72 +36,6 @@
 #include <string.h>
 
 #include "common/err.h"
-
-static const char *const stat_names[] = {
-#define GY_GUARD_STAT_STR(n, s, u) s,
-    GY_GUARD_STAT_MAP(GY_GUARD_STAT_STR)
-#undef GY_GUARD_STAT_STR
-};
-
-const char *gy_guard_stat_name(int s) {
-  return s >= 0 && s < GY_GSTAT_COUNT ? stat_names[s] : "?";
-}
-
-void gy_guard_default(gy_guard_opts_t *o) {
-  memset(o, 0, sizeof(*o));
-  o->enabled = 1;
-  o->window = 256;
-  o->warmup = 48;
-  o->rule[GY_GSTAT_LOSS] = (gy_guard_rule_t){.z = 6, .floor = 1.5, .high = 1, .low = 1};
-  o->rule[GY_GSTAT_ENTROPY] = (gy_guard_rule_t){.z = 6, .floor = 2.5, .high = 1, .low = 1};
-  o->rule[GY_GSTAT_REPEAT] = (gy_guard_rule_t){.z = 6, .floor = 0.5, .high = 1};
-  o->rule[GY_GSTAT_NONTEXT] = (gy_guard_rule_t){.z = 6, .floor = 0.1, .high = 1};
-  o->rule[GY_GSTAT_HIGHBYTE] = (gy_guard_rule_t){.z = 6, .floor = 0.5, .high = 1, .low = 1};
-  o->max_step_share = 0.25;
-  o->budget = 0.002;
-  o->quarantine = 1;
-  o->quarantine_max_tokens = 65536;
-  o->quarantine_margin = 1024;
-}
-
-int gy_guard_check(const gy_guard_opts_t *o, char *errmsg, size_t errlen) {
-  if (o->window < 8 || o->window > GY_GUARD_MAX_WINDOW) {
-    snprintf(errmsg, errlen, "guard.window %d out of range [8, %d]", o->window,
-             GY_GUARD_MAX_WINDOW);
-    return GY_ECONFIG;
-  }
-  if (o->warmup < 1 || o->warmup > o->window) {
-    snprintf(errmsg, errlen, "guard.warmup %d out of range [1, window %d]", o->warmup, o->window);
-    return GY_ECONFIG;
-  }
-  for (int s = 0; s < GY_GSTAT_COUNT; s++) {
-    const gy_guard_rule_t *r = &o->rule[s];
-    if (!(r->z >= 0 && r->z <= 1e6)) {
-      snprintf(errmsg, errlen, "guard.%s.z must be in [0, 1e6]", stat_names[s]);
-      return GY_ECONFIG;
-    }
-    if (!(r->floor > 0 && r->floor <= 1e6)) {
-      snprintf(errmsg, errlen, "guard.%s.floor must be in (0, 1e6]", stat_names[s]);
-      return GY_ECONFIG;
-    }
-  }
-  if (!(o->max_step_share > 0 && o->max_step_share <= 1)) {
-    snprintf(errmsg, errlen, "guard.max_step_share must be in (0, 1]");
-    return GY_ECONFIG;
-  }
-  if (!(o->budget >= 0 && o->budget <= 1)) {
-    snprintf(errmsg, errlen, "guard.budget must be in [0, 1]");
-    return GY_ECONFIG;
-  }
-  if (o->quarantine_max_tokens < 1 || o->quarantine_max_tokens > (1ull << 40) ||
-      o->quarantine_margin > (1ull << 40)) {
-    snprintf(errmsg, errlen,
-             "guard.quarantine_max_tokens must be in [1, 2^40] and guard.quarantine_margin in "
-             "[0, 2^40]");
-    return GY_ECONFIG;
-  }
-  return 0;
-}
 
 /* ---- content statistics ---- */
 

@@ -20,7 +20,8 @@ static void bytes_of(const char *s, uint16_t *out, int n) {
 static const char *english =
     "The controller keeps a run on course: it rolls back to the last clean checkpoint, skips "
     "the samples that caused a spike and resumes, recording every decision it takes. ";
-static const char *chinese = "控制器让训练保持在正轨上：回滚到最近的干净检查点，跳过导致尖峰的样本，然后继续。";
+static const char *chinese =
+    "控制器让训练保持在正轨上：回滚到最近的干净检查点，跳过导致尖峰的样本，然后继续。";
 
 static void test_content(void) {
   enum { N = 129 };
@@ -86,11 +87,11 @@ static void test_outliers(void) {
   int ch[6] = {0, 0, 1, 1, 0, 1};
   for (int i = 0; i < 6; i++)
     clean(st[i], 1000 + i);
-  st[1][GY_GSTAT_LOSS] = 7.0f;       /* gibberish: a jump */
-  st[3][GY_GSTAT_ENTROPY] = 0.5f;    /* one token repeated */
+  st[1][GY_GSTAT_LOSS] = 7.0f;    /* gibberish: a jump */
+  st[3][GY_GSTAT_ENTROPY] = 0.5f; /* one token repeated */
   st[3][GY_GSTAT_REPEAT] = 1.0f;
-  st[4][GY_GSTAT_NONTEXT] = 0.4f;    /* binary bytes */
-  st[5][GY_GSTAT_HIGHBYTE] = 0.95f;  /* another script */
+  st[4][GY_GSTAT_NONTEXT] = 0.4f;   /* binary bytes */
+  st[5][GY_GSTAT_HIGHBYTE] = 0.95f; /* another script */
   gy_guard_verdict_t v[6];
   gy_guard_judge(g, 6, ch, (const float(*)[GY_GSTAT_COUNT])st, v);
   CHECK(!v[0].masked && !v[2].masked);

@@ -127,7 +127,7 @@ typedef struct {
   float loss;
   const char *reason; /* "loss_high", "repeat_high", "nonfinite", ... */
   float median, threshold;
-  float entropy, repeat, nontext, highbyte;
+  float entropy, repeat, nontext, highbyte, markup;
   int rank;
   gy_agent_provenance_t where;
 } gy_agent_masked_t;

@@ -12,7 +12,8 @@
  *   model:      layers 1..256 [4], channels 8..65536 [128], heads 1..1024 dividing channels [4],
  *               context 2..65536 [128], vocab 2..65535 (required), padded_vocab >= vocab
  *               [vocab rounded up to 128], qk_norm [false], init_from (path)
- *   train:      batch 1..65536 [8], seq_len 2..context [context], top_k 0..64 [4]
+ *   train:      batch 1..65536 [8], seq_len 2..context [context], top_k 0..64 [4],
+ *               log_samples bool [false]
  *   optimizer:  lr, beta1, beta2, eps, weight_decay, grad_clip, shallow_scale, shallow_layers
  *               (0..layers), z_loss, lr_scale [gy_knobs_default()]
  *   schedule:   kind constant|cosine|wsd, warmup, min_lr_frac [gy_knobs_default()],
@@ -272,7 +273,7 @@ static int parse_model(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
 }
 
 static int parse_train(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
-  static const char *const keys[] = {"batch", "seq_len", "top_k", NULL};
+  static const char *const keys[] = {"batch", "seq_len", "top_k", "log_samples", NULL};
   gy_ynode_t m;
   int rc;
   cfg->seq_len = cfg->model.max_seq_len;
@@ -283,7 +284,8 @@ static int parse_train(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {
   if ((rc = gy_yread_i32(RD(c), m, "train", "seq_len", 2, cfg->model.max_seq_len, &cfg->seq_len,
                          NULL)))
     return rc;
-  return gy_yread_i32(RD(c), m, "train", "top_k", 0, 64, &cfg->top_k, NULL);
+  if ((rc = gy_yread_i32(RD(c), m, "train", "top_k", 0, 64, &cfg->top_k, NULL))) return rc;
+  return gy_yread_bool(RD(c), m, "train", "log_samples", &cfg->log_samples);
 }
 
 static int parse_optimizer(ctx_t *c, gy_ynode_t root, gy_run_config_t *cfg) {

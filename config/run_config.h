@@ -31,6 +31,8 @@ typedef struct {
   int batch;        /* train.batch: sequences per step per data-parallel rank (default 8) */
   int seq_len;      /* train.seq_len: T (default model.context) */
   int top_k;        /* train.top_k: worst samples reported per step (default 4) */
+  int log_samples;  /* train.log_samples: every step record lists this rank's samples (id,
+                       channel, the sample index whose tokens it held, masked) */
   gy_knobs_t knobs; /* optimizer.* and schedule.* */
   /* schedule.boost: {from, to, factor}: the scheduled learning rate is multiplied by factor in
    * steps [from, to) — a stretch where it is far too high, as after a mistaken re-warm-up. It

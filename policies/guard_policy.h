@@ -16,7 +16,9 @@
   XX(ENTROPY, "entropy", "bits")    /* Shannon entropy of the sample's token histogram */          \
   XX(REPEAT, "repeat", "share")     /* share of tokens inside periodic spans (period <= 16) */     \
   XX(NONTEXT, "nontext", "share")   /* share of control bytes and bytes of broken UTF-8 */         \
-  XX(HIGHBYTE, "highbyte", "share") /* share of bytes >= 0x80 (the script of the text) */
+  XX(HIGHBYTE, "highbyte", "share") /* share of bytes >= 0x80 (the script of the text) */        \
+  XX(MARKUP, "markup", "share")     /* share of bytes in markup: closing tags, tags with        \
+                                       attributes, character entities */
 
 typedef enum {
 #define GY_GUARD_STAT_ENUM(n, s, u) GY_GSTAT_##n,

@@ -188,6 +188,7 @@ int gy_wire_agent_report_encode(uint64_t generation, int rank, const gy_agent_re
     ms[i].repeat = x->repeat;
     ms[i].nontext = x->nontext;
     ms[i].highbyte = x->highbyte;
+    ms[i].markup = x->markup;
     ms[i].rank = x->rank;
     if (x->where.file) {
       gyro__provenance__init(&pv[i]);

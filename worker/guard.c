@@ -20,7 +20,7 @@
  *
  * Content statistics are cheap (one pass over T + 1 tokens): the entropy of the token histogram
  * (a run of one token or of newlines has none, random bytes have the most), the share of tokens
- * inside periodic spans (runs of one blank excepted: indentation and aligned columns), and for a
+ * inside periodic spans (spans mostly of blanks excepted: indentation and aligned columns), and for a
  * byte vocabulary the shares of non-text bytes (control bytes other than tab, newline, carriage
  * return and form feed, and bytes that break UTF-8) and of bytes >= 0x80 (text of another script).
  *
@@ -64,6 +64,52 @@ static int utf8_len(const uint16_t *p, int n) {
   return have;
 }
 
+static int is_name(unsigned c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '_' || c == ':';
+}
+
+/* Bytes of markup in n byte tokens: closing tags (</name>), tags with an attribute (<name ...
+ * x="...">) and character entities (&lt; &#123;). An include (<stdio.h>) or a comparison is not
+ * markup: what looks like a leftover of a web page is. */
+static int markup_bytes(const uint16_t *t, int n) {
+  int count = 0;
+  for (int i = 0; i < n;) {
+    if (t[i] == '<') {
+      int j = i + 1, close = j < n && t[j] == '/', attr = 0;
+      if (close) j++;
+      int name = j;
+      while (j < n && is_name(t[j]))
+        j++;
+      if (j > name) {
+        int k = j;
+        for (; k < n && k - i < 256 && t[k] != '>' && t[k] != '<' && t[k] != '\n'; k++)
+          if (t[k] == '=' && k + 1 < n && (t[k + 1] == '"' || t[k + 1] == '\'')) attr = 1;
+        /* a tag cut by the sample's end counts as far as it goes */
+        if ((close || attr) && (k >= n || t[k] == '>')) {
+          int end = k < n ? k + 1 : n;
+          count += end - i;
+          i = end;
+          continue;
+        }
+      }
+    } else if (t[i] == '&') {
+      int j = i + 1;
+      if (j < n && t[j] == '#') j++;
+      int start = j;
+      while (j < n && j - i < 10 && is_name(t[j]))
+        j++;
+      if (j > start && j < n && t[j] == ';') {
+        count += j + 1 - i;
+        i = j + 1;
+        continue;
+      }
+    }
+    i++;
+  }
+  return count;
+}
+
 void gy_guard_content(const uint16_t *tok, int n, int vocab, float stats[GY_GSTAT_COUNT]) {
   for (int s = 0; s < GY_GSTAT_COUNT; s++)
     if (s != GY_GSTAT_LOSS) stats[s] = 0;
@@ -105,15 +151,20 @@ void gy_guard_content(const uint16_t *tok, int n, int vocab, float stats[GY_GSTA
       int need = 2 * p > 8 ? 2 * p : 8;
       int run = 0;
       for (int i = p; i <= n; i++) {
-        /* runs of one blank (indentation, aligned columns) are how code and tables look */
-        int blank = p == 1 && i < n && (tok[i] == ' ' || tok[i] == '\t');
-        if (i < n && tok[i] == tok[i - p] && !blank) {
+        if (i < n && tok[i] == tok[i - p]) {
           run++;
           continue;
         }
-        if (run >= need)
+        /* a run counts when enough of it is not blank: runs of blanks are indentation and
+         * aligned columns, how code and tables look */
+        if (run >= need) {
+          int nonblank = 0;
           for (int k = i - run - p; k < i; k++)
-            m[k] = 1;
+            nonblank += tok[k] != ' ' && tok[k] != '\t';
+          if (nonblank >= need)
+            for (int k = i - run - p; k < i; k++)
+              m[k] = 1;
+        }
         run = 0;
       }
     }
@@ -142,6 +193,7 @@ void gy_guard_content(const uint16_t *tok, int n, int vocab, float stats[GY_GSTA
   }
   stats[GY_GSTAT_NONTEXT] = (float)bad / n;
   stats[GY_GSTAT_HIGHBYTE] = (float)high / n;
+  stats[GY_GSTAT_MARKUP] = (float)markup_bytes(tok, n) / n;
 }
 
 void gy_guard_reason(const gy_guard_verdict_t *v, char *buf, size_t len) {

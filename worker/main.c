@@ -39,6 +39,7 @@
 #include "kernels/llmc_io.h"
 #include "config/run_config.h"
 #include "worker/nvml.h"
+#include "config/policy_file.h"
 #include "worker/train.h"
 
 static volatile sig_atomic_t stop_requested = 0;
@@ -63,6 +64,9 @@ static void usage(FILE *f) {
           "  --export-llmc FILE   at the end, write the model as an llm.c model file\n"
           "  --eval-only          evaluate held-out perplexity once and exit\n"
           "  --quiet-steps        print eval and checkpoint records only\n"
+          "  --policy FILE        a policy file whose guard: section sets the per-sample guard\n"
+          "                       (default: the built-in policy; supervised workers get the\n"
+          "                       controller's)\n"
           "parallel training (one process per rank; every rank prints the same records):\n"
           "  --rank R --world W   this process's rank of W (default 0 of 1)\n"
           "  --tp T               tensor-parallel group size (divides W; data-parallel = W/T)\n"
@@ -129,7 +133,7 @@ static json_t *masked_json(const gy_trainer_t *tr, gy_data_t *d, const gy_masked
   gy_guard_reason(&m->verdict, why, sizeof(why));
   where_t w;
   masked_where(tr, d, m, &w);
-  json_t *o = json_pack("{s:I, s:s, s:i, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id",
+  json_t *o = json_pack("{s:I, s:s, s:i, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id",
                         (json_int_t)m->id, "channel", gy_data_channel_name(d, m->channel), "rank",
                         m->rank, "reason", why, "loss", num_or_null(m->stats[GY_GSTAT_LOSS]),
                         "median", num_or_null(m->verdict.median), "threshold",
@@ -137,7 +141,8 @@ static json_t *masked_json(const gy_trainer_t *tr, gy_data_t *d, const gy_masked
                         num_or_null(m->stats[GY_GSTAT_ENTROPY]), "repeat",
                         num_or_null(m->stats[GY_GSTAT_REPEAT]), "nontext",
                         num_or_null(m->stats[GY_GSTAT_NONTEXT]), "highbyte",
-                        num_or_null(m->stats[GY_GSTAT_HIGHBYTE]));
+                        num_or_null(m->stats[GY_GSTAT_HIGHBYTE]), "markup",
+                        num_or_null(m->stats[GY_GSTAT_MARKUP]));
   if (w.file) {
     json_object_set_new(o, "file", json_string(w.file));
     json_object_set_new(o, "offset", json_integer((json_int_t)w.offset));
@@ -151,7 +156,7 @@ static json_t *masked_json(const gy_trainer_t *tr, gy_data_t *d, const gy_masked
 
 /* A step's JSON line; compute_ms < 0: not measured (not written). */
 static void emit_step(const gy_trainer_t *tr, gy_data_t *d, const gy_step_report_t *r,
-                      double compute_ms) {
+                      double compute_ms, int log_samples) {
   json_t *o = json_object();
   json_object_set_new(o, "type", json_string("step"));
   json_object_set_new(o, "step", json_integer(r->step));
@@ -196,6 +201,19 @@ static void emit_step(const gy_trainer_t *tr, gy_data_t *d, const gy_step_report
     json_array_append_new(ml, masked_json(tr, d, &r->masked[i]));
   json_object_set_new(o, "masked_ch", mc);
   json_object_set_new(o, "masked", ml);
+  if (log_samples) { /* train.log_samples: this rank's batch, [id, channel, index, masked, loss] */
+    const uint64_t *ids, *idx;
+    const int *chs;
+    const uint8_t *kept;
+    const float(*st)[GY_GSTAT_COUNT];
+    int B = gy_trainer_last_batch(tr, &ids, &chs, &idx, &kept, &st);
+    json_t *sa = json_array();
+    for (int b = 0; b < B; b++)
+      json_array_append_new(sa, json_pack("[I, s, I, b, o]", (json_int_t)ids[b],
+                                          gy_data_channel_name(d, chs[b]), (json_int_t)idx[b],
+                                          !kept[b], num_or_null(st[b][GY_GSTAT_LOSS])));
+    json_object_set_new(o, "samples_drawn", sa);
+  }
   gy_json_emit(o);
 }
 
@@ -322,6 +340,7 @@ static void report_step(gy_agent_t *a, const gy_trainer_t *tr, gy_data_t *d,
                                     .repeat = m->stats[GY_GSTAT_REPEAT],
                                     .nontext = m->stats[GY_GSTAT_NONTEXT],
                                     .highbyte = m->stats[GY_GSTAT_HIGHBYTE],
+                                    .markup = m->stats[GY_GSTAT_MARKUP],
                                     .rank = m->rank,
                                     .where = {.file = w.file,
                                               .offset = w.offset,
@@ -534,7 +553,7 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
     }
     double compute_ms = r.step_ms - (double)(gy_comm_blocked_ns() - waited0) / 1e6;
     if (compute_ms < 0) compute_ms = 0;
-    if (!so->quiet) emit_step(tr, d, &r, compute_ms);
+    if (!so->quiet) emit_step(tr, d, &r, compute_ms, cfg.log_samples);
     done = gy_trainer_step_count(tr);
     int ckpt_due = cfg.ckpt_every > 0 && (done % cfg.ckpt_every == 0 || done == steps);
     /* The last step's checkpoint is written before its report, which then carries it: the
@@ -607,7 +626,7 @@ out:
 #endif
 
 int main(int argc, char **argv) {
-  const char *config = NULL, *resume = NULL, *export_llmc = NULL;
+  const char *config = NULL, *resume = NULL, *export_llmc = NULL, *policy = NULL;
   int standalone = 0, eval_only = 0, quiet = 0, parallel_given = 0;
   const char *controller = NULL, *worker_id = NULL, *join_token = NULL, *join_token_file = NULL;
   const char *tls_ca = getenv("GYRO_TLS_CA"), *tls_cert = getenv("GYRO_TLS_CERT"),
@@ -624,6 +643,7 @@ int main(int argc, char **argv) {
                                        {"export-llmc", required_argument, 0, 'x'},
                                        {"eval-only", no_argument, 0, 'e'},
                                        {"quiet-steps", no_argument, 0, 'q'},
+                                       {"policy", required_argument, 0, 'p'},
                                        {"help", no_argument, 0, 'h'},
                                        {"rank", required_argument, 0, 'R'},
                                        {"world", required_argument, 0, 'W'},
@@ -677,6 +697,9 @@ int main(int argc, char **argv) {
       break;
     case 'q':
       quiet = 1;
+      break;
+    case 'p':
+      policy = optarg;
       break;
     case 'h':
       usage(stdout);
@@ -762,6 +785,7 @@ int main(int argc, char **argv) {
                       : resume         ? "--resume"
                       : export_llmc    ? "--export-llmc"
                       : eval_only      ? "--eval-only"
+                      : policy         ? "--policy"
                       : steps >= 0     ? "--steps"
                       : parallel_given ? "--rank/--world/--tp/--rdzv"
                       : optind != argc ? argv[optind]
@@ -854,6 +878,16 @@ int main(int argc, char **argv) {
   }
   int exit_code = 0;
   gy_data_t *d = gy_trainer_data(tr);
+  if (policy) {
+    gy_policy_t pol;
+    if ((rc = gy_policy_load(&pol, policy, err, sizeof(err))) ||
+        (rc = gy_trainer_set_guard(tr, &pol.guard, err, sizeof(err)))) {
+      fprintf(stderr, "gyro-worker: --policy %s: %s\n", policy, err);
+      gy_trainer_destroy(tr);
+      gy_run_config_free(&cfg);
+      return 2;
+    }
+  }
   if (resume && (rc = gy_trainer_restore_file(tr, resume, err, sizeof(err)))) {
     fprintf(stderr, "gyro-worker: cannot resume: %s\n", err);
     exit_code = 1;
@@ -878,7 +912,7 @@ int main(int argc, char **argv) {
       exit_code = 1;
       goto out;
     }
-    if (!quiet) emit_step(tr, d, &r, -1);
+    if (!quiet) emit_step(tr, d, &r, -1, cfg.log_samples);
     int64_t done = gy_trainer_step_count(tr);
     if (cfg.eval_every > 0 && (done % cfg.eval_every == 0 || done == steps)) {
       if ((rc = gy_trainer_eval(tr, &ev)) == 0) emit_eval(done, d, &ev);

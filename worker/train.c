@@ -412,6 +412,17 @@ int gy_trainer_set_knobs(gy_trainer_t *t, const gy_knobs_t *k, char *errmsg, siz
   return 0;
 }
 
+int gy_trainer_last_batch(const gy_trainer_t *t, const uint64_t **ids, const int **channels,
+                          const uint64_t **index, const uint8_t **kept,
+                          const float (**stats)[GY_GSTAT_COUNT]) {
+  *stats = (const float(*)[GY_GSTAT_COUNT])t->gstats;
+  *ids = t->ids;
+  *channels = t->chans;
+  *index = t->used;
+  *kept = t->gkeep;
+  return t->B;
+}
+
 int gy_trainer_set_guard(gy_trainer_t *t, const gy_guard_opts_t *o, char *errmsg, size_t errlen) {
   int rc = gy_guard_check(o, errmsg, errlen);
   if (rc) return rc;

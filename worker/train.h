@@ -121,6 +121,13 @@ int gy_trainer_seq_len(const gy_trainer_t *t);       /* T: a sample is T + 1 tok
  * nothing changes). */
 void gy_trainer_knobs(const gy_trainer_t *t, gy_knobs_t *out);
 int gy_trainer_set_knobs(gy_trainer_t *t, const gy_knobs_t *k, char *errmsg, size_t errlen);
+/* This rank's samples of the last step: B entries of (id, channel, the channel's sample index
+ * whose tokens it held, kept by the guard, its figures: loss and content statistics). Valid
+ * until the next step. */
+int gy_trainer_last_batch(const gy_trainer_t *t, const uint64_t **ids, const int **channels,
+                          const uint64_t **index, const uint8_t **kept,
+                          const float (**stats)[GY_GSTAT_COUNT]);
+
 /* The guard's options (from the run's policy; the default until set). Validated; the recent
  * figures are kept. */
 int gy_trainer_set_guard(gy_trainer_t *t, const gy_guard_opts_t *o, char *errmsg, size_t errlen);

@@ -51,9 +51,16 @@ static void test_content(void) {
   gy_guard_content(t, N, 256, st);
   CHECK_MSG(st[GY_GSTAT_NONTEXT] > 0.3, "random bytes: nontext %f", st[GY_GSTAT_NONTEXT]);
   CHECK(st[GY_GSTAT_ENTROPY] > 6);
+  /* markup: a web page's leftovers count, an include or a comparison does not */
+  bytes_of("<div class=\"para\">The kernel</div> &lt;x&gt; ", t, N);
+  gy_guard_content(t, N, 256, st);
+  CHECK_MSG(st[GY_GSTAT_MARKUP] > 0.5, "markup %f", st[GY_GSTAT_MARKUP]);
+  bytes_of("#include <stdio.h>\nif (a < b && c > d) return x; ", t, N);
+  gy_guard_content(t, N, 256, st);
+  CHECK_MSG(st[GY_GSTAT_MARKUP] == 0, "markup of C %f", st[GY_GSTAT_MARKUP]);
   /* another tokenizer: no byte statistics */
   gy_guard_content(t, N, 50257, st);
-  CHECK(st[GY_GSTAT_NONTEXT] == 0 && st[GY_GSTAT_HIGHBYTE] == 0);
+  CHECK(st[GY_GSTAT_NONTEXT] == 0 && st[GY_GSTAT_HIGHBYTE] == 0 && st[GY_GSTAT_MARKUP] == 0);
 }
 
 /* A clean sample's figures: loss around 2.5 with a little spread, English-like content. */
@@ -63,6 +70,7 @@ static void clean(float *st, int i) {
   st[GY_GSTAT_REPEAT] = 0.02f * (float)(i % 3);
   st[GY_GSTAT_NONTEXT] = 0;
   st[GY_GSTAT_HIGHBYTE] = 0;
+  st[GY_GSTAT_MARKUP] = 0;
 }
 
 static gy_guard_t *warmed(int nch, int samples) {

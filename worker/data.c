@@ -1123,6 +1123,13 @@ int gy_data_document(const gy_data_t *d, int ch, uint64_t stream, int64_t *doc, 
   return 0;
 }
 
+void gy_data_read(const gy_data_t *d, int ch, uint64_t pos, size_t n, uint16_t *out) {
+  memset(out, 0, n * sizeof(uint16_t));
+  if (ch < 0 || ch >= d->opts.nchannels || pos >= d->ch[ch].ntokens) return;
+  uint64_t avail = d->ch[ch].ntokens - pos;
+  read_stream(&d->ch[ch], pos, avail < n ? (size_t)avail : n, out);
+}
+
 const char *gy_data_file_path(const gy_data_t *d, int ch, int file) {
   if (ch < 0 || ch >= d->opts.nchannels || file < 0 || file >= d->ch[ch].nshards) return NULL;
   return d->opts.channels[ch].files[file];

@@ -89,6 +89,8 @@ void gy_data_sample_q(const gy_data_t *d, const gy_quarantine_t *q, uint64_t id,
 int gy_data_document(const gy_data_t *d, int ch, uint64_t stream, int64_t *doc, uint64_t *first,
                      uint64_t *last);
 
+/* Copies n tokens of channel ch's stream from pos (the part past the stream's end is 0). */
+void gy_data_read(const gy_data_t *d, int ch, uint64_t pos, size_t n, uint16_t *out);
 /* The path of shard file `file` of channel ch (NULL when out of range), and its tokens. */
 const char *gy_data_file_path(const gy_data_t *d, int ch, int file);
 uint64_t gy_data_file_tokens(const gy_data_t *d, int ch, int file);

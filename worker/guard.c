@@ -307,12 +307,56 @@ static float median_of(float *v, int n) {
   return n % 2 ? v[n / 2] : 0.5f * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* The baseline of channel c: each figure's median and threshold over its ring (scratch holds
+ * window floats). */
+static void baseline(const gy_guard_t *g, int c, float *scratch, float *med, float *thr) {
+  const ring_t *r = &g->ch[c];
+  for (int s = 0; s < GY_GSTAT_COUNT; s++) {
+    for (int k = 0; k < r->count; k++)
+      scratch[k] = row((ring_t *)r, g->o.window, k)[s];
+    med[s] = median_of(scratch, r->count);
+    for (int k = 0; k < r->count; k++)
+      scratch[k] = fabsf(scratch[k] - med[s]);
+    float mad = median_of(scratch, r->count);
+    double t = g->o.rule[s].z * 1.4826 * mad;
+    thr[s] = (float)(t > g->o.rule[s].floor ? t : g->o.rule[s].floor);
+  }
+}
+
+/* The first rule (from stat `from` on) that fires for figures x, into *v; 0 when none. */
+static int fires(const gy_guard_t *g, const float *x, int from, const float *med, const float *thr,
+                 gy_guard_verdict_t *v) {
+  for (int s = from; s < GY_GSTAT_COUNT; s++) {
+    const gy_guard_rule_t *ru = &g->o.rule[s];
+    if (ru->z <= 0) continue;
+    int hi = ru->high && x[s] > med[s] + thr[s];
+    int lo = ru->low && x[s] < med[s] - thr[s];
+    if (hi || lo) {
+      *v = (gy_guard_verdict_t){
+          .masked = 1, .stat = s, .high = hi, .median = med[s], .threshold = thr[s]};
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int gy_guard_content_fires(const gy_guard_t *g, int channel, const float stats[GY_GSTAT_COUNT]) {
+  if (!g->o.enabled || channel < 0 || channel >= g->nch) return -1;
+  if (g->ch[channel].count < g->o.warmup) return -1;
+  float med[GY_GSTAT_COUNT], thr[GY_GSTAT_COUNT];
+  float *scratch = malloc(sizeof(float) * (size_t)g->o.window);
+  if (!scratch) return -1;
+  baseline(g, channel, scratch, med, thr);
+  free(scratch);
+  gy_guard_verdict_t v;
+  return fires(g, stats, GY_GSTAT_LOSS + 1, med, thr, &v) ? v.stat : -1;
+}
+
 void gy_guard_judge(gy_guard_t *g, int n, const int *channels, const float (*stats)[GY_GSTAT_COUNT],
                     gy_guard_verdict_t *out) {
   /* the baseline of every channel and statistic, before the batch */
   float med[GY_GSTAT_COUNT], thr[GY_GSTAT_COUNT];
   float *scratch = malloc(sizeof(float) * (size_t)g->o.window);
-  int have_base = -1; /* channel whose baseline med/thr hold */
   for (int i = 0; i < n; i++) {
     gy_guard_verdict_t *v = &out[i];
     memset(v, 0, sizeof(*v));
@@ -327,34 +371,14 @@ void gy_guard_judge(gy_guard_t *g, int n, const int *channels, const float (*sta
   for (int c = 0; c < g->nch && scratch; c++) {
     ring_t *r = &g->ch[c];
     if (!g->o.enabled || r->count < g->o.warmup) continue;
-    have_base = -1;
+    int have_base = 0;
     for (int i = 0; i < n; i++) {
       if (channels[i] != c || out[i].nonfinite) continue;
-      if (have_base != c) {
-        for (int s = 0; s < GY_GSTAT_COUNT; s++) {
-          for (int k = 0; k < r->count; k++)
-            scratch[k] = row(r, g->o.window, k)[s];
-          med[s] = median_of(scratch, r->count);
-          for (int k = 0; k < r->count; k++)
-            scratch[k] = fabsf(scratch[k] - med[s]);
-          float mad = median_of(scratch, r->count);
-          double t = g->o.rule[s].z * 1.4826 * mad;
-          thr[s] = (float)(t > g->o.rule[s].floor ? t : g->o.rule[s].floor);
-        }
-        have_base = c;
+      if (!have_base) {
+        baseline(g, c, scratch, med, thr);
+        have_base = 1;
       }
-      for (int s = 0; s < GY_GSTAT_COUNT; s++) {
-        const gy_guard_rule_t *ru = &g->o.rule[s];
-        if (ru->z <= 0) continue;
-        float x = stats[i][s];
-        int hi = ru->high && x > med[s] + thr[s];
-        int lo = ru->low && x < med[s] - thr[s];
-        if (hi || lo) {
-          out[i] = (gy_guard_verdict_t){
-              .masked = 1, .stat = s, .high = hi, .median = med[s], .threshold = thr[s]};
-          break;
-        }
-      }
+      fires(g, stats[i], 0, med, thr, &out[i]);
     }
   }
   free(scratch);

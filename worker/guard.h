@@ -42,6 +42,12 @@ const gy_guard_opts_t *gy_guard_opts(const gy_guard_t *g);
 void gy_guard_judge(gy_guard_t *g, int n, const int *channels, const float (*stats)[GY_GSTAT_COUNT],
                     gy_guard_verdict_t *out);
 
+/* The first content rule (every figure but the loss) that fires for figures `stats` of a window
+ * of channel's stream against the channel's current baseline, or -1 (none, or the guard is off
+ * or still warming up). The state does not change: what a quarantine uses to find how far a run
+ * of junk around a masked sample extends. */
+int gy_guard_content_fires(const gy_guard_t *g, int channel, const float stats[GY_GSTAT_COUNT]);
+
 /* Kept samples seen per channel (for reports and tests). */
 uint64_t gy_guard_seen(const gy_guard_t *g, int channel);
 

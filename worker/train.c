@@ -447,12 +447,24 @@ const gy_quarantine_t *gy_trainer_quarantined(const gy_trainer_t *t) {
   return &t->quar;
 }
 
+/* 1 when the window of the channel's stream [pos, pos + T + 1) looks like junk to the guard's
+ * content rules (its loss is not known: only what its bytes say). */
+static int junk_window(gy_trainer_t *t, int ch, uint64_t pos) {
+  int n = t->T + 1, V = gy_gpt_config(t->model)->vocab_size;
+  float st[GY_GSTAT_COUNT];
+  gy_data_read(t->data, ch, pos, (size_t)n, t->tok);
+  st[GY_GSTAT_LOSS] = 0;
+  gy_guard_content(t->tok, n, V, st);
+  return gy_guard_content_fires(t->guard, ch, st) >= 0;
+}
+
 /* The region a masked sample quarantines: its document when gyro-prep's index names one of at
- * most quarantine_max_tokens tokens, else its tokens widened by quarantine_margin, clipped to
- * the channel's stream. */
-static void masked_region(const gy_trainer_t *t, gy_masked_sample_t *m) {
+ * most quarantine_max_tokens tokens; otherwise the run of windows around it that the content
+ * rules reject (junk spliced into a shard is one run: at most quarantine_max_tokens each way),
+ * widened by quarantine_margin, clipped to the channel's stream. */
+static void masked_region(gy_trainer_t *t, gy_masked_sample_t *m) {
   const gy_guard_opts_t *o = gy_guard_opts(t->guard);
-  uint64_t T = (uint64_t)t->T, first = m->index * T, last = first + T + 1;
+  uint64_t T = (uint64_t)t->T, W = T + 1, first = m->index * T, last = first + W;
   uint64_t total = gy_data_channel_tokens(t->data, m->channel);
   int64_t doc = -1;
   uint64_t df, dl;
@@ -465,8 +477,13 @@ static void masked_region(const gy_trainer_t *t, gy_masked_sample_t *m) {
       return;
     }
   }
-  m->q_first = first > o->quarantine_margin ? first - o->quarantine_margin : 0;
-  m->q_last = last + o->quarantine_margin < total ? last + o->quarantine_margin : total;
+  uint64_t lo = first, hi = last;
+  while (lo >= W && first - lo < o->quarantine_max_tokens && junk_window(t, m->channel, lo - W))
+    lo -= W;
+  while (hi + W <= total && hi - last < o->quarantine_max_tokens && junk_window(t, m->channel, hi))
+    hi += W;
+  m->q_first = lo > o->quarantine_margin ? lo - o->quarantine_margin : 0;
+  m->q_last = hi + o->quarantine_margin < total ? hi + o->quarantine_margin : total;
 }
 
 /* After a step: where each of the gang's masked samples came from, and its region added to the

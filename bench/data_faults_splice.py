@@ -5,12 +5,13 @@
         --other-language OTHER.bin [--manifest OUT.json]
 
 The junk is taken from real files of the machine, six kinds in turn:
-  binary      bytes of an executable (/usr/bin/*)
+  binary      bytes of a compiled program (an ELF file of /usr/bin)
   compressed  bytes of a gzip file (/usr/share/doc/*/*.gz)
   markup      raw HTML with its tags (/usr/share/doc/**/*.html)
   repeated    a span of 1-13 bytes of the shard repeated
   empty       blank lines (newlines, some with spaces or tabs)
-  language    text of another language (bytes of OTHER.bin, another channel's shard)
+  language    text of another language: Chinese verse and prose of fortunes-zh when installed,
+              else bytes of OTHER.bin (another channel's shard)
 Each splice overwrites [offset, offset + length) of the shard's tokens (the file keeps its size;
 a document index of the shard becomes stale, as it would for any edit after gyro-prep). Splices
 are 1,024 to 8,192 tokens long, never overlap, and together cover `share` of the shard. The
@@ -26,6 +27,9 @@ import struct
 import sys
 
 HEADER = 256 * 4
+# Chinese verse and prose (fortunes-zh): text of another language for an English channel
+LANGUAGE_FILES = ["/usr/share/games/fortunes/tang300", "/usr/share/games/fortunes/song100",
+                  "/usr/share/games/fortunes/chinese"]
 MAGIC = 20240520
 
 
@@ -42,9 +46,15 @@ def tokens_of(b, n):
     return struct.unpack_from("<%dH" % n, b, HEADER)
 
 
-def pick(rng, pattern, minsize=4096):
+def is_elf(path):
+    with open(path, "rb") as f:
+        return f.read(4) == b"\x7fELF"
+
+
+def pick(rng, pattern, minsize=4096, elf=False):
     files = sorted(f for f in glob.glob(pattern, recursive=True)
-                   if os.path.isfile(f) and os.path.getsize(f) >= minsize)
+                   if os.path.isfile(f) and os.path.getsize(f) >= minsize and
+                   (not elf or is_elf(f)))
     if not files:
         sys.exit("data_faults_splice: no file matches %s" % pattern)
     return rng.choice(files)
@@ -56,7 +66,7 @@ def junk(kind, n, rng, shard_tokens, other):
         pattern = {"binary": "/usr/bin/*",
                    "compressed": "/usr/share/doc/*/*.gz",
                    "markup": "/usr/share/doc/**/*.html"}[kind]
-        path = pick(rng, pattern)
+        path = pick(rng, pattern, elf=kind == "binary")
         data = open(path, "rb").read()
         start = rng.randrange(0, max(1, len(data) - n))
         out = data[start:start + n]
@@ -75,6 +85,12 @@ def junk(kind, n, rng, shard_tokens, other):
             out += rng.choice(lines)
         return out[:n], "blank lines"
     if kind == "language":
+        files = [f for f in LANGUAGE_FILES if os.path.isfile(f) and os.path.getsize(f) > n]
+        if files:
+            path = rng.choice(sorted(files))
+            data = open(path, "rb").read()
+            start = rng.randrange(0, len(data) - n)
+            return data[start:start + n], path
         ob, on = other
         start = rng.randrange(0, on - n)
         return bytes(t & 0xFF for t in tokens_of(ob, on)[start:start + n]), "another channel's text"

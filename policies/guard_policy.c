@@ -23,12 +23,12 @@ void gy_guard_default(gy_guard_opts_t *o) {
   memset(o, 0, sizeof(*o));
   o->enabled = 1;
   o->window = 256;
-  o->warmup = 16;
+  o->warmup = 8;
   o->rule[GY_GSTAT_LOSS] = (gy_guard_rule_t){.z = 6, .floor = 1.5, .high = 1, .low = 1};
   o->rule[GY_GSTAT_ENTROPY] = (gy_guard_rule_t){.z = 6, .floor = 2.5, .high = 1, .low = 1};
   o->rule[GY_GSTAT_REPEAT] = (gy_guard_rule_t){.z = 6, .floor = 0.5, .high = 1};
   o->rule[GY_GSTAT_NONTEXT] = (gy_guard_rule_t){.z = 6, .floor = 0.1, .high = 1};
-  o->rule[GY_GSTAT_HIGHBYTE] = (gy_guard_rule_t){.z = 6, .floor = 0.8, .high = 1};
+  o->rule[GY_GSTAT_HIGHBYTE] = (gy_guard_rule_t){.z = 6, .floor = 0.35, .high = 1};
   o->rule[GY_GSTAT_MARKUP] = (gy_guard_rule_t){.z = 6, .floor = 0.15, .high = 1};
   o->max_step_share = 0.25;
   o->budget = 0.002;

@@ -232,7 +232,7 @@ static void test_opts(void) {
   gy_guard_default(&o);
   o.rule[GY_GSTAT_REPEAT].floor = 0;
   CHECK_EQ_INT(gy_guard_check(&o, err, sizeof(err)), GY_ECONFIG);
-  CHECK(strstr(err, "guard.repeat.floor") != NULL);
+  CHECK(strstr(err, "guard.rules.repeat.floor") != NULL);
   gy_guard_default(&o);
   o.max_step_share = 0;
   CHECK_EQ_INT(gy_guard_check(&o, err, sizeof(err)), GY_ECONFIG);

@@ -53,8 +53,8 @@ const char *gy_series_kind_name(gy_series_kind_t k) {
 }
 
 const char *gy_trigger_name(gy_trigger_t t) {
-  static const char *const names[] = {"spike",     "spike_persists", "drop",
-                                      "nonfinite", "worker_lost",    "operator"};
+  static const char *const names[] = {"spike",       "spike_persists", "drop",  "nonfinite",
+                                      "worker_lost", "operator",       "masked"};
   return (t >= 0 && t < GY_TRIG_COUNT) ? names[t] : "?";
 }
 

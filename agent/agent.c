@@ -24,9 +24,9 @@
  * trainer is parked in gy_agent_wait_grant (so the steps_done it rejoins with is exact).
  * steps_done only grows, except at an acked ROLLBACK, which sets it to the directive's to_step
  * and the horizon to to_step unless a grant came after the directive (the controller grants
- * the new timeline once every rank has acked). A pending directive owns its skip ranges and
- * reason; once acked they are kept ("retired") until the next wait_grant, so the trainer can
- * still read them after the ack.
+ * the new timeline once every rank has acked). A pending directive owns its skip ranges,
+ * reason and quarantine entries; once acked they are kept ("retired") until the next wait_grant,
+ * so the trainer can still read them after the ack.
  *
  * Every message is encoded and decoded by wire/agent_wire.c; this file sees bytes only.
  */
@@ -64,6 +64,7 @@ typedef struct {
   gy_agent_directive_t d;
   gy_agent_skip_t *skip; /* owned (NULL when none) */
   char *reason;          /* owned (NULL: d.reason is "") */
+  gy_agent_quar_t *quar; /* owned, with its strings (quar_copy; NULL when none) */
   uint64_t grants_at;    /* a->grants when it arrived */
 } pending_t;
 
@@ -86,15 +87,17 @@ struct gy_agent {
   int joined;
   gy_agent_assignment_t asg;
   char *asg_yaml, *asg_dir, *asg_prefix, *asg_session;
-  uint64_t *asg_skip; /* the assignment's skip ranges, 2 per range */
-  int connected;      /* session stream up */
-  int64_t horizon;    /* latest grant of this session */
+  uint64_t *asg_skip;        /* the assignment's skip ranges, 2 per range */
+  gy_agent_quar_t *asg_quar; /* the assignment's quarantine (quar_copy) */
+  int connected;             /* session stream up */
+  int64_t horizon;           /* latest grant of this session */
   int64_t steps_done;
   pending_t pending[MAX_PENDING];
   int npending;
   uint64_t grants;               /* grants received in this session */
   gy_agent_skip_t *retired_skip; /* of the directive acked last (see the design block) */
   char *retired_reason;
+  gy_agent_quar_t *retired_quar;
   uint64_t applied[APPLIED_RING];
   int napplied;          /* entries used (<= APPLIED_RING) */
   int applied_next;      /* slot the next seq goes to (the oldest once full) */
@@ -232,8 +235,38 @@ static void close_stream(gy_agent_t *a) {
 static void pending_free(pending_t *p) {
   free(p->skip);
   free(p->reason);
+  free(p->quar);
   p->skip = NULL;
   p->reason = NULL;
+  p->quar = NULL;
+}
+
+/* A copy of n entries with their strings, in one block (free() frees it all); NULL when n is 0
+ * or out of memory (*oom says which). */
+static gy_agent_quar_t *quar_copy(const gy_agent_quar_t *q, int n, int *oom) {
+  *oom = 0;
+  if (n <= 0 || !q) return NULL;
+  size_t bytes = (size_t)n * sizeof(*q);
+  for (int i = 0; i < n; i++)
+    bytes += strlen(q[i].channel ? q[i].channel : "") + strlen(q[i].file ? q[i].file : "") + 2;
+  gy_agent_quar_t *c = malloc(bytes);
+  if (!c) {
+    *oom = 1;
+    return NULL;
+  }
+  char *p = (char *)(c + n);
+  for (int i = 0; i < n; i++) {
+    c[i] = q[i];
+    const char *ch = q[i].channel ? q[i].channel : "", *f = q[i].file ? q[i].file : "";
+    size_t lc = strlen(ch) + 1, lf = strlen(f) + 1;
+    memcpy(p, ch, lc);
+    c[i].channel = p;
+    p += lc;
+    memcpy(p, f, lf);
+    c[i].file = p;
+    p += lf;
+  }
+  return c;
 }
 
 /* Removes pending[i] (mu held); its memory is freed, or retired when retire is set. */
@@ -241,8 +274,10 @@ static void pending_remove(gy_agent_t *a, int i, int retire) {
   if (retire) {
     free(a->retired_skip);
     free(a->retired_reason);
+    free(a->retired_quar);
     a->retired_skip = a->pending[i].skip;
     a->retired_reason = a->pending[i].reason;
+    a->retired_quar = a->pending[i].quar;
   } else {
     pending_free(&a->pending[i]);
   }
@@ -252,8 +287,10 @@ static void pending_remove(gy_agent_t *a, int i, int retire) {
 static void retired_free(gy_agent_t *a) {
   free(a->retired_skip);
   free(a->retired_reason);
+  free(a->retired_quar);
   a->retired_skip = NULL;
   a->retired_reason = NULL;
+  a->retired_quar = NULL;
 }
 
 /* ------------------------------------ applied seqs -------------------------------------- */
@@ -292,6 +329,17 @@ static int pending_fill(pending_t *p, const gy_agent_directive_t *d, uint64_t gr
     p->d.skip = p->skip;
     p->d.nskip = d->nskip;
   }
+  if (d->kind == GY_DIRECTIVE_QUARANTINE) {
+    int oom;
+    p->quar = quar_copy(d->quar, d->nquar, &oom);
+    if (oom) {
+      pending_free(p);
+      return GY_ENOMEM;
+    }
+    p->d.quar = p->quar;
+    p->d.nquar = p->quar ? d->nquar : 0;
+  }
+  if (d->kind == GY_DIRECTIVE_SET_GUARD) p->d.guard = d->guard;
   p->d.reason = p->reason ? p->reason : "";
   p->d.seq = d->seq;
   p->d.at_step = d->at_step;
@@ -336,7 +384,7 @@ static void on_message(void *ud, const uint8_t *msg, size_t len) {
              d->seq, m.generation, gen);
     } else if (dup) {
       gy_log(GY_LOG_INFO, "agent", "directive seq %" PRIu64 " already seen: ignored", d->seq);
-    } else if ((int)d->kind < GY_DIRECTIVE_PAUSE || (int)d->kind > GY_DIRECTIVE_ROLLBACK) {
+    } else if ((int)d->kind < GY_DIRECTIVE_PAUSE || (int)d->kind > GY_DIRECTIVE_SET_GUARD) {
       gy_log(GY_LOG_WARN, "agent", "directive seq %" PRIu64 " of unknown kind %d ignored", d->seq,
              (int)d->kind);
     } else if (a->npending == MAX_PENDING) {
@@ -613,12 +661,15 @@ static int install(gy_agent_t *a, const gy_agent_assignment_t *m, int64_t steps_
   char *yaml = dup_str(m->config_yaml), *dir = dup_str(m->config_dir);
   char *prefix = dup_str(m->rdzv_prefix), *sess = dup_str(m->session_id);
   uint64_t *skip = m->nskip ? malloc((size_t)m->nskip * 2 * sizeof(*skip)) : NULL;
-  if (!yaml || !dir || !prefix || !sess || (m->nskip && !skip)) {
+  int qoom;
+  gy_agent_quar_t *quar = quar_copy(m->quar, m->nquar, &qoom);
+  if (!yaml || !dir || !prefix || !sess || (m->nskip && !skip) || qoom) {
     free(yaml);
     free(dir);
     free(prefix);
     free(sess);
     free(skip);
+    free(quar);
     return GY_ENOMEM;
   }
   if (m->nskip) memcpy(skip, m->skip, (size_t)m->nskip * 2 * sizeof(*skip));
@@ -627,6 +678,12 @@ static int install(gy_agent_t *a, const gy_agent_assignment_t *m, int64_t steps_
   a->asg_skip = skip;
   a->asg.skip = skip;
   a->asg.nskip = m->nskip;
+  free(a->asg_quar);
+  a->asg_quar = quar;
+  a->asg.quar = quar;
+  a->asg.nquar = quar ? m->nquar : 0;
+  a->asg.has_guard = m->has_guard;
+  a->asg.guard = m->guard;
   free(a->asg_yaml);
   free(a->asg_dir);
   free(a->asg_prefix);
@@ -799,6 +856,10 @@ const char *gy_directive_kind_name(int kind) {
     return "set_hparams";
   case GY_DIRECTIVE_ROLLBACK:
     return "rollback";
+  case GY_DIRECTIVE_QUARANTINE:
+    return "quarantine";
+  case GY_DIRECTIVE_SET_GUARD:
+    return "set_guard";
   default:
     return "none";
   }
@@ -906,6 +967,7 @@ void gy_agent_destroy(gy_agent_t *a) {
   free(a->asg_prefix);
   free(a->asg_session);
   free(a->asg_skip);
+  free(a->asg_quar);
   while (a->npending)
     pending_remove(a, a->npending - 1, 0);
   retired_free(a);

@@ -25,8 +25,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/kvstore.h" /* gy_store_t */
-#include "wire/hparams.h"   /* gy_hparams_t, GY_HP_* */
+#include "common/kvstore.h"        /* gy_store_t */
+#include "policies/guard_policy.h" /* gy_guard_opts_t (a plain value) */
+#include "wire/hparams.h"          /* gy_hparams_t, GY_HP_* */
 
 typedef struct gy_agent gy_agent_t;
 
@@ -44,6 +45,15 @@ typedef struct {
    * are read and checked in gy_agent_create (a bad one: GY_EINVAL, the reason logged). */
   const char *tls_ca, *tls_cert, *tls_key, *tls_server_name;
 } gy_agent_opts_t;
+
+/* A quarantined region (gyro.QuarantineEntry as the workers need it): tokens [offset, offset +
+ * length) of the training shard `file` of channel, never trained on again; released: trained on
+ * again (its range is removed). As the controller sent it: not validated. */
+typedef struct {
+  const char *channel, *file; /* never NULL */
+  uint64_t offset, length;
+  int released;
+} gy_agent_quar_t;
 
 /* What the controller assigned. The strings are owned by the agent and stay valid until it
  * rejoins (inside gy_agent_wait_grant after a lost session) or is destroyed: copy what you
@@ -65,6 +75,14 @@ typedef struct {
    * them after restoring start_step (the checkpoint may be older than a skip). */
   const uint64_t *skip;
   int nskip;
+  /* The run policy's per-sample guard (has_guard 0: none sent: keep the default); apply it
+   * after creating the trainer (gy_trainer_set_guard). */
+  int has_guard;
+  gy_guard_opts_t guard;
+  /* The quarantine in force, in the order to apply it (after restoring start_step): a released
+   * entry removes its range, the others add theirs. */
+  const gy_agent_quar_t *quar;
+  int nquar;
 } gy_agent_assignment_t;
 
 /* Directive kinds: the values of gyro.Directive.Kind. */
@@ -75,7 +93,9 @@ typedef enum {
   GY_DIRECTIVE_STOP = 3,
   GY_DIRECTIVE_CHECKPOINT = 4,
   GY_DIRECTIVE_SET_HPARAMS = 5,
-  GY_DIRECTIVE_ROLLBACK = 6, /* restore to_step, add the skip ranges, apply hparams, go on */
+  GY_DIRECTIVE_ROLLBACK = 6,   /* restore to_step, add the skip ranges, apply hparams, go on */
+  GY_DIRECTIVE_QUARANTINE = 7, /* add (or, released, remove) the quar entries' regions */
+  GY_DIRECTIVE_SET_GUARD = 8,  /* the per-sample guard's settings become guard */
 } gy_directive_kind_t;
 
 /* The hyper-parameters of SET_HPARAMS and ROLLBACK: gyro.HParams as the wire layer's one value
@@ -100,6 +120,11 @@ typedef struct {
   const gy_agent_skip_t *skip; /* ranges never to train on again, from now on */
   int nskip;
   const char *reason; /* why, for the records; never NULL ("" when none) */
+  /* QUARANTINE only (NULL, 0 otherwise): the regions, in order (owned by the agent, valid as
+   * skip). SET_GUARD only: the guard's settings. */
+  const gy_agent_quar_t *quar;
+  int nquar;
+  gy_guard_opts_t guard;
 } gy_agent_directive_t;
 
 /* Lower-case name of a kind ("pause", "set_hparams", ...); "none" for unknown values. */
@@ -114,10 +139,10 @@ typedef struct {
 } gy_agent_channel_t;
 /* Where a sample's tokens come from (gyro.Provenance). */
 typedef struct {
-  const char *file;   /* the shard it starts in; NULL: unknown (the other fields are ignored) */
-  uint64_t offset;    /* token offset of its first token in that file */
-  uint32_t length;    /* its tokens */
-  int64_t document;   /* document ordinal from gyro-prep's index, -1: none */
+  const char *file; /* the shard it starts in; NULL: unknown (the other fields are ignored) */
+  uint64_t offset;  /* token offset of its first token in that file */
+  uint32_t length;  /* its tokens */
+  int64_t document; /* document ordinal from gyro-prep's index, -1: none */
   uint64_t region_offset, region_length; /* the region quarantined for it, in that file */
 } gy_agent_provenance_t;
 /* A sample masked out of the loss before the backward pass (gyro.MaskedSample). */
@@ -157,7 +182,7 @@ typedef struct {
   int ntop;
   const gy_agent_sample_t *bottom; /* the best (lowest-loss) samples, lowest first */
   int nbottom;
-  const gy_agent_gpu_t *gpu; /* this rank's GPU health, NULL: none (CPU, or no NVML) */
+  const gy_agent_gpu_t *gpu;       /* this rank's GPU health, NULL: none (CPU, or no NVML) */
   int samples;                     /* samples of the step, masked ones included (0: unknown) */
   const gy_agent_masked_t *masked; /* what the guard masked (at most 64 are sent) */
   int nmasked;

@@ -5,7 +5,7 @@
  *
  * Commands, in the order main() dispatches them: status, watch, pause, resume, stop, checkpoint,
  * set KEY=VALUE..., rollback --to STEP, skip --samples A-B | --steps A-B, events, policy show,
- * policy set FILE, checkpoints, launch CONFIG.
+ * policy set FILE, checkpoints, quarantine list|add|release, launch CONFIG.
  *
  * Exit codes (also in usage()):
  *   0  ok
@@ -81,6 +81,18 @@ static void usage(FILE *f) {
           "                         loss, perplexity and cloze accuracy per source (when\n"
           "                         evaluated); the best (lowest mean held-out loss among the\n"
           "                         clean ones) is marked\n"
+          "  quarantine list [--json] [--preview]\n"
+          "                         regions of shard files never trained on again (the guard's\n"
+          "                         masked samples, the operator's): id, state, channel, token\n"
+          "                         offset and length, document, reason, first step, file;\n"
+          "                         --preview also shows each region's first tokens, read from\n"
+          "                         the shard on this machine (escaped text)\n"
+          "  quarantine add --channel C --file F --offset N --length N [--reason R]\n"
+          "                         quarantine tokens [N, N+LENGTH) of shard F (a training shard\n"
+          "                         of channel C: its path, or its tail such as en/train_000.bin)\n"
+          "  quarantine release ID...\n"
+          "                         train on those entries' regions again; add and release\n"
+          "                         reach every rank at the same step\n"
           "  policy show            the repair policy in force, as YAML\n"
           "  policy set FILE        replace the repair policy (validated by the controller; a bad\n"
           "                         file is refused with FILE:LINE and key, the old one stays)\n"
@@ -608,6 +620,258 @@ static int cmd_policy(const ctl_opts_t *o, int argc, char **argv) {
   return EXIT_OK;
 }
 
+/* --------------------------------------- quarantine --------------------------------------- */
+
+#define PREVIEW_TOKENS 64
+
+/* The safe preview of a region: its first tokens read from the shard file here (llm.c format:
+ * a 256 x int32 header, magic 20240520, then uint16 tokens), as text with every byte outside
+ * printable ASCII escaped (\n, \t, \xHH; a byte-level vocabulary), tokens >= 256 as <id>.
+ * Into buf; 0, or -1 with why in buf (the file is not readable here, not a shard, ...). */
+static int preview(const char *file, uint64_t offset, uint64_t length, char *buf, size_t len) {
+  FILE *f = fopen(file, "rb");
+  if (!f) {
+    snprintf(buf, len, "(cannot read %s here: %s)", file, strerror(errno));
+    return -1;
+  }
+  int32_t h[256];
+  uint16_t tok[PREVIEW_TOKENS];
+  size_t want = length < PREVIEW_TOKENS ? (size_t)length : PREVIEW_TOKENS, got = 0;
+  if (fread(h, sizeof(h[0]), 256, f) != 256 || h[0] != 20240520) {
+    fclose(f);
+    snprintf(buf, len, "(%s is not a token shard)", file);
+    return -1;
+  }
+  if ((uint64_t)(uint32_t)h[2] <= offset) {
+    fclose(f);
+    snprintf(buf, len, "(offset %llu is past the shard's %u tokens)", (unsigned long long)offset,
+             (unsigned)h[2]);
+    return -1;
+  }
+  if (!fseeko(f, (off_t)(1024 + 2 * offset), SEEK_SET)) got = fread(tok, 2, want, f);
+  fclose(f);
+  size_t o = 0;
+  buf[0] = 0;
+  for (size_t i = 0; i < got && o + 8 < len; i++) {
+    unsigned t = tok[i];
+    if (t >= 256)
+      o += (size_t)snprintf(buf + o, len - o, "<%u>", t);
+    else if (t == '\n')
+      o += (size_t)snprintf(buf + o, len - o, "\\n");
+    else if (t == '\t')
+      o += (size_t)snprintf(buf + o, len - o, "\\t");
+    else if (t == '\\')
+      o += (size_t)snprintf(buf + o, len - o, "\\\\");
+    else if (t < 0x20 || t >= 0x7f)
+      o += (size_t)snprintf(buf + o, len - o, "\\x%02x", t);
+    else
+      buf[o++] = (char)t, buf[o] = 0;
+  }
+  if (got < want && o + 16 < len) snprintf(buf + o, len - o, "%s(short read)", o ? " " : "");
+  return 0;
+}
+
+static void print_qentry(const gy_wire_op_qentry_t *e, int with_preview) {
+  char first[32], doc[32];
+  if (e->first_step < 0)
+    snprintf(first, sizeof(first), "operator");
+  else
+    snprintf(first, sizeof(first), "%" PRId64, e->first_step);
+  if (e->document < 0)
+    snprintf(doc, sizeof(doc), "-");
+  else
+    snprintf(doc, sizeof(doc), "%" PRId64, e->document);
+  printf("%-6" PRIu64 "  %-8s  %-8s  %12" PRIu64 "  %8" PRIu64 "  %6s  %-14s  %10s  %5u  %s\n",
+         e->id, e->released ? "released" : "active", e->channel, e->offset, e->length, doc,
+         e->reason, first, e->hits, e->file);
+  if (with_preview) {
+    char pv[PREVIEW_TOKENS * 4 + 64];
+    preview(e->file, e->offset, e->length, pv, sizeof(pv));
+    printf("        preview: %s\n", pv);
+  }
+}
+
+static void print_qheader(void) {
+  printf("%-6s  %-8s  %-8s  %12s  %8s  %6s  %-14s  %10s  %5s  %s\n", "ID", "STATE", "CHANNEL",
+         "OFFSET", "LENGTH", "DOC", "REASON", "FIRST_STEP", "HITS", "FILE");
+}
+
+/* The JSON of a reply's entries with a "preview" member each (with_preview). */
+static json_t *qentries_json(const gy_wire_op_reply_t *m, int with_preview) {
+  json_t *j = gy_wire_op_reply_json(m);
+  json_t *a = json_object_get(j, "entries");
+  for (size_t i = 0; with_preview && i < json_array_size(a) && i < m->nqentries; i++) {
+    const gy_wire_op_qentry_t *e = &m->qentries[i];
+    char pv[PREVIEW_TOKENS * 4 + 64];
+    int rc = preview(e->file, e->offset, e->length, pv, sizeof(pv));
+    json_object_set_new(json_array_get(a, i), rc ? "preview_error" : "preview", json_string(pv));
+  }
+  return j;
+}
+
+/* quarantine list: every page of the controller's list, as a table or one JSON object
+ * {"entries": [...], "total", "active"} (--json; --preview adds each region's first tokens, read
+ * from the shard here). */
+static int quar_list(const ctl_opts_t *o, int json, int with_preview) {
+  uint64_t after = 0;
+  json_t *all = json ? json_array() : NULL;
+  uint64_t total = 0, active = 0;
+  int first = 1;
+  for (;;) {
+    uint8_t *buf;
+    size_t len;
+    int enc = gy_wire_op_quarantine_encode(GY_WIRE_OP_QUAR_LIST, o->token, NULL, 0, NULL, 0, after,
+                                           0, &buf, &len);
+    gy_wire_op_reply_t m;
+    int code = operator_call(o, GY_METHOD_OPERATOR_QUARANTINE, enc, buf, len,
+                             GY_WIRE_OP_QUARANTINE_REPLY, &m);
+    if (code) {
+      json_decref(all);
+      return code;
+    }
+    total = m.qtotal;
+    active = m.qactive;
+    if (json) {
+      json_t *j = qentries_json(&m, with_preview);
+      json_array_extend(all, json_object_get(j, "entries"));
+      json_decref(j);
+    } else {
+      if (first && !m.nqentries) printf("the quarantine list is empty\n");
+      if (first && m.nqentries) print_qheader();
+      for (size_t i = 0; i < m.nqentries; i++)
+        print_qentry(&m.qentries[i], with_preview);
+    }
+    first = 0;
+    uint64_t next = m.qnext_id;
+    gy_wire_op_reply_free(&m);
+    if (!next) break;
+    after = next - 1;
+  }
+  if (json)
+    print_json(json_pack("{s:o, s:I, s:I}", "entries", all, "total", (json_int_t)total, "active",
+                         (json_int_t)active));
+  else if (total)
+    printf("%" PRIu64 " entries, %" PRIu64 " active\n", total, active);
+  return EXIT_OK;
+}
+
+#define QUAR_IDS_MAX 1024
+
+static int cmd_quarantine(const ctl_opts_t *o, int argc, char **argv) {
+  static const struct option opts[] = {
+      {"json", no_argument, 0, 'j'},          {"preview", no_argument, 0, 'p'},
+      {"channel", required_argument, 0, 'c'}, {"file", required_argument, 0, 'f'},
+      {"offset", required_argument, 0, 'o'},  {"length", required_argument, 0, 'l'},
+      {"reason", required_argument, 0, 'r'},  {0, 0, 0, 0}};
+  if (argc < 2) {
+    fprintf(stderr, "gyroctl: quarantine wants list, add or release\n");
+    return EXIT_USAGE;
+  }
+  const char *verb = argv[1];
+  int json = o->json, with_preview = 0, c, have_off = 0, have_len = 0;
+  gy_wire_op_qentry_t e = {.document = -1};
+  uint64_t v;
+  optind = 0;
+  while ((c = getopt_long(argc - 1, argv + 1, "+", opts, NULL)) != -1) {
+    switch (c) {
+    case 'j':
+      json = 1;
+      break;
+    case 'p':
+      with_preview = 1;
+      break;
+    case 'c':
+      e.channel = optarg;
+      break;
+    case 'f':
+      e.file = optarg;
+      break;
+    case 'r':
+      e.reason = optarg;
+      break;
+    case 'o':
+    case 'l':
+      if (parse_u64(optarg, &v)) {
+        fprintf(stderr,
+                "gyroctl: quarantine: --%s wants a token count (an integer >= 0), got '%s'\n",
+                c == 'o' ? "offset" : "length", optarg);
+        return EXIT_USAGE;
+      }
+      if (c == 'o')
+        e.offset = v, have_off = 1;
+      else
+        e.length = v, have_len = 1;
+      break;
+    default:
+      return EXIT_USAGE;
+    }
+  }
+  int rest = optind + 1; /* argv index of the first operand */
+  if (!strcmp(verb, "list")) {
+    if (rest != argc || e.channel || e.file || have_off || have_len || e.reason) {
+      fprintf(stderr, "gyroctl: quarantine list takes --json and --preview only\n");
+      return EXIT_USAGE;
+    }
+    return quar_list(o, json, with_preview);
+  }
+  uint8_t *buf;
+  size_t len;
+  int enc;
+  if (!strcmp(verb, "add")) {
+    if (rest != argc || !e.channel || !e.file || !have_off || !have_len || with_preview) {
+      fprintf(stderr, "gyroctl: quarantine add wants --channel C --file F --offset N --length N "
+                      "[--reason R] and nothing else\n");
+      return EXIT_USAGE;
+    }
+    if (!e.length) {
+      fprintf(stderr, "gyroctl: quarantine add: --length 0 is an empty region\n");
+      return EXIT_USAGE;
+    }
+    enc = gy_wire_op_quarantine_encode(GY_WIRE_OP_QUAR_ADD, o->token, &e, 1, NULL, 0, 0, 0, &buf,
+                                       &len);
+  } else if (!strcmp(verb, "release")) {
+    static uint64_t ids[QUAR_IDS_MAX];
+    size_t n = 0;
+    if (e.channel || e.file || have_off || have_len || e.reason || with_preview || rest == argc) {
+      fprintf(stderr, "gyroctl: quarantine release wants entry ids (see quarantine list)\n");
+      return EXIT_USAGE;
+    }
+    for (int i = rest; i < argc; i++) {
+      if (n == QUAR_IDS_MAX || parse_u64(argv[i], &ids[n]) || !ids[n]) {
+        fprintf(stderr, "gyroctl: quarantine release: '%s' is not an entry id (at most %d)\n",
+                argv[i], QUAR_IDS_MAX);
+        return EXIT_USAGE;
+      }
+      n++;
+    }
+    enc = gy_wire_op_quarantine_encode(GY_WIRE_OP_QUAR_RELEASE, o->token, NULL, 0, ids, n, 0, 0,
+                                       &buf, &len);
+  } else {
+    fprintf(stderr, "gyroctl: quarantine wants list, add or release, not '%s'\n", verb);
+    return EXIT_USAGE;
+  }
+  gy_wire_op_reply_t m;
+  int code = operator_call(o, GY_METHOD_OPERATOR_QUARANTINE, enc, buf, len,
+                           GY_WIRE_OP_QUARANTINE_REPLY, &m);
+  if (code) return code;
+  if (json) {
+    print_json(gy_wire_op_reply_json(&m));
+  } else {
+    if (m.nqentries) print_qheader();
+    for (size_t i = 0; i < m.nqentries; i++)
+      print_qentry(&m.qentries[i], 0);
+    if (m.seq)
+      printf("quarantine %s: directive %" PRIu64 ", applied by every rank at step %" PRId64 "\n",
+             verb, m.seq, m.at_step);
+    else
+      printf("quarantine %s: recorded; no gang takes a directive now: the workers get it with "
+             "their next assignment\n",
+             verb);
+  }
+  gy_wire_op_reply_free(&m);
+  return EXIT_OK;
+}
+
 /* ----------------------------------------- watch ----------------------------------------- */
 
 typedef struct {
@@ -868,6 +1132,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "events")) return cmd_events(&o, cargc, cargv);
   if (!strcmp(cmd, "policy")) return cmd_policy(&o, cargc, cargv);
   if (!strcmp(cmd, "checkpoints")) return cmd_checkpoints(&o, cargc, cargv);
+  if (!strcmp(cmd, "quarantine")) return cmd_quarantine(&o, cargc, cargv);
   fprintf(stderr, "gyroctl: unknown command '%s'\n", cmd);
   usage(stderr);
   return EXIT_USAGE;

@@ -17,7 +17,8 @@
   XX(EBUSY, -10, "resource busy")                                                                  \
   XX(ECOMM, -11, "collective communication failed")                                                \
   XX(ETIMEDOUT, -12, "timed out")                                                                  \
-  XX(ENOTSUP, -13, "not supported")
+  XX(ENOTSUP, -13, "not supported")                                                                \
+  XX(ENOSPC, -14, "no room left")
 
 #ifdef __cplusplus
 extern "C" {

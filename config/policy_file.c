@@ -147,6 +147,62 @@ static int parse_rung(ctx_t *c, gy_ynode_t item, int i, gy_policy_rung_t *g) {
   return 0;
 }
 
+/* The `guard:` section into p->guard: every key optional (absent keys keep the default). */
+static int parse_guard(ctx_t *c, gy_ynode_t g, gy_guard_opts_t *o) {
+  static const char *const keys[] = {"enabled", "window",     "warmup", "max_step_share",
+                                     "budget",  "quarantine", "rules",  NULL};
+  static const char *const qkeys[] = {"enabled", "max_tokens", "margin", NULL};
+  static const char *const rkeys[] = {"z", "floor", "high", "low", NULL};
+  const char *stats[GY_GSTAT_COUNT + 1];
+  int rc;
+  for (int s = 0; s < GY_GSTAT_COUNT; s++)
+    stats[s] = gy_guard_stat_name(s);
+  stats[GY_GSTAT_COUNT] = NULL;
+  if ((rc = gy_yread_map(RD(c), g, "guard")) || (rc = gy_yread_keys(RD(c), g, "guard", keys)) ||
+      (rc = gy_yread_bool(RD(c), g, "guard", "enabled", &o->enabled)) ||
+      (rc = get_int(c, g, "guard", "window", 8, GY_GUARD_MAX_WINDOW, &o->window)) ||
+      (rc = get_int(c, g, "guard", "warmup", 1, GY_GUARD_MAX_WINDOW, &o->warmup)) ||
+      (rc = get_double(c, g, "guard", "max_step_share", 0, 1, 1, &o->max_step_share, NULL)) ||
+      (rc = get_double(c, g, "guard", "budget", 0, 0, 1, &o->budget, NULL)))
+    return rc;
+  gy_ynode_t w = gy_yaml_get(c->y, g, "warmup");
+  if (o->warmup > o->window)
+    return gy_yaml_error(c->y, w ? w : g, "guard.warmup", c->errmsg, c->errlen,
+                         "%d is more than guard.window (%d)", o->warmup, o->window);
+  gy_ynode_t q = gy_yaml_get(c->y, g, "quarantine");
+  if (q) {
+    int64_t mt = (int64_t)o->quarantine_max_tokens, mg = (int64_t)o->quarantine_margin;
+    if ((rc = gy_yread_map(RD(c), q, "guard.quarantine")) ||
+        (rc = gy_yread_keys(RD(c), q, "guard.quarantine", qkeys)) ||
+        (rc = gy_yread_bool(RD(c), q, "guard.quarantine", "enabled", &o->quarantine)) ||
+        (rc = gy_yread_int(RD(c), q, "guard.quarantine", "max_tokens", 1, (int64_t)1 << 40, &mt,
+                           NULL)) ||
+        (rc = gy_yread_int(RD(c), q, "guard.quarantine", "margin", 0, (int64_t)1 << 40, &mg, NULL)))
+      return rc;
+    o->quarantine_max_tokens = (uint64_t)mt;
+    o->quarantine_margin = (uint64_t)mg;
+  }
+  gy_ynode_t rules = gy_yaml_get(c->y, g, "rules");
+  if (!rules) return 0;
+  if ((rc = gy_yread_map(RD(c), rules, "guard.rules")) ||
+      (rc = gy_yread_keys(RD(c), rules, "guard.rules", stats)))
+    return rc;
+  for (int s = 0; s < GY_GSTAT_COUNT; s++) {
+    gy_ynode_t r = gy_yaml_get(c->y, rules, stats[s]);
+    if (!r) continue;
+    char pre[64];
+    snprintf(pre, sizeof(pre), "guard.rules.%s", stats[s]);
+    gy_guard_rule_t *x = &o->rule[s];
+    if ((rc = gy_yread_map(RD(c), r, pre)) || (rc = gy_yread_keys(RD(c), r, pre, rkeys)) ||
+        (rc = get_double(c, r, pre, "z", 0, 0, 1e6, &x->z, NULL)) ||
+        (rc = get_double(c, r, pre, "floor", 0, 1, 1e6, &x->floor, NULL)) ||
+        (rc = gy_yread_bool(RD(c), r, pre, "high", &x->high)) ||
+        (rc = gy_yread_bool(RD(c), r, pre, "low", &x->low)))
+      return rc;
+  }
+  return 0;
+}
+
 static int policy_from_doc(ctx_t *c, gy_policy_t *out, const char *path);
 
 int gy_policy_load(gy_policy_t *out, const char *path, char *errmsg, size_t errlen) {
@@ -178,9 +234,16 @@ int gy_policy_parse(gy_policy_t *out, const char *name, const char *text, size_t
 
 /* The policy in c's document into *out (untouched on error); path names it in messages. */
 static int policy_from_doc(ctx_t *c0, gy_policy_t *out, const char *path) {
-  static const char *const top[] = {"detect",       "observe_steps", "recover_tolerance",
-                                    "region_steps", "max_rollbacks", "max_restarts",
-                                    "on_drop",      "ladder",        NULL};
+  static const char *const top[] = {"detect",
+                                    "observe_steps",
+                                    "recover_tolerance",
+                                    "region_steps",
+                                    "max_rollbacks",
+                                    "max_restarts",
+                                    "on_drop",
+                                    "ladder",
+                                    "guard",
+                                    NULL};
   static const char *const on_drop[] = {"ladder", "skip_samples", NULL};
   ctx_t c = *c0;
   char *errmsg = c.errmsg;
@@ -201,6 +264,8 @@ static int policy_from_doc(ctx_t *c0, gy_policy_t *out, const char *path) {
       (rc = get_int(&c, root, "", "max_restarts", 0, 100000, &p.max_restarts)) ||
       (rc = gy_yread_enum(RD(&c), root, "", "on_drop", on_drop, &p.drop_skip_samples)))
     goto err;
+  gy_ynode_t gd = gy_yaml_get(c.y, root, "guard");
+  if (gd && (rc = parse_guard(&c, gd, &p.guard))) goto err;
   gy_ynode_t lad = gy_yaml_get(c.y, root, "ladder");
   if (lad) {
     int n = gy_yaml_seq_len(c.y, lad);

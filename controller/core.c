@@ -5,6 +5,7 @@
  *
  * API, in order: create, destroy, start, join, join_cancel, hello, report, heartbeat, ack,
  * session_closed, tick, command, set_policy, journaled, fenced, drain, and the state accessors.
+ * The guard's figures and the quarantine list (gy_core_quarantine) are core_guard.c's.
  *
  * drain() carries out the fleet's actions: answer held joins (ASSIGN, DISMISS), send grants and
  * directives (io->send), emit events and aggregated steps, end sessions (CLOSE), report DONE.
@@ -69,6 +70,8 @@ int gy_core_create(gy_core_t **out, const gy_core_opts_t *opts, const gy_io_t *i
   c->o.policy = NULL; /* the run keeps its own copy */
   c->o.skip = NULL;
   c->o.nskip = 0;
+  c->o.channels = NULL; /* copied into chans */
+  c->o.nchannels = 0;
   c->io = *io;
   c->fence_ok_ms = INT64_MIN / 2; /* the first action asks */
   if (!(c->tops = malloc(TOP_RING * sizeof(*c->tops)))) goto err;
@@ -88,6 +91,11 @@ int gy_core_create(gy_core_t **out, const gy_core_opts_t *opts, const gy_io_t *i
   }
   if ((rc = gy_repair_create(&c->repair))) goto err;
   if ((rc = gy_straggler_create(&c->straggler, opts->world, NULL))) goto err;
+  if ((rc = gy_quar_create(&c->quar, opts->quarantine_max))) goto err;
+  if ((rc = gy__core_channels(c, opts->channels, opts->nchannels))) {
+    if (rc == GY_EINVAL) snprintf(errmsg, errlen, "core: a channel without a name");
+    goto err;
+  }
   rc = GY_ENOMEM;
   if (!(c->compute = calloc((size_t)opts->world, sizeof(*c->compute)))) goto err;
   gy_fleet_opts_t fo = {.world = opts->world,
@@ -120,6 +128,9 @@ void gy_core_destroy(gy_core_t *c) {
   gy_repair_destroy(c->repair);
   gy_straggler_destroy(c->straggler);
   free(c->compute);
+  free(c->masks);
+  gy_quar_destroy(c->quar);
+  gy__core_channels_free(c);
   free(c->abuf);
   free(c->rbuf);
   free(c->tops);
@@ -155,10 +166,13 @@ int gy_core_hello(gy_core_t *c, const char *session_id, uint64_t generation, int
 }
 
 int gy_core_report(gy_core_t *c, int rank, const gy_fleet_report_t *in, const gy_core_sample_t *top,
-                   size_t ntop, const gy_core_sample_t *bottom, size_t nbottom) {
+                   size_t ntop, const gy_core_sample_t *bottom, size_t nbottom,
+                   const gy_core_guard_t *guard) {
   int rc = fleet_refused(c, gy_fleet_report(c->fleet, gy__core_now(c), rank, in));
-  if (!rc && rank == 0) /* aggregated (drain) after this returns */
+  if (!rc && rank == 0) { /* aggregated (drain) after this returns */
     gy__core_keep_top(c, in->step, top, ntop, bottom, nbottom);
+    gy__core_keep_guard(c, in, guard);
+  }
   if (!rc) gy_telemetry_report(c->o.telemetry);
   return rc;
 }
@@ -272,9 +286,14 @@ int gy_core_command(gy_core_t *c, const gy_core_cmd_t *cmd, uint64_t *seq, int64
 }
 
 int gy_core_set_policy(gy_core_t *c, const gy_policy_t *p) {
+  gy_guard_opts_t before = gy_run_policy(c->run)->guard;
   int rc = gy_run_set_policy(c->run, p);
-  if (rc) snprintf(c->errmsg, sizeof(c->errmsg), "%s", gy_run_errmsg(c->run));
-  return rc;
+  if (rc) {
+    snprintf(c->errmsg, sizeof(c->errmsg), "%s", gy_run_errmsg(c->run));
+    return rc;
+  }
+  gy__core_guard_policy(c, &before);
+  return 0;
 }
 
 /* A must-write ended: the head action goes on where it stopped. Other records: a failed hold
@@ -347,7 +366,7 @@ static int act(gy_core_t *c, const gy_fleet_action_t *a) {
   int resumed = c->head_state == HEAD_WRITTEN;
   switch (a->kind) {
   case GY_FLEET_ACT_ASSIGN:
-    c->io.assign(c->io.ud, a, &c->in_force);
+    gy__core_assign(c, a);
     if (a->generation != gy_repair_generation(c->repair))
       gy__core_gang_formed(c, a->generation, a->step);
     break;
@@ -494,6 +513,9 @@ const gy_repair_t *gy_core_repair(const gy_core_t *c) {
 }
 const gy_skipset_t *gy_core_in_force(const gy_core_t *c) {
   return &c->in_force;
+}
+const gy_quar_t *gy_core_quar(const gy_core_t *c) {
+  return c->quar;
 }
 int gy_core_waiting(const gy_core_t *c) {
   return c->waiting;

@@ -21,11 +21,20 @@
 #include "controller/fleet.h"
 #include "controller/io.h"
 #include "controller/journal.h"
+#include "controller/quarantine.h"
 #include "controller/repair.h"
 #include "controller/run.h"
 #include "controller/skipset.h"
 #include "controller/telemetry.h"
 #include "policies/policy.h"
+
+/* One data channel of the run config: its name and training shards (what an operator's
+ * quarantine may name). */
+typedef struct {
+  const char *name;
+  const char *const *files;
+  int nfiles;
+} gy_core_channel_t;
 
 typedef struct {
   int world, tp, window, lost_after_ms;
@@ -42,6 +51,11 @@ typedef struct {
   int fence;   /* 1: every action is fenced (io->fence), at most every fence_every_ms */
   int fence_every_ms;
   gy_telemetry_t *telemetry; /* borrowed, may be NULL */
+  /* The run config's data channels (copied; none: unknown, any channel and file is taken) and
+   * the quarantine list's bound (0: GY_QUAR_MAX_DEFAULT). */
+  const gy_core_channel_t *channels;
+  int nchannels;
+  size_t quarantine_max;
 } gy_core_opts_t;
 
 typedef struct gy_core gy_core_t;
@@ -80,6 +94,44 @@ typedef struct {
   const char *channel; /* may be NULL */
 } gy_core_sample_t;
 
+/* A sample the workers' guard masked (gyro.MaskedSample, rank 0's report: the gang's list).
+ * Strings borrowed for the call. */
+typedef struct {
+  uint64_t id;
+  const char *channel, *reason;
+  float loss, median, threshold;
+  int rank;
+  const char *file; /* where its tokens come from; NULL: not known (the rest is ignored) */
+  uint64_t offset;
+  uint32_t length;
+  int64_t document;                      /* -1: none */
+  uint64_t region_offset, region_length; /* the region quarantined for it, in file */
+} gy_core_masked_t;
+
+/* The guard's part of rank 0's StepReport. */
+typedef struct {
+  int samples;                    /* the step's samples, masked ones included (0: unknown) */
+  const uint64_t *ch_masked;      /* per channel of the report (its nch entries): masked, exact */
+  const gy_core_masked_t *masked; /* those listed (at most GY_WIRE_MASKED_MAX are kept) */
+  size_t nmasked;
+} gy_core_guard_t;
+
+/* An operator's change to the quarantine list (gyroctl quarantine add / release). */
+typedef struct {
+  const char *channel, *file;
+  uint64_t offset, length;
+  const char *reason; /* NULL or "": "operator" */
+} gy_core_quar_region_t;
+typedef enum { GY_CORE_QUAR_ADD = 1, GY_CORE_QUAR_RELEASE = 2 } gy_core_quar_op_t;
+typedef struct {
+  gy_core_quar_op_t op;
+  const gy_core_quar_region_t *add; /* ADD */
+  size_t nadd;
+  const uint64_t *release; /* RELEASE: entry ids */
+  size_t nrelease;
+} gy_core_quar_cmd_t;
+#define GY_CORE_QUAR_CMD_MAX 1024 /* regions or ids in one change */
+
 /* An operator's Command. */
 typedef struct {
   int kind; /* gy_fleet_dir_kind_t */
@@ -112,9 +164,12 @@ int gy_core_join(gy_core_t *c, const gy_fleet_join_t *in, uint64_t handle);
 /* The held join `handle` was given up by its caller: it leaves the forming gang. */
 void gy_core_join_cancel(gy_core_t *c, uint64_t handle);
 int gy_core_hello(gy_core_t *c, const char *session_id, uint64_t generation, int rank);
-/* A step report of rank; top/bottom: rank 0's samples (others: none). */
+/* A step report of rank; top/bottom: rank 0's samples (others: none); guard: rank 0's guard
+ * figures (NULL: none). The masked samples of a step are told (telemetry, an event, quarantine
+ * entries) and weighed (the masked share) when the step is aggregated. */
 int gy_core_report(gy_core_t *c, int rank, const gy_fleet_report_t *in, const gy_core_sample_t *top,
-                   size_t ntop, const gy_core_sample_t *bottom, size_t nbottom);
+                   size_t ntop, const gy_core_sample_t *bottom, size_t nbottom,
+                   const gy_core_guard_t *guard);
 int gy_core_heartbeat(gy_core_t *c, int rank, uint64_t generation, int claimed_rank);
 /* What an accepted heartbeat says of rank's progress (the hang rule's input). */
 void gy_core_progress(gy_core_t *c, int rank, const gy_fleet_progress_t *p);
@@ -129,8 +184,19 @@ void gy_core_tick(gy_core_t *c);
  * GY_ENOTSUP (not now: why), GY_ENOMEM, or the fleet's (why = its message). */
 int gy_core_command(gy_core_t *c, const gy_core_cmd_t *cmd, uint64_t *seq, int64_t *at, char *why,
                     size_t wlen);
-/* Replaces the repair policy (checked): 0, or GY_EINVAL with gy_core_errmsg. */
+/* Replaces the repair policy (checked): 0, or GY_EINVAL with gy_core_errmsg. When its guard
+ * settings changed they go to the workers as a SET_GUARD directive (or, with no gang now, in
+ * the next assignment); an event says which. */
 int gy_core_set_policy(gy_core_t *c, const gy_policy_t *p);
+/* The operator changes the quarantine list: regions added (merged with the entries they
+ * overlap) or entries released; every change is journaled, told by an event and sent to the
+ * workers as one QUARANTINE directive (*seq, *at: 0 when no gang can take one now: the next
+ * assignment carries the list). ids (room for cmd's count) gets the entry of each region or id
+ * in order, *nids how many. Nothing changes on a refusal: GY_EINVAL (an unknown channel or file,
+ * an empty range, an unknown id, a bad count: why says which), GY_ENOSPC (the list is full),
+ * GY_ENOMEM. */
+int gy_core_quarantine(gy_core_t *c, const gy_core_quar_cmd_t *cmd, uint64_t *ids, size_t *nids,
+                       uint64_t *seq, int64_t *at, char *why, size_t wlen);
 /* Completions of io->journal (records with notify) and io->fence (rc 0: this controller
  * leads). */
 void gy_core_journaled(gy_core_t *c, const gy_jrec_t *rec, const gy_io_result_t *r);
@@ -144,6 +210,7 @@ const gy_fleet_t *gy_core_fleet(const gy_core_t *c);
 const gy_run_t *gy_core_run(const gy_core_t *c);
 const gy_repair_t *gy_core_repair(const gy_core_t *c);
 const gy_skipset_t *gy_core_in_force(const gy_core_t *c); /* every id the workers skip */
+const gy_quar_t *gy_core_quar(const gy_core_t *c);        /* the quarantine list */
 int gy_core_waiting(const gy_core_t *c); /* 1: the head action waits for the store */
 int gy_core_recovered_done(const gy_core_t *c);
 /* The kept evaluation of checkpoint step, or NULL. */

@@ -26,6 +26,41 @@ typedef struct {
   char ch[2 * TOP_MAX][GY_FLEET_CH_NAME];
 } top_slot_t;
 
+#define MASK_MAX GY_WIRE_MASKED_MAX /* masked samples kept per step (proto/contract.h) */
+
+/* One masked sample of rank 0's report, kept until its step is aggregated. */
+typedef struct {
+  uint64_t id;
+  float loss, median, threshold;
+  int rank;
+  char ch[GY_FLEET_CH_NAME];
+  char reason[GY_QUAR_NAME];
+  const char *file; /* interned in the quarantine list's names (NULL: no provenance) */
+  uint64_t offset;
+  uint32_t length;
+  int64_t document;
+  uint64_t qoff, qlen; /* the region quarantined for it */
+} mask_t;
+
+/* The guard's figures of rank 0's report of one step. */
+typedef struct {
+  int64_t step; /* -1: empty */
+  int samples;
+  uint64_t nmasked; /* exact (the channels' counts; else the listed ones) */
+  int nch;
+  char ch[GY_FLEET_MAX_CH][GY_FLEET_CH_NAME];
+  uint64_t ch_masked[GY_FLEET_MAX_CH];
+  int n; /* listed */
+  mask_t m[MASK_MAX];
+} mask_slot_t;
+
+/* The run config's channels, for the operator's quarantine (owned copies). */
+typedef struct {
+  char name[GY_FLEET_CH_NAME];
+  char **files;
+  int nfiles;
+} core_ch_t;
+
 /* The journal's records that must precede what follows them (see gy__core_journal_must). */
 typedef enum { JOURNAL_CKPT, JOURNAL_INTENT, JOURNAL_APPLIED } journal_op_t;
 
@@ -67,6 +102,12 @@ struct gy_core {
   uint64_t moves[GY_REPAIR_NSTATES][GY_REPAIR_NSTATES]; /* the coordinator's, counted */
   gy_straggler_t *straggler; /* the compute-time straggler rule (straggler.h) */
   double *compute;           /* world entries: each rank's compute time, for one step */
+  /* the guard and the quarantine (core_guard.c) */
+  mask_slot_t *masks; /* rank 0's guard figures of the last TOP_RING steps (allocated at the
+                         first), by step % TOP_RING */
+  gy_quar_t *quar;    /* the quarantine list */
+  core_ch_t *chans;   /* the run config's channels (nchans; 0: unknown) */
+  int nchans;
 };
 
 /* core.c */
@@ -90,6 +131,16 @@ void gy__core_journal_best(gy_core_t *c, gy_jrec_t *r);
 gy_jrec_t *gy__core_jrec(gy_core_t *c, gy_jrec_kind_t kind, const char *what);
 int gy__core_fence_submit(gy_core_t *c);
 void gy__core_journal_hold(gy_core_t *c);
+
+/* core_guard.c: the workers' guard and the quarantine list. */
+void gy__core_keep_guard(gy_core_t *c, const gy_fleet_report_t *in, const gy_core_guard_t *g);
+void gy__core_guard_step(gy_core_t *c, int64_t step, gy_run_step_t *in, uint64_t *ids);
+void gy__core_guard_policy(gy_core_t *c, const gy_guard_opts_t *before);
+int gy__core_quar_recover(gy_core_t *c, const gy_journal_state_t *st);
+void gy__core_quar_publish(gy_core_t *c);
+void gy__core_assign(gy_core_t *c, const gy_fleet_action_t *a);
+int gy__core_channels(gy_core_t *c, const gy_core_channel_t *ch, int n);
+void gy__core_channels_free(gy_core_t *c);
 
 /* core_eval.c: held-out evaluations, rank 0's top samples. */
 void gy__core_ckeval_journal(gy_core_t *c, int64_t step);

@@ -140,7 +140,8 @@ void gy__core_journal_hold(gy_core_t *c) {
 }
 
 /* What a journal that holds the run said: the skips in force, the committed checkpoints (the
- * gang re-forms from the newest), the generation and directive numbers, and a rollback that
+ * gang re-forms from the newest), the quarantine list, the generation and directive numbers,
+ * and a rollback that
  * was committed but never confirmed is completed: its skips are in force and the checkpoints
  * after its target are forgotten, so the re-formed gang restores that target with the skips
  * (the Assignment carries them). The events are the caller's (its audit log). */
@@ -198,6 +199,7 @@ int gy_core_recover(gy_core_t *c, const gy_journal_state_t *st, const char *pref
     snprintf(errmsg, errlen, "journal: cannot restore the run's record: %s", gy_strerror(rc));
     return rc;
   }
+  int nquar = gy__core_quar_recover(c, st);
   c->journaled_seq = seq;
   c->recovered_done = st->done;
   c->journaled_hold = st->hold;
@@ -205,8 +207,8 @@ int gy_core_recover(gy_core_t *c, const gy_journal_state_t *st, const char *pref
   gy__core_eventf(
       c, GY_EVENT_RECOVERED,
       "restarted from the journal %s: %zu events, %d committed checkpoints (newest %lld), %zu "
-      "skip ranges in force, generation %llu, directive %llu%s",
-      prefix ? prefix : "", st->nevents, n, (long long)newest, c->in_force.n,
+      "skip ranges in force, %d quarantine entries, generation %llu, directive %llu%s",
+      prefix ? prefix : "", st->nevents, n, (long long)newest, c->in_force.n, nquar,
       (unsigned long long)st->generation, (unsigned long long)seq,
       ncompleted ? "; a rollback committed before the restart is completed" : "");
   return 0;

@@ -324,7 +324,7 @@ void gy__core_gang_formed(gy_core_t *c, uint64_t generation, int64_t start) {
 }
 
 /* One aggregated step feeds the detectors: losses (total and per channel), gradient norms,
- * non-finite flag, and rank 0's top samples. */
+ * non-finite flag, rank 0's top samples, and the guard's masked share. */
 void gy__core_step(gy_core_t *c, int64_t step) {
   const gy_fleet_step_t *h = gy_fleet_history(c->fleet, step);
   if (!h) return;
@@ -383,6 +383,8 @@ void gy__core_step(gy_core_t *c, int64_t step) {
                       .ntop = ntop,
                       .bottom = nbottom ? bottom : NULL,
                       .nbottom = nbottom};
+  uint64_t masked[MASK_MAX];
+  gy__core_guard_step(c, step, &in, masked); /* the masked samples: told, and their share */
   gy__core_run_refused(c, "step", gy_run_step(c->run, gy__core_now(c), &in));
   gy__core_run_drain(c);
 }

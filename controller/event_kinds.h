@@ -102,7 +102,13 @@
   /* service: the run's alert (also posted to the webhook) */                                      \
   XX(ALERT, "alert", WARN, NONE, 1, NONE)                                                          \
   /* service: a repair was dropped (the run was no longer training) */                             \
-  XX(ROLLBACK_DROPPED, "rollback_dropped", INFO, NONE, 1, NONE)
+  XX(ROLLBACK_DROPPED, "rollback_dropped", INFO, NONE, 1, NONE)                                    \
+  /* core: the workers' guard masked samples of a step (which, why, where from) */                 \
+  XX(SAMPLES_MASKED, "samples_masked", INFO, NONE, 0, NONE)                                        \
+  /* core: regions of shard files quarantined (the guard's masked samples, or the operator) */     \
+  XX(QUARANTINED, "quarantined", INFO, NONE, 1, NONE)                                              \
+  /* core: the operator released quarantined regions (trained on again) */                         \
+  XX(QUARANTINE_RELEASED, "quarantine_released", INFO, NONE, 1, NONE)
 
 typedef enum {
 #define GY_EVENT_KIND_ENUM(name, str, level, marker, notable, tally) GY_EVENT_##name,

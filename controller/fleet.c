@@ -75,9 +75,10 @@ const char *gy_fleet_state_name(gy_fleet_state_t s) {
 }
 
 const char *gy_dir_kind_name(int kind) {
-  static const char *const names[] = {"NONE",       "PAUSE",       "RESUME",  "STOP",
-                                      "CHECKPOINT", "SET_HPARAMS", "ROLLBACK"};
-  return (kind >= 0 && kind <= GY_DIR_ROLLBACK) ? names[kind] : "?";
+  static const char *const names[] = {"NONE",     "PAUSE",      "RESUME",
+                                      "STOP",     "CHECKPOINT", "SET_HPARAMS",
+                                      "ROLLBACK", "QUARANTINE", "SET_GUARD"};
+  return (kind >= 0 && kind <= GY_DIR_SET_GUARD) ? names[kind] : "?";
 }
 
 /* ---------------------------------------- actions ---------------------------------------- */
@@ -512,6 +513,8 @@ void gy_fleet_destroy(gy_fleet_t *f) {
     gy_free(f->rblog[i]->skip);
     gy_free(f->rblog[i]);
   }
+  for (int i = 0; i < GY_FLEET_QLOG; i++)
+    gy__fleet_q_free(f->qlog[i]);
   gy_free(f->acts);
   gy_free(f->hist);
   gy_free(f->joiners);

@@ -43,6 +43,7 @@
 #include <stdint.h>
 
 #include "controller/event_kinds.h"
+#include "policies/guard_policy.h"
 #include "wire/hparams.h"
 
 /* Run states. The transition table is in fleet.c (one function changes state). */
@@ -71,7 +72,9 @@ typedef enum {
   GY_DIR_STOP = 3,
   GY_DIR_CHECKPOINT = 4,
   GY_DIR_SET_HPARAMS = 5,
-  GY_DIR_ROLLBACK = 6, /* through gy_fleet_rollback only: it needs to_step */
+  GY_DIR_ROLLBACK = 6,   /* through gy_fleet_rollback only: it needs to_step */
+  GY_DIR_QUARANTINE = 7, /* through gy_fleet_quarantine only: regions to add or release */
+  GY_DIR_SET_GUARD = 8,  /* through gy_fleet_quarantine only: the guard's settings */
 } gy_dir_kind_t;
 
 const char *gy_dir_kind_name(int kind); /* "PAUSE", ...; "?" when out of range */
@@ -82,6 +85,26 @@ const char *gy_dir_kind_name(int kind); /* "PAUSE", ...; "?" when out of range *
 typedef gy_hparams_t gy_fleet_hparams_t;
 
 #define GY_FLEET_HP_WSD_DECAY_NOW (1u << 9)
+
+/* One quarantine change a QUARANTINE directive carries (gyro.QuarantineEntry's channel, file,
+ * offset, length, released): tokens [offset, offset + length) of the shard `file` of channel,
+ * quarantined, or trained on again when released. */
+typedef struct {
+  const char *channel, *file; /* in gy_fleet_quarantine's input: borrowed; in an action: owned
+                                 by the fleet (as the action's qdir) */
+  uint64_t offset, length;
+  int released;
+} gy_fleet_qentry_t;
+
+#define GY_FLEET_MAX_QENTRIES 4096 /* entries in one QUARANTINE directive */
+#define GY_FLEET_QLOG 128          /* QUARANTINE and SET_GUARD payloads kept (the newest) */
+
+/* What a QUARANTINE or SET_GUARD directive carries. */
+typedef struct {
+  const gy_fleet_qentry_t *entries; /* QUARANTINE: in order */
+  int nentries;
+  gy_guard_opts_t guard; /* SET_GUARD */
+} gy_fleet_qdir_t;
 
 /* Sample ids [first, last) never trained on again (gyro.SkipRange). */
 typedef struct {
@@ -251,6 +274,8 @@ typedef struct {
                                   requested */
   int ok;                      /* ROLLED_BACK: every rank restored to_step */
   uint64_t bytes; /* COMMITTED: the checkpoint's size, every rank's file (0: not known) */
+  const gy_fleet_qdir_t *qdir; /* DIRECTIVE (QUARANTINE, SET_GUARD): owned by the fleet; valid
+                                  until it is destroyed or GY_FLEET_QLOG later ones were queued */
 } gy_fleet_action_t;
 
 typedef struct gy_fleet gy_fleet_t;
@@ -331,6 +356,13 @@ int gy_fleet_command(gy_fleet_t *f, int64_t now, int kind, const gy_fleet_hparam
 int gy_fleet_rollback(gy_fleet_t *f, int64_t now, int64_t to_step, const gy_fleet_skip_t *skips,
                       int nskips, const gy_fleet_hparams_t *hp, const char *reason, uint64_t *seq,
                       int64_t *at_step);
+/* Queues a QUARANTINE (q->entries, copied; 1..GY_FLEET_MAX_QENTRIES, each with a channel, a
+ * file and length >= 1) or SET_GUARD (q->guard, copied) directive, like a command: every rank
+ * applies it at the frozen horizon *at_step. GY_EINVAL: kind, an empty or oversized list, a bad
+ * entry; GY_ENOMEM; GY_ENOTSUP: as gy_fleet_command (no gang now: the next assignment carries
+ * the controller's list and policy anyway). */
+int gy_fleet_quarantine(gy_fleet_t *f, int64_t now, int kind, const gy_fleet_qdir_t *q,
+                        uint64_t *seq, int64_t *at_step);
 /* Liveness: declares lost every alive rank silent for more than lost_after_ms. */
 void gy_fleet_tick(gy_fleet_t *f, int64_t now);
 

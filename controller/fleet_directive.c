@@ -3,7 +3,8 @@
  * queued, sent to every rank at one step, acked, and their effect.
  *
  * API, in order: ack, command, rollback (gy_fleet_ack, gy_fleet_command, gy_fleet_rollback of
- * fleet.h); for fleet.c: send_directive, pump, check_acks.
+ * fleet.h); for fleet.c: send_directive, pump, check_acks; quarantine (gy_fleet_quarantine: the
+ * QUARANTINE and SET_GUARD directives, whose payloads live in a ring like the rollbacks').
  *
  * An operator command is queued; the head of the queue is "in flight": the horizon stays
  * frozen at H, and once every rank's steps_done == H the directive goes out with at_step = H;
@@ -16,7 +17,8 @@
  *
  * Invariants:
  * - At most QUEUE_MAX directives are queued; a queued or in-flight ROLLBACK's record is among
- *   the newest QUEUE_MAX + 1 of the log, so the ring never frees a live one.
+ *   the newest QUEUE_MAX + 1 of the log, so the ring never frees a live one (the same for the
+ *   payloads of QUARANTINE and SET_GUARD in theirs).
  * - An ack counts once per rank, and only for the directive in flight (others are stale).
  */
 #include "controller/fleet_internal.h"
@@ -36,6 +38,7 @@ void gy__fleet_send_directive(gy_fleet_t *f, int rank) {
   a->dir_kind = f->inflight.kind;
   a->hparams = f->inflight.hp;
   a->step = f->horizon;
+  if (f->inflight.q) a->qdir = &f->inflight.q->pub;
   const rb_rec_t *rb = f->inflight.rb;
   if (rb) {
     a->to_step = rb->pub.to_step;
@@ -354,6 +357,84 @@ int gy_fleet_rollback(gy_fleet_t *f, int64_t now, int64_t to_step, const gy_flee
       "rollback to step %lld: seq %llu, applies at step %lld, %d skip ranges (%llu samples): %s",
       (long long)to_step, (unsigned long long)d->seq, (long long)f->horizon, nskips,
       (unsigned long long)nsamples, rb->pub.reason);
+  gy__fleet_pump(f);
+  return 0;
+}
+
+void gy__fleet_q_free(q_rec_t *q) {
+  if (!q) return;
+  gy_free(q->entries);
+  gy_free(q->strs);
+  gy_free(q);
+}
+
+int gy_fleet_quarantine(gy_fleet_t *f, int64_t now, int kind, const gy_fleet_qdir_t *q,
+                        uint64_t *seq, int64_t *at_step) {
+  (void)now;
+  f->errmsg[0] = 0;
+  if (kind != GY_DIR_QUARANTINE && kind != GY_DIR_SET_GUARD)
+    return gy__fleet_refuse(f, GY_EINVAL,
+                            "quarantine: directive kind %d is neither QUARANTINE "
+                            "nor SET_GUARD",
+                            kind);
+  int n = kind == GY_DIR_QUARANTINE ? q->nentries : 0;
+  if (kind == GY_DIR_QUARANTINE && (n < 1 || n > GY_FLEET_MAX_QENTRIES || !q->entries))
+    return gy__fleet_refuse(f, GY_EINVAL, "quarantine: %d entries (1..%d)", n,
+                            GY_FLEET_MAX_QENTRIES);
+  size_t bytes = 0;
+  for (int i = 0; i < n; i++) {
+    const gy_fleet_qentry_t *e = &q->entries[i];
+    if (!e->channel || !e->channel[0] || !e->file || !e->file[0] || e->length < 1)
+      return gy__fleet_refuse(f, GY_EINVAL,
+                              "quarantine: entry %d has no channel, no file or no length", i);
+    bytes += strlen(e->channel) + strlen(e->file) + 2;
+  }
+  int rc = check_queueable(f, kind);
+  if (rc) return rc;
+  q_rec_t *r = gy_calloc(1, sizeof(*r));
+  gy_fleet_qentry_t *es = n ? gy_malloc((size_t)n * sizeof(*es)) : NULL;
+  char *strs = bytes ? gy_malloc(bytes) : NULL;
+  if (!r || (n && !es) || (bytes && !strs)) {
+    gy_free(r);
+    gy_free(es);
+    gy_free(strs);
+    return gy__fleet_refuse(f, GY_ENOMEM, "quarantine: out of memory");
+  }
+  char *p = strs;
+  for (int i = 0; i < n; i++) {
+    es[i] = q->entries[i];
+    size_t lc = strlen(q->entries[i].channel) + 1, lf = strlen(q->entries[i].file) + 1;
+    memcpy(p, q->entries[i].channel, lc);
+    es[i].channel = p;
+    p += lc;
+    memcpy(p, q->entries[i].file, lf);
+    es[i].file = p;
+    p += lf;
+  }
+  r->entries = es;
+  r->strs = strs;
+  r->pub.entries = es;
+  r->pub.nentries = n;
+  if (kind == GY_DIR_SET_GUARD) r->pub.guard = q->guard;
+  q_rec_t **slot = &f->qlog[f->nq % GY_FLEET_QLOG];
+  gy__fleet_q_free(*slot); /* GY_FLEET_QLOG payloads old: long sent or dropped */
+  *slot = r;
+  f->nq++;
+  directive_t *d = &f->queue[f->nqueue++];
+  memset(d, 0, sizeof(*d));
+  d->seq = ++f->seq;
+  d->kind = kind;
+  d->q = r;
+  *seq = d->seq;
+  *at_step = f->horizon;
+  if (kind == GY_DIR_QUARANTINE)
+    gy__fleet_event(f, GY_EVENT_COMMAND, f->horizon,
+                    "quarantine: seq %llu, applies at step %lld, %d regions",
+                    (unsigned long long)d->seq, (long long)f->horizon, n);
+  else
+    gy__fleet_event(f, GY_EVENT_COMMAND, f->horizon,
+                    "guard settings: seq %llu, applies at step %lld", (unsigned long long)d->seq,
+                    (long long)f->horizon);
   gy__fleet_pump(f);
   return 0;
 }

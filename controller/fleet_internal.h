@@ -18,11 +18,22 @@ typedef struct {
   gy_fleet_skip_t *skip;
 } rb_rec_t;
 
+/* A QUARANTINE or SET_GUARD payload: pub.entries points at entries, whose strings live in
+ * strs (one block). */
+typedef struct {
+  gy_fleet_qdir_t pub;
+  gy_fleet_qentry_t *entries;
+  char *strs;
+} q_rec_t;
+
+_Static_assert(GY_FLEET_QLOG > QUEUE_MAX + 1, "the quarantine log must outlive the queue");
+
 typedef struct {
   uint64_t seq;
   int kind;
   gy_fleet_hparams_t hp;
   rb_rec_t *rb; /* ROLLBACK: its record in the log (owned by the log) */
+  q_rec_t *q;   /* QUARANTINE, SET_GUARD: its payload in the quarantine log (owned by it) */
 } directive_t;
 
 typedef struct {
@@ -65,6 +76,9 @@ struct gy_fleet {
   /* rollbacks: ring of records, rblog[(nrb - 1) % LOG] the newest */
   rb_rec_t *rblog[GY_FLEET_ROLLBACK_LOG];
   uint64_t nrb;
+  /* QUARANTINE and SET_GUARD payloads: a ring, qlog[(nq - 1) % GY_FLEET_QLOG] the newest */
+  q_rec_t *qlog[GY_FLEET_QLOG];
+  uint64_t nq;
   /* history */
   gy_fleet_step_t *hist;
   int64_t hcap;
@@ -103,5 +117,6 @@ void gy__fleet_pump(gy_fleet_t *f);
 void gy__fleet_rollback_done(gy_fleet_t *f, const directive_t *d);
 void gy__fleet_rollback_failed(gy_fleet_t *f, const directive_t *d, int nok);
 void gy__fleet_check_acks(gy_fleet_t *f);
+void gy__fleet_q_free(q_rec_t *q);
 
 #endif

@@ -198,6 +198,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     return json(c, gy_telemetry_events(h->t, (uint64_t)since, 500));
   }
   if (!strcmp(url, "/api/event_kinds")) return json(c, gy_telemetry_event_kinds());
+  if (!strcmp(url, "/api/quarantine")) return json(c, gy_telemetry_quarantine_json(h->t));
   const char *path = !strcmp(url, "/index.html") ? "/" : url;
   for (size_t i = 0; i < gy_dashboard_nassets; i++) {
     const gy_http_asset_t *a = &gy_dashboard_assets[i];

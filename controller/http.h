@@ -5,6 +5,7 @@
  *   GET /api/series?since=STEP   the dashboard's series as JSON (gy_telemetry_series)
  *   GET /api/events?since=ID     audit events with id > ID as JSON (gy_telemetry_events)
  *   GET /api/event_kinds         every event kind with its dashboard class (event_kinds.h)
+ *   GET /api/quarantine          the controller's quarantine list (gy_telemetry_quarantine_json)
  *   GET /  and /static/NAME      the dashboard page and its assets (embedded at build time)
  * Anything else is 404; a method other than GET or HEAD is 405; a request with a body, a bad
  * query value or headers beyond 16 KiB are refused (400, 413/431 by libmicrohttpd). The server

@@ -22,7 +22,9 @@
 #include "controller/event_kinds.h"
 #include "controller/fleet.h"
 #include "controller/journal.h"
+#include "controller/quarantine.h"
 #include "controller/skipset.h"
+#include "policies/guard_policy.h"
 
 struct gy_ckeval; /* controller/core.h */
 
@@ -38,6 +40,7 @@ typedef enum {
   GY_JREC_STATE,     /* generation, newest intent, rollbacks (gen, seq, nrb) */
   GY_JREC_HOLD,      /* the hold key (flag, text = why) */
   GY_JREC_DONE,      /* the run finished (step) */
+  GY_JREC_QUAR,      /* a quarantine entry (id, text = its record) */
 } gy_jrec_kind_t;
 
 typedef struct {
@@ -46,7 +49,8 @@ typedef struct {
   int notify;    /* 1: the outcome comes back as gy_core_journaled() */
   char what[64]; /* names the write in logs and events */
   int64_t step;
-  uint64_t id, seq, gen; /* id: EVENT: the event id; APPLIED: the state's newest intent seq */
+  uint64_t id, seq, gen; /* id: EVENT: the event id; APPLIED: the state's newest intent seq;
+                            QUAR: the entry id */
   int64_t nrb;
   int flag; /* CKPT: clean; HOLD: the hold */
   double time;
@@ -72,6 +76,16 @@ typedef struct {
   const char *errmsg; /* the last failure's message */
 } gy_io_result_t;
 
+/* What an assignment carries besides the fleet's ASSIGN action: every id skipped in force, the
+ * quarantine list in the order to apply it (revision order; released entries included), and
+ * the run policy's guard. Borrowed for the call. */
+typedef struct {
+  const gy_skipset_t *skips;
+  const gy_quar_entry_t *const *quar;
+  size_t nquar;
+  const gy_guard_opts_t *guard;
+} gy_io_assign_t;
+
 typedef struct gy_io {
   void *ud; /* the first argument of every call */
   /* Time. now_ms: the fleet's clock (milliseconds since the controller started; may be
@@ -82,11 +96,11 @@ typedef struct gy_io {
   double (*wall_s)(void *ud);
   /* Workers. send: a GRANT or DIRECTIVE action to its rank's session, or to every connected
    * rank when a->rank is -1. assign: answers the held join a->join_handle with the assignment
-   * (skips: every id skipped in force). dismiss: answers the held join `handle` with a refusal
-   * (a newer join of the same worker took its place). close: ends rank's session (it joins
-   * again). */
+   * (x: every id skipped in force, the quarantine list, the guard's settings). dismiss: answers the
+   * held join `handle` with a refusal (a newer join of the same worker took its place). close: ends
+   * rank's session (it joins again). */
   void (*send)(void *ud, const gy_fleet_action_t *a);
-  void (*assign)(void *ud, const gy_fleet_action_t *a, const gy_skipset_t *skips);
+  void (*assign)(void *ud, const gy_fleet_action_t *a, const gy_io_assign_t *x);
   void (*dismiss)(void *ud, uint64_t handle, const char *why);
   void (*close)(void *ud, int rank, const char *why);
   /* What the controller tells: an event, an aggregated step (the fleet's history has it), a

@@ -4,7 +4,7 @@
  *
  * API: gy_journal_open/close, gy_journal_load/state_free, gy_journal_event,
  * gy_journal_checkpoint, gy_journal_intent, gy_journal_applied, gy_journal_dropped,
- * gy_journal_state, gy_journal_pending.
+ * gy_journal_state, gy_journal_quarantine, gy_journal_pending.
  *
  * Invariants:
  * - Keys embed numbers zero-padded to 16 digits, so the store's sorted range is numeric order.
@@ -57,8 +57,8 @@ static int name_ok(const char *s) {
   if (n < 1 || n > 100) return 0;
   for (size_t i = 0; i < n; i++) {
     char c = s[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-          c == '.' || c == '_' || c == '-'))
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+          c == '_' || c == '-'))
       return 0;
   }
   return strcmp(s, ".") && strcmp(s, "..");
@@ -257,11 +257,10 @@ int gy_journal_intent(gy_journal_t *j, const gy_journal_intent_t *in, const char
   char key[KEY_MAX], rkey[KEY_MAX];
   key_of(j, key, "intent", in->seq);
   snprintf(rkey, sizeof(rkey), "%srun", j->prefix);
-  char *v = dump(json_pack("{s:I, s:i, s:I, s:I, s:o, s:s}", "seq", (json_int_t)in->seq, "kind",
-                           in->kind, "at_step", (json_int_t)in->at_step, "to_step",
-                           (json_int_t)in->to_step, "skip",
-                           skips_json(in->skip, in->nskip > 0 ? (size_t)in->nskip : 0), "reason",
-                           in->reason));
+  char *v = dump(
+      json_pack("{s:I, s:i, s:I, s:I, s:o, s:s}", "seq", (json_int_t)in->seq, "kind", in->kind,
+                "at_step", (json_int_t)in->at_step, "to_step", (json_int_t)in->to_step, "skip",
+                skips_json(in->skip, in->nskip > 0 ? (size_t)in->nskip : 0), "reason", in->reason));
   if (!v) return GY_ENOMEM;
   gy_cstore_op_t ops[2] = {
       {.type = GY_CSTORE_OP_PUT, .key = key, .value = v, .value_len = strlen(v)},
@@ -289,8 +288,8 @@ int gy_journal_applied(gy_journal_t *j, uint64_t seq, int64_t to_step, const gy_
   if (to_step >= 0) {
     v = dump(json_pack("{s:o}", "ranges", skips_json(skips, nskips)));
     if (!v) return GY_ENOMEM;
-    ops[n++] = (gy_cstore_op_t){
-        .type = GY_CSTORE_OP_PUT, .key = skey, .value = v, .value_len = strlen(v)};
+    ops[n++] =
+        (gy_cstore_op_t){.type = GY_CSTORE_OP_PUT, .key = skey, .value = v, .value_len = strlen(v)};
   }
   int rc = gy_cstore_txn(j->store, NULL, 0, ops, n, NULL, 0, NULL, TIMEOUT_MS, errmsg, errlen);
   free(v);
@@ -340,8 +339,8 @@ int gy_journal_hold(gy_journal_t *j, int hold, const char *why, char *errmsg, si
   char key[KEY_MAX];
   snprintf(key, sizeof(key), "%shold", j->prefix);
   if (!hold) return gy_cstore_delete(j->store, key, 0, NULL, NULL, TIMEOUT_MS, errmsg, errlen);
-  char *v = dump(json_pack("{s:s, s:s}", "state", hold == 2 ? "HALTED" : "PAUSED", "why",
-                           why ? why : ""));
+  char *v = dump(
+      json_pack("{s:s, s:s}", "state", hold == 2 ? "HALTED" : "PAUSED", "why", why ? why : ""));
   if (!v) return GY_ENOMEM;
   int rc = gy_cstore_put(j->store, key, v, strlen(v), 0, NULL, TIMEOUT_MS, errmsg, errlen);
   free(v);
@@ -358,6 +357,19 @@ int gy_journal_done(gy_journal_t *j, int64_t steps, char *errmsg, size_t errlen)
   int rc = gy_cstore_put(j->store, key, v, strlen(v), 0, NULL, TIMEOUT_MS, errmsg, errlen);
   free(v);
   return rc;
+}
+
+int gy_journal_quarantine(gy_journal_t *j, uint64_t id, const char *text, char *errmsg,
+                          size_t errlen) {
+  if (!j) return 0;
+  if (!id || !text) {
+    snprintf(errmsg, errlen, "quarantine entry %llu: no record", (unsigned long long)id);
+    return GY_EINVAL;
+  }
+  flush(j);
+  char key[KEY_MAX];
+  key_of(j, key, "quarantine", id);
+  return gy_cstore_put(j->store, key, text, strlen(text), 0, NULL, TIMEOUT_MS, errmsg, errlen);
 }
 
 /* ------------------------------------------ load ------------------------------------------ */
@@ -383,6 +395,9 @@ void gy_journal_state_free(gy_journal_state_t *st) {
     gy_free(st->base_texts[i]);
   gy_free(st->base_steps);
   gy_free(st->base_texts);
+  for (size_t i = 0; i < st->nquar; i++)
+    gy_free(st->quar_texts[i]);
+  gy_free(st->quar_texts);
   memset(st, 0, sizeof(*st));
 }
 
@@ -400,7 +415,9 @@ int gy_journal_load(gy_journal_t *j, gy_journal_state_t *st, size_t max_events, 
   st->intents = gy_calloc(r.n ? r.n : 1, sizeof(*st->intents));
   st->base_steps = gy_calloc(r.n ? r.n : 1, sizeof(*st->base_steps));
   st->base_texts = gy_calloc(r.n ? r.n : 1, sizeof(*st->base_texts));
-  if (!st->events || !st->ckpts || !st->intents || !st->base_steps || !st->base_texts) {
+  st->quar_texts = gy_calloc(r.n ? r.n : 1, sizeof(*st->quar_texts));
+  if (!st->events || !st->ckpts || !st->intents || !st->base_steps || !st->base_texts ||
+      !st->quar_texts) {
     rc = GY_ENOMEM;
     goto out;
   }
@@ -415,8 +432,8 @@ int gy_journal_load(gy_journal_t *j, gy_journal_state_t *st, size_t max_events, 
       double t;
       const char *kind, *text;
       if (!(o = parse(kv))) continue;
-      if (json_unpack(o, "{s:I, s:F, s:I, s:s, s:s}", "id", &id, "time", &t, "step", &step,
-                      "kind", &kind, "text", &text) == 0) {
+      if (json_unpack(o, "{s:I, s:F, s:I, s:s, s:s}", "id", &id, "time", &t, "step", &step, "kind",
+                      &kind, "text", &text) == 0) {
         if ((uint64_t)id > st->last_event_id) st->last_event_id = (uint64_t)id;
         if (skip_events) {
           skip_events--;
@@ -493,6 +510,15 @@ int gy_journal_load(gy_journal_t *j, gy_journal_state_t *st, size_t max_events, 
         st->hold = !strcmp(state, "HALTED") ? 2 : !strcmp(state, "PAUSED") ? 1 : 0;
         snprintf(st->hold_why, sizeof(st->hold_why), "%s", why);
       }
+    } else if (!strncmp(k, "quarantine/", 11)) {
+      char *t = gy_malloc(kv->value_len + 1);
+      if (!t) {
+        rc = GY_ENOMEM;
+        goto out;
+      }
+      memcpy(t, kv->value, kv->value_len);
+      t[kv->value_len] = 0;
+      st->quar_texts[st->nquar++] = t;
     } else if (!strcmp(k, "run") || !strncmp(k, "baselines/", 10)) {
       char *t = gy_malloc(kv->value_len + 1);
       if (!t) {

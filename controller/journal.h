@@ -17,6 +17,9 @@
  *                                each intent: the repair history an escalation counts
  *   baselines/<step, 16 digits>  the run's snapshot at a committed checkpoint: the detectors'
  *                                baselines (the newest 8)
+ *   quarantine/<id, 16 digits>   a quarantine entry (controller/quarantine.h gy_quar_to_json:
+ *                                channel, file, range, reason, first step, released, revision),
+ *                                written again at each change
  *
  * Every call is synchronous with the store's deadline and retries (an etcd endpoint list fails
  * over inside the store). Writes that must precede an action (intent, applied) return the
@@ -70,13 +73,15 @@ typedef struct {
   size_t nintents;
   uint64_t generation, last_seq;
   int64_t rollbacks;
-  int done;            /* the run finished */
-  int hold;            /* 1 paused, 2 halted, 0 neither */
+  int done; /* the run finished */
+  int hold; /* 1 paused, 2 halted, 0 neither */
   char hold_why[256];
   char *run_snapshot;  /* the newest intent's gy_run_save text (repairs), or NULL */
   int64_t *base_steps; /* checkpoints with baselines, and their texts */
   char **base_texts;
   size_t nbase;
+  char **quar_texts; /* the quarantine entries' records (gy_quar_from_json), by id */
+  size_t nquar;
 } gy_journal_state_t;
 
 /* Opens the journal of run (name: [A-Za-z0-9._-], 1..100 chars) on store (borrowed: it must
@@ -128,6 +133,9 @@ int gy_journal_state(gy_journal_t *j, uint64_t generation, uint64_t last_seq, in
 /* The run is held by a human's decision: hold 1 paused, 2 halted (why: the reason), 0 neither
  * (the key goes). A successor holds the re-formed gang the same way. */
 int gy_journal_hold(gy_journal_t *j, int hold, const char *why, char *errmsg, size_t errlen);
+/* A quarantine entry's record (id > 0; text: gy_quar_to_json's), written or replaced. */
+int gy_journal_quarantine(gy_journal_t *j, uint64_t id, const char *text, char *errmsg,
+                          size_t errlen);
 /* The run is done (every step trained): a controller started again on the journal only says so. */
 int gy_journal_done(gy_journal_t *j, int64_t steps, char *errmsg, size_t errlen);
 /* Events queued because the store failed (0 when everything reached it). */

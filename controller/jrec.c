@@ -50,6 +50,8 @@ int gy_jrec_write(gy_journal_t *j, const gy_jrec_t *r, char *err, size_t errlen)
     return gy_journal_hold(j, r->flag, r->text, err, errlen);
   case GY_JREC_DONE:
     return gy_journal_done(j, r->step, err, errlen);
+  case GY_JREC_QUAR:
+    return gy_journal_quarantine(j, r->id, r->text, err, errlen);
   }
   snprintf(err, errlen, "unknown journal record %d", (int)r->kind);
   return GY_EINVAL;

@@ -604,6 +604,13 @@ int main(int argc, char **argv) {
       goto out;
     }
   }
+  /* the run config's channels and shards: what an operator's quarantine may name */
+  gy_core_channel_t chans[GY_FLEET_MAX_CH];
+  int nchans = cfg.data.nchannels < GY_FLEET_MAX_CH ? cfg.data.nchannels : GY_FLEET_MAX_CH;
+  for (int i = 0; i < nchans; i++)
+    chans[i] = (gy_core_channel_t){.name = cfg.data.channels[i].name,
+                                   .files = (const char *const *)cfg.data.channels[i].files,
+                                   .nfiles = cfg.data.channels[i].nfiles};
   gy_service_opts_t so = {
       .listen = listen           ? listen
                 : cfg.ctl_listen ? cfg.ctl_listen
@@ -637,6 +644,8 @@ int main(int argc, char **argv) {
       .fence = leader ? fence_check : NULL,
       .fence_ud = &fence,
       .fence_every_ms = st.ttl * 1000 / 3,
+      .channels = chans,
+      .nchannels = nchans,
   };
   if (gy_service_create(&a.svc, a.loop, &so, errmsg, sizeof(errmsg)) != 0) {
     fprintf(stderr, "gyro-controller: cannot serve on %s: %s\n", so.listen, errmsg);

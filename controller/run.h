@@ -83,6 +83,12 @@ typedef struct {
   const gy_run_sample_t *bottom; /* its best (lowest-loss) samples: blamed for drops; when
                                     absent, a drop blames `top` (see the report's caveat) */
   int nbottom;
+  /* The workers' per-sample guard: the step's samples (masked ones included; 0: unknown), how
+   * many it masked (exact), and the ids of those listed (at most GY_POLICY_MAX_SAMPLES used). */
+  int samples;
+  int nmasked;
+  const uint64_t *masked;
+  int nmasked_ids;
 } gy_run_step_t;
 
 /* ---- outputs ---- */
@@ -166,8 +172,11 @@ const gy_policy_t *gy_run_policy(const gy_run_t *r);
 int gy_run_started(gy_run_t *r, int64_t now_ms, int64_t start_step);
 /* A step's aggregated figures (steps in increasing order; GY_ERANGE otherwise). In TRAIN:
  * NaN/Inf -> ROLLBACK at once; a drop of a loss -> ROLLBACK at once (the attributed samples
- * skipped); a jump -> SPIKE_SUSPECTED (or straight to ROLLBACK when observe_steps is 0); an
- * alert-only series (throughput) -> an "anomaly" event and an ALERT, once per streak. In
+ * skipped); the guard masked more than policy guard.max_step_share of the step's samples (a
+ * spike the samples alone do not explain) -> ROLLBACK at once on the ladder (trigger MASKED, the
+ * masked samples attributed; in SPIKE_SUSPECTED too); a jump -> SPIKE_SUSPECTED (or straight
+ * to ROLLBACK when observe_steps is 0); an alert-only series (throughput) -> an "anomaly" event
+ * and an ALERT, once per streak. In
  * SPIKE_SUSPECTED: every series that fired back within recover_tolerance * threshold of its
  * baseline -> TRAIN ("recovered_spike"); else after observe_steps steps -> ROLLBACK. In PAUSED
  * the detectors keep learning; NaN/Inf -> ROLLBACK, other verdicts are events. Ignored (0) in

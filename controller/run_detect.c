@@ -10,8 +10,10 @@
  * baseline the spike recovered (TRAIN, an event, and the checkpoints taken meanwhile stay
  * suspect). Otherwise — or at once for NaN/Inf and drops — a repair starts (run.c's repair).
  * A jump among the steps replayed after a repair that only skipped data is not watched: the
- * repair missed part of the cause, and the escalation takes over at once. Held-out figures
- * that got worse mark the checkpoint of their step suspect.
+ * repair missed part of the cause, and the escalation takes over at once. A step in which the
+ * workers' guard masked more than guard.max_step_share of the samples is repaired at once too
+ * (trigger MASKED, on the ladder like a spike that persists, the masked samples attributed).
+ * Held-out figures that got worse mark the checkpoint of their step suspect.
  *
  * Invariants:
  * - Figures arriving outside TRAIN, SPIKE_SUSPECTED and PAUSED never reach the detectors.
@@ -117,7 +119,8 @@ static int recovered(const gy_run_t *r, const gy_run_step_t *s, const gy_verdict
 int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s) {
   r->now = now_ms;
   if (!s || s->nvalues < 0 || (s->nvalues && !s->values) || s->ntop < 0 || (s->ntop && !s->top) ||
-      s->nbottom < 0 || (s->nbottom && !s->bottom) || s->step < 0)
+      s->nbottom < 0 || (s->nbottom && !s->bottom) || s->step < 0 || s->samples < 0 ||
+      s->nmasked < 0 || s->nmasked_ids < 0 || (s->nmasked_ids && !s->masked))
     return gy__run_refuse(r, GY_EINVAL, "malformed step figures");
   for (int i = 0; i < s->nvalues; i++) {
     const gy_run_value_t *v = &s->values[i];
@@ -201,6 +204,27 @@ int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s) {
         snprintf(r->susp_evidence + o, sizeof(r->susp_evidence) - o, "%s%s", o ? "; " : "", line);
     }
   }
+  /* The guard masked more of the step than the policy lets it: the step's samples alone do
+   * not explain it (the masked ones are attributed, on top of what the detectors blame). */
+  int masked = r->pol.guard.enabled && s->samples > 0 && s->nmasked > 0 &&
+               (double)s->nmasked > r->pol.guard.max_step_share * (double)s->samples;
+  if (masked && st != GY_RUN_PAUSED) {
+    char line[200];
+    snprintf(line, sizeof(line),
+             "masked share %.3f > guard.max_step_share %g (%d of %d samples masked at step %lld)",
+             (double)s->nmasked / s->samples, r->pol.guard.max_step_share, s->nmasked, s->samples,
+             (long long)s->step);
+    size_t o = strlen(r->susp_evidence);
+    if (o + 3 < sizeof(r->susp_evidence))
+      snprintf(r->susp_evidence + o, sizeof(r->susp_evidence) - o, "%s%s", o ? "; " : "", line);
+    for (int i = 0; i < s->nmasked_ids; i++) {
+      int dup = 0;
+      for (int j = 0; j < r->nsusp_samples && !dup; j++)
+        dup = r->susp_samples[j] == s->masked[i];
+      if (!dup && r->nsusp_samples < GY_POLICY_MAX_SAMPLES)
+        r->susp_samples[r->nsusp_samples++] = s->masked[i];
+    }
+  }
   /* Attribution: drops blame the lowest-loss samples, everything else the highest. */
   if (st != GY_RUN_PAUSED) {
     if (drop)
@@ -215,6 +239,9 @@ int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s) {
       rc = gy__run_repair(r, nonfinite ? GY_TRIG_NONFINITE : GY_TRIG_DROP, s->step, s->step,
                           r->susp_samples, r->nsusp_samples, r->susp_evidence, r->susp_verdict,
                           r->nsusp_verdict);
+    } else if (masked) {
+      rc = gy__run_repair(r, GY_TRIG_MASKED, s->step, s->step, r->susp_samples, r->nsusp_samples,
+                          r->susp_evidence, r->susp_verdict, r->nsusp_verdict);
     } else if (jump && s->step <= r->replay_until) {
       /* a spike again in the steps replayed after a repair of bad data: that repair missed
        * part of it (e.g. poisoned samples that slid into the step after the skipped ones); no
@@ -235,10 +262,13 @@ int gy_run_step(gy_run_t *r, int64_t now_ms, const gy_run_step_t *s) {
     }
     break;
   case GY_RUN_SPIKE_SUSPECTED:
-    if (nonfinite || drop) {
-      rc = gy__run_repair(r, nonfinite ? GY_TRIG_NONFINITE : GY_TRIG_DROP, r->susp_first, s->step,
-                          r->susp_samples, r->nsusp_samples, r->susp_evidence, r->susp_verdict,
-                          r->nsusp_verdict);
+    if (nonfinite || drop || masked) {
+      rc = gy__run_repair(r,
+                          nonfinite ? GY_TRIG_NONFINITE
+                          : drop    ? GY_TRIG_DROP
+                                    : GY_TRIG_MASKED,
+                          r->susp_first, s->step, r->susp_samples, r->nsusp_samples,
+                          r->susp_evidence, r->susp_verdict, r->nsusp_verdict);
     } else if (!jump && recovered(r, s, v)) {
       char why[160];
       snprintf(why, sizeof(why),

@@ -200,6 +200,8 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
   s->o.policy = NULL; /* the run keeps its own copy */
   s->o.skip = NULL;
   s->o.nskip = 0;
+  s->o.channels = NULL; /* the core keeps its own copy */
+  s->o.nchannels = 0;
   if (!s->o.tick_ms) s->o.tick_ms = 100;
   if (!s->o.listen || !s->o.run_name || (opts->join_token && !s->o.join_token) ||
       (opts->operator_token && !s->o.operator_token) || (opts->config_yaml && !s->o.config_yaml) ||
@@ -249,7 +251,10 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
                        .journal = opts->journal != NULL,
                        .fence = opts->fence != NULL,
                        .fence_every_ms = opts->fence_every_ms,
-                       .telemetry = opts->telemetry};
+                       .telemetry = opts->telemetry,
+                       .channels = opts->channels,
+                       .nchannels = opts->nchannels,
+                       .quarantine_max = opts->quarantine_max};
   if ((rc = gy_core_create(&s->core, &co, &s->io, errmsg, errlen))) goto err;
   s->fleet = gy_core_fleet(s->core);
   s->run = gy_core_run(s->core);
@@ -283,6 +288,8 @@ int gy_service_create(gy_service_t **out, uv_loop_t *loop, const gy_service_opts
       (rc = gy_rpc_server_add_unary(s->srv, GY_METHOD_OPERATOR_POLICY_SET, gy__svc_on_policy_set,
                                     s)) ||
       (rc = gy_rpc_server_add_unary(s->srv, GY_METHOD_OPERATOR_CHECKPOINTS, gy__svc_on_checkpoints,
+                                    s)) ||
+      (rc = gy_rpc_server_add_unary(s->srv, GY_METHOD_OPERATOR_QUARANTINE, gy__svc_on_quarantine,
                                     s)) ||
       (rc = gy_rpc_server_start(s->srv))) {
     snprintf(errmsg, errlen, "service: cannot register methods: %s", gy_strerror(rc));

@@ -1,5 +1,6 @@
 /* service: the controller's gRPC side on a libuv loop. It serves /gyro.Worker/{Join, Session,
- * StoreSet, StoreGet}, /gyro.Operator/{Status, Command, Watch} and (opts.health)
+ * StoreSet, StoreGet}, /gyro.Operator/{Status, Command, Watch, Events, Checkpoints, PolicyShow,
+ * PolicySet, Quarantine} and (opts.health)
  * grpc.health.v1.Health/Check through gy_rpc, decodes the protobuf-c messages, feeds the
  * fleet (controller/fleet.h) and carries out its actions. Events go to stderr as JSON lines and
  * to Watch streams; every aggregated step is one JSON line on stdout:
@@ -25,6 +26,7 @@
 #include <uv.h>
 
 #include "controller/alert.h"
+#include "controller/core.h"
 #include "controller/fleet.h"
 #include "controller/journal.h"
 #include "controller/run.h"
@@ -80,6 +82,11 @@ typedef struct {
   int (*fence)(void *ud);
   void *fence_ud;
   int fence_every_ms;
+  /* The run config's data channels and their training shards (copied; none: an operator's
+   * quarantine may name any channel and file), and the quarantine list's bound (0: 65536). */
+  const gy_core_channel_t *channels;
+  int nchannels;
+  size_t quarantine_max;
 } gy_service_opts_t;
 
 typedef struct gy_service gy_service_t;

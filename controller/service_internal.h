@@ -21,7 +21,7 @@
 #include "proto/contract.h"
 
 #define STORE_MAX_TIMEOUT_MS (3600 * 1000)
-#define ARENA_BYTES 16384 /* a decoded StepReport takes ~1 KiB */
+#define ARENA_BYTES 65536 /* a decoded StepReport takes ~1 KiB, ~20 KiB with 64 masked samples */
 
 #define EVLOG_MAX 4096 /* events kept for /gyro.Operator/Events (the newest) */
 #define EVLOG_KIND 32
@@ -149,7 +149,7 @@ void gy__svc_io_eval(void *ud, const gy_ckeval_t *e, int checkpoint);
 /* svc_session.c: the Worker service, and the core's io towards the workers. */
 void gy__svc_drain(gy_service_t *s);
 void gy__svc_io_send(void *ud, const gy_fleet_action_t *a);
-void gy__svc_io_assign(void *ud, const gy_fleet_action_t *a, const gy_skipset_t *skips);
+void gy__svc_io_assign(void *ud, const gy_fleet_action_t *a, const gy_io_assign_t *x);
 void gy__svc_io_dismiss(void *ud, uint64_t handle, const char *why);
 void gy__svc_io_close(void *ud, int rank, const char *why);
 void gy__svc_on_join(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len);
@@ -170,6 +170,7 @@ void gy__svc_on_checkpoints(void *ud, gy_rpc_call_t *call, const uint8_t *req, s
 void gy__svc_on_policy_show(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len);
 void gy__svc_on_policy_set(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len);
 void gy__svc_on_command(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len);
+void gy__svc_on_quarantine(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len);
 void gy__svc_on_watch_open(void *ud, gy_rpc_call_t *call);
 void gy__svc_on_watch_message(void *ud, gy_rpc_call_t *call, const uint8_t *msg, size_t len);
 void gy__svc_on_watch_close(void *ud, gy_rpc_call_t *call, int status);

@@ -3,7 +3,7 @@
  * token when one is configured.
  *
  * API, in order: on_status, on_events, on_checkpoints, on_policy_show, on_policy_set,
- * on_command, on_watch_open, on_watch_message, on_watch_close.
+ * on_command, on_quarantine, on_watch_open, on_watch_message, on_watch_close.
  *
  * /gyro.Operator/Events lists evlog, the ring of the last EVLOG_MAX events;
  * /gyro.Operator/Checkpoints lists the committed checkpoints with their kept evaluations;
@@ -254,6 +254,101 @@ void gy__svc_on_command(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_
     gy_rpc_reply(call, gy__svc_rpc_status(rc), why, NULL, 0);
   else
     reply(call, &(gy_wire_op_reply_t){.kind = GY_WIRE_OP_COMMAND_REPLY, .seq = seq, .at_step = at});
+  gy__svc_drain(s);
+}
+
+/* An entry of the core's list as the reply's plain struct (strings borrowed from the list). */
+static gy_wire_op_qentry_t qentry(const gy_quar_entry_t *e) {
+  return (gy_wire_op_qentry_t){.id = e->id,
+                               .channel = e->channel,
+                               .file = e->file,
+                               .offset = e->offset,
+                               .length = e->length,
+                               .document = e->document,
+                               .reason = e->reason,
+                               .first_step = e->first_step,
+                               .sample = e->sample,
+                               .released = e->released,
+                               .loss = e->loss,
+                               .median = e->median,
+                               .threshold = e->threshold,
+                               .hits = e->hits,
+                               .changed_step = e->changed_step};
+}
+
+/* Unary /gyro.Operator/Quarantine: LIST answers a page of the list (ids after after_id, oldest
+ * first); ADD and RELEASE go to gy_core_quarantine (validated there, journaled, sent to the
+ * workers as a QUARANTINE directive) and answer with the entries they touched. */
+void gy__svc_on_quarantine(void *ud, gy_rpc_call_t *call, const uint8_t *req, size_t len) {
+  gy_service_t *s = ud;
+  gy_wire_quar_req_t r;
+  int rc = gy_wire_quar_decode(req, len, &r);
+  if (rc == GY_ENOMEM) {
+    gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    return;
+  }
+  if (rc) {
+    gy__svc_refuse_unary(s, call, GY_RPC_INVALID_ARGUMENT, GY_EVENT_MALFORMED,
+                         "malformed QuarantineRequest");
+    return;
+  }
+  if (!operator_ok(s, call, r.token)) {
+    gy_wire_quar_free(&r);
+    refuse_token(s, call, "Quarantine");
+    return;
+  }
+  const gy_quar_t *q = gy_core_quar(s->core);
+  gy_wire_op_reply_t rep = {.kind = GY_WIRE_OP_QUARANTINE_REPLY};
+  size_t cap = r.op == 0                      ? GY_WIRE_OP_QUAR_PAGE
+               : r.cmd.op == GY_CORE_QUAR_ADD ? r.cmd.nadd
+                                              : r.cmd.nrelease;
+  if (r.op == 0 && r.limit && r.limit < cap) cap = r.limit;
+  gy_wire_op_qentry_t *qe = calloc(cap ? cap : 1, sizeof(*qe));
+  uint64_t *ids = calloc(cap ? cap : 1, sizeof(*ids));
+  if (!qe || !ids) {
+    gy_rpc_reply(call, GY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    goto out;
+  }
+  if (r.op == 0) { /* LIST: a page, found by id (the list is sorted by id) */
+    size_t n = gy_quar_count(q), lo = 0, hi = n;
+    while (lo < hi) {
+      size_t mid = (lo + hi) / 2;
+      if (gy_quar_at(q, mid)->id <= r.after_id)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    for (size_t i = lo; i < n && rep.nqentries < cap; i++)
+      qe[rep.nqentries++] = qentry(gy_quar_at(q, i));
+    if (lo + rep.nqentries < n) rep.qnext_id = gy_quar_at(q, lo + rep.nqentries)->id;
+  } else if (r.op == 1 || r.op == 2) {
+    char why[600];
+    size_t nids = 0;
+    rc = gy_core_quarantine(s->core, &r.cmd, ids, &nids, &rep.seq, &rep.at_step, why, sizeof(why));
+    if (rc) {
+      gy_rpc_reply(call, gy__svc_rpc_status(rc == GY_ENOSPC ? GY_ENOTSUP : rc), why, NULL, 0);
+      goto out;
+    }
+    for (size_t i = 0; i < nids; i++) {
+      const gy_quar_entry_t *e = gy_quar_get(q, ids[i]);
+      int dup = 0;
+      for (size_t k = 0; k < rep.nqentries && !dup; k++)
+        dup = qe[k].id == ids[i];
+      if (e && !dup) qe[rep.nqentries++] = qentry(e);
+    }
+  } else {
+    gy_rpc_reply(call, GY_RPC_INVALID_ARGUMENT, "quarantine: unknown op (LIST, ADD or RELEASE)",
+                 NULL, 0);
+    goto out;
+  }
+  rep.qentries = qe;
+  rep.qtotal = gy_quar_count(q);
+  rep.qactive = gy_quar_active(q);
+  reply(call, &rep);
+out:
+  free(qe);
+  free(ids);
+  gy_wire_quar_free(&r);
   gy__svc_drain(s);
 }
 

@@ -45,7 +45,7 @@ static void send_bytes(gy_service_t *s, int rank, const uint8_t *buf, size_t n) 
   }
 }
 
-void gy__svc_io_assign(void *ud, const gy_fleet_action_t *a, const gy_skipset_t *skips) {
+void gy__svc_io_assign(void *ud, const gy_fleet_action_t *a, const gy_io_assign_t *x) {
   gy_service_t *s = ud;
   held_join_t **pp = &s->joins;
   while (*pp && (*pp)->handle != a->join_handle)
@@ -55,7 +55,8 @@ void gy__svc_io_assign(void *ud, const gy_fleet_action_t *a, const gy_skipset_t 
   *pp = j->next;
   char prefix[32];
   snprintf(prefix, sizeof(prefix), "g%llu", (unsigned long long)a->generation);
-  /* the skips in force travel with the assignment (a checkpoint older than a skip lacks it) */
+  /* the skips in force and the quarantine travel with the assignment (a checkpoint older than
+   * a skip or an entry lacks it), and the policy's guard */
   gy_wire_assignment_t as = {.generation = a->generation,
                              .rank = a->rank,
                              .world = s->o.world,
@@ -68,8 +69,11 @@ void gy__svc_io_assign(void *ud, const gy_fleet_action_t *a, const gy_skipset_t 
                              .hang_floor_ms = (uint32_t)s->o.hang_floor_ms,
                              .hang_factor = (uint32_t)s->o.hang_factor,
                              .config_dir = s->o.config_dir,
-                             .skip = skips->r,
-                             .nskip = skips->n};
+                             .skip = x->skips->r,
+                             .nskip = x->skips->n,
+                             .guard = x->guard,
+                             .quar = x->quar,
+                             .nquar = x->nquar};
   uint8_t *buf;
   size_t n;
   int rc = gy_wire_assignment_encode(&as, &buf, &n);
@@ -245,9 +249,13 @@ static void session_msg(gy_service_t *s, call_t *c, const gy_wire_worker_msg_t *
   case GY_WIRE_WORKER_REPORT: {
     gy_core_sample_t top[2 * GY_WIRE_TOPK_MAX];
     size_t ntop = 0, nbottom = 0;
-    if (c->rank == 0) /* only rank 0's samples are kept; at most GY_WIRE_TOPK_MAX of each */
+    gy_wire_masked_t mk;
+    if (c->rank == 0) { /* only rank 0's samples are kept; at most GY_WIRE_TOPK_MAX of each */
       gy_wire_samples(wm, top, GY_WIRE_TOPK_MAX, &ntop, &nbottom);
-    rc = gy_core_report(s->core, c->rank, &wm->report, top, ntop, top + GY_WIRE_TOPK_MAX, nbottom);
+      gy_wire_masked(wm, &mk); /* the gang's masked samples (the engine reduced them) */
+    }
+    rc = gy_core_report(s->core, c->rank, &wm->report, top, ntop, top + GY_WIRE_TOPK_MAX, nbottom,
+                        c->rank == 0 ? &mk.in : NULL);
     if (!rc && wm->has_gpu) gy__svc_gpu_report(s, c->rank, wm->step, &wm->gpu);
     break;
   }

@@ -2,8 +2,8 @@
  * telemetry: the controller's in-memory record of its run (see telemetry.h).
  *
  * API, in order: create, destroy; writers (set_ready, state, step, report, event, rollback,
- * checkpoint, eval, eval_cloze, gpu, alert); readers (metrics, series, events, ready);
- * escape_label.
+ * checkpoint, eval, eval_cloze, gpu, alert, guard, masked, quarantine); readers
+ * (quarantine_json, metrics, series, events, ready); escape_label.
  *
  * Storage. Points (pt_t: one step's gang figures) live in three places: `ring`, the newest
  * ring_steps steps of the current timeline in step order (a circular buffer; the per-rank rates
@@ -109,6 +109,7 @@ void gy_telemetry_destroy(gy_telemetry_t *t) {
   free(t->ranks);
   free(t->evals);
   free(t->events);
+  json_decref(t->quar);
   free(t);
 }
 
@@ -400,7 +401,76 @@ int gy__tm_snap_take(const gy_telemetry_t *t, snap_t *s) {
   s->ckpt_step = t->ckpt_step;
   s->ckpt_time = t->ckpt_time;
   s->ckpt_bytes = t->ckpt_bytes;
+  s->have_guard = t->have_guard;
+  s->have_quar = t->have_quar;
+  s->masked_share = t->masked_share;
+  s->guard_samples = t->guard_samples;
+  s->guard_masked = t->guard_masked;
+  s->quar_active = t->quar_active;
+  s->quar_released = t->quar_released;
+  s->nmask = t->nmask;
+  memcpy(s->mask_ch, t->mask_ch, sizeof(s->mask_ch));
+  memcpy(s->mask_why, t->mask_why, sizeof(s->mask_why));
+  memcpy(s->mask_n, t->mask_n, sizeof(s->mask_n));
   return 0;
+}
+
+void gy_telemetry_guard(gy_telemetry_t *t, int64_t step, int samples, uint64_t masked) {
+  (void)step;
+  if (!t || samples <= 0) return;
+  pthread_mutex_lock(&t->mu);
+  t->have_guard = 1;
+  t->masked_share = (double)masked / samples;
+  t->guard_samples += (uint64_t)samples;
+  t->guard_masked += masked;
+  pthread_mutex_unlock(&t->mu);
+}
+
+void gy_telemetry_masked(gy_telemetry_t *t, const char *channel, const char *reason, uint64_t n) {
+  if (!t || !n) return;
+  const char *ch = channel && *channel ? channel : "?", *why = reason && *reason ? reason : "?";
+  pthread_mutex_lock(&t->mu);
+  int k = 0;
+  while (k < t->nmask && (strncmp(t->mask_ch[k], ch, GY_TM_NAME - 1) ||
+                          strncmp(t->mask_why[k], why, GY_TM_NAME - 1)))
+    k++;
+  if (k == t->nmask && t->nmask == GY_TM_MASK_PAIRS) { /* full: the last pair is "other" */
+    k = GY_TM_MASK_PAIRS - 1;
+    snprintf(t->mask_ch[k], GY_TM_NAME, "other");
+    snprintf(t->mask_why[k], GY_TM_NAME, "other");
+  } else if (k == t->nmask) {
+    snprintf(t->mask_ch[k], GY_TM_NAME, "%s", ch);
+    snprintf(t->mask_why[k], GY_TM_NAME, "%s", why);
+    t->mask_n[k] = 0;
+    t->nmask++;
+  }
+  t->mask_n[k] += n;
+  pthread_mutex_unlock(&t->mu);
+}
+
+void gy_telemetry_quarantine(gy_telemetry_t *t, json_t *list, uint64_t active, uint64_t released) {
+  if (!t) {
+    json_decref(list);
+    return;
+  }
+  pthread_mutex_lock(&t->mu);
+  json_t *old = t->quar;
+  if (list) t->quar = list;
+  t->quar_active = active;
+  t->quar_released = released;
+  t->have_quar = 1;
+  pthread_mutex_unlock(&t->mu);
+  if (list) json_decref(old);
+}
+
+json_t *gy_telemetry_quarantine_json(gy_telemetry_t *t) {
+  if (!t) return NULL;
+  pthread_mutex_lock(&t->mu);
+  json_t *q = t->quar ? json_deep_copy(t->quar)
+                      : json_pack("{s:[], s:I, s:I}", "entries", "active", (json_int_t)0,
+                                  "released", (json_int_t)0);
+  pthread_mutex_unlock(&t->mu);
+  return q;
 }
 
 /* ---- the Prometheus text exposition ---- */
@@ -638,6 +708,29 @@ int gy_telemetry_metrics(gy_telemetry_t *t, double now, char **out, size_t *len)
                  alert_outcomes[o]);
         sample(&b, "gyro_alerts_total", l, (double)s.alert_n[k][o]);
       }
+  }
+  if (s.have_guard) {
+    gauge(&b, "gyro_guard_masked_share",
+          "Share of the newest step's samples the workers' guard masked out of the loss.",
+          s.masked_share);
+    counter(&b, "gyro_guard_samples_total", "Samples the guard judged (aggregated steps).",
+            (double)s.guard_samples);
+  }
+  if (s.nmask) {
+    family(&b, "gyro_guard_masked_total", "counter",
+           "Samples the workers' guard masked out of the loss, by channel and rule (reason "
+           "\"unlisted\": beyond the samples a report lists).");
+    for (int k = 0; k < s.nmask; k++) {
+      snprintf(l, sizeof(l), "channel=\"%s\",reason=\"%s\"", esc(e1, sizeof(e1), s.mask_ch[k]),
+               esc(e2, sizeof(e2), s.mask_why[k]));
+      sample(&b, "gyro_guard_masked_total", l, (double)s.mask_n[k]);
+    }
+  }
+  if (s.have_quar) {
+    family(&b, "gyro_quarantine_entries", "gauge",
+           "Regions in the controller's quarantine list, active or released by the operator.");
+    sample(&b, "gyro_quarantine_entries", "state=\"active\"", (double)s.quar_active);
+    sample(&b, "gyro_quarantine_entries", "state=\"released\"", (double)s.quar_released);
   }
   if (s.ckpt_step >= 0) {
     gauge(&b, "gyro_checkpoint_step", "Step of the newest committed checkpoint.",

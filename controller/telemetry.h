@@ -36,6 +36,7 @@
                                  figures are) */
 #define GY_TM_EVENT_TEXT 1400 /* an event's text, with the NUL (longer is truncated) */
 #define GY_TM_EVENT_KIND 32
+#define GY_TM_MASK_PAIRS 64 /* (channel, reason) pairs of gyro_guard_masked_total */
 
 typedef struct {
   const char *run_name; /* copied; NULL: "" */
@@ -109,6 +110,16 @@ void gy_telemetry_gpu(gy_telemetry_t *t, int rank, double temp_c, double mem_use
  * (outcome "sent", "suppressed", "failed", "dropped"). Any thread. */
 void gy_telemetry_alert(gy_telemetry_t *t, const char *kind, const char *outcome);
 
+/* The workers' per-sample guard on one aggregated step: its samples (masked ones included; 0:
+ * unknown) and how many were masked (gyro_guard_masked_share, gyro_guard_samples_total). */
+void gy_telemetry_guard(gy_telemetry_t *t, int64_t step, int samples, uint64_t masked);
+/* n more samples of channel masked by rule `reason` (gyro_guard_masked_total{channel,reason};
+ * at most GY_TM_MASK_PAIRS pairs are told apart, later ones count as channel "other"). */
+void gy_telemetry_masked(gy_telemetry_t *t, const char *channel, const char *reason, uint64_t n);
+/* The quarantine list as the dashboard shows it (/api/quarantine; list: a new reference, taken:
+ * {"entries": [...], ...}) and its counts (gyro_quarantine_entries{state}). */
+void gy_telemetry_quarantine(gy_telemetry_t *t, json_t *list, uint64_t active, uint64_t released);
+
 /* ---- readers (any thread) ---- */
 
 /* The Prometheus text exposition (format 0.0.4) of everything above, at wall time `now`
@@ -126,6 +137,9 @@ json_t *gy_telemetry_events(gy_telemetry_t *t, uint64_t since, int max);
  * "warn"), "marker" (the dashboard's marker class, "" for none), "notable"}...]} in the table's
  * order. New reference; NULL when out of memory. */
 json_t *gy_telemetry_event_kinds(void);
+/* The quarantine list last given (/api/quarantine): a new reference ({"entries": []} before
+ * any); NULL when out of memory. */
+json_t *gy_telemetry_quarantine_json(gy_telemetry_t *t);
 /* 1 when ready; why (may be NULL) gets the reason given to set_ready and the gang's state. */
 int gy_telemetry_ready(gy_telemetry_t *t, char *why, size_t len);
 

@@ -92,6 +92,16 @@ struct gy_telemetry {
   int64_t ckpt_step; /* -1: none */
   double ckpt_time;
   uint64_t ckpt_bytes;
+  /* the guard and the quarantine */
+  int have_guard;
+  double masked_share; /* of the newest step with a sample count */
+  uint64_t guard_samples, guard_masked;
+  int nmask;
+  char mask_ch[GY_TM_MASK_PAIRS][GY_TM_NAME], mask_why[GY_TM_MASK_PAIRS][GY_TM_NAME];
+  uint64_t mask_n[GY_TM_MASK_PAIRS];
+  uint64_t quar_active, quar_released;
+  int have_quar;
+  json_t *quar; /* the dashboard's list (NULL: none yet) */
 };
 
 /* What the readers copy out under the lock. */
@@ -113,6 +123,11 @@ typedef struct {
   int64_t ckpt_step;
   double ckpt_time;
   uint64_t ckpt_bytes;
+  int have_guard, have_quar, nmask;
+  double masked_share;
+  uint64_t guard_samples, guard_masked, quar_active, quar_released;
+  char mask_ch[GY_TM_MASK_PAIRS][GY_TM_NAME], mask_why[GY_TM_MASK_PAIRS][GY_TM_NAME];
+  uint64_t mask_n[GY_TM_MASK_PAIRS];
 } snap_t;
 
 /* Copies the scalars and the newest per-rank figures. Under mu. */

@@ -1,7 +1,8 @@
 /* wire: the controller's side of the wire layer (see wire.h).
  *
  * API, in order: the decoders from bytes, each with its free (join, session message with its
- * samples and evaluation, command, the other requests), then the encoders (assignment,
+ * samples, masked samples and evaluation, command, quarantine, the other requests), then the
+ * encoders (assignment with its quarantine list,
  * controller message, Operator replies, store replies). The HParams conversion is
  * wire/hparams.c's.
  *
@@ -17,6 +18,7 @@
 
 #include "common/err.h"
 #include "proto/gyro.pb-c.h"
+#include "wire/guard.h"
 
 static void step_report(const Gyro__StepReport *r, gy_wire_channels_t *ch, gy_fleet_report_t *out) {
   size_t nch = r->n_channels;
@@ -199,6 +201,35 @@ void gy_wire_samples(const gy_wire_worker_msg_t *m, gy_core_sample_t *out, size_
         (gy_core_sample_t){r->bottom[i]->id, r->bottom[i]->loss, r->bottom[i]->channel};
 }
 
+void gy_wire_masked(const gy_wire_worker_msg_t *m, gy_wire_masked_t *out) {
+  out->in = (gy_core_guard_t){.masked = out->masked};
+  if (m->kind != GY_WIRE_WORKER_REPORT || !m->msg_) return;
+  const Gyro__StepReport *r = ((const Gyro__WorkerMsg *)m->msg_)->report;
+  out->in.samples = r->samples > INT32_MAX ? INT32_MAX : (int)r->samples;
+  for (size_t i = 0; i < r->n_channels && i < GY_FLEET_MAX_CH; i++)
+    out->ch_masked[i] = r->channels[i]->masked;
+  out->in.ch_masked = out->ch_masked;
+  size_t n = r->n_masked < GY_WIRE_MASKED_MAX ? r->n_masked : GY_WIRE_MASKED_MAX;
+  for (size_t i = 0; i < n; i++) {
+    const Gyro__MaskedSample *x = r->masked[i];
+    const Gyro__Provenance *w = x->where;
+    out->masked[i] = (gy_core_masked_t){.id = x->id,
+                                        .channel = x->channel,
+                                        .reason = x->reason,
+                                        .loss = x->loss,
+                                        .median = x->median,
+                                        .threshold = x->threshold,
+                                        .rank = x->rank,
+                                        .file = w && w->file && w->file[0] ? w->file : NULL,
+                                        .offset = w ? w->offset : 0,
+                                        .length = w ? w->length : 0,
+                                        .document = w ? w->document : -1,
+                                        .region_offset = w ? w->region_offset : 0,
+                                        .region_length = w ? w->region_length : 0};
+  }
+  out->in.nmasked = n;
+}
+
 void gy_wire_eval(const gy_wire_worker_msg_t *m, gy_wire_eval_t *out) {
   static const Gyro__EvalReport none = GYRO__EVAL_REPORT__INIT;
   const Gyro__EvalReport *r = &none;
@@ -268,6 +299,46 @@ void gy_wire_command_free(gy_wire_command_t *c) {
   c->mem_ = NULL;
   c->skip = NULL;
   free_msg(&c->msg_);
+}
+
+int gy_wire_quar_decode(const uint8_t *buf, size_t len, gy_wire_quar_req_t *out) {
+  memset(out, 0, sizeof(*out));
+  Gyro__QuarantineRequest *r = gyro__quarantine_request__unpack(NULL, len, buf);
+  if (!r) return GY_EPROTO;
+  /* one more than the core takes, so that it refuses an oversized request with a message */
+  size_t n = r->n_entries < GY_CORE_QUAR_CMD_MAX + 1 ? r->n_entries : GY_CORE_QUAR_CMD_MAX + 1;
+  gy_core_quar_region_t *rg = malloc((n ? n : 1) * sizeof(*rg));
+  if (!rg) {
+    gyro__quarantine_request__free_unpacked(r, NULL);
+    return GY_ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++)
+    rg[i] = (gy_core_quar_region_t){.channel = str(r->entries[i]->channel),
+                                    .file = str(r->entries[i]->file),
+                                    .offset = r->entries[i]->offset,
+                                    .length = r->entries[i]->length,
+                                    .reason = str(r->entries[i]->reason)};
+  out->op = (int)r->op;
+  out->token = str(r->token);
+  out->after_id = r->after_id;
+  out->limit = r->limit;
+  out->cmd.op =
+      r->op == GYRO__QUARANTINE_REQUEST__OP__RELEASE ? GY_CORE_QUAR_RELEASE : GY_CORE_QUAR_ADD;
+  out->cmd.add = rg;
+  out->cmd.nadd = n;
+  out->cmd.release = r->ids;
+  out->cmd.nrelease = r->n_ids < GY_CORE_QUAR_CMD_MAX + 1 ? r->n_ids : GY_CORE_QUAR_CMD_MAX + 1;
+  out->mem_ = rg;
+  out->msg_ = r;
+  return 0;
+}
+
+void gy_wire_quar_free(gy_wire_quar_req_t *q) {
+  free(q->mem_);
+  q->mem_ = NULL;
+  q->cmd.add = NULL;
+  q->cmd.release = NULL;
+  free_msg(&q->msg_);
 }
 
 static const ProtobufCMessageDescriptor *const req_desc[] = {
@@ -376,6 +447,49 @@ static int skip_ranges(const gy_fleet_skip_t *r, size_t n, void **mem, Gyro__Ski
   return 0;
 }
 
+static int ptr_cmp(const void *a, const void *b) {
+  uintptr_t x = (uintptr_t) * (const char *const *)a, y = (uintptr_t) * (const char *const *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* The quarantine list of an Assignment (its n entries, each file named once in
+ * quarantine_files: entries of the same interned name share it) in one block (*mem, to free). */
+static int quar_out(const gy_quar_entry_t *const *q, size_t n, void **mem, Gyro__Assignment *as) {
+  *mem = NULL;
+  if (!n) return 0;
+  if (!q) return GY_EINVAL;
+  size_t bytes =
+      n * (sizeof(Gyro__QuarantineEntry) + sizeof(Gyro__QuarantineEntry *) + 2 * sizeof(char *));
+  char *m = malloc(bytes);
+  if (!m) return GY_ENOMEM;
+  Gyro__QuarantineEntry *e = (Gyro__QuarantineEntry *)m;
+  Gyro__QuarantineEntry **ep = (Gyro__QuarantineEntry **)(e + n);
+  const char **files = (const char **)(ep + n), **sorted = files + n;
+  for (size_t i = 0; i < n; i++)
+    sorted[i] = q[i]->file;
+  qsort(sorted, n, sizeof(*sorted), ptr_cmp);
+  size_t nf = 0;
+  for (size_t i = 0; i < n; i++)
+    if (!nf || files[nf - 1] != sorted[i]) files[nf++] = sorted[i];
+  for (size_t i = 0; i < n; i++) {
+    gyro__quarantine_entry__init(&e[i]);
+    e[i].id = q[i]->id;
+    e[i].channel = (char *)q[i]->channel;
+    e[i].offset = q[i]->offset;
+    e[i].length = q[i]->length;
+    e[i].released = q[i]->released != 0;
+    const char **at = bsearch(&q[i]->file, files, nf, sizeof(*files), ptr_cmp);
+    e[i].file_index = (uint32_t)(at - files);
+    ep[i] = &e[i];
+  }
+  as->n_quarantine = n;
+  as->quarantine = ep;
+  as->n_quarantine_files = nf;
+  as->quarantine_files = (char **)files;
+  *mem = m;
+  return 0;
+}
+
 int gy_wire_assignment_encode(const gy_wire_assignment_t *a, uint8_t **buf, size_t *len) {
   *buf = NULL;
   *len = 0;
@@ -392,12 +506,19 @@ int gy_wire_assignment_encode(const gy_wire_assignment_t *a, uint8_t **buf, size
   as.hang_floor_ms = a->hang_floor_ms;
   as.hang_factor = a->hang_factor;
   as.config_dir = s_(a->config_dir);
-  void *mem;
+  gy_wire_guard_msg_t gm;
+  if (a->guard) as.guard = gy_wire_guard_out(a->guard, &gm);
+  void *mem, *qmem = NULL;
   int rc = skip_ranges(a->skip, a->nskip, &mem, &as.skip);
   if (rc) return rc;
   as.n_skip = a->nskip;
+  if ((rc = quar_out(a->quar, a->nquar, &qmem, &as))) {
+    free(mem);
+    return rc;
+  }
   rc = pack(&as.base, buf, len);
   free(mem);
+  free(qmem);
   return rc;
 }
 
@@ -409,7 +530,8 @@ int gy_wire_ctl_encode(const gy_fleet_action_t *a, uint8_t *small, size_t cap, u
   Gyro__Grant g = GYRO__GRANT__INIT;
   Gyro__Directive d = GYRO__DIRECTIVE__INIT;
   Gyro__HParams hp = GYRO__HPARAMS__INIT;
-  void *mem = NULL;
+  gy_wire_guard_msg_t gm;
+  void *mem = NULL, *qmem = NULL;
   if (a->kind == GY_FLEET_ACT_GRANT) {
     g.generation = a->generation;
     g.horizon = a->step;
@@ -433,6 +555,31 @@ int gy_wire_ctl_encode(const gy_fleet_action_t *a, uint8_t *small, size_t cap, u
       gy_wire_hparams_out(&a->hparams, &hp);
       d.hparams = &hp;
     }
+    if (a->dir_kind == GY_DIR_SET_GUARD && a->qdir)
+      d.guard = gy_wire_guard_out(&a->qdir->guard, &gm);
+    if (a->dir_kind == GY_DIR_QUARANTINE && a->qdir && a->qdir->nentries > 0) {
+      size_t n = (size_t)a->qdir->nentries;
+      char *m = malloc(n * (sizeof(Gyro__QuarantineEntry) + sizeof(Gyro__QuarantineEntry *)));
+      if (!m) {
+        free(mem);
+        return GY_ENOMEM;
+      }
+      Gyro__QuarantineEntry *qe = (Gyro__QuarantineEntry *)m;
+      Gyro__QuarantineEntry **qp = (Gyro__QuarantineEntry **)(qe + n);
+      for (size_t i = 0; i < n; i++) {
+        const gy_fleet_qentry_t *x = &a->qdir->entries[i];
+        gyro__quarantine_entry__init(&qe[i]);
+        qe[i].channel = (char *)x->channel;
+        qe[i].file = (char *)x->file;
+        qe[i].offset = x->offset;
+        qe[i].length = x->length;
+        qe[i].released = x->released != 0;
+        qp[i] = &qe[i];
+      }
+      d.n_quarantine = n;
+      d.quarantine = qp;
+      qmem = m;
+    }
     cm.msg_case = GYRO__CONTROLLER_MSG__MSG_DIRECTIVE;
     cm.directive = &d;
   } else {
@@ -442,11 +589,13 @@ int gy_wire_ctl_encode(const gy_fleet_action_t *a, uint8_t *small, size_t cap, u
   uint8_t *b = small && n <= cap ? small : malloc(n ? n : 1);
   if (!b) {
     free(mem);
+    free(qmem);
     return GY_ENOMEM;
   }
   *len = gyro__controller_msg__pack(&cm, b);
   *buf = b;
   free(mem);
+  free(qmem);
   return 0;
 }
 
@@ -579,6 +728,47 @@ static int checkpoints_reply(const gy_wire_op_reply_t *r, uint8_t **buf, size_t 
   return rc;
 }
 
+static int quarantine_reply(const gy_wire_op_reply_t *r, uint8_t **buf, size_t *len) {
+  if (r->nqentries && !r->qentries) return GY_EINVAL;
+  size_t n = r->nqentries;
+  char *m =
+      n ? malloc(n * (sizeof(Gyro__QuarantineEntry) + sizeof(Gyro__QuarantineEntry *))) : NULL;
+  if (n && !m) return GY_ENOMEM;
+  Gyro__QuarantineEntry *qe = (Gyro__QuarantineEntry *)m;
+  Gyro__QuarantineEntry **qp = m ? (Gyro__QuarantineEntry **)(qe + n) : NULL;
+  for (size_t i = 0; i < n; i++) {
+    const gy_wire_op_qentry_t *x = &r->qentries[i];
+    gyro__quarantine_entry__init(&qe[i]);
+    qe[i].id = x->id;
+    qe[i].channel = s_(x->channel);
+    qe[i].file = s_(x->file);
+    qe[i].offset = x->offset;
+    qe[i].length = x->length;
+    qe[i].document = x->document;
+    qe[i].reason = s_(x->reason);
+    qe[i].first_step = x->first_step;
+    qe[i].sample = x->sample;
+    qe[i].released = x->released != 0;
+    qe[i].loss = x->loss;
+    qe[i].median = x->median;
+    qe[i].threshold = x->threshold;
+    qe[i].hits = x->hits;
+    qe[i].changed_step = x->changed_step;
+    qp[i] = &qe[i];
+  }
+  Gyro__QuarantineReply qr = GYRO__QUARANTINE_REPLY__INIT;
+  qr.n_entries = n;
+  qr.entries = n ? qp : NULL;
+  qr.seq = r->seq;
+  qr.at_step = r->at_step;
+  qr.total = r->qtotal;
+  qr.active = r->qactive;
+  qr.next_id = r->qnext_id;
+  int rc = pack(&qr.base, buf, len);
+  free(m);
+  return rc;
+}
+
 int gy_wire_reply_encode(const gy_wire_op_reply_t *r, uint8_t **buf, size_t *len) {
   *buf = NULL;
   *len = 0;
@@ -607,6 +797,8 @@ int gy_wire_reply_encode(const gy_wire_op_reply_t *r, uint8_t **buf, size_t *len
     pr.yaml = s_(r->yaml);
     return pack(&pr.base, buf, len);
   }
+  case GY_WIRE_OP_QUARANTINE_REPLY:
+    return quarantine_reply(r, buf, len);
   case GY_WIRE_OP_WATCH_MSG: {
     Gyro__WatchMsg wm = GYRO__WATCH_MSG__INIT;
     Gyro__Event ev;

@@ -9,10 +9,12 @@
  * Decoders from bytes, each an unpack followed by the conversions (an unpack failure is
  * GY_EPROTO): gy_wire_join_decode, gy_wire_session_decode (and gy_wire_session_decode_with, which
  * unpacks through the caller's allocator: the service's per-message arena, so that a StepReport
- * costs no malloc), gy_wire_command_decode, gy_wire_request_decode. A decoded value borrows its
- * strings and arrays from the message it keeps in `msg_`: valid until its *_free, which frees
- * everything (and is a no-op on a value whose decode failed). gy_wire_samples and gy_wire_eval
- * read a decoded session message's top and bottom samples and evaluation.
+ * costs no malloc), gy_wire_command_decode, gy_wire_quar_decode, gy_wire_request_decode. A
+ * decoded value borrows its strings and arrays from the message it keeps in `msg_`: valid until
+ * its *_free, which frees
+ * everything (and is a no-op on a value whose decode failed). gy_wire_samples, gy_wire_masked and
+ * gy_wire_eval read a decoded session message's top and bottom samples, masked samples and
+ * evaluation.
  *
  * A StepReport's channels: the arrays live in the decoded value's `ch`; more channels than
  * GY_FLEET_MAX_CH make report.nch GY_FLEET_MAX_CH + 1, which the fleet refuses with a message.
@@ -32,6 +34,7 @@
 
 #include "controller/core.h"
 #include "controller/fleet.h"
+#include "proto/contract.h"
 #include "wire/hparams.h"
 #include "wire/operator_wire.h"
 
@@ -122,6 +125,17 @@ void gy_wire_session_free(gy_wire_worker_msg_t *m);
 void gy_wire_samples(const gy_wire_worker_msg_t *m, gy_core_sample_t *out, size_t max, size_t *ntop,
                      size_t *nbottom);
 
+/* gy_wire_masked: a decoded REPORT's guard figures (samples, the channels' masked counts, the
+ * masked samples with their provenance) as the core's input: at most GY_WIRE_MASKED_MAX samples
+ * (out->in.masked points at out->masked; strings borrowed from m), the counts of the report's
+ * first GY_FLEET_MAX_CH channels. Another kind gives none. */
+typedef struct {
+  gy_core_guard_t in;
+  gy_core_masked_t masked[GY_WIRE_MASKED_MAX];
+  uint64_t ch_masked[GY_FLEET_MAX_CH];
+} gy_wire_masked_t;
+void gy_wire_masked(const gy_wire_worker_msg_t *m, gy_wire_masked_t *out);
+
 /* gy_wire_eval: a decoded EVAL as the core's input (arrays in `out`, names borrowed from m);
  * more sources than GY_FLEET_MAX_CH are counted, not copied (the core refuses them). Another
  * kind gives an evaluation of no source. */
@@ -155,6 +169,22 @@ typedef struct {
 } gy_wire_command_t;
 int gy_wire_command_decode(const uint8_t *buf, size_t len, gy_wire_command_t *out);
 void gy_wire_command_free(gy_wire_command_t *c);
+
+/* A QuarantineRequest: op as sent (gyro.QuarantineRequest.Op: 0 LIST, 1 ADD, 2 RELEASE) and,
+ * for ADD and RELEASE, the core's input (cmd: its regions, or ids, borrowed from this value; at
+ * most GY_CORE_QUAR_CMD_MAX + 1 of them are kept, so that the core refuses an oversized one).
+ * Freed by gy_wire_quar_free. */
+typedef struct {
+  int op;
+  const char *token; /* never NULL */
+  uint64_t after_id; /* LIST: a page of the entries with id > after_id, */
+  uint32_t limit;    /* of at most limit (as sent) */
+  gy_core_quar_cmd_t cmd;
+  void *msg_;                  /* private: the unpacked message */
+  gy_core_quar_region_t *mem_; /* private: the regions */
+} gy_wire_quar_req_t;
+int gy_wire_quar_decode(const uint8_t *buf, size_t len, gy_wire_quar_req_t *out);
+void gy_wire_quar_free(gy_wire_quar_req_t *q);
 
 /* The other requests, which carry no more than a few plain fields. */
 typedef enum {
@@ -195,13 +225,19 @@ typedef struct {
   uint32_t hang_floor_ms, hang_factor; /* the hang rule, for the worker's watchdog */
   const gy_fleet_skip_t *skip;         /* nskip ranges */
   size_t nskip;
+  const gy_guard_opts_t *guard;       /* the policy's guard (NULL: none sent) */
+  const gy_quar_entry_t *const *quar; /* the quarantine list, in the order to apply it: each
+                                         entry's channel, file (named once, in a table), range
+                                         and released flag */
+  size_t nquar;
 } gy_wire_assignment_t;
 int gy_wire_assignment_encode(const gy_wire_assignment_t *a, uint8_t **buf, size_t *len);
 
 /* A ControllerMsg for the fleet's GRANT (a Grant of horizon a->step) or DIRECTIVE action (a
  * Directive: to_step, skips and reason for a ROLLBACK; the knobs for SET_HPARAMS, and for a
- * ROLLBACK that carries some). Encoded into small (cap bytes) when it fits, else into a malloc'd
- * buffer: the caller frees *buf when it is not small. GY_EINVAL for another kind of action. */
+ * ROLLBACK that carries some; the entries of a QUARANTINE; the guard of a SET_GUARD). Encoded into
+ * small (cap bytes) when it fits, else into a malloc'd buffer: the caller frees *buf when it is not
+ * small. GY_EINVAL for another kind of action. */
 int gy_wire_ctl_encode(const gy_fleet_action_t *a, uint8_t *small, size_t cap, uint8_t **buf,
                        size_t *len);
 

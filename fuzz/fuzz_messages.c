@@ -7,8 +7,10 @@
  * (wire/operator_wire.c, with its JSON; then encoded again by the controller's encoder,
  * controller/wire.c, from the same plain struct, and decoded to the same view). Session
  * messages decode through a small arena as the service's, or through malloc, by the frame's
- * length; a report's samples and GPU health and an evaluation's sources are read as the
- * service reads them.
+ * length; a report's samples, masked samples (their regions into a quarantine list,
+ * controller/quarantine.c) and GPU health and an evaluation's sources are read as the service
+ * reads them; a QuarantineRequest's regions go into a quarantine list and a QUARANTINE directive
+ * through the fleet.
  *
  * Input: byte 0 picks the request type (its value modulo the number of types), the rest is the
  * message. For Worker session messages the rest is a sequence of frames [rank byte][length u16
@@ -24,6 +26,7 @@
 #include <string.h>
 
 #include "controller/fleet.h"
+#include "controller/quarantine.h"
 #include "controller/wire.h"
 #include "fuzz/fuzz_util.h"
 #include "config/policy_file.h"
@@ -51,6 +54,8 @@ enum {
   T_CHECKPOINTS_REPLY,
   T_POLICY_REPLY,
   T_WATCH_MSG,
+  T_QUARANTINE,       /* a QuarantineRequest (the controller) */
+  T_QUARANTINE_REPLY, /* what gyroctl receives */
   T_COUNT
 };
 
@@ -132,8 +137,52 @@ static void do_join(const uint8_t *p, size_t n) {
   gy_wire_join_free(&jr);
 }
 
+/* Every entry of q: its strings UTF-8, and its journal record read back to the same entry. */
+static void check_quar(gy_quar_t *q) {
+  for (size_t i = 0; i < gy_quar_count(q); i++) {
+    const gy_quar_entry_t *e = gy_quar_at(q, i);
+    check_str("quarantine channel", e->channel);
+    check_str("quarantine file", e->file);
+    check_str("quarantine reason", e->reason);
+    char *t = gy_quar_to_json(e);
+    if (!t) fuzz_fail("an entry has no JSON record");
+    gy_quar_entry_t back;
+    if (gy_quar_from_json(q, t, &back) || back.id != e->id || back.offset != e->offset ||
+        back.length != e->length || back.file != e->file || back.rev != e->rev)
+      fuzz_fail("a quarantine record does not read back: %s", t);
+    free(t);
+  }
+}
+
+/* A report's masked samples as the core keeps them (core_guard.c): strings checked, regions
+ * into a quarantine list. */
+static void masked(const gy_wire_worker_msg_t *wm, gy_quar_t *q) {
+  gy_wire_masked_t mk;
+  gy_wire_masked(wm, &mk);
+  for (size_t i = 0; i < mk.in.nmasked; i++) {
+    const gy_core_masked_t *x = &mk.in.masked[i];
+    (void)strlen(x->channel);
+    (void)strlen(x->reason);
+    if (!x->file || !x->region_length) continue;
+    char why[256];
+    gy_quar_add_t a = {.channel = x->channel,
+                       .file = x->file,
+                       .offset = x->region_offset,
+                       .length = x->region_length,
+                       .document = x->document,
+                       .reason = x->reason,
+                       .step = (int64_t)i,
+                       .sample = x->id,
+                       .loss = x->loss};
+    if (gy_quar_add(q, &a, NULL, why, sizeof(why)) < 0) check_str("quarantine refusal", why);
+    if (i % 5 == 4) gy_quar_release(q, gy_quar_count(q), (int64_t)i);
+  }
+}
+
 /* The same mapping as svc_session.c's session_msg: the report with rank 0's samples
- * (gy_wire_samples) and its GPU health read, an evaluation's sources (gy_wire_eval). */
+ * (gy_wire_samples), its masked samples (gy_wire_masked) and its GPU health read, an
+ * evaluation's sources (gy_wire_eval). */
+static gy_quar_t *g_quar;
 static void session_msg(gy_fleet_t *f, int64_t now, int *bound, int stream,
                         const gy_wire_worker_msg_t *wm) {
   if (!bound[stream]) {
@@ -151,7 +200,7 @@ static void session_msg(gy_fleet_t *f, int64_t now, int *bound, int stream,
     for (size_t i = 0; i < nbottom; i++)
       (void)(s[GY_WIRE_TOPK_MAX + i].channel && strlen(s[GY_WIRE_TOPK_MAX + i].channel));
     if (wm->has_gpu) (void)strlen(wm->gpu.name);
-    gy_fleet_report(f, now, stream, &wm->report);
+    if (!gy_fleet_report(f, now, stream, &wm->report) && stream == 0) masked(wm, g_quar);
     break;
   }
   case GY_WIRE_WORKER_EVAL: {
@@ -208,6 +257,7 @@ static void do_session(const uint8_t *p, size_t n) {
   gy_fleet_t *f = formed_fleet(sess);
   int bound[WORLD] = {1, 1};
   int64_t now = 2;
+  if (gy_quar_create(&g_quar, 64)) fuzz_fail("gy_quar_create");
   while (n >= 3) {
     int stream = p[0] % WORLD;
     size_t len = (size_t)p[1] | (size_t)p[2] << 8;
@@ -235,7 +285,66 @@ static void do_session(const uint8_t *p, size_t n) {
   gy_fleet_tick(f, now + 20000);
   drain(f, NULL);
   check_status(f);
+  check_quar(g_quar);
+  gy_quar_destroy(g_quar);
+  g_quar = NULL;
   gy_fleet_destroy(f);
+}
+
+/* The same mapping as svc_operator.c's gy__svc_on_quarantine (gy_core_quarantine's checks and
+ * list changes, then the QUARANTINE directive through the fleet). */
+static void do_quarantine(const uint8_t *p, size_t n) {
+  gy_wire_quar_req_t r;
+  if (gy_wire_quar_decode(p, n, &r)) return;
+  char sess[WORLD][GY_FLEET_SESSION_MAX];
+  gy_fleet_t *f = formed_fleet(sess);
+  gy_quar_t *q;
+  if (gy_quar_create(&q, 16)) fuzz_fail("gy_quar_create");
+  gy_fleet_qentry_t qe[GY_CORE_QUAR_CMD_MAX + 1];
+  int nq = 0;
+  char why[256];
+  if (r.cmd.op == GY_CORE_QUAR_ADD) {
+    for (size_t i = 0; i < r.cmd.nadd; i++) {
+      const gy_core_quar_region_t *x = &r.cmd.add[i];
+      gy_quar_add_t a = {.channel = x->channel,
+                         .file = x->file,
+                         .offset = x->offset,
+                         .length = x->length,
+                         .document = -1,
+                         .reason = x->reason,
+                         .operator_ = 1};
+      uint64_t id;
+      int rc = gy_quar_add(q, &a, &id, why, sizeof(why));
+      if (rc < 0) {
+        check_str("quarantine refusal", why);
+        continue;
+      }
+      const gy_quar_entry_t *e = gy_quar_get(q, id);
+      if (!e) fuzz_fail("an added region has no entry");
+      qe[nq++] = (gy_fleet_qentry_t){e->channel, e->file, e->offset, e->length, 0};
+    }
+  } else {
+    for (size_t i = 0; i < r.cmd.nrelease; i++)
+      gy_quar_release(q, r.cmd.release[i], 0);
+  }
+  check_quar(q);
+  uint64_t seq;
+  int64_t at;
+  gy_fleet_qdir_t qd = {.entries = qe, .nentries = nq};
+  if (nq && !gy_fleet_quarantine(f, 3, GY_DIR_QUARANTINE, &qd, &seq, &at)) {
+    size_t na;
+    const gy_fleet_action_t *a = gy_fleet_actions(f, &na);
+    for (size_t i = 0; i < na; i++) { /* the directive encodes */
+      if (a[i].kind != GY_FLEET_ACT_DIRECTIVE) continue;
+      uint8_t small[64], *b;
+      size_t blen;
+      if (!gy_wire_ctl_encode(&a[i], small, sizeof(small), &b, &blen) && b != small) free(b);
+    }
+  }
+  drain(f, NULL);
+  gy_quar_destroy(q);
+  gy_fleet_destroy(f);
+  gy_wire_quar_free(&r);
 }
 
 /* The same mapping as svc_operator.c's gy__svc_on_command (without the step-to-sample
@@ -287,6 +396,8 @@ static void do_agent(int type, const uint8_t *p, size_t n) {
     for (int i = 0; i < a.asg.nskip; i++)
       (void)(a.asg.skip[2 * i] < a.asg.skip[2 * i + 1]);
     (void)strlen(a.asg.config_yaml);
+    for (int i = 0; i < a.asg.nquar; i++)
+      (void)(strlen(a.asg.quar[i].channel) + strlen(a.asg.quar[i].file));
     gy_wire_agent_assignment_free(&a);
   } else if (type == T_CONTROLLER_MSG) {
     gy_wire_agent_ctl_t m;
@@ -294,6 +405,8 @@ static void do_agent(int type, const uint8_t *p, size_t n) {
     for (int i = 0; i < m.dir.nskip; i++)
       (void)(m.dir.skip[i].first < m.dir.skip[i].last);
     (void)strlen(m.dir.reason);
+    for (int i = 0; i < m.dir.nquar; i++)
+      (void)(strlen(m.dir.quar[i].channel) + strlen(m.dir.quar[i].file));
     gy_wire_agent_ctl_free(&m);
   } else {
     void *v;
@@ -325,7 +438,7 @@ static void do_reply(gy_wire_op_reply_kind_t kind, const uint8_t *p, size_t n) {
     if (gy_wire_op_reply_decode(kind, b, blen, &back)) fuzz_fail("a re-encoded reply fails");
     if (back.nevents != r.nevents || back.ncheckpoints != r.ncheckpoints ||
         back.status.nranks != r.status.nranks || back.watch != r.watch || back.seq != r.seq ||
-        strcmp(back.yaml, r.yaml))
+        back.nqentries != r.nqentries || back.qnext_id != r.qnext_id || strcmp(back.yaml, r.yaml))
       fuzz_fail("a re-encoded reply differs");
     gy_wire_op_reply_free(&back);
     free(b);
@@ -377,6 +490,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   case T_POLICY_REPLY:
   case T_WATCH_MSG:
     do_reply((gy_wire_op_reply_kind_t)(data[0] % T_COUNT - T_STATUS_REPLY), p, n);
+    break;
+  case T_QUARANTINE:
+    do_quarantine(p, n);
+    break;
+  case T_QUARANTINE_REPLY:
+    do_reply(GY_WIRE_OP_QUARANTINE_REPLY, p, n);
     break;
   }
   return 0;

@@ -157,6 +157,66 @@ int main(int argc, char **argv) {
   sg.key = "g1/rank0";
   sg.timeout_ms = 1000;
   put_msg("store-get", 4, &sg.base);
+  /* a session whose rank 0 reports masked samples with their provenance (the guard) */
+  {
+    static uint8_t mbuf[8192];
+    size_t moff = 0;
+    Gyro__Provenance pv = GYRO__PROVENANCE__INIT;
+    pv.file = "/data/en/train_000.bin";
+    pv.offset = 123456;
+    pv.length = 65;
+    pv.document = 17;
+    pv.region_offset = 123000;
+    pv.region_length = 2048;
+    Gyro__MaskedSample ms[2] = {GYRO__MASKED_SAMPLE__INIT, GYRO__MASKED_SAMPLE__INIT};
+    Gyro__MaskedSample *msp[2] = {&ms[0], &ms[1]};
+    for (int i = 0; i < 2; i++) {
+      ms[i].id = 40 + (uint64_t)i;
+      ms[i].channel = "en";
+      ms[i].loss = 9.5f;
+      ms[i].reason = i ? "nontext_high" : "loss_high";
+      ms[i].median = 3.1f;
+      ms[i].threshold = 1.5f;
+      ms[i].where = &pv;
+    }
+    ch[1].masked = 2;
+    for (int rank = 0; rank < 2; rank++) {
+      Gyro__StepReport r = GYRO__STEP_REPORT__INIT;
+      r.generation = 1;
+      r.rank = rank;
+      r.step = 0;
+      r.loss = 4.5;
+      r.n_channels = 3;
+      r.channels = chp;
+      r.samples = 8;
+      r.n_masked = 2;
+      r.masked = msp;
+      Gyro__WorkerMsg w2 = GYRO__WORKER_MSG__INIT;
+      w2.msg_case = GYRO__WORKER_MSG__MSG_REPORT;
+      w2.report = &r;
+      frame(mbuf, &moff, rank, &w2);
+    }
+    ch[1].masked = 0;
+    put("fuzz_messages", "session-masked", 1, mbuf, moff);
+    Gyro__QuarantineEntry qe = GYRO__QUARANTINE_ENTRY__INIT, *qep = &qe;
+    qe.channel = "en";
+    qe.file = "en/train_000.bin";
+    qe.offset = 4096;
+    qe.length = 2048;
+    qe.reason = "operator";
+    Gyro__QuarantineRequest qr = GYRO__QUARANTINE_REQUEST__INIT;
+    qr.op = GYRO__QUARANTINE_REQUEST__OP__ADD;
+    qr.token = "tok";
+    qr.n_entries = 1;
+    qr.entries = &qep;
+    put_msg("quarantine-add", 18, &qr.base);
+    uint64_t ids[2] = {1, 7};
+    Gyro__QuarantineRequest rr = GYRO__QUARANTINE_REQUEST__INIT;
+    rr.op = GYRO__QUARANTINE_REQUEST__OP__RELEASE;
+    rr.n_ids = 2;
+    rr.ids = ids;
+    put_msg("quarantine-release", 18, &rr.base);
+  }
   Gyro__EventsRequest er = GYRO__EVENTS_REQUEST__INIT;
   er.since_id = 10;
   er.token = "tok";

@@ -50,11 +50,11 @@ int gy_guard_check(const gy_guard_opts_t *o, char *errmsg, size_t errlen) {
   for (int s = 0; s < GY_GSTAT_COUNT; s++) {
     const gy_guard_rule_t *r = &o->rule[s];
     if (!(r->z >= 0 && r->z <= 1e6)) {
-      snprintf(errmsg, errlen, "guard.%s.z must be in [0, 1e6]", stat_names[s]);
+      snprintf(errmsg, errlen, "guard.rules.%s.z must be in [0, 1e6]", stat_names[s]);
       return GY_ECONFIG;
     }
     if (!(r->floor > 0 && r->floor <= 1e6)) {
-      snprintf(errmsg, errlen, "guard.%s.floor must be in (0, 1e6]", stat_names[s]);
+      snprintf(errmsg, errlen, "guard.rules.%s.floor must be in (0, 1e6]", stat_names[s]);
       return GY_ECONFIG;
     }
   }
@@ -69,7 +69,7 @@ int gy_guard_check(const gy_guard_opts_t *o, char *errmsg, size_t errlen) {
   if (o->quarantine_max_tokens < 1 || o->quarantine_max_tokens > (1ull << 40) ||
       o->quarantine_margin > (1ull << 40)) {
     snprintf(errmsg, errlen,
-             "guard.quarantine_max_tokens must be in [1, 2^40] and guard.quarantine_margin in "
+             "guard.quarantine.max_tokens must be in [1, 2^40] and guard.quarantine.margin in "
              "[0, 2^40]");
     return GY_ECONFIG;
   }

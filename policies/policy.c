@@ -15,6 +15,11 @@
  *   ladder:            [{skip: {samples: bool, window: {before, after}},
  *                        knobs: {grad_clip_factor, eps_factor, shallow_scale, shallow_layers,
  *                                lr_scale_factor, wsd_decay, z_loss}}]  (replaces the default)
+ *   guard:             {enabled, window, warmup, max_step_share, budget,
+ *                       quarantine: {enabled, max_tokens, margin},
+ *                       rules: {<stat>: {z, floor, high, low}}} for stat in loss, entropy,
+ *                      repeat, nontext, highbyte, markup (policies/guard_policy.h; absent keys keep the
+ *                      default)
  *
  * Invariants:
  * - gy_policy_default() and examples/policies/default.yaml are the same policy (a unit test
@@ -48,8 +53,8 @@ const char *gy_series_kind_name(gy_series_kind_t k) {
 }
 
 const char *gy_trigger_name(gy_trigger_t t) {
-  static const char *const names[] = {"spike",     "spike_persists", "drop",
-                                      "nonfinite", "worker_lost",    "operator"};
+  static const char *const names[] = {"spike",       "spike_persists", "drop",  "nonfinite",
+                                      "worker_lost", "operator",       "masked"};
   return (t >= 0 && t < GY_TRIG_COUNT) ? names[t] : "?";
 }
 
@@ -207,10 +212,12 @@ int gy_policy_check(const gy_policy_t *p, char *errmsg, size_t errlen) {
       gy_errmsg(errmsg, errlen, "ladder[%d] does nothing: give it a skip or a knob", r);
       return GY_ECONFIG;
     }
-    if (g->skip_window && (g->before < 0 || g->before > 100000 || g->after < 0 ||
-                           g->after > 100000)) {
-      gy_errmsg(errmsg, errlen, "ladder[%d].skip.window: before %d and after %d must be in "
-                "0..100000", r, g->before, g->after);
+    if (g->skip_window &&
+        (g->before < 0 || g->before > 100000 || g->after < 0 || g->after > 100000)) {
+      gy_errmsg(errmsg, errlen,
+                "ladder[%d].skip.window: before %d and after %d must be in "
+                "0..100000",
+                r, g->before, g->after);
       return GY_ECONFIG;
     }
     if (knobs_check(&g->knobs, why, sizeof(why))) {
@@ -239,8 +246,8 @@ static void put(out_t *w, const char *fmt, ...) __attribute__((format(printf, 2,
 static void put(out_t *w, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(w->o < w->len ? w->buf + w->o : NULL, w->o < w->len ? w->len - w->o : 0,
-                    fmt, ap);
+  int n =
+      vsnprintf(w->o < w->len ? w->buf + w->o : NULL, w->o < w->len ? w->len - w->o : 0, fmt, ap);
   va_end(ap);
   if (n > 0) w->o += (size_t)n;
 }
@@ -256,15 +263,27 @@ size_t gy_policy_format(const gy_policy_t *p, char *buf, size_t len) {
         "  %s: {window: %d, warmup: %d, z: %s, min_delta: %s, min_rel: %s, jump: %s, drop: %s, "
         "on_fire: %s, sustain: %d}\n",
         kind_names[k], d->window, d->warmup, num(z, sizeof(z), d->z),
-        num(a, sizeof(a), d->min_delta), num(b, sizeof(b), d->min_rel),
-        d->jump ? "true" : "false", d->drop ? "true" : "false", d->alert_only ? "alert" : "spike",
-        d->sustain);
+        num(a, sizeof(a), d->min_delta), num(b, sizeof(b), d->min_rel), d->jump ? "true" : "false",
+        d->drop ? "true" : "false", d->alert_only ? "alert" : "spike", d->sustain);
   }
   put(&w, "observe_steps: %d\nrecover_tolerance: %s\nregion_steps: %d\nmax_rollbacks: %d\n",
-      p->observe_steps, num(a, sizeof(a), p->recover_tolerance), p->region_steps,
-      p->max_rollbacks);
-  put(&w, "max_restarts: %d\non_drop: %s\nladder:\n", p->max_restarts,
+      p->observe_steps, num(a, sizeof(a), p->recover_tolerance), p->region_steps, p->max_rollbacks);
+  put(&w, "max_restarts: %d\non_drop: %s\n", p->max_restarts,
       p->drop_skip_samples ? "skip_samples" : "ladder");
+  const gy_guard_opts_t *gd = &p->guard;
+  put(&w, "guard:\n  enabled: %s\n  window: %d\n  warmup: %d\n  max_step_share: %s\n",
+      gd->enabled ? "true" : "false", gd->window, gd->warmup,
+      num(a, sizeof(a), gd->max_step_share));
+  put(&w, "  budget: %s\n  quarantine: {enabled: %s, max_tokens: %llu, margin: %llu}\n  rules:\n",
+      num(a, sizeof(a), gd->budget), gd->quarantine ? "true" : "false",
+      (unsigned long long)gd->quarantine_max_tokens, (unsigned long long)gd->quarantine_margin);
+  for (int s = 0; s < GY_GSTAT_COUNT; s++) {
+    const gy_guard_rule_t *r = &gd->rule[s];
+    put(&w, "    %s: {z: %s, floor: %s, high: %s, low: %s}\n", gy_guard_stat_name(s),
+        num(z, sizeof(z), r->z), num(a, sizeof(a), r->floor), r->high ? "true" : "false",
+        r->low ? "true" : "false");
+  }
+  put(&w, "ladder:\n");
   for (int r = 0; r < p->nrungs; r++) {
     const gy_policy_rung_t *g = &p->rung[r];
     const gy_policy_knobs_t *k = &g->knobs;
@@ -287,8 +306,8 @@ size_t gy_policy_format(const gy_policy_t *p, char *buf, size_t len) {
         sep = ", ";
       }
       if (k->set & GY_KNOB_SHALLOW) {
-        put(&w, "%sshallow_scale: %s, shallow_layers: %d", sep,
-            num(a, sizeof(a), k->shallow_scale), k->shallow_layers);
+        put(&w, "%sshallow_scale: %s, shallow_layers: %d", sep, num(a, sizeof(a), k->shallow_scale),
+            k->shallow_layers);
         sep = ", ";
       }
       if (k->set & GY_KNOB_LR_SCALE) {
@@ -472,8 +491,7 @@ int gy_policy_decide(const gy_policy_t *p, const gy_policy_input_t *in,
   }
   const gy_policy_rung_t *g = &p->rung[rung - 1];
   d->action = GY_ACTION_ROLLBACK;
-  if (g->skip_samples || (in->trigger == GY_TRIG_DROP && p->drop_skip_samples))
-    take_samples(d, in);
+  if (g->skip_samples || (in->trigger == GY_TRIG_DROP && p->drop_skip_samples)) take_samples(d, in);
   if (g->skip_window) {
     d->skip_steps = 1;
     d->step_first = s - g->before < 0 ? 0 : s - g->before;
@@ -485,8 +503,8 @@ int gy_policy_decide(const gy_policy_t *p, const gy_policy_input_t *in,
     snprintf(d->reason, sizeof(d->reason),
              "%s at step %lld, %lld steps from the last repair (rung %d, within region_steps %d): "
              "rung %d (repair %d of %d)",
-             gy_trigger_name(in->trigger), (long long)s, (long long)dist, rung - 1,
-             p->region_steps, rung, repairs + 1, p->max_rollbacks);
+             gy_trigger_name(in->trigger), (long long)s, (long long)dist, rung - 1, p->region_steps,
+             rung, repairs + 1, p->max_rollbacks);
   else
     snprintf(d->reason, sizeof(d->reason), "%s at step %lld: rung %d (repair %d of %d)",
              gy_trigger_name(in->trigger), (long long)s, rung, repairs + 1, p->max_rollbacks);

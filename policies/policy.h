@@ -1,7 +1,8 @@
 /* policy: the fix-on-the-fly policy (DESIGN.md §2, §5): detector thresholds per series kind,
  * the suspicion window, and the escalation ladder, loaded from a YAML file (examples/policies/
  * default.yaml is the built-in default, field for field), plus one pure function that turns a
- * trigger and the repair history into a decision. No I/O (the policy file is read by config/policy_file.h); no clock.
+ * trigger and the repair history into a decision. No I/O (the policy file is read by
+ * config/policy_file.h); no clock.
  *
  * A policy is a plain value (no pointers): copy it with `=`, nothing to free. */
 #ifndef GY_POLICY_H
@@ -35,12 +36,15 @@ const char *gy_series_kind_name(gy_series_kind_t k); /* "loss", ...; "?" when ou
 
 /* What set off a decision. */
 typedef enum {
-  GY_TRIG_SPIKE = 0,     /* a jump was just detected: watch first (RECOVER_WATCH) */
+  GY_TRIG_SPIKE = 0,      /* a jump was just detected: watch first (RECOVER_WATCH) */
   GY_TRIG_SPIKE_PERSISTS, /* the watch ran out and the series did not come back */
-  GY_TRIG_DROP,          /* a loss dropped (empty or repeated data): skip the samples now */
-  GY_TRIG_NONFINITE,     /* NaN/Inf in a figure or a gradient: roll back now */
-  GY_TRIG_WORKER_LOST,   /* a rank died: roll back with no skip */
-  GY_TRIG_OPERATOR,      /* gyroctl rollback: roll back with no skip, not bounded */
+  GY_TRIG_DROP,           /* a loss dropped (empty or repeated data): skip the samples now */
+  GY_TRIG_NONFINITE,      /* NaN/Inf in a figure or a gradient: roll back now */
+  GY_TRIG_WORKER_LOST,    /* a rank died: roll back with no skip */
+  GY_TRIG_OPERATOR,       /* gyroctl rollback: roll back with no skip, not bounded */
+  GY_TRIG_MASKED,         /* the guard masked more than guard.max_step_share of a step's samples:
+                             a spike the samples do not explain (as SPIKE_PERSISTS; the masked
+                             samples are the attributed ones) */
   GY_TRIG_COUNT
 } gy_trigger_t;
 
@@ -75,16 +79,16 @@ typedef struct {
 /* Knob changes of a rung. Factors multiply the run config's value (not the current one), so
  * applying a decision twice gives the same knobs. Only fields whose bit is in `set` change. */
 enum {
-  GY_KNOB_GRAD_CLIP = 1u << 0,     /* grad_clip *= grad_clip_factor */
-  GY_KNOB_EPS = 1u << 1,           /* eps *= eps_factor */
-  GY_KNOB_SHALLOW = 1u << 2,       /* shallow_scale, shallow_layers (absolute) */
-  GY_KNOB_LR_SCALE = 1u << 3,      /* lr_scale *= lr_scale_factor */
-  GY_KNOB_WSD_DECAY = 1u << 4,     /* switch the schedule to the decay phase of WSD now */
-  GY_KNOB_Z_LOSS = 1u << 5,        /* z_loss (absolute) */
+  GY_KNOB_GRAD_CLIP = 1u << 0, /* grad_clip *= grad_clip_factor */
+  GY_KNOB_EPS = 1u << 1,       /* eps *= eps_factor */
+  GY_KNOB_SHALLOW = 1u << 2,   /* shallow_scale, shallow_layers (absolute) */
+  GY_KNOB_LR_SCALE = 1u << 3,  /* lr_scale *= lr_scale_factor */
+  GY_KNOB_WSD_DECAY = 1u << 4, /* switch the schedule to the decay phase of WSD now */
+  GY_KNOB_Z_LOSS = 1u << 5,    /* z_loss (absolute) */
 };
 
 typedef struct {
-  uint32_t set; /* GY_KNOB_* bits */
+  uint32_t set;                                         /* GY_KNOB_* bits */
   double grad_clip_factor, eps_factor, lr_scale_factor; /* (0, 1e6] */
   double shallow_scale;                                 /* [0, 1e6] */
   int shallow_layers;                                   /* 0..4096 */
@@ -93,9 +97,9 @@ typedef struct {
 
 /* One rung of the ladder. */
 typedef struct {
-  int skip_samples;       /* skip the attributed samples (top-k of the spike steps) */
-  int skip_window;        /* skip the batches of steps [first - before, last + after] */
-  int before, after;      /* 0..100000 */
+  int skip_samples;        /* skip the attributed samples (top-k of the spike steps) */
+  int skip_window;         /* skip the batches of steps [first - before, last + after] */
+  int before, after;       /* 0..100000 */
   gy_policy_knobs_t knobs; /* applied in addition to the knobs of the rungs below */
 } gy_policy_rung_t;
 
@@ -114,7 +118,7 @@ typedef struct {
   int drop_skip_samples;    /* on_drop: skip_samples (1) or ladder (0) */
   int nrungs;               /* 1..GY_POLICY_MAX_RUNGS */
   gy_policy_rung_t rung[GY_POLICY_MAX_RUNGS];
-  gy_guard_opts_t guard;    /* the workers' per-sample guard (policies/guard_policy.h) */
+  gy_guard_opts_t guard; /* the workers' per-sample guard (policies/guard_policy.h) */
 } gy_policy_t;
 
 /* Fills p with the built-in default (identical to examples/policies/default.yaml). */
@@ -134,16 +138,16 @@ int gy_policy_equal(const gy_policy_t *a, const gy_policy_t *b);
 
 /* A repair already made (one per rollback the run entered). */
 typedef struct {
-  int64_t step;         /* first suspected step of the repaired spike (lost worker: the step) */
-  int rung;             /* ladder rung used, 1-based; 0 = none (lost worker) */
+  int64_t step; /* first suspected step of the repaired spike (lost worker: the step) */
+  int rung;     /* ladder rung used, 1-based; 0 = none (lost worker) */
   gy_trigger_t trigger;
 } gy_policy_repair_t;
 
 /* What the decision is about. Pointers are borrowed for the call. */
 typedef struct {
   gy_trigger_t trigger;
-  int64_t first_step, last_step;  /* first and last suspected step (last >= first) */
-  const uint64_t *samples;        /* attributed sample ids (may repeat; may be NULL) */
+  int64_t first_step, last_step; /* first and last suspected step (last >= first) */
+  const uint64_t *samples;       /* attributed sample ids (may repeat; may be NULL) */
   int nsamples;
 } gy_policy_input_t;
 
@@ -164,7 +168,8 @@ typedef struct {
 /* The pure decision (DESIGN.md §2):
  *   SPIKE            -> RECOVER_WATCH for observe_steps (ROLLBACK as for SPIKE_PERSISTS when
  *                       observe_steps is 0);
- *   SPIKE_PERSISTS, NONFINITE, DROP -> ROLLBACK on rung r: r = 1 unless the last repair with a
+ *   SPIKE_PERSISTS, NONFINITE, DROP, MASKED
+ *                    -> ROLLBACK on rung r: r = 1 unless the last repair with a
  *                       rung was within region_steps of first_step (a repeat: its rung + 1);
  *                       a DROP with drop_skip_samples always skips the samples too;
  *                       r > nrungs (ladder exhausted) or max_rollbacks repairs made -> HALT;

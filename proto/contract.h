@@ -17,7 +17,8 @@
   XX(OPERATOR_EVENTS, "Operator", "Events", "/gyro.Operator/Events")                               \
   XX(OPERATOR_POLICY_SHOW, "Operator", "PolicyShow", "/gyro.Operator/PolicyShow")                  \
   XX(OPERATOR_POLICY_SET, "Operator", "PolicySet", "/gyro.Operator/PolicySet")                     \
-  XX(OPERATOR_CHECKPOINTS, "Operator", "Checkpoints", "/gyro.Operator/Checkpoints")
+  XX(OPERATOR_CHECKPOINTS, "Operator", "Checkpoints", "/gyro.Operator/Checkpoints")                \
+  XX(OPERATOR_QUARANTINE, "Operator", "Quarantine", "/gyro.Operator/Quarantine")
 
 #define GY_METHOD_WORKER_JOIN "/gyro.Worker/Join"
 #define GY_METHOD_WORKER_SESSION "/gyro.Worker/Session"
@@ -30,6 +31,7 @@
 #define GY_METHOD_OPERATOR_POLICY_SHOW "/gyro.Operator/PolicyShow"
 #define GY_METHOD_OPERATOR_POLICY_SET "/gyro.Operator/PolicySet"
 #define GY_METHOD_OPERATOR_CHECKPOINTS "/gyro.Operator/Checkpoints"
+#define GY_METHOD_OPERATOR_QUARANTINE "/gyro.Operator/Quarantine"
 
 /* The most worst (and best) samples a StepReport carries per step: a worker reports at most
  * this many, the controller keeps at most this many. */

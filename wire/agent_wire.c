@@ -18,6 +18,7 @@
 #include "common/err.h"
 #include "proto/contract.h"
 #include "proto/gyro.pb-c.h"
+#include "wire/guard.h"
 #include "wire/hparams.h"
 
 #define LIST_MAX 1024
@@ -303,6 +304,30 @@ int gy_wire_agent_assignment_decode(const uint8_t *buf, size_t len,
     out->skip_[2 * i] = m->skip[i] ? m->skip[i]->first : 0;
     out->skip_[2 * i + 1] = m->skip[i] ? m->skip[i]->last : 0;
   }
+  if (m->n_quarantine > (1 << 20) ||
+      (m->n_quarantine && !(out->quar_ = calloc(m->n_quarantine, sizeof(*out->quar_))))) {
+    int rc = m->n_quarantine > (1 << 20) ? GY_EPROTO : GY_ENOMEM;
+    free(out->skip_);
+    out->skip_ = NULL;
+    gyro__assignment__free_unpacked(m, NULL);
+    return rc;
+  }
+  for (size_t i = 0; i < m->n_quarantine; i++) {
+    const Gyro__QuarantineEntry *e = m->quarantine[i];
+    if (!e || e->file_index >= m->n_quarantine_files) {
+      free(out->skip_);
+      free(out->quar_);
+      out->skip_ = NULL;
+      out->quar_ = NULL;
+      gyro__assignment__free_unpacked(m, NULL);
+      return GY_EPROTO;
+    }
+    out->quar_[i] = (gy_agent_quar_t){.channel = s_(e->channel),
+                                      .file = s_(m->quarantine_files[e->file_index]),
+                                      .offset = e->offset,
+                                      .length = e->length,
+                                      .released = e->released != 0};
+  }
   out->msg_ = m;
   out->asg = (gy_agent_assignment_t){.generation = m->generation,
                                      .rank = m->rank,
@@ -317,15 +342,21 @@ int gy_wire_agent_assignment_decode(const uint8_t *buf, size_t len,
                                      .rdzv_prefix = s_(m->rdzv_prefix),
                                      .session_id = s_(m->session_id),
                                      .skip = out->skip_,
-                                     .nskip = (int)m->n_skip};
+                                     .nskip = (int)m->n_skip,
+                                     .has_guard = m->guard != NULL,
+                                     .quar = out->quar_,
+                                     .nquar = (int)m->n_quarantine};
+  gy_wire_guard_in(m->guard, &out->asg.guard);
   return 0;
 }
 
 void gy_wire_agent_assignment_free(gy_wire_agent_assignment_t *a) {
   if (a->msg_) gyro__assignment__free_unpacked(a->msg_, NULL);
   free(a->skip_);
+  free(a->quar_);
   a->msg_ = NULL;
   a->skip_ = NULL;
+  a->quar_ = NULL;
 }
 
 int gy_wire_agent_ctl_decode(const uint8_t *buf, size_t len, gy_wire_agent_ctl_t *out) {
@@ -343,9 +374,24 @@ int gy_wire_agent_ctl_decode(const uint8_t *buf, size_t len, gy_wire_agent_ctl_t
       gyro__controller_msg__free_unpacked(m, NULL);
       return GY_EPROTO;
     }
-    if (d->n_skip && !(out->skip_ = calloc(d->n_skip, sizeof(*out->skip_)))) {
+    if (d->n_quarantine > INT32_MAX) {
+      gyro__controller_msg__free_unpacked(m, NULL);
+      return GY_EPROTO;
+    }
+    if ((d->n_skip && !(out->skip_ = calloc(d->n_skip, sizeof(*out->skip_)))) ||
+        (d->n_quarantine && !(out->quar_ = calloc(d->n_quarantine, sizeof(*out->quar_))))) {
+      free(out->skip_);
+      out->skip_ = NULL;
       gyro__controller_msg__free_unpacked(m, NULL);
       return GY_ENOMEM;
+    }
+    for (size_t i = 0; i < d->n_quarantine; i++) {
+      const Gyro__QuarantineEntry *e = d->quarantine[i];
+      out->quar_[i] = (gy_agent_quar_t){.channel = s_(e ? e->channel : NULL),
+                                        .file = s_(e ? e->file : NULL),
+                                        .offset = e ? e->offset : 0,
+                                        .length = e ? e->length : 0,
+                                        .released = e && e->released};
     }
     for (size_t i = 0; i < d->n_skip; i++) {
       out->skip_[i].first = d->skip[i] ? d->skip[i]->first : 0;
@@ -361,6 +407,9 @@ int gy_wire_agent_ctl_decode(const uint8_t *buf, size_t len, gy_wire_agent_ctl_t
     out->dir.skip = out->skip_;
     out->dir.nskip = (int)d->n_skip;
     out->dir.reason = s_(d->reason);
+    out->dir.quar = out->quar_;
+    out->dir.nquar = (int)d->n_quarantine;
+    gy_wire_guard_in(d->guard, &out->dir.guard);
   }
   out->msg_ = m;
   return 0;
@@ -369,8 +418,10 @@ int gy_wire_agent_ctl_decode(const uint8_t *buf, size_t len, gy_wire_agent_ctl_t
 void gy_wire_agent_ctl_free(gy_wire_agent_ctl_t *m) {
   if (m->msg_) gyro__controller_msg__free_unpacked(m->msg_, NULL);
   free(m->skip_);
+  free(m->quar_);
   m->msg_ = NULL;
   m->skip_ = NULL;
+  m->quar_ = NULL;
 }
 
 int gy_wire_agent_store_value_decode(const uint8_t *buf, size_t len, void **val, size_t *vlen) {

@@ -59,11 +59,14 @@ int gy_wire_agent_store_get_encode(const char *key, int32_t timeout_ms, uint8_t 
 /* ---------------------------------- what it receives ---------------------------------- */
 
 /* An Assignment (the Join's answer). asg.heartbeat_ms is as sent (the agent applies its
- * default to a value <= 0); asg.skip holds asg.nskip pairs [first, last). */
+ * default to a value <= 0); asg.skip holds asg.nskip pairs [first, last); asg.quar the
+ * quarantine entries, each file looked up in the message's table (an index outside it, or a
+ * count beyond 1 << 20, is GY_EPROTO). */
 typedef struct {
   gy_agent_assignment_t asg;
-  void *msg_;      /* private: the unpacked message */
-  uint64_t *skip_; /* private: asg.skip */
+  void *msg_;             /* private: the unpacked message */
+  uint64_t *skip_;        /* private: asg.skip */
+  gy_agent_quar_t *quar_; /* private: asg.quar */
 } gy_wire_agent_assignment_t;
 int gy_wire_agent_assignment_decode(const uint8_t *buf, size_t len,
                                     gy_wire_agent_assignment_t *out);
@@ -79,11 +82,13 @@ typedef struct {
   gy_wire_agent_ctl_kind_t kind;
   uint64_t generation; /* of the grant or the directive */
   int64_t horizon;     /* GRANT */
-  /* DIRECTIVE, every field as sent: kind may be outside gy_directive_kind_t; to_step, skip and
-   * reason are filled whatever the kind (reason never NULL; skip NULL when nskip is 0). */
+  /* DIRECTIVE, every field as sent: kind may be outside gy_directive_kind_t; to_step, skip,
+   * reason, quar and guard are filled whatever the kind (reason never NULL; skip NULL when nskip
+   * is 0, quar when nquar is 0; guard the default when none was sent). */
   gy_agent_directive_t dir;
   void *msg_;             /* private: the unpacked message */
   gy_agent_skip_t *skip_; /* private: dir.skip */
+  gy_agent_quar_t *quar_; /* private: dir.quar */
 } gy_wire_agent_ctl_t;
 int gy_wire_agent_ctl_decode(const uint8_t *buf, size_t len, gy_wire_agent_ctl_t *out);
 void gy_wire_agent_ctl_free(gy_wire_agent_ctl_t *m);

@@ -1,8 +1,8 @@
 /* operator_wire: the Operator service's requests and replies to and from plain C structs (see
  * operator_wire.h).
  *
- * API, in order: the request encoders (command, empty, events, checkpoints, policy set, watch),
- * then the reply decoder with its free, name and JSON functions.
+ * API, in order: the request encoders (command, empty, events, checkpoints, policy set, watch,
+ * quarantine), then the reply decoder with its free, name and JSON functions.
  *
  * Invariants: requests live on the encoder's stack (*__INIT; the range lists in arrays sized
  * by the caller's counts, at most GY_WIRE_OP_RANGES_MAX each) and borrow the caller's
@@ -107,6 +107,39 @@ int gy_wire_op_watch_encode(int steps, const char *token, uint8_t **buf, size_t 
   return pack(&req.base, buf, len);
 }
 
+int gy_wire_op_quarantine_encode(gy_wire_op_quar_op_t op, const char *token,
+                                 const gy_wire_op_qentry_t *entries, size_t nentries,
+                                 const uint64_t *ids, size_t nids, uint64_t after_id,
+                                 uint32_t limit, uint8_t **buf, size_t *len) {
+  if (nentries > GY_WIRE_OP_RANGES_MAX || nids > GY_WIRE_OP_RANGES_MAX || (nentries && !entries) ||
+      (nids && !ids))
+    return GY_EINVAL;
+  Gyro__QuarantineEntry qe[nentries ? nentries : 1];
+  Gyro__QuarantineEntry *pq[nentries ? nentries : 1];
+  Gyro__QuarantineRequest req = GYRO__QUARANTINE_REQUEST__INIT;
+  req.op = (Gyro__QuarantineRequest__Op)op;
+  req.token = s_(token);
+  for (size_t i = 0; i < nentries; i++) {
+    const gy_wire_op_qentry_t *e = &entries[i];
+    gyro__quarantine_entry__init(&qe[i]);
+    qe[i].id = e->id;
+    qe[i].channel = s_(e->channel);
+    qe[i].file = s_(e->file);
+    qe[i].offset = e->offset;
+    qe[i].length = e->length;
+    qe[i].document = e->document;
+    qe[i].reason = s_(e->reason);
+    pq[i] = &qe[i];
+  }
+  req.n_entries = nentries;
+  req.entries = nentries ? pq : NULL;
+  req.n_ids = nids;
+  req.ids = (uint64_t *)ids;
+  req.after_id = after_id;
+  req.limit = limit;
+  return pack(&req.base, buf, len);
+}
+
 /* ----------------------------------------- replies ----------------------------------------- */
 
 static const ProtobufCMessageDescriptor *reply_desc(gy_wire_op_reply_kind_t kind) {
@@ -123,6 +156,8 @@ static const ProtobufCMessageDescriptor *reply_desc(gy_wire_op_reply_kind_t kind
     return &gyro__policy_reply__descriptor;
   case GY_WIRE_OP_WATCH_MSG:
     return &gyro__watch_msg__descriptor;
+  case GY_WIRE_OP_QUARANTINE_REPLY:
+    return &gyro__quarantine_reply__descriptor;
   }
   return NULL;
 }
@@ -154,6 +189,8 @@ static size_t view_bytes(gy_wire_op_reply_kind_t kind, const ProtobufCMessage *m
       return view_bytes(GY_WIRE_OP_STATUS_REPLY, &w->status->base);
     return sizeof(gy_wire_op_event_t);
   }
+  case GY_WIRE_OP_QUARANTINE_REPLY:
+    return ((const Gyro__QuarantineReply *)m)->n_entries * sizeof(gy_wire_op_qentry_t);
   default:
     return 0;
   }
@@ -267,6 +304,36 @@ int gy_wire_op_reply_decode(gy_wire_op_reply_kind_t kind, const uint8_t *buf, si
   case GY_WIRE_OP_POLICY_REPLY:
     out->yaml = s_(((const Gyro__PolicyReply *)m)->yaml);
     break;
+  case GY_WIRE_OP_QUARANTINE_REPLY: {
+    const Gyro__QuarantineReply *r = (const Gyro__QuarantineReply *)m;
+    gy_wire_op_qentry_t *qe = take(&mem, r->n_entries, sizeof(*qe));
+    for (size_t i = 0; i < r->n_entries; i++) {
+      const Gyro__QuarantineEntry *e = r->entries[i];
+      qe[i] = (gy_wire_op_qentry_t){.id = e->id,
+                                    .channel = s_(e->channel),
+                                    .file = s_(e->file),
+                                    .offset = e->offset,
+                                    .length = e->length,
+                                    .document = e->document,
+                                    .reason = s_(e->reason),
+                                    .first_step = e->first_step,
+                                    .sample = e->sample,
+                                    .released = e->released != 0,
+                                    .loss = e->loss,
+                                    .median = e->median,
+                                    .threshold = e->threshold,
+                                    .hits = e->hits,
+                                    .changed_step = e->changed_step};
+    }
+    out->qentries = qe;
+    out->nqentries = r->n_entries;
+    out->seq = r->seq;
+    out->at_step = r->at_step;
+    out->qtotal = r->total;
+    out->qactive = r->active;
+    out->qnext_id = r->next_id;
+    break;
+  }
   case GY_WIRE_OP_WATCH_MSG: {
     const Gyro__WatchMsg *w = (const Gyro__WatchMsg *)m;
     if (w->msg_case == GYRO__WATCH_MSG__MSG_EVENT && w->event) {

@@ -65,6 +65,38 @@ int gy_wire_op_policy_set_encode(const char *yaml, const char *name, const char 
                                  uint8_t **buf, size_t *len);
 int gy_wire_op_watch_encode(int steps, const char *token, uint8_t **buf, size_t *len);
 
+/* One entry of the quarantine list (gyro.QuarantineEntry), in a request (ADD: channel, file,
+ * offset, length, reason) or a reply (every field). */
+typedef struct {
+  uint64_t id;
+  const char *channel, *file;
+  uint64_t offset, length;
+  int64_t document;
+  const char *reason;
+  int64_t first_step;
+  uint64_t sample;
+  int released;
+  float loss, median, threshold;
+  uint32_t hits;
+  int64_t changed_step;
+} gy_wire_op_qentry_t;
+
+/* What a Quarantine call asks for: the values of gyro.QuarantineRequest.Op. */
+typedef enum {
+  GY_WIRE_OP_QUAR_LIST = 0,
+  GY_WIRE_OP_QUAR_ADD = 1,
+  GY_WIRE_OP_QUAR_RELEASE = 2,
+} gy_wire_op_quar_op_t;
+
+/* A QuarantineRequest: LIST asks for a page (the entries with id > after_id, at most limit: 0
+ * is the controller's page, 4096), ADD sends entries (at most GY_WIRE_OP_RANGES_MAX), RELEASE
+ * ids (as many). */
+#define GY_WIRE_OP_QUAR_PAGE 4096
+int gy_wire_op_quarantine_encode(gy_wire_op_quar_op_t op, const char *token,
+                                 const gy_wire_op_qentry_t *entries, size_t nentries,
+                                 const uint64_t *ids, size_t nids, uint64_t after_id,
+                                 uint32_t limit, uint8_t **buf, size_t *len);
+
 /* ----------------------------------------- replies ----------------------------------------- */
 
 typedef struct {
@@ -126,6 +158,7 @@ typedef enum {
   GY_WIRE_OP_CHECKPOINTS_REPLY, /* gyro.CheckpointsReply: checkpoints, best_step */
   GY_WIRE_OP_POLICY_REPLY,      /* gyro.PolicyReply: yaml */
   GY_WIRE_OP_WATCH_MSG,         /* gyro.WatchMsg: watch says which of event, status is set */
+  GY_WIRE_OP_QUARANTINE_REPLY,  /* gyro.QuarantineReply: qentries, seq, at_step, qtotal, qactive */
 } gy_wire_op_reply_kind_t;
 
 /* What a WatchMsg holds. */
@@ -147,6 +180,9 @@ typedef struct {
   int64_t best_step;
   const char *yaml;
   gy_wire_op_watch_kind_t watch;
+  const gy_wire_op_qentry_t *qentries;
+  size_t nqentries;
+  uint64_t qtotal, qactive, qnext_id;
   void *msg_; /* private: the unpacked message */
   void *mem_; /* private: the arrays above */
 } gy_wire_op_reply_t;

@@ -3,7 +3,8 @@
  * that they can be tested against a scripted agent (tests/unit/test_directive.c).
  *
  * API, in order: gy_directive_merge_hparams (the present hyper-parameters over the knobs),
- * gy_directive_apply (one directive between two steps: apply, print its record, acknowledge).
+ * gy_directive_quarantine (quarantine entries into the trainer), gy_directive_apply (one
+ * directive between two steps: apply, print its record, acknowledge).
  *
  * What each kind does: CHECKPOINT and STOP write the checkpoint of the current step through to
  * the disk (and, with evaluation on, evaluate it unless a periodic checkpoint of this step was
@@ -11,8 +12,11 @@
  * ROLLBACK checks everything first (to_step within the steps done, non-empty skip ranges, the
  * hyper-parameters over the current knobs), then restores to_step, forgets the later
  * checkpoints, puts back the skip list in force and adds its ranges (a skip is never undone),
- * and merges its hyper-parameters from to_step; PAUSE and RESUME change nothing here (the
- * controller withholds grants).
+ * and merges its hyper-parameters from to_step; QUARANTINE adds (or, for a released entry,
+ * removes) its regions in the trainer's quarantine, each file and offset converted to the
+ * channel's stream (gy_directive_quarantine, which the assignment's list goes through too);
+ * SET_GUARD replaces the guard's settings (refused when they fail gy_guard_check: the guard
+ * stays); PAUSE and RESUME change nothing here (the controller withholds grants).
  *
  * Invariants: every directive is acknowledged exactly once, ok or with why; a refused
  * SET_HPARAMS leaves the knobs, and a refused ROLLBACK the whole trainer, as they were, and the
@@ -162,6 +166,66 @@ static int rollback(gy_trainer_t *tr, const gy_agent_directive_t *dir, int64_t s
   return rc;
 }
 
+/* The index of the shard of channel ch that `file` names (see gy_directive_quarantine), or
+ * -1. */
+static int find_shard(gy_data_t *d, int ch, const char *file) {
+  const char *slash = strrchr(file, '/');
+  const char *base = slash ? slash + 1 : file;
+  size_t lf = strlen(file);
+  int by_base = -1, nbase = 0;
+  for (int k = 0;; k++) {
+    const char *p = gy_data_file_path(d, ch, k);
+    if (!p) break;
+    if (!strcmp(p, file)) return k;
+    size_t lp = strlen(p);
+    const char *lng = lp > lf ? p : file, *sht = lp > lf ? file : p;
+    size_t ll = lp > lf ? lp : lf, ls = lp > lf ? lf : lp;
+    if (ll > ls && !strcmp(lng + ll - ls, sht) && (sht[0] == '/' || lng[ll - ls - 1] == '/'))
+      return k;
+    const char *ps = strrchr(p, '/');
+    if (!strcmp(ps ? ps + 1 : p, base)) {
+      by_base = k;
+      nbase++;
+    }
+  }
+  return nbase == 1 ? by_base : -1;
+}
+
+int gy_directive_quarantine(gy_trainer_t *tr, const gy_agent_quar_t *q, int n, const char *what) {
+  gy_data_t *d = gy_trainer_data(tr);
+  int applied = 0;
+  for (int i = 0; i < n; i++) {
+    const gy_agent_quar_t *e = &q[i];
+    int ch = gy_data_channel_index(d, e->channel);
+    int file = ch < 0 ? -1 : find_shard(d, ch, e->file);
+    uint64_t first, last;
+    if (file < 0 || !e->length || e->offset >= gy_data_file_tokens(d, ch, file) ||
+        gy_data_stream_offset(d, ch, file, e->offset, &first)) {
+      gy_log(GY_LOG_WARN, "worker",
+             "%s: quarantine of %s %s [%" PRIu64 ", +%" PRIu64 ") skipped: %s", what, e->channel,
+             e->file, e->offset, e->length,
+             ch < 0       ? "no such channel here"
+             : file < 0   ? "no such shard in the channel"
+             : !e->length ? "an empty range"
+                          : "the offset is past the shard's end");
+      continue;
+    }
+    uint64_t end = gy_data_file_tokens(d, ch, file);
+    uint64_t len = e->length > end - e->offset ? end - e->offset : e->length;
+    last = first + len;
+    int rc = e->released ? gy_trainer_quarantine_remove(tr, ch, first, last)
+                         : gy_trainer_quarantine_add(tr, ch, first, last);
+    if (rc == GY_ENOMEM) return rc;
+    if (rc < 0) {
+      gy_log(GY_LOG_WARN, "worker", "%s: quarantine of %s %s: %s", what, e->channel, e->file,
+             gy_strerror(rc));
+      continue;
+    }
+    applied++;
+  }
+  return applied;
+}
+
 /* Applies one directive between two steps, prints its record and acknowledges it (ROLLBACK:
  * with step = to_step, and the trainer is then at to_step). steps: the run's steps. Returns 1
  * when the worker must stop (STOP), 0 to go on, or a negative error (reason printed). */
@@ -173,6 +237,7 @@ int gy_directive_apply(const gy_directive_agent_t *ag, gy_trainer_t *tr,
   double t0 = wall_s();
   int from_memory = dir->kind == GY_DIRECTIVE_ROLLBACK && gy_trainer_in_memory(tr, dir->to_step);
   uint64_t ckpt_bytes = 0; /* CHECKPOINT / STOP: the size of this rank's file, for the ack */
+  int quar_applied = 0;    /* QUARANTINE: the entries this worker could apply */
   switch (dir->kind) {
   case GY_DIRECTIVE_CHECKPOINT:
   case GY_DIRECTIVE_STOP:
@@ -200,6 +265,17 @@ int gy_directive_apply(const gy_directive_agent_t *ag, gy_trainer_t *tr,
     rc = check_rollback(tr, dir, done, steps, err, sizeof(err));
     if (!rc) rc = rollback(tr, dir, steps, &unchanged, err, sizeof(err));
     break;
+  case GY_DIRECTIVE_QUARANTINE: {
+    int n = gy_directive_quarantine(tr, dir->quar, dir->nquar, "directive");
+    if (n < 0)
+      rc = n;
+    else
+      quar_applied = n;
+    break;
+  }
+  case GY_DIRECTIVE_SET_GUARD:
+    rc = gy_trainer_set_guard(tr, &dir->guard, err, sizeof(err));
+    break;
   case GY_DIRECTIVE_PAUSE: /* the controller withholds grants until RESUME: nothing to do */
   case GY_DIRECTIVE_RESUME:
   default:
@@ -219,6 +295,16 @@ int gy_directive_apply(const gy_directive_agent_t *ag, gy_trainer_t *tr,
     json_object_set_new(o, "reason", json_string(dir->reason));
     json_object_set_new(o, "restored_from", json_string(from_memory ? "memory" : "disk"));
   }
+  if (dir->kind == GY_DIRECTIVE_QUARANTINE) {
+    json_t *qa = json_array();
+    for (int i = 0; i < dir->nquar; i++)
+      json_array_append_new(
+          qa, json_pack("{s:s, s:s, s:I, s:I, s:b}", "channel", dir->quar[i].channel, "file",
+                        dir->quar[i].file, "offset", (json_int_t)dir->quar[i].offset, "length",
+                        (json_int_t)dir->quar[i].length, "released", dir->quar[i].released));
+    json_object_set_new(o, "quarantine", qa);
+    json_object_set_new(o, "applied", json_integer(quar_applied));
+  }
   double t1 = wall_s();
   json_object_set_new(o, "ts", json_real(t1));
   json_object_set_new(o, "apply_ms", json_real((t1 - t0) * 1e3));
@@ -231,10 +317,11 @@ int gy_directive_apply(const gy_directive_agent_t *ag, gy_trainer_t *tr,
   int64_t ack_step = dir->kind == GY_DIRECTIVE_ROLLBACK && !rc ? dir->to_step : done;
   ag->ack(ag->ctx, dir->seq, ack_step, rc == 0, rc ? err : NULL, ckpt_bytes);
   /* A failed checkpoint is a broken disk: stop rather than train on without one. A refused
-   * hyper-parameter change leaves the knobs as they were, and a refused rollback the whole
-   * state: training goes on (the controller decides what next). A rollback that failed half
-   * way has left a state nobody asked for: stop. */
-  if (rc && dir->kind != GY_DIRECTIVE_SET_HPARAMS &&
+   * hyper-parameter change leaves the knobs as they were, a refused guard setting the guard,
+   * and a refused rollback the whole state: training goes on (the controller decides what
+   * next). A rollback that failed half way has left a state nobody asked for: stop, and so does
+   * a quarantine that ran out of memory half way (the ranks would train on different data). */
+  if (rc && dir->kind != GY_DIRECTIVE_SET_HPARAMS && dir->kind != GY_DIRECTIVE_SET_GUARD &&
       !(dir->kind == GY_DIRECTIVE_ROLLBACK && unchanged))
     return rc;
   return stop;

@@ -1,7 +1,7 @@
 /* directive: what a controller's directive does to the trainer in gyro-worker's supervised mode
- * (checkpoint, stop, hyper-parameters, rollback, pause, resume), applied between two steps and
- * acknowledged. The agent is reached through gy_directive_agent_t, so tests drive the module
- * with a scripted agent; gyro-worker passes libgyro-agent's functions. */
+ * (checkpoint, stop, hyper-parameters, rollback, pause, resume, quarantine, guard settings),
+ * applied between two steps and acknowledged. The agent is reached through gy_directive_agent_t, so
+ * tests drive the module with a scripted agent; gyro-worker passes libgyro-agent's functions. */
 #ifndef GY_DIRECTIVE_H
 #define GY_DIRECTIVE_H
 
@@ -31,6 +31,15 @@ typedef struct {
  * value; nothing is range-checked here. */
 void gy_directive_merge_hparams(gy_knobs_t *k, const gy_agent_hparams_t *h, int64_t from,
                                 int64_t steps);
+
+/* Applies quarantine entries, in order (an assignment's list, or a QUARANTINE directive's), to
+ * the trainer: each entry's file is found among its channel's shards (the same path; else one is
+ * the other's tail at a '/'; else the only shard of that base name), its token range is clipped
+ * to the file and converted to the channel's stream (gy_data_stream_offset), and added to the
+ * quarantine (released: removed). An entry naming a channel or file this worker does not have,
+ * or an offset past its file's end, is logged (what names the source) and skipped. Returns the
+ * number applied, or GY_ENOMEM. */
+int gy_directive_quarantine(gy_trainer_t *tr, const gy_agent_quar_t *q, int n, const char *what);
 
 /* Applies one directive between two steps, prints its record on stdout and acknowledges it
  * through ag (ROLLBACK: with step = to_step, and the trainer is then at to_step). steps: the

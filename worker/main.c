@@ -294,8 +294,8 @@ static const gy_gpu_health_t *gpu_watch_read(gpu_watch_t *g, int64_t step) {
 }
 
 static void report_step(gy_agent_t *a, const gy_trainer_t *tr, gy_data_t *d,
-                        const gy_step_report_t *r, double compute_ms,
-                        int64_t ckpt_step, uint64_t ckpt_bytes, const gy_gpu_health_t *h) {
+                        const gy_step_report_t *r, double compute_ms, int64_t ckpt_step,
+                        uint64_t ckpt_bytes, const gy_gpu_health_t *h) {
   gy_agent_gpu_t gpu;
   if (h)
     gpu = (gy_agent_gpu_t){.index = h->index,
@@ -428,6 +428,26 @@ static void directive_eval(void *ctx, int64_t step, const gy_eval_report_t *ev) 
   report_eval(c->a, c->rank, c->d, step, ev, 1);
 }
 
+/* An assignment's guard settings and quarantine list into the trainer (after its checkpoint is
+ * restored). 0, or an error (printed). */
+static int apply_assignment(gy_trainer_t *tr, const gy_agent_assignment_t *asg, int rank) {
+  char err[512];
+  int rc;
+  if (asg->has_guard && (rc = gy_trainer_set_guard(tr, &asg->guard, err, sizeof(err)))) {
+    fprintf(stderr, "gyro-worker: rank %d: the policy's guard settings: %s\n", rank, err);
+    return rc;
+  }
+  if (!asg->nquar) return 0;
+  int n = gy_directive_quarantine(tr, asg->quar, asg->nquar, "assignment");
+  if (n < 0) {
+    fprintf(stderr, "gyro-worker: rank %d: the quarantine in force: %s\n", rank, gy_strerror(n));
+    return n;
+  }
+  gy_log(GY_LOG_INFO, "worker", "rank %d: quarantine in force: %d of %d entries applied", rank, n,
+         asg->nquar);
+  return 0;
+}
+
 static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
   gy_agent_t *a = NULL;
   gy_trainer_t *tr = NULL;
@@ -506,6 +526,9 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
               asg.skip[2 * i], asg.skip[2 * i + 1], gy_strerror(rc));
       goto out;
     }
+  /* the run policy's guard and the quarantine in force (the checkpoint may predate entries) */
+  if ((rc = apply_assignment(tr, &asg, par.rank))) goto out;
+  uint64_t asg_gen = asg.generation;
   gy_data_t *d = gy_trainer_data(tr);
   int64_t steps = cfg.steps;
   directive_ctx_t dctx = {.a = a, .rank = par.rank, .d = d};
@@ -542,6 +565,16 @@ static int run_supervised(const supervised_opts_t *so, gy_parallel_t par) {
               par.rank, done, gy_agent_errmsg(a)[0] ? gy_agent_errmsg(a) : gy_strerror(rc));
       exit_code = 1;
       break;
+    }
+    /* rejoined a newer gang at the same step (the agent went on by itself): its assignment may
+     * carry guard settings and quarantine changes made while there was no gang */
+    const gy_agent_assignment_t *cur = gy_agent_assignment(a);
+    if (cur && cur->generation != asg_gen) {
+      asg_gen = cur->generation;
+      if (apply_assignment(tr, cur, par.rank)) {
+        exit_code = 1;
+        break;
+      }
     }
     gy_step_report_t r;
     int64_t waited0 = gy_comm_blocked_ns(); /* the step's own work excludes waiting for peers */

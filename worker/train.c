@@ -103,6 +103,7 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
   if (!t) return GY_ENOMEM;
   gy_skiplist_init(&t->skip);
   gy_quarantine_init(&t->quar);
+  gy_quarantine_init(&t->quar_released);
   pthread_mutex_init(&t->mu, NULL);
   pthread_cond_init(&t->cv, NULL);
   int threads = cfg->threads > 0 ? cfg->threads : omp_get_num_procs();
@@ -300,8 +301,8 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
   t->used = malloc((size_t)t->B * sizeof(uint64_t));
   if (t->device == GY_DEVICE_CUDA) t->top1 = malloc(N * sizeof(int));
   rc = GY_ENOMEM;
-  if (!t->inputs || !t->targets || !t->chans || !t->ids || !t->tok || !t->gstats ||
-      !t->verdict || !t->gkeep || !t->used || (t->device == GY_DEVICE_CUDA && !t->top1))
+  if (!t->inputs || !t->targets || !t->chans || !t->ids || !t->tok || !t->gstats || !t->verdict ||
+      !t->gkeep || !t->used || (t->device == GY_DEVICE_CUDA && !t->top1))
     goto err;
   {
     gy_guard_opts_t go;
@@ -342,6 +343,7 @@ void gy_trainer_destroy(gy_trainer_t *t) {
     gy_ckpt_buf_unref(t->ring[i]);
   gy_guard_destroy(t->guard);
   gy_quarantine_free(&t->quar);
+  gy_quarantine_free(&t->quar_released);
   free(t->used);
   free(t->gkeep);
   free(t->verdict);
@@ -435,11 +437,16 @@ const gy_guard_opts_t *gy_trainer_guard(const gy_trainer_t *t) {
 
 int gy_trainer_quarantine_add(gy_trainer_t *t, int channel, uint64_t first, uint64_t last) {
   if (channel < 0 || channel >= gy_data_nchannels(t->data)) return GY_EINVAL;
-  return gy_quarantine_add(&t->quar, channel, first, last);
+  int rc = gy_quarantine_add(&t->quar, channel, first, last);
+  if (rc < 0) return rc;
+  int r2 = gy_quarantine_remove(&t->quar_released, channel, first, last);
+  return r2 < 0 ? r2 : rc;
 }
 
 int gy_trainer_quarantine_remove(gy_trainer_t *t, int channel, uint64_t first, uint64_t last) {
   if (channel < 0 || channel >= gy_data_nchannels(t->data) || first >= last) return GY_EINVAL;
+  int r2 = gy_quarantine_add(&t->quar_released, channel, first, last);
+  if (r2 < 0) return r2;
   return gy_quarantine_remove(&t->quar, channel, first, last);
 }
 
@@ -502,6 +509,9 @@ static int quarantine_masked(gy_trainer_t *t, gy_step_report_t *rep) {
     int rc = gy_quarantine_add(&t->quar, m->channel, m->q_first, m->q_last);
     if (rc < 0) return rc;
     m->q_new = rc;
+    /* found bad again: a restore keeps it whatever the operator released before */
+    if ((rc = gy_quarantine_remove(&t->quar_released, m->channel, m->q_first, m->q_last)) < 0)
+      return rc;
   }
   return 0;
 }

@@ -56,9 +56,9 @@ typedef struct {
   gy_sample_loss_t bottom[GY_TOPK_MAX]; /* best samples, lowest loss first (a drop's suspects) */
   /* The guard. The figures above count only the kept samples (a masked sample is not trained,
    * so it is not in the step's loss either); top and bottom are kept samples. */
-  int samples;                          /* samples of the step (the gang's), masked included */
-  uint64_t ch_masked[GY_MAX_CHANNELS];  /* masked samples per channel */
-  int nmasked;                          /* listed in masked (at most GY_MASKED_MAX) */
+  int samples;                         /* samples of the step (the gang's), masked included */
+  uint64_t ch_masked[GY_MAX_CHANNELS]; /* masked samples per channel */
+  int nmasked;                         /* listed in masked (at most GY_MASKED_MAX) */
   gy_masked_sample_t masked[GY_MASKED_MAX];
 } gy_step_report_t;
 
@@ -115,7 +115,7 @@ int gy_trainer_step(gy_trainer_t *t, gy_step_report_t *rep);
  * same figures; a fixed layout gives the same figures every time. */
 int gy_trainer_eval(gy_trainer_t *t, gy_eval_report_t *rep);
 int64_t gy_trainer_step_count(const gy_trainer_t *t); /* steps completed */
-int gy_trainer_seq_len(const gy_trainer_t *t);       /* T: a sample is T + 1 tokens */
+int gy_trainer_seq_len(const gy_trainer_t *t);        /* T: a sample is T + 1 tokens */
 
 /* The run-time knobs: read them, or change any of them between two steps (validated; on error
  * nothing changes). */
@@ -136,7 +136,10 @@ const gy_guard_opts_t *gy_trainer_guard(const gy_trainer_t *t);
 /* Quarantine by content (worker/data.h): ranges of a channel's token stream never trained on
  * again; a sample that overlaps one is replaced by the next of its channel's order (the step
  * after a masked sample quarantines its region on every rank alike). The set survives a restore
- * (a checkpoint's set is added to it). add: 1 grew, 0 held already; remove: 1 changed. */
+ * (a checkpoint's set is added to it), except what was removed since: remove (the operator's
+ * release) is remembered, and a restore takes those ranges out of the checkpoint's set; add (or
+ * the guard masking a sample there again) forgets the release. add: 1 grew, 0 held already;
+ * remove: 1 changed. */
 int gy_trainer_quarantine_add(gy_trainer_t *t, int channel, uint64_t first, uint64_t last);
 int gy_trainer_quarantine_remove(gy_trainer_t *t, int channel, uint64_t first, uint64_t last);
 const gy_quarantine_t *gy_trainer_quarantined(const gy_trainer_t *t);

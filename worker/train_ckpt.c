@@ -8,9 +8,9 @@
  *
  * Checkpoint blobs: "param/<tensor>", "adam_m/<tensor>", "adam_v/<tensor>" for every tensor of
  * the model, and "state", a JSON object (step, RNG, knobs, skip list, data cursor, and the guard's
- * recent figures as hex, worker/guard.h; a checkpoint without them starts the guard afresh). Restoring
- * validates everything before it changes anything: a refused checkpoint leaves the trainer as
- * it was.
+ * recent figures as hex, worker/guard.h; a checkpoint without them starts the guard afresh).
+ * Restoring validates everything before it changes anything: a refused checkpoint leaves the
+ * trainer as it was.
  *
  * Snapshots: a checkpoint is serialized in memory (the training thread pays one copy and the
  * checksums), kept in a ring of the last K, and written to disk by a background thread. Once
@@ -583,6 +583,16 @@ static int apply_view(gy_trainer_t *t, const gy_ckpt_view_t *v, const char *what
       return GY_ENOMEM;
     }
   gy_quarantine_free(&quar);
+  /* ... but not what the operator released since (the checkpoint may predate the release) */
+  for (size_t i = 0; i < t->quar_released.n; i++) {
+    const gy_qregion_t *x = &t->quar_released.r[i];
+    if (gy_quarantine_remove(&t->quar, x->channel, x->first, x->last) < 0) {
+      snprintf(errmsg, errlen, "%s: out of memory restoring the quarantine", what);
+      gy_guard_destroy(guard);
+      gy_skiplist_free(&skip);
+      return GY_ENOMEM;
+    }
+  }
   /* everything checked: apply */
   float *base[3] = {gy_gpt_params(t->model), gy_adamw_m(t->opt), gy_adamw_v(t->opt)};
   for (int s = 0; s < 3; s++)

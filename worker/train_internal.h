@@ -56,9 +56,11 @@ struct gy_trainer {
   gy_guard_t *guard;
   float (*gstats)[GY_GSTAT_COUNT];
   gy_guard_verdict_t *verdict;
-  uint8_t *gkeep;        /* [B]: 1 = the sample is in the loss */
-  uint64_t *used;       /* [B]: the sample index each id's tokens came from */
-  gy_quarantine_t quar; /* quarantined regions (worker/data.h) */
+  uint8_t *gkeep;                /* [B]: 1 = the sample is in the loss */
+  uint64_t *used;                /* [B]: the sample index each id's tokens came from */
+  gy_quarantine_t quar;          /* quarantined regions (worker/data.h) */
+  gy_quarantine_t quar_released; /* released by the operator (gy_trainer_quarantine_remove):
+                                    a restore does not bring them back from a checkpoint */
   /* checkpoints */
   gy_ckpt_buf_t *ring[MAX_RING];
   gy_ckpt_writer_t *writer;

@@ -1,5 +1,5 @@
-// gyro dashboard: polls the controller's /api/series and /api/events, draws the curves with uPlot
-// and every repair on them. Plain script, no build step, nothing fetched from elsewhere.
+// gyro dashboard: polls the controller's /api/series, /api/events and /api/quarantine, draws the
+// curves with uPlot and every repair on them, and lists the quarantine. Plain script, no build step, nothing fetched from elsewhere.
 //
 // Data flow: series arrive as columns (steps, loss, loss_ch{name}, grad norms, lr, tokens_per_s,
 // rank_tokens_per_s[rank]) for the steps after the newest one we hold (?since=STEP). A rollback
@@ -310,6 +310,40 @@ function renderCloze() {
   sec.classList.add("has-data");
 }
 
+// The quarantine list (/api/quarantine, the newest changes first): regions of shard files the
+// workers' guard or the operator took out of training. Polled at most every QUAR_MS.
+const QUAR_MS = 5000;
+let quarAt = 0;
+async function pollQuarantine() {
+  if (Date.now() - quarAt < QUAR_MS) return;
+  quarAt = Date.now();
+  const q = await getJSON("/api/quarantine");
+  const sec = $("#quarantine"), body = $("#q-body");
+  body.textContent = "";
+  const list = q.entries || [];
+  if (!list.length) {
+    sec.classList.remove("has-data");
+    return;
+  }
+  $("#q-sum").textContent = q.total + " entries, " + q.active + " active" +
+      (q.shown < q.total ? " (the newest " + q.shown + " changes shown; gyroctl quarantine list " +
+                           "has them all)" : "");
+  for (const e of list) {
+    const tr = el("tr", e.released ? "released" : "");
+    tr.dataset.step = e.changed_step;
+    tr.append(el("td", "num", String(e.id)), el("td", null, e.released ? "released" : "active"),
+              el("td", null, e.channel), el("td", "file", e.file),
+              el("td", "num", e.offset + " +" + e.length),
+              el("td", "num", e.document >= 0 ? String(e.document) : "–"), el("td", null, e.reason),
+              el("td", "num", e.first_step >= 0 ? String(e.first_step) : "operator"),
+              el("td", "num", String(e.hits)),
+              el("td", "num", e.first_step >= 0 ? fmt(e.loss, 2) + " (" + fmt(e.median, 2) +
+                                                  " + " + fmt(e.threshold, 2) + ")" : "–"));
+    body.append(tr);
+  }
+  sec.classList.add("has-data");
+}
+
 // ---- header and events ----
 
 function renderHeader() {
@@ -382,6 +416,7 @@ async function tick() {
     render();
     renderCloze();
     renderHeader();
+    await pollQuarantine();
     if (st.events.length !== evCount) {
       evCount = st.events.length;
       renderEvents();

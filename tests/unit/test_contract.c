@@ -59,5 +59,6 @@ int main(void) {
   CHECK(!strcmp(GY_METHOD_OPERATOR_POLICY_SHOW, listed[8].path));
   CHECK(!strcmp(GY_METHOD_OPERATOR_POLICY_SET, listed[9].path));
   CHECK(!strcmp(GY_METHOD_OPERATOR_CHECKPOINTS, listed[10].path));
+  CHECK(!strcmp(GY_METHOD_OPERATOR_QUARANTINE, listed[11].path));
   GY_TEST_END();
 }

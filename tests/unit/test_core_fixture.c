@@ -9,7 +9,9 @@
  *   - fake time never goes back, and every coordinator move is in its table.
  * The cases drive the repair coordinator through its transitions with real inputs (a loss
  * spike, a worker lost, an operator's rollback, a store that does not answer, the run's end),
- * and the last case checks that each transition of the coordinator was taken. */
+ * the workers' guard (masked samples told, quarantined, journaled and recovered; a masked share
+ * over the policy rolled back) and the operator's quarantine, and the last case checks that each
+ * transition of the coordinator was taken. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,7 @@
 #include "common/log.h"
 #include "controller/core.h"
 #include "controller/repair.h"
+#include "controller/telemetry.h"
 #include "tests/test.h"
 
 #define WORLD 2
@@ -41,6 +44,15 @@ typedef struct worker {
   int rollbacks;     /* applied: the bad data is skipped from then on */
   double compute_ms; /* its own work per step, as its reports say (0: not measured) */
   int64_t spike_from, spike_to;
+  /* the guard: rank 0 reports nmask masked samples (of 8) in steps [mask_from, mask_to) until a
+   * rollback skips them (as the bad data), the region of each at mask_off + i * 4096 (every step
+   * the same regions: deduplicated) */
+  int64_t mask_from, mask_to;
+  int nmask;
+  uint64_t mask_off;
+  int quar_dirs, guard_dirs; /* QUARANTINE and SET_GUARD directives applied */
+  int quar_released;         /* ... of which entries released */
+  gy_guard_opts_t guard;     /* the guard settings a SET_GUARD gave */
 } worker_t;
 
 typedef struct {
@@ -63,6 +75,11 @@ typedef struct {
   int64_t mono_reads;
   int dismissed;
   int straggler_alerts;
+  size_t assigned_quar;           /* entries the last assignment carried */
+  gy_guard_opts_t assigned_guard; /* its guard */
+  char *quar_recs[MAXQ];          /* the quarantine entries' journal records written */
+  int nquar_recs;
+  char last_event[GY_EVENT_NKINDS][1400]; /* the text of the last event of each kind */
 } fx_t;
 
 static fx_t *g_fx; /* the stub's io->ud */
@@ -125,9 +142,10 @@ static void io_send(void *ud, const gy_fleet_action_t *a) {
     deliver(f, by_rank(f, r), a);
 }
 
-static void io_assign(void *ud, const gy_fleet_action_t *a, const gy_skipset_t *skips) {
+static void io_assign(void *ud, const gy_fleet_action_t *a, const gy_io_assign_t *x) {
   fx_t *f = ud;
-  (void)skips;
+  f->assigned_quar = x->nquar;
+  f->assigned_guard = x->guard ? *x->guard : f->assigned_guard;
   for (int i = 0; i < NW; i++) {
     worker_t *w = &f->w[i];
     if (!w->used || w->handle != a->join_handle) continue;
@@ -164,7 +182,10 @@ static void io_close(void *ud, int rank, const char *why) {
 static void io_event(void *ud, gy_event_kind_t kind, int64_t step, const char *msg) {
   fx_t *f = ud;
   (void)step;
-  if (kind >= 0 && kind < GY_EVENT_NKINDS) f->events_by_kind[kind]++;
+  if (kind >= 0 && kind < GY_EVENT_NKINDS) {
+    f->events_by_kind[kind]++;
+    snprintf(f->last_event[kind], sizeof(f->last_event[kind]), "%s", msg);
+  }
   if (getenv("GY_FIXTURE_VERBOSE"))
     fprintf(stderr, "[%lld] event %s: %s\n", (long long)f->now, gy_event_kind_name(kind), msg);
 }
@@ -214,6 +235,7 @@ static worker_t *add_worker(fx_t *f, int i) {
   w->used = w->running = 1;
   snprintf(w->id, sizeof(w->id), "w%d", i);
   w->spike_from = w->spike_to = -1;
+  w->mask_from = w->mask_to = -1;
   return w;
 }
 
@@ -264,6 +286,8 @@ static fx_t *fx_new(const gy_core_opts_t *o) {
 static void fx_free(fx_t *f) {
   for (int i = 0; i < f->njq; i++)
     gy_jrec_free(f->jq[i]);
+  for (int i = 0; i < f->nquar_recs; i++)
+    free(f->quar_recs[i]);
   gy_core_destroy(f->c);
   free(f);
 }
@@ -316,6 +340,15 @@ static int worker_turn(fx_t *f, worker_t *w) {
       w->horizon = w->dir.to_step;
       w->rollbacks++;
     }
+    if (w->dir.dir_kind == GY_DIR_QUARANTINE && w->dir.qdir) {
+      w->quar_dirs++;
+      for (int k = 0; k < w->dir.qdir->nentries; k++)
+        w->quar_released += w->dir.qdir->entries[k].released;
+    }
+    if (w->dir.dir_kind == GY_DIR_SET_GUARD && w->dir.qdir) {
+      w->guard_dirs++;
+      w->guard = w->dir.qdir->guard;
+    }
     CHECK_EQ_INT(gy_core_ack(c, w->rank, w->gen, w->dir.seq, w->rank, 1, "", 0), 0);
     return 1;
   }
@@ -341,7 +374,28 @@ static int worker_turn(fx_t *f, worker_t *w) {
                            .has_checkpoint = (s + 1) % CKPT_EVERY == 0,
                            .checkpoint_step = s + 1};
     gy_core_sample_t top[1] = {{(uint64_t)(s * 8 + w->rank), (float)loss_of(w, s), "en"}};
-    int rc = gy_core_report(c, w->rank, &r, top, 1, NULL, 0);
+    /* the guard's figures: rank 0's report carries the gang's */
+    gy_core_masked_t mk[8];
+    uint64_t chm[1] = {0};
+    gy_core_guard_t g = {.samples = 8, .ch_masked = chm, .masked = mk};
+    if (w->rank == 0 && !w->rollbacks && s >= w->mask_from && s < w->mask_to) {
+      for (int i = 0; i < w->nmask && i < 8; i++)
+        mk[i] = (gy_core_masked_t){.id = (uint64_t)(s * 8 + i),
+                                   .channel = "en",
+                                   .reason = "loss_high",
+                                   .loss = 9.0f,
+                                   .median = 2.5f,
+                                   .threshold = 1.5f,
+                                   .file = "/d/en/train_000.bin",
+                                   .offset = w->mask_off + (uint64_t)i * 4096 + 100,
+                                   .length = 65,
+                                   .document = 3 + i,
+                                   .region_offset = w->mask_off + (uint64_t)i * 4096,
+                                   .region_length = 1000};
+      chm[0] = (uint64_t)w->nmask;
+      g.nmasked = (size_t)w->nmask;
+    }
+    int rc = gy_core_report(c, w->rank, &r, top, 1, NULL, 0, w->rank == 0 ? &g : NULL);
     CHECK_MSG(rc == 0, "report of step %lld by rank %d: %s", (long long)s, w->rank,
               gy_core_errmsg(c));
     w->done++;
@@ -359,6 +413,16 @@ static int store_turn(fx_t *f) {
     f->njq--;
     if (r->kind == GY_JREC_INTENT) f->intents_written[f->nintents++] = r->in.seq;
     if (r->kind == GY_JREC_CKPT) f->manifests[f->nmanifests++] = r->step;
+    if (r->kind == GY_JREC_QUAR && f->nquar_recs < MAXQ) {
+      /* the journal keeps one record per entry: a newer one replaces it */
+      int k = 0;
+      while (k < f->nquar_recs && strstr(f->quar_recs[k], "\"id\":") &&
+             strtoull(strstr(f->quar_recs[k], "\"id\":") + 5, NULL, 10) != r->id)
+        k++;
+      if (k < f->nquar_recs) free(f->quar_recs[k]);
+      f->quar_recs[k] = strdup(r->text);
+      if (k == f->nquar_recs) f->nquar_recs++;
+    }
     gy_io_result_t res = {0, 1, 0, ""};
     if (r->notify) gy_core_journaled(f->c, r, &res);
     gy_jrec_free(r);
@@ -417,6 +481,13 @@ static void collect(fx_t *f) {
 
 static int64_t last_step(fx_t *f) {
   return gy_fleet_last_step(gy_core_fleet(f->c));
+}
+
+/* The guard an assignment carried is the policy's (here the default). */
+static void gy_default_guard_check(const gy_guard_opts_t *g) {
+  gy_guard_opts_t d;
+  gy_guard_default(&d);
+  CHECK(gy_guard_equal(g, &d));
 }
 
 /* ------------------------------------------- cases ------------------------------------------- */
@@ -673,6 +744,192 @@ static void test_fence(void) {
   fx_free(f);
 }
 
+/* The workers' guard masks a few samples (an eighth of each step, under the policy's share):
+ * each step is told (an event, the telemetry's counters), each region becomes one quarantine
+ * entry however many steps mask it (deduplicated), journaled and told; no repair. A controller
+ * restarted from the journal has the same entries, and its assignments carry them. */
+static void test_guard_masked(void) {
+  gy_core_opts_t o = default_opts();
+  gy_telemetry_opts_t to = {.run_name = "t", .world = WORLD};
+  gy_telemetry_t *tm;
+  char err[256];
+  REQUIRE(gy_telemetry_create(&tm, &to, err, sizeof(err)) == 0);
+  o.telemetry = tm;
+  fx_t *f = fx_new(&o);
+  worker_t *w0 = &f->w[0];
+  w0->mask_from = 30;
+  w0->mask_to = 34;
+  w0->nmask = 1;
+  w0->mask_off = 50000;
+  STEP_UNTIL(f, last_step(f) >= 33, 5000);
+  CHECK_EQ_INT(f->events_by_kind[GY_EVENT_SAMPLES_MASKED], 4);
+  const char *m = f->last_event[GY_EVENT_SAMPLES_MASKED];
+  CHECK_MSG(strstr(m, "1 of 8 samples masked (12.5%)") && strstr(m, "id 264 en loss_high") &&
+                strstr(m, "/d/en/train_000.bin:50100 doc 3"),
+            "%s", m);
+  CHECK_EQ_INT(f->events_by_kind[GY_EVENT_QUARANTINED], 1); /* the same region every step */
+  CHECK_MSG(strstr(f->last_event[GY_EVENT_QUARANTINED],
+                   "1 region quarantined by the guard: #1 en /d/en/train_000.bin [50000, 51000) "
+                   "doc 3 (loss_high)"),
+            "%s", f->last_event[GY_EVENT_QUARANTINED]);
+  const gy_quar_t *q = gy_core_quar(f->c);
+  CHECK_EQ_INT(gy_quar_count(q), 1);
+  CHECK(gy_quar_at(q, 0)->hits == 4 && gy_quar_at(q, 0)->first_step == 30);
+  /* two regions in a step: a second entry */
+  w0->mask_from = 36;
+  w0->mask_to = 37;
+  w0->nmask = 2;
+  STEP_UNTIL(f, last_step(f) >= 37, 5000);
+  CHECK_EQ_INT(gy_quar_count(q), 2);
+  CHECK_EQ_INT(f->events_by_kind[GY_EVENT_QUARANTINED], 2);
+  CHECK_EQ_INT(runstate(f), GY_RUN_TRAIN); /* an eighth or a quarter: the guard's business */
+  CHECK_EQ_INT(rstate(f), GY_REPAIR_IDLE);
+  STEP_UNTIL(f, f->nquar_recs == 2, 1000); /* journaled (best effort) */
+  CHECK(strstr(f->quar_recs[0], "\"first_step\":30") != NULL);
+  /* the telemetry: by channel and rule; the newest share */
+  char *text;
+  size_t len;
+  REQUIRE(gy_telemetry_metrics(tm, 0, &text, &len) == 0);
+  CHECK_MSG(strstr(text, "gyro_guard_masked_total{channel=\"en\",reason=\"loss_high\"} 6\n"), "%s",
+            text);
+  CHECK(strstr(text, "gyro_quarantine_entries{state=\"active\"} 2\n") != NULL);
+  CHECK(strstr(text, "gyro_guard_masked_share ") != NULL);
+  free(text);
+  json_t *qj = gy_telemetry_quarantine_json(tm);
+  CHECK(qj && json_array_size(json_object_get(qj, "entries")) == 2);
+  json_decref(qj);
+  /* a controller restarted from what the journal holds */
+  gy_journal_state_t st = {.found = 1, .quar_texts = f->quar_recs, .nquar = 2};
+  fx_t *g = fx_new(&o);
+  CHECK_EQ_INT(gy_core_recover(g->c, &st, "/gyro/t/", err, sizeof(err)), 0);
+  const gy_quar_t *q2 = gy_core_quar(g->c);
+  CHECK_EQ_INT(gy_quar_count(q2), 2);
+  for (size_t i = 0; i < 2; i++) {
+    const gy_quar_entry_t *a = gy_quar_at(q, i), *b = gy_quar_at(q2, i);
+    CHECK(a->id == b->id && a->offset == b->offset && a->length == b->length &&
+          !strcmp(a->file, b->file) && a->first_step == b->first_step);
+  }
+  CHECK(strstr(g->last_event[GY_EVENT_RECOVERED], "2 quarantine entries") != NULL);
+  STEP_UNTIL(g, g->w[0].assigned && g->w[1].assigned, 1000);
+  CHECK_EQ_INT(g->assigned_quar, 2); /* the assignment carries them */
+  gy_default_guard_check(&g->assigned_guard);
+  fx_free(g);
+  STEP_UNTIL(f, f->done, 20000);
+  collect(f);
+  fx_free(f);
+  gy_telemetry_destroy(tm);
+}
+
+/* A step whose masked share is over the policy's guard.max_step_share: a spike the samples do
+ * not explain. The run rolls back on the ladder at once (trigger "masked"), skipping the masked
+ * samples. */
+static void test_masked_share_rollback(void) {
+  gy_core_opts_t o = default_opts();
+  fx_t *f = fx_new(&o);
+  f->w[0].mask_from = 45;
+  f->w[0].mask_to = 46;
+  f->w[0].nmask = 3; /* 3 of 8 > 0.25 */
+  f->w[0].mask_off = 0;
+  STEP_UNTIL(f, rstate(f) == GY_REPAIR_IN_FLIGHT, 5000);
+  CHECK_EQ_INT(runstate(f), GY_RUN_ROLLBACK);
+  CHECK(gy_repair_target(gy_core_repair(f->c)) == 40);
+  CHECK_MSG(strstr(f->last_event[GY_EVENT_ROLLBACK], "masked share 0.375 > guard.max_step_share") &&
+                strstr(f->last_event[GY_EVENT_ROLLBACK], "masked at step 45"),
+            "%s", f->last_event[GY_EVENT_ROLLBACK]);
+  STEP_UNTIL(f, f->w[0].rollbacks && f->w[1].rollbacks, 5000);
+  STEP_UNTIL(f, rstate(f) == GY_REPAIR_IDLE && runstate(f) == GY_RUN_TRAIN, 5000);
+  const gy_skipset_t *k = gy_core_in_force(f->c);
+  for (uint64_t id = 45 * 8; id < 45 * 8 + 3; id++) {
+    int in = 0;
+    for (size_t i = 0; i < k->n; i++)
+      in |= k->r[i].first <= id && id < k->r[i].last;
+    CHECK_MSG(in, "masked sample %llu is not skipped", (unsigned long long)id);
+  }
+  CHECK_EQ_INT(gy_quar_count(gy_core_quar(f->c)), 3);
+  STEP_UNTIL(f, f->done, 20000);
+  collect(f);
+  fx_free(f);
+}
+
+/* The operator's quarantine: names checked against the run config's channels and shards
+ * (unknown ones and empty ranges refused, nothing changed); an add is journaled and reaches
+ * every rank in one QUARANTINE directive; a region overlapping an entry is that entry; a
+ * release goes the same way. A policy whose guard changed reaches every rank as SET_GUARD. */
+static void test_operator_quarantine(void) {
+  gy_core_opts_t o = default_opts();
+  const char *en[] = {"/d/en/train_000.bin", "/d/en/train_001.bin"};
+  gy_core_channel_t ch[2] = {{"en", en, 2}, {"zh", NULL, 0}};
+  o.channels = ch;
+  o.nchannels = 2;
+  fx_t *f = fx_new(&o);
+  STEP_UNTIL(f, last_step(f) >= 12, 5000);
+  uint64_t ids[4], seq;
+  size_t nids;
+  int64_t at;
+  char why[600];
+  gy_core_quar_region_t r = {
+      .channel = "fr", .file = "en/train_000.bin", .offset = 10, .length = 100};
+  gy_core_quar_cmd_t cmd = {.op = GY_CORE_QUAR_ADD, .add = &r, .nadd = 1};
+  CHECK_EQ_INT(gy_core_quarantine(f->c, &cmd, ids, &nids, &seq, &at, why, sizeof(why)), GY_EINVAL);
+  CHECK_MSG(strstr(why, "unknown channel 'fr' (channels: en zh)"), "%s", why);
+  r.channel = "en";
+  r.file = "en/train_009.bin";
+  CHECK_EQ_INT(gy_core_quarantine(f->c, &cmd, ids, &nids, &seq, &at, why, sizeof(why)), GY_EINVAL);
+  CHECK_MSG(strstr(why, "is no training shard of channel en"), "%s", why);
+  r.file = "en/train_000.bin";
+  r.length = 0;
+  CHECK_EQ_INT(gy_core_quarantine(f->c, &cmd, ids, &nids, &seq, &at, why, sizeof(why)), GY_EINVAL);
+  CHECK_MSG(strstr(why, "length"), "%s", why);
+  CHECK_EQ_INT(gy_quar_count(gy_core_quar(f->c)), 0);
+  r.length = 100;
+  CHECK_EQ_INT(gy_core_quarantine(f->c, &cmd, ids, &nids, &seq, &at, why, sizeof(why)), 0);
+  CHECK(nids == 1 && ids[0] == 1 && seq > 0);
+  const gy_quar_entry_t *e = gy_quar_get(gy_core_quar(f->c), 1);
+  REQUIRE(e);
+  CHECK(!strcmp(e->file, "/d/en/train_000.bin") && e->first_step == -1); /* the config's name */
+  CHECK(!strcmp(e->reason, "operator"));
+  gy_core_drain(f->c);
+  STEP_UNTIL(f, f->w[0].quar_dirs == 1 && f->w[1].quar_dirs == 1, 2000);
+  CHECK(strstr(f->last_event[GY_EVENT_QUARANTINED], "the operator quarantined 1 region") != NULL);
+  STEP_UNTIL(f, f->nquar_recs == 1, 1000);
+  /* overlapping: the same entry grows (one more directive) */
+  r.offset = 50;
+  CHECK_EQ_INT(gy_core_quarantine(f->c, &cmd, ids, &nids, &seq, &at, why, sizeof(why)), 0);
+  CHECK(nids == 1 && ids[0] == 1 && e->length == 140);
+  gy_core_drain(f->c);
+  STEP_UNTIL(f, f->w[0].quar_dirs == 2 && f->w[1].quar_dirs == 2, 2000);
+  /* release: an unknown id is refused; a known one goes to every rank */
+  uint64_t rel[2] = {1, 9};
+  gy_core_quar_cmd_t rc = {.op = GY_CORE_QUAR_RELEASE, .release = rel, .nrelease = 2};
+  CHECK_EQ_INT(gy_core_quarantine(f->c, &rc, ids, &nids, &seq, &at, why, sizeof(why)), GY_EINVAL);
+  CHECK_MSG(strstr(why, "no entry 9"), "%s", why);
+  CHECK(!e->released);
+  rc.nrelease = 1;
+  CHECK_EQ_INT(gy_core_quarantine(f->c, &rc, ids, &nids, &seq, &at, why, sizeof(why)), 0);
+  CHECK(e->released && seq > 0);
+  gy_core_drain(f->c);
+  STEP_UNTIL(f, f->w[0].quar_released == 1 && f->w[1].quar_released == 1, 2000);
+  CHECK_EQ_INT(f->events_by_kind[GY_EVENT_QUARANTINE_RELEASED], 1);
+  STEP_UNTIL(f, f->nquar_recs == 1 && strstr(f->quar_recs[0], "\"released\":true"), 1000);
+  /* a policy with other guard settings: every rank gets them */
+  gy_policy_t p;
+  gy_policy_default(&p);
+  p.guard.window = 128;
+  CHECK_EQ_INT(gy_core_set_policy(f->c, &p), 0);
+  gy_core_drain(f->c);
+  STEP_UNTIL(f, f->w[0].guard_dirs == 1 && f->w[1].guard_dirs == 1, 2000);
+  CHECK_EQ_INT(f->w[0].guard.window, 128);
+  CHECK(strstr(f->last_event[GY_EVENT_POLICY_SET], "every rank applies them") != NULL);
+  CHECK_EQ_INT(gy_core_set_policy(f->c, &p), 0); /* the same guard: nothing sent */
+  gy_core_drain(f->c);
+  for (int i = 0; i < 50; i++)
+    fx_step(f);
+  CHECK_EQ_INT(f->w[0].guard_dirs, 1);
+  STEP_UNTIL(f, f->done, 20000);
+  collect(f);
+  fx_free(f);
+}
+
 /* Every transition of the coordinator's table was taken by the cases above (run again in this
  * process when only this case runs), except the two operator adoptions that the composed
  * controller cannot reach (test_operator_during_repair says why). */
@@ -688,6 +945,9 @@ static void test_transitions_covered(void) {
     test_rejoin_supersedes();
     test_straggler();
     test_fence();
+    test_guard_masked();
+    test_masked_share_rollback();
+    test_operator_quarantine();
   }
   static const int unreachable[][2] = {{GY_REPAIR_WAITING, GY_REPAIR_IN_FLIGHT},
                                        {GY_REPAIR_IN_FLIGHT, GY_REPAIR_IN_FLIGHT}};
@@ -712,6 +972,9 @@ int main(void) {
   RUN(test_rejoin_supersedes);
   RUN(test_straggler);
   RUN(test_fence);
+  RUN(test_guard_masked);
+  RUN(test_masked_share_rollback);
+  RUN(test_operator_quarantine);
   RUN(test_transitions_covered);
   GY_TEST_END();
 }

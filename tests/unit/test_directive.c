@@ -13,7 +13,8 @@
  *    empty skip range, bad hyper-parameters, a step with no checkpoint and a corrupt checkpoint
  *    file; applied: acked at to_step, the trainer at to_step, later checkpoint files gone, the
  *    skips in force kept and the new ones added, the hyper-parameters merged from to_step;
- *  - a checkpoint that cannot be written is acked with why and stops the worker. */
+ *  - a checkpoint that cannot be written is acked with why and stops the worker;
+ *  - QUARANTINE and SET_GUARD (test_quarantine_directives). */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -410,6 +411,96 @@ static void test_trainer_directives(void) {
   free(ckpt);
 }
 
+/* 1 when channel ch's stream range [first, last) is quarantined as a whole. */
+static int quarantined(const gy_trainer_t *t, int ch, uint64_t first, uint64_t last) {
+  const gy_quarantine_t *q = gy_trainer_quarantined(t);
+  for (size_t i = 0; i < q->n; i++)
+    if (q->r[i].channel == ch && q->r[i].first <= first && last <= q->r[i].last) return 1;
+  return 0;
+}
+
+/* QUARANTINE: each entry's shard found by its path, its tail or its base name, the range added
+ * in the channel's stream (clipped to the shard), an entry naming what this worker does not
+ * have skipped (logged), a released one removed; a restore does not bring back what was
+ * released since its checkpoint. SET_GUARD: the settings applied, a bad one refused (acked with
+ * why, the guard unchanged) and the worker goes on. */
+static void test_quarantine_directives(void) {
+  script_t s = {0};
+  gy_directive_agent_t ag = {.ctx = &s, .ack = script_ack, .eval = script_eval};
+  char *ckpt = fx_path(dir, "ckpt-q");
+  gy_run_config_t cfg;
+  gy_trainer_t *t = make(&cfg, ckpt);
+  gy_data_t *d = gy_trainer_data(t);
+  char full1[1024];
+  snprintf(full1, sizeof(full1), "%s/c1_train.bin", dir);
+  uint64_t ntok0 = gy_data_file_tokens(d, 0, 0);
+  REQUIRE(ntok0 > 400);
+  gy_agent_quar_t q[5] = {{"a", "c0_train.bin", 100, 50, 0},    /* the base name */
+                          {"b", full1, 0, 10, 0},               /* the path */
+                          {"nope", "c0_train.bin", 0, 10, 0},   /* no such channel */
+                          {"a", "x/c9_train.bin", 0, 10, 0},    /* no such shard */
+                          {"a", "c0_train.bin", ntok0, 10, 0}}; /* past the end */
+  uint64_t seq = 1;
+  train(t, 2);
+  gy_agent_directive_t dv = directive(seq++, GY_DIRECTIVE_QUARANTINE, 2);
+  dv.quar = q;
+  dv.nquar = 5;
+  int n = s.nacks;
+  CHECK_EQ_INT(gy_directive_apply(&ag, t, &dv, STEPS, &cfg), 0);
+  const ack_t *a = last_ack(&s, n);
+  CHECK(a->ok && a->step == 2);
+  CHECK_EQ_INT(gy_trainer_quarantined(t)->n, 2);
+  CHECK(quarantined(t, 0, 100, 150) && quarantined(t, 1, 0, 10));
+  /* a range past the shard's end is clipped to it */
+  gy_agent_quar_t tail = {"a", "c0_train.bin", ntok0 - 5, 100, 0};
+  CHECK_EQ_INT(gy_directive_quarantine(t, &tail, 1, "test"), 1);
+  CHECK(quarantined(t, 0, ntok0 - 5, ntok0) && !quarantined(t, 0, ntok0 - 5, ntok0 + 1));
+  /* a checkpoint holds them; a release after it is not undone by restoring it */
+  dv = directive(seq++, GY_DIRECTIVE_CHECKPOINT, 2);
+  CHECK_EQ_INT(gy_directive_apply(&ag, t, &dv, STEPS, &cfg), 0);
+  train(t, 1);
+  gy_agent_quar_t rel = {"a", "c0_train.bin", 100, 50, 1};
+  dv = directive(seq++, GY_DIRECTIVE_QUARANTINE, 3);
+  dv.quar = &rel;
+  dv.nquar = 1;
+  CHECK_EQ_INT(gy_directive_apply(&ag, t, &dv, STEPS, &cfg), 0);
+  CHECK(!quarantined(t, 0, 100, 101) && quarantined(t, 1, 0, 10));
+  dv = directive(seq++, GY_DIRECTIVE_ROLLBACK, 3);
+  dv.to_step = 2;
+  CHECK_EQ_INT(gy_directive_apply(&ag, t, &dv, STEPS, &cfg), 0);
+  CHECK(s.acks[s.nacks - 1].ok && gy_trainer_step_count(t) == 2);
+  CHECK(!quarantined(t, 0, 100, 101) && quarantined(t, 1, 0, 10)); /* the release holds */
+  /* quarantined again: a later restore keeps it */
+  rel.released = 0;
+  CHECK_EQ_INT(gy_directive_quarantine(t, &rel, 1, "test"), 1);
+  CHECK(quarantined(t, 0, 100, 150));
+  dv = directive(seq++, GY_DIRECTIVE_ROLLBACK, 2);
+  dv.to_step = 2;
+  CHECK_EQ_INT(gy_directive_apply(&ag, t, &dv, STEPS, &cfg), 0);
+  CHECK(quarantined(t, 0, 100, 150));
+  /* SET_GUARD */
+  gy_guard_opts_t g;
+  gy_guard_default(&g);
+  g.window = 100;
+  g.warmup = 10;
+  dv = directive(seq++, GY_DIRECTIVE_SET_GUARD, 2);
+  dv.guard = g;
+  n = s.nacks;
+  CHECK_EQ_INT(gy_directive_apply(&ag, t, &dv, STEPS, &cfg), 0);
+  CHECK(last_ack(&s, n)->ok && gy_trainer_guard(t)->window == 100);
+  dv.seq = seq++;
+  dv.guard.window = 2; /* out of range: refused, the worker goes on */
+  n = s.nacks;
+  CHECK_EQ_INT(gy_directive_apply(&ag, t, &dv, STEPS, &cfg), 0);
+  a = last_ack(&s, n);
+  CHECK_MSG(!a->ok && strstr(a->error, "guard.window"), "%s", a->error);
+  CHECK_EQ_INT(gy_trainer_guard(t)->window, 100);
+  train(t, 2);
+  gy_trainer_destroy(t);
+  gy_run_config_free(&cfg);
+  free(ckpt);
+}
+
 /* A checkpoint folder that cannot be made (under a regular file): CHECKPOINT is acked with why
  * and stops the worker with the error. */
 static void test_checkpoint_failure(void) {
@@ -439,6 +530,7 @@ int main(void) {
   RUN(test_merge_hparams);
   RUN(test_trainer_directives);
   RUN(test_checkpoint_failure);
+  RUN(test_quarantine_directives);
   fx_rmtree(dir);
   free(dir);
   GY_TEST_END();

@@ -124,7 +124,7 @@ static void test_outliers(void) {
 }
 
 static void test_warmup_and_nan(void) {
-  gy_guard_t *g = warmed(1, 10); /* below the warm-up: nothing fires */
+  gy_guard_t *g = warmed(1, 5); /* below the warm-up: nothing fires */
   float st[2][GY_GSTAT_COUNT];
   clean(st[0], 1);
   clean(st[1], 2);
@@ -240,7 +240,7 @@ static void test_opts(void) {
   gy_guard_default(&o);
   o.rule[GY_GSTAT_REPEAT].floor = 0;
   CHECK_EQ_INT(gy_guard_check(&o, err, sizeof(err)), GY_ECONFIG);
-  CHECK(strstr(err, "guard.repeat.floor") != NULL);
+  CHECK(strstr(err, "guard.rules.repeat.floor") != NULL);
   gy_guard_default(&o);
   o.max_step_share = 0;
   CHECK_EQ_INT(gy_guard_check(&o, err, sizeof(err)), GY_ECONFIG);

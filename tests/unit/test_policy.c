@@ -49,6 +49,15 @@ static void test_default_file(void) {
   CHECK_NEAR(b.rung[3].knobs.z_loss, 1e-4, 0);
   CHECK(b.detect[GY_SERIES_THROUGHPUT].alert_only && !b.detect[GY_SERIES_THROUGHPUT].jump);
   CHECK(b.drop_skip_samples);
+  /* The guard section equals gy_guard_default too. */
+  gy_guard_opts_t g;
+  gy_guard_default(&g);
+  CHECK(gy_guard_equal(&g, &b.guard));
+  CHECK_EQ_INT(b.guard.window, 256);
+  CHECK_NEAR(b.guard.max_step_share, 0.25, 0);
+  CHECK_NEAR(b.guard.rule[GY_GSTAT_NONTEXT].floor, 0.1, 0);
+  CHECK(b.guard.rule[GY_GSTAT_REPEAT].high && !b.guard.rule[GY_GSTAT_REPEAT].low);
+  CHECK(b.guard.quarantine && b.guard.quarantine_max_tokens == 65536);
   CHECK(gy_policy_check(&a, err, sizeof(err)) == 0);
 }
 
@@ -84,6 +93,37 @@ static void test_roundtrip(void) {
   gy_policy_default(&p);
   CHECK_EQ_INT(q.observe_steps, 7);
   q.observe_steps = p.observe_steps;
+  CHECK(gy_policy_equal(&p, &q));
+  /* Every guard field changed reads back equal. */
+  gy_policy_default(&p);
+  p.guard.enabled = 0;
+  p.guard.window = 64;
+  p.guard.warmup = 9;
+  p.guard.max_step_share = 0.125 + 1e-13; /* needs %.17g */
+  p.guard.budget = 0;
+  p.guard.quarantine = 0;
+  p.guard.quarantine_max_tokens = 1ull << 40;
+  p.guard.quarantine_margin = 0;
+  p.guard.rule[GY_GSTAT_ENTROPY] = (gy_guard_rule_t){.z = 0, .floor = 0.75, .high = 0, .low = 1};
+  p.guard.rule[GY_GSTAT_HIGHBYTE].z = 3.5;
+  n = gy_policy_format(&p, buf, sizeof(buf));
+  REQUIRE(n < sizeof(buf));
+  rc = gy_policy_parse(&q, "shown", buf, n, err, sizeof(err));
+  CHECK_MSG(rc == 0, "%s\n%s", err, buf);
+  CHECK(gy_policy_equal(&p, &q));
+  CHECK(gy_guard_equal(&p.guard, &q.guard));
+  /* A partial guard section keeps every other default. */
+  path = write_file("guard.yaml", "guard:\n  window: 128\n  rules:\n    loss: {z: 8}\n"
+                                  "  quarantine: {margin: 16}\n");
+  CHECK(gy_policy_load(&q, path, err, sizeof(err)) == 0);
+  gy_policy_default(&p);
+  CHECK_EQ_INT(q.guard.window, 128);
+  CHECK_NEAR(q.guard.rule[GY_GSTAT_LOSS].z, 8, 0);
+  CHECK_NEAR(q.guard.rule[GY_GSTAT_LOSS].floor, p.guard.rule[GY_GSTAT_LOSS].floor, 0);
+  CHECK(q.guard.quarantine_margin == 16 && q.guard.quarantine_max_tokens == 65536);
+  q.guard.window = p.guard.window;
+  q.guard.rule[GY_GSTAT_LOSS].z = p.guard.rule[GY_GSTAT_LOSS].z;
+  q.guard.quarantine_margin = p.guard.quarantine_margin;
   CHECK(gy_policy_equal(&p, &q));
   /* A partial detector keeps its other fields; a ladder replaces the default one. */
   path = write_file("two.yaml", "detect:\n  loss: {z: 9}\nladder:\n  - knobs: {z_loss: 0.001}\n");
@@ -142,6 +182,20 @@ static void test_errors(void) {
   bad("ladder:\n  - knobs: {z_loss: 2}\n", "2", "'ladder[0].knobs.z_loss'");
   bad("ladder:\n  - knobs: {lr: 2}\n", "2", "'ladder[0].knobs.lr'");
   bad("- 1\n- 2\n", "1", "mapping");
+  bad("guard: 3\n", "1", "'guard'");
+  bad("guard:\n  windoww: 64\n", "2", "'guard.windoww'");
+  bad("guard:\n  window: 4\n", "2", "'guard.window'");
+  bad("guard:\n  window: 16\n  warmup: 17\n", "3", "'guard.warmup'");
+  bad("guard:\n  max_step_share: 0\n", "2", "'guard.max_step_share'");
+  bad("guard:\n  budget: 1.5\n", "2", "'guard.budget'");
+  bad("guard:\n  enabled: sometimes\n", "2", "'guard.enabled'");
+  bad("guard:\n  quarantine: {max_tokens: 0}\n", "2", "'guard.quarantine.max_tokens'");
+  bad("guard:\n  quarantine: {margin: -1}\n", "2", "'guard.quarantine.margin'");
+  bad("guard:\n  quarantine: {size: 3}\n", "2", "'guard.quarantine.size'");
+  bad("guard:\n  rules:\n    perplexity: {z: 3}\n", "3", "'guard.rules.perplexity'");
+  bad("guard:\n  rules:\n    loss: {floor: 0}\n", "3", "'guard.rules.loss.floor'");
+  bad("guard:\n  rules:\n    repeat: {z: -1}\n", "3", "'guard.rules.repeat.z'");
+  bad("guard:\n  rules:\n    nontext: {high: 2}\n", "3", "'guard.rules.nontext.high'");
   /* A missing file names the file. */
   gy_policy_t p;
   char err[512] = "";
@@ -214,8 +268,8 @@ static void test_ladder(void) {
   /* Rung 4: + lr, WSD decay, z-loss, and rung 3's knobs still in force. */
   d = decide(&p, GY_TRIG_NONFINITE, 705, 705, NULL, 0, h, nh);
   CHECK_EQ_INT(d.rung, 4);
-  CHECK_EQ_INT(d.knobs.set, GY_KNOB_GRAD_CLIP | GY_KNOB_EPS | GY_KNOB_SHALLOW |
-                                GY_KNOB_LR_SCALE | GY_KNOB_WSD_DECAY | GY_KNOB_Z_LOSS);
+  CHECK_EQ_INT(d.knobs.set, GY_KNOB_GRAD_CLIP | GY_KNOB_EPS | GY_KNOB_SHALLOW | GY_KNOB_LR_SCALE |
+                                GY_KNOB_WSD_DECAY | GY_KNOB_Z_LOSS);
   CHECK_NEAR(d.knobs.grad_clip_factor, 0.5, 0);
   CHECK_NEAR(d.knobs.lr_scale_factor, 0.5, 0);
   CHECK_NEAR(d.knobs.z_loss, 1e-4, 0);

@@ -68,10 +68,11 @@ static double noise(int64_t step, double k) {
 typedef struct {
   double loss, code, zh, grad; /* offsets added to the clean figures; NAN to poison */
   int nonfinite;
-  double tps2; /* rank 2's throughput factor (1 = normal) */
+  double tps2;          /* rank 2's throughput factor (1 = normal) */
+  int samples, nmasked; /* the guard: the step's samples, and how many it masked */
 } twist_t;
 
-static const twist_t CLEAN = {0, 0, 0, 0, 0, 1};
+static const twist_t CLEAN = {0, 0, 0, 0, 0, 1, 0, 0};
 
 /* Feeds step `step` with figures around loss 3, code 2.5, zh 3.5, grad 1; top samples are
  * step*10 + {0 code, 1 zh, 2 code, 3 zh}, bottom samples step*10 + {5 zh, 6 code}. */
@@ -90,6 +91,8 @@ static int feed(gy_run_t *r, int64_t step, twist_t t) {
   gy_run_sample_t top[4] = {
       {b + 0, "code", 9}, {b + 1, "zh", 8}, {b + 2, "code", 7}, {b + 3, "zh", 6}};
   gy_run_sample_t bottom[2] = {{b + 5, "zh", 0.01}, {b + 6, "code", 0.5}};
+  /* the masked samples' ids: step*10 + 7, 8, 9 (at most three listed) */
+  uint64_t masked[3] = {b + 7, b + 8, b + 9};
   gy_run_step_t s = {.step = step,
                      .nonfinite = t.nonfinite,
                      .values = v,
@@ -97,7 +100,11 @@ static int feed(gy_run_t *r, int64_t step, twist_t t) {
                      .top = top,
                      .ntop = 4,
                      .bottom = bottom,
-                     .nbottom = 2};
+                     .nbottom = 2,
+                     .samples = t.samples,
+                     .nmasked = t.nmasked,
+                     .masked = masked,
+                     .nmasked_ids = t.nmasked < 3 ? t.nmasked : 3};
   now_ms += 100;
   return gy_run_step(r, now_ms, &s);
 }
@@ -494,6 +501,75 @@ static void test_nonfinite(void) {
   gy_run_destroy(r);
 }
 
+/* The guard's masked share: at most guard.max_step_share of a step's samples masked is the
+ * guard's business (nothing here); more is a spike the samples do not explain: a rollback at
+ * once on the ladder (trigger MASKED, the masked samples attributed), also during a watch; a
+ * second one nearby climbs a rung; with the guard off, nothing. */
+static void test_masked(void) {
+  gy_run_t *r = started(NULL);
+  feed_clean(r, 0, 30);
+  ckpt(r, 25, 1, 1);
+  twist_t t = CLEAN;
+  t.samples = 64;
+  t.nmasked = 16; /* exactly the default share, 0.25: not over */
+  for (int64_t s = 30; s < 33; s++) {
+    gy_run_clear(r);
+    CHECK_EQ_INT(feed(r, s, t), 0);
+    CHECK_EQ_INT(gy_run_state(r), GY_RUN_TRAIN);
+    CHECK_EQ_INT(nacts(r), 0);
+  }
+  t.nmasked = 17;
+  gy_run_clear(r);
+  CHECK_EQ_INT(feed(r, 33, t), 0);
+  CHECK_EQ_INT(gy_run_state(r), GY_RUN_ROLLBACK); /* no watch */
+  const gy_run_action_t *a = act(r, GY_RUN_ACT_ROLLBACK);
+  REQUIRE(a);
+  CHECK_EQ_INT(a->step, 25);
+  CHECK_EQ_INT(a->decision.trigger, GY_TRIG_MASKED);
+  CHECK_EQ_INT(a->decision.rung, 1);
+  CHECK_EQ_INT(a->decision.nsamples, 3); /* the masked ones */
+  CHECK(a->decision.samples[0] == 337 && a->decision.samples[2] == 339);
+  const gy_run_event_t *e = ev(r, GY_EVENT_ROLLBACK);
+  CHECK(e && strstr(e->evidence, "masked share 0.266 > guard.max_step_share 0.25") &&
+        strstr(e->reason, "masked at step 33"));
+  CHECK(!strcmp(gy_trigger_name(GY_TRIG_MASKED), "masked"));
+  finish_repair(r, 1);
+  /* during a watch: the masked share repairs at once, from the first suspected step, and the
+   * repeat climbs to rung 2 (a window of steps) */
+  feed_clean(r, 25, 40);
+  ckpt(r, 38, 1, 1);
+  t = CLEAN;
+  t.code = 2;
+  gy_run_clear(r);
+  CHECK_EQ_INT(feed(r, 40, t), 0);
+  CHECK_EQ_INT(gy_run_state(r), GY_RUN_SPIKE_SUSPECTED);
+  t = CLEAN;
+  t.samples = 8;
+  t.nmasked = 4;
+  gy_run_clear(r);
+  CHECK_EQ_INT(feed(r, 41, t), 0);
+  CHECK_EQ_INT(gy_run_state(r), GY_RUN_ROLLBACK);
+  a = act(r, GY_RUN_ACT_ROLLBACK);
+  REQUIRE(a);
+  CHECK(a->step == 38 && a->decision.trigger == GY_TRIG_MASKED && a->decision.rung == 2);
+  CHECK(a->decision.skip_steps && a->decision.step_first == 38 && a->decision.step_last == 44);
+  finish_repair(r, 1);
+  gy_run_destroy(r);
+  /* the guard off: no repair for any share */
+  gy_policy_t p;
+  gy_policy_default(&p);
+  p.guard.enabled = 0;
+  r = started(&p);
+  feed_clean(r, 0, 30);
+  t = CLEAN;
+  t.samples = 8;
+  t.nmasked = 8;
+  gy_run_clear(r);
+  CHECK_EQ_INT(feed(r, 30, t), 0);
+  CHECK_EQ_INT(gy_run_state(r), GY_RUN_TRAIN);
+  gy_run_destroy(r);
+}
+
 static void test_worker_lost(void) {
   gy_run_t *r = mk(NULL);
   /* Before the gang formed: an event only. */
@@ -830,6 +906,7 @@ int main(void) {
   RUN(test_escalation);
   RUN(test_drop);
   RUN(test_nonfinite);
+  RUN(test_masked);
   RUN(test_worker_lost);
   RUN(test_target_selection);
   RUN(test_bounded);

@@ -642,6 +642,62 @@ static void test_controller_command_ranges(void) {
   free(many);
 }
 
+/* A report's guard figures: agent -> controller (gy_wire_masked), every field; a sample
+ * without provenance has no file; rank 0's list is cut at GY_WIRE_MASKED_MAX. */
+static void test_masked_round_trip(void) {
+  gy_agent_channel_t ch[2] = {{"en", 12.5, 100, 3}, {"zh", 3.25, 40, 1}};
+  gy_agent_masked_t mk[2] = {
+      {.id = 77,
+       .channel = "en",
+       .loss = 9.5f,
+       .reason = "loss_high",
+       .median = 3.0f,
+       .threshold = 1.5f,
+       .entropy = 7.9f,
+       .rank = 1,
+       .where = {.file = "/d/en/train_000.bin",
+                 .offset = 4096,
+                 .length = 65,
+                 .document = 12,
+                 .region_offset = 4000,
+                 .region_length = 900}},
+      {.id = 78, .channel = "zh", .loss = 0.1f, .reason = "repeat_high", .rank = 0}};
+  gy_agent_report_t rep = {
+      .step = 5, .channels = ch, .nchannels = 2, .samples = 16, .masked = mk, .nmasked = 2};
+  uint8_t *b;
+  size_t len;
+  REQUIRE(!gy_wire_agent_report_encode(2, 0, &rep, &b, &len));
+  gy_wire_worker_msg_t m;
+  REQUIRE(!gy_wire_session_decode(b, len, &m));
+  free(b);
+  gy_wire_masked_t w;
+  gy_wire_masked(&m, &w);
+  CHECK_EQ_INT(w.in.samples, 16);
+  CHECK(w.in.ch_masked && w.in.ch_masked[0] == 3 && w.in.ch_masked[1] == 1);
+  CHECK_EQ_INT(w.in.nmasked, 2);
+  const gy_core_masked_t *x = &w.in.masked[0];
+  CHECK(x->id == 77 && !strcmp(x->channel, "en") && !strcmp(x->reason, "loss_high"));
+  CHECK(x->loss == 9.5f && x->median == 3.0f && x->threshold == 1.5f && x->rank == 1);
+  CHECK(x->file && !strcmp(x->file, "/d/en/train_000.bin") && x->offset == 4096 &&
+        x->length == 65 && x->document == 12 && x->region_offset == 4000 &&
+        x->region_length == 900);
+  CHECK(w.in.masked[1].file == NULL && w.in.masked[1].document == -1);
+  gy_wire_session_free(&m);
+  /* another kind of message has no guard figures */
+  REQUIRE(!gy_wire_agent_hello_encode("s", 2, 0, &b, &len));
+  REQUIRE(!gy_wire_session_decode(b, len, &m));
+  free(b);
+  gy_wire_masked(&m, &w);
+  CHECK(w.in.nmasked == 0 && w.in.samples == 0);
+  gy_wire_session_free(&m);
+  /* more than a report may list is refused by the agent's encoder */
+  gy_agent_masked_t many[GY_WIRE_MASKED_MAX + 1];
+  memset(many, 0, sizeof(many));
+  rep.masked = many;
+  rep.nmasked = GY_WIRE_MASKED_MAX + 1;
+  CHECK_EQ_INT(gy_wire_agent_report_encode(2, 0, &rep, &b, &len), GY_EINVAL);
+}
+
 static void test_controller_assignment_round_trip(void) {
   gy_fleet_skip_t sk[2] = {{10, 20}, {30, 31}};
   gy_wire_assignment_t as = {.generation = 4,
@@ -669,6 +725,7 @@ static void test_controller_assignment_round_trip(void) {
   CHECK(!strcmp(g->rdzv_prefix, "g4") && !strcmp(g->session_id, "s"));
   CHECK(g->nskip == 2 && g->skip[0] == 10 && g->skip[1] == 20 && g->skip[2] == 30 &&
         g->skip[3] == 31);
+  CHECK(!g->has_guard && g->nquar == 0);
   gy_wire_agent_assignment_free(&d);
   as.nskip = 0;
   REQUIRE(!gy_wire_assignment_encode(&as, &b, &len));
@@ -676,6 +733,50 @@ static void test_controller_assignment_round_trip(void) {
   free(b);
   CHECK(d.asg.nskip == 0);
   gy_wire_agent_assignment_free(&d);
+  /* the guard and the quarantine: every field; each file named once in the message */
+  gy_guard_opts_t guard;
+  gy_guard_default(&guard);
+  guard.window = 100;
+  guard.rule[GY_GSTAT_REPEAT].low = 1;
+  guard.quarantine_margin = 7;
+  const char *f0 = "/d/en/train_000.bin", *f1 = "/d/zh/train_000.bin";
+  gy_quar_entry_t e[3] = {
+      {.id = 1, .channel = "en", .file = f0, .offset = 10, .length = 5},
+      {.id = 2, .channel = "zh", .file = f1, .offset = 0, .length = 9, .released = 1},
+      {.id = 3, .channel = "en", .file = f0, .offset = 900, .length = 1}};
+  const gy_quar_entry_t *ep[3] = {&e[1], &e[0], &e[2]};
+  as.guard = &guard;
+  as.quar = ep;
+  as.nquar = 3;
+  REQUIRE(!gy_wire_assignment_encode(&as, &b, &len));
+  Gyro__Assignment *raw = gyro__assignment__unpack(NULL, len, b);
+  REQUIRE(raw);
+  CHECK_EQ_INT(raw->n_quarantine_files, 2);
+  gyro__assignment__free_unpacked(raw, NULL);
+  REQUIRE(!gy_wire_agent_assignment_decode(b, len, &d));
+  free(b);
+  CHECK(d.asg.has_guard && gy_guard_equal(&d.asg.guard, &guard));
+  REQUIRE(d.asg.nquar == 3);
+  CHECK(!strcmp(d.asg.quar[0].channel, "zh") && !strcmp(d.asg.quar[0].file, f1) &&
+        d.asg.quar[0].released && d.asg.quar[0].length == 9);
+  CHECK(!strcmp(d.asg.quar[1].file, f0) && d.asg.quar[1].offset == 10 && !d.asg.quar[1].released);
+  CHECK(!strcmp(d.asg.quar[2].file, f0) && d.asg.quar[2].offset == 900);
+  gy_wire_agent_assignment_free(&d);
+  /* an entry whose file index is outside the table is malformed */
+  Gyro__QuarantineEntry qe = GYRO__QUARANTINE_ENTRY__INIT, *qep = &qe;
+  qe.file_index = 1;
+  char *files[1] = {"x"};
+  Gyro__Assignment ra = GYRO__ASSIGNMENT__INIT;
+  ra.n_quarantine = 1;
+  ra.quarantine = &qep;
+  ra.n_quarantine_files = 1;
+  ra.quarantine_files = files;
+  b = pack_msg(&ra.base, &len);
+  CHECK_EQ_INT(gy_wire_agent_assignment_decode(b, len, &d), GY_EPROTO);
+  gy_wire_agent_assignment_free(&d);
+  free(b);
+  as.guard = NULL;
+  as.nquar = 0;
   as.nskip = 1, as.skip = NULL;
   CHECK_EQ_INT(gy_wire_assignment_encode(&as, &b, &len), GY_EINVAL);
 }
@@ -734,8 +835,125 @@ static void test_controller_ctl_round_trip(void) {
   CHECK(m.dir.kind == GY_DIRECTIVE_SET_HPARAMS && !memcmp(&m.dir.hparams, &h, sizeof(h)));
   gy_wire_agent_ctl_free(&m);
 
+  /* quarantine: the entries, in order; set_guard: the guard */
+  gy_fleet_qentry_t qe[2] = {{"en", "/d/en/train_000.bin", 10, 20, 0},
+                             {"zh", "zh/train_001.bin", 5, 6, 1}};
+  gy_fleet_qdir_t qd = {.entries = qe, .nentries = 2};
+  gy_guard_default(&qd.guard);
+  qd.guard.enabled = 0;
+  qd.guard.max_step_share = 0.5;
+  a.dir_kind = GY_DIR_QUARANTINE;
+  a.qdir = &qd;
+  REQUIRE(!gy_wire_ctl_encode(&a, small, sizeof(small), &b, &len));
+  REQUIRE(!gy_wire_agent_ctl_decode(b, len, &m));
+  if (b != small) free(b);
+  CHECK(m.dir.kind == GY_DIRECTIVE_QUARANTINE && m.dir.nquar == 2);
+  CHECK(!strcmp(m.dir.quar[0].channel, "en") &&
+        !strcmp(m.dir.quar[0].file, "/d/en/train_000.bin") && m.dir.quar[0].offset == 10 &&
+        m.dir.quar[0].length == 20 && !m.dir.quar[0].released);
+  CHECK(!strcmp(m.dir.quar[1].file, "zh/train_001.bin") && m.dir.quar[1].released);
+  gy_wire_agent_ctl_free(&m);
+  a.dir_kind = GY_DIR_SET_GUARD;
+  REQUIRE(!gy_wire_ctl_encode(&a, small, sizeof(small), &b, &len));
+  REQUIRE(!gy_wire_agent_ctl_decode(b, len, &m));
+  if (b != small) free(b);
+  CHECK(m.dir.kind == GY_DIRECTIVE_SET_GUARD && m.dir.nquar == 0);
+  CHECK(gy_guard_equal(&m.dir.guard, &qd.guard));
+  gy_wire_agent_ctl_free(&m);
+
   a.kind = GY_FLEET_ACT_EVENT;
   CHECK_EQ_INT(gy_wire_ctl_encode(&a, small, sizeof(small), &b, &len), GY_EINVAL);
+}
+
+/* gyroctl's QuarantineRequest into the controller's input, and its QuarantineReply back to
+ * gyroctl: every field. */
+static void test_quarantine_round_trip(void) {
+  gy_wire_op_qentry_t add = {.channel = "en",
+                             .file = "en/train_000.bin",
+                             .offset = 4096,
+                             .length = 2048,
+                             .reason = "junk"};
+  uint8_t *b;
+  size_t len;
+  REQUIRE(
+      !gy_wire_op_quarantine_encode(GY_WIRE_OP_QUAR_ADD, "tok", &add, 1, NULL, 0, 0, 0, &b, &len));
+  gy_wire_quar_req_t r;
+  REQUIRE(!gy_wire_quar_decode(b, len, &r));
+  free(b);
+  CHECK(r.op == 1 && !strcmp(r.token, "tok") && r.cmd.op == GY_CORE_QUAR_ADD && r.cmd.nadd == 1);
+  CHECK(!strcmp(r.cmd.add[0].channel, "en") && !strcmp(r.cmd.add[0].file, "en/train_000.bin") &&
+        r.cmd.add[0].offset == 4096 && r.cmd.add[0].length == 2048 &&
+        !strcmp(r.cmd.add[0].reason, "junk"));
+  gy_wire_quar_free(&r);
+  uint64_t ids[3] = {4, 5, 9};
+  REQUIRE(!gy_wire_op_quarantine_encode(GY_WIRE_OP_QUAR_RELEASE, NULL, NULL, 0, ids, 3, 0, 0, &b,
+                                        &len));
+  REQUIRE(!gy_wire_quar_decode(b, len, &r));
+  free(b);
+  CHECK(r.op == 2 && r.cmd.op == GY_CORE_QUAR_RELEASE && r.cmd.nrelease == 3 &&
+        r.cmd.release[2] == 9);
+  gy_wire_quar_free(&r);
+  REQUIRE(!gy_wire_op_quarantine_encode(GY_WIRE_OP_QUAR_LIST, NULL, NULL, 0, NULL, 0, 41, 100, &b,
+                                        &len));
+  REQUIRE(!gy_wire_quar_decode(b, len, &r));
+  free(b);
+  CHECK(r.op == 0 && r.after_id == 41 && r.limit == 100);
+  gy_wire_quar_free(&r);
+  CHECK_EQ_INT(gy_wire_quar_decode(bad, sizeof(bad), &r), GY_EPROTO);
+  gy_wire_quar_free(&r);
+  CHECK_EQ_INT(
+      gy_wire_op_quarantine_encode(GY_WIRE_OP_QUAR_RELEASE, NULL, NULL, 0, NULL, 2, 0, 0, &b, &len),
+      GY_EINVAL);
+  /* the reply */
+  gy_wire_op_qentry_t e[2] = {{.id = 3,
+                               .channel = "en",
+                               .file = "/d/en/train_000.bin",
+                               .offset = 10,
+                               .length = 20,
+                               .document = 7,
+                               .reason = "loss_high",
+                               .first_step = 120,
+                               .sample = 9999,
+                               .loss = 9.5f,
+                               .median = 3.0f,
+                               .threshold = 1.5f,
+                               .hits = 4,
+                               .changed_step = 130},
+                              {.id = 4,
+                               .channel = "zh",
+                               .file = "f",
+                               .length = 1,
+                               .document = -1,
+                               .reason = "operator",
+                               .first_step = -1,
+                               .released = 1}};
+  gy_wire_op_reply_t rep = {.kind = GY_WIRE_OP_QUARANTINE_REPLY,
+                            .qentries = e,
+                            .nqentries = 2,
+                            .seq = 8,
+                            .at_step = 140,
+                            .qtotal = 10,
+                            .qactive = 9,
+                            .qnext_id = 5};
+  REQUIRE(!gy_wire_reply_encode(&rep, &b, &len));
+  gy_wire_op_reply_t back;
+  REQUIRE(!gy_wire_op_reply_decode(GY_WIRE_OP_QUARANTINE_REPLY, b, len, &back));
+  free(b);
+  CHECK(back.nqentries == 2 && back.seq == 8 && back.at_step == 140 && back.qtotal == 10 &&
+        back.qactive == 9 && back.qnext_id == 5);
+  const gy_wire_op_qentry_t *x = &back.qentries[0];
+  CHECK(x->id == 3 && !strcmp(x->channel, "en") && !strcmp(x->file, "/d/en/train_000.bin") &&
+        x->offset == 10 && x->length == 20 && x->document == 7 && !strcmp(x->reason, "loss_high") &&
+        x->first_step == 120 && x->sample == 9999 && x->loss == 9.5f && x->median == 3.0f &&
+        x->threshold == 1.5f && x->hits == 4 && x->changed_step == 130 && !x->released);
+  CHECK(back.qentries[1].released && back.qentries[1].first_step == -1 &&
+        back.qentries[1].document == -1);
+  json_t *j = gy_wire_op_reply_json(&back);
+  CHECK(json_integer_value(
+            json_object_get(json_array_get(json_object_get(j, "entries"), 0), "offset")) == 10);
+  json_decref(j);
+  gy_wire_op_reply_free(&back);
+  CHECK(!strcmp(gy_wire_op_reply_name(GY_WIRE_OP_QUARANTINE_REPLY), "gyro.QuarantineReply"));
 }
 
 static void test_controller_store_round_trip(void) {
@@ -900,9 +1118,11 @@ int main(void) {
   RUN(test_operator_replies_decode);
   RUN(test_controller_session_details);
   RUN(test_controller_command_ranges);
+  RUN(test_masked_round_trip);
   RUN(test_controller_assignment_round_trip);
   RUN(test_controller_ctl_round_trip);
   RUN(test_controller_store_round_trip);
   RUN(test_controller_replies_round_trip);
+  RUN(test_quarantine_round_trip);
   GY_TEST_END();
 }

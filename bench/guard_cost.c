@@ -150,7 +150,7 @@ int main(int argc, char **argv) {
     gy_grad_sq_t sq;
     gy_step_stats_t stats;
     gy_gpt_forward(m, in, tg, B, T, 0, &loss);
-    gy_gpt_backward_masked(m, keep);
+    gy_gpt_backward_masked(m, keep, 0);
     gy_adamw_measure(m, &k, &sq);
     gy_adamw_update(opt, m, &k, s, sqrt(sq.shallow_repl + sq.shallow_shard),
                     sqrt(sq.deep_repl + sq.deep_shard), sq.nonfinite, &stats);

@@ -488,10 +488,10 @@ int gy_gpt_forward(gy_gpt_t *m, const int *inputs, const int *targets, int B, in
 }
 
 int gy_gpt_backward(gy_gpt_t *m) {
-  return gy_gpt_backward_masked(m, NULL);
+  return gy_gpt_backward_masked(m, NULL, 0);
 }
 
-int gy_gpt_backward_masked(gy_gpt_t *m, const uint8_t *keep) {
+int gy_gpt_backward_masked(gy_gpt_t *m, const uint8_t *keep, double denom_tokens) {
   if (!m->B || !m->have_targets) return GY_EINVAL;
   const gy_gpt_config_t *c = &m->cfg;
   int B = m->B, T = m->T, N = B * T, C = c->channels, L = c->num_layers;
@@ -505,7 +505,7 @@ int gy_gpt_backward_masked(gy_gpt_t *m, const uint8_t *keep) {
     for (int b = 0; b < B; b++)
       kept += keep[b] != 0;
   }
-  float denom = kept ? (float)(kept * T) : 1.0f;
+  float denom = denom_tokens > 0 ? (float)denom_tokens : kept ? (float)(kept * T) : 1.0f;
   memset(m->grads, 0, m->num_params * sizeof(float));
   m->have_targets = 0; /* the logits are about to hold their gradient: one backward per forward */
 

@@ -100,7 +100,7 @@ const float *gy_gpt_token_losses(const gy_gpt_t *m);
  * backward pass overwrites them with their gradient). */
 const float *gy_gpt_logits(const gy_gpt_t *m);
 /* Backward pass of the last forward (which must have had targets): writes (overwrites) the
- * gradient of the mean loss into the gradient buffer. Same as gy_gpt_backward_masked(m, NULL). */
+ * gradient of the mean loss into the gradient buffer. Same as gy_gpt_backward_masked(m, NULL, 0). */
 int gy_gpt_backward(gy_gpt_t *m);
 /* Backward pass with a per-sample loss mask. keep is [B] of the last forward (1: the sample
  * counts, 0: it is masked; the caller keeps ownership) or NULL (every sample counts). Writes the
@@ -113,6 +113,9 @@ int gy_gpt_backward(gy_gpt_t *m);
  * The denominator is local: data-parallel ranks that mask different counts must weigh their
  * gradients themselves. The last forward's token losses are unchanged (the mask touches only
  * the gradient). keep == NULL and all ones give bitwise the gradients of gy_gpt_backward. */
-int gy_gpt_backward_masked(gy_gpt_t *m, const uint8_t *keep);
+/* denom_tokens > 0 replaces the denominator of the mean (T * kept samples): a data-parallel rank
+ * passes the gang's kept tokens / dp, so that the average of the ranks' gradients is the gradient
+ * of the mean over every kept token of the gang, whatever each rank masked. */
+int gy_gpt_backward_masked(gy_gpt_t *m, const uint8_t *keep, double denom_tokens);
 
 #endif

@@ -117,7 +117,7 @@ int gy_gpt_cuda_argmax(gy_gpt_cuda_t *m, int *out);
 /* Backward pass of the last forward (which must have had targets): overwrites the device
  * gradients with the gradient of the mean loss. Returns once all work is queued: the next call
  * on the model's stream (download, optimizer) orders after it. Same as
- * gy_gpt_cuda_backward_masked(m, NULL). */
+ * gy_gpt_cuda_backward_masked(m, NULL, 0). */
 int gy_gpt_cuda_backward(gy_gpt_cuda_t *m);
 /* As gy_gpt_backward_masked (kernels/gpt.h), the same semantics: keep is [B] of the last forward
  * in host memory (1: the sample counts, 0: masked) or NULL (all count); the gradient is that of
@@ -125,7 +125,7 @@ int gy_gpt_cuda_backward(gy_gpt_cuda_t *m);
  * rows are exactly zero, and with none kept every gradient is zero while every tensor-parallel
  * sum and grads_ready call still happens as usual. keep is copied to the device before the call
  * returns (the caller keeps ownership). The host token losses of the forward are unchanged. */
-int gy_gpt_cuda_backward_masked(gy_gpt_cuda_t *m, const uint8_t *keep);
+int gy_gpt_cuda_backward_masked(gy_gpt_cuda_t *m, const uint8_t *keep, double denom_tokens);
 
 /* Called from gy_gpt_cuda_backward right after the work finishing the gradients of block
  * `layer` (L-1 down to 0; -1 for the embeddings and final norm) has been queued, as

@@ -299,10 +299,18 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
   t->verdict = malloc((size_t)t->B * sizeof(*t->verdict));
   t->gkeep = malloc((size_t)t->B);
   t->used = malloc((size_t)t->B * sizeof(uint64_t));
+  {
+    size_t n = (size_t)t->B * (size_t)t->dp;
+    t->gall = malloc(sizeof(float) * (GY_GSTAT_COUNT + 1) * ((size_t)t->B + n));
+    t->gchan = malloc(sizeof(int) * n);
+    t->gstat_all = malloc(sizeof(*t->gstat_all) * n);
+    t->gverdict_all = malloc(sizeof(*t->gverdict_all) * n);
+  }
   if (t->device == GY_DEVICE_CUDA) t->top1 = malloc(N * sizeof(int));
   rc = GY_ENOMEM;
   if (!t->inputs || !t->targets || !t->chans || !t->ids || !t->tok || !t->gstats || !t->verdict ||
-      !t->gkeep || !t->used || (t->device == GY_DEVICE_CUDA && !t->top1))
+      !t->gkeep || !t->used || !t->gall || !t->gchan || !t->gstat_all ||
+      !t->gverdict_all || (t->device == GY_DEVICE_CUDA && !t->top1))
     goto err;
   {
     gy_guard_opts_t go;
@@ -345,6 +353,10 @@ void gy_trainer_destroy(gy_trainer_t *t) {
   gy_quarantine_free(&t->quar);
   gy_quarantine_free(&t->quar_released);
   free(t->used);
+  free(t->gall);
+  free(t->gchan);
+  free(t->gstat_all);
+  free(t->gverdict_all);
   free(t->gkeep);
   free(t->verdict);
   free(t->gstats);
@@ -534,17 +546,55 @@ static void load_batch(gy_trainer_t *t) {
   }
 }
 
-void gy__train_guard(gy_trainer_t *t, const float *tl) {
-  int T = t->T;
-  for (int b = 0; b < t->B; b++) {
+int gy__train_guard(gy_trainer_t *t, const float *tl) {
+  int T = t->T, B = t->B, n = B * t->dp_size;
+  for (int b = 0; b < B; b++) {
     double s = 0;
     for (int i = 0; i < T; i++)
       s += tl[b * T + i];
     t->gstats[b][GY_GSTAT_LOSS] = (float)(s / T);
   }
-  gy_guard_judge(t->guard, t->B, t->chans, (const float(*)[GY_GSTAT_COUNT])t->gstats, t->verdict);
-  for (int b = 0; b < t->B; b++)
+  if (t->dp_size == 1) {
+    gy_guard_judge(t->guard, B, t->chans, (const float(*)[GY_GSTAT_COUNT])t->gstats, t->verdict);
+  } else {
+    /* The gang's samples, in rank order (the order of their ids: what one process with the
+     * whole batch would see), judged alike on every rank, so every rank keeps the same state
+     * and a data-parallel gang decides as a single process does. One row per sample: its
+     * channel, then its figures. */
+    enum { ROW = GY_GSTAT_COUNT + 1 };
+    float *mine = t->gall, *all = t->gall + (size_t)B * ROW;
+    for (int b = 0; b < B; b++) {
+      mine[b * ROW] = (float)t->chans[b];
+      memcpy(&mine[b * ROW + 1], t->gstats[b], sizeof(float) * GY_GSTAT_COUNT);
+    }
+    gy_comm_t *c = t->groups.dp;
+    int rc = c->ops->allgather(c, mine, all, (size_t)B * ROW, GY_DT_F32);
+    if (rc) {
+      snprintf(t->last_error, sizeof(t->last_error), "data-parallel gather of the guard's figures: %s",
+               c->errmsg);
+      return rc;
+    }
+    int *chs = t->gchan;
+    float(*st)[GY_GSTAT_COUNT] = t->gstat_all;
+    for (int i = 0; i < n; i++) {
+      chs[i] = (int)all[i * ROW];
+      memcpy(st[i], &all[i * ROW + 1], sizeof(float) * GY_GSTAT_COUNT);
+    }
+    gy_guard_judge(t->guard, n, chs, (const float(*)[GY_GSTAT_COUNT])st, t->gverdict_all);
+    memcpy(t->verdict, t->gverdict_all + (size_t)t->dp_rank * B, sizeof(*t->verdict) * (size_t)B);
+  }
+  for (int b = 0; b < B; b++)
     t->gkeep[b] = !t->verdict[b].masked;
+  /* the loss is the mean over the gang's kept tokens: each rank's gradient is divided by the
+   * gang's kept tokens / dp, and the ranks' average is then that mean's gradient */
+  t->gdenom = 0;
+  if (t->dp_size > 1) {
+    int kept = 0;
+    for (int i = 0; i < n; i++)
+      kept += !t->gverdict_all[i].masked;
+    t->gdenom = kept ? (double)kept * T / t->dp_size : 0;
+  }
+  return 0;
 }
 
 int gy__train_cmp_loss_desc(const void *a, const void *b) {
@@ -563,8 +613,9 @@ static int step_cuda(gy_trainer_t *t, gy_step_report_t *rep) {
   if (rc == GY_ECOMM)
     return gy__train_comm_failure(t, rc); /* a tensor-parallel sum: the callee said why */
   if (rc) return gy__train_cuda_fail(t, rc, "forward pass on the GPU");
-  gy__train_guard(t, gy_gpt_cuda_token_losses(t->dmodel));
-  rc = gy_gpt_cuda_backward_masked(t->dmodel, t->gkeep);
+  if ((rc = gy__train_guard(t, gy_gpt_cuda_token_losses(t->dmodel))))
+    return gy__train_comm_failure(t, rc);
+  rc = gy_gpt_cuda_backward_masked(t->dmodel, t->gkeep, t->gdenom);
   if (rc == GY_ECOMM) return gy__train_comm_failure(t, rc);
   if (rc) return gy__train_cuda_fail(t, rc, "backward pass on the GPU");
   if (t->dp_size > 1 && t->have_ngroups) {
@@ -621,8 +672,8 @@ static int step_cpu(gy_trainer_t *t, gy_step_report_t *rep) {
   float loss;
   int rc = gy_gpt_forward(t->model, t->inputs, t->targets, B, T, t->knobs.z_loss, &loss);
   if (rc) return rc == GY_ECOMM ? gy__train_comm_failure(t, rc) : rc;
-  gy__train_guard(t, gy_gpt_token_losses(t->model));
-  if ((rc = gy_gpt_backward_masked(t->model, t->gkeep)))
+  if ((rc = gy__train_guard(t, gy_gpt_token_losses(t->model)))) return gy__train_comm_failure(t, rc);
+  if ((rc = gy_gpt_backward_masked(t->model, t->gkeep, t->gdenom)))
     return rc == GY_ECOMM ? gy__train_comm_failure(t, rc) : rc;
   if (t->dp_size > 1) {
     if (t->overlap) {

@@ -58,6 +58,13 @@ struct gy_trainer {
   gy_guard_verdict_t *verdict;
   uint8_t *gkeep;                /* [B]: 1 = the sample is in the loss */
   uint64_t *used;                /* [B]: the sample index each id's tokens came from */
+  /* the gang's figures for the guard (data parallel): this rank's rows and everyone's
+   * [B + dp*B][GY_GSTAT_COUNT + 1], and everyone's channels, figures and verdicts [dp*B] */
+  float *gall;
+  int *gchan;
+  float (*gstat_all)[GY_GSTAT_COUNT];
+  gy_guard_verdict_t *gverdict_all;
+  double gdenom; /* the backward's denominator (tokens): the gang's kept tokens / dp; 0: local */
   gy_quarantine_t quar;          /* quarantined regions (worker/data.h) */
   gy_quarantine_t quar_released; /* released by the operator (gy_trainer_quarantine_remove):
                                     a restore does not bring them back from a checkpoint */
@@ -97,8 +104,9 @@ int gy__train_cuda_fail(gy_trainer_t *t, int rc, const char *what);
 /* On cuda: the host parameters and moments onto the device (after a restore); 0 on cpu. */
 int gy__train_sync_to_device(gy_trainer_t *t, char *errmsg, size_t errlen);
 /* Between the forward and the backward pass: each sample's loss from the token losses tl, the
- * guard's verdicts into t->verdict and t->keep. */
-void gy__train_guard(gy_trainer_t *t, const float *tl);
+ * guard's verdicts into t->verdict and t->gkeep; with data parallelism the gang's figures are
+ * gathered and judged alike on every rank. 0, or a failed gather (GY_ECOMM, t->last_error). */
+int gy__train_guard(gy_trainer_t *t, const float *tl);
 /* qsort order of gy_sample_loss_t: highest loss first, then lowest id. */
 int gy__train_cmp_loss_desc(const void *a, const void *b);
 

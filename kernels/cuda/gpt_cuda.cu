@@ -497,10 +497,10 @@ static int layer_done(gy_gpt_cuda_t *m, int layer) {
 }
 
 extern "C" int gy_gpt_cuda_backward(gy_gpt_cuda_t *m) {
-  return gy_gpt_cuda_backward_masked(m, NULL);
+  return gy_gpt_cuda_backward_masked(m, NULL, 0);
 }
 
-extern "C" int gy_gpt_cuda_backward_masked(gy_gpt_cuda_t *m, const uint8_t *keep) {
+extern "C" int gy_gpt_cuda_backward_masked(gy_gpt_cuda_t *m, const uint8_t *keep, double denom_tokens) {
   if (!m->B || !m->have_targets) return GY_EINVAL;
   const gy_gpt_config_t *c = &m->cfg;
   int B = m->B, T = m->T, N = B * T, C = c->channels, L = c->num_layers, NH = m->NHl;
@@ -522,7 +522,7 @@ extern "C" int gy_gpt_cuda_backward_masked(gy_gpt_cuda_t *m, const uint8_t *keep
       kept += keep[b] != 0;
     TRY(gy_cuda_upload(x, m->d_keep, keep, (size_t)B));
   }
-  float denom = kept ? (float)(kept * T) : 1.0f;
+  float denom = denom_tokens > 0 ? (float)denom_tokens : kept ? (float)(kept * T) : 1.0f;
   TRY(gy_cuda_memset0(x, m->grads, m->num_params * 4));
 
   /* classifier: the logits are overwritten by their gradient */

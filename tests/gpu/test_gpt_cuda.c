@@ -314,10 +314,10 @@ static void masked_run(gy_cuda_dtype_t dt, int qk) {
   rc = gy_gpt_cuda_forward(gpu, in, tg, B, T, z, &lg);
   CHECK_MSG(rc == 0, "forward: %s", gy_cuda_last_error());
   memcpy(tl, gy_gpt_cuda_token_losses(gpu), (size_t)N * 4);
-  REQUIRE(gy_gpt_backward_masked(cpu, keep) == 0);
+  REQUIRE(gy_gpt_backward_masked(cpu, keep, 0) == 0);
   ready_calls = 0;
   gy_gpt_cuda_set_grads_ready(gpu, on_ready, NULL);
-  rc = gy_gpt_cuda_backward_masked(gpu, keep);
+  rc = gy_gpt_cuda_backward_masked(gpu, keep, 0);
   CHECK_MSG(rc == 0, "masked backward: %s", gy_cuda_last_error());
   CHECK_EQ_INT(ready_calls, cfg.num_layers + 1);
   REQUIRE(gy_gpt_cuda_download_grads(gpu, gg) == 0);
@@ -339,7 +339,7 @@ static void masked_run(gy_cuda_dtype_t dt, int qk) {
   rc = gy_gpt_cuda_forward(gpu, in, tg, B, T, z, &lg);
   CHECK_MSG(rc == 0, "forward: %s", gy_cuda_last_error());
   ready_calls = 0;
-  rc = gy_gpt_cuda_backward_masked(gpu, none);
+  rc = gy_gpt_cuda_backward_masked(gpu, none, 0);
   CHECK_MSG(rc == 0, "all-masked backward: %s", gy_cuda_last_error());
   CHECK_EQ_INT(ready_calls, cfg.num_layers + 1);
   REQUIRE(gy_gpt_cuda_download_grads(gpu, gg) == 0);

@@ -107,7 +107,7 @@ static void test_mask_equals_kept_batch(void) {
         float *tl = malloc(sizeof(float) * B * T);
         REQUIRE(tl);
         memcpy(tl, gy_gpt_token_losses(m), sizeof(float) * B * T);
-        REQUIRE(gy_gpt_backward_masked(m, masks[k]) == 0);
+        REQUIRE(gy_gpt_backward_masked(m, masks[k], 0) == 0);
         /* the mask touches only the gradient: the forward's token losses are unchanged */
         CHECK(memcmp(tl, gy_gpt_token_losses(m), sizeof(float) * B * T) == 0);
 
@@ -144,7 +144,7 @@ static void test_mask_all_masked_zero(void) {
     REQUIRE(gy_gpt_forward(m, x, y, B, T, 1e-2f, &loss) == 0);
     const uint8_t none[B] = {0, 0, 0, 0};
     ready_count = 0;
-    REQUIRE(gy_gpt_backward_masked(m, none) == 0);
+    REQUIRE(gy_gpt_backward_masked(m, none, 0) == 0);
     const float *g = gy_gpt_grads(m);
     size_t nonzero = 0;
     for (size_t i = 0; i < gy_gpt_num_params(m); i++)
@@ -154,7 +154,7 @@ static void test_mask_all_masked_zero(void) {
     for (int i = 0; i < cfg.num_layers + 1 && i < ready_count; i++)
       CHECK_EQ_INT(ready_layers[i], i < cfg.num_layers ? cfg.num_layers - 1 - i : -1);
     /* one backward per forward, masked or not */
-    CHECK_EQ_INT(gy_gpt_backward_masked(m, none), GY_EINVAL);
+    CHECK_EQ_INT(gy_gpt_backward_masked(m, none, 0), GY_EINVAL);
     gy_gpt_destroy(m);
   }
 }
@@ -172,16 +172,16 @@ static void test_mask_null_and_ones_bitwise(void) {
   REQUIRE(gy_gpt_backward(m) == 0);
   memcpy(ref, gy_gpt_grads(m), np * sizeof(float));
   REQUIRE(gy_gpt_forward(m, x, y, B, T, 1e-2f, &loss) == 0);
-  REQUIRE(gy_gpt_backward_masked(m, NULL) == 0);
+  REQUIRE(gy_gpt_backward_masked(m, NULL, 0) == 0);
   CHECK(memcmp(ref, gy_gpt_grads(m), np * sizeof(float)) == 0);
   const uint8_t all[B] = {1, 1, 1, 1};
   REQUIRE(gy_gpt_forward(m, x, y, B, T, 1e-2f, &loss) == 0);
-  REQUIRE(gy_gpt_backward_masked(m, all) == 0);
+  REQUIRE(gy_gpt_backward_masked(m, all, 0) == 0);
   CHECK(memcmp(ref, gy_gpt_grads(m), np * sizeof(float)) == 0);
   /* any non-zero byte means kept */
   const uint8_t all7[B] = {7, 1, 255, 1};
   REQUIRE(gy_gpt_forward(m, x, y, B, T, 1e-2f, &loss) == 0);
-  REQUIRE(gy_gpt_backward_masked(m, all7) == 0);
+  REQUIRE(gy_gpt_backward_masked(m, all7, 0) == 0);
   CHECK(memcmp(ref, gy_gpt_grads(m), np * sizeof(float)) == 0);
   free(ref);
   gy_gpt_destroy(m);
@@ -225,7 +225,7 @@ static void *run_shard(void *arg) {
   omp_set_num_threads(1);
   float loss;
   s->rc = gy_gpt_forward(s->m, s->x, s->y, B, T, 1e-2f, &loss);
-  if (!s->rc) s->rc = gy_gpt_backward_masked(s->m, s->keep);
+  if (!s->rc) s->rc = gy_gpt_backward_masked(s->m, s->keep, 0);
   return NULL;
 }
 
@@ -241,7 +241,7 @@ static void test_mask_tensor_parallel(void) {
       gy_gpt_t *full = make_model(&cfg, B, x, y);
       float loss;
       REQUIRE(gy_gpt_forward(full, x, y, B, T, 1e-2f, &loss) == 0);
-      REQUIRE(gy_gpt_backward_masked(full, masks[k]) == 0);
+      REQUIRE(gy_gpt_backward_masked(full, masks[k], 0) == 0);
 
       group_t *g = calloc(1, sizeof(*g));
       REQUIRE(g);

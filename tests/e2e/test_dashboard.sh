@@ -24,7 +24,10 @@ cleanup() {
 trap cleanup EXIT
 
 POLICY=$TMP/policy.yaml
+# The per-sample guard is off here: this test is about the ladder, so the injected corruption
+# must reach the loss (with the guard on, tier 1 masks it: e2e/test_data_faults, test_scenarios).
 echo "observe_steps: 1" >"$POLICY"
+echo "guard: {enabled: false}" >>"$POLICY"
 PORT=$(free_port)
 HP=$(free_port)
 CFG=$TMP/run.yaml

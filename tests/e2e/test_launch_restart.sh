@@ -15,7 +15,10 @@ cleanup() {
 }
 trap cleanup EXIT
 PORT=$(free_port)
+# The per-sample guard is off here: this test is about the ladder, so the injected corruption
+# must reach the loss (with the guard on, tier 1 masks it: e2e/test_data_faults, test_scenarios).
 echo "observe_steps: 1" >"$TMP/policy.yaml"
+echo "guard: {enabled: false}" >>"$TMP/policy.yaml"
 cfg=$TMP/run.yaml
 write_config "$cfg" 250 "controller: {listen: \"127.0.0.1:$PORT\", world: 2, tp: 1, window: 4, heartbeat_ms: 200, lost_after_ms: 20000, policy: $TMP/policy.yaml}"
 sed -i "s/^run: {\(.*\)threads: 2}/run: {\1threads: 1}/;

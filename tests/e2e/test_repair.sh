@@ -29,7 +29,10 @@ trap cleanup EXIT
 # tolerance by then (a recovered spike: no repair). Here the loop repairs a jump that is still
 # there one step later.
 POLICY=$TMP/policy.yaml
+# The per-sample guard is off here: this test is about the ladder, so the injected corruption
+# must reach the loss (with the guard on, tier 1 masks it: e2e/test_data_faults, test_scenarios).
 echo "observe_steps: 1" >"$POLICY"
+echo "guard: {enabled: false}" >>"$POLICY"
 # A bad policy file: the controller refuses to start (exit 2) naming the file, line and key.
 BAD=$TMP/bad.yaml
 write_config "$BAD" 10 "controller: {listen: \"127.0.0.1:0\", world: 2, policy: $TMP/badpolicy.yaml}"

@@ -6,23 +6,20 @@
 # The corruptions start at step 95: before that the detectors' default 64-step window still
 # holds this small model's descent from its initial loss (at step 60 the code baseline's MAD is
 # 0.47, a threshold of 4.2 nats, and 6.7 against a median of 3.4 did not fire).
-#  1. random bytes in `code` for the samples of steps 95-97: the code loss jumps, the run rolls
-#     back and skips; no poisoned id is trained after the last rollback; the run finishes and its
-#     final validation loss per channel is within 2% of the clean run's (same seed, run too).
-#  2. one token repeated in `zh` for the samples of step 95 (see below why one step): a drop, repaired by a rollback
-#     that skips the attributed samples; no repeated-token id is trained after the last rollback.
+#  1. random bytes in `code` for the samples of steps 95-97: the per-sample guard masks them
+#     before the backward pass (a step with too many of them may also climb the ladder: trigger
+#     "masked", a rollback that skips them); none is ever trained; the run finishes and its final
+#     validation loss per channel is within 2% of the clean run's (same seed, run too).
+#  2. one token repeated in `zh` for the samples of step 95: the same, for a drop.
 #  4. worker 1 SIGKILLed at step ~65: gyroctl restarts it, the controller rolls back (no skip) to
 #     the newest clean committed checkpoint, the gang re-forms (generation 2), the run finishes.
-#  5. a clean run of 300 steps (and the clean reference of 1): no spike_suspected event at all.
-# Scenario 3 (a learning rate far too high) is tested elsewhere.
-# The default policy watches 3 steps after a jump; a 3-step corruption would be back within
-# tolerance by then (a recovered spike, no repair), so 1 and 2 run with observe_steps: 1 (as
-# tests/e2e/test_repair.sh does); 4 and 5 use the default policy.
+#  5. a clean run of 300 steps (and the clean reference of 1): no spike_suspected event, no
+#     rollback, and the guard masks at most the policy's false-positive budget (guard.budget).
+# Scenario 3 (a learning rate far too high) is tested elsewhere. Every scenario runs under the
+# shipped default policy (no policy file).
 source "$GY_SOURCE_DIR/tests/lib/common.sh"
 need_data
 source "$GY_SOURCE_DIR/tests/lib/scenario.sh"
-POLICY=$TMP/observe1.yaml
-echo "observe_steps: 1" >"$POLICY"
 
 # check NAME MODE [ARGS]: the assertions, in Python over the controller's log and the workers'
 # records.
@@ -84,55 +81,48 @@ if '"type":"done"' not in open(d + "/controller.log").read().replace(" ", ""):
 if mode == "clean":
     if "spike_suspected" in kinds or rbs[0]:
         fail("a clean run suspected a spike or rolled back (a false positive)")
-    print("%s: clean, %d steps, 0 spike events" % (name, STEPS))
+    steps = [x for x in recs[0] if x["type"] == "step"]
+    n = sum(x["samples"] for x in steps)
+    m = sum(sum(x["masked_ch"].values()) for x in steps)
+    if m > 0.002 * n:  # guard.budget of the default policy
+        fail("the guard masked %d of %d clean samples (%.2f%%), over its 0.2%% budget" %
+             (m, n, 100.0 * m / n))
+    print("%s: clean, %d steps, 0 spike events, %d of %d samples masked" % (name, STEPS, m, n))
     sys.exit(0)
 
-if mode in ("corrupt", "drop"):
+if mode == "guarded":
+    # the guard's: every poisoned sample that was drawn was masked before the backward pass
+    # (never trained); a step with too many of them may climb the ladder (trigger "masked"),
+    # and the ranks then agree; the run finishes within 2% of the clean run's held-out loss
     ch, lo, hi, ref = sys.argv[5], int(sys.argv[6]), int(sys.argv[7]), sys.argv[8]
-    if not rbs[0]:
-        fail("no rollback")
     key = lambda x: (x["seq"], x["at_step"], x["to_step"], x["skip"], x["reason"])
     for r in range(1, WORLD):
         if [key(x) for x in rbs[r]] != [key(x) for x in rbs[0]]:
             fail("ranks 0 and %d applied different rollbacks" % r)
-    spikes = [s for k, s, _ in events if k == "spike_suspected"]
-    if mode == "corrupt" and (not spikes or spikes[0] < lo // 16 or spikes[0] > hi // 16):
-        fail("the first spike should be suspected in steps %d-%d: %s" % (lo // 16, hi // 16, spikes))
-    if [s for s in spikes if s < lo // 16]:
-        fail("spike suspected before the corruption: %s" % spikes)
-    first = rbs[0][0]
-    if first["to_step"] > lo // 16 or first["to_step"] % 10:
-        fail("the first rollback restored step %d, not a checkpoint before the corruption" %
-             first["to_step"])
-    if mode == "drop" and not re.search(r"drop", " ".join(t for _, _, t in events), re.I):
-        fail("no event names a drop")
-    # poisoned ids: the ids in [lo, hi) of channel ch that reached any step; after the last
-    # rollback none of them is trained (top_k = batch: every trained id is listed)
+    drawn = masked = 0
     for r in range(WORLD):
-        n_rb, poisoned, skipped = 0, set(), []
         for x in recs[r]:
-            if x["type"] == "directive" and x["kind"] == "rollback":
-                n_rb += 1
-                skipped += [range(a, b) for a, b in x["skip"]]
-            elif x["type"] == "step":
-                # every trained id is listed: the top 16 (scenario 1), or the top 8 and the
-                # bottom 8 (scenario 2, where a drop must be blamed on the bottom samples)
-                listed = {t["id"]: t for t in x["top"] + x.get("bottom", [])}
-                if len(listed) != 16:
-                    fail("rank %d step %d lists %d ids, want 16" % (r, x["step"], len(listed)))
-                for t in listed.values():
-                    if any(t["id"] in g for g in skipped):
-                        fail("rank %d step %d trained skipped id %d" % (r, x["step"], t["id"]))
-                    if lo <= t["id"] < hi and t["channel"] == ch:
-                        if n_rb == len(rbs[r]):
-                            fail("rank %d step %d trained poisoned id %d after the last rollback"
-                                 % (r, x["step"], t["id"]))
-                        poisoned.add(t["id"])
-        if not poisoned and r == 0:
-            fail("no poisoned id was ever trained: the corruption did not happen")
-        if r == 0:
-            print("  rank 0: %d poisoned %s ids trained before the repair, all skipped since" %
-                  (len(poisoned), ch))
+            if x["type"] != "step":
+                continue
+            listed = {t["id"]: t for t in x["top"] + x.get("bottom", [])}
+            gone = {m["id"]: m for m in x["masked"]}
+            if len(listed) != x["samples"] - sum(x["masked_ch"].values()):
+                fail("rank %d step %d lists %d trained ids and masked %d of %d" %
+                     (r, x["step"], len(listed), sum(x["masked_ch"].values()), x["samples"]))
+            for t in listed.values():
+                if lo <= t["id"] < hi and t["channel"] == ch:
+                    fail("rank %d step %d trained poisoned id %d" % (r, x["step"], t["id"]))
+            if r == 0:
+                for m in gone.values():
+                    if lo <= m["id"] < hi and m["channel"] == ch:
+                        masked += 1
+    if not masked:
+        fail("no poisoned id was masked: the corruption did not happen")
+    print("  %d poisoned %s samples masked by the guard (as drawn, every rollback's replay "
+          "included), none trained" % (masked, ch))
+    for x in rbs[0]:
+        if "masked" not in x["reason"]:
+            fail("a rollback not for masked samples: %s" % x["reason"])
     if ref != "-":
         clean = json.load(open("%s/%s/val.json" % (tmp, ref)))
         for c, v in sorted(clean.items()):
@@ -180,24 +170,15 @@ mkcfg clean 150 "" ""
 launch clean
 check clean clean 150 || fail "clean reference"
 
-# 1. random bytes in code for the samples of steps 95-97
-mkcfg code 150 "{channel: code, from: 1520, to: 1568, kind: random_bytes}" "$POLICY"
+# 1. random bytes in code for the samples of steps 95-97, the default policy
+mkcfg code 150 "{channel: code, from: 1520, to: 1568, kind: random_bytes}" ""
 launch code
-check code corrupt 150 code 1520 1568 clean || fail "scenario 1"
+check code guarded 150 code 1520 1568 clean || fail "scenario 1"
 
-# 2. repeated tokens in zh for the samples of step 95 only. With steps 95-97 poisoned the drop is
-#    repaired at once (no observation window) by skipping step 95's samples; the ids of 96-97
-#    then shift into the replayed step 95, where only a grad_norm jump fired and "recovered", so
-#    poisoned zh ids were trained after the last rollback (a product gap, reported).
-#    top_k 8: the reports list the 8 worst and the 8 best of each step's 16 samples, and a drop
-#    is blamed on the best (the repeated-token samples are never among the worst).
-#    zh weight 4 (about 10 of a step's 16 samples): the zh corpora hold near-duplicate texts
-#    (loss ~0.3 against a median of ~3), so with ~4 zh samples a step the channel's mean swings
-#    by most of a nat from one step to the next and its MAD hides a drop; with ~10 it does not.
-mkcfg zh 150 "{channel: zh, from: 1520, to: 1536, kind: repeat}" "$POLICY" \
-  "s/top_k: 16/top_k: 8/; s/{name: zh,/{name: zh, weight: 4,/"
+# 2. one token repeated in zh for the samples of step 95, the default policy
+mkcfg zh 150 "{channel: zh, from: 1520, to: 1536, kind: repeat}" ""
 launch zh
-check zh drop 150 zh 1520 1536 - || fail "scenario 2"
+check zh guarded 150 zh 1520 1536 - || fail "scenario 2"
 
 # 4. a worker SIGKILLed mid-run
 mkcfg kill 150 "" ""

@@ -1,7 +1,10 @@
 # Corruption injection is visible in the channel's loss: random bytes and binary noise make a
 # jump, one repeated token and empty lines make a drop, at exactly the injected step, in
-# exactly the injected channel. Also: a real corrupted shard file (random bytes written into the
-# middle of a copy of a real shard) makes the samples drawn from it spike.
+# exactly the injected channel (the guard off: a policy with guard.enabled false, so the samples
+# reach the loss). With the default policy the guard masks those samples instead: each is listed
+# as masked at its step, with the rule that fired, and the channel's loss stays at its baseline.
+# Also: a real corrupted shard file (random bytes written into the middle of a copy of a real
+# shard) makes the samples drawn from it spike (guard off), or be masked (guard on).
 source "$GY_SOURCE_DIR/tests/lib/common.sh"
 need_data
 # batch 8, world 1: step s consumes ids [8s, 8s+8). Train 150 clean steps, then one corrupted
@@ -22,7 +25,18 @@ i = s.index("  corrupt:"); block = s[i:]; s = s[:i]
 j = s.index("eval:")
 open(p, "w").write(s[:j] + block + s[j:])
 PY
-"$WORKER" --standalone --config "$TMP/run.yaml" >"$TMP/out.jsonl"
+echo "guard: {enabled: false}" >"$TMP/noguard.yaml"
+"$WORKER" --standalone --config "$TMP/run.yaml" --policy "$TMP/noguard.yaml" >"$TMP/out.jsonl"
+"$WORKER" --standalone --config "$TMP/run.yaml" >"$TMP/guarded.jsonl"
+python3 - "$TMP/guarded.jsonl" <<'PY'
+import json, sys
+rows = {r["step"]: r for r in map(json.loads, open(sys.argv[1])) if r["type"] == "step"}
+for s, ch in ((150, "en"), (170, "code"), (190, "code"), (200, "zh")):
+    m = [x for x in rows[s]["masked"] if x["channel"] == ch and 8 * s <= x["id"] < 8 * s + 8]
+    print("guard on, step %d %s: masked %s" % (s, ch, [(x["id"], x["reason"]) for x in m]))
+    assert m, "the guard masked none of the corrupted samples"
+    assert rows[s]["masked_ch"][ch] == len(m), "masked samples of other steps or channels"
+PY
 python3 - "$TMP/out.jsonl" <<'PY'
 import json, sys, statistics as st
 rows = {r["step"]: r for r in map(json.loads, open(sys.argv[1])) if r["type"] == "step"}
@@ -61,7 +75,15 @@ PY
 write_config "$TMP/shard.yaml" 140
 sed -i "s#'\${GY_DATA_DIR}/en/train_000.bin'\]#'$TMP/en_bad.bin'], shuffle: false#" "$TMP/shard.yaml"
 grep -q "en_bad.bin'], shuffle: false" "$TMP/shard.yaml" || fail "could not point en at the bad shard"
-"$WORKER" --standalone --config "$TMP/shard.yaml" >"$TMP/shard.jsonl"
+"$WORKER" --standalone --config "$TMP/shard.yaml" --policy "$TMP/noguard.yaml" >"$TMP/shard.jsonl"
+"$WORKER" --standalone --config "$TMP/shard.yaml" >"$TMP/shard_guarded.jsonl"
+python3 - "$TMP/shard_guarded.jsonl" <<'PY'
+import json, sys
+rows = [r for r in map(json.loads, open(sys.argv[1])) if r["type"] == "step"]
+hit = sorted({r["step"] for r in rows for m in r["masked"] if m["channel"] == "en"})
+print("real corrupted shard, guard on: en samples masked at steps %s" % hit)
+assert hit and all(117 <= s <= 123 for s in hit), hit
+PY
 python3 - "$TMP/shard.jsonl" <<'PY'
 import json, sys, statistics as st
 rows = {r["step"]: r for r in map(json.loads, open(sys.argv[1])) if r["type"] == "step"}

@@ -3,8 +3,10 @@
 # programs and of gzip files, raw HTML, repeated spans, blank lines, Chinese verse in English:
 # bench/data_faults_splice.py) is spliced into the en shard at random offsets, covering 0.1%, 1%
 # and 5% of the channel. Each corpus is trained by a real job under `gyroctl launch`
-# (gyro-controller + 2 CPU workers, data parallel 2, Gloo on loopback), the demo's model, with
-# train.log_samples so every sample drawn is on record:
+# (gyro-controller + 2 CPU workers, data parallel 2, Gloo on loopback), with train.log_samples
+# so every sample drawn is on record. The model: 2 layers, 64 wide, 4 heads, context 64, batch 8
+# per rank (--layers, --channels, --seq change it; the guard's content rules do not depend on it,
+# its loss rule does):
 #   clean          no junk, the default policy (the guard's false positives)
 #   off-<share>    junk, gyro off: the guard disabled, every detector alert-only (no repair)
 #   gyro-<share>   junk, the default policy (the guard, the quarantine and the ladder)
@@ -15,7 +17,8 @@
 # final held-out loss per channel against the clean run, and a PNG (gnuplot) of the en held-out
 # loss.
 #
-#   bash bench/data_faults.sh [--steps N] [--shares "0.001 0.01 0.05"] [--out DIR]
+#   bash bench/data_faults.sh [--steps N] [--shares "0.001 0.01 0.05"] [--out DIR] [--seed S]
+#                             [--layers L] [--channels C] [--seq T]
 #
 # Writes DIR/summary.json, DIR/summary.md (the table for bench/RESULTS.md) and
 # DIR/data_faults.png (default DIR: build/bench/data_faults).
@@ -25,13 +28,19 @@ STEPS=1000
 SHARES="0.001 0.01 0.05"
 OUT=build/bench/data_faults
 SEED=7
+LAYERS=2
+CHANNELS=64
+SEQ=64
 while (($#)); do
   case $1 in
+  --layers) LAYERS=$2; shift 2 ;;
+  --channels) CHANNELS=$2; shift 2 ;;
+  --seq) SEQ=$2; shift 2 ;;
   --steps) STEPS=$2; shift 2 ;;
   --shares) SHARES=$2; shift 2 ;;
   --out) OUT=$2; shift 2 ;;
   --seed) SEED=$2; shift 2 ;;
-  -h | --help) sed -n 2,23p "$0"; exit 0 ;;
+  -h | --help) sed -n 2,26p "$0"; exit 0 ;;
   *) echo "data_faults: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -83,8 +92,8 @@ mkcfg() {
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   cat >"$OUT/$name.yaml" <<YAML
 run: {name: $name, seed: 1337, steps: $STEPS, threads: 1}
-model: {layers: 4, channels: 128, heads: 4, context: 128, vocab: 256}
-train: {batch: 8, seq_len: 128, top_k: 16, log_samples: true}
+model: {layers: $LAYERS, channels: $CHANNELS, heads: 4, context: $SEQ, vocab: 256}
+train: {batch: 8, seq_len: $SEQ, top_k: 16, log_samples: true}
 optimizer: {lr: 1.0e-3, beta2: 0.95, weight_decay: 0.1, grad_clip: 1.0}
 schedule: {kind: cosine, warmup: 50, min_lr_frac: 0.1}
 data:
@@ -115,10 +124,10 @@ for name in $RUNS; do
   python3 -c "print('%s: %.1f s' % ('$name', $t1 - $t0))" | tee -a "$OUT/wall.txt"
 done
 
-python3 - "$OUT" "$STEPS" "$SHARES" <<'PY'
+python3 - "$OUT" "$STEPS" "$SHARES" "$SEQ" <<'PY'
 import json, re, statistics, sys
 out, STEPS, SHARES = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
-T, WORLD = 128, 2
+T, WORLD = int(sys.argv[4]), 2
 
 
 def records(name):
@@ -170,7 +179,7 @@ def judge(name, spl):
     junk = [d for d in drawn if d[3] >= 0.5]
     masked = [d for d in drawn if d[4]]
     first = {}
-    for d in sorted(drawn):
+    for d in sorted(drawn, key=lambda d: (d[0], d[1])):
         if d[4] and d[2] is not None and d[2] not in first:
             first[d[2]] = d[0]
     late = [d for d in junk if not d[4] and d[2] in first and d[0] > first[d[2]]]

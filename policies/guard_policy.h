@@ -16,8 +16,8 @@
   XX(ENTROPY, "entropy", "bits")    /* Shannon entropy of the sample's token histogram */          \
   XX(REPEAT, "repeat", "share")     /* share of tokens inside periodic spans (period <= 16) */     \
   XX(NONTEXT, "nontext", "share")   /* share of control bytes and bytes of broken UTF-8 */         \
-  XX(HIGHBYTE, "highbyte", "share") /* share of bytes >= 0x80 (the script of the text) */        \
-  XX(MARKUP, "markup", "share")     /* share of bytes in markup: closing tags, tags with        \
+  XX(HIGHBYTE, "highbyte", "share") /* share of bytes >= 0x80 (the script of the text) */          \
+  XX(MARKUP, "markup", "share")     /* share of bytes in markup: closing tags, tags with           \
                                        attributes, character entities */
 
 typedef enum {
@@ -43,7 +43,8 @@ typedef struct {
 typedef struct {
   int enabled; /* 0: nothing is masked (the figures are still measured and reported) */
   int window;  /* per channel: the figures of its last `window` kept samples, 8..4096 */
-  int warmup;  /* kept samples of a channel before its rules may fire, 1..window */
+  int warmup;  /* kept samples of a channel before its content rules may fire, 1..window; the
+                  loss rule waits for a full window (early in a run the loss falls fast) */
   gy_guard_rule_t rule[GY_GSTAT_COUNT];
   double max_step_share; /* the controller: a step that masks more than this share of its
                             samples is a spike the samples alone do not explain, (0, 1] */

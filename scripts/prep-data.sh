@@ -98,11 +98,12 @@ for f in chinese tang300 song100; do zh_args+=(--fortune "$fortunes/$f"); done
 en_args=(--ext ".html,.htm" "$handbook/en-US")
 for f in "${en_fortunes[@]}"; do en_args+=(--fortune "$f"); done
 
-# The shipped corpora are built without gyro-prep's filters for now: the end-to-end scenarios'
-# calibrations (tests/e2e) were measured on the unfiltered text. GY_PREP_FILTER=1 builds them
-# through the filters (data/README.md says what they drop).
-filter=(--no-filter)
-[[ ${GY_PREP_FILTER:-0} == 1 ]] && filter=()
+# The shipped corpora are built through gyro-prep's filters (data/README.md says what they
+# drop): any data team removes repeated spans, tables and near duplicates before training, and
+# the guard's false-positive budget holds on filtered text. GY_PREP_FILTER=0 builds them
+# unfiltered.
+filter=()
+[[ ${GY_PREP_FILTER:-1} == 0 ]] && filter=(--no-filter)
 prep_channel zh "${filter[@]}" "${zh_args[@]}"
 prep_channel en "${filter[@]}" "${en_args[@]}"
 prep_channel code "${filter[@]}" "${headers[@]}" "${py[@]}"

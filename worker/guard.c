@@ -20,8 +20,8 @@
  *
  * Content statistics are cheap (one pass over T + 1 tokens): the entropy of the token histogram
  * (a run of one token or of newlines has none, random bytes have the most), the share of tokens
- * inside periodic spans (spans mostly of blanks excepted: indentation and aligned columns), and for a
- * byte vocabulary the shares of non-text bytes (control bytes other than tab, newline, carriage
+ * inside periodic spans (spans mostly of blanks excepted: indentation and aligned columns), and for
+ * a byte vocabulary the shares of non-text bytes (control bytes other than tab, newline, carriage
  * return and form feed, and bytes that break UTF-8) and of bytes >= 0x80 (text of another script).
  *
  * State blob (little-endian): "GYGUARD1", uint32 nchannels, uint32 window, uint32 nstats, then
@@ -378,7 +378,9 @@ void gy_guard_judge(gy_guard_t *g, int n, const int *channels, const float (*sta
         baseline(g, c, scratch, med, thr);
         have_base = 1;
       }
-      fires(g, stats[i], 0, med, thr, &out[i]);
+      /* the loss rule waits for a full window: early in a run the loss falls fast, and a
+       * baseline of the first samples lies above every sample that follows */
+      fires(g, stats[i], r->count < g->o.window ? GY_GSTAT_LOSS + 1 : 0, med, thr, &out[i]);
     }
   }
   free(scratch);

@@ -90,7 +90,7 @@ static gy_guard_t *warmed(int nch, int samples) {
 }
 
 static void test_outliers(void) {
-  gy_guard_t *g = warmed(2, 400);
+  gy_guard_t *g = warmed(2, 600);
   float st[6][GY_GSTAT_COUNT];
   int ch[6] = {0, 0, 1, 1, 0, 1};
   for (int i = 0; i < 6; i++)
@@ -120,6 +120,23 @@ static void test_outliers(void) {
   st[0][GY_GSTAT_LOSS] = 0.2f;
   gy_guard_judge(g, 1, ch, (const float(*)[GY_GSTAT_COUNT])st, v);
   CHECK(v[0].masked && v[0].stat == GY_GSTAT_LOSS && !v[0].high);
+  gy_guard_destroy(g);
+}
+
+/* The loss rule waits for a full window (early in a run the loss falls fast); the content rules
+ * only for the warm-up. */
+static void test_loss_waits_for_the_window(void) {
+  gy_guard_t *g = warmed(1, 100); /* past the warm-up, short of the window (256) */
+  float st[2][GY_GSTAT_COUNT];
+  clean(st[0], 1);
+  clean(st[1], 2);
+  st[0][GY_GSTAT_LOSS] = 0.1f;    /* far below: would fire with a full window */
+  st[1][GY_GSTAT_NONTEXT] = 0.5f; /* binary bytes: fires */
+  int ch[2] = {0, 0};
+  gy_guard_verdict_t v[2];
+  gy_guard_judge(g, 2, ch, (const float(*)[GY_GSTAT_COUNT])st, v);
+  CHECK(!v[0].masked);
+  CHECK(v[1].masked && v[1].stat == GY_GSTAT_NONTEXT);
   gy_guard_destroy(g);
 }
 
@@ -169,7 +186,7 @@ static void test_masked_stay_out(void) {
 /* Verdicts do not depend on the order of the batch (every sample is judged against the state
  * before the batch), and two guards fed the same batches agree: what a replay relies on. */
 static void test_order_independent(void) {
-  gy_guard_t *a = warmed(3, 500), *b = warmed(3, 500);
+  gy_guard_t *a = warmed(3, 900), *b = warmed(3, 900);
   float st[8][GY_GSTAT_COUNT], rs[8][GY_GSTAT_COUNT];
   int ch[8], rch[8];
   for (int i = 0; i < 8; i++) {
@@ -264,6 +281,7 @@ int main(void) {
   RUN(test_content);
   RUN(test_outliers);
   RUN(test_warmup_and_nan);
+  RUN(test_loss_waits_for_the_window);
   RUN(test_masked_stay_out);
   RUN(test_order_independent);
   RUN(test_state_bytes);

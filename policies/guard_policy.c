@@ -31,7 +31,7 @@ void gy_guard_default(gy_guard_opts_t *o) {
   o->rule[GY_GSTAT_HIGHBYTE] = (gy_guard_rule_t){.z = 6, .floor = 0.35, .high = 1};
   o->rule[GY_GSTAT_MARKUP] = (gy_guard_rule_t){.z = 6, .floor = 0.15, .high = 1};
   o->max_step_share = 0.25;
-  o->budget = 0.002;
+  o->budget = 0.005;
   o->quarantine = 1;
   o->quarantine_max_tokens = 65536;
   o->quarantine_margin = 1024;

@@ -114,13 +114,16 @@ void gy_guard_content(const uint16_t *tok, int n, int vocab, float stats[GY_GSTA
   for (int s = 0; s < GY_GSTAT_COUNT; s++)
     if (s != GY_GSTAT_LOSS) stats[s] = 0;
   if (n <= 0) return;
-  /* entropy of the histogram: sort a copy (n is small) and count runs */
+  /* entropy of the histogram of the tokens other than blanks (indentation and aligned columns
+   * carry no information, but are how code looks): sort a copy (n is small) and count runs */
   uint16_t buf[4097];
   uint16_t *v = n <= 4096 ? buf : malloc(sizeof(uint16_t) * (size_t)n);
   if (v) {
-    memcpy(v, tok, sizeof(uint16_t) * (size_t)n);
-    /* insertion sort is fine for a few hundred tokens; fall back to counting for long ones */
-    for (int i = 1; i < n; i++) {
+    int nb = 0;
+    for (int i = 0; i < n; i++)
+      if (tok[i] != ' ' && tok[i] != '\t') v[nb++] = tok[i];
+    /* insertion sort is fine for a few hundred tokens */
+    for (int i = 1; i < nb; i++) {
       uint16_t x = v[i];
       int j = i - 1;
       while (j >= 0 && v[j] > x) {
@@ -130,11 +133,11 @@ void gy_guard_content(const uint16_t *tok, int n, int vocab, float stats[GY_GSTA
       v[j + 1] = x;
     }
     double h = 0;
-    for (int i = 0; i < n;) {
+    for (int i = 0; i < nb;) {
       int j = i;
-      while (j < n && v[j] == v[i])
+      while (j < nb && v[j] == v[i])
         j++;
-      double p = (double)(j - i) / n;
+      double p = (double)(j - i) / nb;
       h -= p * log2(p);
       i = j;
     }

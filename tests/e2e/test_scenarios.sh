@@ -84,8 +84,8 @@ if mode == "clean":
     steps = [x for x in recs[0] if x["type"] == "step"]
     n = sum(x["samples"] for x in steps)
     m = sum(sum(x["masked_ch"].values()) for x in steps)
-    if m > 0.002 * n:  # guard.budget of the default policy
-        fail("the guard masked %d of %d clean samples (%.2f%%), over its 0.2%% budget" %
+    if m > 0.005 * n:  # guard.budget of the default policy
+        fail("the guard masked %d of %d clean samples (%.2f%%), over its 0.5%% budget" %
              (m, n, 100.0 * m / n))
     print("%s: clean, %d steps, 0 spike events, %d of %d samples masked" % (name, STEPS, m, n))
     sys.exit(0)

@@ -39,7 +39,7 @@ mkcfg() {
 }
 
 # launch NAME [KILL_AT_STEP]: runs the job into $TMP/NAME/; with KILL_AT_STEP, SIGKILLs worker 1
-# once its records reach that step. Fails unless gyroctl exits 0.
+# once its records reach that step. Fails unless gyroctl exits 0, and at once if the run halts.
 launch() {
   local name=$1 kill_at=${2:-} t0=$SECONDS rc=0
   "$GYROCTL" launch "$TMP/$name.yaml" --run-dir "$TMP/$name" >"$TMP/$name.out" 2>&1 &
@@ -59,6 +59,18 @@ launch() {
     kill -9 "$pid"
     echo "$name: SIGKILLed worker 1 (pid $pid) at its step >= $kill_at"
   fi
+  # a run that halts parks its gang until an operator decides: it would never end, so a halt
+  # stops the job and fails at once
+  while kill -0 "$LPID" 2>/dev/null; do
+    if grep -q -- '-> HALTED' "$TMP/$name/controller.log" 2>/dev/null; then
+      grep -- '-> HALTED' "$TMP/$name/controller.log" | head -n 1 | cut -c1-400 >&2
+      kill -TERM "$LPID" 2>/dev/null || true
+      wait "$LPID" 2>/dev/null || true
+      LPID=
+      fail "$name: the run halted"
+    fi
+    sleep 0.2
+  done
   wait "$LPID" || rc=$?
   LPID=
   [ $rc -eq 0 ] || { tail -n 20 "$TMP/$name.out" >&2; fail "$name: gyroctl launch exited $rc"; }

@@ -100,7 +100,8 @@ const float *gy_gpt_token_losses(const gy_gpt_t *m);
  * backward pass overwrites them with their gradient). */
 const float *gy_gpt_logits(const gy_gpt_t *m);
 /* Backward pass of the last forward (which must have had targets): writes (overwrites) the
- * gradient of the mean loss into the gradient buffer. Same as gy_gpt_backward_masked(m, NULL, 0). */
+ * gradient of the mean loss into the gradient buffer. Same as gy_gpt_backward_masked(m, NULL, 0).
+ */
 int gy_gpt_backward(gy_gpt_t *m);
 /* Backward pass with a per-sample loss mask. keep is [B] of the last forward (1: the sample
  * counts, 0: it is masked; the caller keeps ownership) or NULL (every sample counts). Writes the

@@ -13,8 +13,8 @@
  * with another tokenizer they are 0 and their rules never fire. */
 #define GY_GUARD_STAT_MAP(XX)                                                                      \
   XX(LOSS, "loss", "nats")          /* mean cross-entropy over the sample's tokens */              \
-  XX(ENTROPY, "entropy", "bits")    /* Shannon entropy of the sample's token histogram, blanks   \
-                                       (space, tab) left out */          \
+  XX(ENTROPY, "entropy", "bits")    /* Shannon entropy of the sample's token histogram, blanks     \
+                                       (space, tab) left out */                                    \
   XX(REPEAT, "repeat", "share")     /* share of tokens inside periodic spans (period <= 16) */     \
   XX(NONTEXT, "nontext", "share")   /* share of control bytes and bytes of broken UTF-8 */         \
   XX(HIGHBYTE, "highbyte", "share") /* share of bytes >= 0x80 (the script of the text) */          \

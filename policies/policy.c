@@ -18,8 +18,8 @@
  *   guard:             {enabled, window, warmup, max_step_share, budget,
  *                       quarantine: {enabled, max_tokens, margin},
  *                       rules: {<stat>: {z, floor, high, low}}} for stat in loss, entropy,
- *                      repeat, nontext, highbyte, markup (policies/guard_policy.h; absent keys keep the
- *                      default)
+ *                      repeat, nontext, highbyte, markup (policies/guard_policy.h; absent keys keep
+ * the default)
  *
  * Invariants:
  * - gy_policy_default() and examples/policies/default.yaml are the same policy (a unit test

@@ -133,16 +133,14 @@ static json_t *masked_json(const gy_trainer_t *tr, gy_data_t *d, const gy_masked
   gy_guard_reason(&m->verdict, why, sizeof(why));
   where_t w;
   masked_where(tr, d, m, &w);
-  json_t *o = json_pack("{s:I, s:s, s:i, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id",
-                        (json_int_t)m->id, "channel", gy_data_channel_name(d, m->channel), "rank",
-                        m->rank, "reason", why, "loss", num_or_null(m->stats[GY_GSTAT_LOSS]),
-                        "median", num_or_null(m->verdict.median), "threshold",
-                        num_or_null(m->verdict.threshold), "entropy",
-                        num_or_null(m->stats[GY_GSTAT_ENTROPY]), "repeat",
-                        num_or_null(m->stats[GY_GSTAT_REPEAT]), "nontext",
-                        num_or_null(m->stats[GY_GSTAT_NONTEXT]), "highbyte",
-                        num_or_null(m->stats[GY_GSTAT_HIGHBYTE]), "markup",
-                        num_or_null(m->stats[GY_GSTAT_MARKUP]));
+  json_t *o = json_pack(
+      "{s:I, s:s, s:i, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", (json_int_t)m->id,
+      "channel", gy_data_channel_name(d, m->channel), "rank", m->rank, "reason", why, "loss",
+      num_or_null(m->stats[GY_GSTAT_LOSS]), "median", num_or_null(m->verdict.median), "threshold",
+      num_or_null(m->verdict.threshold), "entropy", num_or_null(m->stats[GY_GSTAT_ENTROPY]),
+      "repeat", num_or_null(m->stats[GY_GSTAT_REPEAT]), "nontext",
+      num_or_null(m->stats[GY_GSTAT_NONTEXT]), "highbyte", num_or_null(m->stats[GY_GSTAT_HIGHBYTE]),
+      "markup", num_or_null(m->stats[GY_GSTAT_MARKUP]));
   if (w.file) {
     json_object_set_new(o, "file", json_string(w.file));
     json_object_set_new(o, "offset", json_integer((json_int_t)w.offset));

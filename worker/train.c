@@ -309,8 +309,8 @@ int gy_trainer_create_parallel(gy_trainer_t **out, const gy_run_config_t *cfg,
   if (t->device == GY_DEVICE_CUDA) t->top1 = malloc(N * sizeof(int));
   rc = GY_ENOMEM;
   if (!t->inputs || !t->targets || !t->chans || !t->ids || !t->tok || !t->gstats || !t->verdict ||
-      !t->gkeep || !t->used || !t->gall || !t->gchan || !t->gstat_all ||
-      !t->gverdict_all || (t->device == GY_DEVICE_CUDA && !t->top1))
+      !t->gkeep || !t->used || !t->gall || !t->gchan || !t->gstat_all || !t->gverdict_all ||
+      (t->device == GY_DEVICE_CUDA && !t->top1))
     goto err;
   {
     gy_guard_opts_t go;
@@ -570,8 +570,8 @@ int gy__train_guard(gy_trainer_t *t, const float *tl) {
     gy_comm_t *c = t->groups.dp;
     int rc = c->ops->allgather(c, mine, all, (size_t)B * ROW, GY_DT_F32);
     if (rc) {
-      snprintf(t->last_error, sizeof(t->last_error), "data-parallel gather of the guard's figures: %s",
-               c->errmsg);
+      snprintf(t->last_error, sizeof(t->last_error),
+               "data-parallel gather of the guard's figures: %s", c->errmsg);
       return rc;
     }
     int *chs = t->gchan;
@@ -672,7 +672,8 @@ static int step_cpu(gy_trainer_t *t, gy_step_report_t *rep) {
   float loss;
   int rc = gy_gpt_forward(t->model, t->inputs, t->targets, B, T, t->knobs.z_loss, &loss);
   if (rc) return rc == GY_ECOMM ? gy__train_comm_failure(t, rc) : rc;
-  if ((rc = gy__train_guard(t, gy_gpt_token_losses(t->model)))) return gy__train_comm_failure(t, rc);
+  if ((rc = gy__train_guard(t, gy_gpt_token_losses(t->model))))
+    return gy__train_comm_failure(t, rc);
   if ((rc = gy_gpt_backward_masked(t->model, t->gkeep, t->gdenom)))
     return rc == GY_ECOMM ? gy__train_comm_failure(t, rc) : rc;
   if (t->dp_size > 1) {

@@ -56,8 +56,8 @@ struct gy_trainer {
   gy_guard_t *guard;
   float (*gstats)[GY_GSTAT_COUNT];
   gy_guard_verdict_t *verdict;
-  uint8_t *gkeep;                /* [B]: 1 = the sample is in the loss */
-  uint64_t *used;                /* [B]: the sample index each id's tokens came from */
+  uint8_t *gkeep; /* [B]: 1 = the sample is in the loss */
+  uint64_t *used; /* [B]: the sample index each id's tokens came from */
   /* the gang's figures for the guard (data parallel): this rank's rows and everyone's
    * [B + dp*B][GY_GSTAT_COUNT + 1], and everyone's channels, figures and verdicts [dp*B] */
   float *gall;

@@ -12,8 +12,8 @@
  * soon as the backward pass has finished them (so reduction overlaps the backward of the layers
  * below); the DP communicator is used by that thread only, the TP one by the training thread
  * only. Then norms (sharded parts summed over TP), the clip and AdamW run identically on every
- * rank, and the step's loss sums, token counts, worst samples and masked samples are reduced over DP so every
- * rank reports, and would decide, the same.
+ * rank, and the step's loss sums, token counts, worst samples and masked samples are reduced over
+ * DP so every rank reports, and would decide, the same.
  *
  * Invariants: the reducer's queue, final_done, stop and dp_err are read and written under
  * t->mu; a failed collective aborts every group (gy__train_comm_failure) so no peer waits for

@@ -13,8 +13,9 @@
 #  2. one token repeated in `zh` for the samples of step 95: the same, for a drop.
 #  4. worker 1 SIGKILLed at step ~65: gyroctl restarts it, the controller rolls back (no skip) to
 #     the newest clean committed checkpoint, the gang re-forms (generation 2), the run finishes.
-#  5. a clean run of 300 steps (and the clean reference of 1): no spike_suspected event, no
-#     rollback, and the guard masks at most the policy's false-positive budget (guard.budget).
+#  5. a clean run of 300 steps (and the clean reference of 1): no rollback, no suspected spike
+#     that did not recover by itself, and the guard masks at most the policy's false-positive
+#     budget (guard.budget).
 # Scenario 3 (a learning rate far too high) is tested elsewhere. Every scenario runs under the
 # shipped default policy (no policy file).
 source "$GY_SOURCE_DIR/tests/lib/common.sh"
@@ -79,8 +80,12 @@ if '"type":"done"' not in open(d + "/controller.log").read().replace(" ", ""):
     fail("the controller never recorded the run as done")
 
 if mode == "clean":
-    if "spike_suspected" in kinds or rbs[0]:
-        fail("a clean run suspected a spike or rolled back (a false positive)")
+    # no repair: no rollback, no halt; a suspected spike must have recovered by itself (a
+    # transient gradient-norm jump is watched, not repaired: a recovered_spike event)
+    if rbs[0] or "halted" in kinds:
+        fail("a clean run rolled back or halted (a false positive)")
+    if kinds.count("spike_suspected") != kinds.count("recovered_spike"):
+        fail("a spike suspected on clean data did not recover by itself")
     steps = [x for x in recs[0] if x["type"] == "step"]
     n = sum(x["samples"] for x in steps)
     m = sum(sum(x["masked_ch"].values()) for x in steps)

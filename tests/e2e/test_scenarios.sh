@@ -92,7 +92,8 @@ if mode == "clean":
     if m > 0.005 * n:  # guard.budget of the default policy
         fail("the guard masked %d of %d clean samples (%.2f%%), over its 0.5%% budget" %
              (m, n, 100.0 * m / n))
-    print("%s: clean, %d steps, 0 spike events, %d of %d samples masked" % (name, STEPS, m, n))
+    print("%s: clean, %d steps, no repair (%d transient spikes watched), %d of %d samples masked"
+          % (name, STEPS, kinds.count("spike_suspected"), m, n))
     sys.exit(0)
 
 if mode == "guarded":

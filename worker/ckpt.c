@@ -60,6 +60,7 @@
 #include "common/crc32c.h"
 #include "common/err.h"
 #include "common/fsutil.h"
+#include "common/le.h"
 
 #define MAGIC "GYROCKP1"
 #define VERSION 1u
@@ -76,27 +77,6 @@ struct gy_ckpt_buf {
 };
 
 /* ---- helpers ---------------------------------------------------------------------------- */
-
-static void put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get_u32(const uint8_t *p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; i++)
-    v |= (uint32_t)p[i] << (8 * i);
-  return v;
-}
-static uint64_t get_u64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++)
-    v |= (uint64_t)p[i] << (8 * i);
-  return v;
-}
 
 /* Rounds x up to a multiple of BLOB_ALIGN; 0 on overflow (x > 0 never rounds to 0). */
 static uint64_t align_up(uint64_t x) {
@@ -157,26 +137,26 @@ int gy_ckpt_build(gy_ckpt_buf_t **out, const gy_ckpt_meta_t *meta, const gy_ckpt
     if (blobs[i].nbytes) memcpy(d + off, blobs[i].data, blobs[i].nbytes);
     uint8_t *e = d + HDR_SIZE + (size_t)DIRENT_SIZE * i;
     memcpy(e, blobs[i].name, strlen(blobs[i].name)); /* rest stays NUL */
-    put_u64(e + 48, off);
-    put_u64(e + 56, blobs[i].nbytes);
-    put_u32(e + 64, gy_crc32c(0, d + off, blobs[i].nbytes));
-    put_u32(e + 68, 0);
+    gy_le_put64(e + 48, off);
+    gy_le_put64(e + 56, blobs[i].nbytes);
+    gy_le_put32(e + 64, gy_crc32c(0, d + off, blobs[i].nbytes));
+    gy_le_put32(e + 68, 0);
     pos = off + blobs[i].nbytes;
   }
 
   memcpy(d, MAGIC, 8);
-  put_u32(d + 8, VERSION);
-  put_u32(d + 12, (uint32_t)nblobs);
-  put_u64(d + 16, meta->step);
-  put_u64(d + 24, meta->config_hash);
-  put_u32(d + 32, (uint32_t)meta->rank);
-  put_u32(d + 36, (uint32_t)meta->world);
-  put_u32(d + 40, (uint32_t)meta->dp);
-  put_u32(d + 44, (uint32_t)meta->tp);
-  put_u64(d + 48, HDR_SIZE);
-  put_u64(d + 56, end);
-  put_u32(d + 64, gy_crc32c(0, d + HDR_SIZE, (size_t)DIRENT_SIZE * nblobs));
-  put_u32(d + HDR_CRC_OFF, gy_crc32c(0, d, HDR_CRC_OFF));
+  gy_le_put32(d + 8, VERSION);
+  gy_le_put32(d + 12, (uint32_t)nblobs);
+  gy_le_put64(d + 16, meta->step);
+  gy_le_put64(d + 24, meta->config_hash);
+  gy_le_put32(d + 32, (uint32_t)meta->rank);
+  gy_le_put32(d + 36, (uint32_t)meta->world);
+  gy_le_put32(d + 40, (uint32_t)meta->dp);
+  gy_le_put32(d + 44, (uint32_t)meta->tp);
+  gy_le_put64(d + 48, HDR_SIZE);
+  gy_le_put64(d + 56, end);
+  gy_le_put32(d + 64, gy_crc32c(0, d + HDR_SIZE, (size_t)DIRENT_SIZE * nblobs));
+  gy_le_put32(d + HDR_CRC_OFF, gy_crc32c(0, d, HDR_CRC_OFF));
 
   b->step = meta->step;
   *out = b;
@@ -244,19 +224,19 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
               HDR_SIZE, len);
     goto err;
   }
-  uint32_t version = get_u32(data + 8);
+  uint32_t version = gy_le_get32(data + 8);
   if (version != VERSION) {
     gy_errmsg(errmsg, errlen, "%s: unsupported format version %u (expected %u) or corrupt header",
               what, version, VERSION);
     goto err;
   }
-  uint32_t hcrc_stored = get_u32(data + HDR_CRC_OFF), hcrc = gy_crc32c(0, data, HDR_CRC_OFF);
+  uint32_t hcrc_stored = gy_le_get32(data + HDR_CRC_OFF), hcrc = gy_crc32c(0, data, HDR_CRC_OFF);
   if (hcrc != hcrc_stored) {
     gy_errmsg(errmsg, errlen, "%s: header CRC-32C mismatch (stored 0x%08x, computed 0x%08x)", what,
               hcrc_stored, hcrc);
     goto err;
   }
-  uint64_t total = get_u64(data + 56);
+  uint64_t total = gy_le_get64(data + 56);
   if (total != len) {
     if (total > len)
       gy_errmsg(errmsg, errlen, "%s: truncated: expected %llu bytes, found %zu", what,
@@ -266,8 +246,8 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
                 len - (size_t)total, (unsigned long long)total);
     goto err;
   }
-  uint32_t nblobs = get_u32(data + 12);
-  uint64_t dir_off = get_u64(data + 48);
+  uint32_t nblobs = gy_le_get32(data + 12);
+  uint64_t dir_off = gy_le_get64(data + 48);
   if (dir_off != HDR_SIZE) {
     gy_errmsg(errmsg, errlen, "%s: directory offset %llu, expected %u", what,
               (unsigned long long)dir_off, HDR_SIZE);
@@ -280,7 +260,7 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
   }
   size_t dir_len = (size_t)DIRENT_SIZE * nblobs;
   const uint8_t *dir = data + HDR_SIZE;
-  uint32_t dcrc_stored = get_u32(data + 64), dcrc = gy_crc32c(0, dir, dir_len);
+  uint32_t dcrc_stored = gy_le_get32(data + 64), dcrc = gy_crc32c(0, dir, dir_len);
   if (dcrc != dcrc_stored) {
     gy_errmsg(errmsg, errlen, "%s: directory CRC-32C mismatch (stored 0x%08x, computed 0x%08x)",
               what, dcrc_stored, dcrc);
@@ -313,8 +293,8 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
         goto err;
       }
     }
-    uint64_t off = get_u64(e + 48), nbytes = get_u64(e + 56), want = align_up(pos);
-    if (get_u32(e + 68) != 0) {
+    uint64_t off = gy_le_get64(e + 48), nbytes = gy_le_get64(e + 56), want = align_up(pos);
+    if (gy_le_get32(e + 68) != 0) {
       gy_errmsg(errmsg, errlen, "%s: blob '%s': reserved field is not zero", what, blobs[i].name);
       goto err;
     }
@@ -341,7 +321,7 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
   }
   for (uint32_t i = 0; i < nblobs; i++) {
     const uint8_t *e = dir + (size_t)DIRENT_SIZE * i;
-    uint32_t stored = get_u32(e + 64), crc = gy_crc32c(0, blobs[i].data, blobs[i].nbytes);
+    uint32_t stored = gy_le_get32(e + 64), crc = gy_crc32c(0, blobs[i].data, blobs[i].nbytes);
     if (crc != stored) {
       gy_errmsg(errmsg, errlen, "%s: blob '%s': CRC-32C mismatch (stored 0x%08x, computed 0x%08x)",
                 what, blobs[i].name, stored, crc);
@@ -349,12 +329,12 @@ int gy_ckpt_parse(const uint8_t *data, size_t len, const char *what, gy_ckpt_vie
     }
   }
 
-  view->meta.step = get_u64(data + 16);
-  view->meta.config_hash = get_u64(data + 24);
-  view->meta.rank = (int32_t)get_u32(data + 32);
-  view->meta.world = (int32_t)get_u32(data + 36);
-  view->meta.dp = (int32_t)get_u32(data + 40);
-  view->meta.tp = (int32_t)get_u32(data + 44);
+  view->meta.step = gy_le_get64(data + 16);
+  view->meta.config_hash = gy_le_get64(data + 24);
+  view->meta.rank = (int32_t)gy_le_get32(data + 32);
+  view->meta.world = (int32_t)gy_le_get32(data + 36);
+  view->meta.dp = (int32_t)gy_le_get32(data + 40);
+  view->meta.tp = (int32_t)gy_le_get32(data + 44);
   view->nblobs = (int)nblobs;
   view->blobs = blobs;
   return 0;

@@ -26,30 +26,7 @@
 #include "common/crc32c.h"
 #include "common/err.h"
 #include "common/fsutil.h"
-
-static void put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; i++)
-    v |= (uint32_t)p[i] << (8 * i);
-  return v;
-}
-
-static uint64_t get_u64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++)
-    v |= (uint64_t)p[i] << (8 * i);
-  return v;
-}
+#include "common/le.h"
 
 char *gy_docindex_path(const char *shard_path) {
   size_t n = strlen(shard_path);
@@ -110,18 +87,18 @@ int gy_docindex_write(const char *path, const gy_docindex_t *ix, char *errmsg, s
   uint8_t *body = NULL;
   memset(hdr, 0, sizeof(hdr));
   memcpy(hdr, GY_DOCINDEX_MAGIC, sizeof(GY_DOCINDEX_MAGIC));
-  put_u64(hdr + 8, ix->ntokens);
-  put_u32(hdr + 16, ix->crc);
-  put_u32(hdr + 20, 0);
-  put_u64(hdr + 24, ix->first_doc);
-  put_u64(hdr + 32, ix->count);
+  gy_le_put64(hdr + 8, ix->ntokens);
+  gy_le_put32(hdr + 16, ix->crc);
+  gy_le_put32(hdr + 20, 0);
+  gy_le_put64(hdr + 24, ix->first_doc);
+  gy_le_put64(hdr + 32, ix->count);
   if (ix->count > 0) {
     if (ix->count > SIZE_MAX / 8 || !(body = malloc((size_t)ix->count * 8))) {
       gy_errmsg(errmsg, errlen, "document index %s: out of memory", path);
       return GY_ENOMEM;
     }
     for (uint64_t i = 0; i < ix->count; i++)
-      put_u64(body + 8 * i, ix->offsets[i]);
+      gy_le_put64(body + 8 * i, ix->offsets[i]);
   }
   struct iovec iov[2] = {{hdr, sizeof(hdr)}, {body, (size_t)ix->count * 8}};
   int rc = gy_write_file_atomic(path, iov, ix->count > 0 ? 2 : 1, errmsg, errlen);
@@ -159,11 +136,11 @@ int gy_docindex_read(gy_docindex_t *ix, const char *path, char *errmsg, size_t e
     rc = GY_ECORRUPT;
     goto err;
   }
-  ix->ntokens = get_u64(hdr + 8);
-  ix->crc = get_u32(hdr + 16);
-  uint32_t reserved = get_u32(hdr + 20);
-  ix->first_doc = get_u64(hdr + 24);
-  ix->count = get_u64(hdr + 32);
+  ix->ntokens = gy_le_get64(hdr + 8);
+  ix->crc = gy_le_get32(hdr + 16);
+  uint32_t reserved = gy_le_get32(hdr + 20);
+  ix->first_doc = gy_le_get64(hdr + 24);
+  ix->count = gy_le_get64(hdr + 32);
   if (reserved != 0) {
     gy_errmsg(errmsg, errlen, "document index %s: reserved field is %u, not 0", path, reserved);
     rc = GY_ECORRUPT;
@@ -201,7 +178,7 @@ int gy_docindex_read(gy_docindex_t *ix, const char *path, char *errmsg, size_t e
       goto err;
     }
     for (uint64_t i = 0; i < ix->count; i++) {
-      uint64_t o = get_u64(body + 8 * i);
+      uint64_t o = gy_le_get64(body + 8 * i);
       if ((i == 0 && o != 0) || (i > 0 && o <= ix->offsets[i - 1]) || o >= ix->ntokens) {
         gy_errmsg(errmsg, errlen,
                   "document index %s: entry %llu at offset %llu (entries start at 0, increase "

@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/le.h"
 
 /* ---- content statistics ---- */
 
@@ -404,27 +405,6 @@ void gy_guard_judge(gy_guard_t *g, int n, const int *channels, const float (*sta
 
 #define MAGIC "GYGUARD1"
 
-static void put32(uint8_t **p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    *(*p)++ = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t **p, uint64_t v) {
-  for (int i = 0; i < 8; i++)
-    *(*p)++ = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get32(const uint8_t *p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; i++)
-    v |= (uint32_t)p[i] << (8 * i);
-  return v;
-}
-static uint64_t get64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++)
-    v |= (uint64_t)p[i] << (8 * i);
-  return v;
-}
-
 int gy_guard_save(const gy_guard_t *g, uint8_t **out, size_t *len) {
   size_t n = 8 + 12;
   for (int c = 0; c < g->nch; c++)
@@ -433,20 +413,27 @@ int gy_guard_save(const gy_guard_t *g, uint8_t **out, size_t *len) {
   if (!b) return GY_ENOMEM;
   memcpy(p, MAGIC, 8);
   p += 8;
-  put32(&p, (uint32_t)g->nch);
-  put32(&p, (uint32_t)g->o.window);
-  put32(&p, GY_GSTAT_COUNT);
+  gy_le_put32(p, (uint32_t)g->nch);
+  p += 4;
+  gy_le_put32(p, (uint32_t)g->o.window);
+  p += 4;
+  gy_le_put32(p, GY_GSTAT_COUNT);
+  p += 4;
   for (int c = 0; c < g->nch; c++) {
     ring_t *r = &g->ch[c];
-    put64(&p, r->seen);
-    put32(&p, (uint32_t)r->count);
-    put32(&p, 0);
+    gy_le_put64(p, r->seen);
+    p += 8;
+    gy_le_put32(p, (uint32_t)r->count);
+    p += 4;
+    gy_le_put32(p, 0);
+    p += 4;
     for (int k = 0; k < r->count; k++) {
       const float *x = row(r, g->o.window, k);
       for (int s = 0; s < GY_GSTAT_COUNT; s++) {
         uint32_t u;
         memcpy(&u, &x[s], 4);
-        put32(&p, u);
+        gy_le_put32(p, u);
+        p += 4;
       }
     }
   }
@@ -460,7 +447,7 @@ int gy_guard_load(gy_guard_t *g, const uint8_t *d, size_t len, char *errmsg, siz
     snprintf(errmsg, errlen, "guard state: bad magic or too short (%zu bytes)", len);
     return GY_ECORRUPT;
   }
-  uint32_t nch = get32(d + 8), win = get32(d + 12), ns = get32(d + 16);
+  uint32_t nch = gy_le_get32(d + 8), win = gy_le_get32(d + 12), ns = gy_le_get32(d + 16);
   if ((int)nch != g->nch || ns != GY_GSTAT_COUNT || win < 1 || win > GY_GUARD_MAX_WINDOW) {
     snprintf(errmsg, errlen,
              "guard state: %u channels, window %u, %u figures; this run has %d channels and %d "
@@ -472,7 +459,7 @@ int gy_guard_load(gy_guard_t *g, const uint8_t *d, size_t len, char *errmsg, siz
   size_t off = 20;
   for (uint32_t c = 0; c < nch; c++) {
     if (off + 16 > len) goto short_blob;
-    uint32_t count = get32(d + off + 8);
+    uint32_t count = gy_le_get32(d + off + 8);
     if (count > win) {
       snprintf(errmsg, errlen, "guard state: channel %u holds %u rows of a window of %u", c, count,
                win);
@@ -485,15 +472,15 @@ int gy_guard_load(gy_guard_t *g, const uint8_t *d, size_t len, char *errmsg, siz
   off = 20;
   for (int c = 0; c < g->nch; c++) {
     ring_t *r = &g->ch[c];
-    r->seen = get64(d + off);
-    uint32_t count = get32(d + off + 8);
+    r->seen = gy_le_get64(d + off);
+    uint32_t count = gy_le_get32(d + off + 8);
     off += 16;
     int keep = (int)count < g->o.window ? (int)count : g->o.window;
     size_t skip = (size_t)(count - (uint32_t)keep) * ns * 4;
     off += skip;
     for (int k = 0; k < keep; k++)
       for (int s = 0; s < GY_GSTAT_COUNT; s++) {
-        uint32_t u = get32(d + off);
+        uint32_t u = gy_le_get32(d + off);
         memcpy(&r->rows[(size_t)k * GY_GSTAT_COUNT + s], &u, 4);
         off += 4;
       }

@@ -14,6 +14,7 @@
 
 #include "common/crc32c.h"
 #include "common/err.h"
+#include "common/le.h"
 #include "tests/test.h"
 #include "worker/ckpt.h"
 
@@ -28,25 +29,13 @@ static size_t below(size_t n) {
   return n ? (size_t)(rng() % n) : 0;
 }
 
-static void put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get_u32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* Recomputes the directory CRC (when the directory the header claims fits) and the header CRC,
  * as a careless or hostile writer would. */
 static void fix_crcs(uint8_t *m, size_t len) {
   if (len < 72) return;
-  uint64_t n = get_u32(m + 12);
-  if (72 + 72 * n <= len) put_u32(m + 64, gy_crc32c(0, m + 72, (size_t)(72 * n)));
-  put_u32(m + 68, gy_crc32c(0, m, 68));
+  uint64_t n = gy_le_get32(m + 12);
+  if (72 + 72 * n <= len) gy_le_put32(m + 64, gy_crc32c(0, m + 72, (size_t)(72 * n)));
+  gy_le_put32(m + 68, gy_crc32c(0, m, 68));
 }
 
 /* A value likely to hit a boundary of a field of the checkpoint of length len. */
@@ -135,22 +124,22 @@ int main(void) {
       int f = (int)below(3);
       uint64_t v = interesting(len);
       if (f == 0)
-        put_u32(work + 12, (uint32_t)(below(2) ? v : 3 + below(3) + 8 * below(2)));
+        gy_le_put32(work + 12, (uint32_t)(below(2) ? v : 3 + below(3) + 8 * below(2)));
       else
-        put_u64(work + (f == 1 ? 48 : 56), v);
+        gy_le_put64(work + (f == 1 ? 48 : 56), v);
       if (below(2)) fix_crcs(work, mlen);
       break;
     }
     default: { /* directory field overwrite: offset, nbytes, reserved (sometimes with CRCs) */
       uint8_t *e = work + 72 + 72 * below(4);
       int f = (int)below(3);
-      uint64_t v = below(2) ? interesting(len) : get_u32(e + 48) + below(130) - 65;
+      uint64_t v = below(2) ? interesting(len) : gy_le_get32(e + 48) + below(130) - 65;
       if (f == 0)
-        put_u64(e + 48, v);
+        gy_le_put64(e + 48, v);
       else if (f == 1)
-        put_u64(e + 56, v);
+        gy_le_put64(e + 56, v);
       else
-        put_u32(e + 68, (uint32_t)v);
+        gy_le_put32(e + 68, (uint32_t)v);
       if (below(2)) fix_crcs(work, mlen);
       break;
     }

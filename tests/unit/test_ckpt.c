@@ -14,6 +14,7 @@
 
 #include "common/crc32c.h"
 #include "common/err.h"
+#include "common/le.h"
 #include "tests/test.h"
 #include "worker/ckpt.h"
 
@@ -49,11 +50,6 @@ static void write_raw(const char *path, const uint8_t *p, size_t n) {
   REQUIRE(f);
   REQUIRE(n == 0 || fwrite(p, 1, n, f) == n);
   REQUIRE(fclose(f) == 0);
-}
-
-static void put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
 }
 
 /* Test payloads. */
@@ -281,8 +277,8 @@ static void test_corruption(void) {
 
   /* Wrong version, with a header CRC that matches it (a well-formed file of another version). */
   memcpy(m, d, len);
-  put_u32(m + 8, 2);
-  put_u32(m + 68, gy_crc32c(0, m, 68));
+  gy_le_put32(m + 8, 2);
+  gy_le_put32(m + 68, gy_crc32c(0, m, 68));
   CHECK_EQ_INT(gy_ckpt_parse(m, len, what, &v, err, sizeof err), GY_ECORRUPT);
   CHECK_MSG(strstr(err, "version 2") != NULL, "%s", err);
 

@@ -61,6 +61,7 @@
 
 #include "common/alloc.h"
 #include "common/err.h"
+#include "common/utf8.h"
 
 /* ---------------------------------------- names ---------------------------------------- */
 
@@ -104,28 +105,6 @@ gy_fleet_action_t *gy__fleet_push(gy_fleet_t *f, gy_fleet_act_kind_t k) {
   return a;
 }
 
-/* Length of the well-formed UTF-8 sequence at p (at most n bytes; no overlong forms,
- * surrogates or code points past U+10FFFF), or 0 when p does not start one. */
-static size_t utf8_seq(const unsigned char *p, size_t n) {
-  unsigned c = p[0], cp, min;
-  size_t k;
-  if (c < 0x80) return 1;
-  if ((c & 0xe0) == 0xc0)
-    k = 1, min = 0x80, cp = c & 0x1f;
-  else if ((c & 0xf0) == 0xe0)
-    k = 2, min = 0x800, cp = c & 0x0f;
-  else if ((c & 0xf8) == 0xf0)
-    k = 3, min = 0x10000, cp = c & 0x07;
-  else
-    return 0;
-  if (k >= n) return 0;
-  for (size_t j = 1; j <= k; j++) {
-    if ((p[j] & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (p[j] & 0x3f);
-  }
-  return cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : k + 1;
-}
-
 /* Peers send arbitrary bytes; what the fleet shows (events, refusals, ids, channel names) goes
  * into JSON lines and protobuf string fields, which must be UTF-8. Replaces, in place, every
  * byte that is not part of a well-formed sequence (a sequence cut by truncation included) and
@@ -134,7 +113,7 @@ static void utf8_scrub(char *s) {
   size_t n = strlen(s);
   unsigned char *p = (unsigned char *)s;
   for (size_t i = 0; i < n;) {
-    size_t k = utf8_seq(p + i, n - i);
+    size_t k = gy_utf8_seq(p + i, n - i, NULL);
     if (k == 0 || p[i] < 0x20 || p[i] == 0x7f) {
       p[i++] = '?';
       continue;
@@ -145,11 +124,7 @@ static void utf8_scrub(char *s) {
 
 /* 1 when s is well-formed UTF-8 without control characters (what an identifier must be). */
 static int clean_str(const char *s) {
-  size_t n = strlen(s);
-  const unsigned char *p = (const unsigned char *)s;
-  for (size_t i = 0, k; i < n; i += k)
-    if (!(k = utf8_seq(p + i, n - i)) || p[i] < 0x20 || p[i] == 0x7f) return 0;
-  return 1;
+  return gy_utf8_clean(s, strlen(s));
 }
 
 void gy__fleet_event(gy_fleet_t *f, gy_event_kind_t kind, int64_t step, const char *fmt, ...) {

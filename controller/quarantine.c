@@ -24,6 +24,7 @@
 
 #include "common/alloc.h"
 #include "common/err.h"
+#include "common/utf8.h"
 
 #define FILES_SLOTS (2 * GY_QUAR_FILES_MAX)
 
@@ -67,36 +68,10 @@ void gy_quar_destroy(gy_quar_t *q) {
   gy_free(q);
 }
 
-/* Length of the well-formed UTF-8 sequence at p (at most n bytes; no overlong forms,
- * surrogates or code points past U+10FFFF), or 0 when p does not start one. */
-static size_t utf8_seq(const unsigned char *p, size_t n) {
-  unsigned c = p[0], cp, min;
-  size_t k;
-  if (c < 0x80) return 1;
-  if ((c & 0xe0) == 0xc0)
-    k = 1, min = 0x80, cp = c & 0x1f;
-  else if ((c & 0xf0) == 0xe0)
-    k = 2, min = 0x800, cp = c & 0x0f;
-  else if ((c & 0xf8) == 0xf0)
-    k = 3, min = 0x10000, cp = c & 0x07;
-  else
-    return 0;
-  if (k >= n) return 0;
-  for (size_t j = 1; j <= k; j++) {
-    if ((p[j] & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (p[j] & 0x3f);
-  }
-  return cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : k + 1;
-}
-
 int gy_quar_str_ok(const char *s, size_t max) {
   if (!s) return 0;
   size_t n = strnlen(s, max);
-  if (n < 1 || n >= max) return 0;
-  const unsigned char *p = (const unsigned char *)s;
-  for (size_t i = 0, k; i < n; i += k)
-    if (!(k = utf8_seq(p + i, n - i)) || p[i] < 0x20 || p[i] == 0x7f) return 0;
-  return 1;
+  return n >= 1 && n < max && gy_utf8_clean(s, n);
 }
 
 static uint64_t hash(const char *s) {

@@ -37,32 +37,23 @@
 
 #include "common/err.h"
 #include "common/le.h"
+#include "common/utf8.h"
 
 /* ---- content statistics ---- */
 
-/* Length of a valid UTF-8 sequence starting at p (at most n bytes), 0 when it is broken. */
+/* Length of the UTF-8 sequence at the byte tokens p[0..n) (gy_utf8_seq), 0 when it is broken.
+ * A sequence cut by the sample's end is not broken (the sample is a window of a stream): a
+ * multi-byte lead followed only by continuation bytes up to the end counts. */
 static int utf8_len(const uint16_t *p, int n) {
-  unsigned c = p[0];
-  int len;
-  unsigned min;
-  if (c < 0x80) return 1;
-  if (c >= 0xc2 && c <= 0xdf)
-    len = 2, min = 0x80;
-  else if (c >= 0xe0 && c <= 0xef)
-    len = 3, min = 0x800;
-  else if (c >= 0xf0 && c <= 0xf4)
-    len = 4, min = 0x10000;
-  else
-    return 0;
-  /* a sequence cut by the sample's end is not broken: the sample is a window of a stream */
-  int have = len < n ? len : n;
-  unsigned cp = c & (0xffu >> (len + 1));
-  for (int i = 1; i < have; i++) {
+  unsigned char b[4];
+  int m = n < 4 ? n : 4;
+  for (int i = 0; i < m; i++)
+    b[i] = (unsigned char)p[i];
+  int len = (int)gy_utf8_seq(b, (size_t)m, NULL);
+  if (len || m == 4 || p[0] < 0xc2 || p[0] > 0xf4) return len;
+  for (int i = 1; i < m; i++)
     if ((p[i] & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (p[i] & 0x3f);
-  }
-  if (have == len && (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))) return 0;
-  return have;
+  return m;
 }
 
 static int is_name(unsigned c) {

@@ -24,6 +24,7 @@
 
 #include "common/alloc.h"
 #include "common/err.h"
+#include "common/utf8.h"
 
 static const char *const rule_names[] = {
 #define GY_PREP_RULE_NAME(name, str) str,
@@ -100,40 +101,6 @@ static uint64_t mix64(uint64_t x) {
 
 /* ---- UTF-8 ---- */
 
-/* Length of the valid UTF-8 sequence at s[0..n) (no overlongs, surrogates or code points past
- * U+10FFFF), with its code point in *cp; 0 if the bytes there are not one. */
-static size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp) {
-  unsigned c = s[0];
-  if (c < 0x80) {
-    *cp = c;
-    return 1;
-  }
-  size_t len;
-  uint32_t v;
-  if (c >= 0xC2 && c <= 0xDF) {
-    len = 2;
-    v = c & 0x1F;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3;
-    v = c & 0x0F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4;
-    v = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (len > n) return 0;
-  for (size_t k = 1; k < len; k++) {
-    if ((s[k] & 0xC0) != 0x80) return 0;
-    v = (v << 6) | (s[k] & 0x3F);
-  }
-  if ((len == 3 && v < 0x800) || (len == 4 && (v < 0x10000 || v > 0x10FFFF)) ||
-      (v >= 0xD800 && v <= 0xDFFF))
-    return 0;
-  *cp = v;
-  return len;
-}
-
 void gy_prep_text_stats(const char *s, size_t n, gy_prep_text_stats_t *st) {
   const unsigned char *u = (const unsigned char *)s;
   memset(st, 0, sizeof(*st));
@@ -150,7 +117,7 @@ void gy_prep_text_stats(const char *s, size_t n, gy_prep_text_stats_t *st) {
       continue;
     }
     uint32_t cp;
-    size_t len = utf8_seq(u + i, n - i, &cp);
+    size_t len = gy_utf8_seq(u + i, n - i, &cp);
     if (len == 0) {
       st->invalid++;
       i++;
@@ -170,7 +137,7 @@ int gy_prep_is_utf8(const char *s, size_t n) {
       continue;
     }
     uint32_t cp;
-    size_t len = utf8_seq(u + i, n - i, &cp);
+    size_t len = gy_utf8_seq(u + i, n - i, &cp);
     if (len == 0) return 0;
     i += len;
   }
@@ -212,7 +179,7 @@ size_t gy_prep_tokenize(const char *s, size_t n, gy_prep_token_t **out) {
   size_t i = 0;
   while (i < n) {
     uint32_t cp;
-    size_t len = utf8_seq(u + i, n - i, &cp);
+    size_t len = gy_utf8_seq(u + i, n - i, &cp);
     int cls = len ? char_class(cp) : C_SINGLE;
     if (len == 0) len = 1;
     if (cls == C_SPACE) {
@@ -223,7 +190,7 @@ size_t gy_prep_tokenize(const char *s, size_t n, gy_prep_token_t **out) {
     i += len;
     if (cls != C_SINGLE) {
       while (i < n) {
-        size_t l2 = utf8_seq(u + i, n - i, &cp);
+        size_t l2 = gy_utf8_seq(u + i, n - i, &cp);
         if (l2 == 0 || char_class(cp) != cls) break;
         i += l2;
       }

@@ -17,8 +17,9 @@
 #include "common/err.h"
 #include "kernels/gpt.h"
 #include "tests/test.h"
+#include "tests/unit/tp_fixture.h"
 
-enum { B = 4, T = 8, MAXP = 2, NMAX = 1 << 14 };
+enum { B = 4, T = 8, MAXP = 2 };
 
 static gy_gpt_config_t small_config(int qk) {
   return (gy_gpt_config_t){.max_seq_len = T,
@@ -189,11 +190,6 @@ static void test_mask_null_and_ones_bitwise(void) {
 
 /* ---- tensor parallelism: two shards, one thread each, summed in process (as test_tp.c) ---- */
 
-typedef struct {
-  int P;
-  pthread_barrier_t bar;
-  float slots[MAXP][NMAX];
-} group_t;
 
 typedef struct {
   group_t *g;
@@ -203,21 +199,10 @@ typedef struct {
   const uint8_t *keep;
 } shard_t;
 
-/* All ranks copy in, wait, sum the slots in rank order (same bits everywhere), wait. */
 static int sum_cb(void *ctx, float *buf, size_t n) {
   shard_t *s = ctx;
   s->calls++;
-  if (n > NMAX) return -1;
-  memcpy(s->g->slots[s->rank], buf, n * sizeof(float));
-  pthread_barrier_wait(&s->g->bar);
-  for (size_t i = 0; i < n; i++) {
-    float acc = 0;
-    for (int r = 0; r < s->g->P; r++)
-      acc += s->g->slots[r][i];
-    buf[i] = acc;
-  }
-  pthread_barrier_wait(&s->g->bar);
-  return 0;
+  return tp_group_sum(s->g, s->rank, buf, n);
 }
 
 static void *run_shard(void *arg) {

@@ -10,15 +10,9 @@
 
 #include "kernels/gpt.h"
 #include "tests/test.h"
+#include "tests/unit/tp_fixture.h"
 
-#define MAXP 4
-#define NMAX (1 << 16)
-
-typedef struct {
-  int P;
-  pthread_barrier_t bar;
-  float slots[MAXP][NMAX];
-} group_t;
+#define MAXP TP_MAXP
 
 typedef struct {
   group_t *g;
@@ -29,20 +23,9 @@ typedef struct {
   int rc;
 } shard_t;
 
-/* All ranks copy in, wait, sum the slots in rank order (same bits everywhere), wait. */
 static int sum_cb(void *ctx, float *buf, size_t n) {
   shard_t *s = ctx;
-  if (n > NMAX) return -1;
-  memcpy(s->g->slots[s->rank], buf, n * sizeof(float));
-  pthread_barrier_wait(&s->g->bar);
-  for (size_t i = 0; i < n; i++) {
-    float acc = 0;
-    for (int r = 0; r < s->g->P; r++)
-      acc += s->g->slots[r][i];
-    buf[i] = acc;
-  }
-  pthread_barrier_wait(&s->g->bar);
-  return 0;
+  return tp_group_sum(s->g, s->rank, buf, n);
 }
 
 static void *run_shard(void *arg) {

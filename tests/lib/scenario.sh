@@ -60,8 +60,10 @@ launch() {
     echo "$name: SIGKILLed worker 1 (pid $pid) at its step >= $kill_at"
   fi
   # a run that halts parks its gang until an operator decides: it would never end, so a halt
-  # stops the job and fails at once
-  while kill -0 "$LPID" 2>/dev/null; do
+  # stops the job and fails at once (bounded: 480 s for the whole run)
+  local i
+  for ((i = 0; i < 2400; i++)); do
+    kill -0 "$LPID" 2>/dev/null || break
     if grep -q -- '-> HALTED' "$TMP/$name/controller.log" 2>/dev/null; then
       grep -- '-> HALTED' "$TMP/$name/controller.log" | head -n 1 | cut -c1-400 >&2
       kill -TERM "$LPID" 2>/dev/null || true
@@ -71,6 +73,12 @@ launch() {
     fi
     sleep 0.2
   done
+  if kill -0 "$LPID" 2>/dev/null; then
+    kill -TERM "$LPID" 2>/dev/null || true
+    wait "$LPID" 2>/dev/null || true
+    LPID=
+    fail "$name: the run did not finish within 480 s"
+  fi
   wait "$LPID" || rc=$?
   LPID=
   [ $rc -eq 0 ] || { tail -n 20 "$TMP/$name.out" >&2; fail "$name: gyroctl launch exited $rc"; }
